@@ -1,0 +1,1 @@
+//! URL canonicalization (Safe Browsing rules) and lookup expressions. Pure: no I/O.
