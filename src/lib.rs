@@ -2,4 +2,10 @@
 //!
 //! See `README.md` for running it and `../shared/DESIGN.md` for the architecture.
 
+pub mod accesslog;
 pub mod canon;
+pub mod cli;
+pub mod config;
+pub mod proxy;
+pub mod shutdown;
+pub mod telemetry;

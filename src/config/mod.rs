@@ -1,0 +1,367 @@
+//! Configuration: the YAML file, validated into an immutable [`Config`] before any port is
+//! bound.
+//!
+//! Three stages (as pingora and g3 do it): [`raw::RawConfig`] is the serde mirror of the file
+//! with defaults and `deny_unknown_fields`; [`Config::from_raw`] converts to typed values
+//! (socket addresses, networks, durations) and checks cross-field rules; the result is shared
+//! read-only. With no file, the built-in defaults apply. Errors name the file, and for YAML
+//! errors the line and column, or the offending key for a bad value.
+
+pub mod raw;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use raw::{AccessLogFormat, LogFormat, RawConfig};
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    #[error("{path}: invalid value for key `{key}`: {reason}")]
+    Invalid {
+        path: String,
+        key: &'static str,
+        reason: String,
+    },
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub proxy: ProxyConfig,
+    pub auth: AuthConfig,
+    pub access_log: AccessLogConfig,
+    pub log: raw::RawLogConfig,
+}
+
+/// Validated `proxy:` section. Field meanings are documented on [`raw::RawProxyConfig`].
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub listen: Vec<SocketAddr>,
+    pub allowed_clients: Vec<IpNet>,
+    pub connect_ports: Vec<u16>,
+    pub allow_internal_destinations: bool,
+    pub refused_destinations: Vec<IpNet>,
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub client_idle_timeout: Duration,
+    pub upstream_connect_timeout: Duration,
+    pub upstream_response_timeout: Duration,
+    pub upstream_idle_timeout: Duration,
+    pub upstream_max_idle_per_host: usize,
+    pub tunnel_idle_timeout: Duration,
+    pub shutdown_grace_period: Duration,
+    pub via_name: String,
+}
+
+/// Validated `auth:` section.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub users_file: Option<PathBuf>,
+    pub realm: String,
+    pub credentials_cache_ttl: Duration,
+}
+
+/// Validated `access_log:` section.
+#[derive(Debug, Clone)]
+pub struct AccessLogConfig {
+    pub enabled: bool,
+    /// `None` is standard output.
+    pub path: Option<PathBuf>,
+    pub format: AccessLogFormat,
+    pub queue_lines: usize,
+}
+
+impl Config {
+    /// Loads and validates a config file; `None` gives the built-in defaults.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        match path {
+            None => Self::from_raw(RawConfig::default(), "<defaults>"),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Self::from_yaml(&text, &path.display().to_string())
+            }
+        }
+    }
+
+    /// Parses and validates YAML text; `origin` names it in errors (usually the file path).
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        // An empty file (or one holding only comments) means "all defaults".
+        let raw: RawConfig = if text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+        {
+            RawConfig::default()
+        } else {
+            raw::from_yaml_str(text).map_err(|message| ConfigError::Syntax {
+                path: origin.to_owned(),
+                message,
+            })?
+        };
+        Self::from_raw(raw, origin)
+    }
+
+    /// Converts and checks a raw config.
+    pub fn from_raw(raw: RawConfig, origin: &str) -> Result<Self, ConfigError> {
+        let invalid = |key: &'static str, reason: String| ConfigError::Invalid {
+            path: origin.to_owned(),
+            key,
+            reason,
+        };
+        let p = &raw.proxy;
+        if p.listen.is_empty() {
+            return Err(invalid(
+                "proxy.listen",
+                "at least one address is needed".into(),
+            ));
+        }
+        let listen = p
+            .listen
+            .iter()
+            .map(|s| {
+                s.parse::<SocketAddr>()
+                    .map_err(|e| invalid("proxy.listen", format!("{s:?}: {e} (expected ip:port)")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let allowed_clients =
+            parse_nets(&p.allowed_clients).map_err(|r| invalid("proxy.allowed_clients", r))?;
+        let refused_destinations = parse_nets(&p.destinations.refuse)
+            .map_err(|r| invalid("proxy.destinations.refuse", r))?;
+        if p.connect_ports.contains(&0) {
+            return Err(invalid(
+                "proxy.connect_ports",
+                "port 0 is not a port".into(),
+            ));
+        }
+        if p.max_connections == 0 {
+            return Err(invalid(
+                "proxy.max_connections",
+                "must be at least 1".into(),
+            ));
+        }
+        if p.max_header_bytes < 1024 {
+            return Err(invalid(
+                "proxy.max_header_bytes",
+                format!("{} is below the minimum of 1024", p.max_header_bytes),
+            ));
+        }
+        let ms = |key: &'static str, v: u64| {
+            if v == 0 {
+                Err(invalid(key, "must be greater than 0".into()))
+            } else {
+                Ok(Duration::from_millis(v))
+            }
+        };
+        let via_name = match &p.via_name {
+            Some(name) => {
+                if name.is_empty()
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+                {
+                    return Err(invalid(
+                        "proxy.via_name",
+                        format!("{name:?}: use letters, digits, '-', '.' and '_' only"),
+                    ));
+                }
+                name.clone()
+            }
+            None => default_via_name(),
+        };
+        let proxy = ProxyConfig {
+            listen,
+            allowed_clients,
+            connect_ports: p.connect_ports.clone(),
+            allow_internal_destinations: p.destinations.allow_internal,
+            refused_destinations,
+            max_connections: p.max_connections,
+            max_header_bytes: p.max_header_bytes,
+            header_read_timeout: ms("proxy.header_read_timeout_ms", p.header_read_timeout_ms)?,
+            client_idle_timeout: ms("proxy.client_idle_timeout_ms", p.client_idle_timeout_ms)?,
+            upstream_connect_timeout: ms(
+                "proxy.upstream_connect_timeout_ms",
+                p.upstream_connect_timeout_ms,
+            )?,
+            upstream_response_timeout: ms(
+                "proxy.upstream_response_timeout_ms",
+                p.upstream_response_timeout_ms,
+            )?,
+            upstream_idle_timeout: ms(
+                "proxy.upstream_idle_timeout_ms",
+                p.upstream_idle_timeout_ms,
+            )?,
+            upstream_max_idle_per_host: p.upstream_max_idle_per_host,
+            tunnel_idle_timeout: ms("proxy.tunnel_idle_timeout_ms", p.tunnel_idle_timeout_ms)?,
+            shutdown_grace_period: Duration::from_millis(p.shutdown_grace_period_ms),
+            via_name,
+        };
+        let a = &raw.auth;
+        if a.realm.is_empty()
+            || a.realm
+                .bytes()
+                .any(|b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b))
+        {
+            return Err(invalid(
+                "auth.realm",
+                format!(
+                    "{:?}: printable ASCII without quotes or backslashes",
+                    a.realm
+                ),
+            ));
+        }
+        let auth = AuthConfig {
+            users_file: a.users_file.clone(),
+            realm: a.realm.clone(),
+            credentials_cache_ttl: Duration::from_secs(a.credentials_cache_seconds),
+        };
+        let l = &raw.access_log;
+        if l.queue_lines == 0 {
+            return Err(invalid(
+                "access_log.queue_lines",
+                "must be at least 1".into(),
+            ));
+        }
+        if l.path.is_empty() {
+            return Err(invalid(
+                "access_log.path",
+                "empty; use \"-\" for standard output".into(),
+            ));
+        }
+        let access_log = AccessLogConfig {
+            enabled: l.enabled,
+            path: (l.path != "-").then(|| PathBuf::from(&l.path)),
+            format: l.format,
+            queue_lines: l.queue_lines,
+        };
+        if raw.log.level.trim().is_empty() {
+            return Err(invalid("log.level", "empty; try \"info\"".into()));
+        }
+        Ok(Self {
+            proxy,
+            auth,
+            access_log,
+            log: raw.log,
+        })
+    }
+}
+
+fn parse_nets(items: &[String]) -> Result<Vec<IpNet>, String> {
+    items
+        .iter()
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .map(|n| n.trunc())
+                .map_err(|_| {
+                    format!(
+                        "{s:?} is not a network (expected CIDR such as 10.0.0.0/8, or an address)"
+                    )
+                })
+        })
+        .collect()
+}
+
+/// `webrep-<hostname>`, or `webrep` when the host name is unknown or unusable.
+fn default_via_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        });
+    match host {
+        Some(h) => format!("webrep-{h}"),
+        None => "webrep".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_loopback_only_and_sane() {
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.proxy.listen, vec!["127.0.0.1:3128".parse().unwrap()]);
+        assert_eq!(
+            c.proxy.allowed_clients,
+            vec![
+                "127.0.0.0/8".parse::<IpNet>().unwrap(),
+                "::1/128".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.proxy.connect_ports, vec![443]);
+        assert!(!c.proxy.allow_internal_destinations);
+        assert_eq!(c.proxy.max_header_bytes, 65_536);
+        assert!(c.auth.users_file.is_none());
+        assert!(c.access_log.enabled && c.access_log.path.is_none());
+        assert!(c.proxy.via_name.starts_with("webrep"));
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_key_and_line() {
+        let err = Config::from_yaml(
+            "proxy:\n  listen: [\"127.0.0.1:1\"]\n  max_conections: 5\n",
+            "t.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("max_conections"), "{err}");
+        assert!(err.contains("t.yaml"), "{err}");
+        assert!(err.contains('3'), "line number missing: {err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (yaml, key) in [
+            ("proxy:\n  listen: [\"nonsense\"]\n", "proxy.listen"),
+            (
+                "proxy:\n  allowed_clients: [\"10.0.0.0/33\"]\n",
+                "proxy.allowed_clients",
+            ),
+            ("proxy:\n  max_header_bytes: 10\n", "proxy.max_header_bytes"),
+            ("proxy:\n  connect_ports: [0]\n", "proxy.connect_ports"),
+            (
+                "proxy:\n  tunnel_idle_timeout_ms: 0\n",
+                "proxy.tunnel_idle_timeout_ms",
+            ),
+            ("proxy:\n  via_name: \"a b\"\n", "proxy.via_name"),
+            ("auth:\n  realm: 'a\"b'\n", "auth.realm"),
+        ] {
+            let err = Config::from_yaml(yaml, "t.yaml").unwrap_err().to_string();
+            assert!(err.contains(key), "{yaml:?} gave {err}");
+        }
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        let c = Config::from_yaml("# nothing here\n\n", "t.yaml").unwrap();
+        assert_eq!(c.proxy.connect_ports, vec![443]);
+    }
+
+    #[test]
+    fn a_bare_address_is_a_host_network() {
+        let c = Config::from_yaml("proxy:\n  allowed_clients: [\"192.0.2.7\"]\n", "t").unwrap();
+        assert_eq!(
+            c.proxy.allowed_clients,
+            vec!["192.0.2.7/32".parse::<IpNet>().unwrap()]
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! One client connection: activity tracking for the header-read and keep-alive idle
+//! timeouts.
+//!
+//! hyper's own header timer also runs while a keep-alive connection sits idle, so it cannot
+//! express "10 s to send a request head, but 60 s of idle keep-alive". Instead the socket is
+//! wrapped in [`ActivityIo`], which notes the first byte read after the connection went idle,
+//! and the service notes when requests start and finish. A [`watchdog`] future per connection
+//! sleeps until the next deadline and reports which one expired: an idle connection is
+//! closed gracefully, a client that started a request head and did not finish it in time is
+//! cut off. Cost per request: two atomic updates and one clock read; the watchdog wakes only
+//! at deadlines.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+const NONE: u64 = u64::MAX;
+
+/// Shared between a connection's IO wrapper, its service and its watchdog.
+#[derive(Debug)]
+pub struct ConnActivity {
+    base: Instant,
+    in_flight: AtomicU32,
+    /// Milliseconds since `base` when the connection last became idle.
+    idle_since: AtomicU64,
+    /// Milliseconds since `base` of the first byte read while idle, or `NONE`.
+    first_byte: AtomicU64,
+}
+
+impl Default for ConnActivity {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ConnActivity {
+    pub fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            in_flight: AtomicU32::new(0),
+            idle_since: AtomicU64::new(0),
+            first_byte: AtomicU64::new(NONE),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64
+    }
+
+    pub fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn request_finished(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.first_byte.store(NONE, Ordering::Relaxed);
+            self.idle_since.store(self.now_ms(), Ordering::Release);
+        }
+    }
+
+    fn bytes_read(&self) {
+        if self.first_byte.load(Ordering::Relaxed) == NONE
+            && self.in_flight.load(Ordering::Relaxed) == 0
+        {
+            self.first_byte.store(self.now_ms(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Which deadline expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// No request and no bytes for the idle timeout: close gracefully.
+    Idle,
+    /// A request head was started and not finished in time: cut the connection.
+    HeaderTimeout,
+}
+
+/// Resolves when the connection has been idle, or half-way through a request head, for too
+/// long. Never resolves while a request is in progress.
+pub async fn watchdog(act: &ConnActivity, idle: Duration, header: Duration) -> Expiry {
+    let idle_ms = idle.as_millis() as u64;
+    let header_ms = header.as_millis() as u64;
+    loop {
+        let now = act.now_ms();
+        let wake_at = if act.in_flight.load(Ordering::Acquire) > 0 {
+            now + idle_ms.min(header_ms)
+        } else {
+            let first = act.first_byte.load(Ordering::Relaxed);
+            if first != NONE {
+                let deadline = first + header_ms;
+                if now >= deadline {
+                    return Expiry::HeaderTimeout;
+                }
+                deadline
+            } else {
+                let deadline = act.idle_since.load(Ordering::Acquire) + idle_ms;
+                if now >= deadline {
+                    return Expiry::Idle;
+                }
+                deadline
+            }
+        };
+        tokio::time::sleep_until((act.base + Duration::from_millis(wake_at)).into()).await;
+    }
+}
+
+/// A socket that reports reads to a [`ConnActivity`].
+pub struct ActivityIo<T> {
+    inner: T,
+    act: std::sync::Arc<ConnActivity>,
+}
+
+impl<T> ActivityIo<T> {
+    pub fn new(inner: T, act: std::sync::Arc<ConnActivity>) -> Self {
+        Self { inner, act }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.act.bytes_read();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

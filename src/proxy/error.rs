@@ -1,0 +1,118 @@
+//! Why the proxy answered a request itself instead of relaying the upstream's answer, and the
+//! one place where such a failure becomes a response: status, RFC 9209 `Proxy-Status`, short
+//! plain-text body, and the log level by which side caused it.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+use super::dial::DialError;
+
+/// Which side caused a failure; sets the log level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Upstream,
+    Proxy,
+}
+
+/// A request the proxy could not (or would not) relay.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("{0}")]
+    BadRequest(&'static str),
+    #[error("unsupported scheme {0:?} in an absolute-form request (use CONNECT for https)")]
+    UnsupportedScheme(String),
+    #[error("CONNECT to port {0} is not allowed")]
+    PortNotAllowed(u16),
+    #[error("client address is not allowed to use this proxy")]
+    ClientNotAllowed,
+    #[error("proxy authentication required")]
+    AuthRequired,
+    #[error("forwarding loop: the request already passed through {0}")]
+    Loop(String),
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    #[error("upstream sent no response headers within {0:?}")]
+    UpstreamTimeout(Duration),
+    #[error("upstream request failed: {0}")]
+    Upstream(String),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) | Self::UnsupportedScheme(_) => StatusCode::BAD_REQUEST,
+            Self::PortNotAllowed(_) | Self::ClientNotAllowed => StatusCode::FORBIDDEN,
+            Self::AuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            Self::Loop(_) => StatusCode::LOOP_DETECTED,
+            Self::Dial(DialError::Refused { .. }) => StatusCode::FORBIDDEN,
+            Self::Dial(DialError::Timeout { .. }) | Self::UpstreamTimeout(_) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            Self::Dial(DialError::NoHost) => StatusCode::BAD_REQUEST,
+            Self::Dial(_) | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The RFC 9209 error type.
+    pub fn proxy_status(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) | Self::UnsupportedScheme(_) => "http_request_error",
+            Self::PortNotAllowed(_) | Self::ClientNotAllowed | Self::AuthRequired => {
+                "http_request_denied"
+            }
+            Self::Loop(_) => "proxy_loop_detected",
+            Self::Dial(d) => d.proxy_status(),
+            Self::UpstreamTimeout(_) => "http_response_timeout",
+            Self::Upstream(_) => "http_protocol_error",
+        }
+    }
+
+    pub fn side(&self) -> Side {
+        match self {
+            Self::BadRequest(_)
+            | Self::UnsupportedScheme(_)
+            | Self::PortNotAllowed(_)
+            | Self::ClientNotAllowed
+            | Self::AuthRequired
+            | Self::Loop(_) => Side::Client,
+            Self::Dial(DialError::Refused { .. }) | Self::Dial(DialError::NoHost) => Side::Client,
+            Self::Dial(_) | Self::UpstreamTimeout(_) | Self::Upstream(_) => Side::Upstream,
+        }
+    }
+}
+
+/// Renders an RFC 9209 `Proxy-Status` value: `name; error=type; details="..."`.
+pub fn proxy_status_value(proxy: &str, error: &str, details: &str) -> String {
+    let mut s = String::with_capacity(proxy.len() + error.len() + details.len() + 24);
+    s.push_str(proxy);
+    s.push_str("; error=");
+    s.push_str(error);
+    s.push_str("; details=\"");
+    for c in details.chars() {
+        match c {
+            '"' | '\\' => {
+                s.push('\\');
+                s.push(c);
+            }
+            ' '..='~' => s.push(c),
+            _ => s.push('?'),
+        }
+    }
+    s.push('"');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_status_is_a_valid_structured_field() {
+        assert_eq!(
+            proxy_status_value("webrep-a", "dns_error", "cannot resolve \"x\"\n"),
+            "webrep-a; error=dns_error; details=\"cannot resolve \\\"x\\\"?\""
+        );
+    }
+}

@@ -1,0 +1,223 @@
+//! Plain-HTTP forwarding of absolute-form requests (`GET http://host/path`).
+//!
+//! Checks (scheme, host, forwarding loop), rewrites the head for the next hop (hop-by-hop
+//! headers out, `Host` from the target, our `Via` in), and sends it over the pooled
+//! keep-alive client; the request body streams to the upstream as the client sends it and the
+//! response body streams back, never collected. A WebSocket upgrade keeps its `Upgrade`
+//! headers, and on `101` both sides are joined by a relay. The client connects through
+//! [`super::dial::Connector`], so refused destinations are stopped after DNS.
+//!
+//! Deadlines: the connect (inside the connector) and the response headers
+//! (`proxy.upstream_response_timeout_ms`, connect included); the body has no deadline of its
+//! own, which is what long downloads need.
+
+use std::sync::Arc;
+
+use http::uri::{Authority, Uri};
+use http::{HeaderValue, Request, StatusCode, Version, header};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpInfo;
+use hyper_util::rt::TokioIo;
+use tracing::Instrument as _;
+
+use super::ProxyState;
+use super::acl::ip_literal;
+use super::body::ProxyBody;
+use super::dial::DialError;
+use super::error::ProxyError;
+use super::headers::{append_via, has_our_via, is_websocket_upgrade, strip_hop_by_hop};
+use super::local;
+use super::service::{Handled, RequestCtx};
+use super::tunnel::{RelayEnd, relay};
+use crate::accesslog::{AccessRecord, RecordKind};
+
+pub async fn handle(
+    state: &Arc<ProxyState>,
+    ctx: &RequestCtx,
+    mut req: Request<Incoming>,
+) -> Result<Handled, ProxyError> {
+    match req.uri().scheme_str() {
+        Some("http") => {}
+        Some(other) => return Err(ProxyError::UnsupportedScheme(other.to_owned())),
+        None => return Err(ProxyError::BadRequest("request target has no scheme")),
+    }
+    let authority = req
+        .uri()
+        .authority()
+        .cloned()
+        .ok_or(ProxyError::BadRequest("absolute-form URL without a host"))?;
+    let host = authority.host();
+    if host.is_empty() {
+        return Err(ProxyError::BadRequest(
+            "absolute-form URL with an empty host",
+        ));
+    }
+    let port = authority.port_u16().unwrap_or(80);
+    if has_our_via(req.headers(), &state.config.via_name) {
+        return Err(ProxyError::Loop(state.config.via_name.clone()));
+    }
+    if let Some(ip) = ip_literal(host)
+        && state.dialer.policy().is_own_listener(ip, port)
+    {
+        return Ok(Handled {
+            response: local::serve(req.method(), req.uri().path()),
+            kind: RecordKind::Local,
+            upstream: None,
+            log_now: true,
+        });
+    }
+
+    let websocket = is_websocket_upgrade(req.headers());
+    let host_port = strip_userinfo(&authority);
+    if host_port.len() != authority.as_str().len() {
+        // Userinfo never goes upstream (and never into the pool key).
+        let mut parts = req.uri().clone().into_parts();
+        parts.authority = Authority::try_from(host_port).ok();
+        *req.uri_mut() =
+            Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("malformed URL"))?;
+    }
+    let host_value =
+        HeaderValue::from_str(host_port).map_err(|_| ProxyError::BadRequest("malformed host"))?;
+    let via = state.via_for(req.version());
+    {
+        let h = req.headers_mut();
+        strip_hop_by_hop(h, websocket);
+        h.insert(header::HOST, host_value);
+        append_via(h, via);
+    }
+    *req.version_mut() = Version::HTTP_11;
+    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+    let ws_url = websocket.then(|| req.uri().to_string());
+
+    let sent = tokio::time::timeout(
+        state.config.upstream_response_timeout,
+        state.client.request(req),
+    )
+    .await;
+    let mut resp = match sent {
+        Err(_) => {
+            return Err(ProxyError::UpstreamTimeout(
+                state.config.upstream_response_timeout,
+            ));
+        }
+        Ok(Err(e)) => return Err(map_client_error(&e)),
+        Ok(Ok(r)) => r,
+    };
+    let upstream = resp.extensions().get::<HttpInfo>().map(|i| i.remote_addr());
+    let switched = websocket && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let upstream_upgrade = switched.then(|| hyper::upgrade::on(&mut resp));
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, switched);
+    append_via(&mut parts.headers, state.via_for(parts.version));
+    parts.version = Version::HTTP_11;
+    parts.extensions = http::Extensions::new();
+
+    if let (Some(client_up), Some(upstream_up)) = (client_upgrade, upstream_upgrade) {
+        let state2 = state.clone();
+        let ctx2 = ctx.clone();
+        let url = ws_url.unwrap_or_default();
+        state.tracker.spawn(
+            async move {
+                let (c, u) = tokio::join!(client_up, upstream_up);
+                let (c, u) = match (c, u) {
+                    (Ok(c), Ok(u)) => (c, u),
+                    (c, u) => {
+                        tracing::debug!(
+                            client_ok = c.is_ok(),
+                            upstream_ok = u.is_ok(),
+                            "websocket upgrade failed"
+                        );
+                        return;
+                    }
+                };
+                let stats = relay(
+                    TokioIo::new(c),
+                    TokioIo::new(u),
+                    state2.config.tunnel_idle_timeout,
+                )
+                .await;
+                log_relay(
+                    &state2,
+                    &ctx2,
+                    "GET",
+                    &url,
+                    RecordKind::Websocket,
+                    101,
+                    upstream,
+                    stats,
+                );
+            }
+            .in_current_span(),
+        );
+        return Ok(Handled {
+            response: http::Response::from_parts(parts, ProxyBody::upstream(body)),
+            kind: RecordKind::Websocket,
+            upstream,
+            log_now: false,
+        });
+    }
+    Ok(Handled {
+        response: http::Response::from_parts(parts, ProxyBody::upstream(body)),
+        kind: RecordKind::Http,
+        upstream,
+        log_now: true,
+    })
+}
+
+/// `user:pass@host:port` → `host:port`.
+fn strip_userinfo(a: &Authority) -> &str {
+    match a.as_str().rsplit_once('@') {
+        Some((_, hp)) => hp,
+        None => a.as_str(),
+    }
+}
+
+/// Turns a pooled-client error into a [`ProxyError`], finding our [`DialError`] in the chain.
+fn map_client_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    let mut innermost = None;
+    while let Some(s) = src {
+        if let Some(d) = s.downcast_ref::<DialError>() {
+            return ProxyError::Dial(d.clone());
+        }
+        innermost = Some(s);
+        src = s.source();
+    }
+    let detail = innermost.map_or_else(|| e.to_string(), |s| s.to_string());
+    ProxyError::Upstream(detail)
+}
+
+/// Writes the access log line of a finished tunnel or WebSocket relay.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn log_relay(
+    state: &ProxyState,
+    ctx: &RequestCtx,
+    method: &str,
+    url: &str,
+    kind: RecordKind,
+    status: u16,
+    upstream: Option<std::net::SocketAddr>,
+    stats: super::tunnel::RelayStats,
+) {
+    let error = match stats.end {
+        RelayEnd::Closed => None,
+        RelayEnd::Idle => Some("connection_read_timeout"),
+        RelayEnd::Error => Some("connection_terminated"),
+    };
+    state.access_log.record(&AccessRecord {
+        start: ctx.start,
+        duration: ctx.started.elapsed(),
+        id: ctx.id,
+        client: ctx.client,
+        user: ctx.user.as_deref(),
+        method,
+        url,
+        status,
+        bytes_out: stats.down,
+        bytes_in: Some(stats.up),
+        kind,
+        upstream,
+        error,
+        content_type: None,
+    });
+}

@@ -1,0 +1,245 @@
+//! The per-request entry point: the hyper `Service` for a client connection.
+//!
+//! Dispatch order: client network check (403 and close) → CONNECT, origin-form (the proxy's
+//! own pages) or absolute-form forwarding; proxy authentication before anything leaves the
+//! proxy. Every failure becomes a response in one place ([`error_response`]) with its status,
+//! RFC 9209 `Proxy-Status` and a short plain-text reason, and every response carries the
+//! [`ResponseGuard`] that writes the access log line when the body is done.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::{HeaderValue, Method, Request, Response, header};
+use hyper::body::Incoming;
+
+use super::ProxyState;
+use super::auth::AuthOutcome;
+use super::body::{PendingLog, ProxyBody, ResponseGuard};
+use super::conn::ConnActivity;
+use super::error::{ProxyError, Side, proxy_status_value};
+use super::headers::PROXY_STATUS;
+use super::{connect, forward, local};
+use crate::accesslog::{RecordKind, RequestId};
+
+/// The facts of one request that every handler needs.
+#[derive(Debug, Clone)]
+pub struct RequestCtx {
+    pub id: RequestId,
+    pub start: SystemTime,
+    pub started: Instant,
+    pub client: SocketAddr,
+    pub user: Option<Arc<str>>,
+}
+
+/// What a handler produced.
+pub struct Handled {
+    pub response: Response<ProxyBody>,
+    pub kind: RecordKind,
+    pub upstream: Option<SocketAddr>,
+    /// False when the exchange is logged later (tunnels and WebSockets log when they close).
+    pub log_now: bool,
+}
+
+/// The hyper service of one client connection.
+#[derive(Clone)]
+pub struct ProxyService {
+    pub(crate) state: Arc<ProxyState>,
+    pub(crate) client: SocketAddr,
+    pub(crate) allowed: bool,
+    pub(crate) activity: Arc<ConnActivity>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for ProxyService {
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        self.activity.request_started();
+        let guard = ResponseGuard {
+            activity: Some(self.activity.clone()),
+            log: None,
+        };
+        let state = self.state.clone();
+        let ctx = RequestCtx {
+            id: state.ids.next(),
+            start: SystemTime::now(),
+            started: Instant::now(),
+            client: self.client,
+            user: None,
+        };
+        let allowed = self.allowed;
+        Box::pin(async move { Ok(dispatch(state, ctx, allowed, guard, req).await) })
+    }
+}
+
+async fn dispatch(
+    state: Arc<ProxyState>,
+    mut ctx: RequestCtx,
+    allowed: bool,
+    mut guard: ResponseGuard,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let method = req.method().clone();
+    let url = log_url(&req);
+    let result = route(&state, &mut ctx, allowed, req).await;
+    let (mut response, kind, upstream, error, log_now) = match result {
+        Ok(h) => (h.response, h.kind, h.upstream, None, h.log_now),
+        Err(e) => {
+            let r = error_response(&state, &ctx, &e);
+            (r, RecordKind::Http, None, Some(e.proxy_status()), true)
+        }
+    };
+    if !allowed {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if log_now && state.access_log.is_enabled() {
+        let head_like = method == Method::HEAD
+            || response.status().is_informational()
+            || response.status() == http::StatusCode::NO_CONTENT
+            || response.status() == http::StatusCode::NOT_MODIFIED;
+        guard.log = Some(PendingLog {
+            log: state.access_log.clone(),
+            start: ctx.start,
+            started: ctx.started,
+            id: ctx.id,
+            client: ctx.client,
+            user: ctx.user.clone(),
+            method,
+            url,
+            status: response.status().as_u16(),
+            bytes_out: 0,
+            kind,
+            upstream,
+            error,
+            content_type: response.headers().get(header::CONTENT_TYPE).cloned(),
+            complete: head_like,
+        });
+    }
+    let (parts, body) = response.into_parts();
+    Response::from_parts(parts, body.with_guard(guard))
+}
+
+async fn route(
+    state: &Arc<ProxyState>,
+    ctx: &mut RequestCtx,
+    allowed: bool,
+    req: Request<Incoming>,
+) -> Result<Handled, ProxyError> {
+    if !allowed {
+        return Err(ProxyError::ClientNotAllowed);
+    }
+    let is_connect = req.method() == Method::CONNECT;
+    if !is_connect && req.uri().scheme().is_none() && req.uri().authority().is_none() {
+        return serve_origin_form(state, &req);
+    }
+    if let Some(auth) = &state.auth {
+        match auth
+            .check(req.headers().get(header::PROXY_AUTHORIZATION))
+            .await
+        {
+            AuthOutcome::User(u) => ctx.user = Some(u),
+            AuthOutcome::Missing | AuthOutcome::Invalid => return Err(ProxyError::AuthRequired),
+        }
+    }
+    if is_connect {
+        connect::handle(state, ctx, req).await
+    } else {
+        forward::handle(state, ctx, req).await
+    }
+}
+
+/// Origin-form: for the proxy itself (no `Host`, or a `Host` naming one of our listen
+/// ports) we serve our own pages; for anything else the client is not using us as a proxy.
+fn serve_origin_form(state: &ProxyState, req: &Request<Incoming>) -> Result<Handled, ProxyError> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
+    let for_us = match host {
+        None => true,
+        Some(h) => {
+            let port = h
+                .rsplit_once(':')
+                .filter(|(_, p)| !p.contains(']'))
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .unwrap_or(80);
+            state.local_addrs.iter().any(|a| a.port() == port)
+        }
+    };
+    if !for_us {
+        return Err(ProxyError::BadRequest(
+            "origin-form request for another host: configure this address as a proxy",
+        ));
+    }
+    Ok(Handled {
+        response: local::serve(req.method(), req.uri().path()),
+        kind: RecordKind::Local,
+        upstream: None,
+        log_now: true,
+    })
+}
+
+/// The URL as it goes into the access log.
+fn log_url(req: &Request<Incoming>) -> String {
+    if req.method() == Method::CONNECT {
+        req.uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_default()
+    } else {
+        req.uri().to_string()
+    }
+}
+
+/// The one place where a [`ProxyError`] becomes a response.
+pub fn error_response(state: &ProxyState, ctx: &RequestCtx, e: &ProxyError) -> Response<ProxyBody> {
+    match e.side() {
+        Side::Client => {
+            tracing::debug!(id = %ctx.id, client.addr = %ctx.client, error = %e, "request refused")
+        }
+        Side::Upstream => {
+            tracing::info!(id = %ctx.id, client.addr = %ctx.client, error = %e, "upstream failed")
+        }
+        Side::Proxy => {
+            tracing::warn!(id = %ctx.id, client.addr = %ctx.client, error = %e, "proxy error")
+        }
+    }
+    let mut details = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        details.push_str(": ");
+        details.push_str(&s.to_string());
+        src = s.source();
+    }
+    let mut resp = Response::new(ProxyBody::full(format!(
+        "webrep: {details}\nrequest id: {}\n",
+        ctx.id
+    )));
+    *resp.status_mut() = e.status();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(&proxy_status_value(
+        &state.config.via_name,
+        e.proxy_status(),
+        &details,
+    )) {
+        h.insert(&PROXY_STATUS, v);
+    }
+    if matches!(e, ProxyError::AuthRequired)
+        && let Some(auth) = &state.auth
+    {
+        h.insert(header::PROXY_AUTHENTICATE, auth.challenge().clone());
+    }
+    resp
+}

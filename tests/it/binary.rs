@@ -1,0 +1,247 @@
+//! The real `webrep` binary: graceful shutdown on SIGTERM, flat memory while streaming,
+//! configuration errors.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use crate::harness::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_webrep");
+
+/// A `webrep proxy` child process with its stderr lines forwarded to a channel.
+struct ProxyProcess {
+    child: Child,
+    addr: SocketAddr,
+    lines: mpsc::UnboundedReceiver<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl ProxyProcess {
+    async fn start(extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("webrep.yaml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "{BASE}{extra}access_log:\n  path: {:?}\nlog:\n  level: info\n  format: text\n",
+                dir.path().join("access.log").display().to_string()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(BIN)
+            .args(["proxy", "--config"])
+            .arg(&cfg)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let (tx, mut lines) = mpsc::unbounded_channel();
+        let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(l)) = err.next_line().await {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut addr = None;
+        while addr.is_none() {
+            let l = tokio::time::timeout(Duration::from_secs(30), lines.recv())
+                .await
+                .expect("proxy starts")
+                .expect("proxy is running");
+            if let Some(rest) = l.split("listen.addr=").nth(1) {
+                addr = Some(rest.split_whitespace().next().unwrap().parse().unwrap());
+            }
+        }
+        Self {
+            child,
+            addr: addr.unwrap(),
+            lines,
+            _dir: dir,
+        }
+    }
+
+    async fn wait_for_line(&mut self, needle: &str) -> String {
+        loop {
+            let l = tokio::time::timeout(Duration::from_secs(30), self.lines.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no line containing {needle:?}"))
+                .unwrap_or_else(|| panic!("stderr closed before {needle:?}"));
+            if l.contains(needle) {
+                return l;
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().unwrap()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    /// Peak resident memory so far (VmHWM), in KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .unwrap()
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    fn client(&self) -> reqwest::Client {
+        init_crypto();
+        reqwest::Client::builder()
+            .proxy(reqwest::Proxy::all(format!("http://{}", self.addr)).unwrap())
+            .build()
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn sigterm_finishes_an_in_flight_slow_response_then_exits_0() {
+    let origin = Origin::http().await;
+    let mut proxy = ProxyProcess::start("").await;
+    let client = proxy.client();
+    let mut resp = client.get(origin.url("/slow")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let first = resp.chunk().await.unwrap().unwrap();
+    assert_eq!(&first[..], b"first;");
+    // Make sure the origin is parked on its gate before we signal.
+    origin.stats.slow_started.notified().await;
+
+    proxy.signal("TERM");
+    proxy.wait_for_line("shutting down").await;
+    // The listener is closed: new clients are refused.
+    assert!(tokio::net::TcpStream::connect(proxy.addr).await.is_err());
+    // The response in flight still completes.
+    origin.stats.gate.notify_one();
+    let rest = resp.chunk().await.unwrap().unwrap();
+    assert_eq!(&rest[..], b"second");
+    assert!(resp.chunk().await.unwrap().is_none());
+    let status = tokio::time::timeout(Duration::from_secs(30), proxy.child.wait())
+        .await
+        .expect("exits after draining")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn streaming_64_mib_keeps_memory_flat() {
+    let origin = Origin::http().await;
+    let proxy = ProxyProcess::start("").await;
+    let client = proxy.client();
+    // Warm up: allocate what a normal request allocates.
+    let r = client
+        .get(origin.url("/bytes/1048576"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().len(), 1 << 20);
+    let before = proxy.peak_rss_kib();
+
+    let n = 64usize << 20;
+    let mut r = client
+        .get(origin.url(&format!("/bytes/{n}")))
+        .send()
+        .await
+        .unwrap();
+    let mut got = 0usize;
+    while let Some(c) = r.chunk().await.unwrap() {
+        got += c.len();
+    }
+    assert_eq!(got, n);
+    let chunks = futures_util::stream::iter((0..n).step_by(256 * 1024).map(move |start| {
+        let end = (start + 256 * 1024).min(n);
+        Ok::<_, std::io::Error>((start..end).map(pattern_byte).collect::<Vec<u8>>())
+    }));
+    let r = client
+        .post(origin.url("/upload"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), format!("{n} ok"));
+    let after = proxy.peak_rss_kib();
+    // 128 MiB moved; the proxy's peak may grow by buffers, never by the body.
+    assert!(
+        after.saturating_sub(before) < 16 * 1024,
+        "peak RSS grew from {before} KiB to {after} KiB"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_config_file_exits_64_naming_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.yaml");
+    std::fs::write(&cfg, "proxy:\n  listen: [\"127.0.0.1:0\"]\n  lisen: oops\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["proxy", "--config"])
+        .arg(&cfg)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("lisen") && err.contains("bad.yaml") && err.contains('3'),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(&cfg)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[tokio::test]
+async fn passwd_prints_a_users_file_line_the_proxy_accepts() {
+    let mut child = Command::new(BIN)
+        .args(["passwd", "bob"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncWriteExt as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"pa55word\n")
+        .await
+        .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success());
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(line.starts_with("bob:$argon2id$"), "{line}");
+    let auth =
+        webrep::proxy::auth::Authenticator::from_text(&line, "users", "r", Duration::ZERO).unwrap();
+    let v = http::HeaderValue::from_static("Basic Ym9iOnBhNTV3b3Jk"); // bob:pa55word
+    let outcome = std::sync::Arc::new(auth).check(Some(&v)).await;
+    assert_eq!(
+        outcome,
+        webrep::proxy::auth::AuthOutcome::User("bob".into())
+    );
+}

@@ -1,0 +1,436 @@
+//! Test harness: in-process origins (HTTP and TLS with a test CA) on 127.0.0.1:0 that count
+//! what they see, the real proxy in-process or as the real binary, and real clients.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt as _, StreamExt as _};
+use http_body_util::{BodyExt as _, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use webrep::accesslog::AccessLog;
+use webrep::config::Config;
+
+pub type TestBody = BoxBody<Bytes, Infallible>;
+
+pub fn init_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A CA made for one test run, and a leaf for 127.0.0.1 / localhost.
+pub struct TestCa {
+    pub ca_pem: String,
+    pub leaf_chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    pub leaf_key: rustls::pki_types::PrivateKeyDer<'static>,
+    _dir: tempfile::TempDir,
+    pub ca_path: PathBuf,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+            KeyUsagePurpose,
+        };
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        p.distinguished_name
+            .push(DnType::CommonName, "webrep test CA");
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap();
+        let mut lp =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        lp.distinguished_name.push(DnType::CommonName, "localhost");
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = lp.signed_by(&leaf_key, &ca).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_path = dir.path().join("ca.pem");
+        std::fs::write(&ca_path, ca.pem()).unwrap();
+        Self {
+            ca_pem: ca.pem(),
+            leaf_chain: vec![leaf.der().clone(), ca.der().clone()],
+            leaf_key: rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+            _dir: dir,
+            ca_path,
+        }
+    }
+
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(self.leaf_chain.clone(), self.leaf_key.clone_key())
+            .unwrap();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(cfg)
+    }
+}
+
+/// What an origin has seen.
+#[derive(Default)]
+pub struct OriginStats {
+    pub connections: AtomicUsize,
+    pub requests: AtomicUsize,
+    /// `/slow` waits on this before sending the rest of its body.
+    pub gate: Notify,
+    /// Signalled when `/slow` has sent its first chunk.
+    pub slow_started: Notify,
+}
+
+/// An origin server on 127.0.0.1:0 (plain HTTP, or TLS with `ca`).
+pub struct Origin {
+    pub addr: SocketAddr,
+    pub stats: Arc<OriginStats>,
+    stop: CancellationToken,
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Origin {
+    pub async fn http() -> Self {
+        Self::start(None).await
+    }
+
+    pub async fn https(ca: &TestCa) -> Self {
+        Self::start(Some(tokio_rustls::TlsAcceptor::from(ca.server_config()))).await
+    }
+
+    async fn start(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stats = Arc::new(OriginStats::default());
+        let stop = CancellationToken::new();
+        let (s, st) = (stats.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = tokio::select! {
+                    r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+                    _ = st.cancelled() => return,
+                };
+                s.connections.fetch_add(1, Ordering::SeqCst);
+                let s = s.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| origin_handler(req, s.clone()));
+                    let builder = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(tcp), svc)
+                                .with_upgrades()
+                                .await;
+                        }
+                        Some(acc) => {
+                            if let Ok(t) = acc.accept(tcp).await {
+                                let _ = builder.serve_connection(TokioIo::new(t), svc).await;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, stats, stop }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+fn full(b: impl Into<Bytes>) -> TestBody {
+    Full::new(b.into()).map_err(|e| match e {}).boxed()
+}
+
+/// Streams `n` bytes of a repeating pattern in 64 KiB chunks (no Content-Length: chunked).
+fn pattern_stream(n: usize) -> TestBody {
+    let chunks = futures_util::stream::unfold(0usize, move |sent| async move {
+        if sent >= n {
+            return None;
+        }
+        let len = (n - sent).min(64 * 1024);
+        let chunk: Vec<u8> = (sent..sent + len).map(|i| (i % 251) as u8).collect();
+        Some((
+            Ok::<_, Infallible>(Frame::data(Bytes::from(chunk))),
+            sent + len,
+        ))
+    });
+    http_body_util::BodyExt::boxed(StreamBody::new(chunks))
+}
+
+/// The byte at offset `i` of [`pattern_stream`].
+pub fn pattern_byte(i: usize) -> u8 {
+    (i % 251) as u8
+}
+
+async fn origin_handler(
+    mut req: Request<Incoming>,
+    stats: Arc<OriginStats>,
+) -> Result<Response<TestBody>, Infallible> {
+    stats.requests.fetch_add(1, Ordering::SeqCst);
+    let path = req.uri().path().to_owned();
+    let resp = if path == "/headers" {
+        // Echo the request head as JSON.
+        let mut h = serde_json::Map::new();
+        for (k, v) in req.headers() {
+            let entry = h
+                .entry(k.as_str().to_owned())
+                .or_insert_with(|| serde_json::Value::Array(vec![]));
+            entry
+                .as_array_mut()
+                .unwrap()
+                .push(String::from_utf8_lossy(v.as_bytes()).into());
+        }
+        let body = serde_json::json!({
+            "method": req.method().as_str(),
+            "uri": req.uri().to_string(),
+            "version": format!("{:?}", req.version()),
+            "headers": h,
+        });
+        Response::new(full(body.to_string()))
+    } else if let Some(n) = path.strip_prefix("/bytes/") {
+        let n: usize = n.parse().unwrap();
+        Response::new(pattern_stream(n))
+    } else if path == "/upload" {
+        // Count the body and check it against the pattern, without collecting it.
+        let mut body = req.into_body();
+        let mut count = 0usize;
+        let mut ok = true;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                ok = false;
+                break;
+            };
+            if let Some(d) = frame.data_ref() {
+                for (j, b) in d.iter().enumerate() {
+                    if *b != pattern_byte(count + j) {
+                        ok = false;
+                    }
+                }
+                count += d.len();
+            }
+        }
+        Response::new(full(format!(
+            "{count} {}",
+            if ok { "ok" } else { "corrupt" }
+        )))
+    } else if path == "/hop" {
+        Response::builder()
+            .header("connection", "x-resp-secret")
+            .header("x-resp-secret", "1")
+            .header("keep-alive", "timeout=5")
+            .header("proxy-authenticate", "Basic realm=\"upstream\"")
+            .header("x-resp-kept", "yes")
+            .body(full("hop"))
+            .unwrap()
+    } else if path == "/slow" {
+        let s = stats.clone();
+        let chunks = futures_util::stream::unfold(0u8, move |state| {
+            let s = s.clone();
+            async move {
+                match state {
+                    0 => Some((
+                        Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"first;"))),
+                        1,
+                    )),
+                    1 => {
+                        s.slow_started.notify_one();
+                        s.gate.notified().await;
+                        Some((Ok(Frame::data(Bytes::from_static(b"second"))), 2))
+                    }
+                    _ => None,
+                }
+            }
+        });
+        Response::new(http_body_util::BodyExt::boxed(StreamBody::new(chunks)))
+    } else if path == "/ws" {
+        let key = req
+            .headers()
+            .get("sec-websocket-key")
+            .map(|k| tokio_tungstenite::tungstenite::handshake::derive_accept_key(k.as_bytes()))
+            .unwrap_or_default();
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(up) = on_upgrade.await {
+                let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                    TokioIo::new(up),
+                    tokio_tungstenite::tungstenite::protocol::Role::Server,
+                    None,
+                )
+                .await;
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() || msg.is_binary() {
+                        if ws.send(msg).await.is_err() {
+                            break;
+                        }
+                    } else if msg.is_close() {
+                        break;
+                    }
+                }
+            }
+        });
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-accept", key)
+            .body(full(""))
+            .unwrap()
+    } else {
+        Response::new(full("hello"))
+    };
+    Ok(resp)
+}
+
+/// The real proxy, in-process, on 127.0.0.1:0.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    token: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<()>>,
+    access_log: Arc<AccessLog>,
+    log_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// The base config of test proxies: loopback origins are allowed (they are all we have).
+pub const BASE: &str = "proxy:\n  listen: [\"127.0.0.1:0\"]\n  via_name: webrep-test\n  destinations:\n    allow_internal: true\n";
+
+impl TestProxy {
+    /// Starts a proxy with `BASE` plus extra `proxy:` keys (indented by two spaces) and extra
+    /// top-level sections.
+    pub async fn start(proxy_keys: &str, sections: &str) -> Self {
+        let yaml = format!("{BASE}{proxy_keys}{sections}");
+        Self::start_yaml(&yaml).await
+    }
+
+    pub async fn start_yaml(yaml: &str) -> Self {
+        let config = Config::from_yaml(yaml, "test.yaml").expect("test config is valid");
+        let dir = tempfile::tempdir().unwrap();
+        let log_path = dir.path().join("access.log");
+        let file = std::fs::File::create(&log_path).unwrap();
+        let access_log = Arc::new(AccessLog::with_writer(
+            Box::new(file),
+            webrep::config::AccessLogFormat::Json,
+            1024,
+        ));
+        let proxy = webrep::proxy::Proxy::bind(&config, access_log.clone())
+            .await
+            .unwrap();
+        let addr = proxy.local_addrs()[0];
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(proxy.run(token.clone()));
+        Self {
+            addr,
+            token,
+            handle: Some(handle),
+            access_log,
+            log_path,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A reqwest client that uses this proxy for everything and trusts only `ca`.
+    pub fn client(&self, ca: Option<&TestCa>) -> reqwest::Client {
+        init_crypto();
+        let mut b = reqwest::Client::builder()
+            .proxy(reqwest::Proxy::all(self.url()).unwrap())
+            .timeout(Duration::from_secs(60));
+        if let Some(ca) = ca {
+            b = b.tls_certs_only([reqwest::Certificate::from_pem(ca.ca_pem.as_bytes()).unwrap()]);
+        }
+        b.build().unwrap()
+    }
+
+    /// Waits (bounded) until an access-log line satisfies `pred`, and returns it.
+    pub async fn wait_log(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        for _ in 0..500 {
+            self.access_log.flush(Duration::from_secs(5));
+            let text = std::fs::read_to_string(&self.log_path).unwrap();
+            for line in text.lines() {
+                let v: serde_json::Value = serde_json::from_str(line).expect("log line is JSON");
+                if pred(&v) {
+                    return v;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "no matching access log line in:\n{}",
+            std::fs::read_to_string(&self.log_path).unwrap()
+        );
+    }
+
+    pub async fn stop(mut self) {
+        self.token.cancel();
+        if let Some(h) = self.handle.take() {
+            tokio::time::timeout(Duration::from_secs(30), h)
+                .await
+                .expect("proxy drains within 30 s")
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+/// Sends raw bytes to `addr` and reads until the peer closes or `limit` bytes arrived.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    read_head(&mut s).await
+}
+
+/// Reads one response head (up to the blank line) from `s`.
+pub async fn read_head(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while let Ok(Ok(1)) = tokio::time::timeout(Duration::from_secs(30), s.read(&mut byte)).await {
+        buf.push(byte[0]);
+        if buf.ends_with(b"\r\n\r\n") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// A port on 127.0.0.1 where nothing listens.
+pub async fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A GET without any proxy (for the proxy's own pages).
+pub async fn plain_get(url: String) -> reqwest::Result<reqwest::Response> {
+    init_crypto();
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(url)
+        .send()
+        .await
+}

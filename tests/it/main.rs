@@ -1,0 +1,10 @@
+//! Integration tests: the real proxy on 127.0.0.1:0 with in-process origins and real clients
+//! (reqwest, raw sockets, the `curl` binary, the `webrep` binary).
+
+mod harness;
+
+mod binary;
+mod config_file;
+mod proxy_connect;
+mod proxy_http;
+mod proxy_limits;

@@ -1,0 +1,179 @@
+//! CONNECT tunnels: TLS to a test-CA origin with reqwest and curl, refused ports, failures
+//! answered with Proxy-Status.
+
+use std::sync::atomic::Ordering;
+
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpStream;
+
+use crate::harness::*;
+
+fn connect_ports(origin_port: u16) -> String {
+    format!("  connect_ports: [443, {origin_port}]\n")
+}
+
+#[tokio::test]
+async fn connect_to_a_tls_origin_with_a_rust_client() {
+    let ca = TestCa::new();
+    let origin = Origin::https(&ca).await;
+    let proxy = TestProxy::start(&connect_ports(origin.addr.port()), "").await;
+    let client = proxy.client(Some(&ca));
+    let url = format!("https://127.0.0.1:{}/bytes/100000", origin.addr.port());
+    for _ in 0..3 {
+        let r = client.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.bytes().await.unwrap().len(), 100_000);
+    }
+    // Keep-alive inside the tunnel: one tunnel, one TLS connection at the origin.
+    assert_eq!(origin.stats.connections.load(Ordering::SeqCst), 1);
+    drop(client);
+    let line = proxy.wait_log(|v| v["kind"] == "tunnel").await;
+    assert_eq!(line["method"], "CONNECT");
+    assert_eq!(line["url"], format!("127.0.0.1:{}", origin.addr.port()));
+    assert_eq!(line["status"], 200);
+    assert!(line["bytes_out"].as_u64().unwrap() > 300_000, "{line}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn connect_to_a_tls_origin_with_curl() {
+    let ca = TestCa::new();
+    let origin = Origin::https(&ca).await;
+    let proxy = TestProxy::start(&connect_ports(origin.addr.port()), "").await;
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--noproxy", "", "--max-time", "30", "-x"])
+        .arg(proxy.url())
+        .arg("--cacert")
+        .arg(&ca.ca_path)
+        .arg(format!("https://localhost:{}/", origin.addr.port()))
+        .output()
+        .await
+        .expect("curl runs");
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn connect_to_a_port_not_allowed_is_403() {
+    let origin = Origin::http().await;
+    let proxy = TestProxy::start("", "").await;
+    let head = raw_exchange(
+        proxy.addr,
+        format!("CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n\r\n", origin.addr).as_bytes(),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert!(
+        head.contains("proxy-status: webrep-test; error=http_request_denied"),
+        "{head}"
+    );
+    assert_eq!(origin.stats.connections.load(Ordering::SeqCst), 0);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn connect_to_an_unreachable_upstream_is_502_with_proxy_status() {
+    let port = closed_port().await;
+    let proxy = TestProxy::start(&connect_ports(port), "").await;
+    let head = raw_exchange(
+        proxy.addr,
+        format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    assert!(
+        head.contains("proxy-status: webrep-test; error=connection_refused"),
+        "{head}"
+    );
+    // And with curl, which reports the proxy's answer instead of a reset.
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--noproxy", "", "--max-time", "30", "-x"])
+        .arg(proxy.url())
+        .arg(format!("https://127.0.0.1:{port}/"))
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("502"), "curl said: {err}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn plain_http_to_an_unreachable_upstream_is_502_with_proxy_status() {
+    let port = closed_port().await;
+    let proxy = TestProxy::start("", "").await;
+    let r = proxy
+        .client(None)
+        .get(format!("http://127.0.0.1:{port}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let ps = r.headers()["proxy-status"].to_str().unwrap().to_owned();
+    assert!(
+        ps.starts_with("webrep-test; error=connection_refused; details="),
+        "{ps}"
+    );
+    let line = proxy.wait_log(|v| v["status"] == 502).await;
+    assert_eq!(line["error"], "connection_refused");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn an_unresolvable_host_is_502_dns_error() {
+    let proxy = TestProxy::start("", "").await;
+    // .invalid never resolves (RFC 6761); the system resolver answers without the network.
+    let r = proxy
+        .client(None)
+        .get("http://no-such-host.invalid/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(
+        r.headers()["proxy-status"]
+            .to_str()
+            .unwrap()
+            .contains("error=dns_error")
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn tunnel_closes_after_the_idle_timeout() {
+    let ca = TestCa::new();
+    let origin = Origin::https(&ca).await;
+    let proxy = TestProxy::start(
+        &format!(
+            "{}  tunnel_idle_timeout_ms: 200\n",
+            connect_ports(origin.addr.port())
+        ),
+        "",
+    )
+    .await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(format!("CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n\r\n", origin.addr).as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // Send nothing: the proxy must close the tunnel by itself.
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        tokio::io::AsyncReadExt::read(&mut s, &mut buf),
+    )
+    .await
+    .expect("tunnel closed by the proxy")
+    .unwrap_or(0);
+    assert_eq!(n, 0);
+    let line = proxy.wait_log(|v| v["kind"] == "tunnel").await;
+    assert_eq!(line["error"], "connection_read_timeout");
+    proxy.stop().await;
+}

@@ -1,0 +1,274 @@
+//! Plain-HTTP forwarding: bodies, streaming, keep-alive, headers, Via, loops, WebSocket.
+
+use std::sync::atomic::Ordering;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpStream;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn get_and_post_bodies_of_every_size_stream_through() {
+    let origin = Origin::http().await;
+    let proxy = TestProxy::start("", "").await;
+    let client = proxy.client(None);
+    for n in [1usize, 1000, 65_537, 1 << 20, 64 << 20] {
+        // Download: count and check bytes as they arrive, never holding the whole body.
+        let mut resp = client
+            .get(origin.url(&format!("/bytes/{n}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut got = 0usize;
+        while let Some(chunk) = resp.chunk().await.unwrap() {
+            for (j, b) in chunk.iter().enumerate() {
+                assert_eq!(*b, pattern_byte(got + j), "byte {} of {n}", got + j);
+            }
+            got += chunk.len();
+        }
+        assert_eq!(got, n);
+
+        // Upload: a streamed (chunked) body of n bytes.
+        let chunks = futures_util::stream::iter((0..n).step_by(64 * 1024).map(move |start| {
+            let end = (start + 64 * 1024).min(n);
+            Ok::<_, std::io::Error>((start..end).map(pattern_byte).collect::<Vec<u8>>())
+        }));
+        let resp = client
+            .post(origin.url("/upload"))
+            .body(reqwest::Body::wrap_stream(chunks))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.unwrap(), format!("{n} ok"));
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn content_length_and_chunked_requests_are_framed_correctly() {
+    let origin = Origin::http().await;
+    let proxy = TestProxy::start("", "").await;
+    let body: Vec<u8> = (0..3000).map(pattern_byte).collect();
+    // Chunked request body, two chunks, from a raw socket.
+    let mut req = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
+        origin.url("/upload"),
+        origin.addr
+    )
+    .into_bytes();
+    req.extend_from_slice(format!("{:x}\r\n", 1000).as_bytes());
+    req.extend_from_slice(&body[..1000]);
+    req.extend_from_slice(format!("\r\n{:x}\r\n", 2000).as_bytes());
+    req.extend_from_slice(&body[1000..]);
+    req.extend_from_slice(b"\r\n0\r\n\r\n");
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(&req).await.unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // Content-Length request body.
+    let resp = proxy
+        .client(None)
+        .post(origin.url("/upload"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), "3000 ok");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn upstream_connections_are_pooled_and_reused() {
+    let origin = Origin::http().await;
+    let proxy = TestProxy::start("", "").await;
+    for _ in 0..3 {
+        // A fresh client each time: a new client connection, but the same upstream one.
+        let client = proxy.client(None);
+        for _ in 0..5 {
+            let r = client.get(origin.url("/")).send().await.unwrap();
+            assert_eq!(r.text().await.unwrap(), "hello");
+        }
+    }
+    assert_eq!(origin.stats.requests.load(Ordering::SeqCst), 15);
+    assert_eq!(origin.stats.connections.load(Ordering::SeqCst), 1);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_stripped_and_via_added_both_ways() {
+    let origin = Origin::http().await;
+    let proxy = TestProxy::start("", "").await;
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: wrong.example\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\
+         Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nProxy-Authorization: Basic Zm9vOmJhcg==\r\n\
+         TE: trailers\r\nTrailer: X-T\r\nUpgrade: h2c\r\nX-Kept: yes\r\nVia: 1.0 other-proxy\r\n\r\n",
+        origin.url("/headers")
+    );
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut body = vec![0u8; len];
+    tokio::io::AsyncReadExt::read_exact(&mut s, &mut body)
+        .await
+        .unwrap();
+    let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let h = &seen["headers"];
+    for gone in [
+        "connection",
+        "x-secret",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "upgrade",
+    ] {
+        assert!(h.get(gone).is_none(), "{gone} reached the origin: {h}");
+    }
+    assert_eq!(h["x-kept"][0], "yes");
+    assert_eq!(
+        h["host"][0],
+        origin.addr.to_string(),
+        "Host comes from the target"
+    );
+    assert_eq!(
+        h["via"],
+        serde_json::json!(["1.0 other-proxy", "1.1 webrep-test"])
+    );
+    assert_eq!(seen["uri"], "/headers", "origin-form upstream");
+    assert!(
+        head.to_ascii_lowercase().contains("via: 1.1 webrep-test"),
+        "{head}"
+    );
+
+    // Response direction.
+    let r = proxy
+        .client(None)
+        .get(origin.url("/hop"))
+        .send()
+        .await
+        .unwrap();
+    let rh = r.headers();
+    assert!(rh.get("x-resp-secret").is_none());
+    assert!(rh.get("keep-alive").is_none());
+    assert!(rh.get("proxy-authenticate").is_none());
+    assert_eq!(rh["x-resp-kept"], "yes");
+    assert_eq!(rh["via"], "1.1 webrep-test");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_carrying_our_via_is_a_loop() {
+    let origin = Origin::http().await;
+    let proxy = TestProxy::start("", "").await;
+    let r = proxy
+        .client(None)
+        .get(origin.url("/"))
+        .header("via", "1.1 somebody, 1.1 webrep-test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 508);
+    let ps = r.headers()["proxy-status"].to_str().unwrap().to_owned();
+    assert!(
+        ps.starts_with("webrep-test; error=proxy_loop_detected"),
+        "{ps}"
+    );
+    assert_eq!(origin.stats.requests.load(Ordering::SeqCst), 0);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn absolute_form_to_our_own_listener_serves_our_pages() {
+    // Two names for the same proxy: through a chain the second hop sees its own Via.
+    let proxy = TestProxy::start("", "").await;
+    let r = proxy
+        .client(None)
+        .get(format!("http://{}/healthz", proxy.addr))
+        .send()
+        .await
+        .unwrap();
+    // Absolute-form to our own listener gets our own page, never a forward to ourselves.
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "ok\n");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn websocket_echo_through_the_proxy() {
+    let origin = Origin::http().await;
+    let proxy = TestProxy::start("", "").await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        origin.url("/ws"),
+        origin.addr
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        s,
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    use tokio_tungstenite::tungstenite::Message;
+    for i in 0..3 {
+        ws.send(Message::text(format!("ping {i}"))).await.unwrap();
+        let back = ws.next().await.unwrap().unwrap();
+        assert_eq!(back, Message::text(format!("ping {i}")));
+    }
+    ws.send(Message::binary(vec![7u8; 100_000])).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::binary(vec![7u8; 100_000])
+    );
+    ws.close(None).await.unwrap();
+    drop(ws);
+    let line = proxy.wait_log(|v| v["kind"] == "websocket").await;
+    assert_eq!(line["status"], 101);
+    assert!(line["bytes_in"].as_u64().unwrap() > 100_000);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn access_log_has_a_line_per_request_with_an_id() {
+    let origin = Origin::http().await;
+    let proxy = TestProxy::start("", "").await;
+    let r = proxy
+        .client(None)
+        .get(origin.url("/bytes/777"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().len(), 777);
+    let line = proxy
+        .wait_log(|v| v["url"] == origin.url("/bytes/777"))
+        .await;
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["bytes_out"], 777);
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["kind"], "http");
+    assert_eq!(line["upstream"], origin.addr.to_string());
+    assert_eq!(line["id"].as_str().unwrap().len(), 16);
+    assert!(line["error"].is_null());
+    proxy.stop().await;
+}

@@ -1,0 +1,268 @@
+//! Who may use the proxy, where it may go, and what happens to bad or slow clients.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn a_client_outside_the_allowed_networks_gets_403_and_nothing_is_forwarded() {
+    let origin = Origin::http().await;
+    // Only a documentation network is allowed: our 127.0.0.1 client is outside it.
+    let proxy = TestProxy::start("  allowed_clients: [\"192.0.2.0/24\"]\n", "").await;
+    let r = proxy
+        .client(None)
+        .get(origin.url("/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.headers()["connection"], "close");
+    assert!(r.text().await.unwrap().contains("not allowed"));
+    assert_eq!(origin.stats.connections.load(Ordering::SeqCst), 0);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn internal_destinations_are_refused_by_default() {
+    let origin = Origin::http().await;
+    // The default config: no allow_internal switch.
+    let proxy =
+        TestProxy::start_yaml("proxy:\n  listen: [\"127.0.0.1:0\"]\n  via_name: webrep-test\n")
+            .await;
+    let client = proxy.client(None);
+    for url in [
+        origin.url("/"),
+        format!("http://localhost:{}/", origin.addr.port()),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+    ] {
+        let r = client.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 403, "{url}");
+        let ps = r.headers()["proxy-status"].to_str().unwrap().to_owned();
+        assert!(
+            ps.contains("error=destination_ip_prohibited"),
+            "{url}: {ps}"
+        );
+    }
+    let head = raw_exchange(
+        proxy.addr,
+        b"CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert_eq!(origin.stats.connections.load(Ordering::SeqCst), 0);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn configured_destination_networks_are_refused() {
+    let origin = Origin::http().await;
+    let proxy = TestProxy::start_yaml(
+        "proxy:\n  listen: [\"127.0.0.1:0\"]\n  via_name: webrep-test\n  destinations:\n    allow_internal: true\n    refuse: [\"127.0.0.0/8\"]\n",
+    )
+    .await;
+    let r = proxy
+        .client(None)
+        .get(origin.url("/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(
+        r.headers()["proxy-status"]
+            .to_str()
+            .unwrap()
+            .contains("destination_ip_prohibited")
+    );
+    assert_eq!(origin.stats.connections.load(Ordering::SeqCst), 0);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn oversize_headers_get_431() {
+    let origin = Origin::http().await;
+    let proxy = TestProxy::start("  max_header_bytes: 4096\n", "").await;
+    let big = "x".repeat(8000);
+    let head = raw_exchange(
+        proxy.addr,
+        format!(
+            "GET {} HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\n\r\n",
+            origin.url("/")
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 431"), "{head}");
+    // A request just under the limit still works.
+    let ok = "x".repeat(3000);
+    let head = raw_exchange(
+        proxy.addr,
+        format!(
+            "GET {} HTTP/1.1\r\nHost: a\r\nConnection: close\r\nX-Big: {ok}\r\n\r\n",
+            origin.url("/")
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_and_malformed_requests_get_400() {
+    let proxy = TestProxy::start("", "").await;
+    let head = raw_exchange(proxy.addr, b"\x16\x03\x01garbage garbage\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head:?}");
+    let head = raw_exchange(proxy.addr, b"GET /x HTTP/1.1\r\nHost: example.com\r\n\r\n").await;
+    assert!(
+        head.starts_with("HTTP/1.1 400"),
+        "origin-form for another host: {head}"
+    );
+    let head = raw_exchange(
+        proxy.addr,
+        b"GET ftp://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    let head = raw_exchange(
+        proxy.addr,
+        b"CONNECT example.com HTTP/1.1\r\nHost: example.com\r\n\r\n",
+    )
+    .await;
+    assert!(
+        head.starts_with("HTTP/1.1 400"),
+        "CONNECT without a port: {head}"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn origin_form_requests_to_the_proxy_get_its_own_pages() {
+    let proxy = TestProxy::start("", "").await;
+    let r = plain_get(format!("{}/healthz", proxy.url())).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "ok\n");
+    let r = plain_get(format!("{}/", proxy.url())).await.unwrap();
+    assert!(r.text().await.unwrap().contains("webrep"));
+    let r = plain_get(format!("{}/nope", proxy.url())).await.unwrap();
+    assert_eq!(r.status(), 404);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_closed() {
+    // Long idle timeout, short header timeout: the close proves the header timer fired.
+    let proxy = TestProxy::start(
+        "  header_read_timeout_ms: 300\n  client_idle_timeout_ms: 600000\n",
+        "",
+    )
+    .await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET http://example.com/ HTTP/1.1\r\nHost: exa")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
+        .await
+        .expect("the proxy closes the connection")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without a response");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let origin = Origin::http().await;
+    let proxy = TestProxy::start(
+        "  header_read_timeout_ms: 600000\n  client_idle_timeout_ms: 300\n",
+        "",
+    )
+    .await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    // One complete request, then silence.
+    s.write_all(format!("GET {} HTTP/1.1\r\nHost: a\r\n\r\n", origin.url("/")).as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut body = [0u8; 5];
+    s.read_exact(&mut body).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
+        .await
+        .expect("idle connection closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn proxy_auth_407_without_and_success_with_credentials() {
+    let origin = Origin::http().await;
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    let hash = webrep::proxy::auth::hash_password("correct horse").unwrap();
+    std::fs::write(&users, format!("# test users\nalice:{hash}\n")).unwrap();
+    let proxy = TestProxy::start(
+        "",
+        &format!(
+            "auth:\n  users_file: {:?}\n  realm: \"test realm\"\n",
+            users.display().to_string()
+        ),
+    )
+    .await;
+    let r = proxy
+        .client(None)
+        .get(origin.url("/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 407);
+    assert_eq!(
+        r.headers()["proxy-authenticate"],
+        "Basic realm=\"test realm\", charset=\"UTF-8\""
+    );
+    // CONNECT needs credentials too.
+    let head = raw_exchange(
+        proxy.addr,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 407"), "{head}");
+    // Wrong password.
+    let bad = reqwest::Client::builder()
+        .proxy(
+            reqwest::Proxy::all(proxy.url())
+                .unwrap()
+                .basic_auth("alice", "wrong"),
+        )
+        .build()
+        .unwrap();
+    assert_eq!(bad.get(origin.url("/")).send().await.unwrap().status(), 407);
+    assert_eq!(origin.stats.requests.load(Ordering::SeqCst), 0);
+    // Right password.
+    let good = reqwest::Client::builder()
+        .proxy(
+            reqwest::Proxy::all(proxy.url())
+                .unwrap()
+                .basic_auth("alice", "correct horse"),
+        )
+        .build()
+        .unwrap();
+    let r = good.get(origin.url("/headers")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let seen: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert!(
+        seen["headers"].get("proxy-authorization").is_none(),
+        "credentials leaked upstream"
+    );
+    let line = proxy.wait_log(|v| v["status"] == 200).await;
+    assert_eq!(line["user"], "alice");
+    // The health page needs no credentials.
+    let r = plain_get(format!("{}/healthz", proxy.url())).await.unwrap();
+    assert_eq!(r.status(), 200);
+    proxy.stop().await;
+}
