@@ -18,13 +18,22 @@ fn browser_headers() -> HeaderMap {
     let mut h = HeaderMap::new();
     for (k, v) in [
         ("host", "www.example.com"),
-        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"),
-        ("accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+        (
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        ),
+        (
+            "accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        ),
         ("accept-language", "en-US,en;q=0.5"),
         ("accept-encoding", "gzip, deflate, br, zstd"),
         ("proxy-connection", "keep-alive"),
         ("connection", "keep-alive"),
-        ("cookie", "session=0123456789abcdef; theme=dark; consent=yes"),
+        (
+            "cookie",
+            "session=0123456789abcdef; theme=dark; consent=yes",
+        ),
         ("upgrade-insecure-requests", "1"),
         ("priority", "u=0, i"),
     ] {
@@ -88,7 +97,9 @@ fn round_trip(c: &mut Criterion) {
     let mut sender = rt.block_on(async {
         let s = tokio::net::TcpStream::connect(proxy_addr).await.unwrap();
         s.set_nodelay(true).unwrap();
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+            .await
+            .unwrap();
         tokio::spawn(conn);
         sender
     });

@@ -2,22 +2,22 @@
 //!
 //! Where it sits: the proxy builds an [`AccessRecord`] when a response body finishes (or is
 //! dropped) and when a tunnel closes, and calls [`AccessLog::record`]. That formats the line
-//! on the calling task and hands it to a bounded queue; a dedicated writer thread appends the
-//! lines through a buffer and flushes whenever the queue runs empty, so disk latency never
-//! reaches the request path.
+//! on the calling task and appends it to a bounded in-memory buffer; a dedicated writer
+//! thread wakes every 100 ms (or once 64 KiB are waiting), swaps the buffer out and writes it
+//! in one call, so neither disk latency nor a thread wake-up per line reaches the request
+//! path. Lines reach the file within about 100 ms; shutdown flushes them.
 //!
-//! Cost: one small `String` per request plus a channel send. Failure: when the queue is full
-//! (the disk is slower than the traffic) lines are dropped and counted, and the writer thread
-//! logs a warning with the count; a write error is logged once and the line is lost. Neither
-//! ever fails or delays a request.
+//! Cost: one small `String` and a short mutex-protected append per request. Failure: when
+//! `access_log.buffer_bytes` are waiting (the disk is slower than the traffic) further lines
+//! are dropped and counted, and the writer logs a warning with the count; a write error is
+//! logged once and the lines are lost. Neither ever fails or delays a request.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -191,16 +191,34 @@ fn squid_field(v: &str) -> std::borrow::Cow<'_, str> {
     out.into()
 }
 
-enum Msg {
-    Line(String),
-    Flush(SyncSender<()>),
+/// Lines waiting for the writer thread, and flush bookkeeping.
+#[derive(Default)]
+struct Pending {
+    buf: Vec<u8>,
+    flush_requested: u64,
+    flushed: u64,
+    closed: bool,
 }
+
+struct Shared {
+    pending: Mutex<Pending>,
+    /// Wakes the writer (enough bytes waiting, a flush request, or close).
+    wake: Condvar,
+    /// Wakes flush callers once their lines are written.
+    done: Condvar,
+    dropped: AtomicU64,
+    max_bytes: usize,
+}
+
+/// The writer wakes at least this often when lines are waiting.
+const WRITE_INTERVAL: Duration = Duration::from_millis(100);
+/// ...or as soon as this many bytes are waiting.
+const WRITE_BATCH: usize = 64 * 1024;
 
 /// Handle to the access log; cheap to share in an `Arc`.
 pub struct AccessLog {
     format: AccessLogFormat,
-    tx: Option<SyncSender<Msg>>,
-    dropped: Arc<AtomicU64>,
+    shared: Option<Arc<Shared>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -208,7 +226,7 @@ impl std::fmt::Debug for AccessLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AccessLog")
             .field("format", &self.format)
-            .field("enabled", &self.tx.is_some())
+            .field("enabled", &self.shared.is_some())
             .finish()
     }
 }
@@ -218,8 +236,7 @@ impl AccessLog {
     pub fn disabled() -> Self {
         Self {
             format: AccessLogFormat::Json,
-            tx: None,
-            dropped: Arc::default(),
+            shared: None,
             thread: Mutex::new(None),
         }
     }
@@ -233,66 +250,99 @@ impl AccessLog {
             None => Box::new(std::io::stdout()),
             Some(p) => Box::new(open_append(p)?),
         };
-        Ok(Self::with_writer(out, cfg.format, cfg.queue_lines))
+        Ok(Self::with_writer(out, cfg.format, cfg.buffer_bytes))
     }
 
-    /// Starts a writer thread over any `Write` (tests use a file or a pipe).
+    /// Starts a writer thread over any `Write` (tests use a file); at most `max_bytes` of
+    /// lines wait for it.
     pub fn with_writer(
         out: Box<dyn std::io::Write + Send>,
         format: AccessLogFormat,
-        queue_lines: usize,
+        max_bytes: usize,
     ) -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel(queue_lines.max(1));
-        let dropped = Arc::new(AtomicU64::new(0));
-        let d = dropped.clone();
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending::default()),
+            wake: Condvar::new(),
+            done: Condvar::new(),
+            dropped: AtomicU64::new(0),
+            max_bytes: max_bytes.max(1),
+        });
+        let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || writer_loop(rx, out, d))
+            .spawn(move || writer_loop(&s, out))
             .ok();
         Self {
             format,
-            tx: thread.is_some().then_some(tx),
-            dropped,
+            shared: thread.is_some().then_some(shared),
             thread: Mutex::new(thread),
         }
     }
 
     pub fn is_enabled(&self) -> bool {
-        self.tx.is_some()
+        self.shared.is_some()
     }
 
-    /// Queues one record; never blocks.
+    /// Queues one record; never blocks on I/O (only on a short in-memory append).
     pub fn record(&self, rec: &AccessRecord<'_>) {
-        let Some(tx) = &self.tx else { return };
+        let Some(shared) = &self.shared else { return };
         let line = rec.to_line(self.format);
-        match tx.try_send(Msg::Line(line)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        let Ok(mut p) = shared.pending.lock() else {
+            return;
+        };
+        if p.closed || p.buf.len() + line.len() > shared.max_bytes {
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        p.buf.extend_from_slice(line.as_bytes());
+        if p.buf.len() >= WRITE_BATCH {
+            shared.wake.notify_one();
         }
     }
 
-    /// Lines dropped so far because the queue was full.
+    /// Lines dropped so far because the buffer was full.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.shared
+            .as_ref()
+            .map_or(0, |s| s.dropped.load(Ordering::Relaxed))
     }
 
-    /// Waits (up to `deadline`) until every line queued so far has been written and flushed.
+    /// Waits (up to `deadline`) until every line recorded so far has been written and
+    /// flushed. Returns false on timeout.
     pub fn flush(&self, deadline: Duration) -> bool {
-        let Some(tx) = &self.tx else { return true };
-        let (ack_tx, ack_rx) = std::sync::mpsc::sync_channel(1);
-        if tx.send(Msg::Flush(ack_tx)).is_err() {
+        let Some(shared) = &self.shared else {
+            return true;
+        };
+        let Ok(mut p) = shared.pending.lock() else {
             return false;
+        };
+        p.flush_requested += 1;
+        let want = p.flush_requested;
+        shared.wake.notify_one();
+        let end = std::time::Instant::now() + deadline;
+        while p.flushed < want && !p.closed {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            p = match shared.done.wait_timeout(p, left) {
+                Ok((g, _)) => g,
+                Err(_) => return false,
+            };
         }
-        ack_rx.recv_timeout(deadline).is_ok()
+        true
     }
 }
 
 impl Drop for AccessLog {
     fn drop(&mut self) {
-        // Closing the channel ends the writer thread after it has written what is queued.
-        self.tx = None;
+        // The writer writes what is buffered, then ends.
+        if let Some(shared) = &self.shared
+            && let Ok(mut p) = shared.pending.lock()
+        {
+            p.closed = true;
+            shared.wake.notify_one();
+        }
         if let Some(t) = self.thread.lock().ok().and_then(|mut t| t.take()) {
             let _ = t.join();
         }
@@ -307,43 +357,62 @@ fn open_append(p: &Path) -> std::io::Result<std::fs::File> {
         .map_err(|e| std::io::Error::new(e.kind(), format!("access log {}: {e}", p.display())))
 }
 
-fn writer_loop(rx: Receiver<Msg>, out: Box<dyn std::io::Write + Send>, dropped: Arc<AtomicU64>) {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+fn writer_loop(shared: &Shared, mut out: Box<dyn std::io::Write + Send>) {
+    let mut spare = Vec::new();
     let mut reported_drops = 0u64;
     let mut write_failed = false;
-    let mut write = |out: &mut std::io::BufWriter<_>, line: &str| {
-        if let Err(e) = out.write_all(line.as_bytes())
+    loop {
+        let (batch, flush_to, closed) = {
+            let Ok(mut p) = shared.pending.lock() else {
+                return;
+            };
+            loop {
+                if p.closed || p.flush_requested > p.flushed || p.buf.len() >= WRITE_BATCH {
+                    break;
+                }
+                let wait = if p.buf.is_empty() {
+                    Duration::from_secs(3600)
+                } else {
+                    WRITE_INTERVAL
+                };
+                let (g, t) = match shared.wake.wait_timeout(p, wait) {
+                    Ok(x) => x,
+                    Err(_) => return,
+                };
+                p = g;
+                if t.timed_out() && !p.buf.is_empty() {
+                    break;
+                }
+            }
+            spare.clear();
+            std::mem::swap(&mut p.buf, &mut spare);
+            (std::mem::take(&mut spare), p.flush_requested, p.closed)
+        };
+        if !batch.is_empty()
+            && let Err(e) = out.write_all(&batch).and_then(|()| out.flush())
             && !write_failed
         {
             write_failed = true;
             tracing::error!(error = %e, "access log write failed; lines are being lost");
         }
-    };
-    while let Ok(msg) = rx.recv() {
-        let mut acks = Vec::new();
-        let mut next = Some(msg);
-        while let Some(m) = next.take() {
-            match m {
-                Msg::Line(line) => write(&mut out, &line),
-                Msg::Flush(ack) => acks.push(ack),
-            }
-            next = rx.try_recv().ok();
+        spare = batch;
+        if let Ok(mut p) = shared.pending.lock() {
+            p.flushed = p.flushed.max(flush_to);
+            shared.done.notify_all();
         }
-        let _ = out.flush();
-        for ack in acks {
-            let _ = ack.send(());
-        }
-        let d = dropped.load(Ordering::Relaxed);
+        let d = shared.dropped.load(Ordering::Relaxed);
         if d > reported_drops {
             tracing::warn!(
                 dropped = d - reported_drops,
                 total = d,
-                "access log queue full; lines dropped"
+                "access log buffer full; lines dropped"
             );
             reported_drops = d;
         }
+        if closed {
+            return;
+        }
     }
-    let _ = out.flush();
 }
 
 #[cfg(test)]
@@ -391,8 +460,8 @@ mod tests {
     }
 
     #[test]
-    fn full_queue_drops_and_counts_instead_of_blocking() {
-        // A writer that blocks until released: the queue (size 1) fills up.
+    fn full_buffer_drops_and_counts_instead_of_blocking() {
+        // A writer that blocks until released, and room for about two lines.
         struct Gate(std::sync::mpsc::Receiver<()>);
         impl std::io::Write for Gate {
             fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -404,14 +473,31 @@ mod tests {
             }
         }
         let (release, gate) = std::sync::mpsc::channel();
-        let log = AccessLog::with_writer(Box::new(Gate(gate)), AccessLogFormat::Json, 1);
+        let len = rec().to_line(AccessLogFormat::Json).len();
+        let log = AccessLog::with_writer(Box::new(Gate(gate)), AccessLogFormat::Json, 2 * len + 1);
         for _ in 0..10 {
             log.record(&rec());
         }
         assert!(log.dropped() >= 8, "dropped {}", log.dropped());
-        for _ in 0..100 {
-            let _ = release.send(());
-        }
         drop(release);
+    }
+
+    #[test]
+    fn flush_writes_everything_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let log = AccessLog::with_writer(
+            Box::new(std::fs::File::create(&path).unwrap()),
+            AccessLogFormat::Squid,
+            1 << 20,
+        );
+        for _ in 0..100 {
+            log.record(&rec());
+        }
+        assert!(log.flush(Duration::from_secs(10)));
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 100);
+        log.record(&rec());
+        drop(log);
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 101);
     }
 }

@@ -53,6 +53,8 @@ pub struct ProxyConfig {
     pub connect_ports: Vec<u16>,
     pub allow_internal_destinations: bool,
     pub refused_destinations: Vec<IpNet>,
+    /// Resolved: never 0.
+    pub workers: usize,
     pub max_connections: usize,
     pub max_header_bytes: usize,
     pub header_read_timeout: Duration,
@@ -81,7 +83,7 @@ pub struct AccessLogConfig {
     /// `None` is standard output.
     pub path: Option<PathBuf>,
     pub format: AccessLogFormat,
-    pub queue_lines: usize,
+    pub buffer_bytes: usize,
 }
 
 impl Config {
@@ -189,6 +191,13 @@ impl Config {
             connect_ports: p.connect_ports.clone(),
             allow_internal_destinations: p.destinations.allow_internal,
             refused_destinations,
+            workers: match p.workers {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n if n > 1024 => {
+                    return Err(invalid("proxy.workers", format!("{n} is more than 1024")));
+                }
+                n => n,
+            },
             max_connections: p.max_connections,
             max_header_bytes: p.max_header_bytes,
             header_read_timeout: ms("proxy.header_read_timeout_ms", p.header_read_timeout_ms)?,
@@ -230,10 +239,10 @@ impl Config {
             credentials_cache_ttl: Duration::from_secs(a.credentials_cache_seconds),
         };
         let l = &raw.access_log;
-        if l.queue_lines == 0 {
+        if l.buffer_bytes < 4096 {
             return Err(invalid(
-                "access_log.queue_lines",
-                "must be at least 1".into(),
+                "access_log.buffer_bytes",
+                format!("{} is below the minimum of 4096", l.buffer_bytes),
             ));
         }
         if l.path.is_empty() {
@@ -246,7 +255,7 @@ impl Config {
             enabled: l.enabled,
             path: (l.path != "-").then(|| PathBuf::from(&l.path)),
             format: l.format,
-            queue_lines: l.queue_lines,
+            buffer_bytes: l.buffer_bytes,
         };
         if raw.log.level.trim().is_empty() {
             return Err(invalid("log.level", "empty; try \"info\"".into()));

@@ -39,6 +39,9 @@ pub struct RawProxyConfig {
     pub connect_ports: Vec<u16>,
     /// Where the proxy refuses to connect to.
     pub destinations: RawDestinationsConfig,
+    /// Worker threads, each with its own event loop, listening socket (`SO_REUSEPORT`) and
+    /// upstream connection pool. 0 means one per CPU the process may run on. Default 0.
+    pub workers: usize,
     /// Maximum concurrent client connections; further clients wait in the kernel's accept
     /// backlog until one closes. Default 10000.
     pub max_connections: usize,
@@ -124,10 +127,10 @@ pub struct RawAccessLogConfig {
     pub path: String,
     /// `json` (default) or `squid`.
     pub format: AccessLogFormat,
-    /// Lines buffered between the request path and the writer thread. When the writer falls
-    /// this far behind, further lines are dropped and counted (a warning says how many), so a
-    /// slow disk never stalls traffic. Default 65536.
-    pub queue_lines: usize,
+    /// Bytes of log lines held in memory for the writer thread (which writes every 100 ms).
+    /// When the disk falls this far behind, further lines are dropped and counted (a warning
+    /// says how many), so a slow disk never stalls traffic. Default 8388608 (8 MiB).
+    pub buffer_bytes: usize,
 }
 
 /// Diagnostic log format.
@@ -158,6 +161,7 @@ impl Default for RawProxyConfig {
             allowed_clients: vec!["127.0.0.0/8".into(), "::1/128".into()],
             connect_ports: vec![443],
             destinations: RawDestinationsConfig::default(),
+            workers: 0,
             max_connections: 10_000,
             max_header_bytes: 65_536,
             header_read_timeout_ms: 10_000,
@@ -189,7 +193,7 @@ impl Default for RawAccessLogConfig {
             enabled: true,
             path: "-".into(),
             format: AccessLogFormat::Json,
-            queue_lines: 65_536,
+            buffer_bytes: 8 << 20,
         }
     }
 }

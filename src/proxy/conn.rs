@@ -85,10 +85,14 @@ pub enum Expiry {
 pub async fn watchdog(act: &ConnActivity, idle: Duration, header: Duration) -> Expiry {
     let idle_ms = idle.as_millis() as u64;
     let header_ms = header.as_millis() as u64;
+    // Nothing wakes the watchdog when a request starts or ends or its first byte arrives, so
+    // it also looks every half of the shorter timeout: each fires after 1 to 1.5 times its
+    // configured value.
+    let recheck_ms = (idle_ms.min(header_ms) / 2).max(1);
     loop {
         let now = act.now_ms();
         let wake_at = if act.in_flight.load(Ordering::Acquire) > 0 {
-            now + idle_ms.min(header_ms)
+            now + recheck_ms
         } else {
             let first = act.first_byte.load(Ordering::Relaxed);
             if first != NONE {
@@ -102,7 +106,7 @@ pub async fn watchdog(act: &ConnActivity, idle: Duration, header: Duration) -> E
                 if now >= deadline {
                     return Expiry::Idle;
                 }
-                deadline
+                deadline.min(now + recheck_ms)
             }
         };
         tokio::time::sleep_until((act.base + Duration::from_millis(wake_at)).into()).await;

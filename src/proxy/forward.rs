@@ -91,7 +91,7 @@ pub async fn handle(
 
     let sent = tokio::time::timeout(
         state.config.upstream_response_timeout,
-        state.client.request(req),
+        state.clients[ctx.worker].request(req),
     )
     .await;
     let mut resp = match sent {

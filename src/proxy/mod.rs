@@ -1,4 +1,10 @@
-//! The forward proxy: listeners, the accept loop, one task per client connection.
+//! The forward proxy: workers, listeners, the accept loop, one task per client connection.
+//!
+//! Thread per core: `proxy.workers` threads each run a single-threaded tokio runtime with its
+//! own `SO_REUSEPORT` listener socket per listen address (the kernel spreads new connections
+//! over them) and its own pooled upstream client, so a request is served start to finish on
+//! one thread with no cross-thread wake-ups. Read-only state (config, ACLs, access log,
+//! authentication) is shared.
 //!
 //! [`Proxy::bind`] binds every configured listener (port 0 works, for tests) and builds the
 //! shared [`ProxyState`]; [`Proxy::run`] accepts until the shutdown token is cancelled, then
@@ -33,6 +39,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
+
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -46,10 +53,16 @@ use conn::{ActivityIo, ConnActivity, Expiry, watchdog};
 use dial::{Connector, Dialer};
 use service::ProxyService;
 
+/// The most a connection's read buffer grows to (client side and upstream side). hyper's
+/// default (~400 KiB) would let 1 MiB bodies inflate every connection's buffer; 64 KiB keeps
+/// large transfers at full speed with bounded memory.
+const IO_BUFFER_MAX: usize = 64 * 1024;
+
 /// Everything the request path shares, behind one `Arc`.
 pub struct ProxyState {
     pub config: ProxyConfig,
-    pub client: Client<Connector, Incoming>,
+    /// One pooled upstream client per worker (index = worker number).
+    pub clients: Vec<Client<Connector, Incoming>>,
     pub dialer: Dialer,
     pub acl: ClientAcl,
     pub auth: Option<Arc<Authenticator>>,
@@ -74,8 +87,24 @@ impl ProxyState {
 
 /// A bound, not yet running proxy.
 pub struct Proxy {
-    listeners: Vec<TcpListener>,
+    /// `listeners[worker]`: that worker's sockets, one per listen address.
+    listeners: Vec<Vec<std::net::TcpListener>>,
     state: Arc<ProxyState>,
+}
+
+/// Binds a listening socket with `SO_REUSEPORT`, so every worker can have its own.
+fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 impl Proxy {
@@ -83,17 +112,21 @@ impl Proxy {
     /// file, before anything is served.
     pub async fn bind(config: &Config, access_log: Arc<AccessLog>) -> anyhow::Result<Self> {
         let cfg = config.proxy.clone();
-        let mut listeners = Vec::with_capacity(cfg.listen.len());
+        let workers = cfg.workers;
+        let mut listeners: Vec<Vec<std::net::TcpListener>> =
+            (0..workers).map(|_| Vec::new()).collect();
+        let mut local_addrs = Vec::with_capacity(cfg.listen.len());
         for addr in &cfg.listen {
-            let l = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr}"))?;
-            listeners.push(l);
+            // The first socket fixes the port (when 0 was asked for); the others share it.
+            let first =
+                bind_reuseport(*addr).with_context(|| format!("cannot listen on {addr}"))?;
+            let bound = first.local_addr()?;
+            listeners[0].push(first);
+            for w in listeners.iter_mut().skip(1) {
+                w.push(bind_reuseport(bound).with_context(|| format!("cannot listen on {bound}"))?);
+            }
+            local_addrs.push(bound);
         }
-        let local_addrs = listeners
-            .iter()
-            .map(|l| l.local_addr())
-            .collect::<Result<Vec<_>, _>>()?;
         let auth = match &config.auth.users_file {
             Some(path) => Some(Arc::new(Authenticator::load(
                 path,
@@ -108,13 +141,18 @@ impl Proxy {
             cfg.refused_destinations.clone(),
         ));
         let dialer = Dialer::new(policy, cfg.upstream_connect_timeout);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(cfg.upstream_idle_timeout)
-            .pool_max_idle_per_host(cfg.upstream_max_idle_per_host)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .set_host(false)
-            .build(Connector::new(dialer.clone()));
+        let clients = (0..workers)
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(cfg.upstream_idle_timeout)
+                    .pool_max_idle_per_host(cfg.upstream_max_idle_per_host)
+                    .pool_timer(TokioTimer::new())
+                    .timer(TokioTimer::new())
+                    .http1_max_buf_size(IO_BUFFER_MAX)
+                    .set_host(false)
+                    .build(Connector::new(dialer.clone()))
+            })
+            .collect();
         let via_name = cfg.via_name.clone();
         let via =
             |v| headers::via_value(v, &via_name).context("via_name is not a valid header value");
@@ -122,7 +160,7 @@ impl Proxy {
             via_10: via(Version::HTTP_10)?,
             via_11: via(Version::HTTP_11)?,
             acl: ClientAcl::new(cfg.allowed_clients.clone()),
-            client,
+            clients,
             dialer,
             auth,
             access_log,
@@ -142,49 +180,119 @@ impl Proxy {
         &self.state.local_addrs
     }
 
-    /// Serves until `shutdown` is cancelled, then drains for the grace period.
+    /// Serves until `shutdown` is cancelled, then drains for the grace period. Worker 0 runs
+    /// on the caller's runtime; the others get their own threads and runtimes.
     pub async fn run(self, shutdown: CancellationToken) {
         let state = self.state;
         let permits = Arc::new(Semaphore::new(state.config.max_connections));
-        let accept_tracker = TaskTracker::new();
-        for listener in self.listeners {
-            let addr = listener.local_addr().ok();
-            if let Some(addr) = addr {
-                tracing::info!(listen.addr = %addr, "proxy listening");
+        let listening = Arc::new(std::sync::atomic::AtomicUsize::new(self.listeners.len()));
+        let mut threads = Vec::new();
+        let mut own = Vec::new();
+        for (worker, listeners) in self.listeners.into_iter().enumerate() {
+            if worker == 0 {
+                own = listeners;
+                continue;
             }
-            accept_tracker.spawn(accept_loop(
-                listener,
+            let (state, permits, shutdown, listening) = (
                 state.clone(),
                 permits.clone(),
                 shutdown.clone(),
-            ));
+                listening.clone(),
+            );
+            let spawned = std::thread::Builder::new()
+                .name(format!("webrep-worker-{worker}"))
+                .spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt.block_on(run_worker(
+                            worker, listeners, state, permits, shutdown, listening,
+                        )),
+                        Err(e) => {
+                            tracing::error!(error = %e, worker, "cannot start worker runtime")
+                        }
+                    }
+                });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => tracing::error!(error = %e, worker, "cannot start worker thread"),
+            }
         }
-        shutdown.cancelled().await;
-        accept_tracker.close();
-        accept_tracker.wait().await;
-        let grace = state.config.shutdown_grace_period;
+        run_worker(0, own, state.clone(), permits, shutdown, listening).await;
+        // Other workers finish their drain within the same grace period.
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+        state.access_log.flush(std::time::Duration::from_secs(2));
+    }
+}
+
+/// One worker: accept loops on its listeners; after shutdown, drain (shared tracker) for the
+/// grace period, keeping this runtime alive so its connections can finish.
+async fn run_worker(
+    worker: usize,
+    listeners: Vec<std::net::TcpListener>,
+    state: Arc<ProxyState>,
+    permits: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    listening: Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let accept_tracker = TaskTracker::new();
+    for listener in listeners {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, worker, "cannot register listener");
+                continue;
+            }
+        };
+        if worker == 0
+            && let Ok(addr) = listener.local_addr()
+        {
+            tracing::info!(listen.addr = %addr, workers = state.clients.len(), "proxy listening");
+        }
+        accept_tracker.spawn(accept_loop(
+            worker,
+            listener,
+            state.clone(),
+            permits.clone(),
+            shutdown.clone(),
+        ));
+    }
+    shutdown.cancelled().await;
+    accept_tracker.close();
+    accept_tracker.wait().await;
+    let grace = state.config.shutdown_grace_period;
+    // The last worker to close its listeners says so: from here on, new clients are refused.
+    if listening.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
         tracing::info!(
             connections = state.tracker.len(),
             grace_ms = grace.as_millis() as u64,
             "shutting down: listeners closed, draining"
         );
-        state.tracker.close();
-        if tokio::time::timeout(grace, state.tracker.wait())
-            .await
-            .is_err()
-        {
+    }
+    state.tracker.close();
+    if tokio::time::timeout(grace, state.tracker.wait())
+        .await
+        .is_err()
+    {
+        if worker == 0 {
             tracing::warn!(
                 remaining = state.tracker.len(),
                 "grace period over; abandoning remaining connections and tunnels"
             );
-        } else {
-            tracing::info!("drained");
         }
-        state.access_log.flush(std::time::Duration::from_secs(2));
+    } else if worker == 0 {
+        tracing::info!("drained");
     }
 }
 
 async fn accept_loop(
+    worker: usize,
     listener: TcpListener,
     state: Arc<ProxyState>,
     permits: Arc<Semaphore>,
@@ -207,8 +315,15 @@ async fn accept_loop(
                 let _ = stream.set_nodelay(true);
                 let span = tracing::debug_span!("conn", client.addr = %peer);
                 state.tracker.spawn(
-                    serve_connection(state.clone(), stream, peer, permit, shutdown.clone())
-                        .instrument(span),
+                    serve_connection(
+                        worker,
+                        state.clone(),
+                        stream,
+                        peer,
+                        permit,
+                        shutdown.clone(),
+                    )
+                    .instrument(span),
                 );
             }
             Err(e) => {
@@ -221,6 +336,7 @@ async fn accept_loop(
 }
 
 async fn serve_connection(
+    worker: usize,
     state: Arc<ProxyState>,
     stream: TcpStream,
     peer: SocketAddr,
@@ -236,6 +352,7 @@ async fn serve_connection(
     let svc = ProxyService {
         state: state.clone(),
         client: peer,
+        worker,
         allowed,
         activity: activity.clone(),
     };
@@ -244,6 +361,7 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(None)
         .max_header_size(state.config.max_header_bytes)
+        .max_buf_size(IO_BUFFER_MAX.max(state.config.max_header_bytes + 8192))
         .keep_alive(allowed);
     let conn = builder.serve_connection(io, svc).with_upgrades();
     tokio::pin!(conn);

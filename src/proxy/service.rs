@@ -32,6 +32,8 @@ pub struct RequestCtx {
     pub start: SystemTime,
     pub started: Instant,
     pub client: SocketAddr,
+    /// The worker (thread) serving this request: selects its upstream pool.
+    pub worker: usize,
     pub user: Option<Arc<str>>,
 }
 
@@ -49,6 +51,7 @@ pub struct Handled {
 pub struct ProxyService {
     pub(crate) state: Arc<ProxyState>,
     pub(crate) client: SocketAddr,
+    pub(crate) worker: usize,
     pub(crate) allowed: bool,
     pub(crate) activity: Arc<ConnActivity>,
 }
@@ -70,6 +73,7 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
             start: SystemTime::now(),
             started: Instant::now(),
             client: self.client,
+            worker: self.worker,
             user: None,
         };
         let allowed = self.allowed;

@@ -327,7 +327,7 @@ impl TestProxy {
         let access_log = Arc::new(AccessLog::with_writer(
             Box::new(file),
             webrep::config::AccessLogFormat::Json,
-            1024,
+            1 << 20,
         ));
         let proxy = webrep::proxy::Proxy::bind(&config, access_log.clone())
             .await

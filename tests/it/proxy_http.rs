@@ -83,7 +83,8 @@ async fn content_length_and_chunked_requests_are_framed_correctly() {
 #[tokio::test]
 async fn upstream_connections_are_pooled_and_reused() {
     let origin = Origin::http().await;
-    let proxy = TestProxy::start("", "").await;
+    // One worker: one upstream pool (each worker keeps its own).
+    let proxy = TestProxy::start("  workers: 1\n", "").await;
     for _ in 0..3 {
         // A fresh client each time: a new client connection, but the same upstream one.
         let client = proxy.client(None);
