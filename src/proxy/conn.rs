@@ -7,8 +7,8 @@
 //! and the service notes when requests start and finish. A [`watchdog`] future per connection
 //! sleeps until the next deadline and reports which one expired: an idle connection is
 //! closed gracefully, a client that started a request head and did not finish it in time is
-//! cut off. Cost per request: two atomic updates and one clock read; the watchdog wakes only
-//! at deadlines.
+//! cut off. Cost per request: two atomic updates and one clock read; the watchdog wakes at
+//! deadlines and every half of the shorter timeout, never per request.
 
 use std::io;
 use std::pin::Pin;

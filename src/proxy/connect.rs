@@ -53,8 +53,10 @@ pub async fn handle(
     let state2 = state.clone();
     let ctx2 = ctx.clone();
     let target = authority.as_str().to_owned();
+    let slot = super::service::take_slot(&ctx.slot);
     state.tracker.spawn(
         async move {
+            let _slot = slot;
             match on_upgrade.await {
                 Ok(client) => {
                     let stats = relay(

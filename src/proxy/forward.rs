@@ -116,8 +116,10 @@ pub async fn handle(
         let state2 = state.clone();
         let ctx2 = ctx.clone();
         let url = ws_url.unwrap_or_default();
+        let slot = super::service::take_slot(&ctx.slot);
         state.tracker.spawn(
             async move {
+                let _slot = slot;
                 let (c, u) = tokio::join!(client_up, upstream_up);
                 let (c, u) = match (c, u) {
                     (Ok(c), Ok(u)) => (c, u),

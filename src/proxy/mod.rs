@@ -340,7 +340,7 @@ async fn serve_connection(
     state: Arc<ProxyState>,
     stream: TcpStream,
     peer: SocketAddr,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
     shutdown: CancellationToken,
 ) {
     let allowed = state.acl.allows(peer.ip());
@@ -353,6 +353,7 @@ async fn serve_connection(
         state: state.clone(),
         client: peer,
         worker,
+        slot: Arc::new(std::sync::Mutex::new(Some(permit))),
         allowed,
         activity: activity.clone(),
     };

@@ -34,7 +34,19 @@ pub struct RequestCtx {
     pub client: SocketAddr,
     /// The worker (thread) serving this request: selects its upstream pool.
     pub worker: usize,
+    /// The client connection's slot under `proxy.max_connections`; a tunnel or WebSocket
+    /// takes it over, so upgraded connections stay counted.
+    pub slot: ConnSlot,
     pub user: Option<Arc<str>>,
+}
+
+/// A connection's slot under the connection limit, shared between the connection task and a
+/// tunnel that outlives it.
+pub type ConnSlot = Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>;
+
+/// Moves the connection slot out (for a tunnel that outlives its HTTP connection).
+pub fn take_slot(slot: &ConnSlot) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    slot.lock().ok().and_then(|mut s| s.take())
 }
 
 /// What a handler produced.
@@ -52,6 +64,7 @@ pub struct ProxyService {
     pub(crate) state: Arc<ProxyState>,
     pub(crate) client: SocketAddr,
     pub(crate) worker: usize,
+    pub(crate) slot: ConnSlot,
     pub(crate) allowed: bool,
     pub(crate) activity: Arc<ConnActivity>,
 }
@@ -74,6 +87,7 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
             started: Instant::now(),
             client: self.client,
             worker: self.worker,
+            slot: self.slot.clone(),
             user: None,
         };
         let allowed = self.allowed;

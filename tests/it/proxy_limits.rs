@@ -266,3 +266,39 @@ async fn proxy_auth_407_without_and_success_with_credentials() {
     assert_eq!(r.status(), 200);
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn max_connections_holds_further_clients_until_a_slot_frees_up() {
+    let ca = TestCa::new();
+    let origin = Origin::https(&ca).await;
+    let proxy = TestProxy::start(
+        &format!(
+            "  max_connections: 1\n  workers: 1\n  connect_ports: [{}]\n",
+            origin.addr.port()
+        ),
+        "",
+    )
+    .await;
+    // Client A holds the only slot with a tunnel (the slot moves to the tunnel).
+    let mut a = TcpStream::connect(proxy.addr).await.unwrap();
+    a.write_all(format!("CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n\r\n", origin.addr).as_bytes())
+        .await
+        .unwrap();
+    assert!(read_head(&mut a).await.starts_with("HTTP/1.1 200"));
+    // Client B waits in the backlog: no answer while A's tunnel is open. (A bounded look:
+    // if the limit were not enforced, the answer would come within microseconds.)
+    let mut b = TcpStream::connect(proxy.addr).await.unwrap();
+    b.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", proxy.addr).as_bytes())
+        .await
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(300), b.peek(&mut byte)).await;
+    assert!(
+        early.is_err(),
+        "client B was served while the limit was reached"
+    );
+    drop(a);
+    let head = read_head(&mut b).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    proxy.stop().await;
+}
