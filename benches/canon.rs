@@ -14,9 +14,18 @@ use webrep::canon::canonicalize;
 const CORPUS: &[(&str, &str)] = &[
     ("short", "http://example.com/"),
     ("short_https", "https://www.example.org/index.html"),
-    ("typical", "https://www.example.com/products/shoes/item?id=12345&color=blue"),
-    ("deep_path", "https://cdn.example.net/static/js/vendor/lib/v2/bundle.min.js"),
-    ("subdomains", "https://a.b.c.d.e.f.example.co.uk/1/2/3/4/5/page.html?x=1"),
+    (
+        "typical",
+        "https://www.example.com/products/shoes/item?id=12345&color=blue",
+    ),
+    (
+        "deep_path",
+        "https://cdn.example.net/static/js/vendor/lib/v2/bundle.min.js",
+    ),
+    (
+        "subdomains",
+        "https://a.b.c.d.e.f.example.co.uk/1/2/3/4/5/page.html?x=1",
+    ),
     (
         "long_query",
         "https://www.google.com/search?q=url+canonicalization+safe+browsing&rlz=1C1GCEA_enUS\
@@ -38,9 +47,18 @@ const CORPUS: &[(&str, &str)] = &[
     ("ipv4_hex_octal", "http://0xc0.0250.2.012/x"),
     ("ipv6", "http://[2001:db8::1]:8080/status"),
     ("ipv4_mapped", "http://[::ffff:192.0.2.1]/"),
-    ("escaped_path", "http://example.com/%7Euser/My%20Documents/file%2520name.pdf"),
-    ("dot_segments", "http://example.com/a/./b/../c//d/./e/../../f.html"),
-    ("obfuscated", "HTTP://user:pw@WWW.Example.COM.:80/%2e%2e/a/./b#frag"),
+    (
+        "escaped_path",
+        "http://example.com/%7Euser/My%20Documents/file%2520name.pdf",
+    ),
+    (
+        "dot_segments",
+        "http://example.com/a/./b/../c//d/./e/../../f.html",
+    ),
+    (
+        "obfuscated",
+        "HTTP://user:pw@WWW.Example.COM.:80/%2e%2e/a/./b#frag",
+    ),
     ("port", "http://www.gotaport.com:1234/path/to/thing"),
     ("no_scheme", "www.example.com/path"),
 ];

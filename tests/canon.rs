@@ -4,9 +4,7 @@
 use std::fmt::Write as _;
 
 use proptest::prelude::*;
-use webrep::canon::{
-    CanonError, MAX_EXPRESSIONS, canonicalize, canonicalize_bytes, url_command,
-};
+use webrep::canon::{CanonError, MAX_EXPRESSIONS, canonicalize, canonicalize_bytes, url_command};
 
 // === vectors ===
 
@@ -50,7 +48,10 @@ fn error_name(err: &CanonError) -> String {
 /// Every row of tests/fixtures/canon_vectors.tsv; reports every failing row, not just the first.
 #[test]
 fn table_vectors() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/canon_vectors.tsv");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/canon_vectors.tsv"
+    );
     let text = std::fs::read_to_string(path).expect("fixture file is readable");
     let mut failures = String::new();
     let (mut rows, mut canon_rows, mut expr_rows) = (0, 0, 0);
@@ -62,7 +63,12 @@ fn table_vectors() {
         rows += 1;
         let cols: Vec<&str> = line.split('\t').collect();
         let [kind, input, expected] = cols[..] else {
-            writeln!(failures, "line {line_no}: expected 3 columns, got {}", cols.len()).unwrap();
+            writeln!(
+                failures,
+                "line {line_no}: expected 3 columns, got {}",
+                cols.len()
+            )
+            .unwrap();
             continue;
         };
         let bytes = match decode_field(input) {
@@ -106,7 +112,10 @@ fn table_vectors() {
         "canon_vectors.tsv: failing rows:\n{failures}"
     );
     // Guards against a truncated fixture: the published document alone has 33 + 3 examples.
-    assert!(canon_rows >= 33 && expr_rows >= 3, "{rows} rows, {canon_rows} canon, {expr_rows} expr");
+    assert!(
+        canon_rows >= 33 && expr_rows >= 3,
+        "{rows} rows, {canon_rows} canon, {expr_rows} expr"
+    );
 }
 
 // === obfuscations of one URL ===
@@ -152,7 +161,9 @@ fn listed_obfuscations_reach_one_canonical_form() {
         for input in *inputs {
             match canonicalize(input) {
                 Ok(url) if url.as_str() == *expected => {}
-                other => writeln!(failures, "{input:?}: expected {expected}, got {other:?}").unwrap(),
+                other => {
+                    writeln!(failures, "{input:?}: expected {expected}, got {other:?}").unwrap()
+                }
             }
         }
     }
@@ -199,7 +210,11 @@ fn obfuscate_domain(host: &str, c: &mut Choices) -> String {
         out.push('.');
     }
     for ch in host.chars() {
-        let ch = if c.chance(2) { ch.to_ascii_uppercase() } else { ch };
+        let ch = if c.chance(2) {
+            ch.to_ascii_uppercase()
+        } else {
+            ch
+        };
         if ch == '.' && c.chance(3) {
             out.push('.');
         }
@@ -334,7 +349,13 @@ impl BaseUrl {
         let scheme = if self.https { "https" } else { "http" };
         let scheme: String = scheme
             .chars()
-            .map(|ch| if c.chance(2) { ch.to_ascii_uppercase() } else { ch })
+            .map(|ch| {
+                if c.chance(2) {
+                    ch.to_ascii_uppercase()
+                } else {
+                    ch
+                }
+            })
             .collect();
         let userinfo = match c.below(4) {
             0 => "user:pass@",
@@ -347,7 +368,13 @@ impl BaseUrl {
             Err(octets) => octets_to_form(*octets, c),
         };
         let port = match c.below(6) {
-            0 => if self.https { ":443" } else { ":80" },
+            0 => {
+                if self.https {
+                    ":443"
+                } else {
+                    ":80"
+                }
+            }
             1 => ":8080",
             2 => ":",
             3 => ":00080",
@@ -478,7 +505,10 @@ proptest! {
 fn run_url_command(input: &str, json: bool) -> (i32, String) {
     let mut out = Vec::new();
     let code = url_command(input, json, &mut out);
-    (code, String::from_utf8(out).expect("command output is UTF-8"))
+    (
+        code,
+        String::from_utf8(out).expect("command output is UTF-8"),
+    )
 }
 
 #[test]
@@ -515,7 +545,10 @@ fn url_command_json_is_one_object() {
     assert_eq!(v["port"], 8080);
     assert_eq!(v["path"], "/a/");
     assert_eq!(v["query"], serde_json::Value::Null);
-    assert_eq!(v["expressions"], serde_json::json!(["192.0.2.1/a/", "192.0.2.1/"]));
+    assert_eq!(
+        v["expressions"],
+        serde_json::json!(["192.0.2.1/a/", "192.0.2.1/"])
+    );
 }
 
 #[test]

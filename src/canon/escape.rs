@@ -58,7 +58,11 @@ pub(super) fn needs_escape(b: u8, set: u8) -> bool {
 #[inline]
 pub(super) fn push_escaped_byte(out: &mut Vec<u8>, b: u8, set: u8) {
     if needs_escape(b, set) {
-        out.extend_from_slice(&[b'%', UPPER_HEX[(b >> 4) as usize], UPPER_HEX[(b & 15) as usize]]);
+        out.extend_from_slice(&[
+            b'%',
+            UPPER_HEX[(b >> 4) as usize],
+            UPPER_HEX[(b & 15) as usize],
+        ]);
     } else {
         out.push(b);
     }
@@ -99,13 +103,14 @@ fn decode_round_in_place(buf: &mut Vec<u8>) {
     let (mut r, mut w) = (0, 0);
     while r < n {
         let b = buf[r];
-        if b == b'%' && r + 2 < n {
-            if let (Some(hi), Some(lo)) = (hex_value(buf[r + 1]), hex_value(buf[r + 2])) {
-                buf[w] = hi << 4 | lo;
-                w += 1;
-                r += 3;
-                continue;
-            }
+        if b == b'%'
+            && r + 2 < n
+            && let (Some(hi), Some(lo)) = (hex_value(buf[r + 1]), hex_value(buf[r + 2]))
+        {
+            buf[w] = hi << 4 | lo;
+            w += 1;
+            r += 3;
+            continue;
         }
         buf[w] = b;
         w += 1;

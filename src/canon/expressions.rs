@@ -187,7 +187,10 @@ mod tests {
             exprs("http://a.b.c.d.e.f.g/"),
             ["a.b.c.d.e.f.g/", "c.d.e.f.g/", "d.e.f.g/", "e.f.g/", "f.g/"]
         );
-        assert_eq!(exprs("http://a.b.c.d.e/"), ["a.b.c.d.e/", "b.c.d.e/", "c.d.e/", "d.e/"]);
+        assert_eq!(
+            exprs("http://a.b.c.d.e/"),
+            ["a.b.c.d.e/", "b.c.d.e/", "c.d.e/", "d.e/"]
+        );
         assert_eq!(exprs("http://localhost/"), ["localhost/"]);
         assert_eq!(exprs("http://example.com/"), ["example.com/"]);
     }
@@ -195,7 +198,10 @@ mod tests {
     #[test]
     fn ip_hosts_get_no_suffixes() {
         assert_eq!(exprs("http://192.0.2.1/"), ["192.0.2.1/"]);
-        assert_eq!(exprs("http://[2001:db8::1]/a"), ["[2001:db8::1]/a", "[2001:db8::1]/"]);
+        assert_eq!(
+            exprs("http://[2001:db8::1]/a"),
+            ["[2001:db8::1]/a", "[2001:db8::1]/"]
+        );
     }
 
     #[test]

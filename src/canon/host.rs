@@ -194,7 +194,11 @@ mod tests {
             ".192..0.2.1..",
             "%31%39%32.0.2.1",
         ] {
-            assert_eq!(host(form).unwrap(), ("192.0.2.1".into(), HostKind::Ipv4), "{form}");
+            assert_eq!(
+                host(form).unwrap(),
+                ("192.0.2.1".into(), HostKind::Ipv4),
+                "{form}"
+            );
         }
         assert_eq!(ok("0x"), "0.0.0.0");
         assert_eq!(ok("255.255.255.255"), "255.255.255.255");
@@ -203,7 +207,14 @@ mod tests {
 
     #[test]
     fn not_ipv4_stays_a_name() {
-        for name in ["1.2.3.4.5", "4294967296", "256.1.1.1", "08.1.1.1", "1.2.3.x", "0x1g"] {
+        for name in [
+            "1.2.3.4.5",
+            "4294967296",
+            "256.1.1.1",
+            "08.1.1.1",
+            "1.2.3.x",
+            "0x1g",
+        ] {
             assert_eq!(host(name).unwrap().1, HostKind::Domain, "{name}");
         }
         assert_eq!(ok("1.2.65536"), "1.2.65536");
@@ -245,9 +256,18 @@ mod tests {
             host("[2001:0DB8:0000::1]").unwrap(),
             ("[2001:db8::1]".into(), HostKind::Ipv6)
         );
-        assert_eq!(host("[::ffff:1.2.3.4]").unwrap(), ("1.2.3.4".into(), HostKind::Ipv4));
-        assert_eq!(host("[::ffff:102:304]").unwrap(), ("1.2.3.4".into(), HostKind::Ipv4));
-        assert_eq!(host("[64:ff9b::1.2.3.4]").unwrap(), ("1.2.3.4".into(), HostKind::Ipv4));
+        assert_eq!(
+            host("[::ffff:1.2.3.4]").unwrap(),
+            ("1.2.3.4".into(), HostKind::Ipv4)
+        );
+        assert_eq!(
+            host("[::ffff:102:304]").unwrap(),
+            ("1.2.3.4".into(), HostKind::Ipv4)
+        );
+        assert_eq!(
+            host("[64:ff9b::1.2.3.4]").unwrap(),
+            ("1.2.3.4".into(), HostKind::Ipv4)
+        );
         assert_eq!(ok("[::1]"), "[::1]");
         assert_eq!(host("[::1"), Err(CanonError::InvalidIpv6));
         assert_eq!(host("[1.2.3.4]"), Err(CanonError::InvalidIpv6));

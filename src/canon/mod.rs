@@ -307,8 +307,7 @@ fn is_special(scheme: &[u8]) -> bool {
 
 fn is_scheme(s: &[u8]) -> bool {
     matches!(s.first(), Some(b) if b.is_ascii_alphabetic())
-        && s
-            .iter()
+        && s.iter()
             .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
 }
 
@@ -416,8 +415,14 @@ mod tests {
 
     #[test]
     fn port_defaults_by_scheme() {
-        assert_eq!(canonicalize("http://h/").unwrap().port_or_default(), Some(80));
-        assert_eq!(canonicalize("https://h/").unwrap().port_or_default(), Some(443));
+        assert_eq!(
+            canonicalize("http://h/").unwrap().port_or_default(),
+            Some(80)
+        );
+        assert_eq!(
+            canonicalize("https://h/").unwrap().port_or_default(),
+            Some(443)
+        );
         assert_eq!(canonicalize("h").unwrap().port_or_default(), Some(80));
         assert_eq!(canonicalize("gopher://h/").unwrap().port_or_default(), None);
         assert_eq!(canonicalize("http://h:/").unwrap().port(), None);
@@ -447,7 +452,10 @@ mod tests {
     fn userinfo_is_dropped_at_the_last_at_sign() {
         assert_eq!(canon("http://good.com@evil.com/"), "http://evil.com/");
         assert_eq!(canon("http://a@b:c@evil.com:81/"), "http://evil.com/");
-        assert_eq!(canon("http://evil.com\\@good.com/"), "http://evil.com/@good.com/");
+        assert_eq!(
+            canon("http://evil.com\\@good.com/"),
+            "http://evil.com/@good.com/"
+        );
         assert_eq!(canon("http://a%40b@evil.com/"), "http://evil.com/");
     }
 
@@ -460,14 +468,26 @@ mod tests {
         assert_eq!(canonicalize("http://.../"), Err(CanonError::EmptyHost));
         assert_eq!(canonicalize("http://user@/"), Err(CanonError::EmptyHost));
         assert_eq!(canonicalize("/just/a/path"), Err(CanonError::EmptyHost));
-        assert_eq!(canonicalize("file:///etc/passwd"), Err(CanonError::EmptyHost));
-        assert_eq!(canonicalize("http://h:65536/"), Err(CanonError::InvalidPort));
+        assert_eq!(
+            canonicalize("file:///etc/passwd"),
+            Err(CanonError::EmptyHost)
+        );
+        assert_eq!(
+            canonicalize("http://h:65536/"),
+            Err(CanonError::InvalidPort)
+        );
         assert_eq!(canonicalize("http://h:8o/"), Err(CanonError::InvalidPort));
         assert_eq!(canonicalize("http://[::1/"), Err(CanonError::InvalidIpv6));
         assert_eq!(canonicalize("http://[::1]x/"), Err(CanonError::InvalidIpv6));
         assert_eq!(canonicalize("ht tp://h/"), Err(CanonError::InvalidScheme));
-        assert_eq!(canonicalize("javascript:alert(1)"), Err(CanonError::UnsupportedScheme));
-        assert_eq!(canonicalize("mailto:a@example.com"), Err(CanonError::UnsupportedScheme));
+        assert_eq!(
+            canonicalize("javascript:alert(1)"),
+            Err(CanonError::UnsupportedScheme)
+        );
+        assert_eq!(
+            canonicalize("mailto:a@example.com"),
+            Err(CanonError::UnsupportedScheme)
+        );
         let long = format!("http://h/{}", "a".repeat(MAX_URL_LEN));
         assert_eq!(
             canonicalize(&long),

@@ -79,7 +79,14 @@ mod tests {
 
     fn path(raw: &str) -> String {
         let mut out = Vec::new();
-        push_path(&mut out, raw.as_bytes(), true, &mut Vec::new(), &mut Vec::new()).unwrap();
+        push_path(
+            &mut out,
+            raw.as_bytes(),
+            true,
+            &mut Vec::new(),
+            &mut Vec::new(),
+        )
+        .unwrap();
         String::from_utf8(out).unwrap()
     }
 
