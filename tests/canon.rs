@@ -562,3 +562,30 @@ fn url_command_refuses_non_urls_with_status_2() {
         }
     }
 }
+
+/// The examples shown in docs/canon.md.
+#[test]
+fn url_command_matches_the_documented_examples() {
+    let (code, out) = run_url_command(
+        "HTTP://user@WWW.Example.COM.:8080/a/./b/../c?q=1#frag",
+        false,
+    );
+    assert_eq!(code, 0);
+    assert_eq!(
+        out,
+        "http://www.example.com/a/c?q=1\nwww.example.com/a/c?q=1\nwww.example.com/a/c\n\
+         www.example.com/\nwww.example.com/a/\nexample.com/a/c?q=1\nexample.com/a/c\n\
+         example.com/\nexample.com/a/\n"
+    );
+    let (code, out) = run_url_command("http://[::ffff:192.0.2.1]:8080/a/", true);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out,
+        "{\"canonical\":\"http://192.0.2.1/a/\",\"expressions\":[\"192.0.2.1/a/\",\"192.0.2.1/\"],\
+         \"host\":\"192.0.2.1\",\"host_kind\":\"ipv4\",\"path\":\"/a/\",\"port\":8080,\
+         \"query\":null,\"scheme\":\"http\"}\n"
+    );
+    let (code, out) = run_url_command("mailto:someone@example.com", false);
+    assert_eq!(code, 2);
+    assert!(out.starts_with("error: not a url: "), "{out}");
+}
