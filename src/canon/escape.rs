@@ -68,11 +68,16 @@ pub(super) fn push_escaped_byte(out: &mut Vec<u8>, b: u8, set: u8) {
     }
 }
 
-/// Appends `bytes` to `out`, escaping what the context `set` asks for.
+/// Appends `bytes` to `out`, escaping what the context `set` asks for. Runs of bytes that
+/// need no escape are copied whole.
 pub(super) fn push_escaped(out: &mut Vec<u8>, bytes: &[u8], set: u8) {
-    for &b in bytes {
-        push_escaped_byte(out, b, set);
+    let mut rest = bytes;
+    while let Some(i) = rest.iter().position(|&b| needs_escape(b, set)) {
+        out.extend_from_slice(&rest[..i]);
+        push_escaped_byte(out, rest[i], set);
+        rest = &rest[i + 1..];
     }
+    out.extend_from_slice(rest);
 }
 
 #[inline]
@@ -87,12 +92,15 @@ fn hex_value(b: u8) -> Option<u8> {
 
 /// Whether `s` holds at least one `%XX` triplet with two hex digits.
 fn has_escape(s: &[u8]) -> bool {
-    let mut i = 0;
-    while i + 2 < s.len() {
-        if s[i] == b'%' && hex_value(s[i + 1]).is_some() && hex_value(s[i + 2]).is_some() {
+    let mut rest = s;
+    while let Some(i) = rest.iter().position(|&b| b == b'%') {
+        if let [_, hi, lo, ..] = rest[i..]
+            && hex_value(hi).is_some()
+            && hex_value(lo).is_some()
+        {
             return true;
         }
-        i += 1;
+        rest = &rest[i + 1..];
     }
     false
 }

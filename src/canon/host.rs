@@ -68,7 +68,7 @@ fn push_ascii_host(out: &mut Vec<u8>, host: &[u8]) -> Result<HostKind, CanonErro
         return Err(CanonError::EmptyHost);
     }
     if let Some(addr) = parse_ipv4(host) {
-        write!(out, "{addr}").expect("writing to a Vec cannot fail");
+        push_ipv4(out, addr);
         return Ok(HostKind::Ipv4);
     }
     for (i, label) in labels(host).enumerate() {
@@ -80,6 +80,22 @@ fn push_ascii_host(out: &mut Vec<u8>, host: &[u8]) -> Result<HostKind, CanonErro
         }
     }
     Ok(HostKind::Domain)
+}
+
+/// Dotted decimal, without going through `fmt`.
+fn push_ipv4(out: &mut Vec<u8>, addr: Ipv4Addr) {
+    for (i, octet) in addr.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        if octet >= 100 {
+            out.push(b'0' + octet / 100);
+        }
+        if octet >= 10 {
+            out.push(b'0' + octet / 10 % 10);
+        }
+        out.push(b'0' + octet % 10);
+    }
 }
 
 /// Parses a host the way `inet_aton` and the WHATWG URL standard do: one to four parts, each
@@ -141,7 +157,7 @@ fn push_ipv6(out: &mut Vec<u8>, raw: &[u8], scratch: &mut Vec<u8>) -> Result<Hos
         .and_then(|s| s.parse().ok())
         .ok_or(CanonError::InvalidIpv6)?;
     if let Some(v4) = ipv4_of_ipv6(addr) {
-        write!(out, "{v4}").expect("writing to a Vec cannot fail");
+        push_ipv4(out, v4);
         return Ok(HostKind::Ipv4);
     }
     write!(out, "[{addr}]").expect("writing to a Vec cannot fail");
@@ -201,6 +217,8 @@ mod tests {
             );
         }
         assert_eq!(ok("0x"), "0.0.0.0");
+        assert_eq!(ok("10.0.99.100"), "10.0.99.100");
+        assert_eq!(ok("0xff.9.0.0x7b"), "255.9.0.123");
         assert_eq!(ok("255.255.255.255"), "255.255.255.255");
         assert_eq!(ok("4294967295"), "255.255.255.255");
     }
