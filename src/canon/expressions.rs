@@ -72,7 +72,9 @@ pub struct Expressions<'a> {
     hosts: usize,
     path_ends: [usize; MAX_PATHS],
     paths: usize,
-    next: usize,
+    /// Index of the next host and the next path: `(host, path)` counts up like two digits.
+    host: usize,
+    path: usize,
 }
 
 impl<'a> Expressions<'a> {
@@ -137,7 +139,8 @@ impl<'a> Expressions<'a> {
             hosts,
             path_ends,
             paths,
-            next: 0,
+            host: 0,
+            path: 0,
         }
     }
 }
@@ -146,12 +149,16 @@ impl<'a> Iterator for Expressions<'a> {
     type Item = Expression<'a>;
 
     fn next(&mut self) -> Option<Expression<'a>> {
-        if self.next >= self.hosts * self.paths {
+        if self.host >= self.hosts {
             return None;
         }
-        let start = self.host_starts[self.next / self.paths];
-        let end = self.path_ends[self.next % self.paths];
-        self.next += 1;
+        let start = self.host_starts[self.host];
+        let end = self.path_ends[self.path];
+        self.path += 1;
+        if self.path == self.paths {
+            self.path = 0;
+            self.host += 1;
+        }
         Some(Expression {
             text: &self.url[start..end],
             host_len: self.host_end - start,
@@ -159,7 +166,7 @@ impl<'a> Iterator for Expressions<'a> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = self.hosts * self.paths - self.next;
+        let left = (self.hosts * self.paths).saturating_sub(self.host * self.paths + self.path);
         (left, Some(left))
     }
 }
@@ -228,6 +235,11 @@ mod tests {
         let all: Vec<_> = url.expressions().collect();
         assert_eq!(all.len(), MAX_EXPRESSIONS);
         assert_eq!(url.expressions().len(), MAX_EXPRESSIONS);
+        let mut it = url.expressions();
+        it.nth(6);
+        assert_eq!(it.len(), MAX_EXPRESSIONS - 7);
+        assert_eq!(it.by_ref().count(), MAX_EXPRESSIONS - 7);
+        assert_eq!((it.len(), it.next()), (0, None));
         let mut texts: Vec<_> = all.iter().map(Expression::as_str).collect();
         texts.sort_unstable();
         texts.dedup();
