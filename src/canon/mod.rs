@@ -35,11 +35,19 @@
 //! path separates segments as it does in browsers.
 //!
 //! # Cost
-//! One pass over the input for each step, one `String` allocated for the result in the common
-//! case (a scratch buffer more when the URL holds percent-escapes, and the IDNA crate's own
-//! buffers for non-ASCII hosts). Expressions are slices of that `String`: no allocation per
-//! expression. The budget is 1 µs for canonicalize + expressions on a mixed corpus
-//! (`cargo bench --bench canon`).
+//! Linear in the input: a few short passes, plus one pass per unescape round (at most
+//! [`MAX_UNESCAPE_ROUNDS`]). One `String` is allocated for the result in the common case; a
+//! scratch buffer is added when the URL holds percent-escapes, and the IDNA crate uses its own
+//! buffers for non-ASCII hosts. Expressions are slices of that `String`, so no allocation is
+//! made per expression. The budget is 1 µs median for canonicalize + expressions over a mixed
+//! corpus (`cargo bench --bench canon`). On the 2-core development VM, under load, it measured
+//! about 0.65 µs median per URL. A plain URL took 0.2–0.4 µs. IDN hosts and query strings of
+//! several hundred bytes took 1–2.3 µs.
+//!
+//! # Ownership
+//! No shared state. A [`CanonicalUrl`] is an owned, immutable value (`Send + Sync`), and its
+//! expressions borrow from it. No configuration keys affect this module. Its limits are the
+//! constants [`MAX_URL_LEN`] and [`MAX_UNESCAPE_ROUNDS`].
 //!
 //! # Failure
 //! Input that is not a URL gets a [`CanonError`], never a panic: empty input, no host, a bad
