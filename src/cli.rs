@@ -26,6 +26,15 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Show the canonical form of a URL and its lookup expressions (what list entries and
+    /// reputation lookups are matched against).
+    Url {
+        /// The URL, as a browser would send it.
+        url: String,
+        /// Print one JSON object instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a users-file line (`NAME:argon2-hash`) for proxy authentication; the password
     /// is read from the first line of standard input.
     Passwd {

@@ -50,6 +50,17 @@ fn main() -> ExitCode {
             }
             Err(e) => config_error(&e),
         },
+        Command::Url { url, json } => {
+            let mut out = Vec::new();
+            let code = webrep::canon::url_command(&url, json, &mut out);
+            let text = String::from_utf8_lossy(&out);
+            if code == 0 {
+                print!("{text}");
+            } else {
+                eprint!("{text}");
+            }
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
         Command::Passwd { name } => {
             if name.is_empty() || name.contains(':') || name.contains(char::is_whitespace) {
                 eprintln!("error: a user name must be non-empty, without ':' or spaces");

@@ -1,0 +1,51 @@
+//! `webrep url URL [--json]`: shows the canonical form and the lookup expressions of a URL, so
+//! an admin can see why a list entry matches a URL or does not.
+
+use std::io::Write;
+
+use super::canonicalize;
+
+/// Runs `webrep url`: writes the canonical URL of `input` on the first line, then every lookup
+/// expression, one per line; with `json`, one JSON object instead:
+///
+/// ```json
+/// {"canonical":"http://a.b.c/1/","scheme":"http","host":"a.b.c","host_kind":"domain",
+///  "port":null,"path":"/1/","query":null,"expressions":["a.b.c/1/","a.b.c/","b.c/1/","b.c/"]}
+/// ```
+///
+/// Returns the process exit status: 0 on success; 2 when `input` is not a URL, after writing
+/// `error: ...` to `out`; 1 when writing to `out` fails.
+pub fn url_command(input: &str, json: bool, out: &mut impl Write) -> i32 {
+    let url = match canonicalize(input) {
+        Ok(url) => url,
+        Err(err) => {
+            return match writeln!(out, "error: not a url: {err}") {
+                Ok(()) => 2,
+                Err(_) => 1,
+            };
+        }
+    };
+    let written = if json {
+        let expressions: Vec<&str> = url.expressions().map(|e| e.as_str()).collect();
+        let value = serde_json::json!({
+            "canonical": url.as_str(),
+            "scheme": url.scheme(),
+            "host": url.host(),
+            "host_kind": url.host_kind().as_str(),
+            "port": url.port(),
+            "path": url.path(),
+            "query": url.query(),
+            "expressions": expressions,
+        });
+        writeln!(out, "{value}")
+    } else {
+        writeln!(out, "{url}").and_then(|()| {
+            url.expressions()
+                .try_for_each(|expression| writeln!(out, "{expression}"))
+        })
+    };
+    match written.and_then(|()| out.flush()) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
