@@ -63,7 +63,7 @@ pub struct RawProxyConfig {
     /// How long an idle pooled upstream connection is kept for reuse, in milliseconds.
     /// Default 60000.
     pub upstream_idle_timeout_ms: u64,
-    /// Maximum idle pooled connections kept per upstream host. Default 64.
+    /// Maximum idle pooled connections kept per upstream host and worker. Default 256.
     pub upstream_max_idle_per_host: usize,
     /// A tunnel (CONNECT or WebSocket) with no bytes in either direction for this long is
     /// closed, in milliseconds. Default 300000 (5 minutes).
@@ -169,7 +169,7 @@ impl Default for RawProxyConfig {
             upstream_connect_timeout_ms: 10_000,
             upstream_response_timeout_ms: 60_000,
             upstream_idle_timeout_ms: 60_000,
-            upstream_max_idle_per_host: 64,
+            upstream_max_idle_per_host: 256,
             tunnel_idle_timeout_ms: 300_000,
             shutdown_grace_period_ms: 30_000,
             via_name: None,
