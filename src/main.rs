@@ -20,7 +20,9 @@ fn main() -> ExitCode {
                 Err(e) => return config_error(&e),
             };
             webrep::telemetry::init(&config.log.level, config.log.format);
-            let rt = match tokio::runtime::Builder::new_multi_thread()
+            // Worker 0 runs on this thread; `Proxy::run` starts one more single-threaded
+            // runtime per further worker.
+            let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {

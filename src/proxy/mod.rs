@@ -54,9 +54,9 @@ use dial::{Connector, Dialer};
 use service::ProxyService;
 
 /// The most a connection's read buffer grows to (client side and upstream side). hyper's
-/// default (~400 KiB) would let 1 MiB bodies inflate every connection's buffer; 32 KiB keeps
+/// default (~400 KiB) would let 1 MiB bodies inflate every connection's buffer; 64 KiB keeps
 /// large transfers at full speed with bounded memory.
-const IO_BUFFER_MAX: usize = 32 * 1024;
+const IO_BUFFER_MAX: usize = 64 * 1024;
 
 /// Everything the request path shares, behind one `Arc`.
 pub struct ProxyState {
