@@ -18,17 +18,21 @@ struct ProxyProcess {
     child: Child,
     addr: SocketAddr,
     lines: mpsc::UnboundedReceiver<String>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl ProxyProcess {
     async fn start(extra: &str) -> Self {
+        Self::start_with(extra, "json").await
+    }
+
+    async fn start_with(extra: &str, log_format: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("webrep.yaml");
         std::fs::write(
             &cfg,
             format!(
-                "{BASE}{extra}access_log:\n  path: {:?}\nlog:\n  level: info\n  format: text\n",
+                "{BASE}{extra}access_log:\n  path: {:?}\n  format: {log_format}\nlog:\n  level: info\n  format: text\n",
                 dir.path().join("access.log").display().to_string()
             ),
         )
@@ -66,7 +70,7 @@ impl ProxyProcess {
             child,
             addr: addr.unwrap(),
             lines,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -121,7 +125,7 @@ impl ProxyProcess {
 #[tokio::test]
 async fn sigterm_finishes_an_in_flight_slow_response_then_exits_0() {
     let origin = Origin::http().await;
-    let mut proxy = ProxyProcess::start("").await;
+    let mut proxy = ProxyProcess::start_with("", "squid").await;
     let client = proxy.client();
     let mut resp = client.get(origin.url("/slow")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -144,6 +148,21 @@ async fn sigterm_finishes_an_in_flight_slow_response_then_exits_0() {
         .expect("exits after draining")
         .unwrap();
     assert_eq!(status.code(), Some(0));
+    // The access log was flushed on the way out, in Squid's native format.
+    let log = std::fs::read_to_string(proxy.dir.path().join("access.log")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("/slow"))
+        .unwrap_or_else(|| panic!("no line for /slow in {log:?}"));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields.len(), 11, "{line}");
+    assert_eq!(fields[2], "127.0.0.1");
+    assert_eq!(fields[3], "TCP_MISS/200");
+    assert_eq!(fields[4], "12", "body bytes: first;second");
+    assert_eq!(fields[5], "GET");
+    assert_eq!(fields[6], origin.url("/slow"));
+    assert_eq!(fields[8], format!("HIER_DIRECT/{}", origin.addr.ip()));
+    assert_eq!(fields[10].len(), 16, "request id");
 }
 
 #[tokio::test]

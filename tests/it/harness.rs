@@ -259,6 +259,10 @@ async fn origin_handler(
             }
         });
         Response::new(http_body_util::BodyExt::boxed(StreamBody::new(chunks)))
+    } else if path == "/hang" {
+        // Never answers (until the test ends): for the response-header deadline.
+        stats.gate.notified().await;
+        Response::new(full("late"))
     } else if path == "/ws" {
         let key = req
             .headers()

@@ -177,3 +177,20 @@ async fn tunnel_closes_after_the_idle_timeout() {
     assert_eq!(line["error"], "connection_read_timeout");
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn an_upstream_that_sends_no_headers_in_time_is_504() {
+    let origin = Origin::http().await;
+    let proxy = TestProxy::start("  upstream_response_timeout_ms: 300\n", "").await;
+    let r = proxy
+        .client(None)
+        .get(origin.url("/hang"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 504);
+    let ps = r.headers()["proxy-status"].to_str().unwrap().to_owned();
+    assert!(ps.contains("error=http_response_timeout"), "{ps}");
+    assert_eq!(origin.stats.requests.load(Ordering::SeqCst), 1);
+    proxy.stop().await;
+}
