@@ -111,6 +111,7 @@ fn round_trip(c: &mut Criterion) {
                     .header("host", origin_addr.to_string())
                     .body(Empty::<Bytes>::new())
                     .unwrap();
+                sender.ready().await.unwrap();
                 let resp = sender.send_request(req).await.unwrap();
                 let body = resp.into_body().collect().await.unwrap().to_bytes();
                 assert_eq!(body.len(), 1024);
