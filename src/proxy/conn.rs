@@ -10,13 +10,10 @@
 //! cut off. Cost per request: two atomic updates and one clock read; the watchdog wakes at
 //! deadlines and every half of the shorter timeout, never per request.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use super::tap::{OnRead, ReadTap};
 
 const NONE: u64 = u64::MAX;
 
@@ -113,59 +110,11 @@ pub async fn watchdog(act: &ConnActivity, idle: Duration, header: Duration) -> E
     }
 }
 
-/// A socket that reports reads to a [`ConnActivity`].
-pub struct ActivityIo<T> {
-    inner: T,
-    act: std::sync::Arc<ConnActivity>,
-}
+/// A client socket that reports reads to its [`ConnActivity`].
+pub type ActivityIo<T> = ReadTap<T, std::sync::Arc<ConnActivity>>;
 
-impl<T> ActivityIo<T> {
-    pub fn new(inner: T, act: std::sync::Arc<ConnActivity>) -> Self {
-        Self { inner, act }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.act.bytes_read();
-        }
-        r
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+impl OnRead for std::sync::Arc<ConnActivity> {
+    fn on_read(&mut self, _n: usize) {
+        self.bytes_read();
     }
 }

@@ -28,6 +28,7 @@ pub mod forward;
 pub mod headers;
 pub mod local;
 pub mod service;
+pub mod tap;
 pub mod tunnel;
 
 use std::net::SocketAddr;
@@ -348,7 +349,10 @@ async fn serve_connection(
         tracing::info!(client.addr = %peer, "client not in allowed networks");
     }
     let activity = Arc::new(ConnActivity::new());
-    let io = TokioIo::new(ActivityIo::new(stream, activity.clone()));
+    let io = TokioIo::new(ActivityIo {
+        inner: stream,
+        observer: activity.clone(),
+    });
     let svc = ProxyService {
         state: state.clone(),
         client: peer,

@@ -6,14 +6,13 @@
 //! closes the tunnel after between 1 and 1.25 idle periods of silence. Cost: 32 KiB of
 //! buffers per tunnel, no per-byte work beyond the copy.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::tap::{OnRead, ReadTap};
 
 const BUF: usize = 16 * 1024;
 
@@ -38,42 +37,16 @@ pub struct RelayStats {
     pub end: RelayEnd,
 }
 
-struct Active<T> {
-    io: T,
+/// Per side: bytes read, and a shared "something moved" flag for the idle timer.
+struct Activity {
     active: Arc<AtomicBool>,
     read: u64,
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Active<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.io).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            self.read += n as u64;
-            self.active.store(true, Ordering::Relaxed);
-        }
-        r
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Active<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+impl OnRead for Activity {
+    fn on_read(&mut self, n: usize) {
+        self.read += n as u64;
+        self.active.store(true, Ordering::Relaxed);
     }
 }
 
@@ -84,15 +57,17 @@ where
     B: AsyncRead + AsyncWrite + Unpin,
 {
     let active = Arc::new(AtomicBool::new(false));
-    let mut a = Active {
-        io: client,
+    let side = || Activity {
         active: active.clone(),
         read: 0,
     };
-    let mut b = Active {
-        io: upstream,
-        active: active.clone(),
-        read: 0,
+    let mut a = ReadTap {
+        inner: client,
+        observer: side(),
+    };
+    let mut b = ReadTap {
+        inner: upstream,
+        observer: side(),
     };
     let end = {
         let copy = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, BUF, BUF);
@@ -118,8 +93,8 @@ where
         }
     };
     RelayStats {
-        up: a.read,
-        down: b.read,
+        up: a.observer.read,
+        down: b.observer.read,
         end,
     }
 }
