@@ -24,6 +24,7 @@ fn main() -> ExitCode {
             // runtime per further worker.
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .max_blocking_threads(webrep::proxy::MAX_BLOCKING_THREADS)
                 .build()
             {
                 Ok(rt) => rt,

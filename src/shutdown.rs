@@ -1,5 +1,7 @@
 //! Process signals: SIGTERM or SIGINT cancels the root token (the proxy stops accepting and
-//! drains for its grace period); a second one exits at once with status 1.
+//! drains for its grace period); a second one exits at once with status 1. SIGHUP is caught
+//! and logged (nothing is reloadable yet; policy reload will hang off it), so an admin's
+//! `systemctl reload` or `kill -HUP` never kills the proxy.
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -9,6 +11,12 @@ pub fn on_signals() -> std::io::Result<CancellationToken> {
     let token = CancellationToken::new();
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::warn!("SIGHUP received: nothing to reload in this version; ignored");
+        }
+    });
     let t = token.clone();
     tokio::spawn(async move {
         tokio::select! {

@@ -59,6 +59,11 @@ use service::ProxyService;
 /// large transfers at full speed with bounded memory.
 const IO_BUFFER_MAX: usize = 64 * 1024;
 
+/// Blocking threads per worker runtime: DNS lookups (the system resolver) and password
+/// hashing run there. Beyond this, further lookups queue instead of spawning threads, so a
+/// flood of slow names cannot exhaust the process.
+pub const MAX_BLOCKING_THREADS: usize = 64;
+
 /// Everything the request path shares, behind one `Arc`.
 pub struct ProxyState {
     pub config: ProxyConfig,
@@ -205,6 +210,7 @@ impl Proxy {
                 .spawn(move || {
                     match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
+                        .max_blocking_threads(crate::proxy::MAX_BLOCKING_THREADS)
                         .build()
                     {
                         Ok(rt) => rt.block_on(run_worker(

@@ -134,6 +134,10 @@ async fn sigterm_finishes_an_in_flight_slow_response_then_exits_0() {
     // Make sure the origin is parked on its gate before we signal.
     origin.stats.slow_started.notified().await;
 
+    // SIGHUP does not stop it.
+    proxy.signal("HUP");
+    proxy.wait_for_line("SIGHUP").await;
+
     proxy.signal("TERM");
     proxy.wait_for_line("shutting down").await;
     // The listener is closed: new clients are refused.
