@@ -63,6 +63,7 @@ pub struct ProxyConfig {
     pub upstream_response_timeout: Duration,
     pub upstream_idle_timeout: Duration,
     pub upstream_max_idle_per_host: usize,
+    pub upstream_read_buffer_bytes: usize,
     pub tunnel_idle_timeout: Duration,
     pub shutdown_grace_period: Duration,
     pub via_name: String,
@@ -215,6 +216,15 @@ impl Config {
                 p.upstream_idle_timeout_ms,
             )?,
             upstream_max_idle_per_host: p.upstream_max_idle_per_host,
+            upstream_read_buffer_bytes: match p.upstream_read_buffer_bytes {
+                n @ 8192..=16_777_216 => n,
+                n => {
+                    return Err(invalid(
+                        "proxy.upstream_read_buffer_bytes",
+                        format!("{n} is outside 8192..=16777216"),
+                    ));
+                }
+            },
             tunnel_idle_timeout: ms("proxy.tunnel_idle_timeout_ms", p.tunnel_idle_timeout_ms)?,
             shutdown_grace_period: Duration::from_millis(p.shutdown_grace_period_ms),
             via_name,

@@ -54,10 +54,9 @@ use conn::{ActivityIo, ConnActivity, Expiry, watchdog};
 use dial::{Connector, Dialer};
 use service::ProxyService;
 
-/// The most a connection's read buffer grows to (client side and upstream side). hyper's
-/// default (~400 KiB) would let 1 MiB bodies inflate every connection's buffer; 64 KiB keeps
-/// large transfers at full speed with bounded memory.
-const IO_BUFFER_MAX: usize = 64 * 1024;
+/// The most a client connection's read buffer grows to (request heads and uploads); at least
+/// the header limit plus room. hyper's default (~400 KiB) would let every connection grow.
+const CLIENT_READ_BUFFER_MAX: usize = 64 * 1024;
 
 /// Blocking threads per worker runtime: DNS lookups (the system resolver) and password
 /// hashing run there. Beyond this, further lookups queue instead of spawning threads, so a
@@ -154,7 +153,7 @@ impl Proxy {
                     .pool_max_idle_per_host(cfg.upstream_max_idle_per_host)
                     .pool_timer(TokioTimer::new())
                     .timer(TokioTimer::new())
-                    .http1_max_buf_size(IO_BUFFER_MAX)
+                    .http1_max_buf_size(cfg.upstream_read_buffer_bytes)
                     .set_host(false)
                     .build(Connector::new(dialer.clone()))
             })
@@ -372,7 +371,7 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(None)
         .max_header_size(state.config.max_header_bytes)
-        .max_buf_size(IO_BUFFER_MAX.max(state.config.max_header_bytes + 8192))
+        .max_buf_size(CLIENT_READ_BUFFER_MAX.max(state.config.max_header_bytes + 8192))
         .keep_alive(allowed);
     let conn = builder.serve_connection(io, svc).with_upgrades();
     tokio::pin!(conn);
