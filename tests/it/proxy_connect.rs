@@ -194,3 +194,32 @@ async fn an_upstream_that_sends_no_headers_in_time_is_504() {
     assert_eq!(origin.stats.requests.load(Ordering::SeqCst), 1);
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn an_upstream_that_vanishes_mid_body_is_an_incomplete_response_not_a_hang() {
+    // A raw origin: promises 1000 bytes, sends 5, closes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let _ = read_head(&mut s).await;
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nshort")
+            .await
+            .unwrap();
+    });
+    let proxy = TestProxy::start("", "").await;
+    let r = proxy
+        .client(None)
+        .get(format!("http://{addr}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.bytes().await.is_err(),
+        "the client must see the truncation"
+    );
+    let line = proxy.wait_log(|v| v["status"] == 200).await;
+    assert_eq!(line["error"], "http_response_incomplete", "{line}");
+    proxy.stop().await;
+}

@@ -273,3 +273,41 @@ async fn access_log_has_a_line_per_request_with_an_id() {
     assert!(line["error"].is_null());
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn an_http_1_0_client_is_served_and_named_in_via() {
+    let origin = Origin::http().await;
+    let proxy = TestProxy::start("", "").await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(format!("GET {} HTTP/1.0\r\n\r\n", origin.url("/headers")).as_bytes())
+        .await
+        .unwrap();
+    // HTTP/1.0 without keep-alive: the proxy answers and closes, so read to the end.
+    let mut all = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut s, &mut all)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+    let seen: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(seen["headers"]["via"][0], "1.0 webrep-test");
+    assert_eq!(seen["version"], "HTTP/1.1", "upstream always gets HTTP/1.1");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn head_requests_are_logged_as_complete() {
+    let origin = Origin::http().await;
+    let proxy = TestProxy::start("", "").await;
+    let r = proxy
+        .client(None)
+        .head(origin.url("/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let line = proxy.wait_log(|v| v["method"] == "HEAD").await;
+    assert!(line["error"].is_null(), "{line}");
+    proxy.stop().await;
+}
