@@ -1,0 +1,3 @@
+//! The reputation server (issue 4): placeholder docs, completed below.
+
+pub mod model;
