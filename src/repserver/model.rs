@@ -14,6 +14,9 @@ pub struct Score(u8);
 pub const MAX_SCORE: u8 = 100;
 
 impl Score {
+    /// The lowest score, 0.
+    pub const ZERO: Score = Score(0);
+
     /// A score, or `None` when `value` is above [`MAX_SCORE`].
     pub fn new(value: u8) -> Option<Score> {
         (value <= MAX_SCORE).then_some(Score(value))
