@@ -371,6 +371,36 @@ impl Store {
         Ok(out)
     }
 
+    /// Path-level entries (not `host/`) on the given hosts, unexpired at `now`, at most
+    /// `limit`: one query on the host index.
+    fn path_entries(
+        &self,
+        hosts: &[&str],
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let marks = vec!["?"; hosts.len()].join(",");
+        let n = hosts.len();
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE host IN ({marks}) \
+             AND length(key) > length(host) + 1 \
+             AND (expires IS NULL OR expires > ?{}) LIMIT ?{}",
+            n + 1,
+            n + 2
+        ))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut values: Vec<&dyn rusqlite::ToSql> =
+            hosts.iter().map(|h| h as &dyn rusqlite::ToSql).collect();
+        values.push(&now);
+        values.push(&limit);
+        let rows = stmt.query_map(values.as_slice(), RawEntry::read)?;
+        let mut out = Vec::new();
+        for raw in rows {
+            out.push(raw?.decode()?);
+        }
+        Ok(out)
+    }
+
     /// Per-host answers for many hosts in one call: each host's verdict (from the `host/`
     /// entries of the host and its parent domains) and up to `path_limit` path-level entries
     /// that may apply under it. A host that does not parse gets its own error; the others
@@ -395,11 +425,7 @@ impl Store {
             };
             let verdict = self.lookup(&url, now)?;
             let suffixes = lookup_hosts(&url);
-            let mut paths: Vec<Entry> = self
-                .entries_on_hosts(&suffixes, path_limit.saturating_add(suffixes.len() + 1))?
-                .into_iter()
-                .filter(|e| e.key.path() != "/" && !e.is_expired(now))
-                .collect();
+            let mut paths = self.path_entries(&suffixes, now, path_limit.saturating_add(1))?;
             let truncated = paths.len() > path_limit;
             paths.truncate(path_limit);
             out.push(Ok(HostAnswer {
@@ -791,6 +817,61 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn readers_see_a_batch_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rep.db");
+        let mut writer = Store::open(&path).unwrap();
+        let reader = Store::open(&path).unwrap();
+        writer
+            .write(|w| {
+                for i in 0..100 {
+                    w.upsert(&entry(&format!("h{i}.test/"), 10, &[]))?;
+                    // Mid-transaction: the other connection sees nothing yet.
+                    if i == 50 {
+                        assert_eq!(reader.len()?, 0);
+                        assert_eq!(
+                            reader.lookup_str("http://h1.test/", 0)?.risk,
+                            RiskLevel::Untested
+                        );
+                    }
+                }
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        assert_eq!(reader.len().unwrap(), 100);
+        assert_eq!(reader.seq().unwrap(), 1);
+        // A batch abandoned mid-way (as by a crash) leaves the file clean and unchanged.
+        let r: Result<(), StoreError> = writer.write(|w| {
+            w.upsert(&entry("late.test/", 10, &[]))?;
+            Err(StoreError::Corrupt {
+                key: "late.test/".into(),
+                what: "abandoned",
+            })
+        });
+        assert!(r.is_err());
+        drop(writer);
+        let reopened = Store::open(&path).unwrap();
+        assert_eq!(reopened.len().unwrap(), 100);
+        assert_eq!(
+            reopened.lookup_str("http://late.test/", 0).unwrap().risk,
+            RiskLevel::Untested
+        );
+    }
+
+    #[test]
+    fn expired_path_entries_do_not_fill_the_host_answer() {
+        let mut s = Store::open_in_memory().unwrap();
+        let mut old = entry("a.test/old/", 10, &[]);
+        old.expires = Some(5);
+        s.upsert(&[old, entry("a.test/new/", 10, &[])]).unwrap();
+        let a = s.lookup_hosts(&["a.test"], 10, 1).unwrap();
+        let a = a[0].as_ref().unwrap();
+        assert_eq!(a.paths.len(), 1);
+        assert_eq!(a.paths[0].key.as_str(), "a.test/new/");
+        assert!(!a.truncated);
     }
 
     #[test]
