@@ -443,25 +443,21 @@ impl Store {
     /// # Errors
     /// [`StoreError::Sqlite`].
     pub fn changes_since(&self, since: u64, limit: usize) -> Result<Changes, StoreError> {
+        // Read the sequence first: a write by another connection in between can only add keys
+        // newer than `seq` (dropped twice by the follower), never hide one.
         let seq = self.seq()?;
         let since = i64::try_from(since).unwrap_or(i64::MAX);
         let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT key FROM changes WHERE seq > ?1 ORDER BY seq, key LIMIT ?2")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT key, min(seq) AS first FROM changes WHERE seq > ?1 \
+             GROUP BY key ORDER BY first, key LIMIT ?2",
+        )?;
         let mut keys = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        let mut truncated = false;
         for key in stmt.query_map(params![since, fetch], |r| r.get::<_, String>(0))? {
-            let key = key?;
-            if seen.insert(key.clone()) {
-                if keys.len() == limit {
-                    truncated = true;
-                    break;
-                }
-                keys.push(key);
-            }
+            keys.push(key?);
         }
+        let truncated = keys.len() > limit;
+        keys.truncate(limit);
         Ok(Changes {
             seq,
             keys,
@@ -743,10 +739,20 @@ mod tests {
         assert!(!c.truncated);
         let c = s.changes_since(1, 10).unwrap();
         assert_eq!(c.keys, ["a.test/"]);
+        // A key written in several sequences is listed once, and does not hide others.
+        s.upsert(&[entry("b.test/", 20, &[])]).unwrap();
+        s.upsert(&[entry("b.test/", 30, &[])]).unwrap();
+        s.upsert(&[entry("c.test/", 30, &[])]).unwrap();
+        let c = s.changes_since(1, 2).unwrap();
+        assert_eq!(c.keys, ["a.test/", "b.test/"]);
+        assert!(c.truncated);
+        let c = s.changes_since(1, 3).unwrap();
+        assert_eq!(c.keys, ["a.test/", "b.test/", "c.test/"]);
+        assert!(!c.truncated);
         let c = s.changes_since(0, 1).unwrap();
         assert!(c.truncated);
         assert_eq!(c.keys.len(), 1);
-        assert!(s.changes_since(seq2, 10).unwrap().keys.is_empty());
+        assert!(s.changes_since(c.seq, 10).unwrap().keys.is_empty());
     }
 
     #[test]
