@@ -748,6 +748,78 @@ mod tests {
         assert!(s.is_empty().unwrap());
     }
 
+    /// Child half of `kill_9_mid_import_leaves_the_previous_table`: imports into the store
+    /// named by `WEBREP_TEST_KILL_DB`, says `READY` halfway through, then waits to be killed.
+    #[test]
+    #[ignore = "run as a child process by kill_9_mid_import_leaves_the_previous_table"]
+    fn kill_9_child() {
+        let Some(path) = std::env::var_os("WEBREP_TEST_KILL_DB") else {
+            return;
+        };
+        let mut s = Store::open(std::path::Path::new(&path)).unwrap();
+        let data: String = (0..1000).map(|i| format!("d{i}.example\n")).collect();
+        let _ = s.write(|w| {
+            let tax = w.taxonomy().clone();
+            parse(
+                data.as_bytes(),
+                &with_category(Format::DomainList, "adult"),
+                &tax,
+                |e| {
+                    w.upsert(&e)?;
+                    if w.written() == 500 {
+                        println!("READY");
+                        std::thread::sleep(std::time::Duration::from_secs(60));
+                    }
+                    Ok(())
+                },
+            )
+        });
+    }
+
+    #[test]
+    fn kill_9_mid_import_leaves_the_previous_table() {
+        use std::io::BufRead as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rep.db");
+        {
+            let mut s = Store::open(&path).unwrap();
+            import(
+                &mut s,
+                DOMAINS,
+                &with_category(Format::DomainList, "gambling"),
+            )
+            .unwrap();
+        }
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "repserver::import::tests::kill_9_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("WEBREP_TEST_KILL_DB", &path)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let ready = std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains("READY"));
+        child.kill().unwrap(); // SIGKILL on Unix
+        child.wait().unwrap();
+        assert!(ready, "child never reached the middle of its import");
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.len().unwrap(), 4);
+        assert_eq!(
+            s.lookup_str("http://d1.example/", 0).unwrap().risk,
+            RiskLevel::Untested
+        );
+        assert_eq!(s.seq().unwrap(), 1);
+    }
+
     #[test]
     fn overlong_and_binary_lines_are_bad_lines() {
         let mut data = b"a.example\n".to_vec();
