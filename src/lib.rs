@@ -7,5 +7,6 @@ pub mod canon;
 pub mod cli;
 pub mod config;
 pub mod proxy;
+pub mod repserver;
 pub mod shutdown;
 pub mod telemetry;

@@ -1,0 +1,911 @@
+//! The durable reputation table: SQLite through rusqlite (bundled), WAL journal,
+//! `synchronous=NORMAL`, schema versioned with `PRAGMA user_version`.
+//!
+//! The API is synchronous; a server runs it on `spawn_blocking` or on a dedicated thread.
+//! Every write is one transaction that bumps the change sequence once and records each key it
+//! touched under that sequence number, so a follower asking [`Store::changes_since`] learns
+//! which keys to drop from its cache.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use super::model::{
+    Category, CategoryError, Entry, FileEntry, FileVerdict, Key, KeyError, Score, Sha256Hex,
+    Source, Taxonomy, Verdict, combine, lookup_hosts,
+};
+use crate::canon::{self, CanonicalUrl};
+
+/// The schema version this code writes and reads.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Prefix of the change-log key recorded for a file-hash write (entry keys never contain `:`
+/// before their first `/` except in bracketed IPv6 hosts, which start with `[`).
+pub const FILE_CHANGE_PREFIX: &str = "sha256:";
+
+const SCHEMA: &str = "
+CREATE TABLE meta (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
+INSERT INTO meta (id, seq) VALUES (1, 0);
+CREATE TABLE entries (
+    key TEXT PRIMARY KEY NOT NULL,
+    host TEXT NOT NULL,
+    score INTEGER NOT NULL,
+    categories TEXT NOT NULL,
+    source TEXT NOT NULL,
+    added INTEGER NOT NULL,
+    updated INTEGER NOT NULL,
+    expires INTEGER,
+    note TEXT
+) WITHOUT ROWID;
+CREATE INDEX entries_by_host ON entries (host);
+CREATE TABLE file_hashes (
+    sha256 TEXT PRIMARY KEY NOT NULL,
+    verdict TEXT NOT NULL,
+    name TEXT,
+    source TEXT NOT NULL,
+    updated INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE changes (
+    seq INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (seq, key)
+) WITHOUT ROWID;
+CREATE TABLE categories (name TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID;
+";
+
+const ENTRY_COLUMNS: &str = "key, score, categories, source, added, updated, expires, note";
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite refused (I/O error, disk full, locked, corrupt file, ...).
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The file was written by a newer webrep.
+    #[error("store schema version {found} is newer than the supported {supported}")]
+    SchemaTooNew {
+        /// `user_version` in the file.
+        found: i64,
+        /// [`SCHEMA_VERSION`].
+        supported: i64,
+    },
+    /// An entry names a category that is not known.
+    #[error(transparent)]
+    Category(#[from] CategoryError),
+    /// A key or host could not be parsed.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A row in the file does not decode (edited by hand, or damaged).
+    #[error("store row {key:?} is damaged: {what}")]
+    Corrupt {
+        /// The row's key.
+        key: String,
+        /// What is wrong.
+        what: &'static str,
+    },
+}
+
+/// The per-host answer of [`Store::lookup_hosts`]: the verdict for the host itself (its `host/`
+/// entries and those of its parent domains) and the path-level entries that may apply under
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostAnswer {
+    /// The canonical host.
+    pub host: String,
+    /// The verdict for `http://host/`.
+    pub verdict: Verdict,
+    /// Path-prefix and exact entries keyed on the host or a parent domain, at most the limit
+    /// given.
+    pub paths: Vec<Entry>,
+    /// More path entries exist than the limit: ask per URL for this host.
+    pub truncated: bool,
+}
+
+/// What changed after a sequence number, from [`Store::changes_since`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// The current sequence number; pass it to the next call.
+    pub seq: u64,
+    /// The keys written or deleted after the sequence asked about, without duplicates.
+    pub keys: Vec<String>,
+    /// More keys changed than the limit: drop the whole cache and continue from `seq`.
+    pub truncated: bool,
+}
+
+/// The reputation table. One connection; not shared between threads.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    taxonomy: Taxonomy,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] when the file cannot be opened or is not a database,
+    /// [`StoreError::SchemaTooNew`].
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))?;
+        Store::init(conn)
+    }
+
+    /// A store that lives in memory only (tests, the embedded sample table).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        Store::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Store, StoreError> {
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if version == 0 {
+            let tx = conn.transaction()?;
+            tx.execute_batch(SCHEMA)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tx.commit()?;
+        }
+        let mut taxonomy = Taxonomy::default();
+        {
+            let mut stmt = conn.prepare("SELECT name FROM categories")?;
+            let names = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            for name in names {
+                let name = name?;
+                taxonomy.define(Category::parse(&name)?)?;
+            }
+        }
+        Ok(Store { conn, taxonomy })
+    }
+
+    /// The known categories.
+    pub fn taxonomy(&self) -> &Taxonomy {
+        &self.taxonomy
+    }
+
+    /// Defines an admin category (durably). Defining one twice is not an error.
+    ///
+    /// # Errors
+    /// [`StoreError::Category`] for a built-in name, [`StoreError::Sqlite`].
+    pub fn define_category(&mut self, category: Category) -> Result<(), StoreError> {
+        let mut taxonomy = self.taxonomy.clone();
+        taxonomy.define(category.clone())?;
+        self.conn.execute(
+            "INSERT OR IGNORE INTO categories (name) VALUES (?1)",
+            [category.as_str()],
+        )?;
+        self.taxonomy = taxonomy;
+        Ok(())
+    }
+
+    /// The current change sequence number (0 for a fresh store).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn seq(&self) -> Result<u64, StoreError> {
+        let seq: i64 = self
+            .conn
+            .query_row("SELECT seq FROM meta WHERE id = 1", [], |r| r.get(0))?;
+        Ok(u64::try_from(seq).unwrap_or(0))
+    }
+
+    /// Runs `f` inside one transaction that bumps the sequence once: either everything `f`
+    /// wrote is committed, or (when `f` or the commit fails) nothing is.
+    ///
+    /// # Errors
+    /// `f`'s error, or [`StoreError`] converted into `E`.
+    pub fn write<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&mut Writer<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = self.conn.transaction().map_err(StoreError::from)?;
+        let seq: i64 = tx
+            .query_row(
+                "UPDATE meta SET seq = seq + 1 WHERE id = 1 RETURNING seq",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(StoreError::from)?;
+        let mut writer = Writer {
+            tx,
+            seq,
+            taxonomy: &self.taxonomy,
+            written: 0,
+        };
+        let out = f(&mut writer)?;
+        writer.tx.commit().map_err(StoreError::from)?;
+        Ok(out)
+    }
+
+    /// Inserts or replaces entries in one transaction. An existing entry keeps its `added`
+    /// time. Returns the new sequence number.
+    ///
+    /// # Errors
+    /// [`StoreError::Category`] for an unknown category (nothing is written),
+    /// [`StoreError::Sqlite`].
+    pub fn upsert(&mut self, entries: &[Entry]) -> Result<u64, StoreError> {
+        self.write(|w| {
+            for e in entries {
+                w.upsert(e)?;
+            }
+            Ok(w.seq())
+        })
+    }
+
+    /// Deletes entries in one transaction; missing keys are not an error. Returns the new
+    /// sequence number.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn delete(&mut self, keys: &[Key]) -> Result<u64, StoreError> {
+        self.write(|w| {
+            for k in keys {
+                w.delete(k)?;
+            }
+            Ok(w.seq())
+        })
+    }
+
+    /// Inserts or replaces file-hash entries in one transaction. Returns the new sequence.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn upsert_files(&mut self, files: &[FileEntry]) -> Result<u64, StoreError> {
+        self.write(|w| {
+            for f in files {
+                w.upsert_file(f)?;
+            }
+            Ok(w.seq())
+        })
+    }
+
+    /// The file-hash entry for a digest, if any.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`], [`StoreError::Corrupt`].
+    pub fn lookup_file(&self, sha256: &Sha256Hex) -> Result<Option<FileEntry>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT verdict, name, source, updated FROM file_hashes WHERE sha256 = ?1",
+        )?;
+        let row = stmt
+            .query_row([sha256.as_str()], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .optional()?;
+        let Some((verdict, name, source, updated)) = row else {
+            return Ok(None);
+        };
+        let corrupt = |what| StoreError::Corrupt {
+            key: sha256.as_str().to_owned(),
+            what,
+        };
+        Ok(Some(FileEntry {
+            sha256: sha256.clone(),
+            verdict: FileVerdict::parse(&verdict).ok_or_else(|| corrupt("bad verdict"))?,
+            name,
+            source: Source::from_stored(&source).ok_or_else(|| corrupt("bad source"))?,
+            updated,
+        }))
+    }
+
+    /// The entry stored under exactly `key`, expired or not.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`], [`StoreError::Corrupt`].
+    pub fn get(&self, key: &Key) -> Result<Option<Entry>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE key = ?1"
+        ))?;
+        let raw = stmt.query_row([key.as_str()], RawEntry::read).optional()?;
+        raw.map(RawEntry::decode).transpose()
+    }
+
+    /// The combined verdict for a URL at time `now` (unix seconds): every entry keyed by one
+    /// of the URL's expressions, by the rule of [`combine`]. At most
+    /// [`canon::MAX_EXPRESSIONS`] primary-key probes.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`], [`StoreError::Corrupt`].
+    pub fn lookup(&self, url: &CanonicalUrl, now: i64) -> Result<Verdict, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE key = ?1"
+        ))?;
+        let mut found = Vec::new();
+        for e in url.expressions() {
+            if let Some(raw) = stmt.query_row([e.as_str()], RawEntry::read).optional()? {
+                found.push(raw.decode()?);
+            }
+        }
+        Ok(combine(url, &found, now))
+    }
+
+    /// [`lookup`](Self::lookup) on a URL given as text; canonicalizes it first.
+    ///
+    /// # Errors
+    /// [`StoreError::Key`] when the text is not a URL, else as [`lookup`](Self::lookup).
+    pub fn lookup_str(&self, url: &str, now: i64) -> Result<Verdict, StoreError> {
+        let url = canon::canonicalize(url).map_err(KeyError::from)?;
+        self.lookup(&url, now)
+    }
+
+    /// All entries keyed on `host` or one of its parent domains (as lookup expressions use
+    /// them), expired ones included, at most `limit`: one query on the host index.
+    ///
+    /// # Errors
+    /// [`StoreError::Key`] for a bad host, [`StoreError::Sqlite`], [`StoreError::Corrupt`].
+    pub fn entries_for_host(&self, host: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let url = host_url(host)?;
+        let hosts = lookup_hosts(&url);
+        self.entries_on_hosts(&hosts, limit)
+    }
+
+    fn entries_on_hosts(&self, hosts: &[&str], limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let marks = vec!["?"; hosts.len()].join(",");
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE host IN ({marks}) LIMIT ?{}",
+            hosts.len() + 1
+        ))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut values: Vec<&dyn rusqlite::ToSql> =
+            hosts.iter().map(|h| h as &dyn rusqlite::ToSql).collect();
+        values.push(&limit);
+        let rows = stmt.query_map(values.as_slice(), RawEntry::read)?;
+        let mut out = Vec::new();
+        for raw in rows {
+            out.push(raw?.decode()?);
+        }
+        Ok(out)
+    }
+
+    /// Path-level entries (not `host/`) on the given hosts, unexpired at `now`, at most
+    /// `limit`: one query on the host index.
+    fn path_entries(
+        &self,
+        hosts: &[&str],
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let marks = vec!["?"; hosts.len()].join(",");
+        let n = hosts.len();
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE host IN ({marks}) \
+             AND length(key) > length(host) + 1 \
+             AND (expires IS NULL OR expires > ?{}) LIMIT ?{}",
+            n + 1,
+            n + 2
+        ))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut values: Vec<&dyn rusqlite::ToSql> =
+            hosts.iter().map(|h| h as &dyn rusqlite::ToSql).collect();
+        values.push(&now);
+        values.push(&limit);
+        let rows = stmt.query_map(values.as_slice(), RawEntry::read)?;
+        let mut out = Vec::new();
+        for raw in rows {
+            out.push(raw?.decode()?);
+        }
+        Ok(out)
+    }
+
+    /// Per-host answers for many hosts in one call: each host's verdict (from the `host/`
+    /// entries of the host and its parent domains) and up to `path_limit` path-level entries
+    /// that may apply under it. A host that does not parse gets its own error; the others
+    /// are answered.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`], [`StoreError::Corrupt`].
+    pub fn lookup_hosts(
+        &self,
+        hosts: &[&str],
+        now: i64,
+        path_limit: usize,
+    ) -> Result<Vec<Result<HostAnswer, KeyError>>, StoreError> {
+        let mut out = Vec::with_capacity(hosts.len());
+        for host in hosts {
+            let url = match host_url(host) {
+                Ok(u) => u,
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
+                }
+            };
+            let verdict = self.lookup(&url, now)?;
+            let suffixes = lookup_hosts(&url);
+            let mut paths = self.path_entries(&suffixes, now, path_limit.saturating_add(1))?;
+            let truncated = paths.len() > path_limit;
+            paths.truncate(path_limit);
+            out.push(Ok(HostAnswer {
+                host: url.host().to_owned(),
+                verdict,
+                paths,
+                truncated,
+            }));
+        }
+        Ok(out)
+    }
+
+    /// The keys changed after sequence `since`, at most `limit` of them, in sequence order.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn changes_since(&self, since: u64, limit: usize) -> Result<Changes, StoreError> {
+        // Read the sequence first: a write by another connection in between can only add keys
+        // newer than `seq` (dropped twice by the follower), never hide one.
+        let seq = self.seq()?;
+        let since = i64::try_from(since).unwrap_or(i64::MAX);
+        let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT key, min(seq) AS first FROM changes WHERE seq > ?1 \
+             GROUP BY key ORDER BY first, key LIMIT ?2",
+        )?;
+        let mut keys = Vec::new();
+        for key in stmt.query_map(params![since, fetch], |r| r.get::<_, String>(0))? {
+            keys.push(key?);
+        }
+        let truncated = keys.len() > limit;
+        keys.truncate(limit);
+        Ok(Changes {
+            seq,
+            keys,
+            truncated,
+        })
+    }
+
+    /// Number of entries in the table.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn len(&self) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM entries", [], |r| r.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Whether the table holds no entry.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.len()? == 0)
+    }
+}
+
+fn host_url(host: &str) -> Result<CanonicalUrl, KeyError> {
+    Ok(canon::canonicalize(&format!("http://{}/", host.trim()))?)
+}
+
+/// Writes inside one transaction of [`Store::write`].
+pub struct Writer<'a> {
+    tx: Transaction<'a>,
+    seq: i64,
+    taxonomy: &'a Taxonomy,
+    written: u64,
+}
+
+impl Writer<'_> {
+    /// The sequence number this transaction writes under.
+    pub fn seq(&self) -> u64 {
+        u64::try_from(self.seq).unwrap_or(0)
+    }
+
+    /// Rows written or deleted so far in this transaction.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// The known categories.
+    pub fn taxonomy(&self) -> &Taxonomy {
+        self.taxonomy
+    }
+
+    fn record(&mut self, key: &str) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached("INSERT OR IGNORE INTO changes (seq, key) VALUES (?1, ?2)")?
+            .execute(params![self.seq, key])?;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Inserts or replaces one entry (keeping the stored `added` time).
+    ///
+    /// # Errors
+    /// [`StoreError::Category`] for an unknown category, [`StoreError::Sqlite`].
+    pub fn upsert(&mut self, e: &Entry) -> Result<(), StoreError> {
+        for c in &e.categories {
+            if !self.taxonomy.is_known(c) {
+                return Err(CategoryError::Unknown(c.as_str().to_owned()).into());
+            }
+        }
+        let cats: Vec<&str> = e.categories.iter().map(Category::as_str).collect();
+        self.tx
+            .prepare_cached(
+                "INSERT INTO entries (key, host, score, categories, source, added, updated, \
+                 expires, note) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                 ON CONFLICT (key) DO UPDATE SET score = excluded.score, \
+                 categories = excluded.categories, source = excluded.source, \
+                 updated = excluded.updated, expires = excluded.expires, note = excluded.note",
+            )?
+            .execute(params![
+                e.key.as_str(),
+                e.key.host(),
+                e.score.get(),
+                cats.join(" "),
+                e.source.to_stored(),
+                e.added,
+                e.updated,
+                e.expires,
+                e.note,
+            ])?;
+        self.record(e.key.as_str())
+    }
+
+    /// Deletes one entry; a missing key is not an error (and is not recorded as a change).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn delete(&mut self, key: &Key) -> Result<(), StoreError> {
+        let n = self
+            .tx
+            .prepare_cached("DELETE FROM entries WHERE key = ?1")?
+            .execute([key.as_str()])?;
+        if n > 0 {
+            self.record(key.as_str())?;
+        }
+        Ok(())
+    }
+
+    /// Inserts or replaces one file-hash entry.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn upsert_file(&mut self, f: &FileEntry) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO file_hashes (sha256, verdict, name, source, updated) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                f.sha256.as_str(),
+                f.verdict.as_str(),
+                f.name,
+                f.source.to_stored(),
+                f.updated
+            ])?;
+        self.record(&format!("{FILE_CHANGE_PREFIX}{}", f.sha256.as_str()))
+    }
+}
+
+/// A row as SQLite returns it, before validation.
+struct RawEntry {
+    key: String,
+    score: i64,
+    categories: String,
+    source: String,
+    added: i64,
+    updated: i64,
+    expires: Option<i64>,
+    note: Option<String>,
+}
+
+impl RawEntry {
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawEntry> {
+        Ok(RawEntry {
+            key: r.get(0)?,
+            score: r.get(1)?,
+            categories: r.get(2)?,
+            source: r.get(3)?,
+            added: r.get(4)?,
+            updated: r.get(5)?,
+            expires: r.get(6)?,
+            note: r.get(7)?,
+        })
+    }
+
+    fn decode(self) -> Result<Entry, StoreError> {
+        let corrupt = |what| StoreError::Corrupt {
+            key: self.key.clone(),
+            what,
+        };
+        let key = Key::from_canonical(&self.key).ok_or_else(|| corrupt("key not canonical"))?;
+        let score = Score::from_i64(self.score).ok_or_else(|| corrupt("score out of range"))?;
+        let categories = self
+            .categories
+            .split_ascii_whitespace()
+            .map(Category::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| corrupt("bad category"))?;
+        let source = Source::from_stored(&self.source).ok_or_else(|| corrupt("bad source"))?;
+        Ok(Entry {
+            key,
+            score,
+            categories,
+            source,
+            added: self.added,
+            updated: self.updated,
+            expires: self.expires,
+            note: self.note,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::model::RiskLevel;
+    use super::*;
+
+    fn entry(key: &str, score: u8, cats: &[&str]) -> Entry {
+        Entry::new(
+            Key::parse(key).unwrap(),
+            Score::new(score).unwrap(),
+            cats.iter().map(|c| Category::parse(c).unwrap()).collect(),
+            Source::Manual,
+            1000,
+        )
+    }
+
+    #[test]
+    fn upsert_lookup_and_combination() {
+        let mut s = Store::open_in_memory().unwrap();
+        assert_eq!(s.seq().unwrap(), 0);
+        let seq = s
+            .upsert(&[
+                entry("example.test/", 90, &["news"]),
+                entry("example.test/dl/", 30, &["malware"]),
+            ])
+            .unwrap();
+        assert_eq!(seq, 1);
+        let v = s
+            .lookup_str("http://www.example.test/dl/x.exe", 2000)
+            .unwrap();
+        assert_eq!(v.risk, RiskLevel::Dangerous);
+        assert_eq!(v.categories[0].as_str(), "malware");
+        assert_eq!(v.matched.len(), 2);
+        let v = s.lookup_str("http://example.test/about", 2000).unwrap();
+        assert_eq!(v.risk, RiskLevel::Safe);
+        let v = s.lookup_str("http://other.test/", 2000).unwrap();
+        assert_eq!(v.risk, RiskLevel::Untested);
+        assert!(matches!(s.lookup_str("", 0), Err(StoreError::Key(_))));
+    }
+
+    #[test]
+    fn upsert_keeps_added_time_and_updates_the_rest() {
+        let mut s = Store::open_in_memory().unwrap();
+        s.upsert(&[entry("a.test/", 90, &[])]).unwrap();
+        let mut e = entry("a.test/", 10, &["spam"]);
+        e.added = 5000;
+        e.updated = 5000;
+        s.upsert(&[e]).unwrap();
+        let got = s.get(&Key::parse("a.test/").unwrap()).unwrap().unwrap();
+        assert_eq!((got.added, got.updated, got.score.get()), (1000, 5000, 10));
+    }
+
+    #[test]
+    fn unknown_category_rolls_back_the_whole_batch() {
+        let mut s = Store::open_in_memory().unwrap();
+        let err = s
+            .upsert(&[
+                entry("a.test/", 10, &["malware"]),
+                entry("b.test/", 10, &["intranet"]),
+            ])
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Category(_)));
+        assert_eq!(s.len().unwrap(), 0);
+        assert_eq!(s.seq().unwrap(), 0);
+        s.define_category(Category::parse("intranet").unwrap())
+            .unwrap();
+        s.upsert(&[entry("b.test/", 10, &["intranet"])]).unwrap();
+        assert_eq!(s.len().unwrap(), 1);
+    }
+
+    #[test]
+    fn write_closure_error_rolls_back() {
+        let mut s = Store::open_in_memory().unwrap();
+        let r: Result<(), StoreError> = s.write(|w| {
+            w.upsert(&entry("a.test/", 10, &[]))?;
+            Err(StoreError::Corrupt {
+                key: "x".into(),
+                what: "forced",
+            })
+        });
+        assert!(r.is_err());
+        assert!(s.is_empty().unwrap());
+        assert!(s.changes_since(0, 10).unwrap().keys.is_empty());
+    }
+
+    #[test]
+    fn changes_since() {
+        let mut s = Store::open_in_memory().unwrap();
+        s.upsert(&[entry("a.test/", 10, &[]), entry("b.test/", 10, &[])])
+            .unwrap();
+        let seq2 = s.delete(&[Key::parse("a.test/").unwrap()]).unwrap();
+        let c = s.changes_since(0, 10).unwrap();
+        assert_eq!(c.seq, seq2);
+        assert_eq!(c.keys, ["a.test/", "b.test/"]);
+        assert!(!c.truncated);
+        let c = s.changes_since(1, 10).unwrap();
+        assert_eq!(c.keys, ["a.test/"]);
+        // A key written in several sequences is listed once, and does not hide others.
+        s.upsert(&[entry("b.test/", 20, &[])]).unwrap();
+        s.upsert(&[entry("b.test/", 30, &[])]).unwrap();
+        s.upsert(&[entry("c.test/", 30, &[])]).unwrap();
+        let c = s.changes_since(1, 2).unwrap();
+        assert_eq!(c.keys, ["a.test/", "b.test/"]);
+        assert!(c.truncated);
+        let c = s.changes_since(1, 3).unwrap();
+        assert_eq!(c.keys, ["a.test/", "b.test/", "c.test/"]);
+        assert!(!c.truncated);
+        let c = s.changes_since(0, 1).unwrap();
+        assert!(c.truncated);
+        assert_eq!(c.keys.len(), 1);
+        assert!(s.changes_since(c.seq, 10).unwrap().keys.is_empty());
+    }
+
+    #[test]
+    fn host_answers_in_batch() {
+        let mut s = Store::open_in_memory().unwrap();
+        s.upsert(&[
+            entry("example.test/", 85, &["news"]),
+            entry("example.test/a/", 60, &["spam"]),
+            entry("www.example.test/b?x=1", 5, &["phishing"]),
+            entry("www.example.test/c/", 70, &[]),
+            entry("bad.test/", 0, &["malware"]),
+        ])
+        .unwrap();
+        let a = s
+            .lookup_hosts(&["WWW.example.test", "bad.test", "none.test", "[zz]"], 0, 2)
+            .unwrap();
+        let www = a[0].as_ref().unwrap();
+        assert_eq!(www.host, "www.example.test");
+        assert_eq!(www.verdict.risk, RiskLevel::Safe);
+        assert_eq!(www.paths.len(), 2);
+        assert!(www.truncated);
+        assert_eq!(a[1].as_ref().unwrap().verdict.risk, RiskLevel::Dangerous);
+        assert!(a[1].as_ref().unwrap().paths.is_empty());
+        assert_eq!(a[2].as_ref().unwrap().verdict.risk, RiskLevel::Untested);
+        assert!(a[3].is_err());
+        assert_eq!(
+            s.entries_for_host("www.example.test", 100).unwrap().len(),
+            4
+        );
+    }
+
+    #[test]
+    fn file_hashes() {
+        let mut s = Store::open_in_memory().unwrap();
+        let h = Sha256Hex::parse(&"ab".repeat(32)).unwrap();
+        assert_eq!(s.lookup_file(&h).unwrap(), None);
+        let f = FileEntry {
+            sha256: h.clone(),
+            verdict: FileVerdict::Malicious,
+            name: Some("eicar".into()),
+            source: Source::Feed("test".into()),
+            updated: 7,
+        };
+        s.upsert_files(std::slice::from_ref(&f)).unwrap();
+        assert_eq!(s.lookup_file(&h).unwrap(), Some(f));
+        let c = s.changes_since(0, 10).unwrap();
+        assert_eq!(c.keys, [format!("sha256:{}", "ab".repeat(32))]);
+    }
+
+    #[test]
+    fn survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rep.db");
+        {
+            let mut s = Store::open(&path).unwrap();
+            s.define_category(Category::parse("intranet").unwrap())
+                .unwrap();
+            s.upsert(&[entry("a.test/", 10, &["intranet"])]).unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.len().unwrap(), 1);
+        assert_eq!(s.seq().unwrap(), 1);
+        assert!(s.taxonomy().resolve("intranet").is_ok());
+        let v = s.lookup_str("http://x.a.test/", 0).unwrap();
+        assert_eq!(v.risk, RiskLevel::Dangerous);
+        let mode: String = s
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn readers_see_a_batch_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rep.db");
+        let mut writer = Store::open(&path).unwrap();
+        let reader = Store::open(&path).unwrap();
+        writer
+            .write(|w| {
+                for i in 0..100 {
+                    w.upsert(&entry(&format!("h{i}.test/"), 10, &[]))?;
+                    // Mid-transaction: the other connection sees nothing yet.
+                    if i == 50 {
+                        assert_eq!(reader.len()?, 0);
+                        assert_eq!(
+                            reader.lookup_str("http://h1.test/", 0)?.risk,
+                            RiskLevel::Untested
+                        );
+                    }
+                }
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        assert_eq!(reader.len().unwrap(), 100);
+        assert_eq!(reader.seq().unwrap(), 1);
+        // A batch abandoned mid-way (as by a crash) leaves the file clean and unchanged.
+        let r: Result<(), StoreError> = writer.write(|w| {
+            w.upsert(&entry("late.test/", 10, &[]))?;
+            Err(StoreError::Corrupt {
+                key: "late.test/".into(),
+                what: "abandoned",
+            })
+        });
+        assert!(r.is_err());
+        drop(writer);
+        let reopened = Store::open(&path).unwrap();
+        assert_eq!(reopened.len().unwrap(), 100);
+        assert_eq!(
+            reopened.lookup_str("http://late.test/", 0).unwrap().risk,
+            RiskLevel::Untested
+        );
+    }
+
+    #[test]
+    fn expired_path_entries_do_not_fill_the_host_answer() {
+        let mut s = Store::open_in_memory().unwrap();
+        let mut old = entry("a.test/old/", 10, &[]);
+        old.expires = Some(5);
+        s.upsert(&[old, entry("a.test/new/", 10, &[])]).unwrap();
+        let a = s.lookup_hosts(&["a.test"], 10, 1).unwrap();
+        let a = a[0].as_ref().unwrap();
+        assert_eq!(a.paths.len(), 1);
+        assert_eq!(a.paths[0].key.as_str(), "a.test/new/");
+        assert!(!a.truncated);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rep.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.pragma_update(None, "user_version", 99).unwrap();
+        }
+        assert!(matches!(
+            Store::open(&path),
+            Err(StoreError::SchemaTooNew { found: 99, .. })
+        ));
+    }
+
+    #[test]
+    fn damaged_row_is_an_error_not_a_panic() {
+        let s = Store::open_in_memory().unwrap();
+        s.conn
+            .execute(
+                "INSERT INTO entries VALUES ('a.test/', 'a.test', 500, '', 'manual', 0, 0, NULL, NULL)",
+                [],
+            )
+            .unwrap();
+        assert!(matches!(
+            s.lookup_str("http://a.test/", 0),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+}
