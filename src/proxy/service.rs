@@ -103,7 +103,8 @@ async fn dispatch(
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let method = req.method().clone();
-    let url = log_url(&req);
+    // Only built when someone will read it.
+    let url = state.access_log.is_enabled().then(|| log_url(&req));
     let result = route(&state, &mut ctx, allowed, req).await;
     let (mut response, kind, upstream, error, log_now) = match result {
         Ok(h) => (h.response, h.kind, h.upstream, None, h.log_now),
@@ -117,7 +118,7 @@ async fn dispatch(
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    if log_now && state.access_log.is_enabled() {
+    if log_now && let Some(url) = url {
         let head_like = method == Method::HEAD
             || response.status().is_informational()
             || response.status() == http::StatusCode::NO_CONTENT
