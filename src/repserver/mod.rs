@@ -53,6 +53,7 @@
 //!   shipped sample data;
 //! - the 1,000,000-entry throughput / RSS bench.
 
+pub mod api;
 pub mod import;
 pub mod model;
 pub mod store;
