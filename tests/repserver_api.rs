@@ -180,6 +180,20 @@ async fn every_risk_level_and_the_combination_rule() {
     assert_eq!(v["risk"], "safe");
     assert_eq!(v["categories"], json!(["shopping"]));
 
+    // An answer resting on an expiring entry is not cached past the expiry.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    s.write(&json!({ "upsert": [
+        { "key": "brief.test/", "score": 40, "expires": now + 30 },
+    ]}))
+    .await;
+    let ttl = s.lookup("http://brief.test/").await["ttl_secs"]
+        .as_u64()
+        .unwrap();
+    assert!(ttl <= 30 && ttl > 0, "{ttl}");
+
     // A delete takes the path entry away.
     s.write(&json!({ "delete": ["shop.example/dl/"] })).await;
     assert_eq!(
@@ -371,6 +385,15 @@ async fn bad_input_is_refused_with_a_message() {
         .send(reqwest::Method::DELETE, "/v1/lookup", Some(CLIENT), None)
         .await;
     assert_eq!(status, 405);
+    let r = s
+        .http
+        .put(format!("{}/v1/entries", s.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "POST");
     let (status, _) = s.get("/v1/changes?since=abc", Some(CLIENT)).await;
     assert_eq!(status, 400);
     s.stop().await;

@@ -110,6 +110,8 @@ type Job = Box<dyn FnOnce(&mut Store) + Send>;
 struct ApiError {
     status: StatusCode,
     message: String,
+    /// The `Allow` header of a 405.
+    allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -117,6 +119,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            allow: None,
         }
     }
 
@@ -141,7 +144,7 @@ impl From<StoreError> for ApiError {
 struct Shared {
     jobs: std::sync::mpsc::Sender<Job>,
     seq: watch::Receiver<u64>,
-    seq_tx: watch::Sender<u64>,
+    seq_tx: Arc<watch::Sender<u64>>,
     tokens: Tokens,
     config: ApiConfig,
     shutdown: CancellationToken,
@@ -189,7 +192,7 @@ pub async fn serve(
     let shared = Arc::new(Shared {
         jobs,
         seq: seq_rx,
-        seq_tx,
+        seq_tx: Arc::new(seq_tx),
         tokens,
         config,
         shutdown: shutdown.clone(),
@@ -244,24 +247,12 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         Ok(v) => json_response(StatusCode::OK, &v),
         Err(e) => {
             let mut r = json_response(e.status, &json!({ "error": e.message }));
-            if e.status == StatusCode::METHOD_NOT_ALLOWED {
-                r.headers_mut().insert(
-                    header::ALLOW,
-                    HeaderValue::from_static(allowed_for(&e.message)),
-                );
+            if let Some(allow) = e.allow {
+                r.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
             }
             r
         }
-    }
-}
-
-fn allowed_for(message: &str) -> &'static str {
-    if message.ends_with("GET, POST") {
-        "GET, POST"
-    } else if message.ends_with("POST") {
-        "POST"
-    } else {
-        "GET"
     }
 }
 
@@ -288,8 +279,9 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Value, ApiErro
     let method = req.method().clone();
     let get = method == Method::GET;
     let post = method == Method::POST;
-    let not_allowed = |allow: &str| {
-        ApiError::new(
+    let not_allowed = |allow: &'static str| ApiError {
+        allow: Some(allow),
+        ..ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("method {method} not allowed; allowed: {allow}"),
         )
@@ -462,28 +454,24 @@ fn verdict_fields(v: &Verdict, ttl_secs: u64) -> serde_json::Map<String, Value> 
     m
 }
 
-/// One URL's answer (run on the store thread): verdict, TTL and explain.
-fn answer_url(store: &Store, config: &ApiConfig, input: &str, now: i64) -> Value {
-    let url = match canon::canonicalize(input) {
-        Ok(u) => u,
-        Err(e) => return json!({ "url": input, "error": format!("not a URL: {e}") }),
-    };
-    let result = store.lookup(&url, now).and_then(|v| {
-        let matched = v
-            .matched
-            .iter()
-            .filter_map(|k| store.get(k).transpose())
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((v, matched))
-    });
-    let (verdict, matched) = match result {
-        Ok(x) => x,
-        Err(e) => {
-            tracing::error!(error = %e, "reputation store failed");
-            return json!({ "url": input, "error": "store failure" });
-        }
-    };
-    let mut m = verdict_fields(&verdict, ttl(config, &verdict));
+/// One URL's answer (run on the store thread): verdict, TTL and explain. A URL that does not
+/// parse is a 400 ([`ApiError::bad_request`]), a store failure a 500.
+fn answer_url(store: &Store, config: &ApiConfig, input: &str, now: i64) -> Result<Value, ApiError> {
+    let url =
+        canon::canonicalize(input).map_err(|e| ApiError::bad_request(format!("not a URL: {e}")))?;
+    let verdict = store.lookup(&url, now)?;
+    let matched = verdict
+        .matched
+        .iter()
+        .filter_map(|k| store.get(k).transpose())
+        .collect::<Result<Vec<_>, _>>()?;
+    // An answer is not cached beyond the expiry of an entry it rests on.
+    let ttl_secs = matched
+        .iter()
+        .filter_map(|e| e.expires)
+        .map(|x| u64::try_from(x.saturating_sub(now)).unwrap_or(0))
+        .fold(ttl(config, &verdict), u64::min);
+    let mut m = verdict_fields(&verdict, ttl_secs);
     m.insert("url".into(), json!(input));
     m.insert("canonical".into(), json!(url.to_string()));
     m.insert(
@@ -496,7 +484,7 @@ fn answer_url(store: &Store, config: &ApiConfig, input: &str, now: i64) -> Value
             "rule": "worst score of all matches; categories of the most specific match",
         }),
     );
-    Value::Object(m)
+    Ok(Value::Object(m))
 }
 
 fn answer_host(config: &ApiConfig, input: &str, a: &HostAnswer) -> Value {
@@ -523,17 +511,9 @@ fn answer_host(config: &ApiConfig, input: &str, a: &HostAnswer) -> Value {
 
 async fn lookup_one(shared: &Shared, url: String) -> Result<Value, ApiError> {
     let config = shared.config.clone();
-    let v = shared
+    shared
         .call(move |store| answer_url(store, &config, &url, now()))
-        .await?;
-    match v.get("error").and_then(Value::as_str) {
-        Some("store failure") => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "store failure",
-        )),
-        Some(e) => Err(ApiError::bad_request(e.to_owned())),
-        None => Ok(v),
-    }
+        .await?
 }
 
 #[derive(Deserialize)]
@@ -558,11 +538,16 @@ async fn lookup_batch(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
     shared
         .call(move |store| -> Result<Value, ApiError> {
             let now = now();
-            let urls: Vec<Value> = req
-                .urls
-                .iter()
-                .map(|u| answer_url(store, &config, u, now))
-                .collect();
+            let mut urls = Vec::with_capacity(req.urls.len());
+            for u in &req.urls {
+                urls.push(match answer_url(store, &config, u, now) {
+                    Ok(v) => v,
+                    Err(e) if e.status == StatusCode::BAD_REQUEST => {
+                        json!({ "url": u, "error": e.message })
+                    }
+                    Err(e) => return Err(e),
+                });
+            }
             let host_refs: Vec<&str> = req.hosts.iter().map(String::as_str).collect();
             let answers = store.lookup_hosts(&host_refs, now, config.host_path_limit)?;
             let hosts: Vec<Value> = req
@@ -622,6 +607,7 @@ async fn write_entries(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> 
             shared.config.max_batch
         )));
     }
+    let seq_tx = shared.seq_tx.clone();
     let seq = shared
         .call(move |store| -> Result<u64, ApiError> {
             let now = now();
@@ -639,7 +625,7 @@ async fn write_entries(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> 
                         .map_err(|e| ApiError::bad_request(format!("delete[{i}]: {e}")))?,
                 );
             }
-            store.write(|w| -> Result<u64, ApiError> {
+            let seq = store.write(|w| -> Result<u64, ApiError> {
                 for e in &entries {
                     w.upsert(e)?;
                 }
@@ -647,16 +633,19 @@ async fn write_entries(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> 
                     w.delete(k)?;
                 }
                 Ok(w.seq())
-            })
+            })?;
+            // Published here, on the store thread, right after the commit: followers are
+            // woken even when the writer's connection is gone before its answer.
+            seq_tx.send_if_modified(|cur| {
+                let newer = seq > *cur;
+                if newer {
+                    *cur = seq;
+                }
+                newer
+            });
+            Ok(seq)
         })
         .await??;
-    shared.seq_tx.send_if_modified(|cur| {
-        let newer = seq > *cur;
-        if newer {
-            *cur = seq;
-        }
-        newer
-    });
     Ok(json!({ "seq": seq }))
 }
 
