@@ -30,7 +30,9 @@
 //! Per request: one job on the store thread (its cost is the store's, see
 //! [`super::store`]), one JSON encode, at most [`ApiConfig::max_body`] bytes buffered. The
 //! store thread serializes all store work: lookups do not run in parallel with each other or
-//! with writes. A waiting follower holds a connection and a watch receiver, no thread.
+//! with writes, and the queue of jobs waiting for it is not bounded (no load shedding yet: a
+//! flood of requests waits in memory). A waiting follower holds a connection and a watch
+//! receiver, no thread. No figures measured yet.
 //!
 //! # How it fails
 //! Nothing here panics on input: bad JSON, bad URLs, bad keys, unknown categories and scores

@@ -1,5 +1,5 @@
-//! The reputation server's core (issue 4): the reputation model, its durable table and feed
-//! import. No network code yet.
+//! The reputation server (issue 4): the reputation model, its durable table, feed import and
+//! the HTTP API over them. No CLI yet.
 //!
 //! # What it does
 //! - [`model`] (pure, no I/O, no clock): scores 0..=100 and their risk bands (Dangerous 0-50,
@@ -15,12 +15,17 @@
 //!   number once; [`store::Store::changes_since`] tells a follower which keys changed.
 //! - [`import`]: streaming parsers for URLhaus CSV, UT1/Shallalist domain lists, hosts files
 //!   and webrep JSON-lines, writing a whole file in one transaction.
+//! - [`api`]: the HTTP/1.1 JSON API (DESIGN.md §4) as a library function,
+//!   [`api::serve`]: bearer-token auth (client / admin), single and batch lookups with TTLs
+//!   and an explain form, per-host answers with bounded path entries, admin batch writes, a
+//!   long-poll change stream woken by a watch of the sequence, and `/healthz`.
 //!
 //! # Where it sits
-//! Behind the (not yet built) `webrep server` HTTP API: that API will own one
-//! [`store::Store`] on a blocking thread, answer per-host and per-URL lookups from it, and feed
-//! admin writes and imports into it. The proxy never opens the store; it talks to the server.
-//! Time is always passed in (`now`, unix seconds) so expiry is testable.
+//! Behind [`api::serve`], which owns one [`store::Store`] on a dedicated thread, answers
+//! per-host and per-URL lookups from it and feeds admin writes into it (the `webrep server`
+//! subcommand that starts it is not wired yet). The proxy never opens the store; it talks to
+//! the server. The model and store take the time as a parameter (`now`, unix seconds) so
+//! expiry is testable; only the API reads the clock.
 //!
 //! # What it costs
 //! A URL lookup is at most [`crate::canon::MAX_EXPRESSIONS`] (30) primary-key probes through
@@ -44,10 +49,9 @@
 //! a [`store::StoreError::Corrupt`] for the lookup that reads it.
 //!
 //! # Not yet built
-//! - the HTTP API (`webrep server`: lookups, batch lookups, explain, admin writes, auth, TLS,
-//!   TTLs per answer);
-//! - the change-stream endpoint (long-poll / SSE over [`store::Store::changes_since`]) and
-//!   change-log pruning;
+//! - TLS on the API, SSE for the change stream (long-poll only), change-log pruning;
+//! - API endpoints for file-hash lookups and writes, admin-defined categories and feed
+//!   imports (the store and [`import`] have them; the API does not expose them yet);
 //! - the upstream tier (asking another server about keys without an entry, with caching);
 //! - the CLI (`webrep server`, `webrep import`, `webrep lookup`), configuration section and
 //!   shipped sample data;
