@@ -17,8 +17,8 @@
 //! Bearer tokens ([`Tokens`]): client tokens may look up and follow changes, admin tokens may
 //! also write. Errors are JSON `{"error": "..."}`: 401 without a token, 403 for an unknown or
 //! insufficient one, 400 for malformed input, 413 for a body over [`ApiConfig::max_body`],
-//! 404 / 405 for unknown paths and methods, 503 when the store thread is gone, 500 for a store
-//! failure.
+//! 404 / 405 for unknown paths and methods, 503 when the store thread is gone or its queue is
+//! full, 500 for a store failure.
 //!
 //! # Where it sits
 //! Between `webrep server` (not wired yet) and [`super::store`]. The store is synchronous, so
@@ -30,9 +30,10 @@
 //! Per request: one job on the store thread (its cost is the store's, see
 //! [`super::store`]), one JSON encode, at most [`ApiConfig::max_body`] bytes buffered. The
 //! store thread serializes all store work: lookups do not run in parallel with each other or
-//! with writes, and the queue of jobs waiting for it is not bounded (no load shedding yet: a
-//! flood of requests waits in memory). A waiting follower holds a connection and a watch
-//! receiver, no thread. No figures measured yet.
+//! with writes; at most [`ApiConfig::max_queued_jobs`] wait for it, beyond that a request is
+//! a 503 (load shedding rather than an unbounded queue). Connections are not limited in
+//! number. A waiting follower holds a connection and a watch receiver, no thread. No
+//! figures measured yet.
 //!
 //! # How it fails
 //! Nothing here panics on input: bad JSON, bad URLs, bad keys, unknown categories and scores
@@ -88,6 +89,8 @@ pub struct ApiConfig {
     pub max_wait_ms: u64,
     /// Most keys returned by one `/v1/changes` answer (beyond: `truncated`).
     pub max_change_keys: usize,
+    /// Most store jobs waiting for the store thread; a request beyond that is a 503.
+    pub max_queued_jobs: usize,
 }
 
 impl Default for ApiConfig {
@@ -100,6 +103,7 @@ impl Default for ApiConfig {
             host_path_limit: 100,
             max_wait_ms: 30_000,
             max_change_keys: 10_000,
+            max_queued_jobs: 1024,
         }
     }
 }
@@ -144,7 +148,7 @@ impl From<StoreError> for ApiError {
 
 /// What every connection shares.
 struct Shared {
-    jobs: std::sync::mpsc::Sender<Job>,
+    jobs: std::sync::mpsc::SyncSender<Job>,
     seq: watch::Receiver<u64>,
     seq_tx: Arc<watch::Sender<u64>>,
     tokens: Tokens,
@@ -163,7 +167,12 @@ impl Shared {
             let _ = tx.send(f(store));
         });
         let gone = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store unavailable");
-        self.jobs.send(job).map_err(|_| gone())?;
+        self.jobs.try_send(job).map_err(|e| match e {
+            std::sync::mpsc::TrySendError::Full(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server busy, retry later")
+            }
+            std::sync::mpsc::TrySendError::Disconnected(_) => gone(),
+        })?;
         rx.await.map_err(|_| gone())
     }
 }
@@ -182,7 +191,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let start_seq = store.seq().map_err(std::io::Error::other)?;
     let (seq_tx, seq_rx) = watch::channel(start_seq);
-    let (jobs, job_rx) = std::sync::mpsc::channel::<Job>();
+    let (jobs, job_rx) = std::sync::mpsc::sync_channel::<Job>(config.max_queued_jobs.max(1));
     let thread = std::thread::Builder::new()
         .name("webrep-store".to_owned())
         .spawn(move || {
