@@ -414,6 +414,9 @@ fn percent_decode(s: &str) -> Option<String> {
             b'+' => out.push(b' '),
             b'%' => {
                 let hex = b.get(i + 1..i + 3)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
                 let hex = std::str::from_utf8(hex).ok()?;
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 2;
@@ -694,4 +697,40 @@ async fn changes(shared: &Shared, query: Option<&str>) -> Result<Value, ApiError
 
 fn empty_changes(seq: u64) -> Value {
     json!({ "seq": seq, "keys": [], "truncated": false })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%2Fb+c").as_deref(), Some("a/b c"));
+        assert_eq!(percent_decode("%e2%82%ac").as_deref(), Some("\u{20ac}"));
+        assert_eq!(percent_decode("%+f"), None);
+        assert_eq!(percent_decode("%4"), None);
+        assert_eq!(percent_decode("%ff"), None);
+        assert_eq!(percent_decode("").as_deref(), Some(""));
+    }
+
+    #[test]
+    fn query_parameters() {
+        let q = Some("since=5&url=http%3A%2F%2Fa.test%2F&since=9");
+        assert_eq!(query_param(q, "since").unwrap().as_deref(), Some("5"));
+        assert_eq!(
+            query_param(q, "url").unwrap().as_deref(),
+            Some("http://a.test/")
+        );
+        assert_eq!(query_param(q, "wait_ms").unwrap(), None);
+        assert_eq!(query_param(None, "url").unwrap(), None);
+        assert!(query_param(Some("url=%zz"), "url").is_err());
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"abcd"));
+        assert!(!ct_eq(b"", b"a"));
+    }
 }
