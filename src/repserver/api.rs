@@ -32,8 +32,8 @@
 //! store thread serializes all store work: lookups do not run in parallel with each other or
 //! with writes; at most [`ApiConfig::max_queued_jobs`] wait for it, beyond that a request is
 //! a 503 (load shedding rather than an unbounded queue). Connections are not limited in
-//! number. A waiting follower holds a connection and a watch receiver, no thread. No
-//! figures measured yet.
+//! number; one that sends no complete request head within 30 s is closed. A waiting
+//! follower holds a connection and a watch receiver, no thread. No figures measured yet.
 //!
 //! # How it fails
 //! Nothing here panics on input: bad JSON, bad URLs, bad keys, unknown categories and scores
@@ -50,7 +50,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -107,6 +107,9 @@ impl Default for ApiConfig {
         }
     }
 }
+
+/// A client that does not finish sending a request head within this is disconnected.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Body = Full<Bytes>;
 type Job = Box<dyn FnOnce(&mut Store) + Send>;
@@ -230,8 +233,11 @@ pub async fn serve(
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(handle(&shared, req).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc);
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => {
