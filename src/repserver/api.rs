@@ -593,28 +593,6 @@ struct WriteRequest {
     delete: Vec<String>,
 }
 
-/// Builds an entry from its JSON form; the source defaults to `manual`.
-fn to_entry(store: &Store, j: JsonEntry, now: i64) -> Result<Entry, String> {
-    let key = Key::parse(&j.key).map_err(|e| e.to_string())?;
-    let score = Score::new(j.score).ok_or_else(|| format!("score {} above 100", j.score))?;
-    let categories = j
-        .categories
-        .iter()
-        .map(|c| store.taxonomy().resolve(c))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    let source = match j.source.as_deref() {
-        None => Source::Manual,
-        Some(s) => Source::from_stored(s).ok_or_else(|| format!("bad source {s:?}"))?,
-    };
-    let mut e = Entry::new(key, score, categories, source, now);
-    e.added = j.added.unwrap_or(now);
-    e.updated = j.updated.unwrap_or(now);
-    e.expires = j.expires;
-    e.note = j.note;
-    Ok(e)
-}
-
 async fn write_entries(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
     let req: WriteRequest = parse_json(body)?;
     let n = req.upsert.len() + req.delete.len();
@@ -634,7 +612,7 @@ async fn write_entries(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> 
             let mut entries = Vec::with_capacity(req.upsert.len());
             for (i, j) in req.upsert.into_iter().enumerate() {
                 entries.push(
-                    to_entry(store, j, now)
+                    j.into_entry(store.taxonomy(), Source::Manual, now)
                         .map_err(|e| ApiError::bad_request(format!("upsert[{i}]: {e}")))?,
                 );
             }

@@ -533,26 +533,41 @@ fn parse_datetime(s: &str) -> Option<i64> {
 
 fn parse_json(line: &str, opts: &ImportOptions, taxonomy: &Taxonomy) -> Result<Entry, String> {
     let j: JsonEntry = serde_json::from_str(line).map_err(|e| format!("bad JSON: {e}"))?;
-    let key = Key::parse(&j.key).map_err(|e| e.to_string())?;
-    let score = Score::new(j.score).ok_or_else(|| format!("score {} above 100", j.score))?;
-    let categories = j
-        .categories
-        .iter()
-        .map(|c| taxonomy.resolve(c))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    let source = match j.source.as_deref() {
-        None => feed_source(opts),
-        Some(s) => Source::from_stored(s)
-            .or_else(|| (!s.is_empty() && !s.contains(':')).then(|| Source::Feed(s.to_owned())))
-            .ok_or_else(|| format!("bad source {:?}", clip(s)))?,
-    };
-    let mut e = Entry::new(key, score, categories, source, opts.now);
-    e.added = j.added.unwrap_or(opts.now);
-    e.updated = j.updated.unwrap_or(opts.now);
-    e.expires = j.expires;
-    e.note = j.note;
-    Ok(e)
+    j.into_entry(taxonomy, feed_source(opts), opts.now)
+}
+
+impl JsonEntry {
+    /// Validates and converts the JSON form into an [`Entry`] (feed import and the API's
+    /// writes share this). A missing `source` becomes `default_source`; a source is either a
+    /// stored form (`manual`, `feed:NAME`, ...) or a bare feed name. Missing times are `now`.
+    pub fn into_entry(
+        self,
+        taxonomy: &Taxonomy,
+        default_source: Source,
+        now: i64,
+    ) -> Result<Entry, String> {
+        let key = Key::parse(&self.key).map_err(|e| e.to_string())?;
+        let score =
+            Score::new(self.score).ok_or_else(|| format!("score {} above 100", self.score))?;
+        let categories = self
+            .categories
+            .iter()
+            .map(|c| taxonomy.resolve(c))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let source = match self.source.as_deref() {
+            None => default_source,
+            Some(s) => Source::from_stored(s)
+                .or_else(|| (!s.is_empty() && !s.contains(':')).then(|| Source::Feed(s.to_owned())))
+                .ok_or_else(|| format!("bad source {:?}", clip(s)))?,
+        };
+        let mut e = Entry::new(key, score, categories, source, now);
+        e.added = self.added.unwrap_or(now);
+        e.updated = self.updated.unwrap_or(now);
+        e.expires = self.expires;
+        e.note = self.note;
+        Ok(e)
+    }
 }
 
 /// At most 80 bytes of `s` (on a char boundary), for messages.
