@@ -194,13 +194,10 @@ async fn streaming_64_mib_keeps_memory_flat() {
         got += c.len();
     }
     assert_eq!(got, n);
-    let chunks = futures_util::stream::iter((0..n).step_by(256 * 1024).map(move |start| {
-        let end = (start + 256 * 1024).min(n);
-        Ok::<_, std::io::Error>((start..end).map(pattern_byte).collect::<Vec<u8>>())
-    }));
+    // Upload: a streamed (chunked) body of n bytes.
     let r = client
         .post(origin.url("/upload"))
-        .body(reqwest::Body::wrap_stream(chunks))
+        .body(pattern_upload(n, 256 * 1024))
         .send()
         .await
         .unwrap();

@@ -174,6 +174,16 @@ fn pattern_stream(n: usize) -> TestBody {
     http_body_util::BodyExt::boxed(StreamBody::new(chunks))
 }
 
+/// A streamed (chunked) request body of `n` pattern bytes in `chunk`-sized pieces, generated
+/// as it is sent, never held whole.
+pub fn pattern_upload(n: usize, chunk: usize) -> reqwest::Body {
+    let chunks = futures_util::stream::iter((0..n).step_by(chunk).map(move |start| {
+        let end = (start + chunk).min(n);
+        Ok::<_, std::io::Error>((start..end).map(pattern_byte).collect::<Vec<u8>>())
+    }));
+    reqwest::Body::wrap_stream(chunks)
+}
+
 /// The byte at offset `i` of [`pattern_stream`].
 pub fn pattern_byte(i: usize) -> u8 {
     (i % 251) as u8

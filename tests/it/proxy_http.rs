@@ -31,13 +31,9 @@ async fn get_and_post_bodies_of_every_size_stream_through() {
         assert_eq!(got, n);
 
         // Upload: a streamed (chunked) body of n bytes.
-        let chunks = futures_util::stream::iter((0..n).step_by(64 * 1024).map(move |start| {
-            let end = (start + 64 * 1024).min(n);
-            Ok::<_, std::io::Error>((start..end).map(pattern_byte).collect::<Vec<u8>>())
-        }));
         let resp = client
             .post(origin.url("/upload"))
-            .body(reqwest::Body::wrap_stream(chunks))
+            .body(pattern_upload(n, 64 * 1024))
             .send()
             .await
             .unwrap();
