@@ -21,6 +21,50 @@ pub enum Command {
         #[arg(long, short, env = "WEBREP_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Run the reputation server (the `server:` section of the config; built-in defaults
+    /// without --config: 127.0.0.1:8480, store `reputation.db`).
+    Server {
+        /// YAML configuration file; see config/webrep.example.yaml.
+        #[arg(long, short, env = "WEBREP_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Import a feed file into a running reputation server (needs an admin token), or
+    /// straight into a store file with --store while no server writes to it.
+    Import {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Write into this store file directly instead of a running server.
+        #[arg(long, conflicts_with = "server_url")]
+        store: Option<PathBuf>,
+        /// urlhaus (abuse.ch CSV dump), domains (UT1/Shallalist list), hosts, or jsonl.
+        #[arg(long, short)]
+        format: String,
+        /// Feed name recorded as each entry's source. Default: the format name.
+        #[arg(long)]
+        feed: Option<String>,
+        /// Category of every entry (required for domains, optional for hosts).
+        #[arg(long)]
+        category: Option<String>,
+        /// Score of every entry of a domains or hosts file, 0..=100. Default 0.
+        #[arg(long)]
+        score: Option<u8>,
+        /// The feed file; `-` reads standard input.
+        file: PathBuf,
+    },
+    /// Ask a running reputation server about URLs or hosts (one URL: the explain form).
+    Lookup {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The items are host names, answered per host with their path entries.
+        #[arg(long)]
+        host: bool,
+        /// Print the server's JSON answer.
+        #[arg(long)]
+        json: bool,
+        /// URLs (or host names with --host).
+        #[arg(required = true)]
+        items: Vec<String>,
+    },
     /// Inspect configuration.
     Config {
         #[command(subcommand)]
@@ -52,4 +96,27 @@ pub enum ConfigCommand {
         /// The file to check.
         file: PathBuf,
     },
+}
+
+/// How to reach a running reputation server.
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// The server's base URL.
+    #[arg(
+        long = "server",
+        id = "server_url",
+        env = "WEBREP_SERVER",
+        default_value = "http://127.0.0.1:8480"
+    )]
+    pub url: String,
+    /// A file whose first line is the bearer token (else the WEBREP_TOKEN environment
+    /// variable; a token is never taken on the command line, where `ps` would show it).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Extra PEM CA certificates for an https:// server.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Seconds to wait for the answer. Default 30 for lookups, 3600 for imports.
+    #[arg(long)]
+    pub timeout: Option<u64>,
 }

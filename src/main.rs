@@ -35,6 +35,56 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
+        Command::Server { config } => {
+            let config = match Config::load(config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => return config_error(&e),
+            };
+            webrep::telemetry::init(&config.log.level, config.log.format);
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return fail(anyhow::Error::new(e).context("cannot start the runtime")),
+            };
+            let result = rt.block_on(async {
+                let shutdown = webrep::shutdown::on_signals()?;
+                webrep::repserver::server::run(&config.server, shutdown).await
+            });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Command::Import {
+            server,
+            store,
+            format,
+            feed,
+            category,
+            score,
+            file,
+        } => {
+            let args = webrep::repserver::commands::ImportArgs {
+                format,
+                feed,
+                category,
+                score,
+                file,
+            };
+            client_command(async move {
+                webrep::repserver::commands::import(&server, store.as_deref(), args).await
+            })
+        }
+        Command::Lookup {
+            server,
+            host,
+            json,
+            items,
+        } => client_command(async move {
+            webrep::repserver::commands::lookup(&server, host, json, &items).await
+        }),
         Command::Config {
             command: ConfigCommand::PrintDefault,
         } => match raw::to_yaml_string(&RawConfig::default()) {
@@ -96,6 +146,27 @@ async fn run_proxy(config: Config) -> anyhow::Result<()> {
     let shutdown = webrep::shutdown::on_signals()?;
     proxy.run(shutdown).await;
     Ok(())
+}
+
+/// Runs a client command on a small runtime; prints its error and maps it to an exit code.
+fn client_command(
+    f: impl std::future::Future<Output = Result<(), webrep::repserver::commands::CommandError>>,
+) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(anyhow::Error::new(e).context("cannot start the runtime")),
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match rt.block_on(f) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
 }
 
 fn config_error(e: &webrep::config::ConfigError) -> ExitCode {

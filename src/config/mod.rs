@@ -17,6 +17,8 @@ use ipnet::IpNet;
 
 pub use raw::{AccessLogFormat, LogFormat, RawConfig};
 
+use crate::repserver::api::ApiConfig;
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -43,6 +45,37 @@ pub struct Config {
     pub auth: AuthConfig,
     pub access_log: AccessLogConfig,
     pub log: raw::RawLogConfig,
+    pub server: ServerConfig,
+}
+
+/// Validated `server:` section. Field meanings are documented on [`raw::RawServerConfig`].
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub store: PathBuf,
+    pub tokens_file: Option<PathBuf>,
+    pub client_tokens: Vec<String>,
+    pub admin_tokens: Vec<String>,
+    pub tls: Option<raw::RawTlsServerConfig>,
+    pub sample_data: bool,
+    /// TTLs and limits of the API.
+    pub api: ApiConfig,
+    pub change_log_rows: u64,
+    pub max_connections: usize,
+    pub upstream: Option<UpstreamConfig>,
+}
+
+/// Validated `server.upstream:` section.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Base URL without a trailing slash, `http://` or `https://`.
+    pub url: String,
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+    pub batch: usize,
+    pub cache_entries: u64,
 }
 
 /// Validated `proxy:` section. Field meanings are documented on [`raw::RawProxyConfig`].
@@ -270,13 +303,134 @@ impl Config {
         if raw.log.level.trim().is_empty() {
             return Err(invalid("log.level", "empty; try \"info\"".into()));
         }
+        let server = server_config(&raw.server, &invalid)?;
         Ok(Self {
             proxy,
             auth,
             access_log,
             log: raw.log,
+            server,
         })
     }
+}
+
+fn server_config(
+    s: &raw::RawServerConfig,
+    invalid: &dyn Fn(&'static str, String) -> ConfigError,
+) -> Result<ServerConfig, ConfigError> {
+    let listen = s.listen.parse::<SocketAddr>().map_err(|e| {
+        invalid(
+            "server.listen",
+            format!("{:?}: {e} (expected ip:port)", s.listen),
+        )
+    })?;
+    if s.store.as_os_str().is_empty() {
+        return Err(invalid("server.store", "empty path".into()));
+    }
+    for (key, list) in [
+        ("server.client_tokens", &s.client_tokens),
+        ("server.admin_tokens", &s.admin_tokens),
+    ] {
+        if let Some(t) = list.iter().find(|t| !valid_token(t)) {
+            return Err(invalid(
+                key,
+                format!(
+                    "a token of {} characters: tokens are 16 to 256 visible ASCII characters",
+                    t.len()
+                ),
+            ));
+        }
+    }
+    let positive = |key: &'static str, v: u64| {
+        if v == 0 {
+            Err(invalid(key, "must be greater than 0".into()))
+        } else {
+            Ok(v)
+        }
+    };
+    let count = |key: &'static str, v: usize| positive(key, v as u64).map(|_| v);
+    let api = ApiConfig {
+        ttl_secs: positive("server.ttl_secs", s.ttl_secs)?,
+        untested_ttl_secs: positive("server.untested_ttl_secs", s.untested_ttl_secs)?,
+        max_body: count("server.max_body_bytes", s.max_body_bytes)?,
+        max_import_bytes: positive("server.max_import_bytes", s.max_import_bytes)?,
+        max_batch: count("server.max_batch", s.max_batch)?,
+        host_path_limit: s.host_path_limit,
+        max_wait_ms: s.max_wait_ms,
+        max_change_keys: count("server.max_change_keys", s.max_change_keys)?,
+        max_queued_jobs: count("server.max_queued_jobs", s.max_queued_jobs)?,
+    };
+    let upstream = match &s.upstream {
+        None => None,
+        Some(u) => {
+            let url = u.url.trim_end_matches('/');
+            let ok = (url.starts_with("http://") || url.starts_with("https://"))
+                && url.parse::<http::Uri>().is_ok_and(|uri| {
+                    uri.host().is_some_and(|h| !h.is_empty()) && uri.query().is_none()
+                });
+            if !ok {
+                return Err(invalid(
+                    "server.upstream.url",
+                    format!(
+                        "{:?}: expected http://host:port or https://host:port",
+                        u.url
+                    ),
+                ));
+            }
+            if u.token.is_some() && u.token_file.is_some() {
+                return Err(invalid(
+                    "server.upstream.token",
+                    "give token or token_file, not both".into(),
+                ));
+            }
+            if u.token.is_none() && u.token_file.is_none() {
+                return Err(invalid(
+                    "server.upstream.token",
+                    "a client token of the upstream server is needed (token or token_file)".into(),
+                ));
+            }
+            if let Some(t) = u.token.as_ref().filter(|t| !valid_token(t)) {
+                return Err(invalid(
+                    "server.upstream.token",
+                    format!(
+                        "a token of {} characters: tokens are 16 to 256 visible ASCII characters",
+                        t.len()
+                    ),
+                ));
+            }
+            Some(UpstreamConfig {
+                url: url.to_owned(),
+                token: u.token.clone(),
+                token_file: u.token_file.clone(),
+                ca_file: u.ca_file.clone(),
+                timeout: Duration::from_millis(positive(
+                    "server.upstream.timeout_ms",
+                    u.timeout_ms,
+                )?),
+                batch: count("server.upstream.batch", u.batch)?,
+                cache_entries: u.cache_entries,
+            })
+        }
+    };
+    Ok(ServerConfig {
+        listen,
+        store: s.store.clone(),
+        tokens_file: s.tokens_file.clone(),
+        client_tokens: s.client_tokens.clone(),
+        admin_tokens: s.admin_tokens.clone(),
+        tls: s.tls.clone(),
+        sample_data: s.sample_data,
+        api,
+        change_log_rows: positive("server.change_log_rows", s.change_log_rows)?,
+        max_connections: count("server.max_connections", s.max_connections)?,
+        upstream,
+    })
+}
+
+/// A bearer token we accept: 16 to 256 visible ASCII characters (no spaces), so that it fits
+/// an `Authorization` header and is not trivially guessable.
+pub fn valid_token(t: &str) -> bool {
+    (16..=256).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn parse_nets(items: &[String]) -> Result<Vec<IpNet>, String> {

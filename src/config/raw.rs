@@ -23,6 +23,9 @@ pub struct RawConfig {
     pub access_log: RawAccessLogConfig,
     /// Diagnostic logging (to standard error).
     pub log: RawLogConfig,
+    /// The reputation server (`webrep server`): its API listener, store, tokens, answer TTLs,
+    /// limits and optional upstream tier.
+    pub server: RawServerConfig,
 }
 
 /// `proxy:` section.
@@ -158,6 +161,139 @@ pub struct RawLogConfig {
     pub level: String,
     /// `text` (default) or `json`.
     pub format: LogFormat,
+}
+
+/// `server:` section (`webrep server`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServerConfig {
+    /// Address of the HTTP API, `ip:port`. Default `127.0.0.1:8480`.
+    pub listen: String,
+    /// The SQLite file holding the reputation table (created when missing; a `-wal` and a
+    /// `-shm` file live beside it). Default `reputation.db` in the working directory; under
+    /// systemd, `/var/lib/webrep/reputation.db`.
+    pub store: PathBuf,
+    /// A file of bearer tokens, one per line as `client TOKEN` or `admin TOKEN` (`#` starts a
+    /// comment). Client tokens may look up and follow changes; admin tokens may also write
+    /// and import. Keep it mode 0600. Default: none.
+    pub tokens_file: Option<PathBuf>,
+    /// Client tokens given inline (added to those of `tokens_file`). Default `[]`.
+    pub client_tokens: Vec<String>,
+    /// Admin tokens given inline (added to those of `tokens_file`). Default `[]`.
+    /// At least one token of either kind must exist, or the server refuses to start.
+    pub admin_tokens: Vec<String>,
+    /// TLS for the API. Default: none (plain HTTP; fine on loopback).
+    pub tls: Option<RawTlsServerConfig>,
+    /// Load the shipped sample data (reserved `.example`, `.test` and `.invalid` names
+    /// covering every risk level) into the store at start. Default `false`.
+    pub sample_data: bool,
+    /// `ttl_secs` of an answer backed by at least one entry, in seconds (never beyond the
+    /// expiry of an entry the answer rests on). Default 300.
+    pub ttl_secs: u64,
+    /// `ttl_secs` of an untested answer, in seconds: shorter, because the table may learn
+    /// the URL soon. Default 60.
+    pub untested_ttl_secs: u64,
+    /// Largest JSON request body, in bytes; larger gets 413. Default 1048576.
+    pub max_body_bytes: usize,
+    /// Largest feed upload to `POST /v1/import`, in bytes; larger gets 413. The upload is
+    /// spooled to a temporary file beside the store, never held in memory.
+    /// Default 1073741824 (1 GiB).
+    pub max_import_bytes: u64,
+    /// Most items (URLs plus hosts, upserts plus deletes, hashes) in one request.
+    /// Default 1000.
+    pub max_batch: usize,
+    /// Most path-level entries sent with a host answer; beyond it the answer says
+    /// `truncated` and the proxy asks per URL for that host. Default 100.
+    pub host_path_limit: usize,
+    /// Longest wait of a `/v1/changes` long-poll, in milliseconds. Default 30000.
+    pub max_wait_ms: u64,
+    /// Most changed keys in one `/v1/changes` answer (beyond: `truncated`). Default 10000.
+    pub max_change_keys: usize,
+    /// Change-log rows kept for followers; older rows are pruned every minute, and a follower
+    /// further behind is told to drop its whole cache (`truncated`). Default 1000000.
+    pub change_log_rows: u64,
+    /// Most store jobs waiting for the store thread; beyond it a request gets 503 (load
+    /// shedding, not an unbounded queue). Default 1024.
+    pub max_queued_jobs: usize,
+    /// Most concurrent API connections; further ones wait in the accept backlog.
+    /// Default 1024.
+    pub max_connections: usize,
+    /// The global tier: another `webrep server` asked about what this one has no entry for.
+    /// Default: none.
+    pub upstream: Option<RawUpstreamConfig>,
+}
+
+/// `server.tls:` section.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTlsServerConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// `server.upstream:` section.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUpstreamConfig {
+    /// Base URL of the upstream server, `http://` or `https://`. Required.
+    pub url: String,
+    /// Client token for it (or use `token_file`).
+    pub token: Option<String>,
+    /// A file whose first line is the token.
+    pub token_file: Option<PathBuf>,
+    /// PEM CA certificates trusted for an `https://` upstream, in addition to the built-in
+    /// web PKI roots. Default: none.
+    pub ca_file: Option<PathBuf>,
+    /// How long one upstream batch may take, in milliseconds; after that the items are
+    /// answered untested (with the untested TTL) and the upstream is not waited for.
+    /// Default 2000.
+    pub timeout_ms: u64,
+    /// Most items asked in one upstream request. Default 500.
+    pub batch: usize,
+    /// Upstream answers kept in memory, each for its own TTL. Default 100000.
+    pub cache_entries: u64,
+}
+
+impl Default for RawUpstreamConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            token: None,
+            token_file: None,
+            ca_file: None,
+            timeout_ms: 2000,
+            batch: 500,
+            cache_entries: 100_000,
+        }
+    }
+}
+
+impl Default for RawServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8480".into(),
+            store: PathBuf::from("reputation.db"),
+            tokens_file: None,
+            client_tokens: Vec::new(),
+            admin_tokens: Vec::new(),
+            tls: None,
+            sample_data: false,
+            ttl_secs: 300,
+            untested_ttl_secs: 60,
+            max_body_bytes: 1 << 20,
+            max_import_bytes: 1 << 30,
+            max_batch: 1000,
+            host_path_limit: 100,
+            max_wait_ms: 30_000,
+            max_change_keys: 10_000,
+            change_log_rows: 1_000_000,
+            max_queued_jobs: 1024,
+            max_connections: 1024,
+            upstream: None,
+        }
+    }
 }
 
 impl Default for RawProxyConfig {

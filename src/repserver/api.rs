@@ -58,9 +58,12 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::import::JsonEntry;
-use super::model::{Entry, Key, RiskLevel, Score, Source, Verdict};
+use super::import::{self, ImportError, ImportOptions, JsonEntry};
+use super::model::{
+    Entry, FileEntry, FileVerdict, Key, RiskLevel, Score, Sha256Hex, Source, Verdict,
+};
 use super::store::{HostAnswer, Store, StoreError};
+use super::upstream::{Misses, Upstream};
 use crate::canon;
 
 /// Bearer tokens accepted by the API.
@@ -81,6 +84,8 @@ pub struct ApiConfig {
     pub untested_ttl_secs: u64,
     /// Largest request body accepted, bytes; larger is 413.
     pub max_body: usize,
+    /// Largest feed upload to `POST /v1/import`, bytes; larger is 413.
+    pub max_import_bytes: u64,
     /// Most items (URLs plus hosts, or upserts plus deletes) in one batch.
     pub max_batch: usize,
     /// Most path-level entries returned with a host answer.
@@ -99,6 +104,7 @@ impl Default for ApiConfig {
             ttl_secs: 300,
             untested_ttl_secs: 60,
             max_body: 1024 * 1024,
+            max_import_bytes: 1 << 30,
             max_batch: 1000,
             host_path_limit: 100,
             max_wait_ms: 30_000,
@@ -108,7 +114,27 @@ impl Default for ApiConfig {
     }
 }
 
-/// A client that does not finish sending a request head within this is disconnected.
+/// What [`serve_with`] adds to [`serve`]; the defaults are plain HTTP, no upstream, no
+/// connection limit, no pruning, spooling imports in the system temporary directory.
+#[derive(Default)]
+pub struct ServeOptions {
+    /// Serve HTTPS with this acceptor.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Ask this upstream tier about what the store has no entry for.
+    pub upstream: Option<Arc<Upstream>>,
+    /// Most concurrent connections; 0 is unlimited.
+    pub max_connections: usize,
+    /// Change-log rows kept; older ones are pruned every [`PRUNE_INTERVAL`]. 0 never prunes.
+    pub change_log_rows: u64,
+    /// Where feed uploads are spooled before import (beside the store is best: same disk).
+    pub spool_dir: Option<std::path::PathBuf>,
+}
+
+/// How often the change log is pruned.
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A client that does not finish sending a request head (or a TLS handshake) within this is
+/// disconnected.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Body = Full<Bytes>;
@@ -157,6 +183,8 @@ struct Shared {
     tokens: Tokens,
     config: ApiConfig,
     shutdown: CancellationToken,
+    upstream: Option<Arc<Upstream>>,
+    spool_dir: std::path::PathBuf,
 }
 
 impl Shared {
@@ -181,7 +209,7 @@ impl Shared {
 }
 
 /// Serves the API on `listener` until `shutdown` is cancelled, then drains the connections
-/// and closes the store before returning.
+/// and closes the store before returning. Plain HTTP, no upstream: see [`serve_with`].
 ///
 /// # Errors
 /// When the store's sequence cannot be read at start or the store thread cannot be spawned.
@@ -190,6 +218,29 @@ pub async fn serve(
     store: Store,
     tokens: Tokens,
     config: ApiConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    serve_with(
+        listener,
+        store,
+        tokens,
+        config,
+        ServeOptions::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`] with TLS, an upstream tier, a connection limit and change-log pruning.
+///
+/// # Errors
+/// When the store's sequence cannot be read at start or the store thread cannot be spawned.
+pub async fn serve_with(
+    listener: TcpListener,
+    store: Store,
+    tokens: Tokens,
+    config: ApiConfig,
+    options: ServeOptions,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let start_seq = store.seq().map_err(std::io::Error::other)?;
@@ -210,9 +261,25 @@ pub async fn serve(
         tokens,
         config,
         shutdown: shutdown.clone(),
+        upstream: options.upstream,
+        spool_dir: options.spool_dir.unwrap_or_else(std::env::temp_dir),
     });
     let tracker = TaskTracker::new();
+    if options.change_log_rows > 0 {
+        tracker.spawn(prune_loop(shared.clone(), options.change_log_rows));
+    }
+    let limit = Arc::new(tokio::sync::Semaphore::new(match options.max_connections {
+        0 => tokio::sync::Semaphore::MAX_PERMITS,
+        n => n,
+    }));
     loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
             a = listener.accept() => a,
@@ -227,27 +294,20 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
-        let shutdown = shutdown.clone();
+        let tls = options.tls.clone();
         tracker.spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(&shared, req).await) }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r { tracing::debug!(error = %e, "api connection"); }
-                    return;
+            let _permit = permit;
+            match tls {
+                None => serve_connection(stream, shared).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(tls)) => serve_connection(tls, shared).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "api TLS handshake failed"),
+                        Err(_) => tracing::debug!("api TLS handshake timed out"),
+                    }
                 }
-                _ = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
-            }
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "api connection");
             }
         });
     }
@@ -257,6 +317,50 @@ pub async fn serve(
     drop(shared);
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     Ok(())
+}
+
+async fn serve_connection<I>(io: I, shared: Arc<Shared>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let shutdown = shared.shutdown.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r { tracing::debug!(error = %e, "api connection"); }
+            return;
+        }
+        _ = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "api connection");
+    }
+}
+
+/// Prunes the change log to `keep` rows every [`PRUNE_INTERVAL`] until shutdown.
+async fn prune_loop(shared: Arc<Shared>, keep: u64) {
+    let mut tick = tokio::time::interval(PRUNE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shared.shutdown.cancelled() => return,
+        }
+        match shared.call(move |store| store.prune_changes(keep)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(rows = n, "pruned the change log"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "pruning the change log failed"),
+            Err(e) => tracing::debug!(error = e.message, "pruning skipped"),
+        }
+    }
 }
 
 async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
@@ -329,6 +433,42 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Value, ApiErro
             changes(shared, req.uri().query()).await
         }
         "/v1/changes" => Err(not_allowed("GET")),
+        "/v1/import" if post => {
+            authorize(shared, &req, Role::Admin)?;
+            import_feed(shared, req).await
+        }
+        "/v1/import" => Err(not_allowed("POST")),
+        "/v1/files" if get => {
+            authorize(shared, &req, Role::Client)?;
+            let h = query_param(req.uri().query(), "sha256")?
+                .ok_or_else(|| ApiError::bad_request("missing query parameter `sha256`"))?;
+            let config = shared.config.clone();
+            shared
+                .call(move |store| file_answer(store, &config, &h))
+                .await?
+        }
+        "/v1/files" if post => {
+            authorize(shared, &req, Role::Admin)?;
+            let body = read_body(shared, req).await?;
+            write_files(shared, &body).await
+        }
+        "/v1/files" => Err(not_allowed("GET, POST")),
+        "/v1/files/lookup" if post => {
+            authorize(shared, &req, Role::Client)?;
+            let body = read_body(shared, req).await?;
+            lookup_files(shared, &body).await
+        }
+        "/v1/files/lookup" => Err(not_allowed("POST")),
+        "/v1/categories" if get => {
+            authorize(shared, &req, Role::Client)?;
+            shared.call(|store| categories_json(store)).await
+        }
+        "/v1/categories" if post => {
+            authorize(shared, &req, Role::Admin)?;
+            let body = read_body(shared, req).await?;
+            define_categories(shared, &body).await
+        }
+        "/v1/categories" => Err(not_allowed("GET, POST")),
         _ => Err(ApiError::new(StatusCode::NOT_FOUND, "no such path")),
     }
 }
@@ -471,6 +611,7 @@ fn verdict_fields(v: &Verdict, ttl_secs: u64) -> serde_json::Map<String, Value> 
         json!(v.categories.iter().map(|c| c.as_str()).collect::<Vec<_>>()),
     );
     m.insert("ttl_secs".into(), json!(ttl_secs));
+    m.insert("tier".into(), json!("local"));
     m
 }
 
@@ -485,12 +626,7 @@ fn answer_url(store: &Store, config: &ApiConfig, input: &str, now: i64) -> Resul
         .iter()
         .filter_map(|k| store.get(k).transpose())
         .collect::<Result<Vec<_>, _>>()?;
-    // An answer is not cached beyond the expiry of an entry it rests on.
-    let ttl_secs = matched
-        .iter()
-        .filter_map(|e| e.expires)
-        .map(|x| u64::try_from(x.saturating_sub(now)).unwrap_or(0))
-        .fold(ttl(config, &verdict), u64::min);
+    let ttl_secs = capped_ttl(ttl(config, &verdict), matched.iter(), now);
     let mut m = verdict_fields(&verdict, ttl_secs);
     m.insert("url".into(), json!(input));
     m.insert("canonical".into(), json!(url.to_string()));
@@ -507,8 +643,31 @@ fn answer_url(store: &Store, config: &ApiConfig, input: &str, now: i64) -> Resul
     Ok(Value::Object(m))
 }
 
-fn answer_host(config: &ApiConfig, input: &str, a: &HostAnswer) -> Value {
-    let mut m = verdict_fields(&a.verdict, ttl(config, &a.verdict));
+/// An answer is not cached beyond the expiry of an entry it rests on.
+fn capped_ttl<'a>(base: u64, entries: impl Iterator<Item = &'a Entry>, now: i64) -> u64 {
+    entries
+        .filter_map(|e| e.expires)
+        .map(|x| u64::try_from(x.saturating_sub(now)).unwrap_or(0))
+        .fold(base, u64::min)
+}
+
+/// One host's answer (run on the store thread). Its TTL is capped by the expiry of the
+/// `host/` entries of its verdict and of the path entries sent with it.
+fn answer_host(
+    store: &Store,
+    config: &ApiConfig,
+    input: &str,
+    a: &HostAnswer,
+    now: i64,
+) -> Result<Value, ApiError> {
+    let matched = a
+        .verdict
+        .matched
+        .iter()
+        .filter_map(|k| store.get(k).transpose())
+        .collect::<Result<Vec<_>, _>>()?;
+    let ttl_secs = capped_ttl(ttl(config, &a.verdict), matched.iter().chain(&a.paths), now);
+    let mut m = verdict_fields(&a.verdict, ttl_secs);
     m.insert("host".into(), json!(input));
     m.insert("canonical".into(), json!(a.host));
     m.insert(
@@ -526,14 +685,81 @@ fn answer_host(config: &ApiConfig, input: &str, a: &HostAnswer) -> Value {
         json!(a.paths.iter().map(entry_json).collect::<Vec<_>>()),
     );
     m.insert("truncated".into(), json!(a.truncated));
-    Value::Object(m)
+    Ok(Value::Object(m))
 }
 
 async fn lookup_one(shared: &Shared, url: String) -> Result<Value, ApiError> {
     let config = shared.config.clone();
-    shared
+    let answer = shared
         .call(move |store| answer_url(store, &config, &url, now()))
-        .await?
+        .await??;
+    let mut urls = vec![answer];
+    consult_upstream(shared, &mut urls, &mut []).await;
+    Ok(urls.pop().unwrap_or(Value::Null))
+}
+
+/// Whether a local answer rests on no entry at all (a host answer: nor on a path entry).
+fn locally_untested(v: &Value) -> bool {
+    v.get("error").is_none()
+        && v.get("risk").and_then(Value::as_str) == Some(RiskLevel::Untested.as_str())
+        && v.get("paths")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty)
+}
+
+/// Replaces locally untested answers with the upstream tier's, when there is one. Items the
+/// upstream could not answer keep their untested answer and say `"upstream": "unavailable"`.
+async fn consult_upstream(shared: &Shared, urls: &mut [Value], hosts: &mut [Value]) {
+    let Some(upstream) = &shared.upstream else {
+        return;
+    };
+    let canonical = |v: &Value| {
+        v.get("canonical")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let misses = Misses {
+        urls: urls
+            .iter()
+            .filter(|v| locally_untested(v))
+            .filter_map(canonical)
+            .collect(),
+        hosts: hosts
+            .iter()
+            .filter(|v| locally_untested(v))
+            .filter_map(canonical)
+            .collect(),
+    };
+    if misses.urls.is_empty() && misses.hosts.is_empty() {
+        return;
+    }
+    let answers = upstream.resolve(misses).await;
+    let merge = |items: &mut [Value],
+                 found: &std::collections::HashMap<String, Arc<Value>>,
+                 field: &str| {
+        for item in items.iter_mut().filter(|v| locally_untested(v)) {
+            let Some(c) = canonical(item) else { continue };
+            match found.get(&c) {
+                Some(up) => {
+                    let input = item.get(field).cloned();
+                    let mut v = (**up).clone();
+                    if let (Value::Object(m), Some(input)) = (&mut v, input) {
+                        m.insert(field.to_owned(), input);
+                        m.insert("tier".into(), json!("upstream"));
+                    }
+                    *item = v;
+                }
+                None if answers.unavailable => {
+                    if let Value::Object(m) = item {
+                        m.insert("upstream".into(), json!("unavailable"));
+                    }
+                }
+                None => {}
+            }
+        }
+    };
+    merge(urls, &answers.urls, "url");
+    merge(hosts, &answers.hosts, "host");
 }
 
 #[derive(Deserialize)]
@@ -555,8 +781,8 @@ async fn lookup_batch(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
         )));
     }
     let config = shared.config.clone();
-    shared
-        .call(move |store| -> Result<Value, ApiError> {
+    let answers = shared
+        .call(move |store| -> Result<(Vec<Value>, Vec<Value>), ApiError> {
             let now = now();
             let mut urls = Vec::with_capacity(req.urls.len());
             for u in &req.urls {
@@ -570,18 +796,19 @@ async fn lookup_batch(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
             }
             let host_refs: Vec<&str> = req.hosts.iter().map(String::as_str).collect();
             let answers = store.lookup_hosts(&host_refs, now, config.host_path_limit)?;
-            let hosts: Vec<Value> = req
-                .hosts
-                .iter()
-                .zip(&answers)
-                .map(|(h, a)| match a {
-                    Ok(a) => answer_host(&config, h, a),
+            let mut hosts = Vec::with_capacity(answers.len());
+            for (h, a) in req.hosts.iter().zip(&answers) {
+                hosts.push(match a {
+                    Ok(a) => answer_host(store, &config, h, a, now)?,
                     Err(e) => json!({ "host": h, "error": format!("not a host: {e}") }),
-                })
-                .collect();
-            Ok(json!({ "urls": urls, "hosts": hosts }))
+                });
+            }
+            Ok((urls, hosts))
         })
-        .await?
+        .await??;
+    let (mut urls, mut hosts) = answers;
+    consult_upstream(shared, &mut urls, &mut hosts).await;
+    Ok(json!({ "urls": urls, "hosts": hosts }))
 }
 
 #[derive(Deserialize)]
@@ -632,19 +859,24 @@ async fn write_entries(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> 
                 }
                 Ok(w.seq())
             })?;
-            // Published here, on the store thread, right after the commit: followers are
-            // woken even when the writer's connection is gone before its answer.
-            seq_tx.send_if_modified(|cur| {
-                let newer = seq > *cur;
-                if newer {
-                    *cur = seq;
-                }
-                newer
-            });
+            publish(&seq_tx, seq);
             Ok(seq)
         })
         .await??;
     Ok(json!({ "seq": seq }))
+}
+
+/// Wakes the followers with a new sequence number. Called on the store thread right after
+/// the commit: followers are woken even when the writer's connection is gone before its
+/// answer.
+fn publish(seq_tx: &watch::Sender<u64>, seq: u64) {
+    seq_tx.send_if_modified(|cur| {
+        let newer = seq > *cur;
+        if newer {
+            *cur = seq;
+        }
+        newer
+    });
 }
 
 async fn changes(shared: &Shared, query: Option<&str>) -> Result<Value, ApiError> {
@@ -681,6 +913,276 @@ async fn changes(shared: &Shared, query: Option<&str>) -> Result<Value, ApiError
 
 fn empty_changes(seq: u64) -> Value {
     json!({ "seq": seq, "keys": [], "truncated": false })
+}
+
+/// `POST /v1/import?format=F&feed=NAME[&category=C][&score=N]`: the body (a feed file) is
+/// spooled to a temporary file (at most [`ApiConfig::max_import_bytes`]), then imported in one
+/// transaction on the store thread. Answers the import report.
+async fn import_feed(shared: &Shared, req: Request<Incoming>) -> Result<Value, ApiError> {
+    let q = req.uri().query();
+    let format_name = query_param(q, "format")?.ok_or_else(|| {
+        ApiError::bad_request("missing query parameter `format` (urlhaus, domains, hosts, jsonl)")
+    })?;
+    let format = import::Format::from_name(&format_name).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "unknown format {format_name:?}; one of urlhaus, domains, hosts, jsonl"
+        ))
+    })?;
+    let feed = query_param(q, "feed")?.unwrap_or_else(|| format.as_str().to_owned());
+    if feed.is_empty()
+        || feed.len() > 64
+        || !feed.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+    {
+        return Err(ApiError::bad_request(
+            "`feed` must be 1 to 64 visible characters without ':'",
+        ));
+    }
+    let category = query_param(q, "category")?;
+    let score = match query_param(q, "score")? {
+        None => Score::ZERO,
+        Some(s) => s
+            .parse::<u8>()
+            .ok()
+            .and_then(Score::new)
+            .ok_or_else(|| ApiError::bad_request(format!("`score` {s:?} is not 0..=100")))?,
+    };
+    let spool = spool_body(shared, req.into_body()).await?;
+    let seq_tx = shared.seq_tx.clone();
+    let report = shared
+        .call(move |store| -> Result<import::ImportReport, ApiError> {
+            let mut opts = ImportOptions::new(format, &feed, now());
+            opts.score = score;
+            if let Some(c) = category {
+                opts.category = Some(
+                    store
+                        .taxonomy()
+                        .resolve(&c)
+                        .map_err(|e| ApiError::bad_request(e.to_string()))?,
+                );
+            }
+            let file = spool.reopen().map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("spool: {e}"))
+            })?;
+            let report = import::import(store, std::io::BufReader::new(file), &opts).map_err(
+                |e| match e {
+                    ImportError::Store(e) => ApiError::from(e),
+                    e => ApiError::bad_request(e.to_string()),
+                },
+            )?;
+            publish(&seq_tx, report.seq);
+            drop(spool);
+            Ok(report)
+        })
+        .await??;
+    tracing::info!(
+        format = format.as_str(),
+        imported = report.imported,
+        bad = report.bad_total,
+        seq = report.seq,
+        "feed imported"
+    );
+    Ok(json!({
+        "seq": report.seq,
+        "lines": report.lines,
+        "imported": report.imported,
+        "skipped": report.skipped,
+        "bad_total": report.bad_total,
+        "bad": report.bad.iter().map(|b| json!({ "line": b.line, "reason": b.reason })).collect::<Vec<_>>(),
+        "unterminated_last_line": report.unterminated_last_line,
+    }))
+}
+
+/// Writes a request body to a new temporary file in the spool directory, at most
+/// [`ApiConfig::max_import_bytes`]. The file is deleted when the returned handle drops.
+async fn spool_body(
+    shared: &Shared,
+    mut body: Incoming,
+) -> Result<tempfile::NamedTempFile, ApiError> {
+    use tokio::io::AsyncWriteExt as _;
+    let internal = |what: &str, e: std::io::Error| {
+        tracing::error!(error = %e, "import spool: {what}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("import spool: {what}: {e}"),
+        )
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".webrep-import-")
+        .tempfile_in(&shared.spool_dir)
+        .map_err(|e| internal("cannot create a temporary file", e))?;
+    let mut out = tokio::fs::File::from_std(
+        tmp.reopen()
+            .map_err(|e| internal("cannot open the temporary file", e))?,
+    );
+    let limit = shared.config.max_import_bytes;
+    let mut written: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("reading body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            written += data.len() as u64;
+            if written > limit {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("feed larger than {limit} bytes"),
+                ));
+            }
+            out.write_all(&data)
+                .await
+                .map_err(|e| internal("cannot write", e))?;
+        }
+    }
+    out.flush().await.map_err(|e| internal("cannot write", e))?;
+    Ok(tmp)
+}
+
+/// One file-hash answer: the stored verdict, or `unknown`.
+fn file_answer(store: &Store, config: &ApiConfig, input: &str) -> Result<Value, ApiError> {
+    let h = Sha256Hex::parse(input)
+        .ok_or_else(|| ApiError::bad_request("`sha256` is not 64 hex digits"))?;
+    Ok(match store.lookup_file(&h)? {
+        Some(f) => json!({
+            "sha256": f.sha256.as_str(),
+            "verdict": f.verdict.as_str(),
+            "name": f.name,
+            "source": f.source.to_stored(),
+            "updated": f.updated,
+            "ttl_secs": config.ttl_secs,
+        }),
+        None => json!({
+            "sha256": h.as_str(),
+            "verdict": "unknown",
+            "ttl_secs": config.untested_ttl_secs,
+        }),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLookupRequest {
+    sha256: Vec<String>,
+}
+
+async fn lookup_files(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
+    let req: FileLookupRequest = parse_json(body)?;
+    check_batch(shared, req.sha256.len())?;
+    let config = shared.config.clone();
+    shared
+        .call(move |store| -> Result<Value, ApiError> {
+            let mut files = Vec::with_capacity(req.sha256.len());
+            for h in &req.sha256 {
+                files.push(match file_answer(store, &config, h) {
+                    Ok(v) => v,
+                    Err(e) if e.status == StatusCode::BAD_REQUEST => {
+                        json!({ "sha256": h, "error": e.message })
+                    }
+                    Err(e) => return Err(e),
+                });
+            }
+            Ok(json!({ "files": files }))
+        })
+        .await?
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonFile {
+    sha256: String,
+    verdict: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    source: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileWriteRequest {
+    upsert: Vec<JsonFile>,
+}
+
+async fn write_files(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
+    let req: FileWriteRequest = parse_json(body)?;
+    if req.upsert.is_empty() {
+        return Err(ApiError::bad_request("nothing to write"));
+    }
+    check_batch(shared, req.upsert.len())?;
+    let now = now();
+    let mut files = Vec::with_capacity(req.upsert.len());
+    for (i, f) in req.upsert.into_iter().enumerate() {
+        let bad = |m: String| ApiError::bad_request(format!("upsert[{i}]: {m}"));
+        files.push(FileEntry {
+            sha256: Sha256Hex::parse(&f.sha256)
+                .ok_or_else(|| bad("`sha256` is not 64 hex digits".into()))?,
+            verdict: FileVerdict::parse(&f.verdict).ok_or_else(|| {
+                bad(format!(
+                    "verdict {:?}: one of clean, suspicious, malicious",
+                    f.verdict
+                ))
+            })?,
+            name: f.name,
+            source: match f.source.as_deref() {
+                None => Source::Manual,
+                Some(s) => {
+                    Source::from_stored(s).ok_or_else(|| bad(format!("bad source {s:?}")))?
+                }
+            },
+            updated: now,
+        });
+    }
+    let seq_tx = shared.seq_tx.clone();
+    let seq = shared
+        .call(move |store| -> Result<u64, ApiError> {
+            let seq = store.upsert_files(&files)?;
+            publish(&seq_tx, seq);
+            Ok(seq)
+        })
+        .await??;
+    Ok(json!({ "seq": seq }))
+}
+
+fn check_batch(shared: &Shared, n: usize) -> Result<(), ApiError> {
+    if n > shared.config.max_batch {
+        return Err(ApiError::bad_request(format!(
+            "{n} items in one batch; at most {}",
+            shared.config.max_batch
+        )));
+    }
+    Ok(())
+}
+
+fn categories_json(store: &Store) -> Value {
+    let builtin: Vec<Value> = super::model::BUILTIN_CATEGORIES
+        .iter()
+        .map(|(name, class)| json!({ "name": name, "class": format!("{class:?}").to_ascii_lowercase() }))
+        .collect();
+    let custom: Vec<&str> = store.taxonomy().custom().map(|c| c.as_str()).collect();
+    json!({ "builtin": builtin, "custom": custom })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CategoryRequest {
+    define: Vec<String>,
+}
+
+async fn define_categories(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
+    let req: CategoryRequest = parse_json(body)?;
+    check_batch(shared, req.define.len())?;
+    let mut cats = Vec::with_capacity(req.define.len());
+    for name in &req.define {
+        cats.push(
+            super::model::Category::parse(name)
+                .map_err(|e| ApiError::bad_request(format!("{name:?}: {e}")))?,
+        );
+    }
+    shared
+        .call(move |store| -> Result<Value, ApiError> {
+            for c in cats {
+                store.define_category(c)?;
+            }
+            Ok(categories_json(store))
+        })
+        .await?
 }
 
 #[cfg(test)]

@@ -44,6 +44,18 @@ impl Format {
             Format::JsonLines => "jsonl",
         }
     }
+
+    /// Parses [`as_str`](Self::as_str) output.
+    pub fn from_name(name: &str) -> Option<Format> {
+        [
+            Format::UrlhausCsv,
+            Format::DomainList,
+            Format::Hosts,
+            Format::JsonLines,
+        ]
+        .into_iter()
+        .find(|f| f.as_str() == name)
+    }
 }
 
 /// One line of the JSON-lines format. Unknown fields are refused.

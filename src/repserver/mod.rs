@@ -58,6 +58,10 @@
 //! - the 1,000,000-entry throughput / RSS bench.
 
 pub mod api;
+pub mod client;
+pub mod commands;
 pub mod import;
 pub mod model;
+pub mod server;
 pub mod store;
+pub mod upstream;

@@ -17,7 +17,7 @@ use super::model::{
 use crate::canon::{self, CanonicalUrl};
 
 /// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Prefix of the change-log key recorded for a file-hash write (entry keys never contain `:`
 /// before their first `/` except in bracketed IPv6 hosts, which start with `[`).
@@ -52,6 +52,9 @@ CREATE TABLE changes (
 ) WITHOUT ROWID;
 CREATE TABLE categories (name TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID;
 ";
+
+/// Schema 1 -> 2: the change log remembers up to which sequence it was pruned.
+const MIGRATE_2: &str = "ALTER TABLE meta ADD COLUMN pruned_through INTEGER NOT NULL DEFAULT 0;";
 
 const ENTRY_COLUMNS: &str = "key, score, categories, source, added, updated, expires, note";
 
@@ -149,9 +152,14 @@ impl Store {
                 supported: SCHEMA_VERSION,
             });
         }
-        if version == 0 {
+        if version < SCHEMA_VERSION {
             let tx = conn.transaction()?;
-            tx.execute_batch(SCHEMA)?;
+            if version == 0 {
+                tx.execute_batch(SCHEMA)?;
+            }
+            if version < 2 {
+                tx.execute_batch(MIGRATE_2)?;
+            }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         }
@@ -438,7 +446,38 @@ impl Store {
         Ok(out)
     }
 
+    /// Deletes the oldest change-log rows so that at most about `keep` remain (whole
+    /// sequence numbers are removed, so slightly fewer may remain). A follower asking for
+    /// changes from before the pruned point is then told `truncated` (drop everything).
+    /// Returns the number of rows deleted.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn prune_changes(&mut self, keep: u64) -> Result<u64, StoreError> {
+        let offset = i64::try_from(keep).unwrap_or(i64::MAX);
+        let tx = self.conn.transaction()?;
+        // The sequence of the newest row beyond the `keep` newest: it and all older go.
+        let cut: Option<i64> = tx
+            .query_row(
+                "SELECT seq FROM changes ORDER BY seq DESC, key DESC LIMIT 1 OFFSET ?1",
+                [offset],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(cut) = cut else {
+            return Ok(0);
+        };
+        let n = tx.execute("DELETE FROM changes WHERE seq <= ?1", [cut])?;
+        tx.execute(
+            "UPDATE meta SET pruned_through = max(pruned_through, ?1) WHERE id = 1",
+            [cut],
+        )?;
+        tx.commit()?;
+        Ok(n as u64)
+    }
+
     /// The keys changed after sequence `since`, at most `limit` of them, in sequence order.
+    /// When `since` is older than the pruned part of the log, the answer is `truncated`.
     ///
     /// # Errors
     /// [`StoreError::Sqlite`].
@@ -446,6 +485,18 @@ impl Store {
         // Read the sequence first: a write by another connection in between can only add keys
         // newer than `seq` (dropped twice by the follower), never hide one.
         let seq = self.seq()?;
+        let pruned: i64 =
+            self.conn
+                .query_row("SELECT pruned_through FROM meta WHERE id = 1", [], |r| {
+                    r.get(0)
+                })?;
+        if i64::try_from(since).unwrap_or(i64::MAX) < pruned {
+            return Ok(Changes {
+                seq,
+                keys: Vec::new(),
+                truncated: true,
+            });
+        }
         let since = i64::try_from(since).unwrap_or(i64::MAX);
         let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
         let mut stmt = self.conn.prepare_cached(

@@ -1,0 +1,260 @@
+//! A client of the reputation API: JSON requests with a bearer token over pooled HTTP/1.1
+//! keep-alive connections, `http://` or `https://` (rustls, web PKI roots plus an optional
+//! admin CA file).
+//!
+//! # Where it sits
+//! Used by a server to ask its upstream tier ([`super::upstream`]), and by the `webrep lookup`
+//! and `webrep import` commands; the proxy's reputation sources (issue 6) are meant to use it
+//! too. It does no caching and no retries: callers decide both.
+//!
+//! # What it costs
+//! One pooled connection per concurrent request (idle ones kept 90 s); answers are read
+//! whole, up to [`MAX_ANSWER_BYTES`]. Request bodies may stream ([`RepClient::post_body`]), so an
+//! import upload is never held in memory.
+//!
+//! # How it fails
+//! Every failure is a [`ClientError`]: the connection (refused, reset, TLS), a timeout (the
+//! caller's deadline covers connect, request and the whole answer), an answer that is not
+//! JSON, or a non-2xx status with the server's `error` message.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+/// The largest answer read, in bytes.
+pub const MAX_ANSWER_BYTES: usize = 64 << 20;
+
+/// A request body: whole JSON, or a stream (an import upload).
+pub type ClientBody = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// Why a request to the reputation API failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The client could not be built (bad base URL, unreadable CA file).
+    #[error("{0}")]
+    Setup(String),
+    /// Connecting, sending or receiving failed.
+    #[error("{0}")]
+    Transport(String),
+    /// The deadline passed.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The server answered with an error status.
+    #[error("{status}: {message}")]
+    Status {
+        /// The status.
+        status: StatusCode,
+        /// The server's `error` text, or the start of the body.
+        message: String,
+    },
+    /// The answer was not JSON.
+    #[error("answer is not JSON: {0}")]
+    Json(String),
+}
+
+/// A reputation API client for one server.
+#[derive(Clone, Debug)]
+pub struct RepClient {
+    base: String,
+    auth: http::HeaderValue,
+    http: Client<HttpsConnector<HttpConnector>, ClientBody>,
+}
+
+impl RepClient {
+    /// A client for the server at `base` (`http://host:port` or `https://host:port`),
+    /// authenticating with `token`; `ca_file` adds PEM CA certificates to the web PKI roots.
+    ///
+    /// # Errors
+    /// [`ClientError::Setup`] for a bad URL or token, an unreadable or empty CA file.
+    pub fn new(base: &str, token: &str, ca_file: Option<&Path>) -> Result<RepClient, ClientError> {
+        let base = base.trim_end_matches('/');
+        let uri: http::Uri = base
+            .parse()
+            .map_err(|e| ClientError::Setup(format!("bad server URL {base:?}: {e}")))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(ClientError::Setup(format!(
+                "bad server URL {base:?}: expected http://host:port or https://host:port"
+            )));
+        }
+        let auth = http::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            ClientError::Setup("the token has characters a header cannot carry".into())
+        })?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(path) = ca_file {
+            use rustls_pki_types::pem::PemObject as _;
+            let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .map_err(|e| ClientError::Setup(format!("CA file {}: {e}", path.display())))?;
+            if certs.is_empty() {
+                return Err(ClientError::Setup(format!(
+                    "CA file {}: no certificate in it",
+                    path.display()
+                )));
+            }
+            for c in certs {
+                roots
+                    .add(c)
+                    .map_err(|e| ClientError::Setup(format!("CA file {}: {e}", path.display())))?;
+            }
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Setup(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        Ok(RepClient {
+            base: base.to_owned(),
+            auth,
+            http,
+        })
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET base + path_and_query`, within `timeout`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn get(&self, path_and_query: &str, timeout: Duration) -> Result<Value, ClientError> {
+        self.send(Method::GET, path_and_query, None, empty(), timeout)
+            .await
+    }
+
+    /// `POST` a JSON body, within `timeout`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &Value,
+        timeout: Duration,
+    ) -> Result<Value, ClientError> {
+        let bytes = Bytes::from(body.to_string());
+        let body = Full::new(bytes)
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        self.send(Method::POST, path, Some("application/json"), body, timeout)
+            .await
+    }
+
+    /// `POST` a streamed body of the given content type, within `timeout`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn post_body(
+        &self,
+        path: &str,
+        content_type: &'static str,
+        body: ClientBody,
+        timeout: Duration,
+    ) -> Result<Value, ClientError> {
+        self.send(Method::POST, path, Some(content_type), body, timeout)
+            .await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&'static str>,
+        body: ClientBody,
+        timeout: Duration,
+    ) -> Result<Value, ClientError> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header(header::AUTHORIZATION, self.auth.clone())
+            .header(header::ACCEPT, "application/json");
+        if let Some(ct) = content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        let req = req
+            .body(body)
+            .map_err(|e| ClientError::Setup(format!("bad request: {e}")))?;
+        let exchange = async {
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| ClientError::Transport(chain(&e)))?;
+            let status = resp.status();
+            let bytes = Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
+                .collect()
+                .await
+                .map_err(|e| ClientError::Transport(format!("reading the answer: {e}")))?
+                .to_bytes();
+            Ok::<_, ClientError>((status, bytes))
+        };
+        let (status, bytes) = tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout(timeout))??;
+        let value: Result<Value, _> = serde_json::from_slice(&bytes);
+        if !status.is_success() {
+            let message = match &value {
+                Ok(v) => v
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no message")
+                    .to_owned(),
+                Err(_) => String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
+            };
+            return Err(ClientError::Status { status, message });
+        }
+        value.map_err(|e| ClientError::Json(e.to_string()))
+    }
+}
+
+fn empty() -> ClientBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// An error with its sources, `a: b: c` (hyper's top-level messages alone say little).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+/// Percent-encodes a query parameter value (everything but unreserved characters).
+pub fn encode_query_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

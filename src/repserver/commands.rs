@@ -1,0 +1,352 @@
+//! The `webrep import` and `webrep lookup` commands: thin clients of a running server (or,
+//! for `import --store`, of a store file), printing what happened for a human or as JSON.
+//!
+//! Exit codes: 0 done, 1 the server or store failed, 2 the input was refused (wrong format,
+//! bad URL), 64 a usage error (no token, bad arguments).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use futures_util::TryStreamExt as _;
+use http_body_util::{BodyExt as _, StreamBody};
+use serde_json::{Value, json};
+
+use super::client::{ClientError, RepClient, encode_query_value};
+use super::import::{self, Format, ImportOptions};
+use super::model::{Category, Score};
+use super::store::Store;
+use crate::cli::ServerArgs;
+
+/// Exit code for a refused input.
+pub const EXIT_REFUSED: u8 = 2;
+/// Exit code for a usage error.
+pub const EXIT_USAGE: u8 = 64;
+
+/// A command's failure with its exit code.
+#[derive(Debug)]
+pub struct CommandError {
+    /// The exit code.
+    pub code: u8,
+    /// What to print.
+    pub message: String,
+}
+
+impl CommandError {
+    fn usage(message: impl Into<String>) -> CommandError {
+        CommandError {
+            code: EXIT_USAGE,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ClientError> for CommandError {
+    fn from(e: ClientError) -> CommandError {
+        let code = match &e {
+            ClientError::Status { status, .. } if status.is_client_error() => EXIT_REFUSED,
+            ClientError::Setup(_) => EXIT_USAGE,
+            _ => 1,
+        };
+        CommandError {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for CommandError {
+    fn from(e: anyhow::Error) -> CommandError {
+        CommandError {
+            code: 1,
+            message: format!("{e:#}"),
+        }
+    }
+}
+
+fn client(args: &ServerArgs) -> Result<RepClient, CommandError> {
+    let token = match &args.token_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| CommandError::usage(format!("cannot read {}: {e}", path.display())))?
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_owned(),
+        None => std::env::var("WEBREP_TOKEN").unwrap_or_default(),
+    };
+    if token.is_empty() {
+        return Err(CommandError::usage(
+            "no token: give --token-file FILE or set WEBREP_TOKEN",
+        ));
+    }
+    Ok(RepClient::new(&args.url, &token, args.ca_file.as_deref())?)
+}
+
+/// What `webrep import` was asked to do.
+#[derive(Debug)]
+pub struct ImportArgs {
+    /// Format name.
+    pub format: String,
+    /// Feed name.
+    pub feed: Option<String>,
+    /// Category name.
+    pub category: Option<String>,
+    /// Score.
+    pub score: Option<u8>,
+    /// File, or `-`.
+    pub file: PathBuf,
+}
+
+/// `webrep import`: prints the report (a line per bad line, then a summary).
+///
+/// # Errors
+/// [`CommandError`] with its exit code.
+pub async fn import(
+    server: &ServerArgs,
+    store: Option<&Path>,
+    args: ImportArgs,
+) -> Result<(), CommandError> {
+    let format = Format::from_name(&args.format).ok_or_else(|| {
+        CommandError::usage(format!(
+            "unknown format {:?}; one of urlhaus, domains, hosts, jsonl",
+            args.format
+        ))
+    })?;
+    let report = match store {
+        Some(path) => import_into_store(path, format, &args).await?,
+        None => import_via_server(server, format, &args).await?,
+    };
+    for bad in report["bad"].as_array().into_iter().flatten() {
+        eprintln!(
+            "{}:{}: {}",
+            args.file.display(),
+            bad["line"],
+            bad["reason"].as_str().unwrap_or("")
+        );
+    }
+    let bad_total = report["bad_total"].as_u64().unwrap_or(0);
+    let shown = report["bad"].as_array().map_or(0, Vec::len) as u64;
+    if bad_total > shown {
+        eprintln!("... and {} more bad lines", bad_total - shown);
+    }
+    println!(
+        "{}: {} entries imported, {} lines skipped, {} bad lines (sequence {})",
+        args.file.display(),
+        report["imported"],
+        report["skipped"],
+        bad_total,
+        report["seq"]
+    );
+    Ok(())
+}
+
+async fn import_via_server(
+    server: &ServerArgs,
+    format: Format,
+    args: &ImportArgs,
+) -> Result<Value, CommandError> {
+    let client = client(server)?;
+    let mut path = format!("/v1/import?format={}", format.as_str());
+    if let Some(f) = &args.feed {
+        path.push_str(&format!("&feed={}", encode_query_value(f)));
+    }
+    if let Some(c) = &args.category {
+        path.push_str(&format!("&category={}", encode_query_value(c)));
+    }
+    if let Some(s) = args.score {
+        path.push_str(&format!("&score={s}"));
+    }
+    let reader: Box<dyn tokio::io::AsyncRead + Send + Unpin> = if args.file.as_os_str() == "-" {
+        Box::new(tokio::io::stdin())
+    } else {
+        Box::new(
+            tokio::fs::File::open(&args.file)
+                .await
+                .map_err(|e| CommandError::usage(format!("{}: {e}", args.file.display())))?,
+        )
+    };
+    let stream =
+        tokio_util::io::ReaderStream::new(reader).map_ok(|b: Bytes| http_body::Frame::data(b));
+    let body = StreamBody::new(stream).boxed_unsync();
+    let timeout = Duration::from_secs(server.timeout.unwrap_or(3600));
+    Ok(client
+        .post_body(&path, "application/octet-stream", body, timeout)
+        .await?)
+}
+
+async fn import_into_store(
+    path: &Path,
+    format: Format,
+    args: &ImportArgs,
+) -> Result<Value, CommandError> {
+    let path = path.to_owned();
+    let file = args.file.clone();
+    let feed = args
+        .feed
+        .clone()
+        .unwrap_or_else(|| format.as_str().to_owned());
+    let category = args.category.clone();
+    let score = args.score;
+    tokio::task::spawn_blocking(move || -> Result<Value, CommandError> {
+        let mut store = Store::open(&path)
+            .with_context(|| format!("cannot open the store {}", path.display()))?;
+        let mut opts = ImportOptions::new(format, &feed, unix_now());
+        if let Some(s) = score {
+            opts.score = Score::new(s)
+                .ok_or_else(|| CommandError::usage(format!("score {s} is above 100")))?;
+        }
+        if let Some(c) = category {
+            opts.category = Some(
+                store
+                    .taxonomy()
+                    .resolve(&c)
+                    .or_else(|_| Category::parse(&c))
+                    .map_err(|e| CommandError::usage(format!("category {c:?}: {e}")))?,
+            );
+        }
+        let result = if file.as_os_str() == "-" {
+            import::import(&mut store, std::io::stdin().lock(), &opts)
+        } else {
+            let f = std::fs::File::open(&file)
+                .map_err(|e| CommandError::usage(format!("{}: {e}", file.display())))?;
+            import::import(&mut store, std::io::BufReader::new(f), &opts)
+        };
+        let r = result.map_err(|e| CommandError {
+            code: match e {
+                import::ImportError::Store(_) => 1,
+                _ => EXIT_REFUSED,
+            },
+            message: e.to_string(),
+        })?;
+        Ok(json!({
+            "seq": r.seq, "imported": r.imported, "skipped": r.skipped,
+            "bad_total": r.bad_total,
+            "bad": r.bad.iter().map(|b| json!({"line": b.line, "reason": b.reason})).collect::<Vec<_>>(),
+        }))
+    })
+    .await
+    .map_err(|e| CommandError::from(anyhow::anyhow!("import task failed: {e}")))?
+}
+
+/// `webrep lookup`: one URL gets the explain form; several (or hosts) a batch.
+///
+/// # Errors
+/// [`CommandError`] with its exit code.
+pub async fn lookup(
+    server: &ServerArgs,
+    hosts: bool,
+    json_out: bool,
+    items: &[String],
+) -> Result<(), CommandError> {
+    let client = client(server)?;
+    let timeout = Duration::from_secs(server.timeout.unwrap_or(30));
+    let answer = if !hosts && items.len() == 1 {
+        let v = client
+            .get(
+                &format!("/v1/lookup?url={}", encode_query_value(&items[0])),
+                timeout,
+            )
+            .await?;
+        json!({ "urls": [v], "hosts": [] })
+    } else {
+        let body = if hosts {
+            json!({ "hosts": items })
+        } else {
+            json!({ "urls": items })
+        };
+        client.post_json("/v1/lookup", &body, timeout).await?
+    };
+    if json_out {
+        let shown = if !hosts && items.len() == 1 {
+            answer["urls"][0].clone()
+        } else {
+            answer.clone()
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&shown).unwrap_or_default()
+        );
+    } else {
+        for v in answer["urls"].as_array().into_iter().flatten() {
+            print_answer(v, "url");
+            for e in v["explain"]["matched"].as_array().into_iter().flatten() {
+                println!(
+                    "  matched {} score={} categories={} source={}",
+                    e["key"].as_str().unwrap_or("?"),
+                    e["score"],
+                    join(&e["categories"]),
+                    e["source"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        for v in answer["hosts"].as_array().into_iter().flatten() {
+            print_answer(v, "host");
+            for e in v["paths"].as_array().into_iter().flatten() {
+                println!(
+                    "  path {} score={} categories={}",
+                    e["key"].as_str().unwrap_or("?"),
+                    e["score"],
+                    join(&e["categories"])
+                );
+            }
+            if v["truncated"] == json!(true) {
+                println!("  (more path entries: ask per URL)");
+            }
+        }
+    }
+    let refused = ["urls", "hosts"]
+        .iter()
+        .flat_map(|k| answer[*k].as_array().into_iter().flatten())
+        .any(|v| v.get("error").is_some());
+    if refused {
+        return Err(CommandError {
+            code: EXIT_REFUSED,
+            message: "some items were refused".into(),
+        });
+    }
+    Ok(())
+}
+
+fn print_answer(v: &Value, field: &str) {
+    let item = v[field].as_str().unwrap_or("?");
+    if let Some(e) = v.get("error") {
+        println!("{item}: error: {}", e.as_str().unwrap_or("?"));
+        return;
+    }
+    let mut line = format!(
+        "{item}: {} score={} categories={} ttl={}s",
+        v["risk"].as_str().unwrap_or("?"),
+        v["score"],
+        join(&v["categories"]),
+        v["ttl_secs"]
+    );
+    if let Some(t) = v.get("tier").and_then(Value::as_str) {
+        line.push_str(&format!(" tier={t}"));
+    }
+    if v.get("upstream").is_some() {
+        line.push_str(" (upstream unavailable)");
+    }
+    println!("{line}");
+}
+
+fn join(v: &Value) -> String {
+    let names: Vec<&str> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if names.is_empty() {
+        "-".into()
+    } else {
+        names.join(",")
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,221 @@
+//! `webrep server`: turns the validated `server:` configuration into a running API.
+//!
+//! # What it does
+//! Reads the bearer tokens (inline and from `tokens_file`), opens (or creates) the store,
+//! loads the shipped sample data when asked, builds the TLS acceptor and the upstream tier,
+//! binds the listener and runs [`api::serve_with`] until the shutdown token is cancelled.
+//!
+//! # How it fails
+//! Everything that can be checked is checked before the port is bound, each with a message
+//! that names the file or key: no tokens at all, an unreadable or malformed tokens file, a
+//! store that cannot be opened (or is from a newer webrep), unreadable TLS files, a bad
+//! upstream token file or CA file, a port in use.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::api::{self, ServeOptions, Tokens};
+use super::client::RepClient;
+use super::import::{self, Format, ImportOptions};
+use super::store::Store;
+use super::upstream::Upstream;
+use crate::config::{ServerConfig, valid_token};
+
+/// The shipped sample data (webrep JSON-lines): reserved names only (`.example`, `.test`,
+/// `.invalid`), every risk level and several categories.
+pub const SAMPLE_DATA: &str = include_str!("../../data/sample.jsonl");
+
+/// The feed name the sample data is recorded under.
+pub const SAMPLE_FEED: &str = "webrep-sample";
+
+/// Loads [`SAMPLE_DATA`] into `store` in one transaction (entries already there are
+/// replaced by the sample's). Returns the number of entries.
+///
+/// # Errors
+/// A store failure.
+pub fn load_sample(store: &mut Store, now: i64) -> anyhow::Result<u64> {
+    let opts = ImportOptions::new(Format::JsonLines, SAMPLE_FEED, now);
+    let report =
+        import::import(store, SAMPLE_DATA.as_bytes(), &opts).context("loading the sample data")?;
+    if report.bad_total > 0 {
+        bail!("the shipped sample data has {} bad lines", report.bad_total);
+    }
+    Ok(report.imported)
+}
+
+/// Reads a tokens file: `client TOKEN` or `admin TOKEN` per line, `#` comments.
+///
+/// # Errors
+/// An unreadable file, or a line that is not `client|admin TOKEN` with a valid token (the
+/// message names the line, never the token).
+pub fn read_tokens_file(path: &Path, into: &mut Tokens) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read tokens file {}", path.display()))?;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        let (role, token) = (parts.next(), parts.next());
+        let bad = || {
+            anyhow::anyhow!(
+                "{}:{}: expected `client TOKEN` or `admin TOKEN` (tokens are 16 to 256 visible \
+                 ASCII characters)",
+                path.display(),
+                i + 1
+            )
+        };
+        let token = token
+            .filter(|t| valid_token(t) && parts.next().is_none())
+            .ok_or_else(bad)?;
+        match role {
+            Some("client") => into.client.push(token.to_owned()),
+            Some("admin") => into.admin.push(token.to_owned()),
+            _ => return Err(bad()),
+        }
+    }
+    Ok(())
+}
+
+fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .with_context(|| format!("server.tls.cert {}", cert.display()))?;
+    if certs.is_empty() {
+        bail!("server.tls.cert {}: no certificate in it", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("server.tls.key {}", key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("server.tls: certificate and key do not fit together")?;
+    let mut config = config;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+fn upstream(config: &crate::config::UpstreamConfig) -> anyhow::Result<Upstream> {
+    let token = match (&config.token, &config.token_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!("cannot read server.upstream.token_file {}", path.display())
+            })?;
+            let t = text.lines().next().unwrap_or("").trim().to_owned();
+            if !valid_token(&t) {
+                bail!(
+                    "server.upstream.token_file {}: the first line is not a token (16 to 256 \
+                     visible ASCII characters)",
+                    path.display()
+                );
+            }
+            t
+        }
+        (None, None) => bail!("server.upstream: no token"),
+    };
+    let client = RepClient::new(&config.url, &token, config.ca_file.as_deref())
+        .context("server.upstream")?;
+    Ok(Upstream::new(
+        client,
+        config.timeout,
+        config.batch,
+        config.cache_entries,
+    ))
+}
+
+/// Runs the server until `shutdown` is cancelled.
+///
+/// # Errors
+/// Any setup failure (see the module docs); a failure of the store thread at start.
+pub async fn run(config: &ServerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut tokens = Tokens {
+        client: config.client_tokens.clone(),
+        admin: config.admin_tokens.clone(),
+    };
+    if let Some(path) = &config.tokens_file {
+        read_tokens_file(path, &mut tokens)?;
+    }
+    if tokens.client.is_empty() && tokens.admin.is_empty() {
+        bail!(
+            "no API tokens: set server.tokens_file (lines `client TOKEN` / `admin TOKEN`) or \
+             server.client_tokens / server.admin_tokens"
+        );
+    }
+    let tls = match &config.tls {
+        Some(t) => Some(tls_acceptor(&t.cert, &t.key)?),
+        None => None,
+    };
+    let upstream = match &config.upstream {
+        Some(u) => Some(Arc::new(upstream(u)?)),
+        None => None,
+    };
+    let path = config.store.clone();
+    let sample = config.sample_data;
+    let store = tokio::task::spawn_blocking(move || -> anyhow::Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the store directory {}", dir.display()))?;
+        }
+        let mut store = Store::open(&path)
+            .with_context(|| format!("cannot open the store {}", path.display()))?;
+        if sample {
+            let n = load_sample(&mut store, unix_now())?;
+            tracing::info!(entries = n, "sample data loaded");
+        }
+        Ok(store)
+    })
+    .await??;
+    let entries = store.len().unwrap_or(0);
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (server.listen)", config.listen))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        tls = tls.is_some(),
+        store = %config.store.display(),
+        entries,
+        upstream = config.upstream.as_ref().map(|u| u.url.as_str()),
+        "reputation server ready"
+    );
+    let spool_dir = config
+        .store
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or_else(|| std::path::PathBuf::from("."), Path::to_path_buf);
+    let options = ServeOptions {
+        tls,
+        upstream,
+        max_connections: config.max_connections,
+        change_log_rows: config.change_log_rows,
+        spool_dir: Some(spool_dir),
+    };
+    api::serve_with(
+        listener,
+        store,
+        tokens,
+        config.api.clone(),
+        options,
+        shutdown,
+    )
+    .await
+    .context("reputation API")?;
+    tracing::info!("reputation server stopped");
+    Ok(())
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

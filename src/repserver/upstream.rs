@@ -1,0 +1,237 @@
+//! The upstream (global) tier: another `webrep server` asked about what the local table has
+//! no entry for, with a deadline and in batches, its answers cached for their TTL.
+//!
+//! # Where it sits
+//! In the API's lookup handlers ([`super::api`]), after the local store has answered: the
+//! items that came back untested (no entry; for a host also no path entry) are looked up here.
+//! An upstream answer replaces the local untested one and is marked `"tier": "upstream"`.
+//!
+//! # What it costs
+//! A cache hit is one moka lookup. Misses of one request go out together in batches of
+//! [`Upstream::batch`] items, one round trip each, all batches concurrently; concurrent misses
+//! on one key from different requests are not coalesced (each request asks), which the cache
+//! makes rare. The cache holds at most the configured number of answers (each a small JSON
+//! value), each for the TTL the upstream gave it.
+//!
+//! # How it fails
+//! An upstream that is down, slow past the deadline, or answers garbage never fails the
+//! lookup: the items keep their local untested answer (with the untested TTL) and carry
+//! `"upstream": "unavailable"`; a warning is logged at most once a minute. Nothing is cached
+//! from a failed exchange, so the next request asks again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use serde_json::{Value, json};
+
+use super::client::{ClientError, RepClient};
+
+/// One cached upstream answer.
+#[derive(Clone, Debug)]
+struct Cached {
+    answer: Arc<Value>,
+    ttl: Duration,
+    at: Instant,
+}
+
+struct AnswerTtl;
+
+impl Expiry<String, Cached> for AnswerTtl {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Cached,
+        _now: Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// The upstream tier of a server.
+pub struct Upstream {
+    client: RepClient,
+    timeout: Duration,
+    batch: usize,
+    cache: moka::future::Cache<String, Cached>,
+    /// Unix-ish seconds (since `epoch`) of the last "upstream unavailable" warning.
+    last_warning: AtomicU64,
+    epoch: Instant,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("base", &self.client.base())
+            .field("timeout", &self.timeout)
+            .field("batch", &self.batch)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What to ask: canonical URLs and canonical hosts.
+#[derive(Debug, Default)]
+pub struct Misses {
+    /// Canonical URLs.
+    pub urls: Vec<String>,
+    /// Canonical hosts.
+    pub hosts: Vec<String>,
+}
+
+/// The upstream's answers, by canonical URL and canonical host; `None` when the upstream could
+/// not be asked (down, timeout, bad answer).
+#[derive(Debug, Default)]
+pub struct Answers {
+    /// By canonical URL.
+    pub urls: HashMap<String, Arc<Value>>,
+    /// By canonical host.
+    pub hosts: HashMap<String, Arc<Value>>,
+    /// Some items could not be answered.
+    pub unavailable: bool,
+}
+
+impl Upstream {
+    /// An upstream tier over `client`.
+    pub fn new(client: RepClient, timeout: Duration, batch: usize, cache_entries: u64) -> Upstream {
+        Upstream {
+            client,
+            timeout,
+            batch: batch.max(1),
+            cache: moka::future::Cache::builder()
+                .max_capacity(cache_entries)
+                .expire_after(AnswerTtl)
+                .build(),
+            last_warning: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Answers for the misses: from the cache, else from the upstream within the deadline.
+    /// The `ttl_secs` of a cached answer is what is left of its TTL.
+    pub async fn resolve(&self, misses: Misses) -> Answers {
+        let mut out = Answers::default();
+        let mut ask = Misses::default();
+        for url in misses.urls {
+            match self.cached(&format!("u:{url}")).await {
+                Some(v) => {
+                    out.urls.insert(url, v);
+                }
+                None => ask.urls.push(url),
+            }
+        }
+        for host in misses.hosts {
+            match self.cached(&format!("h:{host}")).await {
+                Some(v) => {
+                    out.hosts.insert(host, v);
+                }
+                None => ask.hosts.push(host),
+            }
+        }
+        if ask.urls.is_empty() && ask.hosts.is_empty() {
+            return out;
+        }
+        // Batches of at most `batch` items, asked concurrently under one deadline.
+        let mut items: Vec<(bool, String)> = ask.urls.into_iter().map(|u| (true, u)).collect();
+        items.extend(ask.hosts.into_iter().map(|h| (false, h)));
+        let requests = items.chunks(self.batch).map(|chunk| {
+            let urls: Vec<&str> = chunk.iter().filter(|i| i.0).map(|i| i.1.as_str()).collect();
+            let hosts: Vec<&str> = chunk
+                .iter()
+                .filter(|i| !i.0)
+                .map(|i| i.1.as_str())
+                .collect();
+            let body = json!({ "urls": urls, "hosts": hosts });
+            async move {
+                self.client
+                    .post_json("/v1/lookup", &body, self.timeout)
+                    .await
+            }
+        });
+        let results = futures_util::future::join_all(requests).await;
+        for result in results {
+            match result.and_then(parse_batch) {
+                Ok((urls, hosts)) => {
+                    for (url, v) in urls {
+                        self.store(format!("u:{url}"), &v).await;
+                        out.urls.insert(url, v);
+                    }
+                    for (host, v) in hosts {
+                        self.store(format!("h:{host}"), &v).await;
+                        out.hosts.insert(host, v);
+                    }
+                }
+                Err(e) => {
+                    out.unavailable = true;
+                    self.warn(&e);
+                }
+            }
+        }
+        out
+    }
+
+    async fn cached(&self, key: &str) -> Option<Arc<Value>> {
+        let c = self.cache.get(key).await?;
+        let left = c.ttl.saturating_sub(c.at.elapsed());
+        if left.is_zero() {
+            return None;
+        }
+        let mut v = (*c.answer).clone();
+        if let Value::Object(m) = &mut v {
+            m.insert("ttl_secs".into(), json!(left.as_secs().max(1)));
+            m.insert("cached".into(), json!(true));
+        }
+        Some(Arc::new(v))
+    }
+
+    async fn store(&self, key: String, v: &Arc<Value>) {
+        let ttl = v.get("ttl_secs").and_then(Value::as_u64).unwrap_or(0);
+        if ttl > 0 {
+            let c = Cached {
+                answer: v.clone(),
+                ttl: Duration::from_secs(ttl),
+                at: Instant::now(),
+            };
+            self.cache.insert(key, c).await;
+        }
+    }
+
+    fn warn(&self, e: &ClientError) {
+        let now = self.epoch.elapsed().as_secs() + 60;
+        let last = self.last_warning.load(Ordering::Relaxed);
+        if now >= last + 60
+            && self
+                .last_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(upstream = self.client.base(), error = %e,
+                "upstream reputation server unavailable; answering untested");
+        }
+    }
+}
+
+type Keyed = Vec<(String, Arc<Value>)>;
+
+/// The answers of one upstream batch, keyed by the canonical form the upstream reports.
+/// Items with an `error` are left out (they are answered untested).
+fn parse_batch(v: Value) -> Result<(Keyed, Keyed), ClientError> {
+    let bad = || ClientError::Json("upstream answer lacks `urls`/`hosts` arrays".into());
+    let list = |name: &str| v.get(name).and_then(Value::as_array).ok_or_else(bad);
+    let pick = |items: &Vec<Value>, key: &str| -> Keyed {
+        items
+            .iter()
+            .filter(|a| a.get("error").is_none() && a.get("risk").is_some())
+            .filter_map(|a| {
+                let k = a.get(key)?.as_str()?.to_owned();
+                Some((k, Arc::new(a.clone())))
+            })
+            .collect()
+    };
+    // A URL answer names its canonical form in `canonical`, a host answer too.
+    Ok((
+        pick(list("urls")?, "canonical"),
+        pick(list("hosts")?, "canonical"),
+    ))
+}
