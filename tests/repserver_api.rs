@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use webrep::repserver::api::{self, ApiConfig, Tokens};
+use webrep::repserver::api::{self, ApiConfig, ServeOptions, Tokens};
 use webrep::repserver::store::Store;
 
 const CLIENT: &str = "client-token-1";
@@ -32,6 +32,10 @@ impl Server {
     }
 
     async fn start_with(store: Store, config: ApiConfig) -> Server {
+        Server::start_opts(store, config, ServeOptions::default()).await
+    }
+
+    async fn start_opts(store: Store, config: ApiConfig, options: ServeOptions) -> Server {
         init_crypto();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -40,15 +44,17 @@ impl Server {
             client: vec![CLIENT.to_owned()],
             admin: vec![ADMIN.to_owned()],
         };
-        let task = tokio::spawn(api::serve(
+        let tls = options.tls.is_some();
+        let task = tokio::spawn(api::serve_with(
             listener,
             store,
             tokens,
             config,
+            options,
             shutdown.clone(),
         ));
         Server {
-            base: format!("http://{addr}"),
+            base: format!("{}://{addr}", if tls { "https" } else { "http" }),
             shutdown,
             task,
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
@@ -472,5 +478,390 @@ async fn entries_survive_a_restart_on_the_same_file() {
     assert_eq!(v["keys"].as_array().unwrap().len(), 6);
     let next = s.write(&json!({ "delete": ["danger.test/"] })).await;
     assert_eq!(next, seq + 1);
+    s.stop().await;
+}
+
+/// A server whose upstream tier is `upstream_base`.
+async fn with_upstream(upstream_base: &str, timeout: Duration) -> Server {
+    let client = webrep::repserver::client::RepClient::new(upstream_base, CLIENT, None).unwrap();
+    let upstream = webrep::repserver::upstream::Upstream::new(client, timeout, 2, 1000);
+    let options = ServeOptions {
+        upstream: Some(std::sync::Arc::new(upstream)),
+        ..ServeOptions::default()
+    };
+    Server::start_opts(
+        Store::open_in_memory().unwrap(),
+        ApiConfig::default(),
+        options,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn upstream_answers_what_the_local_table_lacks_and_is_cached() {
+    let global = Server::start(Store::open_in_memory().unwrap()).await;
+    global
+        .write(&json!({ "upsert": [
+            { "key": "global-bad.test/", "score": 5, "categories": ["phishing"] },
+            { "key": "http://global-path.test/x?y=1", "score": 60, "categories": ["spam"] },
+        ]}))
+        .await;
+    let local = with_upstream(&global.base, Duration::from_secs(5)).await;
+    local
+        .write(&json!({ "upsert": [
+            { "key": "local.test/", "score": 90, "categories": ["news"] },
+        ]}))
+        .await;
+
+    // A local entry is answered locally, without asking upstream.
+    let v = local.lookup("http://local.test/").await;
+    assert_eq!(
+        (v["risk"].as_str(), v["tier"].as_str()),
+        (Some("safe"), Some("local")),
+        "{v}"
+    );
+
+    // What only the global tier knows comes from there: single, and batched (several
+    // upstream batches of 2, since the batch size is 2).
+    let v = local.lookup("http://www.global-bad.test/page").await;
+    assert_eq!(v["risk"], "dangerous", "{v}");
+    assert_eq!(v["tier"], "upstream", "{v}");
+    assert_eq!(v["url"], "http://www.global-bad.test/page", "{v}");
+    assert_eq!(v["categories"], json!(["phishing"]));
+    let (status, b) = local
+        .post(
+            "/v1/lookup",
+            Some(CLIENT),
+            &json!({
+                "urls": ["http://global-path.test/x?y=1", "http://nobody.test/", "http://local.test/a"],
+                "hosts": ["global-bad.test", "elsewhere.test"],
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{b}");
+    let tiers: Vec<(&str, &str)> = b["urls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(b["hosts"].as_array().unwrap())
+        .map(|x| (x["risk"].as_str().unwrap(), x["tier"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        tiers,
+        vec![
+            ("highly_suspicious", "upstream"),
+            ("untested", "upstream"),
+            ("safe", "local"),
+            ("dangerous", "upstream"),
+            ("untested", "upstream"),
+        ],
+        "{b}"
+    );
+    // An untested upstream answer keeps the untested TTL.
+    assert_eq!(b["urls"][1]["ttl_secs"], 60, "{b}");
+
+    // The global tier goes away: answers it gave are served from the cache for their TTL.
+    global.stop().await;
+    let v = local.lookup("http://www.global-bad.test/page").await;
+    assert_eq!(
+        (v["risk"].as_str(), v["tier"].as_str()),
+        (Some("dangerous"), Some("upstream")),
+        "{v}"
+    );
+    assert_eq!(v["cached"], true, "{v}");
+    // Something never asked before is untested now, and says why.
+    let v = local.lookup("http://never-asked.test/").await;
+    assert_eq!(v["risk"], "untested", "{v}");
+    assert_eq!(v["upstream"], "unavailable", "{v}");
+    local.stop().await;
+}
+
+#[tokio::test]
+async fn an_upstream_that_is_down_or_silent_answers_untested_not_an_error() {
+    // Down: nothing listens on the port.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let local = with_upstream(&dead, Duration::from_secs(5)).await;
+    let v = local.lookup("http://unknown.test/").await;
+    assert_eq!(v["risk"], "untested", "{v}");
+    assert_eq!(v["upstream"], "unavailable", "{v}");
+    assert_eq!(v["ttl_secs"], 60, "{v}");
+    local.stop().await;
+
+    // Silent: accepts and never answers; the deadline answers untested.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_base = format!("http://{}", silent.local_addr().unwrap());
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let local = with_upstream(&silent_base, Duration::from_millis(300)).await;
+    let (status, b) = local
+        .post(
+            "/v1/lookup",
+            Some(CLIENT),
+            &json!({ "hosts": ["quiet.test"] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{b}");
+    assert_eq!(b["hosts"][0]["risk"], "untested", "{b}");
+    assert_eq!(b["hosts"][0]["upstream"], "unavailable", "{b}");
+    local.stop().await;
+    hold.abort();
+}
+
+#[tokio::test]
+async fn feeds_are_imported_over_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ApiConfig {
+        max_import_bytes: 4096,
+        ..ApiConfig::default()
+    };
+    let options = ServeOptions {
+        spool_dir: Some(dir.path().to_owned()),
+        ..ServeOptions::default()
+    };
+    let s = Server::start_opts(Store::open_in_memory().unwrap(), config, options).await;
+    let upload = |path: &str, token: &str, body: &'static str| {
+        let req = s
+            .http
+            .post(format!("{}{path}", s.base))
+            .bearer_auth(token)
+            .body(body);
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (
+                status,
+                serde_json::from_slice::<Value>(&r.bytes().await.unwrap()).unwrap(),
+            )
+        }
+    };
+    let list = "# gambling sites\ncasino.test\n\nbad line with spaces\npoker.test\n";
+    let (status, v) = upload(
+        "/v1/import?format=domains&feed=ut1&category=gambling&score=70",
+        ADMIN,
+        list,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["imported"], 2, "{v}");
+    assert_eq!(v["bad_total"], 1, "{v}");
+    assert_eq!(v["bad"][0]["line"], 4, "{v}");
+    let l = s.lookup("http://www.poker.test/").await;
+    assert_eq!(l["categories"], json!(["gambling"]), "{l}");
+    assert_eq!(l["score"], 70, "{l}");
+    assert_eq!(l["explain"]["matched"][0]["source"], "feed:ut1", "{l}");
+
+    // The wrong format writes nothing and says so.
+    let (status, v) = upload("/v1/import?format=urlhaus", ADMIN, "just text\nmore text\n").await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("not a urlhaus file"),
+        "{v}"
+    );
+    // A client token may not import; an unknown format or category is refused.
+    let (status, _) = upload("/v1/import?format=domains&category=gambling", CLIENT, list).await;
+    assert_eq!(status, 403);
+    let (status, v) = upload("/v1/import?format=csv", ADMIN, list).await;
+    assert_eq!(status, 400, "{v}");
+    let (status, v) = upload("/v1/import?format=domains&category=nope", ADMIN, list).await;
+    assert_eq!(status, 400, "{v}");
+    // Beyond max_import_bytes: 413, and the spool directory is left empty.
+    let big: &'static str = Box::leak("x.test\n".repeat(1000).into_boxed_str());
+    let (status, v) = upload("/v1/import?format=domains&category=gambling", ADMIN, big).await;
+    assert_eq!(status, 413, "{v}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "spool files left behind"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn file_hashes_and_admin_categories() {
+    let s = Server::start(Store::open_in_memory().unwrap()).await;
+    let bad = "a".repeat(64);
+    let (status, v) = s
+        .post(
+            "/v1/files",
+            Some(ADMIN),
+            &json!({ "upsert": [{ "sha256": bad.to_uppercase(), "verdict": "malicious", "name": "Emotet" }] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = s
+        .get(&format!("/v1/files?sha256={bad}"), Some(CLIENT))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["verdict"].as_str(), v["name"].as_str()),
+        (Some("malicious"), Some("Emotet"))
+    );
+    let (status, v) = s
+        .post(
+            "/v1/files/lookup",
+            Some(CLIENT),
+            &json!({ "sha256": [bad, "b".repeat(64), "xyz"] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["files"][0]["verdict"], "malicious");
+    assert_eq!(v["files"][1]["verdict"], "unknown");
+    assert!(v["files"][2]["error"].is_string(), "{v}");
+    let (status, _) = s
+        .post(
+            "/v1/files",
+            Some(CLIENT),
+            &json!({ "upsert": [{ "sha256": "c".repeat(64), "verdict": "clean" }] }),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, v) = s
+        .post(
+            "/v1/files",
+            Some(ADMIN),
+            &json!({ "upsert": [{ "sha256": "c".repeat(64), "verdict": "evil" }] }),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+
+    // An admin-defined category can be used by entries once defined.
+    let entry = json!({ "upsert": [{ "key": "intra.test/", "score": 90, "categories": ["partner-sites"] }] });
+    let (status, _) = s.post("/v1/entries", Some(ADMIN), &entry).await;
+    assert_eq!(status, 400);
+    let (status, v) = s
+        .post(
+            "/v1/categories",
+            Some(ADMIN),
+            &json!({ "define": ["partner-sites"] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["custom"], json!(["partner-sites"]));
+    s.write(&entry).await;
+    let (status, v) = s.get("/v1/categories", Some(CLIENT)).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["builtin"].as_array().unwrap().len(), 26, "{v}");
+    let (status, _) = s
+        .post(
+            "/v1/categories",
+            Some(ADMIN),
+            &json!({ "define": ["malware"] }),
+        )
+        .await;
+    assert_eq!(status, 400, "a built-in name cannot be redefined");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_api_over_tls() {
+    init_crypto();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, leaf.pem()).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+
+    // The server's own TLS setup, through the config path of `webrep server`.
+    let yaml = format!(
+        "server:\n  listen: \"127.0.0.1:0\"\n  admin_tokens: [\"{ADMIN}-long-enough\"]\n  tls: {{ cert: {cert:?}, key: {key:?} }}\n"
+    );
+    let config = webrep::config::Config::from_yaml(&yaml, "t.yaml").unwrap();
+    assert!(config.server.tls.is_some());
+    let acceptor = webrep::repserver::server::tls_acceptor_for(&config.server)
+        .unwrap()
+        .unwrap();
+    let options = ServeOptions {
+        tls: Some(acceptor),
+        ..ServeOptions::default()
+    };
+    let mut s = Server::start_opts(
+        Store::open_in_memory().unwrap(),
+        ApiConfig::default(),
+        options,
+    )
+    .await;
+    assert!(s.base.starts_with("https://"));
+    s.http = reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap()])
+        .build()
+        .unwrap();
+    s.write(&sample()).await;
+    assert_eq!(s.lookup("https://danger.test/").await["risk"], "dangerous");
+    // Our own client, trusting the CA through a CA file.
+    let client =
+        webrep::repserver::client::RepClient::new(&s.base, CLIENT, Some(&ca_file)).unwrap();
+    let v = client
+        .get(
+            "/v1/lookup?url=http%3A%2F%2Fsafe.test%2F",
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v["risk"], "safe");
+    // Without the CA the handshake fails: never a silent fallback to plain text.
+    let untrusting = webrep::repserver::client::RepClient::new(&s.base, CLIENT, None).unwrap();
+    let e = untrusting
+        .get("/healthz", Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn shipped_sample_data_covers_every_risk_level() {
+    let mut store = Store::open_in_memory().unwrap();
+    let n = webrep::repserver::server::load_sample(&mut store, 1_700_000_000).unwrap();
+    assert!(n >= 20, "{n}");
+    let s = Server::start(store).await;
+    for (url, risk, category) in [
+        ("http://malware.example/x", "dangerous", "malware"),
+        (
+            "http://suspicious-high.example/",
+            "highly_suspicious",
+            "potentially-unwanted",
+        ),
+        ("http://suspicious.example/", "suspicious", "newly-observed"),
+        ("http://safe.example/", "safe", "technology"),
+        ("http://unlisted.example/", "untested", ""),
+        (
+            "http://files.test/uploads/evil/x.exe",
+            "dangerous",
+            "malware",
+        ),
+        (
+            "http://mixed.example/checkout/pay",
+            "suspicious",
+            "phishing",
+        ),
+        ("http://www.compromised.test/", "dangerous", "news"),
+    ] {
+        let v = s.lookup(url).await;
+        assert_eq!(v["risk"], risk, "{url}: {v}");
+        let cats: Vec<&str> = v["categories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(cats.first().copied().unwrap_or(""), category, "{url}: {v}");
+    }
     s.stop().await;
 }

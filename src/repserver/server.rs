@@ -105,6 +105,20 @@ fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<tokio_rustls::TlsAcce
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
+/// The TLS acceptor of `server.tls`, if configured.
+///
+/// # Errors
+/// Unreadable or mismatched certificate and key files.
+pub fn tls_acceptor_for(
+    config: &ServerConfig,
+) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    config
+        .tls
+        .as_ref()
+        .map(|t| tls_acceptor(&t.cert, &t.key))
+        .transpose()
+}
+
 fn upstream(config: &crate::config::UpstreamConfig) -> anyhow::Result<Upstream> {
     let token = match (&config.token, &config.token_file) {
         (Some(t), _) => t.clone(),
@@ -152,10 +166,7 @@ pub async fn run(config: &ServerConfig, shutdown: CancellationToken) -> anyhow::
              server.client_tokens / server.admin_tokens"
         );
     }
-    let tls = match &config.tls {
-        Some(t) => Some(tls_acceptor(&t.cert, &t.key)?),
-        None => None,
-    };
+    let tls = tls_acceptor_for(config)?;
     let upstream = match &config.upstream {
         Some(u) => Some(Arc::new(upstream(u)?)),
         None => None,

@@ -807,6 +807,41 @@ mod tests {
     }
 
     #[test]
+    fn pruned_change_log_tells_old_followers_to_start_over() {
+        let mut s = Store::open_in_memory().unwrap();
+        for i in 0..10 {
+            s.upsert(&[entry(&format!("h{i}.test/"), 10, &[])]).unwrap();
+        }
+        assert_eq!(s.prune_changes(100).unwrap(), 0, "nothing beyond the limit");
+        assert_eq!(s.prune_changes(4).unwrap(), 6);
+        // Followers at or after the cut see exact changes...
+        let c = s.changes_since(6, 100).unwrap();
+        assert_eq!(c.keys, ["h6.test/", "h7.test/", "h8.test/", "h9.test/"]);
+        assert!(!c.truncated);
+        // ...one from before it must drop everything.
+        let c = s.changes_since(5, 100).unwrap();
+        assert!(c.truncated && c.keys.is_empty());
+        assert_eq!(c.seq, 10);
+        assert!(s.changes_since(0, 100).unwrap().truncated);
+    }
+
+    #[test]
+    fn a_version_1_store_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute("INSERT INTO changes (seq, key) VALUES (1, 'a.test/')", [])
+                .unwrap();
+            conn.execute("UPDATE meta SET seq = 1", []).unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.changes_since(0, 10).unwrap().keys, ["a.test/"]);
+    }
+
+    #[test]
     fn host_answers_in_batch() {
         let mut s = Store::open_in_memory().unwrap();
         s.upsert(&[

@@ -1,0 +1,225 @@
+//! The real `webrep server`, `webrep import` and `webrep lookup` binaries talking to each
+//! other on 127.0.0.1.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_webrep");
+const CLIENT: &str = "client-token-0123456789";
+const ADMIN: &str = "admin-token-0123456789";
+
+struct ServerProcess {
+    child: Child,
+    base: String,
+    dir: tempfile::TempDir,
+}
+
+impl ServerProcess {
+    async fn start() -> ServerProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::write(
+            &tokens,
+            format!("# test tokens\nclient {CLIENT}\nadmin {ADMIN}\n"),
+        )
+        .unwrap();
+        let cfg = dir.path().join("webrep.yaml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "server:\n  listen: \"127.0.0.1:0\"\n  store: {:?}\n  tokens_file: {:?}\n  sample_data: true\nlog:\n  level: info\n",
+                dir.path().join("state/reputation.db").display().to_string(),
+                tokens.display().to_string()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(BIN)
+            .args(["server", "--config"])
+            .arg(&cfg)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let base = loop {
+            let l = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+                .await
+                .expect("server starts")
+                .unwrap()
+                .expect("server is running");
+            if let Some(rest) = l.split("listen=").nth(1) {
+                break format!("http://{}", rest.split_whitespace().next().unwrap());
+            }
+        };
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        ServerProcess { child, base, dir }
+    }
+
+    /// Runs a client command against the server; (exit code, stdout, stderr).
+    async fn run(&self, token: &str, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("WEBREP_SERVER", &self.base)
+            .env("WEBREP_TOKEN", token)
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    async fn stop(mut self) {
+        let pid = self.child.id().unwrap();
+        let _ = Command::new("kill").arg(pid.to_string()).status().await;
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("server exits on SIGTERM")
+            .unwrap();
+        assert!(status.success(), "{status}");
+    }
+}
+
+#[tokio::test]
+async fn server_import_and_lookup_commands() {
+    let s = ServerProcess::start().await;
+
+    // The sample data is there: the explain form for one URL.
+    let (code, out, err) = s
+        .run(CLIENT, &["lookup", "http://files.test/uploads/evil/a.exe"])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("dangerous score=3 categories=malware"),
+        "{out}"
+    );
+    assert!(out.contains("matched files.test/uploads/evil/"), "{out}");
+
+    // Import a domain list with a bad line through the running server.
+    let feed = s.dir.path().join("gambling.domains");
+    std::fs::write(&feed, "roulette.test\nnot a domain\nslots.test\n").unwrap();
+    let feed = feed.to_str().unwrap();
+    let (code, _, err) = s
+        .run(
+            CLIENT,
+            &[
+                "import",
+                "--format",
+                "domains",
+                "--category",
+                "gambling",
+                feed,
+            ],
+        )
+        .await;
+    assert_eq!(code, 2, "a client token may not import: {err}");
+    let (code, out, err) = s
+        .run(
+            ADMIN,
+            &[
+                "import",
+                "--format",
+                "domains",
+                "--category",
+                "gambling",
+                "--score",
+                "85",
+                "--feed",
+                "ut1",
+                feed,
+            ],
+        )
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("2 entries imported"), "{out}");
+    assert!(
+        err.contains(":2: "),
+        "bad line reported with its number: {err}"
+    );
+
+    // Hosts in a batch, as JSON.
+    let (code, out, err) = s
+        .run(
+            CLIENT,
+            &[
+                "lookup",
+                "--host",
+                "--json",
+                "www.slots.test",
+                "unknown.test",
+            ],
+        )
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["hosts"][0]["categories"],
+        serde_json::json!(["gambling"]),
+        "{v}"
+    );
+    assert_eq!(v["hosts"][1]["risk"], "untested", "{v}");
+
+    // Wrong format: refused, exit 2, nothing written.
+    let (code, _, err) = s.run(ADMIN, &["import", "--format", "urlhaus", feed]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a urlhaus file"), "{err}");
+    // No token: a usage error.
+    let (code, _, err) = s.run("", &["lookup", "http://a.test/"]).await;
+    assert_eq!(code, 64, "{err}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn server_without_tokens_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("webrep.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "server:\n  listen: \"127.0.0.1:0\"\n  store: {:?}\n",
+            dir.path().join("r.db").display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["server", "--config"])
+        .arg(&cfg)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no API tokens"), "{err}");
+}
+
+#[tokio::test]
+async fn import_straight_into_a_store_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let feed = dir.path().join("feed.jsonl");
+    std::fs::write(&feed, "{\"key\":\"x.test/\",\"score\":5,\"categories\":[\"phishing\"]}\n{\"key\":\"y.test/\",\"score\":500}\n").unwrap();
+    let db = dir.path().join("r.db");
+    let out = Command::new(BIN)
+        .args(["import", "--format", "jsonl", "--store"])
+        .arg(&db)
+        .arg(&feed)
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("1 entries imported"), "{stdout}");
+    assert!(stderr.contains(":2: "), "{stderr}");
+    let store = webrep::repserver::store::Store::open(&db).unwrap();
+    assert_eq!(store.len().unwrap(), 1);
+}
