@@ -481,6 +481,46 @@ async fn entries_survive_a_restart_on_the_same_file() {
     s.stop().await;
 }
 
+#[tokio::test]
+async fn reader_threads_see_every_write_and_wake_followers() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ServeOptions {
+        read_threads: 3,
+        ..ServeOptions::default()
+    };
+    let s = Server::start_opts(
+        Store::open(&dir.path().join("rep.db")).unwrap(),
+        ApiConfig::default(),
+        options,
+    )
+    .await;
+    // A follower waits (on a reader thread) while writes happen.
+    let follower = {
+        let (http, base) = (s.http.clone(), s.base.clone());
+        tokio::spawn(async move {
+            let r = http
+                .get(format!("{base}/v1/changes?since=0&wait_ms=20000"))
+                .bearer_auth(CLIENT)
+                .send()
+                .await
+                .unwrap();
+            serde_json::from_slice::<Value>(&r.bytes().await.unwrap()).unwrap()
+        })
+    };
+    for i in 0..20u8 {
+        let key = format!("h{i}.test/");
+        s.write(&json!({ "upsert": [{ "key": key, "score": i, "categories": ["spam"] }] }))
+            .await;
+        // Each write is visible to the very next lookup, whichever reader answers it.
+        let v = s.lookup(&format!("http://h{i}.test/")).await;
+        assert_eq!(v["score"], i, "{v}");
+    }
+    let v = follower.await.unwrap();
+    assert!(v["seq"].as_u64().unwrap() >= 1, "{v}");
+    assert!(!v["keys"].as_array().unwrap().is_empty(), "{v}");
+    s.stop().await;
+}
+
 /// A server whose upstream tier is `upstream_base`.
 async fn with_upstream(upstream_base: &str, timeout: Duration) -> Server {
     let client = webrep::repserver::client::RepClient::new(upstream_base, CLIENT, None).unwrap();

@@ -62,6 +62,7 @@ pub struct ServerConfig {
     pub api: ApiConfig,
     pub change_log_rows: u64,
     pub max_connections: usize,
+    pub read_threads: usize,
     pub upstream: Option<UpstreamConfig>,
 }
 
@@ -423,6 +424,14 @@ fn server_config(
         api,
         change_log_rows: positive("server.change_log_rows", s.change_log_rows)?,
         max_connections: count("server.max_connections", s.max_connections)?,
+        read_threads: if s.read_threads > 64 {
+            return Err(invalid(
+                "server.read_threads",
+                format!("{} is more than 64", s.read_threads),
+            ));
+        } else {
+            s.read_threads
+        },
         upstream,
     })
 }

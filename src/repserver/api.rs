@@ -128,6 +128,10 @@ pub struct ServeOptions {
     pub change_log_rows: u64,
     /// Where feed uploads are spooled before import (beside the store is best: same disk).
     pub spool_dir: Option<std::path::PathBuf>,
+    /// Threads with their own read-only connection that answer lookups and change queries,
+    /// so that reads run in parallel with each other and with a long import. 0 (or an
+    /// in-memory store) runs everything on the one store thread.
+    pub read_threads: usize,
 }
 
 /// How often the change log is pruned.
@@ -178,6 +182,8 @@ impl From<StoreError> for ApiError {
 /// What every connection shares.
 struct Shared {
     jobs: std::sync::mpsc::SyncSender<Job>,
+    /// The reader threads' queue, when there are reader threads.
+    reads: Option<std::sync::mpsc::SyncSender<Job>>,
     seq: watch::Receiver<u64>,
     seq_tx: Arc<watch::Sender<u64>>,
     tokens: Tokens,
@@ -188,9 +194,28 @@ struct Shared {
 }
 
 impl Shared {
-    /// Runs `f` on the store thread and awaits its result.
+    /// Runs `f` on the store thread (the one writer) and awaits its result.
     async fn call<T: Send + 'static>(
         &self,
+        f: impl FnOnce(&mut Store) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        Self::run_on(&self.jobs, f).await
+    }
+
+    /// Runs a read-only `f` on a reader thread, or on the store thread when there are none.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        Self::run_on(
+            self.reads.as_ref().unwrap_or(&self.jobs),
+            move |s: &mut Store| f(s),
+        )
+        .await
+    }
+
+    async fn run_on<T: Send + 'static>(
+        queue: &std::sync::mpsc::SyncSender<Job>,
         f: impl FnOnce(&mut Store) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
         let (tx, rx) = oneshot::channel();
@@ -198,7 +223,7 @@ impl Shared {
             let _ = tx.send(f(store));
         });
         let gone = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store unavailable");
-        self.jobs.try_send(job).map_err(|e| match e {
+        queue.try_send(job).map_err(|e| match e {
             std::sync::mpsc::TrySendError::Full(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server busy, retry later")
             }
@@ -246,6 +271,41 @@ pub async fn serve_with(
     let start_seq = store.seq().map_err(std::io::Error::other)?;
     let (seq_tx, seq_rx) = watch::channel(start_seq);
     let (jobs, job_rx) = std::sync::mpsc::sync_channel::<Job>(config.max_queued_jobs.max(1));
+    let mut readers = Vec::new();
+    for _ in 0..options.read_threads {
+        match store.reader() {
+            Ok(Some(r)) => readers.push(r),
+            Ok(None) => break,
+            Err(e) => return Err(std::io::Error::other(e)),
+        }
+    }
+    let mut threads = Vec::new();
+    let reads = if readers.is_empty() {
+        None
+    } else {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(config.max_queued_jobs.max(1));
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for (i, mut reader) in readers.into_iter().enumerate() {
+            let rx = rx.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("webrep-read-{i}"))
+                    .spawn(move || {
+                        loop {
+                            let job = match rx.lock() {
+                                Ok(rx) => rx.recv(),
+                                Err(_) => return,
+                            };
+                            match job {
+                                Ok(job) => job(&mut reader),
+                                Err(_) => return,
+                            }
+                        }
+                    })?,
+            );
+        }
+        Some(tx)
+    };
     let thread = std::thread::Builder::new()
         .name("webrep-store".to_owned())
         .spawn(move || {
@@ -254,8 +314,10 @@ pub async fn serve_with(
                 job(&mut store);
             }
         })?;
+    threads.push(thread);
     let shared = Arc::new(Shared {
         jobs,
+        reads,
         seq: seq_rx,
         seq_tx: Arc::new(seq_tx),
         tokens,
@@ -315,7 +377,12 @@ pub async fn serve_with(
     tracker.close();
     tracker.wait().await;
     drop(shared);
-    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await;
     Ok(())
 }
 
@@ -444,7 +511,7 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Value, ApiErro
                 .ok_or_else(|| ApiError::bad_request("missing query parameter `sha256`"))?;
             let config = shared.config.clone();
             shared
-                .call(move |store| file_answer(store, &config, &h))
+                .read(move |store| file_answer(store, &config, &h))
                 .await?
         }
         "/v1/files" if post => {
@@ -691,7 +758,7 @@ fn answer_host(
 async fn lookup_one(shared: &Shared, url: String) -> Result<Value, ApiError> {
     let config = shared.config.clone();
     let answer = shared
-        .call(move |store| answer_url(store, &config, &url, now()))
+        .read(move |store| answer_url(store, &config, &url, now()))
         .await??;
     let mut urls = vec![answer];
     consult_upstream(shared, &mut urls, &mut []).await;
@@ -782,7 +849,7 @@ async fn lookup_batch(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
     }
     let config = shared.config.clone();
     let answers = shared
-        .call(move |store| -> Result<(Vec<Value>, Vec<Value>), ApiError> {
+        .read(move |store| -> Result<(Vec<Value>, Vec<Value>), ApiError> {
             let now = now();
             let mut urls = Vec::with_capacity(req.urls.len());
             for u in &req.urls {
@@ -899,7 +966,7 @@ async fn changes(shared: &Shared, query: Option<&str>) -> Result<Value, ApiError
         let current = *rx.borrow_and_update();
         if current > since || tokio::time::Instant::now() >= deadline {
             let c = shared
-                .call(move |store| store.changes_since(since, limit))
+                .read(move |store| store.changes_since(since, limit))
                 .await??;
             return Ok(json!({ "seq": c.seq, "keys": c.keys, "truncated": c.truncated }));
         }
@@ -1067,7 +1134,7 @@ async fn lookup_files(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
     check_batch(shared, req.sha256.len())?;
     let config = shared.config.clone();
     shared
-        .call(move |store| -> Result<Value, ApiError> {
+        .read(move |store| -> Result<Value, ApiError> {
             let mut files = Vec::with_capacity(req.sha256.len());
             for h in &req.sha256 {
                 files.push(match file_answer(store, &config, h) {

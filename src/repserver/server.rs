@@ -210,6 +210,7 @@ pub async fn run(config: &ServerConfig, shutdown: CancellationToken) -> anyhow::
         max_connections: config.max_connections,
         change_log_rows: config.change_log_rows,
         spool_dir: Some(spool_dir),
+        read_threads: config.read_threads,
     };
     api::serve_with(
         listener,

@@ -134,6 +134,28 @@ impl Store {
         Store::init(conn)
     }
 
+    /// A second, read-only connection to the same file, for a reader thread: with WAL it
+    /// reads while this one writes, and sees each write transaction whole or not at all.
+    /// `None` for an in-memory store. Its [`taxonomy`](Self::taxonomy) is the one of the
+    /// moment it was opened (readers do not need categories defined later).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn reader(&self) -> Result<Option<Store>, StoreError> {
+        let Some(path) = self.conn.path().filter(|p| !p.is_empty()) else {
+            return Ok(None);
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Some(Store {
+            conn,
+            taxonomy: self.taxonomy.clone(),
+        }))
+    }
+
     /// A store that lives in memory only (tests, the embedded sample table).
     ///
     /// # Errors
