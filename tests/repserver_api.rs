@@ -521,6 +521,61 @@ async fn reader_threads_see_every_write_and_wake_followers() {
     s.stop().await;
 }
 
+#[tokio::test]
+async fn change_stream_as_server_sent_events() {
+    let s = Server::start(Store::open_in_memory().unwrap()).await;
+    let first = s.write(&sample()).await;
+    let resp = s
+        .http
+        .get(format!("{}/v1/changes/stream?since={first}", s.base))
+        .bearer_auth(CLIENT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.bytes_stream();
+    use futures_util::StreamExt as _;
+    let mut next_event = async || -> String {
+        let mut text = String::new();
+        while !text.ends_with("\n\n") {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+                .await
+                .expect("an event within 10 s")
+                .expect("stream open")
+                .unwrap();
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        text
+    };
+    assert!(next_event().await.starts_with(": open"));
+    let seq = s
+        .write(&json!({ "upsert": [{ "key": "new.test/", "score": 1 }], "delete": ["safe.test/"] }))
+        .await;
+    let event = next_event().await;
+    assert!(
+        event.starts_with(&format!("id: {seq}\nevent: changes\ndata: ")),
+        "{event}"
+    );
+    let data: Value = serde_json::from_str(
+        event
+            .lines()
+            .nth(2)
+            .unwrap()
+            .strip_prefix("data: ")
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(data["keys"], json!(["new.test/", "safe.test/"]), "{data}");
+    // A client token is needed; a stream ahead of the store is told to start over.
+    let (status, _) = s.get("/v1/changes/stream", None).await;
+    assert_eq!(status, 401);
+    let (_, v) = s.get("/v1/changes?since=999", Some(CLIENT)).await;
+    assert_eq!(v["truncated"], true, "{v}");
+    // Shutdown ends the open stream instead of waiting for it.
+    s.stop().await;
+}
+
 /// A server whose upstream tier is `upstream_base`.
 async fn with_upstream(upstream_base: &str, timeout: Duration) -> Server {
     let client = webrep::repserver::client::RepClient::new(upstream_base, CLIENT, None).unwrap();

@@ -141,7 +141,7 @@ pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 /// disconnected.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-type Body = Full<Bytes>;
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 type Job = Box<dyn FnOnce(&mut Store) + Send>;
 
 /// An error answer: status and message.
@@ -430,22 +430,124 @@ async fn prune_loop(shared: Arc<Shared>, keep: u64) {
     }
 }
 
-async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    if req.uri().path() == "/v1/changes/stream" {
+        return match change_stream(shared, &req) {
+            Ok(r) => r,
+            Err(e) => error_response(&e),
+        };
+    }
     match route(shared, req).await {
         Ok(v) => json_response(StatusCode::OK, &v),
-        Err(e) => {
-            let mut r = json_response(e.status, &json!({ "error": e.message }));
-            if let Some(allow) = e.allow {
-                r.headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static(allow));
-            }
-            r
-        }
+        Err(e) => error_response(&e),
     }
 }
 
+fn error_response(e: &ApiError) -> Response<Body> {
+    let mut r = json_response(e.status, &json!({ "error": e.message }));
+    if let Some(allow) = e.allow {
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    r
+}
+
+/// A comment line sent on an idle event stream so that proxies and clients see it alive.
+const SSE_KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// `GET /v1/changes/stream?since=N`: the change stream as server-sent events. Each event is
+/// `id: SEQ`, `event: changes`, `data: {"seq":..,"keys":[..],"truncated":..}` (the same JSON
+/// as `/v1/changes`), sent as soon as a write commits; a `: keep-alive` comment every 15 s
+/// when idle. A client that reconnects passes the last `id` as `since` (or `Last-Event-ID`).
+/// The stream ends when the server shuts down.
+fn change_stream(
+    shared: &Arc<Shared>,
+    req: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    if req.method() != Method::GET {
+        return Err(ApiError {
+            allow: Some("GET"),
+            ..ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed; allowed: GET",
+            )
+        });
+    }
+    authorize(shared, req, Role::Client)?;
+    let last_event = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let since = match query_param(req.uri().query(), "since")?.or(last_event) {
+        None => *shared.seq.borrow(),
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| ApiError::bad_request("`since` is not a number"))?,
+    };
+    struct State {
+        shared: Arc<Shared>,
+        rx: watch::Receiver<u64>,
+        since: u64,
+        first: bool,
+    }
+    let state = State {
+        rx: shared.seq.clone(),
+        shared: shared.clone(),
+        since,
+        first: true,
+    };
+    let stream = futures_util::stream::unfold(state, |mut st| async move {
+        loop {
+            let current = *st.rx.borrow_and_update();
+            if current > st.since || (st.first && current < st.since) {
+                st.first = false;
+                let (since, limit) = (st.since, st.shared.config.max_change_keys);
+                let c = match st
+                    .shared
+                    .read(move |store| store.changes_since(since, limit))
+                    .await
+                {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "change stream: store failed");
+                        return None;
+                    }
+                    Err(_) => return None,
+                };
+                st.since = c.seq;
+                let data = json!({ "seq": c.seq, "keys": c.keys, "truncated": c.truncated });
+                let event = format!("id: {}\nevent: changes\ndata: {data}\n\n", c.seq);
+                return Some((Ok(http_body::Frame::data(Bytes::from(event))), st));
+            }
+            if st.first {
+                st.first = false;
+                // Tell the client at once that the stream is open and where it stands.
+                let event = format!(": open, seq {current}\n\n");
+                return Some((Ok(http_body::Frame::data(Bytes::from(event))), st));
+            }
+            tokio::select! {
+                r = st.rx.changed() => if r.is_err() { return None },
+                () = tokio::time::sleep(SSE_KEEPALIVE) => {
+                    return Some((Ok(http_body::Frame::data(Bytes::from_static(b": keep-alive\n\n"))), st));
+                }
+                () = st.shared.shutdown.cancelled() => return None,
+            }
+        }
+    });
+    let mut r = Response::new(http_body_util::StreamBody::new(stream).boxed());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}
+
 fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed());
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -512,7 +512,9 @@ impl Store {
                 .query_row("SELECT pruned_through FROM meta WHERE id = 1", [], |r| {
                     r.get(0)
                 })?;
-        if i64::try_from(since).unwrap_or(i64::MAX) < pruned {
+        // Before the pruned point, or ahead of this store (it was replaced or restored from
+        // an older copy): the follower cannot catch up key by key.
+        if i64::try_from(since).unwrap_or(i64::MAX) < pruned || since > seq {
             return Ok(Changes {
                 seq,
                 keys: Vec::new(),
