@@ -1,46 +1,52 @@
-//! The reputation server's HTTP/1.1 JSON API over one [`Store`] (DESIGN.md §4).
+//! The reputation server's HTTP/1.1 JSON API over one [`Store`] (DESIGN.md §4); the full
+//! reference with every path is `docs/repserver.md`.
 //!
 //! # What it does
-//! [`serve`] accepts connections on a listener until a shutdown token is cancelled and
-//! answers:
+//! [`serve_with`] accepts connections (plain or TLS) on a listener until a shutdown token is
+//! cancelled and answers:
 //! - `GET /healthz`: liveness, no token needed;
-//! - `GET /v1/lookup?url=U`: the combined verdict for one URL, with `ttl_secs` and an
-//!   `explain` part (every matching entry with its score and categories);
-//! - `POST /v1/lookup` with `{"urls": [...], "hosts": [...]}`: one answer per item, at most
-//!   [`ApiConfig::max_batch`] items; an item that is not a URL or host gets its own `error`;
-//!   a host answer carries the path-level entries under it (bounded, with `truncated`);
-//! - `POST /v1/entries` (admin) with `{"upsert": [entry...], "delete": [key...]}`: one
-//!   transaction; answers the new sequence number;
-//! - `GET /v1/changes?since=N&wait_ms=M`: a long-poll on the change sequence; answers as soon
-//!   as something newer than `N` exists, or empty after at most [`ApiConfig::max_wait_ms`].
+//! - lookups: `GET /v1/lookup?url=U` (the combined verdict for one URL, with `ttl_secs` and an
+//!   `explain` part) and `POST /v1/lookup` with `{"urls": [...], "hosts": [...]}` (one answer
+//!   per item, at most [`ApiConfig::max_batch`]; a host answer carries the path-level entries
+//!   under it, bounded, with `truncated`); items with no local entry go to the upstream tier
+//!   when there is one ([`super::upstream`]);
+//! - admin writes: `POST /v1/entries` (`upsert` / `delete` in one transaction),
+//!   `POST /v1/import` (a feed file, spooled to disk then imported in one transaction),
+//!   `POST /v1/files`, `POST /v1/categories`;
+//! - file hashes: `GET /v1/files?sha256=H`, `POST /v1/files/lookup`; `GET /v1/categories`;
+//! - the change stream: `GET /v1/changes?since=N&wait_ms=M` (long-poll) and
+//!   `GET /v1/changes/stream?since=N` (server-sent events).
 //!
 //! Bearer tokens ([`Tokens`]): client tokens may look up and follow changes, admin tokens may
 //! also write. Errors are JSON `{"error": "..."}`: 401 without a token, 403 for an unknown or
-//! insufficient one, 400 for malformed input, 413 for a body over [`ApiConfig::max_body`],
-//! 404 / 405 for unknown paths and methods, 503 when the store thread is gone or its queue is
-//! full, 500 for a store failure.
+//! insufficient one, 400 for malformed input, 413 for a body over [`ApiConfig::max_body`]
+//! (imports: [`ApiConfig::max_import_bytes`]), 404 / 405 for unknown paths and methods, 503
+//! when the store threads are gone or their queue is full, 500 for a store failure.
 //!
 //! # Where it sits
-//! Between `webrep server` (not wired yet) and [`super::store`]. The store is synchronous, so
-//! it lives on one dedicated thread that runs jobs sent to it one at a time; async handlers
-//! await a oneshot reply and never block a tokio worker. Writes publish the new sequence on a
-//! `tokio::sync::watch` channel, which wakes the long-polls.
+//! Between `webrep server` ([`super::server`]) and [`super::store`]. The store is synchronous:
+//! one writer thread owns the store and runs writes, imports and pruning in order; reader
+//! threads ([`ServeOptions::read_threads`]) each own a read-only connection to the same file
+//! and answer lookups and change queries (an in-memory store runs everything on the writer).
+//! Async handlers await a oneshot reply and never block a tokio worker. Writes publish the
+//! new sequence on a `tokio::sync::watch` channel, which wakes long-polls and event streams.
 //!
 //! # What it costs
-//! Per request: one job on the store thread (its cost is the store's, see
-//! [`super::store`]), one JSON encode, at most [`ApiConfig::max_body`] bytes buffered. The
-//! store thread serializes all store work: lookups do not run in parallel with each other or
-//! with writes; at most [`ApiConfig::max_queued_jobs`] wait for it, beyond that a request is
-//! a 503 (load shedding rather than an unbounded queue). Connections are not limited in
-//! number; one that sends no complete request head within 30 s is closed. A waiting
-//! follower holds a connection and a watch receiver, no thread. No figures measured yet.
+//! Per request: one job on a store thread (its cost is the store's, see [`super::store`]), one
+//! JSON encode, at most [`ApiConfig::max_body`] bytes buffered (an import upload goes to a
+//! temporary file, not memory). At most [`ApiConfig::max_queued_jobs`] jobs wait per queue;
+//! beyond that a request is a 503 (load shedding rather than an unbounded queue). At most
+//! [`ServeOptions::max_connections`] connections; one that sends no complete request head (or
+//! TLS handshake) within 30 s is closed. A waiting follower holds a connection and a watch
+//! receiver, no thread.
 //!
 //! # How it fails
 //! Nothing here panics on input: bad JSON, bad URLs, bad keys, unknown categories and scores
 //! over 100 are 400s naming the problem; a bad item in a batch lookup is an error for that
-//! item only; a bad item in a write refuses the whole write (nothing is written). On shutdown
-//! the listener closes, pending long-polls answer empty, connections drain, then the store
-//! thread is joined so the file is closed when [`serve`] returns.
+//! item only; a bad item in a write refuses the whole write (nothing is written). An upstream
+//! that fails leaves items untested, never an error. On shutdown the listener closes, pending
+//! long-polls answer empty, event streams end, connections drain, then the store threads are
+//! joined so the file is closed when [`serve_with`] returns.
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! The reputation server (issue 4): the reputation model, its durable table, feed import and
-//! the HTTP API over them. No CLI yet.
+//! the HTTP API over them, and the commands that run and use it.
 //!
 //! # What it does
 //! - [`model`] (pure, no I/O, no clock): scores 0..=100 and their risk bands (Dangerous 0-50,
@@ -16,16 +16,21 @@
 //! - [`import`]: streaming parsers for URLhaus CSV, UT1/Shallalist domain lists, hosts files
 //!   and webrep JSON-lines, writing a whole file in one transaction.
 //! - [`api`]: the HTTP/1.1 JSON API (DESIGN.md §4) as a library function,
-//!   [`api::serve`]: bearer-token auth (client / admin), single and batch lookups with TTLs
-//!   and an explain form, per-host answers with bounded path entries, admin batch writes, a
-//!   long-poll change stream woken by a watch of the sequence, and `/healthz`.
+//!   [`api::serve_with`]: bearer-token auth (client / admin), single and batch lookups with
+//!   TTLs and an explain form, per-host answers with bounded path entries, admin batch
+//!   writes, feed imports, file hashes and categories, a change stream as long-poll and as
+//!   server-sent events, optional TLS, and `/healthz`. `docs/repserver.md` is its reference.
+//! - [`upstream`]: the global tier, another server asked about items with no local entry,
+//!   its answers cached for their TTL; [`client`]: the API client it (and the CLI) use.
+//! - [`server`]: `webrep server` (config, tokens, store, TLS, upstream, sample data);
+//!   [`commands`]: `webrep import` and `webrep lookup`.
 //!
 //! # Where it sits
-//! Behind [`api::serve`], which owns one [`store::Store`] on a dedicated thread, answers
-//! per-host and per-URL lookups from it and feeds admin writes into it (the `webrep server`
-//! subcommand that starts it is not wired yet). The proxy never opens the store; it talks to
-//! the server. The model and store take the time as a parameter (`now`, unix seconds) so
-//! expiry is testable; only the API reads the clock.
+//! `webrep server` ([`server::run`]) owns one [`store::Store`] behind [`api::serve_with`]: a
+//! writer thread runs writes and imports in order, reader threads with read-only connections
+//! answer lookups and change queries. Proxies never open the store; they talk to the server
+//! (issue 6). The model and store take the time as a parameter (`now`, unix seconds) so expiry
+//! is testable; only the API reads the clock.
 //!
 //! # What it costs
 //! A URL lookup is at most [`crate::canon::MAX_EXPRESSIONS`] (30) primary-key probes through
@@ -34,9 +39,8 @@
 //! and its (at most four) parent domains, bounded by the caller's path limit. Imports read one
 //! line at a time (each at most [`import::ImportOptions::max_line_bytes`], default 64 KiB) and
 //! keep at most [`import::ImportOptions::max_bad_lines`] bad-line reports; SQLite holds the
-//! uncommitted import in its WAL file on disk, not in memory. The change log grows by one
-//! row per key written and is never pruned yet. No figures measured yet (the 1,000,000-entry
-//! bench of issue 4 is not written).
+//! uncommitted import in its WAL file on disk, not in memory. The change log grows by one row
+//! per key written and is pruned to `server.change_log_rows` every minute.
 //!
 //! # How it fails
 //! Nothing here panics on bad input. Keys that are not URLs, scores above 100, unknown or
@@ -48,14 +52,10 @@
 //! writes nothing. A store file written by a newer schema is refused at open; a damaged row is
 //! a [`store::StoreError::Corrupt`] for the lookup that reads it.
 //!
-//! # Not yet built
-//! - TLS on the API, SSE for the change stream (long-poll only), change-log pruning;
-//! - API endpoints for file-hash lookups and writes, admin-defined categories and feed
-//!   imports (the store and [`import`] have them; the API does not expose them yet);
-//! - the upstream tier (asking another server about keys without an entry, with caching);
-//! - the CLI (`webrep server`, `webrep import`, `webrep lookup`), configuration section and
-//!   shipped sample data;
-//! - the 1,000,000-entry throughput / RSS bench.
+//! # Not built
+//! - Concurrent upstream misses on one key from different requests are not coalesced (the
+//!   cache makes them rare); the upstream's change stream is not followed (TTL only).
+//! - The API has no per-client rate limit beyond `max_connections` and the job queue bound.
 
 pub mod api;
 pub mod client;

@@ -8,7 +8,7 @@
 //!
 //! # What it costs
 //! A cache hit is one moka lookup. Misses of one request go out together in batches of
-//! [`Upstream::batch`] items, one round trip each, all batches concurrently; concurrent misses
+//! `server.upstream.batch` items, one round trip each, all batches concurrently; concurrent misses
 //! on one key from different requests are not coalesced (each request asks), which the cache
 //! makes rare. The cache holds at most the configured number of answers (each a small JSON
 //! value), each for the TTL the upstream gave it.
