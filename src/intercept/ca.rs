@@ -1,0 +1,350 @@
+//! The local interception CA: created once by `webrep ca init`, loaded by the proxy, shown to
+//! users with instructions for trusting it.
+//!
+//! # Files
+//! `DIR/ca.pem` (the certificate, public) and `DIR/ca-key.pem` (the private key, created with
+//! mode 0600). [`init`] never overwrites an existing CA unless asked to (`--force`), because
+//! every browser that trusts the old one would then see errors.
+//!
+//! # What it costs
+//! Creating a CA is one ECDSA P-256 key generation and one signature (well under a
+//! millisecond); loading parses two PEM files. Both happen off the request path (at start).
+//!
+//! # How it fails
+//! A missing, unreadable, unparsable or mismatched CA is a [`CaError`] naming the file and what
+//! is wrong; a key file readable by group or others is refused (it could sign certificates
+//! for any site).
+
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, GeneralSubtree, IsCa, Issuer,
+    KeyPair, KeyUsagePurpose, NameConstraints,
+};
+use rustls_pki_types::CertificateDer;
+use sha2::{Digest as _, Sha256};
+
+/// File name of the CA certificate inside the CA directory.
+pub const CERT_FILE: &str = "ca.pem";
+/// File name of the CA private key inside the CA directory.
+pub const KEY_FILE: &str = "ca-key.pem";
+/// Validity of a new CA, in days (5 years).
+pub const CA_VALIDITY_DAYS: i64 = 5 * 365 + 1;
+
+/// Why the CA could not be created or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    /// A CA already exists and `force` was not given.
+    #[error(
+        "a CA already exists in {0} (browsers may trust it); use --force to replace it, or \
+         `webrep ca show` to see it"
+    )]
+    Exists(PathBuf),
+    /// There is no CA.
+    #[error("no interception CA in {dir}: run `webrep ca init --dir {dir}` first")]
+    Missing {
+        /// The directory.
+        dir: String,
+    },
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The key file is readable by others.
+    #[error("{0}: the CA key is readable by group or others (mode {1:o}); chmod 600 it")]
+    KeyPermissions(PathBuf, u32),
+    /// A file does not hold what it should.
+    #[error("{path}: {what}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// rcgen refused (a bad name constraint, ...).
+    #[error("certificate generation: {0}")]
+    Generate(#[from] rcgen::Error),
+}
+
+/// A loaded CA: what the minter signs with and what users are shown.
+pub struct Ca {
+    /// Signs leaf certificates.
+    pub issuer: Issuer<'static, KeyPair>,
+    /// The certificate, DER (sent after each leaf in the chain).
+    pub cert_der: CertificateDer<'static>,
+    /// The certificate, PEM (served on the proxy's `/ca.pem`).
+    pub cert_pem: String,
+    /// Where it was loaded from.
+    pub dir: PathBuf,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca")
+            .field("dir", &self.dir)
+            .field("fingerprint", &self.fingerprint())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ca {
+    /// SHA-256 fingerprint of the certificate, as colon-separated upper-case hex (the form
+    /// browsers show).
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.cert_der)
+    }
+}
+
+/// SHA-256 of a DER certificate as `AB:CD:...`.
+pub fn fingerprint(der: &[u8]) -> String {
+    Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// What [`init`] creates.
+#[derive(Debug, Clone, Default)]
+pub struct InitOptions {
+    /// Replace an existing CA.
+    pub force: bool,
+    /// Restrict the CA to these DNS subtrees (RFC 5280 name constraints), e.g. `corp.example`;
+    /// empty: unconstrained (it can intercept any site, which is the usual setup).
+    pub permitted_dns: Vec<String>,
+    /// The CA's common name; default "webrep interception CA".
+    pub common_name: Option<String>,
+}
+
+/// Creates a CA in `dir` (created if missing): `ca.pem` and `ca-key.pem` (mode 0600).
+///
+/// # Errors
+/// [`CaError::Exists`] when a CA is there and `force` is false; I/O and generation errors.
+pub fn init(dir: &Path, opts: &InitOptions) -> Result<Ca, CaError> {
+    let cert_path = dir.join(CERT_FILE);
+    let key_path = dir.join(KEY_FILE);
+    if !opts.force && (cert_path.exists() || key_path.exists()) {
+        return Err(CaError::Exists(dir.to_owned()));
+    }
+    std::fs::create_dir_all(dir).map_err(|source| CaError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let cn = opts
+        .common_name
+        .clone()
+        .unwrap_or_else(|| "webrep interception CA".to_owned());
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.distinguished_name
+        .push(DnType::OrganizationName, "webrep");
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::days(1);
+    p.not_after = now + time::Duration::days(CA_VALIDITY_DAYS);
+    p.serial_number = Some(super::mint::random_serial());
+    if !opts.permitted_dns.is_empty() {
+        p.name_constraints = Some(NameConstraints {
+            permitted_subtrees: opts
+                .permitted_dns
+                .iter()
+                .map(|d| GeneralSubtree::DnsName(d.clone()))
+                .collect(),
+            excluded_subtrees: Vec::new(),
+        });
+    }
+    let key = KeyPair::generate()?;
+    let key_pem = key.serialize_pem();
+    let ca = CertifiedIssuer::self_signed(p, key)?;
+    let cert_pem = ca.pem();
+    // The key first, with its mode from the start (never briefly world-readable); a forced
+    // replacement removes the old files first so that `create_new` holds.
+    if opts.force {
+        for path in [&key_path, &cert_path] {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(CaError::Io {
+                        path: path.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+    write_new(&key_path, key_pem.as_bytes(), 0o600)?;
+    write_new(&cert_path, cert_pem.as_bytes(), 0o644)?;
+    load(dir)
+}
+
+fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), CaError> {
+    let io = |source| CaError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io)?;
+    f.write_all(data).map_err(io)?;
+    f.sync_all().map_err(io)
+}
+
+/// Loads the CA of `dir`.
+///
+/// # Errors
+/// [`CaError::Missing`] when neither file exists; [`CaError::Io`], [`CaError::KeyPermissions`],
+/// [`CaError::Invalid`] otherwise.
+pub fn load(dir: &Path) -> Result<Ca, CaError> {
+    let cert_path = dir.join(CERT_FILE);
+    let key_path = dir.join(KEY_FILE);
+    if !cert_path.exists() && !key_path.exists() {
+        return Err(CaError::Missing {
+            dir: dir.display().to_string(),
+        });
+    }
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).map_err(|source| CaError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let meta = std::fs::metadata(&key_path).map_err(|source| CaError::Io {
+        path: key_path.clone(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(CaError::KeyPermissions(key_path, mode));
+    }
+    let cert_pem = read(&cert_path)?;
+    let key_pem = read(&key_path)?;
+    let invalid = |path: &Path, what: String| CaError::Invalid {
+        path: path.to_owned(),
+        what,
+    };
+    let key = KeyPair::from_pem(&key_pem)
+        .map_err(|e| invalid(&key_path, format!("not a private key: {e}")))?;
+    let der = rustls_pki_types::pem::PemObject::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|e| invalid(&cert_path, format!("not a PEM certificate: {e}")))?;
+    let der: CertificateDer<'static> = der;
+    let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)
+        .map_err(|e| invalid(&cert_path, format!("not a usable CA certificate: {e}")))?;
+    // The key must be the certificate's: compare the public keys.
+    let (_, parsed) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| invalid(&cert_path, format!("unparsable certificate: {e}")))?;
+    if parsed.public_key().subject_public_key.data.as_ref() != issuer.key().public_key_raw() {
+        return Err(invalid(
+            &key_path,
+            format!("this key does not belong to {}", cert_path.display()),
+        ));
+    }
+    if !parsed.is_ca() {
+        return Err(invalid(&cert_path, "not a CA certificate".into()));
+    }
+    Ok(Ca {
+        issuer,
+        cert_der: der,
+        cert_pem,
+        dir: dir.to_owned(),
+    })
+}
+
+/// Human instructions for trusting the CA, per platform (for `webrep ca show` and the
+/// proxy's `/ca` page). `pem_path` is where the user finds the certificate file.
+pub fn trust_instructions(pem_path: &str) -> String {
+    format!(
+        "Firefox: Settings > Privacy & Security > Certificates > View Certificates > Authorities > \
+         Import {pem_path}, tick \"Trust this CA to identify websites\".\n\
+         Chromium / Chrome on Linux (NSS): certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n webrep -i {pem_path}\n\
+         Debian / Ubuntu system store: sudo cp {pem_path} /usr/local/share/ca-certificates/webrep.crt && sudo update-ca-certificates\n\
+         Windows: certutil -addstore -f Root {pem_path}  (or double-click it > Install Certificate > Local Machine > Trusted Root Certification Authorities)\n\
+         macOS: sudo security add-trusted-cert -d -r trustRoot -k /Library/Keychains/System.keychain {pem_path}\n\
+         Check the fingerprint shown with it before trusting it.\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_writes_a_private_key_and_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = init(dir.path(), &InitOptions::default()).unwrap();
+        let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let fp = ca.fingerprint();
+        assert_eq!(fp.len(), 32 * 3 - 1);
+        assert!(matches!(
+            init(dir.path(), &InitOptions::default()),
+            Err(CaError::Exists(_))
+        ));
+        assert_eq!(
+            load(dir.path()).unwrap().fingerprint(),
+            fp,
+            "still the same CA"
+        );
+        let forced = InitOptions {
+            force: true,
+            ..InitOptions::default()
+        };
+        assert_ne!(init(dir.path(), &forced).unwrap().fingerprint(), fp);
+    }
+
+    #[test]
+    fn load_explains_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("webrep ca init"), "{err}");
+        init(dir.path(), &InitOptions::default()).unwrap();
+        let key = dir.path().join(KEY_FILE);
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // A key of another CA.
+        let other = tempfile::tempdir().unwrap();
+        init(other.path(), &InitOptions::default()).unwrap();
+        std::fs::remove_file(&key).unwrap();
+        std::fs::copy(other.path().join(KEY_FILE), &key).unwrap();
+        let err = load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("does not belong"), "{err}");
+        // Garbage.
+        std::fs::write(dir.path().join(CERT_FILE), "not pem").unwrap();
+        assert!(load(dir.path()).is_err());
+        std::fs::remove_file(dir.path().join(CERT_FILE)).unwrap();
+        let err = load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("ca.pem"), "{err}");
+    }
+
+    #[test]
+    fn name_constraints_are_optional() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = InitOptions {
+            permitted_dns: vec!["corp.example".into()],
+            ..InitOptions::default()
+        };
+        let ca = init(dir.path(), &opts).unwrap();
+        let (_, c) = x509_parser::parse_x509_certificate(&ca.cert_der).unwrap();
+        let nc = c.name_constraints().unwrap().unwrap().value;
+        assert_eq!(nc.permitted_subtrees.as_ref().unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,306 @@
+//! Leaf certificates minted on demand for intercepted hosts, cached per host.
+//!
+//! # What it does
+//! [`Minter::server_config`] returns a rustls `ServerConfig` presenting a leaf certificate for
+//! one host (a DNS name, or an IP literal as an IP SAN), signed by the local CA with its own
+//! fresh ECDSA P-256 key (never the CA key), a random 128-bit serial, `serverAuth` only,
+//! back-dated by [`BACKDATE`] against client clock skew and valid for the configured
+//! lifetime; ALPN `h2` and `http/1.1`. Configs are cached in moka by host: concurrent
+//! handshakes for one host mint once (moka coalesces the initialisation), and an entry lives
+//! for half the leaf's lifetime so that no cached leaf is ever close to expiry.
+//!
+//! # Where it sits
+//! In the CONNECT path, between the ClientHello (read with `LazyConfigAcceptor`) and the TLS
+//! handshake with the client.
+//!
+//! # What it costs
+//! A cache hit is one moka lookup. A mint is one key generation and one signature, about
+//! 100-200 µs of CPU (see `cargo bench --bench intercept`). Memory: one `ServerConfig` with
+//! its chain and key per cached host, a few KiB each, at most the configured entry count.
+//!
+//! # How it fails
+//! A host that cannot be a certificate name (empty, over 253 bytes, not a DNS name or IP) is
+//! a [`MintError`]; the caller refuses the connection. Failures are not cached.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::RngCore as _;
+use rcgen::{
+    CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, SanType,
+    SerialNumber,
+};
+use rustls::ServerConfig;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use super::ca::Ca;
+
+/// How far back a leaf's `notBefore` is set, against clients whose clocks run slow.
+pub const BACKDATE: Duration = Duration::from_secs(3600);
+
+/// Why a leaf could not be minted.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MintError {
+    /// The name cannot go into a certificate.
+    #[error("{0:?} is not a host name a certificate can carry")]
+    BadName(String),
+    /// rcgen or rustls refused.
+    #[error("minting a certificate for {host}: {reason}")]
+    Failed {
+        /// The host.
+        host: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A random positive 128-bit serial number (RFC 5280: positive, at most 20 octets).
+pub fn random_serial() -> SerialNumber {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes[0] &= 0x7f;
+    bytes[0] |= 0x01; // never a shorter encoding: keeps the length constant
+    SerialNumber::from_slice(&bytes)
+}
+
+/// Mints and caches leaf certificates.
+pub struct Minter {
+    ca: Arc<Ca>,
+    lifetime: Duration,
+    cache: moka::future::Cache<String, Arc<ServerConfig>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl std::fmt::Debug for Minter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Minter")
+            .field("ca", &self.ca)
+            .field("lifetime", &self.lifetime)
+            .field("cached", &self.cache.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Minter {
+    /// A minter signing with `ca`, leaves valid for `lifetime`, at most `cache_entries` kept.
+    pub fn new(ca: Arc<Ca>, lifetime: Duration, cache_entries: u64) -> Minter {
+        Minter {
+            ca,
+            lifetime,
+            cache: moka::future::Cache::builder()
+                .max_capacity(cache_entries)
+                .time_to_live(lifetime / 2)
+                .build(),
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+        }
+    }
+
+    /// The CA.
+    pub fn ca(&self) -> &Arc<Ca> {
+        &self.ca
+    }
+
+    /// The cached server config for `host` (lower-case DNS name or IP literal, IPv6 without
+    /// brackets), minting it on a miss; concurrent callers for one host share one mint.
+    ///
+    /// # Errors
+    /// [`MintError`].
+    pub async fn server_config(&self, host: &str) -> Result<Arc<ServerConfig>, MintError> {
+        let host = normalize(host)?;
+        self.cache
+            .try_get_with(host.clone(), async { self.mint(&host).map(Arc::new) })
+            .await
+            .map_err(|e: Arc<MintError>| (*e).clone())
+    }
+
+    /// Mints without the cache (the cold path; also used by the bench). The host is
+    /// normalized as by [`server_config`](Self::server_config).
+    ///
+    /// # Errors
+    /// [`MintError`].
+    pub fn mint(&self, host: &str) -> Result<ServerConfig, MintError> {
+        let (chain, key) = self.mint_leaf(host)?;
+        let mut config = ServerConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+            .map_err(|e| MintError::Failed {
+                host: host.to_owned(),
+                reason: e.to_string(),
+            })?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
+    }
+
+    /// Mints the leaf: the chain (leaf, CA) and the leaf's private key.
+    ///
+    /// # Errors
+    /// [`MintError`].
+    pub fn mint_leaf(
+        &self,
+        host: &str,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), MintError> {
+        let host = normalize(host)?;
+        let host = host.as_str();
+        let failed = |reason: String| MintError::Failed {
+            host: host.to_owned(),
+            reason,
+        };
+        let mut p = CertificateParams::default();
+        p.subject_alt_names = vec![match host.parse::<IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(
+                host.to_owned()
+                    .try_into()
+                    .map_err(|_| MintError::BadName(host.to_owned()))?,
+            ),
+        }];
+        p.distinguished_name.push(DnType::CommonName, host);
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        p.use_authority_key_identifier_extension = true;
+        p.serial_number = Some(random_serial());
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now - BACKDATE;
+        p.not_after =
+            now + time::Duration::try_from(self.lifetime).map_err(|e| failed(e.to_string()))?;
+        let key = KeyPair::generate().map_err(|e| failed(e.to_string()))?;
+        let leaf = p
+            .signed_by(&key, &self.ca.issuer)
+            .map_err(|e| failed(e.to_string()))?;
+        let chain = vec![leaf.der().clone(), self.ca.cert_der.clone()];
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        Ok((chain, key))
+    }
+
+    /// Number of cached configs (approximate; moka counts lazily).
+    pub fn cached(&self) -> u64 {
+        self.cache.entry_count()
+    }
+}
+
+/// Lower-cases a host, strips IPv6 brackets and a trailing dot, and checks that it can be a
+/// certificate name.
+fn normalize(host: &str) -> Result<String, MintError> {
+    let h = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let bad = || MintError::BadName(host.chars().take(80).collect());
+    if h.parse::<IpAddr>().is_ok() {
+        return Ok(h);
+    }
+    let ok = !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'*')
+        });
+    if ok { Ok(h) } else { Err(bad()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ca::{InitOptions, init};
+    use super::*;
+    use x509_parser::extensions::{GeneralName, ParsedExtension};
+
+    fn minter(dir: &std::path::Path) -> Minter {
+        let ca = init(dir, &InitOptions::default()).unwrap();
+        Minter::new(Arc::new(ca), Duration::from_secs(7 * 86400), 100)
+    }
+
+    #[test]
+    fn leaf_has_san_issuer_fresh_key_and_short_validity() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = minter(dir.path());
+        let (_, ca) = x509_parser::parse_x509_certificate(&m.ca().cert_der).unwrap();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        for (host, want) in [
+            ("www.example.test", GeneralName::DNSName("www.example.test")),
+            ("192.0.2.7", GeneralName::IPAddress(&[192, 0, 2, 7])),
+            (
+                "::1",
+                GeneralName::IPAddress(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
+            ),
+        ] {
+            let (chain, _) = m.mint_leaf(host).unwrap();
+            assert_eq!(chain.len(), 2);
+            assert_eq!(chain[1], m.ca().cert_der, "the CA follows the leaf");
+            let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
+            assert_eq!(leaf.issuer(), ca.subject(), "{host}");
+            assert!(!leaf.is_ca());
+            assert_ne!(
+                leaf.public_key().subject_public_key.data,
+                ca.public_key().subject_public_key.data,
+                "the leaf key is not the CA key"
+            );
+            let sans: Vec<GeneralName<'_>> = leaf
+                .extensions()
+                .iter()
+                .find_map(|e| match e.parsed_extension() {
+                    ParsedExtension::SubjectAlternativeName(s) => Some(s.general_names.clone()),
+                    _ => None,
+                })
+                .unwrap();
+            assert_eq!(sans, vec![want], "{host}");
+            let eku = leaf.extended_key_usage().unwrap().unwrap().value;
+            assert!(eku.server_auth && !eku.client_auth);
+            let nb = leaf.validity().not_before.timestamp();
+            let na = leaf.validity().not_after.timestamp();
+            assert!(
+                nb <= now - 3000 && nb >= now - 3700,
+                "back-dated about an hour"
+            );
+            assert!(na - now <= 7 * 86400 + 60 && na - now >= 7 * 86400 - 60);
+            assert!(leaf.raw_serial().len() == 16 && leaf.raw_serial()[0] & 0x80 == 0);
+        }
+        // Two mints for one host differ in key and serial.
+        let (a, _) = m.mint_leaf("x.test").unwrap();
+        let (b, _) = m.mint_leaf("x.test").unwrap();
+        let (_, a) = x509_parser::parse_x509_certificate(&a[0]).unwrap();
+        let (_, b) = x509_parser::parse_x509_certificate(&b[0]).unwrap();
+        assert_ne!(a.raw_serial(), b.raw_serial());
+        assert!(matches!(m.mint("bad host"), Err(MintError::BadName(_))));
+        assert!(normalize("").is_err());
+        assert!(normalize(&"a".repeat(300)).is_err());
+        assert_eq!(normalize("[::1]").unwrap(), "::1");
+        assert_eq!(normalize("WWW.Example.TEST.").unwrap(), "www.example.test");
+    }
+
+    #[tokio::test]
+    async fn concurrent_mints_for_one_host_are_coalesced() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Arc::new(minter(dir.path()));
+        let mut tasks = Vec::new();
+        for _ in 0..32 {
+            let m = m.clone();
+            tasks.push(tokio::spawn(async move {
+                m.server_config("coalesce.test").await.unwrap()
+            }));
+        }
+        let mut configs = Vec::new();
+        for t in tasks {
+            configs.push(t.await.unwrap());
+        }
+        assert!(configs.windows(2).all(|w| Arc::ptr_eq(&w[0], &w[1])));
+        let again = m.server_config("COALESCE.test.").await.unwrap();
+        assert!(Arc::ptr_eq(&again, &configs[0]), "one cache entry per host");
+        let other = m.server_config("other.test").await.unwrap();
+        assert!(!Arc::ptr_eq(&other, &configs[0]));
+        assert!(m.server_config("no such host").await.is_err());
+    }
+
+    #[test]
+    fn serials_are_random_and_positive() {
+        let a = random_serial();
+        let b = random_serial();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 16);
+        assert!(a.as_ref()[0] & 0x80 == 0);
+    }
+}
