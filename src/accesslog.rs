@@ -61,6 +61,9 @@ pub enum RecordKind {
     Tunnel,
     /// A WebSocket upgrade relayed through the proxy, logged when it closes.
     Websocket,
+    /// A CONNECT tunnel that was intercepted (its inner requests have lines of their own),
+    /// logged when it closes.
+    Intercepted,
     /// A request for the proxy's own pages.
     Local,
 }
@@ -71,6 +74,7 @@ impl RecordKind {
             RecordKind::Http => "http",
             RecordKind::Tunnel => "tunnel",
             RecordKind::Websocket => "websocket",
+            RecordKind::Intercepted => "intercepted",
             RecordKind::Local => "local",
         }
     }

@@ -65,6 +65,11 @@ pub enum Command {
         #[arg(required = true)]
         items: Vec<String>,
     },
+    /// Manage the local CA used for HTTPS interception.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
     /// Inspect configuration.
     Config {
         #[command(subcommand)]
@@ -84,6 +89,30 @@ pub enum Command {
     Passwd {
         /// The user name.
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create the CA (ca.pem, and ca-key.pem with mode 0600). An existing CA is never
+    /// replaced without --force.
+    Init {
+        /// Where to put it (the proxy's `intercept.ca_dir`).
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Replace an existing CA (every client that trusts it must trust the new one).
+        #[arg(long)]
+        force: bool,
+        /// Restrict the CA to this DNS subtree (a name constraint); repeatable. Without it
+        /// the CA can intercept any site.
+        #[arg(long = "permit", value_name = "DOMAIN")]
+        permit: Vec<String>,
+    },
+    /// Print the CA's fingerprint, validity and how to trust it in browsers and systems.
+    Show {
+        /// The CA directory.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
     },
 }
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser as _;
-use webrep::cli::{Cli, Command, ConfigCommand};
+use webrep::cli::{CaCommand, Cli, Command, ConfigCommand};
 use webrep::config::{Config, RawConfig, raw};
 
 const EX_USAGE: u8 = 64;
@@ -85,6 +85,7 @@ fn main() -> ExitCode {
         } => client_command(async move {
             webrep::repserver::commands::lookup(&server, host, json, &items).await
         }),
+        Command::Ca { command } => ca_command(command),
         Command::Config {
             command: ConfigCommand::PrintDefault,
         } => match raw::to_yaml_string(&RawConfig::default()) {
@@ -146,6 +147,43 @@ async fn run_proxy(config: Config) -> anyhow::Result<()> {
     let shutdown = webrep::shutdown::on_signals()?;
     proxy.run(shutdown).await;
     Ok(())
+}
+
+fn ca_command(command: CaCommand) -> ExitCode {
+    use webrep::intercept::ca;
+    match command {
+        CaCommand::Init { dir, force, permit } => {
+            let opts = ca::InitOptions {
+                force,
+                permitted_dns: permit,
+                common_name: None,
+            };
+            match ca::init(&dir, &opts) {
+                Ok(c) => {
+                    println!(
+                        "created {} and {} (mode 0600)\nSHA-256 fingerprint: {}\nnext: `webrep ca show --dir {}` explains how clients trust it",
+                        dir.join(ca::CERT_FILE).display(),
+                        dir.join(ca::KEY_FILE).display(),
+                        c.fingerprint(),
+                        dir.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e @ ca::CaError::Exists(_)) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(EX_USAGE)
+                }
+                Err(e) => fail(anyhow::Error::new(e)),
+            }
+        }
+        CaCommand::Show { dir } => match ca::load(&dir) {
+            Ok(c) => {
+                print!("{}", ca::describe(&c));
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(anyhow::Error::new(e)),
+        },
+    }
 }
 
 /// Runs a client command on a small runtime; prints its error and maps it to an exit code.

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-pub use raw::{AccessLogFormat, LogFormat, RawConfig};
+pub use raw::{AccessLogFormat, LogFormat, NonTlsAction, RawConfig};
 
 use crate::repserver::api::ApiConfig;
 
@@ -45,7 +45,22 @@ pub struct Config {
     pub auth: AuthConfig,
     pub access_log: AccessLogConfig,
     pub log: raw::RawLogConfig,
+    pub intercept: InterceptConfig,
     pub server: ServerConfig,
+}
+
+/// Validated `intercept:` section. Field meanings are documented on
+/// [`raw::RawInterceptConfig`].
+#[derive(Debug, Clone)]
+pub struct InterceptConfig {
+    pub enabled: bool,
+    pub ca_dir: PathBuf,
+    pub create_ca: bool,
+    pub leaf_validity: Duration,
+    pub cert_cache_entries: u64,
+    pub handshake_timeout: Duration,
+    pub upstream_ca_file: Option<PathBuf>,
+    pub non_tls: NonTlsAction,
 }
 
 /// Validated `server:` section. Field meanings are documented on [`raw::RawServerConfig`].
@@ -305,11 +320,35 @@ impl Config {
             return Err(invalid("log.level", "empty; try \"info\"".into()));
         }
         let server = server_config(&raw.server, &invalid)?;
+        let i = &raw.intercept;
+        if !(1..=24 * 397).contains(&i.leaf_validity_hours) {
+            return Err(invalid(
+                "intercept.leaf_validity_hours",
+                format!(
+                    "{} is outside 1..=9528 (browsers refuse leaves valid over 398 days)",
+                    i.leaf_validity_hours
+                ),
+            ));
+        }
+        if i.ca_dir.as_os_str().is_empty() {
+            return Err(invalid("intercept.ca_dir", "empty path".into()));
+        }
+        let intercept = InterceptConfig {
+            enabled: i.enabled,
+            ca_dir: i.ca_dir.clone(),
+            create_ca: i.create_ca,
+            leaf_validity: Duration::from_secs(i.leaf_validity_hours * 3600),
+            cert_cache_entries: i.cert_cache_entries,
+            handshake_timeout: ms("intercept.handshake_timeout_ms", i.handshake_timeout_ms)?,
+            upstream_ca_file: i.upstream_ca_file.clone(),
+            non_tls: i.non_tls,
+        };
         Ok(Self {
             proxy,
             auth,
             access_log,
             log: raw.log,
+            intercept,
             server,
         })
     }

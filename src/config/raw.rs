@@ -23,6 +23,8 @@ pub struct RawConfig {
     pub access_log: RawAccessLogConfig,
     /// Diagnostic logging (to standard error).
     pub log: RawLogConfig,
+    /// HTTPS interception: the local CA, minted certificates, upstream verification.
+    pub intercept: RawInterceptConfig,
     /// The reputation server (`webrep server`): its API listener, store, tokens, answer TTLs,
     /// limits and optional upstream tier.
     pub server: RawServerConfig,
@@ -161,6 +163,61 @@ pub struct RawLogConfig {
     pub level: String,
     /// `text` (default) or `json`.
     pub format: LogFormat,
+}
+
+/// What to do with bytes in a CONNECT tunnel that are neither TLS nor HTTP (only looked at
+/// when interception is on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NonTlsAction {
+    /// Close the tunnel (and log why).
+    Refuse,
+    /// Relay the bytes untouched, as a plain tunnel would.
+    Tunnel,
+}
+
+/// `intercept:` section.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawInterceptConfig {
+    /// Decrypt HTTPS in CONNECT tunnels with certificates minted by the local CA, so that
+    /// every request inside is seen (and, with policies, filtered) by its full URL. Clients
+    /// must trust the CA (`webrep ca show`, or the proxy's `/ca` page). Default `false`:
+    /// tunnels are relayed untouched.
+    pub enabled: bool,
+    /// Directory of the CA made by `webrep ca init` (`ca.pem`, `ca-key.pem`). Default `certs`.
+    pub ca_dir: PathBuf,
+    /// Create the CA in `ca_dir` at start when there is none (and log that it did). Default
+    /// `false`: a missing CA stops the proxy with instructions.
+    pub create_ca: bool,
+    /// Lifetime of a minted leaf certificate, in hours (back-dated one hour more); a cached
+    /// one is replaced after half of it. Default 168 (7 days).
+    pub leaf_validity_hours: u64,
+    /// Minted certificates kept in memory, one per host. Default 10000.
+    pub cert_cache_entries: u64,
+    /// Time for a client to send its first bytes and finish the TLS handshake inside a
+    /// tunnel, in milliseconds. Default 10000.
+    pub handshake_timeout_ms: u64,
+    /// PEM CA certificates trusted for upstream servers in addition to the built-in web PKI
+    /// roots (an internal CA, say). Default: none.
+    pub upstream_ca_file: Option<PathBuf>,
+    /// Bytes that are neither TLS nor HTTP: `refuse` (default) or `tunnel`.
+    pub non_tls: NonTlsAction,
+}
+
+impl Default for RawInterceptConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            ca_dir: PathBuf::from("certs"),
+            create_ca: false,
+            leaf_validity_hours: 168,
+            cert_cache_entries: 10_000,
+            handshake_timeout_ms: 10_000,
+            upstream_ca_file: None,
+            non_tls: NonTlsAction::Refuse,
+        }
+    }
 }
 
 /// `server:` section (`webrep server`).

@@ -264,6 +264,37 @@ pub fn load(dir: &Path) -> Result<Ca, CaError> {
     })
 }
 
+/// What `webrep ca show` prints: file, subject, validity, fingerprint, constraints and the
+/// trust instructions.
+pub fn describe(ca: &Ca) -> String {
+    let path = ca.dir.join(CERT_FILE).display().to_string();
+    let mut out = format!("certificate: {path}\n");
+    if let Ok((_, c)) = x509_parser::parse_x509_certificate(&ca.cert_der) {
+        out.push_str(&format!("subject: {}\n", c.subject()));
+        out.push_str(&format!(
+            "valid: {} to {}\n",
+            c.validity().not_before,
+            c.validity().not_after
+        ));
+        if let Ok(Some(nc)) = c.name_constraints() {
+            let names: Vec<String> = nc
+                .value
+                .permitted_subtrees
+                .iter()
+                .flatten()
+                .map(|s| s.base.to_string())
+                .collect();
+            out.push_str(&format!("limited to: {}\n", names.join(", ")));
+        }
+    }
+    out.push_str(&format!(
+        "SHA-256 fingerprint: {}\n\nTo trust it:\n",
+        ca.fingerprint()
+    ));
+    out.push_str(&trust_instructions(&path));
+    out
+}
+
 /// Human instructions for trusting the CA, per platform (for `webrep ca show` and the
 /// proxy's `/ca` page). `pem_path` is where the user finds the certificate file.
 pub fn trust_instructions(pem_path: &str) -> String {

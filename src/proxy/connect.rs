@@ -58,6 +58,26 @@ pub async fn handle(
         async move {
             let _slot = slot;
             match on_upgrade.await {
+                Ok(client) if state2.interceptor.is_some() => {
+                    let stats = super::intercept::serve_tunnel(
+                        state2.clone(),
+                        ctx2.clone(),
+                        client,
+                        authority,
+                        upstream,
+                    )
+                    .await;
+                    log_relay(
+                        &state2,
+                        &ctx2,
+                        "CONNECT",
+                        &target,
+                        RecordKind::Intercepted,
+                        200,
+                        upstream_addr,
+                        stats,
+                    );
+                }
                 Ok(client) => {
                     let stats = relay(
                         TokioIo::new(client),

@@ -164,7 +164,12 @@ impl tower_service::Service<Uri> for Connector {
         let dialer = self.dialer.clone();
         Box::pin(async move {
             let host = uri.host().ok_or(DialError::NoHost)?;
-            let port = uri.port_u16().unwrap_or(80);
+            let default = if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            };
+            let port = uri.port_u16().unwrap_or(default);
             dialer.dial(host, port).await.map(TokioIo::new)
         })
     }

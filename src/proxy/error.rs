@@ -37,6 +37,8 @@ pub enum ProxyError {
     UpstreamTimeout(Duration),
     #[error("upstream request failed: {0}")]
     Upstream(String),
+    #[error("upstream TLS certificate rejected: {0}")]
+    UpstreamCertificate(String),
 }
 
 impl ProxyError {
@@ -51,7 +53,9 @@ impl ProxyError {
                 StatusCode::GATEWAY_TIMEOUT
             }
             Self::Dial(DialError::NoHost) => StatusCode::BAD_REQUEST,
-            Self::Dial(_) | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::Dial(_) | Self::Upstream(_) | Self::UpstreamCertificate(_) => {
+                StatusCode::BAD_GATEWAY
+            }
         }
     }
 
@@ -66,6 +70,7 @@ impl ProxyError {
             Self::Dial(d) => d.proxy_status(),
             Self::UpstreamTimeout(_) => "http_response_timeout",
             Self::Upstream(_) => "http_protocol_error",
+            Self::UpstreamCertificate(_) => "tls_certificate_error",
         }
     }
 
@@ -78,7 +83,10 @@ impl ProxyError {
             | Self::AuthRequired
             | Self::Loop(_) => Side::Client,
             Self::Dial(DialError::Refused { .. }) | Self::Dial(DialError::NoHost) => Side::Client,
-            Self::Dial(_) | Self::UpstreamTimeout(_) | Self::Upstream(_) => Side::Upstream,
+            Self::Dial(_)
+            | Self::UpstreamTimeout(_)
+            | Self::Upstream(_)
+            | Self::UpstreamCertificate(_) => Side::Upstream,
         }
     }
 }

@@ -36,11 +36,14 @@ pub async fn handle(
     ctx: &RequestCtx,
     mut req: Request<Incoming>,
 ) -> Result<Handled, ProxyError> {
-    match req.uri().scheme_str() {
-        Some("http") => {}
+    // `https` only for requests decrypted from an intercepted tunnel; a client asks for
+    // https URLs with CONNECT.
+    let https = match req.uri().scheme_str() {
+        Some("http") => false,
+        Some("https") if ctx.inner && !state.https_clients.is_empty() => true,
         Some(other) => return Err(ProxyError::UnsupportedScheme(other.to_owned())),
         None => return Err(ProxyError::BadRequest("request target has no scheme")),
-    }
+    };
     let authority = req
         .uri()
         .authority()
@@ -52,7 +55,7 @@ pub async fn handle(
             "absolute-form URL with an empty host",
         ));
     }
-    let port = authority.port_u16().unwrap_or(80);
+    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
     if has_our_via(req.headers(), &state.config.via_name) {
         return Err(ProxyError::Loop(state.config.via_name.clone()));
     }
@@ -60,7 +63,7 @@ pub async fn handle(
         && state.dialer.policy().is_own_listener(ip, port)
     {
         return Ok(Handled {
-            response: local::serve(req.method(), req.uri().path()),
+            response: local::serve(state, req.method(), req.uri().path()),
             kind: RecordKind::Local,
             upstream: None,
             log_now: true,
@@ -89,11 +92,19 @@ pub async fn handle(
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let ws_url = websocket.then(|| req.uri().to_string());
 
-    let sent = tokio::time::timeout(
-        state.config.upstream_response_timeout,
-        state.clients[ctx.worker].request(req),
-    )
-    .await;
+    let sent = if https {
+        tokio::time::timeout(
+            state.config.upstream_response_timeout,
+            state.https_clients[ctx.worker].request(req),
+        )
+        .await
+    } else {
+        tokio::time::timeout(
+            state.config.upstream_response_timeout,
+            state.clients[ctx.worker].request(req),
+        )
+        .await
+    };
     let mut resp = match sent {
         Err(_) => {
             return Err(ProxyError::UpstreamTimeout(
@@ -182,11 +193,54 @@ fn map_client_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
         if let Some(d) = s.downcast_ref::<DialError>() {
             return ProxyError::Dial(d.clone());
         }
+        if let Some(t) = as_rustls(s) {
+            return match t {
+                rustls::Error::InvalidCertificate(c) => {
+                    ProxyError::UpstreamCertificate(certificate_error_text(c))
+                }
+                other => ProxyError::Upstream(format!("TLS: {other}")),
+            };
+        }
         innermost = Some(s);
         src = s.source();
     }
     let detail = innermost.map_or_else(|| e.to_string(), |s| s.to_string());
     ProxyError::Upstream(detail)
+}
+
+/// The rustls error in `e`, looking inside `io::Error` and boxed errors (whose `source()`
+/// skips the error they wrap, so a plain source walk never sees it).
+fn as_rustls<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(t) = e.downcast_ref::<rustls::Error>() {
+        return Some(t);
+    }
+    if let Some(inner) = e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
+        return as_rustls(inner);
+    }
+    None
+}
+
+/// Plain words for an upstream certificate failure, for the error page.
+fn certificate_error_text(e: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as C;
+    match e {
+        C::Expired | C::ExpiredContext { .. } => "the server's certificate has expired".into(),
+        C::NotValidYet | C::NotValidYetContext { .. } => {
+            "the server's certificate is not valid yet".into()
+        }
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            "the server's certificate is for another name".into()
+        }
+        C::UnknownIssuer => {
+            "the server's certificate is from an unknown issuer (or self-signed)".into()
+        }
+        C::Revoked => "the server's certificate is revoked".into(),
+        C::BadSignature => "the server's certificate has a bad signature".into(),
+        other => format!("the server's certificate is invalid: {other:?}"),
+    }
 }
 
 /// Writes the access log line of a finished tunnel or WebSocket relay.

@@ -1,14 +1,16 @@
 //! The proxy's own pages, served to origin-form requests addressed to the proxy (and to
 //! absolute-form requests naming one of its listen addresses): `/` (an index) and `/healthz`
-//! (a liveness check for load balancers and monitoring). No authentication is needed for
-//! them. Later issues add the CA download and metrics here.
+//! (a liveness check for load balancers and monitoring), `/ca` (the interception CA's
+//! fingerprint and how to trust it) and `/ca.pem` (the CA certificate). No authentication is
+//! needed for them. Metrics come later.
 
 use http::{HeaderValue, Method, Response, StatusCode, header};
 
+use super::ProxyState;
 use super::body::ProxyBody;
 
 /// Answers a request for one of the proxy's own pages.
-pub fn serve(method: &Method, path: &str) -> Response<ProxyBody> {
+pub fn serve(state: &ProxyState, method: &Method, path: &str) -> Response<ProxyBody> {
     if method != Method::GET && method != Method::HEAD {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
         r.headers_mut()
@@ -18,14 +20,24 @@ pub fn serve(method: &Method, path: &str) -> Response<ProxyBody> {
     let head = method == Method::HEAD;
     let mut resp = match path {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/" => {
-            let mut r = Response::new(ProxyBody::full(INDEX));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            );
-            r
-        }
+        "/ca" => html(ca_page(state)),
+        "/ca.pem" => match &state.interceptor {
+            Some(i) => {
+                let mut r = Response::new(ProxyBody::full(i.minter.ca().cert_pem.clone()));
+                let h = r.headers_mut();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-pem-file"),
+                );
+                h.insert(
+                    header::CONTENT_DISPOSITION,
+                    HeaderValue::from_static("attachment; filename=\"webrep-ca.pem\""),
+                );
+                r
+            }
+            None => text(StatusCode::NOT_FOUND, "HTTPS interception is off: no CA\n"),
+        },
+        "/" => html(INDEX.to_owned()),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };
     resp.headers_mut()
@@ -42,6 +54,47 @@ pub fn serve(method: &Method, path: &str) -> Response<ProxyBody> {
     resp
 }
 
+fn html(body: String) -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::full(body));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r
+}
+
+fn ca_page(state: &ProxyState) -> String {
+    let Some(i) = &state.interceptor else {
+        return "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>webrep CA</title></head>\n<body><h1>webrep CA</h1>\n<p>HTTPS interception is off on this proxy: there is no certificate to install.</p></body></html>\n".to_owned();
+    };
+    let ca = i.minter.ca();
+    let steps = crate::intercept::ca::trust_instructions("webrep-ca.pem");
+    let items: String = steps
+        .lines()
+        .map(|l| format!("<li>{}</li>\n", escape_html(l)))
+        .collect();
+    format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>webrep CA</title></head>\n<body><h1>Trust this proxy's certificate authority</h1>\n<p>This proxy inspects HTTPS traffic for your organisation. To browse without certificate warnings, install its CA certificate: <a href=\"/ca.pem\">download webrep-ca.pem</a>.</p>\n<p>SHA-256 fingerprint: <code>{}</code></p>\n<ul>\n{items}</ul>\n</body></html>\n",
+        escape_html(&ca.fingerprint())
+    )
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// A short plain-text response.
 pub fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
     let mut r = Response::new(ProxyBody::full(body));
@@ -53,4 +106,4 @@ pub fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
     r
 }
 
-const INDEX: &str = "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>webrep proxy</title></head>\n<body><h1>webrep</h1>\n<p>This is a webrep forward proxy. Configure your browser to use this address as its HTTP and HTTPS proxy.</p>\n<ul><li><a href=\"/healthz\">/healthz</a>: health check</li></ul>\n</body></html>\n";
+const INDEX: &str = "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>webrep proxy</title></head>\n<body><h1>webrep</h1>\n<p>This is a webrep forward proxy. Configure your browser to use this address as its HTTP and HTTPS proxy.</p>\n<ul><li><a href=\"/healthz\">/healthz</a>: health check</li><li><a href=\"/ca\">/ca</a>: the certificate authority to trust for HTTPS inspection</li></ul>\n</body></html>\n";

@@ -26,6 +26,7 @@ pub mod dial;
 pub mod error;
 pub mod forward;
 pub mod headers;
+pub mod intercept;
 pub mod local;
 pub mod service;
 pub mod tap;
@@ -56,7 +57,7 @@ use service::ProxyService;
 
 /// The most a client connection's read buffer grows to (request heads and uploads); at least
 /// the header limit plus room. hyper's default (~400 KiB) would let every connection grow.
-const CLIENT_READ_BUFFER_MAX: usize = 64 * 1024;
+pub(crate) const CLIENT_READ_BUFFER_MAX: usize = 64 * 1024;
 
 /// Blocking threads per worker runtime: DNS lookups (the system resolver) and password
 /// hashing run there. Beyond this, further lookups queue instead of spawning threads, so a
@@ -68,12 +69,19 @@ pub struct ProxyState {
     pub config: ProxyConfig,
     /// One pooled upstream client per worker (index = worker number).
     pub clients: Vec<Client<Connector, Incoming>>,
+    /// With interception on: one pooled HTTPS client per worker (verified upstream TLS).
+    pub https_clients: Vec<HttpsClient>,
+    /// With interception on: the minter and its settings.
+    pub interceptor: Option<intercept::Interceptor>,
     pub dialer: Dialer,
     pub acl: ClientAcl,
     pub auth: Option<Arc<Authenticator>>,
     pub access_log: Arc<AccessLog>,
     pub ids: RequestIds,
     pub tracker: TaskTracker,
+    /// Cancelled when shutdown begins: connections inside intercepted tunnels finish their
+    /// in-flight requests and close.
+    pub draining: CancellationToken,
     pub local_addrs: Vec<SocketAddr>,
     via_10: HeaderValue,
     via_11: HeaderValue,
@@ -95,6 +103,87 @@ pub struct Proxy {
     /// `listeners[worker]`: that worker's sockets, one per listen address.
     listeners: Vec<Vec<std::net::TcpListener>>,
     state: Arc<ProxyState>,
+}
+
+/// The pooled upstream client for decrypted requests: verified TLS over our [`Connector`].
+pub type HttpsClient = Client<hyper_rustls::HttpsConnector<Connector>, Incoming>;
+
+/// Loads (or, with `intercept.create_ca`, creates) the CA and builds the per-worker HTTPS
+/// clients, verifying upstream certificates against the web PKI roots plus
+/// `intercept.upstream_ca_file`.
+fn intercept_setup(
+    config: &Config,
+    cfg: &ProxyConfig,
+    dialer: &Dialer,
+) -> anyhow::Result<(intercept::Interceptor, Vec<HttpsClient>)> {
+    use crate::intercept::ca;
+    let ic = &config.intercept;
+    let ca = match ca::load(&ic.ca_dir) {
+        Ok(ca) => ca,
+        Err(ca::CaError::Missing { .. }) if ic.create_ca => {
+            let ca = ca::init(&ic.ca_dir, &ca::InitOptions::default())?;
+            tracing::warn!(dir = %ic.ca_dir.display(), fingerprint = %ca.fingerprint(),
+                "created a new interception CA; clients must trust it (see /ca on the proxy)");
+            ca
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e)
+                .context("intercept.enabled is true but the interception CA cannot be used"));
+        }
+    };
+    tracing::info!(dir = %ic.ca_dir.display(), fingerprint = %ca.fingerprint(), "interception CA loaded");
+    let minter =
+        crate::intercept::mint::Minter::new(Arc::new(ca), ic.leaf_validity, ic.cert_cache_entries);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = &ic.upstream_ca_file {
+        use rustls_pki_types::pem::PemObject as _;
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .with_context(|| format!("intercept.upstream_ca_file {}", path.display()))?;
+        if certs.is_empty() {
+            anyhow::bail!(
+                "intercept.upstream_ca_file {}: no certificate in it",
+                path.display()
+            );
+        }
+        for c in certs {
+            roots
+                .add(c)
+                .with_context(|| format!("intercept.upstream_ca_file {}", path.display()))?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let clients = (0..cfg.workers)
+        .map(|_| {
+            let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls.clone())
+                .https_only()
+                .enable_http1()
+                .wrap_connector(Connector::new(dialer.clone()));
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(cfg.upstream_idle_timeout)
+                .pool_max_idle_per_host(cfg.upstream_max_idle_per_host)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .http1_max_buf_size(cfg.upstream_read_buffer_bytes)
+                .set_host(false)
+                .build(connector)
+        })
+        .collect();
+    Ok((
+        intercept::Interceptor {
+            minter,
+            handshake_timeout: ic.handshake_timeout,
+            non_tls: ic.non_tls,
+        },
+        clients,
+    ))
 }
 
 /// Binds a listening socket with `SO_REUSEPORT`, so every worker can have its own.
@@ -158,6 +247,12 @@ impl Proxy {
                     .build(Connector::new(dialer.clone()))
             })
             .collect();
+        let (interceptor, https_clients) = if config.intercept.enabled {
+            let (i, c) = intercept_setup(config, &cfg, &dialer)?;
+            (Some(i), c)
+        } else {
+            (None, Vec::new())
+        };
         let via_name = cfg.via_name.clone();
         let via =
             |v| headers::via_value(v, &via_name).context("via_name is not a valid header value");
@@ -166,11 +261,14 @@ impl Proxy {
             via_11: via(Version::HTTP_11)?,
             acl: ClientAcl::new(cfg.allowed_clients.clone()),
             clients,
+            https_clients,
+            interceptor,
             dialer,
             auth,
             access_log,
             ids: RequestIds::new(),
             tracker: TaskTracker::new(),
+            draining: CancellationToken::new(),
             local_addrs,
             config: cfg,
         };
@@ -189,6 +287,13 @@ impl Proxy {
     /// on the caller's runtime; the others get their own threads and runtimes.
     pub async fn run(self, shutdown: CancellationToken) {
         let state = self.state;
+        {
+            let (shutdown, draining) = (shutdown.clone(), state.draining.clone());
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                draining.cancel();
+            });
+        }
         let permits = Arc::new(Semaphore::new(state.config.max_connections));
         let listening = Arc::new(std::sync::atomic::AtomicUsize::new(self.listeners.len()));
         let mut threads = Vec::new();
@@ -365,6 +470,7 @@ async fn serve_connection(
         slot: Arc::new(std::sync::Mutex::new(Some(permit))),
         allowed,
         activity: activity.clone(),
+        tunnel: None,
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

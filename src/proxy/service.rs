@@ -38,6 +38,20 @@ pub struct RequestCtx {
     /// takes it over, so upgraded connections stay counted.
     pub slot: ConnSlot,
     pub user: Option<Arc<str>>,
+    /// The request arrived inside an intercepted CONNECT tunnel (its URL was rebuilt from
+    /// the tunnel's target).
+    pub inner: bool,
+}
+
+/// The CONNECT tunnel an intercepted connection belongs to.
+#[derive(Debug)]
+pub struct TunnelCtx {
+    /// The CONNECT target: every inner request goes there.
+    pub authority: http::uri::Authority,
+    /// `https` for decrypted TLS, `http` for plain HTTP inside the tunnel.
+    pub scheme: &'static str,
+    /// The user who authenticated the CONNECT.
+    pub user: Option<Arc<str>>,
 }
 
 /// A connection's slot under the connection limit, shared between the connection task and a
@@ -67,6 +81,8 @@ pub struct ProxyService {
     pub(crate) slot: ConnSlot,
     pub(crate) allowed: bool,
     pub(crate) activity: Arc<ConnActivity>,
+    /// Set for the connection inside an intercepted tunnel.
+    pub(crate) tunnel: Option<Arc<TunnelCtx>>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ProxyService {
@@ -88,11 +104,46 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
             client: self.client,
             worker: self.worker,
             slot: self.slot.clone(),
-            user: None,
+            user: self.tunnel.as_ref().and_then(|t| t.user.clone()),
+            inner: self.tunnel.is_some(),
         };
         let allowed = self.allowed;
+        let req = match &self.tunnel {
+            None => req,
+            Some(t) => inner_request(t, req),
+        };
         Box::pin(async move { Ok(dispatch(state, ctx, allowed, guard, req).await) })
     }
+}
+
+/// A request from inside an intercepted tunnel, addressed to the tunnel's target:
+/// `scheme://authority/path?query`, whatever its `Host` (or HTTP/2 `:authority`) says. A
+/// request whose target cannot be rebuilt keeps its URI and is refused by the dispatch.
+fn inner_request(t: &TunnelCtx, mut req: Request<Incoming>) -> Request<Incoming> {
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let host_header = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
+    if let Some(h) = host_header {
+        let hh = h.rsplit_once(':').map_or(h.as_str(), |(a, _)| a);
+        if !hh.eq_ignore_ascii_case(t.authority.host()) {
+            tracing::info!(host = %h, target = %t.authority,
+                "request inside a tunnel names another host; sent to the CONNECT target");
+        }
+    }
+    if req.method() != Method::CONNECT
+        && let Ok(uri) = format!("{}://{}{pq}", t.scheme, t.authority).parse::<http::Uri>()
+    {
+        *req.uri_mut() = uri;
+    }
+    req
 }
 
 async fn dispatch(
@@ -155,6 +206,13 @@ async fn route(
         return Err(ProxyError::ClientNotAllowed);
     }
     let is_connect = req.method() == Method::CONNECT;
+    if ctx.inner {
+        // Inside a tunnel: authenticated with the CONNECT; no CONNECT within CONNECT.
+        if is_connect {
+            return Err(ProxyError::BadRequest("CONNECT inside a tunnel"));
+        }
+        return forward::handle(state, ctx, req).await;
+    }
     if !is_connect && req.uri().scheme().is_none() && req.uri().authority().is_none() {
         return serve_origin_form(state, &req);
     }
@@ -198,7 +256,7 @@ fn serve_origin_form(state: &ProxyState, req: &Request<Incoming>) -> Result<Hand
         ));
     }
     Ok(Handled {
-        response: local::serve(req.method(), req.uri().path()),
+        response: local::serve(state, req.method(), req.uri().path()),
         kind: RecordKind::Local,
         upstream: None,
         log_now: true,

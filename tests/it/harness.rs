@@ -39,6 +39,11 @@ pub struct TestCa {
 
 impl TestCa {
     pub fn new() -> Self {
+        Self::custom(&["localhost", "127.0.0.1"], false)
+    }
+
+    /// A CA with a leaf for `names`, expired when `expired`.
+    pub fn custom(names: &[&str], expired: bool) -> Self {
         use rcgen::{
             BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
             KeyUsagePurpose,
@@ -50,8 +55,14 @@ impl TestCa {
         p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca = CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap();
         let mut lp =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-        lp.distinguished_name.push(DnType::CommonName, "localhost");
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        lp.distinguished_name.push(DnType::CommonName, names[0]);
+        if expired {
+            let now = time::OffsetDateTime::now_utc();
+            lp.not_before = now - time::Duration::days(30);
+            lp.not_after = now - time::Duration::days(1);
+        }
         let leaf_key = KeyPair::generate().unwrap();
         let leaf = lp.signed_by(&leaf_key, &ca).unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -139,7 +150,10 @@ impl Origin {
                         }
                         Some(acc) => {
                             if let Ok(t) = acc.accept(tcp).await {
-                                let _ = builder.serve_connection(TokioIo::new(t), svc).await;
+                                let _ = builder
+                                    .serve_connection(TokioIo::new(t), svc)
+                                    .with_upgrades()
+                                    .await;
                             }
                         }
                     }

@@ -1,0 +1,302 @@
+//! Inside a CONNECT tunnel when interception is on: classify the client's first bytes, then
+//! decrypt TLS with a minted certificate and serve the requests inside like plain ones.
+//!
+//! # Where it sits
+//! [`super::connect`] answers `200` after dialling the target, then hands the client
+//! connection here instead of relaying it. The first bytes decide:
+//! - a TLS record (`0x16`): the ClientHello is read with rustls' `LazyConfigAcceptor`, a leaf
+//!   for its SNI (or the CONNECT host when there is none) comes from the [`Minter`], and the
+//!   decrypted connection is served by hyper (HTTP/1.1 or HTTP/2, by ALPN) with the proxy's
+//!   own [`ProxyService`]: each inner request is rewritten to its full `https://` URL (the
+//!   CONNECT target's authority) and goes through the same dispatch, logging and forwarding
+//!   as a plain request, upstream over verified TLS;
+//! - an HTTP method: the tunnel carries plain HTTP, served the same way with `http://` URLs;
+//! - anything else: `intercept.non_tls` decides (refuse: close; tunnel: relay untouched).
+//!
+//! An SNI that differs from the CONNECT host is logged; the upstream is always the CONNECT
+//! target, and policies (issue 5/6) will decide whether such a mismatch is allowed.
+//!
+//! # What it costs
+//! One small read to classify; a TLS handshake with a cached certificate (a mint on the first
+//! visit to a host, see [`crate::intercept::mint`]); then hyper per request, as for plain
+//! HTTP, plus TLS on both sides. The pre-dialled upstream connection is dropped for TLS and
+//! HTTP (the pooled HTTPS client dials its own, so inner requests reuse connections).
+//!
+//! # How it fails
+//! A client that sends nothing or does not finish its handshake within
+//! `intercept.handshake_timeout_ms` is closed; a handshake failure (a client that does not
+//! trust the CA, a pinned app) is logged with the host and closes the tunnel. Upstream
+//! certificate failures are answered with a 502 naming the error
+//! ([`ProxyError::UpstreamCertificate`]); the connection is never completed as if valid.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf as _, Bytes};
+use http::uri::Authority;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::ProxyState;
+use super::conn::{ActivityIo, ConnActivity, Expiry, watchdog};
+use super::service::{ProxyService, RequestCtx, TunnelCtx};
+use super::tunnel::{RelayEnd, RelayStats};
+use crate::config::NonTlsAction;
+use crate::intercept::mint::Minter;
+
+/// What interception needs at run time.
+pub struct Interceptor {
+    pub minter: Minter,
+    pub handshake_timeout: std::time::Duration,
+    pub non_tls: NonTlsAction,
+}
+
+/// Serves an upgraded CONNECT connection with interception (see the module docs). Returns
+/// when the client connection ends, with how it ended (bytes are counted only for a relayed
+/// non-TLS tunnel; inner requests log their own).
+pub async fn serve_tunnel(
+    state: Arc<ProxyState>,
+    ctx: RequestCtx,
+    client: hyper::upgrade::Upgraded,
+    authority: Authority,
+    upstream: TcpStream,
+) -> RelayStats {
+    let mut stats = RelayStats {
+        up: 0,
+        down: 0,
+        end: RelayEnd::Closed,
+    };
+    let Some(icpt) = state.interceptor.as_ref() else {
+        return stats;
+    };
+    let mut client = TokioIo::new(client);
+    let mut first = vec![0u8; 1];
+    let n = match tokio::time::timeout(icpt.handshake_timeout, client.read(&mut first)).await {
+        Ok(Ok(n)) => n,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "tunnel closed before its first byte");
+            stats.end = RelayEnd::Error;
+            return stats;
+        }
+        Err(_) => {
+            tracing::debug!(target = %authority, "tunnel sent nothing in time; closing");
+            stats.end = RelayEnd::Idle;
+            return stats;
+        }
+    };
+    if n == 0 {
+        return stats;
+    }
+    let prefixed = Prefixed {
+        prefix: Bytes::copy_from_slice(&first[..n]),
+        inner: client,
+    };
+    match first[0] {
+        0x16 => {
+            drop(upstream);
+            serve_tls(state.clone(), ctx, prefixed, authority, icpt).await;
+        }
+        b'A'..=b'Z' => {
+            drop(upstream);
+            serve_inner(
+                state.clone(),
+                ctx,
+                TokioIo::new(prefixed),
+                authority,
+                "http",
+            )
+            .await;
+        }
+        _ => match icpt.non_tls {
+            NonTlsAction::Refuse => {
+                tracing::info!(client.addr = %ctx.client, target = %authority,
+                    "tunnel carries neither TLS nor HTTP; refused (intercept.non_tls)");
+                stats.end = RelayEnd::Error;
+            }
+            NonTlsAction::Tunnel => {
+                stats = super::tunnel::relay(prefixed, upstream, state.config.tunnel_idle_timeout)
+                    .await;
+                stats.up += n as u64;
+            }
+        },
+    }
+    stats
+}
+
+async fn serve_tls(
+    state: Arc<ProxyState>,
+    ctx: RequestCtx,
+    io: Prefixed<TokioIo<hyper::upgrade::Upgraded>>,
+    authority: Authority,
+    icpt: &Interceptor,
+) {
+    let deadline = tokio::time::Instant::now() + icpt.handshake_timeout;
+    let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+    let start = match tokio::time::timeout_at(deadline, acceptor).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::info!(client.addr = %ctx.client, target = %authority, error = %e,
+                "not a usable TLS ClientHello; tunnel closed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(target = %authority, "ClientHello not received in time");
+            return;
+        }
+    };
+    let sni = start.client_hello().server_name().map(str::to_owned);
+    let connect_host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let cert_host = match &sni {
+        Some(s) => {
+            if !s.eq_ignore_ascii_case(connect_host) {
+                tracing::info!(client.addr = %ctx.client, target = %authority, sni = %s,
+                    "SNI differs from the CONNECT host; upstream stays the CONNECT target");
+            }
+            s.clone()
+        }
+        None => connect_host.to_owned(),
+    };
+    let config = match icpt.minter.server_config(&cert_host).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(target = %authority, error = %e, "cannot mint a certificate");
+            return;
+        }
+    };
+    let tls = match tokio::time::timeout_at(deadline, start.into_stream(config)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            // Typically a client that does not trust our CA, or pins its certificates.
+            tracing::info!(client.addr = %ctx.client, host = %cert_host, error = %e,
+                "client TLS handshake failed after interception");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(host = %cert_host, "client TLS handshake timed out");
+            return;
+        }
+    };
+    serve_inner(state, ctx, TokioIo::new(tls), authority, "https").await;
+}
+
+/// Serves HTTP/1.1 or HTTP/2 requests from a decrypted (or plain) tunnel with the proxy's
+/// service, every request addressed to `scheme://authority`.
+async fn serve_inner<I>(
+    state: Arc<ProxyState>,
+    ctx: RequestCtx,
+    io: TokioIo<I>,
+    authority: Authority,
+    scheme: &'static str,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(ConnActivity::new());
+    let io = ActivityIo {
+        inner: io.into_inner(),
+        observer: activity.clone(),
+    };
+    let svc = ProxyService {
+        state: state.clone(),
+        client: ctx.client,
+        worker: ctx.worker,
+        slot: ctx.slot.clone(),
+        allowed: true,
+        activity: activity.clone(),
+        tunnel: Some(Arc::new(TunnelCtx {
+            authority,
+            scheme,
+            user: ctx.user.clone(),
+        })),
+    };
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_buf_size(super::CLIENT_READ_BUFFER_MAX.max(state.config.max_header_bytes + 8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(state.config.max_header_bytes).unwrap_or(u32::MAX));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "intercepted connection ended with an error");
+                }
+                return;
+            }
+            _ = state.draining.cancelled(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            e = watchdog(&activity, state.config.client_idle_timeout, state.config.header_read_timeout), if !draining => {
+                match e {
+                    Expiry::Idle => {
+                        draining = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    Expiry::HeaderTimeout => return,
+                }
+            }
+        }
+    }
+}
+
+/// An IO that first yields bytes already read (the classification peek), then the inner
+/// stream's.
+pub struct Prefixed<I> {
+    prefix: Bytes,
+    inner: I,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}

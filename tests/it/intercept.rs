@@ -1,0 +1,416 @@
+//! HTTPS interception: the real proxy with its own CA, in-process TLS origins with theirs
+//! (trusted through `intercept.upstream_ca_file`), reqwest, curl and raw sockets.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use crate::harness::*;
+
+struct Intercepting {
+    proxy: TestProxy,
+    ca_pem: String,
+    ca_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn intercepting(origin_ca: &TestCa, origin_port: u16, extra: &str) -> Intercepting {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_dir = dir.path().join("certs");
+    let proxy = TestProxy::start(
+        &format!("  connect_ports: [443, {origin_port}]\n"),
+        &format!(
+            "intercept:\n  enabled: true\n  create_ca: true\n  ca_dir: {:?}\n  upstream_ca_file: {:?}\n{extra}",
+            ca_dir.display().to_string(),
+            origin_ca.ca_path.display().to_string()
+        ),
+    )
+    .await;
+    let ca_path = ca_dir.join("ca.pem");
+    Intercepting {
+        proxy,
+        ca_pem: std::fs::read_to_string(&ca_path).unwrap(),
+        ca_path,
+        _dir: dir,
+    }
+}
+
+impl Intercepting {
+    fn client(&self, http1_only: bool) -> reqwest::Client {
+        init_crypto();
+        let mut b = reqwest::Client::builder()
+            .proxy(reqwest::Proxy::all(self.proxy.url()).unwrap())
+            .tls_certs_only([reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap()]);
+        if http1_only {
+            b = b.http1_only();
+        }
+        b.build().unwrap()
+    }
+}
+
+/// A TLS client over a hand-made CONNECT, trusting only `ca_pem`, with `sni` (None: no SNI).
+async fn tls_through(
+    proxy: &TestProxy,
+    port: u16,
+    ca_pem: &str,
+    sni: Option<&str>,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    init_crypto();
+    let s = raw_connect(proxy, port).await;
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject as _;
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.enable_sni = sni.is_some();
+    let name: rustls::pki_types::ServerName<'static> = match sni {
+        Some(n) => n.to_owned().try_into().unwrap(),
+        None => {
+            rustls::pki_types::ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into())
+        }
+    };
+    tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, s)
+        .await
+        .expect("handshake with the minted certificate")
+}
+
+/// Issuer and SANs of the leaf the proxy presented.
+fn leaf_names(tls: &tokio_rustls::client::TlsStream<TcpStream>) -> (String, Vec<String>) {
+    let der = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    let (_, c) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let sans = c
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .map(|n| format!("{n}"))
+        .collect();
+    (c.issuer().to_string(), sans)
+}
+
+#[tokio::test]
+async fn minted_leaves_name_the_host_and_come_from_our_ca() {
+    let origin_ca = TestCa::new();
+    let origin = Origin::https(&origin_ca).await;
+    let port = origin.addr.port();
+    let i = intercepting(&origin_ca, port, "").await;
+    // SNI present: a DNS SAN for it; none (an IP literal target): an IP SAN.
+    let tls = tls_through(&i.proxy, port, &i.ca_pem, Some("localhost")).await;
+    let (issuer, sans) = leaf_names(&tls);
+    assert!(issuer.contains("webrep interception CA"), "{issuer}");
+    assert_eq!(sans, vec!["DNSName(localhost)".to_owned()]);
+    let tls = tls_through(&i.proxy, port, &i.ca_pem, None).await;
+    let (_, sans) = leaf_names(&tls);
+    assert_eq!(sans.len(), 1);
+    assert!(sans[0].starts_with("IPAddress("), "{sans:?}");
+    drop(tls);
+    i.proxy.stop().await;
+}
+
+#[tokio::test]
+async fn https_is_decrypted_over_http1_and_http2() {
+    let origin_ca = TestCa::new();
+    let origin = Origin::https(&origin_ca).await;
+    let port = origin.addr.port();
+    let i = intercepting(&origin_ca, port, "").await;
+    for http1 in [true, false] {
+        let client = i.client(http1);
+        let url = format!("https://127.0.0.1:{port}/bytes/100000");
+        let r = client.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.version(),
+            if http1 {
+                http::Version::HTTP_11
+            } else {
+                http::Version::HTTP_2
+            }
+        );
+        let body = r.bytes().await.unwrap();
+        assert_eq!(body.len(), 100_000);
+        assert!(body.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+        // A POST body streams through the decrypted connection too.
+        let r = client
+            .post(format!("https://127.0.0.1:{port}/upload"))
+            .body(pattern_upload(300_000, 16 * 1024))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "300000 ok");
+    }
+    // Every inner request has its own access-log line with the full https URL.
+    let line = i
+        .proxy
+        .wait_log(|v| v["url"] == format!("https://127.0.0.1:{port}/bytes/100000"))
+        .await;
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["method"], "GET");
+    assert!(origin.stats.requests.load(Ordering::SeqCst) >= 4);
+    i.proxy.stop().await;
+}
+
+#[tokio::test]
+async fn curl_through_interception_with_the_proxy_ca() {
+    let origin_ca = TestCa::new();
+    let origin = Origin::https(&origin_ca).await;
+    let port = origin.addr.port();
+    let i = intercepting(&origin_ca, port, "").await;
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--noproxy", "", "--max-time", "30", "-x"])
+        .arg(i.proxy.url())
+        .arg("--cacert")
+        .arg(&i.ca_path)
+        .arg(format!("https://localhost:{port}/"))
+        .output()
+        .await
+        .expect("curl runs");
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello");
+    // Trusting only the origin's CA fails: the client sees our certificate.
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--noproxy", "", "--max-time", "30", "-x"])
+        .arg(i.proxy.url())
+        .arg("--cacert")
+        .arg(&origin_ca.ca_path)
+        .arg(format!("https://localhost:{port}/"))
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    i.proxy.stop().await;
+}
+
+async fn upstream_failure(origin_ca: &TestCa, trusted: &Path, host: &str) -> (u16, String, String) {
+    let origin = Origin::https(origin_ca).await;
+    let port = origin.addr.port();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_dir = dir.path().join("certs");
+    let proxy = TestProxy::start(
+        &format!("  connect_ports: [443, {port}]\n"),
+        &format!(
+            "intercept:\n  enabled: true\n  create_ca: true\n  ca_dir: {:?}\n  upstream_ca_file: {:?}\n",
+            ca_dir.display().to_string(),
+            trusted.display().to_string()
+        ),
+    )
+    .await;
+    let pem = std::fs::read_to_string(ca_dir.join("ca.pem")).unwrap();
+    init_crypto();
+    let client = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(proxy.url()).unwrap())
+        .tls_certs_only([reqwest::Certificate::from_pem(pem.as_bytes()).unwrap()])
+        .resolve(host, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("https://{host}:{port}/"))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let ps = r
+        .headers()
+        .get("proxy-status")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = r.text().await.unwrap();
+    assert_eq!(
+        origin.stats.requests.load(Ordering::SeqCst),
+        0,
+        "no request reached it"
+    );
+    proxy.stop().await;
+    (status, ps, body)
+}
+
+#[tokio::test]
+async fn upstream_certificate_failures_are_named_never_passed() {
+    // Unknown issuer: the proxy trusts an unrelated CA (another name), not the origin's.
+    let origin_ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let unrelated = dir.path().join("unrelated.pem");
+    {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "unrelated CA");
+        let ca = p.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap();
+        std::fs::write(&unrelated, ca.pem()).unwrap();
+    }
+    let (status, ps, body) = upstream_failure(&origin_ca, &unrelated, "localhost").await;
+    assert_eq!(status, 502);
+    assert!(ps.contains("error=tls_certificate_error"), "{ps}");
+    assert!(body.contains("unknown issuer"), "{body}");
+    // Wrong name: the certificate is for other.test.
+    let other = TestCa::custom(&["other.test"], false);
+    let (status, _, body) = upstream_failure(&other, &other.ca_path, "localhost").await;
+    assert_eq!(status, 502);
+    assert!(body.contains("for another name"), "{body}");
+    // Expired.
+    let expired = TestCa::custom(&["localhost"], true);
+    let (status, _, body) = upstream_failure(&expired, &expired.ca_path, "localhost").await;
+    assert_eq!(status, 502);
+    assert!(body.contains("expired"), "{body}");
+}
+
+/// CONNECT by hand; returns the stream after the 200.
+async fn raw_connect(proxy: &TestProxy, port: u16) -> TcpStream {
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(
+        format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    s
+}
+
+async fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(20), s.read_to_end(&mut out))
+        .await
+        .expect("the proxy closes the tunnel")
+        .ok();
+    out
+}
+
+#[tokio::test]
+async fn non_tls_bytes_bad_hellos_and_plain_http_in_a_tunnel() {
+    let origin_ca = TestCa::new();
+    let origin = Origin::https(&origin_ca).await;
+    let plain = Origin::http().await;
+    let i = intercepting(&origin_ca, origin.addr.port(), "").await;
+    // Neither TLS nor HTTP: refused (closed without a byte).
+    let mut s = raw_connect(&i.proxy, origin.addr.port()).await;
+    s.write_all(b"\x00\x01\x02binary protocol").await.unwrap();
+    assert!(read_to_close(&mut s).await.is_empty());
+    // A malformed ClientHello, and a huge one: closed, the proxy lives on.
+    let mut s = raw_connect(&i.proxy, origin.addr.port()).await;
+    s.write_all(b"\x16\x03\x01\x00\x05garbage-not-a-hello")
+        .await
+        .unwrap();
+    let _ = read_to_close(&mut s).await;
+    let mut s = raw_connect(&i.proxy, origin.addr.port()).await;
+    let mut huge = vec![0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0x00, 0xff, 0xfb];
+    huge.extend(std::iter::repeat_n(0x41u8, 70_000));
+    let _ = s.write_all(&huge).await;
+    let _ = read_to_close(&mut s).await;
+    // Plain HTTP inside a tunnel (to a plain origin on an allowed port) is served as HTTP.
+    let proxy2 = TestProxy::start(
+        &format!("  connect_ports: [{}]\n", plain.addr.port()),
+        &format!(
+            "intercept:\n  enabled: true\n  create_ca: true\n  ca_dir: {:?}\n",
+            i._dir.path().join("certs").display().to_string()
+        ),
+    )
+    .await;
+    let mut s = raw_connect(&proxy2, plain.addr.port()).await;
+    s.write_all(
+        format!(
+            "GET / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+            plain.addr.port()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let text = String::from_utf8(read_to_close(&mut s).await).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("hello"), "{text}");
+    // Still serving after all that.
+    let r = i
+        .client(true)
+        .get(format!("https://127.0.0.1:{}/", origin.addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "hello");
+    proxy2.stop().await;
+    i.proxy.stop().await;
+}
+
+#[tokio::test]
+async fn secure_websocket_echo_through_interception() {
+    let origin_ca = TestCa::new();
+    let origin = Origin::https(&origin_ca).await;
+    let port = origin.addr.port();
+    let i = intercepting(&origin_ca, port, "").await;
+    let tls = tls_through(&i.proxy, port, &i.ca_pem, Some("localhost")).await;
+    let (mut ws, resp) = tokio_tungstenite::client_async(format!("wss://localhost:{port}/ws"), tls)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 101);
+    use tokio_tungstenite::tungstenite::Message;
+    for n in 0..3 {
+        ws.send(Message::text(format!("secure {n}"))).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text(format!("secure {n}"))
+        );
+    }
+    ws.close(None).await.unwrap();
+    i.proxy.stop().await;
+}
+
+#[tokio::test]
+async fn the_ca_page_and_a_missing_ca() {
+    let origin_ca = TestCa::new();
+    let i = intercepting(&origin_ca, 443, "").await;
+    let r = plain_get(format!("{}/ca", i.proxy.url())).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    use rustls::pki_types::pem::PemObject as _;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(i.ca_pem.as_bytes()).unwrap();
+    assert!(
+        page.contains(&webrep::intercept::ca::fingerprint(&der)),
+        "{page}"
+    );
+    assert!(
+        page.contains("/ca.pem") && page.contains("Firefox"),
+        "{page}"
+    );
+    let r = plain_get(format!("{}/ca.pem", i.proxy.url()))
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "application/x-pem-file");
+    assert_eq!(r.text().await.unwrap(), i.ca_pem);
+    i.proxy.stop().await;
+
+    // Interception on, no CA, not allowed to create one: the proxy does not start, and says why.
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "{BASE}intercept:\n  enabled: true\n  ca_dir: {:?}\n",
+        dir.path().join("none").display().to_string()
+    );
+    let config = webrep::config::Config::from_yaml(&yaml, "t.yaml").unwrap();
+    let log = Arc::new(webrep::accesslog::AccessLog::with_writer(
+        Box::new(std::io::sink()),
+        webrep::config::AccessLogFormat::Json,
+        1 << 16,
+    ));
+    let err = match webrep::proxy::Proxy::bind(&config, log).await {
+        Ok(_) => panic!("started without a CA"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("webrep ca init"), "{err}");
+}
