@@ -923,6 +923,61 @@ mod tests {
     }
 
     #[test]
+    fn host_answers_keep_neighbouring_hosts_apart() {
+        let mut s = Store::open_in_memory().unwrap();
+        let mut expired = entry("gone.a.test/", 0, &["malware"]);
+        expired.expires = Some(5);
+        s.upsert(&[
+            entry("a.test/", 90, &["news"]),
+            entry("a.test/p/", 40, &[]),
+            // Keys that sort next to `a.test/...` but belong to other hosts.
+            entry("a.tes/", 0, &["malware"]),
+            entry("a.test-b.test/", 0, &["malware"]),
+            entry("a.test0.test/", 0, &["malware"]),
+            entry("xa.test/", 0, &["malware"]),
+            entry("www.a.test/q/", 30, &[]),
+            expired,
+        ])
+        .unwrap();
+        let a = s
+            .lookup_hosts(&["www.a.test", "a.test", "gone.a.test"], 10, 10)
+            .unwrap();
+        let www = a[0].as_ref().unwrap();
+        assert_eq!(www.verdict.score.map(Score::get), Some(90));
+        assert_eq!(www.verdict.matched.len(), 1);
+        let keys: Vec<&str> = www.paths.iter().map(|e| e.key.as_str()).collect();
+        // The host's own path entries first, then its parent's.
+        assert_eq!(keys, ["www.a.test/q/", "a.test/p/"]);
+        let bare = a[1].as_ref().unwrap();
+        assert_eq!(bare.verdict.score.map(Score::get), Some(90));
+        assert_eq!(bare.paths.len(), 1);
+        // An expired host entry does not count; the parent's still does.
+        let gone = a[2].as_ref().unwrap();
+        assert_eq!(gone.verdict.matched.len(), 1);
+        assert_eq!(gone.verdict.score.map(Score::get), Some(90));
+        // Path limit 0: no paths, but the verdict is whole and the answer says truncated.
+        let a = s.lookup_hosts(&["www.a.test"], 10, 0).unwrap();
+        let www = a[0].as_ref().unwrap();
+        assert!(www.paths.is_empty() && www.truncated);
+        assert_eq!(www.verdict.score.map(Score::get), Some(90));
+    }
+
+    #[test]
+    fn url_lookup_forgets_the_previous_urls_expressions() {
+        let mut s = Store::open_in_memory().unwrap();
+        s.upsert(&[entry("a.b.c.d.test/1/2/3.html?x=1", 10, &["phishing"])])
+            .unwrap();
+        let v = s
+            .lookup_str("http://a.b.c.d.test/1/2/3.html?x=1", 0)
+            .unwrap();
+        assert_eq!(v.risk, RiskLevel::Dangerous);
+        // Fewer expressions than the previous URL: nothing of it may be left bound.
+        let v = s.lookup_str("http://z.test/", 0).unwrap();
+        assert_eq!(v.risk, RiskLevel::Untested);
+        assert!(v.matched.is_empty());
+    }
+
+    #[test]
     fn expired_path_entries_do_not_fill_the_host_answer() {
         let mut s = Store::open_in_memory().unwrap();
         let mut old = entry("a.test/old/", 10, &[]);
