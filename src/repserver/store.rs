@@ -439,9 +439,32 @@ impl Store {
         path_limit: usize,
     ) -> Result<Vec<Result<HostAnswer, KeyError>>, StoreError> {
         // One read transaction for the batch: every answer comes from one snapshot, and the
-        // WAL read lock is taken once rather than once per statement.
-        let tx = self.conn.unchecked_transaction()?;
-        let mut stmt = tx.prepare_cached(HOST_RANGE)?;
+        // WAL read lock is taken once rather than once per statement. BEGIN and COMMIT are
+        // cached statements: parsing them each time costs a quarter of a one-host lookup.
+        self.conn.prepare_cached("BEGIN")?.execute([])?;
+        let answers = self.answer_hosts(hosts, now, path_limit);
+        // Nothing was written: COMMIT and ROLLBACK end it alike, and it must end even when a
+        // query failed.
+        let end = self
+            .conn
+            .prepare_cached("COMMIT")
+            .and_then(|mut s| s.execute([]));
+        if end.is_err() && !self.conn.is_autocommit() {
+            self.conn.execute_batch("ROLLBACK").ok();
+        }
+        let answers = answers?;
+        end?;
+        Ok(answers)
+    }
+
+    /// [`lookup_hosts`](Self::lookup_hosts) inside its read transaction.
+    fn answer_hosts(
+        &self,
+        hosts: &[&str],
+        now: i64,
+        path_limit: usize,
+    ) -> Result<Vec<Result<HostAnswer, KeyError>>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(HOST_RANGE)?;
         let want = path_limit.saturating_add(1);
         let (mut lo, mut hi) = (String::new(), String::new());
         let mut out = Vec::with_capacity(hosts.len());
@@ -488,8 +511,6 @@ impl Store {
                 truncated,
             }));
         }
-        drop(stmt);
-        tx.commit()?;
         Ok(out)
     }
 
@@ -897,6 +918,13 @@ mod tests {
                             reader.lookup_str("http://h1.test/", 0)?.risk,
                             RiskLevel::Untested
                         );
+                        let a = reader.lookup_hosts(&["h1.test"], 0, 10)?;
+                        assert_eq!(
+                            a[0].as_ref().map(|a| a.verdict.risk),
+                            Ok(RiskLevel::Untested)
+                        );
+                        // The batch's read transaction is over.
+                        assert!(reader.conn.is_autocommit());
                     }
                 }
                 Ok::<_, StoreError>(())
@@ -960,6 +988,7 @@ mod tests {
         let www = a[0].as_ref().unwrap();
         assert!(www.paths.is_empty() && www.truncated);
         assert_eq!(www.verdict.score.map(Score::get), Some(90));
+        assert!(s.conn.is_autocommit());
     }
 
     #[test]
