@@ -278,7 +278,7 @@ pub struct RawServerConfig {
     /// Threads answering lookups and change queries, each with its own read-only connection
     /// to the store: reads run in parallel with each other and go on during a long import.
     /// Writes and imports always run on one writer thread. 0 runs reads on the writer
-    /// thread too. Default 4.
+    /// thread too. Each connection keeps up to 64 MiB of page cache. Default 2.
     pub read_threads: usize,
     /// The global tier: another `webrep server` asked about what this one has no entry for.
     /// Default: none.
@@ -353,7 +353,7 @@ impl Default for RawServerConfig {
             change_log_rows: 1_000_000,
             max_queued_jobs: 1024,
             max_connections: 1024,
-            read_threads: 4,
+            read_threads: 2,
             upstream: None,
         }
     }
