@@ -52,6 +52,32 @@ pub struct Interceptor {
     pub minter: Minter,
     pub handshake_timeout: std::time::Duration,
     pub non_tls: NonTlsAction,
+    /// Client handshakes that failed after interception, per host (apps that pin their
+    /// certificates, clients without the CA): candidates for the bypass list.
+    pub handshake_failures: moka::sync::Cache<String, Arc<std::sync::atomic::AtomicU64>>,
+}
+
+/// Most hosts whose handshake failures are remembered.
+pub const HANDSHAKE_FAILURE_HOSTS: u64 = 10_000;
+
+impl Interceptor {
+    /// Counts a failed client handshake for `host`.
+    fn handshake_failed(&self, host: &str) {
+        self.handshake_failures
+            .get_with(host.to_ascii_lowercase(), Default::default)
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Hosts with failed client handshakes after interception, most failures first.
+    pub fn failed_handshakes(&self) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = self
+            .handshake_failures
+            .iter()
+            .map(|(h, n)| ((*h).clone(), n.load(std::sync::atomic::Ordering::Relaxed)))
+            .collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v
+    }
 }
 
 /// Serves an upgraded CONNECT connection with interception (see the module docs). Returns
@@ -175,6 +201,7 @@ async fn serve_tls(
             // Typically a client that does not trust our CA, or pins its certificates.
             tracing::info!(client.addr = %ctx.client, host = %cert_host, error = %e,
                 "client TLS handshake failed after interception");
+            icpt.handshake_failed(&cert_host);
             return;
         }
         Err(_) => {

@@ -181,6 +181,7 @@ fn intercept_setup(
             minter,
             handshake_timeout: ic.handshake_timeout,
             non_tls: ic.non_tls,
+            handshake_failures: moka::sync::Cache::new(intercept::HANDSHAKE_FAILURE_HOSTS),
         },
         clients,
     ))
@@ -276,6 +277,11 @@ impl Proxy {
             listeners,
             state: Arc::new(state),
         })
+    }
+
+    /// The shared state (for tests and the admin side: counters, the interceptor).
+    pub fn state(&self) -> Arc<ProxyState> {
+        self.state.clone()
     }
 
     /// The bound addresses (with the real port when 0 was configured).

@@ -329,6 +329,7 @@ async fn origin_handler(
 /// The real proxy, in-process, on 127.0.0.1:0.
 pub struct TestProxy {
     pub addr: SocketAddr,
+    pub state: Arc<webrep::proxy::ProxyState>,
     token: CancellationToken,
     handle: Option<tokio::task::JoinHandle<()>>,
     access_log: Arc<AccessLog>,
@@ -361,10 +362,12 @@ impl TestProxy {
             .await
             .unwrap();
         let addr = proxy.local_addrs()[0];
+        let state = proxy.state();
         let token = CancellationToken::new();
         let handle = tokio::spawn(proxy.run(token.clone()));
         Self {
             addr,
+            state,
             token,
             handle: Some(handle),
             access_log,

@@ -185,7 +185,8 @@ async fn curl_through_interception_with_the_proxy_ca() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello");
-    // Trusting only the origin's CA fails: the client sees our certificate.
+    // Trusting only the origin's CA fails: the client sees our certificate, and the proxy
+    // counts the failed handshake for the host (a pinned app would show up the same way).
     let out = tokio::process::Command::new("curl")
         .args(["-sS", "--noproxy", "", "--max-time", "30", "-x"])
         .arg(i.proxy.url())
@@ -196,6 +197,17 @@ async fn curl_through_interception_with_the_proxy_ca() {
         .await
         .unwrap();
     assert!(!out.status.success());
+    // curl may exit before the proxy has read its alert: wait (bounded) for the count.
+    let icpt = i.proxy.state.interceptor.as_ref().unwrap();
+    let mut failures = icpt.failed_handshakes();
+    for _ in 0..500 {
+        if !failures.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        failures = icpt.failed_handshakes();
+    }
+    assert_eq!(failures, vec![("localhost".to_owned(), 1)]);
     i.proxy.stop().await;
 }
 
