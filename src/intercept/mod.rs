@@ -1,7 +1,7 @@
 //! HTTPS interception (issue 7): the local CA ([`ca`]) and per-host leaf certificates
-//! ([`mint`]). The CONNECT flow that uses them (peek the ClientHello, intercept or tunnel by
-//! policy, serve the inner requests through the same filtering as plain HTTP) is built on top
-//! of these in the proxy.
+//! ([`mint`]). The CONNECT flow that uses them (classify the first bytes, decrypt, serve the
+//! inner requests through the proxy's own service) is [`crate::proxy::intercept`];
+//! `docs/intercept.md` describes the whole.
 //!
 //! Nothing here touches the network. The CA key never leaves [`ca::Ca`]; leaves get their own
 //! keys.

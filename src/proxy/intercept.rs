@@ -27,7 +27,7 @@
 //! `intercept.handshake_timeout_ms` is closed; a handshake failure (a client that does not
 //! trust the CA, a pinned app) is logged with the host and closes the tunnel. Upstream
 //! certificate failures are answered with a 502 naming the error
-//! ([`ProxyError::UpstreamCertificate`]); the connection is never completed as if valid.
+//! ([`super::error::ProxyError::UpstreamCertificate`]); the connection is never completed as if valid.
 
 use std::io;
 use std::pin::Pin;
