@@ -9,5 +9,6 @@ pub mod config;
 pub mod intercept;
 pub mod proxy;
 pub mod repserver;
+pub mod reputation;
 pub mod shutdown;
 pub mod telemetry;

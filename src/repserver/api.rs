@@ -197,6 +197,8 @@ struct Shared {
     shutdown: CancellationToken,
     upstream: Option<Arc<Upstream>>,
     spool_dir: std::path::PathBuf,
+    /// Lookup items (URLs plus hosts) answered since start, for `/healthz`.
+    lookups: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -331,6 +333,7 @@ pub async fn serve_with(
         shutdown: shutdown.clone(),
         upstream: options.upstream,
         spool_dir: options.spool_dir.unwrap_or_else(std::env::temp_dir),
+        lookups: std::sync::atomic::AtomicU64::new(0),
     });
     let tracker = TaskTracker::new();
     if options.change_log_rows > 0 {
@@ -583,7 +586,11 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Value, ApiErro
         )
     };
     match path.as_str() {
-        "/healthz" if get => Ok(json!({ "status": "ok" })),
+        "/healthz" if get => Ok(json!({
+            "status": "ok",
+            "seq": *shared.seq.borrow(),
+            "lookups": shared.lookups.load(std::sync::atomic::Ordering::Relaxed),
+        })),
         "/healthz" => Err(not_allowed("GET")),
         "/v1/lookup" if get || post => {
             authorize(shared, &req, Role::Client)?;
@@ -864,6 +871,9 @@ fn answer_host(
 }
 
 async fn lookup_one(shared: &Shared, url: String) -> Result<Value, ApiError> {
+    shared
+        .lookups
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let config = shared.config.clone();
     let answer = shared
         .read(move |store| answer_url(store, &config, &url, now()))
@@ -949,6 +959,9 @@ struct BatchRequest {
 async fn lookup_batch(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
     let req: BatchRequest = parse_json(body)?;
     let n = req.urls.len() + req.hosts.len();
+    shared
+        .lookups
+        .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
     if n > shared.config.max_batch {
         return Err(ApiError::bad_request(format!(
             "{n} items in one batch; at most {}",

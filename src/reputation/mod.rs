@@ -1,0 +1,508 @@
+//! The proxy's side of reputation (issue 6): an ordered list of reputation servers with
+//! health tracking and failover, a moka cache of their per-host answers, stale answers during
+//! an outage, and a follower of the change stream that drops changed keys.
+//!
+//! # Where it sits
+//! On the request path, after canonicalization and before the policy decision:
+//! [`Reputation::lookup`] turns a canonical URL into a [`Lookup`] (a verdict, or none when no
+//! source answered and nothing stale is cached). It never blocks a worker: misses are one
+//! async round trip.
+//!
+//! # What it costs
+//! In steady state a lookup is one moka hit on the URL's host and the combination rule over
+//! that host's few cached entries ([`answer::HostAnswer::verdict`]); no network. A cold host
+//! costs one `POST /v1/lookup` for the host (all its expressions in one answer); concurrent
+//! misses on one host share that request (moka coalesces the initialisation). A host whose
+//! path entries did not fit one answer (`truncated`) is asked per URL, cached per URL the same
+//! way. Memory: at most `reputation.cache_entries` answers, each for its TTL, plus a second
+//! bounded map of the same answers kept `max_stale_secs` longer for outages.
+//!
+//! # How it fails
+//! A source that fails (refused, timeout past its deadline, an error status, a malformed
+//! answer) is marked down for `retry_after_ms` and the next one is asked, within the same
+//! lookup. When none answers: a cached answer past its TTL but within `max_stale_secs` is
+//! served as [`CacheState::Stale`]; otherwise the lookup has no verdict and the policy's
+//! `reputation_unavailable` action applies. Nothing here panics on a server's answer.
+
+pub mod answer;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::canon::CanonicalUrl;
+use crate::repserver::client::{ClientError, RepClient};
+use crate::repserver::model::Verdict;
+use answer::{AnswerError, HostAnswer, url_verdict};
+
+/// Where a lookup's verdict came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheState {
+    /// A cached answer within its TTL.
+    Hit,
+    /// Asked a server for this lookup (or waited for a concurrent request that did).
+    Miss,
+    /// No source answered; a cached answer past its TTL was used.
+    Stale,
+    /// No source answered and nothing was cached.
+    Unavailable,
+}
+
+impl CacheState {
+    /// Stable name for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheState::Hit => "hit",
+            CacheState::Miss => "miss",
+            CacheState::Stale => "stale",
+            CacheState::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// The outcome of one lookup.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    /// The verdict; `None` when no source answered and nothing usable was cached.
+    pub verdict: Option<Verdict>,
+    /// Where it came from.
+    pub cache: CacheState,
+    /// The source that gave the answer (its configured name).
+    pub source: Option<Arc<str>>,
+    /// For a stale answer: how long past its TTL it is.
+    pub stale_for: Option<Duration>,
+}
+
+/// One reputation server.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// A name for logs and the access log.
+    pub name: String,
+    /// A client for it (base URL, token, CA).
+    pub client: RepClient,
+    /// How long one request to it may take.
+    pub timeout: Duration,
+}
+
+/// What [`Reputation::new`] needs.
+#[derive(Debug, Clone)]
+pub struct ReputationConfig {
+    /// In order: the first healthy one is asked.
+    pub sources: Vec<SourceConfig>,
+    /// Most cached answers.
+    pub cache_entries: u64,
+    /// How long past its TTL an answer is kept for outages.
+    pub max_stale: Duration,
+    /// How long a failed source is skipped.
+    pub retry_after: Duration,
+}
+
+struct Source {
+    name: Arc<str>,
+    client: RepClient,
+    timeout: Duration,
+    /// Milliseconds since `Reputation::epoch` until which the source is skipped.
+    down_until: AtomicU64,
+}
+
+/// A cached answer and when it stops being fresh.
+#[derive(Debug)]
+struct Cached<T> {
+    value: T,
+    fresh_until: Instant,
+    source: Arc<str>,
+}
+
+type HostEntry = Arc<Cached<HostAnswer>>;
+type UrlEntry = Arc<Cached<Verdict>>;
+
+struct FreshFor;
+
+impl<T: Send + Sync + 'static> moka::Expiry<String, Arc<Cached<T>>> for FreshFor {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Arc<Cached<T>>,
+        now: Instant,
+    ) -> Option<Duration> {
+        Some(value.fresh_until.saturating_duration_since(now))
+    }
+}
+
+/// Keeps an answer `max_stale` past its freshness, for outages.
+struct StaleFor(Duration);
+
+impl<T: Send + Sync + 'static> moka::Expiry<String, Arc<Cached<T>>> for StaleFor {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Arc<Cached<T>>,
+        now: Instant,
+    ) -> Option<Duration> {
+        Some(value.fresh_until.saturating_duration_since(now) + self.0)
+    }
+}
+
+/// Why a fetch failed at every source.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("no reputation source answered: {0}")]
+pub struct Unavailable(String);
+
+/// The proxy's reputation client and cache. Share it in an `Arc`.
+pub struct Reputation {
+    sources: Vec<Source>,
+    hosts: moka::future::Cache<String, HostEntry>,
+    urls: moka::future::Cache<String, UrlEntry>,
+    stale_hosts: moka::future::Cache<String, HostEntry>,
+    stale_urls: moka::future::Cache<String, UrlEntry>,
+    retry_after: Duration,
+    epoch: Instant,
+    /// Changes applied from the change stream (keys dropped).
+    pub changes_applied: AtomicU64,
+}
+
+impl std::fmt::Debug for Reputation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reputation")
+            .field(
+                "sources",
+                &self.sources.iter().map(|s| &s.name).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl Reputation {
+    /// A client over `config.sources`.
+    pub fn new(config: ReputationConfig) -> Reputation {
+        fn cache<T: Send + Sync + 'static>(
+            n: u64,
+            stale: Option<Duration>,
+        ) -> moka::future::Cache<String, Arc<Cached<T>>> {
+            let b = moka::future::Cache::builder()
+                .max_capacity(n)
+                .support_invalidation_closures();
+            match stale {
+                None => b.expire_after(FreshFor).build(),
+                Some(d) => b.expire_after(StaleFor(d)).build(),
+            }
+        }
+        let n = config.cache_entries;
+        let max_stale = Some(config.max_stale);
+        Reputation {
+            sources: config
+                .sources
+                .into_iter()
+                .map(|s| Source {
+                    name: s.name.into(),
+                    client: s.client,
+                    timeout: s.timeout,
+                    down_until: AtomicU64::new(0),
+                })
+                .collect(),
+            hosts: cache(n, None),
+            urls: cache(n, None),
+            stale_hosts: cache(n, max_stale),
+            stale_urls: cache(n, max_stale),
+            retry_after: config.retry_after,
+            epoch: Instant::now(),
+            changes_applied: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The verdict for a canonical URL (see the module docs).
+    pub async fn lookup(&self, url: &CanonicalUrl) -> Lookup {
+        let host = url.host().to_owned();
+        let now = unix_now();
+        let mut cache = CacheState::Hit;
+        let fetched = self
+            .hosts
+            .try_get_with(host.clone(), async {
+                cache = CacheState::Miss;
+                self.fetch_host(&host).await
+            })
+            .await;
+        let entry = match fetched {
+            Ok(e) => e,
+            Err(e) => return self.stale_host(&host, url, now, &e).await,
+        };
+        if entry.value.complete() {
+            return Lookup {
+                verdict: Some(entry.value.verdict(url, now)),
+                cache,
+                source: Some(entry.source.clone()),
+                stale_for: None,
+            };
+        }
+        // Too many path entries for one answer: this URL on its own.
+        let key = url.to_string();
+        let mut cache = CacheState::Hit;
+        let fetched = self
+            .urls
+            .try_get_with(key.clone(), async {
+                cache = CacheState::Miss;
+                self.fetch_url(&key).await
+            })
+            .await;
+        match fetched {
+            Ok(e) => Lookup {
+                verdict: Some(e.value.clone()),
+                cache,
+                source: Some(e.source.clone()),
+                stale_for: None,
+            },
+            Err(err) => match self.stale_urls.get(&key).await {
+                Some(e) => Lookup {
+                    verdict: Some(e.value.clone()),
+                    cache: CacheState::Stale,
+                    source: Some(e.source.clone()),
+                    stale_for: Some(e.fresh_until.elapsed()),
+                },
+                None => {
+                    tracing::debug!(error = %err, "reputation unavailable");
+                    Lookup {
+                        verdict: None,
+                        cache: CacheState::Unavailable,
+                        source: None,
+                        stale_for: None,
+                    }
+                }
+            },
+        }
+    }
+
+    async fn stale_host(
+        &self,
+        host: &str,
+        url: &CanonicalUrl,
+        now: i64,
+        err: &Unavailable,
+    ) -> Lookup {
+        match self.stale_hosts.get(host).await {
+            Some(e) if e.value.complete() => Lookup {
+                verdict: Some(e.value.verdict(url, now)),
+                cache: CacheState::Stale,
+                source: Some(e.source.clone()),
+                stale_for: Some(e.fresh_until.elapsed()),
+            },
+            _ => {
+                tracing::debug!(host, error = %err, "reputation unavailable");
+                Lookup {
+                    verdict: None,
+                    cache: CacheState::Unavailable,
+                    source: None,
+                    stale_for: None,
+                }
+            }
+        }
+    }
+
+    /// Asks the sources in order, skipping those marked down (unless all are), until one
+    /// answers `body`; returns the answer and the source's name.
+    async fn ask(&self, body: &Value) -> Result<(Value, Arc<str>), Unavailable> {
+        let now = self.now_ms();
+        let mut order: Vec<&Source> = self
+            .sources
+            .iter()
+            .filter(|s| s.down_until.load(Ordering::Relaxed) <= now)
+            .collect();
+        if order.is_empty() {
+            order = self.sources.iter().collect();
+        }
+        let mut errors = Vec::new();
+        for s in order {
+            match s.client.post_json("/v1/lookup", body, s.timeout).await {
+                Ok(v) => {
+                    s.down_until.store(0, Ordering::Relaxed);
+                    return Ok((v, s.name.clone()));
+                }
+                Err(e) => {
+                    self.mark_down(s, &e);
+                    errors.push(format!("{}: {e}", s.name));
+                }
+            }
+        }
+        if errors.is_empty() {
+            errors.push("no source configured".into());
+        }
+        Err(Unavailable(errors.join("; ")))
+    }
+
+    fn mark_down(&self, s: &Source, e: &dyn std::fmt::Display) {
+        let was_up = s.down_until.load(Ordering::Relaxed) <= self.now_ms();
+        let until = self.now_ms() + u64::try_from(self.retry_after.as_millis()).unwrap_or(u64::MAX);
+        s.down_until.store(until, Ordering::Relaxed);
+        if was_up {
+            tracing::warn!(source = %s.name, error = %e, retry_after = ?self.retry_after,
+                "reputation source failed; using the next one");
+        }
+    }
+
+    async fn fetch_host(&self, host: &str) -> Result<HostEntry, Unavailable> {
+        let (v, source) = self.ask(&json!({ "hosts": [host] })).await?;
+        let answer = v
+            .get("hosts")
+            .and_then(|h| h.get(0))
+            .ok_or_else(|| AnswerError("no hosts list".into()))
+            .and_then(|item| HostAnswer::from_json(item, unix_now()))
+            .map_err(|e| Unavailable(format!("{source}: {e}")))?;
+        let entry = Arc::new(Cached {
+            fresh_until: Instant::now() + Duration::from_secs(answer.ttl_secs),
+            value: answer,
+            source,
+        });
+        self.stale_hosts
+            .insert(host.to_owned(), entry.clone())
+            .await;
+        Ok(entry)
+    }
+
+    async fn fetch_url(&self, url: &str) -> Result<UrlEntry, Unavailable> {
+        let (v, source) = self.ask(&json!({ "urls": [url] })).await?;
+        let (verdict, ttl) = v
+            .get("urls")
+            .and_then(|h| h.get(0))
+            .ok_or_else(|| AnswerError("no urls list".into()))
+            .and_then(url_verdict)
+            .map_err(|e| Unavailable(format!("{source}: {e}")))?;
+        let entry = Arc::new(Cached {
+            fresh_until: Instant::now() + Duration::from_secs(ttl),
+            value: verdict,
+            source,
+        });
+        self.stale_urls.insert(url.to_owned(), entry.clone()).await;
+        Ok(entry)
+    }
+
+    /// Drops every cached answer a changed key can affect: answers for its host and the
+    /// host's subdomains (a `host/` entry covers them), fresh and stale.
+    pub fn invalidate_key(&self, key: &str) {
+        if key.starts_with(crate::repserver::store::FILE_CHANGE_PREFIX) {
+            return;
+        }
+        let host = key.split('/').next().unwrap_or(key).to_owned();
+        let covers = move |h: &str| {
+            h == host
+                || (h.len() > host.len()
+                    && h.ends_with(&host)
+                    && h.as_bytes()[h.len() - host.len() - 1] == b'.')
+        };
+        let on_host = {
+            let covers = covers.clone();
+            move |k: &String, _: &HostEntry| covers(k)
+        };
+        let on_url = move |k: &String, _: &UrlEntry| {
+            let rest = k.split_once("://").map_or(k.as_str(), |(_, r)| r);
+            covers(rest.split('/').next().unwrap_or(rest))
+        };
+        for (c, f) in [(&self.hosts, on_host.clone()), (&self.stale_hosts, on_host)] {
+            if let Err(e) = c.invalidate_entries_if(f) {
+                tracing::warn!(error = %e, "cache invalidation failed; dropping everything");
+                c.invalidate_all();
+            }
+        }
+        for (c, f) in [(&self.urls, on_url.clone()), (&self.stale_urls, on_url)] {
+            if let Err(e) = c.invalidate_entries_if(f) {
+                tracing::warn!(error = %e, "cache invalidation failed; dropping everything");
+                c.invalidate_all();
+            }
+        }
+        self.changes_applied.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Drops every cached answer.
+    pub fn invalidate_all(&self) {
+        self.hosts.invalidate_all();
+        self.urls.invalidate_all();
+        self.stale_hosts.invalidate_all();
+        self.stale_urls.invalidate_all();
+        self.changes_applied.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Follows the change stream of the first healthy source until `shutdown`, dropping the
+    /// keys that change (long-poll, `wait_ms` 25 s). On a source switch, a gap, or a
+    /// `truncated` answer, the whole cache is dropped, since sequence numbers are per server.
+    pub async fn follow_changes(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut position: Option<(usize, u64)> = None;
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let now = self.now_ms();
+            let Some(index) = self
+                .sources
+                .iter()
+                .position(|s| s.down_until.load(Ordering::Relaxed) <= now)
+                .or(if self.sources.is_empty() {
+                    None
+                } else {
+                    Some(0)
+                })
+            else {
+                return;
+            };
+            let s = &self.sources[index];
+            let (since, wait) = match position {
+                Some((i, seq)) if i == index => (seq, 25_000),
+                _ => (0, 0),
+            };
+            let path = format!("/v1/changes?since={since}&wait_ms={wait}");
+            let result = tokio::select! {
+                r = s.client.get(&path, s.timeout + Duration::from_millis(wait + 5_000)) => r,
+                _ = shutdown.cancelled() => return,
+            };
+            match result.and_then(|v| parse_changes(&v)) {
+                Ok((seq, keys, truncated)) => {
+                    let switched = !matches!(position, Some((i, _)) if i == index);
+                    if switched || truncated {
+                        if switched && position.is_some() {
+                            tracing::info!(source = %s.name, "following the change stream of another source");
+                        }
+                        self.invalidate_all();
+                    } else {
+                        for k in &keys {
+                            self.invalidate_key(k);
+                        }
+                    }
+                    position = Some((index, seq));
+                }
+                Err(e) => {
+                    self.mark_down(s, &e);
+                    position = None;
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.retry_after.min(Duration::from_secs(5))) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn parse_changes(v: &Value) -> Result<(u64, Vec<String>, bool), ClientError> {
+    let bad = || ClientError::Json("change answer lacks seq/keys".into());
+    let seq = v.get("seq").and_then(Value::as_u64).ok_or_else(bad)?;
+    let keys = v
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or_else(bad)?
+        .iter()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect();
+    let truncated = v.get("truncated").and_then(Value::as_bool).unwrap_or(false);
+    Ok((seq, keys, truncated))
+}

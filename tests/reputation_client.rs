@@ -1,0 +1,295 @@
+//! The proxy's reputation client and cache against real reputation servers on 127.0.0.1:0:
+//! coalesced cold lookups, one answer serving a whole host, stale answers and failover during
+//! an outage, and the change stream dropping changed keys long before their TTL.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use webrep::canon::canonicalize;
+use webrep::repserver::api::{self, ApiConfig, Tokens};
+use webrep::repserver::client::RepClient;
+use webrep::repserver::model::RiskLevel;
+use webrep::repserver::store::Store;
+use webrep::reputation::{CacheState, Reputation, ReputationConfig, SourceConfig};
+
+const CLIENT: &str = "client-token-0123456789";
+const ADMIN: &str = "admin-token-0123456789";
+
+struct Server {
+    base: String,
+    admin: RepClient,
+    shutdown: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    async fn start(config: ApiConfig) -> Server {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let tokens = Tokens {
+            client: vec![CLIENT.into()],
+            admin: vec![ADMIN.into()],
+        };
+        let task = tokio::spawn(api::serve(
+            listener,
+            Store::open_in_memory().unwrap(),
+            tokens,
+            config,
+            shutdown.clone(),
+        ));
+        Server {
+            admin: RepClient::new(&base, ADMIN, None).unwrap(),
+            base,
+            shutdown,
+            task,
+        }
+    }
+
+    async fn write(&self, body: Value) {
+        self.admin
+            .post_json("/v1/entries", &body, Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+
+    async fn lookups(&self) -> u64 {
+        let v = self
+            .admin
+            .get("/healthz", Duration::from_secs(10))
+            .await
+            .unwrap();
+        v["lookups"].as_u64().unwrap()
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+fn source(name: &str, base: &str) -> SourceConfig {
+    SourceConfig {
+        name: name.into(),
+        client: RepClient::new(base, CLIENT, None).unwrap(),
+        timeout: Duration::from_secs(2),
+    }
+}
+
+fn reputation(sources: Vec<SourceConfig>) -> Arc<Reputation> {
+    Arc::new(Reputation::new(ReputationConfig {
+        sources,
+        cache_entries: 10_000,
+        max_stale: Duration::from_secs(3600),
+        retry_after: Duration::from_secs(30),
+    }))
+}
+
+fn sample() -> Value {
+    json!({ "upsert": [
+        { "key": "shop.test/", "score": 92, "categories": ["shopping"] },
+        { "key": "shop.test/downloads/", "score": 8, "categories": ["malware"] },
+        { "key": "http://www.shop.test/cart?id=7", "score": 60, "categories": ["phishing"] },
+        { "key": "bad.test/", "score": 3, "categories": ["phishing"] },
+    ]})
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_cold_lookups_cost_one_server_lookup() {
+    let server = Server::start(ApiConfig::default()).await;
+    server.write(sample()).await;
+    let rep = reputation(vec![source("local", &server.base)]);
+    let before = server.lookups().await;
+    let mut tasks = Vec::new();
+    for i in 0..1000 {
+        let rep = rep.clone();
+        tasks.push(tokio::spawn(async move {
+            let url = canonicalize(&format!("http://www.shop.test/page/{i}")).unwrap();
+            rep.lookup(&url).await
+        }));
+    }
+    let mut misses = 0;
+    for t in tasks {
+        let l = t.await.unwrap();
+        assert_eq!(l.verdict.unwrap().risk, RiskLevel::Safe);
+        misses += usize::from(l.cache == CacheState::Miss);
+    }
+    assert_eq!(misses, 1, "one lookup asked the server");
+    assert_eq!(
+        server.lookups().await - before,
+        1,
+        "the server saw one host lookup"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn one_host_answer_serves_every_url_of_the_host() {
+    let server = Server::start(ApiConfig::default()).await;
+    server.write(sample()).await;
+    let rep = reputation(vec![source("local", &server.base)]);
+    let check = async |url: &str, risk: RiskLevel, cat: &str| {
+        let l = rep.lookup(&canonicalize(url).unwrap()).await;
+        let v = l.verdict.unwrap();
+        assert_eq!(v.risk, risk, "{url}");
+        assert_eq!(
+            v.categories.first().map_or("", |c| c.as_str()),
+            cat,
+            "{url}"
+        );
+        l.cache
+    };
+    assert_eq!(
+        check("http://www.shop.test/", RiskLevel::Safe, "shopping").await,
+        CacheState::Miss
+    );
+    let before = server.lookups().await;
+    for (url, risk, cat) in [
+        (
+            "http://www.shop.test/downloads/x.exe",
+            RiskLevel::Dangerous,
+            "malware",
+        ),
+        (
+            "HTTP://WWW.SHOP.TEST/%64ownloads/./y.exe",
+            RiskLevel::Dangerous,
+            "malware",
+        ),
+        (
+            "http://www.shop.test/cart?id=7",
+            RiskLevel::HighlySuspicious,
+            "phishing",
+        ),
+        (
+            "http://www.shop.test/cart?id=8",
+            RiskLevel::Safe,
+            "shopping",
+        ),
+    ] {
+        assert_eq!(check(url, risk, cat).await, CacheState::Hit, "{url}");
+    }
+    assert_eq!(
+        server.lookups().await,
+        before,
+        "all from the cached host answer"
+    );
+    // Untested hosts are cached too.
+    assert_eq!(
+        check("http://nobody.test/", RiskLevel::Untested, "").await,
+        CacheState::Miss
+    );
+    assert_eq!(
+        check("http://nobody.test/x", RiskLevel::Untested, "").await,
+        CacheState::Hit
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn outage_serves_stale_then_fails_over_and_reports_unavailable() {
+    // TTL 0: every answer is stale at once, so the outage path is taken on the next lookup.
+    let config = ApiConfig {
+        ttl_secs: 0,
+        untested_ttl_secs: 0,
+        ..ApiConfig::default()
+    };
+    let first = Server::start(config.clone()).await;
+    first.write(sample()).await;
+    let second = Server::start(config).await;
+    second
+        .write(json!({ "upsert": [{ "key": "only-second.test/", "score": 70 }] }))
+        .await;
+    let rep = reputation(vec![
+        source("first", &first.base),
+        source("second", &second.base),
+    ]);
+    let bad = canonicalize("http://bad.test/").unwrap();
+    let l = rep.lookup(&bad).await;
+    assert_eq!(
+        (l.cache, l.source.as_deref()),
+        (CacheState::Miss, Some("first"))
+    );
+    first.stop().await;
+    // The first source is gone: the second answers what it knows...
+    let l = rep
+        .lookup(&canonicalize("http://only-second.test/").unwrap())
+        .await;
+    assert_eq!(l.source.as_deref(), Some("second"));
+    assert_eq!(l.verdict.unwrap().risk, RiskLevel::Suspicious);
+    // ...and for bad.test the second answers untested (it has no entry): a live answer wins
+    // over a stale one.
+    let l = rep.lookup(&bad).await;
+    assert_eq!(
+        (l.cache, l.source.as_deref()),
+        (CacheState::Miss, Some("second"))
+    );
+    second.stop().await;
+    // Nobody answers: what was cached is served stale, the rest is unavailable.
+    let l = rep
+        .lookup(&canonicalize("http://only-second.test/x").unwrap())
+        .await;
+    assert_eq!(l.cache, CacheState::Stale);
+    assert_eq!(l.verdict.unwrap().risk, RiskLevel::Suspicious);
+    assert!(l.stale_for.is_some());
+    let l = rep
+        .lookup(&canonicalize("http://never-seen.test/").unwrap())
+        .await;
+    assert_eq!(l.cache, CacheState::Unavailable);
+    assert!(l.verdict.is_none());
+}
+
+#[tokio::test]
+async fn a_change_on_the_server_reaches_the_cache_long_before_the_ttl() {
+    let server = Server::start(ApiConfig::default()).await; // TTL 300 s
+    server.write(sample()).await;
+    let rep = reputation(vec![source("local", &server.base)]);
+    let stop = CancellationToken::new();
+    let follower = tokio::spawn(rep.clone().follow_changes(stop.clone()));
+    let url = canonicalize("http://www.shop.test/index.html").unwrap();
+    assert_eq!(
+        rep.lookup(&url).await.verdict.unwrap().risk,
+        RiskLevel::Safe
+    );
+    // Wait until the follower is in place (its first answer drops the cache once).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rep
+        .changes_applied
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
+        assert!(Instant::now() < deadline, "follower never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        rep.lookup(&url).await.verdict.unwrap().risk,
+        RiskLevel::Safe
+    );
+    // The host turns dangerous on the server.
+    let written = Instant::now();
+    server
+        .write(
+            json!({ "upsert": [{ "key": "shop.test/", "score": 2, "categories": ["malware"] }] }),
+        )
+        .await;
+    let delay = loop {
+        let v = rep.lookup(&url).await.verdict.unwrap();
+        if v.risk == RiskLevel::Dangerous {
+            break written.elapsed();
+        }
+        assert!(
+            written.elapsed() < Duration::from_secs(30),
+            "the change never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    println!("change reached the proxy cache after {delay:?}");
+    stop.cancel();
+    let _ = follower.await;
+    server.stop().await;
+}
