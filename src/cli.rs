@@ -35,6 +35,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Work with policy files.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Print a users-file line (`NAME:argon2-hash`) for proxy authentication; the password
     /// is read from the first line of standard input.
     Passwd {
@@ -51,5 +56,16 @@ pub enum ConfigCommand {
     Check {
         /// The file to check.
         file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate policy files: a summary per valid file (exit 0), or `file:line:column:
+    /// message` lines (exit 1).
+    Check {
+        /// The files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
