@@ -142,9 +142,17 @@ pub(crate) fn parse(text: &str, allow_path: bool) -> Result<Pattern, String> {
     } else {
         canon::canonicalize(&format!("http://{host}/"))
     }
-        .map_err(|e| format!("`{host}` is not a host name: {e}"))?;
+    .map_err(|e| format!("`{host}` is not a host name: {e}"))?;
     if url.port().is_some() {
         return Err(format!("`{host}`: ports are not part of host patterns"));
+    }
+    if url.host_kind() == HostKind::Domain
+        && !url
+            .host()
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(format!("`{host}` is not a host name"));
     }
     Ok(Pattern::Host {
         host: url.host().to_owned(),
@@ -213,6 +221,9 @@ fn parse_wildcard(host: &str) -> Result<(Vec<LabelGlob>, String), String> {
 
 #[derive(Debug, Default)]
 struct HostEntry {
+    /// An IP entry covers only that address, never a longer "domain" ending in it
+    /// (`1.192.0.2.7` is not under `192.0.2.7`).
+    ip: bool,
     /// The entry text when the whole host (and its subdomains) is covered.
     whole: Option<Box<str>>,
     /// (canonical path prefix, entry text).
@@ -254,8 +265,9 @@ impl HostSet {
         self.len += 1;
         let text: Box<str> = text.trim().into();
         match pattern {
-            Pattern::Host { host, path, .. } => {
+            Pattern::Host { host, kind, path } => {
                 let e = self.hosts.entry(host.into()).or_default();
+                e.ip = kind != HostKind::Domain;
                 match path {
                     None => {
                         e.whole.get_or_insert(text);
@@ -304,7 +316,12 @@ impl HostSet {
         }
         let mut suffix = host;
         loop {
-            if let Some(hit) = self.hosts.get(suffix).and_then(|e| e.lookup(path)) {
+            if let Some(hit) = self
+                .hosts
+                .get(suffix)
+                .filter(|e| !e.ip || suffix.len() == host.len())
+                .and_then(|e| e.lookup(path))
+            {
                 return Some(hit);
             }
             if !self.wildcards.is_empty()
