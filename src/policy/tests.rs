@@ -945,3 +945,76 @@ fn empty_policy_is_all_defaults() {
     let o = req("http://example.com/").eval(&p, Some(&verdict(Some(90), &["finance"])));
     assert_eq!(o.action, Allow);
 }
+
+#[test]
+fn shipped_policies_mean_what_they_say() {
+    let default = policy(include_str!("../../policies/default.yaml"));
+    let strict = policy(include_str!("../../policies/strict.yaml"));
+    let example = policy(include_str!("../../policies/example.yaml"));
+    assert_eq!(example.rule_ids().count(), 4);
+    let r = req("https://example.com/");
+    let mut f = Failures::default();
+    // Every security category is blocked by both.
+    for (name, class) in crate::repserver::model::BUILTIN_CATEGORIES {
+        let v = verdict(Some(95), &[name]);
+        let is_security = *class == crate::repserver::model::CategoryClass::Security;
+        f.check(
+            &format!("default {name}"),
+            r.eval(&default, Some(&v)).action == Block,
+            is_security,
+        );
+        f.check(
+            &format!("strict {name}"),
+            r.eval(&strict, Some(&v)).action == Block,
+            is_security,
+        );
+    }
+    // default: medium.
+    f.check(
+        "default suspicious",
+        r.eval(&default, Some(&verdict(Some(70), &[]))).action,
+        Allow,
+    );
+    f.check(
+        "default highly suspicious",
+        r.eval(&default, Some(&verdict(Some(60), &[]))).action,
+        Block,
+    );
+    f.check(
+        "default untested",
+        r.eval(&default, Some(&Verdict::untested())).action,
+        Allow,
+    );
+    // strict: high, untested warned, social networking and streaming warned, fail closed.
+    f.check(
+        "strict suspicious",
+        r.eval(&strict, Some(&verdict(Some(70), &[]))).action,
+        Block,
+    );
+    f.check(
+        "strict untested",
+        r.eval(&strict, Some(&Verdict::untested())).action,
+        Warn,
+    );
+    f.check(
+        "strict social",
+        r.eval(&strict, Some(&verdict(Some(95), &["social-networking"])))
+            .action,
+        Warn,
+    );
+    f.check(
+        "strict streaming",
+        r.eval(&strict, Some(&verdict(Some(95), &["streaming"])))
+            .action,
+        Warn,
+    );
+    f.check("strict unavailable", r.eval(&strict, None).action, Block);
+    // Both tunnel finance and health.
+    for p in [&default, &strict] {
+        r.with(|facts| {
+            let d = intercept(p, facts, Some(&verdict(Some(95), &["health"])));
+            f.check("tunnel health", d.mode, InterceptMode::Tunnel);
+        });
+    }
+    f.finish();
+}

@@ -5,6 +5,7 @@ mod harness;
 
 mod binary;
 mod config_file;
+mod policy_check;
 mod proxy_connect;
 mod proxy_http;
 mod proxy_limits;
