@@ -396,4 +396,31 @@ mod tests {
         stop.cancel();
         tokio::time::timeout(wait, task).await.unwrap().unwrap();
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sighup_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.yaml");
+        std::fs::write(&path, V1).unwrap();
+        let h = PolicyHandle::load(&path).unwrap();
+        let mut events = h.subscribe();
+        let stop = CancellationToken::new();
+        // The handler is installed before this returns, so the signal below cannot kill
+        // the test process.
+        let task = h.spawn_sighup(stop.clone()).unwrap();
+        replace(&path, V2);
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &std::process::id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let ev = tokio::time::timeout(Duration::from_secs(20), events.wait_for(|e| e.attempt >= 1))
+            .await
+            .expect("no reload within 20 s")
+            .unwrap()
+            .clone();
+        assert_eq!((ev.generation, ev.error), (2, None));
+        stop.cancel();
+        task.await.unwrap();
+    }
 }
