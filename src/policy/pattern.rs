@@ -19,7 +19,9 @@
 //! `*.example.com`, `com` for `www.ex*le.com`), found by the same walk, and only the patterns
 //! of a matching group are tried label by label. IP hosts are looked up exactly.
 
-use std::collections::HashMap;
+// foldhash: a keyed (per-process random seed) hash several times faster than SipHash on
+// short host names; a lookup hashes each label boundary of the host.
+use foldhash::HashMap;
 
 use crate::canon::{self, CanonicalUrl, HostKind};
 
@@ -256,7 +258,43 @@ pub(crate) struct HostSet {
     hosts: HashMap<Box<str>, HostEntry>,
     /// Wildcards by their literal right-hand part.
     wildcards: HashMap<Box<str>, Vec<Wildcard>>,
+    /// Fewest and most labels among `hosts` keys: suffixes outside are not looked up.
+    host_labels: LabelRange,
+    /// The same for `wildcards` keys.
+    anchor_labels: LabelRange,
     len: usize,
+}
+
+/// An inclusive range of label counts; empty (`min > max`) by default.
+#[derive(Debug, Clone, Copy)]
+struct LabelRange {
+    min: usize,
+    max: usize,
+}
+
+impl Default for LabelRange {
+    fn default() -> Self {
+        Self {
+            min: usize::MAX,
+            max: 0,
+        }
+    }
+}
+
+impl LabelRange {
+    fn add(&mut self, name: &str) {
+        let n = label_count(name);
+        self.min = self.min.min(n);
+        self.max = self.max.max(n);
+    }
+
+    fn contains(self, n: usize) -> bool {
+        self.min <= n && n <= self.max
+    }
+}
+
+fn label_count(name: &str) -> usize {
+    name.bytes().filter(|&b| b == b'.').count() + 1
 }
 
 impl HostSet {
@@ -266,6 +304,7 @@ impl HostSet {
         let text: Box<str> = text.trim().into();
         match pattern {
             Pattern::Host { host, kind, path } => {
+                self.host_labels.add(&host);
                 let e = self.hosts.entry(host.into()).or_default();
                 e.ip = kind != HostKind::Domain;
                 match path {
@@ -279,15 +318,17 @@ impl HostSet {
                 labels,
                 anchor,
                 path,
-            } => self
-                .wildcards
-                .entry(anchor.into())
-                .or_default()
-                .push(Wildcard {
-                    labels: labels.into(),
-                    path: path.map(Into::into),
-                    text,
-                }),
+            } => {
+                self.anchor_labels.add(&anchor);
+                self.wildcards
+                    .entry(anchor.into())
+                    .or_default()
+                    .push(Wildcard {
+                        labels: labels.into(),
+                        path: path.map(Into::into),
+                        text,
+                    });
+            }
         }
     }
 
@@ -314,17 +355,20 @@ impl HostSet {
         if kind != HostKind::Domain {
             return self.hosts.get(host).and_then(|e| e.lookup(path));
         }
+        let floor = self.host_labels.min.min(self.anchor_labels.min);
+        let mut labels = label_count(host);
         let mut suffix = host;
-        loop {
-            if let Some(hit) = self
-                .hosts
-                .get(suffix)
-                .filter(|e| !e.ip || suffix.len() == host.len())
-                .and_then(|e| e.lookup(path))
+        while labels >= floor {
+            if self.host_labels.contains(labels)
+                && let Some(hit) = self
+                    .hosts
+                    .get(suffix)
+                    .filter(|e| !e.ip || suffix.len() == host.len())
+                    .and_then(|e| e.lookup(path))
             {
                 return Some(hit);
             }
-            if !self.wildcards.is_empty()
+            if self.anchor_labels.contains(labels)
                 && let Some(ws) = self.wildcards.get(suffix)
                 && let Some(w) = ws.iter().find(|w| w.matches(host, path))
             {
@@ -334,7 +378,9 @@ impl HostSet {
                 Some(i) => suffix = &suffix[i + 1..],
                 None => return None,
             }
+            labels -= 1;
         }
+        None
     }
 }
 
