@@ -114,7 +114,7 @@ pub struct ListHit<'p> {
 pub struct RequestFacts<'a> {
     /// The canonical URL.
     pub url: &'a CanonicalUrl,
-    /// The client's address (IPv4-mapped IPv6 addresses should be passed as IPv4).
+    /// The client's address (an IPv4-mapped IPv6 address is matched as IPv4).
     pub client: IpAddr,
     /// The authenticated user, if any.
     pub user: Option<&'a str>,
@@ -198,7 +198,12 @@ impl SecurityLevel {
 impl Policy {
     /// The first rule matching `facts`, and the settings that apply.
     fn select(&self, facts: &RequestFacts<'_>) -> (Option<&Rule>, &Settings) {
-        match self.rules.iter().find(|r| r.matches(facts)) {
+        // IPv4-mapped IPv6 (`::ffff:192.0.2.1`, from a dual-stack listener) is IPv4 here.
+        let client = match facts.client {
+            IpAddr::V6(a) => a.to_ipv4_mapped().map_or(facts.client, IpAddr::V4),
+            a @ IpAddr::V4(_) => a,
+        };
+        match self.rules.iter().find(|r| r.matches(facts, client)) {
             Some(r) => (Some(r), &r.settings),
             None => (None, &self.base),
         }
@@ -224,8 +229,8 @@ impl Policy {
 
 impl Rule {
     /// All given conditions hold; the cheap ones are checked first.
-    fn matches(&self, f: &RequestFacts<'_>) -> bool {
-        (self.clients.is_empty() || self.clients.iter().any(|n| n.contains(&f.client)))
+    fn matches(&self, f: &RequestFacts<'_>, client: IpAddr) -> bool {
+        (self.clients.is_empty() || self.clients.iter().any(|n| n.contains(client)))
             && (self.users.is_empty()
                 || f.user.is_some_and(|u| self.users.iter().any(|x| **x == *u)))
             && (self.groups.is_empty()

@@ -374,7 +374,8 @@ impl HostSet {
             {
                 return Some(&w.text);
             }
-            match suffix.find('.') {
+            // A byte scan: faster than `str::find(char)` on names this short.
+            match suffix.bytes().position(|b| b == b'.') {
                 Some(i) => suffix = &suffix[i + 1..],
                 None => return None,
             }

@@ -1018,3 +1018,24 @@ fn shipped_policies_mean_what_they_say() {
     }
     f.finish();
 }
+
+#[test]
+fn client_networks_match_mapped_ipv4_and_host_addresses() {
+    let p = policy(
+        "rules:\n  - id: one\n    match: {clients: [\"192.0.2.77\", \"10.9.0.0/16\", \"2001:db8::/32\"]}\n    action: block\n",
+    );
+    let mut f = Failures::default();
+    for (client, want) in [
+        ("192.0.2.77", Some("one")),
+        ("192.0.2.78", None),
+        ("::ffff:192.0.2.77", Some("one")),
+        ("::ffff:10.9.200.1", Some("one")),
+        ("10.10.0.1", None),
+        ("2001:db8:ffff::1", Some("one")),
+        ("2001:db9::1", None),
+    ] {
+        let o = req("http://example.com/").client(client).eval(&p, None);
+        f.check(client, o.rule.as_deref(), want);
+    }
+    f.finish();
+}
