@@ -166,9 +166,10 @@ fn bench_policy(c: &mut Criterion) {
     let reqs = requests();
     let groups = vec!["staff".to_owned(), "everyone".to_owned()];
     let now: jiff::Timestamp = "2026-03-04T12:00:00Z".parse().expect("timestamp");
+    let client: std::net::IpAddr = "192.0.2.10".parse().expect("ip");
     let facts = |url| RequestFacts {
         url,
-        client: "192.0.2.10".parse().expect("ip"),
+        client,
         user: Some("alice"),
         groups: &groups,
         now,
