@@ -237,11 +237,11 @@ impl Rule {
                 || f.groups
                     .iter()
                     .any(|g| self.groups.iter().any(|x| **x == **g)))
-            && self.schedule.as_ref().is_none_or(|s| s.contains(f.now))
             && self
                 .hosts
                 .as_ref()
                 .is_none_or(|h| h.find_url(f.url).is_some())
+            && self.schedule.as_ref().is_none_or(|s| s.contains(f.now))
     }
 }
 
