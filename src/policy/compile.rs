@@ -158,8 +158,34 @@ impl Net {
 #[derive(Debug)]
 pub(super) struct Schedule {
     pub(super) tz: TimeZone,
+    /// `(first UTC second, UTC offset in seconds)` from [`TRANSITIONS_FROM`] to
+    /// [`TRANSITIONS_UNTIL`], precomputed: jiff's bundled zones describe recent years with
+    /// a POSIX rule that it would evaluate on every call.
+    pub(super) offsets: Vec<(i64, i32)>,
     /// Half-open `[start, end)` minute-of-week ranges, Monday 00:00 = 0.
     pub(super) ranges: Vec<(u16, u16)>,
+}
+
+/// 2000-01-01T00:00:00Z: start of the precomputed UTC offsets of a schedule.
+pub(super) const TRANSITIONS_FROM: i64 = 946_684_800;
+/// 2100-01-01T00:00:00Z: end of the precomputed UTC offsets (jiff is asked beyond).
+pub(super) const TRANSITIONS_UNTIL: i64 = 4_102_444_800;
+
+/// The UTC offsets of `tz` between [`TRANSITIONS_FROM`] and [`TRANSITIONS_UNTIL`].
+fn offsets(tz: &TimeZone) -> Vec<(i64, i32)> {
+    let Ok(start) = jiff::Timestamp::from_second(TRANSITIONS_FROM) else {
+        return Vec::new();
+    };
+    let mut v = vec![(TRANSITIONS_FROM, tz.to_offset(start).seconds())];
+    // Two transitions a year at most in practice; the cap only bounds odd data.
+    for t in tz.following(start).take(1000) {
+        let at = t.timestamp().as_second();
+        if at >= TRANSITIONS_UNTIL {
+            break;
+        }
+        v.push((at, t.offset().seconds()));
+    }
+    v
 }
 
 const MINUTES_PER_DAY: u16 = 24 * 60;
@@ -854,7 +880,12 @@ impl Cx<'_> {
                 }
             }
         }
-        Some(Schedule { tz: tz?, ranges })
+        let tz = tz?;
+        Some(Schedule {
+            offsets: offsets(&tz),
+            tz,
+            ranges,
+        })
     }
 }
 
@@ -924,6 +955,17 @@ pub fn is_security_category(c: &str) -> bool {
     BUILTIN_CATEGORIES
         .iter()
         .any(|(n, class)| *n == c && *class == CategoryClass::Security)
+}
+
+/// A schedule in `zone` with no windows, for tests of the time conversion.
+#[cfg(test)]
+pub(super) fn test_schedule(zone: &str) -> Schedule {
+    let tz = TimeZone::get(zone).expect("known zone");
+    Schedule {
+        offsets: offsets(&tz),
+        tz,
+        ranges: Vec::new(),
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::compile::{Policy, Rule, Schedule, Settings, report_bit};
+use super::compile::{
+    Policy, Rule, Schedule, Settings, TRANSITIONS_FROM, TRANSITIONS_UNTIL, report_bit,
+};
 use super::schema::{InterceptMode, NonTlsAction, Precedence, ReportKind, SecurityLevel};
 use crate::canon::CanonicalUrl;
 use crate::repserver::model::{Category, RiskLevel, Verdict};
@@ -248,12 +250,30 @@ impl Rule {
 impl Schedule {
     /// Whether `now`, in this schedule's time zone, falls in one of its windows.
     pub(super) fn contains(&self, now: Timestamp) -> bool {
-        let dt = self.tz.to_datetime(now);
-        let day = u16::try_from(dt.weekday().to_monday_zero_offset()).unwrap_or(0);
-        let hour = u16::try_from(dt.hour()).unwrap_or(0);
-        let minute = u16::try_from(dt.minute()).unwrap_or(0);
-        let m = day * 1440 + hour * 60 + minute;
+        let m = self.minute_of_week(now);
         self.ranges.iter().any(|&(s, e)| s <= m && m < e)
+    }
+
+    #[cfg(test)]
+    pub(super) fn minute_of_week_for_test(&self, now: Timestamp) -> u16 {
+        self.minute_of_week(now)
+    }
+
+    /// Local minutes since Monday 00:00.
+    fn minute_of_week(&self, now: Timestamp) -> u16 {
+        let utc = now.as_second();
+        let offset = if (TRANSITIONS_FROM..TRANSITIONS_UNTIL).contains(&utc) {
+            let i = self.offsets.partition_point(|&(at, _)| at <= utc);
+            i.checked_sub(1)
+                .and_then(|i| self.offsets.get(i))
+                .map(|o| o.1)
+        } else {
+            None
+        }
+        .unwrap_or_else(|| self.tz.to_offset(now).seconds());
+        // 1970-01-01 was a Thursday: 3 days after a Monday.
+        let minutes = (utc + i64::from(offset)).div_euclid(60) + 3 * 1440;
+        u16::try_from(minutes.rem_euclid(7 * 1440)).unwrap_or(0)
     }
 }
 

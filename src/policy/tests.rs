@@ -1039,3 +1039,39 @@ fn client_networks_match_mapped_ipv4_and_host_addresses() {
     }
     f.finish();
 }
+
+#[test]
+fn precomputed_offsets_agree_with_jiff() {
+    // Every hour of 2026 and a few far-off instants, in zones with and without DST, on
+    // both hemispheres: the schedule's minute of the week equals jiff's own conversion.
+    for zone in [
+        "Europe/Berlin",
+        "America/New_York",
+        "Australia/Sydney",
+        "Asia/Kolkata",
+        "UTC",
+    ] {
+        let s = compile::test_schedule(zone);
+        let tz = jiff::tz::TimeZone::get(zone).unwrap();
+        let start: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let extra = [
+            "1969-07-20T20:17:00Z",
+            "2099-12-31T23:59:00Z",
+            "2150-06-01T12:00:00Z",
+        ];
+        let instants = (0..24 * 366)
+            .map(|h| Timestamp::from_second(start.as_second() + h * 3600 + 1799).unwrap())
+            .chain(extra.iter().map(|t| t.parse().unwrap()));
+        for ts in instants {
+            let dt = tz.to_datetime(ts);
+            let want = i64::from(dt.weekday().to_monday_zero_offset()) * 1440
+                + i64::from(dt.hour()) * 60
+                + i64::from(dt.minute());
+            assert_eq!(
+                i64::from(s.minute_of_week_for_test(ts)),
+                want,
+                "{zone} {ts}"
+            );
+        }
+    }
+}
