@@ -162,6 +162,9 @@ pub(super) struct Schedule {
     /// [`TRANSITIONS_UNTIL`], precomputed: jiff's bundled zones describe recent years with
     /// a POSIX rule that it would evaluate on every call.
     pub(super) offsets: Vec<(i64, i32)>,
+    /// For each [`OFFSET_BUCKET_SHIFT`]-sized slice of that span, the index in `offsets` of
+    /// the entry in force at its start: a lookup then scans at most a couple of entries.
+    pub(super) buckets: Vec<u32>,
     /// Half-open `[start, end)` minute-of-week ranges, Monday 00:00 = 0.
     pub(super) ranges: Vec<(u16, u16)>,
 }
@@ -170,6 +173,25 @@ pub(super) struct Schedule {
 pub(super) const TRANSITIONS_FROM: i64 = 946_684_800;
 /// 2100-01-01T00:00:00Z: end of the precomputed UTC offsets (jiff is asked beyond).
 pub(super) const TRANSITIONS_UNTIL: i64 = 4_102_444_800;
+
+/// log2 of the seconds per bucket of [`Schedule::buckets`] (about 48 days, shorter than
+/// any gap between two DST transitions in the database).
+pub(super) const OFFSET_BUCKET_SHIFT: u32 = 22;
+
+/// The index of the offset in force at the start of each bucket.
+fn buckets(offsets: &[(i64, i32)]) -> Vec<u32> {
+    let n = (TRANSITIONS_UNTIL - TRANSITIONS_FROM) >> OFFSET_BUCKET_SHIFT;
+    let mut out = Vec::with_capacity(usize::try_from(n + 1).unwrap_or(0));
+    let mut i = 0usize;
+    for b in 0..=n {
+        let start = TRANSITIONS_FROM + (b << OFFSET_BUCKET_SHIFT);
+        while offsets.get(i + 1).is_some_and(|&(at, _)| at <= start) {
+            i += 1;
+        }
+        out.push(u32::try_from(i).unwrap_or(0));
+    }
+    out
+}
 
 /// The UTC offsets of `tz` between [`TRANSITIONS_FROM`] and [`TRANSITIONS_UNTIL`].
 fn offsets(tz: &TimeZone) -> Vec<(i64, i32)> {
@@ -881,8 +903,10 @@ impl Cx<'_> {
             }
         }
         let tz = tz?;
+        let offsets = offsets(&tz);
         Some(Schedule {
-            offsets: offsets(&tz),
+            buckets: buckets(&offsets),
+            offsets,
             tz,
             ranges,
         })
@@ -961,8 +985,10 @@ pub fn is_security_category(c: &str) -> bool {
 #[cfg(test)]
 pub(super) fn test_schedule(zone: &str) -> Schedule {
     let tz = TimeZone::get(zone).expect("known zone");
+    let offsets = offsets(&tz);
     Schedule {
-        offsets: offsets(&tz),
+        buckets: buckets(&offsets),
+        offsets,
         tz,
         ranges: Vec::new(),
     }

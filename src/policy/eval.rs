@@ -9,7 +9,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::compile::{
-    Policy, Rule, Schedule, Settings, TRANSITIONS_FROM, TRANSITIONS_UNTIL, report_bit,
+    OFFSET_BUCKET_SHIFT, Policy, Rule, Schedule, Settings, TRANSITIONS_FROM, TRANSITIONS_UNTIL,
+    report_bit,
 };
 use super::schema::{InterceptMode, NonTlsAction, Precedence, ReportKind, SecurityLevel};
 use crate::canon::CanonicalUrl;
@@ -263,10 +264,14 @@ impl Schedule {
     fn minute_of_week(&self, now: Timestamp) -> u16 {
         let utc = now.as_second();
         let offset = if (TRANSITIONS_FROM..TRANSITIONS_UNTIL).contains(&utc) {
-            let i = self.offsets.partition_point(|&(at, _)| at <= utc);
-            i.checked_sub(1)
-                .and_then(|i| self.offsets.get(i))
-                .map(|o| o.1)
+            let b = usize::try_from((utc - TRANSITIONS_FROM) >> OFFSET_BUCKET_SHIFT).ok();
+            b.and_then(|b| self.buckets.get(b)).and_then(|&i| {
+                let mut i = usize::try_from(i).ok()?;
+                while self.offsets.get(i + 1).is_some_and(|&(at, _)| at <= utc) {
+                    i += 1;
+                }
+                self.offsets.get(i).map(|o| o.1)
+            })
         } else {
             None
         }

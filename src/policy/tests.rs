@@ -1061,7 +1061,17 @@ fn precomputed_offsets_agree_with_jiff() {
         ];
         let instants = (0..24 * 366)
             .map(|h| Timestamp::from_second(start.as_second() + h * 3600 + 1799).unwrap())
-            .chain(extra.iter().map(|t| t.parse().unwrap()));
+            .chain(extra.iter().map(|t| t.parse().unwrap()))
+            // One second either side of every transition from 2001 to 2098.
+            .chain(
+                tz.following("2001-01-01T00:00:00Z".parse().unwrap())
+                    .take_while(|t| t.timestamp().as_second() < 4_070_908_800)
+                    .flat_map(|t| {
+                        let at = t.timestamp().as_second();
+                        [at - 1, at, at + 1].map(|s| Timestamp::from_second(s).unwrap())
+                    })
+                    .collect::<Vec<_>>(),
+            );
         for ts in instants {
             let dt = tz.to_datetime(ts);
             let want = i64::from(dt.weekday().to_monday_zero_offset()) * 1440
