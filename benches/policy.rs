@@ -6,6 +6,11 @@
 //! throughput line shows the per-element rate); `request/*` measures each request alone.
 //! URLs are canonicalized outside the measured loop (that cost is `benches/canon.rs`).
 //!
+//! Measured 2026-11-28 on the 2-core VM with another build running (load average 2.5):
+//! `mixed/requests` 11.0 µs for 12 requests, 0.92 µs each; `request/*` medians 0.64 µs
+//! (risk block) to 1.27 µs (a nine-label host, every suffix looked up).
+
+//!
 //! The policy: 100,000 blocked entries (96,000 domains, 2,000 path prefixes, 2,000
 //! wildcards), 200 approved entries, 2 blocked regexes, 12 category actions, and 50 rules of
 //! which none matches the benchmark client except the last, so every request walks all of

@@ -52,13 +52,20 @@
 //! rules with the cheap conditions first; list lookups are one hash lookup per label boundary
 //! of the host (see `pattern.rs`), plus one pass of each list's regex set (linear-time
 //! engine) when a list has regexes. Time windows cost one UTC-to-local conversion against
-//! jiff's bundled tz database. Budget: 1 µs median with a 100,000-entry blocked list and 50
-//! rules (`cargo bench --bench policy`).
+//! jiff's bundled tz database, precomputed per zone for 2000-2100 at compile time.
+//! Budget: 1 µs median with a 100,000-entry blocked list and 50 rules (`cargo bench --bench
+//! policy`). Measured on the 2-core development VM under load from another build (load
+//! average 2.5): 0.92 µs per request over the mixed set, 0.64-1.27 µs per request type
+//! (deep hosts and regex hits dearest). Compiling that 2.8 MB policy takes about 0.4 s.
 //!
 //! # Failure
 //! Compilation collects every problem into [`PolicyErrors`], each naming the file, line,
 //! column and rule id. Evaluation cannot fail. A reload with an invalid file keeps the
 //! running policy and logs why (see [`reload`]).
+//!
+//! # I/O
+//! Only [`reload`] (reading the file, watching it, SIGHUP) and the `policy check` command
+//! touch the file system; schema, compilation, patterns and evaluation are pure.
 //!
 //! # Configuration
 //! The file format is documented field by field in `docs/policy.md`; `policies/example.yaml`
