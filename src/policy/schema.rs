@@ -1,7 +1,7 @@
 //! The serde mirror of a policy file: plain data, no logic, no defaults applied.
 //!
 //! Every field is optional here so that one set of types serves the top level (where a
-//! missing field takes its default in [`super::compile`]) and the rules (where a missing field
+//! missing field takes its default in the compiler) and the rules (where a missing field
 //! inherits the top-level value). Unknown keys are errors (`deny_unknown_fields`). Values that
 //! need checking after parsing (hosts, networks, regexes, categories, times) are
 //! [`Located`], so the compiler can report their line and column. The field-by-field reference
