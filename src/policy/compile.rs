@@ -274,7 +274,7 @@ impl Policy {
                     origin: origin.to_owned(),
                     line: e.line,
                     column: e.column,
-                    rule_id: None,
+                    rule_id: rule_at_line(text, e.line),
                     message: e.message,
                 })
             })?
@@ -422,6 +422,46 @@ impl Policy {
             b.reputation_unavailable.as_str(),
         )
     }
+}
+
+/// The id of the rule whose text contains `line`, for YAML errors (an unknown key or a
+/// wrong type inside a rule), found by a lenient second parse that reads only the positions
+/// of the top-level keys and the rules' ids. `None` when the line is not inside `rules:` or
+/// the file is too broken for that.
+fn rule_at_line(text: &str, line: u32) -> Option<String> {
+    use serde::Deserialize;
+    use serde::de::IgnoredAny;
+
+    #[derive(Deserialize)]
+    struct Probe {
+        id: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Rules {
+        rules: Vec<Located<Probe>>,
+    }
+    if line == 0 {
+        return None;
+    }
+    let top: std::collections::BTreeMap<String, Located<IgnoredAny>> =
+        raw::from_yaml_str_located(text).ok()?;
+    let start = top.get("rules")?.line;
+    let end = top
+        .values()
+        .map(|v| v.line)
+        .filter(|&l| l > start)
+        .min()
+        .unwrap_or(u32::MAX);
+    if line < start || line >= end {
+        return None;
+    }
+    let rules: Rules = raw::from_yaml_str_located(text).ok()?;
+    rules
+        .rules
+        .iter()
+        .rev()
+        .find(|r| r.line <= line)
+        .and_then(|r| r.value.id.clone())
 }
 
 fn valid_rule_id(id: &str) -> bool {

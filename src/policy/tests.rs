@@ -764,8 +764,22 @@ const INVALID: &[(&str, u32, u32, Option<&str>, &str)] = &[
         "rules:\n  - id: a\n    match:\n      client: [\"10.0.0.0/8\"]\n",
         4,
         7,
-        None,
+        Some("a"),
         "unknown field `client`",
+    ),
+    (
+        "rules:\n  - id: a\n    action: block\n  - id: b\n    security_level: extreme\nuntested: warn\n",
+        5,
+        21,
+        Some("b"),
+        "expected one of high",
+    ),
+    (
+        "rules:\n  - id: a\n    action: block\nuntested: sometimes\n",
+        4,
+        11,
+        None,
+        "expected one of allow",
     ),
     (
         "lists:\n  blocked:\n    - ok.example\n    - \"example.*\"\n",
