@@ -1116,59 +1116,59 @@ mod no_panics {
     }
 
     proptest! {
-            #![proptest_config(ProptestConfig::with_cases(200))]
+        #![proptest_config(ProptestConfig::with_cases(200))]
 
-            #[test]
-            fn any_host_pattern_parses_or_errs(s in "\\PC{0,48}", path in any::<bool>()) {
-                let _ = pattern::parse(&s, path);
+        #[test]
+        fn any_host_pattern_parses_or_errs(s in "\\PC{0,48}", path in any::<bool>()) {
+            let _ = pattern::parse(&s, path);
+        }
+
+        #[test]
+        fn truncated_example_compiles_or_errs(cut in 0usize..7000) {
+            let _ = Policy::from_yaml(prefix(EXAMPLE, cut), "cut.yaml");
+        }
+
+        #[test]
+        fn example_with_a_byte_replaced_compiles_or_errs(at in 0usize..7000, c in any::<char>()) {
+            let mut t = EXAMPLE.to_owned();
+            let head = prefix(EXAMPLE, at).len();
+            if let Some(old) = t[head..].chars().next() {
+                t.replace_range(head..head + old.len_utf8(), c.encode_utf8(&mut [0; 4]));
             }
+            let _ = Policy::from_yaml(&t, "mutated.yaml");
+        }
 
-            #[test]
-            fn truncated_example_compiles_or_errs(cut in 0usize..7000) {
-                let _ = Policy::from_yaml(prefix(EXAMPLE, cut), "cut.yaml");
-            }
-
-            #[test]
-            fn example_with_a_byte_replaced_compiles_or_errs(at in 0usize..7000, c in any::<char>()) {
-                let mut t = EXAMPLE.to_owned();
-                let head = prefix(EXAMPLE, at).len();
-                if let Some(old) = t[head..].chars().next() {
-                    t.replace_range(head..head + old.len_utf8(), c.encode_utf8(&mut [0; 4]));
-                }
-                let _ = Policy::from_yaml(&t, "mutated.yaml");
-            }
-
-            /// A wildcard made from a host by starring part of a non-top-level label matches
-            /// that host and its subdomains, and the evaluation of random URLs never panics.
-            #[test]
-            fn starred_labels_match_their_host(
-                // Letters first: all-numeric names are IPv4 addresses to the canonicalizer.
-                labels in prop::collection::vec("[a-z][a-z0-9]{0,7}", 2..5),
-                which in 0usize..3,
-                from in 0usize..8,
-                sub in "[a-z]{1,5}",
-            ) {
-                let which = which % (labels.len() - 1);
-                let label = &labels[which];
-                let from = from % label.len();
-                let mut starred = labels.clone();
-                starred[which] = format!("{}*", &label[..from]);
-                let pattern = starred.join(".");
-                let yaml = format!("lists:\n  blocked: [\"{pattern}\"]\n");
-                let p = Policy::from_yaml(&yaml, "w.yaml").unwrap();
-                let host = labels.join(".");
-                for url in [format!("http://{host}/"), format!("http://{sub}.{host}/x")] {
-                    let u = canonicalize(&url).unwrap();
-                    let facts = RequestFacts {
-                        url: &u,
-                        client: "192.0.2.1".parse().unwrap(),
-                        user: None,
-                        groups: &[],
-                        now: Timestamp::UNIX_EPOCH,
-                    };
-                    let d = evaluate(&p, &facts, None);
-                    prop_assert_eq!(d.reason, Reason::Blocked, "{} vs {}", pattern, url);
-                }
+        /// A wildcard made from a host by starring part of a non-top-level label matches
+        /// that host and its subdomains, and the evaluation of random URLs never panics.
+        #[test]
+        fn starred_labels_match_their_host(
+            // Letters first: all-numeric names are IPv4 addresses to the canonicalizer.
+            labels in prop::collection::vec("[a-z][a-z0-9]{0,7}", 2..5),
+            which in 0usize..3,
+            from in 0usize..8,
+            sub in "[a-z]{1,5}",
+        ) {
+            let which = which % (labels.len() - 1);
+            let label = &labels[which];
+            let from = from % label.len();
+            let mut starred = labels.clone();
+            starred[which] = format!("{}*", &label[..from]);
+            let pattern = starred.join(".");
+            let yaml = format!("lists:\n  blocked: [\"{pattern}\"]\n");
+            let p = Policy::from_yaml(&yaml, "w.yaml").unwrap();
+            let host = labels.join(".");
+            for url in [format!("http://{host}/"), format!("http://{sub}.{host}/x")] {
+                let u = canonicalize(&url).unwrap();
+                let facts = RequestFacts {
+                    url: &u,
+                    client: "192.0.2.1".parse().unwrap(),
+                    user: None,
+                    groups: &[],
+                    now: Timestamp::UNIX_EPOCH,
+                };
+                let d = evaluate(&p, &facts, None);
+                prop_assert_eq!(d.reason, Reason::Blocked, "{} vs {}", pattern, url);
             }
         }
+    }
 }
