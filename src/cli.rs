@@ -84,6 +84,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Work with policy files.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Print a users-file line (`NAME:argon2-hash`) for proxy authentication; the password
     /// is read from the first line of standard input.
     Passwd {
@@ -148,4 +153,15 @@ pub struct ServerArgs {
     /// Seconds to wait for the answer. Default 30 for lookups, 3600 for imports.
     #[arg(long)]
     pub timeout: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate policy files: a summary per valid file (exit 0), or `file:line:column:
+    /// message` lines (exit 1).
+    Check {
+        /// The files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }

@@ -7,6 +7,7 @@ pub mod canon;
 pub mod cli;
 pub mod config;
 pub mod intercept;
+pub mod policy;
 pub mod proxy;
 pub mod repserver;
 pub mod reputation;

@@ -115,6 +115,16 @@ fn main() -> ExitCode {
             }
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
+        Command::Policy {
+            command: webrep::cli::PolicyCommand::Check { files },
+        } => {
+            let code = webrep::policy::check_command(
+                &files,
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            );
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
         Command::Passwd { name } => {
             if name.is_empty() || name.contains(':') || name.contains(char::is_whitespace) {
                 eprintln!("error: a user name must be non-empty, without ':' or spaces");

@@ -209,8 +209,12 @@ mod tests {
             (RiskLevel::Safe, Some(90))
         );
         assert_eq!(safe.categories[0].as_str(), "shopping");
-        // A dangerous path prefix under a parent domain: worst score, its categories.
+        // A dangerous path prefix under a parent domain: the worst score wins; categories come
+        // from the most specific match, and a longer host is more specific than a longer path.
         let dl = v("http://www.shop.test/dl/tool.exe", 50);
+        assert_eq!(dl.score.map(Score::get), Some(10));
+        assert_eq!(dl.categories[0].as_str(), "shopping");
+        let dl = v("http://shop.test/dl/tool.exe", 50);
         assert_eq!(dl.score.map(Score::get), Some(10));
         assert_eq!(dl.categories[0].as_str(), "malware");
         // An exact URL matches only itself.

@@ -6,6 +6,7 @@ mod harness;
 mod binary;
 mod config_file;
 mod intercept;
+mod policy_check;
 mod proxy_connect;
 mod proxy_http;
 mod proxy_limits;

@@ -1,0 +1,426 @@
+//! Loading policy files and swapping in new versions while the proxy runs. The only part of
+//! [`crate::policy`] that does I/O.
+//!
+//! A [`PolicyHandle`] holds the live [`Policy`] in an [`ArcSwap`]: readers take a lock-free
+//! snapshot per request ([`PolicyHandle::current`]); [`PolicyHandle::reload`] reads and
+//! compiles the file off the request path and swaps the result in with one atomic store, so
+//! a request never sees half a policy and in-flight requests finish under the snapshot they
+//! took. Reloads are serialised by a mutex. An invalid or unreadable file keeps the running
+//! policy: the reload logs `policy reload aborted` with every error, and the generation
+//! stays where it was. Each successful load bumps the generation (1 for the first load), and
+//! every attempt is published to [`PolicyHandle::subscribe`] receivers.
+//!
+//! Triggers:
+//! - [`PolicyHandle::spawn_watcher`]: a `notify` watch on the file's *parent directory*
+//!   (editors and ConfigMap updates replace the file by rename, which would leave a watch on
+//!   the file itself pointing at a dead inode), filtered by file name, debounced, then a
+//!   reload on the blocking pool.
+//! - [`PolicyHandle::spawn_sighup`]: a reload on every SIGHUP.
+//!
+//! # Wiring (issue 6)
+//! At startup: `let policy = PolicyHandle::load(path)?` (exit 64 on error, like a bad
+//! config); `policy.spawn_watcher(DEFAULT_DEBOUNCE, shutdown.clone())?` and
+//! `policy.spawn_sighup(shutdown.clone())?`; put the `Arc<PolicyHandle>` in the proxy state;
+//! per request `let p = state.policy.current();` then [`evaluate`](super::evaluate)`(&p, ..)`.
+//! The SIGHUP logger in `shutdown.rs` should then stop saying "nothing to reload".
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use notify::{EventKind, RecursiveMode, Watcher as _};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{Policy, PolicyErrors};
+
+/// The default quiet period before a file change is acted on.
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// Why a policy file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("{}: cannot read policy file: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The file is not a valid policy.
+    #[error("{0}")]
+    Invalid(PolicyErrors),
+}
+
+/// Reads and compiles a policy file (generation 0).
+///
+/// # Errors
+/// [`LoadError::Read`] or [`LoadError::Invalid`].
+pub fn load_file(path: &Path) -> Result<Policy, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    Policy::from_yaml(&text, &path.display().to_string()).map_err(LoadError::Invalid)
+}
+
+/// The outcome of one load or reload attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadEvent {
+    /// Attempts so far (0 for the initial load).
+    pub attempt: u64,
+    /// The live generation after the attempt.
+    pub generation: u64,
+    /// Why the attempt failed; `None` when the new policy is live.
+    pub error: Option<String>,
+}
+
+/// The live policy of one file, swappable at run time.
+#[derive(Debug)]
+pub struct PolicyHandle {
+    path: PathBuf,
+    current: ArcSwap<Policy>,
+    /// Serialises reloads (held across read + compile + swap; never across an await).
+    reload_lock: Mutex<u64>,
+    events: watch::Sender<ReloadEvent>,
+}
+
+impl PolicyHandle {
+    /// Loads `path` as generation 1.
+    ///
+    /// # Errors
+    /// [`LoadError`] when the file cannot be read or is invalid.
+    pub fn load(path: impl Into<PathBuf>) -> Result<Arc<Self>, LoadError> {
+        let path = path.into();
+        let mut policy = load_file(&path)?;
+        policy.generation = 1;
+        let (events, _) = watch::channel(ReloadEvent {
+            attempt: 0,
+            generation: 1,
+            error: None,
+        });
+        Ok(Arc::new(Self {
+            path,
+            current: ArcSwap::from_pointee(policy),
+            reload_lock: Mutex::new(0),
+            events,
+        }))
+    }
+
+    /// The file this handle loads.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A lock-free snapshot of the live policy; hold it for the whole request.
+    pub fn current(&self) -> arc_swap::Guard<Arc<Policy>> {
+        self.current.load()
+    }
+
+    /// An owned reference to the live policy (for holding across long awaits).
+    pub fn snapshot(&self) -> Arc<Policy> {
+        self.current.load_full()
+    }
+
+    /// The generation of the live policy.
+    pub fn generation(&self) -> u64 {
+        self.current.load().generation
+    }
+
+    /// Receives the outcome of every reload attempt from now on.
+    pub fn subscribe(&self) -> watch::Receiver<ReloadEvent> {
+        self.events.subscribe()
+    }
+
+    /// Reads and compiles the file and, if it is valid, makes it live. Blocking (file I/O
+    /// and compilation): call it from `spawn_blocking` on a runtime. Concurrent calls run
+    /// one after the other.
+    ///
+    /// # Errors
+    /// [`LoadError`]; the running policy is kept and the error is logged.
+    pub fn reload(&self) -> Result<u64, LoadError> {
+        let mut attempts = self
+            .reload_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *attempts += 1;
+        let live = self.current.load().generation;
+        match load_file(&self.path) {
+            Ok(mut policy) => {
+                let generation = live + 1;
+                policy.generation = generation;
+                tracing::info!(
+                    path = %self.path.display(),
+                    generation,
+                    summary = %policy.summary(),
+                    "policy reloaded"
+                );
+                self.current.store(Arc::new(policy));
+                self.events.send_replace(ReloadEvent {
+                    attempt: *attempts,
+                    generation,
+                    error: None,
+                });
+                Ok(generation)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    path = %self.path.display(),
+                    generation = live,
+                    error = %e,
+                    "policy reload aborted; keeping the running policy"
+                );
+                self.events.send_replace(ReloadEvent {
+                    attempt: *attempts,
+                    generation: live,
+                    error: Some(e.to_string()),
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// [`reload`](Self::reload) on the blocking pool.
+    pub async fn reload_async(self: &Arc<Self>) -> Result<u64, LoadError> {
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || this.reload())
+            .await
+            .unwrap_or_else(|e| {
+                Err(LoadError::Read {
+                    path: self.path.clone(),
+                    source: io::Error::other(e),
+                })
+            })
+    }
+
+    /// Watches the file's parent directory and reloads once changes to the file have been
+    /// quiet for `debounce`. The task ends when `shutdown` is cancelled.
+    ///
+    /// # Errors
+    /// When the watch cannot be set up (no such directory, inotify limits).
+    pub fn spawn_watcher(
+        self: &Arc<Self>,
+        debounce: Duration,
+        shutdown: CancellationToken,
+    ) -> notify::Result<JoinHandle<()>> {
+        let name = self.path.file_name().map(ToOwned::to_owned);
+        let dir = match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        // Capacity 1: one pending "something changed" is all the task needs to know.
+        let (tx, mut rx) = mpsc::channel::<()>(1);
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                match res {
+                    Ok(ev) => {
+                        // Access events (our own reads) must not trigger a reload.
+                        let relevant = matches!(
+                            ev.kind,
+                            EventKind::Create(_)
+                                | EventKind::Modify(_)
+                                | EventKind::Remove(_)
+                                | EventKind::Any
+                        );
+                        if relevant
+                            && ev.paths.iter().any(|p| {
+                                p.file_name().is_some() && p.file_name() == name.as_deref()
+                            })
+                        {
+                            let _ = tx.try_send(());
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "policy file watch error"),
+                }
+            })?;
+        watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+        let handle = Arc::clone(self);
+        Ok(tokio::spawn(async move {
+            // Dropping the watcher stops the watch, so the task owns it.
+            let _watcher = watcher;
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    r = rx.recv() => if r.is_none() { return },
+                }
+                // Debounce: editors write in several steps; wait for quiet.
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        r = tokio::time::timeout(debounce, rx.recv()) => match r {
+                            Ok(Some(())) => {}
+                            Ok(None) => return,
+                            Err(_) => break,
+                        },
+                    }
+                }
+                tracing::debug!(path = %handle.path.display(), "policy file changed");
+                // The outcome is logged and published by `reload` itself.
+                let _ = handle.reload_async().await;
+            }
+        }))
+    }
+
+    /// Reloads on every SIGHUP until `shutdown` is cancelled.
+    ///
+    /// # Errors
+    /// When the signal handler cannot be installed.
+    pub fn spawn_sighup(
+        self: &Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> io::Result<JoinHandle<()>> {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let handle = Arc::clone(self);
+        Ok(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    r = hup.recv() => if r.is_none() { return },
+                }
+                tracing::info!(path = %handle.path.display(), "SIGHUP: reloading policy");
+                let _ = handle.reload_async().await;
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V1: &str = "security_level: medium\n";
+    const V2: &str = "security_level: high\nuntested: block\n";
+    const BAD: &str = "security_level: medium\nlists:\n  blocked: [\"example.*\"]\n";
+
+    /// Replaces the file by rename, as editors and ConfigMap updates do.
+    fn replace(path: &Path, text: &str) {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+
+    fn untested(p: &Policy) -> super::super::Action {
+        let url = crate::canon::canonicalize("http://example.com/").unwrap();
+        let facts = super::super::RequestFacts {
+            url: &url,
+            client: "192.0.2.1".parse().unwrap(),
+            user: None,
+            groups: &[],
+            now: jiff::Timestamp::UNIX_EPOCH,
+        };
+        let v = crate::repserver::model::Verdict::untested();
+        super::super::evaluate(p, &facts, Some(&v)).action
+    }
+
+    #[test]
+    fn reload_swaps_valid_and_keeps_old_on_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.yaml");
+        std::fs::write(&path, V1).unwrap();
+        let h = PolicyHandle::load(&path).unwrap();
+        assert_eq!(h.generation(), 1);
+        let before = h.current();
+        replace(&path, V2);
+        assert_eq!(h.reload().unwrap(), 2);
+        assert_eq!(h.generation(), 2);
+        assert_eq!(untested(&h.current()), super::super::Action::Block);
+        // A snapshot taken earlier still sees the policy it started with.
+        assert_eq!(before.generation(), 1);
+        assert_eq!(untested(&before), super::super::Action::Allow);
+        replace(&path, BAD);
+        let err = h.reload().unwrap_err().to_string();
+        assert!(err.contains("p.yaml:3:"), "{err}");
+        assert_eq!(h.generation(), 2);
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(h.reload(), Err(LoadError::Read { .. })));
+        assert_eq!(h.generation(), 2);
+        assert_eq!(untested(&h.current()), super::super::Action::Block);
+    }
+
+    #[test]
+    fn load_fails_on_invalid_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.yaml");
+        std::fs::write(&path, BAD).unwrap();
+        assert!(matches!(
+            PolicyHandle::load(&path),
+            Err(LoadError::Invalid(_))
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn watcher_reloads_on_change_and_keeps_old_on_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.yaml");
+        std::fs::write(&path, V1).unwrap();
+        let h = PolicyHandle::load(&path).unwrap();
+        let mut events = h.subscribe();
+        let stop = CancellationToken::new();
+        let task = h
+            .spawn_watcher(Duration::from_millis(50), stop.clone())
+            .unwrap();
+        // A file next to it changing is not a reason to reload.
+        std::fs::write(dir.path().join("other.yaml"), "x").unwrap();
+
+        replace(&path, V2);
+        let wait = Duration::from_secs(20);
+        let ev = tokio::time::timeout(wait, events.wait_for(|e| e.attempt >= 1))
+            .await
+            .expect("no reload within 20 s")
+            .unwrap()
+            .clone();
+        assert_eq!(ev.error, None);
+        assert_eq!(ev.generation, 2);
+        assert_eq!(h.generation(), 2);
+        assert_eq!(untested(&h.current()), super::super::Action::Block);
+
+        replace(&path, BAD);
+        let ev = tokio::time::timeout(wait, events.wait_for(|e| e.error.is_some()))
+            .await
+            .expect("no reload attempt within 20 s")
+            .unwrap()
+            .clone();
+        assert!(
+            ev.error
+                .as_deref()
+                .unwrap_or("")
+                .contains("top-level label")
+        );
+        assert_eq!(ev.generation, 2);
+        assert_eq!(h.generation(), 2);
+        assert_eq!(untested(&h.current()), super::super::Action::Block);
+
+        stop.cancel();
+        tokio::time::timeout(wait, task).await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sighup_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.yaml");
+        std::fs::write(&path, V1).unwrap();
+        let h = PolicyHandle::load(&path).unwrap();
+        let mut events = h.subscribe();
+        let stop = CancellationToken::new();
+        // The handler is installed before this returns, so the signal below cannot kill
+        // the test process.
+        let task = h.spawn_sighup(stop.clone()).unwrap();
+        replace(&path, V2);
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &std::process::id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let ev = tokio::time::timeout(Duration::from_secs(20), events.wait_for(|e| e.attempt >= 1))
+            .await
+            .expect("no reload within 20 s")
+            .unwrap()
+            .clone();
+        assert_eq!((ev.generation, ev.error), (2, None));
+        stop.cancel();
+        task.await.unwrap();
+    }
+}
