@@ -46,7 +46,31 @@ pub struct Config {
     pub access_log: AccessLogConfig,
     pub log: raw::RawLogConfig,
     pub intercept: InterceptConfig,
+    pub policy: raw::RawPolicyConfig,
+    pub reputation: ReputationSettings,
     pub server: ServerConfig,
+}
+
+/// Validated `reputation:` section. Field meanings are documented on
+/// [`raw::RawReputationConfig`].
+#[derive(Debug, Clone)]
+pub struct ReputationSettings {
+    pub sources: Vec<ReputationSource>,
+    pub cache_entries: u64,
+    pub max_stale: Duration,
+    pub retry_after: Duration,
+    pub follow_changes: bool,
+}
+
+/// One validated reputation source.
+#[derive(Debug, Clone)]
+pub struct ReputationSource {
+    pub name: String,
+    pub url: String,
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
 }
 
 /// Validated `intercept:` section. Field meanings are documented on
@@ -343,12 +367,53 @@ impl Config {
             upstream_ca_file: i.upstream_ca_file.clone(),
             non_tls: i.non_tls,
         };
+        let r = &raw.reputation;
+        let mut sources = Vec::with_capacity(r.sources.len());
+        for src in &r.sources {
+            let url = src.url.trim_end_matches('/');
+            if !(url.starts_with("http://") || url.starts_with("https://"))
+                || url
+                    .parse::<http::Uri>()
+                    .map_or(true, |u| u.host().is_none())
+            {
+                return Err(invalid(
+                    "reputation.sources.url",
+                    format!(
+                        "{:?}: expected http://host:port or https://host:port",
+                        src.url
+                    ),
+                ));
+            }
+            if src.token.is_some() == src.token_file.is_some() {
+                return Err(invalid(
+                    "reputation.sources.token",
+                    format!("{url}: give exactly one of token and token_file"),
+                ));
+            }
+            sources.push(ReputationSource {
+                name: src.name.clone().unwrap_or_else(|| url.to_owned()),
+                url: url.to_owned(),
+                token: src.token.clone(),
+                token_file: src.token_file.clone(),
+                ca_file: src.ca_file.clone(),
+                timeout: ms("reputation.sources.timeout_ms", src.timeout_ms)?,
+            });
+        }
+        let reputation = ReputationSettings {
+            sources,
+            cache_entries: r.cache_entries.max(1),
+            max_stale: Duration::from_secs(r.max_stale_secs),
+            retry_after: ms("reputation.retry_after_ms", r.retry_after_ms)?,
+            follow_changes: r.follow_changes,
+        };
         Ok(Self {
             proxy,
             auth,
             access_log,
             log: raw.log,
             intercept,
+            policy: raw.policy.clone(),
+            reputation,
             server,
         })
     }

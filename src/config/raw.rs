@@ -25,6 +25,10 @@ pub struct RawConfig {
     pub log: RawLogConfig,
     /// HTTPS interception: the local CA, minted certificates, upstream verification.
     pub intercept: RawInterceptConfig,
+    /// Filtering: the policy file the proxy decides by.
+    pub policy: RawPolicyConfig,
+    /// Where the proxy gets reputation: the servers, the cache, failover.
+    pub reputation: RawReputationConfig,
     /// The reputation server (`webrep server`): its API listener, store, tokens, answer TTLs,
     /// limits and optional upstream tier.
     pub server: RawServerConfig,
@@ -163,6 +167,89 @@ pub struct RawLogConfig {
     pub level: String,
     /// `text` (default) or `json`.
     pub format: LogFormat,
+}
+
+/// `policy:` section.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPolicyConfig {
+    /// Filter requests by URL reputation and this policy (blocked and warned requests get a
+    /// page instead of the site). Default `false`: the proxy forwards everything it may.
+    pub enabled: bool,
+    /// The YAML policy file (see docs/policy.md); reloaded when it changes and on SIGHUP.
+    /// Default `policies/default.yaml`.
+    pub file: PathBuf,
+}
+
+impl Default for RawPolicyConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            file: PathBuf::from("policies/default.yaml"),
+        }
+    }
+}
+
+/// One reputation server the proxy asks.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReputationSource {
+    /// A name for logs (default: the URL).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Base URL, `http://host:port` or `https://host:port`.
+    pub url: String,
+    /// A client token of that server, or `token_file`.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// A file whose first line is the token.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Extra PEM CAs for an `https://` server.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// How long one lookup may take before the next source is asked, in milliseconds.
+    /// Default 500.
+    #[serde(default = "default_source_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_source_timeout_ms() -> u64 {
+    500
+}
+
+/// `reputation:` section.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawReputationConfig {
+    /// Reputation servers in order (local first, then the global tier); the first healthy one
+    /// is asked. Empty (the default) with `policy.enabled`: the proxy runs a reputation
+    /// server in-process on the shipped sample data (for trying webrep out).
+    pub sources: Vec<RawReputationSource>,
+    /// Answers kept in memory (one per host, or per URL for hosts with many path entries).
+    /// Default 100000.
+    pub cache_entries: u64,
+    /// How long past its TTL a cached answer may still be served while no source answers, in
+    /// seconds; the policy's `reputation_unavailable.stale_seconds` can shorten it.
+    /// Default 3600.
+    pub max_stale_secs: u64,
+    /// How long a source that failed is skipped, in milliseconds. Default 10000.
+    pub retry_after_ms: u64,
+    /// Follow the first healthy source's change stream and drop changed keys at once.
+    /// Default `true`.
+    pub follow_changes: bool,
+}
+
+impl Default for RawReputationConfig {
+    fn default() -> Self {
+        Self {
+            sources: Vec::new(),
+            cache_entries: 100_000,
+            max_stale_secs: 3600,
+            retry_after_ms: 10_000,
+            follow_changes: true,
+        }
+    }
 }
 
 /// What to do with bytes in a CONNECT tunnel that are neither TLS nor HTTP (only looked at

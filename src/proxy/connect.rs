@@ -47,6 +47,13 @@ pub async fn handle(
     if has_our_via(req.headers(), &state.config.via_name) {
         return Err(ProxyError::Loop(state.config.via_name.clone()));
     }
+    if let Some(filter) = &state.filter {
+        // By host, before any upstream byte: the CONNECT stands for `https://host/`.
+        let url = format!("https://{host}/");
+        filter
+            .check(&url, ctx.client.ip(), ctx.user.as_deref(), req.headers())
+            .await?;
+    }
     let upstream = state.dialer.dial(host, port).await?;
     let upstream_addr = upstream.peer_addr().ok();
     let on_upgrade = hyper::upgrade::on(&mut req);

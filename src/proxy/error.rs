@@ -39,13 +39,17 @@ pub enum ProxyError {
     Upstream(String),
     #[error("upstream TLS certificate rejected: {0}")]
     UpstreamCertificate(String),
+    #[error("refused by policy ({}): {}", .0.reason.as_str(), .0.explanation())]
+    Filtered(Box<super::filter::Refusal>),
 }
 
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) | Self::UnsupportedScheme(_) => StatusCode::BAD_REQUEST,
-            Self::PortNotAllowed(_) | Self::ClientNotAllowed => StatusCode::FORBIDDEN,
+            Self::PortNotAllowed(_) | Self::ClientNotAllowed | Self::Filtered(_) => {
+                StatusCode::FORBIDDEN
+            }
             Self::AuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             Self::Loop(_) => StatusCode::LOOP_DETECTED,
             Self::Dial(DialError::Refused { .. }) => StatusCode::FORBIDDEN,
@@ -63,9 +67,10 @@ impl ProxyError {
     pub fn proxy_status(&self) -> &'static str {
         match self {
             Self::BadRequest(_) | Self::UnsupportedScheme(_) => "http_request_error",
-            Self::PortNotAllowed(_) | Self::ClientNotAllowed | Self::AuthRequired => {
-                "http_request_denied"
-            }
+            Self::PortNotAllowed(_)
+            | Self::ClientNotAllowed
+            | Self::AuthRequired
+            | Self::Filtered(_) => "http_request_denied",
             Self::Loop(_) => "proxy_loop_detected",
             Self::Dial(d) => d.proxy_status(),
             Self::UpstreamTimeout(_) => "http_response_timeout",
@@ -81,6 +86,7 @@ impl ProxyError {
             | Self::PortNotAllowed(_)
             | Self::ClientNotAllowed
             | Self::AuthRequired
+            | Self::Filtered(_)
             | Self::Loop(_) => Side::Client,
             Self::Dial(DialError::Refused { .. }) | Self::Dial(DialError::NoHost) => Side::Client,
             Self::Dial(_)

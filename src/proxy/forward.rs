@@ -70,6 +70,12 @@ pub async fn handle(
         });
     }
 
+    if let Some(filter) = &state.filter {
+        let url = req.uri().to_string();
+        filter
+            .check(&url, ctx.client.ip(), ctx.user.as_deref(), req.headers())
+            .await?;
+    }
     let websocket = is_websocket_upgrade(req.headers());
     let host_port = strip_userinfo(&authority);
     if host_port.len() != authority.as_str().len() {

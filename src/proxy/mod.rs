@@ -24,6 +24,7 @@ pub mod conn;
 pub mod connect;
 pub mod dial;
 pub mod error;
+pub mod filter;
 pub mod forward;
 pub mod headers;
 pub mod intercept;
@@ -73,6 +74,8 @@ pub struct ProxyState {
     pub https_clients: Vec<HttpsClient>,
     /// With interception on: the minter and its settings.
     pub interceptor: Option<intercept::Interceptor>,
+    /// With `policy.enabled`: reputation and policy.
+    pub filter: Option<filter::Filter>,
     pub dialer: Dialer,
     pub acl: ClientAcl,
     pub auth: Option<Arc<Authenticator>>,
@@ -103,6 +106,105 @@ pub struct Proxy {
     /// `listeners[worker]`: that worker's sockets, one per listen address.
     listeners: Vec<Vec<std::net::TcpListener>>,
     state: Arc<ProxyState>,
+}
+
+/// Loads the policy (watched for changes, reloaded on SIGHUP), builds the reputation client
+/// over the configured sources (or an in-process server on the sample data when there are
+/// none), and starts following the change stream.
+async fn filter_setup(
+    config: &Config,
+    draining: &CancellationToken,
+) -> anyhow::Result<filter::Filter> {
+    use crate::repserver::client::RepClient;
+    use crate::reputation::{Reputation, ReputationConfig, SourceConfig};
+    let policy = crate::policy::PolicyHandle::load(&config.policy.file).with_context(|| {
+        format!(
+            "policy.enabled is true but the policy {} cannot be used",
+            config.policy.file.display()
+        )
+    })?;
+    tracing::info!(file = %config.policy.file.display(), "policy loaded");
+    if let Err(e) = policy.spawn_watcher(std::time::Duration::from_millis(300), draining.clone()) {
+        tracing::warn!(error = %e, "cannot watch the policy file; it reloads on SIGHUP only");
+    }
+    policy.spawn_sighup(draining.clone())?;
+    let r = &config.reputation;
+    let mut sources = Vec::new();
+    for s in &r.sources {
+        let token = match (&s.token, &s.token_file) {
+            (Some(t), _) => t.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .with_context(|| {
+                    format!(
+                        "reputation source {}: token_file {}",
+                        s.name,
+                        path.display()
+                    )
+                })?
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned(),
+            (None, None) => anyhow::bail!("reputation source {}: no token", s.name),
+        };
+        sources.push(SourceConfig {
+            name: s.name.clone(),
+            client: RepClient::new(&s.url, &token, s.ca_file.as_deref())
+                .with_context(|| format!("reputation source {}", s.name))?,
+            timeout: s.timeout,
+        });
+    }
+    if sources.is_empty() {
+        sources.push(embedded_server(draining).await?);
+    }
+    let reputation = Arc::new(Reputation::new(ReputationConfig {
+        sources,
+        cache_entries: r.cache_entries,
+        max_stale: r.max_stale,
+        retry_after: r.retry_after,
+    }));
+    if r.follow_changes {
+        tokio::spawn(reputation.clone().follow_changes(draining.clone()));
+    }
+    Ok(filter::Filter { reputation, policy })
+}
+
+/// The embedded default: a reputation server in this process, in memory, on the shipped
+/// sample data, on a loopback port of its own with a random token.
+async fn embedded_server(
+    draining: &CancellationToken,
+) -> anyhow::Result<crate::reputation::SourceConfig> {
+    use crate::repserver::{api, server, store::Store};
+    use rand::RngCore as _;
+    let mut store = Store::open_in_memory()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+    let n = server::load_sample(&mut store, now)?;
+    let mut raw = [0u8; 24];
+    rand::rng().fill_bytes(&mut raw);
+    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let tokens = api::Tokens {
+        client: vec![token.clone()],
+        admin: Vec::new(),
+    };
+    tokio::spawn(api::serve(
+        listener,
+        store,
+        tokens,
+        api::ApiConfig::default(),
+        draining.clone(),
+    ));
+    tracing::warn!(%addr, entries = n,
+        "no reputation sources configured: using an in-process reputation server with the sample data only");
+    Ok(crate::reputation::SourceConfig {
+        name: "embedded".into(),
+        client: crate::repserver::client::RepClient::new(&format!("http://{addr}"), &token, None)?,
+        timeout: std::time::Duration::from_secs(2),
+    })
 }
 
 /// The pooled upstream client for decrypted requests: verified TLS over our [`Connector`].
@@ -254,6 +356,12 @@ impl Proxy {
         } else {
             (None, Vec::new())
         };
+        let draining = CancellationToken::new();
+        let filter = if config.policy.enabled {
+            Some(filter_setup(config, &draining).await?)
+        } else {
+            None
+        };
         let via_name = cfg.via_name.clone();
         let via =
             |v| headers::via_value(v, &via_name).context("via_name is not a valid header value");
@@ -264,12 +372,13 @@ impl Proxy {
             clients,
             https_clients,
             interceptor,
+            filter,
             dialer,
             auth,
             access_log,
             ids: RequestIds::new(),
             tracker: TaskTracker::new(),
-            draining: CancellationToken::new(),
+            draining,
             local_addrs,
             config: cfg,
         };

@@ -288,6 +288,19 @@ pub fn error_response(state: &ProxyState, ctx: &RequestCtx, e: &ProxyError) -> R
             tracing::warn!(id = %ctx.id, client.addr = %ctx.client, error = %e, "proxy error")
         }
     }
+    if let ProxyError::Filtered(r) = e {
+        tracing::info!(id = %ctx.id, client.addr = %ctx.client, action = r.action.as_str(),
+            reason = r.reason.as_str(), url = %r.url, "request refused by policy");
+        let mut resp = super::filter::page(r, ctx.id);
+        if let Ok(v) = HeaderValue::from_str(&proxy_status_value(
+            &state.config.via_name,
+            e.proxy_status(),
+            &format!("{} by policy: {}", r.action.as_str(), r.reason.as_str()),
+        )) {
+            resp.headers_mut().insert(&PROXY_STATUS, v);
+        }
+        return resp;
+    }
     let mut details = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {

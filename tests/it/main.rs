@@ -5,6 +5,7 @@ mod harness;
 
 mod binary;
 mod config_file;
+mod filtering;
 mod intercept;
 mod policy_check;
 mod proxy_connect;

@@ -1,0 +1,288 @@
+//! Filtering on the request path (issue 6): canonicalize, ask the policy's lists, look up
+//! reputation, decide by policy, and render the block or warn page.
+//!
+//! # Where it sits
+//! In [`super::forward`] before anything is sent upstream (plain HTTP and requests decrypted
+//! from an intercepted tunnel, by their full URL), and in [`super::connect`] before the
+//! upstream is dialled (CONNECT, by host, as `https://host/`). A request that is not allowed
+//! becomes [`ProxyError::Filtered`], which [`super::service::error_response`] renders with
+//! [`page`]: it never reaches the upstream.
+//!
+//! # What it costs
+//! One canonicalization; one policy evaluation with an untested stand-in verdict to settle
+//! list and rule hits without any lookup; then, only when reputation matters, one cache
+//! lookup ([`crate::reputation`]; a round trip on a cold host) and a second evaluation.
+//!
+//! # How it fails
+//! A URL that does not canonicalize is a 400. No reputation answer (and nothing stale within
+//! the policy's window) is decided by the policy's `reputation_unavailable` action, and the
+//! page says so. Pages escape everything taken from the request.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+
+use super::body::ProxyBody;
+use super::error::ProxyError;
+use super::local::escape_html;
+use crate::accesslog::RequestId;
+use crate::canon::canonicalize;
+use crate::policy::{Action, PolicyHandle, Reason, RequestFacts, evaluate};
+use crate::repserver::model::{RiskLevel, Verdict};
+use crate::reputation::{CacheState, Reputation};
+
+/// What filtering needs at run time.
+pub struct Filter {
+    pub reputation: Arc<Reputation>,
+    pub policy: Arc<PolicyHandle>,
+}
+
+/// How the client wants its page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageFormat {
+    Html,
+    Json,
+    Text,
+}
+
+impl PageFormat {
+    /// By `Accept`: HTML for browsers, JSON when asked for, plain text otherwise.
+    pub fn from_headers(h: &HeaderMap) -> PageFormat {
+        let accept = h
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if accept.contains("text/html") {
+            PageFormat::Html
+        } else if accept.contains("application/json") {
+            PageFormat::Json
+        } else {
+            PageFormat::Text
+        }
+    }
+}
+
+/// Why a request was not forwarded: everything the page and the log show.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub action: Action,
+    pub reason: Reason,
+    /// The URL as the client asked for it (shown escaped).
+    pub url: String,
+    pub rule_id: Option<String>,
+    pub list_entry: Option<String>,
+    pub category: Option<String>,
+    pub risk: Option<RiskLevel>,
+    pub score: Option<u8>,
+    pub cache: CacheState,
+    pub format: PageFormat,
+}
+
+impl Refusal {
+    /// The reason in plain words.
+    pub fn explanation(&self) -> String {
+        match self.reason {
+            Reason::Blocked => format!(
+                "the address is on the blocked list ({})",
+                self.list_entry.as_deref().unwrap_or("?")
+            ),
+            Reason::Rule => format!(
+                "policy rule {} applies to this request",
+                self.rule_id.as_deref().unwrap_or("?")
+            ),
+            Reason::ReputationUnavailable => {
+                "the reputation service could not be reached, and the policy does not allow \
+                 unchecked sites"
+                    .to_owned()
+            }
+            Reason::Risk => format!(
+                "the site's reputation is {} (score {})",
+                self.risk.map_or("unknown", risk_words),
+                self.score
+                    .map_or_else(|| "none".to_owned(), |s| s.to_string())
+            ),
+            Reason::Untested => "the site has no reputation yet (untested)".to_owned(),
+            Reason::Category => format!(
+                "the site is in the category {}",
+                self.category.as_deref().unwrap_or("?")
+            ),
+            Reason::Uncategorized => "the site has no category".to_owned(),
+            Reason::Approved | Reason::Allowed => "allowed".to_owned(),
+        }
+    }
+}
+
+fn risk_words(r: RiskLevel) -> &'static str {
+    match r {
+        RiskLevel::Dangerous => "dangerous",
+        RiskLevel::HighlySuspicious => "highly suspicious",
+        RiskLevel::Suspicious => "suspicious",
+        RiskLevel::Safe => "safe",
+        RiskLevel::Untested => "untested",
+    }
+}
+
+impl Filter {
+    /// Decides a request for `url` (as the client wrote it): `Ok(())` to forward, or the
+    /// [`ProxyError::Filtered`] to answer with.
+    ///
+    /// # Errors
+    /// [`ProxyError::BadRequest`] for a URL that does not canonicalize,
+    /// [`ProxyError::Filtered`] for a request the policy does not forward.
+    pub async fn check(
+        &self,
+        url: &str,
+        client: IpAddr,
+        user: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Result<(), ProxyError> {
+        let canonical = canonicalize(url)
+            .map_err(|_| ProxyError::BadRequest("the URL cannot be checked (not a valid URL)"))?;
+        let policy = self.policy.snapshot();
+        let facts = RequestFacts {
+            url: &canonical,
+            client,
+            user,
+            groups: &[],
+            now: jiff::Timestamp::now(),
+        };
+        // Lists and rule actions decide without any lookup.
+        let first = evaluate(&policy, &facts, Some(&Verdict::untested()));
+        let (decision, verdict, cache) = if matches!(
+            first.reason,
+            Reason::Approved | Reason::Blocked | Reason::Rule
+        ) {
+            (first, None, CacheState::Hit)
+        } else {
+            let lookup = self.reputation.lookup(&canonical).await;
+            let mut verdict = lookup.verdict;
+            if lookup.cache == CacheState::Stale
+                && lookup
+                    .stale_for
+                    .is_some_and(|d| d > policy.stale_window(&facts))
+            {
+                verdict = None;
+            }
+            (
+                evaluate(&policy, &facts, verdict.as_ref()),
+                verdict,
+                lookup.cache,
+            )
+        };
+        if decision.action.forwards() {
+            return Ok(());
+        }
+        Err(ProxyError::Filtered(Box::new(Refusal {
+            action: decision.action,
+            reason: decision.reason,
+            url: url.to_owned(),
+            rule_id: decision.rule_id.map(str::to_owned),
+            list_entry: decision.list_hit.map(|h| h.entry.to_owned()),
+            category: decision
+                .category
+                .map(|c| c.as_str().to_owned())
+                .or_else(|| {
+                    verdict
+                        .as_ref()
+                        .and_then(|v| v.categories.first())
+                        .map(|c| c.as_str().to_owned())
+                }),
+            risk: decision.risk,
+            score: verdict.as_ref().and_then(|v| v.score).map(|s| s.get()),
+            cache,
+            format: PageFormat::from_headers(headers),
+        })))
+    }
+}
+
+/// The block or warn page for a refusal: 403, in the client's format, with the ticket id
+/// (the request id, also in the access log).
+pub fn page(r: &Refusal, ticket: RequestId) -> Response<ProxyBody> {
+    let verb = if r.action == Action::Warn {
+        "warned about"
+    } else {
+        "blocked"
+    };
+    let explanation = r.explanation();
+    let (body, ctype) = match r.format {
+        PageFormat::Json => (
+            serde_json::json!({
+                "action": r.action.as_str(),
+                "reason": r.reason.as_str(),
+                "explanation": explanation,
+                "url": r.url,
+                "rule": r.rule_id,
+                "list_entry": r.list_entry,
+                "category": r.category,
+                "risk": r.risk.map(RiskLevel::as_str),
+                "score": r.score,
+                "ticket": ticket.to_string(),
+            })
+            .to_string(),
+            "application/json",
+        ),
+        PageFormat::Text => (
+            format!(
+                "webrep {verb} this request: {explanation}.\nURL: {}\nrule: {}\nticket: {ticket}\n",
+                r.url.escape_debug(),
+                r.rule_id.as_deref().unwrap_or("-"),
+            ),
+            "text/plain; charset=utf-8",
+        ),
+        PageFormat::Html => (
+            html_page(r, verb, &explanation, ticket),
+            "text/html; charset=utf-8",
+        ),
+    };
+    let mut resp = Response::new(ProxyBody::full(body));
+    *resp.status_mut() = StatusCode::FORBIDDEN;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn html_page(r: &Refusal, verb: &str, explanation: &str, ticket: RequestId) -> String {
+    let title = if r.action == Action::Warn {
+        "Warning: this site may be unsafe"
+    } else {
+        "This site is blocked"
+    };
+    let mut facts = String::new();
+    let mut row = |k: &str, v: &str| {
+        facts.push_str(&format!(
+            "<tr><th>{}</th><td>{}</td></tr>\n",
+            escape_html(k),
+            escape_html(v)
+        ));
+    };
+    row("Address", &r.url);
+    row("Reason", explanation);
+    if let Some(c) = &r.category {
+        row("Category", c);
+    }
+    if let Some(risk) = r.risk {
+        row(
+            "Reputation",
+            &format!(
+                "{}{}",
+                risk_words(risk),
+                r.score
+                    .map_or_else(String::new, |s| format!(" (score {s})"))
+            ),
+        );
+    }
+    if let Some(rule) = &r.rule_id {
+        row("Policy rule", rule);
+    }
+    row("Ticket", &ticket.to_string());
+    format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n\
+         <body><h1>{title}</h1>\n<p>webrep {verb} this request: {}.</p>\n<table>\n{facts}</table>\n\
+         <p><a href=\"javascript:history.back()\">Go back</a></p>\n\
+         <p>If you think this is a mistake, tell your administrator the ticket number {ticket}.</p>\n\
+         </body></html>\n",
+        escape_html(explanation)
+    )
+}
