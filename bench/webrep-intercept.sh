@@ -18,6 +18,8 @@ access_log:
   path: /tmp/webrep-bench-access.log
 log:
   level: warn
+policy:
+  enabled: false
 intercept:
   enabled: true
   create_ca: true

@@ -174,17 +174,18 @@ pub struct RawLogConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RawPolicyConfig {
     /// Filter requests by URL reputation and this policy (blocked and warned requests get a
-    /// page instead of the site). Default `false`: the proxy forwards everything it may.
+    /// page instead of the site). Default `true`; `false` makes a plain forward proxy.
     pub enabled: bool,
     /// The YAML policy file (see docs/policy.md); reloaded when it changes and on SIGHUP.
-    /// Default `policies/default.yaml`.
+    /// Default `policies/default.yaml` (when that default file is missing, the copy built
+    /// into the binary is used).
     pub file: PathBuf,
 }
 
 impl Default for RawPolicyConfig {
     fn default() -> Self {
         Self {
-            enabled: false,
+            enabled: true,
             file: PathBuf::from("policies/default.yaml"),
         }
     }

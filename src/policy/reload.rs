@@ -95,19 +95,26 @@ impl PolicyHandle {
     /// [`LoadError`] when the file cannot be read or is invalid.
     pub fn load(path: impl Into<PathBuf>) -> Result<Arc<Self>, LoadError> {
         let path = path.into();
-        let mut policy = load_file(&path)?;
+        let policy = load_file(&path)?;
+        Ok(Self::with_policy(path, policy))
+    }
+
+    /// A handle whose generation 1 is `policy` (already compiled, e.g. a built-in default);
+    /// reloads read `path`.
+    pub fn with_policy(path: impl Into<PathBuf>, mut policy: Policy) -> Arc<Self> {
+        let path = path.into();
         policy.generation = 1;
         let (events, _) = watch::channel(ReloadEvent {
             attempt: 0,
             generation: 1,
             error: None,
         });
-        Ok(Arc::new(Self {
+        Arc::new(Self {
             path,
             current: ArcSwap::from_pointee(policy),
             reload_lock: Mutex::new(0),
             events,
-        }))
+        })
     }
 
     /// The file this handle loads.

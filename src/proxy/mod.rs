@@ -117,14 +117,35 @@ async fn filter_setup(
 ) -> anyhow::Result<filter::Filter> {
     use crate::repserver::client::RepClient;
     use crate::reputation::{Reputation, ReputationConfig, SourceConfig};
-    let policy = crate::policy::PolicyHandle::load(&config.policy.file).with_context(|| {
-        format!(
-            "policy.enabled is true but the policy {} cannot be used",
-            config.policy.file.display()
-        )
-    })?;
-    tracing::info!(file = %config.policy.file.display(), "policy loaded");
-    if let Err(e) = policy.spawn_watcher(std::time::Duration::from_millis(300), draining.clone()) {
+    let file = &config.policy.file;
+    let policy = match crate::policy::PolicyHandle::load(file) {
+        Ok(p) => {
+            tracing::info!(file = %file.display(), "policy loaded");
+            p
+        }
+        // The default path, not there (run from elsewhere): the copy built into the binary.
+        Err(crate::policy::LoadError::Read { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound
+                && *file == crate::config::raw::RawPolicyConfig::default().file =>
+        {
+            let p =
+                crate::policy::Policy::from_yaml(DEFAULT_POLICY, "built-in policies/default.yaml")
+                    .map_err(|e| anyhow::anyhow!("the built-in default policy is invalid: {e}"))?;
+            tracing::warn!(file = %file.display(), "policy file not found; using the built-in default policy");
+            crate::policy::PolicyHandle::with_policy(file.clone(), p)
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "policy.enabled is true but the policy {} cannot be used",
+                file.display()
+            )));
+        }
+    };
+    if !file.exists() {
+        // The built-in copy: nothing to watch; SIGHUP reloads once the file exists.
+    } else if let Err(e) =
+        policy.spawn_watcher(std::time::Duration::from_millis(300), draining.clone())
+    {
         tracing::warn!(error = %e, "cannot watch the policy file; it reloads on SIGHUP only");
     }
     policy.spawn_sighup(draining.clone())?;
@@ -169,6 +190,9 @@ async fn filter_setup(
     }
     Ok(filter::Filter { reputation, policy })
 }
+
+/// `policies/default.yaml` as shipped, for a proxy started away from the source tree.
+const DEFAULT_POLICY: &str = include_str!("../../policies/default.yaml");
 
 /// The embedded default: a reputation server in this process, in memory, on the shipped
 /// sample data, on a loopback port of its own with a random token.

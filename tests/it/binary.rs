@@ -265,3 +265,24 @@ async fn passwd_prints_a_users_file_line_the_proxy_accepts() {
         webrep::proxy::auth::AuthOutcome::User("bob".into())
     );
 }
+
+#[tokio::test]
+async fn the_embedded_default_filters_with_the_sample_data() {
+    // No policy and no reputation keys: policies/default.yaml and an in-process reputation
+    // server on the shipped sample data.
+    let proxy = ProxyProcess::start("").await;
+    let client = proxy.client();
+    let r = client
+        .get("http://malware.example/download.exe")
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(v["reason"], "risk", "{v}");
+    assert_eq!(v["category"], "malware", "{v}");
+    // A safe sample host passes the filter (and then cannot be resolved: 502, not 403).
+    let r = client.get("http://safe.example/").send().await.unwrap();
+    assert_eq!(r.status(), 502);
+}
