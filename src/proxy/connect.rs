@@ -47,12 +47,14 @@ pub async fn handle(
     if has_our_via(req.headers(), &state.config.via_name) {
         return Err(ProxyError::Loop(state.config.via_name.clone()));
     }
+    let mut intercept = state.interceptor.is_some();
     if let Some(filter) = &state.filter {
         // By host, before any upstream byte: the CONNECT stands for `https://host/`.
         let url = format!("https://{host}/");
-        filter
+        let allowed = filter
             .check(&url, ctx.client.ip(), ctx.user.as_deref(), req.headers())
             .await?;
+        intercept = intercept && filter.intercepts(&allowed, ctx.client.ip(), ctx.user.as_deref());
     }
     let upstream = state.dialer.dial(host, port).await?;
     let upstream_addr = upstream.peer_addr().ok();
@@ -65,7 +67,7 @@ pub async fn handle(
         async move {
             let _slot = slot;
             match on_upgrade.await {
-                Ok(client) if state2.interceptor.is_some() => {
+                Ok(client) if intercept => {
                     let stats = super::intercept::serve_tunnel(
                         state2.clone(),
                         ctx2.clone(),

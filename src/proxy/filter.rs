@@ -136,7 +136,7 @@ impl Filter {
         client: IpAddr,
         user: Option<&str>,
         headers: &HeaderMap,
-    ) -> Result<(), ProxyError> {
+    ) -> Result<Allowed, ProxyError> {
         let canonical = canonicalize(url)
             .map_err(|_| ProxyError::BadRequest("the URL cannot be checked (not a valid URL)"))?;
         let policy = self.policy.snapshot();
@@ -171,7 +171,7 @@ impl Filter {
             )
         };
         if decision.action.forwards() {
-            return Ok(());
+            return Ok(Allowed { canonical, verdict });
         }
         Err(ProxyError::Filtered(Box::new(Refusal {
             action: decision.action,
@@ -193,6 +193,31 @@ impl Filter {
             cache,
             format: PageFormat::from_headers(headers),
         })))
+    }
+}
+
+/// What an allowed request was decided on (for the interception decision of a CONNECT).
+#[derive(Debug)]
+pub struct Allowed {
+    pub canonical: crate::canon::CanonicalUrl,
+    /// `None` when decided by a list or rule without a lookup, or when no answer came.
+    pub verdict: Option<Verdict>,
+}
+
+impl Filter {
+    /// Whether an allowed CONNECT is decrypted (the policy's `interception` settings: hosts,
+    /// then categories of the verdict, then the default) or tunnelled untouched.
+    pub fn intercepts(&self, allowed: &Allowed, client: IpAddr, user: Option<&str>) -> bool {
+        let policy = self.policy.snapshot();
+        let facts = RequestFacts {
+            url: &allowed.canonical,
+            client,
+            user,
+            groups: &[],
+            now: jiff::Timestamp::now(),
+        };
+        let d = crate::policy::intercept(&policy, &facts, allowed.verdict.as_ref());
+        d.mode == crate::policy::InterceptMode::Intercept
     }
 }
 

@@ -426,3 +426,46 @@ async fn the_ca_page_and_a_missing_ca() {
     };
     assert!(err.contains("webrep ca init"), "{err}");
 }
+
+#[tokio::test]
+async fn hosts_the_policy_tunnels_are_not_decrypted() {
+    let origin_ca = TestCa::new();
+    let origin = Origin::https(&origin_ca).await;
+    let port = origin.addr.port();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "security_level: medium\ninterception:\n  default: intercept\n  tunnel_hosts: [localhost]\n",
+    )
+    .unwrap();
+    let i = intercepting(
+        &origin_ca,
+        port,
+        &format!("policy:\n  file: {:?}\n", policy.display().to_string()),
+    )
+    .await;
+    // Tunnelled: the client sees the origin's own certificate (it trusts only the origin CA).
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--noproxy", "", "--max-time", "30", "-x"])
+        .arg(i.proxy.url())
+        .arg("--cacert")
+        .arg(&origin_ca.ca_path)
+        .arg(format!("https://localhost:{port}/"))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello");
+    let line = i.proxy.wait_log(|v| v["method"] == "CONNECT").await;
+    assert_eq!(line["kind"], "tunnel", "{line}");
+    // Another host on the same origin is decrypted.
+    let tls = tls_through(&i.proxy, port, &i.ca_pem, None).await;
+    assert!(leaf_names(&tls).0.contains("webrep interception CA"));
+    drop(tls);
+    i.proxy.stop().await;
+}
