@@ -218,22 +218,11 @@ fn client_command(
 }
 
 fn config_error(e: &webrep::config::ConfigError) -> ExitCode {
-    eprintln!("error: {}", chain(e));
+    eprintln!("error: {}", webrep::repserver::client::chain(e));
     ExitCode::from(EX_USAGE)
 }
 
 fn fail(e: anyhow::Error) -> ExitCode {
     eprintln!("error: {e:#}");
     ExitCode::FAILURE
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }

@@ -231,6 +231,19 @@ async fn embedded_server(
     })
 }
 
+/// The settings every pooled upstream client shares (plain and TLS): idle timeout, pool
+/// size, read buffer, `Host` left as we set it.
+fn upstream_pool(cfg: &ProxyConfig) -> hyper_util::client::legacy::Builder {
+    let mut b = Client::builder(TokioExecutor::new());
+    b.pool_idle_timeout(cfg.upstream_idle_timeout)
+        .pool_max_idle_per_host(cfg.upstream_max_idle_per_host)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .http1_max_buf_size(cfg.upstream_read_buffer_bytes)
+        .set_host(false);
+    b
+}
+
 /// The pooled upstream client for decrypted requests: verified TLS over our [`Connector`].
 pub type HttpsClient = Client<hyper_rustls::HttpsConnector<Connector>, Incoming>;
 
@@ -292,14 +305,7 @@ fn intercept_setup(
                 .https_only()
                 .enable_http1()
                 .wrap_connector(Connector::new(dialer.clone()));
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(cfg.upstream_idle_timeout)
-                .pool_max_idle_per_host(cfg.upstream_max_idle_per_host)
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .http1_max_buf_size(cfg.upstream_read_buffer_bytes)
-                .set_host(false)
-                .build(connector)
+            upstream_pool(cfg).build(connector)
         })
         .collect();
     Ok((
@@ -363,16 +369,7 @@ impl Proxy {
         ));
         let dialer = Dialer::new(policy, cfg.upstream_connect_timeout);
         let clients = (0..workers)
-            .map(|_| {
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(cfg.upstream_idle_timeout)
-                    .pool_max_idle_per_host(cfg.upstream_max_idle_per_host)
-                    .pool_timer(TokioTimer::new())
-                    .timer(TokioTimer::new())
-                    .http1_max_buf_size(cfg.upstream_read_buffer_bytes)
-                    .set_host(false)
-                    .build(Connector::new(dialer.clone()))
-            })
+            .map(|_| upstream_pool(&cfg).build(Connector::new(dialer.clone())))
             .collect();
         let (interceptor, https_clients) = if config.intercept.enabled {
             let (i, c) = intercept_setup(config, &cfg, &dialer)?;

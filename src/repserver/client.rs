@@ -235,7 +235,7 @@ fn empty() -> ClientBody {
 }
 
 /// An error with its sources, `a: b: c` (hyper's top-level messages alone say little).
-fn chain(e: &dyn std::error::Error) -> String {
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(x) = src {

@@ -19,6 +19,11 @@ struct Intercepting {
 }
 
 async fn intercepting(origin_ca: &TestCa, origin_port: u16, extra: &str) -> Intercepting {
+    intercepting_trusting(&origin_ca.ca_path, origin_port, extra).await
+}
+
+/// An intercepting proxy that trusts the CA file `trusted` upstream.
+async fn intercepting_trusting(trusted: &Path, origin_port: u16, extra: &str) -> Intercepting {
     let dir = tempfile::tempdir().unwrap();
     let ca_dir = dir.path().join("certs");
     let proxy = TestProxy::start(
@@ -26,7 +31,7 @@ async fn intercepting(origin_ca: &TestCa, origin_port: u16, extra: &str) -> Inte
         &format!(
             "intercept:\n  enabled: true\n  create_ca: true\n  ca_dir: {:?}\n  upstream_ca_file: {:?}\n{extra}",
             ca_dir.display().to_string(),
-            origin_ca.ca_path.display().to_string()
+            trusted.display().to_string()
         ),
     )
     .await;
@@ -214,22 +219,12 @@ async fn curl_through_interception_with_the_proxy_ca() {
 async fn upstream_failure(origin_ca: &TestCa, trusted: &Path, host: &str) -> (u16, String, String) {
     let origin = Origin::https(origin_ca).await;
     let port = origin.addr.port();
-    let dir = tempfile::tempdir().unwrap();
-    let ca_dir = dir.path().join("certs");
-    let proxy = TestProxy::start(
-        &format!("  connect_ports: [443, {port}]\n"),
-        &format!(
-            "intercept:\n  enabled: true\n  create_ca: true\n  ca_dir: {:?}\n  upstream_ca_file: {:?}\n",
-            ca_dir.display().to_string(),
-            trusted.display().to_string()
-        ),
-    )
-    .await;
-    let pem = std::fs::read_to_string(ca_dir.join("ca.pem")).unwrap();
+    let i = intercepting_trusting(trusted, port, "").await;
+    let proxy = i.proxy;
     init_crypto();
     let client = reqwest::Client::builder()
         .proxy(reqwest::Proxy::all(proxy.url()).unwrap())
-        .tls_certs_only([reqwest::Certificate::from_pem(pem.as_bytes()).unwrap()])
+        .tls_certs_only([reqwest::Certificate::from_pem(i.ca_pem.as_bytes()).unwrap()])
         .resolve(host, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
         .build()
         .unwrap();
