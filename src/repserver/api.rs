@@ -593,7 +593,7 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Value, ApiErro
         })),
         "/healthz" => Err(not_allowed("GET")),
         "/v1/lookup" if get || post => {
-            authorize(shared, &req, Role::Client)?;
+            let req = authorize_or_drain(shared, req, Role::Client).await?;
             if get {
                 let url = query_param(req.uri().query(), "url")?
                     .ok_or_else(|| ApiError::bad_request("missing query parameter `url`"))?;
@@ -605,23 +605,23 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Value, ApiErro
         }
         "/v1/lookup" => Err(not_allowed("GET, POST")),
         "/v1/entries" if post => {
-            authorize(shared, &req, Role::Admin)?;
+            let req = authorize_or_drain(shared, req, Role::Admin).await?;
             let body = read_body(shared, req).await?;
             write_entries(shared, &body).await
         }
         "/v1/entries" => Err(not_allowed("POST")),
         "/v1/changes" if get => {
-            authorize(shared, &req, Role::Client)?;
+            let req = authorize_or_drain(shared, req, Role::Client).await?;
             changes(shared, req.uri().query()).await
         }
         "/v1/changes" => Err(not_allowed("GET")),
         "/v1/import" if post => {
-            authorize(shared, &req, Role::Admin)?;
+            let req = authorize_or_drain(shared, req, Role::Admin).await?;
             import_feed(shared, req).await
         }
         "/v1/import" => Err(not_allowed("POST")),
         "/v1/files" if get => {
-            authorize(shared, &req, Role::Client)?;
+            let req = authorize_or_drain(shared, req, Role::Client).await?;
             let h = query_param(req.uri().query(), "sha256")?
                 .ok_or_else(|| ApiError::bad_request("missing query parameter `sha256`"))?;
             let config = shared.config.clone();
@@ -630,23 +630,23 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Value, ApiErro
                 .await?
         }
         "/v1/files" if post => {
-            authorize(shared, &req, Role::Admin)?;
+            let req = authorize_or_drain(shared, req, Role::Admin).await?;
             let body = read_body(shared, req).await?;
             write_files(shared, &body).await
         }
         "/v1/files" => Err(not_allowed("GET, POST")),
         "/v1/files/lookup" if post => {
-            authorize(shared, &req, Role::Client)?;
+            let req = authorize_or_drain(shared, req, Role::Client).await?;
             let body = read_body(shared, req).await?;
             lookup_files(shared, &body).await
         }
         "/v1/files/lookup" => Err(not_allowed("POST")),
         "/v1/categories" if get => {
-            authorize(shared, &req, Role::Client)?;
+            let _req = authorize_or_drain(shared, req, Role::Client).await?;
             shared.call(|store| categories_json(store)).await
         }
         "/v1/categories" if post => {
-            authorize(shared, &req, Role::Admin)?;
+            let req = authorize_or_drain(shared, req, Role::Admin).await?;
             let body = read_body(shared, req).await?;
             define_categories(shared, &body).await
         }
@@ -696,6 +696,35 @@ fn authorize(shared: &Shared, req: &Request<Incoming>, need: Role) -> Result<(),
         ));
     }
     Ok(())
+}
+
+/// [`authorize`], and on refusal reads (and drops) what the client is still sending, up to
+/// [`ApiConfig::max_body`] bytes within a few seconds, before the error goes out: a client
+/// that is writing its body when we close would otherwise see a broken pipe instead of the
+/// 401/403.
+async fn authorize_or_drain(
+    shared: &Shared,
+    req: Request<Incoming>,
+    need: Role,
+) -> Result<Request<Incoming>, ApiError> {
+    match authorize(shared, &req, need) {
+        Ok(()) => Ok(req),
+        Err(e) => {
+            let limit = shared.config.max_body;
+            let drain = async {
+                let mut body = req.into_body();
+                let mut seen = 0usize;
+                while seen <= limit {
+                    match body.frame().await {
+                        Some(Ok(f)) => seen += f.data_ref().map_or(0, |d| d.len()),
+                        _ => break,
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+            Err(e)
+        }
+    }
 }
 
 /// Compares without an early exit on the first differing byte.
