@@ -1,7 +1,8 @@
 //! Process signals: SIGTERM or SIGINT cancels the root token (the proxy stops accepting and
 //! drains for its grace period); a second one exits at once with status 1. SIGHUP is caught
-//! and logged (nothing is reloadable yet; policy reload will hang off it), so an admin's
-//! `systemctl reload` or `kill -HUP` never kills the proxy.
+//! here so that an admin's `systemctl reload` or `kill -HUP` never kills the process; the
+//! policy handle has its own SIGHUP listener that reloads the policy (see
+//! `crate::policy::PolicyHandle::spawn_sighup`).
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -14,7 +15,7 @@ pub fn on_signals() -> std::io::Result<CancellationToken> {
     let mut hup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            tracing::warn!("SIGHUP received: nothing to reload in this version; ignored");
+            tracing::info!("SIGHUP received");
         }
     });
     let t = token.clone();
