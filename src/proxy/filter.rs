@@ -36,6 +36,148 @@ use crate::reputation::{CacheState, Reputation};
 pub struct Filter {
     pub reputation: Arc<Reputation>,
     pub policy: Arc<PolicyHandle>,
+    /// "Continue" on a warn page: (client address, canonical host) → allowed until.
+    pub continues: moka::sync::Cache<(IpAddr, String), std::time::SystemTime>,
+    /// Signs continue tokens (random per process: a restart invalidates open warn pages).
+    pub secret: [u8; 32],
+}
+
+/// The path, on any host, that a warn page's "continue" link points at.
+pub const CONTINUE_PATH: &str = "/.webrep/continue";
+
+impl Filter {
+    /// A filter over `reputation` and `policy`, with a fresh signing secret.
+    pub fn new(reputation: Arc<Reputation>, policy: Arc<PolicyHandle>) -> Filter {
+        use rand::RngCore as _;
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut secret);
+        Filter {
+            reputation,
+            policy,
+            continues: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(std::time::Duration::from_secs(7 * 86_400))
+                .build(),
+            secret,
+        }
+    }
+
+    fn sign(&self, payload: &str) -> String {
+        use base64::Engine as _;
+        use hmac::Mac as _;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.secret)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(payload.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
+    /// A continue token for `client` on `host`, valid for `valid`, returning to `url`.
+    fn continue_token(
+        &self,
+        client: IpAddr,
+        host: &str,
+        url: &str,
+        valid: std::time::Duration,
+    ) -> String {
+        use base64::Engine as _;
+        let until = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            + valid.as_secs();
+        let payload = format!("{until}|{client}|{host}|{url}");
+        let sig = self.sign(&payload);
+        format!(
+            "{}.{sig}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload)
+        )
+    }
+
+    /// Handles a request for [`CONTINUE_PATH`] on `host`: a valid token (signed by us, for
+    /// this client and host, not expired) lets the client past warn pages on the host until
+    /// the token's time and answers 303 to the URL it was warned about; anything else is 403.
+    pub fn continue_request(
+        &self,
+        query: Option<&str>,
+        client: IpAddr,
+        host: &str,
+    ) -> Response<ProxyBody> {
+        use base64::Engine as _;
+        let refused = |why: &'static str| {
+            let mut r = Response::new(ProxyBody::full(format!("webrep: {why}\n")));
+            *r.status_mut() = StatusCode::FORBIDDEN;
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            r
+        };
+        let Some(token) = query
+            .unwrap_or("")
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("token="))
+        else {
+            return refused("no continue token");
+        };
+        let Some((payload64, sig)) = token.split_once('.') else {
+            return refused("malformed continue token");
+        };
+        let Some(payload) = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload64)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+        else {
+            return refused("malformed continue token");
+        };
+        // Constant-time comparison of the signature.
+        let want = self.sign(&payload);
+        if want.len() != sig.len()
+            || want
+                .bytes()
+                .zip(sig.bytes())
+                .fold(0u8, |a, (x, y)| a | (x ^ y))
+                != 0
+        {
+            return refused("invalid continue token");
+        }
+        let mut parts = payload.splitn(4, '|');
+        let (Some(until), Some(who), Some(for_host), Some(url)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return refused("malformed continue token");
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let Ok(until) = until.parse::<u64>() else {
+            return refused("malformed continue token");
+        };
+        if until <= now {
+            return refused("this continue link has expired; reload the page");
+        }
+        if who != client.to_string() || !for_host.eq_ignore_ascii_case(host) {
+            return refused("this continue link is for another client or site");
+        }
+        self.continues.insert(
+            (client, for_host.to_owned()),
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(until),
+        );
+        tracing::info!(client.addr = %client, host = for_host, "continued after a warn page");
+        let mut r = Response::new(ProxyBody::empty());
+        *r.status_mut() = StatusCode::SEE_OTHER;
+        if let Ok(v) = HeaderValue::from_str(url) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        r
+    }
+
+    /// Whether `client` continued past a warning for `host` and that is still valid.
+    fn continued(&self, client: IpAddr, host: &str) -> bool {
+        self.continues
+            .get(&(client, host.to_owned()))
+            .is_some_and(|until| until > std::time::SystemTime::now())
+    }
 }
 
 /// How the client wants its page.
@@ -77,6 +219,8 @@ pub struct Refusal {
     pub score: Option<u8>,
     pub cache: CacheState,
     pub format: PageFormat,
+    /// For a warning: the path (on the warned site) of the "continue" link.
+    pub continue_link: Option<String>,
 }
 
 impl Refusal {
@@ -170,9 +314,15 @@ impl Filter {
                 lookup.cache,
             )
         };
-        if decision.action.forwards() {
+        if decision.action.forwards()
+            || (decision.action == Action::Warn && self.continued(client, canonical.host()))
+        {
             return Ok(Allowed { canonical, verdict });
         }
+        let continue_link = (decision.action == Action::Warn).then(|| {
+            let token = self.continue_token(client, canonical.host(), url, decision.warn_continue);
+            format!("{CONTINUE_PATH}?token={token}")
+        });
         Err(ProxyError::Filtered(Box::new(Refusal {
             action: decision.action,
             reason: decision.reason,
@@ -192,6 +342,7 @@ impl Filter {
             score: verdict.as_ref().and_then(|v| v.score).map(|s| s.get()),
             cache,
             format: PageFormat::from_headers(headers),
+            continue_link,
         })))
     }
 }
@@ -243,6 +394,7 @@ pub fn page(r: &Refusal, ticket: RequestId) -> Response<ProxyBody> {
                 "risk": r.risk.map(RiskLevel::as_str),
                 "score": r.score,
                 "ticket": ticket.to_string(),
+                "continue": r.continue_link,
             })
             .to_string(),
             "application/json",
@@ -305,9 +457,15 @@ fn html_page(r: &Refusal, verb: &str, explanation: &str, ticket: RequestId) -> S
     format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n\
          <body><h1>{title}</h1>\n<p>webrep {verb} this request: {}.</p>\n<table>\n{facts}</table>\n\
-         <p><a href=\"javascript:history.back()\">Go back</a></p>\n\
+         <p><a href=\"javascript:history.back()\">Go back</a>{}</p>\n\
          <p>If you think this is a mistake, tell your administrator the ticket number {ticket}.</p>\n\
          </body></html>\n",
-        escape_html(explanation)
+        escape_html(explanation),
+        r.continue_link
+            .as_deref()
+            .map_or_else(String::new, |l| format!(
+                " &middot; <a href=\"{}\">Continue anyway</a>",
+                escape_html(l)
+            ))
     )
 }

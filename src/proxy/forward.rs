@@ -71,6 +71,17 @@ pub async fn handle(
     }
 
     if let Some(filter) = &state.filter {
+        if req.uri().path() == super::filter::CONTINUE_PATH {
+            let host = crate::canon::canonicalize(&req.uri().to_string())
+                .map(|u| u.host().to_owned())
+                .unwrap_or_default();
+            return Ok(Handled {
+                response: filter.continue_request(req.uri().query(), ctx.client.ip(), &host),
+                kind: RecordKind::Local,
+                upstream: None,
+                log_now: true,
+            });
+        }
         let url = req.uri().to_string();
         filter
             .check(&url, ctx.client.ip(), ctx.user.as_deref(), req.headers())

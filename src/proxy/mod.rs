@@ -188,7 +188,7 @@ async fn filter_setup(
     if r.follow_changes {
         tokio::spawn(reputation.clone().follow_changes(draining.clone()));
     }
-    Ok(filter::Filter { reputation, policy })
+    Ok(filter::Filter::new(reputation, policy))
 }
 
 /// `policies/default.yaml` as shipped, for a proxy started away from the source tree.

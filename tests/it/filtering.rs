@@ -268,3 +268,80 @@ async fn no_reputation_follows_the_fail_mode_and_says_so() {
     assert_ne!(status, 403);
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn warn_then_continue_then_the_token_expires() {
+    let origin = Origin::http().await;
+    let server = RepServer::start(json!({ "upsert": [{ "key": "x.test/", "score": 90 }] })).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The origin (127.0.0.1) is untested: warned; a continue lasts 2 s.
+    let policy = "untested: warn\nwarn:\n  continue_seconds: 2\n";
+    let proxy = filtering_proxy(policy, &[&server.base], dir.path()).await;
+    let client = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(proxy.url()).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = origin.url("/page");
+    let r = client
+        .get(&url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(
+        (v["action"].as_str(), v["reason"].as_str()),
+        (Some("warn"), Some("untested"))
+    );
+    let link = v["continue"].as_str().unwrap().to_owned();
+    // The HTML page carries the same kind of link.
+    let (_, html) = get(&client, &url).await;
+    assert!(
+        html.contains("Continue anyway") && html.contains("/.webrep/continue?token="),
+        "{html}"
+    );
+    // A forged token is refused; the real one redirects back and lets the client through.
+    let forged = format!("{}/.webrep/continue?token=AAAA.BBBB", origin.url(""));
+    assert_eq!(client.get(&forged).send().await.unwrap().status(), 403);
+    let r = client
+        .get(format!("{}{link}", origin.url("")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], url.as_str());
+    let r = client.get(&url).send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.text().await.unwrap().as_str()),
+        (200, "hello")
+    );
+    // Another client address is still warned (the continue is scoped to the client).
+    let other = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(proxy.url()).unwrap())
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    assert_eq!(other.get(&url).send().await.unwrap().status(), 403);
+    let r = other
+        .get(format!("{}{link}", origin.url("")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "the link is for another client");
+    // The continue expires with its token (2 s): the warning comes back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = client.get(&url).send().await.unwrap().status();
+        if status == 403 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the continue never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    proxy.stop().await;
+}
