@@ -101,6 +101,18 @@ fn entries() -> Value {
     ]})
 }
 
+/// The JSON form of the page for `url`, which must be a 403.
+async fn json_page(client: &reqwest::Client, url: &str) -> Value {
+    let r = client
+        .get(url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "{url}");
+    serde_json::from_str(&r.text().await.unwrap()).unwrap()
+}
+
 async fn get(client: &reqwest::Client, url: &str) -> (u16, String) {
     let r = client
         .get(url)
@@ -183,14 +195,7 @@ async fn requests_are_decided_by_reputation_lists_and_paths() {
         .unwrap();
     let html = r.text().await.unwrap();
     assert!(!html.contains("<script>"), "{html}");
-    let r = client
-        .get("http://danger.test/")
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    let v = json_page(&client, "http://danger.test/").await;
     assert_eq!(
         (v["action"].as_str(), v["reason"].as_str()),
         (Some("block"), Some("risk"))
@@ -283,14 +288,7 @@ async fn warn_then_continue_then_the_token_expires() {
         .build()
         .unwrap();
     let url = origin.url("/page");
-    let r = client
-        .get(&url)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    let v = json_page(&client, &url).await;
     assert_eq!(
         (v["action"].as_str(), v["reason"].as_str()),
         (Some("warn"), Some("untested"))
