@@ -57,6 +57,19 @@ impl Intercepting {
     }
 }
 
+/// `curl` through the proxy to `https://localhost:port/`, trusting only `cacert`.
+async fn curl_https(proxy: &TestProxy, cacert: &Path, port: u16) -> std::process::Output {
+    tokio::process::Command::new("curl")
+        .args(["-sS", "--noproxy", "", "--max-time", "30", "-x"])
+        .arg(proxy.url())
+        .arg("--cacert")
+        .arg(cacert)
+        .arg(format!("https://localhost:{port}/"))
+        .output()
+        .await
+        .expect("curl runs")
+}
+
 /// A TLS client over a hand-made CONNECT, trusting only `ca_pem`, with `sni` (None: no SNI).
 async fn tls_through(
     proxy: &TestProxy,
@@ -175,15 +188,7 @@ async fn curl_through_interception_with_the_proxy_ca() {
     let origin = Origin::https(&origin_ca).await;
     let port = origin.addr.port();
     let i = intercepting(&origin_ca, port, "").await;
-    let out = tokio::process::Command::new("curl")
-        .args(["-sS", "--noproxy", "", "--max-time", "30", "-x"])
-        .arg(i.proxy.url())
-        .arg("--cacert")
-        .arg(&i.ca_path)
-        .arg(format!("https://localhost:{port}/"))
-        .output()
-        .await
-        .expect("curl runs");
+    let out = curl_https(&i.proxy, &i.ca_path, port).await;
     assert!(
         out.status.success(),
         "curl: {}",
@@ -192,15 +197,7 @@ async fn curl_through_interception_with_the_proxy_ca() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello");
     // Trusting only the origin's CA fails: the client sees our certificate, and the proxy
     // counts the failed handshake for the host (a pinned app would show up the same way).
-    let out = tokio::process::Command::new("curl")
-        .args(["-sS", "--noproxy", "", "--max-time", "30", "-x"])
-        .arg(i.proxy.url())
-        .arg("--cacert")
-        .arg(&origin_ca.ca_path)
-        .arg(format!("https://localhost:{port}/"))
-        .output()
-        .await
-        .unwrap();
+    let out = curl_https(&i.proxy, &origin_ca.ca_path, port).await;
     assert!(!out.status.success());
     // curl may exit before the proxy has read its alert: wait (bounded) for the count.
     let icpt = i.proxy.state.interceptor.as_ref().unwrap();
@@ -441,15 +438,7 @@ async fn hosts_the_policy_tunnels_are_not_decrypted() {
     )
     .await;
     // Tunnelled: the client sees the origin's own certificate (it trusts only the origin CA).
-    let out = tokio::process::Command::new("curl")
-        .args(["-sS", "--noproxy", "", "--max-time", "30", "-x"])
-        .arg(i.proxy.url())
-        .arg("--cacert")
-        .arg(&origin_ca.ca_path)
-        .arg(format!("https://localhost:{port}/"))
-        .output()
-        .await
-        .unwrap();
+    let out = curl_https(&i.proxy, &origin_ca.ca_path, port).await;
     assert!(
         out.status.success(),
         "{}",
