@@ -126,6 +126,8 @@ pub struct ProxyConfig {
     pub connect_ports: Vec<u16>,
     pub allow_internal_destinations: bool,
     pub refused_destinations: Vec<IpNet>,
+    /// `proxy.hosts`, validated.
+    pub static_hosts: crate::proxy::dial::StaticHosts,
     /// Resolved: never 0.
     pub workers: usize,
     pub max_connections: usize,
@@ -218,6 +220,8 @@ impl Config {
             parse_nets(&p.allowed_clients).map_err(|r| invalid("proxy.allowed_clients", r))?;
         let refused_destinations = parse_nets(&p.destinations.refuse)
             .map_err(|r| invalid("proxy.destinations.refuse", r))?;
+        let static_hosts = crate::proxy::dial::StaticHosts::parse(&p.hosts)
+            .map_err(|r| invalid("proxy.hosts", r))?;
         if p.connect_ports.contains(&0) {
             return Err(invalid(
                 "proxy.connect_ports",
@@ -265,6 +269,7 @@ impl Config {
             connect_ports: p.connect_ports.clone(),
             allow_internal_destinations: p.destinations.allow_internal,
             refused_destinations,
+            static_hosts,
             workers: match p.workers {
                 0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
                 n if n > 1024 => {

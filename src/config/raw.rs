@@ -48,6 +48,11 @@ pub struct RawProxyConfig {
     pub connect_ports: Vec<u16>,
     /// Where the proxy refuses to connect to.
     pub destinations: RawDestinationsConfig,
+    /// Static host names, consulted before the system resolver (like `/etc/hosts`, for the
+    /// proxy only): name → addresses. A key `*.example.org` covers every name under
+    /// `example.org` (not the bare domain). Addresses found here are still checked against
+    /// `destinations`. Default `{}`. Example: `{ "intranet.corp": ["10.1.2.3"] }`.
+    pub hosts: std::collections::BTreeMap<String, Vec<String>>,
     /// Worker threads, each with its own event loop, listening socket (`SO_REUSEPORT`) and
     /// upstream connection pool. 0 means one per CPU the process may run on. Default 0.
     pub workers: usize,
@@ -454,6 +459,7 @@ impl Default for RawProxyConfig {
             allowed_clients: vec!["127.0.0.0/8".into(), "::1/128".into()],
             connect_ports: vec![443],
             destinations: RawDestinationsConfig::default(),
+            hosts: Default::default(),
             workers: 0,
             max_connections: 10_000,
             max_header_bytes: 65_536,

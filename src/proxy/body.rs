@@ -180,6 +180,7 @@ pub struct PendingLog {
     pub error: Option<&'static str>,
     pub content_type: Option<HeaderValue>,
     pub complete: bool,
+    pub decision: Option<Arc<crate::accesslog::Decided>>,
 }
 
 impl PendingLog {
@@ -204,6 +205,7 @@ impl PendingLog {
             upstream: self.upstream,
             error,
             content_type: self.content_type.as_ref().and_then(|v| v.to_str().ok()),
+            decision: self.decision.as_deref(),
         });
     }
 }

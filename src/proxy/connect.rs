@@ -26,7 +26,7 @@ use crate::accesslog::RecordKind;
 
 pub async fn handle(
     state: &Arc<ProxyState>,
-    ctx: &RequestCtx,
+    ctx: &mut RequestCtx,
     mut req: Request<Incoming>,
 ) -> Result<Handled, ProxyError> {
     let authority = req
@@ -55,6 +55,7 @@ pub async fn handle(
             .check(&url, ctx.client.ip(), ctx.user.as_deref(), req.headers())
             .await?;
         intercept = intercept && filter.intercepts(&allowed, ctx.client.ip(), ctx.user.as_deref());
+        ctx.decision = Some(allowed.decided.clone());
     }
     let upstream = state.dialer.dial(host, port).await?;
     let upstream_addr = upstream.peer_addr().ok();

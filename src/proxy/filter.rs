@@ -26,7 +26,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use super::body::ProxyBody;
 use super::error::ProxyError;
 use super::local::escape_html;
-use crate::accesslog::RequestId;
+use crate::accesslog::{Decided, RequestId};
 use crate::canon::canonicalize;
 use crate::policy::{Action, PolicyHandle, Reason, RequestFacts, evaluate};
 use crate::repserver::model::{RiskLevel, Verdict};
@@ -40,6 +40,49 @@ pub struct Filter {
     pub continues: moka::sync::Cache<(IpAddr, String), std::time::SystemTime>,
     /// Signs continue tokens (random per process: a restart invalidates open warn pages).
     pub secret: [u8; 32],
+    /// Decision counters (served as JSON on the proxy's `/stats` page).
+    pub stats: FilterStats,
+}
+
+/// Counts of decisions by action and by reputation cache state: relaxed atomics, a few
+/// nanoseconds per request.
+#[derive(Debug, Default)]
+pub struct FilterStats {
+    /// allow, monitor, warn, continue, block.
+    pub actions: [std::sync::atomic::AtomicU64; 5],
+    /// hit, miss, stale, unavailable, none (decided by a list or rule).
+    pub cache: [std::sync::atomic::AtomicU64; 5],
+}
+
+impl FilterStats {
+    const ACTIONS: [&'static str; 5] = ["allow", "monitor", "warn", "continue", "block"];
+    const CACHE: [&'static str; 5] = ["hit", "miss", "stale", "unavailable", "none"];
+
+    fn count(&self, d: &Decided) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Some(i) = Self::ACTIONS.iter().position(|a| *a == d.action) {
+            self.actions[i].fetch_add(1, Relaxed);
+        }
+        if let Some(i) = Self::CACHE.iter().position(|c| *c == d.cache) {
+            self.cache[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// `{"actions": {"allow": n, ...}, "cache": {"hit": n, ...}}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        use std::sync::atomic::Ordering::Relaxed;
+        let map = |names: &[&str], v: &[std::sync::atomic::AtomicU64]| {
+            names
+                .iter()
+                .zip(v)
+                .map(|(n, c)| ((*n).to_owned(), serde_json::Value::from(c.load(Relaxed))))
+                .collect::<serde_json::Map<_, _>>()
+        };
+        serde_json::json!({
+            "actions": map(&Self::ACTIONS, &self.actions),
+            "cache": map(&Self::CACHE, &self.cache),
+        })
+    }
 }
 
 /// The path, on any host, that a warn page's "continue" link points at.
@@ -59,6 +102,7 @@ impl Filter {
                 .time_to_live(std::time::Duration::from_secs(7 * 86_400))
                 .build(),
             secret,
+            stats: FilterStats::default(),
         }
     }
 
@@ -217,13 +261,29 @@ pub struct Refusal {
     pub category: Option<String>,
     pub risk: Option<RiskLevel>,
     pub score: Option<u8>,
-    pub cache: CacheState,
+    /// The reputation cache's state; `None` when no lookup was made (a list or rule hit).
+    pub cache: Option<CacheState>,
+    /// The reputation source that answered.
+    pub source: Option<Arc<str>>,
     pub format: PageFormat,
     /// For a warning: the path (on the warned site) of the "continue" link.
     pub continue_link: Option<String>,
 }
 
 impl Refusal {
+    /// The decision, for the access log.
+    pub fn decided(&self) -> Decided {
+        Decided {
+            action: self.action.as_str(),
+            reason: self.reason.as_str(),
+            rule: self.rule_id.as_deref().map(Into::into),
+            cache: self.cache.map_or("none", CacheState::as_str),
+            source: self.source.clone(),
+            risk: self.risk.map(RiskLevel::as_str),
+            score: self.score,
+        }
+    }
+
     /// The reason in plain words.
     pub fn explanation(&self) -> String {
         match self.reason {
@@ -293,11 +353,11 @@ impl Filter {
         };
         // Lists and rule actions decide without any lookup.
         let first = evaluate(&policy, &facts, Some(&Verdict::untested()));
-        let (decision, verdict, cache) = if matches!(
+        let (decision, verdict, cache, source) = if matches!(
             first.reason,
             Reason::Approved | Reason::Blocked | Reason::Rule
         ) {
-            (first, None, CacheState::Hit)
+            (first, None, None, None)
         } else {
             let lookup = self.reputation.lookup(&canonical).await;
             let mut verdict = lookup.verdict;
@@ -311,19 +371,38 @@ impl Filter {
             (
                 evaluate(&policy, &facts, verdict.as_ref()),
                 verdict,
-                lookup.cache,
+                Some(lookup.cache),
+                lookup.source,
             )
         };
-        if decision.action.forwards()
-            || (decision.action == Action::Warn && self.continued(client, canonical.host()))
-        {
-            return Ok(Allowed { canonical, verdict });
+        let score = verdict.as_ref().and_then(|v| v.score).map(|s| s.get());
+        let continued = decision.action == Action::Warn && self.continued(client, canonical.host());
+        if decision.action.forwards() || continued {
+            let decided = Arc::new(Decided {
+                action: if continued {
+                    "continue"
+                } else {
+                    decision.action.as_str()
+                },
+                reason: decision.reason.as_str(),
+                rule: decision.rule_id.map(Into::into),
+                cache: cache.map_or("none", CacheState::as_str),
+                source,
+                risk: decision.risk.map(RiskLevel::as_str),
+                score,
+            });
+            self.stats.count(&decided);
+            return Ok(Allowed {
+                canonical,
+                verdict,
+                decided,
+            });
         }
         let continue_link = (decision.action == Action::Warn).then(|| {
             let token = self.continue_token(client, canonical.host(), url, decision.warn_continue);
             format!("{CONTINUE_PATH}?token={token}")
         });
-        Err(ProxyError::Filtered(Box::new(Refusal {
+        let refusal = Refusal {
             action: decision.action,
             reason: decision.reason,
             url: url.to_owned(),
@@ -339,11 +418,14 @@ impl Filter {
                         .map(|c| c.as_str().to_owned())
                 }),
             risk: decision.risk,
-            score: verdict.as_ref().and_then(|v| v.score).map(|s| s.get()),
+            score,
             cache,
+            source,
             format: PageFormat::from_headers(headers),
             continue_link,
-        })))
+        };
+        self.stats.count(&refusal.decided());
+        Err(ProxyError::Filtered(Box::new(refusal)))
     }
 }
 
@@ -353,6 +435,8 @@ pub struct Allowed {
     pub canonical: crate::canon::CanonicalUrl,
     /// `None` when decided by a list or rule without a lookup, or when no answer came.
     pub verdict: Option<Verdict>,
+    /// The decision, for the access log.
+    pub decided: Arc<Decided>,
 }
 
 impl Filter {

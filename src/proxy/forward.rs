@@ -33,7 +33,7 @@ use crate::accesslog::{AccessRecord, RecordKind};
 
 pub async fn handle(
     state: &Arc<ProxyState>,
-    ctx: &RequestCtx,
+    ctx: &mut RequestCtx,
     mut req: Request<Incoming>,
 ) -> Result<Handled, ProxyError> {
     // `https` only for requests decrypted from an intercepted tunnel; a client asks for
@@ -83,9 +83,10 @@ pub async fn handle(
             });
         }
         let url = req.uri().to_string();
-        filter
+        let allowed = filter
             .check(&url, ctx.client.ip(), ctx.user.as_deref(), req.headers())
             .await?;
+        ctx.decision = Some(allowed.decided);
     }
     let websocket = is_websocket_upgrade(req.headers());
     let host_port = strip_userinfo(&authority);
@@ -292,5 +293,6 @@ pub(crate) fn log_relay(
         upstream,
         error,
         content_type: None,
+        decision: ctx.decision.as_deref(),
     });
 }

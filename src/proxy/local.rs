@@ -1,8 +1,9 @@
 //! The proxy's own pages, served to origin-form requests addressed to the proxy (and to
 //! absolute-form requests naming one of its listen addresses): `/` (an index) and `/healthz`
 //! (a liveness check for load balancers and monitoring), `/ca` (the interception CA's
-//! fingerprint and how to trust it) and `/ca.pem` (the CA certificate). No authentication is
-//! needed for them. Metrics come later.
+//! fingerprint and how to trust it), `/ca.pem` (the CA certificate) and `/stats` (decision
+//! counters as JSON). No authentication is needed for them (only allowed clients reach the
+//! proxy at all). Prometheus metrics come with the admin listener.
 
 use http::{HeaderValue, Method, Response, StatusCode, header};
 
@@ -20,6 +21,7 @@ pub fn serve(state: &ProxyState, method: &Method, path: &str) -> Response<ProxyB
     let head = method == Method::HEAD;
     let mut resp = match path {
         "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/stats" => stats(state),
         "/ca" => html(ca_page(state)),
         "/ca.pem" => match &state.interceptor {
             Some(i) => {
@@ -52,6 +54,30 @@ pub fn serve(state: &ProxyState, method: &Method, path: &str) -> Response<ProxyB
         return r;
     }
     resp
+}
+
+/// `/stats`: filtering decisions by action and cache state, reputation changes applied,
+/// access-log lines dropped, and the policy generation, as JSON.
+fn stats(state: &ProxyState) -> Response<ProxyBody> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let v = match &state.filter {
+        Some(f) => serde_json::json!({
+            "filter": f.stats.to_json(),
+            "reputation_changes_applied": f.reputation.changes_applied.load(Relaxed),
+            "policy_generation": f.policy.generation(),
+            "access_log_dropped": state.access_log.dropped(),
+        }),
+        None => serde_json::json!({
+            "filter": null,
+            "access_log_dropped": state.access_log.dropped(),
+        }),
+    };
+    let mut r = Response::new(ProxyBody::full(format!("{v}\n")));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
 }
 
 fn html(body: String) -> Response<ProxyBody> {
@@ -106,4 +132,4 @@ pub fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
     r
 }
 
-const INDEX: &str = "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>webrep proxy</title></head>\n<body><h1>webrep</h1>\n<p>This is a webrep forward proxy. Configure your browser to use this address as its HTTP and HTTPS proxy.</p>\n<ul><li><a href=\"/healthz\">/healthz</a>: health check</li><li><a href=\"/ca\">/ca</a>: the certificate authority to trust for HTTPS inspection</li></ul>\n</body></html>\n";
+const INDEX: &str = "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>webrep proxy</title></head>\n<body><h1>webrep</h1>\n<p>This is a webrep forward proxy. Configure your browser to use this address as its HTTP and HTTPS proxy.</p>\n<ul><li><a href=\"/healthz\">/healthz</a>: health check</li><li><a href=\"/ca\">/ca</a>: the certificate authority to trust for HTTPS inspection</li><li><a href=\"/stats\">/stats</a>: decision counters (JSON)</li></ul>\n</body></html>\n";

@@ -367,7 +367,8 @@ impl Proxy {
             cfg.allow_internal_destinations,
             cfg.refused_destinations.clone(),
         ));
-        let dialer = Dialer::new(policy, cfg.upstream_connect_timeout);
+        let dialer = Dialer::new(policy, cfg.upstream_connect_timeout)
+            .with_static_hosts(cfg.static_hosts.clone());
         let clients = (0..workers)
             .map(|_| upstream_pool(&cfg).build(Connector::new(dialer.clone())))
             .collect();

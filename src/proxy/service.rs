@@ -41,6 +41,8 @@ pub struct RequestCtx {
     /// The request arrived inside an intercepted CONNECT tunnel (its URL was rebuilt from
     /// the tunnel's target).
     pub inner: bool,
+    /// What filtering decided, once it has (for the access log).
+    pub decision: Option<Arc<crate::accesslog::Decided>>,
 }
 
 /// The CONNECT tunnel an intercepted connection belongs to.
@@ -106,6 +108,7 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
             slot: self.slot.clone(),
             user: self.tunnel.as_ref().and_then(|t| t.user.clone()),
             inner: self.tunnel.is_some(),
+            decision: None,
         };
         let allowed = self.allowed;
         let req = match &self.tunnel {
@@ -160,6 +163,9 @@ async fn dispatch(
     let (mut response, kind, upstream, error, log_now) = match result {
         Ok(h) => (h.response, h.kind, h.upstream, None, h.log_now),
         Err(e) => {
+            if let ProxyError::Filtered(r) = &e {
+                ctx.decision = Some(Arc::new(r.decided()));
+            }
             let r = error_response(&state, &ctx, &e);
             (r, RecordKind::Http, None, Some(e.proxy_status()), true)
         }
@@ -190,6 +196,7 @@ async fn dispatch(
             error,
             content_type: response.headers().get(header::CONTENT_TYPE).cloned(),
             complete: head_like,
+            decision: ctx.decision.clone(),
         });
     }
     let (parts, body) = response.into_parts();

@@ -269,8 +269,9 @@ async fn passwd_prints_a_users_file_line_the_proxy_accepts() {
 #[tokio::test]
 async fn the_embedded_default_filters_with_the_sample_data() {
     // No policy and no reputation keys: policies/default.yaml and an in-process reputation
-    // server on the shipped sample data.
-    let proxy = ProxyProcess::start("").await;
+    // server on the shipped sample data. Sample names map to a local origin, not to DNS.
+    let origin = Origin::http().await;
+    let proxy = ProxyProcess::start("  hosts: { \"*.example\": [\"127.0.0.1\"] }\n").await;
     let client = proxy.client();
     let r = client
         .get("http://malware.example/download.exe")
@@ -282,7 +283,12 @@ async fn the_embedded_default_filters_with_the_sample_data() {
     let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
     assert_eq!(v["reason"], "risk", "{v}");
     assert_eq!(v["category"], "malware", "{v}");
-    // A safe sample host passes the filter (and then cannot be resolved: 502, not 403).
-    let r = client.get("http://safe.example/").send().await.unwrap();
-    assert_eq!(r.status(), 502);
+    // A safe sample host reaches the origin.
+    let r = client
+        .get(format!("http://safe.example:{}/", origin.addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "hello");
 }

@@ -18,36 +18,54 @@ const ADMIN: &str = "admin-token-0123456789";
 
 struct RepServer {
     base: String,
+    addr: std::net::SocketAddr,
     admin: RepClient,
     stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl RepServer {
     async fn start(entries: Value) -> RepServer {
-        init_crypto();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let stop = CancellationToken::new();
-        tokio::spawn(api::serve(
+        let s = Self::serve(
             listener,
             Store::open_in_memory().unwrap(),
+            ApiConfig::default(),
+        );
+        s.write(entries).await;
+        s
+    }
+
+    /// Serves `store` on `listener` (a restart binds the old address again).
+    fn serve(listener: TcpListener, store: Store, config: ApiConfig) -> RepServer {
+        init_crypto();
+        let addr = listener.local_addr().unwrap();
+        let base = format!("http://{addr}");
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(api::serve(
+            listener,
+            store,
             Tokens {
                 client: vec![CLIENT.into()],
                 admin: vec![ADMIN.into()],
             },
-            ApiConfig::default(),
+            config,
             stop.clone(),
         ));
-        let s = RepServer {
+        RepServer {
             admin: RepClient::new(&base, ADMIN, None).unwrap(),
             base,
+            addr,
             stop,
-        };
-        s.admin
+            task: Some(task),
+        }
+    }
+
+    async fn write(&self, entries: Value) {
+        self.admin
             .post_json("/v1/entries", &entries, Duration::from_secs(10))
             .await
             .unwrap();
-        s
     }
 
     async fn lookups(&self) -> u64 {
@@ -58,6 +76,18 @@ impl RepServer {
             .unwrap();
         v["lookups"].as_u64().unwrap()
     }
+
+    /// Stops the server and waits until its listener is closed.
+    async fn shut_down(mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .expect("the server stops")
+                .unwrap()
+                .unwrap();
+        }
+    }
 }
 
 impl Drop for RepServer {
@@ -66,8 +96,21 @@ impl Drop for RepServer {
     }
 }
 
+/// Test host names (`*.test`) are answered from `proxy.hosts`: nothing goes to DNS.
+const TEST_HOSTS: &str = "  hosts: { \"*.test\": [\"127.0.0.1\"] }\n";
+
 /// A filtering proxy: `policy` is the policy file's text; sources are the given servers.
 async fn filtering_proxy(policy: &str, servers: &[&str], dir: &std::path::Path) -> TestProxy {
+    filtering_proxy_with(policy, servers, dir, "  retry_after_ms: 60000\n").await
+}
+
+/// ... with extra `reputation:` keys (indented by two spaces).
+async fn filtering_proxy_with(
+    policy: &str,
+    servers: &[&str],
+    dir: &std::path::Path,
+    reputation: &str,
+) -> TestProxy {
     let file = dir.join("policy.yaml");
     std::fs::write(&file, policy).unwrap();
     let sources: String = servers
@@ -78,13 +121,18 @@ async fn filtering_proxy(policy: &str, servers: &[&str], dir: &std::path::Path) 
         })
         .collect();
     TestProxy::start(
-        "",
+        TEST_HOSTS,
         &format!(
-            "policy:\n  enabled: true\n  file: {:?}\nreputation:\n  retry_after_ms: 60000\n  sources:\n{sources}",
+            "policy:\n  enabled: true\n  file: {:?}\nreputation:\n{reputation}  sources:\n{sources}",
             file.display().to_string()
         ),
     )
     .await
+}
+
+/// `http://host:port/path` on `origin`'s port (`host` is mapped to 127.0.0.1).
+fn at(origin: &Origin, host: &str, path: &str) -> String {
+    format!("http://{host}:{}{path}", origin.addr.port())
 }
 
 const POLICY: &str = "security_level: medium\nuntested: allow\nlists:\n  blocked:\n    - listed-bad.test\n    - 127.0.0.1/private/\n  approved:\n    - approved.test\n";
@@ -153,23 +201,24 @@ async fn requests_are_decided_by_reputation_lists_and_paths() {
     );
 
     // Risk levels under the medium level: dangerous and highly suspicious are blocked;
-    // suspicious, safe and untested pass the filter (and then fail DNS: 502, not 403).
-    for (url, blocked) in [
-        ("http://danger.test/", true),
-        ("http://hs.test/a", true),
-        ("http://susp.test/", false),
-        ("http://safe.test/", false),
-        ("http://nobody-knows.test/", false),
+    // suspicious, safe and untested reach the origin.
+    for (host, blocked) in [
+        ("danger.test", true),
+        ("hs.test", true),
+        ("susp.test", false),
+        ("safe.test", false),
+        ("nobody-knows.test", false),
     ] {
-        let (status, page) = get(&client, url).await;
-        assert_eq!(status == 403, blocked, "{url}: {status} {page}");
+        let (status, page) = get(&client, &at(&origin, host, "/a")).await;
+        let want = if blocked { 403 } else { 200 };
+        assert_eq!(status, want, "{host}: {page}");
     }
     // Lists win without asking the server.
     let lookups = server.lookups().await;
     let (status, _) = get(&client, "http://www.listed-bad.test/").await;
     assert_eq!(status, 403);
-    let (status, _) = get(&client, "http://approved.test/").await;
-    assert_ne!(status, 403, "approved beats a dangerous reputation");
+    let (status, _) = get(&client, &at(&origin, "approved.test", "/")).await;
+    assert_eq!(status, 200, "approved beats a dangerous reputation");
     assert_eq!(server.lookups().await, lookups, "no lookup for list hits");
 
     // Many spellings of one blocked URL.
@@ -341,5 +390,290 @@ async fn warn_then_continue_then_the_token_expires() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    proxy.stop().await;
+}
+
+/// What the proxy did with `url`: `pass` (the origin answered), or the page's
+/// `action:reason`.
+async fn outcome(client: &reqwest::Client, url: &str) -> String {
+    let r = client
+        .get(url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    match status {
+        200 if body == "hello" => "pass".to_owned(),
+        403 => {
+            let v: Value = serde_json::from_str(&body).unwrap();
+            format!(
+                "{}:{}",
+                v["action"].as_str().unwrap(),
+                v["reason"].as_str().unwrap()
+            )
+        }
+        _ => panic!("{url}: {status} {body}"),
+    }
+}
+
+#[tokio::test]
+async fn each_security_level_blocks_its_risk_bands() {
+    let origin = Origin::http().await;
+    let server = RepServer::start(entries()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = [
+        "danger.test",
+        "hs.test",
+        "susp.test",
+        "safe.test",
+        "nobody-knows.test",
+    ];
+    // (level, untested action, outcome for each of `hosts`)
+    let cases = [
+        (
+            "low",
+            "allow",
+            ["block:risk", "pass", "pass", "pass", "pass"],
+        ),
+        (
+            "medium",
+            "warn",
+            ["block:risk", "block:risk", "pass", "pass", "warn:untested"],
+        ),
+        (
+            "high",
+            "block",
+            [
+                "block:risk",
+                "block:risk",
+                "block:risk",
+                "pass",
+                "block:untested",
+            ],
+        ),
+    ];
+    for (level, untested, want) in cases {
+        let policy = format!("security_level: {level}\nuntested: {untested}\n");
+        let proxy = filtering_proxy(&policy, &[&server.base], dir.path()).await;
+        let client = proxy.client(None);
+        for (host, want) in hosts.iter().zip(want) {
+            let got = outcome(&client, &at(&origin, host, "/x")).await;
+            assert_eq!(got, want, "{host} under {level}");
+        }
+        proxy.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn outage_stale_then_fail_mode_then_failover_then_the_server_back() {
+    let origin = Origin::http().await;
+    let dir = tempfile::tempdir().unwrap();
+    // TTL 0: every answer is stale at once, so each request asks the servers again.
+    let config = ApiConfig {
+        ttl_secs: 0,
+        untested_ttl_secs: 0,
+        ..ApiConfig::default()
+    };
+    let store = dir.path().join("first.db");
+    let first = RepServer::serve(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        Store::open(&store).unwrap(),
+        config.clone(),
+    );
+    first
+        .write(json!({ "upsert": [
+            { "key": "danger.test/", "score": 10, "categories": ["malware"] },
+            { "key": "safe.test/", "score": 95 },
+        ]}))
+        .await;
+    let second = RepServer::serve(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        Store::open_in_memory().unwrap(),
+        config.clone(),
+    );
+    second
+        .write(json!({ "upsert": [{ "key": "only-second.test/", "score": 5 }] }))
+        .await;
+    let policy = "security_level: medium\nuntested: allow\nreputation_unavailable:\n  action: block\n  stale_seconds: 3600\n";
+    // No change follower: its resynchronisation would drop the stale answers this test uses.
+    let proxy = filtering_proxy_with(
+        policy,
+        &[&first.base, &second.base],
+        dir.path(),
+        "  retry_after_ms: 200\n  follow_changes: false\n",
+    )
+    .await;
+    let client = proxy.client(None);
+    let decision = |ticket: String| {
+        let proxy = &proxy;
+        async move { proxy.wait_log(|l| l["id"] == ticket.as_str()).await["decision"].clone() }
+    };
+
+    // Both up: the first source answers.
+    let v = json_page(&client, &at(&origin, "danger.test", "/")).await;
+    let d = decision(v["ticket"].as_str().unwrap().to_owned()).await;
+    assert_eq!(
+        (d["source"].as_str(), d["cache"].as_str()),
+        (Some("s0"), Some("miss"))
+    );
+    assert_eq!(
+        outcome(&client, &at(&origin, "safe.test", "/")).await,
+        "pass"
+    );
+
+    // The first is gone: the second answers.
+    let first_addr = first.addr;
+    first.shut_down().await;
+    let v = json_page(&client, &at(&origin, "only-second.test", "/")).await;
+    assert_eq!(v["reason"], "risk");
+    let d = decision(v["ticket"].as_str().unwrap().to_owned()).await;
+    assert_eq!(d["source"], "s1");
+
+    // Both gone: what was cached is served stale; the rest gets the fail mode, which the
+    // page explains.
+    second.shut_down().await;
+    let v = json_page(&client, &at(&origin, "danger.test", "/")).await;
+    assert_eq!(v["reason"], "risk");
+    let d = decision(v["ticket"].as_str().unwrap().to_owned()).await;
+    assert_eq!(d["cache"], "stale");
+    let (status, page) = get(&client, &at(&origin, "never-seen.test", "/")).await;
+    assert_eq!(status, 403);
+    assert!(page.contains("could not be reached"), "{page}");
+
+    // The first is back on its address with its store: answers come from it again.
+    let first = RepServer::serve(
+        TcpListener::bind(first_addr).await.unwrap(),
+        Store::open(&store).unwrap(),
+        config,
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while outcome(&client, &at(&origin, "never-seen.test", "/")).await != "pass" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server's return was never noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let v = json_page(&client, &at(&origin, "danger.test", "/")).await;
+    let d = decision(v["ticket"].as_str().unwrap().to_owned()).await;
+    assert_eq!(
+        (d["source"].as_str(), d["cache"].as_str()),
+        (Some("s0"), Some("miss"))
+    );
+    proxy.stop().await;
+    first.shut_down().await;
+}
+
+#[tokio::test]
+async fn a_verdict_changed_on_the_server_reaches_the_proxy_before_its_ttl() {
+    let origin = Origin::http().await;
+    // TTL 300 s.
+    let server =
+        RepServer::start(json!({ "upsert": [{ "key": "flip.test/", "score": 95 }] })).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = filtering_proxy(POLICY, &[&server.base], dir.path()).await;
+    let client = proxy.client(None);
+    let url = at(&origin, "flip.test", "/page");
+    assert_eq!(outcome(&client, &url).await, "pass");
+    // The change follower is in place once its first answer has been applied.
+    let rep = proxy.state.filter.as_ref().unwrap().reputation.clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while rep.changes_applied.load(Ordering::Relaxed) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no change follower");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(outcome(&client, &url).await, "pass");
+    let lookups = server.lookups().await;
+    assert_eq!(outcome(&client, &url).await, "pass");
+    assert_eq!(server.lookups().await, lookups, "a cache hit");
+    let written = std::time::Instant::now();
+    server
+        .write(
+            json!({ "upsert": [{ "key": "flip.test/", "score": 4, "categories": ["malware"] }] }),
+        )
+        .await;
+    let delay = loop {
+        if outcome(&client, &url).await == "block:risk" {
+            break written.elapsed();
+        }
+        assert!(
+            written.elapsed() < Duration::from_secs(60),
+            "the change never reached the proxy"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    println!("a verdict changed on the server was enforced by the proxy after {delay:?}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_policy_reload_changes_decisions_without_dropping_connections() {
+    use http_body_util::{BodyExt as _, Empty};
+    let origin = Origin::http().await;
+    let server = RepServer::start(entries()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = filtering_proxy(POLICY, &[&server.base], dir.path()).await;
+    // A slow response in flight on one connection...
+    let slow = {
+        let client = proxy.client(None);
+        let url = at(&origin, "safe.test", "/slow");
+        tokio::spawn(async move {
+            let r = client.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    origin.stats.slow_started.notified().await;
+    // ...and one keep-alive connection used before and after the reload.
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut status_of = async |url: String| {
+        let req = http::Request::get(&url)
+            .header("host", url.split('/').nth(2).unwrap())
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let r = sender
+            .send_request(req)
+            .await
+            .expect("the connection is kept");
+        let status = r.status().as_u16();
+        r.into_body().collect().await.unwrap();
+        status
+    };
+    assert_eq!(status_of(at(&origin, "susp.test", "/")).await, 200);
+    assert_eq!(status_of(at(&origin, "safe.test", "/")).await, 200);
+
+    // The new policy: the high level (suspicious is blocked) and safe.test listed.
+    let policy = proxy.state.filter.as_ref().unwrap().policy.clone();
+    let generation = policy.generation();
+    let file = dir.path().join("policy.yaml");
+    let new = POLICY
+        .replace("security_level: medium", "security_level: high")
+        .replace(
+            "    - listed-bad.test\n",
+            "    - listed-bad.test\n    - safe.test\n",
+        );
+    std::fs::write(dir.path().join("policy.yaml.new"), new).unwrap();
+    std::fs::rename(dir.path().join("policy.yaml.new"), &file).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while policy.generation() == generation {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the policy was never reloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(status_of(at(&origin, "susp.test", "/")).await, 403);
+    assert_eq!(status_of(at(&origin, "safe.test", "/")).await, 403);
+    assert_eq!(status_of(at(&origin, "nobody-knows.test", "/")).await, 200);
+
+    // The response in flight since before the reload completes intact.
+    origin.stats.gate.notify_one();
+    assert_eq!(slow.await.unwrap(), (200, "first;second".to_owned()));
     proxy.stop().await;
 }
