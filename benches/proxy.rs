@@ -1,5 +1,6 @@
 //! Hot-path benches of the proxy core: the per-hop header rewrite on a realistic browser
-//! request, and a whole keep-alive round trip client → proxy → origin on loopback.
+//! request, a whole keep-alive round trip client → proxy → origin on loopback, and the same
+//! with filtering on for a cached host and for a new (cold) host each time.
 //!
 //! Run: `cargo bench --bench proxy`. The load comparison against Squid and a direct
 //! connection is ../shared/bench (see README.md, "Benchmarks").
@@ -59,19 +60,26 @@ fn headers(c: &mut Criterion) {
     });
 }
 
-fn round_trip(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (proxy_addr, origin_addr, _token) = rt.block_on(async {
+/// A 1 KiB origin and a proxy configured by `yaml`, on 127.0.0.1:0; a keep-alive client
+/// connection to the proxy.
+fn start(
+    rt: &tokio::runtime::Runtime,
+    yaml: &str,
+) -> (
+    hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    std::net::SocketAddr,
+    tokio_util::sync::CancellationToken,
+    Arc<webrep::proxy::ProxyState>,
+) {
+    let (proxy_addr, origin_addr, token, state) = rt.block_on(async {
         // Origin: a minimal hyper server answering 1 KiB.
         let origin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let origin_addr = origin.local_addr().unwrap();
         tokio::spawn(async move {
             loop {
-                let Ok((s, _)) = origin.accept().await else { continue };
+                let Ok((s, _)) = origin.accept().await else {
+                    continue;
+                };
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(|_req| async {
                         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(vec![b'x'; 1024]))))
@@ -82,19 +90,16 @@ fn round_trip(c: &mut Criterion) {
                 });
             }
         });
-        let config = webrep::config::Config::from_yaml(
-            "proxy:\n  listen: [\"127.0.0.1:0\"]\n  destinations:\n    allow_internal: true\naccess_log:\n  enabled: false\n",
-            "bench",
-        )
-        .unwrap();
+        let config = webrep::config::Config::from_yaml(yaml, "bench").unwrap();
         let log = Arc::new(webrep::accesslog::AccessLog::disabled());
         let proxy = webrep::proxy::Proxy::bind(&config, log).await.unwrap();
         let addr = proxy.local_addrs()[0];
+        let state = proxy.state();
         let token = tokio_util::sync::CancellationToken::new();
         tokio::spawn(proxy.run(token.clone()));
-        (addr, origin_addr, token)
+        (addr, origin_addr, token, state)
     });
-    let mut sender = rt.block_on(async {
+    let sender = rt.block_on(async {
         let s = tokio::net::TcpStream::connect(proxy_addr).await.unwrap();
         s.set_nodelay(true).unwrap();
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
@@ -103,22 +108,89 @@ fn round_trip(c: &mut Criterion) {
         tokio::spawn(conn);
         sender
     });
+    (sender, origin_addr, token, state)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn get_1k(sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>, uri: &str) {
+    let host = uri.split('/').nth(2).unwrap().to_owned();
+    let req = Request::get(uri)
+        .header("host", host)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    sender.ready().await.unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        body.len(),
+        1024,
+        "{uri}: {status} {}",
+        String::from_utf8_lossy(&body)
+    );
+}
+
+fn round_trip(c: &mut Criterion) {
+    let rt = runtime();
+    let (mut sender, origin_addr, _token, _state) = start(
+        &rt,
+        "proxy:\n  listen: [\"127.0.0.1:0\"]\n  destinations:\n    allow_internal: true\naccess_log:\n  enabled: false\n",
+    );
     let uri = format!("http://{origin_addr}/1k");
     c.bench_function("proxy/keepalive_get_1k_round_trip", |b| {
+        b.iter(|| rt.block_on(get_1k(&mut sender, &uri)))
+    });
+}
+
+/// Filtering on (the embedded default: an in-process reputation server on loopback with
+/// the sample data, `policies/default.yaml`): a round trip for a host whose answer is
+/// cached; then the filter's check alone for a cached host beside a new host each time (a
+/// cold miss: one lookup round trip to the reputation server). The difference of the last
+/// two is the latency a cold miss adds.
+fn filtered_round_trip(c: &mut Criterion) {
+    let rt = runtime();
+    let (mut sender, origin_addr, _token, state) = start(
+        &rt,
+        "proxy:\n  listen: [\"127.0.0.1:0\"]\n  destinations:\n    allow_internal: true\n  hosts: { \"*.test\": [\"127.0.0.1\"] }\naccess_log:\n  enabled: false\npolicy:\n  enabled: true\n",
+    );
+    let port = origin_addr.port();
+    let warm = format!("http://warm.test:{port}/1k");
+    c.bench_function("filter/warm_host_get_1k_round_trip", |b| {
+        b.iter(|| rt.block_on(get_1k(&mut sender, &warm)))
+    });
+    // The filter alone, as the request path calls it: a cached host, and a new host each
+    // time (its one lookup round trip to the reputation server). Distinct hosts are not
+    // sent upstream here: each would keep a pooled connection of its own.
+    let filter_state = state.clone();
+    let headers = HeaderMap::new();
+    let client: std::net::IpAddr = [127, 0, 0, 1].into();
+    c.bench_function("filter/check_warm_host", |b| {
         b.iter(|| {
             rt.block_on(async {
-                let req = Request::get(&uri)
-                    .header("host", origin_addr.to_string())
-                    .body(Empty::<Bytes>::new())
-                    .unwrap();
-                sender.ready().await.unwrap();
-                let resp = sender.send_request(req).await.unwrap();
-                let body = resp.into_body().collect().await.unwrap().to_bytes();
-                assert_eq!(body.len(), 1024);
+                let f = filter_state.filter.as_ref().unwrap();
+                f.check(&warm, client, None, &headers).await.unwrap();
+            })
+        })
+    });
+    let mut n = 0u64;
+    c.bench_function("filter/check_cold_host", |b| {
+        b.iter(|| {
+            n += 1;
+            let uri = format!("http://cold{n}.test:{port}/1k");
+            rt.block_on(async {
+                let f = filter_state.filter.as_ref().unwrap();
+                f.check(&uri, client, None, &headers).await.unwrap();
             })
         })
     });
 }
 
-criterion_group!(benches, headers, round_trip);
+criterion_group!(benches, headers, round_trip, filtered_round_trip);
 criterion_main!(benches);

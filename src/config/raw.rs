@@ -294,7 +294,8 @@ pub struct RawInterceptConfig {
     /// PEM CA certificates trusted for upstream servers in addition to the built-in web PKI
     /// roots (an internal CA, say). Default: none.
     pub upstream_ca_file: Option<PathBuf>,
-    /// Bytes that are neither TLS nor HTTP: `refuse` (default) or `tunnel`.
+    /// Bytes that are neither TLS nor HTTP: `refuse` (default) or `tunnel`. Applies when
+    /// filtering is off; with a policy, its `interception.non_tls` decides per host.
     pub non_tls: NonTlsAction,
 }
 

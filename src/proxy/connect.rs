@@ -1,12 +1,19 @@
 //! `CONNECT host:port`: tunnels to allowed ports.
 //!
-//! The port is checked first (`proxy.connect_ports`, 443 by default), then the upstream is
-//! dialled (DNS, destination check, connect deadline) *before* the `200` is sent, so a
-//! failure reaches the client as a 502/504 with `Proxy-Status` instead of a reset tunnel.
-//! After the `200`, hyper hands over the client connection and the bytes are relayed both
-//! ways with the tunnel idle timeout; the access log line is written when the tunnel closes,
-//! with the bytes moved each way. Interception (issue 7) will hook in between the `200` and
-//! the relay.
+//! The port is checked first (`proxy.connect_ports`, 443 by default), then the filter
+//! decides by host (`https://host/`), then the upstream is dialled (DNS, destination check,
+//! connect deadline) *before* the `200` is sent, so a failure reaches the client as a
+//! 502/504 with `Proxy-Status` instead of a reset tunnel. After the `200`, hyper hands over
+//! the client connection and the bytes are relayed both ways with the tunnel idle timeout,
+//! or, when the policy intercepts the host, the tunnel is served by [`super::intercept`];
+//! the access log line is written when the tunnel closes, with the bytes moved each way.
+//!
+//! Bump-to-block: a refused host whose CONNECT the policy would intercept (for this client)
+//! is answered `200` *without* any upstream connection and intercepted, so the browser
+//! shows the block (or warn) page instead of a bare connection error; each inner request
+//! goes through the filter by its full URL, so it gets the page (a warn page's "continue"
+//! works as for plain HTTP). Without interception a refused CONNECT is a 403 with the
+//! reason.
 
 use std::sync::Arc;
 
@@ -48,17 +55,46 @@ pub async fn handle(
         return Err(ProxyError::Loop(state.config.via_name.clone()));
     }
     let mut intercept = state.interceptor.is_some();
+    let mut non_tls = state.interceptor.as_ref().map(|i| i.non_tls);
+    let mut bump = false;
     if let Some(filter) = &state.filter {
         // By host, before any upstream byte: the CONNECT stands for `https://host/`.
         let url = format!("https://{host}/");
-        let allowed = filter
-            .check(&url, ctx.client.ip(), ctx.user.as_deref(), req.headers())
-            .await?;
-        intercept = intercept && filter.intercepts(&allowed, ctx.client.ip(), ctx.user.as_deref());
-        ctx.decision = Some(allowed.decided.clone());
+        let (client, user) = (ctx.client.ip(), ctx.user.as_deref());
+        let (canonical, verdict, refused) =
+            match filter.check(&url, client, user, req.headers()).await {
+                Ok(allowed) => {
+                    ctx.decision = Some(allowed.decided.clone());
+                    (allowed.canonical, allowed.verdict, None)
+                }
+                Err(ProxyError::Filtered(r)) if intercept => {
+                    ctx.decision = Some(Arc::new(r.decided()));
+                    (r.canonical.clone(), r.verdict.clone(), Some(r))
+                }
+                Err(e) => return Err(e),
+            };
+        if intercept {
+            let i = filter.interception(&canonical, verdict.as_ref(), client, user);
+            intercept = i.intercept;
+            non_tls = Some(i.non_tls);
+        }
+        if let Some(r) = refused {
+            if !intercept {
+                // Not intercepted for this client: the plain 403 with the reason.
+                return Err(ProxyError::Filtered(r));
+            }
+            bump = true;
+        }
     }
-    let upstream = state.dialer.dial(host, port).await?;
-    let upstream_addr = upstream.peer_addr().ok();
+    let upstream = if bump {
+        tracing::info!(id = %ctx.id, client.addr = %ctx.client, target = %authority,
+            "refused host intercepted to show the block page (no upstream connection)");
+        None
+    } else {
+        Some(state.dialer.dial(host, port).await?)
+    };
+    let upstream_addr = upstream.as_ref().and_then(|u| u.peer_addr().ok());
+    let non_tls = non_tls.unwrap_or(crate::config::NonTlsAction::Refuse);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let state2 = state.clone();
     let ctx2 = ctx.clone();
@@ -75,6 +111,7 @@ pub async fn handle(
                         client,
                         authority,
                         upstream,
+                        non_tls,
                     )
                     .await;
                     log_relay(
@@ -89,6 +126,9 @@ pub async fn handle(
                     );
                 }
                 Ok(client) => {
+                    let Some(upstream) = upstream else {
+                        return;
+                    };
                     let stats = relay(
                         TokioIo::new(client),
                         upstream,

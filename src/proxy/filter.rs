@@ -268,6 +268,9 @@ pub struct Refusal {
     pub format: PageFormat,
     /// For a warning: the path (on the warned site) of the "continue" link.
     pub continue_link: Option<String>,
+    /// What was decided on (for the bump-to-block decision of a CONNECT).
+    pub canonical: crate::canon::CanonicalUrl,
+    pub verdict: Option<Verdict>,
 }
 
 impl Refusal {
@@ -423,6 +426,8 @@ impl Filter {
             source,
             format: PageFormat::from_headers(headers),
             continue_link,
+            canonical,
+            verdict,
         };
         self.stats.count(&refusal.decided());
         Err(ProxyError::Filtered(Box::new(refusal)))
@@ -440,20 +445,42 @@ pub struct Allowed {
 }
 
 impl Filter {
-    /// Whether an allowed CONNECT is decrypted (the policy's `interception` settings: hosts,
-    /// then categories of the verdict, then the default) or tunnelled untouched.
-    pub fn intercepts(&self, allowed: &Allowed, client: IpAddr, user: Option<&str>) -> bool {
+    /// How a CONNECT to `canonical` (`https://host/`) is handled inside the tunnel, by the
+    /// policy's `interception` settings (hosts, then categories of the verdict, then the
+    /// default): decrypted or relayed untouched, and what to do with bytes that are not TLS.
+    pub fn interception(
+        &self,
+        canonical: &crate::canon::CanonicalUrl,
+        verdict: Option<&Verdict>,
+        client: IpAddr,
+        user: Option<&str>,
+    ) -> Interception {
         let policy = self.policy.snapshot();
         let facts = RequestFacts {
-            url: &allowed.canonical,
+            url: canonical,
             client,
             user,
             groups: &[],
             now: jiff::Timestamp::now(),
         };
-        let d = crate::policy::intercept(&policy, &facts, allowed.verdict.as_ref());
-        d.mode == crate::policy::InterceptMode::Intercept
+        let d = crate::policy::intercept(&policy, &facts, verdict);
+        Interception {
+            intercept: d.mode == crate::policy::InterceptMode::Intercept,
+            non_tls: match d.non_tls {
+                crate::policy::NonTlsAction::Allow => crate::config::NonTlsAction::Tunnel,
+                crate::policy::NonTlsAction::Block => crate::config::NonTlsAction::Refuse,
+            },
+        }
     }
+}
+
+/// The policy's interception decision for one CONNECT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interception {
+    /// Decrypt (true) or relay untouched.
+    pub intercept: bool,
+    /// Bytes that are neither TLS nor HTTP after the CONNECT.
+    pub non_tls: crate::config::NonTlsAction,
 }
 
 /// The block or warn page for a refusal: 403, in the client's format, with the ticket id

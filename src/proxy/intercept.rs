@@ -11,10 +11,14 @@
 //!   CONNECT target's authority) and goes through the same dispatch, logging and forwarding
 //!   as a plain request, upstream over verified TLS;
 //! - an HTTP method: the tunnel carries plain HTTP, served the same way with `http://` URLs;
-//! - anything else: `intercept.non_tls` decides (refuse: close; tunnel: relay untouched).
+//! - anything else: the policy's `interception.non_tls` for the host decides (block: close;
+//!   allow: relay untouched); without filtering, the config's `intercept.non_tls`. A
+//!   bump-to-block tunnel (a refused host, no upstream connection) never relays.
 //!
-//! An SNI that differs from the CONNECT host is logged; the upstream is always the CONNECT
-//! target, and policies (issue 5/6) will decide whether such a mismatch is allowed.
+//! An SNI that differs from the CONNECT host is logged and decided by the policy as a host
+//! of its own: a refused SNI closes the tunnel before any certificate is minted for it; an
+//! allowed one gets its certificate, and the upstream is still the CONNECT target (inner
+//! requests are filtered by the CONNECT target's URL, which is where they go).
 //!
 //! # What it costs
 //! One small read to classify; a TLS handshake with a cached certificate (a mint on the first
@@ -88,7 +92,8 @@ pub async fn serve_tunnel(
     ctx: RequestCtx,
     client: hyper::upgrade::Upgraded,
     authority: Authority,
-    upstream: TcpStream,
+    upstream: Option<TcpStream>,
+    non_tls: NonTlsAction,
 ) -> RelayStats {
     let mut stats = RelayStats {
         up: 0,
@@ -136,13 +141,13 @@ pub async fn serve_tunnel(
             )
             .await;
         }
-        _ => match icpt.non_tls {
-            NonTlsAction::Refuse => {
+        _ => match (non_tls, upstream) {
+            (NonTlsAction::Refuse, _) | (_, None) => {
                 tracing::info!(client.addr = %ctx.client, target = %authority,
-                    "tunnel carries neither TLS nor HTTP; refused (intercept.non_tls)");
+                    "tunnel carries neither TLS nor HTTP; refused (non_tls)");
                 stats.end = RelayEnd::Error;
             }
-            NonTlsAction::Tunnel => {
+            (NonTlsAction::Tunnel, Some(upstream)) => {
                 stats = super::tunnel::relay(prefixed, upstream, state.config.tunnel_idle_timeout)
                     .await;
                 stats.up += n as u64;
@@ -180,6 +185,11 @@ async fn serve_tls(
         .trim_end_matches(']');
     let cert_host = match &sni {
         Some(s) => {
+            if !s.eq_ignore_ascii_case(connect_host) && !sni_allowed(&state, &ctx, s).await {
+                tracing::info!(client.addr = %ctx.client, target = %authority, sni = %s,
+                    "SNI names a host the policy refuses (CONNECT host differs); tunnel closed");
+                return;
+            }
             if !s.eq_ignore_ascii_case(connect_host) {
                 tracing::info!(client.addr = %ctx.client, target = %authority, sni = %s,
                     "SNI differs from the CONNECT host; upstream stays the CONNECT target");
@@ -210,6 +220,24 @@ async fn serve_tls(
         }
     };
     serve_inner(state, ctx, TokioIo::new(tls), authority, "https").await;
+}
+
+/// Whether the policy allows `sni` (a name that differs from the CONNECT host) as a host:
+/// the client believes it talks to that host, so a refused one must not get a certificate.
+async fn sni_allowed(state: &ProxyState, ctx: &RequestCtx, sni: &str) -> bool {
+    let Some(filter) = &state.filter else {
+        return true;
+    };
+    let url = format!("https://{sni}/");
+    filter
+        .check(
+            &url,
+            ctx.client.ip(),
+            ctx.user.as_deref(),
+            &http::HeaderMap::new(),
+        )
+        .await
+        .is_ok()
 }
 
 /// Serves HTTP/1.1 or HTTP/2 requests from a decrypted (or plain) tunnel with the proxy's

@@ -24,10 +24,20 @@ async fn intercepting(origin_ca: &TestCa, origin_port: u16, extra: &str) -> Inte
 
 /// An intercepting proxy that trusts the CA file `trusted` upstream.
 async fn intercepting_trusting(trusted: &Path, origin_port: u16, extra: &str) -> Intercepting {
+    intercepting_with(trusted, origin_port, "", extra).await
+}
+
+/// ... with extra `proxy:` keys.
+async fn intercepting_with(
+    trusted: &Path,
+    origin_port: u16,
+    proxy_keys: &str,
+    extra: &str,
+) -> Intercepting {
     let dir = tempfile::tempdir().unwrap();
     let ca_dir = dir.path().join("certs");
     let proxy = TestProxy::start(
-        &format!("  connect_ports: [443, {origin_port}]\n"),
+        &format!("  connect_ports: [443, {origin_port}]\n{proxy_keys}"),
         &format!(
             "intercept:\n  enabled: true\n  create_ca: true\n  ca_dir: {:?}\n  upstream_ca_file: {:?}\n{extra}",
             ca_dir.display().to_string(),
@@ -450,6 +460,182 @@ async fn hosts_the_policy_tunnels_are_not_decrypted() {
     // Another host on the same origin is decrypted.
     let tls = tls_through(&i.proxy, port, &i.ca_pem, None).await;
     assert!(leaf_names(&tls).0.contains("webrep interception CA"));
+    drop(tls);
+    i.proxy.stop().await;
+}
+
+/// The sample data's names resolve to 127.0.0.1 (no DNS).
+const SAMPLE_HOSTS: &str =
+    "  hosts: { \"*.test\": [\"127.0.0.1\"], \"*.example\": [\"127.0.0.1\"] }\n";
+
+/// Blocks malware and phishing; intercepts everything but phishing.example.
+const FILTER_POLICY: &str = "security_level: medium\nuntested: allow\ncategories:\n  actions:\n    malware: block\n    phishing: block\ninterception:\n  default: intercept\n  tunnel_hosts: [phishing.example]\n";
+
+/// An intercepting, filtering proxy on the embedded default (the sample data) with
+/// [`FILTER_POLICY`], and an HTTPS origin whose certificate covers the sample names used.
+async fn filtering_interceptor() -> (Intercepting, Origin, tempfile::TempDir) {
+    let origin_ca = TestCa::custom(
+        &[
+            "files.test",
+            "malware.example",
+            "news.example",
+            "localhost",
+            "127.0.0.1",
+        ],
+        false,
+    );
+    let origin = Origin::https(&origin_ca).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.yaml");
+    std::fs::write(&file, FILTER_POLICY).unwrap();
+    let i = intercepting_with(
+        &origin_ca.ca_path,
+        origin.addr.port(),
+        SAMPLE_HOSTS,
+        &format!("policy:\n  file: {:?}\n", file.display().to_string()),
+    )
+    .await;
+    (i, origin, dir)
+}
+
+#[tokio::test]
+async fn a_blocked_path_on_an_allowed_https_host_gets_the_block_page() {
+    let (i, origin, _dir) = filtering_interceptor().await;
+    let port = origin.addr.port();
+    let client = i.client(false);
+    // files.test is safe; files.test/uploads/evil/ is dangerous (sample data).
+    let r = client
+        .get(format!("https://files.test:{port}/index.html"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.text().await.unwrap(), "hello");
+    let seen = origin.stats.requests.load(Ordering::SeqCst);
+    let r = client
+        .get(format!("https://files.test:{port}/uploads/evil/tool.exe"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(
+        (v["action"].as_str(), v["reason"].as_str()),
+        (Some("block"), Some("risk"))
+    );
+    assert_eq!(v["category"], "malware");
+    assert_eq!(
+        origin.stats.requests.load(Ordering::SeqCst),
+        seen,
+        "the blocked path never reached the origin"
+    );
+    let ticket = v["ticket"].as_str().unwrap().to_owned();
+    let line = i.proxy.wait_log(|l| l["id"] == ticket.as_str()).await;
+    assert_eq!(
+        line["url"],
+        format!("https://files.test:{port}/uploads/evil/tool.exe")
+    );
+    assert_eq!(line["decision"]["action"], "block");
+    i.proxy.stop().await;
+}
+
+#[tokio::test]
+async fn bump_to_block_shows_the_page_without_an_upstream_connection() {
+    let (i, origin, _dir) = filtering_interceptor().await;
+    let port = origin.addr.port();
+    // malware.example is refused and intercepted: the browser gets our certificate and the
+    // block page over TLS; nothing connects to the origin.
+    let r = i
+        .client(false)
+        .get(format!("https://malware.example:{port}/download"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("This site is blocked") && page.contains("malware"),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("https://malware.example:{port}/download")),
+        "{page}"
+    );
+    let connect = i
+        .proxy
+        .wait_log(|l| l["method"] == "CONNECT" && l["url"].as_str().unwrap().starts_with("malware"))
+        .await;
+    assert_eq!(connect["kind"], "intercepted", "{connect}");
+    assert_eq!(connect["decision"]["action"], "block", "{connect}");
+    assert!(connect["upstream"].is_null(), "{connect}");
+    // Curl sees the same, trusting our CA.
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--noproxy", "", "--max-time", "30", "-x"])
+        .arg(i.proxy.url())
+        .arg("--cacert")
+        .arg(&i.ca_path)
+        .arg(format!("https://malware.example:{port}/"))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("webrep blocked this request"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // phishing.example is refused but not intercepted (tunnel_hosts): a plain 403.
+    let reply = raw_exchange(
+        i.proxy.addr,
+        format!(
+            "CONNECT phishing.example:{port} HTTP/1.1\r\nHost: phishing.example:{port}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
+    assert!(reply.contains("block by policy: risk"), "{reply}");
+    assert_eq!(
+        origin.stats.connections.load(Ordering::SeqCst),
+        0,
+        "no upstream connection for refused hosts"
+    );
+    i.proxy.stop().await;
+}
+
+#[tokio::test]
+async fn an_sni_naming_a_refused_host_is_not_served() {
+    let (i, origin, _dir) = filtering_interceptor().await;
+    let port = origin.addr.port();
+    // CONNECT to an allowed target (127.0.0.1 is untested: allowed), SNI of a blocked host:
+    // no certificate for it, the tunnel closes.
+    let s = raw_connect(&i.proxy, port).await;
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject as _;
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(i.ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let r = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect("malware.example".try_into().unwrap(), s)
+        .await;
+    assert!(r.is_err(), "no handshake for a refused SNI");
+    // An allowed SNI that differs from the CONNECT host is served (and logged).
+    let tls = tls_through(&i.proxy, port, &i.ca_pem, Some("news.example")).await;
+    assert!(
+        leaf_names(&tls)
+            .1
+            .iter()
+            .any(|n| n.contains("news.example"))
+    );
     drop(tls);
     i.proxy.stop().await;
 }
