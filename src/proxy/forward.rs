@@ -106,6 +106,7 @@ pub async fn handle(
         h.insert(header::HOST, host_value);
         append_via(h, via);
     }
+    let client_h2 = req.version() == Version::HTTP_2;
     *req.version_mut() = Version::HTTP_11;
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let ws_url = websocket.then(|| req.uri().to_string());
@@ -113,7 +114,11 @@ pub async fn handle(
     let sent = if https {
         tokio::time::timeout(
             state.config.upstream_response_timeout,
-            state.https_clients[ctx.worker].request(req),
+            if client_h2 && !websocket {
+                state.https_clients[ctx.worker].h2.request(req)
+            } else {
+                state.https_clients[ctx.worker].h1.request(req)
+            },
         )
         .await
     } else {

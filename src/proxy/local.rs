@@ -57,20 +57,29 @@ pub fn serve(state: &ProxyState, method: &Method, path: &str) -> Response<ProxyB
 }
 
 /// `/stats`: filtering decisions by action and cache state, reputation changes applied,
-/// access-log lines dropped, and the policy generation, as JSON.
+/// the policy generation, access-log lines dropped, and the hosts with failed client
+/// handshakes after interception, as JSON.
 fn stats(state: &ProxyState) -> Response<ProxyBody> {
     use std::sync::atomic::Ordering::Relaxed;
-    let v = match &state.filter {
+    let mut v = match &state.filter {
         Some(f) => serde_json::json!({
             "filter": f.stats.to_json(),
             "reputation_changes_applied": f.reputation.changes_applied.load(Relaxed),
             "policy_generation": f.policy.generation(),
-            "access_log_dropped": state.access_log.dropped(),
         }),
-        None => serde_json::json!({
-            "filter": null,
-            "access_log_dropped": state.access_log.dropped(),
-        }),
+        None => serde_json::json!({ "filter": null }),
+    };
+    v["access_log_dropped"] = state.access_log.dropped().into();
+    // Hosts whose clients failed the TLS handshake after interception (pinned apps, clients
+    // without the CA): candidates for the policy's tunnel_hosts. The 100 with most failures.
+    v["failed_handshakes"] = match &state.interceptor {
+        Some(i) => i
+            .failed_handshakes()
+            .into_iter()
+            .take(100)
+            .map(|(host, n)| serde_json::json!({ "host": host, "count": n }))
+            .collect(),
+        None => serde_json::Value::Null,
     };
     let mut r = Response::new(ProxyBody::full(format!("{v}\n")));
     r.headers_mut().insert(

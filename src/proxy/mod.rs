@@ -70,8 +70,8 @@ pub struct ProxyState {
     pub config: ProxyConfig,
     /// One pooled upstream client per worker (index = worker number).
     pub clients: Vec<Client<Connector, Incoming>>,
-    /// With interception on: one pooled HTTPS client per worker (verified upstream TLS).
-    pub https_clients: Vec<HttpsClient>,
+    /// With interception on: pooled HTTPS clients per worker (verified upstream TLS).
+    pub https_clients: Vec<HttpsClients>,
     /// With interception on: the minter and its settings.
     pub interceptor: Option<intercept::Interceptor>,
     /// With `policy.enabled`: reputation and policy.
@@ -247,6 +247,15 @@ fn upstream_pool(cfg: &ProxyConfig) -> hyper_util::client::legacy::Builder {
 /// The pooled upstream client for decrypted requests: verified TLS over our [`Connector`].
 pub type HttpsClient = Client<hyper_rustls::HttpsConnector<Connector>, Incoming>;
 
+/// A worker's upstream HTTPS pools for intercepted requests: ALPN matched to the client.
+/// A client that speaks HTTP/2 to the proxy is sent upstream over a pool that offers `h2`
+/// and `http/1.1` (whichever the origin picks); an HTTP/1.1 client (and every WebSocket
+/// upgrade) over one that offers `http/1.1` only.
+pub struct HttpsClients {
+    pub h1: HttpsClient,
+    pub h2: HttpsClient,
+}
+
 /// Loads (or, with `intercept.create_ca`, creates) the CA and builds the per-worker HTTPS
 /// clients, verifying upstream certificates against the web PKI roots plus
 /// `intercept.upstream_ca_file`.
@@ -254,7 +263,7 @@ fn intercept_setup(
     config: &Config,
     cfg: &ProxyConfig,
     dialer: &Dialer,
-) -> anyhow::Result<(intercept::Interceptor, Vec<HttpsClient>)> {
+) -> anyhow::Result<(intercept::Interceptor, Vec<HttpsClients>)> {
     use crate::intercept::ca;
     let ic = &config.intercept;
     let ca = match ca::load(&ic.ca_dir) {
@@ -300,12 +309,20 @@ fn intercept_setup(
     .with_no_client_auth();
     let clients = (0..cfg.workers)
         .map(|_| {
-            let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            let h1 = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(tls.clone())
                 .https_only()
                 .enable_http1()
                 .wrap_connector(Connector::new(dialer.clone()));
-            upstream_pool(cfg).build(connector)
+            let h2 = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls.clone())
+                .https_only()
+                .enable_all_versions()
+                .wrap_connector(Connector::new(dialer.clone()));
+            HttpsClients {
+                h1: upstream_pool(cfg).build(h1),
+                h2: upstream_pool(cfg).build(h2),
+            }
         })
         .collect();
     Ok((

@@ -262,6 +262,35 @@ async fn requests_are_decided_by_reputation_lists_and_paths() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("webrep blocked this request"), "{text}");
+    // The decision is in the access log line and counted on /stats.
+    assert_eq!(
+        line["decision"],
+        json!({ "action": "block", "reason": "risk", "rule": null, "cache": "hit",
+            "source": "s0", "risk": "dangerous", "score": 10 })
+    );
+    let list_hit = json_page(&client, "http://www.listed-bad.test/").await;
+    let ticket = list_hit["ticket"].as_str().unwrap().to_owned();
+    let line = proxy.wait_log(|l| l["id"] == ticket.as_str()).await;
+    assert_eq!(
+        line["decision"]["cache"], "none",
+        "a list hit needs no lookup"
+    );
+    let stats: Value = plain_get(format!("{}/stats", proxy.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap();
+    let n = |k: &str, v: &str| stats["filter"][k][v].as_u64().unwrap();
+    assert!(
+        n("actions", "block") >= 15 && n("actions", "allow") >= 5,
+        "{stats}"
+    );
+    assert!(
+        n("cache", "miss") >= 1 && n("cache", "hit") >= 1 && n("cache", "none") >= 2,
+        "{stats}"
+    );
     proxy.stop().await;
 }
 

@@ -123,6 +123,13 @@ impl Origin {
         Self::start(Some(tokio_rustls::TlsAcceptor::from(ca.server_config()))).await
     }
 
+    /// A TLS origin that offers ALPN `h2` and `http/1.1` and serves either.
+    pub async fn https_h2(ca: &TestCa) -> Self {
+        let mut cfg = (*ca.server_config()).clone();
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Self::start(Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))).await
+    }
+
     async fn start(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -149,7 +156,14 @@ impl Origin {
                                 .await;
                         }
                         Some(acc) => {
-                            if let Ok(t) = acc.accept(tcp).await {
+                            let Ok(t) = acc.accept(tcp).await else { return };
+                            if t.get_ref().1.alpn_protocol() == Some(b"h2") {
+                                let _ = hyper::server::conn::http2::Builder::new(
+                                    hyper_util::rt::TokioExecutor::new(),
+                                )
+                                .serve_connection(TokioIo::new(t), svc)
+                                .await;
+                            } else {
                                 let _ = builder
                                     .serve_connection(TokioIo::new(t), svc)
                                     .with_upgrades()

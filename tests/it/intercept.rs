@@ -220,6 +220,18 @@ async fn curl_through_interception_with_the_proxy_ca() {
         failures = icpt.failed_handshakes();
     }
     assert_eq!(failures, vec![("localhost".to_owned(), 1)]);
+    // Listed for the admin on the proxy's /stats page.
+    let stats: serde_json::Value = plain_get(format!("{}/stats", i.proxy.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap();
+    assert_eq!(
+        stats["failed_handshakes"],
+        serde_json::json!([{ "host": "localhost", "count": 1 }])
+    );
     i.proxy.stop().await;
 }
 
@@ -637,5 +649,24 @@ async fn an_sni_naming_a_refused_host_is_not_served() {
             .any(|n| n.contains("news.example"))
     );
     drop(tls);
+    i.proxy.stop().await;
+}
+
+#[tokio::test]
+async fn the_upstream_protocol_follows_what_the_client_speaks() {
+    let origin_ca = TestCa::new();
+    let origin = Origin::https_h2(&origin_ca).await;
+    let port = origin.addr.port();
+    let i = intercepting(&origin_ca, port, "").await;
+    let url = format!("https://127.0.0.1:{port}/headers");
+    for (http1_only, client_version, origin_version) in [
+        (false, reqwest::Version::HTTP_2, "HTTP/2.0"),
+        (true, reqwest::Version::HTTP_11, "HTTP/1.1"),
+    ] {
+        let r = i.client(http1_only).get(&url).send().await.unwrap();
+        assert_eq!(r.version(), client_version);
+        let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(v["version"], origin_version, "{v}");
+    }
     i.proxy.stop().await;
 }
