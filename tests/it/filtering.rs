@@ -706,3 +706,35 @@ async fn a_policy_reload_changes_decisions_without_dropping_connections() {
     assert_eq!(slow.await.unwrap(), (200, "first;second".to_owned()));
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn a_thousand_concurrent_requests_for_a_cold_host_cost_one_lookup() {
+    let server = RepServer::start(entries()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = filtering_proxy(POLICY, &[&server.base], dir.path()).await;
+    let client = proxy.client(None);
+    let before = server.lookups().await;
+    let tasks: Vec<_> = (0..1000)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .get(format!("http://danger.test/page/{i}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 403);
+    }
+    assert_eq!(
+        server.lookups().await - before,
+        1,
+        "one lookup for 1,000 requests"
+    );
+    proxy.stop().await;
+}
