@@ -47,6 +47,7 @@ pub struct Config {
     pub log: raw::RawLogConfig,
     pub intercept: InterceptConfig,
     pub policy: raw::RawPolicyConfig,
+    pub files: raw::RawFilesConfig,
     pub reputation: ReputationSettings,
     pub server: ServerConfig,
 }
@@ -418,6 +419,24 @@ impl Config {
             log: raw.log,
             intercept,
             policy: raw.policy.clone(),
+            files: {
+                if raw.files.hold_back_total_bytes < raw.files.hold_back_bytes {
+                    return Err(invalid(
+                        "files.hold_back_total_bytes",
+                        format!(
+                            "{} is less than files.hold_back_bytes ({})",
+                            raw.files.hold_back_total_bytes, raw.files.hold_back_bytes
+                        ),
+                    ));
+                }
+                if raw.files.hold_back_total_bytes > 1 << 40 {
+                    return Err(invalid(
+                        "files.hold_back_total_bytes",
+                        "more than 1 TiB".into(),
+                    ));
+                }
+                raw.files.clone()
+            },
             reputation,
             server,
         })

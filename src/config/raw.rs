@@ -27,6 +27,8 @@ pub struct RawConfig {
     pub intercept: RawInterceptConfig,
     /// Filtering: the policy file the proxy decides by.
     pub policy: RawPolicyConfig,
+    /// File reputation: memory for downloads held back until their hash verdict is in.
+    pub files: RawFilesConfig,
     /// Where the proxy gets reputation: the servers, the cache, failover.
     pub reputation: RawReputationConfig,
     /// The reputation server (`webrep server`): its API listener, store, tokens, answer TTLs,
@@ -172,6 +174,30 @@ pub struct RawLogConfig {
     pub level: String,
     /// `text` (default) or `json`.
     pub format: LogFormat,
+}
+
+/// `files:` section: the memory side of file reputation (which downloads are scanned and
+/// what a verdict does is the policy's `files:`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawFilesConfig {
+    /// A scanned download whose `Content-Length` is at most this many bytes is held back
+    /// whole until its verdict is in (a bad one is replaced by the block page); a larger or
+    /// unsized one streams, its last bytes held until the verdict (a bad one is cut, leaving
+    /// the client a failed, truncated download). Default 4194304 (4 MiB); 0 streams all.
+    pub hold_back_bytes: u64,
+    /// The most bytes held back across all connections; a download that would go over
+    /// streams instead. Default 67108864 (64 MiB).
+    pub hold_back_total_bytes: u64,
+}
+
+impl Default for RawFilesConfig {
+    fn default() -> Self {
+        Self {
+            hold_back_bytes: 4 << 20,
+            hold_back_total_bytes: 64 << 20,
+        }
+    }
 }
 
 /// `policy:` section.

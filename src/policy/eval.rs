@@ -74,6 +74,8 @@ pub enum Reason {
     Uncategorized,
     /// Nothing objected.
     Allowed,
+    /// A downloaded file's hash verdict (`files.malicious` / `files.suspicious`).
+    File,
 }
 
 impl Reason {
@@ -89,6 +91,7 @@ impl Reason {
             Reason::Category => "category",
             Reason::Uncategorized => "uncategorized",
             Reason::Allowed => "allowed",
+            Reason::File => "file",
         }
     }
 }
@@ -210,6 +213,12 @@ impl Policy {
             Some(r) => (Some(r), &r.settings),
             None => (None, &self.base),
         }
+    }
+
+    /// The `files:` settings that apply to `facts` (the first matching rule's, else the top
+    /// level's).
+    pub fn files(&self, facts: &RequestFacts<'_>) -> std::sync::Arc<crate::policy::FileSettings> {
+        self.select(facts).1.files.clone()
     }
 
     /// The first rule matching `facts`, if any.

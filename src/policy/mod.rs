@@ -80,8 +80,9 @@ pub mod schema;
 
 pub use check::check_command;
 pub use compile::{
-    DEFAULT_CONTINUE_SECONDS, DEFAULT_STALE_SECONDS, DEFAULT_TUNNEL_CATEGORIES, MAX_REGEX_LEN,
-    MAX_REGEXES, MAX_RULES, Policy, REGEX_SIZE_LIMIT, is_security_category,
+    DEFAULT_CONTINUE_SECONDS, DEFAULT_FILE_EXTENSIONS, DEFAULT_FILE_TYPES, DEFAULT_STALE_SECONDS,
+    DEFAULT_TUNNEL_CATEGORIES, FileSettings, MAX_REGEX_LEN, MAX_REGEXES, MAX_RULES, Policy,
+    REGEX_SIZE_LIMIT, is_security_category,
 };
 pub use eval::{
     Action, Decision, InterceptDecision, InterceptReason, ListHit, ListKind, Reason, RequestFacts,

@@ -35,6 +35,8 @@ pub struct RawPolicy {
     pub warn: Option<RawWarn>,
     /// Which decisions are reported as feedback events.
     pub feedback: Option<RawFeedback>,
+    /// Which downloads are hashed and looked up, and what a file verdict does.
+    pub files: Option<RawFiles>,
     /// First-match rules.
     pub rules: Option<Vec<RawRule>>,
 }
@@ -190,6 +192,36 @@ pub struct RawFeedback {
     pub anonymize_users: Option<bool>,
 }
 
+/// `files:` (file reputation): which responses are hashed (SHA-256, while they stream) and
+/// looked up by hash, and what each verdict does.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFiles {
+    /// Hash and look up the downloads selected below. Default `true`.
+    pub scan: Option<bool>,
+    /// Media types that select a response: exact (`application/zip`) or `type/*`.
+    /// Default: executables, installers, archives, disk images, scripts, PDF and office
+    /// documents (see docs/policy.md).
+    pub content_types: Option<Vec<Located<String>>>,
+    /// File name extensions (of the URL path or the `Content-Disposition` file name), without
+    /// the dot, case-insensitive. Default: `exe dll msi scr bat cmd ps1 vbs js jar apk dmg
+    /// pkg deb rpm iso img zip rar 7z gz tgz bz2 xz cab pdf doc docm xls xlsm ppt pptm`.
+    pub extensions: Option<Vec<Located<String>>>,
+    /// Select every `Content-Disposition: attachment` response. Default `true`.
+    pub attachments: Option<bool>,
+    /// Responses whose `Content-Length` is smaller are not scanned. Default 1.
+    pub min_bytes: Option<u64>,
+    /// Responses whose `Content-Length` is larger are not scanned; 0 for no limit.
+    /// Default 0.
+    pub max_bytes: Option<u64>,
+    /// What a `malicious` verdict does: `block`, `monitor` or `allow`. Default `block`.
+    pub malicious: Option<Located<RawAction>>,
+    /// What a `suspicious` verdict does: `block`, `monitor` or `allow`. Default `monitor`.
+    pub suspicious: Option<Located<RawAction>>,
+    /// No answer from any reputation source: `allow` or `block`. Default `allow`.
+    pub unavailable: Option<Located<RawAction>>,
+}
+
 /// One entry of `rules:`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -211,6 +243,7 @@ pub struct RawRule {
     pub reputation_unavailable: Option<RawReputationUnavailable>,
     pub warn: Option<RawWarn>,
     pub feedback: Option<RawFeedback>,
+    pub files: Option<RawFiles>,
 }
 
 /// `rules[].match:`.

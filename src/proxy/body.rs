@@ -1,7 +1,8 @@
 //! The response body type of the proxy, and what happens when a response is finished.
 //!
-//! [`ProxyBody`] is either empty, one buffer (pages and errors made by the proxy) or the
-//! upstream's [`Incoming`] body, streamed frame by frame and never collected. It carries a
+//! [`ProxyBody`] is either empty, one buffer (pages and errors made by the proxy), the
+//! upstream's [`Incoming`] body, streamed frame by frame and never collected, or a boxed
+//! body that transforms the upstream's on its way (a download being hashed). It carries a
 //! [`ResponseGuard`] that, when hyper drops the body (fully written, or the client went
 //! away), marks the client connection idle again and writes the access log line with the
 //! bytes actually sent and the time taken. Cost: one branch and an add per frame.
@@ -25,6 +26,8 @@ enum Inner {
     Empty,
     Full(Option<Bytes>),
     Upstream(Incoming),
+    /// A body transformed on its way (a download being hashed, see `filescan`).
+    Boxed(Pin<Box<dyn Body<Data = Bytes, Error = BoxError> + Send>>),
 }
 
 /// What the proxy sends to the client.
@@ -62,6 +65,14 @@ impl ProxyBody {
     pub fn upstream(b: Incoming) -> Self {
         Self {
             inner: Inner::Upstream(b),
+            guard: None,
+        }
+    }
+
+    /// Any other body (boxed: one allocation per response).
+    pub fn boxed(b: impl Body<Data = Bytes, Error = BoxError> + Send + 'static) -> Self {
+        Self {
+            inner: Inner::Boxed(Box::pin(b)),
             guard: None,
         }
     }
@@ -104,6 +115,15 @@ impl Body for ProxyBody {
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
+            Inner::Boxed(b) => match b.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Err(e))) => {
+                    if let Some(l) = this.guard.as_mut().and_then(|g| g.log.as_mut()) {
+                        l.error = Some("http_response_incomplete");
+                    }
+                    Poll::Ready(Some(Err(e)))
+                }
+                other => other,
+            },
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -125,6 +145,7 @@ impl Body for ProxyBody {
             Inner::Empty => true,
             Inner::Full(b) => b.is_none(),
             Inner::Upstream(b) => b.is_end_stream(),
+            Inner::Boxed(b) => b.is_end_stream(),
         }
     }
 
@@ -133,6 +154,7 @@ impl Body for ProxyBody {
             Inner::Empty => SizeHint::with_exact(0),
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Inner::Upstream(b) => b.size_hint(),
+            Inner::Boxed(b) => b.size_hint(),
         }
     }
 }

@@ -268,6 +268,8 @@ pub struct Refusal {
     pub format: PageFormat,
     /// For a warning: the path (on the warned site) of the "continue" link.
     pub continue_link: Option<String>,
+    /// For a file verdict: what is known of the file (verdict, name, SHA-256).
+    pub detail: Option<String>,
     /// What was decided on (for the bump-to-block decision of a CONNECT).
     pub canonical: crate::canon::CanonicalUrl,
     pub verdict: Option<Verdict>,
@@ -316,6 +318,10 @@ impl Refusal {
             ),
             Reason::Uncategorized => "the site has no category".to_owned(),
             Reason::Approved | Reason::Allowed => "allowed".to_owned(),
+            Reason::File => format!(
+                "the downloaded file is known as {}",
+                self.detail.as_deref().unwrap_or("bad")
+            ),
         }
     }
 }
@@ -426,6 +432,7 @@ impl Filter {
             source,
             format: PageFormat::from_headers(headers),
             continue_link,
+            detail: None,
             canonical,
             verdict,
         };
@@ -470,6 +477,55 @@ impl Filter {
                 crate::policy::NonTlsAction::Allow => crate::config::NonTlsAction::Tunnel,
                 crate::policy::NonTlsAction::Block => crate::config::NonTlsAction::Refuse,
             },
+        }
+    }
+}
+
+impl Filter {
+    /// The policy's `files:` settings for a request to `canonical`.
+    pub fn file_settings(
+        &self,
+        canonical: &crate::canon::CanonicalUrl,
+        client: IpAddr,
+        user: Option<&str>,
+    ) -> Arc<crate::policy::FileSettings> {
+        let policy = self.policy.snapshot();
+        policy.files(&RequestFacts {
+            url: canonical,
+            client,
+            user,
+            groups: &[],
+            now: jiff::Timestamp::now(),
+        })
+    }
+
+    /// The refusal (block page) for a download whose file verdict blocks it.
+    pub fn file_refusal(
+        canonical: crate::canon::CanonicalUrl,
+        url: String,
+        d: &super::filescan::FileDecision,
+        format: PageFormat,
+    ) -> Refusal {
+        Refusal {
+            action: Action::Block,
+            reason: if d.answer.is_none() {
+                Reason::ReputationUnavailable
+            } else {
+                Reason::File
+            },
+            url,
+            rule_id: None,
+            list_entry: None,
+            category: None,
+            risk: None,
+            score: None,
+            cache: Some(d.cache),
+            source: d.source.clone(),
+            format,
+            continue_link: None,
+            detail: Some(d.describe()),
+            canonical,
+            verdict: None,
         }
     }
 }

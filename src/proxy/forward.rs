@@ -70,6 +70,7 @@ pub async fn handle(
         });
     }
 
+    let mut scan: Option<FileScan> = None;
     if let Some(filter) = &state.filter {
         if req.uri().path() == super::filter::CONTINUE_PATH {
             let host = crate::canon::canonicalize(&req.uri().to_string())
@@ -87,6 +88,19 @@ pub async fn handle(
             .check(&url, ctx.client.ip(), ctx.user.as_deref(), req.headers())
             .await?;
         ctx.decision = Some(allowed.decided);
+        if state.scanner.is_some() && req.method() == http::Method::GET {
+            let settings =
+                filter.file_settings(&allowed.canonical, ctx.client.ip(), ctx.user.as_deref());
+            if settings.scan {
+                scan = Some(FileScan {
+                    settings,
+                    canonical: allowed.canonical,
+                    url,
+                    path: req.uri().path().to_owned(),
+                    format: super::filter::PageFormat::from_headers(req.headers()),
+                });
+            }
+        }
     }
     let websocket = is_websocket_upgrade(req.headers());
     let host_port = strip_userinfo(&authority);
@@ -192,8 +206,22 @@ pub async fn handle(
             log_now: false,
         });
     }
+    let body = match scan {
+        Some(scan)
+            if super::filescan::select(
+                &scan.settings,
+                &http::Method::GET,
+                &scan.path,
+                parts.status,
+                &parts.headers,
+            ) =>
+        {
+            scan_download(state, ctx, scan, &parts.headers, body).await?
+        }
+        _ => ProxyBody::upstream(body),
+    };
     Ok(Handled {
-        response: http::Response::from_parts(parts, ProxyBody::upstream(body)),
+        response: http::Response::from_parts(parts, body),
         kind: RecordKind::Http,
         upstream,
         log_now: true,
@@ -263,6 +291,108 @@ fn certificate_error_text(e: &rustls::CertificateError) -> String {
         C::Revoked => "the server's certificate is revoked".into(),
         C::BadSignature => "the server's certificate has a bad signature".into(),
         other => format!("the server's certificate is invalid: {other:?}"),
+    }
+}
+
+/// A GET whose response the policy's `files:` settings may select for hashing.
+struct FileScan {
+    settings: Arc<crate::policy::FileSettings>,
+    canonical: crate::canon::CanonicalUrl,
+    url: String,
+    path: String,
+    format: super::filter::PageFormat,
+}
+
+/// Hashes a selected download and applies its verdict ([`super::filescan`]): held back
+/// whole and replaced by the block page, or streamed and cut before its last frame.
+async fn scan_download(
+    state: &Arc<ProxyState>,
+    ctx: &RequestCtx,
+    scan: FileScan,
+    headers: &http::HeaderMap,
+    body: Incoming,
+) -> Result<ProxyBody, ProxyError> {
+    use super::filescan::{FileDecision, Mode, ScanBody, decide};
+    let (Some(scanner), Some(filter)) = (&state.scanner, &state.filter) else {
+        return Ok(ProxyBody::upstream(body));
+    };
+    let record = {
+        let state = state.clone();
+        let (id, client, url) = (ctx.id, ctx.client, scan.url.clone());
+        move |d: &FileDecision| {
+            let Some(scanner) = &state.scanner else {
+                return;
+            };
+            let counter = match d.action {
+                crate::policy::Action::Block => &scanner.stats.blocked,
+                crate::policy::Action::Monitor => &scanner.stats.monitored,
+                _ if d.answer.is_none() => &scanner.stats.unavailable,
+                _ => return,
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(%id, client.addr = %client, url = %url, action = d.action.as_str(),
+                file = %d.describe(), "file verdict");
+        }
+    };
+    let (mode, permit) = scanner.mode(headers);
+    match mode {
+        Mode::Hold(len) => {
+            let (bytes, sha) = scanner
+                .hold(body, len)
+                .await
+                .map_err(|e| ProxyError::Upstream(format!("download failed: {e}")))?;
+            let d = decide(&filter.reputation, &scan.settings, sha).await;
+            record(&d);
+            if d.action == crate::policy::Action::Block {
+                return Err(ProxyError::Filtered(Box::new(
+                    super::filter::Filter::file_refusal(scan.canonical, scan.url, &d, scan.format),
+                )));
+            }
+            Ok(ProxyBody::boxed(HeldBody {
+                bytes: Some(bytes),
+                _permit: permit,
+            }))
+        }
+        Mode::Stream => {
+            scanner
+                .stats
+                .scanned
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let rep = filter.reputation.clone();
+            let settings = scan.settings.clone();
+            Ok(ProxyBody::boxed(ScanBody::new(
+                body,
+                move |sha| Box::pin(async move { decide(&rep, &settings, sha).await }),
+                record,
+            )))
+        }
+    }
+}
+
+/// A held-back download released after its verdict, keeping its share of
+/// `files.hold_back_total_bytes` until it has been sent.
+struct HeldBody {
+    bytes: Option<bytes::Bytes>,
+    _permit: Option<super::filescan::Held>,
+}
+
+impl http_body::Body for HeldBody {
+    type Data = bytes::Bytes;
+    type Error = super::body::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.bytes.take().map(|b| Ok(http_body::Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.bytes.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.bytes.as_ref().map_or(0, |b| b.len() as u64))
     }
 }
 

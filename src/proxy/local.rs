@@ -70,6 +70,10 @@ fn stats(state: &ProxyState) -> Response<ProxyBody> {
         None => serde_json::json!({ "filter": null }),
     };
     v["access_log_dropped"] = state.access_log.dropped().into();
+    v["files"] = state
+        .scanner
+        .as_ref()
+        .map_or(serde_json::Value::Null, |s| s.stats.to_json());
     // Hosts whose clients failed the TLS handshake after interception (pinned apps, clients
     // without the CA): candidates for the policy's tunnel_hosts. The 100 with most failures.
     v["failed_handshakes"] = match &state.interceptor {

@@ -24,6 +24,7 @@ pub mod conn;
 pub mod connect;
 pub mod dial;
 pub mod error;
+pub mod filescan;
 pub mod filter;
 pub mod forward;
 pub mod headers;
@@ -76,6 +77,8 @@ pub struct ProxyState {
     pub interceptor: Option<intercept::Interceptor>,
     /// With `policy.enabled`: reputation and policy.
     pub filter: Option<filter::Filter>,
+    /// With filtering on: file reputation for downloads (issue 9).
+    pub scanner: Option<filescan::FileScanner>,
     pub dialer: Dialer,
     pub acl: ClientAcl,
     pub auth: Option<Arc<Authenticator>>,
@@ -411,6 +414,9 @@ impl Proxy {
             clients,
             https_clients,
             interceptor,
+            scanner: filter
+                .as_ref()
+                .map(|_| filescan::FileScanner::new(&config.files)),
             filter,
             dialer,
             auth,

@@ -76,6 +76,24 @@ pub struct Lookup {
     pub stale_for: Option<Duration>,
 }
 
+/// A file-hash answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileAnswer {
+    /// `None`: the server knows nothing of this file.
+    pub verdict: Option<crate::repserver::model::FileVerdict>,
+    /// A name for humans (malware family, file name).
+    pub name: Option<Box<str>>,
+}
+
+/// The outcome of one file-hash lookup.
+#[derive(Debug, Clone)]
+pub struct FileLookup {
+    /// `None` when no source answered.
+    pub answer: Option<FileAnswer>,
+    pub cache: CacheState,
+    pub source: Option<Arc<str>>,
+}
+
 /// One reputation server.
 #[derive(Debug, Clone)]
 pub struct SourceConfig {
@@ -158,6 +176,8 @@ pub struct Reputation {
     urls: moka::future::Cache<String, UrlEntry>,
     stale_hosts: moka::future::Cache<String, HostEntry>,
     stale_urls: moka::future::Cache<String, UrlEntry>,
+    /// File-hash answers (issue 9), by lower-case SHA-256 hex.
+    files: moka::future::Cache<String, Arc<Cached<FileAnswer>>>,
     retry_after: Duration,
     epoch: Instant,
     /// Changes applied from the change stream (keys dropped).
@@ -213,6 +233,7 @@ impl Reputation {
             urls: cache(n, None),
             stale_hosts: cache(n, max_stale),
             stale_urls: cache(n, max_stale),
+            files: cache(n, None),
             retry_after: config.retry_after,
             epoch: Instant::now(),
             changes_applied: AtomicU64::new(0),
@@ -310,9 +331,77 @@ impl Reputation {
         }
     }
 
+    /// The verdict for a file's SHA-256 (lower-case hex): cached for the answer's TTL,
+    /// concurrent lookups of one hash coalesced into one request, the sources asked in order
+    /// like URL lookups. `verdict: None` with [`CacheState::Unavailable`] when no source
+    /// answered.
+    pub async fn lookup_file(&self, sha256: &str) -> FileLookup {
+        let mut cache = CacheState::Hit;
+        let fetched = self
+            .files
+            .try_get_with(sha256.to_owned(), async {
+                cache = CacheState::Miss;
+                self.fetch_file(sha256).await
+            })
+            .await;
+        match fetched {
+            Ok(e) => FileLookup {
+                answer: Some(e.value.clone()),
+                cache,
+                source: Some(e.source.clone()),
+            },
+            Err(err) => {
+                tracing::debug!(sha256, error = %err, "file reputation unavailable");
+                FileLookup {
+                    answer: None,
+                    cache: CacheState::Unavailable,
+                    source: None,
+                }
+            }
+        }
+    }
+
+    async fn fetch_file(&self, sha256: &str) -> Result<Arc<Cached<FileAnswer>>, Unavailable> {
+        let (v, source) = self
+            .ask_at("/v1/files/lookup", &json!({ "sha256": [sha256] }))
+            .await?;
+        let item = v
+            .get("files")
+            .and_then(|f| f.get(0))
+            .ok_or_else(|| Unavailable(format!("{source}: no files list")))?;
+        let verdict = match item.get("verdict").and_then(Value::as_str) {
+            Some("unknown") => None,
+            Some(name) => Some(
+                crate::repserver::model::FileVerdict::parse(name)
+                    .ok_or_else(|| Unavailable(format!("{source}: unknown verdict {name:?}")))?,
+            ),
+            None => {
+                let e = item
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no verdict");
+                return Err(Unavailable(format!("{source}: {e}")));
+            }
+        };
+        let ttl = item.get("ttl_secs").and_then(Value::as_u64).unwrap_or(60);
+        Ok(Arc::new(Cached {
+            fresh_until: Instant::now() + Duration::from_secs(ttl),
+            value: FileAnswer {
+                verdict,
+                name: item.get("name").and_then(Value::as_str).map(Into::into),
+            },
+            source,
+        }))
+    }
+
     /// Asks the sources in order, skipping those marked down (unless all are), until one
     /// answers `body`; returns the answer and the source's name.
     async fn ask(&self, body: &Value) -> Result<(Value, Arc<str>), Unavailable> {
+        self.ask_at("/v1/lookup", body).await
+    }
+
+    /// [`Self::ask`] at another API path.
+    async fn ask_at(&self, path: &str, body: &Value) -> Result<(Value, Arc<str>), Unavailable> {
         let now = self.now_ms();
         let mut order: Vec<&Source> = self
             .sources
@@ -324,7 +413,7 @@ impl Reputation {
         }
         let mut errors = Vec::new();
         for s in order {
-            match s.client.post_json("/v1/lookup", body, s.timeout).await {
+            match s.client.post_json(path, body, s.timeout).await {
                 Ok(v) => {
                     s.down_until.store(0, Ordering::Relaxed);
                     return Ok((v, s.name.clone()));
@@ -390,7 +479,10 @@ impl Reputation {
     /// Drops every cached answer a changed key can affect: answers for its host and the
     /// host's subdomains (a `host/` entry covers them), fresh and stale.
     pub fn invalidate_key(&self, key: &str) {
-        if key.starts_with(crate::repserver::store::FILE_CHANGE_PREFIX) {
+        if let Some(hash) = key.strip_prefix(crate::repserver::store::FILE_CHANGE_PREFIX) {
+            let hash = hash.to_ascii_lowercase();
+            let _ = self.files.invalidate_entries_if(move |k, _| *k == hash);
+            self.changes_applied.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let host = key.split('/').next().unwrap_or(key).to_owned();
@@ -429,6 +521,7 @@ impl Reputation {
         self.urls.invalidate_all();
         self.stale_hosts.invalidate_all();
         self.stale_urls.invalidate_all();
+        self.files.invalidate_all();
         self.changes_applied.fetch_add(1, Ordering::Relaxed);
     }
 

@@ -13,19 +13,19 @@ use webrep::repserver::api::{self, ApiConfig, Tokens};
 use webrep::repserver::client::RepClient;
 use webrep::repserver::store::Store;
 
-const CLIENT: &str = "client-token-0123456789";
+pub(crate) const CLIENT: &str = "client-token-0123456789";
 const ADMIN: &str = "admin-token-0123456789";
 
-struct RepServer {
-    base: String,
-    addr: std::net::SocketAddr,
-    admin: RepClient,
+pub(crate) struct RepServer {
+    pub(crate) base: String,
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) admin: RepClient,
     stop: CancellationToken,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl RepServer {
-    async fn start(entries: Value) -> RepServer {
+    pub(crate) async fn start(entries: Value) -> RepServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let s = Self::serve(
             listener,
@@ -37,7 +37,7 @@ impl RepServer {
     }
 
     /// Serves `store` on `listener` (a restart binds the old address again).
-    fn serve(listener: TcpListener, store: Store, config: ApiConfig) -> RepServer {
+    pub(crate) fn serve(listener: TcpListener, store: Store, config: ApiConfig) -> RepServer {
         init_crypto();
         let addr = listener.local_addr().unwrap();
         let base = format!("http://{addr}");
@@ -61,7 +61,7 @@ impl RepServer {
         }
     }
 
-    async fn write(&self, entries: Value) {
+    pub(crate) async fn write(&self, entries: Value) {
         self.admin
             .post_json("/v1/entries", &entries, Duration::from_secs(10))
             .await
@@ -78,7 +78,7 @@ impl RepServer {
     }
 
     /// Stops the server and waits until its listener is closed.
-    async fn shut_down(mut self) {
+    pub(crate) async fn shut_down(mut self) {
         self.stop.cancel();
         if let Some(t) = self.task.take() {
             tokio::time::timeout(Duration::from_secs(30), t)

@@ -212,6 +212,11 @@ pub fn pattern_upload(n: usize, chunk: usize) -> reqwest::Body {
     reqwest::Body::wrap_stream(chunks)
 }
 
+/// The bytes the origin serves at `/download/N/SEED`: distinct files for distinct seeds.
+pub fn download_bytes(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| pattern_byte(i) ^ seed).collect()
+}
+
 /// The byte at offset `i` of [`pattern_stream`].
 pub fn pattern_byte(i: usize) -> u8 {
     (i % 251) as u8
@@ -245,6 +250,29 @@ async fn origin_handler(
     } else if let Some(n) = path.strip_prefix("/bytes/") {
         let n: usize = n.parse().unwrap();
         Response::new(pattern_stream(n))
+    } else if let Some(rest) = path.strip_prefix("/download/") {
+        // `/download/N/SEED`: N bytes of [`download_bytes`], as an attachment, with a
+        // Content-Length (`/download-chunked/...` below streams the same bytes unsized).
+        let (n, seed) = rest.split_once('/').unwrap();
+        let body = download_bytes(n.parse().unwrap(), seed.parse().unwrap());
+        Response::builder()
+            .header("content-type", "application/octet-stream")
+            .header("content-disposition", "attachment; filename=\"f.bin\"")
+            .body(full(body))
+            .unwrap()
+    } else if let Some(rest) = path.strip_prefix("/download-chunked/") {
+        let (n, seed) = rest.split_once('/').unwrap();
+        let (n, seed): (usize, u8) = (n.parse().unwrap(), seed.parse().unwrap());
+        let chunks = futures_util::stream::iter(
+            download_bytes(n, seed)
+                .chunks(16 * 1024)
+                .map(|c| Ok::<_, Infallible>(Frame::data(Bytes::copy_from_slice(c))))
+                .collect::<Vec<_>>(),
+        );
+        Response::builder()
+            .header("content-type", "application/octet-stream")
+            .body(http_body_util::BodyExt::boxed(StreamBody::new(chunks)))
+            .unwrap()
     } else if path == "/upload" {
         // Count the body and check it against the pattern, without collecting it.
         let mut body = req.into_body();

@@ -1,0 +1,216 @@
+//! File reputation end to end: the real proxy and reputation server, downloads from an
+//! in-process origin, file verdicts written over the server's API.
+
+use serde_json::{Value, json};
+use sha2::Digest as _;
+
+use crate::filtering::{CLIENT, RepServer};
+use crate::harness::*;
+
+fn sha256(b: &[u8]) -> String {
+    sha2::Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// Listed: seed 1 (malicious) and seed 2 (suspicious), at both sizes used.
+async fn server_with_listed_files() -> RepServer {
+    let server =
+        RepServer::start(json!({ "upsert": [{ "key": "unrelated.test/", "score": 90 }] })).await;
+    let mut upsert = Vec::new();
+    for n in [10_000usize, 300_000] {
+        upsert.push(json!({ "sha256": sha256(&download_bytes(n, 1)), "verdict": "malicious", "name": "Test.Dropper" }));
+        upsert.push(json!({ "sha256": sha256(&download_bytes(n, 2)), "verdict": "suspicious" }));
+    }
+    server
+        .admin
+        .post_json(
+            "/v1/files",
+            &json!({ "upsert": upsert }),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    server
+}
+
+async fn proxy_for(servers: &[&str], policy: &str, files: &str) -> (TestProxy, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.yaml");
+    std::fs::write(&file, policy).unwrap();
+    let sources: String = servers
+        .iter()
+        .map(|s| format!("    - {{ url: \"{s}\", token: \"{CLIENT}\", timeout_ms: 1000 }}\n"))
+        .collect();
+    let proxy = TestProxy::start(
+        "",
+        &format!(
+            "policy:\n  file: {:?}\nfiles:\n{files}reputation:\n  retry_after_ms: 60000\n  sources:\n{sources}",
+            file.display().to_string()
+        ),
+    )
+    .await;
+    (proxy, dir)
+}
+
+const HOLD: &str = "  hold_back_bytes: 65536\n  hold_back_total_bytes: 131072\n";
+
+/// Status and body bytes, or the bytes read before the body failed.
+async fn fetch(client: &reqwest::Client, url: &str) -> (u16, Vec<u8>, bool) {
+    let mut r = client
+        .get(url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let mut body = Vec::new();
+    loop {
+        match r.chunk().await {
+            Ok(Some(c)) => body.extend_from_slice(&c),
+            Ok(None) => return (status, body, true),
+            Err(_) => return (status, body, false),
+        }
+    }
+}
+
+#[tokio::test]
+async fn listed_downloads_are_blocked_or_cut_and_others_arrive_whole() {
+    let origin = Origin::http().await;
+    let server = server_with_listed_files().await;
+    let (proxy, _dir) = proxy_for(&[&server.base], "security_level: medium\n", HOLD).await;
+    let client = proxy.client(None);
+
+    // Under the hold-back size: the block page instead of the file, naming the verdict.
+    let (status, body, _) = fetch(&client, &origin.url("/download/10000/1")).await;
+    assert_eq!(status, 403);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (v["action"].as_str(), v["reason"].as_str()),
+        (Some("block"), Some("file"))
+    );
+    let explanation = v["explanation"].as_str().unwrap();
+    assert!(
+        explanation.contains("malicious") && explanation.contains("Test.Dropper"),
+        "{v}"
+    );
+
+    // Over it, with a length and unsized: it streams, and is cut before its last byte.
+    for path in ["/download/300000/1", "/download-chunked/300000/1"] {
+        let (status, body, complete) = fetch(&client, &origin.url(path)).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(!complete, "{path}: the download must fail");
+        assert!(body.len() < 300_000, "{path}: {} bytes arrived", body.len());
+        assert_eq!(body[..], download_bytes(300_000, 1)[..body.len()], "{path}");
+    }
+    // curl sees a failed transfer too.
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-s",
+            "--noproxy",
+            "",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download}",
+            "-x",
+        ])
+        .arg(proxy.url())
+        .arg(origin.url("/download/300000/1"))
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success(), "curl must report a failed download");
+    let got: usize = String::from_utf8_lossy(&out.stdout).parse().unwrap();
+    assert!(got < 300_000, "{got}");
+
+    // Suspicious is monitored (the default), unknown files pass: byte for byte.
+    for (path, n, seed) in [
+        ("/download/10000/2", 10_000, 2),
+        ("/download/300000/2", 300_000, 2),
+        ("/download/10000/3", 10_000, 3),
+        ("/download/300000/3", 300_000, 3),
+        ("/download-chunked/300000/3", 300_000, 3),
+    ] {
+        let (status, body, complete) = fetch(&client, &origin.url(path)).await;
+        assert_eq!((status, complete), (200, true), "{path}");
+        assert!(body == download_bytes(n, seed), "{path}: the bytes differ");
+    }
+    let stats: Value = serde_json::from_str(
+        &plain_get(format!("{}/stats", proxy.url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stats["files"]["blocked"], 4, "{stats}");
+    assert_eq!(stats["files"]["monitored"], 2, "{stats}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_dead_server_follows_the_file_fail_mode() {
+    let origin = Origin::http().await;
+    let base = format!("http://127.0.0.1:{}", closed_port().await);
+    // URLs pass while reputation is unavailable; files follow files.unavailable.
+    let (proxy, _dir) = proxy_for(
+        &[&base],
+        "security_level: medium\nfiles:\n  unavailable: block\n",
+        HOLD,
+    )
+    .await;
+    let client = proxy.client(None);
+    let (status, body, _) = fetch(&client, &origin.url("/download/10000/3")).await;
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["reason"], "reputation_unavailable");
+    let (_, _, complete) = fetch(&client, &origin.url("/download/300000/3")).await;
+    assert!(
+        !complete,
+        "unchecked large download cut under unavailable: block"
+    );
+    proxy.stop().await;
+    // The default (allow) lets them through whole.
+    let (proxy, _dir) = proxy_for(&[&base], "security_level: medium\n", HOLD).await;
+    let (status, body, complete) =
+        fetch(&proxy.client(None), &origin.url("/download/300000/3")).await;
+    assert_eq!((status, complete), (200, true));
+    assert!(body == download_bytes(300_000, 3));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn parallel_downloads_share_a_bounded_hold_back_budget() {
+    let origin = Origin::http().await;
+    let server = server_with_listed_files().await;
+    let (proxy, _dir) = proxy_for(&[&server.base], "security_level: medium\n", HOLD).await;
+    let client = proxy.client(None);
+    // 24 downloads of 60 KB at once against a budget of 128 KiB: at most two are held whole
+    // at a time, the rest stream; every one arrives intact.
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let client = client.clone();
+            let url = origin.url(&format!("/download/60000/{}", 10 + i));
+            tokio::spawn(async move { (i, fetch(&client, &url).await) })
+        })
+        .collect();
+    for t in tasks {
+        let (i, (status, body, complete)) = t.await.unwrap();
+        assert_eq!((status, complete), (200, true));
+        assert!(body == download_bytes(60_000, 10 + i as u8));
+    }
+    let stats: Value = serde_json::from_str(
+        &plain_get(format!("{}/stats", proxy.url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stats["files"]["scanned"], 24, "{stats}");
+    proxy.stop().await;
+}
