@@ -82,6 +82,16 @@ pub async fn handle(
                 log_now: true,
             });
         }
+        if req.uri().path() == crate::feedback::REPORT_PATH
+            && let Some(feedback) = &filter.feedback
+        {
+            return Ok(Handled {
+                response: feedback.report_request(req.uri().query(), ctx.client.ip()),
+                kind: RecordKind::Local,
+                upstream: None,
+                log_now: true,
+            });
+        }
         let url = req.uri().to_string();
         filter
             .check(&url, ctx.client.ip(), ctx.user.as_deref(), req.headers())
