@@ -5,6 +5,7 @@ mod harness;
 
 mod binary;
 mod config_file;
+mod feedback;
 mod filtering;
 mod intercept;
 mod policy_check;
