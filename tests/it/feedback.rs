@@ -927,3 +927,186 @@ async fn feedback_api_refuses_bad_batches_clearly() {
         .await;
     assert!(r.unwrap_err().to_string().contains("404"));
 }
+
+/// The `webrep` binary as a child process; its listen address read from its log.
+async fn spawn_binary(cfg: &Path) -> (tokio::process::Child, std::net::SocketAddr) {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_webrep"))
+        .args(["proxy", "--config"])
+        .arg(cfg)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(WAIT, async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            if let Some(rest) = l.split("listen.addr=").nth(1) {
+                return rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        }
+        panic!("the proxy exited before listening");
+    })
+    .await
+    .expect("the proxy starts");
+    // Keep reading stderr so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+/// Events in the spool's segment files (lines).
+fn spool_lines(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
+                .map(|e| {
+                    std::fs::read_to_string(e.path())
+                        .unwrap_or_default()
+                        .lines()
+                        .count()
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn feedback_spool_survives_kill_9_of_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::http().await;
+    let mut server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    server.kill().await;
+    let spool = dir.path().join("spool");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, "untested: allow\n").unwrap();
+    let cfg = dir.path().join("webrep.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{BASE}policy:\n  enabled: true\n  file: {:?}\nreputation:\n  sources:\n    - {{ name: s0, url: \"{}\", token: \"{CLIENT}\", timeout_ms: 500 }}\n\
+             feedback:\n  proxy_id: pk\n  spool_dir: {:?}\n  batch_interval_ms: 20\n  retry_interval_ms: 100\n\
+             access_log:\n  enabled: false\nlog:\n  level: info\n  format: text\n",
+            policy.display().to_string(),
+            server.base,
+            spool.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (mut child, addr) = spawn_binary(&cfg).await;
+    init_crypto();
+    let client = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(format!("http://{addr}")).unwrap())
+        .timeout(WAIT)
+        .build()
+        .unwrap();
+    for i in 0..10 {
+        let r = client
+            .get(origin.url(&format!("/k{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // Every event is on disk before the kill: the spool is fsynced per batch.
+    let deadline = Instant::now() + WAIT;
+    while spool_lines(&spool) < 10 {
+        assert!(Instant::now() < deadline, "events never reached the spool");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().await.unwrap(); // SIGKILL
+    server.restart().await;
+    let (mut child, _) = spawn_binary(&cfg).await;
+    let ev = server
+        .wait_events("kind=reputation_unavailable", |ev| ev.len() >= 10)
+        .await;
+    assert_eq!(ev.len(), 10);
+    assert!(ev.iter().all(|e| e["proxy"] == "pk"));
+    let deadline = Instant::now() + WAIT;
+    while spool_lines(&spool) > 0 {
+        assert!(Instant::now() < deadline, "the spool was never emptied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn feedback_cli_prints_the_summary_and_escalations() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = vec![EscalationRule {
+        kinds: vec![Kind::UserReport],
+        distinct_clients: 2,
+        window_secs: 3600,
+        score: Score::new(70).unwrap(),
+        category: None,
+    }];
+    let server = Server::start(dir.path(), rules, ApiConfig::default()).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let ev = |id: &str, client: &str| {
+        json!({ "v": 1, "id": id, "kind": "user_report", "time": now, "proxy": "p1",
+            "client": client, "host": "odd.test", "ticket": format!("t-{id}"), "comment": "looks fine" })
+    };
+    let mut blocked = ev("b1", "10.0.0.9");
+    blocked["kind"] = json!("blocked");
+    blocked["rule"] = json!("r-office");
+    blocked["categories"] = json!(["gambling"]);
+    RepClient::new(&server.base, CLIENT, None)
+        .unwrap()
+        .post_json(
+            "/v1/events",
+            &json!({ "events": [ev("a", "10.0.0.1"), ev("b", "10.0.0.2"), blocked] }),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let token = dir.path().join("admin-token");
+    std::fs::write(&token, format!("{ADMIN}\n")).unwrap();
+    let run = |args: &'static [&'static str]| {
+        let (base, token) = (server.base.clone(), token.clone());
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_webrep"))
+                .arg("feedback")
+                .args(args)
+                .arg("--server")
+                .arg(&base)
+                .arg("--token-file")
+                .arg(&token)
+                .output()
+                .await
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let (code, text, err) = run(&["summary"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    for want in [
+        "user_report: 2",
+        "t-a",
+        "\"looks fine\"",
+        "r-office 1",
+        "gambling 1",
+    ] {
+        assert!(text.contains(want), "{want:?} missing in:\n{text}");
+    }
+    let (code, text, _) = run(&["escalations"]).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        text.contains("odd.test/ score=70") && text.contains("clients=2"),
+        "{text}"
+    );
+    let (code, text, _) = run(&["revert", "odd.test/"]).await;
+    assert_eq!(code, Some(0));
+    assert!(text.contains("reverted odd.test/"), "{text}");
+    let (code, _, err) = run(&["revert", "odd.test/"]).await;
+    assert_eq!(code, Some(2), "a second revert is refused: {err}");
+}
