@@ -16,6 +16,9 @@
 //! - file hashes: `GET /v1/files?sha256=H`, `POST /v1/files/lookup`; `GET /v1/categories`;
 //! - the change stream: `GET /v1/changes?since=N&wait_ms=M` (long-poll) and
 //!   `GET /v1/changes/stream?since=N` (server-sent events).
+//! - feedback ([`super::events`]): `POST /v1/events` (client; a batch of events, de-duplicated
+//!   by proxy and id, escalation rules applied), and for admins `GET /v1/events`,
+//!   `GET /v1/feedback/summary`, `GET /v1/escalations`, `POST /v1/escalations/revert`.
 //!
 //! Bearer tokens ([`Tokens`]): client tokens may look up and follow changes, admin tokens may
 //! also write. Errors are JSON `{"error": "..."}`: 401 without a token, 403 for an unknown or

@@ -24,7 +24,7 @@ use std::collections::BTreeSet;
 use rusqlite::{OptionalExtension as _, params};
 use serde_json::{Value, json};
 
-use super::model::{Category, Entry, Key, Score, Source};
+use super::model::{Category, Entry, Key, KeyKind, Score, Source};
 use super::store::{Store, StoreError};
 use crate::feedback::event::{Event, Kind};
 
@@ -48,9 +48,9 @@ CREATE TABLE events (
     rule TEXT,
     ticket TEXT,
     comment TEXT,
-    body TEXT NOT NULL,
-    PRIMARY KEY (proxy, id)
-) WITHOUT ROWID;
+    body TEXT NOT NULL
+);
+CREATE UNIQUE INDEX events_by_id ON events (proxy, id);
 CREATE INDEX events_by_host ON events (host, kind, time);
 CREATE INDEX events_by_kind ON events (kind, time);
 CREATE INDEX events_by_received ON events (received);
@@ -190,6 +190,10 @@ impl Store {
         now: i64,
     ) -> Result<Option<(String, u64)>, StoreError> {
         let key = Key::parse(&format!("{host}/"))?;
+        if key.kind() != KeyKind::Host {
+            // A "host" with a path in it: not a host an entry can be written for.
+            return Ok(None);
+        }
         let reverted: Option<i64> = self
             .conn
             .query_row(
@@ -548,6 +552,18 @@ mod tests {
             .ingest_events(&[report("p1", "6", "10.0.0.1", "bad.test")], 1, &rules)
             .unwrap();
         assert!(r.escalated.is_empty());
+
+        // A host that is not one writes nothing.
+        for (i, c) in ["10.0.0.1", "10.0.0.2", "10.0.0.3"].iter().enumerate() {
+            let r = s
+                .ingest_events(
+                    &[report("p1", &format!("h{i}"), c, "x.test/evil")],
+                    1,
+                    &rules,
+                )
+                .unwrap();
+            assert!(r.escalated.is_empty());
+        }
 
         // An admin's entry is never overwritten.
         let admin = Entry::new(

@@ -954,6 +954,30 @@ mod tests {
     }
 
     #[test]
+    fn a_version_2_store_gets_the_feedback_tables() {
+        use crate::feedback::event::{Event, Kind};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute_batch(MIGRATE_2).unwrap();
+            conn.pragma_update(None, "user_version", 2).unwrap();
+        }
+        let mut s = Store::open(&path).unwrap();
+        let e = Event::new("a".into(), Kind::Untested, 1, "p".into());
+        assert_eq!(s.ingest_events(&[e], 1, &[]).unwrap().accepted, 1);
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.events(None, None, 10).unwrap().len(), 1);
+        let v: i64 = s
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+    }
+
+    #[test]
     fn host_answers_in_batch() {
         let mut s = Store::open_in_memory().unwrap();
         s.upsert(&[
