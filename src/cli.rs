@@ -65,6 +65,12 @@ pub enum Command {
         #[arg(required = true)]
         items: Vec<String>,
     },
+    /// Read what proxies report to a running reputation server (feedback events; needs an
+    /// admin token): aggregates, escalations, and reverting an escalation.
+    Feedback {
+        #[command(subcommand)]
+        command: FeedbackCommand,
+    },
     /// Manage the local CA used for HTTPS interception.
     Ca {
         #[command(subcommand)]
@@ -94,6 +100,41 @@ pub enum Command {
     Passwd {
         /// The user name.
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FeedbackCommand {
+    /// Event counts per kind, top untested hosts by distinct clients and proxies, blocks by
+    /// rule and by category, and user reports with their tickets.
+    Summary {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Only events of the last this many seconds.
+        #[arg(long, default_value_t = 86_400)]
+        since_secs: u64,
+        /// Most rows per list.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+        /// Print the server's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The escalations fired (and reverted) by the server's escalation rules.
+    Escalations {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Print the server's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revert an escalation: deletes the entry it wrote (if still the escalation's) so that
+    /// every proxy forgets it; only newer events can fire it again.
+    Revert {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The escalated key, e.g. `bad.example/`.
+        key: String,
     },
 }
 

@@ -85,6 +85,9 @@ fn main() -> ExitCode {
         } => client_command(async move {
             webrep::repserver::commands::lookup(&server, host, json, &items).await
         }),
+        Command::Feedback { command } => {
+            client_command(async move { webrep::repserver::commands::feedback(command).await })
+        }
         Command::Ca { command } => ca_command(command),
         Command::Config {
             command: ConfigCommand::PrintDefault,

@@ -50,6 +50,24 @@ pub struct Config {
     pub files: raw::RawFilesConfig,
     pub reputation: ReputationSettings,
     pub server: ServerConfig,
+    pub feedback: FeedbackConfig,
+}
+
+/// Validated `feedback:` section. Field meanings are documented on
+/// [`raw::RawFeedbackConfig`].
+#[derive(Debug, Clone)]
+pub struct FeedbackConfig {
+    /// Resolved: `enabled`, or whether reputation sources are configured.
+    pub enabled: bool,
+    pub proxy_id: Option<String>,
+    pub queue_events: usize,
+    pub batch_events: usize,
+    pub batch_interval: Duration,
+    pub send_timeout: Duration,
+    pub retry_interval: Duration,
+    pub spool_dir: PathBuf,
+    pub spool_max_bytes: u64,
+    pub shutdown_flush: Duration,
 }
 
 /// Validated `reputation:` section. Field meanings are documented on
@@ -104,6 +122,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub read_threads: usize,
     pub upstream: Option<UpstreamConfig>,
+    /// Retention and escalation rules of feedback events.
+    pub feedback: crate::repserver::api::FeedbackOptions,
 }
 
 /// Validated `server.upstream:` section.
@@ -412,6 +432,42 @@ impl Config {
             retry_after: ms("reputation.retry_after_ms", r.retry_after_ms)?,
             follow_changes: r.follow_changes,
         };
+        let f = &raw.feedback;
+        if let Some(id) = &f.proxy_id
+            && (id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(invalid(
+                "feedback.proxy_id",
+                format!("{id:?}: use 1 to 64 visible ASCII characters"),
+            ));
+        }
+        if f.queue_events == 0 {
+            return Err(invalid(
+                "feedback.queue_events",
+                "must be at least 1".into(),
+            ));
+        }
+        if !(1..=10_000).contains(&f.batch_events) {
+            return Err(invalid(
+                "feedback.batch_events",
+                format!("{} is outside 1..=10000", f.batch_events),
+            ));
+        }
+        if f.spool_dir.as_os_str().is_empty() {
+            return Err(invalid("feedback.spool_dir", "empty path".into()));
+        }
+        let feedback = FeedbackConfig {
+            enabled: f.enabled.unwrap_or(!reputation.sources.is_empty()),
+            proxy_id: f.proxy_id.clone(),
+            queue_events: f.queue_events,
+            batch_events: f.batch_events,
+            batch_interval: ms("feedback.batch_interval_ms", f.batch_interval_ms)?,
+            send_timeout: ms("feedback.send_timeout_ms", f.send_timeout_ms)?,
+            retry_interval: ms("feedback.retry_interval_ms", f.retry_interval_ms)?,
+            spool_dir: f.spool_dir.clone(),
+            spool_max_bytes: f.spool_max_bytes,
+            shutdown_flush: ms("feedback.shutdown_flush_ms", f.shutdown_flush_ms)?,
+        };
         Ok(Self {
             proxy,
             auth,
@@ -439,6 +495,7 @@ impl Config {
             },
             reputation,
             server,
+            feedback,
         })
     }
 }
@@ -541,7 +598,42 @@ fn server_config(
             })
         }
     };
+    let mut escalation = Vec::with_capacity(s.escalation.len());
+    for (i, r) in s.escalation.iter().enumerate() {
+        let bad = |why: String| invalid("server.escalation", format!("rule {i}: {why}"));
+        if r.kinds.is_empty() {
+            return Err(bad("`kinds` is empty".into()));
+        }
+        if r.distinct_clients == 0 {
+            return Err(bad("`distinct_clients` must be at least 1".into()));
+        }
+        if r.window_secs == 0 {
+            return Err(bad("`window_secs` must be greater than 0".into()));
+        }
+        let score = crate::repserver::model::Score::new(r.score)
+            .ok_or_else(|| bad(format!("score {} is over 100", r.score)))?;
+        let category = r
+            .category
+            .as_deref()
+            .map(crate::repserver::model::Category::parse)
+            .transpose()
+            .map_err(|e| bad(e.to_string()))?;
+        escalation.push(crate::repserver::events::EscalationRule {
+            kinds: r.kinds.clone(),
+            distinct_clients: r.distinct_clients,
+            window_secs: r.window_secs,
+            score,
+            category,
+        });
+    }
+    let feedback = crate::repserver::api::FeedbackOptions {
+        retention: Duration::from_secs(
+            positive("server.event_retention_days", s.event_retention_days)?.saturating_mul(86_400),
+        ),
+        escalation,
+    };
     Ok(ServerConfig {
+        feedback,
         listen,
         store: s.store.clone(),
         tokens_file: s.tokens_file.clone(),

@@ -34,6 +34,84 @@ pub struct RawConfig {
     /// The reputation server (`webrep server`): its API listener, store, tokens, answer TTLs,
     /// limits and optional upstream tier.
     pub server: RawServerConfig,
+    /// Feedback events from the proxy to its reputation sources (docs/feedback.md).
+    pub feedback: RawFeedbackConfig,
+}
+
+/// `feedback:` section (the proxy's side of feedback; the server's is under `server:`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawFeedbackConfig {
+    /// Send feedback events (what the policy's `feedback.report` asks for, and user reports)
+    /// to the first healthy reputation source. Default `null`: on when `reputation.sources`
+    /// are configured, off with the in-process sample server.
+    pub enabled: Option<bool>,
+    /// This proxy's name in events (1 to 64 visible ASCII characters). Default `null`: the
+    /// host name, or when there is none an id generated once and kept in `spool_dir`.
+    pub proxy_id: Option<String>,
+    /// Events waiting in memory for the sender; when full, further events are dropped and
+    /// counted (the request path never waits). Default 10000.
+    pub queue_events: usize,
+    /// Most events in one `POST /v1/events` (at most the server's `max_batch`). Default 500.
+    pub batch_events: usize,
+    /// How long the first event of a batch waits for others before the batch is sent, in
+    /// milliseconds. Default 1000.
+    pub batch_interval_ms: u64,
+    /// How long one `POST /v1/events` may take, in milliseconds; after that the batch is
+    /// spooled. Default 5000.
+    pub send_timeout_ms: u64,
+    /// While the spool holds events, how often delivery is retried, in milliseconds.
+    /// Default 5000.
+    pub retry_interval_ms: u64,
+    /// Directory of the on-disk spool (batches no source took, one fsynced JSON-lines file
+    /// per batch, replayed in order). Created when missing. Default `feedback-spool`; under
+    /// systemd, `/var/lib/webrep/feedback-spool`.
+    pub spool_dir: PathBuf,
+    /// Most bytes the spool may hold; a batch that does not fit is dropped and counted.
+    /// Default 67108864 (64 MiB).
+    pub spool_max_bytes: u64,
+    /// On shutdown, how long queued events may take to reach a source before they are
+    /// spooled instead, in milliseconds. Default 5000.
+    pub shutdown_flush_ms: u64,
+}
+
+impl Default for RawFeedbackConfig {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            proxy_id: None,
+            queue_events: 10_000,
+            batch_events: 500,
+            batch_interval_ms: 1000,
+            send_timeout_ms: 5000,
+            retry_interval_ms: 5000,
+            spool_dir: PathBuf::from("feedback-spool"),
+            spool_max_bytes: 64 << 20,
+            shutdown_flush_ms: 5000,
+        }
+    }
+}
+
+/// One `server.escalation` rule.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEscalationRule {
+    /// Event kinds counted, e.g. `[user_report, file_verdict]`.
+    pub kinds: Vec<crate::feedback::event::Kind>,
+    /// Distinct clients (proxy and client address together) needed within the window.
+    pub distinct_clients: u32,
+    /// The window, seconds. Default 3600.
+    #[serde(default = "default_window_secs")]
+    pub window_secs: u64,
+    /// Score of the entry written for the host (`66..=80` is Suspicious).
+    pub score: u8,
+    /// Category of the entry written. Default: none.
+    #[serde(default)]
+    pub category: Option<String>,
+}
+
+fn default_window_secs() -> u64 {
+    3600
 }
 
 /// `proxy:` section.
@@ -403,6 +481,13 @@ pub struct RawServerConfig {
     /// The global tier: another `webrep server` asked about what this one has no entry for.
     /// Default: none.
     pub upstream: Option<RawUpstreamConfig>,
+    /// Feedback events older than this many days are deleted (checked every minute).
+    /// Default 30.
+    pub event_retention_days: u64,
+    /// Escalation rules over feedback events: when one fires for a host, the host gets an
+    /// ordinary table entry (source `escalation`) that reaches every proxy through the change
+    /// stream. An entry from an admin or a feed is never overwritten. Default `[]`.
+    pub escalation: Vec<RawEscalationRule>,
 }
 
 /// `server.tls:` section.
@@ -475,6 +560,8 @@ impl Default for RawServerConfig {
             max_connections: 1024,
             read_threads: 2,
             upstream: None,
+            event_retention_days: 30,
+            escalation: Vec::new(),
         }
     }
 }

@@ -175,6 +175,8 @@ fn disposition_filename(v: &str) -> Option<&str> {
 #[derive(Debug, Clone)]
 pub struct FileDecision {
     pub action: Action,
+    /// Bytes hashed.
+    pub size: u64,
     pub sha256: String,
     pub answer: Option<FileAnswer>,
     pub cache: CacheState,
@@ -209,6 +211,7 @@ pub async fn decide(rep: &Reputation, s: &FileSettings, sha256: String) -> FileD
     };
     FileDecision {
         action,
+        size: 0,
         sha256,
         answer: l.answer,
         cache: l.cache,
@@ -289,6 +292,8 @@ pub struct ScanBody {
     /// Starts the lookup once the hash is known.
     decide: Option<Box<dyn FnOnce(String) -> Deciding + Send>>,
     deciding: Option<Deciding>,
+    /// Bytes hashed so far.
+    size: u64,
     /// Called with the decision (logging, counters).
     on_decision: Option<OnDecision>,
     done: bool,
@@ -306,6 +311,7 @@ impl ScanBody {
             held: None,
             decide: Some(Box::new(decide)),
             deciding: None,
+            size: 0,
             on_decision: Some(Box::new(on_decision)),
             done: false,
         }
@@ -326,7 +332,8 @@ impl Body for ScanBody {
                 return Poll::Ready(None);
             }
             if let Some(fut) = &mut this.deciding {
-                let d = std::task::ready!(fut.as_mut().poll(cx));
+                let mut d = std::task::ready!(fut.as_mut().poll(cx));
+                d.size = this.size;
                 this.deciding = None;
                 if let Some(f) = this.on_decision.take() {
                     f(&d);
@@ -355,6 +362,7 @@ impl Body for ScanBody {
                 Some(Ok(frame)) => {
                     if let (Some(d), Some(h)) = (frame.data_ref(), this.hasher.as_mut()) {
                         h.update(d);
+                        this.size += d.len() as u64;
                     }
                     if let Some(prev) = this.held.replace(frame) {
                         return Poll::Ready(Some(Ok(prev)));

@@ -42,6 +42,8 @@ pub struct Filter {
     pub secret: [u8; 32],
     /// Decision counters (served as JSON on the proxy's `/stats` page).
     pub stats: FilterStats,
+    /// Feedback events (issue 8), when `feedback.enabled`.
+    pub feedback: Option<Arc<crate::feedback::Feedback>>,
 }
 
 /// Counts of decisions by action and by reputation cache state: relaxed atomics, a few
@@ -103,6 +105,7 @@ impl Filter {
                 .build(),
             secret,
             stats: FilterStats::default(),
+            feedback: None,
         }
     }
 
@@ -206,6 +209,7 @@ impl Filter {
             std::time::UNIX_EPOCH + std::time::Duration::from_secs(until),
         );
         tracing::info!(client.addr = %client, host = for_host, "continued after a warn page");
+        self.report_continue(client, url);
         let mut r = Response::new(ProxyBody::empty());
         *r.status_mut() = StatusCode::SEE_OTHER;
         if let Ok(v) = HeaderValue::from_str(url) {
@@ -273,6 +277,8 @@ pub struct Refusal {
     /// What was decided on (for the bump-to-block decision of a CONNECT).
     pub canonical: crate::canon::CanonicalUrl,
     pub verdict: Option<Verdict>,
+    /// With feedback on: the path (on the same site) of the "report a mistake" link.
+    pub report_link: Option<String>,
 }
 
 impl Refusal {
@@ -386,6 +392,19 @@ impl Filter {
         };
         let score = verdict.as_ref().and_then(|v| v.score).map(|s| s.get());
         let continued = decision.action == Action::Warn && self.continued(client, canonical.host());
+        let ticket = self.feedback.as_ref().and_then(|fb| {
+            feedback_event(
+                fb,
+                &decision,
+                continued,
+                &canonical,
+                verdict.as_ref(),
+                cache.unwrap_or(CacheState::Hit),
+                source.as_deref(),
+                client,
+                user,
+            )
+        });
         if decision.action.forwards() || continued {
             let decided = Arc::new(Decided {
                 action: if continued {
@@ -405,6 +424,7 @@ impl Filter {
                 canonical,
                 verdict,
                 decided,
+                anonymize: (decision.anonymize_clients, decision.anonymize_users),
             });
         }
         let continue_link = (decision.action == Action::Warn).then(|| {
@@ -433,6 +453,7 @@ impl Filter {
             format: PageFormat::from_headers(headers),
             continue_link,
             detail: None,
+            report_link: ticket.map(|t| format!("{}?ticket={t}", crate::feedback::REPORT_PATH)),
             canonical,
             verdict,
         };
@@ -449,6 +470,8 @@ pub struct Allowed {
     pub verdict: Option<Verdict>,
     /// The decision, for the access log.
     pub decided: Arc<Decided>,
+    /// The policy's `feedback.anonymize_*` for this request (for later events about it).
+    pub anonymize: (bool, bool),
 }
 
 impl Filter {
@@ -523,6 +546,7 @@ impl Filter {
             source: d.source.clone(),
             format,
             continue_link: None,
+            report_link: None,
             detail: Some(d.describe()),
             canonical,
             verdict: None,
@@ -562,15 +586,19 @@ pub fn page(r: &Refusal, ticket: RequestId) -> Response<ProxyBody> {
                 "score": r.score,
                 "ticket": ticket.to_string(),
                 "continue": r.continue_link,
+                "report": r.report_link,
             })
             .to_string(),
             "application/json",
         ),
         PageFormat::Text => (
             format!(
-                "webrep {verb} this request: {explanation}.\nURL: {}\nrule: {}\nticket: {ticket}\n",
+                "webrep {verb} this request: {explanation}.\nURL: {}\nrule: {}\nticket: {ticket}\n{}",
                 r.url.escape_debug(),
                 r.rule_id.as_deref().unwrap_or("-"),
+                r.report_link
+                    .as_deref()
+                    .map_or_else(String::new, |l| format!("report a mistake: {l}\n")),
             ),
             "text/plain; charset=utf-8",
         ),
@@ -625,7 +653,7 @@ fn html_page(r: &Refusal, verb: &str, explanation: &str, ticket: RequestId) -> S
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n\
          <body><h1>{title}</h1>\n<p>webrep {verb} this request: {}.</p>\n<table>\n{facts}</table>\n\
          <p><a href=\"javascript:history.back()\">Go back</a>{}</p>\n\
-         <p>If you think this is a mistake, tell your administrator the ticket number {ticket}.</p>\n\
+         <p>If you think this is a mistake, {}tell your administrator the ticket number {ticket}.</p>\n\
          </body></html>\n",
         escape_html(explanation),
         r.continue_link
@@ -633,6 +661,105 @@ fn html_page(r: &Refusal, verb: &str, explanation: &str, ticket: RequestId) -> S
             .map_or_else(String::new, |l| format!(
                 " &middot; <a href=\"{}\">Continue anyway</a>",
                 escape_html(l)
+            )),
+        r.report_link
+            .as_deref()
+            .map_or_else(String::new, |l| format!(
+                "<a href=\"{}\">report it</a> or ",
+                escape_html(l)
             ))
     )
+}
+
+impl Filter {
+    /// With feedback on and the policy reporting continues: a `continued` event for `url`.
+    fn report_continue(&self, client: IpAddr, url: &str) {
+        let Some(fb) = &self.feedback else { return };
+        let Ok(canonical) = canonicalize(url) else {
+            return;
+        };
+        let policy = self.policy.snapshot();
+        let facts = RequestFacts {
+            url: &canonical,
+            client,
+            user: None,
+            groups: &[],
+            now: jiff::Timestamp::now(),
+        };
+        if !policy.reports_continue(&facts) {
+            return;
+        }
+        let decision = evaluate(&policy, &facts, None);
+        let mut e = fb.event(crate::feedback::event::Kind::Continued);
+        e.client = Some(fb.pseudonym(&client.to_string(), decision.anonymize_clients));
+        e.url = Some(canonical.as_str().to_owned());
+        e.host = Some(canonical.host().to_owned());
+        e.action = Some(Action::Allow.as_str().to_owned());
+        fb.emit(e);
+    }
+}
+
+/// The feedback event of a decision, when the policy reports it (a block or warn decision is
+/// also remembered for a user report, reported or not). Returns the ticket for the page's
+/// report link on block and warn decisions.
+#[allow(clippy::too_many_arguments)]
+fn feedback_event(
+    fb: &crate::feedback::Feedback,
+    decision: &crate::policy::Decision<'_>,
+    continued: bool,
+    canonical: &crate::canon::CanonicalUrl,
+    verdict: Option<&Verdict>,
+    cache: CacheState,
+    source: Option<&str>,
+    client: IpAddr,
+    user: Option<&str>,
+) -> Option<String> {
+    use crate::feedback::event::Kind;
+    let kind = match decision.action {
+        Action::Block => Kind::Blocked,
+        // The continue link reported it already.
+        Action::Warn if continued => return None,
+        Action::Warn => Kind::Warned,
+        Action::Monitor => Kind::Monitored,
+        Action::Allow => match decision.reason {
+            Reason::Untested => Kind::Untested,
+            Reason::ReputationUnavailable => Kind::ReputationUnavailable,
+            _ => Kind::Allowed,
+        },
+    };
+    let refused = matches!(kind, Kind::Blocked | Kind::Warned);
+    if !decision.report && !refused {
+        return None;
+    }
+    let mut e = fb.event(kind);
+    e.client = Some(fb.pseudonym(&client.to_string(), decision.anonymize_clients));
+    e.user = user.map(|u| fb.pseudonym(u, decision.anonymize_users));
+    e.url = Some(canonical.as_str().to_owned());
+    e.host = Some(canonical.host().to_owned());
+    e.action = Some(decision.action.as_str().to_owned());
+    e.reason = Some(decision.reason.as_str().to_owned());
+    e.risk = decision.risk.map(|r| r.as_str().to_owned());
+    e.rule = decision.rule_id.map(str::to_owned);
+    e.list_hit = decision.list_hit.map(|h| h.entry.to_owned());
+    e.cache = Some(cache.as_str().to_owned());
+    e.source = source.map(str::to_owned);
+    if let Some(c) = decision.category {
+        e.categories.push(c.as_str().to_owned());
+    }
+    if let Some(v) = verdict {
+        e.score = v.score.map(|s| s.get());
+        for c in &v.categories {
+            if !e.categories.iter().any(|x| x == c.as_str()) {
+                e.categories.push(c.as_str().to_owned());
+            }
+        }
+    }
+    let ticket = refused.then(|| {
+        fb.remember_ticket(client, &e);
+        e.id.clone()
+    });
+    if decision.report {
+        fb.emit(e);
+    }
+    ticket
 }

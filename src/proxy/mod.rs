@@ -191,7 +191,15 @@ async fn filter_setup(
     if r.follow_changes {
         tokio::spawn(reputation.clone().follow_changes(draining.clone()));
     }
-    Ok(filter::Filter::new(reputation, policy))
+    let mut filter = filter::Filter::new(reputation.clone(), policy);
+    if config.feedback.enabled {
+        let feedback = Arc::new(crate::feedback::Feedback::new(&config.feedback)?);
+        feedback.start(reputation)?;
+        tracing::info!(proxy_id = feedback.proxy_id(), spool = %config.feedback.spool_dir.display(),
+            "feedback events on");
+        filter.feedback = Some(feedback);
+    }
+    Ok(filter)
 }
 
 /// `policies/default.yaml` as shipped, for a proxy started away from the source tree.
@@ -498,6 +506,10 @@ impl Proxy {
             }
         })
         .await;
+        // Queued feedback goes out (or to the spool) once no request can add more.
+        if let Some(feedback) = state.filter.as_ref().and_then(|f| f.feedback.as_ref()) {
+            feedback.close().await;
+        }
         state.access_log.flush(std::time::Duration::from_secs(2));
     }
 }

@@ -159,7 +159,9 @@ async fn dispatch(
     let method = req.method().clone();
     // Only built when someone will read it.
     let url = state.access_log.is_enabled().then(|| log_url(&req));
-    let result = route(&state, &mut ctx, allowed, req).await;
+    // Events made while deciding carry this request's id (the ticket on its page).
+    let id = ctx.id;
+    let result = crate::feedback::with_request_id(id, route(&state, &mut ctx, allowed, req)).await;
     let (mut response, kind, upstream, error, log_now) = match result {
         Ok(h) => (h.response, h.kind, h.upstream, None, h.log_now),
         Err(e) => {

@@ -16,6 +16,9 @@
 //! - file hashes: `GET /v1/files?sha256=H`, `POST /v1/files/lookup`; `GET /v1/categories`;
 //! - the change stream: `GET /v1/changes?since=N&wait_ms=M` (long-poll) and
 //!   `GET /v1/changes/stream?since=N` (server-sent events).
+//! - feedback ([`super::events`]): `POST /v1/events` (client; a batch of events, de-duplicated
+//!   by proxy and id, escalation rules applied), and for admins `GET /v1/events`,
+//!   `GET /v1/feedback/summary`, `GET /v1/escalations`, `POST /v1/escalations/revert`.
 //!
 //! Bearer tokens ([`Tokens`]): client tokens may look up and follow changes, admin tokens may
 //! also write. Errors are JSON `{"error": "..."}`: 401 without a token, 403 for an unknown or
@@ -138,6 +141,26 @@ pub struct ServeOptions {
     /// so that reads run in parallel with each other and with a long import. 0 (or an
     /// in-memory store) runs everything on the one store thread.
     pub read_threads: usize,
+    /// Feedback events: retention and escalation rules.
+    pub feedback: FeedbackOptions,
+}
+
+/// What the server does with feedback events ([`super::events`]).
+#[derive(Debug, Clone)]
+pub struct FeedbackOptions {
+    /// Events received longer ago than this are pruned every [`PRUNE_INTERVAL`].
+    pub retention: Duration,
+    /// `server.escalation` rules, applied on every ingest.
+    pub escalation: Vec<super::events::EscalationRule>,
+}
+
+impl Default for FeedbackOptions {
+    fn default() -> Self {
+        FeedbackOptions {
+            retention: Duration::from_secs(30 * 86_400),
+            escalation: Vec::new(),
+        }
+    }
 }
 
 /// How often the change log is pruned.
@@ -199,6 +222,8 @@ struct Shared {
     spool_dir: std::path::PathBuf,
     /// Lookup items (URLs plus hosts) answered since start, for `/healthz`.
     lookups: std::sync::atomic::AtomicU64,
+    /// Escalation rules for ingested events.
+    escalation: Arc<Vec<super::events::EscalationRule>>,
 }
 
 impl Shared {
@@ -334,11 +359,16 @@ pub async fn serve_with(
         upstream: options.upstream,
         spool_dir: options.spool_dir.unwrap_or_else(std::env::temp_dir),
         lookups: std::sync::atomic::AtomicU64::new(0),
+        escalation: Arc::new(options.feedback.escalation),
     });
     let tracker = TaskTracker::new();
     if options.change_log_rows > 0 {
         tracker.spawn(prune_loop(shared.clone(), options.change_log_rows));
     }
+    tracker.spawn(prune_events_loop(
+        shared.clone(),
+        options.feedback.retention,
+    ));
     let limit = Arc::new(tokio::sync::Semaphore::new(match options.max_connections {
         0 => tokio::sync::Semaphore::MAX_PERMITS,
         n => n,
@@ -435,6 +465,25 @@ async fn prune_loop(shared: Arc<Shared>, keep: u64) {
             Ok(Ok(n)) => tracing::info!(rows = n, "pruned the change log"),
             Ok(Err(e)) => tracing::warn!(error = %e, "pruning the change log failed"),
             Err(e) => tracing::debug!(error = e.message, "pruning skipped"),
+        }
+    }
+}
+
+/// Deletes feedback events older than `retention` every [`PRUNE_INTERVAL`] until shutdown.
+async fn prune_events_loop(shared: Arc<Shared>, retention: Duration) {
+    let mut tick = tokio::time::interval(PRUNE_INTERVAL);
+    let keep = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shared.shutdown.cancelled() => return,
+        }
+        let before = now().saturating_sub(keep);
+        match shared.call(move |store| store.prune_events(before)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(events = n, "pruned old feedback events"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "pruning feedback events failed"),
+            Err(e) => tracing::debug!(error = e.message, "event pruning skipped"),
         }
     }
 }
@@ -651,6 +700,35 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Value, ApiErro
             define_categories(shared, &body).await
         }
         "/v1/categories" => Err(not_allowed("GET, POST")),
+        "/v1/events" if post => {
+            let req = authorize_or_drain(shared, req, Role::Client).await?;
+            let body = read_body(shared, req).await?;
+            ingest_events(shared, &body).await
+        }
+        "/v1/events" if get => {
+            let req = authorize_or_drain(shared, req, Role::Admin).await?;
+            list_events(shared, req.uri().query()).await
+        }
+        "/v1/events" => Err(not_allowed("GET, POST")),
+        "/v1/feedback/summary" if get => {
+            let req = authorize_or_drain(shared, req, Role::Admin).await?;
+            feedback_summary(shared, req.uri().query()).await
+        }
+        "/v1/feedback/summary" => Err(not_allowed("GET")),
+        "/v1/escalations" if get => {
+            let _req = authorize_or_drain(shared, req, Role::Admin).await?;
+            shared
+                .read(|store| store.escalations())
+                .await?
+                .map_err(ApiError::from)
+        }
+        "/v1/escalations" => Err(not_allowed("GET")),
+        "/v1/escalations/revert" if post => {
+            let req = authorize_or_drain(shared, req, Role::Admin).await?;
+            let body = read_body(shared, req).await?;
+            revert_escalation(shared, &body).await
+        }
+        "/v1/escalations/revert" => Err(not_allowed("POST")),
         _ => Err(ApiError::new(StatusCode::NOT_FOUND, "no such path")),
     }
 }
@@ -1355,6 +1433,101 @@ async fn write_files(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
         })
         .await??;
     Ok(json!({ "seq": seq }))
+}
+
+/// `POST /v1/events`: stores a batch (`{"events": [...]}`), de-duplicated by proxy and id,
+/// then applies the escalation rules; answers the counts.
+async fn ingest_events(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
+    use crate::feedback::event::{BatchError, parse_batch};
+    let events = parse_batch(body, shared.config.max_batch).map_err(|e| match e {
+        BatchError::TooMany { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+        BatchError::Malformed(m) => ApiError::bad_request(m),
+    })?;
+    let rules = shared.escalation.clone();
+    let seq_tx = shared.seq_tx.clone();
+    let ingest = shared
+        .call(move |store| {
+            let r = store.ingest_events(&events, now(), &rules);
+            if let Ok(super::events::Ingest { seq: Some(seq), .. }) = &r {
+                publish(&seq_tx, *seq);
+            }
+            r
+        })
+        .await??;
+    Ok(json!({
+        "accepted": ingest.accepted,
+        "duplicate": ingest.duplicate,
+        "escalated": ingest.escalated,
+    }))
+}
+
+/// A numeric query parameter with a default and a maximum.
+fn number_param(query: Option<&str>, name: &str, default: u64, max: u64) -> Result<u64, ApiError> {
+    match query_param(query, name)? {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<u64>()
+            .map(|n| n.min(max))
+            .map_err(|_| ApiError::bad_request(format!("`{name}` must be a number"))),
+    }
+}
+
+/// `GET /v1/events?kind=K&host=H&limit=N`: stored events, newest first.
+async fn list_events(shared: &Shared, query: Option<&str>) -> Result<Value, ApiError> {
+    use crate::feedback::event::Kind;
+    let kind = match query_param(query, "kind")? {
+        None => None,
+        Some(k) => Some(
+            Kind::parse(&k).ok_or_else(|| ApiError::bad_request(format!("unknown kind {k:?}")))?,
+        ),
+    };
+    let host = query_param(query, "host")?;
+    let limit = number_param(query, "limit", 100, 100_000)? as usize;
+    let events = shared
+        .read(move |store| store.events(kind, host.as_deref(), limit))
+        .await??;
+    Ok(json!({ "events": events }))
+}
+
+/// `GET /v1/feedback/summary?since_secs=S&limit=N`: the aggregates of the last S seconds.
+async fn feedback_summary(shared: &Shared, query: Option<&str>) -> Result<Value, ApiError> {
+    let since_secs = number_param(query, "since_secs", 86_400, 10 * 365 * 86_400)?;
+    let limit = number_param(query, "limit", 20, 1000)? as usize;
+    let since = now()
+        .saturating_sub(i64::try_from(since_secs).unwrap_or(0))
+        .saturating_mul(1000);
+    Ok(shared
+        .read(move |store| store.feedback_summary(since, limit))
+        .await??)
+}
+
+/// `POST /v1/escalations/revert` with `{"key": "host/"}`.
+async fn revert_escalation(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Revert {
+        key: String,
+    }
+    let r: Revert = parse_json(body)?;
+    let key = Key::parse(&r.key).map_err(|e| ApiError::bad_request(format!("key: {e}")))?;
+    let seq_tx = shared.seq_tx.clone();
+    let shown = key.as_str().to_owned();
+    let seq = shared
+        .call(move |store| {
+            let r = store.revert_escalation(&key);
+            if let Ok(Some(seq)) = &r {
+                publish(&seq_tx, *seq);
+            }
+            r
+        })
+        .await??;
+    match seq {
+        Some(seq) => Ok(json!({ "reverted": shown, "seq": seq })),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no active escalation for {shown}"),
+        )),
+    }
 }
 
 fn check_batch(shared: &Shared, n: usize) -> Result<(), ApiError> {

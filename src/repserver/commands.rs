@@ -1,4 +1,4 @@
-//! The `webrep import` and `webrep lookup` commands: thin clients of a running server (or,
+//! The `webrep import`, `webrep lookup` and `webrep feedback` commands: thin clients of a running server (or,
 //! for `import --store`, of a store file), printing what happened for a human or as JSON.
 //!
 //! Exit codes: 0 done, 1 the server or store failed, 2 the input was refused (wrong format,
@@ -343,6 +343,134 @@ fn join(v: &Value) -> String {
     } else {
         names.join(",")
     }
+}
+
+/// `webrep feedback summary|escalations|revert`: prints the server's answer for a human
+/// (tables) or as JSON.
+///
+/// # Errors
+/// [`CommandError`] with its exit code.
+pub async fn feedback(command: crate::cli::FeedbackCommand) -> Result<(), CommandError> {
+    use crate::cli::FeedbackCommand;
+    match command {
+        FeedbackCommand::Summary {
+            server,
+            since_secs,
+            limit,
+            json,
+        } => {
+            let c = client(&server)?;
+            let timeout = Duration::from_secs(server.timeout.unwrap_or(30));
+            let v = c
+                .get(
+                    &format!("/v1/feedback/summary?since_secs={since_secs}&limit={limit}"),
+                    timeout,
+                )
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print!("{}", summary_text(&v, since_secs));
+            }
+        }
+        FeedbackCommand::Escalations { server, json } => {
+            let c = client(&server)?;
+            let timeout = Duration::from_secs(server.timeout.unwrap_or(30));
+            let v = c.get("/v1/escalations", timeout).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                let list = v["escalations"].as_array().cloned().unwrap_or_default();
+                if list.is_empty() {
+                    println!("no escalations");
+                }
+                for e in list {
+                    println!(
+                        "{} score={} category={} rule={} clients={} fired_ms={}{}",
+                        e["key"].as_str().unwrap_or("?"),
+                        e["score"],
+                        e["category"].as_str().unwrap_or("-"),
+                        e["rule"],
+                        e["clients"],
+                        e["fired_ms"],
+                        if e["reverted_ms"].is_null() {
+                            String::new()
+                        } else {
+                            format!(" reverted_ms={}", e["reverted_ms"])
+                        }
+                    );
+                }
+            }
+        }
+        FeedbackCommand::Revert { server, key } => {
+            let c = client(&server)?;
+            let timeout = Duration::from_secs(server.timeout.unwrap_or(30));
+            let v = c
+                .post_json("/v1/escalations/revert", &json!({ "key": key }), timeout)
+                .await?;
+            println!(
+                "reverted {} (seq {})",
+                v["reverted"].as_str().unwrap_or("?"),
+                v["seq"]
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The human form of a feedback summary.
+pub fn summary_text(v: &Value, since_secs: u64) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "events of the last {since_secs} s:");
+    match v["kinds"].as_object() {
+        Some(kinds) if !kinds.is_empty() => {
+            for (k, n) in kinds {
+                let _ = writeln!(out, "  {k}: {n}");
+            }
+        }
+        _ => out.push_str("  none\n"),
+    }
+    let rows = |name: &str| v[name].as_array().cloned().unwrap_or_default();
+    out.push_str("top untested hosts (distinct clients, proxies, events):\n");
+    for r in rows("untested_hosts") {
+        let _ = writeln!(
+            out,
+            "  {} {} {} {}",
+            r["host"].as_str().unwrap_or("?"),
+            r["clients"],
+            r["proxies"],
+            r["events"]
+        );
+    }
+    for (title, list, field) in [
+        ("blocks by rule:", "blocks_by_rule", "rule"),
+        ("blocks by category:", "blocks_by_category", "category"),
+    ] {
+        let _ = writeln!(out, "{title}");
+        for r in rows(list) {
+            let _ = writeln!(
+                out,
+                "  {} {}",
+                r[field].as_str().unwrap_or("(none)"),
+                r["blocks"]
+            );
+        }
+    }
+    out.push_str("user reports (ticket, proxy, host, comment):\n");
+    for r in rows("user_reports") {
+        let _ = writeln!(
+            out,
+            "  {} {} {} {}",
+            r["ticket"].as_str().unwrap_or("-"),
+            r["proxy"].as_str().unwrap_or("?"),
+            r["host"].as_str().unwrap_or("-"),
+            r["comment"]
+                .as_str()
+                .map_or_else(|| "-".to_owned(), |c| format!("{c:?}"))
+        );
+    }
+    out
 }
 
 fn unix_now() -> i64 {

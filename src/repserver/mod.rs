@@ -77,6 +77,7 @@
 pub mod api;
 pub mod client;
 pub mod commands;
+pub mod events;
 pub mod import;
 pub mod model;
 pub mod server;

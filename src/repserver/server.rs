@@ -211,6 +211,7 @@ pub async fn run(config: &ServerConfig, shutdown: CancellationToken) -> anyhow::
         change_log_rows: config.change_log_rows,
         spool_dir: Some(spool_dir),
         read_threads: config.read_threads,
+        feedback: config.feedback.clone(),
     };
     api::serve_with(
         listener,

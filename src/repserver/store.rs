@@ -18,7 +18,7 @@ use super::model::{
 use crate::canon::{self, CanonicalUrl};
 
 /// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Prefix of the change-log key recorded for a file-hash write (entry keys never contain `:`
 /// before their first `/` except in bracketed IPv6 hosts, which start with `[`).
@@ -56,6 +56,9 @@ CREATE TABLE categories (name TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID;
 
 /// Schema 1 -> 2: the change log remembers up to which sequence it was pruned.
 const MIGRATE_2: &str = "ALTER TABLE meta ADD COLUMN pruned_through INTEGER NOT NULL DEFAULT 0;";
+
+/// Schema 2 -> 3: feedback events and escalations ([`super::events`]).
+const MIGRATE_3: &str = super::events::MIGRATE_3;
 
 const ENTRY_COLUMNS: &str = "key, score, categories, source, added, updated, expires, note";
 
@@ -158,7 +161,7 @@ pub struct Changes {
 /// The reputation table. One connection; not shared between threads.
 #[derive(Debug)]
 pub struct Store {
-    conn: Connection,
+    pub(super) conn: Connection,
     taxonomy: Taxonomy,
 }
 
@@ -234,6 +237,9 @@ impl Store {
             }
             if version < 2 {
                 tx.execute_batch(MIGRATE_2)?;
+            }
+            if version < 3 {
+                tx.execute_batch(MIGRATE_3)?;
             }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
@@ -648,7 +654,7 @@ fn host_url(host: &str) -> Result<CanonicalUrl, KeyError> {
 
 /// Writes inside one transaction of [`Store::write`].
 pub struct Writer<'a> {
-    tx: Transaction<'a>,
+    pub(super) tx: Transaction<'a>,
     seq: i64,
     taxonomy: &'a Taxonomy,
     written: u64,
@@ -945,6 +951,30 @@ mod tests {
         }
         let s = Store::open(&path).unwrap();
         assert_eq!(s.changes_since(0, 10).unwrap().keys, ["a.test/"]);
+    }
+
+    #[test]
+    fn a_version_2_store_gets_the_feedback_tables() {
+        use crate::feedback::event::{Event, Kind};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute_batch(MIGRATE_2).unwrap();
+            conn.pragma_update(None, "user_version", 2).unwrap();
+        }
+        let mut s = Store::open(&path).unwrap();
+        let e = Event::new("a".into(), Kind::Untested, 1, "p".into());
+        assert_eq!(s.ingest_events(&[e], 1, &[]).unwrap().accepted, 1);
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.events(None, None, 10).unwrap().len(), 1);
+        let v: i64 = s
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
     }
 
     #[test]

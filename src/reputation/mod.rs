@@ -169,6 +169,17 @@ impl<T: Send + Sync + 'static> moka::Expiry<String, Arc<Cached<T>>> for StaleFor
 #[error("no reputation source answered: {0}")]
 pub struct Unavailable(String);
 
+/// Why [`Reputation::post_events`] failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PostError {
+    /// No source took the batch (down, timed out, or failing).
+    #[error("no reputation source took the events: {0}")]
+    Unavailable(String),
+    /// A source refused the batch as bad input.
+    #[error("a reputation source refused the events: {0}")]
+    Rejected(String),
+}
+
 /// The proxy's reputation client and cache. Share it in an `Arc`.
 pub struct Reputation {
     sources: Vec<Source>,
@@ -428,6 +439,55 @@ impl Reputation {
             errors.push("no source configured".into());
         }
         Err(Unavailable(errors.join("; ")))
+    }
+
+    /// Posts feedback events (`{"events": [...]}`) to the first healthy source, failing over
+    /// like lookups do, each attempt within `timeout`. A source that refuses the batch as
+    /// bad input (a 4xx other than 401/403/408/429) is [`PostError::Rejected`]: asking
+    /// another would not help, and the batch must not be retried forever.
+    ///
+    /// # Errors
+    /// [`PostError`].
+    pub async fn post_events(
+        &self,
+        body: &Value,
+        timeout: Duration,
+    ) -> Result<(Value, Arc<str>), PostError> {
+        let now = self.now_ms();
+        let mut order: Vec<&Source> = self
+            .sources
+            .iter()
+            .filter(|s| s.down_until.load(Ordering::Relaxed) <= now)
+            .collect();
+        if order.is_empty() {
+            order = self.sources.iter().collect();
+        }
+        let mut errors = Vec::new();
+        for s in order {
+            match s.client.post_json("/v1/events", body, timeout).await {
+                Ok(v) => {
+                    s.down_until.store(0, Ordering::Relaxed);
+                    return Ok((v, s.name.clone()));
+                }
+                Err(ClientError::Status { status, message })
+                    if status.is_client_error()
+                        && !matches!(status.as_u16(), 401 | 403 | 404 | 408 | 429) =>
+                {
+                    return Err(PostError::Rejected(format!(
+                        "{}: {status}: {message}",
+                        s.name
+                    )));
+                }
+                Err(e) => {
+                    self.mark_down(s, &e);
+                    errors.push(format!("{}: {e}", s.name));
+                }
+            }
+        }
+        if errors.is_empty() {
+            errors.push("no source configured".into());
+        }
+        Err(PostError::Unavailable(errors.join("; ")))
     }
 
     fn mark_down(&self, s: &Source, e: &dyn std::fmt::Display) {

@@ -391,8 +391,18 @@ impl TestProxy {
     }
 
     pub async fn start_yaml(yaml: &str) -> Self {
-        let config = Config::from_yaml(yaml, "test.yaml").expect("test config is valid");
         let dir = tempfile::tempdir().unwrap();
+        // The feedback spool of a test proxy lives in its own directory, never the
+        // working tree, unless the test chose one.
+        let yaml = if yaml.contains("\nfeedback:") || yaml.starts_with("feedback:") {
+            yaml.to_owned()
+        } else {
+            format!(
+                "{yaml}\nfeedback:\n  spool_dir: {:?}\n",
+                dir.path().join("feedback-spool").display().to_string()
+            )
+        };
+        let config = Config::from_yaml(&yaml, "test.yaml").expect("test config is valid");
         let log_path = dir.path().join("access.log");
         let file = std::fs::File::create(&log_path).unwrap();
         let access_log = Arc::new(AccessLog::with_writer(

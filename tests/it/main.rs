@@ -5,6 +5,7 @@ mod harness;
 
 mod binary;
 mod config_file;
+mod feedback;
 mod files;
 mod filtering;
 mod intercept;

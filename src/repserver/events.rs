@@ -1,0 +1,626 @@
+//! Feedback on the server: durable storage of proxies' events, aggregates over them, and
+//! escalation rules that turn reports into ordinary table entries (issue 8).
+//!
+//! # Where it sits
+//! Behind `POST /v1/events`, `GET /v1/events`, `GET /v1/feedback/summary`,
+//! `GET /v1/escalations` and `POST /v1/escalations/revert` in [`super::api`], on the store's
+//! writer thread (ingest, escalation, revert, pruning) or a reader thread (queries).
+//!
+//! # What it costs
+//! Ingest is one transaction with one `INSERT OR IGNORE` per event (the primary key
+//! `(proxy, id)` de-duplicates replays); then, for each host of the batch with events of a
+//! kind some rule counts, one indexed `COUNT(DISTINCT ...)` per such rule. A rule that fires
+//! is one ordinary write ([`Store::write`]: sequence bump and change-log row), so the entry
+//! reaches every proxy through the change stream like any admin write.
+//!
+//! # How it fails
+//! A store error fails the whole batch (nothing stored; the proxy keeps it spooled and
+//! retries). Escalation never overwrites an entry that did not come from escalation (an
+//! admin's or a feed's): such a host is logged and left alone. A category the store does
+//! not know makes that escalation fail with a warning; the events stay stored.
+
+use std::collections::BTreeSet;
+
+use rusqlite::{OptionalExtension as _, params};
+use serde_json::{Value, json};
+
+use super::model::{Category, Entry, Key, KeyKind, Score, Source};
+use super::store::{Store, StoreError};
+use crate::feedback::event::{Event, Kind};
+
+/// Schema 2 -> 3: the events and the escalations fired.
+pub(super) const MIGRATE_3: &str = "
+CREATE TABLE events (
+    proxy TEXT NOT NULL,
+    id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    received INTEGER NOT NULL,
+    client TEXT,
+    user TEXT,
+    host TEXT,
+    url TEXT,
+    action TEXT,
+    reason TEXT,
+    risk TEXT,
+    score INTEGER,
+    category TEXT,
+    rule TEXT,
+    ticket TEXT,
+    comment TEXT,
+    body TEXT NOT NULL
+);
+CREATE UNIQUE INDEX events_by_id ON events (proxy, id);
+CREATE INDEX events_by_host ON events (host, kind, time);
+CREATE INDEX events_by_kind ON events (kind, time);
+CREATE INDEX events_by_received ON events (received);
+CREATE TABLE escalations (
+    key TEXT PRIMARY KEY NOT NULL,
+    host TEXT NOT NULL,
+    rule INTEGER NOT NULL,
+    score INTEGER NOT NULL,
+    category TEXT,
+    clients INTEGER NOT NULL,
+    fired INTEGER NOT NULL,
+    reverted INTEGER,
+    seq INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+/// One `server.escalation` rule: when events of `kinds` about one host come from at least
+/// `distinct_clients` distinct clients (proxy and client address together) within
+/// `window_secs`, the host gets an entry with `score` (and `category`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EscalationRule {
+    /// Event kinds counted.
+    pub kinds: Vec<Kind>,
+    /// Distinct clients needed.
+    pub distinct_clients: u32,
+    /// The window, seconds back from the newest event.
+    pub window_secs: u64,
+    /// The score of the entry written.
+    pub score: Score,
+    /// Its category, if any.
+    pub category: Option<Category>,
+}
+
+/// What one ingest did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ingest {
+    /// Events stored.
+    pub accepted: u64,
+    /// Events already stored (same proxy and id): ignored.
+    pub duplicate: u64,
+    /// Keys written by escalation rules.
+    pub escalated: Vec<String>,
+    /// The sequence number of the last escalation write, if any (to wake followers).
+    pub seq: Option<u64>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Store {
+    /// Stores `events` (received at `received`, unix seconds) in one transaction, ignoring
+    /// those already stored, then applies `rules` to the hosts they name.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] (nothing stored).
+    pub fn ingest_events(
+        &mut self,
+        events: &[Event],
+        received: i64,
+        rules: &[EscalationRule],
+    ) -> Result<Ingest, StoreError> {
+        let mut out = Ingest::default();
+        let mut candidates: BTreeSet<(usize, String)> = BTreeSet::new();
+        {
+            let tx = self.conn.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO events (proxy, id, kind, time, received, client, \
+                     user, host, url, action, reason, risk, score, category, rule, ticket, \
+                     comment, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
+                     ?13, ?14, ?15, ?16, ?17, ?18)",
+                )?;
+                for e in events {
+                    let body = serde_json::to_string(e).unwrap_or_default();
+                    let n = stmt.execute(params![
+                        e.proxy,
+                        e.id,
+                        e.kind.as_str(),
+                        e.time,
+                        received,
+                        e.client,
+                        e.user,
+                        e.host,
+                        e.url,
+                        e.action,
+                        e.reason,
+                        e.risk,
+                        e.score,
+                        e.categories.first(),
+                        e.rule,
+                        e.ticket,
+                        e.comment,
+                        body,
+                    ])?;
+                    if n == 0 {
+                        out.duplicate += 1;
+                        continue;
+                    }
+                    out.accepted += 1;
+                    if let Some(h) = &e.host {
+                        for (i, r) in rules.iter().enumerate() {
+                            if r.kinds.contains(&e.kind) {
+                                candidates.insert((i, h.clone()));
+                            }
+                        }
+                    }
+                }
+            }
+            tx.commit()?;
+        }
+        let now = now_ms();
+        for (i, host) in candidates {
+            match self.escalate(i, &rules[i], &host, now) {
+                Ok(Some((key, seq))) => {
+                    out.escalated.push(key);
+                    out.seq = Some(seq);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(host, rule = i, error = %e, "escalation failed");
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies rule `index` to `host` at `now` (unix ms): writes the entry when the rule
+    /// fires and nothing better stands in its way. Returns the key and sequence written.
+    fn escalate(
+        &mut self,
+        index: usize,
+        rule: &EscalationRule,
+        host: &str,
+        now: i64,
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        let key = Key::parse(&format!("{host}/"))?;
+        if key.kind() != KeyKind::Host {
+            // A "host" with a path in it: not a host an entry can be written for.
+            return Ok(None);
+        }
+        let reverted: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT reverted FROM escalations WHERE key = ?1",
+                [key.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        let window_ms = i64::try_from(rule.window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        // After a revert only newer events count.
+        let since = now.saturating_sub(window_ms).max(reverted.unwrap_or(0));
+        let kinds: Vec<String> = rule
+            .kinds
+            .iter()
+            .map(|k| format!("'{}'", k.as_str()))
+            .collect();
+        let sql = format!(
+            "SELECT count(*) FROM (SELECT DISTINCT proxy, client FROM events \
+             WHERE host = ?1 AND kind IN ({}) AND time >= ?2 AND client IS NOT NULL)",
+            kinds.join(", ")
+        );
+        let clients: i64 = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row(params![host, since], |r| r.get(0))?;
+        if clients < i64::from(rule.distinct_clients) {
+            return Ok(None);
+        }
+        if let Some(existing) = self.get(&key)? {
+            if existing.source != Source::Escalation {
+                tracing::info!(
+                    key = key.as_str(),
+                    source = existing.source.to_stored(),
+                    "escalation rule fired but the entry was not written by escalation: left alone"
+                );
+                return Ok(None);
+            }
+            if existing.score <= rule.score {
+                return Ok(None);
+            }
+        }
+        let secs = now / 1000;
+        let mut entry = Entry::new(
+            key.clone(),
+            rule.score,
+            rule.category.iter().cloned().collect(),
+            Source::Escalation,
+            secs,
+        );
+        entry.note = Some(format!(
+            "escalation rule {index}: {clients} distinct clients within {} s",
+            rule.window_secs
+        ));
+        let category = rule.category.as_ref().map(|c| c.as_str().to_owned());
+        let score = rule.score.get();
+        let seq = self.write(|w| -> Result<u64, StoreError> {
+            w.upsert(&entry)?;
+            w.tx.execute(
+                "INSERT OR REPLACE INTO escalations (key, host, rule, score, category, clients, \
+                 fired, reverted, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8)",
+                params![
+                    key.as_str(),
+                    host,
+                    index as i64,
+                    score,
+                    category,
+                    clients,
+                    now,
+                    w.seq() as i64
+                ],
+            )?;
+            Ok(w.seq())
+        })?;
+        tracing::info!(
+            key = key.as_str(),
+            rule = index,
+            clients,
+            score,
+            "escalation rule fired"
+        );
+        Ok(Some((key.as_str().to_owned(), seq)))
+    }
+
+    /// The escalations fired (reverted ones included), newest first.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn escalations(&self) -> Result<Value, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT key, host, rule, score, category, clients, fired, reverted, seq \
+             FROM escalations ORDER BY fired DESC",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(json!({
+                "key": r.get::<_, String>(0)?,
+                "host": r.get::<_, String>(1)?,
+                "rule": r.get::<_, i64>(2)?,
+                "score": r.get::<_, i64>(3)?,
+                "category": r.get::<_, Option<String>>(4)?,
+                "clients": r.get::<_, i64>(5)?,
+                "fired_ms": r.get::<_, i64>(6)?,
+                "reverted_ms": r.get::<_, Option<i64>>(7)?,
+                "seq": r.get::<_, i64>(8)?,
+            }))
+        })?;
+        let list = rows.collect::<Result<Vec<_>, _>>()?;
+        Ok(json!({ "escalations": list }))
+    }
+
+    /// Reverts the escalation of `key`: deletes its entry (an ordinary write, when the entry
+    /// is still the escalation's) and marks it reverted, so that only events after now can
+    /// fire it again. `Ok(None)` when no escalation of that key is active.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn revert_escalation(&mut self, key: &Key) -> Result<Option<u64>, StoreError> {
+        let active: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT fired FROM escalations WHERE key = ?1 AND reverted IS NULL",
+                [key.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if active.is_none() {
+            return Ok(None);
+        }
+        let ours = self
+            .get(key)?
+            .is_some_and(|e| e.source == Source::Escalation);
+        let now = now_ms();
+        let seq = self.write(|w| -> Result<u64, StoreError> {
+            if ours {
+                w.delete(key)?;
+            }
+            w.tx.execute(
+                "UPDATE escalations SET reverted = ?2 WHERE key = ?1",
+                params![key.as_str(), now],
+            )?;
+            Ok(w.seq())
+        })?;
+        Ok(Some(seq))
+    }
+
+    /// Deletes events received before `before` (unix seconds). Returns how many.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn prune_events(&mut self, before: i64) -> Result<u64, StoreError> {
+        let n = self
+            .conn
+            .execute("DELETE FROM events WHERE received < ?1", [before])?;
+        Ok(n as u64)
+    }
+
+    /// Stored events, newest first: their JSON as sent, filtered by `kind` and `host`, at
+    /// most `limit`.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn events(
+        &self,
+        kind: Option<Kind>,
+        host: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Value>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT body FROM events WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR host = ?2) \
+             ORDER BY time DESC, proxy, id LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                kind.map(Kind::as_str),
+                host,
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            |r| r.get::<_, String>(0),
+        )?;
+        let mut out = Vec::new();
+        for body in rows {
+            out.push(serde_json::from_str(&body?).unwrap_or(Value::Null));
+        }
+        Ok(out)
+    }
+
+    /// The aggregates over events since `since` (unix ms): counts per kind, top untested
+    /// hosts by distinct clients and proxies, blocks by rule and by category, user reports
+    /// with their tickets; each list at most `limit` long.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn feedback_summary(&self, since: i64, limit: usize) -> Result<Value, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let c = &self.conn;
+        let mut kinds = serde_json::Map::new();
+        {
+            let mut s = c.prepare_cached(
+                "SELECT kind, count(*) FROM events WHERE time >= ?1 GROUP BY kind ORDER BY kind",
+            )?;
+            for row in s.query_map([since], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })? {
+                let (k, n) = row?;
+                kinds.insert(k, json!(n));
+            }
+        }
+        let mut untested = Vec::new();
+        {
+            let mut s = c.prepare_cached(
+                "SELECT host, count(DISTINCT proxy || ' ' || coalesce(client, '')), \
+                 count(DISTINCT proxy), count(*) FROM events \
+                 WHERE (kind = 'untested' OR risk = 'untested') AND time >= ?1 AND host IS NOT NULL \
+                 GROUP BY host ORDER BY 2 DESC, 3 DESC, host LIMIT ?2",
+            )?;
+            for row in s.query_map(params![since, limit], |r| {
+                Ok(json!({
+                    "host": r.get::<_, String>(0)?,
+                    "clients": r.get::<_, i64>(1)?,
+                    "proxies": r.get::<_, i64>(2)?,
+                    "events": r.get::<_, i64>(3)?,
+                }))
+            })? {
+                untested.push(row?);
+            }
+        }
+        let grouped = |column: &str, name: &str| -> Result<Vec<Value>, StoreError> {
+            let sql = format!(
+                "SELECT {column}, count(*) FROM events WHERE kind = 'blocked' AND time >= ?1 \
+                 GROUP BY {column} ORDER BY 2 DESC, 1 LIMIT ?2"
+            );
+            let mut s = c.prepare_cached(&sql)?;
+            let mut out = Vec::new();
+            for row in s.query_map(params![since, limit], |r| {
+                Ok(json!({ name: r.get::<_, Option<String>>(0)?, "blocks": r.get::<_, i64>(1)? }))
+            })? {
+                out.push(row?);
+            }
+            Ok(out)
+        };
+        let by_rule = grouped("rule", "rule")?;
+        let by_category = grouped("category", "category")?;
+        let mut reports = Vec::new();
+        {
+            let mut s = c.prepare_cached(
+                "SELECT time, proxy, id, ticket, host, url, client, comment FROM events \
+                 WHERE kind = 'user_report' AND time >= ?1 ORDER BY time DESC LIMIT ?2",
+            )?;
+            for row in s.query_map(params![since, limit], |r| {
+                Ok(json!({
+                    "time": r.get::<_, i64>(0)?,
+                    "proxy": r.get::<_, String>(1)?,
+                    "id": r.get::<_, String>(2)?,
+                    "ticket": r.get::<_, Option<String>>(3)?,
+                    "host": r.get::<_, Option<String>>(4)?,
+                    "url": r.get::<_, Option<String>>(5)?,
+                    "client": r.get::<_, Option<String>>(6)?,
+                    "comment": r.get::<_, Option<String>>(7)?,
+                }))
+            })? {
+                reports.push(row?);
+            }
+        }
+        Ok(json!({
+            "since_ms": since,
+            "kinds": kinds,
+            "untested_hosts": untested,
+            "blocks_by_rule": by_rule,
+            "blocks_by_category": by_category,
+            "user_reports": reports,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(proxy: &str, id: &str, client: &str, host: &str) -> Event {
+        let mut e = Event::new(id.into(), Kind::UserReport, now_ms(), proxy.into());
+        e.client = Some(client.into());
+        e.host = Some(host.into());
+        e.ticket = Some("t1".into());
+        e
+    }
+
+    fn rule() -> EscalationRule {
+        EscalationRule {
+            kinds: vec![Kind::UserReport, Kind::FileVerdict],
+            distinct_clients: 3,
+            window_secs: 3600,
+            score: Score::new(70).unwrap(),
+            category: Some(Category::parse("malware").unwrap()),
+        }
+    }
+
+    #[test]
+    fn feedback_ingest_is_idempotent_by_proxy_and_id() {
+        let mut s = Store::open_in_memory().unwrap();
+        let batch = [
+            report("p1", "a", "10.0.0.1", "x.test"),
+            report("p1", "b", "10.0.0.1", "x.test"),
+        ];
+        let r = s.ingest_events(&batch, 1, &[]).unwrap();
+        assert_eq!((r.accepted, r.duplicate), (2, 0));
+        let r = s.ingest_events(&batch, 1, &[]).unwrap();
+        assert_eq!((r.accepted, r.duplicate), (0, 2));
+        // Another proxy may use the same id.
+        let r = s
+            .ingest_events(&[report("p2", "a", "10.0.0.1", "x.test")], 1, &[])
+            .unwrap();
+        assert_eq!(r.accepted, 1);
+        assert_eq!(
+            s.events(Some(Kind::UserReport), None, 100).unwrap().len(),
+            3
+        );
+        assert_eq!(s.prune_events(2).unwrap(), 3);
+        assert!(s.events(None, None, 100).unwrap().is_empty());
+    }
+
+    #[test]
+    fn feedback_escalation_needs_distinct_clients_and_spares_admin_entries() {
+        let mut s = Store::open_in_memory().unwrap();
+        let rules = [rule()];
+        // One client three times: not enough.
+        for id in ["1", "2", "3"] {
+            let r = s
+                .ingest_events(&[report("p1", id, "10.0.0.1", "bad.test")], 1, &rules)
+                .unwrap();
+            assert!(r.escalated.is_empty());
+        }
+        let seq = s.seq().unwrap();
+        s.ingest_events(&[report("p1", "4", "10.0.0.2", "bad.test")], 1, &rules)
+            .unwrap();
+        // A third client on another proxy: fires.
+        let r = s
+            .ingest_events(&[report("p2", "5", "10.0.0.3", "bad.test")], 1, &rules)
+            .unwrap();
+        assert_eq!(r.escalated, ["bad.test/"]);
+        assert!(s.seq().unwrap() > seq);
+        let e = s.get(&Key::parse("bad.test/").unwrap()).unwrap().unwrap();
+        assert_eq!((e.score.get(), e.source.clone()), (70, Source::Escalation));
+        assert!(
+            s.changes_since(seq, 10)
+                .unwrap()
+                .keys
+                .contains(&"bad.test/".to_owned())
+        );
+        assert_eq!(s.escalations().unwrap()["escalations"][0]["clients"], 3);
+        // Revert: the entry goes; the old reports do not fire it again.
+        let key = Key::parse("bad.test/").unwrap();
+        assert!(s.revert_escalation(&key).unwrap().is_some());
+        assert!(s.get(&key).unwrap().is_none());
+        assert!(s.revert_escalation(&key).unwrap().is_none());
+        let r = s
+            .ingest_events(&[report("p1", "6", "10.0.0.1", "bad.test")], 1, &rules)
+            .unwrap();
+        assert!(r.escalated.is_empty());
+
+        // A host that is not one writes nothing.
+        for (i, c) in ["10.0.0.1", "10.0.0.2", "10.0.0.3"].iter().enumerate() {
+            let r = s
+                .ingest_events(
+                    &[report("p1", &format!("h{i}"), c, "x.test/evil")],
+                    1,
+                    &rules,
+                )
+                .unwrap();
+            assert!(r.escalated.is_empty());
+        }
+
+        // An admin's entry is never overwritten.
+        let admin = Entry::new(
+            Key::parse("good.test/").unwrap(),
+            Score::new(95).unwrap(),
+            Vec::new(),
+            Source::Manual,
+            1,
+        );
+        s.upsert(std::slice::from_ref(&admin)).unwrap();
+        for (i, c) in ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]
+            .iter()
+            .enumerate()
+        {
+            let r = s
+                .ingest_events(&[report("p1", &format!("g{i}"), c, "good.test")], 1, &rules)
+                .unwrap();
+            assert!(r.escalated.is_empty());
+        }
+        assert_eq!(s.get(&admin.key).unwrap().unwrap(), admin);
+    }
+
+    #[test]
+    fn feedback_summary_aggregates() {
+        let mut s = Store::open_in_memory().unwrap();
+        let mut evs = Vec::new();
+        for (i, (proxy, client, host)) in [
+            ("p1", "c1", "u1.test"),
+            ("p1", "c2", "u1.test"),
+            ("p2", "c1", "u1.test"),
+            ("p1", "c1", "u2.test"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let mut e = Event::new(format!("u{i}"), Kind::Untested, now_ms(), (*proxy).into());
+            e.client = Some((*client).into());
+            e.host = Some((*host).into());
+            evs.push(e);
+        }
+        let mut b = Event::new("b1".into(), Kind::Blocked, now_ms(), "p1".into());
+        b.rule = Some("r1".into());
+        b.categories = vec!["malware".into(), "spam".into()];
+        evs.push(b);
+        evs.push(report("p1", "rep", "c9", "u1.test"));
+        s.ingest_events(&evs, 1, &[]).unwrap();
+        let v = s.feedback_summary(0, 10).unwrap();
+        assert_eq!(v["kinds"]["untested"], 4);
+        assert_eq!(
+            v["untested_hosts"][0],
+            json!({ "host": "u1.test", "clients": 3, "proxies": 2, "events": 3 })
+        );
+        assert_eq!(v["blocks_by_rule"][0], json!({ "rule": "r1", "blocks": 1 }));
+        assert_eq!(
+            v["blocks_by_category"][0],
+            json!({ "category": "malware", "blocks": 1 })
+        );
+        assert_eq!(v["user_reports"][0]["ticket"], "t1");
+    }
+}

@@ -1,0 +1,1112 @@
+//! Smart feedback end to end (issue 8): the real proxy and the real reputation server
+//! (in-process, file-backed store in a temporary directory, 127.0.0.1 ports), reqwest clients
+//! on 127.0.0.1, .2 and .3.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::*;
+use webrep::feedback::FeedbackStats;
+use webrep::feedback::event::Kind;
+use webrep::repserver::api::{self, ApiConfig, FeedbackOptions, ServeOptions, Tokens};
+use webrep::repserver::client::RepClient;
+use webrep::repserver::events::EscalationRule;
+use webrep::repserver::model::{Category, Score};
+use webrep::repserver::store::Store;
+
+const CLIENT: &str = "client-token-0123456789";
+const ADMIN: &str = "admin-token-0123456789";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A reputation server on a file-backed store that can be stopped and started again on the
+/// same port.
+struct Server {
+    base: String,
+    addr: std::net::SocketAddr,
+    db: PathBuf,
+    rules: Vec<EscalationRule>,
+    api: ApiConfig,
+    stop: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    admin: RepClient,
+}
+
+impl Server {
+    async fn start(dir: &Path, rules: Vec<EscalationRule>, api: ApiConfig) -> Server {
+        init_crypto();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let base = format!("http://{addr}");
+        let mut s = Server {
+            admin: RepClient::new(&base, ADMIN, None).unwrap(),
+            base,
+            addr,
+            db: dir.join("reputation.db"),
+            rules,
+            api,
+            stop: CancellationToken::new(),
+            handle: None,
+        };
+        s.serve(listener);
+        s
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        self.stop = CancellationToken::new();
+        let store = Store::open(&self.db).unwrap();
+        self.handle = Some(tokio::spawn(api::serve_with(
+            listener,
+            store,
+            Tokens {
+                client: vec![CLIENT.into()],
+                admin: vec![ADMIN.into()],
+            },
+            self.api.clone(),
+            ServeOptions {
+                feedback: FeedbackOptions {
+                    escalation: self.rules.clone(),
+                    ..FeedbackOptions::default()
+                },
+                ..ServeOptions::default()
+            },
+            self.stop.clone(),
+        )));
+    }
+
+    /// Stops the server and waits until its store is closed.
+    async fn kill(&mut self) {
+        self.stop.cancel();
+        if let Some(h) = self.handle.take() {
+            tokio::time::timeout(WAIT, h)
+                .await
+                .expect("server stops")
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    /// Starts it again on the same port and store.
+    async fn restart(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "cannot bind {} again: {e}",
+                        self.addr
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        self.serve(listener);
+    }
+
+    async fn write(&self, entries: Value) {
+        self.admin
+            .post_json("/v1/entries", &entries, WAIT)
+            .await
+            .unwrap();
+    }
+
+    async fn events(&self, query: &str) -> Vec<Value> {
+        let v = self
+            .admin
+            .get(&format!("/v1/events?limit=100000&{query}"), WAIT)
+            .await
+            .unwrap();
+        v["events"].as_array().unwrap().clone()
+    }
+
+    /// Polls (bounded) until the events matching `query` satisfy `done`.
+    async fn wait_events(&self, query: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let ev = self.events(query).await;
+            if done(&ev) {
+                return ev;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "events for {query:?} never arrived; have {ev:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A filtering proxy with feedback to `server` (id `proxy_id`, spool in `spool`); `extra` is
+/// added to the `feedback:` section (two-space indented keys).
+async fn proxy(
+    policy: &str,
+    server: &str,
+    dir: &Path,
+    proxy_id: &str,
+    spool: &Path,
+    extra: &str,
+) -> TestProxy {
+    let file = dir.join(format!("{proxy_id}-policy.yaml"));
+    std::fs::write(&file, policy).unwrap();
+    // Quick retries for tests, unless `extra` says otherwise.
+    let defaults: String = [
+        ("batch_interval_ms", "20"),
+        ("retry_interval_ms", "100"),
+        ("send_timeout_ms", "2000"),
+    ]
+    .iter()
+    .filter(|(k, _)| !extra.contains(k))
+    .map(|(k, v)| format!("  {k}: {v}\n"))
+    .collect();
+    TestProxy::start(
+        "",
+        &format!(
+            "policy:\n  enabled: true\n  file: {:?}\nreputation:\n  retry_after_ms: 200\n  sources:\n    - {{ name: s0, url: \"{server}\", token: \"{CLIENT}\", timeout_ms: 1000 }}\n\
+             feedback:\n  proxy_id: {proxy_id}\n  spool_dir: {:?}\n{defaults}{extra}",
+            file.display().to_string(),
+            spool.display().to_string(),
+        ),
+    )
+    .await
+}
+
+fn stats(p: &TestProxy) -> Arc<FeedbackStats> {
+    p.state
+        .filter
+        .as_ref()
+        .and_then(|f| f.feedback.as_ref())
+        .expect("feedback is on")
+        .stats
+        .clone()
+}
+
+fn client_from(p: &TestProxy, local: [u8; 4]) -> reqwest::Client {
+    init_crypto();
+    reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(p.url()).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(IpAddr::from(local))
+        .timeout(WAIT)
+        .build()
+        .unwrap()
+}
+
+async fn json_page(client: &reqwest::Client, url: &str) -> Value {
+    let r = client
+        .get(url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "{url}");
+    serde_json::from_str(&r.text().await.unwrap()).unwrap()
+}
+
+async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn by_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["kind"] == kind).collect()
+}
+
+#[tokio::test]
+async fn feedback_events_of_every_kind_arrive_with_their_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::http().await;
+    let mut server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    server
+        .write(json!({ "upsert": [
+            { "key": "danger.test/", "score": 10, "categories": ["malware"] },
+            { "key": "warn.test/", "score": 95, "categories": ["streaming"] },
+            { "key": "127.0.0.1/mon/", "score": 95, "categories": ["gambling"] },
+        ]}))
+        .await;
+    let policy = "security_level: medium\nuntested: allow\ncategories:\n  actions:\n    streaming: warn\n    gambling: monitor\n";
+    let spool = dir.path().join("spool");
+    let p = proxy(policy, &server.base, dir.path(), "p1", &spool, "").await;
+    let client = client_from(&p, [127, 0, 0, 1]);
+
+    // Blocked, with a ticket and a report link.
+    let page = json_page(&client, "http://danger.test/").await;
+    let ticket = page["ticket"].as_str().unwrap().to_owned();
+    let report = page["report"].as_str().unwrap().to_owned();
+    assert_eq!(report, format!("/.webrep/report?ticket={ticket}"));
+    // The HTML page links to it too.
+    let html = client
+        .get("http://danger.test/")
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("/.webrep/report?ticket=") && html.contains("report it"),
+        "{html}"
+    );
+    // Warned, then continued.
+    let warn = json_page(&client, "http://warn.test/a").await;
+    let cont = warn["continue"].as_str().unwrap();
+    let r = client
+        .get(format!("http://warn.test{cont}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    // Monitored and untested, both forwarded.
+    for path in ["/mon/x", "/plain"] {
+        let r = client.get(origin.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    // The user reports the block, with a comment.
+    let r = client
+        .get(format!("http://danger.test{report}&comment=it+is+my+bank"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Thank you"));
+    // A ticket of another client cannot be reported from here.
+    let other = client_from(&p, [127, 0, 0, 2]);
+    let r = other
+        .get(format!("http://danger.test{report}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    let events = server
+        .wait_events("", |ev| {
+            [
+                "blocked",
+                "warned",
+                "continued",
+                "monitored",
+                "untested",
+                "user_report",
+            ]
+            .iter()
+            .all(|k| !by_kind(ev, k).is_empty())
+        })
+        .await;
+    let blocked = by_kind(&events, "blocked");
+    let b = blocked.iter().find(|e| e["id"] == ticket.as_str()).unwrap();
+    for (field, want) in [
+        ("v", json!(1)),
+        ("proxy", json!("p1")),
+        ("client", json!("127.0.0.1")),
+        ("url", json!("http://danger.test/")),
+        ("host", json!("danger.test")),
+        ("action", json!("block")),
+        ("reason", json!("risk")),
+        ("risk", json!("dangerous")),
+        ("score", json!(10)),
+        ("categories", json!(["malware"])),
+        ("source", json!("s0")),
+    ] {
+        assert_eq!(b[field], want, "{field} in {b}");
+    }
+    assert!(b["time"].as_i64().unwrap() > 1_600_000_000_000, "{b}");
+    assert!(
+        ["miss", "hit"].contains(&b["cache"].as_str().unwrap()),
+        "{b}"
+    );
+    let w = by_kind(&events, "warned")[0];
+    assert_eq!(
+        (
+            w["host"].as_str(),
+            w["reason"].as_str(),
+            w["categories"][0].as_str()
+        ),
+        (Some("warn.test"), Some("category"), Some("streaming"))
+    );
+    let c = by_kind(&events, "continued")[0];
+    assert_eq!(c["url"], "http://warn.test/a");
+    let m = by_kind(&events, "monitored")[0];
+    assert_eq!(
+        (m["action"].as_str(), m["categories"][0].as_str()),
+        (Some("monitor"), Some("gambling"))
+    );
+    let u = by_kind(&events, "untested")[0];
+    assert_eq!(
+        (u["host"].as_str(), u["risk"].as_str(), u["url"].as_str()),
+        (
+            Some("127.0.0.1"),
+            Some("untested"),
+            Some("http://127.0.0.1/plain")
+        )
+    );
+    let reports = by_kind(&events, "user_report");
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let rep = reports[0];
+    assert_eq!(rep["ticket"], ticket.as_str());
+    assert_ne!(rep["id"], ticket.as_str(), "a report has an id of its own");
+    assert_eq!(
+        (
+            rep["comment"].as_str(),
+            rep["host"].as_str(),
+            rep["client"].as_str()
+        ),
+        (
+            Some("it is my bank"),
+            Some("danger.test"),
+            Some("127.0.0.1")
+        )
+    );
+
+    // No source answers: a reputation_unavailable event, spooled, delivered when the
+    // server is back on the same port.
+    server.kill().await;
+    let r = client.get("http://127.0.0.2:9/").send().await.unwrap();
+    assert_ne!(r.status(), 403);
+    wait_until("the event is spooled", || {
+        stats(&p).spooled.load(Ordering::Relaxed) > 0
+    })
+    .await;
+    server.restart().await;
+    let ev = server
+        .wait_events("kind=reputation_unavailable", |ev| !ev.is_empty())
+        .await;
+    assert_eq!(
+        (
+            ev[0]["host"].as_str(),
+            ev[0]["cache"].as_str(),
+            ev[0]["action"].as_str()
+        ),
+        (Some("127.0.0.2"), Some("unavailable"), Some("allow"))
+    );
+
+    // File verdicts: the schema is accepted (the proxy does not send them yet).
+    let client_api = RepClient::new(&server.base, CLIENT, None).unwrap();
+    let a = client_api
+        .post_json(
+            "/v1/events",
+            &json!({ "events": [{ "v": 1, "id": "f1", "kind": "file_verdict", "time": 1,
+                "proxy": "p1", "host": "dl.test", "file": { "sha256": "ab".repeat(32),
+                "size": 12, "content_type": "application/x-msdownload", "verdict": "malicious" } }] }),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(a["accepted"], 1);
+    let f = server.events("kind=file_verdict").await;
+    assert_eq!(f[0]["file"]["size"], 12);
+
+    // The summary shows it all.
+    let s = server
+        .admin
+        .get("/v1/feedback/summary?since_secs=100000000", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(s["user_reports"][0]["ticket"], ticket.as_str());
+    assert_eq!(s["blocks_by_category"][0]["category"], "malware");
+    assert_eq!(s["untested_hosts"][0]["host"], "127.0.0.1");
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn feedback_survives_a_server_restart_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::http().await;
+    let mut server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    let spool = dir.path().join("spool");
+    let p = proxy(
+        "untested: allow\n",
+        &server.base,
+        dir.path(),
+        "p1",
+        &spool,
+        "",
+    )
+    .await;
+    let st = stats(&p);
+    // Traffic flows in a task while the server goes away and comes back.
+    let done = Arc::new(AtomicU64::new(0));
+    let stop_traffic = CancellationToken::new();
+    let traffic = {
+        let client = client_from(&p, [127, 0, 0, 1]);
+        let (done, stop_traffic, url) = (done.clone(), stop_traffic.clone(), origin.url("/t"));
+        tokio::spawn(async move {
+            while !stop_traffic.is_cancelled() {
+                let r = client.get(&url).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    wait_until("traffic before the outage", || {
+        done.load(Ordering::SeqCst) >= 30
+    })
+    .await;
+    server.kill().await;
+    let at_kill = done.load(Ordering::SeqCst);
+    wait_until("events spooled during the outage", || {
+        st.spooled.load(Ordering::Relaxed) > 0 && done.load(Ordering::SeqCst) >= at_kill + 30
+    })
+    .await;
+    server.restart().await;
+    let at_restart = done.load(Ordering::SeqCst);
+    wait_until("traffic after the restart", || {
+        done.load(Ordering::SeqCst) >= at_restart + 30
+    })
+    .await;
+    stop_traffic.cancel();
+    traffic.await.unwrap();
+    let total = done.load(Ordering::SeqCst) as usize;
+    let events = server
+        .wait_events("kind=untested", |ev| ev.len() >= total)
+        .await;
+    let mut ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(events.len(), total, "one event per request");
+    assert_eq!(ids.len(), total, "every id once");
+    assert!(st.replayed.load(Ordering::Relaxed) > 0);
+    assert_eq!(st.dropped_queue.load(Ordering::Relaxed), 0);
+    assert_eq!(st.dropped_spool.load(Ordering::Relaxed), 0);
+    println!(
+        "requests {total}, spooled {}, replayed {}, duplicates seen by the server {}",
+        st.spooled.load(Ordering::Relaxed),
+        st.replayed.load(Ordering::Relaxed),
+        st.duplicates.load(Ordering::Relaxed)
+    );
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn feedback_spool_is_replayed_by_the_next_proxy_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::http().await;
+    let mut server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    let spool = dir.path().join("spool");
+    let policy = "untested: allow\n";
+    let p = proxy(policy, &server.base, dir.path(), "p1", &spool, "").await;
+    let client = client_from(&p, [127, 0, 0, 1]);
+    // One request while the server is up (the host's answer is cached), then none answers.
+    assert_eq!(
+        client.get(origin.url("/a")).send().await.unwrap().status(),
+        200
+    );
+    server
+        .wait_events("kind=untested", |ev| ev.len() == 1)
+        .await;
+    server.kill().await;
+    for i in 0..20 {
+        let r = client
+            .get(origin.url(&format!("/b{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    p.stop().await;
+    let segments = std::fs::read_dir(&spool)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".jsonl")
+        })
+        .count();
+    assert!(
+        segments > 0,
+        "the stopped proxy left its events in the spool"
+    );
+    // The server is back; a new proxy run on the same spool delivers them.
+    server.restart().await;
+    let p = proxy(policy, &server.base, dir.path(), "p1", &spool, "").await;
+    let ev = server
+        .wait_events("kind=untested", |ev| ev.len() >= 21)
+        .await;
+    assert_eq!(ev.len(), 21);
+    let urls: Vec<&str> = ev.iter().map(|e| e["url"].as_str().unwrap()).collect();
+    for i in 0..20 {
+        // Canonical URLs leave the port out.
+        let want = format!("http://127.0.0.1/b{i}");
+        assert!(urls.contains(&want.as_str()), "{want} missing");
+    }
+    wait_until("the spool is emptied", || {
+        stats(&p).spool_events.load(Ordering::Relaxed) == 0
+    })
+    .await;
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn feedback_full_spool_counts_drops() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::http().await;
+    let server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    let spool = dir.path().join("spool");
+    // Room for about one event.
+    let p = proxy(
+        "untested: allow\n",
+        &server.base,
+        dir.path(),
+        "p1",
+        &spool,
+        "  spool_max_bytes: 600\n",
+    )
+    .await;
+    let client = client_from(&p, [127, 0, 0, 1]);
+    assert_eq!(
+        client.get(origin.url("/a")).send().await.unwrap().status(),
+        200
+    );
+    server
+        .wait_events("kind=untested", |ev| ev.len() == 1)
+        .await;
+    let mut server = server;
+    server.kill().await;
+    let st = stats(&p);
+    for i in 0..30 {
+        let r = client
+            .get(origin.url(&format!("/x{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "requests never fail because of feedback");
+        if st.dropped_spool.load(Ordering::Relaxed) > 0 {
+            break;
+        }
+        // Batches of a few events: let the sender take them one request at a time.
+        let before = st.spooled.load(Ordering::Relaxed) + st.dropped_spool.load(Ordering::Relaxed);
+        wait_until("the event is spooled or dropped", || {
+            st.spooled.load(Ordering::Relaxed) + st.dropped_spool.load(Ordering::Relaxed) > before
+        })
+        .await;
+    }
+    assert!(
+        st.dropped_spool.load(Ordering::Relaxed) > 0,
+        "drops are counted"
+    );
+    assert!(st.spool_bytes.load(Ordering::Relaxed) <= 600);
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn feedback_a_stalled_server_does_not_slow_requests() {
+    // A "server" that accepts connections, reads requests and never answers; it counts
+    // the event posts it holds.
+    let stall = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", stall.local_addr().unwrap());
+    let accepted = Arc::new(AtomicU64::new(0));
+    let held = {
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            let tasks = tokio_util::task::TaskTracker::new();
+            while let Ok((mut s, _)) = stall.accept().await {
+                let accepted = accepted.clone();
+                tasks.spawn(async move {
+                    use tokio::io::AsyncReadExt as _;
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    let mut counted = false;
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        head.extend_from_slice(&buf[..n]);
+                        if !counted && head.starts_with(b"POST /v1/events") {
+                            counted = true;
+                            accepted.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                });
+            }
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    // The blocked list decides without any lookup; each block is an event.
+    let policy = "lists:\n  blocked:\n    - blocked.test\n";
+    let p = proxy(
+        policy,
+        &base,
+        dir.path(),
+        "p1",
+        &spool,
+        "  send_timeout_ms: 600000\n  batch_events: 5\n",
+    )
+    .await;
+    let st = stats(&p);
+    let client = client_from(&p, [127, 0, 0, 1]);
+    assert_eq!(
+        client
+            .get("http://blocked.test/0")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    wait_until("the sender is stuck in a POST", || {
+        accepted.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    // While it is stuck, requests complete (concurrently, 200 of them).
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            client
+                .get(format!("http://blocked.test/{i}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 403);
+    }
+    assert_eq!(st.sent.load(Ordering::Relaxed), 0, "nothing was delivered");
+    assert!(
+        st.queued.load(Ordering::Relaxed) + st.dropped_queue.load(Ordering::Relaxed) >= 201,
+        "every decision was handed over without waiting"
+    );
+    // Shutdown does not hang on the stalled source: the events are spooled.
+    p.stop().await;
+    let spooled = webrep::feedback::spool::Spool::open(&spool, u64::MAX).unwrap();
+    assert!(spooled.events() > 0, "the batch in flight was spooled");
+    held.abort();
+}
+
+#[tokio::test]
+async fn feedback_escalation_reaches_another_proxy_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::http().await;
+    let rules = vec![EscalationRule {
+        kinds: vec![Kind::UserReport, Kind::FileVerdict],
+        distinct_clients: 3,
+        window_secs: 3600,
+        score: Score::new(70).unwrap(),
+        category: Some(Category::parse("spam").unwrap()),
+    }];
+    // Long TTLs: only the change stream can make the second proxy learn in time.
+    let api = ApiConfig {
+        ttl_secs: 3600,
+        untested_ttl_secs: 3600,
+        ..ApiConfig::default()
+    };
+    let server = Server::start(dir.path(), rules, api).await;
+    // The reporting proxy blocks untested sites; the other one (high security) allows them.
+    let reporting = proxy(
+        "untested: block\n",
+        &server.base,
+        dir.path(),
+        "pa",
+        &dir.path().join("spool-a"),
+        "",
+    )
+    .await;
+    let high = proxy(
+        "security_level: high\nuntested: allow\n",
+        &server.base,
+        dir.path(),
+        "pb",
+        &dir.path().join("spool-b"),
+        "",
+    )
+    .await;
+    let url = origin.url("/page");
+    let watcher = client_from(&high, [127, 0, 0, 1]);
+    assert_eq!(watcher.get(&url).send().await.unwrap().status(), 200);
+
+    let mut last_report = Instant::now();
+    for (i, local) in [[127, 0, 0, 1], [127, 0, 0, 2], [127, 0, 0, 3]]
+        .into_iter()
+        .enumerate()
+    {
+        let c = client_from(&reporting, local);
+        let page = json_page(&c, &url).await;
+        let link = page["report"].as_str().unwrap();
+        let r = c.get(origin.url(link)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "report {i}");
+        last_report = Instant::now();
+        if i < 2 {
+            // Not yet: fewer than three distinct clients.
+            server
+                .wait_events("kind=user_report", |ev| ev.len() == i + 1)
+                .await;
+            assert_eq!(watcher.get(&url).send().await.unwrap().status(), 200);
+        }
+    }
+    // The second proxy blocks the host, long before its cached answer's TTL (an hour).
+    let deadline = Instant::now() + WAIT;
+    let page = loop {
+        let r = watcher
+            .get(&url)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 403 {
+            break serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the escalation never reached the proxy"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    println!(
+        "escalation: third report to block on the other proxy took {:?}",
+        last_report.elapsed()
+    );
+    assert_eq!(
+        (
+            page["reason"].as_str(),
+            page["risk"].as_str(),
+            page["score"].as_u64()
+        ),
+        (Some("risk"), Some("suspicious"), Some(70))
+    );
+    // Listed, and reverted by an ordinary write: the proxy forgets it again.
+    let list = server.admin.get("/v1/escalations", WAIT).await.unwrap();
+    assert_eq!(list["escalations"][0]["key"], "127.0.0.1/");
+    assert_eq!(list["escalations"][0]["clients"], 3);
+    let r = server
+        .admin
+        .post_json(
+            "/v1/escalations/revert",
+            &json!({ "key": "127.0.0.1/" }),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["reverted"], "127.0.0.1/");
+    let deadline = Instant::now() + WAIT;
+    while watcher.get(&url).send().await.unwrap().status() != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the revert never reached the proxy"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    reporting.stop().await;
+    high.stop().await;
+}
+
+#[tokio::test]
+async fn feedback_anonymized_clients_are_keyed_hashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    server
+        .write(json!({ "upsert": [{ "key": "danger.test/", "score": 5 }] }))
+        .await;
+    let p = proxy(
+        "feedback:\n  anonymize_clients: true\n",
+        &server.base,
+        dir.path(),
+        "p1",
+        &dir.path().join("spool"),
+        "",
+    )
+    .await;
+    for local in [[127, 0, 0, 1], [127, 0, 0, 1], [127, 0, 0, 2]] {
+        json_page(&client_from(&p, local), "http://danger.test/").await;
+    }
+    let ev = server.wait_events("kind=blocked", |ev| ev.len() == 3).await;
+    let clients: Vec<&str> = ev.iter().map(|e| e["client"].as_str().unwrap()).collect();
+    assert!(
+        clients
+            .iter()
+            .all(|c| c.starts_with("anon:") && !c.contains("127.")),
+        "{clients:?}"
+    );
+    let mut distinct = clients.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 2, "one pseudonym per client: {clients:?}");
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn feedback_api_refuses_bad_batches_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        Vec::new(),
+        ApiConfig {
+            max_batch: 2,
+            ..ApiConfig::default()
+        },
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let post = |body: String, token: &'static str| {
+        let http = http.clone();
+        let url = format!("{}/v1/events", server.base);
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(token)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (
+                status,
+                serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap(),
+            )
+        }
+    };
+    let ev = |id: &str| json!({ "v": 1, "id": id, "kind": "untested", "time": 1, "proxy": "p" });
+    let (s, v) = post("{not json".into(), CLIENT).await;
+    assert_eq!(s, 400);
+    assert!(v["error"].as_str().unwrap().contains("bad JSON"), "{v}");
+    let (s, v) = post(
+        json!({ "events": [ev("a"), { "v": 1, "id": "b", "kind": "bogus", "time": 1, "proxy": "p" }] })
+            .to_string(),
+        CLIENT,
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert!(v["error"].as_str().unwrap().starts_with("events[1]"), "{v}");
+    let (s, _) = post(
+        json!({ "events": [ev("a"), ev("b"), ev("c")] }).to_string(),
+        CLIENT,
+    )
+    .await;
+    assert_eq!(s, 413);
+    assert!(
+        server.events("").await.is_empty(),
+        "nothing stored from refused batches"
+    );
+    let (s, v) = post(json!({ "events": [ev("a"), ev("a")] }).to_string(), CLIENT).await;
+    assert_eq!(
+        (s, v["accepted"].as_u64(), v["duplicate"].as_u64()),
+        (200, Some(1), Some(1))
+    );
+    // Reading needs the admin token.
+    let r = http
+        .get(format!("{}/v1/events", server.base))
+        .bearer_auth(CLIENT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = http
+        .post(format!("{}/v1/events", server.base))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = server
+        .admin
+        .post_json(
+            "/v1/escalations/revert",
+            &json!({ "key": "none.test/" }),
+            WAIT,
+        )
+        .await;
+    assert!(r.unwrap_err().to_string().contains("404"));
+}
+
+/// The `webrep` binary as a child process; its listen address read from its log.
+async fn spawn_binary(cfg: &Path) -> (tokio::process::Child, std::net::SocketAddr) {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_webrep"))
+        .args(["proxy", "--config"])
+        .arg(cfg)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(WAIT, async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            if let Some(rest) = l.split("listen.addr=").nth(1) {
+                return rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        }
+        panic!("the proxy exited before listening");
+    })
+    .await
+    .expect("the proxy starts");
+    // Keep reading stderr so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+/// Events in the spool's segment files (lines).
+fn spool_lines(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
+                .map(|e| {
+                    std::fs::read_to_string(e.path())
+                        .unwrap_or_default()
+                        .lines()
+                        .count()
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn feedback_spool_survives_kill_9_of_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::http().await;
+    let mut server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    server.kill().await;
+    let spool = dir.path().join("spool");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, "untested: allow\n").unwrap();
+    let cfg = dir.path().join("webrep.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{BASE}policy:\n  enabled: true\n  file: {:?}\nreputation:\n  sources:\n    - {{ name: s0, url: \"{}\", token: \"{CLIENT}\", timeout_ms: 500 }}\n\
+             feedback:\n  proxy_id: pk\n  spool_dir: {:?}\n  batch_interval_ms: 20\n  retry_interval_ms: 100\n\
+             access_log:\n  enabled: false\nlog:\n  level: info\n  format: text\n",
+            policy.display().to_string(),
+            server.base,
+            spool.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (mut child, addr) = spawn_binary(&cfg).await;
+    init_crypto();
+    let client = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(format!("http://{addr}")).unwrap())
+        .timeout(WAIT)
+        .build()
+        .unwrap();
+    for i in 0..10 {
+        let r = client
+            .get(origin.url(&format!("/k{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // Every event is on disk before the kill: the spool is fsynced per batch.
+    let deadline = Instant::now() + WAIT;
+    while spool_lines(&spool) < 10 {
+        assert!(Instant::now() < deadline, "events never reached the spool");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().await.unwrap(); // SIGKILL
+    server.restart().await;
+    let (mut child, _) = spawn_binary(&cfg).await;
+    let ev = server
+        .wait_events("kind=reputation_unavailable", |ev| ev.len() >= 10)
+        .await;
+    assert_eq!(ev.len(), 10);
+    assert!(ev.iter().all(|e| e["proxy"] == "pk"));
+    let deadline = Instant::now() + WAIT;
+    while spool_lines(&spool) > 0 {
+        assert!(Instant::now() < deadline, "the spool was never emptied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn feedback_cli_prints_the_summary_and_escalations() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = vec![EscalationRule {
+        kinds: vec![Kind::UserReport],
+        distinct_clients: 2,
+        window_secs: 3600,
+        score: Score::new(70).unwrap(),
+        category: None,
+    }];
+    let server = Server::start(dir.path(), rules, ApiConfig::default()).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let ev = |id: &str, client: &str| {
+        json!({ "v": 1, "id": id, "kind": "user_report", "time": now, "proxy": "p1",
+            "client": client, "host": "odd.test", "ticket": format!("t-{id}"), "comment": "looks fine" })
+    };
+    let mut blocked = ev("b1", "10.0.0.9");
+    blocked["kind"] = json!("blocked");
+    blocked["rule"] = json!("r-office");
+    blocked["categories"] = json!(["gambling"]);
+    RepClient::new(&server.base, CLIENT, None)
+        .unwrap()
+        .post_json(
+            "/v1/events",
+            &json!({ "events": [ev("a", "10.0.0.1"), ev("b", "10.0.0.2"), blocked] }),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let token = dir.path().join("admin-token");
+    std::fs::write(&token, format!("{ADMIN}\n")).unwrap();
+    let run = |args: &'static [&'static str]| {
+        let (base, token) = (server.base.clone(), token.clone());
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_webrep"))
+                .arg("feedback")
+                .args(args)
+                .arg("--server")
+                .arg(&base)
+                .arg("--token-file")
+                .arg(&token)
+                .output()
+                .await
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let (code, text, err) = run(&["summary"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    for want in [
+        "user_report: 2",
+        "t-a",
+        "\"looks fine\"",
+        "r-office 1",
+        "gambling 1",
+    ] {
+        assert!(text.contains(want), "{want:?} missing in:\n{text}");
+    }
+    let (code, text, _) = run(&["escalations"]).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        text.contains("odd.test/ score=70") && text.contains("clients=2"),
+        "{text}"
+    );
+    let (code, text, _) = run(&["revert", "odd.test/"]).await;
+    assert_eq!(code, Some(0));
+    assert!(text.contains("reverted odd.test/"), "{text}");
+    let (code, _, err) = run(&["revert", "odd.test/"]).await;
+    assert_eq!(code, Some(2), "a second revert is refused: {err}");
+}
