@@ -11,3 +11,4 @@ mod policy_check;
 mod proxy_connect;
 mod proxy_http;
 mod proxy_limits;
+mod systemd;
