@@ -7,6 +7,7 @@ mod binary;
 mod config_file;
 mod filtering;
 mod intercept;
+mod pac;
 mod policy_check;
 mod proxy_connect;
 mod proxy_http;
