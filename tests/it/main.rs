@@ -4,6 +4,7 @@
 mod harness;
 
 mod binary;
+mod browser;
 mod config_file;
 mod filtering;
 mod intercept;
