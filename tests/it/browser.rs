@@ -3,7 +3,8 @@
 //! an allowed page, a blocked page and a warn page with its "Continue anyway" link, over HTTP
 //! and intercepted HTTPS, from in-process origins. Names under `.example` resolve to
 //! 127.0.0.1 through `proxy.hosts` and the proxy refuses every other destination, so nothing
-//! leaves loopback. Screenshots go to `target/browser-artifacts/`.
+//! leaves loopback. A second profile finds the proxy through its `/proxy.pac` only.
+//! Screenshots go to `target/browser-artifacts/`.
 //!
 //! Skipped, saying so, only when Chromium is not installed and `WEBREP_REQUIRE_BROWSER` is
 //! unset; `.ci/run` installs Chromium and sets it, so CI never skips.
@@ -243,7 +244,8 @@ struct Browser {
     /// Chromium's standard error of each run, kept for failure messages.
     logs: tempfile::TempDir,
     runs: std::sync::atomic::AtomicUsize,
-    proxy: SocketAddr,
+    /// How it finds the proxy: `--proxy-server`, or `--proxy-pac-url`.
+    proxy_args: Vec<String>,
     spki: String,
     artifacts: PathBuf,
 }
@@ -283,10 +285,9 @@ impl Browser {
             "--disable-sync",
             "--disable-extensions",
             "--disable-features=HttpsUpgrades,HttpsFirstBalancedModeAutoEnable",
-            "--proxy-bypass-list=<-loopback>",
         ])
         .arg(format!("--user-data-dir={}", self.profile.path().display()))
-        .arg(format!("--proxy-server=http://{}", self.proxy))
+        .args(&self.proxy_args)
         .arg(format!(
             "--ignore-certificate-errors-spki-list={}",
             self.spki
@@ -452,7 +453,10 @@ async fn chromium_shows_allowed_blocked_and_warned_pages_over_http_and_https() {
         profile: tempfile::tempdir().unwrap(),
         logs: tempfile::tempdir().unwrap(),
         runs: Default::default(),
-        proxy: proxy.addr,
+        proxy_args: vec![
+            format!("--proxy-server=http://{}", proxy.addr),
+            "--proxy-bypass-list=<-loopback>".to_owned(),
+        ],
         spki: proxy.ca_spki_sha256(),
         artifacts,
     };
@@ -501,6 +505,24 @@ async fn chromium_shows_allowed_blocked_and_warned_pages_over_http_and_https() {
         "suspicious-high.example",
         sp,
         "warn-https",
+    )
+    .await;
+
+    // A browser that finds the proxy through its PAC file only: pages still go through it.
+    let pac_browser = Browser {
+        profile: tempfile::tempdir().unwrap(),
+        proxy_args: vec![format!("--proxy-pac-url=http://{}/proxy.pac", proxy.addr)],
+        ..browser
+    };
+    let page = pac_browser
+        .dump_dom(&format!("https://safe.example:{sp}/"))
+        .await;
+    assert_origin_page(&page, "https", "safe.example");
+    assert_blocked(
+        &pac_browser,
+        &proxy,
+        &format!("http://malware.example:{hp}/"),
+        "blocked-via-pac",
     )
     .await;
 }
