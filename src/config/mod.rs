@@ -163,6 +163,8 @@ pub struct ProxyConfig {
     pub tunnel_idle_timeout: Duration,
     pub shutdown_grace_period: Duration,
     pub via_name: String,
+    /// The top-level `pac:` section, validated (served by the proxy's own pages).
+    pub pac: crate::proxy::pac::PacConfig,
 }
 
 /// Validated `auth:` section.
@@ -327,6 +329,12 @@ impl Config {
             tunnel_idle_timeout: ms("proxy.tunnel_idle_timeout_ms", p.tunnel_idle_timeout_ms)?,
             shutdown_grace_period: Duration::from_millis(p.shutdown_grace_period_ms),
             via_name,
+            pac: crate::proxy::pac::PacConfig::parse(
+                raw.pac.proxy.as_deref(),
+                &raw.pac.bypass,
+                raw.pac.direct_fallback,
+            )
+            .map_err(|(key, r)| invalid(key, r))?,
         };
         let a = &raw.auth;
         if a.realm.is_empty()

@@ -36,6 +36,8 @@ pub struct RawConfig {
     pub server: RawServerConfig,
     /// Feedback events from the proxy to its reputation sources (docs/feedback.md).
     pub feedback: RawFeedbackConfig,
+    /// The proxy auto-config file (`/proxy.pac`, `/wpad.dat`) the proxy serves to browsers.
+    pub pac: RawPacConfig,
 }
 
 /// `feedback:` section (the proxy's side of feedback; the server's is under `server:`).
@@ -619,6 +621,24 @@ impl Default for RawLogConfig {
             format: LogFormat::Text,
         }
     }
+}
+
+/// `pac:` section: the proxy auto-config file served at `/proxy.pac` and `/wpad.dat`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPacConfig {
+    /// The proxy the file tells browsers to use, `host:port` (a host name, an IPv4 address
+    /// or `[IPv6]`). Default: none, meaning the first `proxy.listen` address (when that is
+    /// `0.0.0.0` or `[::]`: the host name the browser fetched the file from, with that port).
+    pub proxy: Option<String>,
+    /// What browsers reach `DIRECT`, not through the proxy: `intranet.corp` (that host),
+    /// `.corp.example` (the domain and every name under it), `*.corp.example` (only the names
+    /// under it), `<local>` (names without a dot), `10.0.0.0/8` (IPv4 literals in that
+    /// network; no DNS lookup is made). Default `[]`.
+    pub bypass: Vec<String>,
+    /// Let browsers go direct while the proxy is unreachable (`PROXY host:port; DIRECT`):
+    /// users keep browsing during an outage, unfiltered. Default `false`.
+    pub direct_fallback: bool,
 }
 
 /// Parses YAML into `T`. The one place that names the YAML crate, so it can be swapped.

@@ -63,7 +63,7 @@ pub async fn handle(
         && state.dialer.policy().is_own_listener(ip, port)
     {
         return Ok(Handled {
-            response: local::serve(state, req.method(), req.uri().path()),
+            response: local::serve_request(state, &req),
             kind: RecordKind::Local,
             upstream: None,
             log_now: true,

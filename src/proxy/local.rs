@@ -1,8 +1,9 @@
 //! The proxy's own pages, served to origin-form requests addressed to the proxy (and to
 //! absolute-form requests naming one of its listen addresses): `/` (an index) and `/healthz`
 //! (a liveness check for load balancers and monitoring), `/ca` (the interception CA's
-//! fingerprint and how to trust it), `/ca.pem` (the CA certificate) and `/stats` (decision
-//! counters as JSON). No authentication is needed for them (only allowed clients reach the
+//! fingerprint and how to trust it), `/ca.pem` (the CA certificate), `/stats` (decision
+//! counters as JSON) and `/proxy.pac` = `/wpad.dat` (proxy auto-config for browsers, see
+//! [`super::pac`]). No authentication is needed for them (only allowed clients reach the
 //! proxy at all). Prometheus metrics come with the admin listener.
 
 use http::{HeaderValue, Method, Response, StatusCode, header};
@@ -10,8 +11,29 @@ use http::{HeaderValue, Method, Response, StatusCode, header};
 use super::ProxyState;
 use super::body::ProxyBody;
 
+/// Answers `req`, addressed to the proxy itself, with one of its own pages.
+pub fn serve_request<B>(state: &ProxyState, req: &http::Request<B>) -> Response<ProxyBody> {
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(header::HOST)?.to_str().ok());
+    serve_for(state, req.method(), req.uri().path(), host)
+}
+
 /// Answers a request for one of the proxy's own pages.
 pub fn serve(state: &ProxyState, method: &Method, path: &str) -> Response<ProxyBody> {
+    serve_for(state, method, path, None)
+}
+
+/// [`serve`] for a request that reached the proxy as `host` (its `Host` header or
+/// absolute-form authority): the PAC file may name it.
+pub fn serve_for(
+    state: &ProxyState,
+    method: &Method,
+    path: &str,
+    host: Option<&str>,
+) -> Response<ProxyBody> {
     if method != Method::GET && method != Method::HEAD {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
         r.headers_mut()
@@ -39,6 +61,7 @@ pub fn serve(state: &ProxyState, method: &Method, path: &str) -> Response<ProxyB
             }
             None => text(StatusCode::NOT_FOUND, "HTTPS interception is off: no CA\n"),
         },
+        "/proxy.pac" | "/wpad.dat" => pac_file(state, host),
         "/" => html(INDEX.to_owned()),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };
@@ -89,6 +112,23 @@ fn stats(state: &ProxyState) -> Response<ProxyBody> {
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// `/proxy.pac` and `/wpad.dat`: the proxy auto-config file from the `pac:` section.
+fn pac_file(state: &ProxyState, host: Option<&str>) -> Response<ProxyBody> {
+    let pac = &state.config.pac;
+    let Some(proxy) = pac.proxy_for(&state.local_addrs, host) else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the proxy listens on every address and this request named none it can use: set pac.proxy\n",
+        );
+    };
+    let mut r = Response::new(ProxyBody::full(pac.render(&proxy)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ns-proxy-autoconfig"),
     );
     r
 }
@@ -145,4 +185,4 @@ pub fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
     r
 }
 
-const INDEX: &str = "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>webrep proxy</title></head>\n<body><h1>webrep</h1>\n<p>This is a webrep forward proxy. Configure your browser to use this address as its HTTP and HTTPS proxy.</p>\n<ul><li><a href=\"/healthz\">/healthz</a>: health check</li><li><a href=\"/ca\">/ca</a>: the certificate authority to trust for HTTPS inspection</li><li><a href=\"/stats\">/stats</a>: decision counters (JSON)</li></ul>\n</body></html>\n";
+const INDEX: &str = "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>webrep proxy</title></head>\n<body><h1>webrep</h1>\n<p>This is a webrep forward proxy. Configure your browser to use this address as its HTTP and HTTPS proxy.</p>\n<ul><li><a href=\"/healthz\">/healthz</a>: health check</li><li><a href=\"/ca\">/ca</a>: the certificate authority to trust for HTTPS inspection</li><li><a href=\"/stats\">/stats</a>: decision counters (JSON)</li><li><a href=\"/proxy.pac\">/proxy.pac</a>: proxy auto-config for browsers (also <a href=\"/wpad.dat\">/wpad.dat</a> for WPAD)</li></ul>\n</body></html>\n";

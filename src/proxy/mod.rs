@@ -30,6 +30,7 @@ pub mod forward;
 pub mod headers;
 pub mod intercept;
 pub mod local;
+pub mod pac;
 pub mod service;
 pub mod tap;
 pub mod tunnel;

@@ -265,7 +265,7 @@ fn serve_origin_form(state: &ProxyState, req: &Request<Incoming>) -> Result<Hand
         ));
     }
     Ok(Handled {
-        response: local::serve(state, req.method(), req.uri().path()),
+        response: local::serve_request(state, req),
         kind: RecordKind::Local,
         upstream: None,
         log_now: true,

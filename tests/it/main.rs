@@ -4,12 +4,15 @@
 mod harness;
 
 mod binary;
+mod browser;
 mod config_file;
 mod feedback;
 mod files;
 mod filtering;
 mod intercept;
+mod pac;
 mod policy_check;
 mod proxy_connect;
 mod proxy_http;
 mod proxy_limits;
+mod systemd;

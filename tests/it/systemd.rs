@@ -1,0 +1,38 @@
+//! The systemd units pass `systemd-analyze verify` and rate at most 2.5 in
+//! `systemd-analyze security` (`systemd/check.sh`, run against the freshly built binary).
+//! Skipped, saying so, where systemd-analyze is not installed; `.ci/run` installs it.
+
+use std::process::Command;
+
+#[test]
+fn units_verify_and_rate_ok_in_systemd_analyze_security() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: systemd-analyze is not installed (Debian: apt-get install systemd)");
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/check.sh");
+    let out = Command::new("sh")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_webrep"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "systemd/check.sh failed:\n{stdout}\n{stderr}"
+    );
+    for unit in ["webrep-proxy.service", "webrep-server.service"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(unit))
+            .unwrap_or_else(|| panic!("no score for {unit}:\n{stdout}"));
+        let score: f64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+        assert!(score <= 2.5, "{line}");
+    }
+    eprintln!("{stdout}");
+}
