@@ -81,9 +81,24 @@ fn start(
                     continue;
                 };
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(|_req| async {
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(vec![b'x'; 1024]))))
-                    });
+                    let svc = hyper::service::service_fn(
+                        |req: Request<hyper::body::Incoming>| async move {
+                            if req.uri().path() == "/1m" {
+                                // A download: 1 MiB of octet-stream (selected for file scanning).
+                                let mut r =
+                                    Response::new(Full::new(Bytes::from(vec![7u8; 1 << 20])));
+                                r.headers_mut().insert(
+                                    "content-type",
+                                    HeaderValue::from_static("application/octet-stream"),
+                                );
+                                return Ok::<_, Infallible>(r);
+                            }
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(vec![
+                                b'x';
+                                1024
+                            ]))))
+                        },
+                    );
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(s), svc)
                         .await;
@@ -192,5 +207,52 @@ fn filtered_round_trip(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, headers, round_trip, filtered_round_trip);
+/// File reputation (issue 9): 1 MiB downloads through a filtering proxy with scanning off,
+/// held back whole (under `files.hold_back_bytes`), and streamed with the last frame held
+/// (`hold_back_bytes: 0`). The file's hash is looked up once, then cached.
+fn file_scanning(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let off = dir.path().join("off.yaml");
+    std::fs::write(&off, "files:\n  scan: false\n").unwrap();
+    let on = dir.path().join("on.yaml");
+    std::fs::write(&on, "security_level: medium\n").unwrap();
+    let mut group = c.benchmark_group("files");
+    group.throughput(criterion::Throughput::Bytes(1 << 20));
+    for (name, policy, hold) in [
+        ("scan_off", &off, 4 << 20),
+        ("scan_held", &on, 4 << 20),
+        ("scan_streamed", &on, 0),
+    ] {
+        let yaml = format!(
+            "proxy:\n  listen: [\"127.0.0.1:0\"]\n  destinations:\n    allow_internal: true\naccess_log:\n  enabled: false\npolicy:\n  enabled: true\n  file: {:?}\nfiles:\n  hold_back_bytes: {hold}\n",
+            policy.display().to_string()
+        );
+        let (mut sender, origin_addr, _token, _state) = start(&rt, &yaml);
+        let uri = format!("http://{origin_addr}/1m");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let req = Request::get(&uri)
+                        .header("host", origin_addr.to_string())
+                        .body(Empty::<Bytes>::new())
+                        .unwrap();
+                    sender.ready().await.unwrap();
+                    let resp = sender.send_request(req).await.unwrap();
+                    let body = resp.into_body().collect().await.unwrap().to_bytes();
+                    assert_eq!(body.len(), 1 << 20);
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    headers,
+    round_trip,
+    filtered_round_trip,
+    file_scanning
+);
 criterion_main!(benches);

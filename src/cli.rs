@@ -36,7 +36,8 @@ pub enum Command {
         /// Write into this store file directly instead of a running server.
         #[arg(long, conflicts_with = "server_url")]
         store: Option<PathBuf>,
-        /// urlhaus (abuse.ch CSV dump), domains (UT1/Shallalist list), hosts, or jsonl.
+        /// urlhaus (abuse.ch CSV dump), domains (UT1/Shallalist list), hosts, jsonl, or the
+        /// file-hash lists sha256 (one hash per line) and malwarebazaar (abuse.ch CSV).
         #[arg(long, short)]
         format: String,
         /// Feed name recorded as each entry's source. Default: the format name.

@@ -1216,11 +1216,15 @@ fn empty_changes(seq: u64) -> Value {
 async fn import_feed(shared: &Shared, req: Request<Incoming>) -> Result<Value, ApiError> {
     let q = req.uri().query();
     let format_name = query_param(q, "format")?.ok_or_else(|| {
-        ApiError::bad_request("missing query parameter `format` (urlhaus, domains, hosts, jsonl)")
+        ApiError::bad_request(format!(
+            "missing query parameter `format` ({})",
+            import::Format::NAMES
+        ))
     })?;
     let format = import::Format::from_name(&format_name).ok_or_else(|| {
         ApiError::bad_request(format!(
-            "unknown format {format_name:?}; one of urlhaus, domains, hosts, jsonl"
+            "unknown format {format_name:?}; one of {}",
+            import::Format::NAMES
         ))
     })?;
     let feed = query_param(q, "feed")?.unwrap_or_else(|| format.as_str().to_owned());
@@ -1241,12 +1245,21 @@ async fn import_feed(shared: &Shared, req: Request<Incoming>) -> Result<Value, A
             .and_then(Score::new)
             .ok_or_else(|| ApiError::bad_request(format!("`score` {s:?} is not 0..=100")))?,
     };
+    let file_verdict = match query_param(q, "verdict")? {
+        None => crate::repserver::model::FileVerdict::Malicious,
+        Some(v) => crate::repserver::model::FileVerdict::parse(&v).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "`verdict` {v:?} is not clean, suspicious or malicious"
+            ))
+        })?,
+    };
     let spool = spool_body(shared, req.into_body()).await?;
     let seq_tx = shared.seq_tx.clone();
     let report = shared
         .call(move |store| -> Result<import::ImportReport, ApiError> {
             let mut opts = ImportOptions::new(format, &feed, now());
             opts.score = score;
+            opts.file_verdict = file_verdict;
             if let Some(c) = category {
                 opts.category = Some(
                     store

@@ -110,8 +110,9 @@ pub async fn import(
 ) -> Result<(), CommandError> {
     let format = Format::from_name(&args.format).ok_or_else(|| {
         CommandError::usage(format!(
-            "unknown format {:?}; one of urlhaus, domains, hosts, jsonl",
-            args.format
+            "unknown format {:?}; one of {}",
+            args.format,
+            Format::NAMES
         ))
     })?;
     let report = match store {

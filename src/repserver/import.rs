@@ -14,7 +14,10 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 
-use super::model::{Category, CategoryError, Entry, Key, KeyKind, Score, Source, Taxonomy};
+use super::model::{
+    Category, CategoryError, Entry, FileEntry, FileVerdict, Key, KeyKind, Score, Sha256Hex, Source,
+    Taxonomy,
+};
 use super::store::{Store, StoreError};
 
 /// The feed formats.
@@ -32,6 +35,15 @@ pub enum Format {
     Hosts,
     /// webrep's own format: one JSON object per line, see [`JsonEntry`].
     JsonLines,
+    /// File hashes, one SHA-256 (64 hex digits) per line, optionally followed by white space
+    /// and a name (so `sha256sum` output works), `#` comments. Each becomes a file verdict
+    /// `malicious` (or the import's `file_verdict`).
+    Sha256List,
+    /// The abuse.ch MalwareBazaar CSV export: `#` comment lines, quoted fields
+    /// `first_seen_utc, sha256_hash, md5_hash, sha1_hash, reporter, file_name,
+    /// file_type_guess, mime_type, signature, ...`. Each row becomes a file verdict
+    /// `malicious` named by its signature (or file name).
+    MalwareBazaarCsv,
 }
 
 impl Format {
@@ -42,8 +54,19 @@ impl Format {
             Format::DomainList => "domains",
             Format::Hosts => "hosts",
             Format::JsonLines => "jsonl",
+            Format::Sha256List => "sha256",
+            Format::MalwareBazaarCsv => "malwarebazaar",
         }
     }
+
+    /// Whether the format holds file hashes (written to the file-hash table) rather than URL
+    /// entries.
+    pub fn is_files(self) -> bool {
+        matches!(self, Format::Sha256List | Format::MalwareBazaarCsv)
+    }
+
+    /// Every format's name, for messages.
+    pub const NAMES: &'static str = "urlhaus, domains, hosts, jsonl, sha256, malwarebazaar";
 
     /// Parses [`as_str`](Self::as_str) output.
     pub fn from_name(name: &str) -> Option<Format> {
@@ -52,6 +75,8 @@ impl Format {
             Format::DomainList,
             Format::Hosts,
             Format::JsonLines,
+            Format::Sha256List,
+            Format::MalwareBazaarCsv,
         ]
         .into_iter()
         .find(|f| f.as_str() == name)
@@ -103,6 +128,8 @@ pub struct ImportOptions {
     pub max_bad_lines: usize,
     /// Longest line accepted, in bytes; longer lines are bad lines. Default 65536.
     pub max_line_bytes: usize,
+    /// The verdict of every hash of a file-hash list. Default `malicious`.
+    pub file_verdict: FileVerdict,
 }
 
 impl ImportOptions {
@@ -116,6 +143,7 @@ impl ImportOptions {
             now,
             max_bad_lines: 100,
             max_line_bytes: 64 * 1024,
+            file_verdict: FileVerdict::Malicious,
         }
     }
 }
@@ -196,6 +224,13 @@ const LOCAL_NAMES: &[&str] = &[
     "0.0.0.0",
 ];
 
+/// One parsed item: a URL-table entry or a file verdict.
+#[derive(Debug, Clone)]
+pub enum Item {
+    Url(Entry),
+    File(FileEntry),
+}
+
 /// Imports a feed into the store in one transaction: readers see all of it or none of it.
 ///
 /// # Errors
@@ -207,7 +242,10 @@ pub fn import<R: BufRead>(
 ) -> Result<ImportReport, ImportError> {
     store.write(|w| {
         let taxonomy = w.taxonomy().clone();
-        let mut report = parse(reader, opts, &taxonomy, |e| w.upsert(&e))?;
+        let mut report = parse(reader, opts, &taxonomy, |item| match item {
+            Item::Url(e) => w.upsert(&e),
+            Item::File(f) => w.upsert_file(&f),
+        })?;
         report.seq = w.seq();
         Ok(report)
     })
@@ -221,7 +259,7 @@ pub fn parse<R: BufRead>(
     mut reader: R,
     opts: &ImportOptions,
     taxonomy: &Taxonomy,
-    mut sink: impl FnMut(Entry) -> Result<(), StoreError>,
+    mut sink: impl FnMut(Item) -> Result<(), StoreError>,
 ) -> Result<ImportReport, ImportError> {
     if let Some(c) = &opts.category
         && !taxonomy.is_known(c)
@@ -357,11 +395,75 @@ fn parse_line(
     terminated: bool,
     opts: &ImportOptions,
     taxonomy: &Taxonomy,
-) -> Result<Vec<Entry>, String> {
+) -> Result<Vec<Item>, String> {
     let trimmed = line.trim();
     if trimmed.is_empty() || trimmed.starts_with('#') {
         return Ok(Vec::new());
     }
+    match opts.format {
+        Format::Sha256List => {
+            let (hash, name) = match trimmed.split_once(char::is_whitespace) {
+                Some((h, n)) => (h, Some(n.trim().trim_start_matches('*'))),
+                None => (trimmed, None),
+            };
+            let sha256 = Sha256Hex::parse(hash)
+                .ok_or_else(|| format!("{:?} is not a SHA-256 (64 hex digits)", clip(hash)))?;
+            if !terminated {
+                return Err("last line has no newline (truncated file?)".to_owned());
+            }
+            return Ok(vec![Item::File(file_entry(
+                sha256,
+                name.filter(|n| !n.is_empty()),
+                opts,
+            ))]);
+        }
+        Format::MalwareBazaarCsv => return parse_bazaar(trimmed, opts),
+        _ => {}
+    }
+    parse_url_line(trimmed, terminated, opts, taxonomy)
+        .map(|v| v.into_iter().map(Item::Url).collect())
+}
+
+fn file_entry(sha256: Sha256Hex, name: Option<&str>, opts: &ImportOptions) -> FileEntry {
+    FileEntry {
+        sha256,
+        verdict: opts.file_verdict,
+        name: name.map(|n| clip(n).to_owned()),
+        source: feed_source(opts),
+        updated: opts.now,
+    }
+}
+
+/// One MalwareBazaar CSV row: the SHA-256 is the second field; the name is the signature
+/// (ninth) or else the file name (sixth).
+fn parse_bazaar(line: &str, opts: &ImportOptions) -> Result<Vec<Item>, String> {
+    // The export separates its quoted fields with `", "`.
+    let fields = split_csv(&line.replace("\", \"", "\",\""))?;
+    if fields.len() < 9 {
+        return Err(format!(
+            "expected at least 9 fields, found {}",
+            fields.len()
+        ));
+    }
+    if fields[1] == "sha256_hash" {
+        return Ok(Vec::new());
+    }
+    let sha256 = Sha256Hex::parse(fields[1].trim())
+        .ok_or_else(|| format!("bad sha256_hash {:?}", clip(&fields[1])))?;
+    let usable = |v: &str| {
+        let v = v.trim();
+        (!v.is_empty() && v != "n/a").then_some(v.to_owned())
+    };
+    let name = usable(&fields[8]).or_else(|| usable(&fields[5]));
+    Ok(vec![Item::File(file_entry(sha256, name.as_deref(), opts))])
+}
+
+fn parse_url_line(
+    trimmed: &str,
+    terminated: bool,
+    opts: &ImportOptions,
+    taxonomy: &Taxonomy,
+) -> Result<Vec<Entry>, String> {
     match opts.format {
         Format::UrlhausCsv => parse_urlhaus(trimmed, opts).map(|e| e.into_iter().collect()),
         Format::DomainList => {
@@ -377,6 +479,7 @@ fn parse_line(
             parse_hosts(trimmed, opts)
         }
         Format::JsonLines => parse_json(trimmed, opts, taxonomy).map(|e| vec![e]),
+        Format::Sha256List | Format::MalwareBazaarCsv => Ok(Vec::new()),
     }
 }
 
@@ -600,6 +703,8 @@ mod tests {
     const DOMAINS: &[u8] = include_bytes!("../../tests/fixtures/feeds/domains");
     const HOSTS: &[u8] = include_bytes!("../../tests/fixtures/feeds/hosts");
     const JSONL: &[u8] = include_bytes!("../../tests/fixtures/feeds/entries.jsonl");
+    const SHA256: &[u8] = include_bytes!("../../tests/fixtures/feeds/sha256.txt");
+    const BAZAAR: &[u8] = include_bytes!("../../tests/fixtures/feeds/malwarebazaar.csv");
 
     fn opts(format: Format) -> ImportOptions {
         ImportOptions::new(format, "test", 1_700_000_000)
@@ -613,6 +718,65 @@ mod tests {
 
     fn bad_lines(r: &ImportReport) -> Vec<u64> {
         r.bad.iter().map(|b| b.line).collect()
+    }
+
+    fn hash(c: &str) -> Sha256Hex {
+        Sha256Hex::parse(&c.repeat(64 / c.len())).unwrap()
+    }
+
+    #[test]
+    fn sha256_lists_become_file_verdicts() {
+        let mut s = Store::open_in_memory().unwrap();
+        let r = import(&mut s, SHA256, &opts(Format::Sha256List)).unwrap();
+        assert_eq!(r.imported, 3, "{r:?}");
+        assert_eq!(bad_lines(&r), [6, 7]);
+        let f = s.lookup_file(&hash("a")).unwrap().unwrap();
+        assert_eq!((f.verdict, f.name), (FileVerdict::Malicious, None));
+        assert_eq!(f.source, Source::Feed("test".into()));
+        let f = s.lookup_file(&hash("b")).unwrap().unwrap();
+        assert_eq!(
+            f.name.as_deref(),
+            Some("dropper.exe"),
+            "upper-case hex accepted"
+        );
+        let f = s.lookup_file(&hash("0123456789abcdef")).unwrap().unwrap();
+        assert_eq!(
+            f.name.as_deref(),
+            Some("bin/loader.bin"),
+            "sha256sum's binary marker"
+        );
+        // Another verdict for the whole list.
+        let mut o = opts(Format::Sha256List);
+        o.file_verdict = FileVerdict::Suspicious;
+        import(&mut s, SHA256, &o).unwrap();
+        assert_eq!(
+            s.lookup_file(&hash("a")).unwrap().unwrap().verdict,
+            FileVerdict::Suspicious
+        );
+        // A URL feed is not a hash list.
+        assert!(matches!(
+            import(&mut s, DOMAINS, &opts(Format::Sha256List)),
+            Err(ImportError::WrongFormat { .. })
+        ));
+    }
+
+    #[test]
+    fn malwarebazaar_csv_becomes_file_verdicts_named_by_signature() {
+        let mut s = Store::open_in_memory().unwrap();
+        let r = import(&mut s, BAZAAR, &opts(Format::MalwareBazaarCsv)).unwrap();
+        assert_eq!(r.imported, 2, "{r:?}");
+        assert_eq!(bad_lines(&r), [10, 11]);
+        let f = s.lookup_file(&hash("a")).unwrap().unwrap();
+        assert_eq!(
+            (f.verdict, f.name.as_deref()),
+            (FileVerdict::Malicious, Some("AgentTesla"))
+        );
+        let f = s.lookup_file(&hash("b")).unwrap().unwrap();
+        assert_eq!(
+            f.name.as_deref(),
+            Some("payload.dll"),
+            "no signature: the file name"
+        );
     }
 
     #[test]
@@ -759,7 +923,10 @@ mod tests {
                 DOMAINS,
                 &with_category(Format::DomainList, "adult"),
                 &tax,
-                |e| {
+                |item| {
+                    let Item::Url(e) = item else {
+                        unreachable!("a domain list holds URL entries")
+                    };
                     n += 1;
                     if n == 3 {
                         return Err(StoreError::Corrupt {
@@ -791,8 +958,10 @@ mod tests {
                 data.as_bytes(),
                 &with_category(Format::DomainList, "adult"),
                 &tax,
-                |e| {
-                    w.upsert(&e)?;
+                |item| {
+                    if let Item::Url(e) = item {
+                        w.upsert(&e)?;
+                    }
                     if w.written() == 500 {
                         println!("READY");
                         std::thread::sleep(std::time::Duration::from_secs(60));

@@ -214,3 +214,46 @@ async fn parallel_downloads_share_a_bounded_hold_back_budget() {
     assert_eq!(stats["files"]["scanned"], 24, "{stats}");
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn listed_downloads_are_stopped_inside_intercepted_https_too() {
+    let origin_ca = TestCa::new();
+    let origin = Origin::https(&origin_ca).await;
+    let port = origin.addr.port();
+    let server = server_with_listed_files().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, "security_level: medium\n").unwrap();
+    let ca_dir = dir.path().join("certs");
+    let proxy = TestProxy::start(
+        &format!("  connect_ports: [{port}]\n"),
+        &format!(
+            "intercept:\n  enabled: true\n  create_ca: true\n  ca_dir: {:?}\n  upstream_ca_file: {:?}\npolicy:\n  file: {:?}\nfiles:\n{HOLD}reputation:\n  sources:\n    - {{ url: \"{}\", token: \"{CLIENT}\" }}\n",
+            ca_dir.display().to_string(),
+            origin_ca.ca_path.display().to_string(),
+            policy.display().to_string(),
+            server.base
+        ),
+    )
+    .await;
+    let ca = std::fs::read_to_string(ca_dir.join("ca.pem")).unwrap();
+    let client = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(proxy.url()).unwrap())
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).unwrap()])
+        .build()
+        .unwrap();
+    let url = |p: &str| format!("https://127.0.0.1:{port}{p}");
+    let (status, body, _) = fetch(&client, &url("/download/10000/1")).await;
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    let (status, body, complete) = fetch(&client, &url("/download/300000/1")).await;
+    assert_eq!(status, 200);
+    assert!(
+        !complete && body.len() < 300_000,
+        "{} bytes, complete {complete}",
+        body.len()
+    );
+    let (status, body, complete) = fetch(&client, &url("/download/300000/3")).await;
+    assert_eq!((status, complete), (200, true));
+    assert!(body == download_bytes(300_000, 3));
+    proxy.stop().await;
+}
