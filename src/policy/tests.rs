@@ -1172,3 +1172,49 @@ mod no_panics {
         }
     }
 }
+
+#[test]
+fn file_settings_compile_overlay_and_refuse_what_does_not_apply() {
+    let p = policy(
+        "files:\n  content_types: [application/zip, 'Image/*']\n  extensions: [.EXE, msi]\n  max_bytes: 1000\n  suspicious: block\nrules:\n  - id: lab\n    match:\n      clients: [10.0.0.0/8]\n    files:\n      scan: false\n",
+    );
+    let top = req("http://example.com/a").with(|f| p.files(f));
+    assert!(top.scan);
+    assert_eq!(top.content_types, ["application/zip", "image/"]);
+    assert_eq!(top.extensions, ["exe", "msi"]);
+    assert_eq!((top.max_bytes, top.min_bytes), (1000, 1));
+    assert_eq!(
+        (top.malicious, top.suspicious, top.unavailable),
+        (Action::Block, Action::Block, Action::Allow)
+    );
+    let lab = req("http://example.com/a")
+        .client("10.1.2.3")
+        .with(|f| p.files(f));
+    assert!(!lab.scan, "the rule's overlay");
+    assert_eq!(
+        lab.extensions,
+        ["exe", "msi"],
+        "inherited from the top level"
+    );
+    let empty = policy("{}");
+    assert_eq!(
+        *req("http://x.test/").with(|f| empty.files(f)),
+        FileSettings::default()
+    );
+    for (yaml, needle) in [
+        (
+            "files:\n  malicious: warn\n",
+            "does not apply to a download",
+        ),
+        (
+            "files:\n  unavailable: monitor\n",
+            "does not apply to a download",
+        ),
+        ("files:\n  content_types: [zip]\n", "is not a media type"),
+        ("files:\n  extensions: ['a b']\n", "is not a file extension"),
+    ] {
+        let e = Policy::from_yaml(yaml, "f.yaml").unwrap_err();
+        assert!(e.errors[0].message.contains(needle), "{yaml}: {e}");
+        assert_eq!(e.errors[0].line, 2, "{yaml}: {e}");
+    }
+}

@@ -152,7 +152,7 @@ async fn listed_downloads_are_blocked_or_cut_and_others_arrive_whole() {
 }
 
 #[tokio::test]
-async fn a_dead_server_follows_the_file_fail_mode() {
+async fn a_dead_or_silent_server_follows_the_file_fail_mode() {
     let origin = Origin::http().await;
     let base = format!("http://127.0.0.1:{}", closed_port().await);
     // URLs pass while reputation is unavailable; files follow files.unavailable.
@@ -173,6 +173,25 @@ async fn a_dead_server_follows_the_file_fail_mode() {
         "unchecked large download cut under unavailable: block"
     );
     proxy.stop().await;
+    // A server that accepts and never answers: the same, once its deadline (1 s) passes.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_base = format!("http://{}", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            conns.push(c);
+        }
+    });
+    let (proxy, _dir) = proxy_for(
+        &[&silent_base],
+        "security_level: medium\nfiles:\n  unavailable: block\n",
+        HOLD,
+    )
+    .await;
+    let (status, body, _) = fetch(&proxy.client(None), &origin.url("/download/10000/3")).await;
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    proxy.stop().await;
+    held.abort();
     // The default (allow) lets them through whole.
     let (proxy, _dir) = proxy_for(&[&base], "security_level: medium\n", HOLD).await;
     let (status, body, complete) =
