@@ -356,7 +356,8 @@ async fn scan_download(
             if let Some(fb) = state.filter.as_ref().and_then(|f| f.feedback.as_ref()) {
                 use crate::feedback::event::{FileFacts, Kind};
                 let mut e = fb.event(Kind::FileVerdict);
-                e.id = id.to_string();
+                // Its own id: the request's id already names the URL decision's event.
+                e.id = format!("{id}.file");
                 e.client = Some(fb.pseudonym(&client.ip().to_string(), anonymize.0));
                 e.user = user.as_deref().map(|u| fb.pseudonym(u, anonymize.1));
                 e.url = Some(url.clone());

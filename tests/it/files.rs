@@ -148,6 +148,34 @@ async fn listed_downloads_are_blocked_or_cut_and_others_arrive_whole() {
     .unwrap();
     assert_eq!(stats["files"]["blocked"], 4, "{stats}");
     assert_eq!(stats["files"]["monitored"], 2, "{stats}");
+    // Each verdict reaches the server as a file_verdict feedback event with the file's facts.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let events = loop {
+        let v = server
+            .admin
+            .get(
+                "/v1/events?kind=file_verdict&limit=1000",
+                std::time::Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        let events = v["events"].as_array().cloned().unwrap_or_default();
+        if events.len() >= 6 || std::time::Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(events.len(), 6, "{events:?}");
+    let small = sha256(&download_bytes(10_000, 1));
+    let e = events
+        .iter()
+        .find(|e| e["file"]["sha256"] == small.as_str())
+        .unwrap_or_else(|| panic!("no event for {small}: {events:?}"));
+    assert_eq!(e["action"], "block");
+    assert_eq!(e["file"]["size"], 10_000);
+    assert_eq!(e["file"]["verdict"], "malicious");
+    assert_eq!(e["file"]["content_type"], "application/octet-stream");
+    assert_eq!(e["host"], "127.0.0.1");
     proxy.stop().await;
 }
 
