@@ -411,17 +411,24 @@ impl Reputation {
         self.ask_at("/v1/lookup", body).await
     }
 
-    /// [`Self::ask`] at another API path.
-    async fn ask_at(&self, path: &str, body: &Value) -> Result<(Value, Arc<str>), Unavailable> {
+    /// The sources in order, skipping those marked down (all of them when every one is).
+    fn source_order(&self) -> Vec<&Source> {
         let now = self.now_ms();
-        let mut order: Vec<&Source> = self
+        let order: Vec<&Source> = self
             .sources
             .iter()
             .filter(|s| s.down_until.load(Ordering::Relaxed) <= now)
             .collect();
         if order.is_empty() {
-            order = self.sources.iter().collect();
+            self.sources.iter().collect()
+        } else {
+            order
         }
+    }
+
+    /// [`Self::ask`] at another API path.
+    async fn ask_at(&self, path: &str, body: &Value) -> Result<(Value, Arc<str>), Unavailable> {
+        let order = self.source_order();
         let mut errors = Vec::new();
         for s in order {
             match s.client.post_json(path, body, s.timeout).await {
@@ -453,15 +460,7 @@ impl Reputation {
         body: &Value,
         timeout: Duration,
     ) -> Result<(Value, Arc<str>), PostError> {
-        let now = self.now_ms();
-        let mut order: Vec<&Source> = self
-            .sources
-            .iter()
-            .filter(|s| s.down_until.load(Ordering::Relaxed) <= now)
-            .collect();
-        if order.is_empty() {
-            order = self.sources.iter().collect();
-        }
+        let order = self.source_order();
         let mut errors = Vec::new();
         for s in order {
             match s.client.post_json("/v1/events", body, timeout).await {

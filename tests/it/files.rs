@@ -137,15 +137,7 @@ async fn listed_downloads_are_blocked_or_cut_and_others_arrive_whole() {
         assert_eq!((status, complete), (200, true), "{path}");
         assert!(body == download_bytes(n, seed), "{path}: the bytes differ");
     }
-    let stats: Value = serde_json::from_str(
-        &plain_get(format!("{}/stats", proxy.url()))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let stats: Value = proxy_stats(&proxy).await;
     assert_eq!(stats["files"]["blocked"], 4, "{stats}");
     assert_eq!(stats["files"]["monitored"], 2, "{stats}");
     // Each verdict reaches the server as a file_verdict feedback event with the file's facts.
@@ -249,15 +241,7 @@ async fn parallel_downloads_share_a_bounded_hold_back_budget() {
         assert_eq!((status, complete), (200, true));
         assert!(body == download_bytes(60_000, 10 + i as u8));
     }
-    let stats: Value = serde_json::from_str(
-        &plain_get(format!("{}/stats", proxy.url()))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let stats: Value = proxy_stats(&proxy).await;
     assert_eq!(stats["files"]["scanned"], 24, "{stats}");
     proxy.stop().await;
 }

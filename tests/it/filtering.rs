@@ -275,13 +275,7 @@ async fn requests_are_decided_by_reputation_lists_and_paths() {
         line["decision"]["cache"], "none",
         "a list hit needs no lookup"
     );
-    let stats: Value = plain_get(format!("{}/stats", proxy.url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .map(|t| serde_json::from_str(&t).unwrap())
-        .unwrap();
+    let stats: Value = proxy_stats(&proxy).await;
     let n = |k: &str, v: &str| stats["filter"][k][v].as_u64().unwrap();
     assert!(
         n("actions", "block") >= 15 && n("actions", "allow") >= 5,

@@ -500,6 +500,17 @@ pub async fn read_head(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
+/// The proxy's `/stats` page.
+pub async fn proxy_stats(proxy: &TestProxy) -> serde_json::Value {
+    let text = plain_get(format!("{}/stats", proxy.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
 /// A port on 127.0.0.1 where nothing listens.
 pub async fn closed_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -221,13 +221,7 @@ async fn curl_through_interception_with_the_proxy_ca() {
     }
     assert_eq!(failures, vec![("localhost".to_owned(), 1)]);
     // Listed for the admin on the proxy's /stats page.
-    let stats: serde_json::Value = plain_get(format!("{}/stats", i.proxy.url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .map(|t| serde_json::from_str(&t).unwrap())
-        .unwrap();
+    let stats: serde_json::Value = proxy_stats(&i.proxy).await;
     assert_eq!(
         stats["failed_handshakes"],
         serde_json::json!([{ "host": "localhost", "count": 1 }])
