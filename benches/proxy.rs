@@ -248,11 +248,48 @@ fn file_scanning(c: &mut Criterion) {
     group.finish();
 }
 
+/// Feedback (issue 8): the filtered round trip for a cached host with feedback off, on with
+/// nothing to report, and on with every decision reported as an event (policy
+/// `feedback.report` includes `allow`), in one run. The events go to the in-process
+/// reputation server, whose ingest shares the machine's cores with everything else here.
+fn feedback_round_trip(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let none = dir.path().join("report-none.yaml");
+    std::fs::write(&none, "feedback:\n  report: []\n").unwrap();
+    let all = dir.path().join("report-all.yaml");
+    std::fs::write(
+        &all,
+        "feedback:\n  report: [allow, block, warn, continue, monitor, untested, reputation_unavailable]\n",
+    )
+    .unwrap();
+    for (name, enabled, policy) in [
+        ("off", false, &all),
+        ("on_nothing_reported", true, &none),
+        ("on_every_request_reported", true, &all),
+    ] {
+        let yaml = format!(
+            "proxy:\n  listen: [\"127.0.0.1:0\"]\n  destinations:\n    allow_internal: true\n  hosts: {{ \"*.test\": [\"127.0.0.1\"] }}\naccess_log:\n  enabled: false\npolicy:\n  enabled: true\n  file: {:?}\nfeedback:\n  enabled: {enabled}\n  spool_dir: {:?}\n",
+            policy.display().to_string(),
+            dir.path()
+                .join(format!("spool-{name}"))
+                .display()
+                .to_string()
+        );
+        let (mut sender, origin_addr, _token, _state) = start(&rt, &yaml);
+        let uri = format!("http://warm.test:{}/1k", origin_addr.port());
+        c.bench_function(&format!("feedback/{name}_get_1k_round_trip"), |b| {
+            b.iter(|| rt.block_on(get_1k(&mut sender, &uri)))
+        });
+    }
+}
+
 criterion_group!(
     benches,
     headers,
     round_trip,
     filtered_round_trip,
-    file_scanning
+    file_scanning,
+    feedback_round_trip
 );
 criterion_main!(benches);
