@@ -149,14 +149,19 @@ fn entries() -> Value {
     ]})
 }
 
-/// The JSON form of the page for `url`, which must be a 403.
-async fn json_page(client: &reqwest::Client, url: &str) -> Value {
-    let r = client
+/// A GET of `url` asking for JSON (the proxy's pages answer in JSON then).
+async fn get_json(client: &reqwest::Client, url: &str) -> reqwest::Response {
+    client
         .get(url)
         .header("accept", "application/json")
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The JSON form of the page for `url`, which must be a 403.
+async fn json_page(client: &reqwest::Client, url: &str) -> Value {
+    let r = get_json(client, url).await;
     assert_eq!(r.status(), 403, "{url}");
     serde_json::from_str(&r.text().await.unwrap()).unwrap()
 }
@@ -419,12 +424,7 @@ async fn warn_then_continue_then_the_token_expires() {
 /// What the proxy did with `url`: `pass` (the origin answered), or the page's
 /// `action:reason`.
 async fn outcome(client: &reqwest::Client, url: &str) -> String {
-    let r = client
-        .get(url)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
+    let r = get_json(client, url).await;
     let status = r.status().as_u16();
     let body = r.text().await.unwrap();
     match status {
