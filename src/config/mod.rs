@@ -171,6 +171,7 @@ pub struct ProxyConfig {
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
     pub users_file: Option<PathBuf>,
+    pub groups_file: Option<PathBuf>,
     pub realm: String,
     pub credentials_cache_ttl: Duration,
 }
@@ -352,6 +353,7 @@ impl Config {
         }
         let auth = AuthConfig {
             users_file: a.users_file.clone(),
+            groups_file: a.groups_file.clone(),
             realm: a.realm.clone(),
             credentials_cache_ttl: Duration::from_secs(a.credentials_cache_seconds),
         };

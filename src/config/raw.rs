@@ -207,6 +207,10 @@ pub struct RawAuthConfig {
     /// How long a verified credential is remembered so that password hashing does not run on
     /// every request, in seconds. Default 300. 0 verifies every request.
     pub credentials_cache_seconds: u64,
+    /// A groups file for policy rules that `match` on `groups`: one `group: user user ...`
+    /// per line (members separated by spaces or commas), `#` comments. Read at start.
+    /// Default: none (users belong to no group).
+    pub groups_file: Option<PathBuf>,
 }
 
 /// Access log format.
@@ -599,6 +603,7 @@ impl Default for RawAuthConfig {
             users_file: None,
             realm: "webrep".into(),
             credentials_cache_seconds: 300,
+            groups_file: None,
         }
     }
 }

@@ -321,3 +321,64 @@ mod tests {
         );
     }
 }
+
+/// User → groups, from `auth.groups_file`.
+pub type Groups = std::collections::HashMap<String, Arc<[String]>>;
+
+/// Reads a groups file: `group: member member ...` per line (members separated by spaces
+/// or commas), `#` comments and blank lines skipped.
+///
+/// # Errors
+/// The file cannot be read, or a line is not `group: members` (named with its number).
+pub fn load_groups(path: &std::path::Path) -> anyhow::Result<Groups> {
+    use anyhow::Context as _;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("auth.groups_file {}", path.display()))?;
+    parse_groups(&text).with_context(|| format!("auth.groups_file {}", path.display()))
+}
+
+fn parse_groups(text: &str) -> anyhow::Result<Groups> {
+    let mut by_user: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((group, members)) = line.split_once(':') else {
+            anyhow::bail!("line {}: expected `group: user user ...`", i + 1);
+        };
+        let group = group.trim();
+        if group.is_empty() || group.chars().any(char::is_whitespace) {
+            anyhow::bail!("line {}: {group:?} is not a group name", i + 1);
+        }
+        for user in members
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|u| !u.is_empty())
+        {
+            let groups = by_user.entry(user.to_owned()).or_default();
+            if !groups.iter().any(|g| g == group) {
+                groups.push(group.to_owned());
+            }
+        }
+    }
+    Ok(by_user
+        .into_iter()
+        .map(|(u, g)| (u, Arc::from(g)))
+        .collect())
+}
+
+#[cfg(test)]
+mod group_tests {
+    #[test]
+    fn groups_files_map_users_to_their_groups() {
+        let g =
+            super::parse_groups("# groups\nstaff: alice bob\nfinance: bob, carol\n\nstaff: bob\n")
+                .unwrap();
+        assert_eq!(&*g["alice"], ["staff"]);
+        assert_eq!(&*g["bob"], ["staff", "finance"]);
+        assert_eq!(&*g["carol"], ["finance"]);
+        let e = super::parse_groups("staff alice\n").unwrap_err();
+        assert!(e.to_string().contains("line 1"), "{e}");
+        assert!(super::parse_groups("a b: c\n").is_err());
+    }
+}

@@ -42,6 +42,8 @@ pub struct Filter {
     pub secret: [u8; 32],
     /// Decision counters (served as JSON on the proxy's `/stats` page).
     pub stats: FilterStats,
+    /// User → groups for rules that match on `groups` (`auth.groups_file`).
+    pub groups: super::auth::Groups,
     /// Feedback events (issue 8), when `feedback.enabled`.
     pub feedback: Option<Arc<crate::feedback::Feedback>>,
 }
@@ -105,6 +107,7 @@ impl Filter {
                 .build(),
             secret,
             stats: FilterStats::default(),
+            groups: Default::default(),
             feedback: None,
         }
     }
@@ -218,6 +221,11 @@ impl Filter {
         r.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         r
+    }
+
+    /// The groups of `user` (none without a user or a groups file).
+    fn groups_of(&self, user: Option<&str>) -> &[String] {
+        user.and_then(|u| self.groups.get(u)).map_or(&[], |g| g)
     }
 
     /// Whether `client` continued past a warning for `host` and that is still valid.
@@ -363,7 +371,7 @@ impl Filter {
             url: &canonical,
             client,
             user,
-            groups: &[],
+            groups: self.groups_of(user),
             now: jiff::Timestamp::now(),
         };
         // Lists and rule actions decide without any lookup.
@@ -490,7 +498,7 @@ impl Filter {
             url: canonical,
             client,
             user,
-            groups: &[],
+            groups: self.groups_of(user),
             now: jiff::Timestamp::now(),
         };
         let d = crate::policy::intercept(&policy, &facts, verdict);
@@ -517,7 +525,7 @@ impl Filter {
             url: canonical,
             client,
             user,
-            groups: &[],
+            groups: self.groups_of(user),
             now: jiff::Timestamp::now(),
         })
     }

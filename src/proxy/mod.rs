@@ -193,6 +193,10 @@ async fn filter_setup(
         tokio::spawn(reputation.clone().follow_changes(draining.clone()));
     }
     let mut filter = filter::Filter::new(reputation.clone(), policy);
+    if let Some(path) = &config.auth.groups_file {
+        filter.groups = auth::load_groups(path)?;
+        tracing::info!(file = %path.display(), users = filter.groups.len(), "groups loaded");
+    }
     if config.feedback.enabled {
         let feedback = Arc::new(crate::feedback::Feedback::new(&config.feedback)?);
         feedback.start(reputation)?;

@@ -732,3 +732,51 @@ async fn a_thousand_concurrent_requests_for_a_cold_host_cost_one_lookup() {
     );
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn rules_on_groups_apply_to_the_authenticated_users_groups() {
+    let origin = Origin::http().await;
+    let server = RepServer::start(entries()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let hash = webrep::proxy::auth::hash_password("pw-for-tests").unwrap();
+    let users = dir.path().join("users");
+    std::fs::write(&users, format!("alice:{hash}\nbob:{hash}\n")).unwrap();
+    let groups = dir.path().join("groups");
+    std::fs::write(&groups, "# who is who\ninterns: alice, carol\n").unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "security_level: medium\nrules:\n  - id: interns-no-susp\n    match:\n      groups: [interns]\n    security_level: high\n",
+    )
+    .unwrap();
+    let proxy = TestProxy::start(
+        TEST_HOSTS,
+        &format!(
+            "auth:\n  users_file: {:?}\n  groups_file: {:?}\npolicy:\n  file: {:?}\nreputation:\n  sources:\n    - {{ url: \"{}\", token: \"{CLIENT}\" }}\n",
+            users.display().to_string(),
+            groups.display().to_string(),
+            policy.display().to_string(),
+            server.base
+        ),
+    )
+    .await;
+    let as_user = |name: &str| {
+        reqwest::Client::builder()
+            .proxy(
+                reqwest::Proxy::all(proxy.url())
+                    .unwrap()
+                    .basic_auth(name, "pw-for-tests"),
+            )
+            .build()
+            .unwrap()
+    };
+    // susp.test is Suspicious: blocked for the interns' rule (high level), not for others.
+    let url = at(&origin, "susp.test", "/");
+    let v = json_page(&as_user("alice"), &url).await;
+    assert_eq!(
+        (v["reason"].as_str(), v["rule"].as_str()),
+        (Some("risk"), Some("interns-no-susp"))
+    );
+    assert_eq!(outcome(&as_user("bob"), &url).await, "pass");
+    proxy.stop().await;
+}
