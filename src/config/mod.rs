@@ -48,6 +48,7 @@ pub struct Config {
     pub intercept: InterceptConfig,
     pub policy: raw::RawPolicyConfig,
     pub files: raw::RawFilesConfig,
+    pub admin: AdminConfig,
     pub reputation: ReputationSettings,
     pub server: ServerConfig,
     pub feedback: FeedbackConfig,
@@ -68,6 +69,12 @@ pub struct FeedbackConfig {
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
     pub shutdown_flush: Duration,
+}
+
+/// Validated `admin:` section.
+#[derive(Debug, Clone, Default)]
+pub struct AdminConfig {
+    pub listen: Option<SocketAddr>,
 }
 
 /// Validated `reputation:` section. Field meanings are documented on
@@ -502,6 +509,14 @@ impl Config {
                     ));
                 }
                 raw.files.clone()
+            },
+            admin: AdminConfig {
+                listen: match &raw.admin.listen {
+                    None => None,
+                    Some(a) => Some(a.parse::<SocketAddr>().map_err(|e| {
+                        invalid("admin.listen", format!("{a:?}: {e} (expected ip:port)"))
+                    })?),
+                },
             },
             reputation,
             server,

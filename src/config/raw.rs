@@ -38,6 +38,8 @@ pub struct RawConfig {
     pub feedback: RawFeedbackConfig,
     /// The proxy auto-config file (`/proxy.pac`, `/wpad.dat`) the proxy serves to browsers.
     pub pac: RawPacConfig,
+    /// The admin listener: Prometheus `/metrics`.
+    pub admin: RawAdminConfig,
 }
 
 /// `feedback:` section (the proxy's side of feedback; the server's is under `server:`).
@@ -114,6 +116,16 @@ pub struct RawEscalationRule {
 
 fn default_window_secs() -> u64 {
     3600
+}
+
+/// `admin:` section.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdminConfig {
+    /// Address (`ip:port`) of the admin listener, which serves Prometheus `/metrics`. Keep it
+    /// on loopback or a management network: it has no authentication. Default `null` (off);
+    /// for example `127.0.0.1:9129`.
+    pub listen: Option<String>,
 }
 
 /// `proxy:` section.

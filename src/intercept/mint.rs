@@ -70,6 +70,8 @@ pub struct Minter {
     lifetime: Duration,
     cache: moka::future::Cache<String, Arc<ServerConfig>>,
     provider: Arc<rustls::crypto::CryptoProvider>,
+    /// Leaves minted (cache misses), for metrics.
+    pub minted: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Minter {
@@ -93,6 +95,7 @@ impl Minter {
                 .time_to_live(lifetime / 2)
                 .build(),
             provider: Arc::new(rustls::crypto::ring::default_provider()),
+            minted: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -121,6 +124,8 @@ impl Minter {
     /// [`MintError`].
     pub fn mint(&self, host: &str) -> Result<ServerConfig, MintError> {
         let (chain, key) = self.mint_leaf(host)?;
+        self.minted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))

@@ -30,6 +30,7 @@ pub mod forward;
 pub mod headers;
 pub mod intercept;
 pub mod local;
+pub mod metrics;
 pub mod pac;
 pub mod service;
 pub mod tap;
@@ -109,6 +110,8 @@ impl ProxyState {
 pub struct Proxy {
     /// `listeners[worker]`: that worker's sockets, one per listen address.
     listeners: Vec<Vec<std::net::TcpListener>>,
+    /// `admin.listen`: `/metrics`.
+    admin: Option<std::net::TcpListener>,
     state: Arc<ProxyState>,
 }
 
@@ -440,10 +443,26 @@ impl Proxy {
             local_addrs,
             config: cfg,
         };
+        let admin = match config.admin.listen {
+            None => None,
+            Some(addr) => {
+                let l = std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("admin.listen {addr}: cannot listen"))?;
+                l.set_nonblocking(true)?;
+                tracing::info!(addr = %l.local_addr()?, "admin listener (/metrics)");
+                Some(l)
+            }
+        };
         Ok(Self {
             listeners,
+            admin,
             state: Arc::new(state),
         })
+    }
+
+    /// The admin listener's address, when `admin.listen` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The shared state (for tests and the admin side: counters, the interceptor).
@@ -460,6 +479,14 @@ impl Proxy {
     /// on the caller's runtime; the others get their own threads and runtimes.
     pub async fn run(self, shutdown: CancellationToken) {
         let state = self.state;
+        if let Some(admin) = self.admin {
+            match tokio::net::TcpListener::from_std(admin) {
+                Ok(l) => {
+                    tokio::spawn(metrics::serve_admin(l, state.clone(), shutdown.clone()));
+                }
+                Err(e) => tracing::error!(error = %e, "admin listener unusable"),
+            }
+        }
         {
             let (shutdown, draining) = (shutdown.clone(), state.draining.clone());
             tokio::spawn(async move {

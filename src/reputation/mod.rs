@@ -411,6 +411,15 @@ impl Reputation {
         self.ask_at("/v1/lookup", body).await
     }
 
+    /// Each source's name and whether it is in use (not marked down after a failure).
+    pub fn source_health(&self) -> Vec<(Arc<str>, bool)> {
+        let now = self.now_ms();
+        self.sources
+            .iter()
+            .map(|s| (s.name.clone(), s.down_until.load(Ordering::Relaxed) <= now))
+            .collect()
+    }
+
     /// The sources in order, skipping those marked down (all of them when every one is).
     fn source_order(&self) -> Vec<&Source> {
         let now = self.now_ms();

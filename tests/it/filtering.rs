@@ -780,3 +780,79 @@ async fn rules_on_groups_apply_to_the_authenticated_users_groups() {
     assert_eq!(outcome(&as_user("bob"), &url).await, "pass");
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_on_the_admin_listener_count_what_happened() {
+    let origin = Origin::http().await;
+    let server = RepServer::start(entries()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.yaml");
+    std::fs::write(&file, POLICY).unwrap();
+    let proxy = TestProxy::start(
+        TEST_HOSTS,
+        &format!(
+            "admin:\n  listen: \"127.0.0.1:0\"\npolicy:\n  file: {:?}\nreputation:\n  sources:\n    - {{ name: local, url: \"{}\", token: \"{CLIENT}\" }}\n",
+            file.display().to_string(),
+            server.base
+        ),
+    )
+    .await;
+    let client = proxy.client(None);
+    assert_eq!(
+        outcome(&client, &at(&origin, "safe.test", "/")).await,
+        "pass"
+    );
+    assert_eq!(
+        outcome(&client, &at(&origin, "safe.test", "/b")).await,
+        "pass"
+    );
+    assert_eq!(
+        outcome(&client, &at(&origin, "danger.test", "/")).await,
+        "block:risk"
+    );
+    assert_eq!(
+        outcome(&client, "http://listed-bad.test/").await,
+        "block:blocked"
+    );
+    let admin = proxy.admin.expect("admin listener");
+    let r = plain_get(format!("http://{admin}/metrics")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = r.text().await.unwrap();
+    // Parse the samples: `name{labels} value` lines.
+    let sample = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+    };
+    assert_eq!(sample("webrep_decisions_total{action=\"allow\"}"), 2.0);
+    assert_eq!(sample("webrep_decisions_total{action=\"block\"}"), 2.0);
+    assert_eq!(
+        sample("webrep_reputation_answers_total{cache=\"none\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample("webrep_reputation_answers_total{cache=\"miss\"}")
+            + sample("webrep_reputation_answers_total{cache=\"hit\"}"),
+        3.0
+    );
+    assert_eq!(sample("webrep_reputation_source_up{source=\"local\"}"), 1.0);
+    assert_eq!(sample("webrep_policy_generation"), 1.0);
+    assert!(text.contains("# TYPE webrep_file_scans counter"), "{text}");
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    assert_eq!(
+        plain_get(format!("http://{admin}/other"))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    proxy.stop().await;
+}

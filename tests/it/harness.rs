@@ -371,6 +371,8 @@ async fn origin_handler(
 /// The real proxy, in-process, on 127.0.0.1:0.
 pub struct TestProxy {
     pub addr: SocketAddr,
+    /// The admin listener (`/metrics`), when the config sets `admin.listen`.
+    pub admin: Option<SocketAddr>,
     pub state: Arc<webrep::proxy::ProxyState>,
     token: CancellationToken,
     handle: Option<tokio::task::JoinHandle<()>>,
@@ -414,11 +416,13 @@ impl TestProxy {
             .await
             .unwrap();
         let addr = proxy.local_addrs()[0];
+        let admin = proxy.admin_addr();
         let state = proxy.state();
         let token = CancellationToken::new();
         let handle = tokio::spawn(proxy.run(token.clone()));
         Self {
             addr,
+            admin,
             state,
             token,
             handle: Some(handle),

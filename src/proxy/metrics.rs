@@ -1,0 +1,236 @@
+//! Prometheus metrics of the proxy, served as `/metrics` on the admin listener
+//! (`admin.listen`, loopback by default; off when `null`).
+//!
+//! # Where it sits
+//! Outside the request path: the counters are the relaxed atomics the request path already
+//! keeps (filter decisions, cache states, file scans, feedback queue and spool, certificate
+//! mints, failed client handshakes); a scrape reads them into a fresh `prometheus-client`
+//! registry and encodes it in the OpenMetrics text format. Label values come from closed
+//! sets only: actions, cache states, outcomes, and the configured source names.
+//!
+//! # What it costs
+//! Nothing per request beyond those atomics; a scrape builds a few dozen samples.
+//!
+//! # How it fails
+//! The admin listener failing to bind is a start-up error naming `admin.listen`. A scrape
+//! cannot fail: an encoding error (which would be a bug) answers 500.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::ProxyState;
+
+type Labels = Vec<(&'static str, String)>;
+
+fn counter_family(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: impl IntoIterator<Item = (String, u64)>,
+) {
+    let family = Family::<Labels, Counter>::default();
+    for (v, n) in values {
+        family.get_or_create(&vec![(label, v)]).inc_by(n);
+    }
+    registry.register(name, help, family);
+}
+
+fn counter(registry: &mut Registry, name: &str, help: &str, n: u64) {
+    let c = Counter::<u64>::default();
+    c.inc_by(n);
+    registry.register(name, help, c);
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str, n: i64) {
+    let g = Gauge::<i64>::default();
+    g.set(n);
+    registry.register(name, help, g);
+}
+
+/// The current metrics in the OpenMetrics text format.
+pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
+    let mut r = Registry::with_prefix("webrep");
+    if let Some(f) = &state.filter {
+        let s = &f.stats;
+        counter_family(
+            &mut r,
+            "decisions",
+            "Filtering decisions by action",
+            "action",
+            ["allow", "monitor", "warn", "continue", "block"]
+                .iter()
+                .zip(&s.actions)
+                .map(|(a, c)| ((*a).to_owned(), c.load(Relaxed))),
+        );
+        counter_family(
+            &mut r,
+            "reputation_answers",
+            "Reputation answers by cache state (none: decided by a list or rule)",
+            "cache",
+            ["hit", "miss", "stale", "unavailable", "none"]
+                .iter()
+                .zip(&s.cache)
+                .map(|(a, c)| ((*a).to_owned(), c.load(Relaxed))),
+        );
+        counter(
+            &mut r,
+            "reputation_changes_applied",
+            "Cache invalidations applied from the change stream",
+            f.reputation.changes_applied.load(Relaxed),
+        );
+        let up = Family::<Labels, Gauge>::default();
+        for (name, healthy) in f.reputation.source_health() {
+            up.get_or_create(&vec![("source", name.to_string())])
+                .set(i64::from(healthy));
+        }
+        r.register(
+            "reputation_source_up",
+            "1 while a reputation source is in use, 0 while it is marked down",
+            up,
+        );
+        gauge(
+            &mut r,
+            "policy_generation",
+            "Generation of the loaded policy (1 at start, +1 per successful reload)",
+            i64::try_from(f.policy.generation()).unwrap_or(i64::MAX),
+        );
+        if let Some(fb) = &f.feedback {
+            let st = &fb.stats;
+            counter_family(
+                &mut r,
+                "feedback_events",
+                "Feedback events by outcome",
+                "outcome",
+                [
+                    ("queued", &st.queued),
+                    ("sent", &st.sent),
+                    ("duplicate", &st.duplicates),
+                    ("spooled", &st.spooled),
+                    ("replayed", &st.replayed),
+                    ("dropped_queue", &st.dropped_queue),
+                    ("dropped_spool", &st.dropped_spool),
+                ]
+                .into_iter()
+                .map(|(k, c)| (k.to_owned(), c.load(Relaxed))),
+            );
+        }
+    }
+    if let Some(sc) = &state.scanner {
+        let st = &sc.stats;
+        counter_family(
+            &mut r,
+            "file_scans",
+            "Downloads hashed for file reputation, by outcome",
+            "outcome",
+            [
+                ("scanned", &st.scanned),
+                ("held", &st.held),
+                ("blocked", &st.blocked),
+                ("monitored", &st.monitored),
+                ("unavailable", &st.unavailable),
+            ]
+            .into_iter()
+            .map(|(k, c)| (k.to_owned(), c.load(Relaxed))),
+        );
+    }
+    if let Some(i) = &state.interceptor {
+        counter(
+            &mut r,
+            "certificates_minted",
+            "Leaf certificates minted for intercepted hosts",
+            i.minter.minted.load(Relaxed),
+        );
+        counter(
+            &mut r,
+            "client_handshake_failures",
+            "Client TLS handshakes that failed after interception (per host on /stats)",
+            i.failed_handshakes().iter().map(|(_, n)| n).sum(),
+        );
+    }
+    counter(
+        &mut r,
+        "access_log_dropped",
+        "Access log lines dropped because the writer fell behind",
+        state.access_log.dropped(),
+    );
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &r)?;
+    Ok(out)
+}
+
+/// Serves `/metrics` on `listener` until `shutdown`.
+pub async fn serve_admin(
+    listener: TcpListener,
+    state: Arc<ProxyState>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin listener accept failed");
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => return,
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(answer(&state, &req, peer)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}
+
+fn answer(state: &ProxyState, req: &Request<Incoming>, _peer: SocketAddr) -> Response<Full<Bytes>> {
+    let (status, ctype, body) = match (req.method().as_str(), req.uri().path()) {
+        ("GET", "/metrics") => match render(state) {
+            Ok(text) => (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                text,
+            ),
+            Err(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain; charset=utf-8",
+                "metrics encoding failed\n".to_owned(),
+            ),
+        },
+        (_, "/metrics") => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "GET only\n".to_owned(),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found (the admin listener serves /metrics)\n".to_owned(),
+        ),
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r
+}
