@@ -86,6 +86,8 @@ pub struct PolicyHandle {
     /// Serialises reloads (held across read + compile + swap; never across an await).
     reload_lock: Mutex<u64>,
     events: watch::Sender<ReloadEvent>,
+    /// Reloads that failed (the running policy was kept), for metrics.
+    pub reload_failures: std::sync::atomic::AtomicU64,
 }
 
 impl PolicyHandle {
@@ -114,6 +116,7 @@ impl PolicyHandle {
             current: ArcSwap::from_pointee(policy),
             reload_lock: Mutex::new(0),
             events,
+            reload_failures: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -174,6 +177,8 @@ impl PolicyHandle {
                 Ok(generation)
             }
             Err(e) => {
+                self.reload_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(
                     path = %self.path.display(),
                     generation = live,

@@ -105,6 +105,7 @@ pub async fn handle(
             let _slot = slot;
             match on_upgrade.await {
                 Ok(client) if intercept => {
+                    state2.tunnels[1].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let stats = super::intercept::serve_tunnel(
                         state2.clone(),
                         ctx2.clone(),
@@ -129,6 +130,7 @@ pub async fn handle(
                     let Some(upstream) = upstream else {
                         return;
                     };
+                    state2.tunnels[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let stats = relay(
                         TokioIo::new(client),
                         upstream,

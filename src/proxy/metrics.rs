@@ -4,7 +4,8 @@
 //! # Where it sits
 //! Outside the request path: the counters are the relaxed atomics the request path already
 //! keeps (filter decisions, cache states, file scans, feedback queue and spool, certificate
-//! mints, failed client handshakes); a scrape reads them into a fresh `prometheus-client`
+//! mints, failed client handshakes, tunnels, policy reload failures) and the histogram of
+//! reputation round trips; a scrape reads them into a fresh `prometheus-client`
 //! registry and encodes it in the OpenMetrics text format. Label values come from closed
 //! sets only: actions, cache states, outcomes, and the configured source names.
 //!
@@ -103,6 +104,17 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
             "1 while a reputation source is in use, 0 while it is marked down",
             up,
         );
+        r.register(
+            "reputation_lookup_seconds",
+            "Round trips to the reputation sources (failover included)",
+            f.reputation.lookup_seconds.clone(),
+        );
+        counter(
+            &mut r,
+            "policy_reload_failures",
+            "Policy reloads that failed (the running policy was kept)",
+            f.policy.reload_failures.load(Relaxed),
+        );
         gauge(
             &mut r,
             "policy_generation",
@@ -162,6 +174,18 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
             i.failed_handshakes().iter().map(|(_, n)| n).sum(),
         );
     }
+    counter_family(
+        &mut r,
+        "tunnels",
+        "CONNECT tunnels opened, by kind",
+        "kind",
+        [
+            ("tunnel", &state.tunnels[0]),
+            ("intercepted", &state.tunnels[1]),
+        ]
+        .into_iter()
+        .map(|(k, c)| (k.to_owned(), c.load(Relaxed))),
+    );
     counter(
         &mut r,
         "access_log_dropped",

@@ -79,6 +79,8 @@ pub struct ProxyState {
     pub interceptor: Option<intercept::Interceptor>,
     /// With `policy.enabled`: reputation and policy.
     pub filter: Option<filter::Filter>,
+    /// CONNECT tunnels opened: relayed untouched, intercepted (for metrics).
+    pub tunnels: [std::sync::atomic::AtomicU64; 2],
     /// With filtering on: file reputation for downloads (issue 9).
     pub scanner: Option<filescan::FileScanner>,
     pub dialer: Dialer,
@@ -430,6 +432,7 @@ impl Proxy {
             clients,
             https_clients,
             interceptor,
+            tunnels: Default::default(),
             scanner: filter
                 .as_ref()
                 .map(|_| filescan::FileScanner::new(&config.files)),

@@ -193,6 +193,8 @@ pub struct Reputation {
     epoch: Instant,
     /// Changes applied from the change stream (keys dropped).
     pub changes_applied: AtomicU64,
+    /// Time of each round trip to the sources (failover included), for metrics.
+    pub lookup_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl std::fmt::Debug for Reputation {
@@ -248,6 +250,9 @@ impl Reputation {
             retry_after: config.retry_after,
             epoch: Instant::now(),
             changes_applied: AtomicU64::new(0),
+            lookup_seconds: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 14),
+            ),
         }
     }
 
@@ -437,6 +442,17 @@ impl Reputation {
 
     /// [`Self::ask`] at another API path.
     async fn ask_at(&self, path: &str, body: &Value) -> Result<(Value, Arc<str>), Unavailable> {
+        let started = Instant::now();
+        let r = self.ask_sources(path, body).await;
+        self.lookup_seconds.observe(started.elapsed().as_secs_f64());
+        r
+    }
+
+    async fn ask_sources(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<(Value, Arc<str>), Unavailable> {
         let order = self.source_order();
         let mut errors = Vec::new();
         for s in order {

@@ -845,6 +845,13 @@ async fn metrics_on_the_admin_listener_count_what_happened() {
     );
     assert_eq!(sample("webrep_reputation_source_up{source=\"local\"}"), 1.0);
     assert_eq!(sample("webrep_policy_generation"), 1.0);
+    assert_eq!(sample("webrep_policy_reload_failures_total"), 0.0);
+    assert_eq!(
+        sample("webrep_reputation_lookup_seconds_count"),
+        sample("webrep_reputation_answers_total{cache=\"miss\"}"),
+        "one round trip per miss"
+    );
+    assert_eq!(sample("webrep_tunnels_total{kind=\"tunnel\"}"), 0.0);
     assert!(text.contains("# TYPE webrep_file_scans counter"), "{text}");
     assert!(text.trim_end().ends_with("# EOF"), "{text}");
     assert_eq!(
