@@ -144,7 +144,8 @@ pub struct RawProxyConfig {
     pub destinations: RawDestinationsConfig,
     /// Static host names, consulted before the system resolver (like `/etc/hosts`, for the
     /// proxy only): name → addresses. A key `*.example.org` covers every name under
-    /// `example.org` (not the bare domain). Addresses found here are still checked against
+    /// `example.org` (not the bare domain); `*` alone covers every other name (a closed lab
+    /// network: no name goes to DNS). Addresses found here are still checked against
     /// `destinations`. Default `{}`. Example: `{ "intranet.corp": ["10.1.2.3"] }`.
     pub hosts: std::collections::BTreeMap<String, Vec<String>>,
     /// Worker threads, each with its own event loop, listening socket (`SO_REUSEPORT`) and

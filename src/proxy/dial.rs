@@ -67,13 +67,15 @@ impl DialError {
 }
 
 /// `proxy.hosts`: names answered from config instead of the system resolver. Exact names
-/// first, then `*.suffix` entries, longest suffix first. Names are compared in lower case
+/// first, then `*.suffix` entries, longest suffix first, then `*` (every name). Names are compared in lower case
 /// without a trailing dot.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StaticHosts {
     exact: std::collections::HashMap<String, Vec<std::net::IpAddr>>,
     /// (".suffix", addresses), longest first.
     wildcard: Vec<(String, Vec<std::net::IpAddr>)>,
+    /// `*`: every other name (a closed lab network; no name goes to DNS).
+    any: Option<Vec<std::net::IpAddr>>,
 }
 
 impl StaticHosts {
@@ -88,6 +90,20 @@ impl StaticHosts {
         let mut out = StaticHosts::default();
         for (name, addrs) in raw {
             let key = name.trim_end_matches('.').to_ascii_lowercase();
+            if key == "*" {
+                let ips = addrs
+                    .iter()
+                    .map(|a| {
+                        a.parse::<std::net::IpAddr>()
+                            .map_err(|_| format!("\"*\": {a:?} is not an IP address"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if ips.is_empty() {
+                    return Err("\"*\" has no address".to_owned());
+                }
+                out.any = Some(ips);
+                continue;
+            }
             let bare = key.strip_prefix("*.").unwrap_or(&key);
             if bare.is_empty()
                 || bare.contains('*')
@@ -122,7 +138,7 @@ impl StaticHosts {
 
     /// The configured addresses of `host`, if any.
     pub fn get(&self, host: &str) -> Option<&[std::net::IpAddr]> {
-        if self.exact.is_empty() && self.wildcard.is_empty() {
+        if self.exact.is_empty() && self.wildcard.is_empty() && self.any.is_none() {
             return None;
         }
         let host = host.trim_end_matches('.').to_ascii_lowercase();
@@ -133,6 +149,7 @@ impl StaticHosts {
             .iter()
             .find(|(suffix, _)| host.ends_with(suffix.as_str()) && host.len() > suffix.len())
             .map(|(_, v)| v.as_slice())
+            .or(self.any.as_deref())
     }
 }
 
@@ -293,6 +310,12 @@ mod tests {
         );
         assert_eq!(h.get("lab.corp"), Some(&[ip("10.0.0.1")][..]));
         assert_eq!(h.get("example.org"), None);
+        let all = hosts(&[("*", &["127.0.0.1"]), ("*.lab.corp", &["10.9.0.1"])]).unwrap();
+        assert_eq!(
+            all.get("anything.example.org"),
+            Some(&[ip("127.0.0.1")][..])
+        );
+        assert_eq!(all.get("x.lab.corp"), Some(&[ip("10.9.0.1")][..]));
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! A real browser end to end: headless Chromium (Debian's package) through the real `webrep`
 //! binary with interception on and the proxy's CA trusted (by its key's SPKI hash), loading
 //! an allowed page, a blocked page and a warn page with its "Continue anyway" link, over HTTP
-//! and intercepted HTTPS, from in-process origins. Names under `.example` resolve to
-//! 127.0.0.1 through `proxy.hosts` and the proxy refuses every other destination, so nothing
-//! leaves loopback. A second profile finds the proxy through its `/proxy.pac` only.
+//! and intercepted HTTPS, from in-process origins. Every name resolves to 127.0.0.1 through
+//! `proxy.hosts` (`*`), Chromium's own resolver answers nothing (`--host-resolver-rules`), and
+//! the proxy refuses every other destination, so nothing leaves loopback. A second profile finds the proxy through its `/proxy.pac` only.
 //! Screenshots go to `target/browser-artifacts/`.
 //!
 //! Skipped, saying so, only when Chromium is not installed and `WEBREP_REQUIRE_BROWSER` is
@@ -147,12 +147,12 @@ impl Proxy {
         )
         .unwrap();
         let q = |p: &Path| format!("{:?}", p.display().to_string());
-        // Every destination but loopback is refused: Chromium's own background requests, if
-        // any, never leave the machine.
+        // Every name resolves to 127.0.0.1 (`*`: no DNS query for Chromium's own background
+        // requests through the proxy) and every destination but loopback is refused.
         let cfg = format!(
             "proxy:\n  listen: [\"127.0.0.1:0\"]\n  via_name: webrep-browser-test\n  \
              connect_ports: [443, {https_port}]\n  \
-             hosts: {{ \"*.example\": [\"127.0.0.1\"] }}\n  \
+             hosts: {{ \"*\": [\"127.0.0.1\"] }}\n  \
              destinations:\n    allow_internal: true\n    refuse: [\"0.0.0.0/2\", \"64.0.0.0/3\", \"96.0.0.0/4\", \"112.0.0.0/5\", \"120.0.0.0/6\", \"124.0.0.0/7\", \"126.0.0.0/8\", \"128.0.0.0/1\", \"::/0\"]\n\
              policy:\n  enabled: true\n  file: {policy}\n\
              intercept:\n  enabled: true\n  create_ca: true\n  ca_dir: {ca}\n  upstream_ca_file: {up}\n\
@@ -285,6 +285,11 @@ impl Browser {
             "--disable-sync",
             "--disable-extensions",
             "--disable-features=HttpsUpgrades,HttpsFirstBalancedModeAutoEnable",
+            // Chromium's own background services (account and update checks) resolve
+            // Google's names itself, outside the proxy: no name resolves here, so nothing
+            // leaves loopback. Pages go through the proxy (an address), which resolves
+            // their names from `proxy.hosts`.
+            "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
         ])
         .arg(format!("--user-data-dir={}", self.profile.path().display()))
         .args(&self.proxy_args)
