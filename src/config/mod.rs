@@ -75,6 +75,7 @@ pub struct FeedbackConfig {
 #[derive(Debug, Clone, Default)]
 pub struct AdminConfig {
     pub listen: Option<SocketAddr>,
+    pub token_file: Option<PathBuf>,
 }
 
 /// Validated `reputation:` section. Field meanings are documented on
@@ -517,6 +518,7 @@ impl Config {
                         invalid("admin.listen", format!("{a:?}: {e} (expected ip:port)"))
                     })?),
                 },
+                token_file: raw.admin.token_file.clone(),
             },
             reputation,
             server,

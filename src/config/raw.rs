@@ -126,6 +126,11 @@ pub struct RawAdminConfig {
     /// on loopback or a management network: it has no authentication. Default `null` (off);
     /// for example `127.0.0.1:9129`.
     pub listen: Option<String>,
+    /// A file holding the token of the admin API (`/v1/...` on the admin listener:
+    /// explain, reload, cache stats and purge), sent as `Authorization: Bearer TOKEN`;
+    /// 16 to 256 visible ASCII characters, on the file's first line. Default `null`: the
+    /// admin API answers 403 (`/metrics` needs no token).
+    pub token_file: Option<PathBuf>,
 }
 
 /// `proxy:` section.

@@ -374,30 +374,7 @@ impl Filter {
             groups: self.groups_of(user),
             now: jiff::Timestamp::now(),
         };
-        // Lists and rule actions decide without any lookup.
-        let first = evaluate(&policy, &facts, Some(&Verdict::untested()));
-        let (decision, verdict, cache, source) = if matches!(
-            first.reason,
-            Reason::Approved | Reason::Blocked | Reason::Rule
-        ) {
-            (first, None, None, None)
-        } else {
-            let lookup = self.reputation.lookup(&canonical).await;
-            let mut verdict = lookup.verdict;
-            if lookup.cache == CacheState::Stale
-                && lookup
-                    .stale_for
-                    .is_some_and(|d| d > policy.stale_window(&facts))
-            {
-                verdict = None;
-            }
-            (
-                evaluate(&policy, &facts, verdict.as_ref()),
-                verdict,
-                Some(lookup.cache),
-                lookup.source,
-            )
-        };
+        let (decision, verdict, cache, source) = self.decide(&policy, &facts).await;
         let score = verdict.as_ref().and_then(|v| v.score).map(|s| s.get());
         let continued = decision.action == Action::Warn && self.continued(client, canonical.host());
         let ticket = self.feedback.as_ref().and_then(|fb| {
@@ -512,7 +489,95 @@ impl Filter {
     }
 }
 
+/// A decision and what it rested on: the verdict (`None` for list and rule hits, or no
+/// answer), the cache state (`None` when no lookup was made) and the answering source.
+type DecisionBasis<'p> = (
+    crate::policy::Decision<'p>,
+    Option<Verdict>,
+    Option<CacheState>,
+    Option<Arc<str>>,
+);
+
 impl Filter {
+    /// The policy's decision for `facts`: lists and rule actions first, without any lookup;
+    /// otherwise the reputation (stale answers past the policy's window count as none).
+    /// Shared by [`Filter::check`] and [`Filter::explain`], so both decide alike.
+    async fn decide<'p>(
+        &self,
+        policy: &'p crate::policy::Policy,
+        facts: &RequestFacts<'_>,
+    ) -> DecisionBasis<'p> {
+        let first = evaluate(policy, facts, Some(&Verdict::untested()));
+        if matches!(
+            first.reason,
+            Reason::Approved | Reason::Blocked | Reason::Rule
+        ) {
+            return (first, None, None, None);
+        }
+        let lookup = self.reputation.lookup(facts.url).await;
+        let mut verdict = lookup.verdict;
+        if lookup.cache == CacheState::Stale
+            && lookup
+                .stale_for
+                .is_some_and(|d| d > policy.stale_window(facts))
+        {
+            verdict = None;
+        }
+        (
+            evaluate(policy, facts, verdict.as_ref()),
+            verdict,
+            Some(lookup.cache),
+            lookup.source,
+        )
+    }
+
+    /// What the proxy would do with a request for `url` from `client` (and `user`) now,
+    /// without doing it: the decision, the rule and list entry, the reputation and whether it
+    /// was cached, and whether a CONNECT to the host would be intercepted. No counters, no
+    /// feedback event. For the admin API.
+    ///
+    /// # Errors
+    /// A URL that does not canonicalize.
+    pub async fn explain(
+        &self,
+        url: &str,
+        client: IpAddr,
+        user: Option<&str>,
+    ) -> Result<serde_json::Value, String> {
+        let canonical = canonicalize(url).map_err(|e| format!("not a URL: {e}"))?;
+        let policy = self.policy.snapshot();
+        let facts = RequestFacts {
+            url: &canonical,
+            client,
+            user,
+            groups: self.groups_of(user),
+            now: jiff::Timestamp::now(),
+        };
+        let (d, verdict, cache, source) = self.decide(&policy, &facts).await;
+        let continued = d.action == Action::Warn && self.continued(client, canonical.host());
+        let i = crate::policy::intercept(&policy, &facts, verdict.as_ref());
+        Ok(serde_json::json!({
+            "url": url,
+            "canonical": canonical.as_str(),
+            "client": client.to_string(),
+            "user": user,
+            "groups": self.groups_of(user),
+            "action": d.action.as_str(),
+            "reason": d.reason.as_str(),
+            "continued": continued,
+            "rule": d.rule_id,
+            "list_entry": d.list_hit.map(|h| h.entry),
+            "category": d.category.map(|c| c.as_str()),
+            "risk": d.risk.map(RiskLevel::as_str),
+            "score": verdict.as_ref().and_then(|v| v.score).map(|s| s.get()),
+            "categories": verdict.as_ref().map(|v| v.categories.iter().map(|c| c.as_str()).collect::<Vec<_>>()),
+            "cache": cache.map_or("none", CacheState::as_str),
+            "source": source.as_deref(),
+            "intercept": i.mode == crate::policy::InterceptMode::Intercept,
+            "policy_generation": policy.generation(),
+        }))
+    }
+
     /// The policy's `files:` settings for a request to `canonical`.
     pub fn file_settings(
         &self,

@@ -1,5 +1,6 @@
-//! Prometheus metrics of the proxy, served as `/metrics` on the admin listener
-//! (`admin.listen`, loopback by default; off when `null`).
+//! The admin listener (`admin.listen`, off by default; keep it on loopback): Prometheus
+//! `/metrics` without a token, and the token-protected admin API (`admin.token_file`):
+//! explain a decision, reload the policy, cache stats and purge.
 //!
 //! # Where it sits
 //! Outside the request path: the counters are the relaxed atomics the request path already
@@ -17,7 +18,6 @@
 //! cannot fail: an encoding error (which would be a bug) answers 500.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -197,16 +197,17 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
     Ok(out)
 }
 
-/// Serves `/metrics` on `listener` until `shutdown`.
+/// Serves `/metrics` and the admin API on `listener` until `shutdown`.
 pub async fn serve_admin(
     listener: TcpListener,
     state: Arc<ProxyState>,
+    token: Option<Arc<str>>,
     shutdown: CancellationToken,
 ) {
     loop {
-        let (tcp, peer) = tokio::select! {
+        let tcp = tokio::select! {
             r = listener.accept() => match r {
-                Ok(x) => x,
+                Ok((tcp, _)) => tcp,
                 Err(e) => {
                     tracing::warn!(error = %e, "admin listener accept failed");
                     continue;
@@ -214,11 +215,11 @@ pub async fn serve_admin(
             },
             () = shutdown.cancelled() => return,
         };
-        let state = state.clone();
+        let (state, token) = (state.clone(), token.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(answer(&state, &req, peer)) }
+                let (state, token) = (state.clone(), token.clone());
+                async move { Ok::<_, Infallible>(answer(&state, token.as_deref(), req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), svc)
@@ -227,34 +228,129 @@ pub async fn serve_admin(
     }
 }
 
-fn answer(state: &ProxyState, req: &Request<Incoming>, _peer: SocketAddr) -> Response<Full<Bytes>> {
-    let (status, ctype, body) = match (req.method().as_str(), req.uri().path()) {
-        ("GET", "/metrics") => match render(state) {
-            Ok(text) => (
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                text,
-            ),
-            Err(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "text/plain; charset=utf-8",
-                "metrics encoding failed\n".to_owned(),
-            ),
-        },
-        (_, "/metrics") => (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain; charset=utf-8",
-            "GET only\n".to_owned(),
-        ),
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain; charset=utf-8",
-            "not found (the admin listener serves /metrics)\n".to_owned(),
-        ),
-    };
+fn reply(status: StatusCode, ctype: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     r
+}
+
+fn json(status: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>> {
+    reply(status, "application/json", format!("{v}\n"))
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    json(status, &serde_json::json!({ "error": message }))
+}
+
+/// The value of query parameter `name`, percent-decoded (`None` when absent or not valid
+/// percent-encoded UTF-8).
+fn param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| crate::repserver::api::percent_decode(v))?
+    })
+}
+
+/// Constant-time comparison of the bearer token.
+fn authorized(req: &Request<Incoming>, token: &str) -> bool {
+    let Some(given) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |a, (x, y)| a | (x ^ y))
+            == 0
+}
+
+/// The admin listener's routes: `/metrics` (no token), and with the `admin.token_file`
+/// token: `GET /v1/explain?url=U[&client=IP][&user=NAME]` (what the proxy would decide for
+/// that request now), `POST /v1/reload` (the policy file), `GET /v1/cache` (entries) and
+/// `POST /v1/cache/purge` (drop every cached answer).
+async fn answer(
+    state: &ProxyState,
+    token: Option<&str>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let (method, path) = (req.method().as_str(), req.uri().path());
+    if path == "/metrics" {
+        return match (method, render(state)) {
+            ("GET", Ok(text)) => reply(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                text,
+            ),
+            ("GET", Err(_)) => error(StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed"),
+            _ => error(StatusCode::METHOD_NOT_ALLOWED, "GET only"),
+        };
+    }
+    if !path.starts_with("/v1/") {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not found: /metrics, /v1/explain, /v1/reload, /v1/cache, /v1/cache/purge",
+        );
+    }
+    let Some(token) = token else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "the admin API is off: set admin.token_file",
+        );
+    };
+    if !authorized(&req, token) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong `Authorization: Bearer` token",
+        );
+    }
+    let Some(filter) = &state.filter else {
+        return error(
+            StatusCode::CONFLICT,
+            "filtering is off (policy.enabled: false): nothing to explain, reload or purge",
+        );
+    };
+    match (method, path) {
+        ("GET", "/v1/explain") => {
+            let q = req.uri().query();
+            let Some(url) = param(q, "url") else {
+                return error(StatusCode::BAD_REQUEST, "missing query parameter `url`");
+            };
+            let client = match param(q, "client") {
+                None => std::net::IpAddr::from([127, 0, 0, 1]),
+                Some(c) => match c.parse() {
+                    Ok(ip) => ip,
+                    Err(_) => {
+                        return error(StatusCode::BAD_REQUEST, "`client` is not an IP address");
+                    }
+                },
+            };
+            let user = param(q, "user");
+            match filter.explain(&url, client, user.as_deref()).await {
+                Ok(v) => json(StatusCode::OK, &v),
+                Err(e) => error(StatusCode::BAD_REQUEST, &e),
+            }
+        }
+        ("POST", "/v1/reload") => match filter.policy.reload_async().await {
+            Ok(generation) => json(
+                StatusCode::OK,
+                &serde_json::json!({ "generation": generation }),
+            ),
+            Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+        },
+        ("GET", "/v1/cache") => json(StatusCode::OK, &filter.reputation.cache_stats()),
+        ("POST", "/v1/cache/purge") => {
+            filter.reputation.invalidate_all();
+            json(StatusCode::OK, &serde_json::json!({ "purged": true }))
+        }
+        (_, "/v1/explain" | "/v1/cache") => error(StatusCode::METHOD_NOT_ALLOWED, "GET only"),
+        (_, "/v1/reload" | "/v1/cache/purge") => error(StatusCode::METHOD_NOT_ALLOWED, "POST only"),
+        _ => error(StatusCode::NOT_FOUND, "no such admin API path"),
+    }
 }

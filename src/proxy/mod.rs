@@ -112,8 +112,10 @@ impl ProxyState {
 pub struct Proxy {
     /// `listeners[worker]`: that worker's sockets, one per listen address.
     listeners: Vec<Vec<std::net::TcpListener>>,
-    /// `admin.listen`: `/metrics`.
+    /// `admin.listen`: `/metrics` and the admin API.
     admin: Option<std::net::TcpListener>,
+    /// `admin.token_file`'s token.
+    admin_token: Option<Arc<str>>,
     state: Arc<ProxyState>,
 }
 
@@ -456,9 +458,25 @@ impl Proxy {
                 Some(l)
             }
         };
+        let admin_token = match &config.admin.token_file {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("admin.token_file {}", path.display()))?;
+                let token = text.lines().next().unwrap_or("").trim();
+                if !crate::config::valid_token(token) {
+                    anyhow::bail!(
+                        "admin.token_file {}: the first line must be 16 to 256 visible ASCII characters",
+                        path.display()
+                    );
+                }
+                Some(Arc::from(token))
+            }
+        };
         Ok(Self {
             listeners,
             admin,
+            admin_token,
             state: Arc::new(state),
         })
     }
@@ -485,7 +503,12 @@ impl Proxy {
         if let Some(admin) = self.admin {
             match tokio::net::TcpListener::from_std(admin) {
                 Ok(l) => {
-                    tokio::spawn(metrics::serve_admin(l, state.clone(), shutdown.clone()));
+                    tokio::spawn(metrics::serve_admin(
+                        l,
+                        state.clone(),
+                        self.admin_token.clone(),
+                        shutdown.clone(),
+                    ));
                 }
                 Err(e) => tracing::error!(error = %e, "admin listener unusable"),
             }

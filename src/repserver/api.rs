@@ -840,7 +840,7 @@ fn query_param(query: Option<&str>, name: &str) -> Result<Option<String>, ApiErr
 }
 
 /// Form-style decoding: `+` is a space, `%XX` a byte; the result must be UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -416,6 +416,17 @@ impl Reputation {
         self.ask_at("/v1/lookup", body).await
     }
 
+    /// Entries in the caches (approximate: moka counts lazily), as JSON.
+    pub fn cache_stats(&self) -> serde_json::Value {
+        json!({
+            "hosts": self.hosts.entry_count(),
+            "urls": self.urls.entry_count(),
+            "stale_hosts": self.stale_hosts.entry_count(),
+            "stale_urls": self.stale_urls.entry_count(),
+            "files": self.files.entry_count(),
+        })
+    }
+
     /// Each source's name and whether it is in use (not marked down after a failure).
     pub fn source_health(&self) -> Vec<(Arc<str>, bool)> {
         let now = self.now_ms();

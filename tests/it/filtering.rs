@@ -863,3 +863,117 @@ async fn metrics_on_the_admin_listener_count_what_happened() {
     );
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn the_admin_api_explains_the_decision_the_proxy_made_reloads_and_purges() {
+    let origin = Origin::http().await;
+    let server = RepServer::start(entries()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.yaml");
+    std::fs::write(&file, POLICY).unwrap();
+    let token = "admin-api-token-0123456789";
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let proxy = TestProxy::start(
+        TEST_HOSTS,
+        &format!(
+            "admin:\n  listen: \"127.0.0.1:0\"\n  token_file: {:?}\npolicy:\n  file: {:?}\nreputation:\n  sources:\n    - {{ name: local, url: \"{}\", token: \"{CLIENT}\" }}\n",
+            token_file.display().to_string(),
+            file.display().to_string(),
+            server.base
+        ),
+    )
+    .await;
+    let admin = format!("http://{}", proxy.admin.unwrap());
+    let api = reqwest::Client::builder().no_proxy().build().unwrap();
+    let explain = |url: String| {
+        let (api, admin) = (api.clone(), admin.clone());
+        async move {
+            let r = api
+                .get(format!(
+                    "{admin}/v1/explain?url={}&client=127.0.0.1",
+                    webrep::repserver::client::encode_query_value(&url)
+                ))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap()
+        }
+    };
+    let client = proxy.client(None);
+    // The proxy's decisions and the explanations agree.
+    for (host, path) in [
+        ("danger.test", "/"),
+        ("safe.test", "/dl/x"),
+        ("127.0.0.1", "/dl/tool.exe"),
+        ("listed-bad.test", "/"),
+        ("approved.test", "/"),
+        ("nobody-knows.test", "/"),
+    ] {
+        let url = at(&origin, host, path);
+        let r = get_json(&client, &url).await;
+        let (status, body) = (r.status().as_u16(), r.text().await.unwrap());
+        let e = explain(url.clone()).await;
+        if status == 403 {
+            let page: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(
+                (&e["action"], &e["reason"], &e["rule"], &e["list_entry"]),
+                (
+                    &page["action"],
+                    &page["reason"],
+                    &page["rule"],
+                    &page["list_entry"]
+                ),
+                "{url}: {e}"
+            );
+        } else {
+            assert_eq!(status, 200, "{url}");
+            assert_eq!(e["action"], "allow", "{url}: {e}");
+        }
+    }
+    let e = explain(at(&origin, "danger.test", "/")).await;
+    assert_eq!(
+        (e["cache"].as_str(), e["source"].as_str()),
+        (Some("hit"), Some("local"))
+    );
+    assert_eq!(e["risk"], "dangerous");
+    assert_eq!(e["intercept"], true);
+    // Without the token: 401; cache purge makes the next answer a miss.
+    let r = api.get(format!("{admin}/v1/cache")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = api
+        .post(format!("{admin}/v1/cache/purge"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let e = explain(at(&origin, "danger.test", "/")).await;
+    assert_eq!(e["cache"], "miss", "{e}");
+    // Reload: a bad file is refused and the running policy kept; a good one goes live.
+    std::fs::write(&file, "security_level: extreme\n").unwrap();
+    let r = api
+        .post(format!("{admin}/v1/reload"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    std::fs::write(&file, POLICY.replace("medium", "high")).unwrap();
+    let r = api
+        .post(format!("{admin}/v1/reload"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let e = explain(at(&origin, "susp.test", "/")).await;
+    assert_eq!(
+        (e["action"].as_str(), e["reason"].as_str()),
+        (Some("block"), Some("risk")),
+        "{e}"
+    );
+    proxy.stop().await;
+}
