@@ -531,8 +531,9 @@ impl Filter {
         )
     }
 
-    /// What the proxy would do with a request for `url` from `client` (and `user`) now,
-    /// without doing it: the decision, the rule and list entry, the reputation and whether it
+    /// What the proxy would do with a request for `url` from `client` (and `user`) at `at`
+    /// (default now: rule schedules depend on it; the reputation is today's), without doing
+    /// it: the decision, the rule and list entry, the reputation and whether it
     /// was cached, and whether a CONNECT to the host would be intercepted. No counters, no
     /// feedback event. For the admin API.
     ///
@@ -543,15 +544,17 @@ impl Filter {
         url: &str,
         client: IpAddr,
         user: Option<&str>,
+        at: Option<jiff::Timestamp>,
     ) -> Result<serde_json::Value, String> {
         let canonical = canonicalize(url).map_err(|e| format!("not a URL: {e}"))?;
         let policy = self.policy.snapshot();
+        let now = at.unwrap_or_else(jiff::Timestamp::now);
         let facts = RequestFacts {
             url: &canonical,
             client,
             user,
             groups: self.groups_of(user),
-            now: jiff::Timestamp::now(),
+            now,
         };
         let (d, verdict, cache, source) = self.decide(&policy, &facts).await;
         let continued = d.action == Action::Warn && self.continued(client, canonical.host());
@@ -574,6 +577,7 @@ impl Filter {
             "cache": cache.map_or("none", CacheState::as_str),
             "source": source.as_deref(),
             "intercept": i.mode == crate::policy::InterceptMode::Intercept,
+            "time": now.to_string(),
             "policy_generation": policy.generation(),
         }))
     }

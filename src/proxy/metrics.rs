@@ -272,8 +272,8 @@ fn authorized(req: &Request<Incoming>, token: &str) -> bool {
 }
 
 /// The admin listener's routes: `/metrics` (no token), and with the `admin.token_file`
-/// token: `GET /v1/explain?url=U[&client=IP][&user=NAME]` (what the proxy would decide for
-/// that request now), `POST /v1/reload` (the policy file), `GET /v1/cache` (entries) and
+/// token: `GET /v1/explain?url=U[&client=IP][&user=NAME][&time=RFC3339]` (what the proxy
+/// would decide for that request at that time, default now), `POST /v1/reload` (the policy file), `GET /v1/cache` (entries) and
 /// `POST /v1/cache/purge` (drop every cached answer).
 async fn answer(
     state: &ProxyState,
@@ -332,7 +332,19 @@ async fn answer(
                 },
             };
             let user = param(q, "user");
-            match filter.explain(&url, client, user.as_deref()).await {
+            let at = match param(q, "time") {
+                None => None,
+                Some(t) => match t.parse::<jiff::Timestamp>() {
+                    Ok(t) => Some(t),
+                    Err(_) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "`time` is not an RFC 3339 time (e.g. 2026-03-04T08:30:00Z)",
+                        );
+                    }
+                },
+            };
+            match filter.explain(&url, client, user.as_deref(), at).await {
                 Ok(v) => json(StatusCode::OK, &v),
                 Err(e) => error(StatusCode::BAD_REQUEST, &e),
             }

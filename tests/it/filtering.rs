@@ -975,5 +975,37 @@ async fn the_admin_api_explains_the_decision_the_proxy_made_reloads_and_purges()
         (Some("block"), Some("risk")),
         "{e}"
     );
+    // At another time: a rule with a schedule applies only then.
+    std::fs::write(
+        &file,
+        "rules:\n  - id: nights\n    match:\n      schedule:\n        time_zone: UTC\n        windows:\n          - days: [mon-sun]\n            from: \"22:00\"\n            to: \"06:00\"\n    action: block\n",
+    )
+    .unwrap();
+    let r = api
+        .post(format!("{admin}/v1/reload"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let at_time = |t: &str| {
+        let (api, admin) = (api.clone(), admin.clone());
+        let url = format!(
+            "{admin}/v1/explain?url={}&time={t}",
+            webrep::repserver::client::encode_query_value(&at(&origin, "safe.test", "/"))
+        );
+        async move {
+            let r = api.get(url).bearer_auth(token).send().await.unwrap();
+            serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap()
+        }
+    };
+    let night = at_time("2026-03-04T23:30:00Z").await;
+    assert_eq!(
+        (night["action"].as_str(), night["rule"].as_str()),
+        (Some("block"), Some("nights")),
+        "{night}"
+    );
+    let day = at_time("2026-03-04T12:00:00Z").await;
+    assert_eq!(day["action"], "allow", "{day}");
     proxy.stop().await;
 }
