@@ -154,6 +154,8 @@ pub struct Decision<'p> {
     pub anonymize_users: bool,
     /// For warn decisions: how long a "continue" stays valid (`warn.continue_seconds`).
     pub warn_continue: Duration,
+    /// The `files:` settings of the applied settings (for the response's download check).
+    pub files: &'p std::sync::Arc<crate::policy::FileSettings>,
 }
 
 /// Why a CONNECT is intercepted or tunnelled.
@@ -338,6 +340,7 @@ pub fn evaluate<'p>(
         anonymize_clients: s.feedback.anonymize_clients,
         anonymize_users: s.feedback.anonymize_users,
         warn_continue: s.warn_continue,
+        files: &s.files,
     };
     decide(&mut d, rule, s, facts.url, verdict);
     let by_action = match d.action {

@@ -410,6 +410,7 @@ impl Filter {
                 verdict,
                 decided,
                 anonymize: (decision.anonymize_clients, decision.anonymize_users),
+                files: decision.files.clone(),
             });
         }
         let continue_link = (decision.action == Action::Warn).then(|| {
@@ -457,6 +458,8 @@ pub struct Allowed {
     pub decided: Arc<Decided>,
     /// The policy's `feedback.anonymize_*` for this request (for later events about it).
     pub anonymize: (bool, bool),
+    /// The policy's `files:` settings for this request (which downloads are scanned).
+    pub files: Arc<crate::policy::FileSettings>,
 }
 
 impl Filter {
@@ -580,23 +583,6 @@ impl Filter {
             "time": now.to_string(),
             "policy_generation": policy.generation(),
         }))
-    }
-
-    /// The policy's `files:` settings for a request to `canonical`.
-    pub fn file_settings(
-        &self,
-        canonical: &crate::canon::CanonicalUrl,
-        client: IpAddr,
-        user: Option<&str>,
-    ) -> Arc<crate::policy::FileSettings> {
-        let policy = self.policy.snapshot();
-        policy.files(&RequestFacts {
-            url: canonical,
-            client,
-            user,
-            groups: self.groups_of(user),
-            now: jiff::Timestamp::now(),
-        })
     }
 
     /// The refusal (block page) for a download whose file verdict blocks it.

@@ -98,19 +98,15 @@ pub async fn handle(
             .check(&url, ctx.client.ip(), ctx.user.as_deref(), req.headers())
             .await?;
         ctx.decision = Some(allowed.decided);
-        if state.scanner.is_some() && req.method() == http::Method::GET {
-            let settings =
-                filter.file_settings(&allowed.canonical, ctx.client.ip(), ctx.user.as_deref());
-            if settings.scan {
-                scan = Some(FileScan {
-                    settings,
-                    anonymize: allowed.anonymize,
-                    canonical: allowed.canonical,
-                    url,
-                    path: req.uri().path().to_owned(),
-                    format: super::filter::PageFormat::from_headers(req.headers()),
-                });
-            }
+        if state.scanner.is_some() && req.method() == http::Method::GET && allowed.files.scan {
+            scan = Some(FileScan {
+                settings: allowed.files,
+                anonymize: allowed.anonymize,
+                canonical: allowed.canonical,
+                url,
+                path: req.uri().path().to_owned(),
+                format: super::filter::PageFormat::from_headers(req.headers()),
+            });
         }
     }
     let websocket = is_websocket_upgrade(req.headers());

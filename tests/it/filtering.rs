@@ -781,22 +781,28 @@ async fn rules_on_groups_apply_to_the_authenticated_users_groups() {
     proxy.stop().await;
 }
 
+/// A filtering proxy with [`POLICY`] (in `dir/policy.yaml`), `server` as its one source
+/// (named `local`), and an admin listener on 127.0.0.1:0 with extra `admin:` keys.
+async fn admin_proxy(server: &RepServer, dir: &std::path::Path, admin: &str) -> TestProxy {
+    let file = dir.join("policy.yaml");
+    std::fs::write(&file, POLICY).unwrap();
+    TestProxy::start(
+        TEST_HOSTS,
+        &format!(
+            "admin:\n  listen: \"127.0.0.1:0\"\n{admin}policy:\n  file: {:?}\nreputation:\n  sources:\n    - {{ name: local, url: \"{}\", token: \"{CLIENT}\" }}\n",
+            file.display().to_string(),
+            server.base
+        ),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn metrics_on_the_admin_listener_count_what_happened() {
     let origin = Origin::http().await;
     let server = RepServer::start(entries()).await;
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("policy.yaml");
-    std::fs::write(&file, POLICY).unwrap();
-    let proxy = TestProxy::start(
-        TEST_HOSTS,
-        &format!(
-            "admin:\n  listen: \"127.0.0.1:0\"\npolicy:\n  file: {:?}\nreputation:\n  sources:\n    - {{ name: local, url: \"{}\", token: \"{CLIENT}\" }}\n",
-            file.display().to_string(),
-            server.base
-        ),
-    )
-    .await;
+    let proxy = admin_proxy(&server, dir.path(), "").await;
     let client = proxy.client(None);
     assert_eq!(
         outcome(&client, &at(&origin, "safe.test", "/")).await,
@@ -869,21 +875,16 @@ async fn the_admin_api_explains_the_decision_the_proxy_made_reloads_and_purges()
     let origin = Origin::http().await;
     let server = RepServer::start(entries()).await;
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("policy.yaml");
-    std::fs::write(&file, POLICY).unwrap();
     let token = "admin-api-token-0123456789";
     let token_file = dir.path().join("admin-token");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
-    let proxy = TestProxy::start(
-        TEST_HOSTS,
-        &format!(
-            "admin:\n  listen: \"127.0.0.1:0\"\n  token_file: {:?}\npolicy:\n  file: {:?}\nreputation:\n  sources:\n    - {{ name: local, url: \"{}\", token: \"{CLIENT}\" }}\n",
-            token_file.display().to_string(),
-            file.display().to_string(),
-            server.base
-        ),
+    let proxy = admin_proxy(
+        &server,
+        dir.path(),
+        &format!("  token_file: {:?}\n", token_file.display().to_string()),
     )
     .await;
+    let file = dir.path().join("policy.yaml");
     let admin = format!("http://{}", proxy.admin.unwrap());
     let api = reqwest::Client::builder().no_proxy().build().unwrap();
     let explain = |url: String| {
