@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod feedback;
 pub mod intercept;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod repserver;

@@ -14,6 +14,10 @@ const ADMIN: &str = "admin-token-0123456789";
 struct ServerProcess {
     child: Child,
     base: String,
+    /// `server.metrics_listen`'s address, from the log.
+    metrics: String,
+    /// Where the server sends its systemd notifications (`NOTIFY_SOCKET`).
+    notify: tokio::net::UnixDatagram,
     dir: tempfile::TempDir,
 }
 
@@ -30,15 +34,18 @@ impl ServerProcess {
         std::fs::write(
             &cfg,
             format!(
-                "server:\n  listen: \"127.0.0.1:0\"\n  store: {:?}\n  tokens_file: {:?}\n  sample_data: true\nlog:\n  level: info\n",
+                "server:\n  listen: \"127.0.0.1:0\"\n  metrics_listen: \"127.0.0.1:0\"\n  store: {:?}\n  tokens_file: {:?}\n  sample_data: true\nlog:\n  level: info\n",
                 dir.path().join("state/reputation.db").display().to_string(),
                 tokens.display().to_string()
             ),
         )
         .unwrap();
+        let notify_path = dir.path().join("notify");
+        let notify = tokio::net::UnixDatagram::bind(&notify_path).unwrap();
         let mut child = Command::new(BIN)
             .args(["server", "--config"])
             .arg(&cfg)
+            .env("NOTIFY_SOCKET", &notify_path)
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
@@ -47,18 +54,43 @@ impl ServerProcess {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut metrics = None;
         let base = loop {
             let l = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
                 .await
                 .expect("server starts")
                 .unwrap()
                 .expect("server is running");
-            if let Some(rest) = l.split("listen=").nth(1) {
-                break format!("http://{}", rest.split_whitespace().next().unwrap());
+            let field = |name: &str| {
+                l.split(name)
+                    .nth(1)
+                    .map(|rest| rest.split_whitespace().next().unwrap().to_owned())
+            };
+            if l.contains("metrics listener") {
+                metrics = field("addr=");
+            }
+            if let Some(addr) = field("listen=") {
+                break format!("http://{addr}");
             }
         };
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        ServerProcess { child, base, dir }
+        ServerProcess {
+            child,
+            base,
+            metrics: metrics.expect("the metrics listener is logged before `ready`"),
+            notify,
+            dir,
+        }
+    }
+
+    /// The next systemd notification the server sent.
+    async fn notification(&self) -> String {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(30), self.notify.recv(&mut buf))
+            .await
+            .expect("a notification")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
     }
 
     /// Runs a client command against the server; (exit code, stdout, stderr).
@@ -80,6 +112,7 @@ impl ServerProcess {
     async fn stop(mut self) {
         let pid = self.child.id().unwrap();
         let _ = Command::new("kill").arg(pid.to_string()).status().await;
+        assert_eq!(self.notification().await, "STOPPING=1\n");
         let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
             .await
             .expect("server exits on SIGTERM")
@@ -91,6 +124,16 @@ impl ServerProcess {
 #[tokio::test]
 async fn server_import_and_lookup_commands() {
     let s = ServerProcess::start().await;
+    // systemd (Type=notify) learns that it is ready, and where it listens.
+    let ready = s.notification().await;
+    assert!(
+        ready.starts_with("READY=1\nSTATUS=reputation server on "),
+        "{ready}"
+    );
+    assert!(
+        ready.contains(s.base.trim_start_matches("http://")),
+        "{ready}"
+    );
 
     // The sample data is there: the explain form for one URL.
     let (code, out, err) = s
@@ -174,6 +217,40 @@ async fn server_import_and_lookup_commands() {
     // No token: a usage error.
     let (code, _, err) = s.run("", &["lookup", "http://a.test/"]).await;
     assert_eq!(code, 64, "{err}");
+
+    // The metrics listener counted all that.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let text = reqwest::get(format!("http://{}/metrics", s.metrics))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sample = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+    };
+    assert_eq!(
+        sample(r#"webrep_server_lookup_items_total{kind="url",answer="listed"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(r#"webrep_server_lookup_items_total{kind="host",answer="listed"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(r#"webrep_server_lookup_items_total{kind="host",answer="untested"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(r#"webrep_server_requests_total{route="import",status="2xx"}"#),
+        1.0
+    );
+    assert!(sample(r#"webrep_server_requests_total{route="import",status="4xx"}"#) >= 2.0);
+    let sample_entries = sample("webrep_server_entries");
+    assert!(sample_entries > 2.0, "the sample data plus 2 imported");
     s.stop().await;
 }
 

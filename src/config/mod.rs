@@ -118,6 +118,8 @@ pub struct InterceptConfig {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// `server.metrics_listen`: Prometheus `/metrics`.
+    pub metrics_listen: Option<SocketAddr>,
     pub store: PathBuf,
     pub tokens_file: Option<PathBuf>,
     pub client_tokens: Vec<String>,
@@ -659,9 +661,19 @@ fn server_config(
         ),
         escalation,
     };
+    let metrics_listen = match &s.metrics_listen {
+        None => None,
+        Some(a) => Some(a.parse().map_err(|e| {
+            invalid(
+                "server.metrics_listen",
+                format!("{a:?}: {e} (expected ip:port)"),
+            )
+        })?),
+    };
     Ok(ServerConfig {
         feedback,
         listen,
+        metrics_listen,
         store: s.store.clone(),
         tokens_file: s.tokens_file.clone(),
         client_tokens: s.client_tokens.clone(),

@@ -448,6 +448,9 @@ impl Default for RawInterceptConfig {
 pub struct RawServerConfig {
     /// Address of the HTTP API, `ip:port`. Default `127.0.0.1:8480`.
     pub listen: String,
+    /// Address (`ip:port`) of a second listener that serves Prometheus `GET /metrics`
+    /// (no token: keep it on loopback or a management network). Default: none (off).
+    pub metrics_listen: Option<String>,
     /// The SQLite file holding the reputation table (created when missing; a `-wal` and a
     /// `-shm` file live beside it). Default `reputation.db` in the working directory; under
     /// systemd, `/var/lib/webrep/reputation.db`.
@@ -565,6 +568,7 @@ impl Default for RawServerConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8480".into(),
+            metrics_listen: None,
             store: PathBuf::from("reputation.db"),
             tokens_file: None,
             client_tokens: Vec::new(),

@@ -17,16 +17,13 @@
 //! The admin listener failing to bind is a start-up error naming `admin.listen`. A scrape
 //! cannot fail: an encoding error (which would be a bug) answers 500.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -34,34 +31,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::ProxyState;
-
-type Labels = Vec<(&'static str, String)>;
-
-fn counter_family(
-    registry: &mut Registry,
-    name: &str,
-    help: &str,
-    label: &'static str,
-    values: impl IntoIterator<Item = (String, u64)>,
-) {
-    let family = Family::<Labels, Counter>::default();
-    for (v, n) in values {
-        family.get_or_create(&vec![(label, v)]).inc_by(n);
-    }
-    registry.register(name, help, family);
-}
-
-fn counter(registry: &mut Registry, name: &str, help: &str, n: u64) {
-    let c = Counter::<u64>::default();
-    c.inc_by(n);
-    registry.register(name, help, c);
-}
-
-fn gauge(registry: &mut Registry, name: &str, help: &str, n: i64) {
-    let g = Gauge::<i64>::default();
-    g.set(n);
-    registry.register(name, help, g);
-}
+use crate::metrics::{Labels, counter, counter_family, gauge};
 
 /// The current metrics in the OpenMetrics text format.
 pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
@@ -204,40 +174,15 @@ pub async fn serve_admin(
     token: Option<Arc<str>>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let tcp = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin listener accept failed");
-                    continue;
-                }
-            },
-            () = shutdown.cancelled() => return,
-        };
+    crate::metrics::serve(listener, shutdown, move |req| {
         let (state, token) = (state.clone(), token.clone());
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let (state, token) = (state.clone(), token.clone());
-                async move { Ok::<_, Infallible>(answer(&state, token.as_deref(), req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), svc)
-                .await;
-        });
-    }
-}
-
-fn reply(status: StatusCode, ctype: &'static str, body: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-    r
+        async move { answer(&state, token.as_deref(), req).await }
+    })
+    .await;
 }
 
 fn json(status: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>> {
-    reply(status, "application/json", format!("{v}\n"))
+    crate::metrics::reply(status, "application/json", format!("{v}\n"))
 }
 
 fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
@@ -282,15 +227,7 @@ async fn answer(
 ) -> Response<Full<Bytes>> {
     let (method, path) = (req.method().as_str(), req.uri().path());
     if path == "/metrics" {
-        return match (method, render(state)) {
-            ("GET", Ok(text)) => reply(
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                text,
-            ),
-            ("GET", Err(_)) => error(StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed"),
-            _ => error(StatusCode::METHOD_NOT_ALLOWED, "GET only"),
-        };
+        return crate::metrics::scrape_answer(req.method(), render(state));
     }
     if !path.starts_with("/v1/") {
         return error(

@@ -520,6 +520,17 @@ impl Proxy {
                 draining.cancel();
             });
         }
+        let addrs: Vec<String> = self
+            .listeners
+            .first()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.local_addr().ok())
+            .map(|a| a.to_string())
+            .collect();
+        // Every listener is bound (connections wait in the backlog until the accept loops
+        // below run): ready for systemd.
+        crate::shutdown::notify_ready(&format!("proxy listening on {}", addrs.join(", ")));
         let permits = Arc::new(Semaphore::new(state.config.max_connections));
         let listening = Arc::new(std::sync::atomic::AtomicUsize::new(self.listeners.len()));
         let mut threads = Vec::new();

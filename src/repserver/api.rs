@@ -68,6 +68,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::import::{self, ImportError, ImportOptions, JsonEntry};
+use super::metrics::{Answer, Kind, Route, ServerStats};
 use super::model::{
     Entry, FileEntry, FileVerdict, Key, RiskLevel, Score, Sha256Hex, Source, Verdict,
 };
@@ -143,6 +144,10 @@ pub struct ServeOptions {
     pub read_threads: usize,
     /// Feedback events: retention and escalation rules.
     pub feedback: FeedbackOptions,
+    /// Counters for `/metrics`; a fresh set when `None`.
+    pub stats: Option<Arc<ServerStats>>,
+    /// Serve `GET /metrics` (Prometheus, no token) on this listener.
+    pub metrics: Option<TcpListener>,
 }
 
 /// What the server does with feedback events ([`super::events`]).
@@ -224,6 +229,8 @@ struct Shared {
     lookups: std::sync::atomic::AtomicU64,
     /// Escalation rules for ingested events.
     escalation: Arc<Vec<super::events::EscalationRule>>,
+    /// Counters for `/metrics`.
+    stats: Arc<ServerStats>,
 }
 
 impl Shared {
@@ -232,7 +239,7 @@ impl Shared {
         &self,
         f: impl FnOnce(&mut Store) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
-        Self::run_on(&self.jobs, f).await
+        self.run_on(&self.jobs, f).await
     }
 
     /// Runs a read-only `f` on a reader thread, or on the store thread when there are none.
@@ -240,7 +247,7 @@ impl Shared {
         &self,
         f: impl FnOnce(&Store) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
-        Self::run_on(
+        self.run_on(
             self.reads.as_ref().unwrap_or(&self.jobs),
             move |s: &mut Store| f(s),
         )
@@ -248,6 +255,7 @@ impl Shared {
     }
 
     async fn run_on<T: Send + 'static>(
+        &self,
         queue: &std::sync::mpsc::SyncSender<Job>,
         f: impl FnOnce(&mut Store) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
@@ -258,6 +266,7 @@ impl Shared {
         let gone = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store unavailable");
         queue.try_send(job).map_err(|e| match e {
             std::sync::mpsc::TrySendError::Full(_) => {
+                self.stats.busy();
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server busy, retry later")
             }
             std::sync::mpsc::TrySendError::Disconnected(_) => gone(),
@@ -360,8 +369,20 @@ pub async fn serve_with(
         spool_dir: options.spool_dir.unwrap_or_else(std::env::temp_dir),
         lookups: std::sync::atomic::AtomicU64::new(0),
         escalation: Arc::new(options.feedback.escalation),
+        stats: options.stats.unwrap_or_default(),
     });
     let tracker = TaskTracker::new();
+    if let Some(listener) = options.metrics {
+        let shared = shared.clone();
+        tracker.spawn(crate::metrics::serve(
+            listener,
+            shutdown.clone(),
+            move |req: Request<Incoming>| {
+                let shared = shared.clone();
+                async move { metrics_answer(&shared, &req).await }
+            },
+        ));
+    }
     if options.change_log_rows > 0 {
         tracker.spawn(prune_loop(shared.clone(), options.change_log_rows));
     }
@@ -489,16 +510,44 @@ async fn prune_events_loop(shared: Arc<Shared>, retention: Duration) {
 }
 
 async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
-    if req.uri().path() == "/v1/changes/stream" {
-        return match change_stream(shared, &req) {
+    let started = std::time::Instant::now();
+    let which = Route::of(req.uri().path());
+    let response = if which == Route::ChangesStream {
+        match change_stream(shared, &req) {
             Ok(r) => r,
             Err(e) => error_response(&e),
-        };
+        }
+    } else {
+        match route(shared, req).await {
+            Ok(v) => json_response(StatusCode::OK, &v),
+            Err(e) => error_response(&e),
+        }
+    };
+    shared
+        .stats
+        .request(which, response.status(), started.elapsed().as_secs_f64());
+    response
+}
+
+/// The metrics listener: `GET /metrics`, nothing else.
+async fn metrics_answer(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.uri().path() != "/metrics" {
+        return crate::metrics::reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: /metrics\n".into(),
+        );
     }
-    match route(shared, req).await {
-        Ok(v) => json_response(StatusCode::OK, &v),
-        Err(e) => error_response(&e),
-    }
+    let seq = *shared.seq.borrow();
+    let entries = shared
+        .read(|store| store.len())
+        .await
+        .ok()
+        .and_then(Result::ok);
+    crate::metrics::scrape_answer(
+        req.method(),
+        super::metrics::render(&shared.stats, seq, entries),
+    )
 }
 
 fn error_response(e: &ApiError) -> Response<Body> {
@@ -549,8 +598,10 @@ fn change_stream(
         rx: watch::Receiver<u64>,
         since: u64,
         first: bool,
+        _following: super::metrics::Following,
     }
     let state = State {
+        _following: shared.stats.follower(),
         rx: shared.seq.clone(),
         shared: shared.clone(),
         since,
@@ -674,9 +725,13 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Value, ApiErro
             let h = query_param(req.uri().query(), "sha256")?
                 .ok_or_else(|| ApiError::bad_request("missing query parameter `sha256`"))?;
             let config = shared.config.clone();
-            shared
+            let answer = shared
                 .read(move |store| file_answer(store, &config, &h))
-                .await?
+                .await?;
+            if let Ok(v) = &answer {
+                count_items(shared, Kind::File, std::slice::from_ref(v));
+            }
+            answer
         }
         "/v1/files" if post => {
             let req = authorize_or_drain(shared, req, Role::Admin).await?;
@@ -987,7 +1042,38 @@ async fn lookup_one(shared: &Shared, url: String) -> Result<Value, ApiError> {
         .await??;
     let mut urls = vec![answer];
     consult_upstream(shared, &mut urls, &mut []).await;
+    count_items(shared, Kind::Url, &urls);
     Ok(urls.pop().unwrap_or(Value::Null))
+}
+
+/// Counts looked-up items by what answered them (for `/metrics`).
+fn count_items(shared: &Shared, kind: Kind, items: &[Value]) {
+    let mut n = [0u64; 4];
+    for v in items {
+        let answer = if v.get("error").is_some() {
+            Answer::Error
+        } else if v.get("tier").and_then(Value::as_str) == Some("upstream") {
+            Answer::Upstream
+        } else if v.get("verdict").and_then(Value::as_str) == Some("unknown")
+            || (kind != Kind::File && locally_untested(v))
+        {
+            Answer::Untested
+        } else {
+            Answer::Listed
+        };
+        n[answer as usize] += 1;
+    }
+    for (a, n) in [
+        Answer::Listed,
+        Answer::Untested,
+        Answer::Upstream,
+        Answer::Error,
+    ]
+    .into_iter()
+    .zip(n)
+    {
+        shared.stats.items(kind, a, n);
+    }
 }
 
 /// Whether a local answer rests on no entry at all (a host answer: nor on a path entry).
@@ -1026,6 +1112,9 @@ async fn consult_upstream(shared: &Shared, urls: &mut [Value], hosts: &mut [Valu
         return;
     }
     let answers = upstream.resolve(misses).await;
+    if answers.unavailable {
+        shared.stats.upstream_unavailable();
+    }
     let merge = |items: &mut [Value],
                  found: &std::collections::HashMap<String, Arc<Value>>,
                  field: &str| {
@@ -1103,6 +1192,8 @@ async fn lookup_batch(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
         .await??;
     let (mut urls, mut hosts) = answers;
     consult_upstream(shared, &mut urls, &mut hosts).await;
+    count_items(shared, Kind::Url, &urls);
+    count_items(shared, Kind::Host, &hosts);
     Ok(json!({ "urls": urls, "hosts": hosts }))
 }
 
@@ -1188,6 +1279,7 @@ async fn changes(shared: &Shared, query: Option<&str>) -> Result<Value, ApiError
     let limit = shared.config.max_change_keys;
     let mut rx = shared.seq.clone();
     let deadline = tokio::time::Instant::now() + wait;
+    let _following = shared.stats.follower();
     loop {
         // Mark the current value seen before reading the store: a write after this point
         // wakes `changed()` below, so none is missed.
@@ -1374,7 +1466,7 @@ async fn lookup_files(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
     let req: FileLookupRequest = parse_json(body)?;
     check_batch(shared, req.sha256.len())?;
     let config = shared.config.clone();
-    shared
+    let answer = shared
         .read(move |store| -> Result<Value, ApiError> {
             let mut files = Vec::with_capacity(req.sha256.len());
             for h in &req.sha256 {
@@ -1388,7 +1480,11 @@ async fn lookup_files(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
             }
             Ok(json!({ "files": files }))
         })
-        .await?
+        .await??;
+    if let Some(files) = answer.get("files").and_then(Value::as_array) {
+        count_items(shared, Kind::File, files);
+    }
+    Ok(answer)
 }
 
 #[derive(Deserialize)]
@@ -1467,6 +1563,11 @@ async fn ingest_events(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> 
             r
         })
         .await??;
+    shared.stats.events(
+        ingest.accepted as u64,
+        ingest.duplicate as u64,
+        ingest.escalated.len() as u64,
+    );
     Ok(json!({
         "accepted": ingest.accepted,
         "duplicate": ingest.duplicate,

@@ -22,6 +22,7 @@
 //!   server-sent events, optional TLS, and `/healthz`. `docs/repserver.md` is its reference.
 //! - [`upstream`]: the global tier, another server asked about items with no local entry,
 //!   its answers cached for their TTL; [`client`]: the API client it (and the CLI) use.
+//! - [`metrics`]: the server's Prometheus counters, on `server.metrics_listen`.
 //! - [`server`]: `webrep server` (config, tokens, store, TLS, upstream, sample data);
 //!   [`commands`]: `webrep import` and `webrep lookup`.
 //!
@@ -79,6 +80,7 @@ pub mod client;
 pub mod commands;
 pub mod events;
 pub mod import;
+pub mod metrics;
 pub mod model;
 pub mod server;
 pub mod store;

@@ -191,6 +191,16 @@ pub async fn run(config: &ServerConfig, shutdown: CancellationToken) -> anyhow::
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (server.listen)", config.listen))?;
+    let metrics = match config.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (server.metrics_listen)"))?;
+            tracing::info!(addr = %l.local_addr()?, "metrics listener (/metrics)");
+            Some(l)
+        }
+    };
     tracing::info!(
         listen = %listener.local_addr()?,
         tls = tls.is_some(),
@@ -199,6 +209,10 @@ pub async fn run(config: &ServerConfig, shutdown: CancellationToken) -> anyhow::
         upstream = config.upstream.as_ref().map(|u| u.url.as_str()),
         "reputation server ready"
     );
+    crate::shutdown::notify_ready(&format!(
+        "reputation server on {}, {entries} entries",
+        listener.local_addr()?
+    ));
     let spool_dir = config
         .store
         .parent()
@@ -212,6 +226,8 @@ pub async fn run(config: &ServerConfig, shutdown: CancellationToken) -> anyhow::
         spool_dir: Some(spool_dir),
         read_threads: config.read_threads,
         feedback: config.feedback.clone(),
+        stats: None,
+        metrics,
     };
     api::serve_with(
         listener,

@@ -27,6 +27,10 @@ impl ProxyProcess {
     }
 
     async fn start_with(extra: &str, log_format: &str) -> Self {
+        Self::start_env(extra, log_format, &[]).await
+    }
+
+    async fn start_env(extra: &str, log_format: &str, env: &[(&str, &std::path::Path)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("webrep.yaml");
         std::fs::write(
@@ -42,6 +46,7 @@ impl ProxyProcess {
             .arg(&cfg)
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -120,6 +125,50 @@ impl ProxyProcess {
             .build()
             .unwrap()
     }
+}
+
+#[tokio::test]
+async fn tells_systemd_when_it_is_ready_reloading_and_stopping() {
+    // systemd's side of `Type=notify`: a datagram socket named by NOTIFY_SOCKET.
+    let sock_dir = tempfile::tempdir().unwrap();
+    let path = sock_dir.path().join("notify");
+    let notify = tokio::net::UnixDatagram::bind(&path).unwrap();
+    let next = || async {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(30), notify.recv(&mut buf))
+            .await
+            .expect("a notification")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let origin = Origin::http().await;
+    let mut proxy = ProxyProcess::start_env("", "json", &[("NOTIFY_SOCKET", &path)]).await;
+    assert_eq!(
+        next().await,
+        format!("READY=1\nSTATUS=proxy listening on {}\n", proxy.addr)
+    );
+    // Ready means serving.
+    let r = proxy.client().get(origin.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    // `systemctl reload`: RELOADING=1 with the time, then READY=1 with the new policy.
+    proxy.signal("HUP");
+    let reloading = next().await;
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading}"
+    );
+    assert_eq!(next().await, "READY=1\nSTATUS=policy generation 2 loaded\n");
+
+    // `systemctl stop`.
+    proxy.signal("TERM");
+    assert_eq!(next().await, "STOPPING=1\n");
+    proxy.wait_for_line("shutting down").await;
+    let status = tokio::time::timeout(Duration::from_secs(30), proxy.child.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
 }
 
 #[tokio::test]

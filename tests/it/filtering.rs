@@ -20,6 +20,8 @@ pub(crate) struct RepServer {
     pub(crate) base: String,
     pub(crate) addr: std::net::SocketAddr,
     pub(crate) admin: RepClient,
+    /// The server's metrics listener (`GET /metrics`).
+    pub(crate) metrics: std::net::SocketAddr,
     stop: CancellationToken,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -42,7 +44,10 @@ impl RepServer {
         let addr = listener.local_addr().unwrap();
         let base = format!("http://{addr}");
         let stop = CancellationToken::new();
-        let task = tokio::spawn(api::serve(
+        let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        metrics.set_nonblocking(true).unwrap();
+        let metrics_addr = metrics.local_addr().unwrap();
+        let task = tokio::spawn(api::serve_with(
             listener,
             store,
             Tokens {
@@ -50,9 +55,14 @@ impl RepServer {
                 admin: vec![ADMIN.into()],
             },
             config,
+            api::ServeOptions {
+                metrics: Some(TcpListener::from_std(metrics).unwrap()),
+                ..api::ServeOptions::default()
+            },
             stop.clone(),
         ));
         RepServer {
+            metrics: metrics_addr,
             admin: RepClient::new(&base, ADMIN, None).unwrap(),
             base,
             addr,
@@ -797,6 +807,30 @@ async fn admin_proxy(server: &RepServer, dir: &std::path::Path, admin: &str) -> 
     .await
 }
 
+/// `GET /metrics` on `addr`, checked to be OpenMetrics text.
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    let r = plain_get(format!("http://{addr}/metrics")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = r.text().await.unwrap();
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    text
+}
+
+/// The value of the sample `name{labels}` in scraped `text`.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+}
+
 #[tokio::test]
 async fn metrics_on_the_admin_listener_count_what_happened() {
     let origin = Origin::http().await;
@@ -821,23 +855,8 @@ async fn metrics_on_the_admin_listener_count_what_happened() {
         "block:blocked"
     );
     let admin = proxy.admin.expect("admin listener");
-    let r = plain_get(format!("http://{admin}/metrics")).await.unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(
-        r.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("application/openmetrics-text")
-    );
-    let text = r.text().await.unwrap();
-    // Parse the samples: `name{labels} value` lines.
-    let sample = |name: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
-    };
+    let text = scrape(admin).await;
+    let sample = |name: &str| sample(&text, name);
     assert_eq!(sample("webrep_decisions_total{action=\"allow\"}"), 2.0);
     assert_eq!(sample("webrep_decisions_total{action=\"block\"}"), 2.0);
     assert_eq!(
@@ -859,7 +878,36 @@ async fn metrics_on_the_admin_listener_count_what_happened() {
     );
     assert_eq!(sample("webrep_tunnels_total{kind=\"tunnel\"}"), 0.0);
     assert!(text.contains("# TYPE webrep_file_scans counter"), "{text}");
-    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+
+    // The reputation server's own metrics, after the same traffic.
+    let text = scrape(server.metrics).await;
+    let s = |name: &str| self::sample(&text, name);
+    let asked = s("webrep_server_lookup_items_total{kind=\"host\",answer=\"listed\"}")
+        + s("webrep_server_lookup_items_total{kind=\"url\",answer=\"listed\"}");
+    assert_eq!(asked, 2.0, "safe.test and danger.test, each asked once");
+    assert_eq!(
+        s("webrep_server_requests_total{route=\"entries\",status=\"2xx\"}"),
+        1.0,
+        "the test's one write"
+    );
+    assert!(s("webrep_server_requests_total{route=\"lookup\",status=\"2xx\"}") >= 1.0);
+    assert_eq!(
+        s("webrep_server_request_seconds_count{route=\"lookup\"}"),
+        s("webrep_server_requests_total{route=\"lookup\",status=\"2xx\"}")
+    );
+    assert_eq!(s("webrep_server_entries"), 7.0, "entries()");
+    assert_eq!(s("webrep_server_change_seq"), 1.0);
+    assert_eq!(s("webrep_server_busy_total"), 0.0);
+    // The proxy follows the change stream by long-poll: 0 or 1 waiting at any moment.
+    assert!(s("webrep_server_followers") <= 1.0);
+    assert_eq!(s("webrep_server_events_total{outcome=\"accepted\"}"), 0.0);
+    assert_eq!(
+        plain_get(format!("http://{}/other", server.metrics))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
     assert_eq!(
         plain_get(format!("http://{admin}/other"))
             .await
