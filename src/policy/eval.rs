@@ -79,6 +79,20 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, for counters keyed by reason.
+    pub const ALL: [Reason; 10] = [
+        Reason::Approved,
+        Reason::Blocked,
+        Reason::Rule,
+        Reason::ReputationUnavailable,
+        Reason::Risk,
+        Reason::Untested,
+        Reason::Category,
+        Reason::Uncategorized,
+        Reason::Allowed,
+        Reason::File,
+    ];
+
     /// A stable snake-case name.
     pub fn as_str(self) -> &'static str {
         match self {

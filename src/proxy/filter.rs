@@ -56,6 +56,8 @@ pub struct FilterStats {
     pub actions: [std::sync::atomic::AtomicU64; 5],
     /// hit, miss, stale, unavailable, none (decided by a list or rule).
     pub cache: [std::sync::atomic::AtomicU64; 5],
+    /// By reason, in the order of [`crate::policy::Reason::ALL`].
+    pub reasons: [std::sync::atomic::AtomicU64; crate::policy::Reason::ALL.len()],
 }
 
 impl FilterStats {
@@ -69,6 +71,12 @@ impl FilterStats {
         }
         if let Some(i) = Self::CACHE.iter().position(|c| *c == d.cache) {
             self.cache[i].fetch_add(1, Relaxed);
+        }
+        if let Some(i) = crate::policy::Reason::ALL
+            .iter()
+            .position(|r| r.as_str() == d.reason)
+        {
+            self.reasons[i].fetch_add(1, Relaxed);
         }
     }
 
@@ -85,6 +93,10 @@ impl FilterStats {
         serde_json::json!({
             "actions": map(&Self::ACTIONS, &self.actions),
             "cache": map(&Self::CACHE, &self.cache),
+            "reasons": map(
+                &crate::policy::Reason::ALL.map(crate::policy::Reason::as_str),
+                &self.reasons
+            ),
         })
     }
 }

@@ -50,6 +50,16 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
         );
         counter_family(
             &mut r,
+            "decision_reasons",
+            "Filtering decisions by reason (reputation_unavailable: the fail mode decided)",
+            "reason",
+            crate::policy::Reason::ALL
+                .iter()
+                .zip(&s.reasons)
+                .map(|(a, c)| (a.as_str().to_owned(), c.load(Relaxed))),
+        );
+        counter_family(
+            &mut r,
             "reputation_answers",
             "Reputation answers by cache state (none: decided by a list or rule)",
             "cache",
@@ -106,9 +116,22 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
                     ("replayed", &st.replayed),
                     ("dropped_queue", &st.dropped_queue),
                     ("dropped_spool", &st.dropped_spool),
+                    ("rejected", &st.rejected),
                 ]
                 .into_iter()
                 .map(|(k, c)| (k.to_owned(), c.load(Relaxed))),
+            );
+            gauge(
+                &mut r,
+                "feedback_spool_events",
+                "Feedback events waiting in the spool for a server",
+                i64::try_from(st.spool_events.load(Relaxed)).unwrap_or(i64::MAX),
+            );
+            gauge(
+                &mut r,
+                "feedback_spool_bytes",
+                "Bytes of the feedback spool",
+                i64::try_from(st.spool_bytes.load(Relaxed)).unwrap_or(i64::MAX),
             );
         }
     }

@@ -860,6 +860,23 @@ async fn metrics_on_the_admin_listener_count_what_happened() {
     assert_eq!(sample("webrep_decisions_total{action=\"allow\"}"), 2.0);
     assert_eq!(sample("webrep_decisions_total{action=\"block\"}"), 2.0);
     assert_eq!(
+        sample("webrep_decision_reasons_total{reason=\"allowed\"}"),
+        2.0
+    );
+    assert_eq!(
+        sample("webrep_decision_reasons_total{reason=\"risk\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample("webrep_decision_reasons_total{reason=\"blocked\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample("webrep_decision_reasons_total{reason=\"reputation_unavailable\"}"),
+        0.0,
+        "no fail-mode decision while the server answers"
+    );
+    assert_eq!(
         sample("webrep_reputation_answers_total{cache=\"none\"}"),
         1.0
     );
