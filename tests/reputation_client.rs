@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use webrep::canon::canonicalize;
 use webrep::repserver::api::{self, ApiConfig, Tokens};
 use webrep::repserver::client::RepClient;
+use webrep::repserver::metrics::{Route, ServerStats};
 use webrep::repserver::model::RiskLevel;
 use webrep::repserver::store::Store;
 use webrep::reputation::{CacheState, Reputation, ReputationConfig, SourceConfig};
@@ -22,6 +23,7 @@ const ADMIN: &str = "admin-token-0123456789";
 
 struct Server {
     base: String,
+    stats: Arc<ServerStats>,
     admin: RepClient,
     shutdown: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
@@ -37,14 +39,20 @@ impl Server {
             client: vec![CLIENT.into()],
             admin: vec![ADMIN.into()],
         };
-        let task = tokio::spawn(api::serve(
+        let stats = Arc::new(ServerStats::default());
+        let task = tokio::spawn(api::serve_with(
             listener,
             Store::open_in_memory().unwrap(),
             tokens,
             config,
+            api::ServeOptions {
+                stats: Some(stats.clone()),
+                ..api::ServeOptions::default()
+            },
             shutdown.clone(),
         ));
         Server {
+            stats,
             admin: RepClient::new(&base, ADMIN, None).unwrap(),
             base,
             shutdown,
@@ -291,5 +299,52 @@ async fn a_change_on_the_server_reaches_the_cache_long_before_the_ttl() {
     println!("change reached the proxy cache after {delay:?}");
     stop.cancel();
     let _ = follower.await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_file_lookups_of_different_hashes_go_out_in_batches() {
+    let server = Server::start(ApiConfig::default()).await;
+    // 200 known hashes: every fifth malicious, the rest clean; 50 more nobody knows.
+    let hash = |i: u32| format!("{:064x}", u64::from(i) * 0x9e37_79b9 + 1);
+    let files: Vec<Value> = (0..200)
+        .map(|i| {
+            json!({ "sha256": hash(i), "verdict": if i % 5 == 0 { "malicious" } else { "clean" } })
+        })
+        .collect();
+    server
+        .admin
+        .post_json(
+            "/v1/files",
+            &json!({ "upsert": files }),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let rep = reputation(vec![source("local", &server.base)]);
+    let mut tasks = Vec::new();
+    // Each known hash twice (coalesced by the cache), then the unknown ones.
+    for i in (0..200).chain(0..200).chain(1000..1050) {
+        let (rep, h) = (rep.clone(), hash(i));
+        tasks.push(tokio::spawn(async move { (i, rep.lookup_file(&h).await) }));
+    }
+    for t in tasks {
+        let (i, l) = t.await.unwrap();
+        let answer = l.answer.unwrap_or_else(|| panic!("hash {i} unanswered"));
+        let want = match i {
+            1000.. => None,
+            i if i % 5 == 0 => Some("malicious"),
+            _ => Some("clean"),
+        };
+        assert_eq!(answer.verdict.map(|v| v.as_str()), want, "hash {i}");
+    }
+    let requests = server.stats.requests(Route::FilesLookup, "2xx");
+    assert_eq!(server.stats.requests(Route::FilesLookup, "4xx"), 0);
+    // 250 distinct hashes, at most 100 per request and 4 requests in flight: a handful of
+    // requests, never one per hash.
+    assert!(
+        (3..=25).contains(&requests),
+        "250 distinct hashes took {requests} requests"
+    );
     server.stop().await;
 }

@@ -14,7 +14,8 @@
 //! costs one `POST /v1/lookup` for the host (all its expressions in one answer); concurrent
 //! misses on one host share that request (moka coalesces the initialisation). A host whose
 //! path entries did not fit one answer (`truncated`) is asked per URL, cached per URL the same
-//! way. Memory: at most `reputation.cache_entries` answers, each for its TTL, plus a second
+//! way. File hashes (issue 9) are cached the same way; misses of different hashes are batched
+//! (at most 4 requests in flight, up to 100 hashes each; a lone miss goes out at once). Memory: at most `reputation.cache_entries` answers, each for its TTL, plus a second
 //! bounded map of the same answers kept `max_stale_secs` longer for outages.
 //!
 //! # How it fails
@@ -189,6 +190,8 @@ pub struct Reputation {
     stale_urls: moka::future::Cache<String, UrlEntry>,
     /// File-hash answers (issue 9), by lower-case SHA-256 hex.
     files: moka::future::Cache<String, Arc<Cached<FileAnswer>>>,
+    /// File-hash misses waiting to go out together.
+    file_batch: FileBatcher,
     retry_after: Duration,
     epoch: Instant,
     /// Changes applied from the change stream (keys dropped).
@@ -212,6 +215,81 @@ fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Where a batched file lookup's answer goes.
+type FileWaiter = tokio::sync::oneshot::Sender<Result<Arc<Cached<FileAnswer>>, Unavailable>>;
+
+/// Most file-hash requests in flight at once; hashes missed meanwhile wait and go together.
+const FILE_REQUESTS_IN_FLIGHT: usize = 4;
+/// Most hashes in one file-hash request (the server's `max_batch` default is 1000).
+const FILE_BATCH_MAX: usize = 100;
+
+/// Batches file-hash misses. A miss joins the queue, then waits for one of
+/// [`FILE_REQUESTS_IN_FLIGHT`] request slots; whoever gets a slot sends the queued hashes, up
+/// to [`FILE_BATCH_MAX`] per `POST /v1/files/lookup`, until the queue is empty. With a slot free a lone miss goes
+/// out at once (no added latency, no timer); under load, misses ride together in the next
+/// request, so the number of requests stays bounded by the round-trip time, not the number
+/// of downloads.
+struct FileBatcher {
+    queue: std::sync::Mutex<Vec<(String, FileWaiter)>>,
+    slots: tokio::sync::Semaphore,
+}
+
+impl Default for FileBatcher {
+    fn default() -> Self {
+        FileBatcher {
+            queue: std::sync::Mutex::new(Vec::new()),
+            slots: tokio::sync::Semaphore::new(FILE_REQUESTS_IN_FLIGHT),
+        }
+    }
+}
+
+impl FileBatcher {
+    fn push(&self, sha256: String, tx: FileWaiter) {
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((sha256, tx));
+    }
+
+    /// Up to [`FILE_BATCH_MAX`] queued hashes whose waiters are still there.
+    fn take(&self) -> Vec<(String, FileWaiter)> {
+        let mut q = self
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        q.retain(|(_, tx)| !tx.is_closed());
+        let n = q.len().min(FILE_BATCH_MAX);
+        q.drain(..n).collect()
+    }
+}
+
+/// One item of a `/v1/files/lookup` answer, cached for its `ttl_secs`.
+fn file_answer(item: &Value, source: &Arc<str>) -> Result<Arc<Cached<FileAnswer>>, Unavailable> {
+    let verdict = match item.get("verdict").and_then(Value::as_str) {
+        Some("unknown") => None,
+        Some(name) => Some(
+            crate::repserver::model::FileVerdict::parse(name)
+                .ok_or_else(|| Unavailable(format!("{source}: unknown verdict {name:?}")))?,
+        ),
+        None => {
+            let e = item
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("no verdict");
+            return Err(Unavailable(format!("{source}: {e}")));
+        }
+    };
+    let ttl = item.get("ttl_secs").and_then(Value::as_u64).unwrap_or(60);
+    Ok(Arc::new(Cached {
+        fresh_until: Instant::now() + Duration::from_secs(ttl),
+        value: FileAnswer {
+            verdict,
+            name: item.get("name").and_then(Value::as_str).map(Into::into),
+        },
+        source: source.clone(),
+    }))
 }
 
 impl Reputation {
@@ -247,6 +325,7 @@ impl Reputation {
             stale_hosts: cache(n, max_stale),
             stale_urls: cache(n, max_stale),
             files: cache(n, None),
+            file_batch: FileBatcher::default(),
             retry_after: config.retry_after,
             epoch: Instant::now(),
             changes_applied: AtomicU64::new(0),
@@ -348,7 +427,8 @@ impl Reputation {
     }
 
     /// The verdict for a file's SHA-256 (lower-case hex): cached for the answer's TTL,
-    /// concurrent lookups of one hash coalesced into one request, the sources asked in order
+    /// concurrent lookups of one hash coalesced, misses of different hashes batched into
+    /// shared requests ([`FileBatcher`]), the sources asked in order with their deadlines
     /// like URL lookups. `verdict: None` with [`CacheState::Unavailable`] when no source
     /// answered.
     pub async fn lookup_file(&self, sha256: &str) -> FileLookup {
@@ -377,37 +457,57 @@ impl Reputation {
         }
     }
 
+    /// One hash's answer, asked together with whatever other hashes are waiting (see
+    /// [`FileBatcher`]).
     async fn fetch_file(&self, sha256: &str) -> Result<Arc<Cached<FileAnswer>>, Unavailable> {
-        let (v, source) = self
-            .ask_at("/v1/files/lookup", &json!({ "sha256": [sha256] }))
-            .await?;
-        let item = v
-            .get("files")
-            .and_then(|f| f.get(0))
-            .ok_or_else(|| Unavailable(format!("{source}: no files list")))?;
-        let verdict = match item.get("verdict").and_then(Value::as_str) {
-            Some("unknown") => None,
-            Some(name) => Some(
-                crate::repserver::model::FileVerdict::parse(name)
-                    .ok_or_else(|| Unavailable(format!("{source}: unknown verdict {name:?}")))?,
-            ),
-            None => {
-                let e = item
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("no verdict");
-                return Err(Unavailable(format!("{source}: {e}")));
+        // A batch can be lost when the lookup that carried it is cancelled (its client went
+        // away): the hashes in it are then queued again, at most a few times.
+        for _ in 0..3 {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.file_batch.push(sha256.to_owned(), tx);
+            // Wait for a free request slot; whoever gets one takes every waiting hash.
+            // It goes on until the queue is empty, so no hash is left behind.
+            if let Ok(_permit) = self.file_batch.slots.acquire().await {
+                loop {
+                    let batch = self.file_batch.take();
+                    if batch.is_empty() {
+                        break;
+                    }
+                    self.send_file_batch(batch).await;
+                }
+            }
+            if let Ok(answer) = rx.await {
+                return answer;
+            }
+        }
+        Err(Unavailable(
+            "file lookup cancelled three times with its batch".into(),
+        ))
+    }
+
+    /// Asks the sources about `batch` in one request and hands each waiter its answer.
+    async fn send_file_batch(&self, batch: Vec<(String, FileWaiter)>) {
+        let hashes: Vec<&str> = batch.iter().map(|(h, _)| h.as_str()).collect();
+        let answer = self
+            .ask_at("/v1/files/lookup", &json!({ "sha256": hashes }))
+            .await;
+        let (v, source) = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                for (_, tx) in batch {
+                    let _ = tx.send(Err(e.clone()));
+                }
+                return;
             }
         };
-        let ttl = item.get("ttl_secs").and_then(Value::as_u64).unwrap_or(60);
-        Ok(Arc::new(Cached {
-            fresh_until: Instant::now() + Duration::from_secs(ttl),
-            value: FileAnswer {
-                verdict,
-                name: item.get("name").and_then(Value::as_str).map(Into::into),
-            },
-            source,
-        }))
+        let items = v.get("files").and_then(Value::as_array);
+        for (i, (_, tx)) in batch.into_iter().enumerate() {
+            let one = match items.and_then(|items| items.get(i)) {
+                Some(item) => file_answer(item, &source),
+                None => Err(Unavailable(format!("{source}: no answer for item {i}"))),
+            };
+            let _ = tx.send(one);
+        }
     }
 
     /// Asks the sources in order, skipping those marked down (unless all are), until one
