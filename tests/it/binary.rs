@@ -260,6 +260,57 @@ async fn streaming_64_mib_keeps_memory_flat() {
 }
 
 #[tokio::test]
+async fn many_parallel_scanned_downloads_stay_within_the_hold_back_budget() {
+    // 32 downloads of 3 MiB at once, each under hold_back_bytes (so each would be held whole
+    // while its hash is looked up), against a total budget of 8 MiB: at most two are held at
+    // a time, the others stream with their hash computed on the way. Held all at once they
+    // would be 96 MiB of the proxy's memory.
+    let origin = Origin::http().await;
+    let proxy = ProxyProcess::start(
+        "files:\n  hold_back_bytes: 4194304\n  hold_back_total_bytes: 8388608\n",
+    )
+    .await;
+    let client = proxy.client();
+    const N: usize = 3 << 20;
+    let fetch = |seed: u8| {
+        let (client, url) = (client.clone(), origin.url(&format!("/download/{N}/{seed}")));
+        async move {
+            let r = client.get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let body = r.bytes().await.unwrap();
+            assert!(body == download_bytes(N, seed), "download {seed} intact");
+        }
+    };
+    // Warm up: what one scanned download allocates.
+    fetch(1).await;
+    let before = proxy.peak_rss_kib();
+    let tasks: Vec<_> = (0..32u8).map(|i| tokio::spawn(fetch(10 + i))).collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let after = proxy.peak_rss_kib();
+    let stats: serde_json::Value = serde_json::from_str(
+        &plain_get(format!("http://{}/stats", proxy.addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stats["files"]["scanned"], 33, "{stats}");
+    let held = stats["files"]["held"].as_u64().unwrap();
+    assert!(held < 33, "some downloads streamed: {stats}");
+    assert!(
+        after.saturating_sub(before) < 40 * 1024,
+        "peak RSS grew from {before} KiB to {after} KiB with 32 parallel downloads"
+    );
+    eprintln!(
+        "32 parallel 3 MiB scanned downloads: peak RSS {before} KiB -> {after} KiB, {held} held"
+    );
+}
+
+#[tokio::test]
 async fn a_bad_config_file_exits_64_naming_key_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.yaml");
