@@ -378,12 +378,12 @@ async fn scan_download(
     let (mode, permit) = scanner.mode(headers);
     match mode {
         Mode::Hold(len) => {
-            let (bytes, sha) = scanner
+            let (frames, size, sha) = scanner
                 .hold(body, len)
                 .await
                 .map_err(|e| ProxyError::Upstream(format!("download failed: {e}")))?;
             let mut d = decide(&filter.reputation, &scan.settings, sha).await;
-            d.size = bytes.len() as u64;
+            d.size = size;
             record(&d);
             if d.action == crate::policy::Action::Block {
                 return Err(ProxyError::Filtered(Box::new(
@@ -391,7 +391,7 @@ async fn scan_download(
                 )));
             }
             Ok(ProxyBody::boxed(HeldBody {
-                bytes: Some(bytes),
+                frames: frames.into_iter(),
                 _permit: permit,
             }))
         }
@@ -414,7 +414,7 @@ async fn scan_download(
 /// A held-back download released after its verdict, keeping its share of
 /// `files.hold_back_total_bytes` until it has been sent.
 struct HeldBody {
-    bytes: Option<bytes::Bytes>,
+    frames: std::vec::IntoIter<bytes::Bytes>,
     _permit: Option<super::filescan::Held>,
 }
 
@@ -426,15 +426,15 @@ impl http_body::Body for HeldBody {
         mut self: std::pin::Pin<&mut Self>,
         _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
-        std::task::Poll::Ready(self.bytes.take().map(|b| Ok(http_body::Frame::data(b))))
+        std::task::Poll::Ready(self.frames.next().map(|b| Ok(http_body::Frame::data(b))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.bytes.is_none()
+        self.frames.len() == 0
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.bytes.as_ref().map_or(0, |b| b.len() as u64))
+        http_body::SizeHint::with_exact(self.frames.as_slice().iter().map(|b| b.len() as u64).sum())
     }
 }
 
