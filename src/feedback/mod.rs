@@ -277,6 +277,11 @@ impl Feedback {
         }
     }
 
+    /// Events waiting in the queue now (not yet batched for sending).
+    pub fn queue_len(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Hands an event to the sender without waiting; a full queue drops it (counted, logged
     /// at most every ten seconds).
     pub fn emit(&self, event: Event) {

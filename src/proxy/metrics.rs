@@ -123,6 +123,12 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
             );
             gauge(
                 &mut r,
+                "feedback_queue_events",
+                "Feedback events waiting in the in-memory queue",
+                i64::try_from(fb.queue_len()).unwrap_or(i64::MAX),
+            );
+            gauge(
+                &mut r,
                 "feedback_spool_events",
                 "Feedback events waiting in the spool for a server",
                 i64::try_from(st.spool_events.load(Relaxed)).unwrap_or(i64::MAX),

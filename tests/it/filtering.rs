@@ -895,6 +895,12 @@ async fn metrics_on_the_admin_listener_count_what_happened() {
     );
     assert_eq!(sample("webrep_tunnels_total{kind=\"tunnel\"}"), 0.0);
     assert!(text.contains("# TYPE webrep_file_scans counter"), "{text}");
+    assert_eq!(
+        sample("webrep_feedback_spool_events"),
+        0.0,
+        "the server took them"
+    );
+    assert!(sample("webrep_feedback_queue_events") >= 0.0);
 
     // The reputation server's own metrics, after the same traffic.
     let text = scrape(server.metrics).await;
