@@ -62,7 +62,7 @@ pub async fn handle(
         let url = format!("https://{host}/");
         let (client, user) = (ctx.client.ip(), ctx.user.as_deref());
         let (canonical, verdict, refused) =
-            match filter.check(&url, client, user, req.headers()).await {
+            match Box::pin(filter.check(&url, client, user, req.headers())).await {
                 Ok(allowed) => {
                     ctx.decision = Some(allowed.decided.clone());
                     (allowed.canonical, allowed.verdict, None)

@@ -94,9 +94,11 @@ pub async fn handle(
             });
         }
         let url = req.uri().to_string();
-        let allowed = filter
-            .check(&url, ctx.client.ip(), ctx.user.as_deref(), req.headers())
-            .await?;
+        // Boxed: the lookup's future (moka, the reputation client) is kilobytes, and only
+        // filtering proxies need it.
+        let allowed =
+            Box::pin(filter.check(&url, ctx.client.ip(), ctx.user.as_deref(), req.headers()))
+                .await?;
         ctx.decision = Some(allowed.decided);
         if state.scanner.is_some() && req.method() == http::Method::GET && allowed.files.scan {
             scan = Some(FileScan {
@@ -223,7 +225,7 @@ pub async fn handle(
                 &parts.headers,
             ) =>
         {
-            scan_download(state, ctx, scan, &parts.headers, body).await?
+            Box::pin(scan_download(state, ctx, scan, &parts.headers, body)).await?
         }
         _ => ProxyBody::upstream(body),
     };
