@@ -1,8 +1,8 @@
 //! Process signals: SIGTERM or SIGINT cancels the root token (the proxy stops accepting and
 //! drains for its grace period); a second one exits at once with status 1. SIGHUP is caught
 //! here so that an admin's `systemctl reload` or `kill -HUP` never kills the process; the
-//! policy handle has its own SIGHUP listener that reloads the policy (see
-//! `crate::policy::PolicyHandle::spawn_sighup`).
+//! proxy has its own SIGHUP listener that reloads the policy, users and groups files
+//! (`crate::proxy::ProxyState::reload`).
 //!
 //! It also tells systemd where the process stands (`Type=notify` units, `sd_notify(3)`):
 //! [`notify_ready`] once every listener is bound, [`notify_reloading`] and

@@ -218,7 +218,9 @@ pub struct RawAuthConfig {
     /// A users file: one `name:hash` per line, the hash an argon2 PHC string
     /// (`$argon2id$...`, as `webrep passwd NAME` prints) or bcrypt (`$2b$...`, as
     /// `htpasswd -B` writes). When set, every request needs `Proxy-Authorization: Basic`;
-    /// without it the answer is 407. Default: none (no authentication).
+    /// without it the answer is 407. Read again on SIGHUP and `POST /v1/reload` (a file that
+    /// fails to load keeps the running users; remembered credentials are dropped). Default:
+    /// none (no authentication).
     pub users_file: Option<PathBuf>,
     /// The realm shown in `Proxy-Authenticate`. Default `"webrep"`.
     pub realm: String,
@@ -226,7 +228,8 @@ pub struct RawAuthConfig {
     /// every request, in seconds. Default 300. 0 verifies every request.
     pub credentials_cache_seconds: u64,
     /// A groups file for policy rules that `match` on `groups`: one `group: user user ...`
-    /// per line (members separated by spaces or commas), `#` comments. Read at start.
+    /// per line (members separated by spaces or commas), `#` comments. Read again on reload,
+    /// like `users_file`.
     /// Default: none (users belong to no group).
     pub groups_file: Option<PathBuf>,
 }

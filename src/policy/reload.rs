@@ -293,12 +293,7 @@ impl PolicyHandle {
                     r = hup.recv() => if r.is_none() { return },
                 }
                 tracing::info!(path = %handle.path.display(), "SIGHUP: reloading policy");
-                crate::shutdown::notify_reloading();
-                let status = match handle.reload_async().await {
-                    Ok(generation) => format!("policy generation {generation} loaded"),
-                    Err(e) => format!("policy reload failed, previous policy kept: {e}"),
-                };
-                crate::shutdown::notify_ready(&status);
+                let _ = handle.reload_async().await;
             }
         }))
     }

@@ -186,6 +186,16 @@ impl Authenticator {
         })
     }
 
+    /// Users defined.
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Whether no user is defined (never, for a loaded file).
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
     /// The `Proxy-Authenticate` value for 407 answers.
     pub fn challenge(&self) -> &HeaderValue {
         &self.challenge

@@ -43,7 +43,8 @@ pub struct Filter {
     /// Decision counters (served as JSON on the proxy's `/stats` page).
     pub stats: FilterStats,
     /// User → groups for rules that match on `groups` (`auth.groups_file`).
-    pub groups: super::auth::Groups,
+    /// Swapped whole by [`crate::proxy::ProxyState::reload`].
+    pub groups: arc_swap::ArcSwap<super::auth::Groups>,
     /// Feedback events (issue 8), when `feedback.enabled`.
     pub feedback: Option<Arc<crate::feedback::Feedback>>,
 }
@@ -119,7 +120,7 @@ impl Filter {
                 .build(),
             secret,
             stats: FilterStats::default(),
-            groups: Default::default(),
+            groups: arc_swap::ArcSwap::from_pointee(Default::default()),
             feedback: None,
         }
     }
@@ -236,8 +237,8 @@ impl Filter {
     }
 
     /// The groups of `user` (none without a user or a groups file).
-    fn groups_of(&self, user: Option<&str>) -> &[String] {
-        user.and_then(|u| self.groups.get(u)).map_or(&[], |g| g)
+    fn groups_of(&self, user: Option<&str>) -> Option<Arc<[String]>> {
+        user.and_then(|u| self.groups.load().get(u).cloned())
     }
 
     /// Whether `client` continued past a warning for `host` and that is still valid.
@@ -379,11 +380,12 @@ impl Filter {
         let canonical = canonicalize(url)
             .map_err(|_| ProxyError::BadRequest("the URL cannot be checked (not a valid URL)"))?;
         let policy = self.policy.snapshot();
+        let groups = self.groups_of(user);
         let facts = RequestFacts {
             url: &canonical,
             client,
             user,
-            groups: self.groups_of(user),
+            groups: groups.as_deref().unwrap_or(&[]),
             now: jiff::Timestamp::now(),
         };
         let (decision, verdict, cache, source) = self.decide(&policy, &facts).await;
@@ -486,11 +488,12 @@ impl Filter {
         user: Option<&str>,
     ) -> Interception {
         let policy = self.policy.snapshot();
+        let groups = self.groups_of(user);
         let facts = RequestFacts {
             url: canonical,
             client,
             user,
-            groups: self.groups_of(user),
+            groups: groups.as_deref().unwrap_or(&[]),
             now: jiff::Timestamp::now(),
         };
         let d = crate::policy::intercept(&policy, &facts, verdict);
@@ -564,11 +567,12 @@ impl Filter {
         let canonical = canonicalize(url).map_err(|e| format!("not a URL: {e}"))?;
         let policy = self.policy.snapshot();
         let now = at.unwrap_or_else(jiff::Timestamp::now);
+        let groups = self.groups_of(user);
         let facts = RequestFacts {
             url: &canonical,
             client,
             user,
-            groups: self.groups_of(user),
+            groups: groups.as_deref().unwrap_or(&[]),
             now,
         };
         let (d, verdict, cache, source) = self.decide(&policy, &facts).await;
@@ -579,7 +583,7 @@ impl Filter {
             "canonical": canonical.as_str(),
             "client": client.to_string(),
             "user": user,
-            "groups": self.groups_of(user),
+            "groups": groups.as_deref().unwrap_or(&[]),
             "action": d.action.as_str(),
             "reason": d.reason.as_str(),
             "continued": continued,

@@ -1,6 +1,6 @@
 //! The admin listener (`admin.listen`, off by default; keep it on loopback): Prometheus
 //! `/metrics` without a token, and the token-protected admin API (`admin.token_file`):
-//! explain a decision, reload the policy, cache stats and purge.
+//! explain a decision, reload (policy, users and groups files), cache stats and purge.
 //!
 //! # Where it sits
 //! Outside the request path: the counters are the relaxed atomics the request path already
@@ -247,7 +247,7 @@ fn authorized(req: &Request<Incoming>, token: &str) -> bool {
 
 /// The admin listener's routes: `/metrics` (no token), and with the `admin.token_file`
 /// token: `GET /v1/explain?url=U[&client=IP][&user=NAME][&time=RFC3339]` (what the proxy
-/// would decide for that request at that time, default now), `POST /v1/reload` (the policy file), `GET /v1/cache` (entries) and
+/// would decide for that request at that time, default now), `POST /v1/reload` ([`super::ProxyState::reload`]), `GET /v1/cache` (entries) and
 /// `POST /v1/cache/purge` (drop every cached answer).
 async fn answer(
     state: &ProxyState,
@@ -315,13 +315,15 @@ async fn answer(
                 Err(e) => error(StatusCode::BAD_REQUEST, &e),
             }
         }
-        ("POST", "/v1/reload") => match filter.policy.reload_async().await {
-            Ok(generation) => json(
-                StatusCode::OK,
-                &serde_json::json!({ "generation": generation }),
-            ),
-            Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
-        },
+        ("POST", "/v1/reload") => {
+            let r = state.reload().await;
+            let failed = r["errors"].as_array().is_some_and(|e| !e.is_empty());
+            if failed {
+                json(StatusCode::UNPROCESSABLE_ENTITY, &r)
+            } else {
+                json(StatusCode::OK, &r)
+            }
+        }
         ("GET", "/v1/cache") => json(StatusCode::OK, &filter.reputation.cache_stats()),
         ("POST", "/v1/cache/purge") => {
             filter.reputation.invalidate_all();

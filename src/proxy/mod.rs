@@ -85,7 +85,10 @@ pub struct ProxyState {
     pub scanner: Option<filescan::FileScanner>,
     pub dialer: Dialer,
     pub acl: ClientAcl,
-    pub auth: Option<Arc<Authenticator>>,
+    /// With `auth.users_file`: swapped whole by [`ProxyState::reload`].
+    pub auth: Option<arc_swap::ArcSwap<Authenticator>>,
+    /// The files [`ProxyState::reload`] reads again besides the policy.
+    pub auth_config: crate::config::AuthConfig,
     pub access_log: Arc<AccessLog>,
     pub ids: RequestIds,
     pub tracker: TaskTracker,
@@ -98,6 +101,95 @@ pub struct ProxyState {
 }
 
 impl ProxyState {
+    /// What `systemctl reload` (SIGHUP) and the admin API's `POST /v1/reload` do: read the
+    /// policy file, `auth.groups_file` and `auth.users_file` again. Each that fails to load
+    /// keeps its running version (and says why, in the log and in the answer); requests in
+    /// flight finish with what they started with. Returns `{"generation": N, "groups": N,
+    /// "users": N, "errors": [...]}` (keys only for what is configured).
+    pub async fn reload(&self) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        let mut errors = Vec::new();
+        if let Some(f) = &self.filter {
+            match f.policy.reload_async().await {
+                Ok(generation) => {
+                    out.insert("generation".into(), generation.into());
+                }
+                Err(e) => errors.push(format!("policy: {e}")),
+            }
+        }
+        if let (Some(f), Some(path)) = (&self.filter, self.auth_config.groups_file.clone()) {
+            match tokio::task::spawn_blocking(move || auth::load_groups(&path)).await {
+                Ok(Ok(groups)) => {
+                    out.insert("groups".into(), groups.len().into());
+                    f.groups.store(Arc::new(groups));
+                }
+                Ok(Err(e)) => errors.push(format!("{e:#}")),
+                Err(e) => errors.push(format!("groups reload: {e}")),
+            }
+        }
+        if let (Some(current), Some(path)) = (&self.auth, self.auth_config.users_file.clone()) {
+            let (realm, ttl) = (
+                self.auth_config.realm.clone(),
+                self.auth_config.credentials_cache_ttl,
+            );
+            match tokio::task::spawn_blocking(move || Authenticator::load(&path, &realm, ttl)).await
+            {
+                Ok(Ok(a)) => {
+                    out.insert("users".into(), a.len().into());
+                    // A fresh credentials cache: a removed user or a changed password is
+                    // refused from now on.
+                    current.store(Arc::new(a));
+                }
+                Ok(Err(e)) => errors.push(format!("auth.users_file: {e}")),
+                Err(e) => errors.push(format!("users reload: {e}")),
+            }
+        }
+        for e in &errors {
+            tracing::warn!(error = %e, "reload failed; the running version is kept");
+        }
+        out.insert("errors".into(), errors.into());
+        serde_json::Value::Object(out)
+    }
+
+    /// Reloads on every SIGHUP until `shutdown`, telling systemd (`RELOADING=1`, then
+    /// `READY=1` with what was loaded or what failed).
+    fn spawn_sighup(self: &Arc<Self>, shutdown: CancellationToken) {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; reload through the admin API");
+                return;
+            }
+        };
+        let state = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    r = hup.recv() => if r.is_none() { return },
+                }
+                tracing::info!("SIGHUP: reloading the policy, groups and users files");
+                crate::shutdown::notify_reloading();
+                let r = state.reload().await;
+                let errors: Vec<&str> = r["errors"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(serde_json::Value::as_str)
+                    .collect();
+                let status = if errors.is_empty() {
+                    match r.get("generation") {
+                        Some(g) => format!("policy generation {g} loaded"),
+                        None => "reloaded".to_owned(),
+                    }
+                } else {
+                    format!("reload failed, running version kept: {}", errors.join("; "))
+                };
+                crate::shutdown::notify_ready(&status);
+            }
+        });
+    }
+
     /// Our `Via` entry for a message received with `version`.
     pub fn via_for(&self, version: Version) -> &HeaderValue {
         if version == Version::HTTP_10 {
@@ -159,7 +251,6 @@ async fn filter_setup(
     {
         tracing::warn!(error = %e, "cannot watch the policy file; it reloads on SIGHUP only");
     }
-    policy.spawn_sighup(draining.clone())?;
     let r = &config.reputation;
     let mut sources = Vec::new();
     for s in &r.sources {
@@ -201,8 +292,9 @@ async fn filter_setup(
     }
     let mut filter = filter::Filter::new(reputation.clone(), policy);
     if let Some(path) = &config.auth.groups_file {
-        filter.groups = auth::load_groups(path)?;
-        tracing::info!(file = %path.display(), users = filter.groups.len(), "groups loaded");
+        let groups = auth::load_groups(path)?;
+        tracing::info!(file = %path.display(), users = groups.len(), "groups loaded");
+        filter.groups.store(Arc::new(groups));
     }
     if config.feedback.enabled {
         let feedback = Arc::new(crate::feedback::Feedback::new(&config.feedback)?);
@@ -395,7 +487,7 @@ impl Proxy {
             local_addrs.push(bound);
         }
         let auth = match &config.auth.users_file {
-            Some(path) => Some(Arc::new(Authenticator::load(
+            Some(path) => Some(arc_swap::ArcSwap::from_pointee(Authenticator::load(
                 path,
                 &config.auth.realm,
                 config.auth.credentials_cache_ttl,
@@ -441,6 +533,7 @@ impl Proxy {
             filter,
             dialer,
             auth,
+            auth_config: config.auth.clone(),
             access_log,
             ids: RequestIds::new(),
             tracker: TaskTracker::new(),
@@ -528,6 +621,7 @@ impl Proxy {
             .filter_map(|l| l.local_addr().ok())
             .map(|a| a.to_string())
             .collect();
+        state.spawn_sighup(shutdown.clone());
         // Every listener is bound (connections wait in the backlog until the accept loops
         // below run): ready for systemd.
         crate::shutdown::notify_ready(&format!("proxy listening on {}", addrs.join(", ")));

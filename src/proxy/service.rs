@@ -226,6 +226,7 @@ async fn route(
         return serve_origin_form(state, &req);
     }
     if let Some(auth) = &state.auth {
+        let auth = auth.load_full();
         match Box::pin(auth.check(req.headers().get(header::PROXY_AUTHORIZATION))).await {
             AuthOutcome::User(u) => ctx.user = Some(u),
             AuthOutcome::Missing | AuthOutcome::Invalid => return Err(ProxyError::AuthRequired),
@@ -338,7 +339,7 @@ pub fn error_response(state: &ProxyState, ctx: &RequestCtx, e: &ProxyError) -> R
     if matches!(e, ProxyError::AuthRequired)
         && let Some(auth) = &state.auth
     {
-        h.insert(header::PROXY_AUTHENTICATE, auth.challenge().clone());
+        h.insert(header::PROXY_AUTHENTICATE, auth.load().challenge().clone());
     }
     resp
 }

@@ -744,7 +744,7 @@ async fn a_thousand_concurrent_requests_for_a_cold_host_cost_one_lookup() {
 }
 
 #[tokio::test]
-async fn rules_on_groups_apply_to_the_authenticated_users_groups() {
+async fn rules_on_groups_apply_to_the_authenticated_users_groups_and_reload_with_them() {
     let origin = Origin::http().await;
     let server = RepServer::start(entries()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -759,14 +759,18 @@ async fn rules_on_groups_apply_to_the_authenticated_users_groups() {
         "security_level: medium\nrules:\n  - id: interns-no-susp\n    match:\n      groups: [interns]\n    security_level: high\n",
     )
     .unwrap();
+    let token = "admin-api-token-0123456789";
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let proxy = TestProxy::start(
         TEST_HOSTS,
         &format!(
-            "auth:\n  users_file: {:?}\n  groups_file: {:?}\npolicy:\n  file: {:?}\nreputation:\n  sources:\n    - {{ url: \"{}\", token: \"{CLIENT}\" }}\n",
+            "auth:\n  users_file: {:?}\n  groups_file: {:?}\npolicy:\n  file: {:?}\nreputation:\n  sources:\n    - {{ url: \"{}\", token: \"{CLIENT}\" }}\nadmin:\n  listen: \"127.0.0.1:0\"\n  token_file: {:?}\n",
             users.display().to_string(),
             groups.display().to_string(),
             policy.display().to_string(),
-            server.base
+            server.base,
+            token_file.display().to_string(),
         ),
     )
     .await;
@@ -788,6 +792,46 @@ async fn rules_on_groups_apply_to_the_authenticated_users_groups() {
         (Some("risk"), Some("interns-no-susp"))
     );
     assert_eq!(outcome(&as_user("bob"), &url).await, "pass");
+
+    // The admin changes both files and reloads (what SIGHUP does too): bob is the intern
+    // now, alice is gone, dave is new.
+    std::fs::write(&groups, "interns: bob\n").unwrap();
+    std::fs::write(&users, format!("bob:{hash}\ndave:{hash}\n")).unwrap();
+    let admin = proxy.admin.expect("admin listener");
+    let reload = || async {
+        let r = reqwest::Client::new()
+            .post(format!("http://{admin}/v1/reload"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (
+            status,
+            serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap(),
+        )
+    };
+    let (status, v) = reload().await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["groups"].as_u64(), v["users"].as_u64()),
+        (Some(1), Some(2)),
+        "{v}"
+    );
+    assert_eq!(v["generation"], 2, "{v}");
+    let r = as_user("alice").get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 407, "alice's cached credentials went with her");
+    let v = json_page(&as_user("bob"), &url).await;
+    assert_eq!(v["rule"], "interns-no-susp", "{v}");
+    assert_eq!(outcome(&as_user("dave"), &url).await, "pass");
+
+    // A broken users file: refused, the running users stay.
+    std::fs::write(&users, "# nobody\n").unwrap();
+    let (status, v) = reload().await;
+    assert_eq!(status, 422, "{v}");
+    let errors = v["errors"].to_string();
+    assert!(errors.contains("no users defined"), "{v}");
+    assert_eq!(outcome(&as_user("dave"), &url).await, "pass");
     proxy.stop().await;
 }
 
