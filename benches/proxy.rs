@@ -207,6 +207,72 @@ fn filtered_round_trip(c: &mut Criterion) {
     });
 }
 
+/// A client connection to the proxy at `addr`.
+async fn connect(
+    addr: std::net::SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// One 1 MiB download through `sender`.
+async fn download_1m(
+    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    uri: &str,
+    host: &str,
+) {
+    let req = Request::get(uri)
+        .header("host", host)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    sender.ready().await.unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), 1 << 20);
+}
+
+/// The same three ways as [`file_scanning`], 16 downloads at once on 16 connections: the
+/// aggregate throughput when the machine's cores are all busy, where hashing costs CPU
+/// that forwarding would otherwise use.
+fn file_scanning_parallel(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let off = dir.path().join("off.yaml");
+    std::fs::write(&off, "files:\n  scan: false\n").unwrap();
+    let on = dir.path().join("on.yaml");
+    std::fs::write(&on, "security_level: medium\n").unwrap();
+    let mut group = c.benchmark_group("files_parallel16");
+    group.throughput(criterion::Throughput::Bytes(16 << 20));
+    for (name, policy, hold) in [
+        ("scan_off", &off, 4 << 20),
+        ("scan_held", &on, 4 << 20),
+        ("scan_streamed", &on, 0),
+    ] {
+        let yaml = format!(
+            "proxy:\n  listen: [\"127.0.0.1:0\"]\n  destinations:\n    allow_internal: true\naccess_log:\n  enabled: false\npolicy:\n  enabled: true\n  file: {:?}\nfiles:\n  hold_back_bytes: {hold}\n",
+            policy.display().to_string()
+        );
+        let (_sender, origin_addr, _token, state) = start(&rt, &yaml);
+        let proxy_addr = state.local_addrs[0];
+        let mut senders: Vec<_> = (0..16).map(|_| rt.block_on(connect(proxy_addr))).collect();
+        let uri = format!("http://{origin_addr}/1m");
+        let host = origin_addr.to_string();
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                rt.block_on(futures_util::future::join_all(
+                    senders.iter_mut().map(|s| download_1m(s, &uri, &host)),
+                ))
+            })
+        });
+    }
+    group.finish();
+}
+
 /// File reputation (issue 9): 1 MiB downloads through a filtering proxy with scanning off,
 /// held back whole (under `files.hold_back_bytes`), and streamed with the last frame held
 /// (`hold_back_bytes: 0`). The file's hash is looked up once, then cached.
@@ -290,6 +356,7 @@ criterion_group!(
     round_trip,
     filtered_round_trip,
     file_scanning,
+    file_scanning_parallel,
     feedback_round_trip
 );
 criterion_main!(benches);
