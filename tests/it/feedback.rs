@@ -868,11 +868,7 @@ async fn feedback_api_refuses_bad_batches_clearly() {
                 .send()
                 .await
                 .unwrap();
-            let status = r.status().as_u16();
-            (
-                status,
-                serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap(),
-            )
+            status_and_json(r).await
         }
     };
     let ev = |id: &str| json!({ "v": 1, "id": id, "kind": "untested", "time": 1, "proxy": "p" });

@@ -805,11 +805,7 @@ async fn rules_on_groups_apply_to_the_authenticated_users_groups_and_reload_with
             .send()
             .await
             .unwrap();
-        let status = r.status().as_u16();
-        (
-            status,
-            serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap(),
-        )
+        status_and_json(r).await
     };
     let (status, v) = reload().await;
     assert_eq!(status, 200, "{v}");

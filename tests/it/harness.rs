@@ -532,3 +532,11 @@ pub async fn plain_get(url: String) -> reqwest::Result<reqwest::Response> {
         .send()
         .await
 }
+
+/// A response's status and its body parsed as JSON.
+pub async fn status_and_json(r: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (status, v)
+}
