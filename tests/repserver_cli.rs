@@ -109,6 +109,17 @@ impl ServerProcess {
         )
     }
 
+    async fn signal(&self, sig: &str) {
+        let pid = self.child.id().unwrap();
+        let ok = Command::new("kill")
+            .args([format!("-{sig}"), pid.to_string()])
+            .status()
+            .await
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
     async fn stop(mut self) {
         let pid = self.child.id().unwrap();
         let _ = Command::new("kill").arg(pid.to_string()).status().await;
@@ -251,6 +262,34 @@ async fn server_import_and_lookup_commands() {
     assert!(sample(r#"webrep_server_requests_total{route="import",status="4xx"}"#) >= 2.0);
     let sample_entries = sample("webrep_server_entries");
     assert!(sample_entries > 2.0, "the sample data plus 2 imported");
+
+    // `systemctl reload`: the tokens file is read again. The old client token is revoked, a
+    // new one added.
+    const NEW_CLIENT: &str = "client-token-rotated-0123456789";
+    std::fs::write(
+        s.dir.path().join("tokens"),
+        format!("client {NEW_CLIENT}\nadmin {ADMIN}\n"),
+    )
+    .unwrap();
+    s.signal("HUP").await;
+    assert!(s.notification().await.starts_with("RELOADING=1\n"));
+    assert_eq!(
+        s.notification().await,
+        "READY=1\nSTATUS=tokens reloaded: 1 client, 1 admin\n"
+    );
+    let (code, _, err) = s.run(CLIENT, &["lookup", "http://a.test/"]).await;
+    assert_ne!(code, 0, "the revoked token is refused: {err}");
+    assert!(err.contains("403") || err.contains("unknown token"), "{err}");
+    let (code, _, err) = s.run(NEW_CLIENT, &["lookup", "http://a.test/"]).await;
+    assert_eq!(code, 0, "{err}");
+    // A broken file keeps the running tokens.
+    std::fs::write(s.dir.path().join("tokens"), "client short\n").unwrap();
+    s.signal("HUP").await;
+    assert!(s.notification().await.starts_with("RELOADING=1\n"));
+    let ready = s.notification().await;
+    assert!(ready.starts_with("READY=1\nSTATUS=token reload failed"), "{ready}");
+    let (code, _, err) = s.run(NEW_CLIENT, &["lookup", "http://a.test/"]).await;
+    assert_eq!(code, 0, "{err}");
     s.stop().await;
 }
 

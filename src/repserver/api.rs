@@ -148,6 +148,9 @@ pub struct ServeOptions {
     pub stats: Option<Arc<ServerStats>>,
     /// Serve `GET /metrics` (Prometheus, no token) on this listener.
     pub metrics: Option<TcpListener>,
+    /// Where the accepted tokens live: [`serve_with`] stores its `tokens` there at start, and
+    /// whoever holds the handle may swap in new ones (`webrep server` does on SIGHUP).
+    pub tokens_handle: Option<Arc<arc_swap::ArcSwap<Tokens>>>,
 }
 
 /// What the server does with feedback events ([`super::events`]).
@@ -220,7 +223,7 @@ struct Shared {
     reads: Option<std::sync::mpsc::SyncSender<Job>>,
     seq: watch::Receiver<u64>,
     seq_tx: Arc<watch::Sender<u64>>,
-    tokens: Tokens,
+    tokens: Arc<arc_swap::ArcSwap<Tokens>>,
     config: ApiConfig,
     shutdown: CancellationToken,
     upstream: Option<Arc<Upstream>>,
@@ -362,7 +365,11 @@ pub async fn serve_with(
         reads,
         seq: seq_rx,
         seq_tx: Arc::new(seq_tx),
-        tokens,
+        tokens: {
+            let handle = options.tokens_handle.unwrap_or_default();
+            handle.store(Arc::new(tokens));
+            handle
+        },
         config,
         shutdown: shutdown.clone(),
         upstream: options.upstream,
@@ -815,9 +822,10 @@ fn authorize(shared: &Shared, req: &Request<Incoming>, need: Role) -> Result<(),
         list.iter()
             .fold(false, |acc, t| acc | ct_eq(t.as_bytes(), token.as_bytes()))
     };
-    let role = if known(&shared.tokens.admin) {
+    let tokens = shared.tokens.load();
+    let role = if known(&tokens.admin) {
         Role::Admin
-    } else if known(&shared.tokens.client) {
+    } else if known(&tokens.client) {
         Role::Client
     } else {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "unknown token"));

@@ -148,11 +148,11 @@ fn upstream(config: &crate::config::UpstreamConfig) -> anyhow::Result<Upstream> 
     ))
 }
 
-/// Runs the server until `shutdown` is cancelled.
+/// The API tokens: `server.client_tokens`, `server.admin_tokens` and `server.tokens_file`.
 ///
 /// # Errors
-/// Any setup failure (see the module docs); a failure of the store thread at start.
-pub async fn run(config: &ServerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// An unreadable or malformed tokens file; no token at all.
+pub fn load_tokens(config: &ServerConfig) -> anyhow::Result<Tokens> {
     let mut tokens = Tokens {
         client: config.client_tokens.clone(),
         admin: config.admin_tokens.clone(),
@@ -166,6 +166,55 @@ pub async fn run(config: &ServerConfig, shutdown: CancellationToken) -> anyhow::
              server.client_tokens / server.admin_tokens"
         );
     }
+    Ok(tokens)
+}
+
+/// Reads the tokens again on every SIGHUP (`systemctl reload`) until `shutdown`: a token
+/// taken out of the file is refused from the next request on. A file that fails to load
+/// keeps the running tokens. Tells systemd (`RELOADING=1`, then `READY=1`).
+fn spawn_token_reload(
+    config: &ServerConfig,
+    handle: Arc<arc_swap::ArcSwap<Tokens>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot listen for SIGHUP")?;
+    let config = config.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                r = hup.recv() => if r.is_none() { return },
+            }
+            crate::shutdown::notify_reloading();
+            let status = match load_tokens(&config) {
+                Ok(t) => {
+                    let status = format!(
+                        "tokens reloaded: {} client, {} admin",
+                        t.client.len(),
+                        t.admin.len()
+                    );
+                    tracing::info!("{status}");
+                    handle.store(Arc::new(t));
+                    status
+                }
+                Err(e) => {
+                    tracing::warn!(error = format!("{e:#}"), "token reload failed; the running tokens are kept");
+                    format!("token reload failed, running tokens kept: {e:#}")
+                }
+            };
+            crate::shutdown::notify_ready(&status);
+        }
+    });
+    Ok(())
+}
+
+/// Runs the server until `shutdown` is cancelled.
+///
+/// # Errors
+/// Any setup failure (see the module docs); a failure of the store thread at start.
+pub async fn run(config: &ServerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let tokens = load_tokens(config)?;
     let tls = tls_acceptor_for(config)?;
     let upstream = match &config.upstream {
         Some(u) => Some(Arc::new(upstream(u)?)),
@@ -209,6 +258,8 @@ pub async fn run(config: &ServerConfig, shutdown: CancellationToken) -> anyhow::
         upstream = config.upstream.as_ref().map(|u| u.url.as_str()),
         "reputation server ready"
     );
+    let tokens_handle = Arc::new(arc_swap::ArcSwap::from_pointee(Tokens::default()));
+    spawn_token_reload(config, tokens_handle.clone(), shutdown.clone())?;
     crate::shutdown::notify_ready(&format!(
         "reputation server on {}, {entries} entries",
         listener.local_addr()?
@@ -228,6 +279,7 @@ pub async fn run(config: &ServerConfig, shutdown: CancellationToken) -> anyhow::
         feedback: config.feedback.clone(),
         stats: None,
         metrics,
+        tokens_handle: Some(tokens_handle),
     };
     api::serve_with(
         listener,
