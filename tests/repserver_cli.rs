@@ -279,7 +279,10 @@ async fn server_import_and_lookup_commands() {
     );
     let (code, _, err) = s.run(CLIENT, &["lookup", "http://a.test/"]).await;
     assert_ne!(code, 0, "the revoked token is refused: {err}");
-    assert!(err.contains("403") || err.contains("unknown token"), "{err}");
+    assert!(
+        err.contains("403") || err.contains("unknown token"),
+        "{err}"
+    );
     let (code, _, err) = s.run(NEW_CLIENT, &["lookup", "http://a.test/"]).await;
     assert_eq!(code, 0, "{err}");
     // A broken file keeps the running tokens.
@@ -287,7 +290,10 @@ async fn server_import_and_lookup_commands() {
     s.signal("HUP").await;
     assert!(s.notification().await.starts_with("RELOADING=1\n"));
     let ready = s.notification().await;
-    assert!(ready.starts_with("READY=1\nSTATUS=token reload failed"), "{ready}");
+    assert!(
+        ready.starts_with("READY=1\nSTATUS=token reload failed"),
+        "{ready}"
+    );
     let (code, _, err) = s.run(NEW_CLIENT, &["lookup", "http://a.test/"]).await;
     assert_eq!(code, 0, "{err}");
     s.stop().await;

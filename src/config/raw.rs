@@ -128,8 +128,9 @@ pub struct RawAdminConfig {
     pub listen: Option<String>,
     /// A file holding the token of the admin API (`/v1/...` on the admin listener:
     /// explain, reload, cache stats and purge), sent as `Authorization: Bearer TOKEN`;
-    /// 16 to 256 visible ASCII characters, on the file's first line. Default `null`: the
-    /// admin API answers 403 (`/metrics` needs no token).
+    /// 16 to 256 visible ASCII characters, on the file's first line. Read again on reload
+    /// (SIGHUP, `POST /v1/reload`), so a token can be rotated without a restart. Default
+    /// `null`: the admin API answers 403 (`/metrics` needs no token).
     pub token_file: Option<PathBuf>,
 }
 

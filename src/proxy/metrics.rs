@@ -200,12 +200,14 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
 pub async fn serve_admin(
     listener: TcpListener,
     state: Arc<ProxyState>,
-    token: Option<Arc<str>>,
     shutdown: CancellationToken,
 ) {
     crate::metrics::serve(listener, shutdown, move |req| {
-        let (state, token) = (state.clone(), token.clone());
-        async move { answer(&state, token.as_deref(), req).await }
+        let state = state.clone();
+        async move {
+            let token = state.admin_token.load_full();
+            answer(&state, token.as_deref().map(String::as_str), req).await
+        }
     })
     .await;
 }

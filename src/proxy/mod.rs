@@ -89,6 +89,10 @@ pub struct ProxyState {
     pub auth: Option<arc_swap::ArcSwap<Authenticator>>,
     /// The files [`ProxyState::reload`] reads again besides the policy.
     pub auth_config: crate::config::AuthConfig,
+    /// `admin.token_file`'s token (the admin API is off without one); swapped by
+    /// [`ProxyState::reload`].
+    pub admin_token: arc_swap::ArcSwapOption<String>,
+    admin_token_file: Option<std::path::PathBuf>,
     pub access_log: Arc<AccessLog>,
     pub ids: RequestIds,
     pub tracker: TaskTracker,
@@ -142,6 +146,13 @@ impl ProxyState {
                 }
                 Ok(Err(e)) => errors.push(format!("auth.users_file: {e}")),
                 Err(e) => errors.push(format!("users reload: {e}")),
+            }
+        }
+        if let Some(path) = self.admin_token_file.clone() {
+            match tokio::task::spawn_blocking(move || read_admin_token(&path)).await {
+                Ok(Ok(t)) => self.admin_token.store(Some(Arc::new(t))),
+                Ok(Err(e)) => errors.push(format!("{e:#}")),
+                Err(e) => errors.push(format!("admin token reload: {e}")),
             }
         }
         for e in &errors {
@@ -200,14 +211,26 @@ impl ProxyState {
     }
 }
 
+/// The first line of `admin.token_file`, checked.
+fn read_admin_token(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("admin.token_file {}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if !crate::config::valid_token(token) {
+        anyhow::bail!(
+            "admin.token_file {}: the first line must be 16 to 256 visible ASCII characters",
+            path.display()
+        );
+    }
+    Ok(token.to_owned())
+}
+
 /// A bound, not yet running proxy.
 pub struct Proxy {
     /// `listeners[worker]`: that worker's sockets, one per listen address.
     listeners: Vec<Vec<std::net::TcpListener>>,
     /// `admin.listen`: `/metrics` and the admin API.
     admin: Option<std::net::TcpListener>,
-    /// `admin.token_file`'s token.
-    admin_token: Option<Arc<str>>,
     state: Arc<ProxyState>,
 }
 
@@ -534,6 +557,11 @@ impl Proxy {
             dialer,
             auth,
             auth_config: config.auth.clone(),
+            admin_token: arc_swap::ArcSwapOption::from(match &config.admin.token_file {
+                None => None,
+                Some(path) => Some(Arc::new(read_admin_token(path)?)),
+            }),
+            admin_token_file: config.admin.token_file.clone(),
             access_log,
             ids: RequestIds::new(),
             tracker: TaskTracker::new(),
@@ -551,25 +579,9 @@ impl Proxy {
                 Some(l)
             }
         };
-        let admin_token = match &config.admin.token_file {
-            None => None,
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("admin.token_file {}", path.display()))?;
-                let token = text.lines().next().unwrap_or("").trim();
-                if !crate::config::valid_token(token) {
-                    anyhow::bail!(
-                        "admin.token_file {}: the first line must be 16 to 256 visible ASCII characters",
-                        path.display()
-                    );
-                }
-                Some(Arc::from(token))
-            }
-        };
         Ok(Self {
             listeners,
             admin,
-            admin_token,
             state: Arc::new(state),
         })
     }
@@ -596,12 +608,7 @@ impl Proxy {
         if let Some(admin) = self.admin {
             match tokio::net::TcpListener::from_std(admin) {
                 Ok(l) => {
-                    tokio::spawn(metrics::serve_admin(
-                        l,
-                        state.clone(),
-                        self.admin_token.clone(),
-                        shutdown.clone(),
-                    ));
+                    tokio::spawn(metrics::serve_admin(l, state.clone(), shutdown.clone()));
                 }
                 Err(e) => tracing::error!(error = %e, "admin listener unusable"),
             }

@@ -199,7 +199,10 @@ fn spawn_token_reload(
                     status
                 }
                 Err(e) => {
-                    tracing::warn!(error = format!("{e:#}"), "token reload failed; the running tokens are kept");
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "token reload failed; the running tokens are kept"
+                    );
                     format!("token reload failed, running tokens kept: {e:#}")
                 }
             };

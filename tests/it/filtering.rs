@@ -798,7 +798,7 @@ async fn rules_on_groups_apply_to_the_authenticated_users_groups_and_reload_with
     std::fs::write(&groups, "interns: bob\n").unwrap();
     std::fs::write(&users, format!("bob:{hash}\ndave:{hash}\n")).unwrap();
     let admin = proxy.admin.expect("admin listener");
-    let reload = || async {
+    let reload_with = |token: &'static str| async move {
         let r = reqwest::Client::new()
             .post(format!("http://{admin}/v1/reload"))
             .bearer_auth(token)
@@ -807,6 +807,7 @@ async fn rules_on_groups_apply_to_the_authenticated_users_groups_and_reload_with
             .unwrap();
         status_and_json(r).await
     };
+    let reload = || reload_with(token);
     let (status, v) = reload().await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(
@@ -828,6 +829,14 @@ async fn rules_on_groups_apply_to_the_authenticated_users_groups_and_reload_with
     let errors = v["errors"].to_string();
     assert!(errors.contains("no users defined"), "{v}");
     assert_eq!(outcome(&as_user("dave"), &url).await, "pass");
+
+    // The admin API's own token is read again too: the old one stops working.
+    const ROTATED: &str = "admin-api-token-rotated-0123456789";
+    std::fs::write(&token_file, format!("{ROTATED}\n")).unwrap();
+    std::fs::write(&users, format!("dave:{hash}\n")).unwrap();
+    assert_eq!(reload().await.0, 200);
+    assert_eq!(reload().await.0, 401);
+    assert_eq!(reload_with(ROTATED).await.0, 200);
     proxy.stop().await;
 }
 
