@@ -319,12 +319,12 @@ async fn answer(
         }
         ("POST", "/v1/reload") => {
             let r = state.reload().await;
-            let failed = r["errors"].as_array().is_some_and(|e| !e.is_empty());
-            if failed {
-                json(StatusCode::UNPROCESSABLE_ENTITY, &r)
+            let status = if r.errors.is_empty() {
+                StatusCode::OK
             } else {
-                json(StatusCode::OK, &r)
-            }
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            json(status, &serde_json::json!(r))
         }
         ("GET", "/v1/cache") => json(StatusCode::OK, &filter.reputation.cache_stats()),
         ("POST", "/v1/cache/purge") => {

@@ -106,25 +106,22 @@ pub struct ProxyState {
 
 impl ProxyState {
     /// What `systemctl reload` (SIGHUP) and the admin API's `POST /v1/reload` do: read the
-    /// policy file, `auth.groups_file` and `auth.users_file` again. Each that fails to load
-    /// keeps its running version (and says why, in the log and in the answer); requests in
-    /// flight finish with what they started with. Returns `{"generation": N, "groups": N,
-    /// "users": N, "errors": [...]}` (keys only for what is configured).
-    pub async fn reload(&self) -> serde_json::Value {
-        let mut out = serde_json::Map::new();
-        let mut errors = Vec::new();
+    /// policy file, `auth.groups_file`, `auth.users_file` and `admin.token_file` again. Each
+    /// that fails to load keeps its running version (and says why, in the log and in the
+    /// answer); requests in flight finish with what they started with.
+    pub async fn reload(&self) -> Reloaded {
+        let mut out = Reloaded::default();
+        let errors = &mut out.errors;
         if let Some(f) = &self.filter {
             match f.policy.reload_async().await {
-                Ok(generation) => {
-                    out.insert("generation".into(), generation.into());
-                }
+                Ok(generation) => out.generation = Some(generation),
                 Err(e) => errors.push(format!("policy: {e}")),
             }
         }
         if let (Some(f), Some(path)) = (&self.filter, self.auth_config.groups_file.clone()) {
             match tokio::task::spawn_blocking(move || auth::load_groups(&path)).await {
                 Ok(Ok(groups)) => {
-                    out.insert("groups".into(), groups.len().into());
+                    out.groups = Some(groups.len());
                     f.groups.store(Arc::new(groups));
                 }
                 Ok(Err(e)) => errors.push(format!("{e:#}")),
@@ -139,7 +136,7 @@ impl ProxyState {
             match tokio::task::spawn_blocking(move || Authenticator::load(&path, &realm, ttl)).await
             {
                 Ok(Ok(a)) => {
-                    out.insert("users".into(), a.len().into());
+                    out.users = Some(a.len());
                     // A fresh credentials cache: a removed user or a changed password is
                     // refused from now on.
                     current.store(Arc::new(a));
@@ -155,11 +152,10 @@ impl ProxyState {
                 Err(e) => errors.push(format!("admin token reload: {e}")),
             }
         }
-        for e in &errors {
+        for e in &out.errors {
             tracing::warn!(error = %e, "reload failed; the running version is kept");
         }
-        out.insert("errors".into(), errors.into());
-        serde_json::Value::Object(out)
+        out
     }
 
     /// Reloads on every SIGHUP until `shutdown`, telling systemd (`RELOADING=1`, then
@@ -179,22 +175,16 @@ impl ProxyState {
                     () = shutdown.cancelled() => return,
                     r = hup.recv() => if r.is_none() { return },
                 }
-                tracing::info!("SIGHUP: reloading the policy, groups and users files");
+                tracing::info!("SIGHUP: reloading the policy, users, groups and admin token files");
                 crate::shutdown::notify_reloading();
                 let r = state.reload().await;
-                let errors: Vec<&str> = r["errors"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(serde_json::Value::as_str)
-                    .collect();
-                let status = if errors.is_empty() {
-                    match r.get("generation") {
-                        Some(g) => format!("policy generation {g} loaded"),
-                        None => "reloaded".to_owned(),
-                    }
-                } else {
-                    format!("reload failed, running version kept: {}", errors.join("; "))
+                let status = match (r.errors.is_empty(), r.generation) {
+                    (true, Some(g)) => format!("policy generation {g} loaded"),
+                    (true, None) => "reloaded".to_owned(),
+                    (false, _) => format!(
+                        "reload failed, running version kept: {}",
+                        r.errors.join("; ")
+                    ),
                 };
                 crate::shutdown::notify_ready(&status);
             }
@@ -209,6 +199,23 @@ impl ProxyState {
             &self.via_11
         }
     }
+}
+
+/// What [`ProxyState::reload`] loaded (`None`: not configured, or failed) and what failed;
+/// the admin API answers it as JSON.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Reloaded {
+    /// The policy generation now running.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    /// Users with groups in the new groups file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<usize>,
+    /// Users in the new users file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users: Option<usize>,
+    /// One message per file that failed to load (its running version stays).
+    pub errors: Vec<String>,
 }
 
 /// The first line of `admin.token_file`, checked.
