@@ -228,8 +228,6 @@ struct Shared {
     shutdown: CancellationToken,
     upstream: Option<Arc<Upstream>>,
     spool_dir: std::path::PathBuf,
-    /// Lookup items (URLs plus hosts) answered since start, for `/healthz`.
-    lookups: std::sync::atomic::AtomicU64,
     /// Escalation rules for ingested events.
     escalation: Arc<Vec<super::events::EscalationRule>>,
     /// Counters for `/metrics`.
@@ -374,7 +372,6 @@ pub async fn serve_with(
         shutdown: shutdown.clone(),
         upstream: options.upstream,
         spool_dir: options.spool_dir.unwrap_or_else(std::env::temp_dir),
-        lookups: std::sync::atomic::AtomicU64::new(0),
         escalation: Arc::new(options.feedback.escalation),
         stats: options.stats.unwrap_or_default(),
     });
@@ -696,7 +693,7 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Value, ApiErro
         "/healthz" if get => Ok(json!({
             "status": "ok",
             "seq": *shared.seq.borrow(),
-            "lookups": shared.lookups.load(std::sync::atomic::Ordering::Relaxed),
+            "lookups": shared.stats.looked_up(Kind::Url) + shared.stats.looked_up(Kind::Host),
         })),
         "/healthz" => Err(not_allowed("GET")),
         "/v1/lookup" if get || post => {
@@ -1041,9 +1038,6 @@ fn answer_host(
 }
 
 async fn lookup_one(shared: &Shared, url: String) -> Result<Value, ApiError> {
-    shared
-        .lookups
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let config = shared.config.clone();
     let answer = shared
         .read(move |store| answer_url(store, &config, &url, now()))
@@ -1163,9 +1157,6 @@ struct BatchRequest {
 async fn lookup_batch(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
     let req: BatchRequest = parse_json(body)?;
     let n = req.urls.len() + req.hosts.len();
-    shared
-        .lookups
-        .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
     if n > shared.config.max_batch {
         return Err(ApiError::bad_request(format!(
             "{n} items in one batch; at most {}",

@@ -183,6 +183,14 @@ impl ServerStats {
         }
     }
 
+    /// Items of `kind` looked up so far (every answer, errors included).
+    pub fn looked_up(&self, kind: Kind) -> u64 {
+        self.items[kind as usize]
+            .iter()
+            .map(|n| n.load(Relaxed))
+            .sum()
+    }
+
     /// Counts a lookup whose misses the upstream tier did not answer.
     pub fn upstream_unavailable(&self) {
         self.upstream_unavailable.fetch_add(1, Relaxed);
