@@ -15,8 +15,9 @@
 //! misses on one host share that request (moka coalesces the initialisation). A host whose
 //! path entries did not fit one answer (`truncated`) is asked per URL, cached per URL the same
 //! way. File hashes (issue 9) are cached the same way; misses of different hashes are batched
-//! (at most 4 requests in flight, up to 100 hashes each; a lone miss goes out at once). Memory: at most `reputation.cache_entries` answers, each for its TTL, plus a second
-//! bounded map of the same answers kept `max_stale_secs` longer for outages.
+//! (at most 4 requests in flight, up to 100 hashes each; a lone miss goes out at once). Memory:
+//! at most `reputation.cache_entries` answers, each for its TTL, plus a second bounded map of
+//! the same answers kept `max_stale_secs` longer for outages.
 //!
 //! # How it fails
 //! A source that fails (refused, timeout past its deadline, an error status, a malformed
@@ -227,10 +228,10 @@ const FILE_BATCH_MAX: usize = 100;
 
 /// Batches file-hash misses. A miss joins the queue, then waits for one of
 /// [`FILE_REQUESTS_IN_FLIGHT`] request slots; whoever gets a slot sends the queued hashes, up
-/// to [`FILE_BATCH_MAX`] per `POST /v1/files/lookup`, until the queue is empty. With a slot free a lone miss goes
-/// out at once (no added latency, no timer); under load, misses ride together in the next
-/// request, so the number of requests stays bounded by the round-trip time, not the number
-/// of downloads.
+/// to [`FILE_BATCH_MAX`] per `POST /v1/files/lookup`, until the queue is empty. With a slot
+/// free a lone miss goes out at once (no added latency, no timer); under load, misses ride
+/// together in the next request, so the number of requests stays bounded by the round-trip
+/// time, not the number of downloads.
 struct FileBatcher {
     queue: std::sync::Mutex<Vec<(String, FileWaiter)>>,
     slots: tokio::sync::Semaphore,
