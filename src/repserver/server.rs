@@ -3,7 +3,9 @@
 //! # What it does
 //! Reads the bearer tokens (inline and from `tokens_file`), opens (or creates) the store,
 //! loads the shipped sample data when asked, builds the TLS acceptor and the upstream tier,
-//! binds the listener and runs [`api::serve_with`] until the shutdown token is cancelled.
+//! binds the listener (and `server.metrics_listen`'s), tells systemd it is ready, and runs
+//! [`api::serve_with`] until the shutdown token is cancelled. SIGHUP reads the tokens again
+//! ([`load_tokens`]); a file that fails to load keeps the running tokens.
 //!
 //! # How it fails
 //! Everything that can be checked is checked before the port is bound, each with a message
