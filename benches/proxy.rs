@@ -126,7 +126,12 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-async fn get_1k(sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>, uri: &str) {
+/// A GET of `uri` through `sender` whose body must be `len` bytes.
+async fn get_len(
+    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    uri: &str,
+    len: usize,
+) {
     let host = uri.split('/').nth(2).unwrap().to_owned();
     let req = Request::get(uri)
         .header("host", host)
@@ -138,10 +143,14 @@ async fn get_1k(sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(
         body.len(),
-        1024,
+        len,
         "{uri}: {status} {}",
-        String::from_utf8_lossy(&body)
+        String::from_utf8_lossy(&body[..body.len().min(200)])
     );
+}
+
+async fn get_1k(sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>, uri: &str) {
+    get_len(sender, uri, 1024).await;
 }
 
 fn round_trip(c: &mut Criterion) {
@@ -212,22 +221,6 @@ async fn connect(
     sender
 }
 
-/// One 1 MiB download through `sender`.
-async fn download_1m(
-    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
-    uri: &str,
-    host: &str,
-) {
-    let req = Request::get(uri)
-        .header("host", host)
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    sender.ready().await.unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(body.len(), 1 << 20);
-}
-
 /// File reputation (issue 9): 1 MiB downloads through a filtering proxy with scanning off,
 /// held back whole (under `files.hold_back_bytes`), and streamed with the last frame held
 /// (`hold_back_bytes: 0`); the file's hash is looked up once, then cached. Group `files`:
@@ -262,11 +255,10 @@ fn scan_group(c: &mut Criterion, group_name: &str, parallel: usize) {
             .map(|_| rt.block_on(connect(proxy_addr)))
             .collect();
         let uri = format!("http://{origin_addr}/1m");
-        let host = origin_addr.to_string();
         group.bench_function(name, |b| {
             b.iter(|| {
                 rt.block_on(futures_util::future::join_all(
-                    senders.iter_mut().map(|s| download_1m(s, &uri, &host)),
+                    senders.iter_mut().map(|s| get_len(s, &uri, 1 << 20)),
                 ))
             })
         });
