@@ -1,6 +1,7 @@
 //! Hot-path benches of the proxy core: the per-hop header rewrite on a realistic browser
 //! request, a whole keep-alive round trip client → proxy → origin on loopback, and the same
-//! with filtering on for a cached host and for a new (cold) host each time.
+//! with filtering on for a cached host and for a new (cold) host each time, and a name
+//! lookup with the DNS cache on and off.
 //!
 //! Run: `cargo bench --bench proxy`. The load comparison against Squid and a direct
 //! connection is ../shared/bench (see README.md, "Benchmarks").
@@ -302,9 +303,31 @@ fn feedback_round_trip(c: &mut Criterion) {
     }
 }
 
+/// Resolving a name from /etc/hosts ("localhost": nothing leaves the machine) through the
+/// system resolver, with the DNS cache on (a hit) and off (a blocking-pool hop and a
+/// getaddrinfo call each time): what every CONNECT and new upstream connection saves.
+fn dns(c: &mut Criterion) {
+    use webrep::proxy::dial::{DnsCacheConfig, Resolver};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    for (name, ttl) in [("cached", 30_000), ("uncached", 0)] {
+        let r = Resolver::new(DnsCacheConfig {
+            ttl: std::time::Duration::from_millis(ttl),
+            ..DnsCacheConfig::default()
+        });
+        c.bench_function(&format!("dns/resolve_localhost_{name}"), |b| {
+            b.iter(|| rt.block_on(r.resolve("localhost")).unwrap())
+        });
+    }
+}
+
 criterion_group!(
     benches,
     headers,
+    dns,
     round_trip,
     filtered_round_trip,
     file_scanning,

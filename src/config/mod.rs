@@ -159,6 +159,8 @@ pub struct ProxyConfig {
     pub refused_destinations: Vec<IpNet>,
     /// `proxy.hosts`, validated.
     pub static_hosts: crate::proxy::dial::StaticHosts,
+    /// `proxy.dns_cache_ttl_ms`, `proxy.dns_negative_ttl_ms`, `proxy.dns_cache_max_names`.
+    pub dns_cache: crate::proxy::dial::DnsCacheConfig,
     /// Resolved: never 0.
     pub workers: usize,
     pub max_connections: usize,
@@ -304,6 +306,20 @@ impl Config {
             allow_internal_destinations: p.destinations.allow_internal,
             refused_destinations,
             static_hosts,
+            dns_cache: crate::proxy::dial::DnsCacheConfig {
+                ttl: Duration::from_millis(p.dns_cache_ttl_ms),
+                negative_ttl: Duration::from_millis(p.dns_negative_ttl_ms),
+                max_names: match p.dns_cache_max_names {
+                    0 => {
+                        return Err(invalid(
+                            "proxy.dns_cache_max_names",
+                            "must be greater than 0 (dns_cache_ttl_ms: 0 turns the cache off)"
+                                .into(),
+                        ));
+                    }
+                    n => n,
+                },
+            },
             workers: match p.workers {
                 0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
                 n if n > 1024 => {
@@ -754,6 +770,10 @@ mod tests {
         assert!(c.auth.users_file.is_none());
         assert!(c.access_log.enabled && c.access_log.path.is_none());
         assert!(c.proxy.via_name.starts_with("webrep"));
+        assert_eq!(
+            c.proxy.dns_cache,
+            crate::proxy::dial::DnsCacheConfig::default()
+        );
     }
 
     #[test]
@@ -784,6 +804,10 @@ mod tests {
                 "proxy.tunnel_idle_timeout_ms",
             ),
             ("proxy:\n  via_name: \"a b\"\n", "proxy.via_name"),
+            (
+                "proxy:\n  dns_cache_max_names: 0\n",
+                "proxy.dns_cache_max_names",
+            ),
             ("auth:\n  realm: 'a\"b'\n", "auth.realm"),
         ] {
             let err = Config::from_yaml(yaml, "t.yaml").unwrap_err().to_string();

@@ -154,6 +154,15 @@ pub struct RawProxyConfig {
     /// network: no name goes to DNS). Addresses found here are still checked against
     /// `destinations`. Default `{}`. Example: `{ "intranet.corp": ["10.1.2.3"] }`.
     pub hosts: std::collections::BTreeMap<String, Vec<String>>,
+    /// How long an answer of the system resolver is used, in milliseconds (the resolver
+    /// gives no TTL, so this is fixed); 0 turns the DNS cache off. Concurrent lookups of one
+    /// name always share one resolver call when the cache is on. Default 30000.
+    pub dns_cache_ttl_ms: u64,
+    /// How long a failed lookup (no such name, resolver error) is remembered, in
+    /// milliseconds; 0 retries every time. Default 5000.
+    pub dns_negative_ttl_ms: u64,
+    /// Most names the DNS cache keeps. Default 10000.
+    pub dns_cache_max_names: u64,
     /// Worker threads, each with its own event loop, listening socket (`SO_REUSEPORT`) and
     /// upstream connection pool. 0 means one per CPU the process may run on. Default 0.
     pub workers: usize,
@@ -606,6 +615,9 @@ impl Default for RawProxyConfig {
             connect_ports: vec![443],
             destinations: RawDestinationsConfig::default(),
             hosts: Default::default(),
+            dns_cache_ttl_ms: 30_000,
+            dns_negative_ttl_ms: 5_000,
+            dns_cache_max_names: 10_000,
             workers: 0,
             max_connections: 10_000,
             max_header_bytes: 65_536,

@@ -93,6 +93,9 @@ fn stats(state: &ProxyState) -> Response<ProxyBody> {
         None => serde_json::json!({ "filter": null }),
     };
     v["access_log_dropped"] = state.access_log.dropped().into();
+    let resolver = state.dialer.resolver();
+    v["dns"] = resolver.stats.to_json();
+    v["dns"]["cached_names"] = resolver.cached_names().into();
     v["files"] = state
         .scanner
         .as_ref()

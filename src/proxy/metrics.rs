@@ -5,7 +5,7 @@
 //! # Where it sits
 //! Outside the request path: the counters are the relaxed atomics the request path already
 //! keeps (filter decisions, cache states, file scans, feedback queue and spool, certificate
-//! mints, failed client handshakes, tunnels, policy reload failures) and the histogram of
+//! mints, failed client handshakes, tunnels, DNS lookups, policy reload failures) and the histogram of
 //! reputation round trips; a scrape reads them into a fresh `prometheus-client`
 //! registry and encodes it in the OpenMetrics text format. Label values come from closed
 //! sets only: actions, cache states, outcomes, and the configured source names.
@@ -184,6 +184,27 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
         ]
         .into_iter()
         .map(|(k, c)| (k.to_owned(), c.load(Relaxed))),
+    );
+    let resolver = state.dialer.resolver();
+    let dns = &resolver.stats;
+    counter_family(
+        &mut r,
+        "dns_lookups",
+        "Host name lookups (names in proxy.hosts and IP literals aside), by result: resolved or failed by the system resolver, or answered from the DNS cache",
+        "result",
+        [
+            ("resolved", &dns.resolved),
+            ("failed", &dns.failed),
+            ("cached", &dns.cached),
+        ]
+        .into_iter()
+        .map(|(k, c)| (k.to_owned(), c.load(Relaxed))),
+    );
+    gauge(
+        &mut r,
+        "dns_cache_names",
+        "Names in the DNS cache (answers and remembered failures)",
+        i64::try_from(resolver.cached_names()).unwrap_or(i64::MAX),
     );
     counter(
         &mut r,

@@ -530,7 +530,8 @@ impl Proxy {
             cfg.refused_destinations.clone(),
         ));
         let dialer = Dialer::new(policy, cfg.upstream_connect_timeout)
-            .with_static_hosts(cfg.static_hosts.clone());
+            .with_static_hosts(cfg.static_hosts.clone())
+            .with_resolver(dial::Resolver::new(cfg.dns_cache));
         let clients = (0..workers)
             .map(|_| upstream_pool(&cfg).build(Connector::new(dialer.clone())))
             .collect();

@@ -943,6 +943,14 @@ async fn metrics_on_the_admin_listener_count_what_happened() {
         "one round trip per miss"
     );
     assert_eq!(sample("webrep_tunnels_total{kind=\"tunnel\"}"), 0.0);
+    // Every name came from proxy.hosts: the system resolver was never asked.
+    for result in ["resolved", "failed", "cached"] {
+        assert_eq!(
+            sample(&format!("webrep_dns_lookups_total{{result=\"{result}\"}}")),
+            0.0
+        );
+    }
+    assert_eq!(sample("webrep_dns_cache_names"), 0.0);
     assert!(text.contains("# TYPE webrep_file_scans counter"), "{text}");
     assert_eq!(
         sample("webrep_feedback_spool_events"),

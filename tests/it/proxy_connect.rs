@@ -143,6 +143,67 @@ async fn an_unresolvable_host_is_502_dns_error() {
             .unwrap()
             .contains("error=dns_error")
     );
+    // The failure is remembered: asking again does not call the resolver again.
+    let again = plain_get_via(&proxy, &format!("http://{}.invalid/x", "a".repeat(64))).await;
+    assert_eq!(again, 502);
+    let dns = &proxy_stats(&proxy).await["dns"];
+    assert_eq!(dns["failed"], 1, "{dns}");
+    assert_eq!(dns["cached"], 1, "{dns}");
+    proxy.stop().await;
+}
+
+async fn plain_get_via(proxy: &TestProxy, url: &str) -> u16 {
+    proxy
+        .client(None)
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// CONNECT to `host:port` on a new connection; the proxy's status line.
+async fn connect_status(proxy: &TestProxy, authority: &str) -> String {
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    read_head(&mut s)
+        .await
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn names_are_resolved_once_per_dns_cache_ttl() {
+    let origin = Origin::http().await;
+    let port = origin.addr.port();
+    // "localhost" comes from /etc/hosts (nsswitch "files" first): no DNS query leaves.
+    let authority = format!("localhost:{port}");
+    let proxy = TestProxy::start(&connect_ports(port), "").await;
+    for _ in 0..3 {
+        assert!(connect_status(&proxy, &authority).await.contains(" 200 "));
+    }
+    let dns = &proxy_stats(&proxy).await["dns"];
+    assert_eq!(dns["resolved"], 1, "{dns}");
+    assert_eq!(dns["cached"], 2, "{dns}");
+    proxy.stop().await;
+
+    // With the cache off, every tunnel asks the resolver.
+    let proxy = TestProxy::start(
+        &format!("{}  dns_cache_ttl_ms: 0\n", connect_ports(port)),
+        "",
+    )
+    .await;
+    for _ in 0..3 {
+        assert!(connect_status(&proxy, &authority).await.contains(" 200 "));
+    }
+    let dns = &proxy_stats(&proxy).await["dns"];
+    assert_eq!(dns["resolved"], 3, "{dns}");
+    assert_eq!(dns["cached"], 0, "{dns}");
     proxy.stop().await;
 }
 
