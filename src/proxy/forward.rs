@@ -25,7 +25,10 @@ use super::acl::ip_literal;
 use super::body::ProxyBody;
 use super::dial::DialError;
 use super::error::ProxyError;
-use super::headers::{append_via, has_our_via, is_websocket_upgrade, strip_hop_by_hop};
+use super::headers::{
+    MaxForwards, append_via, has_our_via, is_websocket_upgrade, max_forwards, strip_hop_by_hop,
+    trace_echo,
+};
 use super::local;
 use super::service::{Handled, RequestCtx};
 use super::tunnel::{RelayEnd, relay};
@@ -68,6 +71,24 @@ pub async fn handle(
             upstream: None,
             log_now: true,
         });
+    }
+
+    if matches!(*req.method(), http::Method::OPTIONS | http::Method::TRACE) {
+        match max_forwards(req.headers()).map_err(ProxyError::BadRequest)? {
+            MaxForwards::Absent => {}
+            MaxForwards::AnswerHere => {
+                return Ok(Handled {
+                    response: answer_here(&req),
+                    kind: RecordKind::Local,
+                    upstream: None,
+                    log_now: true,
+                });
+            }
+            MaxForwards::Forward(n) => {
+                req.headers_mut()
+                    .insert(header::MAX_FORWARDS, HeaderValue::from(n));
+            }
+        }
     }
 
     let mut scan: Option<FileScan> = None;
@@ -238,6 +259,35 @@ pub async fn handle(
 }
 
 /// `user:pass@host:port` → `host:port`.
+/// OPTIONS or TRACE with `Max-Forwards: 0`: this proxy is the final recipient (RFC 9110
+/// §7.6.2). TRACE gets its request back as `message/http` (credentials left out); OPTIONS
+/// gets the methods this proxy forwards.
+fn answer_here(req: &Request<Incoming>) -> http::Response<ProxyBody> {
+    if req.method() == http::Method::TRACE {
+        let echo = trace_echo(
+            req.method().as_str(),
+            &req.uri().to_string(),
+            req.version(),
+            req.headers(),
+        );
+        let mut r = http::Response::new(ProxyBody::full(echo));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("message/http"),
+        );
+        r
+    } else {
+        let mut r = http::Response::new(ProxyBody::empty());
+        r.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static(
+                "OPTIONS, GET, HEAD, POST, PUT, DELETE, PATCH, TRACE, CONNECT",
+            ),
+        );
+        r
+    }
+}
+
 fn strip_userinfo(a: &Authority) -> &str {
     match a.as_str().rsplit_once('@') {
         Some((_, hp)) => hp,

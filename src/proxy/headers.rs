@@ -1,5 +1,6 @@
 //! Header rules for every hop: hop-by-hop stripping (RFC 9110 §7.6.1), `Via` (§7.6.3) and
-//! loop detection, WebSocket upgrade detection.
+//! loop detection, `Max-Forwards` on OPTIONS and TRACE (§7.6.2), WebSocket upgrade
+//! detection.
 //!
 //! Runs on every forwarded request and response. Costs a scan of the header map; it
 //! allocates only when a `Connection` header nominates non-standard header names.
@@ -102,9 +103,118 @@ pub fn has_our_via(headers: &HeaderMap, name: &str) -> bool {
     })
 }
 
+/// What `Max-Forwards` (RFC 9110 §7.6.2) asks of a proxy receiving OPTIONS or TRACE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxForwards {
+    /// No `Max-Forwards`: forward as usual.
+    Absent,
+    /// Zero: this proxy is the final recipient and answers itself.
+    AnswerHere,
+    /// More than zero: forward with this (decremented) value.
+    Forward(u64),
+}
+
+/// Reads `Max-Forwards` (`1*DIGIT`; values beyond `u64` count as `u64::MAX`).
+///
+/// # Errors
+/// More than one value, or one that is not all digits.
+pub fn max_forwards(headers: &HeaderMap) -> Result<MaxForwards, &'static str> {
+    let mut values = headers.get_all(header::MAX_FORWARDS).iter();
+    let Some(v) = values.next() else {
+        return Ok(MaxForwards::Absent);
+    };
+    if values.next().is_some() {
+        return Err("more than one Max-Forwards");
+    }
+    let digits = v.as_bytes().trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err("malformed Max-Forwards");
+    }
+    let n = digits.iter().fold(0u64, |n, d| {
+        n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+    });
+    Ok(match n {
+        0 => MaxForwards::AnswerHere,
+        n => MaxForwards::Forward(n - 1),
+    })
+}
+
+/// The content of a TRACE answer (RFC 9110 §9.3.8): the request as received, request line
+/// and header fields, without those likely to hold credentials.
+pub fn trace_echo(method: &str, target: &str, version: Version, headers: &HeaderMap) -> String {
+    let mut out = format!("{method} {target} {version:?}\r\n");
+    for (name, value) in headers {
+        if [
+            &header::AUTHORIZATION,
+            &header::PROXY_AUTHORIZATION,
+            &header::COOKIE,
+        ]
+        .contains(&name)
+        {
+            continue;
+        }
+        out.push_str(name.as_str());
+        out.push_str(": ");
+        out.push_str(&String::from_utf8_lossy(value.as_bytes()));
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn max_forwards_is_counted_down_and_zero_means_answer_here() {
+        assert_eq!(max_forwards(&map(&[])), Ok(MaxForwards::Absent));
+        assert_eq!(
+            max_forwards(&map(&[("max-forwards", "0")])),
+            Ok(MaxForwards::AnswerHere)
+        );
+        assert_eq!(
+            max_forwards(&map(&[("max-forwards", " 10 ")])),
+            Ok(MaxForwards::Forward(9))
+        );
+        assert_eq!(
+            max_forwards(&map(&[("max-forwards", "99999999999999999999999")])),
+            Ok(MaxForwards::Forward(u64::MAX - 1))
+        );
+        for bad in ["", "-1", "1.5", "0x10", "ten"] {
+            assert!(
+                max_forwards(&map(&[("max-forwards", bad)])).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(max_forwards(&map(&[("max-forwards", "1"), ("max-forwards", "2")])).is_err());
+    }
+
+    #[test]
+    fn a_trace_echo_leaves_out_credentials() {
+        let echo = trace_echo(
+            "TRACE",
+            "http://example.org/a",
+            Version::HTTP_11,
+            &map(&[
+                ("host", "example.org"),
+                ("cookie", "session=secret"),
+                ("authorization", "Basic c2VjcmV0"),
+                ("proxy-authorization", "Basic c2VjcmV0"),
+                ("x-probe", "1"),
+            ]),
+        );
+        assert!(
+            echo.starts_with("TRACE http://example.org/a HTTP/1.1\r\n"),
+            "{echo}"
+        );
+        assert!(echo.contains("x-probe: 1\r\n") && echo.contains("host: example.org\r\n"));
+        assert!(
+            !echo.contains("secret") && !echo.contains("c2VjcmV0"),
+            "{echo}"
+        );
+        assert!(echo.ends_with("\r\n\r\n"));
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();

@@ -187,6 +187,75 @@ async fn a_request_carrying_our_via_is_a_loop() {
 }
 
 #[tokio::test]
+async fn max_forwards_zero_on_options_and_trace_is_answered_by_the_proxy() {
+    let origin = Origin::http().await;
+    let proxy = TestProxy::start("", "").await;
+    let client = proxy.client(None);
+    let url = origin.url("/headers");
+
+    let r = client
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("max-forwards", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["allow"].to_str().unwrap().contains("CONNECT"));
+
+    // TRACE with curl: the request comes back as message/http, without its credentials.
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--noproxy", "", "-x", &proxy.url(), "-X", "TRACE"])
+        .args(["-H", "Max-Forwards: 0", "-H", "Cookie: session=secret"])
+        .args(["-H", "X-Probe: 1", "-D", "-", &url])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(out.status.success(), "{text}");
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(text.contains("content-type: message/http"), "{text}");
+    assert!(
+        text.contains(&format!("trace {url} http/1.1\r\n")),
+        "{text}"
+    );
+    assert!(text.contains("x-probe: 1\r\n"), "{text}");
+    assert!(!text.contains("secret"), "{text}");
+
+    let r = client
+        .request(reqwest::Method::TRACE, &url)
+        .header("max-forwards", "ten")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(origin.stats.requests.load(Ordering::SeqCst), 0);
+
+    // Above zero it is counted down on the way; other methods carry it untouched.
+    for (method, sent, seen) in [
+        (reqwest::Method::OPTIONS, "3", "2"),
+        (reqwest::Method::TRACE, "1", "0"),
+        (reqwest::Method::GET, "0", "0"),
+    ] {
+        let r = client
+            .request(method.clone(), &url)
+            .header("max-forwards", sent)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{method}");
+        let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(v["method"], method.as_str());
+        assert_eq!(
+            v["headers"]["max-forwards"],
+            serde_json::json!([seen]),
+            "{method}"
+        );
+    }
+    assert_eq!(origin.stats.requests.load(Ordering::SeqCst), 3);
+    proxy.stop().await;
+}
+
+#[tokio::test]
 async fn absolute_form_to_our_own_listener_serves_our_pages() {
     // Two names for the same proxy: through a chain the second hop sees its own Via.
     let proxy = TestProxy::start("", "").await;
