@@ -174,6 +174,7 @@ pub struct ProxyConfig {
     pub upstream_read_buffer_bytes: usize,
     pub tunnel_idle_timeout: Duration,
     pub shutdown_grace_period: Duration,
+    pub preserve_header_case: bool,
     pub via_name: String,
     /// The top-level `pac:` section, validated (served by the proxy's own pages).
     pub pac: crate::proxy::pac::PacConfig,
@@ -355,6 +356,7 @@ impl Config {
             },
             tunnel_idle_timeout: ms("proxy.tunnel_idle_timeout_ms", p.tunnel_idle_timeout_ms)?,
             shutdown_grace_period: Duration::from_millis(p.shutdown_grace_period_ms),
+            preserve_header_case: p.preserve_header_case,
             via_name,
             pac: crate::proxy::pac::PacConfig::parse(
                 raw.pac.proxy.as_deref(),

@@ -201,6 +201,11 @@ pub struct RawProxyConfig {
     /// On SIGTERM/SIGINT, in-flight requests and tunnels get this long to finish before the
     /// process exits, in milliseconds. Default 30000.
     pub shutdown_grace_period_ms: u64,
+    /// Forward HTTP/1 header names in the case they arrived in, both ways (`X-Custom-Id`
+    /// instead of `x-custom-id`). HTTP says names are case-insensitive, but some old
+    /// servers and clients compare them exactly. Costs a copy of the names per message.
+    /// Default false.
+    pub preserve_header_case: bool,
     /// The name this proxy uses in `Via` and `Proxy-Status` headers; a request that already
     /// carries it in `Via` is a forwarding loop (508). Default: `webrep-` plus the host name.
     /// Give each proxy in a chain its own name.
@@ -630,6 +635,7 @@ impl Default for RawProxyConfig {
             upstream_read_buffer_bytes: 65_536,
             tunnel_idle_timeout_ms: 300_000,
             shutdown_grace_period_ms: 30_000,
+            preserve_header_case: false,
             via_name: None,
         }
     }

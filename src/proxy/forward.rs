@@ -188,7 +188,11 @@ pub async fn handle(
     strip_hop_by_hop(&mut parts.headers, switched);
     append_via(&mut parts.headers, state.via_for(parts.version));
     parts.version = Version::HTTP_11;
-    parts.extensions = http::Extensions::new();
+    if !state.config.preserve_header_case {
+        // hyper keeps the upstream's header-name spelling (and reason phrase) here and
+        // writes the response with it only if these extensions stay.
+        parts.extensions = http::Extensions::new();
+    }
 
     if let (Some(client_up), Some(upstream_up)) = (client_upgrade, upstream_upgrade) {
         let state2 = state.clone();

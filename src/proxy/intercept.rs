@@ -274,6 +274,7 @@ async fn serve_inner<I>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(None)
+        .preserve_header_case(state.config.preserve_header_case)
         .max_buf_size(super::CLIENT_READ_BUFFER_MAX.max(state.config.max_header_bytes + 8192));
     builder
         .http2()

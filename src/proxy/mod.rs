@@ -385,6 +385,7 @@ fn upstream_pool(cfg: &ProxyConfig) -> hyper_util::client::legacy::Builder {
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .http1_max_buf_size(cfg.upstream_read_buffer_bytes)
+        .http1_preserve_header_case(cfg.preserve_header_case)
         .set_host(false);
     b
 }
@@ -828,6 +829,7 @@ async fn serve_connection(
         .header_read_timeout(None)
         .max_header_size(state.config.max_header_bytes)
         .max_buf_size(CLIENT_READ_BUFFER_MAX.max(state.config.max_header_bytes + 8192))
+        .preserve_header_case(state.config.preserve_header_case)
         .keep_alive(allowed);
     let conn = builder.serve_connection(io, svc).with_upgrades();
     tokio::pin!(conn);

@@ -255,6 +255,58 @@ async fn max_forwards_zero_on_options_and_trace_is_answered_by_the_proxy() {
     proxy.stop().await;
 }
 
+/// An origin that answers each connection's first request from raw bytes and hands the
+/// request head it read to the test: header case as it came off the wire.
+async fn raw_origin() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let head = read_head(&mut s).await;
+            let _ = tx.send(head);
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nX-Answer-Case: Kept\r\nContent-Length: 2\r\n\r\nok")
+                .await;
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn header_name_case_is_kept_both_ways_when_configured() {
+    let (origin, mut seen) = raw_origin().await;
+    for (keys, kept) in [("", false), ("  preserve_header_case: true\n", true)] {
+        let proxy = TestProxy::start(keys, "").await;
+        let head = raw_exchange(
+            proxy.addr,
+            format!(
+                "GET http://{origin}/ HTTP/1.1\r\nHost: {origin}\r\nX-Request-Case: Kept\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await;
+        let upstream = seen.recv().await.unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(head.contains("\r\nX-Answer-Case: Kept\r\n"), kept, "{head}");
+        assert_eq!(
+            upstream.contains("\r\nX-Request-Case: Kept\r\n"),
+            kept,
+            "{upstream}"
+        );
+        // Either way the header arrives, only the spelling of its name differs.
+        assert!(
+            head.to_lowercase().contains("x-answer-case: kept"),
+            "{head}"
+        );
+        assert!(upstream.to_lowercase().contains("x-request-case: kept"));
+        proxy.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn absolute_form_to_our_own_listener_serves_our_pages() {
     // Two names for the same proxy: through a chain the second hop sees its own Via.
