@@ -9,6 +9,15 @@
 //! [`notify_ready`] around a policy reload, `STOPPING=1` when the first signal arrives.
 //! Without `NOTIFY_SOCKET` in the environment (not under systemd) these do nothing; a failure
 //! to send is logged and otherwise ignored, since the service itself works either way.
+//!
+//! # Watchdog
+//! With `WatchdogSec=` in the unit (systemd then sets `WATCHDOG_USEC`), [`Watchdog::start`]
+//! gives each event loop (a proxy worker, the reputation server's runtime) a heartbeat task
+//! that stamps the time every quarter period, and a plain thread that sends `WATCHDOG=1`
+//! every half period only while every loop has stamped within the last half period. A
+//! wedged event loop (a blocking call, a busy loop, a deadlock) therefore stops the pings,
+//! and systemd kills and restarts the service after `WatchdogSec`. Cost: one timer wake-up
+//! per loop per quarter period; nothing on the request path.
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -65,4 +74,122 @@ pub fn notify_reloading() {
         states.push(now);
     }
     notify(&states);
+}
+
+/// Heartbeats of the event loops the systemd watchdog vouches for (see the module docs).
+#[derive(Debug)]
+pub struct Watchdog {
+    period: std::time::Duration,
+    start: std::time::Instant,
+    /// Per loop: when it last ran its heartbeat, in ms since `start`.
+    beats: Vec<std::sync::atomic::AtomicU64>,
+}
+
+impl Watchdog {
+    /// Under a unit with `WatchdogSec=`: the heartbeats of `loops` event loops and the thread
+    /// that pings systemd while all of them beat. `None` without a watchdog.
+    pub fn start(loops: usize) -> Option<std::sync::Arc<Watchdog>> {
+        let period = sd_notify::watchdog_enabled()?;
+        let w = std::sync::Arc::new(Self::new(period, loops));
+        let pinger = w.clone();
+        let spawned = std::thread::Builder::new()
+            .name("webrep-watchdog".into())
+            .spawn(move || pinger.ping_forever());
+        match spawned {
+            Ok(_) => {
+                tracing::info!(
+                    period_ms = period.as_millis() as u64,
+                    loops,
+                    "systemd watchdog on"
+                );
+                Some(w)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the watchdog thread; systemd will restart us");
+                None
+            }
+        }
+    }
+
+    fn new(period: std::time::Duration, loops: usize) -> Self {
+        Self {
+            period,
+            start: std::time::Instant::now(),
+            beats: (0..loops)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Stamps loop `i` as alive.
+    fn beat(&self, i: usize) {
+        if let Some(b) = self.beats.get(i) {
+            b.store(self.now_ms(), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// The heartbeat task of event loop `i`: spawn it on that loop's runtime. It runs until
+    /// the runtime shuts down.
+    pub async fn heartbeat(self: std::sync::Arc<Self>, i: usize) {
+        let mut tick = tokio::time::interval(self.period / 4);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.beat(i);
+        }
+    }
+
+    /// The first loop that has not beaten within half a period of `now_ms`, if any.
+    fn stale_loop(&self, now_ms: u64) -> Option<usize> {
+        let limit = u64::try_from((self.period / 2).as_millis()).unwrap_or(u64::MAX);
+        self.beats.iter().position(|b| {
+            now_ms.saturating_sub(b.load(std::sync::atomic::Ordering::Relaxed)) > limit
+        })
+    }
+
+    fn ping_forever(&self) {
+        let mut complained = false;
+        loop {
+            std::thread::sleep(self.period / 2);
+            match self.stale_loop(self.now_ms()) {
+                None => {
+                    complained = false;
+                    notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+                Some(i) if !complained => {
+                    complained = true;
+                    tracing::error!(
+                        event_loop = i,
+                        "an event loop has stopped running tasks: not pinging the systemd watchdog"
+                    );
+                }
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_watchdog_vouches_only_while_every_loop_beats() {
+        let w = Watchdog::new(Duration::from_millis(1000), 3);
+        // At start every loop counts as having beaten at 0.
+        assert_eq!(w.stale_loop(400), None);
+        assert_eq!(w.stale_loop(600), Some(0));
+        for (i, at) in [(0, 700), (1, 800), (2, 300)] {
+            w.beats[i].store(at, std::sync::atomic::Ordering::Relaxed);
+        }
+        assert_eq!(w.stale_loop(900), Some(2), "loop 2 last beat 600 ms ago");
+        w.beats[2].store(900, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(w.stale_loop(1100), None);
+        w.beat(7); // not a loop: ignored
+    }
 }

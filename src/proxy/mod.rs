@@ -641,6 +641,7 @@ impl Proxy {
         // Every listener is bound (connections wait in the backlog until the accept loops
         // below run): ready for systemd.
         crate::shutdown::notify_ready(&format!("proxy listening on {}", addrs.join(", ")));
+        let watchdog = crate::shutdown::Watchdog::start(self.listeners.len());
         let permits = Arc::new(Semaphore::new(state.config.max_connections));
         let listening = Arc::new(std::sync::atomic::AtomicUsize::new(self.listeners.len()));
         let mut threads = Vec::new();
@@ -650,11 +651,12 @@ impl Proxy {
                 own = listeners;
                 continue;
             }
-            let (state, permits, shutdown, listening) = (
+            let (state, permits, shutdown, listening, watchdog) = (
                 state.clone(),
                 permits.clone(),
                 shutdown.clone(),
                 listening.clone(),
+                watchdog.clone(),
             );
             let spawned = std::thread::Builder::new()
                 .name(format!("webrep-worker-{worker}"))
@@ -665,7 +667,7 @@ impl Proxy {
                         .build()
                     {
                         Ok(rt) => rt.block_on(run_worker(
-                            worker, listeners, state, permits, shutdown, listening,
+                            worker, listeners, state, permits, shutdown, listening, watchdog,
                         )),
                         Err(e) => {
                             tracing::error!(error = %e, worker, "cannot start worker runtime")
@@ -677,7 +679,16 @@ impl Proxy {
                 Err(e) => tracing::error!(error = %e, worker, "cannot start worker thread"),
             }
         }
-        run_worker(0, own, state.clone(), permits, shutdown, listening).await;
+        run_worker(
+            0,
+            own,
+            state.clone(),
+            permits,
+            shutdown,
+            listening,
+            watchdog,
+        )
+        .await;
         // Other workers finish their drain within the same grace period.
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {
@@ -702,7 +713,12 @@ async fn run_worker(
     permits: Arc<Semaphore>,
     shutdown: CancellationToken,
     listening: Arc<std::sync::atomic::AtomicUsize>,
+    watchdog: Option<Arc<crate::shutdown::Watchdog>>,
 ) {
+    // The systemd watchdog hears from this event loop for as long as it runs tasks.
+    if let Some(w) = watchdog {
+        tokio::spawn(w.heartbeat(worker));
+    }
     let accept_tracker = TaskTracker::new();
     for listener in listeners {
         let listener = match TcpListener::from_std(listener) {

@@ -269,6 +269,9 @@ pub async fn run(config: &ServerConfig, shutdown: CancellationToken) -> anyhow::
         "reputation server on {}, {entries} entries",
         listener.local_addr()?
     ));
+    if let Some(w) = crate::shutdown::Watchdog::start(1) {
+        tokio::spawn(w.heartbeat(0));
+    }
     let spool_dir = config
         .store
         .parent()

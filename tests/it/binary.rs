@@ -30,7 +30,7 @@ impl ProxyProcess {
         Self::start_env(extra, log_format, &[]).await
     }
 
-    async fn start_env(extra: &str, log_format: &str, env: &[(&str, &std::path::Path)]) -> Self {
+    async fn start_env(extra: &str, log_format: &str, env: &[(&str, &std::ffi::OsStr)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("webrep.yaml");
         std::fs::write(
@@ -142,7 +142,8 @@ async fn tells_systemd_when_it_is_ready_reloading_and_stopping() {
         String::from_utf8_lossy(&buf[..n]).into_owned()
     };
     let origin = Origin::http().await;
-    let mut proxy = ProxyProcess::start_env("", "json", &[("NOTIFY_SOCKET", &path)]).await;
+    let mut proxy =
+        ProxyProcess::start_env("", "json", &[("NOTIFY_SOCKET", path.as_os_str())]).await;
     assert_eq!(
         next().await,
         format!("READY=1\nSTATUS=proxy listening on {}\n", proxy.addr)
@@ -164,6 +165,52 @@ async fn tells_systemd_when_it_is_ready_reloading_and_stopping() {
     proxy.signal("TERM");
     assert_eq!(next().await, "STOPPING=1\n");
     proxy.wait_for_line("shutting down").await;
+    let status = tokio::time::timeout(Duration::from_secs(30), proxy.child.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn pings_the_systemd_watchdog_while_its_event_loops_run() {
+    let sock_dir = tempfile::tempdir().unwrap();
+    let path = sock_dir.path().join("notify");
+    let notify = tokio::net::UnixDatagram::bind(&path).unwrap();
+    let next = || async {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(30), notify.recv(&mut buf))
+            .await
+            .expect("a notification")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    // What systemd sets for `WatchdogSec=0.3`: pings every 150 ms.
+    let mut proxy = ProxyProcess::start_env(
+        "  workers: 2\n",
+        "json",
+        &[
+            ("NOTIFY_SOCKET", path.as_os_str()),
+            ("WATCHDOG_USEC", std::ffi::OsStr::new("300000")),
+        ],
+    )
+    .await;
+    assert!(next().await.starts_with("READY=1\n"));
+    for _ in 0..3 {
+        assert_eq!(next().await, "WATCHDOG=1\n");
+    }
+    proxy.signal("TERM");
+    // Pings may go on while it drains; STOPPING comes among them.
+    let mut stopping = false;
+    for _ in 0..20 {
+        let m = next().await;
+        if m == "STOPPING=1\n" {
+            stopping = true;
+            break;
+        }
+        assert_eq!(m, "WATCHDOG=1\n");
+    }
+    assert!(stopping);
     let status = tokio::time::timeout(Duration::from_secs(30), proxy.child.wait())
         .await
         .expect("exits")
