@@ -160,6 +160,7 @@ fn bench_ingest(c: &mut Criterion) {
     let rules = [EscalationRule {
         kinds: vec![Kind::UserReport, Kind::FileVerdict],
         distinct_clients: 3,
+        distinct_reporters: 1,
         window_secs: 3600,
         score: Score::new(70).unwrap(),
         category: None,

@@ -654,6 +654,9 @@ fn server_config(
         if r.distinct_clients == 0 {
             return Err(bad("`distinct_clients` must be at least 1".into()));
         }
+        if r.distinct_reporters == 0 {
+            return Err(bad("`distinct_reporters` must be at least 1".into()));
+        }
         if r.window_secs == 0 {
             return Err(bad("`window_secs` must be greater than 0".into()));
         }
@@ -668,6 +671,7 @@ fn server_config(
         escalation.push(crate::repserver::events::EscalationRule {
             kinds: r.kinds.clone(),
             distinct_clients: r.distinct_clients,
+            distinct_reporters: r.distinct_reporters,
             window_secs: r.window_secs,
             score,
             category,

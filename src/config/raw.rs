@@ -104,6 +104,11 @@ pub struct RawEscalationRule {
     pub kinds: Vec<crate::feedback::event::Kind>,
     /// Distinct clients (proxy and client address together) needed within the window.
     pub distinct_clients: u32,
+    /// Distinct reporters (the bearer tokens the events came with) needed within the window.
+    /// Give each proxy its own client token and set 2 or more, and no single proxy (or
+    /// stolen token) can escalate a host by claiming many clients. Default 1 (clients only).
+    #[serde(default = "default_distinct_reporters")]
+    pub distinct_reporters: u32,
     /// The window, seconds. Default 3600.
     #[serde(default = "default_window_secs")]
     pub window_secs: u64,
@@ -112,6 +117,10 @@ pub struct RawEscalationRule {
     /// Category of the entry written. Default: none.
     #[serde(default)]
     pub category: Option<String>,
+}
+
+fn default_distinct_reporters() -> u32 {
+    1
 }
 
 fn default_window_secs() -> u64 {

@@ -761,8 +761,9 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Value, ApiErro
         "/v1/categories" => Err(not_allowed("GET, POST")),
         "/v1/events" if post => {
             let req = authorize_or_drain(shared, req, Role::Client).await?;
+            let reporter = bearer_token(&req).map(super::events::reporter_id);
             let body = read_body(shared, req).await?;
-            ingest_events(shared, &body).await
+            ingest_events(shared, &body, reporter).await
         }
         "/v1/events" if get => {
             let req = authorize_or_drain(shared, req, Role::Admin).await?;
@@ -794,14 +795,9 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Value, ApiErro
 
 /// Checks the bearer token: 401 without one, 403 for an unknown one or a client token where
 /// admin is needed.
-fn authorize(shared: &Shared, req: &Request<Incoming>, need: Role) -> Result<(), ApiError> {
-    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing bearer token",
-        ));
-    };
-    let token = value
+/// The token of an `Authorization: Bearer ...` value.
+fn bearer_value(value: &http::HeaderValue) -> Option<&str> {
+    value
         .to_str()
         .ok()
         .and_then(|v| {
@@ -809,12 +805,28 @@ fn authorize(shared: &Shared, req: &Request<Incoming>, need: Role) -> Result<(),
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::trim)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "Authorization is not a bearer token",
-            )
-        })?;
+}
+
+/// The request's bearer token, if it has one.
+fn bearer_token(req: &Request<Incoming>) -> Option<&str> {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(bearer_value)
+}
+
+fn authorize(shared: &Shared, req: &Request<Incoming>, need: Role) -> Result<(), ApiError> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing bearer token",
+        ));
+    };
+    let token = bearer_value(value).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "Authorization is not a bearer token",
+        )
+    })?;
     let known = |list: &[String]| {
         list.iter()
             .fold(false, |acc, t| acc | ct_eq(t.as_bytes(), token.as_bytes()))
@@ -1545,7 +1557,11 @@ async fn write_files(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
 
 /// `POST /v1/events`: stores a batch (`{"events": [...]}`), de-duplicated by proxy and id,
 /// then applies the escalation rules; answers the counts.
-async fn ingest_events(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
+async fn ingest_events(
+    shared: &Shared,
+    body: &[u8],
+    reporter: Option<String>,
+) -> Result<Value, ApiError> {
     use crate::feedback::event::{BatchError, parse_batch};
     let events = parse_batch(body, shared.config.max_batch).map_err(|e| match e {
         BatchError::TooMany { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
@@ -1555,7 +1571,7 @@ async fn ingest_events(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> 
     let seq_tx = shared.seq_tx.clone();
     let ingest = shared
         .call(move |store| {
-            let r = store.ingest_events(&events, now(), &rules);
+            let r = store.ingest_events_from(reporter.as_deref(), &events, now(), &rules);
             if let Ok(super::events::Ingest { seq: Some(seq), .. }) = &r {
                 publish(&seq_tx, *seq);
             }

@@ -13,6 +13,11 @@
 //! is one ordinary write ([`Store::write`]: sequence bump and change-log row), so the entry
 //! reaches every proxy through the change stream like any admin write.
 //!
+//! # Trust
+//! An event's `proxy` and `client` are what its sender claims; its `reporter` (a fingerprint
+//! of the bearer token it came with, [`reporter_id`]) is not. Rules with
+//! `distinct_reporters` above 1 count those, so one token cannot escalate a host alone.
+//!
 //! # How it fails
 //! A store error fails the whole batch (nothing stored; the proxy keeps it spooled and
 //! retries). Escalation never overwrites an entry that did not come from escalation (an
@@ -67,15 +72,33 @@ CREATE TABLE escalations (
 ) WITHOUT ROWID;
 ";
 
+/// Schema 3 -> 4: who sent each event: a fingerprint of the bearer token it came with (the
+/// `proxy` and `client` fields are only what the sender claims).
+pub(super) const MIGRATE_4: &str = "ALTER TABLE events ADD COLUMN reporter TEXT;";
+
+/// The fingerprint stored as an event's `reporter`: the first 8 bytes of the SHA-256 of the
+/// bearer token, in hex. Tells tokens apart without keeping anything that would let the
+/// token be guessed.
+pub fn reporter_id(token: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(token.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// One `server.escalation` rule: when events of `kinds` about one host come from at least
-/// `distinct_clients` distinct clients (proxy and client address together) within
-/// `window_secs`, the host gets an entry with `score` (and `category`).
+/// `distinct_clients` distinct clients (proxy and client address together), sent with at
+/// least `distinct_reporters` different tokens, within `window_secs`, the host gets an
+/// entry with `score` (and `category`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct EscalationRule {
     /// Event kinds counted.
     pub kinds: Vec<Kind>,
     /// Distinct clients needed.
     pub distinct_clients: u32,
+    /// Distinct reporters (bearer tokens) needed: with one token per proxy, 2 or more means
+    /// no single proxy, or stolen token, can escalate a host by claiming many clients.
+    /// 1 counts clients only.
+    pub distinct_reporters: u32,
     /// The window, seconds back from the newest event.
     pub window_secs: u64,
     /// The score of the entry written.
@@ -104,13 +127,28 @@ fn now_ms() -> i64 {
 }
 
 impl Store {
-    /// Stores `events` (received at `received`, unix seconds) in one transaction, ignoring
-    /// those already stored, then applies `rules` to the hosts they name.
+    /// [`Store::ingest_events_from`] with no reporter (local tools and tests).
     ///
     /// # Errors
     /// [`StoreError::Sqlite`] (nothing stored).
     pub fn ingest_events(
         &mut self,
+        events: &[Event],
+        received: i64,
+        rules: &[EscalationRule],
+    ) -> Result<Ingest, StoreError> {
+        self.ingest_events_from(None, events, received, rules)
+    }
+
+    /// Stores `events` sent by `reporter` ([`reporter_id`] of the sender's token) and
+    /// received at `received` (unix seconds) in one transaction, ignoring those already
+    /// stored, then applies `rules` to the hosts they name.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] (nothing stored).
+    pub fn ingest_events_from(
+        &mut self,
+        reporter: Option<&str>,
         events: &[Event],
         received: i64,
         rules: &[EscalationRule],
@@ -123,8 +161,8 @@ impl Store {
                 let mut stmt = tx.prepare_cached(
                     "INSERT OR IGNORE INTO events (proxy, id, kind, time, received, client, \
                      user, host, url, action, reason, risk, score, category, rule, ticket, \
-                     comment, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
-                     ?13, ?14, ?15, ?16, ?17, ?18)",
+                     comment, body, reporter) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
+                     ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
                 )?;
                 for e in events {
                     let body = serde_json::to_string(e).unwrap_or_default();
@@ -147,6 +185,7 @@ impl Store {
                         e.ticket,
                         e.comment,
                         body,
+                        reporter,
                     ])?;
                     if n == 0 {
                         out.duplicate += 1;
@@ -223,6 +262,22 @@ impl Store {
         if clients < i64::from(rule.distinct_clients) {
             return Ok(None);
         }
+        let mut reporters = None;
+        if rule.distinct_reporters > 1 {
+            let sql = format!(
+                "SELECT count(DISTINCT reporter) FROM events \
+                 WHERE host = ?1 AND kind IN ({}) AND time >= ?2 AND client IS NOT NULL",
+                kinds.join(", ")
+            );
+            let n: i64 = self
+                .conn
+                .prepare_cached(&sql)?
+                .query_row(params![host, since], |r| r.get(0))?;
+            if n < i64::from(rule.distinct_reporters) {
+                return Ok(None);
+            }
+            reporters = Some(n);
+        }
         if let Some(existing) = self.get(&key)? {
             if existing.source != Source::Escalation {
                 tracing::info!(
@@ -244,10 +299,16 @@ impl Store {
             Source::Escalation,
             secs,
         );
-        entry.note = Some(format!(
-            "escalation rule {index}: {clients} distinct clients within {} s",
-            rule.window_secs
-        ));
+        entry.note = Some(match reporters {
+            None => format!(
+                "escalation rule {index}: {clients} distinct clients within {} s",
+                rule.window_secs
+            ),
+            Some(r) => format!(
+                "escalation rule {index}: {clients} distinct clients from {r} reporters within {} s",
+                rule.window_secs
+            ),
+        });
         let category = rule.category.as_ref().map(|c| c.as_str().to_owned());
         let score = rule.score.get();
         let seq = self.write(|w| -> Result<u64, StoreError> {
@@ -362,8 +423,8 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<Value>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT body FROM events WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR host = ?2) \
-             ORDER BY time DESC, proxy, id LIMIT ?3",
+            "SELECT body, reporter FROM events WHERE (?1 IS NULL OR kind = ?1) \
+             AND (?2 IS NULL OR host = ?2) ORDER BY time DESC, proxy, id LIMIT ?3",
         )?;
         let rows = stmt.query_map(
             params![
@@ -371,11 +432,16 @@ impl Store {
                 host,
                 i64::try_from(limit).unwrap_or(i64::MAX)
             ],
-            |r| r.get::<_, String>(0),
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)),
         )?;
         let mut out = Vec::new();
-        for body in rows {
-            out.push(serde_json::from_str(&body?).unwrap_or(Value::Null));
+        for row in rows {
+            let (body, reporter) = row?;
+            let mut v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            if let (Some(obj), Some(r)) = (v.as_object_mut(), reporter) {
+                obj.insert("reporter".into(), r.into());
+            }
+            out.push(v);
         }
         Ok(out)
     }
@@ -484,6 +550,7 @@ mod tests {
         EscalationRule {
             kinds: vec![Kind::UserReport, Kind::FileVerdict],
             distinct_clients: 3,
+            distinct_reporters: 1,
             window_secs: 3600,
             score: Score::new(70).unwrap(),
             category: Some(Category::parse("malware").unwrap()),

@@ -18,7 +18,7 @@ use super::model::{
 use crate::canon::{self, CanonicalUrl};
 
 /// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Prefix of the change-log key recorded for a file-hash write (entry keys never contain `:`
 /// before their first `/` except in bracketed IPv6 hosts, which start with `[`).
@@ -240,6 +240,9 @@ impl Store {
             }
             if version < 3 {
                 tx.execute_batch(MIGRATE_3)?;
+            }
+            if version < 4 {
+                tx.execute_batch(super::events::MIGRATE_4)?;
             }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;

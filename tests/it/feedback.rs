@@ -701,6 +701,7 @@ async fn feedback_escalation_reaches_another_proxy_without_restart() {
     let rules = vec![EscalationRule {
         kinds: vec![Kind::UserReport, Kind::FileVerdict],
         distinct_clients: 3,
+        distinct_reporters: 1,
         window_secs: 3600,
         score: Score::new(70).unwrap(),
         category: Some(Category::parse("spam").unwrap()),
@@ -1035,6 +1036,7 @@ async fn feedback_cli_prints_the_summary_and_escalations() {
     let rules = vec![EscalationRule {
         kinds: vec![Kind::UserReport],
         distinct_clients: 2,
+        distinct_reporters: 1,
         window_secs: 3600,
         score: Score::new(70).unwrap(),
         category: None,
@@ -1105,4 +1107,62 @@ async fn feedback_cli_prints_the_summary_and_escalations() {
     assert!(text.contains("reverted odd.test/"), "{text}");
     let (code, _, err) = run(&["revert", "odd.test/"]).await;
     assert_eq!(code, Some(2), "a second revert is refused: {err}");
+}
+
+#[tokio::test]
+async fn one_token_cannot_escalate_a_host_alone_when_rules_ask_for_two_reporters() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = vec![EscalationRule {
+        kinds: vec![Kind::UserReport],
+        distinct_clients: 3,
+        distinct_reporters: 2,
+        window_secs: 3600,
+        score: Score::new(70).unwrap(),
+        category: None,
+    }];
+    let server = Server::start(dir.path(), rules, ApiConfig::default()).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let ev = |i: u32| {
+        json!({ "v": 1, "id": format!("e{i}"), "kind": "user_report", "time": now,
+            "proxy": format!("p{i}"), "client": format!("10.0.0.{i}"), "host": "target.test" })
+    };
+    // One token claims three proxies and three clients: not enough on its own.
+    let one = RepClient::new(&server.base, CLIENT, None).unwrap();
+    let r = one
+        .post_json(
+            "/v1/events",
+            &json!({ "events": [ev(1), ev(2), ev(3)] }),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["accepted"], 3);
+    assert_eq!(r["escalated"], json!([]));
+    // A second token (here the admin's) reports once: two reporters, four clients.
+    let r = server
+        .admin
+        .post_json("/v1/events", &json!({ "events": [ev(4)] }), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(r["escalated"], json!(["target.test/"]));
+    // Each stored event names the token it came with by a fingerprint, never the token.
+    let events = server.events("host=target.test").await;
+    let reporters: std::collections::BTreeSet<&str> = events
+        .iter()
+        .map(|e| e["reporter"].as_str().expect("a reporter"))
+        .collect();
+    assert_eq!(
+        reporters,
+        [
+            webrep::repserver::events::reporter_id(CLIENT),
+            webrep::repserver::events::reporter_id(ADMIN)
+        ]
+        .iter()
+        .map(String::as_str)
+        .collect()
+    );
+    assert!(reporters.iter().all(|r| r.len() == 16 && *r != CLIENT));
 }
