@@ -321,7 +321,7 @@ impl Feedback {
         if !anonymize {
             return value.to_owned();
         }
-        use hmac::Mac as _;
+        use hmac::{KeyInit as _, Mac as _};
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.key)
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
         mac.update(value.as_bytes());

@@ -127,7 +127,7 @@ impl Filter {
 
     fn sign(&self, payload: &str) -> String {
         use base64::Engine as _;
-        use hmac::Mac as _;
+        use hmac::{KeyInit as _, Mac as _};
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.secret)
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
         mac.update(payload.as_bytes());
