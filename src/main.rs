@@ -36,7 +36,8 @@ fn main() -> ExitCode {
             }
         }
         Command::Server { config } => {
-            let config = match Config::load(config.as_deref()) {
+            let config_path = config;
+            let config = match Config::load(config_path.as_deref()) {
                 Ok(c) => c,
                 Err(e) => return config_error(&e),
             };
@@ -50,7 +51,8 @@ fn main() -> ExitCode {
             };
             let result = rt.block_on(async {
                 let shutdown = webrep::shutdown::on_signals()?;
-                webrep::repserver::server::run(&config.server, shutdown).await
+                webrep::repserver::server::run(&config.server, config_path.as_deref(), shutdown)
+                    .await
             });
             match result {
                 Ok(()) => ExitCode::SUCCESS,

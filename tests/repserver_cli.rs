@@ -263,19 +263,54 @@ async fn server_import_and_lookup_commands() {
     let sample_entries = sample("webrep_server_entries");
     assert!(sample_entries > 2.0, "the sample data plus 2 imported");
 
-    // `systemctl reload`: the tokens file is read again. The old client token is revoked, a
-    // new one added.
+    // `systemctl reload`: the config file and the tokens file are read again. The old client
+    // token is revoked, a new one added, an escalation rule appears.
+    let post_report = |token: &'static str, id: &'static str, client: &'static str| {
+        let base = s.base.clone();
+        async move {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64;
+            let body = serde_json::json!({ "events": [{ "v": 1, "id": id, "kind": "user_report",
+                "time": now, "proxy": "p1", "client": client, "host": "rule.test" }] });
+            let r = reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .unwrap()
+                .post(format!("{base}/v1/events"))
+                .bearer_auth(token)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            serde_json::from_str::<serde_json::Value>(&r.text().await.unwrap()).unwrap()
+        }
+    };
+    assert_eq!(
+        post_report(CLIENT, "e1", "10.0.0.1").await["escalated"],
+        serde_json::json!([])
+    );
     const NEW_CLIENT: &str = "client-token-rotated-0123456789";
     std::fs::write(
         s.dir.path().join("tokens"),
         format!("client {NEW_CLIENT}\nadmin {ADMIN}\n"),
     )
     .unwrap();
+    let cfg = s.dir.path().join("webrep.yaml");
+    let yaml = std::fs::read_to_string(&cfg).unwrap().replace(
+        "server:\n",
+        "server:\n  max_connections: 5000\n  escalation:\n    - kinds: [user_report]\n      distinct_clients: 1\n      score: 70\n",
+    );
+    std::fs::write(&cfg, yaml).unwrap();
     s.signal("HUP").await;
     assert!(s.notification().await.starts_with("RELOADING=1\n"));
     assert_eq!(
         s.notification().await,
-        "READY=1\nSTATUS=tokens reloaded: 1 client, 1 admin\n"
+        "READY=1\nSTATUS=tokens reloaded: 1 client, 1 admin; 1 escalation rules; \
+         other changed settings apply after a restart\n"
     );
     let (code, _, err) = s.run(CLIENT, &["lookup", "http://a.test/"]).await;
     assert_ne!(code, 0, "the revoked token is refused: {err}");
@@ -285,13 +320,18 @@ async fn server_import_and_lookup_commands() {
     );
     let (code, _, err) = s.run(NEW_CLIENT, &["lookup", "http://a.test/"]).await;
     assert_eq!(code, 0, "{err}");
+    // The new rule counts: one more client's report escalates the host.
+    assert_eq!(
+        post_report(NEW_CLIENT, "e2", "10.0.0.2").await["escalated"],
+        serde_json::json!(["rule.test/"])
+    );
     // A broken file keeps the running tokens.
     std::fs::write(s.dir.path().join("tokens"), "client short\n").unwrap();
     s.signal("HUP").await;
     assert!(s.notification().await.starts_with("RELOADING=1\n"));
     let ready = s.notification().await;
     assert!(
-        ready.starts_with("READY=1\nSTATUS=token reload failed"),
+        ready.starts_with("READY=1\nSTATUS=reload failed, running tokens and rules kept"),
         "{ready}"
     );
     let (code, _, err) = s.run(NEW_CLIENT, &["lookup", "http://a.test/"]).await;

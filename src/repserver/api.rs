@@ -151,6 +151,9 @@ pub struct ServeOptions {
     /// Where the accepted tokens live: [`serve_with`] stores its `tokens` there at start, and
     /// whoever holds the handle may swap in new ones (`webrep server` does on SIGHUP).
     pub tokens_handle: Option<Arc<arc_swap::ArcSwap<Tokens>>>,
+    /// Where the running escalation rules live, so that a reload can swap them (the
+    /// rules of `feedback` are stored in it at start).
+    pub escalation_handle: Option<Arc<arc_swap::ArcSwap<Vec<super::events::EscalationRule>>>>,
 }
 
 /// What the server does with feedback events ([`super::events`]).
@@ -228,8 +231,8 @@ struct Shared {
     shutdown: CancellationToken,
     upstream: Option<Arc<Upstream>>,
     spool_dir: std::path::PathBuf,
-    /// Escalation rules for ingested events.
-    escalation: Arc<Vec<super::events::EscalationRule>>,
+    /// Escalation rules for ingested events (swapped whole by a reload).
+    escalation: Arc<arc_swap::ArcSwap<Vec<super::events::EscalationRule>>>,
     /// Counters for `/metrics`.
     stats: Arc<ServerStats>,
 }
@@ -372,7 +375,11 @@ pub async fn serve_with(
         shutdown: shutdown.clone(),
         upstream: options.upstream,
         spool_dir: options.spool_dir.unwrap_or_else(std::env::temp_dir),
-        escalation: Arc::new(options.feedback.escalation),
+        escalation: {
+            let handle = options.escalation_handle.unwrap_or_default();
+            handle.store(Arc::new(options.feedback.escalation));
+            handle
+        },
         stats: options.stats.unwrap_or_default(),
     });
     let tracker = TaskTracker::new();
@@ -1567,7 +1574,7 @@ async fn ingest_events(
         BatchError::TooMany { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
         BatchError::Malformed(m) => ApiError::bad_request(m),
     })?;
-    let rules = shared.escalation.clone();
+    let rules = shared.escalation.load_full();
     let seq_tx = shared.seq_tx.clone();
     let ingest = shared
         .call(move |store| {

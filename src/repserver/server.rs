@@ -4,8 +4,10 @@
 //! Reads the bearer tokens (inline and from `tokens_file`), opens (or creates) the store,
 //! loads the shipped sample data when asked, builds the TLS acceptor and the upstream tier,
 //! binds the listener (and `server.metrics_listen`'s), tells systemd it is ready, and runs
-//! [`api::serve_with`] until the shutdown token is cancelled. SIGHUP reads the tokens again
-//! ([`load_tokens`]); a file that fails to load keeps the running tokens.
+//! [`api::serve_with`] until the shutdown token is cancelled. SIGHUP reads the config file
+//! again and applies its tokens (inline and `tokens_file`, [`load_tokens`]) and its
+//! `server.escalation` rules; a config or tokens file that fails to load keeps the running
+//! tokens and rules, and other changed settings are reported as waiting for a restart.
 //!
 //! # How it fails
 //! Everything that can be checked is checked before the port is bound, each with a message
@@ -174,14 +176,74 @@ pub fn load_tokens(config: &ServerConfig) -> anyhow::Result<Tokens> {
 /// Reads the tokens again on every SIGHUP (`systemctl reload`) until `shutdown`: a token
 /// taken out of the file is refused from the next request on. A file that fails to load
 /// keeps the running tokens. Tells systemd (`RELOADING=1`, then `READY=1`).
-fn spawn_token_reload(
+/// Where a reload puts what it read.
+#[derive(Clone)]
+struct ReloadTargets {
+    tokens: Arc<arc_swap::ArcSwap<Tokens>>,
+    escalation: Arc<arc_swap::ArcSwap<Vec<super::events::EscalationRule>>>,
+}
+
+/// What SIGHUP applies: the tokens, and (with a config file) the escalation rules. The
+/// answer is the status line for systemd and the log.
+fn reload(config_file: Option<&Path>, running: &ServerConfig, to: &ReloadTargets) -> String {
+    let read = || -> anyhow::Result<(ServerConfig, Tokens)> {
+        let config = match config_file {
+            Some(path) => crate::config::Config::load(Some(path))?.server,
+            None => running.clone(),
+        };
+        let tokens = load_tokens(&config)?;
+        Ok((config, tokens))
+    };
+    match read() {
+        Ok((config, tokens)) => {
+            let mut status = format!(
+                "tokens reloaded: {} client, {} admin; {} escalation rules",
+                tokens.client.len(),
+                tokens.admin.len(),
+                config.feedback.escalation.len()
+            );
+            to.tokens.store(Arc::new(tokens));
+            to.escalation
+                .store(Arc::new(config.feedback.escalation.clone()));
+            if needs_restart(running, &config) {
+                status.push_str("; other changed settings apply after a restart");
+            }
+            tracing::info!("{status}");
+            status
+        }
+        Err(e) => {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "reload failed; the running tokens and escalation rules are kept"
+            );
+            format!("reload failed, running tokens and rules kept: {e:#}")
+        }
+    }
+}
+
+/// Do `a` and `b` differ in anything but what a reload applies?
+fn needs_restart(a: &ServerConfig, b: &ServerConfig) -> bool {
+    let rest = |c: &ServerConfig| {
+        let mut c = c.clone();
+        c.client_tokens.clear();
+        c.admin_tokens.clear();
+        c.tokens_file = None;
+        c.feedback.escalation.clear();
+        format!("{c:?}")
+    };
+    rest(a) != rest(b)
+}
+
+fn spawn_reload(
     config: &ServerConfig,
-    handle: Arc<arc_swap::ArcSwap<Tokens>>,
+    config_file: Option<&Path>,
+    to: ReloadTargets,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot listen for SIGHUP")?;
     let config = config.clone();
+    let config_file = config_file.map(Path::to_path_buf);
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -189,24 +251,15 @@ fn spawn_token_reload(
                 r = hup.recv() => if r.is_none() { return },
             }
             crate::shutdown::notify_reloading();
-            let status = match load_tokens(&config) {
-                Ok(t) => {
-                    let status = format!(
-                        "tokens reloaded: {} client, {} admin",
-                        t.client.len(),
-                        t.admin.len()
-                    );
-                    tracing::info!("{status}");
-                    handle.store(Arc::new(t));
-                    status
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        error = format!("{e:#}"),
-                        "token reload failed; the running tokens are kept"
-                    );
-                    format!("token reload failed, running tokens kept: {e:#}")
-                }
+            let (config, config_file, to) = (config.clone(), config_file.clone(), to.clone());
+            // Files are read on the blocking pool, never on the event loop.
+            let status = match tokio::task::spawn_blocking(move || {
+                reload(config_file.as_deref(), &config, &to)
+            })
+            .await
+            {
+                Ok(s) => s,
+                Err(e) => format!("reload failed: {e}"),
             };
             crate::shutdown::notify_ready(&status);
         }
@@ -218,7 +271,13 @@ fn spawn_token_reload(
 ///
 /// # Errors
 /// Any setup failure (see the module docs); a failure of the store thread at start.
-pub async fn run(config: &ServerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// `config_file` is where `config` came from (`None`: the embedded default); SIGHUP reads
+/// it again.
+pub async fn run(
+    config: &ServerConfig,
+    config_file: Option<&Path>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let tokens = load_tokens(config)?;
     let tls = tls_acceptor_for(config)?;
     let upstream = match &config.upstream {
@@ -264,7 +323,16 @@ pub async fn run(config: &ServerConfig, shutdown: CancellationToken) -> anyhow::
         "reputation server ready"
     );
     let tokens_handle = Arc::new(arc_swap::ArcSwap::from_pointee(Tokens::default()));
-    spawn_token_reload(config, tokens_handle.clone(), shutdown.clone())?;
+    let escalation_handle = Arc::new(arc_swap::ArcSwap::from_pointee(Vec::new()));
+    spawn_reload(
+        config,
+        config_file,
+        ReloadTargets {
+            tokens: tokens_handle.clone(),
+            escalation: escalation_handle.clone(),
+        },
+        shutdown.clone(),
+    )?;
     crate::shutdown::notify_ready(&format!(
         "reputation server on {}, {entries} entries",
         listener.local_addr()?
@@ -288,6 +356,7 @@ pub async fn run(config: &ServerConfig, shutdown: CancellationToken) -> anyhow::
         stats: None,
         metrics,
         tokens_handle: Some(tokens_handle),
+        escalation_handle: Some(escalation_handle),
     };
     api::serve_with(
         listener,
