@@ -168,6 +168,7 @@ pub struct ProxyConfig {
     pub header_read_timeout: Duration,
     pub client_idle_timeout: Duration,
     pub upstream_connect_timeout: Duration,
+    pub happy_eyeballs_delay: Duration,
     pub upstream_response_timeout: Duration,
     pub upstream_idle_timeout: Duration,
     pub upstream_max_idle_per_host: usize,
@@ -336,6 +337,15 @@ impl Config {
                 "proxy.upstream_connect_timeout_ms",
                 p.upstream_connect_timeout_ms,
             )?,
+            happy_eyeballs_delay: match p.happy_eyeballs_delay_ms {
+                n @ 10..=60_000 => Duration::from_millis(n),
+                n => {
+                    return Err(invalid(
+                        "proxy.happy_eyeballs_delay_ms",
+                        format!("{n} is outside 10..=60000"),
+                    ));
+                }
+            },
             upstream_response_timeout: ms(
                 "proxy.upstream_response_timeout_ms",
                 p.upstream_response_timeout_ms,
@@ -813,6 +823,10 @@ mod tests {
             (
                 "proxy:\n  dns_cache_max_names: 0\n",
                 "proxy.dns_cache_max_names",
+            ),
+            (
+                "proxy:\n  happy_eyeballs_delay_ms: 0\n",
+                "proxy.happy_eyeballs_delay_ms",
             ),
             ("auth:\n  realm: 'a\"b'\n", "auth.realm"),
         ] {

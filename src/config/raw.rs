@@ -190,6 +190,12 @@ pub struct RawProxyConfig {
     /// Time to establish the TCP connection to an upstream (DNS included), in milliseconds;
     /// after that the client gets 504. Default 10000.
     pub upstream_connect_timeout_ms: u64,
+    /// Happy Eyeballs (RFC 8305): when a name has several addresses, the next one is tried
+    /// this many milliseconds after the previous attempt started if that one has not
+    /// connected yet (earlier attempts keep running; the first to connect wins), so an
+    /// unreachable address (say a broken IPv6 route) costs this delay, not the whole
+    /// connect timeout. Default 250; 10 to 60000.
+    pub happy_eyeballs_delay_ms: u64,
     /// Time from sending a request upstream to receiving the response headers, in
     /// milliseconds; after that the client gets 504. Default 60000.
     pub upstream_response_timeout_ms: u64,
@@ -638,6 +644,7 @@ impl Default for RawProxyConfig {
             header_read_timeout_ms: 10_000,
             client_idle_timeout_ms: 60_000,
             upstream_connect_timeout_ms: 10_000,
+            happy_eyeballs_delay_ms: 250,
             upstream_response_timeout_ms: 60_000,
             upstream_idle_timeout_ms: 60_000,
             upstream_max_idle_per_host: 256,

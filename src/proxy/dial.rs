@@ -3,8 +3,9 @@
 //! Used by both the pooled HTTP client (through [`Connector`], a hyper-util `Connect`
 //! service) and CONNECT tunnels. Every resolved address is checked against the
 //! [`DestinationPolicy`] before a single packet is sent to it; addresses are tried in the
-//! order the resolver returns them, all within one deadline
-//! (`proxy.upstream_connect_timeout_ms`). Names in `proxy.hosts` ([`StaticHosts`]) are
+//! resolver's order with address families alternating, a new attempt starting every
+//! `proxy.happy_eyeballs_delay_ms` while earlier ones still run (RFC 8305), all within one
+//! deadline (`proxy.upstream_connect_timeout_ms`). Names in `proxy.hosts` ([`StaticHosts`]) are
 //! answered from config; every other name goes to the system resolver (`getaddrinfo`, so
 //! `/etc/hosts` and `nsswitch.conf` apply) on tokio's blocking pool, behind a [`Resolver`]
 //! cache shared by all workers.
@@ -361,6 +362,8 @@ pub struct Dialer {
     timeout: Duration,
     hosts: Arc<StaticHosts>,
     resolver: Resolver,
+    /// Happy Eyeballs: the next address is tried this long after the previous attempt.
+    attempt_delay: Duration,
 }
 
 impl Dialer {
@@ -370,7 +373,16 @@ impl Dialer {
             timeout,
             hosts: Arc::default(),
             resolver: Resolver::default(),
+            attempt_delay: Duration::from_millis(250),
         }
+    }
+
+    /// How long a connection attempt may go unanswered before the next address is tried in
+    /// parallel (`proxy.happy_eyeballs_delay_ms`).
+    #[must_use]
+    pub fn with_attempt_delay(mut self, delay: Duration) -> Self {
+        self.attempt_delay = delay;
+        self
     }
 
     /// Resolves names not in `proxy.hosts` through `resolver` (and its cache).
@@ -439,24 +451,82 @@ impl Dialer {
                 .check(addr)
                 .map_err(|reason| DialError::Refused { addr, reason })?;
         }
-        let mut last = None;
-        for addr in addrs {
-            match TcpStream::connect(addr).await {
-                Ok(s) => {
-                    let _ = s.set_nodelay(true);
-                    return Ok(s);
+        match connect_first(interleave_families(addrs), self.attempt_delay).await {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                Ok(s)
+            }
+            Err(Some(e)) => Err(e),
+            Err(None) => Err(DialError::NoAddress {
+                host: host.to_owned(),
+            }),
+        }
+    }
+}
+
+/// The resolver's order, but alternating address families from the first one's (RFC 8305
+/// §4): a name whose IPv6 addresses all fail still gets its IPv4 tried early.
+fn interleave_families(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let first_v6 = addrs.first().is_some_and(SocketAddr::is_ipv6);
+    let (mut a, mut b): (std::collections::VecDeque<_>, std::collections::VecDeque<_>) =
+        addrs.into_iter().partition(|x| x.is_ipv6() == first_v6);
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    loop {
+        match (a.pop_front(), b.pop_front()) {
+            (None, None) => return out,
+            (x, y) => out.extend(x.into_iter().chain(y)),
+        }
+    }
+}
+
+/// Connection attempts to `addrs` in order, each started `delay` after the one before or as
+/// soon as it fails, earlier ones left running (Happy Eyeballs, RFC 8305 §5): the first to
+/// connect wins and the others are dropped. An address that never answers (a black-holed
+/// route, a full accept queue) thus costs `delay`, not the whole connect timeout. The
+/// caller's deadline bounds the lot.
+///
+/// # Errors
+/// The last attempt's error when all failed; `None` for no address at all.
+async fn connect_first(
+    addrs: Vec<SocketAddr>,
+    delay: Duration,
+) -> Result<TcpStream, Option<DialError>> {
+    use futures_util::StreamExt as _;
+    let mut pending = addrs.into_iter();
+    let mut attempts = futures_util::stream::FuturesUnordered::new();
+    let attempt = |addr: SocketAddr| async move {
+        TcpStream::connect(addr)
+            .await
+            .map_err(|source| DialError::Connect {
+                addr,
+                source: Arc::new(source),
+            })
+    };
+    let mut last = None;
+    loop {
+        if attempts.is_empty() {
+            match pending.next() {
+                Some(addr) => attempts.push(attempt(addr)),
+                None => return Err(last),
+            }
+        }
+        let more = pending.len() > 0;
+        tokio::select! {
+            Some(r) = attempts.next() => match r {
+                Ok(s) => return Ok(s),
+                Err(e) => {
+                    last = Some(e);
+                    if let Some(addr) = pending.next() {
+                        attempts.push(attempt(addr));
+                    }
                 }
-                Err(source) => {
-                    last = Some(DialError::Connect {
-                        addr,
-                        source: Arc::new(source),
-                    })
+            },
+            () = tokio::time::sleep(delay), if more => {
+                if let Some(addr) = pending.next() {
+                    attempts.push(attempt(addr));
                 }
             }
         }
-        Err(last.unwrap_or(DialError::NoAddress {
-            host: host.to_owned(),
-        }))
     }
 }
 
@@ -580,6 +650,32 @@ mod tests {
             ..DnsCacheConfig::default()
         });
         (calls, cached, off)
+    }
+
+    #[test]
+    fn address_families_alternate_from_the_first_ones() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            interleave_families(vec![
+                a("[::1]:1"),
+                a("[::2]:1"),
+                a("10.0.0.1:1"),
+                a("10.0.0.2:1"),
+                a("[::3]:1"),
+            ]),
+            [
+                a("[::1]:1"),
+                a("10.0.0.1:1"),
+                a("[::2]:1"),
+                a("10.0.0.2:1"),
+                a("[::3]:1")
+            ]
+        );
+        assert_eq!(
+            interleave_families(vec![a("10.0.0.1:1"), a("[::1]:1"), a("10.0.0.2:1")]),
+            [a("10.0.0.1:1"), a("[::1]:1"), a("10.0.0.2:1")]
+        );
+        assert!(interleave_families(vec![]).is_empty());
     }
 
     #[tokio::test]

@@ -532,7 +532,8 @@ impl Proxy {
         ));
         let dialer = Dialer::new(policy, cfg.upstream_connect_timeout)
             .with_static_hosts(cfg.static_hosts.clone())
-            .with_resolver(dial::Resolver::new(cfg.dns_cache));
+            .with_resolver(dial::Resolver::new(cfg.dns_cache))
+            .with_attempt_delay(cfg.happy_eyeballs_delay);
         let clients = (0..workers)
             .map(|_| upstream_pool(&cfg).build(Connector::new(dialer.clone())))
             .collect();

@@ -285,3 +285,51 @@ async fn an_upstream_that_vanishes_mid_body_is_an_incomplete_response_not_a_hang
     assert_eq!(line["error"], "http_response_incomplete", "{line}");
     proxy.stop().await;
 }
+
+/// A listener on 127.0.0.2:`port` whose accept queue is full: the kernel drops further SYNs,
+/// so a connect to it hangs like one to a black-holed route. Keep the pair alive.
+async fn black_hole(port: u16) -> (tokio::net::TcpListener, TcpStream) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(format!("127.0.0.2:{port}").parse().unwrap())
+        .unwrap();
+    let listener = socket.listen(0).unwrap();
+    let filler = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    (listener, filler)
+}
+
+#[tokio::test]
+async fn an_address_that_never_answers_costs_the_happy_eyeballs_delay_not_the_timeout() {
+    let origin = Origin::http().await;
+    let port = origin.addr.port();
+    let _hole = black_hole(port).await;
+    // The first address of the name never answers; the second is the origin. With the
+    // addresses tried one after the other, every request would wait out the 20 s connect
+    // timeout and get 504.
+    let proxy = TestProxy::start(
+        &format!(
+            "{}  upstream_connect_timeout_ms: 20000\n  happy_eyeballs_delay_ms: 50\n  hosts:\n    dual.test: [\"127.0.0.2\", \"127.0.0.1\"]\n",
+            connect_ports(port)
+        ),
+        "",
+    )
+    .await;
+    let client = proxy.client(None);
+    for path in ["/a", "/b"] {
+        let r = client
+            .get(format!("http://dual.test:{port}{path}"))
+            .header("connection", "close")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    assert!(
+        connect_status(&proxy, &format!("dual.test:{port}"))
+            .await
+            .contains(" 200 ")
+    );
+    proxy.stop().await;
+}
