@@ -250,29 +250,25 @@ impl Store {
             .iter()
             .map(|k| format!("'{}'", k.as_str()))
             .collect();
-        let sql = format!(
-            "SELECT count(*) FROM (SELECT DISTINCT proxy, client FROM events \
-             WHERE host = ?1 AND kind IN ({}) AND time >= ?2 AND client IS NOT NULL)",
-            kinds.join(", ")
-        );
-        let clients: i64 = self
-            .conn
-            .prepare_cached(&sql)?
-            .query_row(params![host, since], |r| r.get(0))?;
+        // `what` counted over the rule's events about the host in the window.
+        let count = |what: &str| -> Result<i64, StoreError> {
+            let sql = format!(
+                "SELECT {what} FROM events WHERE host = ?1 AND kind IN ({}) AND time >= ?2 \
+                 AND client IS NOT NULL",
+                kinds.join(", ")
+            );
+            Ok(self
+                .conn
+                .prepare_cached(&sql)?
+                .query_row(params![host, since], |r| r.get(0))?)
+        };
+        let clients = count("count(DISTINCT proxy || ' ' || client)")?;
         if clients < i64::from(rule.distinct_clients) {
             return Ok(None);
         }
         let mut reporters = None;
         if rule.distinct_reporters > 1 {
-            let sql = format!(
-                "SELECT count(DISTINCT reporter) FROM events \
-                 WHERE host = ?1 AND kind IN ({}) AND time >= ?2 AND client IS NOT NULL",
-                kinds.join(", ")
-            );
-            let n: i64 = self
-                .conn
-                .prepare_cached(&sql)?
-                .query_row(params![host, since], |r| r.get(0))?;
+            let n = count("count(DISTINCT reporter)")?;
             if n < i64::from(rule.distinct_reporters) {
                 return Ok(None);
             }

@@ -127,20 +127,39 @@ impl ProxyProcess {
     }
 }
 
-#[tokio::test]
-async fn tells_systemd_when_it_is_ready_reloading_and_stopping() {
-    // systemd's side of `Type=notify`: a datagram socket named by NOTIFY_SOCKET.
-    let sock_dir = tempfile::tempdir().unwrap();
-    let path = sock_dir.path().join("notify");
-    let notify = tokio::net::UnixDatagram::bind(&path).unwrap();
-    let next = || async {
+/// systemd's side of `Type=notify`: a datagram socket named by NOTIFY_SOCKET.
+struct NotifySocket {
+    dir: tempfile::TempDir,
+    socket: tokio::net::UnixDatagram,
+}
+
+impl NotifySocket {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = tokio::net::UnixDatagram::bind(dir.path().join("notify")).unwrap();
+        Self { dir, socket }
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("notify")
+    }
+
+    /// The next notification (waits up to 30 s).
+    async fn next(&self) -> String {
         let mut buf = [0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(30), notify.recv(&mut buf))
+        let n = tokio::time::timeout(Duration::from_secs(30), self.socket.recv(&mut buf))
             .await
             .expect("a notification")
             .unwrap();
         String::from_utf8_lossy(&buf[..n]).into_owned()
-    };
+    }
+}
+
+#[tokio::test]
+async fn tells_systemd_when_it_is_ready_reloading_and_stopping() {
+    let systemd = NotifySocket::new();
+    let path = systemd.path();
+    let next = || systemd.next();
     let origin = Origin::http().await;
     let mut proxy =
         ProxyProcess::start_env("", "json", &[("NOTIFY_SOCKET", path.as_os_str())]).await;
@@ -174,17 +193,9 @@ async fn tells_systemd_when_it_is_ready_reloading_and_stopping() {
 
 #[tokio::test]
 async fn pings_the_systemd_watchdog_while_its_event_loops_run() {
-    let sock_dir = tempfile::tempdir().unwrap();
-    let path = sock_dir.path().join("notify");
-    let notify = tokio::net::UnixDatagram::bind(&path).unwrap();
-    let next = || async {
-        let mut buf = [0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(30), notify.recv(&mut buf))
-            .await
-            .expect("a notification")
-            .unwrap();
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    };
+    let systemd = NotifySocket::new();
+    let path = systemd.path();
+    let next = || systemd.next();
     // What systemd sets for `WatchdogSec=0.3`: pings every 150 ms.
     let mut proxy = ProxyProcess::start_env(
         "  workers: 2\n",

@@ -1030,22 +1030,31 @@ async fn feedback_spool_survives_kill_9_of_the_binary() {
     child.kill().await.unwrap();
 }
 
-#[tokio::test]
-async fn feedback_cli_prints_the_summary_and_escalations() {
-    let dir = tempfile::tempdir().unwrap();
-    let rules = vec![EscalationRule {
+/// One rule on user reports: score 70 once `clients` distinct clients, sent with `reporters`
+/// distinct tokens, reported a host within an hour.
+fn report_rule(clients: u32, reporters: u32) -> Vec<EscalationRule> {
+    vec![EscalationRule {
         kinds: vec![Kind::UserReport],
-        distinct_clients: 2,
-        distinct_reporters: 1,
+        distinct_clients: clients,
+        distinct_reporters: reporters,
         window_secs: 3600,
         score: Score::new(70).unwrap(),
         category: None,
-    }];
-    let server = Server::start(dir.path(), rules, ApiConfig::default()).await;
-    let now = std::time::SystemTime::now()
+    }]
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_millis() as i64;
+        .as_millis() as i64
+}
+
+#[tokio::test]
+async fn feedback_cli_prints_the_summary_and_escalations() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), report_rule(2, 1), ApiConfig::default()).await;
+    let now = now_ms();
     let ev = |id: &str, client: &str| {
         json!({ "v": 1, "id": id, "kind": "user_report", "time": now, "proxy": "p1",
             "client": client, "host": "odd.test", "ticket": format!("t-{id}"), "comment": "looks fine" })
@@ -1112,19 +1121,8 @@ async fn feedback_cli_prints_the_summary_and_escalations() {
 #[tokio::test]
 async fn one_token_cannot_escalate_a_host_alone_when_rules_ask_for_two_reporters() {
     let dir = tempfile::tempdir().unwrap();
-    let rules = vec![EscalationRule {
-        kinds: vec![Kind::UserReport],
-        distinct_clients: 3,
-        distinct_reporters: 2,
-        window_secs: 3600,
-        score: Score::new(70).unwrap(),
-        category: None,
-    }];
-    let server = Server::start(dir.path(), rules, ApiConfig::default()).await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let server = Server::start(dir.path(), report_rule(3, 2), ApiConfig::default()).await;
+    let now = now_ms();
     let ev = |i: u32| {
         json!({ "v": 1, "id": format!("e{i}"), "kind": "user_report", "time": now,
             "proxy": format!("p{i}"), "client": format!("10.0.0.{i}"), "host": "target.test" })
