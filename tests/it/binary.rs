@@ -95,6 +95,15 @@ impl ProxyProcess {
         self.child.id().unwrap()
     }
 
+    /// Waits (up to 30 s, else panics with `what`) for the process to exit; its status code.
+    async fn exit_code(&mut self, what: &str) -> Option<i32> {
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect(what)
+            .unwrap()
+            .code()
+    }
+
     fn signal(&self, sig: &str) {
         let ok = std::process::Command::new("kill")
             .args([&format!("-{sig}"), &self.pid().to_string()])
@@ -184,11 +193,7 @@ async fn tells_systemd_when_it_is_ready_reloading_and_stopping() {
     proxy.signal("TERM");
     assert_eq!(next().await, "STOPPING=1\n");
     proxy.wait_for_line("shutting down").await;
-    let status = tokio::time::timeout(Duration::from_secs(30), proxy.child.wait())
-        .await
-        .expect("exits")
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(proxy.exit_code("exits").await, Some(0));
 }
 
 #[tokio::test]
@@ -222,11 +227,7 @@ async fn pings_the_systemd_watchdog_while_its_event_loops_run() {
         assert_eq!(m, "WATCHDOG=1\n");
     }
     assert!(stopping);
-    let status = tokio::time::timeout(Duration::from_secs(30), proxy.child.wait())
-        .await
-        .expect("exits")
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(proxy.exit_code("exits").await, Some(0));
 }
 
 #[tokio::test]
@@ -254,11 +255,7 @@ async fn sigterm_finishes_an_in_flight_slow_response_then_exits_0() {
     let rest = resp.chunk().await.unwrap().unwrap();
     assert_eq!(&rest[..], b"second");
     assert!(resp.chunk().await.unwrap().is_none());
-    let status = tokio::time::timeout(Duration::from_secs(30), proxy.child.wait())
-        .await
-        .expect("exits after draining")
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(proxy.exit_code("exits after draining").await, Some(0));
     // The access log was flushed on the way out, in Squid's native format.
     let log = std::fs::read_to_string(proxy.dir.path().join("access.log")).unwrap();
     let line = log
