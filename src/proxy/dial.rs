@@ -439,11 +439,6 @@ impl Dialer {
                 .map(|&ip| SocketAddr::new(ip, port))
                 .collect(),
         };
-        if addrs.is_empty() {
-            return Err(DialError::NoAddress {
-                host: host.to_owned(),
-            });
-        }
         // Refuse the whole host if any of its addresses is refused: a name that mixes a
         // public and an internal address is a rebinding attempt, not a fallback.
         for &addr in &addrs {
@@ -451,16 +446,9 @@ impl Dialer {
                 .check(addr)
                 .map_err(|reason| DialError::Refused { addr, reason })?;
         }
-        match connect_first(interleave_families(addrs), self.attempt_delay).await {
-            Ok(s) => {
-                let _ = s.set_nodelay(true);
-                Ok(s)
-            }
-            Err(Some(e)) => Err(e),
-            Err(None) => Err(DialError::NoAddress {
-                host: host.to_owned(),
-            }),
-        }
+        let s = connect_first(host, interleave_families(addrs), self.attempt_delay).await?;
+        let _ = s.set_nodelay(true);
+        Ok(s)
     }
 }
 
@@ -486,11 +474,13 @@ fn interleave_families(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
 /// caller's deadline bounds the lot.
 ///
 /// # Errors
-/// The last attempt's error when all failed; `None` for no address at all.
+/// The last attempt's error when all failed; [`DialError::NoAddress`] naming `host` when
+/// there was no address to try.
 async fn connect_first(
+    host: &str,
     addrs: Vec<SocketAddr>,
     delay: Duration,
-) -> Result<TcpStream, Option<DialError>> {
+) -> Result<TcpStream, DialError> {
     use futures_util::StreamExt as _;
     let mut pending = addrs.into_iter();
     let mut attempts = futures_util::stream::FuturesUnordered::new();
@@ -507,7 +497,11 @@ async fn connect_first(
         if attempts.is_empty() {
             match pending.next() {
                 Some(addr) => attempts.push(attempt(addr)),
-                None => return Err(last),
+                None => {
+                    return Err(last.unwrap_or_else(|| DialError::NoAddress {
+                        host: host.to_owned(),
+                    }));
+                }
             }
         }
         let more = pending.len() > 0;
