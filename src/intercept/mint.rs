@@ -19,6 +19,8 @@
 //! its chain and key per cached host, a few KiB each, at most the configured entry count.
 //!
 //! # How it fails
+//! At start, [`Minter::self_test`] refuses a CA that clients would reject (outside its
+//! validity dates, or signing leaves a client that trusts it does not accept).
 //! A host that cannot be a certificate name (empty, over 253 bytes, not a DNS name or IP) is
 //! a [`MintError`]; the caller refuses the connection. Failures are not cached.
 
@@ -38,6 +40,11 @@ use super::ca::Ca;
 
 /// How far back a leaf's `notBefore` is set, against clients whose clocks run slow.
 pub const BACKDATE: Duration = Duration::from_secs(3600);
+
+/// The name [`Minter::self_test`] mints for: an IP literal, so that a CA restricted to DNS
+/// subtrees (`webrep ca init --permit`) still covers it (RFC 5280 constrains only names of
+/// the constrained type). The test leaf is never cached, so it is never served.
+pub const SELF_TEST_NAME: &str = "127.0.0.1";
 
 /// Why a leaf could not be minted.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -178,6 +185,77 @@ impl Minter {
         Ok((chain, key))
     }
 
+    /// Start-up check: mints a leaf for [`SELF_TEST_NAME`] (not cached) and runs a whole TLS
+    /// handshake against it in memory, with a client that trusts only the CA, the way a
+    /// browser that trusts the CA would, after checking the CA's own validity dates. A CA
+    /// that clients would reject (expired or not yet valid) or that cannot sign leaves they
+    /// accept fails here, once, with the reason, instead of at every client. It also runs the key
+    /// generation, signing and handshake code once, so that the first real client does not
+    /// pay for the process's cold start (lazy tables, first-touched pages): about 1 ms of a
+    /// fresh process's first intercepted request.
+    ///
+    /// # Errors
+    /// [`MintError::Failed`] naming what the client's verifier said.
+    pub fn self_test(&self) -> Result<(), MintError> {
+        let failed = |reason: String| MintError::Failed {
+            host: SELF_TEST_NAME.to_owned(),
+            reason,
+        };
+        // The verifier below takes the CA as a trust anchor and does not look at its dates;
+        // browsers and OpenSSL do.
+        let (_, ca) = x509_parser::parse_x509_certificate(&self.ca.cert_der)
+            .map_err(|e| failed(format!("the CA certificate does not parse: {e}")))?;
+        let validity = ca.validity();
+        if !validity.is_valid() {
+            return Err(failed(format!(
+                "the CA certificate is valid from {} to {}, not now; clients reject it \
+                 (`webrep ca init --force` makes a new one, which clients must trust again)",
+                validity.not_before, validity.not_after
+            )));
+        }
+        let server = Arc::new(self.mint(SELF_TEST_NAME)?);
+        self.minted
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(self.ca.cert_der.clone())
+            .map_err(|e| failed(format!("the CA certificate is not a usable root: {e}")))?;
+        let client = rustls::ClientConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| failed(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls_pki_types::ServerName::try_from(SELF_TEST_NAME)
+            .map_err(|e| failed(e.to_string()))?;
+        let mut c = rustls::ClientConnection::new(Arc::new(client), name)
+            .map_err(|e| failed(e.to_string()))?;
+        let mut s = rustls::ServerConnection::new(server).map_err(|e| failed(e.to_string()))?;
+        let mut wire = Vec::with_capacity(4096);
+        // A TLS 1.3 handshake is two flights each way; a few more rounds are slack.
+        for _ in 0..8 {
+            if !c.is_handshaking() && !s.is_handshaking() {
+                return Ok(());
+            }
+            wire.clear();
+            while c.wants_write() {
+                c.write_tls(&mut wire).map_err(|e| failed(e.to_string()))?;
+            }
+            s.read_tls(&mut wire.as_slice())
+                .map_err(|e| failed(e.to_string()))?;
+            s.process_new_packets()
+                .map_err(|e| failed(format!("server side: {e}")))?;
+            wire.clear();
+            while s.wants_write() {
+                s.write_tls(&mut wire).map_err(|e| failed(e.to_string()))?;
+            }
+            c.read_tls(&mut wire.as_slice())
+                .map_err(|e| failed(e.to_string()))?;
+            c.process_new_packets()
+                .map_err(|e| failed(format!("a client trusting the CA rejects its leaves: {e}")))?;
+        }
+        Err(failed("the handshake did not finish".into()))
+    }
+
     /// Number of cached configs (approximate; moka counts lazily).
     pub fn cached(&self) -> u64 {
         self.cache.entry_count()
@@ -298,6 +376,57 @@ mod tests {
         let other = m.server_config("other.test").await.unwrap();
         assert!(!Arc::ptr_eq(&other, &configs[0]));
         assert!(m.server_config("no such host").await.is_err());
+    }
+
+    #[test]
+    fn the_self_test_passes_a_good_ca_and_names_what_is_wrong_with_an_expired_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = minter(dir.path());
+        m.self_test().unwrap();
+        assert_eq!(m.cached(), 0);
+        assert_eq!(m.minted.load(std::sync::atomic::Ordering::Relaxed), 0);
+
+        // A CA restricted to DNS subtrees still passes (the test name is an IP literal).
+        let constrained = tempfile::tempdir().unwrap();
+        let opts = InitOptions {
+            permitted_dns: vec!["corp.example".into()],
+            ..InitOptions::default()
+        };
+        let ca = init(constrained.path(), &opts).unwrap();
+        Minter::new(Arc::new(ca), Duration::from_secs(86400), 10)
+            .self_test()
+            .unwrap();
+
+        // A CA whose validity ended yesterday loads (its key matches) but fails the test.
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let expired = tempfile::tempdir().unwrap();
+        let mut p = CertificateParams::default();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(DnType::CommonName, "expired test CA");
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now - time::Duration::days(30);
+        p.not_after = now - time::Duration::days(1);
+        let key = KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        std::fs::write(expired.path().join(super::super::ca::CERT_FILE), cert.pem()).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(expired.path().join(super::super::ca::KEY_FILE))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, key.serialize_pem().as_bytes()))
+            .unwrap();
+        let ca = super::super::ca::load(expired.path()).unwrap();
+        let err = Minter::new(Arc::new(ca), Duration::from_secs(86400), 10)
+            .self_test()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not now; clients reject it"), "{err}");
     }
 
     #[test]

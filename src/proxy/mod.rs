@@ -428,6 +428,12 @@ fn intercept_setup(
     tracing::info!(dir = %ic.ca_dir.display(), fingerprint = %ca.fingerprint(), "interception CA loaded");
     let minter =
         crate::intercept::mint::Minter::new(Arc::new(ca), ic.leaf_validity, ic.cert_cache_entries);
+    minter.self_test().with_context(|| {
+        format!(
+            "intercept.enabled is true but the interception CA in {} cannot sign certificates clients accept",
+            ic.ca_dir.display()
+        )
+    })?;
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = &ic.upstream_ca_file {

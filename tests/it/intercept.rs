@@ -393,7 +393,7 @@ async fn secure_websocket_echo_through_interception() {
 }
 
 #[tokio::test]
-async fn the_ca_page_and_a_missing_ca() {
+async fn the_ca_page_and_a_missing_or_expired_ca() {
     let origin_ca = TestCa::new();
     let i = intercepting(&origin_ca, 443, "").await;
     let r = plain_get(format!("{}/ca", i.proxy.url())).await.unwrap();
@@ -428,11 +428,47 @@ async fn the_ca_page_and_a_missing_ca() {
         webrep::config::AccessLogFormat::Json,
         1 << 16,
     ));
-    let err = match webrep::proxy::Proxy::bind(&config, log).await {
+    let err = match webrep::proxy::Proxy::bind(&config, log.clone()).await {
         Ok(_) => panic!("started without a CA"),
         Err(e) => format!("{e:#}"),
     };
     assert!(err.contains("webrep ca init"), "{err}");
+
+    // A CA that expired yesterday: its key matches, but clients would reject every leaf, so
+    // the start-up self-test refuses it and says why.
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let expired = dir.path().join("expired");
+    std::fs::create_dir(&expired).unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "expired test CA");
+    p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::days(30);
+    p.not_after = now - time::Duration::days(1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(expired.join("ca.pem"), p.self_signed(&key).unwrap().pem()).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(expired.join("ca-key.pem"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, key.serialize_pem().as_bytes()))
+        .unwrap();
+    let yaml = format!(
+        "{BASE}intercept:\n  enabled: true\n  ca_dir: {:?}\n",
+        expired.display().to_string()
+    );
+    let config = webrep::config::Config::from_yaml(&yaml, "t.yaml").unwrap();
+    let err = match webrep::proxy::Proxy::bind(&config, log).await {
+        Ok(_) => panic!("started with an expired CA"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("cannot sign certificates clients accept") && err.contains("not now"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
