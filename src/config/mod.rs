@@ -112,6 +112,8 @@ pub struct InterceptConfig {
     pub handshake_timeout: Duration,
     pub upstream_ca_file: Option<PathBuf>,
     pub non_tls: NonTlsAction,
+    /// `intercept.early_upstream_ms`; `None` when 0 (off).
+    pub early_upstream: Option<Duration>,
 }
 
 /// Validated `server:` section. Field meanings are documented on [`raw::RawServerConfig`].
@@ -431,6 +433,15 @@ impl Config {
         if i.ca_dir.as_os_str().is_empty() {
             return Err(invalid("intercept.ca_dir", "empty path".into()));
         }
+        if i.early_upstream_ms > 60_000 {
+            return Err(invalid(
+                "intercept.early_upstream_ms",
+                format!(
+                    "{} is above 60000 (an unused early connection is held that long)",
+                    i.early_upstream_ms
+                ),
+            ));
+        }
         let intercept = InterceptConfig {
             enabled: i.enabled,
             ca_dir: i.ca_dir.clone(),
@@ -440,6 +451,8 @@ impl Config {
             handshake_timeout: ms("intercept.handshake_timeout_ms", i.handshake_timeout_ms)?,
             upstream_ca_file: i.upstream_ca_file.clone(),
             non_tls: i.non_tls,
+            early_upstream: (i.early_upstream_ms > 0)
+                .then(|| Duration::from_millis(i.early_upstream_ms)),
         };
         let r = &raw.reputation;
         let mut sources = Vec::with_capacity(r.sources.len());

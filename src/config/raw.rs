@@ -458,6 +458,13 @@ pub struct RawInterceptConfig {
     /// Bytes that are neither TLS nor HTTP: `refuse` (default) or `tunnel`. Applies when
     /// filtering is off; with a policy, its `interception.non_tls` decides per host.
     pub non_tls: NonTlsAction,
+    /// Early upstream TLS: as soon as a tunnel's ClientHello is read, the TLS handshake with
+    /// the real server starts over the connection the CONNECT dialled, beside the client's
+    /// handshake, and the result is kept this long (milliseconds) for the tunnel's first
+    /// decrypted request, which then finds its upstream connection ready. `0`: off (that
+    /// connection is closed, and the first request dials and handshakes after it arrives).
+    /// Default 2000.
+    pub early_upstream_ms: u64,
 }
 
 impl Default for RawInterceptConfig {
@@ -471,6 +478,7 @@ impl Default for RawInterceptConfig {
             handshake_timeout_ms: 10_000,
             upstream_ca_file: None,
             non_tls: NonTlsAction::Refuse,
+            early_upstream_ms: 2000,
         }
     }
 }

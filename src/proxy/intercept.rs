@@ -23,8 +23,10 @@
 //! # What it costs
 //! One small read to classify; a TLS handshake with a cached certificate (a mint on the first
 //! visit to a host, see [`crate::intercept::mint`]); then hyper per request, as for plain
-//! HTTP, plus TLS on both sides. The pre-dialled upstream connection is dropped for TLS and
-//! HTTP (the pooled HTTPS client dials its own, so inner requests reuse connections).
+//! HTTP, plus TLS on both sides. For TLS to a server the pools hold no connection to, the
+//! CONNECT's dialled connection starts the upstream handshake at once, beside the client's
+//! ([`super::early`]); otherwise (and for plain HTTP) it is closed, and inner requests use
+//! the pooled clients' connections.
 //!
 //! # How it fails
 //! A client that sends nothing or does not finish its handshake within
@@ -59,6 +61,8 @@ pub struct Interceptor {
     /// Client handshakes that failed after interception, per host (apps that pin their
     /// certificates, clients without the CA): candidates for the bypass list.
     pub handshake_failures: moka::sync::Cache<String, Arc<std::sync::atomic::AtomicU64>>,
+    /// With `intercept.early_upstream_ms`: upstream handshakes started beside the client's.
+    pub early: Option<Arc<super::early::EarlyConns>>,
 }
 
 /// Most hosts whose handshake failures are remembered.
@@ -127,8 +131,7 @@ pub async fn serve_tunnel(
     };
     match first[0] {
         0x16 => {
-            drop(upstream);
-            serve_tls(state.clone(), ctx, prefixed, authority, icpt).await;
+            serve_tls(state.clone(), ctx, prefixed, authority, upstream, icpt).await;
         }
         b'A'..=b'Z' => {
             drop(upstream);
@@ -162,6 +165,7 @@ async fn serve_tls(
     ctx: RequestCtx,
     io: Prefixed<TokioIo<hyper::upgrade::Upgraded>>,
     authority: Authority,
+    upstream: Option<TcpStream>,
     icpt: &Interceptor,
 ) {
     let deadline = tokio::time::Instant::now() + icpt.handshake_timeout;
@@ -198,6 +202,17 @@ async fn serve_tls(
         }
         None => connect_host.to_owned(),
     };
+    // The upstream handshake starts now, beside ours with the client, for the pool the
+    // client's requests will use (the one offering h2 when the client offers it).
+    let h2 = start
+        .client_hello()
+        .alpn()
+        .is_some_and(|mut protocols| protocols.any(|p| p == b"h2"));
+    let port = authority.port_u16().unwrap_or(443);
+    if let (Some(early), Some(tcp)) = (&icpt.early, upstream) {
+        early.start(ctx.worker, connect_host, port, h2, tcp);
+    }
+    let connect_host = connect_host.to_owned();
     let config = match icpt.minter.server_config(&cert_host).await {
         Ok(c) => c,
         Err(e) => {
@@ -219,7 +234,11 @@ async fn serve_tls(
             return;
         }
     };
+    let worker = ctx.worker;
     serve_inner(state, ctx, TokioIo::new(tls), authority, "https").await;
+    if let Some(early) = &icpt.early {
+        early.tunnel_ended(worker, &connect_host, port, h2);
+    }
 }
 
 /// Whether the policy allows `sni` (a name that differs from the CONNECT host) as a host:

@@ -111,6 +111,16 @@ fn stats(state: &ProxyState) -> Response<ProxyBody> {
             .collect(),
         None => serde_json::Value::Null,
     };
+    // Early upstream handshakes (intercept.early_upstream_ms): started, taken by a request,
+    // kept now.
+    v["early_upstream"] = match state.interceptor.as_ref().and_then(|i| i.early.as_ref()) {
+        Some(e) => serde_json::json!({
+            "started": e.started.load(Relaxed),
+            "used": e.used.load(Relaxed),
+            "kept": e.kept(),
+        }),
+        None => serde_json::Value::Null,
+    };
     let mut r = Response::new(ProxyBody::full(format!("{v}\n")));
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -172,6 +172,17 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
             "Client TLS handshakes that failed after interception (per host on /stats)",
             i.failed_handshakes().iter().map(|(_, n)| n).sum(),
         );
+        if let Some(e) = &i.early {
+            counter_family(
+                &mut r,
+                "early_upstream_connections",
+                "Upstream TLS handshakes started beside an intercepted client's (intercept.early_upstream_ms), and how many a request used",
+                "state",
+                [("started", &e.started), ("used", &e.used)]
+                    .into_iter()
+                    .map(|(k, c)| (k.to_owned(), c.load(Relaxed))),
+            );
+        }
     }
     counter_family(
         &mut r,

@@ -23,6 +23,7 @@ pub mod body;
 pub mod conn;
 pub mod connect;
 pub mod dial;
+pub mod early;
 pub mod error;
 pub mod filescan;
 pub mod filter;
@@ -391,7 +392,9 @@ fn upstream_pool(cfg: &ProxyConfig) -> hyper_util::client::legacy::Builder {
 }
 
 /// The pooled upstream client for decrypted requests: verified TLS over our [`Connector`].
-pub type HttpsClient = Client<hyper_rustls::HttpsConnector<Connector>, Incoming>;
+/// Its connector takes a connection [`early::EarlyConns`] started for the host first.
+pub type HttpsClient =
+    Client<early::EarlyConnector<hyper_rustls::HttpsConnector<Connector>>, Incoming>;
 
 /// A worker's upstream HTTPS pools for intercepted requests: ALPN matched to the client.
 /// A client that speaks HTTP/2 to the proxy is sent upstream over a pool that offers `h2`
@@ -459,8 +462,21 @@ fn intercept_setup(
     .with_safe_default_protocol_versions()?
     .with_root_certificates(roots)
     .with_no_client_auth();
+    // What hyper-rustls sets on the two pools' configs (no ALPN for HTTP/1.1 only), for the
+    // early connections that stand in for theirs.
+    let early = ic.early_upstream.map(|keep| {
+        let mut h2 = tls.clone();
+        h2.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        early::EarlyConns::new(
+            keep,
+            cfg.upstream_connect_timeout,
+            cfg.upstream_idle_timeout,
+            Arc::new(tls.clone()),
+            Arc::new(h2),
+        )
+    });
     let clients = (0..cfg.workers)
-        .map(|_| {
+        .map(|worker| {
             let h1 = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(tls.clone())
                 .https_only()
@@ -472,8 +488,18 @@ fn intercept_setup(
                 .enable_all_versions()
                 .wrap_connector(Connector::new(dialer.clone()));
             HttpsClients {
-                h1: upstream_pool(cfg).build(h1),
-                h2: upstream_pool(cfg).build(h2),
+                h1: upstream_pool(cfg).build(early::EarlyConnector::new(
+                    h1,
+                    early.clone(),
+                    worker,
+                    false,
+                )),
+                h2: upstream_pool(cfg).build(early::EarlyConnector::new(
+                    h2,
+                    early.clone(),
+                    worker,
+                    true,
+                )),
             }
         })
         .collect();
@@ -483,6 +509,7 @@ fn intercept_setup(
             handshake_timeout: ic.handshake_timeout,
             non_tls: ic.non_tls,
             handshake_failures: moka::sync::Cache::new(intercept::HANDSHAKE_FAILURE_HOSTS),
+            early,
         },
         clients,
     ))

@@ -700,3 +700,72 @@ async fn the_upstream_protocol_follows_what_the_client_speaks() {
     }
     i.proxy.stop().await;
 }
+
+#[tokio::test]
+async fn the_upstream_handshake_starts_early_over_the_connection_the_connect_dialled() {
+    let origin_ca = TestCa::new();
+    let origin = Origin::https_h2(&origin_ca).await;
+    let port = origin.addr.port();
+    let url = format!("https://127.0.0.1:{port}/headers");
+    // One worker: pools (and what is warm) are per worker.
+    let i = intercepting_with(&origin_ca.ca_path, port, "  workers: 1\n", "").await;
+    // Each client is a new tunnel. Its CONNECT dials the origin (before the 200); that very
+    // connection carries the tunnel's first request, with the ALPN of the pool it went to:
+    // one origin connection per tunnel.
+    for (n, (http1_only, origin_version)) in [(true, "HTTP/1.1"), (false, "HTTP/2.0")]
+        .into_iter()
+        .enumerate()
+    {
+        let r = i.client(http1_only).get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(v["version"], origin_version, "{v}");
+        assert_eq!(origin.stats.connections.load(Ordering::SeqCst), n + 1);
+    }
+    let stats = proxy_stats(&i.proxy).await;
+    assert_eq!(
+        stats["early_upstream"],
+        serde_json::json!({ "started": 2, "used": 2, "kept": 0 })
+    );
+    // A third tunnel goes to a warm server: the pool holds a connection, so no early
+    // handshake is started (it would be wasted). The CONNECT's own dial is closed unused
+    // and the request takes the pooled connection (3 origin connections, not 4).
+    let r = i.client(true).get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(origin.stats.connections.load(Ordering::SeqCst), 3);
+    assert_eq!(proxy_stats(&i.proxy).await["early_upstream"]["started"], 2);
+    i.proxy.stop().await;
+
+    // Off: the CONNECT's connection is closed unused and the request dials its own.
+    let origin = Origin::https_h2(&origin_ca).await;
+    let port = origin.addr.port();
+    let i = intercepting(&origin_ca, port, "  early_upstream_ms: 0\n").await;
+    let r = i
+        .client(true)
+        .get(format!("https://127.0.0.1:{port}/headers"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(origin.stats.connections.load(Ordering::SeqCst), 2);
+    assert!(proxy_stats(&i.proxy).await["early_upstream"].is_null());
+    i.proxy.stop().await;
+
+    // A tunnel that never sends a request: its early connection is let go after the keep time.
+    let i = intercepting(&origin_ca, port, "  early_upstream_ms: 100\n").await;
+    let tls = tls_through(&i.proxy, port, &i.ca_pem, None).await;
+    let mut stats = proxy_stats(&i.proxy).await;
+    for _ in 0..500 {
+        if stats["early_upstream"]["kept"] == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        stats = proxy_stats(&i.proxy).await;
+    }
+    assert_eq!(
+        stats["early_upstream"],
+        serde_json::json!({ "started": 1, "used": 0, "kept": 0 })
+    );
+    drop(tls);
+    i.proxy.stop().await;
+}
