@@ -207,8 +207,10 @@ pub struct RawProxyConfig {
     /// The most an upstream connection's read buffer grows to, in bytes: each read from an
     /// upstream takes at most this much. Larger means fewer system calls for big downloads
     /// and more memory per busy connection (up to about twice this while a body streams).
-    /// Measured on 2 cores with 128 clients fetching 1 MiB: 65536 → 0.51x direct throughput
-    /// at 31 MB peak RSS; 131072 → 0.68x at 47 MB. Default 65536; 8192 to 16777216.
+    /// Measured on 2 cores with 128 clients fetching 1 MiB (2026-12-05, one machine state):
+    /// 32768 → 0.70x direct throughput at 30 MB peak RSS; 49152 → 0.82x at 34 MB; 65536 →
+    /// 0.80x at 40 MB. Default 32768 (memory per busy connection is what limits a gateway
+    /// with thousands of them); 8192 to 16777216.
     pub upstream_read_buffer_bytes: usize,
     /// A tunnel (CONNECT or WebSocket) with no bytes in either direction for this long is
     /// closed, in milliseconds. Default 300000 (5 minutes).
@@ -656,7 +658,7 @@ impl Default for RawProxyConfig {
             upstream_response_timeout_ms: 60_000,
             upstream_idle_timeout_ms: 60_000,
             upstream_max_idle_per_host: 256,
-            upstream_read_buffer_bytes: 65_536,
+            upstream_read_buffer_bytes: 32_768,
             tunnel_idle_timeout_ms: 300_000,
             shutdown_grace_period_ms: 30_000,
             preserve_header_case: false,
