@@ -525,14 +525,20 @@ async fn connect_first(
 }
 
 /// The hyper-util `Connect` service for the pooled upstream client.
+///
+/// hyper-util clones the connector for every request, pooled connection or not, so it holds
+/// the dialer behind one `Arc` (one reference count, not the half dozen of a [`Dialer`] clone
+/// with its DNS cache).
 #[derive(Debug, Clone)]
 pub struct Connector {
-    dialer: Dialer,
+    dialer: Arc<Dialer>,
 }
 
 impl Connector {
     pub fn new(dialer: Dialer) -> Self {
-        Self { dialer }
+        Self {
+            dialer: Arc::new(dialer),
+        }
     }
 }
 
