@@ -227,31 +227,38 @@ impl Minter {
             .with_no_client_auth();
         let name = rustls_pki_types::ServerName::try_from(SELF_TEST_NAME)
             .map_err(|e| failed(e.to_string()))?;
-        let mut c = rustls::ClientConnection::new(Arc::new(client), name)
-            .map_err(|e| failed(e.to_string()))?;
-        let mut s = rustls::ServerConnection::new(server).map_err(|e| failed(e.to_string()))?;
+        let mut c = rustls::Connection::Client(
+            rustls::ClientConnection::new(Arc::new(client), name)
+                .map_err(|e| failed(e.to_string()))?,
+        );
+        let mut s = rustls::Connection::Server(
+            rustls::ServerConnection::new(server).map_err(|e| failed(e.to_string()))?,
+        );
+        // One flight from `from` to `to`, in memory; `side` names who rejects what.
         let mut wire = Vec::with_capacity(4096);
+        let mut flight = |from: &mut rustls::Connection, to: &mut rustls::Connection, side| {
+            wire.clear();
+            while from.wants_write() {
+                from.write_tls(&mut wire)
+                    .map_err(|e| failed(e.to_string()))?;
+            }
+            to.read_tls(&mut wire.as_slice())
+                .map_err(|e| failed(e.to_string()))?;
+            to.process_new_packets()
+                .map(drop)
+                .map_err(|e| failed(format!("{side}: {e}")))
+        };
         // A TLS 1.3 handshake is two flights each way; a few more rounds are slack.
         for _ in 0..8 {
             if !c.is_handshaking() && !s.is_handshaking() {
                 return Ok(());
             }
-            wire.clear();
-            while c.wants_write() {
-                c.write_tls(&mut wire).map_err(|e| failed(e.to_string()))?;
-            }
-            s.read_tls(&mut wire.as_slice())
-                .map_err(|e| failed(e.to_string()))?;
-            s.process_new_packets()
-                .map_err(|e| failed(format!("server side: {e}")))?;
-            wire.clear();
-            while s.wants_write() {
-                s.write_tls(&mut wire).map_err(|e| failed(e.to_string()))?;
-            }
-            c.read_tls(&mut wire.as_slice())
-                .map_err(|e| failed(e.to_string()))?;
-            c.process_new_packets()
-                .map_err(|e| failed(format!("a client trusting the CA rejects its leaves: {e}")))?;
+            flight(&mut c, &mut s, "server side")?;
+            flight(
+                &mut s,
+                &mut c,
+                "a client trusting the CA rejects its leaves",
+            )?;
         }
         Err(failed("the handshake did not finish".into()))
     }
