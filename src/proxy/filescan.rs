@@ -21,20 +21,26 @@
 //!   without the last chunk), so the client is left with a failed, truncated download.
 //!
 //! # What it costs
-//! SHA-256 over every selected byte: about 0.5 ms of CPU per MiB with the `sha2` crate's
-//! SHA-NI code (1.5-2 GB/s per core), done beside the forwarding on the blocking pool in jobs
-//! of 256 KiB ([`Sha256Pipeline`]) so that a download is not slowed by its own hashing while
-//! a core is free; held-back bodies keep the frames they came in (no copy). One cached
-//! lookup per distinct file (a round trip when cold; misses of different files share
-//! requests), and one frame of delay at the end of a streamed download. Responses not
-//! selected cost one header check.
+//! SHA-256 over every selected byte: about 0.6 ms of CPU per MiB with the `sha2` crate's
+//! SHA-NI code (1.6-1.7 GiB/s per core here; `ring` and OpenSSL are no faster). Where it
+//! runs depends on whether a core is free for it ([`Sha256Pipeline`]):
+//! - a held-back body hashes each frame inline as it arrives, while the frame is in cache:
+//!   nothing is sent before the verdict, so there is no forwarding to overlap with;
+//! - a streamed download hashes beside the forwarding, in jobs of 256 KiB on the blocking
+//!   pool, while fewer streamed downloads than workers are being hashed; beyond that it
+//!   hashes inline, since every core already has a download and jobs would only add
+//!   hand-offs and a second pass through memory ([`FileScanner::stream_hasher`]).
+//!
+//! Held-back bodies keep the frames they came in (no copy). One cached lookup per distinct
+//! file (a round trip when cold; misses of different files share requests), and one frame of
+//! delay at the end of a streamed download. Responses not selected cost one header check.
 //!
 //! Measured with `cargo bench --bench proxy -- ^files` (2 shared cores, client, proxy and
-//! origin in one process, 2026-11-29): one 1 MiB download at a time, scanning off 971 MiB/s,
-//! streamed 602 MiB/s (0.62x), held back 514 MiB/s (0.53x: a held body is received whole
-//! before it is sent, so its transfer is not overlapped); 16 downloads at once, off
-//! 1121 MiB/s, streamed 799 (0.71x), held 806 (0.72x). With every core busy the ratio is
-//! what SHA-256 costs beside forwarding: about 0.5 ms of CPU per MiB against about 1.3.
+//! origin in one process, 2026-12-05, two runs each; throughput against scanning off):
+//! one 1 MiB download at a time, held 0.40-0.56x, streamed 0.57-0.63x (jobs only: 0.46-0.48x
+//! and 0.60-0.70x); 16 at once, held 0.41-0.54x, streamed 0.53-0.62x (jobs only: 0.28-0.39x
+//! and 0.49-0.55x). With every core busy the ratio is what SHA-256 costs beside forwarding
+//! a MiB through loopback (about 1.2 ms of CPU for client, origin and proxy together).
 //!
 //! # How it fails
 //! No answer from any reputation source follows `files.unavailable` (allow by default). An
@@ -44,7 +50,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -62,6 +68,10 @@ use crate::reputation::{CacheState, FileAnswer, Reputation};
 pub struct FileScanner {
     /// `files.hold_back_bytes`.
     pub hold_back_bytes: u64,
+    /// Streamed downloads being hashed now, across workers; at `cores` or more, new ones
+    /// hash inline (no core is free for hashing beside them).
+    streaming: Arc<AtomicUsize>,
+    cores: usize,
     /// Permits in KiB for `files.hold_back_total_bytes`.
     held: Arc<tokio::sync::Semaphore>,
     pub stats: FileStats,
@@ -247,6 +257,8 @@ fn hex(d: &[u8]) -> String {
 /// behind a running job; beyond that the body is not read further until the job is done
 /// (backpressure, bounded memory).
 pub struct Sha256Pipeline {
+    /// Hash each frame as it is pushed, on this thread (see [`Sha256Pipeline::inline`]).
+    inline: bool,
     /// The hasher, when no job has it.
     idle: Option<sha2::Sha256>,
     job: Option<tokio::task::JoinHandle<sha2::Sha256>>,
@@ -257,6 +269,7 @@ pub struct Sha256Pipeline {
 impl Default for Sha256Pipeline {
     fn default() -> Self {
         Sha256Pipeline {
+            inline: false,
             idle: Some(sha2::Sha256::new()),
             job: None,
             queued: Vec::new(),
@@ -271,8 +284,25 @@ impl Sha256Pipeline {
     /// Most bytes queued behind a running job.
     pub const MAX_QUEUED: usize = 2 << 20;
 
-    /// Queues `data` for hashing.
+    /// A pipeline that hashes every frame at once on the calling thread, while the frame is
+    /// still in the CPU's cache, and never hands off to the blocking pool. Cheaper in CPU
+    /// than jobs (no thread hand-off, no second trip through memory); slower for one
+    /// download only when a core would otherwise be free to hash beside it.
+    pub fn inline() -> Self {
+        Sha256Pipeline {
+            inline: true,
+            ..Sha256Pipeline::default()
+        }
+    }
+
+    /// Queues `data` for hashing (or hashes it now, inline).
     pub fn push(&mut self, data: &Bytes) {
+        if self.inline
+            && let Some(hasher) = self.idle.as_mut()
+        {
+            hasher.update(data);
+            return;
+        }
         if !data.is_empty() {
             self.queued_bytes += data.len();
             self.queued.push(data.clone());
@@ -335,10 +365,13 @@ impl Sha256Pipeline {
 pub struct Held(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
 
 impl FileScanner {
-    pub fn new(config: &crate::config::raw::RawFilesConfig) -> FileScanner {
+    /// `cores`: CPUs the proxy runs on (its worker count).
+    pub fn new(config: &crate::config::raw::RawFilesConfig, cores: usize) -> FileScanner {
         let kib = u32::try_from(config.hold_back_total_bytes.div_ceil(1024)).unwrap_or(u32::MAX);
         FileScanner {
             hold_back_bytes: config.hold_back_bytes,
+            streaming: Arc::new(AtomicUsize::new(0)),
+            cores: cores.max(1),
             held: Arc::new(tokio::sync::Semaphore::new(kib as usize)),
             stats: FileStats::default(),
         }
@@ -372,7 +405,9 @@ impl FileScanner {
         self.stats.held.fetch_add(1, Ordering::Relaxed);
         let mut frames = Vec::new();
         let mut size = 0u64;
-        let mut hash = Sha256Pipeline::default();
+        // Inline: a held body is not sent before it is whole, so there is no forwarding for
+        // a hashing job to overlap with, and each frame is hashed while in cache.
+        let mut hash = Sha256Pipeline::inline();
         while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
         {
             if let Ok(d) = frame?.into_data() {
@@ -388,6 +423,30 @@ impl FileScanner {
         let sha = std::future::poll_fn(|cx| hash.poll_finish(cx)).await?;
         Ok((frames, size, sha))
     }
+
+    /// The hasher for a streamed download, and its place among those in flight: jobs on the
+    /// blocking pool while fewer streamed downloads than cores are being hashed (the spare
+    /// core hashes beside the forwarding), inline once every core has one (jobs would only
+    /// add hand-offs and a second pass through memory).
+    pub fn stream_hasher(&self) -> (Sha256Pipeline, Streaming) {
+        let before = self.streaming.fetch_add(1, Ordering::Relaxed);
+        let hasher = if before < self.cores {
+            Sha256Pipeline::default()
+        } else {
+            Sha256Pipeline::inline()
+        };
+        (hasher, Streaming(self.streaming.clone()))
+    }
+}
+
+/// A streamed download counted as in flight (see [`FileScanner::stream_hasher`]) until
+/// dropped.
+pub struct Streaming(Arc<AtomicUsize>);
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 type Deciding = Pin<Box<dyn Future<Output = FileDecision> + Send>>;
@@ -399,6 +458,8 @@ pub struct ScanBody {
     inner: Incoming,
     /// `None` once the hash is known.
     hasher: Option<Sha256Pipeline>,
+    /// Counts this download in flight while it lives.
+    _streaming: Streaming,
     held: Option<Frame<Bytes>>,
     /// Starts the lookup once the hash is known.
     decide: Option<Box<dyn FnOnce(String) -> Deciding + Send>>,
@@ -415,12 +476,14 @@ pub struct ScanBody {
 impl ScanBody {
     pub fn new(
         inner: Incoming,
+        (hasher, streaming): (Sha256Pipeline, Streaming),
         decide: impl FnOnce(String) -> Deciding + Send + 'static,
         on_decision: impl FnOnce(&FileDecision) + Send + 'static,
     ) -> ScanBody {
         ScanBody {
             inner,
-            hasher: Some(Sha256Pipeline::default()),
+            hasher: Some(hasher),
+            _streaming: streaming,
             held: None,
             decide: Some(Box::new(decide)),
             deciding: None,
@@ -598,14 +661,34 @@ mod tests {
             (5 << 20, 3 << 20),
         ] {
             let data: Vec<u8> = (0..total).map(|i| (i * 31 % 251) as u8).collect();
-            let mut p = Sha256Pipeline::default();
-            for chunk in data.chunks(frame) {
-                p.push(&Bytes::copy_from_slice(chunk));
-                std::future::poll_fn(|cx| p.poll_ready(cx)).await.unwrap();
+            for mut p in [Sha256Pipeline::default(), Sha256Pipeline::inline()] {
+                for chunk in data.chunks(frame) {
+                    p.push(&Bytes::copy_from_slice(chunk));
+                    std::future::poll_fn(|cx| p.poll_ready(cx)).await.unwrap();
+                }
+                assert!(p.job.is_none() || !p.inline, "inline never starts a job");
+                let got = std::future::poll_fn(|cx| p.poll_finish(cx)).await.unwrap();
+                assert_eq!(got, hex(&sha2::Sha256::digest(&data)), "{total} bytes");
             }
-            let got = std::future::poll_fn(|cx| p.poll_finish(cx)).await.unwrap();
-            assert_eq!(got, hex(&sha2::Sha256::digest(&data)), "{total} bytes");
         }
+    }
+
+    #[test]
+    fn streamed_downloads_hash_beside_the_forwarding_only_while_a_core_is_free() {
+        let scanner = FileScanner::new(&crate::config::raw::RawFilesConfig::default(), 2);
+        let (a, a_count) = scanner.stream_hasher();
+        let (b, b_count) = scanner.stream_hasher();
+        let (c, c_count) = scanner.stream_hasher();
+        assert!(
+            !a.inline && !b.inline,
+            "one per core: jobs on the blocking pool"
+        );
+        assert!(c.inline, "every core busy: the third hashes inline");
+        drop((a_count, c_count));
+        let (d, _d_count) = scanner.stream_hasher();
+        assert!(!d.inline, "a core is free again");
+        drop(b_count);
+        assert_eq!(scanner.streaming.load(Ordering::Relaxed), 1);
     }
 
     #[test]
@@ -620,10 +703,13 @@ mod tests {
 
     #[tokio::test]
     async fn the_hold_back_budget_is_shared_and_returned() {
-        let scanner = FileScanner::new(&crate::config::raw::RawFilesConfig {
-            hold_back_bytes: 4096,
-            hold_back_total_bytes: 6144,
-        });
+        let scanner = FileScanner::new(
+            &crate::config::raw::RawFilesConfig {
+                hold_back_bytes: 4096,
+                hold_back_total_bytes: 6144,
+            },
+            1,
+        );
         let h = |n: &str| headers(&[("content-length", n)]);
         let (m1, p1) = scanner.mode(&h("4096"));
         assert_eq!(m1, Mode::Hold(4096));

@@ -460,6 +460,7 @@ async fn scan_download(
             let settings = scan.settings.clone();
             Ok(ProxyBody::boxed(ScanBody::new(
                 body,
+                scanner.stream_hasher(),
                 move |sha| Box::pin(async move { decide(&rep, &settings, sha).await }),
                 record,
             )))

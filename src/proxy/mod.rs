@@ -595,7 +595,7 @@ impl Proxy {
             tunnels: Default::default(),
             scanner: filter
                 .as_ref()
-                .map(|_| filescan::FileScanner::new(&config.files)),
+                .map(|_| filescan::FileScanner::new(&config.files, cfg.workers)),
             filter,
             dialer,
             auth,
