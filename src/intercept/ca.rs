@@ -276,6 +276,21 @@ pub fn describe(ca: &Ca) -> String {
             c.validity().not_before,
             c.validity().not_after
         ));
+        match c.validity().time_to_expiration() {
+            None => out.push_str(
+                "WARNING: not valid now; clients reject it and the proxy refuses to intercept \
+                 with it (`webrep ca init --force` makes a new one, which clients must trust \
+                 again)\n",
+            ),
+            Some(left) if left < time::Duration::days(30) => {
+                out.push_str(&format!(
+                    "WARNING: expires in {} days; plan a new CA (`webrep ca init --force`) and \
+                     its distribution to clients\n",
+                    left.whole_days()
+                ));
+            }
+            Some(_) => {}
+        }
         if let Ok(Some(nc)) = c.name_constraints() {
             let names: Vec<String> = nc
                 .value
@@ -309,9 +324,40 @@ pub fn trust_instructions(pem_path: &str) -> String {
     )
 }
 
+/// Writes a CA into `dir` whose validity ended yesterday (its key matches, so it loads).
+#[cfg(test)]
+pub(crate) fn write_expired_ca(dir: &Path) {
+    let mut p = CertificateParams::default();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name
+        .push(DnType::CommonName, "expired test CA");
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::days(30);
+    p.not_after = now - time::Duration::days(1);
+    let key = KeyPair::generate().unwrap();
+    let cert = p.self_signed(&key).unwrap();
+    write_new(&dir.join(CERT_FILE), cert.pem().as_bytes(), 0o644).unwrap();
+    write_new(&dir.join(KEY_FILE), key.serialize_pem().as_bytes(), 0o600).unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn show_warns_about_a_ca_that_is_not_valid_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = init(dir.path(), &InitOptions::default()).unwrap();
+        assert!(!describe(&fresh).contains("WARNING"));
+        let expired = tempfile::tempdir().unwrap();
+        write_expired_ca(expired.path());
+        let text = describe(&load(expired.path()).unwrap());
+        assert!(text.contains("WARNING: not valid now"), "{text}");
+    }
 
     #[test]
     fn init_writes_a_private_key_and_never_overwrites() {

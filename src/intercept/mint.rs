@@ -405,29 +405,8 @@ mod tests {
             .unwrap();
 
         // A CA whose validity ended yesterday loads (its key matches) but fails the test.
-        use std::os::unix::fs::OpenOptionsExt as _;
         let expired = tempfile::tempdir().unwrap();
-        let mut p = CertificateParams::default();
-        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        p.distinguished_name
-            .push(DnType::CommonName, "expired test CA");
-        p.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let now = time::OffsetDateTime::now_utc();
-        p.not_before = now - time::Duration::days(30);
-        p.not_after = now - time::Duration::days(1);
-        let key = KeyPair::generate().unwrap();
-        let cert = p.self_signed(&key).unwrap();
-        std::fs::write(expired.path().join(super::super::ca::CERT_FILE), cert.pem()).unwrap();
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(expired.path().join(super::super::ca::KEY_FILE))
-            .and_then(|mut f| std::io::Write::write_all(&mut f, key.serialize_pem().as_bytes()))
-            .unwrap();
+        super::super::ca::write_expired_ca(expired.path());
         let ca = super::super::ca::load(expired.path()).unwrap();
         let err = Minter::new(Arc::new(ca), Duration::from_secs(86400), 10)
             .self_test()

@@ -2,7 +2,7 @@
 //! until either side closes or nothing moves for the idle timeout.
 //!
 //! # How
-//! [`Relay`] copies each direction through a 16 KiB buffer that exists only while the tunnel
+//! `Relay` copies each direction through a 16 KiB buffer that exists only while the tunnel
 //! is in use: a quiet direction waits with a 512-byte inline buffer, the first bytes to
 //! arrive bring the 16 KiB one, and that is released once the direction has been quiet for a
 //! tick of the idle timer (at most 15 s) with nothing left to write. Browsers keep

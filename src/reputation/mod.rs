@@ -429,7 +429,7 @@ impl Reputation {
 
     /// The verdict for a file's SHA-256 (lower-case hex): cached for the answer's TTL,
     /// concurrent lookups of one hash coalesced, misses of different hashes batched into
-    /// shared requests ([`FileBatcher`]), the sources asked in order with their deadlines
+    /// shared requests (`FileBatcher`), the sources asked in order with their deadlines
     /// like URL lookups. `verdict: None` with [`CacheState::Unavailable`] when no source
     /// answered.
     pub async fn lookup_file(&self, sha256: &str) -> FileLookup {
