@@ -99,6 +99,16 @@ impl Ca {
     pub fn fingerprint(&self) -> String {
         fingerprint(&self.cert_der)
     }
+
+    /// How long the certificate stays valid from now; `None` when it is not valid now (or
+    /// does not parse).
+    pub fn valid_for(&self) -> Option<time::Duration> {
+        x509_parser::parse_x509_certificate(&self.cert_der)
+            .ok()?
+            .1
+            .validity()
+            .time_to_expiration()
+    }
 }
 
 /// SHA-256 of a DER certificate as `AB:CD:...`.
@@ -276,7 +286,7 @@ pub fn describe(ca: &Ca) -> String {
             c.validity().not_before,
             c.validity().not_after
         ));
-        match c.validity().time_to_expiration() {
+        match ca.valid_for() {
             None => out.push_str(
                 "WARNING: not valid now; clients reject it and the proxy refuses to intercept \
                  with it (`webrep ca init --force` makes a new one, which clients must trust \

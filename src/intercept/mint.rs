@@ -130,9 +130,15 @@ impl Minter {
     /// # Errors
     /// [`MintError`].
     pub fn mint(&self, host: &str) -> Result<ServerConfig, MintError> {
-        let (chain, key) = self.mint_leaf(host)?;
+        let config = self.build(host)?;
         self.minted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(config)
+    }
+
+    /// A server config with a fresh leaf for `host`, not counted in [`Self::minted`].
+    fn build(&self, host: &str) -> Result<ServerConfig, MintError> {
+        let (chain, key) = self.mint_leaf(host)?;
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
@@ -203,19 +209,15 @@ impl Minter {
         };
         // The verifier below takes the CA as a trust anchor and does not look at its dates;
         // browsers and OpenSSL do.
-        let (_, ca) = x509_parser::parse_x509_certificate(&self.ca.cert_der)
-            .map_err(|e| failed(format!("the CA certificate does not parse: {e}")))?;
-        let validity = ca.validity();
-        if !validity.is_valid() {
-            return Err(failed(format!(
-                "the CA certificate is valid from {} to {}, not now; clients reject it \
-                 (`webrep ca init --force` makes a new one, which clients must trust again)",
-                validity.not_before, validity.not_after
-            )));
+        if self.ca.valid_for().is_none() {
+            return Err(failed(
+                "the CA certificate is not valid now (`webrep ca show` gives its dates); \
+                 clients reject it (`webrep ca init --force` makes a new one, which clients \
+                 must trust again)"
+                    .into(),
+            ));
         }
-        let server = Arc::new(self.mint(SELF_TEST_NAME)?);
-        self.minted
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let server = Arc::new(self.build(SELF_TEST_NAME)?);
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(self.ca.cert_der.clone())
@@ -412,7 +414,7 @@ mod tests {
             .self_test()
             .unwrap_err()
             .to_string();
-        assert!(err.contains("not now; clients reject it"), "{err}");
+        assert!(err.contains("not valid now"), "{err}");
     }
 
     #[test]

@@ -212,7 +212,11 @@ async fn serve_tls(
     if let (Some(early), Some(tcp)) = (&icpt.early, upstream) {
         early.start(ctx.worker, connect_host, port, h2, tcp);
     }
-    let connect_host = connect_host.to_owned();
+    // What `tunnel_ended` needs once the tunnel is over.
+    let ended = icpt
+        .early
+        .as_ref()
+        .map(|e| (e, ctx.worker, connect_host.to_owned()));
     let config = match icpt.minter.server_config(&cert_host).await {
         Ok(c) => c,
         Err(e) => {
@@ -234,10 +238,9 @@ async fn serve_tls(
             return;
         }
     };
-    let worker = ctx.worker;
     serve_inner(state, ctx, TokioIo::new(tls), authority, "https").await;
-    if let Some(early) = &icpt.early {
-        early.tunnel_ended(worker, &connect_host, port, h2);
+    if let Some((early, worker, host)) = ended {
+        early.tunnel_ended(worker, &host, port, h2);
     }
 }
 

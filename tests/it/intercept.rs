@@ -466,7 +466,7 @@ async fn the_ca_page_and_a_missing_or_expired_ca() {
         Err(e) => format!("{e:#}"),
     };
     assert!(
-        err.contains("cannot sign certificates clients accept") && err.contains("not now"),
+        err.contains("cannot sign certificates clients accept") && err.contains("not valid now"),
         "{err}"
     );
 }
