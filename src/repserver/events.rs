@@ -243,8 +243,11 @@ impl Store {
             .optional()?
             .flatten();
         let window_ms = i64::try_from(rule.window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-        // After a revert only newer events count.
-        let since = now.saturating_sub(window_ms).max(reverted.unwrap_or(0));
+        // After a revert only newer events count: strictly newer, since events received in
+        // the revert's own millisecond came before it.
+        let since = now
+            .saturating_sub(window_ms)
+            .max(reverted.map_or(0, |t| t.saturating_add(1)));
         let kinds: Vec<String> = rule
             .kinds
             .iter()
@@ -611,6 +614,15 @@ mod tests {
         assert!(s.revert_escalation(&key).unwrap().is_some());
         assert!(s.get(&key).unwrap().is_none());
         assert!(s.revert_escalation(&key).unwrap().is_none());
+        // The old reports and the revert in one millisecond (as on a fast machine): those
+        // reports still came before it and do not count.
+        let t = now_ms() - 10;
+        s.conn
+            .execute("UPDATE events SET time = ?1 WHERE host = 'bad.test'", [t])
+            .unwrap();
+        s.conn
+            .execute("UPDATE escalations SET reverted = ?1", [t])
+            .unwrap();
         let r = s
             .ingest_events(&[report("p1", "6", "10.0.0.1", "bad.test")], 1, &rules)
             .unwrap();
