@@ -82,6 +82,8 @@ pub struct Ca {
     pub cert_pem: String,
     /// Where it was loaded from.
     pub dir: PathBuf,
+    /// The end of the certificate's validity (leaves minted with it end no later).
+    pub not_after: time::OffsetDateTime,
 }
 
 impl std::fmt::Debug for Ca {
@@ -100,6 +102,21 @@ impl Ca {
         fingerprint(&self.cert_der)
     }
 
+    /// What an admin must hear about the CA's validity now: not valid, or expiring within
+    /// [`EXPIRY_WARNING_DAYS`]; `None` when neither. Said by `webrep ca show`, and by the
+    /// proxy at start and every [`EXPIRY_CHECK_INTERVAL`] while it runs.
+    pub fn expiry_problem(&self) -> Option<CaExpiry> {
+        match self.valid_for() {
+            None => Some(CaExpiry::NotValidNow),
+            Some(left) if left < time::Duration::days(EXPIRY_WARNING_DAYS) => {
+                Some(CaExpiry::Soon {
+                    days: left.whole_days(),
+                })
+            }
+            Some(_) => None,
+        }
+    }
+
     /// How long the certificate stays valid from now; `None` when it is not valid now (or
     /// does not parse).
     pub fn valid_for(&self) -> Option<time::Duration> {
@@ -108,6 +125,37 @@ impl Ca {
             .1
             .validity()
             .time_to_expiration()
+    }
+}
+
+/// From how many days before its end a CA's validity is warned about.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// How often a running proxy looks at its CA's validity again.
+pub const EXPIRY_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+/// What is wrong with a CA's validity (see [`Ca::expiry_problem`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaExpiry {
+    /// Not valid now (expired, or not yet valid): clients reject every certificate it signs.
+    NotValidNow,
+    /// Valid for fewer than [`EXPIRY_WARNING_DAYS`] more days (whole days left).
+    Soon { days: i64 },
+}
+
+impl std::fmt::Display for CaExpiry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CaExpiry::NotValidNow => f.write_str(
+                "not valid now; clients reject it and the proxy refuses to intercept with it \
+                 (`webrep ca init --force` makes a new one, which clients must trust again)",
+            ),
+            CaExpiry::Soon { days } => write!(
+                f,
+                "expires in {days} days; plan a new CA (`webrep ca init --force`) and its \
+                 distribution to clients"
+            ),
+        }
     }
 }
 
@@ -266,7 +314,9 @@ pub fn load(dir: &Path) -> Result<Ca, CaError> {
     if !parsed.is_ca() {
         return Err(invalid(&cert_path, "not a CA certificate".into()));
     }
+    let not_after = parsed.validity().not_after.to_datetime();
     Ok(Ca {
+        not_after,
         issuer,
         cert_der: der,
         cert_pem,
@@ -286,20 +336,8 @@ pub fn describe(ca: &Ca) -> String {
             c.validity().not_before,
             c.validity().not_after
         ));
-        match ca.valid_for() {
-            None => out.push_str(
-                "WARNING: not valid now; clients reject it and the proxy refuses to intercept \
-                 with it (`webrep ca init --force` makes a new one, which clients must trust \
-                 again)\n",
-            ),
-            Some(left) if left < time::Duration::days(30) => {
-                out.push_str(&format!(
-                    "WARNING: expires in {} days; plan a new CA (`webrep ca init --force`) and \
-                     its distribution to clients\n",
-                    left.whole_days()
-                ));
-            }
-            Some(_) => {}
+        if let Some(problem) = ca.expiry_problem() {
+            out.push_str(&format!("WARNING: {problem}\n"));
         }
         if let Ok(Some(nc)) = c.name_constraints() {
             let names: Vec<String> = nc
@@ -337,17 +375,22 @@ pub fn trust_instructions(pem_path: &str) -> String {
 /// Writes a CA into `dir` whose validity ended yesterday (its key matches, so it loads).
 #[cfg(test)]
 pub(crate) fn write_expired_ca(dir: &Path) {
+    let now = time::OffsetDateTime::now_utc();
+    write_test_ca(dir, now - time::Duration::days(1));
+}
+
+/// Writes a CA into `dir`, valid from 30 days ago until `not_after`.
+#[cfg(test)]
+pub(crate) fn write_test_ca(dir: &Path, not_after: time::OffsetDateTime) {
     let mut p = CertificateParams::default();
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name
-        .push(DnType::CommonName, "expired test CA");
+    p.distinguished_name.push(DnType::CommonName, "test CA");
     p.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let now = time::OffsetDateTime::now_utc();
-    p.not_before = now - time::Duration::days(30);
-    p.not_after = now - time::Duration::days(1);
+    p.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+    p.not_after = not_after;
     let key = KeyPair::generate().unwrap();
     let cert = p.self_signed(&key).unwrap();
     write_new(&dir.join(CERT_FILE), cert.pem().as_bytes(), 0o644).unwrap();
@@ -359,14 +402,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn show_warns_about_a_ca_that_is_not_valid_now() {
+    fn show_warns_about_a_ca_that_is_not_valid_now_or_expires_within_30_days() {
         let dir = tempfile::tempdir().unwrap();
         let fresh = init(dir.path(), &InitOptions::default()).unwrap();
         assert!(!describe(&fresh).contains("WARNING"));
         let expired = tempfile::tempdir().unwrap();
         write_expired_ca(expired.path());
-        let text = describe(&load(expired.path()).unwrap());
+        let expired = load(expired.path()).unwrap();
+        assert_eq!(expired.expiry_problem(), Some(CaExpiry::NotValidNow));
+        let text = describe(&expired);
         assert!(text.contains("WARNING: not valid now"), "{text}");
+
+        let soon = tempfile::tempdir().unwrap();
+        let end = time::OffsetDateTime::now_utc() + time::Duration::hours(10 * 24 + 1);
+        write_test_ca(soon.path(), end);
+        let soon = load(soon.path()).unwrap();
+        assert_eq!(soon.expiry_problem(), Some(CaExpiry::Soon { days: 10 }));
+        assert_eq!(soon.not_after.unix_timestamp(), end.unix_timestamp());
+        let text = describe(&soon);
+        assert!(text.contains("WARNING: expires in 10 days"), "{text}");
+        assert_eq!(fresh.expiry_problem(), None);
     }
 
     #[test]

@@ -180,8 +180,10 @@ impl Minter {
         p.serial_number = Some(random_serial());
         let now = time::OffsetDateTime::now_utc();
         p.not_before = now - BACKDATE;
-        p.not_after =
-            now + time::Duration::try_from(self.lifetime).map_err(|e| failed(e.to_string()))?;
+        // No later than the CA's own end: a chain is no longer valid past it anyway.
+        p.not_after = (now
+            + time::Duration::try_from(self.lifetime).map_err(|e| failed(e.to_string()))?)
+        .min(self.ca.not_after);
         let key = KeyPair::generate().map_err(|e| failed(e.to_string()))?;
         let leaf = p
             .signed_by(&key, &self.ca.issuer)
@@ -415,6 +417,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("not valid now"), "{err}");
+    }
+
+    #[test]
+    fn a_leaf_ends_no_later_than_its_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let end = time::OffsetDateTime::now_utc() + time::Duration::days(2);
+        super::super::ca::write_test_ca(dir.path(), end);
+        let ca = Arc::new(super::super::ca::load(dir.path()).unwrap());
+        let week = Minter::new(ca.clone(), Duration::from_secs(7 * 86400), 10);
+        let (chain, _) = week.mint_leaf("x.test").unwrap();
+        let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
+        assert_eq!(leaf.validity().not_after.timestamp(), end.unix_timestamp());
+        let hour = Minter::new(ca, Duration::from_secs(3600), 10);
+        let (chain, _) = hour.mint_leaf("x.test").unwrap();
+        let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
+        assert!(leaf.validity().not_after.timestamp() < end.unix_timestamp() - 86400);
     }
 
     #[test]

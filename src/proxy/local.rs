@@ -111,6 +111,18 @@ fn stats(state: &ProxyState) -> Response<ProxyBody> {
             .collect(),
         None => serde_json::Value::Null,
     };
+    // The interception CA: which one, and until when clients accept what it signs.
+    v["intercept_ca"] = match &state.interceptor {
+        Some(i) => {
+            let ca = i.minter.ca();
+            serde_json::json!({
+                "fingerprint": ca.fingerprint(),
+                "not_after": ca.not_after.unix_timestamp(),
+                "problem": ca.expiry_problem().map(|p| p.to_string()),
+            })
+        }
+        None => serde_json::Value::Null,
+    };
     // Early upstream handshakes (intercept.early_upstream_ms): started, taken by a request,
     // kept now.
     v["early_upstream"] = match state.interceptor.as_ref().and_then(|i| i.early.as_ref()) {

@@ -160,6 +160,12 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
         );
     }
     if let Some(i) = &state.interceptor {
+        gauge(
+            &mut r,
+            "intercept_ca_expiry_timestamp_seconds",
+            "When the interception CA's validity ends, unix seconds (alert well before: clients reject every intercepted connection after it)",
+            i.minter.ca().not_after.unix_timestamp(),
+        );
         counter(
             &mut r,
             "certificates_minted",

@@ -54,6 +54,7 @@ use tracing::Instrument as _;
 
 use crate::accesslog::{AccessLog, RequestIds};
 use crate::config::{Config, ProxyConfig};
+use crate::intercept::ca;
 use acl::{ClientAcl, DestinationPolicy};
 use auth::Authenticator;
 use conn::{ActivityIo, ConnActivity, Expiry, watchdog};
@@ -413,7 +414,6 @@ fn intercept_setup(
     cfg: &ProxyConfig,
     dialer: &Dialer,
 ) -> anyhow::Result<(intercept::Interceptor, Vec<HttpsClients>)> {
-    use crate::intercept::ca;
     let ic = &config.intercept;
     let ca = match ca::load(&ic.ca_dir) {
         Ok(ca) => ca,
@@ -437,6 +437,10 @@ fn intercept_setup(
             ic.ca_dir.display()
         )
     })?;
+    if let Some(problem) = minter.ca().expiry_problem() {
+        tracing::warn!(dir = %ic.ca_dir.display(), not_after = %minter.ca().not_after,
+            "the interception CA {problem}");
+    }
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = &ic.upstream_ca_file {
@@ -513,6 +517,37 @@ fn intercept_setup(
         },
         clients,
     ))
+}
+
+/// Says every [`ca::EXPIRY_CHECK_INTERVAL`] what is wrong with the interception CA's validity,
+/// if anything: a warning while it expires within [`ca::EXPIRY_WARNING_DAYS`], an error once
+/// it is not valid (every intercepted client then fails its handshake). For alerting ahead of
+/// time, `/metrics` has the end as `webrep_intercept_ca_expiry_timestamp_seconds`.
+async fn watch_ca_expiry(ca: Arc<ca::Ca>, shutdown: CancellationToken) {
+    let log = |p: ca::CaExpiry| match p {
+        ca::CaExpiry::NotValidNow => tracing::error!(
+            dir = %ca.dir.display(), not_after = %ca.not_after, "the interception CA is {p}"),
+        ca::CaExpiry::Soon { .. } => tracing::warn!(
+            dir = %ca.dir.display(), not_after = %ca.not_after, "the interception CA {p}"),
+    };
+    watch_ca(&ca, &shutdown, log).await;
+}
+
+/// The loop of [`watch_ca_expiry`]: `report` gets each problem found.
+async fn watch_ca(ca: &ca::Ca, shutdown: &CancellationToken, mut report: impl FnMut(ca::CaExpiry)) {
+    let mut every = tokio::time::interval_at(
+        tokio::time::Instant::now() + ca::EXPIRY_CHECK_INTERVAL,
+        ca::EXPIRY_CHECK_INTERVAL,
+    );
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        if let Some(p) = ca.expiry_problem() {
+            report(p);
+        }
+    }
 }
 
 /// Binds a listening socket with `SO_REUSEPORT`, so every worker can have its own.
@@ -672,6 +707,9 @@ impl Proxy {
             .map(|a| a.to_string())
             .collect();
         state.spawn_sighup(shutdown.clone());
+        if let Some(i) = &state.interceptor {
+            tokio::spawn(watch_ca_expiry(i.minter.ca().clone(), shutdown.clone()));
+        }
         // Every listener is bound (connections wait in the backlog until the accept loops
         // below run): ready for systemd.
         crate::shutdown::notify_ready(&format!("proxy listening on {}", addrs.join(", ")));
@@ -909,5 +947,54 @@ async fn serve_connection(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_running_proxy_reports_its_ca_every_check_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        ca::write_expired_ca(dir.path());
+        let expired = ca::load(dir.path()).unwrap();
+        let shutdown = CancellationToken::new();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { watch_ca(&expired, &shutdown, |p| tx.send(p).unwrap()).await }
+        });
+        // Nothing before the first interval ends (the start-up check said it already).
+        tokio::time::advance(ca::EXPIRY_CHECK_INTERVAL - Duration::from_secs(1)).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(rx.try_recv().is_err());
+        // Then once per interval (the paused clock jumps to each).
+        assert_eq!(rx.recv().await, Some(ca::CaExpiry::NotValidNow));
+        assert_eq!(rx.recv().await, Some(ca::CaExpiry::NotValidNow));
+        shutdown.cancel();
+        task.await.unwrap();
+
+        // A CA far from its end: nothing to say, however long the proxy runs.
+        let fresh = tempfile::tempdir().unwrap();
+        let fresh = ca::init(fresh.path(), &ca::InitOptions::default()).unwrap();
+        let shutdown = CancellationToken::new();
+        let said = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let task = tokio::spawn({
+            let (shutdown, said) = (shutdown.clone(), said.clone());
+            async move {
+                watch_ca(&fresh, &shutdown, |_| {
+                    said.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                })
+                .await
+            }
+        });
+        tokio::time::sleep(ca::EXPIRY_CHECK_INTERVAL * 3 + Duration::from_secs(1)).await;
+        shutdown.cancel();
+        task.await.unwrap();
+        assert_eq!(said.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 }

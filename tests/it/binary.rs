@@ -18,6 +18,8 @@ struct ProxyProcess {
     child: Child,
     addr: SocketAddr,
     lines: mpsc::UnboundedReceiver<String>,
+    /// What it logged before it listened.
+    startup: Vec<String>,
     dir: tempfile::TempDir,
 }
 
@@ -62,6 +64,7 @@ impl ProxyProcess {
             }
         });
         let mut addr = None;
+        let mut startup = Vec::new();
         while addr.is_none() {
             let l = tokio::time::timeout(Duration::from_secs(30), lines.recv())
                 .await
@@ -70,11 +73,13 @@ impl ProxyProcess {
             if let Some(rest) = l.split("listen.addr=").nth(1) {
                 addr = Some(rest.split_whitespace().next().unwrap().parse().unwrap());
             }
+            startup.push(l);
         }
         Self {
             child,
             addr: addr.unwrap(),
             lines,
+            startup,
             dir,
         }
     }
@@ -446,4 +451,36 @@ async fn the_embedded_default_filters_with_the_sample_data() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "hello");
+}
+
+#[tokio::test]
+async fn an_interception_ca_that_expires_soon_is_warned_about_and_still_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_dir = dir.path().join("ca");
+    write_ca(
+        &ca_dir,
+        time::OffsetDateTime::now_utc() + time::Duration::hours(10 * 24 + 1),
+    );
+    let proxy = ProxyProcess::start(&format!(
+        "intercept:\n  enabled: true\n  ca_dir: {:?}\n",
+        ca_dir.display().to_string()
+    ))
+    .await;
+    let warning = proxy
+        .startup
+        .iter()
+        .find(|l| l.contains("the interception CA expires in 10 days"))
+        .unwrap_or_else(|| panic!("no warning in {:#?}", proxy.startup));
+    assert!(warning.contains("WARN"), "{warning}");
+    let stats = plain_get(format!("http://{}/stats", proxy.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    let problem = stats["intercept_ca"]["problem"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(problem.starts_with("expires in 10 days"), "{stats}");
 }

@@ -856,30 +856,6 @@ async fn admin_proxy(server: &RepServer, dir: &std::path::Path, admin: &str) -> 
     .await
 }
 
-/// `GET /metrics` on `addr`, checked to be OpenMetrics text.
-async fn scrape(addr: std::net::SocketAddr) -> String {
-    let r = plain_get(format!("http://{addr}/metrics")).await.unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(
-        r.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("application/openmetrics-text")
-    );
-    let text = r.text().await.unwrap();
-    assert!(text.trim_end().ends_with("# EOF"), "{text}");
-    text
-}
-
-/// The value of the sample `name{labels}` in scraped `text`.
-fn sample(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
-}
-
 #[tokio::test]
 async fn metrics_on_the_admin_listener_count_what_happened() {
     let origin = Origin::http().await;

@@ -515,6 +515,53 @@ pub async fn proxy_stats(proxy: &TestProxy) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// `GET /metrics` on `addr`, checked to be OpenMetrics text.
+pub async fn scrape(addr: std::net::SocketAddr) -> String {
+    let r = plain_get(format!("http://{addr}/metrics")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = r.text().await.unwrap();
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    text
+}
+
+/// The value of the sample `name{labels}` in scraped `text`.
+pub fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+}
+
+/// Writes an interception CA into the new directory `dir` (`ca.pem`, `ca-key.pem` mode 600),
+/// valid from 30 days ago until `not_after`.
+pub fn write_ca(dir: &std::path::Path, not_after: time::OffsetDateTime) {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::create_dir(dir).unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "webrep test interception CA");
+    p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    p.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+    p.not_after = not_after;
+    let key = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(dir.join("ca.pem"), p.self_signed(&key).unwrap().pem()).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dir.join("ca-key.pem"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, key.serialize_pem().as_bytes()))
+        .unwrap();
+}
+
 /// A port on 127.0.0.1 where nothing listens.
 pub async fn closed_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();

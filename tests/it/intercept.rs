@@ -395,7 +395,7 @@ async fn secure_websocket_echo_through_interception() {
 #[tokio::test]
 async fn the_ca_page_and_a_missing_or_expired_ca() {
     let origin_ca = TestCa::new();
-    let i = intercepting(&origin_ca, 443, "").await;
+    let i = intercepting(&origin_ca, 443, "admin:\n  listen: \"127.0.0.1:0\"\n").await;
     let r = plain_get(format!("{}/ca", i.proxy.url())).await.unwrap();
     assert_eq!(r.status(), 200);
     let page = r.text().await.unwrap();
@@ -414,6 +414,21 @@ async fn the_ca_page_and_a_missing_or_expired_ca() {
         .unwrap();
     assert_eq!(r.headers()["content-type"], "application/x-pem-file");
     assert_eq!(r.text().await.unwrap(), i.ca_pem);
+    // When the CA's validity ends, for alerting: /metrics and /stats.
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let not_after = cert.validity().not_after.timestamp();
+    let metrics = scrape(i.proxy.admin.unwrap()).await;
+    assert_eq!(
+        sample(&metrics, "webrep_intercept_ca_expiry_timestamp_seconds"),
+        not_after as f64
+    );
+    let stats = proxy_stats(&i.proxy).await;
+    assert_eq!(stats["intercept_ca"]["not_after"], not_after, "{stats}");
+    assert_eq!(
+        stats["intercept_ca"]["fingerprint"],
+        webrep::intercept::ca::fingerprint(&der)
+    );
+    assert!(stats["intercept_ca"]["problem"].is_null(), "{stats}");
     i.proxy.stop().await;
 
     // Interception on, no CA, not allowed to create one: the proxy does not start, and says why.
@@ -436,26 +451,11 @@ async fn the_ca_page_and_a_missing_or_expired_ca() {
 
     // A CA that expired yesterday: its key matches, but clients would reject every leaf, so
     // the start-up self-test refuses it and says why.
-    use std::os::unix::fs::OpenOptionsExt as _;
     let expired = dir.path().join("expired");
-    std::fs::create_dir(&expired).unwrap();
-    let mut p = rcgen::CertificateParams::default();
-    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    p.distinguished_name
-        .push(rcgen::DnType::CommonName, "expired test CA");
-    p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
-    let now = time::OffsetDateTime::now_utc();
-    p.not_before = now - time::Duration::days(30);
-    p.not_after = now - time::Duration::days(1);
-    let key = rcgen::KeyPair::generate().unwrap();
-    std::fs::write(expired.join("ca.pem"), p.self_signed(&key).unwrap().pem()).unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(expired.join("ca-key.pem"))
-        .and_then(|mut f| std::io::Write::write_all(&mut f, key.serialize_pem().as_bytes()))
-        .unwrap();
+    write_ca(
+        &expired,
+        time::OffsetDateTime::now_utc() - time::Duration::days(1),
+    );
     let yaml = format!(
         "{BASE}intercept:\n  enabled: true\n  ca_dir: {:?}\n",
         expired.display().to_string()
