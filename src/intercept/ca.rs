@@ -147,8 +147,9 @@ impl std::fmt::Display for CaExpiry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CaExpiry::NotValidNow => f.write_str(
-                "not valid now; clients reject it and the proxy refuses to intercept with it \
-                 (`webrep ca init --force` makes a new one, which clients must trust again)",
+                "not valid now; clients reject every certificate it signs, and the proxy \
+                 does not start with it (`webrep ca init --force` makes a new one, which clients \
+                 must trust again)",
             ),
             CaExpiry::Soon { days } => write!(
                 f,
