@@ -103,7 +103,7 @@ pub struct Event {
     /// Schema version, [`VERSION`].
     pub v: u32,
     /// Unique per proxy: the request id (16 hex digits), which is the ticket on block and
-    /// warn pages. `(proxy, id)` makes a replay idempotent.
+    /// warn pages. `(proxy, id)`, sent with the same token, makes a replay idempotent.
     pub id: String,
     /// What happened.
     pub kind: Kind,

@@ -24,7 +24,7 @@
 //! `feedback.retry_interval_ms` the oldest spooled batch is offered again, so events arrive in
 //! order. A full spool drops the batch, counted ([`FeedbackStats::dropped_spool`]) and logged.
 //! Event ids (the request id, which is the ticket on the pages) make a replay harmless: the
-//! server keeps one event per `(proxy, id)`. A batch a source refuses as malformed is dropped
+//! server keeps one event per token, `proxy` and `id`. A batch a source refuses as malformed is dropped
 //! and counted ([`FeedbackStats::rejected`]) rather than retried forever. At shutdown
 //! ([`Feedback::close`]) the queue is drained and sent within `feedback.shutdown_flush_ms`;
 //! what is not delivered by then is spooled and replayed at the next start. The spool

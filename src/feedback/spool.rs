@@ -6,7 +6,7 @@
 //! crash a segment is there whole or not at all (a leftover `*.tmp` is deleted at open).
 //! Replay reads the oldest segment first; a segment is deleted only after a source took all
 //! of it, so a crash in between sends it again, which the server's de-duplication by
-//! `(proxy, id)` absorbs. The total size is bounded by `max_bytes`: a batch that does not
+//! token, `proxy` and `id` absorbs. The total size is bounded by `max_bytes`: a batch that does not
 //! fit is refused ([`SpoolError::Full`]) and the caller counts the drop.
 //!
 //! Plain files rather than SQLite: appends and deletes of whole segments are all the spool

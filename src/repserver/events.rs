@@ -7,8 +7,8 @@
 //! writer thread (ingest, escalation, revert, pruning) or a reader thread (queries).
 //!
 //! # What it costs
-//! Ingest is one transaction with one `INSERT OR IGNORE` per event (the primary key
-//! `(proxy, id)` de-duplicates replays); then, for each host of the batch with events of a
+//! Ingest is one transaction with one `INSERT OR IGNORE` per event (a unique index on
+//! `(reporter, proxy, id)` de-duplicates replays); then, for each host of the batch with events of a
 //! kind some rule counts, one indexed `COUNT(DISTINCT ...)` per such rule. A rule that fires
 //! is one ordinary write ([`Store::write`]: sequence bump and change-log row), so the entry
 //! reaches every proxy through the change stream like any admin write.
@@ -75,6 +75,16 @@ CREATE TABLE escalations (
 /// Schema 3 -> 4: who sent each event: a fingerprint of the bearer token it came with (the
 /// `proxy` and `client` fields are only what the sender claims).
 pub(super) const MIGRATE_4: &str = "ALTER TABLE events ADD COLUMN reporter TEXT;";
+
+/// Schema 4 -> 5: an event is a duplicate only of one sent with the same token. Keyed on the
+/// claimed `(proxy, id)` alone, a holder of another token could store events under a
+/// victim proxy's name and ids first (request ids are shown on block pages, and follow a
+/// sequence), and the victim's real reports would then be dropped as replays. (Every key
+/// of the old index is a key of the new one, so existing rows cannot conflict.)
+pub(super) const MIGRATE_5: &str = "
+DROP INDEX events_by_id;
+CREATE UNIQUE INDEX events_by_id ON events (ifnull(reporter, ''), proxy, id);
+";
 
 /// The fingerprint stored as an event's `reporter`: the first 8 bytes of the SHA-256 of the
 /// bearer token, in hex. Tells tokens apart without keeping anything that would let the
@@ -557,7 +567,7 @@ mod tests {
     }
 
     #[test]
-    fn feedback_ingest_is_idempotent_by_proxy_and_id() {
+    fn feedback_ingest_is_idempotent_by_token_proxy_and_id() {
         let mut s = Store::open_in_memory().unwrap();
         let batch = [
             report("p1", "a", "10.0.0.1", "x.test"),
@@ -572,11 +582,24 @@ mod tests {
             .ingest_events(&[report("p2", "a", "10.0.0.1", "x.test")], 1, &[])
             .unwrap();
         assert_eq!(r.accepted, 1);
+        // Replays are per token: events stored first under p1's name and ids with another
+        // token do not make p1's own reports duplicates.
+        let forged = [report("p3", "f1", "10.0.0.9", "x.test")];
+        let r = s.ingest_events_from(Some("eve"), &forged, 1, &[]).unwrap();
+        assert_eq!((r.accepted, r.duplicate), (1, 0));
+        let r = s
+            .ingest_events_from(Some("p3-token"), &forged, 1, &[])
+            .unwrap();
+        assert_eq!((r.accepted, r.duplicate), (1, 0));
+        let r = s
+            .ingest_events_from(Some("p3-token"), &forged, 1, &[])
+            .unwrap();
+        assert_eq!((r.accepted, r.duplicate), (0, 1));
         assert_eq!(
             s.events(Some(Kind::UserReport), None, 100).unwrap().len(),
-            3
+            5
         );
-        assert_eq!(s.prune_events(2).unwrap(), 3);
+        assert_eq!(s.prune_events(2).unwrap(), 5);
         assert!(s.events(None, None, 100).unwrap().is_empty());
     }
 

@@ -18,7 +18,7 @@ use super::model::{
 use crate::canon::{self, CanonicalUrl};
 
 /// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Prefix of the change-log key recorded for a file-hash write (entry keys never contain `:`
 /// before their first `/` except in bracketed IPv6 hosts, which start with `[`).
@@ -243,6 +243,9 @@ impl Store {
             }
             if version < 4 {
                 tx.execute_batch(super::events::MIGRATE_4)?;
+            }
+            if version < 5 {
+                tx.execute_batch(super::events::MIGRATE_5)?;
             }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
@@ -978,6 +981,36 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(v, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_version_4_store_keys_replays_by_token_and_keeps_its_events() {
+        use crate::feedback::event::{Event, Kind};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v4.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute_batch(MIGRATE_2).unwrap();
+            conn.execute_batch(MIGRATE_3).unwrap();
+            conn.execute_batch(super::super::events::MIGRATE_4).unwrap();
+            conn.pragma_update(None, "user_version", 4).unwrap();
+            conn.execute(
+                "INSERT INTO events (proxy, id, kind, time, received, body) \
+                 VALUES ('p', 'a', 'untested', 1, 1, '{}')",
+                [],
+            )
+            .unwrap();
+        }
+        let mut s = Store::open(&path).unwrap();
+        let e = Event::new("a".into(), Kind::Untested, 1, "p".into());
+        // The stored event (no reporter) still dedupes a replay without one...
+        let r = s.ingest_events(std::slice::from_ref(&e), 1, &[]).unwrap();
+        assert_eq!((r.accepted, r.duplicate), (0, 1));
+        // ...but not the same proxy and id sent with a token.
+        let r = s.ingest_events_from(Some("t1"), &[e], 1, &[]).unwrap();
+        assert_eq!((r.accepted, r.duplicate), (1, 0));
+        assert_eq!(s.events(None, None, 10).unwrap().len(), 2);
     }
 
     #[test]
