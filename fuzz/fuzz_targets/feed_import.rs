@@ -8,20 +8,11 @@ use libfuzzer_sys::fuzz_target;
 use webrep::repserver::import::{Format, ImportOptions, Item, parse};
 use webrep::repserver::model::{Category, Key, Sha256Hex, Taxonomy};
 
-const FORMATS: [Format; 6] = [
-    Format::UrlhausCsv,
-    Format::DomainList,
-    Format::Hosts,
-    Format::JsonLines,
-    Format::Sha256List,
-    Format::MalwareBazaarCsv,
-];
-
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, feed)) = data.split_first() else {
         return;
     };
-    let format = FORMATS[usize::from(selector) % FORMATS.len()];
+    let format = Format::ALL[usize::from(selector) % Format::ALL.len()];
     let mut opts = ImportOptions::new(format, "fuzz", 1_700_000_000);
     opts.max_line_bytes = 1024;
     opts.max_bad_lines = 4;

@@ -68,18 +68,19 @@ impl Format {
     /// Every format's name, for messages.
     pub const NAMES: &'static str = "urlhaus, domains, hosts, jsonl, sha256, malwarebazaar";
 
+    /// Every format.
+    pub const ALL: [Format; 6] = [
+        Format::UrlhausCsv,
+        Format::DomainList,
+        Format::Hosts,
+        Format::JsonLines,
+        Format::Sha256List,
+        Format::MalwareBazaarCsv,
+    ];
+
     /// Parses [`as_str`](Self::as_str) output.
     pub fn from_name(name: &str) -> Option<Format> {
-        [
-            Format::UrlhausCsv,
-            Format::DomainList,
-            Format::Hosts,
-            Format::JsonLines,
-            Format::Sha256List,
-            Format::MalwareBazaarCsv,
-        ]
-        .into_iter()
-        .find(|f| f.as_str() == name)
+        Format::ALL.into_iter().find(|f| f.as_str() == name)
     }
 }
 

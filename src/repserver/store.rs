@@ -60,6 +60,15 @@ const MIGRATE_2: &str = "ALTER TABLE meta ADD COLUMN pruned_through INTEGER NOT 
 /// Schema 2 -> 3: feedback events and escalations ([`super::events`]).
 const MIGRATE_3: &str = super::events::MIGRATE_3;
 
+/// What brings a store of schema `N - 1` to `N`, for each `N` after 1 (the last is
+/// [`SCHEMA_VERSION`]).
+const MIGRATIONS: [(i64, &str); 4] = [
+    (2, MIGRATE_2),
+    (3, MIGRATE_3),
+    (4, super::events::MIGRATE_4),
+    (5, super::events::MIGRATE_5),
+];
+
 const ENTRY_COLUMNS: &str = "key, score, categories, source, added, updated, expires, note";
 
 /// `SELECT` of every entry column, then the rest of the statement: the SQL text is a constant,
@@ -235,17 +244,10 @@ impl Store {
             if version == 0 {
                 tx.execute_batch(SCHEMA)?;
             }
-            if version < 2 {
-                tx.execute_batch(MIGRATE_2)?;
-            }
-            if version < 3 {
-                tx.execute_batch(MIGRATE_3)?;
-            }
-            if version < 4 {
-                tx.execute_batch(super::events::MIGRATE_4)?;
-            }
-            if version < 5 {
-                tx.execute_batch(super::events::MIGRATE_5)?;
+            for (to, script) in MIGRATIONS {
+                if version < to {
+                    tx.execute_batch(script)?;
+                }
             }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
@@ -943,14 +945,31 @@ mod tests {
         assert!(s.changes_since(0, 100).unwrap().truncated);
     }
 
+    /// A store file at `path` as schema `version` left it.
+    fn store_of_version(path: &Path, version: i64) -> Connection {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        for (to, script) in MIGRATIONS {
+            if to <= version {
+                conn.execute_batch(script).unwrap();
+            }
+        }
+        conn.pragma_update(None, "user_version", version).unwrap();
+        conn
+    }
+
+    #[test]
+    fn migrations_end_at_the_schema_version() {
+        assert_eq!(MIGRATIONS.last().unwrap().0, SCHEMA_VERSION);
+        assert!(MIGRATIONS.windows(2).all(|w| w[1].0 == w[0].0 + 1));
+    }
+
     #[test]
     fn a_version_1_store_is_migrated() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v1.db");
         {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(SCHEMA).unwrap();
-            conn.pragma_update(None, "user_version", 1).unwrap();
+            let conn = store_of_version(&path, 1);
             conn.execute("INSERT INTO changes (seq, key) VALUES (1, 'a.test/')", [])
                 .unwrap();
             conn.execute("UPDATE meta SET seq = 1", []).unwrap();
@@ -965,10 +984,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v2.db");
         {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(SCHEMA).unwrap();
-            conn.execute_batch(MIGRATE_2).unwrap();
-            conn.pragma_update(None, "user_version", 2).unwrap();
+            store_of_version(&path, 2);
         }
         let mut s = Store::open(&path).unwrap();
         let e = Event::new("a".into(), Kind::Untested, 1, "p".into());
@@ -989,12 +1005,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v4.db");
         {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(SCHEMA).unwrap();
-            conn.execute_batch(MIGRATE_2).unwrap();
-            conn.execute_batch(MIGRATE_3).unwrap();
-            conn.execute_batch(super::super::events::MIGRATE_4).unwrap();
-            conn.pragma_update(None, "user_version", 4).unwrap();
+            let conn = store_of_version(&path, 4);
             conn.execute(
                 "INSERT INTO events (proxy, id, kind, time, received, body) \
                  VALUES ('p', 'a', 'untested', 1, 1, '{}')",
