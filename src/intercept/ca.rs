@@ -82,6 +82,8 @@ pub struct Ca {
     pub cert_pem: String,
     /// Where it was loaded from.
     pub dir: PathBuf,
+    /// The start of the certificate's validity.
+    pub not_before: time::OffsetDateTime,
     /// The end of the certificate's validity (leaves minted with it end no later).
     pub not_after: time::OffsetDateTime,
 }
@@ -117,14 +119,10 @@ impl Ca {
         }
     }
 
-    /// How long the certificate stays valid from now; `None` when it is not valid now (or
-    /// does not parse).
+    /// How long the certificate stays valid from now; `None` when it is not valid now.
     pub fn valid_for(&self) -> Option<time::Duration> {
-        x509_parser::parse_x509_certificate(&self.cert_der)
-            .ok()?
-            .1
-            .validity()
-            .time_to_expiration()
+        let now = time::OffsetDateTime::now_utc();
+        (self.not_before <= now && now < self.not_after).then(|| self.not_after - now)
     }
 }
 
@@ -315,9 +313,9 @@ pub fn load(dir: &Path) -> Result<Ca, CaError> {
     if !parsed.is_ca() {
         return Err(invalid(&cert_path, "not a CA certificate".into()));
     }
-    let not_after = parsed.validity().not_after.to_datetime();
     Ok(Ca {
-        not_after,
+        not_before: parsed.validity().not_before.to_datetime(),
+        not_after: parsed.validity().not_after.to_datetime(),
         issuer,
         cert_der: der,
         cert_pem,

@@ -438,8 +438,7 @@ fn intercept_setup(
         )
     })?;
     if let Some(problem) = minter.ca().expiry_problem() {
-        tracing::warn!(dir = %ic.ca_dir.display(), not_after = %minter.ca().not_after,
-            "the interception CA {problem}");
+        log_ca_problem(minter.ca(), problem);
     }
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -524,13 +523,21 @@ fn intercept_setup(
 /// it is not valid (every intercepted client then fails its handshake). For alerting ahead of
 /// time, `/metrics` has the end as `webrep_intercept_ca_expiry_timestamp_seconds`.
 async fn watch_ca_expiry(ca: Arc<ca::Ca>, shutdown: CancellationToken) {
-    let log = |p: ca::CaExpiry| match p {
-        ca::CaExpiry::NotValidNow => tracing::error!(
-            dir = %ca.dir.display(), not_after = %ca.not_after, "the interception CA is {p}"),
-        ca::CaExpiry::Soon { .. } => tracing::warn!(
-            dir = %ca.dir.display(), not_after = %ca.not_after, "the interception CA {p}"),
-    };
-    watch_ca(&ca, &shutdown, log).await;
+    watch_ca(&ca, &shutdown, |p| log_ca_problem(&ca, p)).await;
+}
+
+/// Logs what is wrong with the CA's validity: an error when it is not valid now, else a
+/// warning.
+fn log_ca_problem(ca: &ca::Ca, problem: ca::CaExpiry) {
+    let (dir, not_after) = (ca.dir.display(), ca.not_after);
+    match problem {
+        ca::CaExpiry::NotValidNow => {
+            tracing::error!(%dir, %not_after, "the interception CA is {problem}");
+        }
+        ca::CaExpiry::Soon { .. } => {
+            tracing::warn!(%dir, %not_after, "the interception CA {problem}");
+        }
+    }
 }
 
 /// The loop of [`watch_ca_expiry`]: `report` gets each problem found.
