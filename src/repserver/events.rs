@@ -582,8 +582,8 @@ mod tests {
             .ingest_events(&[report("p2", "a", "10.0.0.1", "x.test")], 1, &[])
             .unwrap();
         assert_eq!(r.accepted, 1);
-        // Replays are per token: events stored first under p1's name and ids with another
-        // token do not make p1's own reports duplicates.
+        // Replays are per token: an event stored first under p3's name and id with another
+        // token does not make p3's own report a duplicate.
         let forged = [report("p3", "f1", "10.0.0.9", "x.test")];
         let r = s.ingest_events_from(Some("eve"), &forged, 1, &[]).unwrap();
         assert_eq!((r.accepted, r.duplicate), (1, 0));

@@ -454,7 +454,7 @@ async fn the_embedded_default_filters_with_the_sample_data() {
 }
 
 #[tokio::test]
-async fn an_interception_ca_that_expires_soon_is_warned_about_and_still_used() {
+async fn an_interception_ca_that_expires_soon_is_warned_about_at_start_and_on_stats() {
     let dir = tempfile::tempdir().unwrap();
     let ca_dir = dir.path().join("ca");
     write_ca(
