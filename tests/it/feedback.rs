@@ -439,6 +439,7 @@ async fn feedback_survives_a_server_restart_exactly_once() {
         "",
     )
     .await;
+    p.following_changes().await;
     let st = stats(&p);
     // Traffic flows in a task while the server goes away and comes back.
     let done = Arc::new(AtomicU64::new(0));
@@ -501,6 +502,7 @@ async fn feedback_spool_is_replayed_by_the_next_proxy_run() {
     let spool = dir.path().join("spool");
     let policy = "untested: allow\n";
     let p = proxy(policy, &server.base, dir.path(), "p1", &spool, "").await;
+    p.following_changes().await;
     let client = client_from(&p, [127, 0, 0, 1]);
     // One request while the server is up (the host's answer is cached), then none answers.
     assert_eq!(
@@ -570,6 +572,7 @@ async fn feedback_full_spool_counts_drops() {
         "  spool_max_bytes: 600\n",
     )
     .await;
+    p.following_changes().await;
     let client = client_from(&p, [127, 0, 0, 1]);
     assert_eq!(
         client.get(origin.url("/a")).send().await.unwrap().status(),

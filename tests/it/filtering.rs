@@ -610,13 +610,7 @@ async fn a_verdict_changed_on_the_server_reaches_the_proxy_before_its_ttl() {
     let client = proxy.client(None);
     let url = at(&origin, "flip.test", "/page");
     assert_eq!(outcome(&client, &url).await, "pass");
-    // The change follower is in place once its first answer has been applied.
-    let rep = proxy.state.filter.as_ref().unwrap().reputation.clone();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while rep.changes_applied.load(Ordering::Relaxed) == 0 {
-        assert!(std::time::Instant::now() < deadline, "no change follower");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    proxy.following_changes().await;
     assert_eq!(outcome(&client, &url).await, "pass");
     let lookups = server.lookups().await;
     assert_eq!(outcome(&client, &url).await, "pass");

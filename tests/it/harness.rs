@@ -467,6 +467,33 @@ impl TestProxy {
         );
     }
 
+    /// Waits (bounded) until the reputation change follower has applied its first answer.
+    ///
+    /// That first answer drops the whole cache (the follower's position is new), so a test
+    /// that relies on an answer staying cached, for example across a server outage, waits
+    /// for it before its first request. Otherwise the drop can land after that request on a
+    /// slow machine, and the "cached" host is looked up again while the server is down.
+    pub async fn following_changes(&self) {
+        let rep = &self
+            .state
+            .filter
+            .as_ref()
+            .expect("filtering is on")
+            .reputation;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while rep
+            .changes_applied
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the change follower never applied an answer"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     pub async fn stop(mut self) {
         self.token.cancel();
         if let Some(h) = self.handle.take() {
