@@ -9,6 +9,11 @@
 //! Measured 2026-11-28 on the 2-core VM with another build running (load average 2.5):
 //! `mixed/requests` 11.0 µs for 12 requests, 0.92 µs each; `request/*` medians 0.64 µs
 //! (risk block) to 1.27 µs (a nine-label host, every suffix looked up).
+//!
+//! `mixed/reputation_path_*` is the policy's share of a filtered request in the proxy, the
+//! old way (`evaluate` twice) beside the current one (`prepare`, then `decide`). Measured
+//! 2026-12-05, two runs: 8.36 / 8.60 µs against 4.28 / 4.50 µs for the 12 requests, so
+//! 0.70 µs against 0.36 µs a request.
 
 //!
 //! The policy: 100,000 blocked entries (96,000 domains, 2,000 path prefixes, 2,000
@@ -24,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use webrep::canon::{CanonicalUrl, canonicalize};
-use webrep::policy::{Policy, RequestFacts, evaluate};
+use webrep::policy::{Policy, Reason, RequestFacts, evaluate, prepare};
 use webrep::repserver::model::{Category, Key, Score, Verdict};
 
 const BLOCKED: usize = 100_000;
@@ -187,6 +192,47 @@ fn bench_policy(c: &mut Criterion) {
             let mut blocked = 0usize;
             for (_, url, v) in &reqs {
                 let d = evaluate(black_box(&policy), &facts(url), v.as_ref());
+                blocked += usize::from(!d.action.forwards());
+            }
+            black_box(blocked)
+        })
+    });
+    // The proxy's reputation path over the same set: the policy's part of a filtered
+    // request. Before: `evaluate` with an untested verdict to see whether a list or rule
+    // decides, the stale window, then `evaluate` again with the verdict (rule selection
+    // three times, lists twice). Now: `prepare` once, then `decide`.
+    mixed.bench_function("reputation_path_evaluate_twice", |b| {
+        let untested = Verdict::untested();
+        b.iter(|| {
+            let mut blocked = 0usize;
+            for (_, url, v) in &reqs {
+                let f = facts(url);
+                let p = black_box(&policy);
+                let first = evaluate(p, &f, Some(&untested));
+                let d = if matches!(
+                    first.reason,
+                    Reason::Approved | Reason::Blocked | Reason::Rule
+                ) {
+                    first
+                } else {
+                    black_box(p.stale_window(&f));
+                    evaluate(p, &f, v.as_ref())
+                };
+                blocked += usize::from(!d.action.forwards());
+            }
+            black_box(blocked)
+        })
+    });
+    mixed.bench_function("reputation_path_prepared", |b| {
+        b.iter(|| {
+            let mut blocked = 0usize;
+            for (_, url, v) in &reqs {
+                let f = facts(url);
+                let prepared = prepare(black_box(&policy), &f);
+                let d = prepared.settled().unwrap_or_else(|| {
+                    black_box(prepared.stale_window());
+                    prepared.decide(v.as_ref())
+                });
                 blocked += usize::from(!d.action.forwards());
             }
             black_box(blocked)

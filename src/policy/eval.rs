@@ -337,49 +337,93 @@ fn list_hit<'p>(s: &'p Settings, url: &CanonicalUrl) -> Option<ListHit<'p>> {
 /// Decides a request (see the evaluation order in the [module docs](super)). `verdict` is
 /// `None` when no reputation answer is available (no source answered and no stale answer
 /// may be served).
+///
+/// The same as [`prepare`] then [`Prepared::decide`]; a caller that asks the reputation
+/// only when needed uses those two, so the rule and the lists are matched once.
 pub fn evaluate<'p>(
     policy: &'p Policy,
     facts: &RequestFacts<'_>,
     verdict: Option<&Verdict>,
 ) -> Decision<'p> {
-    let (rule, s) = policy.select(facts);
-    let mut d = Decision {
-        action: Action::Allow,
-        reason: Reason::Allowed,
-        rule_id: rule.map(|r| &*r.id),
-        list_hit: None,
-        category: None,
-        risk: verdict.map(|v| v.risk),
-        report: false,
-        anonymize_clients: s.feedback.anonymize_clients,
-        anonymize_users: s.feedback.anonymize_users,
-        warn_continue: s.warn_continue,
-        files: &s.files,
-    };
-    decide(&mut d, rule, s, facts.url, verdict);
-    let by_action = match d.action {
-        Action::Allow => ReportKind::Allow,
-        Action::Monitor => ReportKind::Monitor,
-        Action::Warn => ReportKind::Warn,
-        Action::Block => ReportKind::Block,
-    };
-    let mask = s.feedback.report;
-    d.report = mask & report_bit(by_action) != 0
-        || (d.reason == Reason::Untested && mask & report_bit(ReportKind::Untested) != 0)
-        || (d.reason == Reason::ReputationUnavailable
-            && mask & report_bit(ReportKind::ReputationUnavailable) != 0);
-    d
+    prepare(policy, facts).decide(verdict)
+}
+
+/// The first half of [`evaluate`], what needs no reputation: the matching rule, the settings
+/// that apply and the list entry that matches, each found once. [`Prepared::settled`] says
+/// whether that already decides; [`Prepared::decide`] finishes with the verdict.
+pub fn prepare<'p>(policy: &'p Policy, facts: &RequestFacts<'_>) -> Prepared<'p> {
+    let (rule, settings) = policy.select(facts);
+    Prepared {
+        rule,
+        settings,
+        list: list_hit(settings, facts.url),
+    }
+}
+
+/// A request's evaluation up to the reputation question ([`prepare`]). Borrows the policy
+/// only; cheap to keep while the lookup runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Prepared<'p> {
+    rule: Option<&'p Rule>,
+    settings: &'p Settings,
+    list: Option<ListHit<'p>>,
+}
+
+impl<'p> Prepared<'p> {
+    /// The decision when a list entry or the rule's `action` makes it (steps 2 and 3 of the
+    /// evaluation order): no reputation lookup is needed. `None` otherwise.
+    pub fn settled(&self) -> Option<Decision<'p>> {
+        (self.list.is_some() || self.rule.is_some_and(|r| r.action.is_some()))
+            .then(|| self.decide(None))
+    }
+
+    /// How long past its TTL a cached reputation answer may serve this request
+    /// (`reputation_unavailable.stale_seconds`), as [`Policy::stale_window`].
+    pub fn stale_window(&self) -> Duration {
+        self.settings.stale
+    }
+
+    /// The decision with `verdict` (`None`: no reputation answer).
+    pub fn decide(&self, verdict: Option<&Verdict>) -> Decision<'p> {
+        let (rule, s) = (self.rule, self.settings);
+        let mut d = Decision {
+            action: Action::Allow,
+            reason: Reason::Allowed,
+            rule_id: rule.map(|r| &*r.id),
+            list_hit: None,
+            category: None,
+            risk: verdict.map(|v| v.risk),
+            report: false,
+            anonymize_clients: s.feedback.anonymize_clients,
+            anonymize_users: s.feedback.anonymize_users,
+            warn_continue: s.warn_continue,
+            files: &s.files,
+        };
+        decide(&mut d, rule, s, self.list, verdict);
+        let by_action = match d.action {
+            Action::Allow => ReportKind::Allow,
+            Action::Monitor => ReportKind::Monitor,
+            Action::Warn => ReportKind::Warn,
+            Action::Block => ReportKind::Block,
+        };
+        let mask = s.feedback.report;
+        d.report = mask & report_bit(by_action) != 0
+            || (d.reason == Reason::Untested && mask & report_bit(ReportKind::Untested) != 0)
+            || (d.reason == Reason::ReputationUnavailable
+                && mask & report_bit(ReportKind::ReputationUnavailable) != 0);
+        d
+    }
 }
 
 fn decide<'p>(
     d: &mut Decision<'p>,
     rule: Option<&'p Rule>,
     s: &'p Settings,
-    url: &CanonicalUrl,
+    list: Option<ListHit<'p>>,
     verdict: Option<&Verdict>,
 ) {
     // 1. Lists, in the configured precedence: the admin's explicit word on a URL.
-    if let Some(hit) = list_hit(s, url) {
+    if let Some(hit) = list {
         (d.action, d.reason) = match hit.list {
             ListKind::Approved => (Action::Allow, Reason::Approved),
             ListKind::Blocked => (Action::Block, Reason::Blocked),

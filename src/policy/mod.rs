@@ -2,13 +2,15 @@
 //! evaluated by pure functions, and hot-reloaded behind a [`PolicyHandle`].
 //!
 //! # Where it sits
-//! For every request (and every CONNECT) the proxy canonicalizes the URL
-//! ([`crate::canon`]), builds [`RequestFacts`], asks the reputation cache for a verdict
-//! and calls [`evaluate`]; for a CONNECT that is allowed it then calls [`intercept`] to choose
-//! between decrypting and tunnelling. The policy never does I/O on that path: the proxy takes
-//! a lock-free snapshot with [`PolicyHandle::current`] once per request, and the request
+//! For every request (and every CONNECT) the proxy's filter (`crate::proxy::filter`)
+//! canonicalizes the URL ([`crate::canon`]), builds [`RequestFacts`] and calls [`prepare`],
+//! which selects the rule and matches the lists once. When a list entry or the rule's
+//! action decides ([`Prepared::settled`]) no reputation is asked; otherwise the filter asks
+//! the reputation cache for a verdict and finishes with [`Prepared::decide`]. ([`evaluate`]
+//! is both steps at once.) For a CONNECT it then calls [`intercept`] to choose between
+//! decrypting and tunnelling. The policy never does I/O on that path: the proxy takes a
+//! lock-free snapshot with [`PolicyHandle::current`] once per request, and the request
 //! finishes under that snapshot even if a reload swaps in a new one meanwhile.
-//! (The proxy does not call this module yet; that is issue 6.)
 //!
 //! # Evaluation order
 //! 1. **Rule selection.** The first rule (in file order) whose `match` conditions all hold
@@ -85,8 +87,8 @@ pub use compile::{
     REGEX_SIZE_LIMIT, is_security_category,
 };
 pub use eval::{
-    Action, Decision, InterceptDecision, InterceptReason, ListHit, ListKind, Reason, RequestFacts,
-    evaluate, intercept,
+    Action, Decision, InterceptDecision, InterceptReason, ListHit, ListKind, Prepared, Reason,
+    RequestFacts, evaluate, intercept, prepare,
 };
 pub use reload::{LoadError, PolicyHandle, ReloadEvent, load_file};
 pub use schema::{InterceptMode, NonTlsAction, Precedence, SecurityLevel};

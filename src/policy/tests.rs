@@ -79,6 +79,27 @@ impl Req {
     fn eval(&self, p: &Policy, v: Option<&Verdict>) -> Outcome {
         self.with(|f| {
             let d = evaluate(p, f, v);
+            // The two-step path the proxy takes agrees with `evaluate` on every row: settled
+            // exactly when a list or a rule's action decides, and then with that decision
+            // whatever the verdict would have been (no risk: nothing was looked up).
+            let prepared = super::prepare(p, f);
+            match prepared.settled() {
+                Some(s) => {
+                    assert!(
+                        matches!(d.reason, Reason::Approved | Reason::Blocked | Reason::Rule),
+                        "{}: settled as {s:?}, evaluated as {d:?}",
+                        self.url
+                    );
+                    assert_eq!(s, Decision { risk: None, ..d }, "{}", self.url);
+                }
+                None => assert!(
+                    !matches!(d.reason, Reason::Approved | Reason::Blocked | Reason::Rule),
+                    "{}: not settled, evaluated as {d:?}",
+                    self.url
+                ),
+            }
+            assert_eq!(prepared.decide(v), d, "{}", self.url);
+            assert_eq!(prepared.stale_window(), p.stale_window(f), "{}", self.url);
             Outcome {
                 action: d.action,
                 reason: d.reason,

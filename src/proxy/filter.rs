@@ -525,24 +525,21 @@ impl Filter {
         policy: &'p crate::policy::Policy,
         facts: &RequestFacts<'_>,
     ) -> DecisionBasis<'p> {
-        let first = evaluate(policy, facts, Some(&Verdict::untested()));
-        if matches!(
-            first.reason,
-            Reason::Approved | Reason::Blocked | Reason::Rule
-        ) {
-            return (first, None, None, None);
+        let prepared = crate::policy::prepare(policy, facts);
+        if let Some(d) = prepared.settled() {
+            return (d, None, None, None);
         }
         let lookup = self.reputation.lookup(facts.url).await;
         let mut verdict = lookup.verdict;
         if lookup.cache == CacheState::Stale
             && lookup
                 .stale_for
-                .is_some_and(|d| d > policy.stale_window(facts))
+                .is_some_and(|d| d > prepared.stale_window())
         {
             verdict = None;
         }
         (
-            evaluate(policy, facts, verdict.as_ref()),
+            prepared.decide(verdict.as_ref()),
             verdict,
             Some(lookup.cache),
             lookup.source,
