@@ -109,9 +109,14 @@ impl Drop for RepServer {
 /// Test host names (`*.test`) are answered from `proxy.hosts`: nothing goes to DNS.
 const TEST_HOSTS: &str = "  hosts: { \"*.test\": [\"127.0.0.1\"] }\n";
 
-/// A filtering proxy: `policy` is the policy file's text; sources are the given servers.
+/// A filtering proxy: `policy` is the policy file's text; sources are the given servers,
+/// which answer. Returns once the change follower has applied its first answer, which drops
+/// the cache ([`TestProxy::following_changes`]), so cache hits and lookup counts that a test
+/// sees are not upset by that drop landing later.
 async fn filtering_proxy(policy: &str, servers: &[&str], dir: &std::path::Path) -> TestProxy {
-    filtering_proxy_with(policy, servers, dir, "  retry_after_ms: 60000\n").await
+    let proxy = filtering_proxy_with(policy, servers, dir, "  retry_after_ms: 60000\n").await;
+    proxy.following_changes().await;
+    proxy
 }
 
 /// ... with extra `reputation:` keys (indented by two spaces).
@@ -350,14 +355,15 @@ async fn no_reputation_follows_the_fail_mode_and_says_so() {
     let base = format!("http://127.0.0.1:{}", closed_port().await);
     let dir = tempfile::tempdir().unwrap();
     let strict = "security_level: medium\nreputation_unavailable:\n  action: block\n";
-    let proxy = filtering_proxy(strict, &[&base], dir.path()).await;
+    let quick = "  retry_after_ms: 60000\n";
+    let proxy = filtering_proxy_with(strict, &[&base], dir.path(), quick).await;
     let client = proxy.client(None);
     let (status, page) = get(&client, "http://anything.test/").await;
     assert_eq!(status, 403, "{page}");
     assert!(page.contains("could not be reached"), "{page}");
     proxy.stop().await;
     // The default fail mode (allow) lets it through the filter.
-    let proxy = filtering_proxy("security_level: medium\n", &[&base], dir.path()).await;
+    let proxy = filtering_proxy_with("security_level: medium\n", &[&base], dir.path(), quick).await;
     let (status, _) = get(&proxy.client(None), "http://anything.test/").await;
     assert_ne!(status, 403);
     proxy.stop().await;
@@ -612,8 +618,6 @@ async fn a_verdict_changed_on_the_server_reaches_the_proxy_before_its_ttl() {
     let client = proxy.client(None);
     let url = at(&origin, "flip.test", "/page");
     assert_eq!(outcome(&client, &url).await, "pass");
-    proxy.following_changes().await;
-    assert_eq!(outcome(&client, &url).await, "pass");
     let lookups = server.lookups().await;
     assert_eq!(outcome(&client, &url).await, "pass");
     assert_eq!(server.lookups().await, lookups, "a cache hit");
@@ -841,7 +845,7 @@ async fn rules_on_groups_apply_to_the_authenticated_users_groups_and_reload_with
 async fn admin_proxy(server: &RepServer, dir: &std::path::Path, admin: &str) -> TestProxy {
     let file = dir.join("policy.yaml");
     std::fs::write(&file, POLICY).unwrap();
-    TestProxy::start(
+    let proxy = TestProxy::start(
         TEST_HOSTS,
         &format!(
             "admin:\n  listen: \"127.0.0.1:0\"\n{admin}policy:\n  file: {:?}\nreputation:\n  sources:\n    - {{ name: local, url: \"{}\", token: \"{CLIENT}\" }}\n",
@@ -849,7 +853,9 @@ async fn admin_proxy(server: &RepServer, dir: &std::path::Path, admin: &str) -> 
             server.base
         ),
     )
-    .await
+    .await;
+    proxy.following_changes().await;
+    proxy
 }
 
 #[tokio::test]
