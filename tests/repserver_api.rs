@@ -448,6 +448,29 @@ async fn change_stream_delivers_a_write_to_a_waiting_follower() {
     assert_eq!(v["seq"], new_seq);
     assert_eq!(v["keys"], json!(["fresh.test/"]));
 
+    // A follower ahead of this store (the server came back on another or an older store) is
+    // told `truncated` at once, not after its 30 s wait, so it drops its cache now.
+    let ahead = {
+        let http = s.http.clone();
+        let url = format!(
+            "{}/v1/changes?since={}&wait_ms=30000",
+            s.base,
+            new_seq + 100
+        );
+        tokio::spawn(async move {
+            let r = http.get(url).bearer_auth(CLIENT).send().await.unwrap();
+            serde_json::from_slice::<Value>(&r.bytes().await.unwrap()).unwrap()
+        })
+    };
+    let v = tokio::time::timeout(Duration::from_secs(10), ahead)
+        .await
+        .expect("a follower ahead of the store is answered at once")
+        .unwrap();
+    assert_eq!(
+        (v["seq"].as_u64(), v["truncated"].as_bool()),
+        (Some(new_seq), Some(true))
+    );
+
     // A follower still waiting at shutdown gets an empty answer, and the server stops.
     let pending = {
         let http = s.http.clone();

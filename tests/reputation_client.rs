@@ -31,8 +31,13 @@ struct Server {
 
 impl Server {
     async fn start(config: ApiConfig) -> Server {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Server::start_on(listener, Store::open_in_memory().unwrap(), config)
+    }
+
+    /// A server on `listener` (a fixed address, to come back on) and `store`.
+    fn start_on(listener: TcpListener, store: Store, config: ApiConfig) -> Server {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         let tokens = Tokens {
@@ -42,7 +47,7 @@ impl Server {
         let stats = Arc::new(ServerStats::default());
         let task = tokio::spawn(api::serve_with(
             listener,
-            Store::open_in_memory().unwrap(),
+            store,
             tokens,
             config,
             api::ServeOptions {
@@ -91,12 +96,39 @@ fn source(name: &str, base: &str) -> SourceConfig {
 }
 
 fn reputation(sources: Vec<SourceConfig>) -> Arc<Reputation> {
+    reputation_retrying(sources, Duration::from_secs(30))
+}
+
+fn reputation_retrying(sources: Vec<SourceConfig>, retry_after: Duration) -> Arc<Reputation> {
     Arc::new(Reputation::new(ReputationConfig {
         sources,
         cache_entries: 10_000,
         max_stale: Duration::from_secs(3600),
-        retry_after: Duration::from_secs(30),
+        retry_after,
     }))
+}
+
+/// Polls (bounded, 30 s) until `cond` holds.
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, cond: impl Fn() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond().await {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Binds `addr` again once the stopped server has released it.
+async fn bind_again(addr: std::net::SocketAddr) -> TcpListener {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return l,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "cannot bind {addr} again: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
 }
 
 fn sample() -> Value {
@@ -297,6 +329,107 @@ async fn a_change_on_the_server_reaches_the_cache_long_before_the_ttl() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
     println!("change reached the proxy cache after {delay:?}");
+    stop.cancel();
+    let _ = follower.await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_back_on_its_store_costs_the_cache_only_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("rep.db");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = Server::start_on(listener, Store::open(&db).unwrap(), ApiConfig::default());
+    server.write(sample()).await;
+    let rep = reputation_retrying(
+        vec![source("local", &server.base)],
+        Duration::from_millis(100),
+    );
+    let stop = CancellationToken::new();
+    let follower = tokio::spawn(rep.clone().follow_changes(stop.clone()));
+    let applied = || {
+        rep.changes_applied
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    eventually("the follower's first answer", || async { applied() > 0 }).await;
+    let shop = canonicalize("http://www.shop.test/index.html").unwrap();
+    let bad = canonicalize("http://bad.test/").unwrap();
+    for url in [&shop, &bad] {
+        assert_eq!(rep.lookup(url).await.cache, CacheState::Miss);
+        assert_eq!(rep.lookup(url).await.cache, CacheState::Hit);
+    }
+
+    // The server goes away; the follower's next poll fails.
+    server.stop().await;
+    eventually("the source is marked down", || async {
+        !rep.source_health()[0].1
+    })
+    .await;
+    // It comes back on the same store, and one host changes there.
+    let server = Server::start_on(
+        bind_again(addr).await,
+        Store::open(&db).unwrap(),
+        ApiConfig::default(),
+    );
+    server
+        .write(
+            json!({ "upsert": [{ "key": "shop.test/", "score": 2, "categories": ["malware"] }] }),
+        )
+        .await;
+    eventually("the change reaches the cache", || async {
+        rep.lookup(&shop).await.verdict.map(|v| v.risk) == Some(RiskLevel::Dangerous)
+    })
+    .await;
+    // The follower resumed where it was: the unchanged host is still cached.
+    assert_eq!(rep.lookup(&bad).await.cache, CacheState::Hit);
+    stop.cancel();
+    let _ = follower.await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_back_on_another_store_drops_the_cache() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = Server::start_on(
+        listener,
+        Store::open_in_memory().unwrap(),
+        ApiConfig::default(),
+    );
+    server.write(sample()).await;
+    let rep = reputation_retrying(
+        vec![source("local", &server.base)],
+        Duration::from_millis(100),
+    );
+    let stop = CancellationToken::new();
+    let follower = tokio::spawn(rep.clone().follow_changes(stop.clone()));
+    let applied = || {
+        rep.changes_applied
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    eventually("the follower's first answer", || async { applied() > 0 }).await;
+    let bad = canonicalize("http://bad.test/").unwrap();
+    assert_eq!(rep.lookup(&bad).await.cache, CacheState::Miss);
+    assert_eq!(rep.lookup(&bad).await.cache, CacheState::Hit);
+
+    server.stop().await;
+    eventually("the source is marked down", || async {
+        !rep.source_health()[0].1
+    })
+    .await;
+    // Back with an empty store (replaced): its sequence is behind the follower's position,
+    // and nothing tells which keys changed, so the whole cache goes.
+    let before = applied();
+    let server = Server::start_on(
+        bind_again(addr).await,
+        Store::open_in_memory().unwrap(),
+        ApiConfig::default(),
+    );
+    eventually("the cache is dropped", || async { applied() > before }).await;
+    let l = rep.lookup(&bad).await;
+    assert_eq!(l.cache, CacheState::Miss);
+    assert_eq!(l.verdict.map(|v| v.risk), Some(RiskLevel::Untested));
     stop.cancel();
     let _ = follower.await;
     server.stop().await;

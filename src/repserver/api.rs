@@ -1302,7 +1302,9 @@ async fn changes(shared: &Shared, query: Option<&str>) -> Result<Value, ApiError
         // Mark the current value seen before reading the store: a write after this point
         // wakes `changed()` below, so none is missed.
         let current = *rx.borrow_and_update();
-        if current > since || tokio::time::Instant::now() >= deadline {
+        // `since` ahead of this store (replaced, or restored from an older copy) is answered
+        // at once too: `truncated`, so the follower drops its cache now, not after the wait.
+        if current != since || tokio::time::Instant::now() >= deadline {
             let c = shared
                 .read(move |store| store.changes_since(since, limit))
                 .await??;

@@ -25,6 +25,11 @@
 //! lookup. When none answers: a cached answer past its TTL but within `max_stale_secs` is
 //! served as [`CacheState::Stale`]; otherwise the lookup has no verdict and the policy's
 //! `reputation_unavailable` action applies. Nothing here panics on a server's answer.
+//!
+//! The change follower ([`Reputation::follow_changes`]) drops the whole cache on its first
+//! answer, on a switch to another source, and when a source answers `truncated`. A failed
+//! poll keeps its position, so a reputation server that restarts on its store costs the
+//! proxies no cache: they resume where they were and drop only what changed meanwhile.
 
 pub mod answer;
 
@@ -722,8 +727,9 @@ impl Reputation {
     }
 
     /// Follows the change stream of the first healthy source until `shutdown`, dropping the
-    /// keys that change (long-poll, `wait_ms` 25 s). On a source switch, a gap, or a
-    /// `truncated` answer, the whole cache is dropped, since sequence numbers are per server.
+    /// keys that change (long-poll, `wait_ms` 25 s). On the first answer, a source switch or
+    /// a `truncated` answer, the whole cache is dropped, since sequence numbers are per
+    /// server. A failed poll keeps the position: the same source, back, resumes from it.
     pub async fn follow_changes(self: Arc<Self>, shutdown: CancellationToken) {
         let mut position: Option<(usize, u64)> = None;
         loop {
@@ -770,7 +776,11 @@ impl Reputation {
                 }
                 Err(e) => {
                     self.mark_down(s, &e);
-                    position = None;
+                    // The position is kept. When this source answers again it names what
+                    // changed meanwhile, or says `truncated` when its log no longer reaches
+                    // back or its store was replaced, so a restart of the server or a
+                    // network blip does not drop the whole cache and send every client's
+                    // next request to a server that has just come back.
                     tokio::select! {
                         _ = tokio::time::sleep(self.retry_after.min(Duration::from_secs(5))) => {}
                         _ = shutdown.cancelled() => return,
