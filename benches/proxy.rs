@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Version};
-use http_body_util::{BodyExt as _, Empty, Full};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::TokioIo;
 use webrep::proxy::headers::{append_via, has_our_via, strip_hop_by_hop, via_value};
 
@@ -84,6 +84,9 @@ fn start(
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(
                         |req: Request<hyper::body::Incoming>| async move {
+                            if req.uri().path() == "/1m-paced" {
+                                return Ok::<_, Infallible>(paced_download());
+                            }
                             if req.uri().path() == "/1m" {
                                 // A download: 1 MiB of octet-stream (selected for file scanning).
                                 let mut r =
@@ -92,12 +95,12 @@ fn start(
                                     "content-type",
                                     HeaderValue::from_static("application/octet-stream"),
                                 );
-                                return Ok::<_, Infallible>(r);
+                                return Ok::<_, Infallible>(r.map(BodyExt::boxed));
                             }
-                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(vec![
-                                b'x';
-                                1024
-                            ]))))
+                            Ok::<_, Infallible>(
+                                Response::new(Full::new(Bytes::from(vec![b'x'; 1024])))
+                                    .map(BodyExt::boxed),
+                            )
                         },
                     );
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -117,6 +120,38 @@ fn start(
     });
     let sender = rt.block_on(connect(proxy_addr));
     (sender, origin_addr, token, state)
+}
+
+/// Bytes per second of the paced download: 1 Gbit/s, a fast server on a fast link.
+const PACED_RATE: u64 = 125_000_000;
+/// The paced download's chunk: 128 KiB, one every 1.05 ms at [`PACED_RATE`] (tokio's timer
+/// has millisecond resolution; deadlines count from the start, so the average holds).
+const PACED_CHUNK: usize = 128 * 1024;
+
+/// 1 MiB of octet-stream (with its `Content-Length`) sent at [`PACED_RATE`]: a download
+/// from a server that is not on the same machine.
+fn paced_download() -> Response<http_body_util::combinators::BoxBody<Bytes, Infallible>> {
+    let chunk = Bytes::from(vec![7u8; PACED_CHUNK]);
+    let start = tokio::time::Instant::now();
+    let every = std::time::Duration::from_nanos(PACED_CHUNK as u64 * 1_000_000_000 / PACED_RATE);
+    let chunks = futures_util::stream::unfold(0u32, move |i| {
+        let chunk = chunk.clone();
+        async move {
+            if i as usize * PACED_CHUNK >= 1 << 20 {
+                return None;
+            }
+            tokio::time::sleep_until(start + every * i).await;
+            Some((Ok::<_, Infallible>(http_body::Frame::data(chunk)), i + 1))
+        }
+    });
+    let mut r = Response::new(http_body_util::StreamBody::new(chunks).boxed());
+    r.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    r.headers_mut()
+        .insert("content-length", HeaderValue::from(1u32 << 20));
+    r
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -227,12 +262,18 @@ async fn connect(
 /// (`hold_back_bytes: 0`); the file's hash is looked up once, then cached. Group `files`:
 /// one download at a time; `files_parallel16`: 16 at once on 16 connections, the aggregate
 /// throughput when every core is busy and hashing takes CPU that forwarding would use.
+///
+/// Group `files_paced_1gbit`: one download at a time from an origin that sends at 1 Gbit/s
+/// ([`paced_download`]), as a server elsewhere on a fast network would; the hashing then
+/// runs while the proxy waits for bytes, and what is left is its tail (the last chunk's hash
+/// and the lookup) and, held back, the proxy-to-client send after the verdict.
 fn file_scanning(c: &mut Criterion) {
-    scan_group(c, "files", 1);
-    scan_group(c, "files_parallel16", 16);
+    scan_group(c, "files", 1, "/1m");
+    scan_group(c, "files_parallel16", 16, "/1m");
+    scan_group(c, "files_paced_1gbit", 1, "/1m-paced");
 }
 
-fn scan_group(c: &mut Criterion, group_name: &str, parallel: usize) {
+fn scan_group(c: &mut Criterion, group_name: &str, parallel: usize, path: &str) {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let off = dir.path().join("off.yaml");
@@ -241,6 +282,11 @@ fn scan_group(c: &mut Criterion, group_name: &str, parallel: usize) {
     std::fs::write(&on, "security_level: medium\n").unwrap();
     let mut group = c.benchmark_group(group_name);
     group.throughput(criterion::Throughput::Bytes((parallel as u64) << 20));
+    if path == "/1m-paced" {
+        // About 8 ms a download: flat sampling, so a run takes seconds, not minutes.
+        group.sampling_mode(criterion::SamplingMode::Flat);
+        group.sample_size(30);
+    }
     for (name, policy, hold) in [
         ("scan_off", &off, 4 << 20),
         ("scan_held", &on, 4 << 20),
@@ -255,7 +301,7 @@ fn scan_group(c: &mut Criterion, group_name: &str, parallel: usize) {
         let mut senders: Vec<_> = (0..parallel)
             .map(|_| rt.block_on(connect(proxy_addr)))
             .collect();
-        let uri = format!("http://{origin_addr}/1m");
+        let uri = format!("http://{origin_addr}{path}");
         group.bench_function(name, |b| {
             b.iter(|| {
                 rt.block_on(futures_util::future::join_all(
