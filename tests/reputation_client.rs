@@ -334,105 +334,109 @@ async fn a_change_on_the_server_reaches_the_cache_long_before_the_ttl() {
     server.stop().await;
 }
 
+/// A server with [`sample`] on `store` and a cache following its change stream (failed
+/// sources retried after 100 ms), once the follower's first answer is in; the server can
+/// be stopped and started again on its address.
+struct Followed {
+    server: Option<Server>,
+    addr: std::net::SocketAddr,
+    rep: Arc<Reputation>,
+    stop: CancellationToken,
+    follower: JoinHandle<()>,
+}
+
+impl Followed {
+    async fn start(store: Store) -> Followed {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = Server::start_on(listener, store, ApiConfig::default());
+        server.write(sample()).await;
+        let rep = reputation_retrying(
+            vec![source("local", &server.base)],
+            Duration::from_millis(100),
+        );
+        let stop = CancellationToken::new();
+        let follower = tokio::spawn(rep.clone().follow_changes(stop.clone()));
+        let f = Followed {
+            server: Some(server),
+            addr,
+            rep,
+            stop,
+            follower,
+        };
+        eventually("the follower's first answer", || async { f.applied() > 0 }).await;
+        f
+    }
+
+    fn applied(&self) -> u64 {
+        self.rep
+            .changes_applied
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops the server, waits until the follower's next poll has failed, and starts the
+    /// server again on its address with `store`.
+    async fn restart(&mut self, store: Store) {
+        self.server.take().unwrap().stop().await;
+        eventually("the source is marked down", || async {
+            !self.rep.source_health()[0].1
+        })
+        .await;
+        let listener = bind_again(self.addr).await;
+        self.server = Some(Server::start_on(listener, store, ApiConfig::default()));
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.follower.await;
+        self.server.unwrap().stop().await;
+    }
+}
+
 #[tokio::test]
 async fn a_server_back_on_its_store_costs_the_cache_only_what_changed() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("rep.db");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = Server::start_on(listener, Store::open(&db).unwrap(), ApiConfig::default());
-    server.write(sample()).await;
-    let rep = reputation_retrying(
-        vec![source("local", &server.base)],
-        Duration::from_millis(100),
-    );
-    let stop = CancellationToken::new();
-    let follower = tokio::spawn(rep.clone().follow_changes(stop.clone()));
-    let applied = || {
-        rep.changes_applied
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
-    eventually("the follower's first answer", || async { applied() > 0 }).await;
+    let mut f = Followed::start(Store::open(&db).unwrap()).await;
     let shop = canonicalize("http://www.shop.test/index.html").unwrap();
     let bad = canonicalize("http://bad.test/").unwrap();
     for url in [&shop, &bad] {
-        assert_eq!(rep.lookup(url).await.cache, CacheState::Miss);
-        assert_eq!(rep.lookup(url).await.cache, CacheState::Hit);
+        assert_eq!(f.rep.lookup(url).await.cache, CacheState::Miss);
+        assert_eq!(f.rep.lookup(url).await.cache, CacheState::Hit);
     }
-
-    // The server goes away; the follower's next poll fails.
-    server.stop().await;
-    eventually("the source is marked down", || async {
-        !rep.source_health()[0].1
-    })
-    .await;
-    // It comes back on the same store, and one host changes there.
-    let server = Server::start_on(
-        bind_again(addr).await,
-        Store::open(&db).unwrap(),
-        ApiConfig::default(),
-    );
-    server
+    // Back on the same store, where one host changes.
+    f.restart(Store::open(&db).unwrap()).await;
+    f.server
+        .as_ref()
+        .unwrap()
         .write(
             json!({ "upsert": [{ "key": "shop.test/", "score": 2, "categories": ["malware"] }] }),
         )
         .await;
     eventually("the change reaches the cache", || async {
-        rep.lookup(&shop).await.verdict.map(|v| v.risk) == Some(RiskLevel::Dangerous)
+        f.rep.lookup(&shop).await.verdict.map(|v| v.risk) == Some(RiskLevel::Dangerous)
     })
     .await;
     // The follower resumed where it was: the unchanged host is still cached.
-    assert_eq!(rep.lookup(&bad).await.cache, CacheState::Hit);
-    stop.cancel();
-    let _ = follower.await;
-    server.stop().await;
+    assert_eq!(f.rep.lookup(&bad).await.cache, CacheState::Hit);
+    f.stop().await;
 }
 
 #[tokio::test]
 async fn a_server_back_on_another_store_drops_the_cache() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = Server::start_on(
-        listener,
-        Store::open_in_memory().unwrap(),
-        ApiConfig::default(),
-    );
-    server.write(sample()).await;
-    let rep = reputation_retrying(
-        vec![source("local", &server.base)],
-        Duration::from_millis(100),
-    );
-    let stop = CancellationToken::new();
-    let follower = tokio::spawn(rep.clone().follow_changes(stop.clone()));
-    let applied = || {
-        rep.changes_applied
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
-    eventually("the follower's first answer", || async { applied() > 0 }).await;
+    let mut f = Followed::start(Store::open_in_memory().unwrap()).await;
     let bad = canonicalize("http://bad.test/").unwrap();
-    assert_eq!(rep.lookup(&bad).await.cache, CacheState::Miss);
-    assert_eq!(rep.lookup(&bad).await.cache, CacheState::Hit);
-
-    server.stop().await;
-    eventually("the source is marked down", || async {
-        !rep.source_health()[0].1
-    })
-    .await;
+    assert_eq!(f.rep.lookup(&bad).await.cache, CacheState::Miss);
+    assert_eq!(f.rep.lookup(&bad).await.cache, CacheState::Hit);
     // Back with an empty store (replaced): its sequence is behind the follower's position,
     // and nothing tells which keys changed, so the whole cache goes.
-    let before = applied();
-    let server = Server::start_on(
-        bind_again(addr).await,
-        Store::open_in_memory().unwrap(),
-        ApiConfig::default(),
-    );
-    eventually("the cache is dropped", || async { applied() > before }).await;
-    let l = rep.lookup(&bad).await;
+    let before = f.applied();
+    f.restart(Store::open_in_memory().unwrap()).await;
+    eventually("the cache is dropped", || async { f.applied() > before }).await;
+    let l = f.rep.lookup(&bad).await;
     assert_eq!(l.cache, CacheState::Miss);
     assert_eq!(l.verdict.map(|v| v.risk), Some(RiskLevel::Untested));
-    stop.cancel();
-    let _ = follower.await;
-    server.stop().await;
+    f.stop().await;
 }
 
 #[tokio::test]

@@ -335,9 +335,15 @@ impl Sha256Pipeline {
                 Poll::Pending => return Poll::Ready(Ok(())),
             }
         }
-        if self.queued_bytes >= Self::JOB_BYTES
-            && let Some(mut hasher) = self.idle.take()
-        {
+        if self.queued_bytes >= Self::JOB_BYTES {
+            self.start_job();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Hands what is queued to a job on the blocking pool, unless one runs already.
+    fn start_job(&mut self) {
+        if let Some(mut hasher) = self.idle.take() {
             let frames = std::mem::take(&mut self.queued);
             self.queued_bytes = 0;
             self.job = Some(tokio::task::spawn_blocking(move || {
@@ -347,7 +353,6 @@ impl Sha256Pipeline {
                 hasher
             }));
         }
-        Poll::Ready(Ok(()))
     }
 
     /// Called when the upstream has no bytes for now: the worker would wait anyway, so a
@@ -355,19 +360,8 @@ impl Sha256Pipeline {
     /// for [`Self::JOB_BYTES`]. A download slower than hashing then ends with at most its
     /// last frames to hash, not a whole job's worth.
     pub fn upstream_idle(&mut self) {
-        if !self.inline
-            && self.job.is_none()
-            && self.queued_bytes >= Self::IDLE_JOB_BYTES
-            && let Some(mut hasher) = self.idle.take()
-        {
-            let frames = std::mem::take(&mut self.queued);
-            self.queued_bytes = 0;
-            self.job = Some(tokio::task::spawn_blocking(move || {
-                for f in &frames {
-                    hasher.update(f);
-                }
-                hasher
-            }));
+        if !self.inline && self.job.is_none() && self.queued_bytes >= Self::IDLE_JOB_BYTES {
+            self.start_job();
         }
     }
 
