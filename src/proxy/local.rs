@@ -88,6 +88,7 @@ fn stats(state: &ProxyState) -> Response<ProxyBody> {
         Some(f) => serde_json::json!({
             "filter": f.stats.to_json(),
             "reputation_changes_applied": f.reputation.changes_applied.load(Relaxed),
+            "reputation_cache_drops": f.reputation.cache_drops.load(Relaxed),
             "policy_generation": f.policy.generation(),
         }),
         None => serde_json::json!({ "filter": null }),

@@ -74,6 +74,12 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
             "Cache invalidations applied from the change stream",
             f.reputation.changes_applied.load(Relaxed),
         );
+        counter(
+            &mut r,
+            "reputation_cache_drops",
+            "Whole-cache drops: the change follower's first answer, a source switch, a change log that no longer reaches back (or a replaced server store), and admin purges",
+            f.reputation.cache_drops.load(Relaxed),
+        );
         let up = Family::<Labels, Gauge>::default();
         for (name, healthy) in f.reputation.source_health() {
             up.get_or_create(&vec![("source", name.to_string())])

@@ -200,8 +200,11 @@ pub struct Reputation {
     file_batch: FileBatcher,
     retry_after: Duration,
     epoch: Instant,
-    /// Changes applied from the change stream (keys dropped).
+    /// Changes applied from the change stream (keys dropped), whole-cache drops included.
     pub changes_applied: AtomicU64,
+    /// Whole-cache drops: the change follower's first answer, a switch to another source,
+    /// a `truncated` answer, and admin purges.
+    pub cache_drops: AtomicU64,
     /// Time of each round trip to the sources (failover included), for metrics.
     pub lookup_seconds: prometheus_client::metrics::histogram::Histogram,
 }
@@ -335,6 +338,7 @@ impl Reputation {
             retry_after: config.retry_after,
             epoch: Instant::now(),
             changes_applied: AtomicU64::new(0),
+            cache_drops: AtomicU64::new(0),
             lookup_seconds: prometheus_client::metrics::histogram::Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 14),
             ),
@@ -724,6 +728,7 @@ impl Reputation {
         self.stale_urls.invalidate_all();
         self.files.invalidate_all();
         self.changes_applied.fetch_add(1, Ordering::Relaxed);
+        self.cache_drops.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Follows the change stream of the first healthy source until `shutdown`, dropping the

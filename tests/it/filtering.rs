@@ -913,6 +913,11 @@ async fn metrics_on_the_admin_listener_count_what_happened() {
         3.0
     );
     assert_eq!(sample("webrep_reputation_source_up{source=\"local\"}"), 1.0);
+    assert_eq!(
+        sample("webrep_reputation_cache_drops_total"),
+        1.0,
+        "the change follower's first answer only"
+    );
     assert_eq!(sample("webrep_policy_generation"), 1.0);
     assert_eq!(sample("webrep_policy_reload_failures_total"), 0.0);
     assert_eq!(
@@ -1047,9 +1052,11 @@ async fn the_admin_api_explains_the_decision_the_proxy_made_reloads_and_purges()
     );
     assert_eq!(e["risk"], "dangerous");
     assert_eq!(e["intercept"], true);
-    // Without the token: 401; cache purge makes the next answer a miss.
+    // Without the token: 401; cache purge makes the next answer a miss, and is counted.
     let r = api.get(format!("{admin}/v1/cache")).send().await.unwrap();
     assert_eq!(r.status(), 401);
+    let drops = || async { proxy_stats(&proxy).await["reputation_cache_drops"].as_u64() };
+    let before = drops().await;
     let r = api
         .post(format!("{admin}/v1/cache/purge"))
         .bearer_auth(token)
@@ -1057,6 +1064,7 @@ async fn the_admin_api_explains_the_decision_the_proxy_made_reloads_and_purges()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    assert_eq!(drops().await, before.map(|n| n + 1));
     let e = explain(at(&origin, "danger.test", "/")).await;
     assert_eq!(e["cache"], "miss", "{e}");
     // Reload: a bad file is refused and the running policy kept; a good one goes live.
