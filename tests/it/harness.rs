@@ -467,9 +467,9 @@ impl TestProxy {
         );
     }
 
-    /// Waits (bounded) until the reputation change follower has applied its first answer.
-    ///
-    /// That first answer drops the whole cache (the follower's position is new), so a test
+    /// Waits (bounded) until the reputation change follower has applied its first answer,
+    /// which drops the whole cache (the follower's position is new; counted in
+    /// `cache_drops`), so a test
     /// that relies on an answer staying cached, for example across a server outage, waits
     /// for it before its first request. Otherwise the drop can land after that request on a
     /// slow machine, and the "cached" host is looked up again while the server is down.
@@ -481,11 +481,7 @@ impl TestProxy {
             .expect("filtering is on")
             .reputation;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while rep
-            .changes_applied
-            .load(std::sync::atomic::Ordering::Relaxed)
-            == 0
-        {
+        while rep.cache_drops.load(std::sync::atomic::Ordering::Relaxed) == 0 {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the change follower never applied an answer"
