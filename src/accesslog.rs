@@ -66,6 +66,9 @@ pub enum RecordKind {
     Intercepted,
     /// A request for the proxy's own pages.
     Local,
+    /// A request head refused before it was parsed whole (malformed, too large, not finished
+    /// in time); `error` says which.
+    Rejected,
 }
 
 impl RecordKind {
@@ -76,6 +79,7 @@ impl RecordKind {
             RecordKind::Websocket => "websocket",
             RecordKind::Intercepted => "intercepted",
             RecordKind::Local => "local",
+            RecordKind::Rejected => "rejected",
         }
     }
 }
@@ -144,7 +148,9 @@ pub struct AccessRecord<'a> {
     pub kind: RecordKind,
     /// The upstream address actually connected to, when there was one.
     pub upstream: Option<SocketAddr>,
-    /// The RFC 9209 error type when the proxy itself answered with an error.
+    /// The RFC 9209 error type when the proxy itself answered with an error; for a
+    /// [`RecordKind::Rejected`] head, what was wrong with it (`invalid_header`,
+    /// `header_too_large`, `header_timeout`, ...).
     pub error: Option<&'a str>,
     pub content_type: Option<&'a str>,
     /// The filtering decision, when filtering is on and got as far as deciding.

@@ -167,6 +167,7 @@ pub struct ProxyConfig {
     pub workers: usize,
     pub max_connections: usize,
     pub max_header_bytes: usize,
+    pub max_header_lines: usize,
     pub header_read_timeout: Duration,
     pub client_idle_timeout: Duration,
     pub upstream_connect_timeout: Duration,
@@ -333,6 +334,15 @@ impl Config {
             },
             max_connections: p.max_connections,
             max_header_bytes: p.max_header_bytes,
+            max_header_lines: match p.max_header_lines {
+                n @ 8..=10_000 => n,
+                n => {
+                    return Err(invalid(
+                        "proxy.max_header_lines",
+                        format!("{n} is outside 8 to 10000"),
+                    ));
+                }
+            },
             header_read_timeout: ms("proxy.header_read_timeout_ms", p.header_read_timeout_ms)?,
             client_idle_timeout: ms("proxy.client_idle_timeout_ms", p.client_idle_timeout_ms)?,
             upstream_connect_timeout: ms(

@@ -181,6 +181,11 @@ pub struct RawProxyConfig {
     /// Maximum size of a request's header section in bytes (request line plus headers);
     /// larger requests get 431. Default 65536. Minimum 1024.
     pub max_header_bytes: usize,
+    /// Most header field lines in a request head from a client (more: 431) and in a
+    /// response head from an upstream (more: 502), whatever their size. Each head parsed
+    /// reserves about 64 bytes per allowed line, on the stack up to 100. Default 100 (as
+    /// Apache's `LimitRequestFields` and Envoy's `max_headers_count`); 8 to 10000.
+    pub max_header_lines: usize,
     /// Time a client has to send a complete request head once it has sent its first byte, in
     /// milliseconds; after that the connection is closed. Default 10000.
     pub header_read_timeout_ms: u64,
@@ -235,11 +240,17 @@ pub struct RawProxyConfig {
 pub struct RawDestinationsConfig {
     /// Allow destinations in the built-in internal set: loopback (`127.0.0.0/8`, `::1`),
     /// link-local (`169.254.0.0/16` including the cloud metadata address 169.254.169.254,
-    /// `fe80::/10`), unspecified (`0.0.0.0/8`, `::`) and multicast. Default `false`. The
-    /// proxy's own listen addresses are refused even when this is `true`.
+    /// `fe80::/10`), the cloud metadata addresses outside it (`fd00:ec2::254`,
+    /// `100.100.100.200`, `168.63.129.16`, `192.0.0.192`), unspecified (`0.0.0.0/8`, `::`),
+    /// the local-use NAT64 prefix `64:ff9b:1::/48`, broadcast and multicast. IPv6 addresses
+    /// that carry an IPv4 address (IPv4-mapped and -compatible, NAT64 `64:ff9b::/96`, 6to4,
+    /// Teredo) are checked as that IPv4 address too. Default `false`. The proxy's own
+    /// listening ports (proxy, admin, embedded reputation server) at any address of this
+    /// host are refused even when this is `true`.
     pub allow_internal: bool,
     /// Further destination networks (CIDR) to refuse, checked against every address a host
-    /// name resolves to. Default `[]`. Example: `["10.0.0.0/8"]`.
+    /// name resolves to (and the IPv4 address an IPv6 one carries). Carrier-grade NAT space
+    /// (`100.64.0.0/10`) is not refused by default. Default `[]`. Example: `["10.0.0.0/8"]`.
     pub refuse: Vec<String>,
 }
 
@@ -651,6 +662,7 @@ impl Default for RawProxyConfig {
             workers: 0,
             max_connections: 10_000,
             max_header_bytes: 65_536,
+            max_header_lines: 100,
             header_read_timeout_ms: 10_000,
             client_idle_timeout_ms: 60_000,
             upstream_connect_timeout_ms: 10_000,

@@ -6,9 +6,14 @@
 //! [`ResponseGuard`] that, when hyper drops the body (fully written, or the client went
 //! away), marks the client connection idle again and writes the access log line with the
 //! bytes actually sent and the time taken. Cost: one branch and an add per frame.
+//!
+//! [`UpstreamBody`] is the other direction: the client's request body on its way upstream,
+//! noting when the client's side of it fails, so that a malformed upload is answered as the
+//! client's fault (400) and not as the upstream's (502).
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
@@ -164,6 +169,52 @@ impl Drop for ProxyBody {
         if self.is_end_stream() {
             self.note_end();
         }
+    }
+}
+
+/// The client's request body as sent upstream; a read error (a malformed chunk, the client
+/// gone mid-upload) sets the shared flag the forwarder looks at when the upstream exchange
+/// fails. Requests without a body carry no flag (no allocation).
+pub struct UpstreamBody {
+    inner: Incoming,
+    failed: Option<Arc<AtomicBool>>,
+}
+
+impl UpstreamBody {
+    /// Wraps `inner`; the flag, when the body is not empty, says whether reading it failed.
+    pub fn new(inner: Incoming) -> (Self, Option<Arc<AtomicBool>>) {
+        let failed = (!inner.is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
+        (
+            Self {
+                inner,
+                failed: failed.clone(),
+            },
+            failed,
+        )
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Err(_))), Some(f)) = (&polled, &self.failed) {
+            f.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -9,9 +9,16 @@
 //! closed gracefully, a client that started a request head and did not finish it in time is
 //! cut off. Cost per request: two atomic updates and one clock read; the watchdog wakes at
 //! deadlines and every half of the shorter timeout, never per request.
+//!
+//! Request heads refused before the service sees them (hyper answers a malformed head 400,
+//! one over `proxy.max_header_bytes` or `proxy.max_header_lines` 431 and an overlong URI
+//! 414 itself, then ends the connection with the parse error; the watchdog cuts a head not
+//! finished in time) are classified by [`head_refusal`] and [`record_rejected`] gives each
+//! an access-log line of kind `rejected` and a count in [`Rejected`].
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::tap::{OnRead, ReadTap};
 
@@ -117,4 +124,116 @@ impl OnRead for std::sync::Arc<ConnActivity> {
     fn on_read(&mut self, _n: usize) {
         self.bytes_read();
     }
+}
+
+/// A request head refused before the proxy's service saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadRefusal {
+    /// The status of the refusal: what hyper answered (400, 431, 414), or 408 for a head
+    /// not finished in time, where the connection is closed without an answer (as nginx
+    /// logs it).
+    pub status: u16,
+    /// What was wrong, for the access log's `error` field.
+    pub reason: &'static str,
+}
+
+/// The refusal a connection's error stands for, when it is a request head hyper could not
+/// parse. hyper's error kinds are told apart by its public predicates, the finer reasons by
+/// its (fixed) messages; an unknown message is plain `malformed_request`.
+pub fn head_refusal(e: &hyper::Error) -> Option<HeadRefusal> {
+    if e.is_parse_too_large() {
+        return Some(if e.to_string().starts_with("URI too long") {
+            HeadRefusal {
+                status: 414,
+                reason: "uri_too_long",
+            }
+        } else {
+            HeadRefusal {
+                status: 431,
+                reason: "header_too_large",
+            }
+        });
+    }
+    if !e.is_parse() {
+        return None;
+    }
+    let msg = e.to_string();
+    let reason = [
+        ("invalid HTTP method", "invalid_method"),
+        ("invalid URI", "invalid_uri"),
+        ("invalid HTTP version parsed (found HTTP2", "http2_preface"),
+        ("invalid HTTP version", "invalid_version"),
+        ("invalid HTTP header", "invalid_header"),
+        ("invalid content-length", "invalid_content_length"),
+        ("invalid transfer-encoding", "invalid_transfer_encoding"),
+        ("unexpected transfer-encoding", "invalid_transfer_encoding"),
+    ]
+    .iter()
+    .find(|(prefix, _)| msg.starts_with(prefix))
+    .map_or("malformed_request", |(_, r)| r);
+    Some(HeadRefusal {
+        status: 400,
+        reason,
+    })
+}
+
+/// A head not finished within `proxy.header_read_timeout_ms`.
+pub const HEADER_TIMEOUT: HeadRefusal = HeadRefusal {
+    status: 408,
+    reason: "header_timeout",
+};
+
+/// Request heads refused before the service, by class (for `/stats` and `/metrics`).
+#[derive(Debug, Default)]
+pub struct Rejected {
+    /// Unparsable heads (400).
+    pub malformed: AtomicU64,
+    /// Heads or URIs over the limits (431, 414).
+    pub too_large: AtomicU64,
+    /// Heads not finished in time (closed).
+    pub header_timeout: AtomicU64,
+}
+
+impl Rejected {
+    /// The classes with their counts, in a fixed order.
+    pub fn counts(&self) -> [(&'static str, u64); 3] {
+        [
+            ("malformed", self.malformed.load(Ordering::Relaxed)),
+            ("too_large", self.too_large.load(Ordering::Relaxed)),
+            (
+                "header_timeout",
+                self.header_timeout.load(Ordering::Relaxed),
+            ),
+        ]
+    }
+}
+
+/// Counts a refused head and writes its access-log line (method `-`, no URL, kind
+/// `rejected`, the reason as `error`).
+pub fn record_rejected(state: &super::ProxyState, client: SocketAddr, r: HeadRefusal) {
+    let counter = match r.status {
+        408 => &state.rejected.header_timeout,
+        414 | 431 => &state.rejected.too_large,
+        _ => &state.rejected.malformed,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(client.addr = %client, status = r.status, reason = r.reason,
+        "request head refused");
+    state.access_log.record(&crate::accesslog::AccessRecord {
+        start: SystemTime::now(),
+        duration: Duration::ZERO,
+        id: state.ids.next(),
+        client,
+        user: None,
+        method: "-",
+        url: "",
+        status: r.status,
+        bytes_out: 0,
+        bytes_in: None,
+        kind: crate::accesslog::RecordKind::Rejected,
+        upstream: None,
+        error: Some(r.reason),
+        content_type: None,
+        decision: None,
+    });
 }

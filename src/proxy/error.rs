@@ -21,6 +21,17 @@ pub enum Side {
 pub enum ProxyError {
     #[error("{0}")]
     BadRequest(&'static str),
+    /// The client's request body could not be read to its end (a malformed chunk, a
+    /// connection that closed early) while it was being sent upstream.
+    #[error("the request body could not be read from the client: {0}")]
+    ClientBody(String),
+    /// A `Transfer-Encoding` other than `chunked` alone (RFC 9112 §6.1: 501).
+    #[error("transfer coding {0:?} is not supported (only chunked)")]
+    UnsupportedTransferCoding(String),
+    /// Inside an intercepted tunnel, a request for another origin than the tunnel's
+    /// (RFC 9110 §15.5.20: the client retries on a connection for that origin).
+    #[error("request for {0} inside a tunnel to another host; open a connection for it")]
+    Misdirected(String),
     #[error("unsupported scheme {0:?} in an absolute-form request (use CONNECT for https)")]
     UnsupportedScheme(String),
     #[error("CONNECT to port {0} is not allowed")]
@@ -46,7 +57,11 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) | Self::UnsupportedScheme(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::UnsupportedScheme(_) | Self::ClientBody(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::UnsupportedTransferCoding(_) => StatusCode::NOT_IMPLEMENTED,
+            Self::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::PortNotAllowed(_) | Self::ClientNotAllowed | Self::Filtered(_) => {
                 StatusCode::FORBIDDEN
             }
@@ -66,7 +81,11 @@ impl ProxyError {
     /// The RFC 9209 error type.
     pub fn proxy_status(&self) -> &'static str {
         match self {
-            Self::BadRequest(_) | Self::UnsupportedScheme(_) => "http_request_error",
+            Self::BadRequest(_)
+            | Self::UnsupportedScheme(_)
+            | Self::ClientBody(_)
+            | Self::UnsupportedTransferCoding(_)
+            | Self::Misdirected(_) => "http_request_error",
             Self::PortNotAllowed(_)
             | Self::ClientNotAllowed
             | Self::AuthRequired
@@ -82,6 +101,9 @@ impl ProxyError {
     pub fn side(&self) -> Side {
         match self {
             Self::BadRequest(_)
+            | Self::ClientBody(_)
+            | Self::UnsupportedTransferCoding(_)
+            | Self::Misdirected(_)
             | Self::UnsupportedScheme(_)
             | Self::PortNotAllowed(_)
             | Self::ClientNotAllowed

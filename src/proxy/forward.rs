@@ -22,12 +22,12 @@ use tracing::Instrument as _;
 
 use super::ProxyState;
 use super::acl::ip_literal;
-use super::body::ProxyBody;
+use super::body::{ProxyBody, UpstreamBody};
 use super::dial::DialError;
 use super::error::ProxyError;
 use super::headers::{
-    MaxForwards, append_via, has_our_via, is_websocket_upgrade, max_forwards, strip_hop_by_hop,
-    trace_echo,
+    MaxForwards, append_via, check_transfer_codings, has_our_via, has_token, is_websocket_upgrade,
+    max_forwards, strip_hop_by_hop, trace_echo,
 };
 use super::local;
 use super::service::{Handled, RequestCtx};
@@ -155,32 +155,12 @@ pub async fn handle(
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let ws_url = websocket.then(|| req.uri().to_string());
 
-    let sent = if https {
-        tokio::time::timeout(
-            state.config.upstream_response_timeout,
-            if client_h2 && !websocket {
-                state.https_clients[ctx.worker].h2.request(req)
-            } else {
-                state.https_clients[ctx.worker].h1.request(req)
-            },
-        )
-        .await
-    } else {
-        tokio::time::timeout(
-            state.config.upstream_response_timeout,
-            state.clients[ctx.worker].request(req),
-        )
-        .await
+    let pool = match (https, client_h2 && !websocket) {
+        (false, _) => Pool::Plain,
+        (true, false) => Pool::Https1,
+        (true, true) => Pool::Https2,
     };
-    let mut resp = match sent {
-        Err(_) => {
-            return Err(ProxyError::UpstreamTimeout(
-                state.config.upstream_response_timeout,
-            ));
-        }
-        Ok(Err(e)) => return Err(map_client_error(&e)),
-        Ok(Ok(r)) => r,
-    };
+    let mut resp = send(state, ctx.worker, pool, req, websocket).await?;
     let upstream = resp.extensions().get::<HttpInfo>().map(|i| i.remote_addr());
     let switched = websocket && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     let upstream_upgrade = switched.then(|| hyper::upgrade::on(&mut resp));
@@ -262,7 +242,72 @@ pub async fn handle(
     })
 }
 
-/// `user:pass@host:port` → `host:port`.
+/// Which upstream pool a request goes over.
+#[derive(Clone, Copy)]
+enum Pool {
+    Plain,
+    /// Verified TLS, HTTP/1.1 only.
+    Https1,
+    /// Verified TLS, `h2` or HTTP/1.1 as the origin picks.
+    Https2,
+}
+
+/// Sends the request over `pool` within the response-header deadline and checks what comes
+/// back can be relayed: a `101` only for the WebSocket upgrade the client asked for, and a
+/// body framed by `chunked` alone or by nothing (see [`check_transfer_codings`]). A failure
+/// while the client's body was being read is the client's (400), not the upstream's.
+async fn send(
+    state: &ProxyState,
+    worker: usize,
+    pool: Pool,
+    req: Request<Incoming>,
+    websocket: bool,
+) -> Result<http::Response<Incoming>, ProxyError> {
+    let (parts, body) = req.into_parts();
+    let (body, failed) = UpstreamBody::new(body);
+    let req = Request::from_parts(parts, body);
+    let timeout = state.config.upstream_response_timeout;
+    let sent = match pool {
+        Pool::Plain => tokio::time::timeout(timeout, state.clients[worker].request(req)).await,
+        Pool::Https1 => {
+            tokio::time::timeout(timeout, state.https_clients[worker].h1.request(req)).await
+        }
+        Pool::Https2 => {
+            tokio::time::timeout(timeout, state.https_clients[worker].h2.request(req)).await
+        }
+    };
+    let resp = match sent {
+        Err(_) => return Err(ProxyError::UpstreamTimeout(timeout)),
+        Ok(Err(e)) if failed.is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed)) => {
+            return Err(ProxyError::ClientBody(innermost(&e)));
+        }
+        Ok(Err(e)) => return Err(map_client_error(&e)),
+        Ok(Ok(r)) => r,
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+        && !(websocket && has_token(resp.headers(), &header::UPGRADE, "websocket"))
+    {
+        return Err(ProxyError::Upstream(
+            "101 Switching Protocols to a request that asked for no such upgrade".to_owned(),
+        ));
+    }
+    check_transfer_codings(resp.headers()).map_err(|codings| {
+        ProxyError::Upstream(format!(
+            "response transfer coding {codings:?} cannot be forwarded (only chunked)"
+        ))
+    })?;
+    Ok(resp)
+}
+
+/// The message of the innermost error in `e`'s source chain.
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e;
+    while let Some(s) = last.source() {
+        last = s;
+    }
+    last.to_string()
+}
+
 /// OPTIONS or TRACE with `Max-Forwards: 0`: this proxy is the final recipient (RFC 9110
 /// §7.6.2). TRACE gets its request back as `message/http` (credentials left out); OPTIONS
 /// gets the methods this proxy forwards.
@@ -292,6 +337,7 @@ fn answer_here(req: &Request<Incoming>) -> http::Response<ProxyBody> {
     }
 }
 
+/// `user:pass@host:port` → `host:port`.
 fn strip_userinfo(a: &Authority) -> &str {
     match a.as_str().rsplit_once('@') {
         Some((_, hp)) => hp,

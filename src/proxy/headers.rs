@@ -1,6 +1,7 @@
 //! Header rules for every hop: hop-by-hop stripping (RFC 9110 §7.6.1), `Via` (§7.6.3) and
 //! loop detection, `Max-Forwards` on OPTIONS and TRACE (§7.6.2), WebSocket upgrade
-//! detection.
+//! detection, the `Host` field's validity (RFC 9112 §3.2) and the transfer codings the
+//! proxy can forward (§6.1).
 //!
 //! Runs on every forwarded request and response. Costs a scan of the header map; it
 //! allocates only when a `Connection` header nominates non-standard header names.
@@ -47,9 +48,15 @@ pub fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
 
 /// Removes hop-by-hop headers: `Connection` and every header it names, `Proxy-Connection`,
 /// `Keep-Alive`, `Proxy-Authorization`, `Proxy-Authenticate`, `TE`, `Trailer`,
-/// `Transfer-Encoding` (hyper re-frames the body) and `Upgrade`. With `websocket` set, the
-/// upgrade survives as exactly `Connection: upgrade` + `Upgrade: websocket`.
+/// `Transfer-Encoding` (hyper re-frames the body) and `Upgrade`. A message that came with a
+/// `Transfer-Encoding` loses its `Content-Length` too: the coding overrode it, the body
+/// was decoded by it, and the length no longer describes what is sent on (RFC 9112 §6.3).
+/// With `websocket` set, the upgrade survives as exactly `Connection: upgrade` +
+/// `Upgrade: websocket`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, websocket: bool) {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
     if headers.contains_key(header::CONNECTION) {
         // Collect first: the nominated names borrow from the map we are about to change.
         let nominated: Vec<HeaderName> = headers
@@ -69,6 +76,52 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, websocket: bool) {
     if websocket {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
+}
+
+/// Checks a message's `Transfer-Encoding`: the proxy forwards bodies framed by `chunked`
+/// alone (or by nothing). hyper takes `chunked` off and the next hop gets the body
+/// re-framed, so any other coding (`gzip, chunked`) would reach it still applied and no
+/// longer declared.
+///
+/// # Errors
+/// The codings as received, when there is anything but one `chunked`.
+pub fn check_transfer_codings(headers: &HeaderMap) -> Result<(), String> {
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty());
+    match (codings.next(), codings.next()) {
+        (None, _) => Ok(()),
+        (Some(c), None) if c.eq_ignore_ascii_case(b"chunked") => Ok(()),
+        _ => Err(headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect::<Vec<_>>()
+            .join(", ")),
+    }
+}
+
+/// Checks a request's `Host` field (RFC 9112 §3.2): at most one line, and its value
+/// `uri-host [ ":" port ]` with a host (no user information, no empty host). A request
+/// without one is let through: the proxy takes the authority from the target.
+///
+/// # Errors
+/// What is wrong, for the 400.
+pub fn check_host(headers: &HeaderMap) -> Result<(), &'static str> {
+    let mut values = headers.get_all(header::HOST).iter();
+    let Some(v) = values.next() else {
+        return Ok(());
+    };
+    if values.next().is_some() {
+        return Err("more than one Host header field");
+    }
+    match http::uri::Authority::try_from(v.as_bytes()) {
+        Ok(a) if !a.host().is_empty() && !a.as_str().contains('@') => Ok(()),
+        _ => Err("invalid Host header field"),
     }
 }
 
@@ -273,6 +326,75 @@ mod tests {
         assert!(has_our_via(&h, "WEBREP-A"));
         assert!(!has_our_via(&h, "webrep"));
         assert!(!has_our_via(&map(&[]), "webrep-a"));
+    }
+
+    #[test]
+    fn host_must_be_one_valid_authority() {
+        for ok in [
+            "example.com",
+            "example.com:8080",
+            "[::1]:80",
+            "192.0.2.1",
+            "a:",
+        ] {
+            assert_eq!(check_host(&map(&[("host", ok)])), Ok(()), "{ok:?}");
+        }
+        assert_eq!(check_host(&map(&[])), Ok(()));
+        for bad in [
+            "a b",
+            "@@@",
+            "[::1",
+            "",
+            "user@example.com",
+            ":80",
+            "a:b",
+            "a/b",
+        ] {
+            assert_eq!(
+                check_host(&map(&[("host", bad)])),
+                Err("invalid Host header field"),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            check_host(&map(&[("host", "a.example"), ("host", "a.example")])),
+            Err("more than one Host header field")
+        );
+    }
+
+    #[test]
+    fn only_chunked_alone_is_a_forwardable_transfer_coding() {
+        assert_eq!(check_transfer_codings(&map(&[])), Ok(()));
+        assert_eq!(
+            check_transfer_codings(&map(&[("transfer-encoding", " Chunked ")])),
+            Ok(())
+        );
+        for bad in [
+            &[("transfer-encoding", "gzip, chunked")][..],
+            &[
+                ("transfer-encoding", "gzip"),
+                ("transfer-encoding", "chunked"),
+            ][..],
+            &[("transfer-encoding", "chunked, chunked")][..],
+            &[("transfer-encoding", "gzip")][..],
+            &[("transfer-encoding", "identity")][..],
+        ] {
+            assert!(check_transfer_codings(&map(bad)).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            check_transfer_codings(&map(&[("transfer-encoding", "gzip, chunked")])),
+            Err("gzip, chunked".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_transfer_coded_message_loses_its_content_length() {
+        let mut h = map(&[("content-length", "100"), ("transfer-encoding", "chunked")]);
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.is_empty(), "{h:?}");
+        let mut h = map(&[("content-length", "100")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h["content-length"], "100");
     }
 
     #[test]

@@ -297,6 +297,7 @@ async fn serve_inner<I>(
         .timer(TokioTimer::new())
         .header_read_timeout(None)
         .preserve_header_case(state.config.preserve_header_case)
+        .max_headers(state.config.max_header_lines)
         .max_buf_size(super::CLIENT_READ_BUFFER_MAX.max(state.config.max_header_bytes + 8192));
     builder
         .http2()
@@ -309,7 +310,10 @@ async fn serve_inner<I>(
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
-                    tracing::debug!(error = %e, "intercepted connection ended with an error");
+                    match e.downcast_ref::<hyper::Error>().and_then(super::conn::head_refusal) {
+                        Some(refused) => super::conn::record_rejected(&state, ctx.client, refused),
+                        None => tracing::debug!(error = %e, "intercepted connection ended with an error"),
+                    }
                 }
                 return;
             }
@@ -323,7 +327,10 @@ async fn serve_inner<I>(
                         draining = true;
                         conn.as_mut().graceful_shutdown();
                     }
-                    Expiry::HeaderTimeout => return,
+                    Expiry::HeaderTimeout => {
+                        super::conn::record_rejected(&state, ctx.client, super::conn::HEADER_TIMEOUT);
+                        return;
+                    }
                 }
             }
         }

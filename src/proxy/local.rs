@@ -80,8 +80,8 @@ pub fn serve_for(
 }
 
 /// `/stats`: filtering decisions by action and cache state, reputation changes applied,
-/// the policy generation, access-log lines dropped, and the hosts with failed client
-/// handshakes after interception, as JSON.
+/// the policy generation, access-log lines dropped, request heads refused by class, and the
+/// hosts with failed client handshakes after interception, as JSON.
 fn stats(state: &ProxyState) -> Response<ProxyBody> {
     use std::sync::atomic::Ordering::Relaxed;
     let mut v = match &state.filter {
@@ -94,6 +94,14 @@ fn stats(state: &ProxyState) -> Response<ProxyBody> {
         None => serde_json::json!({ "filter": null }),
     };
     v["access_log_dropped"] = state.access_log.dropped().into();
+    // Request heads refused before the service saw them, by class.
+    v["rejected_requests"] = state
+        .rejected
+        .counts()
+        .iter()
+        .map(|(k, n)| ((*k).to_owned(), serde_json::Value::from(*n)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
     let resolver = state.dialer.resolver();
     v["dns"] = resolver.stats.to_json();
     v["dns"]["cached_names"] = resolver.cached_names().into();

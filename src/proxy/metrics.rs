@@ -5,7 +5,8 @@
 //! # Where it sits
 //! Outside the request path: the counters are the relaxed atomics the request path already
 //! keeps (filter decisions, cache states, file scans, feedback queue and spool, certificate
-//! mints, failed client handshakes, tunnels, DNS lookups, policy reload failures) and the histogram of
+//! mints, failed client handshakes, tunnels, DNS lookups, policy reload failures, rejected
+//! request heads) and the histogram of
 //! reputation round trips; a scrape reads them into a fresh `prometheus-client`
 //! registry and encodes it in the OpenMetrics text format. Label values come from closed
 //! sets only: actions, cache states, outcomes, and the configured source names.
@@ -228,6 +229,17 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
         "dns_cache_names",
         "Names in the DNS cache (answers and remembered failures)",
         i64::try_from(resolver.cached_names()).unwrap_or(i64::MAX),
+    );
+    counter_family(
+        &mut r,
+        "rejected_requests",
+        "Request heads refused before the proxy's service saw them, by class: malformed (400), too_large (431, 414), header_timeout (closed)",
+        "class",
+        state
+            .rejected
+            .counts()
+            .into_iter()
+            .map(|(k, n)| (k.to_owned(), n)),
     );
     counter(
         &mut r,

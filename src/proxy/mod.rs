@@ -42,7 +42,6 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use http::{HeaderValue, Version};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
@@ -74,7 +73,7 @@ pub const MAX_BLOCKING_THREADS: usize = 64;
 pub struct ProxyState {
     pub config: ProxyConfig,
     /// One pooled upstream client per worker (index = worker number).
-    pub clients: Vec<Client<Connector, Incoming>>,
+    pub clients: Vec<Client<Connector, body::UpstreamBody>>,
     /// With interception on: pooled HTTPS clients per worker (verified upstream TLS).
     pub https_clients: Vec<HttpsClients>,
     /// With interception on: the minter and its settings.
@@ -102,6 +101,8 @@ pub struct ProxyState {
     /// in-flight requests and close.
     pub draining: CancellationToken,
     pub local_addrs: Vec<SocketAddr>,
+    /// Request heads refused before the service saw them.
+    pub rejected: conn::Rejected,
     via_10: HeaderValue,
     via_11: HeaderValue,
 }
@@ -245,11 +246,12 @@ pub struct Proxy {
 
 /// Loads the policy (watched for changes, reloaded on SIGHUP), builds the reputation client
 /// over the configured sources (or an in-process server on the sample data when there are
-/// none), and starts following the change stream.
+/// none), and starts following the change stream. Returns the embedded server's address
+/// too, when there is one (the destination check refuses it like the proxy's listeners).
 async fn filter_setup(
     config: &Config,
     draining: &CancellationToken,
-) -> anyhow::Result<filter::Filter> {
+) -> anyhow::Result<(filter::Filter, Option<SocketAddr>)> {
     use crate::repserver::client::RepClient;
     use crate::reputation::{Reputation, ReputationConfig, SourceConfig};
     let file = &config.policy.file;
@@ -310,8 +312,11 @@ async fn filter_setup(
             timeout: s.timeout,
         });
     }
+    let mut embedded = None;
     if sources.is_empty() {
-        sources.push(embedded_server(draining).await?);
+        let (source, addr) = embedded_server(draining).await?;
+        sources.push(source);
+        embedded = Some(addr);
     }
     let reputation = Arc::new(Reputation::new(ReputationConfig {
         sources,
@@ -335,17 +340,17 @@ async fn filter_setup(
             "feedback events on");
         filter.feedback = Some(feedback);
     }
-    Ok(filter)
+    Ok((filter, embedded))
 }
 
 /// `policies/default.yaml` as shipped, for a proxy started away from the source tree.
 const DEFAULT_POLICY: &str = include_str!("../../policies/default.yaml");
 
 /// The embedded default: a reputation server in this process, in memory, on the shipped
-/// sample data, on a loopback port of its own with a random token.
+/// sample data, on a loopback port of its own with a random token; and that port.
 async fn embedded_server(
     draining: &CancellationToken,
-) -> anyhow::Result<crate::reputation::SourceConfig> {
+) -> anyhow::Result<(crate::reputation::SourceConfig, SocketAddr)> {
     use crate::repserver::{api, server, store::Store};
     use rand::RngCore as _;
     let mut store = Store::open_in_memory()?;
@@ -371,11 +376,12 @@ async fn embedded_server(
     ));
     tracing::warn!(%addr, entries = n,
         "no reputation sources configured: using an in-process reputation server with the sample data only");
-    Ok(crate::reputation::SourceConfig {
+    let source = crate::reputation::SourceConfig {
         name: "embedded".into(),
         client: crate::repserver::client::RepClient::new(&format!("http://{addr}"), &token, None)?,
         timeout: std::time::Duration::from_secs(2),
-    })
+    };
+    Ok((source, addr))
 }
 
 /// The settings every pooled upstream client shares (plain and TLS): idle timeout, pool
@@ -387,6 +393,7 @@ fn upstream_pool(cfg: &ProxyConfig) -> hyper_util::client::legacy::Builder {
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .http1_max_buf_size(cfg.upstream_read_buffer_bytes)
+        .http1_max_headers(cfg.max_header_lines)
         .http1_preserve_header_case(cfg.preserve_header_case)
         .set_host(false);
     b
@@ -395,7 +402,7 @@ fn upstream_pool(cfg: &ProxyConfig) -> hyper_util::client::legacy::Builder {
 /// The pooled upstream client for decrypted requests: verified TLS over our [`Connector`].
 /// Its connector takes a connection [`early::EarlyConns`] started for the host first.
 pub type HttpsClient =
-    Client<early::EarlyConnector<hyper_rustls::HttpsConnector<Connector>>, Incoming>;
+    Client<early::EarlyConnector<hyper_rustls::HttpsConnector<Connector>>, body::UpstreamBody>;
 
 /// A worker's upstream HTTPS pools for intercepted requests: ALPN matched to the client.
 /// A client that speaks HTTP/2 to the proxy is sent upstream over a pool that offers `h2`
@@ -600,8 +607,33 @@ impl Proxy {
             )?)),
             None => None,
         };
+        let admin = match config.admin.listen {
+            None => None,
+            Some(addr) => {
+                let l = std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("admin.listen {addr}: cannot listen"))?;
+                l.set_nonblocking(true)?;
+                tracing::info!(addr = %l.local_addr()?, "admin listener (/metrics)");
+                Some(l)
+            }
+        };
+        let draining = CancellationToken::new();
+        let (filter, embedded) = if config.policy.enabled {
+            let (f, e) = filter_setup(config, &draining).await?;
+            (Some(f), e)
+        } else {
+            (None, None)
+        };
+        let others = admin
+            .as_ref()
+            .map(std::net::TcpListener::local_addr)
+            .transpose()?
+            .into_iter()
+            .chain(embedded)
+            .collect();
         let policy = Arc::new(DestinationPolicy::new(
             local_addrs.clone(),
+            others,
             cfg.allow_internal_destinations,
             cfg.refused_destinations.clone(),
         ));
@@ -617,12 +649,6 @@ impl Proxy {
             (Some(i), c)
         } else {
             (None, Vec::new())
-        };
-        let draining = CancellationToken::new();
-        let filter = if config.policy.enabled {
-            Some(filter_setup(config, &draining).await?)
-        } else {
-            None
         };
         let via_name = cfg.via_name.clone();
         let via =
@@ -652,17 +678,8 @@ impl Proxy {
             tracker: TaskTracker::new(),
             draining,
             local_addrs,
+            rejected: conn::Rejected::default(),
             config: cfg,
-        };
-        let admin = match config.admin.listen {
-            None => None,
-            Some(addr) => {
-                let l = std::net::TcpListener::bind(addr)
-                    .with_context(|| format!("admin.listen {addr}: cannot listen"))?;
-                l.set_nonblocking(true)?;
-                tracing::info!(addr = %l.local_addr()?, "admin listener (/metrics)");
-                Some(l)
-            }
         };
         Ok(Self {
             listeners,
@@ -923,6 +940,7 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(None)
         .max_header_size(state.config.max_header_bytes)
+        .max_headers(state.config.max_header_lines)
         .max_buf_size(CLIENT_READ_BUFFER_MAX.max(state.config.max_header_bytes + 8192))
         .preserve_header_case(state.config.preserve_header_case)
         .keep_alive(allowed);
@@ -933,7 +951,10 @@ async fn serve_connection(
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
-                    tracing::debug!(error = %e, "client connection ended with an error");
+                    match conn::head_refusal(&e) {
+                        Some(refused) => conn::record_rejected(&state, peer, refused),
+                        None => tracing::debug!(error = %e, "client connection ended with an error"),
+                    }
                 }
                 return;
             }
@@ -948,7 +969,7 @@ async fn serve_connection(
                         conn.as_mut().graceful_shutdown();
                     }
                     Expiry::HeaderTimeout => {
-                        tracing::debug!("client did not finish its request head in time; closing");
+                        conn::record_rejected(&state, peer, conn::HEADER_TIMEOUT);
                         return;
                     }
                 }

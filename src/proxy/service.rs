@@ -119,34 +119,65 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
     }
 }
 
-/// A request from inside an intercepted tunnel, addressed to the tunnel's target:
-/// `scheme://authority/path?query`, whatever its `Host` (or HTTP/2 `:authority`) says. A
-/// request whose target cannot be rebuilt keeps its URI and is refused by the dispatch.
+/// Marks a request inside a tunnel that names another origin than the tunnel's; its URI
+/// is that origin's URL, and [`route`] answers it with 421 (after the filter has judged it).
+#[derive(Debug, Clone)]
+struct Misdirected(http::uri::Authority);
+
+/// A request from inside an intercepted tunnel, addressed to the tunnel's target as
+/// `scheme://authority/path?query`, where the authority is the one the client wrote (its
+/// HTTP/2 `:authority` or absolute-form target, else its `Host`), so that what reaches the
+/// origin is what the client signed and meant, or the tunnel's when it wrote none.
+///
+/// Every name the request carries must be the tunnel's origin: the same host (letter case
+/// and a trailing dot aside) and the same port, an absent port meaning the scheme's default
+/// (`https://good.example` is `good.example:443`, not `good.example:8443`). A request naming
+/// another is [`Misdirected`]. A request whose target cannot be rebuilt keeps its URI and is
+/// refused by the dispatch; an unparsable `Host` is refused there too.
 fn inner_request(t: &TunnelCtx, mut req: Request<Incoming>) -> Request<Incoming> {
-    let pq = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    let host_header = req
+    if req.method() == Method::CONNECT {
+        return req;
+    }
+    let host = req
         .headers()
         .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
-    if let Some(h) = host_header {
-        let hh = h.rsplit_once(':').map_or(h.as_str(), |(a, _)| a);
-        if !hh.eq_ignore_ascii_case(t.authority.host()) {
-            tracing::info!(host = %h, target = %t.authority,
-                "request inside a tunnel names another host; sent to the CONNECT target");
+        .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
+    let target = req.uri().authority().cloned();
+    let foreign = target
+        .iter()
+        .chain(&host)
+        .find(|a| !same_origin(a, &t.authority, t.scheme))
+        .cloned();
+    let authority = match &foreign {
+        Some(other) => {
+            tracing::info!(named = %other, target = %t.authority,
+                "request inside a tunnel names another origin: 421");
+            req.extensions_mut().insert(Misdirected(other.clone()));
+            other.clone()
         }
-    }
-    if req.method() != Method::CONNECT
-        && let Ok(uri) = format!("{}://{}{pq}", t.scheme, t.authority).parse::<http::Uri>()
-    {
+        None => target.or(host).unwrap_or_else(|| t.authority.clone()),
+    };
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    if let Ok(uri) = format!("{}://{authority}{pq}", t.scheme).parse::<http::Uri>() {
         *req.uri_mut() = uri;
     }
     req
+}
+
+/// Do two authorities name the same origin under `scheme` (see [`inner_request`])?
+fn same_origin(a: &http::uri::Authority, b: &http::uri::Authority, scheme: &str) -> bool {
+    let default = if scheme == "https" { 443 } else { 80 };
+    let host = |x: &http::uri::Authority| {
+        let h = x.host();
+        let h = h.strip_suffix('.').unwrap_or(h);
+        (super::acl::ip_literal(h), h.to_ascii_lowercase())
+    };
+    let (ha, hb) = (host(a), host(b));
+    let same_host = match (ha.0, hb.0) {
+        (Some(x), Some(y)) => x == y,
+        _ => ha.1 == hb.1,
+    };
+    same_host && a.port_u16().unwrap_or(default) == b.port_u16().unwrap_or(default)
 }
 
 async fn dispatch(
@@ -214,11 +245,15 @@ async fn route(
     if !allowed {
         return Err(ProxyError::ClientNotAllowed);
     }
+    check_head(&req)?;
     let is_connect = req.method() == Method::CONNECT;
     if ctx.inner {
         // Inside a tunnel: authenticated with the CONNECT; no CONNECT within CONNECT.
         if is_connect {
             return Err(ProxyError::BadRequest("CONNECT inside a tunnel"));
+        }
+        if let Some(Misdirected(other)) = req.extensions().get::<Misdirected>() {
+            return Err(misdirected(state, ctx, &req, other).await);
         }
         return Box::pin(forward::handle(state, ctx, req)).await;
     }
@@ -240,6 +275,36 @@ async fn route(
     } else {
         Box::pin(forward::handle(state, ctx, req)).await
     }
+}
+
+/// What every request head must satisfy before anything else looks at it: one valid `Host`
+/// at most (RFC 9112 §3.2: 400), and a body framed by `chunked` alone or not at all (§6.1:
+/// 501 for a coding the proxy cannot pass on).
+fn check_head(req: &Request<Incoming>) -> Result<(), ProxyError> {
+    super::headers::check_host(req.headers()).map_err(ProxyError::BadRequest)?;
+    super::headers::check_transfer_codings(req.headers())
+        .map_err(ProxyError::UnsupportedTransferCoding)
+}
+
+/// The answer to a request inside a tunnel that names `other`, another origin: the filter
+/// judges that URL like any other (a refused one gets its page), and an allowed one gets
+/// 421, on which browsers retry over a connection (a CONNECT) for that origin.
+async fn misdirected(
+    state: &ProxyState,
+    ctx: &mut RequestCtx,
+    req: &Request<Incoming>,
+    other: &http::uri::Authority,
+) -> ProxyError {
+    if let Some(filter) = &state.filter {
+        let url = req.uri().to_string();
+        match Box::pin(filter.check(&url, ctx.client.ip(), ctx.user.as_deref(), req.headers()))
+            .await
+        {
+            Ok(allowed) => ctx.decision = Some(allowed.decided),
+            Err(e) => return e,
+        }
+    }
+    ProxyError::Misdirected(other.to_string())
 }
 
 /// Origin-form: for the proxy itself (no `Host`, or a `Host` naming one of our listen
@@ -347,6 +412,39 @@ pub fn error_response(state: &ProxyState, ctx: &RequestCtx, e: &ProxyError) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_origin_is_its_host_and_port_with_the_scheme_default_filled_in() {
+        let a = |s: &str| s.parse::<http::uri::Authority>().unwrap();
+        let tunnel = a("good.example:443");
+        for same in [
+            "good.example",
+            "good.example:443",
+            "GOOD.Example",
+            "good.example.:443",
+        ] {
+            assert!(same_origin(&a(same), &tunnel, "https"), "{same}");
+        }
+        for other in ["bad.example", "good.example:8443", "good.example.bad:443"] {
+            assert!(!same_origin(&a(other), &tunnel, "https"), "{other}");
+        }
+        // The default depends on the scheme: plain HTTP inside a tunnel is port 80.
+        assert!(!same_origin(&a("good.example"), &tunnel, "http"));
+        assert!(same_origin(
+            &a("good.example"),
+            &a("good.example:80"),
+            "http"
+        ));
+        // A non-default tunnel port must be written.
+        assert!(!same_origin(
+            &a("good.example"),
+            &a("good.example:8443"),
+            "https"
+        ));
+        // IP literals compare as addresses.
+        assert!(same_origin(&a("[::1]:443"), &a("[0:0::1]"), "https"));
+        assert!(!same_origin(&a("127.0.0.1"), &a("[::1]"), "https"));
+    }
 
     /// The size of the future `f` returns, without calling it.
     fn future_size<A, F>(_: impl Fn(A) -> F) -> usize {

@@ -527,6 +527,38 @@ pub async fn read_head(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
+/// An origin that answers every request (heads without bodies) of each connection with the
+/// raw bytes `answer`, and hands each request head it read to the test: header case as it
+/// came off the wire.
+pub async fn raw_origin(
+    answer: &'static [u8],
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                loop {
+                    let head = read_head(&mut s).await;
+                    if head.is_empty() {
+                        return;
+                    }
+                    let _ = tx.send(head);
+                    if s.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
 /// The proxy's `/stats` page.
 pub async fn proxy_stats(proxy: &TestProxy) -> serde_json::Value {
     let text = plain_get(format!("{}/stats", proxy.url()))

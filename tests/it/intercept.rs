@@ -769,3 +769,172 @@ async fn the_upstream_handshake_starts_early_over_the_connection_the_connect_dia
     drop(tls);
     i.proxy.stop().await;
 }
+
+/// `curl` through the proxy to `https://localhost:port{path}` with `args` (HTTP/1.1 or 2),
+/// trusting `cacert`: the status line, headers and body.
+async fn curl_inner(
+    proxy: &TestProxy,
+    cacert: &Path,
+    port: u16,
+    path: &str,
+    args: &[&str],
+) -> String {
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-i",
+            "--suppress-connect-headers",
+            "--noproxy",
+            "",
+            "--max-time",
+            "30",
+        ])
+        .arg("-x")
+        .arg(proxy.url())
+        .arg("--cacert")
+        .arg(cacert)
+        .args(args)
+        .arg(format!("https://localhost:{port}{path}"))
+        .output()
+        .await
+        .expect("curl runs");
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn inner_requests_reach_the_origin_with_the_authority_the_client_wrote() {
+    let origin_ca = TestCa::new();
+    let origin = Origin::https(&origin_ca).await;
+    let port = origin.addr.port();
+    let i = intercepting(&origin_ca, port, "").await;
+    // The tunnel is to localhost:PORT; the client names it in its own spelling, as HTTP/1.1
+    // Host and as HTTP/2 :authority. The origin gets it as written (a signature over the
+    // Host header stays valid), not the tunnel's spelling.
+    let written = format!("LocalHost:{port}");
+    for version in ["--http1.1", "--http2"] {
+        let out = curl_inner(
+            &i.proxy,
+            &i.ca_path,
+            port,
+            "/headers",
+            &[version, "-H", &format!("Host: {written}")],
+        )
+        .await;
+        assert!(out.starts_with("HTTP/"), "{out}");
+        let body = &out[out.find("\r\n\r\n").unwrap() + 4..];
+        let seen: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            seen["headers"]["host"],
+            serde_json::json!([written]),
+            "{version}"
+        );
+    }
+    // Without a Host of its own spelling the client's authority is the URL's.
+    let r = i
+        .client(false)
+        .get(format!("https://localhost:{port}/headers"))
+        .send()
+        .await
+        .unwrap();
+    let seen: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(
+        seen["headers"]["host"],
+        serde_json::json!([format!("localhost:{port}")])
+    );
+    i.proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_for_another_origin_inside_a_tunnel_is_421() {
+    let origin_ca = TestCa::new();
+    let origin = Origin::https(&origin_ca).await;
+    let port = origin.addr.port();
+    let i = intercepting(&origin_ca, port, "").await;
+    let before = origin.stats.requests.load(Ordering::SeqCst);
+    for args in [
+        vec!["--http1.1", "-H", "Host: other.example"],
+        vec!["--http2", "-H", "Host: other.example"],
+        // The tunnel's host on another port is another origin.
+        vec!["--http1.1", "-H", "Host: localhost:1"],
+        // An absolute-form target inside the tunnel.
+        vec!["--http1.1", "--request-target", "https://other.example/"],
+    ] {
+        let out = curl_inner(&i.proxy, &i.ca_path, port, "/", &args).await;
+        let status = out.split(' ').nth(1).unwrap_or_default();
+        assert_eq!(status, "421", "{args:?}: {out}");
+    }
+    assert_eq!(
+        origin.stats.requests.load(Ordering::SeqCst),
+        before,
+        "nothing went to the tunnel's origin"
+    );
+    i.proxy.stop().await;
+}
+
+#[tokio::test]
+async fn the_filter_judges_the_other_origin_a_request_inside_a_tunnel_names() {
+    let (i, origin, _dir) = filtering_interceptor().await;
+    let port = origin.addr.port();
+    // A tunnel to files.test (allowed) carrying a request for malware.example: its page.
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-i",
+            "--suppress-connect-headers",
+            "--noproxy",
+            "",
+            "--max-time",
+            "30",
+        ])
+        .arg("-x")
+        .arg(i.proxy.url())
+        .arg("--cacert")
+        .arg(&i.ca_path)
+        .args(["-H", &format!("Host: malware.example:{port}")])
+        .arg(format!("https://files.test:{port}/"))
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("HTTP/1.1 403") || text.starts_with("HTTP/2 403"),
+        "{text}"
+    );
+    let line = i
+        .proxy
+        .wait_log(|l| l["url"] == format!("https://malware.example:{port}/"))
+        .await;
+    assert_eq!(line["decision"]["action"], "block", "{line}");
+    // An allowed other origin: 421, so the browser asks for it on its own connection.
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-i",
+            "--suppress-connect-headers",
+            "--noproxy",
+            "",
+            "--max-time",
+            "30",
+        ])
+        .arg("-x")
+        .arg(i.proxy.url())
+        .arg("--cacert")
+        .arg(&i.ca_path)
+        .args(["-H", &format!("Host: news.example:{port}")])
+        .arg(format!("https://files.test:{port}/"))
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("HTTP/1.1 421") || text.starts_with("HTTP/2 421"),
+        "{text}"
+    );
+    assert_eq!(origin.stats.requests.load(Ordering::SeqCst), 0);
+    i.proxy.stop().await;
+}

@@ -255,30 +255,11 @@ async fn max_forwards_zero_on_options_and_trace_is_answered_by_the_proxy() {
     proxy.stop().await;
 }
 
-/// An origin that answers each connection's first request from raw bytes and hands the
-/// request head it read to the test: header case as it came off the wire.
-async fn raw_origin() -> (
-    std::net::SocketAddr,
-    tokio::sync::mpsc::UnboundedReceiver<String>,
-) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let head = read_head(&mut s).await;
-            let _ = tx.send(head);
-            let _ = s
-                .write_all(b"HTTP/1.1 200 OK\r\nX-Answer-Case: Kept\r\nContent-Length: 2\r\n\r\nok")
-                .await;
-        }
-    });
-    (addr, rx)
-}
+const PLAIN_OK: &[u8] = b"HTTP/1.1 200 OK\r\nX-Answer-Case: Kept\r\nContent-Length: 2\r\n\r\nok";
 
 #[tokio::test]
 async fn header_name_case_is_kept_both_ways_when_configured() {
-    let (origin, mut seen) = raw_origin().await;
+    let (origin, mut seen) = raw_origin(PLAIN_OK).await;
     for (keys, kept) in [("", false), ("  preserve_header_case: true\n", true)] {
         let proxy = TestProxy::start(keys, "").await;
         let head = raw_exchange(
@@ -426,5 +407,189 @@ async fn head_requests_are_logged_as_complete() {
     assert_eq!(r.status(), 200);
     let line = proxy.wait_log(|v| v["method"] == "HEAD").await;
     assert!(line["error"].is_null(), "{line}");
+    proxy.stop().await;
+}
+
+/// Reads one chunked body from `s` (after its head) and returns its content.
+async fn read_chunked(s: &mut TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt as _;
+    let mut body = Vec::new();
+    loop {
+        let size_line = read_head_line(s).await;
+        let size = usize::from_str_radix(size_line.trim(), 16).expect("a chunk size");
+        let mut chunk = vec![0u8; size + 2];
+        s.read_exact(&mut chunk).await.unwrap();
+        if size == 0 {
+            return body;
+        }
+        body.extend_from_slice(&chunk[..size]);
+    }
+}
+
+/// One CRLF-terminated line from `s`.
+async fn read_head_line(s: &mut TcpStream) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        s.read_exact(&mut b).await.unwrap();
+        line.push(b[0]);
+    }
+    String::from_utf8(line).unwrap()
+}
+
+#[tokio::test]
+async fn a_malformed_chunk_in_the_clients_body_is_the_clients_fault() {
+    let origin = Origin::http().await;
+    let proxy = TestProxy::start("", "").await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(
+        format!(
+            "POST {} HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n\
+             5\r\nhello\r\nzz-not-a-size\r\n",
+            origin.url("/upload"),
+            origin.addr
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    assert!(
+        head.contains("error=http_request_error"),
+        "the client's fault, not the upstream's: {head}"
+    );
+    let line = proxy.wait_log(|v| v["status"] == 400).await;
+    assert_eq!(line["error"], "http_request_error");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn duplicate_or_invalid_host_fields_are_400_even_with_an_absolute_target() {
+    let origin = Origin::http().await;
+    let proxy = TestProxy::start(&format!("  connect_ports: [{}]\n", origin.addr.port()), "").await;
+    for host in [
+        "Host: a b\r\n".to_owned(),
+        "Host: @@@\r\n".to_owned(),
+        "Host: [::1\r\n".to_owned(),
+        "Host: \r\n".to_owned(),
+        "Host: user@a.example\r\n".to_owned(),
+        format!("Host: {0}\r\nHost: {0}\r\n", origin.addr),
+    ] {
+        let head = raw_exchange(
+            proxy.addr,
+            format!("GET {} HTTP/1.1\r\n{host}\r\n", origin.url("/")).as_bytes(),
+        )
+        .await;
+        assert!(head.starts_with("HTTP/1.1 400"), "{host:?}: {head}");
+        assert!(head.contains("Host header field"), "{host:?}: {head}");
+        let head = raw_exchange(
+            proxy.addr,
+            format!("CONNECT {0} HTTP/1.1\r\n{host}\r\n", origin.addr).as_bytes(),
+        )
+        .await;
+        assert!(
+            head.starts_with("HTTP/1.1 400"),
+            "CONNECT, {host:?}: {head}"
+        );
+    }
+    assert_eq!(origin.stats.connections.load(Ordering::SeqCst), 0);
+    // One valid Host naming another host is ignored for the target's (RFC 9112 §3.2.2).
+    let head = raw_exchange(
+        proxy.addr,
+        format!(
+            "GET {} HTTP/1.1\r\nHost: elsewhere.example:81\r\nConnection: close\r\n\r\n",
+            origin.url("/")
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn transfer_codings_other_than_chunked_are_refused_both_ways() {
+    let origin = Origin::http().await;
+    let proxy = TestProxy::start("", "").await;
+    // gzip is applied to the body, chunked frames it: the proxy cannot pass gzip on.
+    for te in ["gzip, chunked", "x-custom, chunked", "chunked, chunked"] {
+        let head = raw_exchange(
+            proxy.addr,
+            format!(
+                "POST {} HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: {te}\r\n\r\n\
+                 3\r\nabc\r\n0\r\n\r\n",
+                origin.url("/upload"),
+                origin.addr
+            )
+            .as_bytes(),
+        )
+        .await;
+        assert!(head.starts_with("HTTP/1.1 501"), "{te}: {head}");
+    }
+    assert_eq!(origin.stats.requests.load(Ordering::SeqCst), 0);
+    // A response so coded is not relayed as if it were plain.
+    let (raw, _seen) = raw_origin(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
+    let r = proxy
+        .client(None)
+        .get(format!("http://{raw}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(
+        r.headers()["proxy-status"]
+            .to_str()
+            .unwrap()
+            .contains("error=http_protocol_error")
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_response_with_length_and_chunked_loses_the_length_and_the_connection_stays_usable() {
+    let (origin, _seen) = raw_origin(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    let proxy = TestProxy::start("", "").await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    for round in 0..2 {
+        s.write_all(
+            format!("GET http://{origin}/{round} HTTP/1.1\r\nHost: {origin}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let head = read_head(&mut s).await.to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "round {round}: {head}");
+        assert!(!head.contains("content-length"), "round {round}: {head}");
+        assert!(
+            head.contains("transfer-encoding: chunked"),
+            "round {round}: {head}"
+        );
+        assert_eq!(read_chunked(&mut s).await, b"hello", "round {round}");
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn an_unrequested_101_from_the_origin_is_502() {
+    let (origin, _seen) = raw_origin(
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n",
+    )
+    .await;
+    let proxy = TestProxy::start("", "").await;
+    let head = raw_exchange(
+        proxy.addr,
+        format!("GET http://{origin}/ HTTP/1.1\r\nHost: {origin}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    assert!(head.contains("error=http_protocol_error"), "{head}");
     proxy.stop().await;
 }

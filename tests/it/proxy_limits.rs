@@ -302,3 +302,233 @@ async fn max_connections_holds_further_clients_until_a_slot_frees_up() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     proxy.stop().await;
 }
+
+/// 403 with `destination_ip_prohibited`, for a plain request and a CONNECT to `authority`.
+async fn assert_destination_refused(proxy: &TestProxy, authority: &str) {
+    let r = proxy
+        .client(None)
+        .get(format!("http://{authority}/latest/meta-data/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "{authority}");
+    let ps = r.headers()["proxy-status"].to_str().unwrap().to_owned();
+    assert!(
+        ps.contains("error=destination_ip_prohibited"),
+        "{authority}: {ps}"
+    );
+    let head = raw_exchange(
+        proxy.addr,
+        format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(
+        head.starts_with("HTTP/1.1 403"),
+        "CONNECT {authority}: {head}"
+    );
+    assert!(
+        head.contains("error=destination_ip_prohibited"),
+        "CONNECT {authority}: {head}"
+    );
+}
+
+#[tokio::test]
+async fn ipv6_forms_of_internal_addresses_and_metadata_addresses_are_refused() {
+    let origin = Origin::http().await;
+    let port = origin.addr.port();
+    let proxy = TestProxy::start_yaml(&format!(
+        "proxy:\n  listen: [\"127.0.0.1:0\"]\n  via_name: webrep-test\n  connect_ports: [80, 443, {port}]\n"
+    ))
+    .await;
+    for authority in [
+        // 127.0.0.1 as IPv4-compatible, NAT64, 6to4 and Teredo (client) IPv6 addresses.
+        format!("[::127.0.0.1]:{port}"),
+        format!("[64:ff9b::127.0.0.1]:{port}"),
+        format!("[2002:7f00:1::1]:{port}"),
+        format!("[2001:0:c000:201::80ff:fffe]:{port}"),
+        // The local-use NAT64 prefix, and cloud metadata outside link-local.
+        format!("[64:ff9b:1::7f00:1]:{port}"),
+        "[fd00:ec2::254]:80".to_owned(),
+        "100.100.100.200:80".to_owned(),
+        "168.63.129.16:80".to_owned(),
+    ] {
+        assert_destination_refused(&proxy, &authority).await;
+    }
+    assert_eq!(origin.stats.connections.load(Ordering::SeqCst), 0);
+    proxy.stop().await;
+}
+
+/// A port on 127.0.0.1 held (bound with `SO_REUSEPORT`, not listening) by the returned
+/// socket, so a proxy configured with it can bind it too and nothing else takes it first.
+fn held_port() -> (socket2::Socket, u16) {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+    s.set_reuse_address(true).unwrap();
+    s.set_reuse_port(true).unwrap();
+    s.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    let port = s.local_addr().unwrap().as_socket().unwrap().port();
+    (s, port)
+}
+
+#[tokio::test]
+async fn the_proxy_never_connects_to_its_own_ports_at_any_local_address() {
+    let (held, port) = held_port();
+    // Internal destinations allowed, and CONNECT to the proxy's own port allowed.
+    let proxy = TestProxy::start_yaml(&format!(
+        "proxy:\n  listen: [\"127.0.0.1:{port}\"]\n  via_name: webrep-test\n  connect_ports: [{port}]\n  destinations:\n    allow_internal: true\nadmin:\n  listen: \"127.0.0.1:0\"\n"
+    ))
+    .await;
+    drop(held);
+    // The wildcard address and "0" reach every listener of this host; another loopback
+    // address, the IPv4-mapped and NAT64 forms and "localhost" are this host too.
+    for target in [
+        format!("0.0.0.0:{port}"),
+        format!("0:{port}"),
+        format!("127.0.0.2:{port}"),
+        format!("[::ffff:127.0.0.1]:{port}"),
+        format!("[64:ff9b::127.0.0.1]:{port}"),
+        format!("localhost:{port}"),
+    ] {
+        let head = raw_exchange(
+            proxy.addr,
+            format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(head.starts_with("HTTP/1.1 403"), "CONNECT {target}: {head}");
+        assert!(head.contains("error=destination_ip_prohibited"), "{head}");
+    }
+    assert_eq!(
+        proxy.state.tunnels[0].load(Ordering::Relaxed),
+        0,
+        "no tunnel into itself"
+    );
+    // The admin listener is refused as a destination, under any local address.
+    let admin = proxy.admin.unwrap().port();
+    for authority in [format!("127.0.0.1:{admin}"), format!("0.0.0.0:{admin}")] {
+        let r = proxy
+            .client(None)
+            .get(format!("http://{authority}/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{authority}");
+    }
+    // A plain request to the proxy's own port at the wildcard address gets its own pages.
+    let r = proxy
+        .client(None)
+        .get(format!("http://0.0.0.0:{port}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "ok\n");
+    proxy.stop().await;
+}
+
+/// A request head with `n` short header lines (about 12 bytes each) for `url`.
+fn many_headers(url: &str, n: usize) -> String {
+    let mut req = format!("GET {url} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n");
+    for i in 0..n {
+        req.push_str(&format!("X-H{i}: 1\r\n"));
+    }
+    req.push_str("\r\n");
+    req
+}
+
+#[tokio::test]
+async fn the_header_line_limit_is_configurable() {
+    let origin = Origin::http().await;
+    let proxy = TestProxy::start("", "").await;
+    // 150 lines of ~2 KiB in all: over the default of 100 lines, far under the byte limit.
+    let head = raw_exchange(proxy.addr, many_headers(&origin.url("/"), 150).as_bytes()).await;
+    assert!(head.starts_with("HTTP/1.1 431"), "{head}");
+    proxy.stop().await;
+    let proxy = TestProxy::start("  max_header_lines: 200\n", "").await;
+    // An origin that takes any number of lines.
+    let (raw, mut seen) =
+        raw_origin(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").await;
+    let head = raw_exchange(
+        proxy.addr,
+        many_headers(&format!("http://{raw}/"), 150).as_bytes(),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(seen.recv().await.unwrap().contains("\r\nx-h149: 1\r\n"));
+    let head = raw_exchange(proxy.addr, many_headers(&origin.url("/"), 250).as_bytes()).await;
+    assert!(head.starts_with("HTTP/1.1 431"), "{head}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn request_heads_refused_before_parsing_are_logged_and_counted() {
+    let origin = Origin::http().await;
+    let proxy = TestProxy::start(
+        "  max_header_bytes: 4096\n  header_read_timeout_ms: 300\n  client_idle_timeout_ms: 600000\n",
+        "admin:\n  listen: \"127.0.0.1:0\"\n",
+    )
+    .await;
+    // hyper answers these itself; each gets an access-log line of kind "rejected".
+    let head = raw_exchange(
+        proxy.addr,
+        b"GET http://a.example/ HTTP/1.1\r\nBad Header: x\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    let big = format!(
+        "GET {} HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        origin.url("/"),
+        "x".repeat(8000)
+    );
+    let head = raw_exchange(proxy.addr, big.as_bytes()).await;
+    assert!(head.starts_with("HTTP/1.1 431"), "{head}");
+    let head = raw_exchange(proxy.addr, many_headers(&origin.url("/"), 150).as_bytes()).await;
+    assert!(head.starts_with("HTTP/1.1 431"), "{head}");
+    // A head that never ends: closed without an answer, logged as 408.
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET http://a.example/ HTTP/1.1\r\nHost: a.ex")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
+        .await
+        .expect("the proxy closes the connection")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    for (status, error) in [
+        (400, "invalid_header"),
+        (431, "header_too_large"),
+        (408, "header_timeout"),
+    ] {
+        let line = proxy
+            .wait_log(|v| v["kind"] == "rejected" && v["status"] == status)
+            .await;
+        assert_eq!(line["error"], error, "{line}");
+        assert_eq!(line["method"], "-", "{line}");
+        assert!(
+            line["client"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{line}"
+        );
+    }
+    let stats = proxy_stats(&proxy).await;
+    assert_eq!(
+        stats["rejected_requests"],
+        serde_json::json!({ "malformed": 1, "too_large": 2, "header_timeout": 1 })
+    );
+    let text = scrape(proxy.admin.unwrap()).await;
+    assert_eq!(
+        sample(&text, "webrep_rejected_requests_total{class=\"too_large\"}"),
+        2.0
+    );
+    assert_eq!(
+        sample(&text, "webrep_rejected_requests_total{class=\"malformed\"}"),
+        1.0
+    );
+    assert_eq!(origin.stats.requests.load(Ordering::SeqCst), 0);
+    proxy.stop().await;
+}
