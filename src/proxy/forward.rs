@@ -3,7 +3,9 @@
 //! Checks (scheme, host, forwarding loop), rewrites the head for the next hop (hop-by-hop
 //! headers out, `Host` from the target, our `Via` in), and sends it over the pooled
 //! keep-alive client; the request body streams to the upstream as the client sends it and the
-//! response body streams back, never collected. A WebSocket upgrade keeps its `Upgrade`
+//! response body streams back, never collected. A failure to read the client's body on the
+//! way is the client's (400); a response the proxy cannot relay as it is (a `101` nobody
+//! asked for, a transfer coding other than `chunked`) is the upstream's (502). A WebSocket upgrade keeps its `Upgrade`
 //! headers, and on `101` both sides are joined by a relay. The client connects through
 //! [`super::dial::Connector`], so refused destinations are stopped after DNS.
 //!

@@ -119,9 +119,21 @@ pub fn check_host(headers: &HeaderMap) -> Result<(), &'static str> {
     if values.next().is_some() {
         return Err("more than one Host header field");
     }
-    match http::uri::Authority::try_from(v.as_bytes()) {
-        Ok(a) if !a.host().is_empty() && !a.as_str().contains('@') => Ok(()),
-        _ => Err("invalid Host header field"),
+    let valid = http::uri::Authority::try_from(v.as_bytes()).is_ok_and(|a| {
+        let (host, all) = (a.host(), a.as_str());
+        // No user information: the host starts the value; after it only `:` and digits.
+        !host.is_empty()
+            && all.starts_with(host)
+            && all[host.len()..]
+                .strip_prefix(':')
+                .map_or(all.len() == host.len(), |port| {
+                    port.bytes().all(|b| b.is_ascii_digit())
+                })
+    });
+    if valid {
+        Ok(())
+    } else {
+        Err("invalid Host header field")
     }
 }
 

@@ -8,8 +8,9 @@
 //!   for its SNI (or the CONNECT host when there is none) comes from the [`Minter`], and the
 //!   decrypted connection is served by hyper (HTTP/1.1 or HTTP/2, by ALPN) with the proxy's
 //!   own [`ProxyService`]: each inner request is rewritten to its full `https://` URL (the
-//!   CONNECT target's authority) and goes through the same dispatch, logging and forwarding
-//!   as a plain request, upstream over verified TLS;
+//!   CONNECT target, in the spelling the client wrote; a request naming another origin gets
+//!   421) and goes through the same dispatch, logging and forwarding as a plain request,
+//!   upstream over verified TLS;
 //! - an HTTP method: the tunnel carries plain HTTP, served the same way with `http://` URLs;
 //! - anything else: the policy's `interception.non_tls` for the host decides (block: close;
 //!   allow: relay untouched); without filtering, the config's `intercept.non_tls`. A

@@ -579,6 +579,18 @@ fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// Binds `admin.listen`, when set.
+fn bind_admin(listen: Option<SocketAddr>) -> anyhow::Result<Option<std::net::TcpListener>> {
+    let Some(addr) = listen else {
+        return Ok(None);
+    };
+    let l = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("admin.listen {addr}: cannot listen"))?;
+    l.set_nonblocking(true)?;
+    tracing::info!(addr = %l.local_addr()?, "admin listener (/metrics)");
+    Ok(Some(l))
+}
+
 impl Proxy {
     /// Binds the listeners and builds the shared state. Fails on a busy port or a bad users
     /// file, before anything is served.
@@ -607,16 +619,7 @@ impl Proxy {
             )?)),
             None => None,
         };
-        let admin = match config.admin.listen {
-            None => None,
-            Some(addr) => {
-                let l = std::net::TcpListener::bind(addr)
-                    .with_context(|| format!("admin.listen {addr}: cannot listen"))?;
-                l.set_nonblocking(true)?;
-                tracing::info!(addr = %l.local_addr()?, "admin listener (/metrics)");
-                Some(l)
-            }
-        };
+        let admin = bind_admin(config.admin.listen)?;
         let draining = CancellationToken::new();
         let (filter, embedded) = if config.policy.enabled {
             let (f, e) = filter_setup(config, &draining).await?;

@@ -375,8 +375,9 @@ async fn secure_websocket_echo_through_interception() {
     let origin = Origin::https(&origin_ca).await;
     let port = origin.addr.port();
     let i = intercepting(&origin_ca, port, "").await;
+    // The tunnel is to 127.0.0.1 (SNI localhost): the request names the tunnel's origin.
     let tls = tls_through(&i.proxy, port, &i.ca_pem, Some("localhost")).await;
-    let (mut ws, resp) = tokio_tungstenite::client_async(format!("wss://localhost:{port}/ws"), tls)
+    let (mut ws, resp) = tokio_tungstenite::client_async(format!("wss://127.0.0.1:{port}/ws"), tls)
         .await
         .unwrap();
     assert_eq!(resp.status(), 101);
