@@ -806,6 +806,7 @@ mod tests {
         assert_eq!(c.proxy.connect_ports, vec![443]);
         assert!(!c.proxy.allow_internal_destinations);
         assert_eq!(c.proxy.max_header_bytes, 65_536);
+        assert_eq!(c.proxy.max_header_lines, 100);
         assert!(c.auth.users_file.is_none());
         assert!(c.access_log.enabled && c.access_log.path.is_none());
         assert!(c.proxy.via_name.starts_with("webrep"));
@@ -837,6 +838,11 @@ mod tests {
                 "proxy.allowed_clients",
             ),
             ("proxy:\n  max_header_bytes: 10\n", "proxy.max_header_bytes"),
+            ("proxy:\n  max_header_lines: 5\n", "proxy.max_header_lines"),
+            (
+                "proxy:\n  max_header_lines: 10001\n",
+                "proxy.max_header_lines",
+            ),
             ("proxy:\n  connect_ports: [0]\n", "proxy.connect_ports"),
             (
                 "proxy:\n  tunnel_idle_timeout_ms: 0\n",

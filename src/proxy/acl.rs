@@ -29,7 +29,8 @@
 //! unspecified address (`0.0.0.0` and `::` reach the local host), the bound addresses and
 //! every address of the host's interfaces, read from the system (`getifaddrs`) at the
 //! moment of the check, so that an address added later is covered. Only a destination on
-//! one of those ports pays for that read (a few microseconds); the rule holds with
+//! one of those ports pays for that read (one netlink round trip to the kernel, no I/O
+//! beyond it); the rule holds with
 //! `destinations.allow_internal` too, so a client cannot make the proxy open a tunnel into
 //! itself. It is deliberately wider than "would reach our socket": another service on the
 //! same host and the same port number is refused too.

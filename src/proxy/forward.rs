@@ -5,9 +5,10 @@
 //! keep-alive client; the request body streams to the upstream as the client sends it and the
 //! response body streams back, never collected. A failure to read the client's body on the
 //! way is the client's (400); a response the proxy cannot relay as it is (a `101` nobody
-//! asked for, a transfer coding other than `chunked`) is the upstream's (502). A WebSocket upgrade keeps its `Upgrade`
-//! headers, and on `101` both sides are joined by a relay. The client connects through
-//! [`super::dial::Connector`], so refused destinations are stopped after DNS.
+//! asked for, a transfer coding other than `chunked`) is the upstream's (502). A WebSocket
+//! upgrade keeps its `Upgrade` headers, and on `101` both sides are joined by a relay. The
+//! client connects through [`super::dial::Connector`], so refused destinations are stopped
+//! after DNS.
 //!
 //! Deadlines: the connect (inside the connector) and the response headers
 //! (`proxy.upstream_response_timeout_ms`, connect included); the body has no deadline of its

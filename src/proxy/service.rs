@@ -4,8 +4,9 @@
 //! `Transfer-Encoding` (400, 501) → CONNECT, origin-form (the proxy's own pages) or
 //! absolute-form forwarding; proxy authentication before anything leaves the proxy. Inside
 //! an intercepted tunnel every request is addressed to the tunnel's target with the
-//! authority the client wrote, or answered 421 when it names another origin. Every failure becomes a response in one place ([`error_response`]) with its status,
-//! RFC 9209 `Proxy-Status` and a short plain-text reason, and every response carries the
+//! authority the client wrote, or answered 421 when it names another origin. Every failure
+//! becomes a response in one place ([`error_response`]) with its status, RFC 9209
+//! `Proxy-Status` and a short plain-text reason, and every response carries the
 //! [`ResponseGuard`] that writes the access log line when the body is done.
 
 use std::convert::Infallible;
