@@ -1,5 +1,6 @@
 //! The `webrep` binary: parse the command line, load and validate configuration, run.
-//! Exit status: 0 success, 64 configuration error, 1 runtime failure.
+//! Exit status: 0 success, 64 configuration error (an invalid `RUST_LOG` too), 1 runtime
+//! failure.
 
 use std::io::BufRead as _;
 use std::process::ExitCode;
@@ -19,7 +20,10 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return config_error(&e),
             };
-            webrep::telemetry::init(&config.log.level, config.log.format);
+            let _log = match webrep::telemetry::init(&config.log.level, config.log.format) {
+                Ok(guard) => guard,
+                Err(e) => return usage_error(&e),
+            };
             // Worker 0 runs on this thread; `Proxy::run` starts one more single-threaded
             // runtime per further worker.
             let rt = match tokio::runtime::Builder::new_current_thread()
@@ -30,7 +34,9 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(anyhow::Error::new(e).context("cannot start the runtime")),
             };
-            match rt.block_on(run_proxy(config)) {
+            let result = rt.block_on(run_proxy(config));
+            rt.shutdown_timeout(webrep::shutdown::BLOCKING_TASKS_GRACE);
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
@@ -41,7 +47,10 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return config_error(&e),
             };
-            webrep::telemetry::init(&config.log.level, config.log.format);
+            let _log = match webrep::telemetry::init(&config.log.level, config.log.format) {
+                Ok(guard) => guard,
+                Err(e) => return usage_error(&e),
+            };
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -54,6 +63,7 @@ fn main() -> ExitCode {
                 webrep::repserver::server::run(&config.server, config_path.as_deref(), shutdown)
                     .await
             });
+            rt.shutdown_timeout(webrep::shutdown::BLOCKING_TASKS_GRACE);
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
@@ -95,7 +105,7 @@ fn main() -> ExitCode {
             command: ConfigCommand::PrintDefault,
         } => match raw::to_yaml_string(&RawConfig::default()) {
             Ok(s) => {
-                print!("{s}");
+                webrep::out!("{s}");
                 ExitCode::SUCCESS
             }
             Err(e) => fail(anyhow::anyhow!(e)),
@@ -104,7 +114,7 @@ fn main() -> ExitCode {
             command: ConfigCommand::Check { file },
         } => match Config::load(Some(&file)) {
             Ok(_) => {
-                println!("{}: ok", file.display());
+                webrep::outln!("{}: ok", file.display());
                 ExitCode::SUCCESS
             }
             Err(e) => config_error(&e),
@@ -114,9 +124,9 @@ fn main() -> ExitCode {
             let code = webrep::canon::url_command(&url, json, &mut out);
             let text = String::from_utf8_lossy(&out);
             if code == 0 {
-                print!("{text}");
+                webrep::out!("{text}");
             } else {
-                eprint!("{text}");
+                webrep::err!("{text}");
             }
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
@@ -132,22 +142,22 @@ fn main() -> ExitCode {
         }
         Command::Passwd { name } => {
             if name.is_empty() || name.contains(':') || name.contains(char::is_whitespace) {
-                eprintln!("error: a user name must be non-empty, without ':' or spaces");
+                webrep::errln!("error: a user name must be non-empty, without ':' or spaces");
                 return ExitCode::from(EX_USAGE);
             }
             let mut line = String::new();
             if std::io::stdin().lock().read_line(&mut line).is_err() {
-                eprintln!("error: cannot read the password from standard input");
+                webrep::errln!("error: cannot read the password from standard input");
                 return ExitCode::from(EX_USAGE);
             }
             let password = line.trim_end_matches(['\r', '\n']);
             if password.is_empty() {
-                eprintln!("error: empty password (give it on standard input)");
+                webrep::errln!("error: empty password (give it on standard input)");
                 return ExitCode::from(EX_USAGE);
             }
             match webrep::proxy::auth::hash_password(password) {
                 Ok(h) => {
-                    println!("{name}:{h}");
+                    webrep::outln!("{name}:{h}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(anyhow::anyhow!(e)),
@@ -175,7 +185,7 @@ fn ca_command(command: CaCommand) -> ExitCode {
             };
             match ca::init(&dir, &opts) {
                 Ok(c) => {
-                    println!(
+                    webrep::outln!(
                         "created {} and {} (mode 0600)\nSHA-256 fingerprint: {}\nnext: `webrep ca show --dir {}` explains how clients trust it",
                         dir.join(ca::CERT_FILE).display(),
                         dir.join(ca::KEY_FILE).display(),
@@ -185,7 +195,7 @@ fn ca_command(command: CaCommand) -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e @ ca::CaError::Exists(_)) => {
-                    eprintln!("error: {e}");
+                    webrep::errln!("error: {e}");
                     ExitCode::from(EX_USAGE)
                 }
                 Err(e) => fail(anyhow::Error::new(e)),
@@ -193,7 +203,7 @@ fn ca_command(command: CaCommand) -> ExitCode {
         }
         CaCommand::Show { dir } => match ca::load(&dir) {
             Ok(c) => {
-                print!("{}", ca::describe(&c));
+                webrep::out!("{}", ca::describe(&c));
                 ExitCode::SUCCESS
             }
             Err(e) => fail(anyhow::Error::new(e)),
@@ -216,18 +226,22 @@ fn client_command(
     match rt.block_on(f) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", e.message);
+            webrep::errln!("error: {}", e.message);
             ExitCode::from(e.code)
         }
     }
 }
 
 fn config_error(e: &webrep::config::ConfigError) -> ExitCode {
-    eprintln!("error: {}", webrep::repserver::client::chain(e));
+    usage_error(&webrep::repserver::client::chain(e))
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    webrep::errln!("error: {message}");
     ExitCode::from(EX_USAGE)
 }
 
 fn fail(e: anyhow::Error) -> ExitCode {
-    eprintln!("error: {e:#}");
+    webrep::errln!("error: {e:#}");
     ExitCode::FAILURE
 }

@@ -94,6 +94,7 @@ fn stats(state: &ProxyState) -> Response<ProxyBody> {
         None => serde_json::json!({ "filter": null }),
     };
     v["access_log_dropped"] = state.access_log.dropped().into();
+    v["log_dropped"] = crate::telemetry::dropped_lines().into();
     let resolver = state.dialer.resolver();
     v["dns"] = resolver.stats.to_json();
     v["dns"]["cached_names"] = resolver.cached_names().into();
