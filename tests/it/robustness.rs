@@ -366,16 +366,20 @@ async fn closed_stdout_and_stderr_neither_kill_nor_stop_the_proxy() {
 }
 
 /// A pipe already full (its reader never reads): the writing end, and the reader to keep.
-fn full_pipe() -> (std::os::fd::OwnedFd, tokio::net::unix::pipe::Receiver) {
+async fn full_pipe() -> (std::os::fd::OwnedFd, tokio::net::unix::pipe::Receiver) {
     let (tx, rx) = tokio::net::unix::pipe::pipe().unwrap();
     let chunk = [b'x'; 4096];
+    // Writes until the kernel says the pipe is full (`writable` makes `try_write` ask it).
+    tx.writable().await.unwrap();
+    let mut written = 0;
     loop {
         match tx.try_write(&chunk) {
-            Ok(_) => {}
+            Ok(n) => written += n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
             Err(e) => panic!("{e}"),
         }
     }
+    assert!(written >= 4096, "the pipe took {written} bytes");
     (tx.into_blocking_fd().unwrap(), rx)
 }
 
@@ -383,8 +387,8 @@ fn full_pipe() -> (std::os::fd::OwnedFd, tokio::net::unix::pipe::Receiver) {
 async fn stdout_and_stderr_that_are_never_read_hold_up_neither_requests_nor_shutdown() {
     let origin = Origin::http().await;
     let systemd = NotifySocket::new();
-    let (out_w, _out_reader) = full_pipe();
-    let (err_w, _err_reader) = full_pipe();
+    let (out_w, _out_reader) = full_pipe().await;
+    let (err_w, _err_reader) = full_pipe().await;
     let (mut child, addr, _dir) = proxy_with_streams(out_w, err_w, &systemd).await;
     ten_requests(addr, &origin).await;
     assert_eq!(terminate(&mut child).await, Some(0));
