@@ -682,19 +682,22 @@ mod tests {
         assert_eq!(v["ts"], "2023-11-14T22:13:20.123Z");
     }
 
+    /// A writer whose every write waits until its sender sends or is dropped.
+    struct Gate(std::sync::mpsc::Receiver<()>);
+
+    impl std::io::Write for Gate {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            let _ = self.0.recv();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     #[test]
     fn full_buffer_drops_and_counts_instead_of_blocking() {
         // A writer that blocks until released, and room for about two lines.
-        struct Gate(std::sync::mpsc::Receiver<()>);
-        impl std::io::Write for Gate {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                let _ = self.0.recv();
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let (release, gate) = std::sync::mpsc::channel();
         let len = rec().to_line(AccessLogFormat::Json).len();
         let log = AccessLog::with_writer(Box::new(Gate(gate)), AccessLogFormat::Json, 2 * len + 1);
@@ -728,19 +731,9 @@ mod tests {
 
     #[test]
     fn a_writer_stuck_for_good_does_not_hold_up_closing() {
-        struct Stuck(std::sync::mpsc::Receiver<()>);
-        impl std::io::Write for Stuck {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                let _ = self.0.recv();
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         // `_never` stays alive, so the writer never returns from its first write.
         let (_never, stuck) = std::sync::mpsc::channel();
-        let log = AccessLog::with_writer(Box::new(Stuck(stuck)), AccessLogFormat::Json, 1 << 20);
+        let log = AccessLog::with_writer(Box::new(Gate(stuck)), AccessLogFormat::Json, 1 << 20);
         log.record(&rec());
         let (done, closed) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

@@ -214,38 +214,40 @@ pub enum PolicyCommand {
     },
 }
 
+/// Writes `args` to `to`, dropping them if the write fails: what the output macros expand to.
+#[doc(hidden)]
+pub fn write_lossy(mut to: impl std::io::Write, args: std::fmt::Arguments<'_>) {
+    let _ = to.write_fmt(args);
+}
+
 /// `print!` that drops the text when standard output is closed or failing.
 #[macro_export]
 macro_rules! out {
-    ($($arg:tt)*) => {{
-        use ::std::io::Write as _;
-        let _ = ::std::write!(::std::io::stdout().lock(), $($arg)*);
-    }};
+    ($($arg:tt)*) => {
+        $crate::cli::write_lossy(::std::io::stdout().lock(), ::std::format_args!($($arg)*))
+    };
 }
 
 /// `println!` that drops the line when standard output is closed or failing.
 #[macro_export]
 macro_rules! outln {
-    ($($arg:tt)*) => {{
-        use ::std::io::Write as _;
-        let _ = ::std::writeln!(::std::io::stdout().lock(), $($arg)*);
-    }};
-}
-
-/// `eprintln!` that drops the line when standard error is closed or failing.
-#[macro_export]
-macro_rules! errln {
-    ($($arg:tt)*) => {{
-        use ::std::io::Write as _;
-        let _ = ::std::writeln!(::std::io::stderr().lock(), $($arg)*);
-    }};
+    ($($arg:tt)*) => {
+        $crate::out!("{}\n", ::std::format_args!($($arg)*))
+    };
 }
 
 /// `eprint!` that drops the text when standard error is closed or failing.
 #[macro_export]
 macro_rules! err {
-    ($($arg:tt)*) => {{
-        use ::std::io::Write as _;
-        let _ = ::std::write!(::std::io::stderr().lock(), $($arg)*);
-    }};
+    ($($arg:tt)*) => {
+        $crate::cli::write_lossy(::std::io::stderr().lock(), ::std::format_args!($($arg)*))
+    };
+}
+
+/// `eprintln!` that drops the line when standard error is closed or failing.
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::err!("{}\n", ::std::format_args!($($arg)*))
+    };
 }

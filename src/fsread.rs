@@ -21,7 +21,7 @@
 //! on the blocking pool of a reload, never on the request path.
 //!
 //! # Caps
-//! One per kind of file, in bytes (docs/operations.md lists them for admins):
+//! One per kind of file, in bytes (README.md, "Files webrep reads", lists them for admins):
 //! [`CONFIG_MAX`], [`POLICY_MAX`], [`USERS_MAX`], [`GROUPS_MAX`], [`TOKENS_MAX`], [`PEM_MAX`],
 //! [`STATE_MAX`].
 

@@ -15,60 +15,8 @@ const EX_USAGE: u8 = 64;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Proxy { config } => {
-            let config = match Config::load(config.as_deref()) {
-                Ok(c) => c,
-                Err(e) => return config_error(&e),
-            };
-            let _log = match webrep::telemetry::init(&config.log.level, config.log.format) {
-                Ok(guard) => guard,
-                Err(e) => return usage_error(&e),
-            };
-            // Worker 0 runs on this thread; `Proxy::run` starts one more single-threaded
-            // runtime per further worker.
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .max_blocking_threads(webrep::proxy::MAX_BLOCKING_THREADS)
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => return fail(anyhow::Error::new(e).context("cannot start the runtime")),
-            };
-            let result = rt.block_on(run_proxy(config));
-            rt.shutdown_timeout(webrep::shutdown::BLOCKING_TASKS_GRACE);
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e),
-            }
-        }
-        Command::Server { config } => {
-            let config_path = config;
-            let config = match Config::load(config_path.as_deref()) {
-                Ok(c) => c,
-                Err(e) => return config_error(&e),
-            };
-            let _log = match webrep::telemetry::init(&config.log.level, config.log.format) {
-                Ok(guard) => guard,
-                Err(e) => return usage_error(&e),
-            };
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => return fail(anyhow::Error::new(e).context("cannot start the runtime")),
-            };
-            let result = rt.block_on(async {
-                let shutdown = webrep::shutdown::on_signals()?;
-                webrep::repserver::server::run(&config.server, config_path.as_deref(), shutdown)
-                    .await
-            });
-            rt.shutdown_timeout(webrep::shutdown::BLOCKING_TASKS_GRACE);
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e),
-            }
-        }
+        Command::Proxy { config } => serve(config.as_deref(), Role::Proxy),
+        Command::Server { config } => serve(config.as_deref(), Role::Server),
         Command::Import {
             server,
             store,
@@ -163,6 +111,53 @@ fn main() -> ExitCode {
                 Err(e) => fail(anyhow::anyhow!(e)),
             }
         }
+    }
+}
+
+/// What [`serve`] runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Proxy,
+    Server,
+}
+
+/// `webrep proxy` and `webrep server`: load the config, start diagnostics and a runtime, run
+/// until a signal, then stop the runtime without waiting long for blocking work.
+fn serve(config_path: Option<&std::path::Path>, role: Role) -> ExitCode {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => return config_error(&e),
+    };
+    let _log = match webrep::telemetry::init(&config.log.level, config.log.format) {
+        Ok(guard) => guard,
+        Err(e) => return usage_error(&e),
+    };
+    // The proxy's worker 0 runs on this thread; `Proxy::run` starts one more
+    // single-threaded runtime per further worker.
+    let built = match role {
+        Role::Proxy => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .max_blocking_threads(webrep::proxy::MAX_BLOCKING_THREADS)
+            .build(),
+        Role::Server => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    };
+    let rt = match built {
+        Ok(rt) => rt,
+        Err(e) => return fail(anyhow::Error::new(e).context("cannot start the runtime")),
+    };
+    let result = match role {
+        Role::Proxy => rt.block_on(run_proxy(config)),
+        Role::Server => rt.block_on(async {
+            let shutdown = webrep::shutdown::on_signals()?;
+            webrep::repserver::server::run(&config.server, config_path, shutdown).await
+        }),
+    };
+    rt.shutdown_timeout(webrep::shutdown::BLOCKING_TASKS_GRACE);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
     }
 }
 

@@ -529,7 +529,12 @@ pub async fn read_head(s: &mut TcpStream) -> String {
 
 /// The proxy's `/stats` page.
 pub async fn proxy_stats(proxy: &TestProxy) -> serde_json::Value {
-    let text = plain_get(format!("{}/stats", proxy.url()))
+    stats_at(proxy.addr).await
+}
+
+/// `/stats` of the proxy listening on `addr`.
+pub async fn stats_at(addr: std::net::SocketAddr) -> serde_json::Value {
+    let text = plain_get(format!("http://{addr}/stats"))
         .await
         .unwrap()
         .text()

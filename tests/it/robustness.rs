@@ -183,17 +183,6 @@ async fn a_fifo_as_config_or_policy_file_is_a_clear_error_not_a_hang() {
     );
 }
 
-/// The proxy's `/stats`.
-async fn stats(addr: std::net::SocketAddr) -> serde_json::Value {
-    let text = plain_get(format!("http://{addr}/stats"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
 /// Polls `/stats` (up to 30 s) until `ok` holds for it.
 async fn stats_until(
     addr: std::net::SocketAddr,
@@ -202,7 +191,7 @@ async fn stats_until(
 ) -> serde_json::Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let v = stats(addr).await;
+        let v = stats_at(addr).await;
         if ok(&v) {
             return v;
         }
@@ -234,7 +223,7 @@ async fn a_policy_swapped_for_a_fifo_keeps_the_running_one_and_reloads_and_signa
         .and_then(|a| a.split_whitespace().next())
         .expect("the admin listener is logged")
         .to_owned();
-    assert_eq!(stats(proxy.addr).await["policy_generation"], 1);
+    assert_eq!(stats_at(proxy.addr).await["policy_generation"], 1);
 
     // The policy file becomes a FIFO (renamed into place, as editors replace files).
     let fifo = files.path().join("new-policy");
@@ -257,7 +246,7 @@ async fn a_policy_swapped_for_a_fifo_keeps_the_running_one_and_reloads_and_signa
         "{body}"
     );
     // The running policy stays, and the proxy serves.
-    assert_eq!(stats(proxy.addr).await["policy_generation"], 1);
+    assert_eq!(stats_at(proxy.addr).await["policy_generation"], 1);
     let r = proxy.client().get(origin.url("/")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 
