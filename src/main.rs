@@ -88,29 +88,29 @@ fn main() -> ExitCode {
             );
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
-        Command::Passwd { name } => {
-            if name.is_empty() || name.contains(':') || name.contains(char::is_whitespace) {
-                webrep::errln!("error: a user name must be non-empty, without ':' or spaces");
-                return ExitCode::from(EX_USAGE);
-            }
-            let mut line = String::new();
-            if std::io::stdin().lock().read_line(&mut line).is_err() {
-                webrep::errln!("error: cannot read the password from standard input");
-                return ExitCode::from(EX_USAGE);
-            }
-            let password = line.trim_end_matches(['\r', '\n']);
-            if password.is_empty() {
-                webrep::errln!("error: empty password (give it on standard input)");
-                return ExitCode::from(EX_USAGE);
-            }
-            match webrep::proxy::auth::hash_password(password) {
-                Ok(h) => {
-                    webrep::outln!("{name}:{h}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(anyhow::anyhow!(e)),
-            }
+        Command::Passwd { name } => passwd_command(&name),
+    }
+}
+
+/// `webrep passwd NAME`: a users-file line for NAME with the password read from stdin.
+fn passwd_command(name: &str) -> ExitCode {
+    if name.is_empty() || name.contains(':') || name.contains(char::is_whitespace) {
+        return usage_error("a user name must be non-empty, without ':' or spaces");
+    }
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
+        return usage_error("cannot read the password from standard input");
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return usage_error("empty password (give it on standard input)");
+    }
+    match webrep::proxy::auth::hash_password(password) {
+        Ok(h) => {
+            webrep::outln!("{name}:{h}");
+            ExitCode::SUCCESS
         }
+        Err(e) => fail(anyhow::anyhow!(e)),
     }
 }
 
