@@ -8,9 +8,14 @@
 //! path. Lines reach the file within about 100 ms; shutdown flushes them.
 //!
 //! Cost: one small `String` and a short mutex-protected append per request. Failure: when
-//! `access_log.buffer_bytes` are waiting (the disk is slower than the traffic) further lines
-//! are dropped and counted, and the writer logs a warning with the count; a write error is
-//! logged once and the lines are lost. Neither ever fails or delays a request.
+//! `access_log.buffer_bytes` are waiting (the disk is slower than the traffic, or a reader of
+//! standard output stopped reading) further lines are dropped and counted, and the writer
+//! logs a warning with the count; lines whose write failed (a full disk, a closed standard
+//! output) are lost and counted the same way, with a warning at most once a minute. Both
+//! show in [`AccessLog::dropped`] (`access_log_dropped` in `/stats`,
+//! `webrep_access_log_dropped_total`). Neither ever fails or delays a request, and a writer
+//! stuck on a stream no one reads does not keep the process from exiting: closing the log
+//! waits [`CLOSE_WAIT`] for it at most.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -339,6 +344,8 @@ struct Pending {
     flush_requested: u64,
     flushed: u64,
     closed: bool,
+    /// The writer thread has ended.
+    exited: bool,
 }
 
 struct Shared {
@@ -347,7 +354,10 @@ struct Shared {
     wake: Condvar,
     /// Wakes flush callers once their lines are written.
     done: Condvar,
+    /// Lines refused because `max_bytes` were waiting.
     dropped: AtomicU64,
+    /// Lines whose write failed.
+    write_lost: AtomicU64,
     max_bytes: usize,
 }
 
@@ -355,6 +365,10 @@ struct Shared {
 const WRITE_INTERVAL: Duration = Duration::from_millis(100);
 /// ...or as soon as this many bytes are waiting.
 const WRITE_BATCH: usize = 64 * 1024;
+/// Closing the log waits this long at most for the writer to write what is buffered.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// Failed writes are reported at most this often.
+const WRITE_ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Handle to the access log; cheap to share in an `Arc`.
 pub struct AccessLog {
@@ -406,6 +420,7 @@ impl AccessLog {
             wake: Condvar::new(),
             done: Condvar::new(),
             dropped: AtomicU64::new(0),
+            write_lost: AtomicU64::new(0),
             max_bytes: max_bytes.max(1),
         });
         let s = shared.clone();
@@ -444,11 +459,11 @@ impl AccessLog {
         }
     }
 
-    /// Lines dropped so far because the buffer was full.
+    /// Lines lost so far: the buffer was full, or their write failed.
     pub fn dropped(&self) -> u64 {
-        self.shared
-            .as_ref()
-            .map_or(0, |s| s.dropped.load(Ordering::Relaxed))
+        self.shared.as_ref().map_or(0, |s| {
+            s.dropped.load(Ordering::Relaxed) + s.write_lost.load(Ordering::Relaxed)
+        })
     }
 
     /// Waits (up to `deadline`) until every line recorded so far has been written and
@@ -480,14 +495,30 @@ impl AccessLog {
 
 impl Drop for AccessLog {
     fn drop(&mut self) {
-        // The writer writes what is buffered, then ends.
+        // The writer writes what is buffered, then ends; one stuck on a stream no one reads
+        // is left behind after CLOSE_WAIT (the process is on its way out).
+        let mut exited = true;
         if let Some(shared) = &self.shared
             && let Ok(mut p) = shared.pending.lock()
         {
             p.closed = true;
             shared.wake.notify_one();
+            let end = std::time::Instant::now() + CLOSE_WAIT;
+            while !p.exited {
+                let left = end.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                p = match shared.done.wait_timeout(p, left) {
+                    Ok((g, _)) => g,
+                    Err(_) => return,
+                };
+            }
+            exited = p.exited;
         }
-        if let Some(t) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+        if let Some(t) = self.thread.lock().ok().and_then(|mut t| t.take())
+            && exited
+        {
             let _ = t.join();
         }
     }
@@ -501,43 +532,59 @@ fn open_append(p: &Path) -> std::io::Result<std::fs::File> {
         .map_err(|e| std::io::Error::new(e.kind(), format!("access log {}: {e}", p.display())))
 }
 
-fn writer_loop(shared: &Shared, mut out: Box<dyn std::io::Write + Send>) {
+fn writer_loop(shared: &Shared, out: Box<dyn std::io::Write + Send>) {
+    write_batches(shared, out);
+    if let Ok(mut p) = shared.pending.lock() {
+        p.exited = true;
+        shared.done.notify_all();
+    }
+}
+
+/// The next batch to write (taking `spare` as the new buffer), the flush request it
+/// answers, and whether the log is closing. `None` when the lock is poisoned.
+fn next_batch(shared: &Shared, spare: &mut Vec<u8>) -> Option<(Vec<u8>, u64, bool)> {
+    let mut p = shared.pending.lock().ok()?;
+    loop {
+        if p.closed || p.flush_requested > p.flushed || p.buf.len() >= WRITE_BATCH {
+            break;
+        }
+        let wait = if p.buf.is_empty() {
+            Duration::from_secs(3600)
+        } else {
+            WRITE_INTERVAL
+        };
+        let (g, t) = shared.wake.wait_timeout(p, wait).ok()?;
+        p = g;
+        if t.timed_out() && !p.buf.is_empty() {
+            break;
+        }
+    }
+    spare.clear();
+    std::mem::swap(&mut p.buf, spare);
+    Some((std::mem::take(spare), p.flush_requested, p.closed))
+}
+
+fn write_batches(shared: &Shared, mut out: Box<dyn std::io::Write + Send>) {
     let mut spare = Vec::new();
     let mut reported_drops = 0u64;
-    let mut write_failed = false;
+    let mut write_report: Option<(std::time::Instant, u64)> = None;
     loop {
-        let (batch, flush_to, closed) = {
-            let Ok(mut p) = shared.pending.lock() else {
-                return;
-            };
-            loop {
-                if p.closed || p.flush_requested > p.flushed || p.buf.len() >= WRITE_BATCH {
-                    break;
-                }
-                let wait = if p.buf.is_empty() {
-                    Duration::from_secs(3600)
-                } else {
-                    WRITE_INTERVAL
-                };
-                let (g, t) = match shared.wake.wait_timeout(p, wait) {
-                    Ok(x) => x,
-                    Err(_) => return,
-                };
-                p = g;
-                if t.timed_out() && !p.buf.is_empty() {
-                    break;
-                }
-            }
-            spare.clear();
-            std::mem::swap(&mut p.buf, &mut spare);
-            (std::mem::take(&mut spare), p.flush_requested, p.closed)
+        let Some((batch, flush_to, closed)) = next_batch(shared, &mut spare) else {
+            return;
         };
         if !batch.is_empty()
             && let Err(e) = out.write_all(&batch).and_then(|()| out.flush())
-            && !write_failed
         {
-            write_failed = true;
-            tracing::error!(error = %e, "access log write failed; lines are being lost");
+            let lines = batch.iter().filter(|&&b| b == b'\n').count() as u64;
+            let lost = shared.write_lost.fetch_add(lines, Ordering::Relaxed) + lines;
+            let due =
+                write_report.is_none_or(|(at, _)| at.elapsed() >= WRITE_ERROR_REPORT_INTERVAL);
+            if due {
+                let since = lost - write_report.map_or(0, |(_, n)| n);
+                tracing::error!(error = %e, lost = since, total = lost,
+                    "access log write failed; lines are being lost");
+                write_report = Some((std::time::Instant::now(), lost));
+            }
         }
         spare = batch;
         if let Ok(mut p) = shared.pending.lock() {
@@ -641,19 +688,22 @@ mod tests {
         assert_eq!(v["ts"], "2023-11-14T22:13:20.123Z");
     }
 
+    /// A writer whose every write waits until its sender sends or is dropped.
+    struct Gate(std::sync::mpsc::Receiver<()>);
+
+    impl std::io::Write for Gate {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            let _ = self.0.recv();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     #[test]
     fn full_buffer_drops_and_counts_instead_of_blocking() {
         // A writer that blocks until released, and room for about two lines.
-        struct Gate(std::sync::mpsc::Receiver<()>);
-        impl std::io::Write for Gate {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                let _ = self.0.recv();
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let (release, gate) = std::sync::mpsc::channel();
         let len = rec().to_line(AccessLogFormat::Json).len();
         let log = AccessLog::with_writer(Box::new(Gate(gate)), AccessLogFormat::Json, 2 * len + 1);
@@ -664,6 +714,42 @@ mod tests {
         // about two more fit the buffer; the rest are dropped.
         assert!(log.dropped() >= 6, "dropped {}", log.dropped());
         drop(release);
+    }
+
+    #[test]
+    fn lines_whose_write_fails_are_counted_as_lost() {
+        struct Closed;
+        impl std::io::Write for Closed {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+        }
+        let log = AccessLog::with_writer(Box::new(Closed), AccessLogFormat::Json, 1 << 20);
+        for _ in 0..5 {
+            log.record(&rec());
+        }
+        assert!(log.flush(Duration::from_secs(30)));
+        assert_eq!(log.dropped(), 5);
+    }
+
+    #[test]
+    fn a_writer_stuck_for_good_does_not_hold_up_closing() {
+        // `_never` stays alive, so the writer never returns from its first write.
+        let (_never, stuck) = std::sync::mpsc::channel();
+        let log = AccessLog::with_writer(Box::new(Gate(stuck)), AccessLogFormat::Json, 1 << 20);
+        log.record(&rec());
+        let (done, closed) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            assert!(!log.flush(Duration::from_millis(50)));
+            drop(log);
+            let _ = done.send(());
+        });
+        closed
+            .recv_timeout(Duration::from_secs(30))
+            .expect("closing gives up on a stuck writer");
     }
 
     #[test]

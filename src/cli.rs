@@ -1,4 +1,10 @@
-//! Command-line interface (clap derive). No logic here: `main.rs` dispatches.
+//! Command-line interface (clap derive) and the macros commands print with. No logic here:
+//! `main.rs` dispatches.
+//!
+//! Commands print through [`out!`](crate::out), [`outln!`](crate::outln), [`err!`](crate::err)
+//! and [`errln!`](crate::errln) rather than `print!`/`eprintln!`, which panic when the stream is
+//! closed (`webrep lookup ... | head -1`, a service whose journal went away): a write that
+//! fails is dropped, and the command goes on to its normal exit status.
 
 use std::path::PathBuf;
 
@@ -206,4 +212,42 @@ pub enum PolicyCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+}
+
+/// Writes `args` to `to`, dropping them if the write fails: what the output macros expand to.
+#[doc(hidden)]
+pub fn write_lossy(mut to: impl std::io::Write, args: std::fmt::Arguments<'_>) {
+    let _ = to.write_fmt(args);
+}
+
+/// `print!` that drops the text when standard output is closed or failing.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::write_lossy(::std::io::stdout().lock(), ::std::format_args!($($arg)*))
+    };
+}
+
+/// `println!` that drops the line when standard output is closed or failing.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::out!("{}\n", ::std::format_args!($($arg)*))
+    };
+}
+
+/// `eprint!` that drops the text when standard error is closed or failing.
+#[macro_export]
+macro_rules! err {
+    ($($arg:tt)*) => {
+        $crate::cli::write_lossy(::std::io::stderr().lock(), ::std::format_args!($($arg)*))
+    };
+}
+
+/// `eprintln!` that drops the line when standard error is closed or failing.
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::err!("{}\n", ::std::format_args!($($arg)*))
+    };
 }

@@ -7,6 +7,7 @@ pub mod canon;
 pub mod cli;
 pub mod config;
 pub mod feedback;
+pub mod fsread;
 pub mod intercept;
 pub mod metrics;
 pub mod policy;

@@ -1,5 +1,6 @@
 //! The `webrep` binary: parse the command line, load and validate configuration, run.
-//! Exit status: 0 success, 64 configuration error, 1 runtime failure.
+//! Exit status: 0 success, 64 configuration error (an invalid `RUST_LOG` too), 1 runtime
+//! failure.
 
 use std::io::BufRead as _;
 use std::process::ExitCode;
@@ -14,51 +15,8 @@ const EX_USAGE: u8 = 64;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Proxy { config } => {
-            let config = match Config::load(config.as_deref()) {
-                Ok(c) => c,
-                Err(e) => return config_error(&e),
-            };
-            webrep::telemetry::init(&config.log.level, config.log.format);
-            // Worker 0 runs on this thread; `Proxy::run` starts one more single-threaded
-            // runtime per further worker.
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .max_blocking_threads(webrep::proxy::MAX_BLOCKING_THREADS)
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => return fail(anyhow::Error::new(e).context("cannot start the runtime")),
-            };
-            match rt.block_on(run_proxy(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e),
-            }
-        }
-        Command::Server { config } => {
-            let config_path = config;
-            let config = match Config::load(config_path.as_deref()) {
-                Ok(c) => c,
-                Err(e) => return config_error(&e),
-            };
-            webrep::telemetry::init(&config.log.level, config.log.format);
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => return fail(anyhow::Error::new(e).context("cannot start the runtime")),
-            };
-            let result = rt.block_on(async {
-                let shutdown = webrep::shutdown::on_signals()?;
-                webrep::repserver::server::run(&config.server, config_path.as_deref(), shutdown)
-                    .await
-            });
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e),
-            }
-        }
+        Command::Proxy { config } => serve(config.as_deref(), Role::Proxy),
+        Command::Server { config } => serve(config.as_deref(), Role::Server),
         Command::Import {
             server,
             store,
@@ -95,7 +53,7 @@ fn main() -> ExitCode {
             command: ConfigCommand::PrintDefault,
         } => match raw::to_yaml_string(&RawConfig::default()) {
             Ok(s) => {
-                print!("{s}");
+                webrep::out!("{s}");
                 ExitCode::SUCCESS
             }
             Err(e) => fail(anyhow::anyhow!(e)),
@@ -104,7 +62,7 @@ fn main() -> ExitCode {
             command: ConfigCommand::Check { file },
         } => match Config::load(Some(&file)) {
             Ok(_) => {
-                println!("{}: ok", file.display());
+                webrep::outln!("{}: ok", file.display());
                 ExitCode::SUCCESS
             }
             Err(e) => config_error(&e),
@@ -114,9 +72,9 @@ fn main() -> ExitCode {
             let code = webrep::canon::url_command(&url, json, &mut out);
             let text = String::from_utf8_lossy(&out);
             if code == 0 {
-                print!("{text}");
+                webrep::out!("{text}");
             } else {
-                eprint!("{text}");
+                webrep::err!("{text}");
             }
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
@@ -130,29 +88,76 @@ fn main() -> ExitCode {
             );
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
-        Command::Passwd { name } => {
-            if name.is_empty() || name.contains(':') || name.contains(char::is_whitespace) {
-                eprintln!("error: a user name must be non-empty, without ':' or spaces");
-                return ExitCode::from(EX_USAGE);
-            }
-            let mut line = String::new();
-            if std::io::stdin().lock().read_line(&mut line).is_err() {
-                eprintln!("error: cannot read the password from standard input");
-                return ExitCode::from(EX_USAGE);
-            }
-            let password = line.trim_end_matches(['\r', '\n']);
-            if password.is_empty() {
-                eprintln!("error: empty password (give it on standard input)");
-                return ExitCode::from(EX_USAGE);
-            }
-            match webrep::proxy::auth::hash_password(password) {
-                Ok(h) => {
-                    println!("{name}:{h}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(anyhow::anyhow!(e)),
-            }
+        Command::Passwd { name } => passwd_command(&name),
+    }
+}
+
+/// `webrep passwd NAME`: a users-file line for NAME with the password read from stdin.
+fn passwd_command(name: &str) -> ExitCode {
+    if name.is_empty() || name.contains(':') || name.contains(char::is_whitespace) {
+        return usage_error("a user name must be non-empty, without ':' or spaces");
+    }
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
+        return usage_error("cannot read the password from standard input");
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return usage_error("empty password (give it on standard input)");
+    }
+    match webrep::proxy::auth::hash_password(password) {
+        Ok(h) => {
+            webrep::outln!("{name}:{h}");
+            ExitCode::SUCCESS
         }
+        Err(e) => fail(anyhow::anyhow!(e)),
+    }
+}
+
+/// What [`serve`] runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Proxy,
+    Server,
+}
+
+/// `webrep proxy` and `webrep server`: load the config, start diagnostics and a runtime, run
+/// until a signal, then stop the runtime without waiting long for blocking work.
+fn serve(config_path: Option<&std::path::Path>, role: Role) -> ExitCode {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => return config_error(&e),
+    };
+    let _log = match webrep::telemetry::init(&config.log.level, config.log.format) {
+        Ok(guard) => guard,
+        Err(e) => return usage_error(&e),
+    };
+    // The proxy's worker 0 runs on this thread; `Proxy::run` starts one more
+    // single-threaded runtime per further worker.
+    let built = match role {
+        Role::Proxy => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .max_blocking_threads(webrep::proxy::MAX_BLOCKING_THREADS)
+            .build(),
+        Role::Server => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    };
+    let rt = match built {
+        Ok(rt) => rt,
+        Err(e) => return fail(anyhow::Error::new(e).context("cannot start the runtime")),
+    };
+    let result = match role {
+        Role::Proxy => rt.block_on(run_proxy(config)),
+        Role::Server => rt.block_on(async {
+            let shutdown = webrep::shutdown::on_signals()?;
+            webrep::repserver::server::run(&config.server, config_path, shutdown).await
+        }),
+    };
+    rt.shutdown_timeout(webrep::shutdown::BLOCKING_TASKS_GRACE);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
     }
 }
 
@@ -175,7 +180,7 @@ fn ca_command(command: CaCommand) -> ExitCode {
             };
             match ca::init(&dir, &opts) {
                 Ok(c) => {
-                    println!(
+                    webrep::outln!(
                         "created {} and {} (mode 0600)\nSHA-256 fingerprint: {}\nnext: `webrep ca show --dir {}` explains how clients trust it",
                         dir.join(ca::CERT_FILE).display(),
                         dir.join(ca::KEY_FILE).display(),
@@ -185,7 +190,7 @@ fn ca_command(command: CaCommand) -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e @ ca::CaError::Exists(_)) => {
-                    eprintln!("error: {e}");
+                    webrep::errln!("error: {e}");
                     ExitCode::from(EX_USAGE)
                 }
                 Err(e) => fail(anyhow::Error::new(e)),
@@ -193,7 +198,7 @@ fn ca_command(command: CaCommand) -> ExitCode {
         }
         CaCommand::Show { dir } => match ca::load(&dir) {
             Ok(c) => {
-                print!("{}", ca::describe(&c));
+                webrep::out!("{}", ca::describe(&c));
                 ExitCode::SUCCESS
             }
             Err(e) => fail(anyhow::Error::new(e)),
@@ -216,18 +221,22 @@ fn client_command(
     match rt.block_on(f) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", e.message);
+            webrep::errln!("error: {}", e.message);
             ExitCode::from(e.code)
         }
     }
 }
 
 fn config_error(e: &webrep::config::ConfigError) -> ExitCode {
-    eprintln!("error: {}", webrep::repserver::client::chain(e));
+    usage_error(&webrep::repserver::client::chain(e))
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    webrep::errln!("error: {message}");
     ExitCode::from(EX_USAGE)
 }
 
 fn fail(e: anyhow::Error) -> ExitCode {
-    eprintln!("error: {e:#}");
+    webrep::errln!("error: {e:#}");
     ExitCode::FAILURE
 }

@@ -10,6 +10,14 @@
 //! Without `NOTIFY_SOCKET` in the environment (not under systemd) these do nothing; a failure
 //! to send is logged and otherwise ignored, since the service itself works either way.
 //!
+//! # Nothing outlives the drain
+//! Reloads (SIGHUP, the admin API's `POST /v1/reload`, a policy file change) read files on
+//! the blocking pool, and DNS lookups run there too. Shutdown never waits for them: the
+//! tasks that await them end when the shutdown token is cancelled, and the runtimes are
+//! shut down with [`BLOCKING_TASKS_GRACE`], after which the process exits without whatever
+//! blocking work is still running. The signal task keeps running until then, so a second
+//! signal still exits at once.
+//!
 //! # Watchdog
 //! With `WatchdogSec=` in the unit (systemd then sets `WATCHDOG_USEC`), [`Watchdog::start`]
 //! gives each event loop (a proxy worker, the reputation server's runtime) a heartbeat task
@@ -21,6 +29,10 @@
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
+
+/// How long blocking tasks still running once the proxy or server has drained (a reload
+/// reading a file, a DNS lookup) may take before the process exits without them.
+pub const BLOCKING_TASKS_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Spawns the signal task; returns the token it cancels.
 pub fn on_signals() -> std::io::Result<CancellationToken> {

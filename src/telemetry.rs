@@ -1,24 +1,162 @@
 //! Diagnostic logging (tracing) to standard error, as text or JSON lines. `RUST_LOG`
 //! overrides the configured filter. The access log is separate (`accesslog`).
+//!
+//! Standard error is written by a thread of its own behind a bounded queue ([`QUEUE_LINES`]
+//! lines): a task that logs only formats its line and queues it, so a reader of standard
+//! error that stops reading (a full pipe) or a closed one (`EPIPE`, e.g. `| head`) never
+//! blocks, fails or kills the process. Lines that do not fit the queue, and lines whose write
+//! failed, are dropped and counted ([`dropped_lines`]; `webrep_log_dropped_total` on both
+//! metrics listeners and `log_dropped` in the proxy's `/stats`). On exit the [`Guard`] gives
+//! the queue [`EXIT_FLUSH`] to drain, and no more.
+//!
+//! The queue is ours rather than `tracing-appender`'s: that crate's guard prints to standard
+//! output when its queue is full at exit, which panics or blocks on exactly the closed or
+//! stuck streams this module exists for.
+//!
+//! Filters are checked strictly ([`crate::config::parse_log_filter`]): a word that is not a
+//! level is an error rather than a filter that silently matches nothing.
+
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber. Safe to call once; later calls are ignored.
-pub fn init(level: &str, format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+/// Lines of diagnostics that may wait for standard error; beyond it they are dropped.
+pub const QUEUE_LINES: usize = 16_384;
+
+/// How long the process waits at exit for queued lines to reach standard error.
+pub const EXIT_FLUSH: Duration = Duration::from_secs(1);
+
+/// Lines queued, lines the writer thread has dealt with (written or failed), lines lost.
+static QUEUED: AtomicU64 = AtomicU64::new(0);
+static HANDLED: AtomicU64 = AtomicU64::new(0);
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Diagnostic lines lost so far: the queue was full, or writing to standard error failed.
+pub fn dropped_lines() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// The subscriber's writer: queues each formatted event (tracing writes one event per
+/// `write_all`) for the writer thread, or counts it as dropped.
+#[derive(Clone)]
+struct QueueWriter(SyncSender<Vec<u8>>);
+
+impl std::io::Write for QueueWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.0.try_send(buf.to_vec()) {
+            Ok(()) => {
+                QUEUED.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                DROPPED.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for QueueWriter {
+    type Writer = QueueWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// Starts the writer thread; the queue's sending end.
+fn start_writer() -> std::io::Result<SyncSender<Vec<u8>>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUE_LINES);
+    std::thread::Builder::new()
+        .name("webrep-log".into())
+        .spawn(move || {
+            for line in rx {
+                if std::io::stderr().write_all(&line).is_err() {
+                    DROPPED.fetch_add(1, Ordering::Relaxed);
+                }
+                HANDLED.fetch_add(1, Ordering::Relaxed);
+            }
+        })?;
+    Ok(tx)
+}
+
+/// Hold it until the process ends: dropping it waits (up to [`EXIT_FLUSH`]) for the queued
+/// lines to be written.
+#[must_use = "dropping the guard is the exit flush"]
+pub struct Guard(());
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let end = std::time::Instant::now() + EXIT_FLUSH;
+        while HANDLED.load(Ordering::Relaxed) < QUEUED.load(Ordering::Relaxed)
+            && std::time::Instant::now() < end
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// The filter to log with: `RUST_LOG` when set and not empty, else `level` (the config's
+/// `log.level`).
+///
+/// # Errors
+/// A message naming `RUST_LOG` or `log.level` when the filter is not valid.
+pub fn filter(level: &str) -> Result<EnvFilter, String> {
+    let (source, text) = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => ("RUST_LOG", v),
+        Ok(_) | Err(std::env::VarError::NotPresent) => ("log.level", level.to_owned()),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            return Err("RUST_LOG is not valid UTF-8".into());
+        }
+    };
+    crate::config::parse_log_filter(&text).map_err(|e| format!("{source}={text:?}: {e}"))
+}
+
+/// Installs the global subscriber writing to standard error through the queue. Later calls
+/// install nothing.
+///
+/// # Errors
+/// An invalid `RUST_LOG` or `level` (see [`filter`]), or no thread for the writer; nothing
+/// is installed then.
+pub fn init(level: &str, format: LogFormat) -> Result<Guard, String> {
+    let filter = filter(level)?;
     // Colours only for a terminal: journald and log files get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let writer = start_writer().map_err(|e| format!("cannot start the log writer: {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .log_internal_errors(false)
+        .with_writer(QueueWriter(writer));
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+    Ok(Guard(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_blocking() {
+        // No one reads this queue of one line.
+        let (tx, _rx) = std::sync::mpsc::sync_channel(1);
+        let mut w = QueueWriter(tx);
+        let before = dropped_lines();
+        for _ in 0..3 {
+            w.write_all(b"a line\n").unwrap();
+        }
+        assert!(dropped_lines() >= before + 2);
+    }
 }

@@ -18,12 +18,21 @@ struct ServerProcess {
     metrics: String,
     /// Where the server sends its systemd notifications (`NOTIFY_SOCKET`).
     notify: tokio::net::UnixDatagram,
-    dir: tempfile::TempDir,
+    /// The config, tokens and store (`state/reputation.db`); servers may share one.
+    dir: std::sync::Arc<tempfile::TempDir>,
+    /// Holds the notification socket.
+    _notify_dir: tempfile::TempDir,
+    /// What it logged up to `ready`.
+    startup: Vec<String>,
 }
 
 impl ServerProcess {
     async fn start() -> ServerProcess {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(std::sync::Arc::new(tempfile::tempdir().unwrap())).await
+    }
+
+    /// A server with its config, tokens and store in `dir`.
+    async fn start_in(dir: std::sync::Arc<tempfile::TempDir>) -> ServerProcess {
         let tokens = dir.path().join("tokens");
         std::fs::write(
             &tokens,
@@ -40,7 +49,8 @@ impl ServerProcess {
             ),
         )
         .unwrap();
-        let notify_path = dir.path().join("notify");
+        let notify_dir = tempfile::tempdir().unwrap();
+        let notify_path = notify_dir.path().join("notify");
         let notify = tokio::net::UnixDatagram::bind(&notify_path).unwrap();
         let mut child = Command::new(BIN)
             .args(["server", "--config"])
@@ -55,12 +65,14 @@ impl ServerProcess {
             .unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let mut metrics = None;
+        let mut startup = Vec::new();
         let base = loop {
             let l = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
                 .await
                 .expect("server starts")
                 .unwrap()
                 .expect("server is running");
+            startup.push(l.clone());
             let field = |name: &str| {
                 l.split(name)
                     .nth(1)
@@ -80,6 +92,8 @@ impl ServerProcess {
             metrics: metrics.expect("the metrics listener is logged before `ready`"),
             notify,
             dir,
+            _notify_dir: notify_dir,
+            startup,
         }
     }
 
@@ -384,4 +398,68 @@ async fn import_straight_into_a_store_file() {
     assert!(stderr.contains(":2: "), "{stderr}");
     let store = webrep::repserver::store::Store::open(&db).unwrap();
     assert_eq!(store.len().unwrap(), 1);
+}
+
+/// The `.webrep-import-*` upload files beside the store in `dir`.
+fn uploads(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("state"))
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().ok())
+        .filter(|n| n.starts_with(".webrep-import-"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_killed_servers_upload_is_removed_at_the_next_start_and_a_live_one_never() {
+    use tokio::io::AsyncWriteExt as _;
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let mut a = ServerProcess::start_in(dir.clone()).await;
+    // An import whose upload stalls after its first lines: spooled beside the store.
+    let addr = a.base.trim_start_matches("http://").to_owned();
+    let mut upload = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v1/import?format=domains&feed=stalled HTTP/1.1\r\nhost: {addr}\r\n\
+         authorization: Bearer {ADMIN}\r\ncontent-length: 20000000\r\n\r\n"
+    );
+    upload.write_all(head.as_bytes()).await.unwrap();
+    upload
+        .write_all("stalled.example\n".repeat(4096).as_bytes())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while uploads(dir.path()).is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no upload file");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let live = uploads(dir.path());
+    assert_eq!(live.len(), 1, "{live:?}");
+
+    // A second server started on the same store leaves the first one's live upload alone.
+    let b = ServerProcess::start_in(dir.clone()).await;
+    assert!(b.notification().await.starts_with("READY=1\n"));
+    assert_eq!(uploads(dir.path()), live);
+    b.stop().await;
+
+    // Killed in the middle of the upload: the file stays behind...
+    a.signal("KILL").await;
+    tokio::time::timeout(Duration::from_secs(20), a.child.wait())
+        .await
+        .expect("killed")
+        .unwrap();
+    drop(upload);
+    assert_eq!(uploads(dir.path()), live);
+    // ...until the next start removes it, and says which.
+    let c = ServerProcess::start_in(dir.clone()).await;
+    assert!(c.notification().await.starts_with("READY=1\n"));
+    assert_eq!(uploads(dir.path()), Vec::<String>::new());
+    assert!(
+        c.startup
+            .iter()
+            .any(|l| l.contains("removed an import upload") && l.contains(&live[0])),
+        "{:#?}",
+        c.startup
+    );
+    c.stop().await;
 }

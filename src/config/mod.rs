@@ -22,12 +22,8 @@ use crate::repserver::api::ApiConfig;
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot read config file")]
+    Read(#[source] crate::fsread::ReadError),
     #[error("{path}: {message}")]
     Syntax { path: String, message: String },
     #[error("{path}: invalid value for key `{key}`: {reason}")]
@@ -209,10 +205,8 @@ impl Config {
         match path {
             None => Self::from_raw(RawConfig::default(), "<defaults>"),
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                })?;
+                let text = crate::fsread::read_to_string(path, crate::fsread::CONFIG_MAX)
+                    .map_err(ConfigError::Read)?;
                 Self::from_yaml(&text, &path.display().to_string())
             }
         }
@@ -426,9 +420,7 @@ impl Config {
             format: l.format,
             buffer_bytes: l.buffer_bytes,
         };
-        if raw.log.level.trim().is_empty() {
-            return Err(invalid("log.level", "empty; try \"info\"".into()));
-        }
+        parse_log_filter(&raw.log.level).map_err(|r| invalid("log.level", r))?;
         let server = server_config(&raw.server, &invalid)?;
         let i = &raw.intercept;
         if !(1..=24 * 397).contains(&i.leaf_validity_hours) {
@@ -750,6 +742,51 @@ fn server_config(
     })
 }
 
+/// Parses a `tracing` filter (`log.level`, `RUST_LOG`) strictly: comma-separated directives,
+/// each a level (`trace`, `debug`, `info`, `warn`, `error`, `off`) or `target=level`, with
+/// tracing's optional `target[span{field=value}]=level` selectors. A bare word that is not a
+/// level is refused: tracing would take it for a target name and log nothing else at all.
+///
+/// # Errors
+/// What is wrong with which directive.
+pub fn parse_log_filter(text: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    use std::str::FromStr as _;
+    use tracing_subscriber::filter::LevelFilter;
+    const LEVELS: &str = "trace, debug, info, warn, error or off";
+    let directives: Vec<&str> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    if directives.is_empty() {
+        return Err("empty; try \"info\"".into());
+    }
+    for d in &directives {
+        // The level follows the last `=` outside span and field selectors.
+        let selectors_end = d.rfind(']').map_or(0, |i| i + 1);
+        let (target, level) = match d[selectors_end..].rsplit_once('=') {
+            Some((t, l)) => (Some(&d[..selectors_end + t.len()]), Some(l.trim())),
+            None if selectors_end > 0 => (Some(*d), None),
+            None => (None, Some(*d)),
+        };
+        match (target, level) {
+            (_, Some("")) => return Err(format!("{d:?}: no level after `=` (use {LEVELS})")),
+            (Some(""), _) => return Err(format!("{d:?}: no target before `=`")),
+            (_, Some(l)) if LevelFilter::from_str(l).is_err() => {
+                let hint = if target.is_none() {
+                    "; for one target only write target=level, e.g. webrep=debug"
+                } else {
+                    ""
+                };
+                return Err(format!("{l:?} is not a level (use {LEVELS}){hint}"));
+            }
+            _ => {}
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(directives.join(","))
+        .map_err(|e| format!("{text:?}: {e}"))
+}
+
 /// A bearer token we accept: 16 to 256 visible ASCII characters (no spaces), so that it fits
 /// an `Authorization` header and is not trivially guessable.
 pub fn valid_token(t: &str) -> bool {
@@ -858,9 +895,38 @@ mod tests {
                 "proxy.happy_eyeballs_delay_ms",
             ),
             ("auth:\n  realm: 'a\"b'\n", "auth.realm"),
+            ("log:\n  level: verbose\n", "log.level"),
         ] {
             let err = Config::from_yaml(yaml, "t.yaml").unwrap_err().to_string();
             assert!(err.contains(key), "{yaml:?} gave {err}");
+        }
+    }
+
+    #[test]
+    fn log_filters_are_levels_or_target_level_directives() {
+        for ok in [
+            "info",
+            "WARN",
+            "off",
+            "webrep=debug,hyper=info",
+            "info,webrep::proxy=trace",
+            "webrep[conn]=debug",
+            "webrep[conn{client.addr=127.0.0.1}]=trace",
+            "debug,",
+        ] {
+            parse_log_filter(ok).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+        }
+        for (bad, says) in [
+            ("verbose", "\"verbose\" is not a level"),
+            ("inf", "webrep=debug"),
+            ("webrep=loud", "\"loud\" is not a level"),
+            ("webrep=", "no level"),
+            ("=info", "no target"),
+            (" , ", "empty"),
+            ("info,webrep", "\"webrep\" is not a level"),
+        ] {
+            let e = parse_log_filter(bad).unwrap_err();
+            assert!(e.contains(says), "{bad:?} gave {e}");
         }
     }
 

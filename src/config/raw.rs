@@ -317,8 +317,10 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLogConfig {
-    /// A `tracing` filter such as `info` or `webrep=debug,hyper=info`. The `RUST_LOG`
-    /// environment variable overrides it. Default `info`.
+    /// A `tracing` filter such as `info` or `webrep=debug,hyper=info`: comma-separated
+    /// levels (`trace`, `debug`, `info`, `warn`, `error`, `off`) and `target=level`
+    /// directives; anything else is a configuration error. The `RUST_LOG` environment
+    /// variable overrides it (checked the same way at start). Default `info`.
     pub level: String,
     /// `text` (default) or `json`.
     pub format: LogFormat,

@@ -140,18 +140,26 @@ fn unix_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Reads `dir/name`, or creates it with `make()` (mode 0600).
-fn persistent(dir: &Path, name: &str, make: impl FnOnce() -> String) -> std::io::Result<String> {
+/// Reads `dir/name`, or creates it with `make()` (mode 0600), through `dir/name.tmp` renamed
+/// into place. A `name.tmp` found at start is what a start that died before the rename left
+/// (a spool directory belongs to one proxy, so no one else is writing it): it is removed,
+/// and so is the temporary file of a write that fails.
+fn persistent(dir: &Path, name: &str, make: impl FnOnce() -> String) -> anyhow::Result<String> {
     let path = dir.join(name);
-    match std::fs::read_to_string(&path) {
+    let tmp = dir.join(format!("{name}.tmp"));
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => tracing::info!(file = %tmp.display(), "removed a leftover temporary file"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("{}", tmp.display()))),
+    }
+    match crate::fsread::read_to_string(&path, crate::fsread::STATE_MAX) {
         Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_owned()),
         Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e.into()),
     }
     let value = make();
-    let tmp = dir.join(format!("{name}.tmp"));
-    {
+    let write = || -> std::io::Result<()> {
         use std::io::Write as _;
         use std::os::unix::fs::OpenOptionsExt as _;
         let mut f = std::fs::OpenOptions::new()
@@ -162,8 +170,12 @@ fn persistent(dir: &Path, name: &str, make: impl FnOnce() -> String) -> std::io:
             .open(&tmp)?;
         f.write_all(value.as_bytes())?;
         f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(anyhow::Error::new(e).context(format!("{}", path.display())));
     }
-    std::fs::rename(&tmp, &path)?;
     Ok(value)
 }
 

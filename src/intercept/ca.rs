@@ -56,6 +56,9 @@ pub enum CaError {
         /// The error.
         source: std::io::Error,
     },
+    /// A file could not be read (the error names it).
+    #[error(transparent)]
+    Read(#[from] crate::fsread::ReadError),
     /// The key file is readable by others.
     #[error("{0}: the CA key is readable by group or others (mode {1:o}); chmod 600 it")]
     KeyPermissions(PathBuf, u32),
@@ -274,12 +277,7 @@ pub fn load(dir: &Path) -> Result<Ca, CaError> {
             dir: dir.display().to_string(),
         });
     }
-    let read = |path: &Path| {
-        std::fs::read_to_string(path).map_err(|source| CaError::Io {
-            path: path.to_owned(),
-            source,
-        })
-    };
+    let read = |path: &Path| crate::fsread::read_to_string(path, crate::fsread::PEM_MAX);
     let meta = std::fs::metadata(&key_path).map_err(|source| CaError::Io {
         path: key_path.clone(),
         source,

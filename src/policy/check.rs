@@ -22,7 +22,7 @@ pub fn check_command(files: &[PathBuf], out: &mut impl Write, err: &mut impl Wri
                     let _ = writeln!(err, "{e}");
                 }
             }
-            Err(e @ LoadError::Read { .. }) => {
+            Err(e @ LoadError::Read(_)) => {
                 status = 1;
                 let _ = writeln!(err, "{e}");
             }

@@ -10,6 +10,11 @@
 //! stays where it was. Each successful load bumps the generation (1 for the first load), and
 //! every attempt is published to [`PolicyHandle::subscribe`] receivers.
 //!
+//! The file is read through [`crate::fsread`]: a regular file of at most
+//! [`crate::fsread::POLICY_MAX`] bytes, so a policy path swapped for a FIFO or a device fails
+//! that reload at once (the running policy stays) instead of blocking it. The trigger tasks
+//! stop at shutdown without waiting for a reload in progress.
+//!
 //! Triggers:
 //! - [`PolicyHandle::spawn_watcher`]: a `notify` watch on the file's *parent directory*
 //!   (editors and ConfigMap updates replace the file by rename, which would leave a watch on
@@ -43,13 +48,9 @@ pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(300);
 /// Why a policy file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    /// The file could not be read.
-    #[error("{}: cannot read policy file: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    /// The file could not be read (the error names it).
+    #[error("cannot read policy file {0}")]
+    Read(crate::fsread::ReadError),
     /// The file is not a valid policy.
     #[error("{0}")]
     Invalid(PolicyErrors),
@@ -60,10 +61,8 @@ pub enum LoadError {
 /// # Errors
 /// [`LoadError::Read`] or [`LoadError::Invalid`].
 pub fn load_file(path: &Path) -> Result<Policy, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text =
+        crate::fsread::read_to_string(path, crate::fsread::POLICY_MAX).map_err(LoadError::Read)?;
     Policy::from_yaml(&text, &path.display().to_string()).map_err(LoadError::Invalid)
 }
 
@@ -201,10 +200,10 @@ impl PolicyHandle {
         tokio::task::spawn_blocking(move || this.reload())
             .await
             .unwrap_or_else(|e| {
-                Err(LoadError::Read {
+                Err(LoadError::Read(crate::fsread::ReadError::Io {
                     path: self.path.clone(),
-                    source: io::Error::other(e),
-                })
+                    error: io::Error::other(e),
+                }))
             })
     }
 
@@ -270,8 +269,12 @@ impl PolicyHandle {
                     }
                 }
                 tracing::debug!(path = %handle.path.display(), "policy file changed");
-                // The outcome is logged and published by `reload` itself.
-                let _ = handle.reload_async().await;
+                // The outcome is logged and published by `reload` itself; shutdown does not
+                // wait for it.
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = handle.reload_async() => {}
+                }
             }
         }))
     }
@@ -293,7 +296,10 @@ impl PolicyHandle {
                     r = hup.recv() => if r.is_none() { return },
                 }
                 tracing::info!(path = %handle.path.display(), "SIGHUP: reloading policy");
-                let _ = handle.reload_async().await;
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = handle.reload_async() => {}
+                }
             }
         }))
     }
@@ -347,7 +353,7 @@ mod tests {
         assert!(err.contains("p.yaml:3:"), "{err}");
         assert_eq!(h.generation(), 2);
         std::fs::remove_file(&path).unwrap();
-        assert!(matches!(h.reload(), Err(LoadError::Read { .. })));
+        assert!(matches!(h.reload(), Err(LoadError::Read(_))));
         assert_eq!(h.generation(), 2);
         assert_eq!(untested(&h.current()), super::super::Action::Block);
     }

@@ -67,12 +67,8 @@ impl PasswordHash {
 /// Why a users file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    #[error("cannot read users file {path}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot read users file {0}")]
+    Read(crate::fsread::ReadError),
     #[error("{path}:{line}: {reason}")]
     Line {
         path: String,
@@ -116,10 +112,8 @@ impl Authenticator {
     /// Loads a users file.
     pub fn load(path: &Path, realm: &str, cache_ttl: Duration) -> Result<Self, AuthError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read {
-            path: p.clone(),
-            source,
-        })?;
+        let text = crate::fsread::read_to_string(path, crate::fsread::USERS_MAX)
+            .map_err(AuthError::Read)?;
         Self::from_text(&text, &p, realm, cache_ttl)
     }
 
@@ -342,8 +336,8 @@ pub type Groups = std::collections::HashMap<String, Arc<[String]>>;
 /// The file cannot be read, or a line is not `group: members` (named with its number).
 pub fn load_groups(path: &std::path::Path) -> anyhow::Result<Groups> {
     use anyhow::Context as _;
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("auth.groups_file {}", path.display()))?;
+    let text = crate::fsread::read_to_string(path, crate::fsread::GROUPS_MAX)
+        .context("auth.groups_file")?;
     parse_groups(&text).with_context(|| format!("auth.groups_file {}", path.display()))
 }
 

@@ -102,6 +102,7 @@ fn stats(state: &ProxyState) -> Response<ProxyBody> {
         .map(|(k, n)| ((*k).to_owned(), serde_json::Value::from(*n)))
         .collect::<serde_json::Map<_, _>>()
         .into();
+    v["log_dropped"] = crate::telemetry::dropped_lines().into();
     let resolver = state.dialer.resolver();
     v["dns"] = resolver.stats.to_json();
     v["dns"]["cached_names"] = resolver.cached_names().into();

@@ -244,8 +244,14 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
     counter(
         &mut r,
         "access_log_dropped",
-        "Access log lines dropped because the writer fell behind",
+        "Access log lines lost: the writer fell behind, or writing failed",
         state.access_log.dropped(),
+    );
+    counter(
+        &mut r,
+        "log_dropped",
+        "Diagnostic log lines lost: standard error fell behind, or writing to it failed",
+        crate::telemetry::dropped_lines(),
     );
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &r)?;

@@ -180,7 +180,11 @@ impl ProxyState {
                 }
                 tracing::info!("SIGHUP: reloading the policy, users, groups and admin token files");
                 crate::shutdown::notify_reloading();
-                let r = state.reload().await;
+                // A reload never holds up shutdown, whatever it is waiting for.
+                let r = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    r = state.reload() => r,
+                };
                 let status = match (r.errors.is_empty(), r.generation) {
                     (true, Some(g)) => format!("policy generation {g} loaded"),
                     (true, None) => "reloaded".to_owned(),
@@ -223,8 +227,8 @@ pub struct Reloaded {
 
 /// The first line of `admin.token_file`, checked.
 fn read_admin_token(path: &std::path::Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("admin.token_file {}", path.display()))?;
+    let text = crate::fsread::read_to_string(path, crate::fsread::TOKENS_MAX)
+        .context("admin.token_file")?;
     let token = text.lines().next().unwrap_or("").trim();
     if !crate::config::valid_token(token) {
         anyhow::bail!(
@@ -261,9 +265,8 @@ async fn filter_setup(
             p
         }
         // The default path, not there (run from elsewhere): the copy built into the binary.
-        Err(crate::policy::LoadError::Read { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound
-                && *file == crate::config::raw::RawPolicyConfig::default().file =>
+        Err(crate::policy::LoadError::Read(e))
+            if e.is_not_found() && *file == crate::config::raw::RawPolicyConfig::default().file =>
         {
             let p =
                 crate::policy::Policy::from_yaml(DEFAULT_POLICY, "built-in policies/default.yaml")
@@ -290,14 +293,8 @@ async fn filter_setup(
     for s in &r.sources {
         let token = match (&s.token, &s.token_file) {
             (Some(t), _) => t.clone(),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .with_context(|| {
-                    format!(
-                        "reputation source {}: token_file {}",
-                        s.name,
-                        path.display()
-                    )
-                })?
+            (None, Some(path)) => crate::fsread::read_to_string(path, crate::fsread::TOKENS_MAX)
+                .with_context(|| format!("reputation source {}: token_file", s.name))?
                 .lines()
                 .next()
                 .unwrap_or("")
@@ -450,16 +447,8 @@ fn intercept_setup(
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = &ic.upstream_ca_file {
-        use rustls_pki_types::pem::PemObject as _;
-        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
-            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-            .with_context(|| format!("intercept.upstream_ca_file {}", path.display()))?;
-        if certs.is_empty() {
-            anyhow::bail!(
-                "intercept.upstream_ca_file {}: no certificate in it",
-                path.display()
-            );
-        }
+        let certs = crate::fsread::pem_certs(path)
+            .map_err(|e| anyhow::anyhow!("intercept.upstream_ca_file {e}"))?;
         for c in certs {
             roots
                 .add(c)
@@ -765,9 +754,12 @@ impl Proxy {
                         .max_blocking_threads(crate::proxy::MAX_BLOCKING_THREADS)
                         .build()
                     {
-                        Ok(rt) => rt.block_on(run_worker(
-                            worker, listeners, state, permits, shutdown, listening, watchdog,
-                        )),
+                        Ok(rt) => {
+                            rt.block_on(run_worker(
+                                worker, listeners, state, permits, shutdown, listening, watchdog,
+                            ));
+                            rt.shutdown_timeout(crate::shutdown::BLOCKING_TASKS_GRACE);
+                        }
                         Err(e) => {
                             tracing::error!(error = %e, worker, "cannot start worker runtime")
                         }

@@ -1426,9 +1426,7 @@ async fn spool_body(
             format!("import spool: {what}: {e}"),
         )
     };
-    let tmp = tempfile::Builder::new()
-        .prefix(".webrep-import-")
-        .tempfile_in(&shared.spool_dir)
+    let tmp = super::upload::create(&shared.spool_dir)
         .map_err(|e| internal("cannot create a temporary file", e))?;
     let mut out = tokio::fs::File::from_std(
         tmp.reopen()

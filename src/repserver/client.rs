@@ -91,16 +91,8 @@ impl RepClient {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         if let Some(path) = ca_file {
-            use rustls_pki_types::pem::PemObject as _;
-            let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
-                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-                .map_err(|e| ClientError::Setup(format!("CA file {}: {e}", path.display())))?;
-            if certs.is_empty() {
-                return Err(ClientError::Setup(format!(
-                    "CA file {}: no certificate in it",
-                    path.display()
-                )));
-            }
+            let certs = crate::fsread::pem_certs(path)
+                .map_err(|e| ClientError::Setup(format!("CA file {e}")))?;
             for c in certs {
                 roots
                     .add(c)

@@ -67,8 +67,8 @@ impl From<anyhow::Error> for CommandError {
 
 fn client(args: &ServerArgs) -> Result<RepClient, CommandError> {
     let token = match &args.token_file {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| CommandError::usage(format!("cannot read {}: {e}", path.display())))?
+        Some(path) => crate::fsread::read_to_string(path, crate::fsread::TOKENS_MAX)
+            .map_err(|e| CommandError::usage(format!("cannot read the token file {e}")))?
             .lines()
             .next()
             .unwrap_or("")
@@ -120,7 +120,7 @@ pub async fn import(
         None => import_via_server(server, format, &args).await?,
     };
     for bad in report["bad"].as_array().into_iter().flatten() {
-        eprintln!(
+        crate::errln!(
             "{}:{}: {}",
             args.file.display(),
             bad["line"],
@@ -130,9 +130,9 @@ pub async fn import(
     let bad_total = report["bad_total"].as_u64().unwrap_or(0);
     let shown = report["bad"].as_array().map_or(0, Vec::len) as u64;
     if bad_total > shown {
-        eprintln!("... and {} more bad lines", bad_total - shown);
+        crate::errln!("... and {} more bad lines", bad_total - shown);
     }
-    println!(
+    crate::outln!(
         "{}: {} entries imported, {} lines skipped, {} bad lines (sequence {})",
         args.file.display(),
         report["imported"],
@@ -265,7 +265,7 @@ pub async fn lookup(
         } else {
             answer.clone()
         };
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&shown).unwrap_or_default()
         );
@@ -273,7 +273,7 @@ pub async fn lookup(
         for v in answer["urls"].as_array().into_iter().flatten() {
             print_answer(v, "url");
             for e in v["explain"]["matched"].as_array().into_iter().flatten() {
-                println!(
+                crate::outln!(
                     "  matched {} score={} categories={} source={}",
                     e["key"].as_str().unwrap_or("?"),
                     e["score"],
@@ -285,7 +285,7 @@ pub async fn lookup(
         for v in answer["hosts"].as_array().into_iter().flatten() {
             print_answer(v, "host");
             for e in v["paths"].as_array().into_iter().flatten() {
-                println!(
+                crate::outln!(
                     "  path {} score={} categories={}",
                     e["key"].as_str().unwrap_or("?"),
                     e["score"],
@@ -293,7 +293,7 @@ pub async fn lookup(
                 );
             }
             if v["truncated"] == json!(true) {
-                println!("  (more path entries: ask per URL)");
+                crate::outln!("  (more path entries: ask per URL)");
             }
         }
     }
@@ -313,7 +313,7 @@ pub async fn lookup(
 fn print_answer(v: &Value, field: &str) {
     let item = v[field].as_str().unwrap_or("?");
     if let Some(e) = v.get("error") {
-        println!("{item}: error: {}", e.as_str().unwrap_or("?"));
+        crate::outln!("{item}: error: {}", e.as_str().unwrap_or("?"));
         return;
     }
     let mut line = format!(
@@ -329,7 +329,7 @@ fn print_answer(v: &Value, field: &str) {
     if v.get("upstream").is_some() {
         line.push_str(" (upstream unavailable)");
     }
-    println!("{line}");
+    crate::outln!("{line}");
 }
 
 fn join(v: &Value) -> String {
@@ -369,9 +369,9 @@ pub async fn feedback(command: crate::cli::FeedbackCommand) -> Result<(), Comman
                 )
                 .await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                crate::outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
-                print!("{}", summary_text(&v, since_secs));
+                crate::out!("{}", summary_text(&v, since_secs));
             }
         }
         FeedbackCommand::Escalations { server, json } => {
@@ -379,14 +379,14 @@ pub async fn feedback(command: crate::cli::FeedbackCommand) -> Result<(), Comman
             let timeout = Duration::from_secs(server.timeout.unwrap_or(30));
             let v = c.get("/v1/escalations", timeout).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                crate::outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
                 let list = v["escalations"].as_array().cloned().unwrap_or_default();
                 if list.is_empty() {
-                    println!("no escalations");
+                    crate::outln!("no escalations");
                 }
                 for e in list {
-                    println!(
+                    crate::outln!(
                         "{} score={} category={} rule={} clients={} fired_ms={}{}",
                         e["key"].as_str().unwrap_or("?"),
                         e["score"],
@@ -409,7 +409,7 @@ pub async fn feedback(command: crate::cli::FeedbackCommand) -> Result<(), Comman
             let v = c
                 .post_json("/v1/escalations/revert", &json!({ "key": key }), timeout)
                 .await?;
-            println!(
+            crate::outln!(
                 "reverted {} (seq {})",
                 v["reverted"].as_str().unwrap_or("?"),
                 v["seq"]

@@ -298,6 +298,12 @@ pub fn render(
         "Requests refused with 503 because the store queue was full",
         stats.busy.load(Relaxed),
     );
+    counter(
+        &mut r,
+        "log_dropped",
+        "Diagnostic log lines lost: standard error fell behind, or writing to it failed",
+        crate::telemetry::dropped_lines(),
+    );
     gauge(
         &mut r,
         "change_seq",

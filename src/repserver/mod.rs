@@ -23,6 +23,8 @@
 //! - [`upstream`]: the global tier, another server asked about items with no local entry,
 //!   its answers cached for their TTL; [`client`]: the API client it (and the CLI) use.
 //! - [`metrics`]: the server's Prometheus counters, on `server.metrics_listen`.
+//! - [`upload`]: the locked temporary files import uploads are spooled to, and the removal
+//!   of those a killed server left.
 //! - [`server`]: `webrep server` (config, tokens, store, TLS, upstream, sample data);
 //!   [`commands`]: `webrep import` and `webrep lookup`.
 //!
@@ -84,4 +86,5 @@ pub mod metrics;
 pub mod model;
 pub mod server;
 pub mod store;
+pub mod upload;
 pub mod upstream;

@@ -1,7 +1,9 @@
 //! `webrep server`: turns the validated `server:` configuration into a running API.
 //!
 //! # What it does
-//! Reads the bearer tokens (inline and from `tokens_file`), opens (or creates) the store,
+//! Reads the bearer tokens (inline and from `tokens_file`; files through [`crate::fsread`]),
+//! removes the import uploads a killed server left beside the store ([`super::upload`]),
+//! opens (or creates) the store,
 //! loads the shipped sample data when asked, builds the TLS acceptor and the upstream tier,
 //! binds the listener (and `server.metrics_listen`'s), tells systemd it is ready, and runs
 //! [`api::serve_with`] until the shutdown token is cancelled. SIGHUP reads the config file
@@ -57,8 +59,8 @@ pub fn load_sample(store: &mut Store, now: i64) -> anyhow::Result<u64> {
 /// An unreadable file, or a line that is not `client|admin TOKEN` with a valid token (the
 /// message names the line, never the token).
 pub fn read_tokens_file(path: &Path, into: &mut Tokens) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read tokens file {}", path.display()))?;
+    let text = crate::fsread::read_to_string(path, crate::fsread::TOKENS_MAX)
+        .context("cannot read tokens file")?;
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -87,16 +89,14 @@ pub fn read_tokens_file(path: &Path, into: &mut Tokens) -> anyhow::Result<()> {
 }
 
 fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use rustls_pki_types::PrivateKeyDer;
     use rustls_pki_types::pem::PemObject as _;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-        .with_context(|| format!("server.tls.cert {}", cert.display()))?;
-    if certs.is_empty() {
-        bail!("server.tls.cert {}: no certificate in it", cert.display());
-    }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("server.tls.key {}", key.display()))?;
+    let certs =
+        crate::fsread::pem_certs(cert).map_err(|e| anyhow::anyhow!("server.tls.cert {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(
+        &crate::fsread::read(key, crate::fsread::PEM_MAX).context("server.tls.key")?,
+    )
+    .with_context(|| format!("server.tls.key {}", key.display()))?;
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -127,9 +127,8 @@ fn upstream(config: &crate::config::UpstreamConfig) -> anyhow::Result<Upstream> 
     let token = match (&config.token, &config.token_file) {
         (Some(t), _) => t.clone(),
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(path).with_context(|| {
-                format!("cannot read server.upstream.token_file {}", path.display())
-            })?;
+            let text = crate::fsread::read_to_string(path, crate::fsread::TOKENS_MAX)
+                .context("cannot read server.upstream.token_file")?;
             let t = text.lines().next().unwrap_or("").trim().to_owned();
             if !valid_token(&t) {
                 bail!(
@@ -253,13 +252,15 @@ fn spawn_reload(
             crate::shutdown::notify_reloading();
             let (config, config_file, to) = (config.clone(), config_file.clone(), to.clone());
             // Files are read on the blocking pool, never on the event loop.
-            let status = match tokio::task::spawn_blocking(move || {
-                reload(config_file.as_deref(), &config, &to)
-            })
-            .await
-            {
-                Ok(s) => s,
-                Err(e) => format!("reload failed: {e}"),
+            let reloading =
+                tokio::task::spawn_blocking(move || reload(config_file.as_deref(), &config, &to));
+            // A reload never holds up shutdown, whatever it is waiting for.
+            let status = tokio::select! {
+                () = shutdown.cancelled() => return,
+                r = reloading => match r {
+                    Ok(s) => s,
+                    Err(e) => format!("reload failed: {e}"),
+                },
             };
             crate::shutdown::notify_ready(&status);
         }
@@ -287,10 +288,10 @@ pub async fn run(
     let path = config.store.clone();
     let sample = config.sample_data;
     let store = tokio::task::spawn_blocking(move || -> anyhow::Result<Store> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create the store directory {}", dir.display()))?;
-        }
+        let dir = store_dir(&path);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create the store directory {}", dir.display()))?;
+        remove_stale_uploads(&dir);
         let mut store = Store::open(&path)
             .with_context(|| format!("cannot open the store {}", path.display()))?;
         if sample {
@@ -340,11 +341,7 @@ pub async fn run(
     if let Some(w) = crate::shutdown::Watchdog::start(1) {
         tokio::spawn(w.heartbeat(0));
     }
-    let spool_dir = config
-        .store
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .map_or_else(|| std::path::PathBuf::from("."), Path::to_path_buf);
+    let spool_dir = store_dir(&config.store);
     let options = ServeOptions {
         tls,
         upstream,
@@ -370,6 +367,28 @@ pub async fn run(
     .context("reputation API")?;
     tracing::info!("reputation server stopped");
     Ok(())
+}
+
+/// The directory of the store file, where import uploads are spooled.
+fn store_dir(store: &Path) -> std::path::PathBuf {
+    store
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or_else(|| std::path::PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Removes the import uploads a killed server left beside the store, saying which.
+fn remove_stale_uploads(dir: &Path) {
+    match super::upload::remove_stale(dir) {
+        Ok(removed) => {
+            for path in &removed {
+                tracing::info!(file = %path.display(), "removed an import upload a stopped server left");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot look for leftover import uploads");
+        }
+    }
 }
 
 fn unix_now() -> i64 {

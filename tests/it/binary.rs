@@ -11,20 +11,20 @@ use tokio::sync::mpsc;
 
 use crate::harness::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_webrep");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_webrep");
 
 /// A `webrep proxy` child process with its stderr lines forwarded to a channel.
-struct ProxyProcess {
-    child: Child,
-    addr: SocketAddr,
+pub(crate) struct ProxyProcess {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
     lines: mpsc::UnboundedReceiver<String>,
     /// What it logged before it listened.
-    startup: Vec<String>,
-    dir: tempfile::TempDir,
+    pub(crate) startup: Vec<String>,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl ProxyProcess {
-    async fn start(extra: &str) -> Self {
+    pub(crate) async fn start(extra: &str) -> Self {
         Self::start_with(extra, "json").await
     }
 
@@ -32,7 +32,11 @@ impl ProxyProcess {
         Self::start_env(extra, log_format, &[]).await
     }
 
-    async fn start_env(extra: &str, log_format: &str, env: &[(&str, &std::ffi::OsStr)]) -> Self {
+    pub(crate) async fn start_env(
+        extra: &str,
+        log_format: &str,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("webrep.yaml");
         std::fs::write(
@@ -84,7 +88,7 @@ impl ProxyProcess {
         }
     }
 
-    async fn wait_for_line(&mut self, needle: &str) -> String {
+    pub(crate) async fn wait_for_line(&mut self, needle: &str) -> String {
         loop {
             let l = tokio::time::timeout(Duration::from_secs(30), self.lines.recv())
                 .await
@@ -101,7 +105,7 @@ impl ProxyProcess {
     }
 
     /// Waits (up to 30 s, else panics with `what`) for the process to exit; its status code.
-    async fn exit_code(&mut self, what: &str) -> Option<i32> {
+    pub(crate) async fn exit_code(&mut self, what: &str) -> Option<i32> {
         tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
             .expect(what)
@@ -109,7 +113,7 @@ impl ProxyProcess {
             .code()
     }
 
-    fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         let ok = std::process::Command::new("kill")
             .args([&format!("-{sig}"), &self.pid().to_string()])
             .status()
@@ -132,7 +136,7 @@ impl ProxyProcess {
             .unwrap()
     }
 
-    fn client(&self) -> reqwest::Client {
+    pub(crate) fn client(&self) -> reqwest::Client {
         init_crypto();
         reqwest::Client::builder()
             .proxy(reqwest::Proxy::all(format!("http://{}", self.addr)).unwrap())
@@ -142,24 +146,24 @@ impl ProxyProcess {
 }
 
 /// systemd's side of `Type=notify`: a datagram socket named by NOTIFY_SOCKET.
-struct NotifySocket {
+pub(crate) struct NotifySocket {
     dir: tempfile::TempDir,
     socket: tokio::net::UnixDatagram,
 }
 
 impl NotifySocket {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = tokio::net::UnixDatagram::bind(dir.path().join("notify")).unwrap();
         Self { dir, socket }
     }
 
-    fn path(&self) -> std::path::PathBuf {
+    pub(crate) fn path(&self) -> std::path::PathBuf {
         self.dir.path().join("notify")
     }
 
     /// The next notification (waits up to 30 s).
-    async fn next(&self) -> String {
+    pub(crate) async fn next(&self) -> String {
         let mut buf = [0u8; 4096];
         let n = tokio::time::timeout(Duration::from_secs(30), self.socket.recv(&mut buf))
             .await

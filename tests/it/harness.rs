@@ -561,7 +561,12 @@ pub async fn raw_origin(
 
 /// The proxy's `/stats` page.
 pub async fn proxy_stats(proxy: &TestProxy) -> serde_json::Value {
-    let text = plain_get(format!("{}/stats", proxy.url()))
+    stats_at(proxy.addr).await
+}
+
+/// `/stats` of the proxy listening on `addr`.
+pub async fn stats_at(addr: std::net::SocketAddr) -> serde_json::Value {
+    let text = plain_get(format!("http://{addr}/stats"))
         .await
         .unwrap()
         .text()

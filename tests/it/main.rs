@@ -15,4 +15,5 @@ mod policy_check;
 mod proxy_connect;
 mod proxy_http;
 mod proxy_limits;
+mod robustness;
 mod systemd;
