@@ -251,7 +251,7 @@ async fn filter_setup(
     draining: &CancellationToken,
 ) -> anyhow::Result<filter::Filter> {
     use crate::repserver::client::RepClient;
-    use crate::reputation::{Reputation, ReputationConfig, SourceConfig};
+    use crate::reputation::{FollowRetry, Reputation, ReputationConfig, SourceConfig};
     let file = &config.policy.file;
     let policy = match crate::policy::PolicyHandle::load(file) {
         Ok(p) => {
@@ -318,6 +318,10 @@ async fn filter_setup(
         cache_entries: r.cache_entries,
         max_stale: r.max_stale,
         retry_after: r.retry_after,
+        follow_retry: FollowRetry {
+            first: r.follow_retry_first,
+            max: r.follow_retry_max,
+        },
     }));
     if r.follow_changes {
         tokio::spawn(reputation.clone().follow_changes(draining.clone()));
