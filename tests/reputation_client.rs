@@ -399,6 +399,17 @@ impl Followed {
         self.server = Some(Server::start_on(listener, store, ApiConfig::default()));
     }
 
+    /// Writes `shop.test/` as dangerous (it is safe in [`sample`]).
+    async fn make_shop_dangerous(&self) {
+        self.server
+            .as_ref()
+            .unwrap()
+            .write(
+                json!({ "upsert": [{ "key": "shop.test/", "score": 2, "categories": ["malware"] }] }),
+            )
+            .await;
+    }
+
     async fn stop(self) {
         self.stop.cancel();
         let _ = self.follower.await;
@@ -420,13 +431,7 @@ async fn a_server_back_on_its_store_costs_the_cache_only_what_changed() {
     let drops = f.drops();
     // Back on the same store, where one host changes.
     f.restart(Store::open(&db).unwrap()).await;
-    f.server
-        .as_ref()
-        .unwrap()
-        .write(
-            json!({ "upsert": [{ "key": "shop.test/", "score": 2, "categories": ["malware"] }] }),
-        )
-        .await;
+    f.make_shop_dangerous().await;
     eventually("the change reaches the cache", || async {
         f.rep.lookup(&shop).await.verdict.map(|v| v.risk) == Some(RiskLevel::Dangerous)
     })
@@ -454,13 +459,7 @@ async fn a_change_written_just_after_a_restart_arrives_within_the_retry_cap() {
     let shop = canonicalize("http://www.shop.test/index.html").unwrap();
     assert_eq!(f.rep.lookup(&shop).await.cache, CacheState::Miss);
     f.restart(Store::open(&db).unwrap()).await;
-    f.server
-        .as_ref()
-        .unwrap()
-        .write(
-            json!({ "upsert": [{ "key": "shop.test/", "score": 2, "categories": ["malware"] }] }),
-        )
-        .await;
+    f.make_shop_dangerous().await;
     let written = Instant::now();
     let bound = Duration::from_secs(3);
     loop {

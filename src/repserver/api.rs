@@ -659,25 +659,25 @@ fn change_stream(
             }
         }
     });
-    let mut r = Response::new(http_body_util::StreamBody::new(stream).boxed_unsync());
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(r)
+    Ok(uncached(
+        StatusCode::OK,
+        "text/event-stream",
+        http_body_util::StreamBody::new(stream).boxed_unsync(),
+    ))
 }
 
 fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
     let body = Full::new(Bytes::from(v.to_string()))
         .map_err(|never: Infallible| -> std::io::Error { match never {} });
-    let mut r = Response::new(body.boxed_unsync());
+    uncached(status, "application/json", body.boxed_unsync())
+}
+
+/// A response of `content_type` that no cache keeps (`Cache-Control: no-store`).
+fn uncached(status: StatusCode, content_type: &'static str, body: Body) -> Response<Body> {
+    let mut r = Response::new(body);
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
@@ -1349,14 +1349,11 @@ async fn lookup_batch(
     let pieces =
         futures_util::StreamExt::chain(futures_util::stream::once(async move { Ok(first) }), rest);
     let pieces = futures_util::TryStreamExt::map_ok(pieces, http_body::Frame::data);
-    let mut r = Response::new(http_body_util::StreamBody::new(pieces).boxed_unsync());
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(r)
+    Ok(uncached(
+        StatusCode::OK,
+        "application/json",
+        http_body_util::StreamBody::new(pieces).boxed_unsync(),
+    ))
 }
 
 #[derive(Deserialize)]
