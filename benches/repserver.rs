@@ -27,8 +27,9 @@
 //! one batch of 10,000, 50,000 and 200,000 such URLs (`WEBREP_BENCH_BATCHES=10000,1000000`
 //! picks other sizes, empty skips it) to the real server on 127.0.0.1 on the same store, with
 //! `max_batch` and `max_body_bytes` raised to fit and two reader threads: seconds from request
-//! to the last byte of the answer, microseconds per URL (flat when the batch path is linear),
-//! and the RSS once each answer is dropped.
+//! to the last byte of the answer, microseconds per URL of wall time and of the process's CPU
+//! time (server and client; on a shared machine the CPU figure moves much less with the load),
+//! both flat when the batch path is linear, and the RSS once each answer is dropped.
 
 use std::fs::File;
 use std::hint::black_box;
@@ -236,6 +237,18 @@ fn thread_cpu() -> Option<Duration> {
     Some(Duration::from_nanos(
         stat.split_whitespace().next()?.parse().ok()?,
     ))
+}
+
+/// CPU time (user and system) of every thread of this process so far (Linux `/proc/self/stat`,
+/// in clock ticks of 10 ms).
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which is in parentheses and may contain spaces:
+    // utime and stime are the 12th and 13th of them.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((user + system) * 10))
 }
 
 /// A size field of `/proc/self/status` (Linux), in bytes.
@@ -451,7 +464,7 @@ fn bench_api_batches(dir: &Path, table: &Table) {
         let all = table.query_url_texts(largest);
         for n in sizes {
             let body = serde_json::to_vec(&serde_json::json!({ "urls": &all[..n] })).expect("JSON");
-            let t = Instant::now();
+            let (t, cpu) = (Instant::now(), process_cpu());
             let resp = http
                 .post(format!("{base}/v1/lookup"))
                 .bearer_auth("bench")
@@ -463,14 +476,20 @@ fn bench_api_batches(dir: &Path, table: &Table) {
             let status = resp.status();
             let answer = resp.bytes().await.expect("reading the answer");
             let secs = t.elapsed().as_secs_f64();
+            let cpu = process_cpu().zip(cpu).map(|(b, a)| b.saturating_sub(a));
             let parsed: Answer = serde_json::from_slice(&answer).expect("a JSON answer");
             assert!(status.is_success() && parsed.urls.len() == n, "{status}");
             let size = answer.len();
             drop((answer, parsed));
             eprintln!(
-                "repserver bench: POST /v1/lookup of {n} URLs: {secs:.2} s = {:.1} µs/URL, \
-                 answer {:.1} MiB; afterwards {}",
+                "repserver bench: POST /v1/lookup of {n} URLs: {secs:.2} s = {:.1} µs/URL \
+                 (CPU of the process, client included: {} µs/URL), answer {:.1} MiB; \
+                 afterwards {}",
                 secs * 1e6 / n as f64,
+                cpu.map_or("?".to_owned(), |c| format!(
+                    "{:.1}",
+                    c.as_secs_f64() * 1e6 / n as f64
+                )),
                 mib(size as u64),
                 rss_report(),
             );
