@@ -39,8 +39,9 @@
 //! JSON encode, at most [`ApiConfig::max_body`] bytes buffered (an import upload goes to a
 //! temporary file, not memory). A batch lookup is one job and one encoded piece per
 //! [`PIECE_ITEMS`] items, each made when the client has taken the one before: its cost per
-//! item and the memory it holds do not grow with the batch (`benches/repserver.rs`). At most [`ApiConfig::max_queued_jobs`] jobs wait per queue;
-//! beyond that a request is a 503 (load shedding rather than an unbounded queue). At most
+//! item and the memory it holds do not grow with the batch (`benches/repserver.rs`). At most
+//! [`ApiConfig::max_queued_jobs`] jobs wait per queue; beyond that a request is a 503 (load
+//! shedding rather than an unbounded queue). At most
 //! [`ServeOptions::max_connections`] connections; one that sends no complete request head (or
 //! TLS handshake) within 30 s is closed. A waiting follower holds a connection and a watch
 //! receiver, no thread.
@@ -1315,7 +1316,7 @@ fn answer_hosts(
 /// a piece is looked up and serialized only when the client has taken the one before, so the
 /// server holds one piece at a time whatever the batch size, and other requests' store jobs
 /// run between pieces. The first piece is answered before the status goes out (a store that
-/// fails at once is a 500); a store failure later cuts the answer off.
+/// fails at once is a 500, a full store queue a 503); either later cuts the answer off.
 async fn lookup_batch(
     shared: &Arc<Shared>,
     req: Request<Incoming>,
