@@ -29,7 +29,7 @@ use webrep::repserver::client::RepClient;
 use webrep::repserver::events::EscalationRule;
 use webrep::repserver::model::Score;
 use webrep::repserver::store::Store;
-use webrep::reputation::{Reputation, ReputationConfig, SourceConfig};
+use webrep::reputation::{FollowRetry, Reputation, ReputationConfig, SourceConfig};
 
 const TOKEN: &str = "bench-client-token-0123456789";
 
@@ -89,6 +89,7 @@ fn bench_proxy_side(c: &mut Criterion) {
             cache_entries: 1000,
             max_stale: Duration::from_secs(60),
             retry_after: Duration::from_secs(1),
+            follow_retry: FollowRetry::default(),
         }));
         let fb = Arc::new(
             Feedback::new(&FeedbackConfig {

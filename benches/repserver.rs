@@ -22,6 +22,14 @@
 //! - `lookup_hosts/batch_1`: one host per call, for latency.
 //! - `lookup/url`: [`Store::lookup`] on one canonical URL with a path and query (every
 //!   expression probed, full combination).
+//!
+//! Then, printed (each run takes seconds, so not a criterion group): `POST /v1/lookup` with
+//! one batch of 10,000, 50,000 and 200,000 such URLs (`WEBREP_BENCH_BATCHES=10000,1000000`
+//! picks other sizes, empty skips it) to the real server on 127.0.0.1 on the same store, with
+//! `max_batch` and `max_body_bytes` raised to fit and two reader threads: seconds from request
+//! to the last byte of the answer, microseconds per URL of wall time and of the process's CPU
+//! time (server and client; on a shared machine the CPU figure moves much less with the load),
+//! both flat when the batch path is linear, and the RSS once each answer is dropped.
 
 use std::fs::File;
 use std::hint::black_box;
@@ -30,7 +38,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use tokio_util::sync::CancellationToken;
 use webrep::canon::{CanonicalUrl, canonicalize};
+use webrep::repserver::api::{self, ApiConfig, ServeOptions, Tokens};
 use webrep::repserver::import::{self, Format, ImportOptions};
 use webrep::repserver::model::BUILTIN_CATEGORIES;
 use webrep::repserver::store::Store;
@@ -193,6 +203,14 @@ impl Table {
 
     /// URLs with a path and query on listed hosts (half on subdomains that have no entry).
     fn query_urls(&self, n: usize) -> Vec<CanonicalUrl> {
+        self.query_url_texts(n)
+            .iter()
+            .map(|url| canonicalize(url).expect("generated URLs are valid"))
+            .collect()
+    }
+
+    /// [`query_urls`](Self::query_urls) as text.
+    fn query_url_texts(&self, n: usize) -> Vec<String> {
         let mut rng = Rng(0xbeef);
         (0..n)
             .map(|q| {
@@ -202,13 +220,12 @@ impl Table {
                 } else {
                     format!("www.{host}")
                 };
-                let url = format!(
+                format!(
                     "http://{host}/{}/{}/page{q}.html?id={}",
                     rng.pick(SEGMENTS),
                     rng.pick(SEGMENTS),
                     rng.below(1000)
-                );
-                canonicalize(&url).expect("generated URLs are valid")
+                )
             })
             .collect()
     }
@@ -220,6 +237,18 @@ fn thread_cpu() -> Option<Duration> {
     Some(Duration::from_nanos(
         stat.split_whitespace().next()?.parse().ok()?,
     ))
+}
+
+/// CPU time (user and system) of every thread of this process so far (Linux `/proc/self/stat`,
+/// in clock ticks of 10 ms).
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which is in parentheses and may contain spaces:
+    // utime and stime are the 12th and 13th of them.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((user + system) * 10))
 }
 
 /// A size field of `/proc/self/status` (Linux), in bytes.
@@ -367,6 +396,107 @@ fn bench_store(c: &mut Criterion) {
     g.finish();
 
     eprintln!("repserver bench: at the end: {}", rss_report());
+    drop(store);
+    bench_api_batches(dir.path(), &table);
+}
+
+/// The batch sizes of the API part: `WEBREP_BENCH_BATCHES`, comma-separated (empty skips
+/// the part).
+fn batch_sizes() -> Vec<usize> {
+    std::env::var("WEBREP_BENCH_BATCHES")
+        .unwrap_or_else(|_| "10000,50000,200000".to_owned())
+        .split(',')
+        .filter_map(|n| n.trim().replace('_', "").parse().ok())
+        .filter(|&n| n > 0)
+        .collect()
+}
+
+/// `POST /v1/lookup` with one batch of each size through the real server on loopback (limits
+/// raised to fit), timed from sending the request to the last byte of the answer: seconds,
+/// cost per URL, and the process's memory after each answer has been read and dropped.
+fn bench_api_batches(dir: &Path, table: &Table) {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        urls: Vec<serde::de::IgnoredAny>,
+    }
+    let sizes = batch_sizes();
+    let Some(&largest) = sizes.iter().max() else {
+        return;
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let store = Store::open(&dir.join("rep.db")).expect("opening the store");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding 127.0.0.1:0");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let config = ApiConfig {
+            max_batch: largest,
+            max_body: 1 << 30,
+            ..ApiConfig::default()
+        };
+        let options = ServeOptions {
+            read_threads: 2,
+            ..ServeOptions::default()
+        };
+        let tokens = Tokens {
+            client: vec!["bench".into()],
+            admin: Vec::new(),
+        };
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(api::serve_with(
+            listener,
+            store,
+            tokens,
+            config,
+            options,
+            shutdown.clone(),
+        ));
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        let all = table.query_url_texts(largest);
+        for n in sizes {
+            let body = serde_json::to_vec(&serde_json::json!({ "urls": &all[..n] })).expect("JSON");
+            let (t, cpu) = (Instant::now(), process_cpu());
+            let resp = http
+                .post(format!("{base}/v1/lookup"))
+                .bearer_auth("bench")
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("sending the batch");
+            let status = resp.status();
+            let answer = resp.bytes().await.expect("reading the answer");
+            let secs = t.elapsed().as_secs_f64();
+            let cpu = process_cpu().zip(cpu).map(|(b, a)| b.saturating_sub(a));
+            let parsed: Answer = serde_json::from_slice(&answer).expect("a JSON answer");
+            assert!(status.is_success() && parsed.urls.len() == n, "{status}");
+            let size = answer.len();
+            drop((answer, parsed));
+            eprintln!(
+                "repserver bench: POST /v1/lookup of {n} URLs: {secs:.2} s = {:.1} µs/URL \
+                 (CPU of the process, client included: {} µs/URL), answer {:.1} MiB; \
+                 afterwards {}",
+                secs * 1e6 / n as f64,
+                cpu.map_or("?".to_owned(), |c| format!(
+                    "{:.1}",
+                    c.as_secs_f64() * 1e6 / n as f64
+                )),
+                mib(size as u64),
+                rss_report(),
+            );
+        }
+        shutdown.cancel();
+        let _ = server.await;
+    });
 }
 
 criterion_group!(benches, bench_store);

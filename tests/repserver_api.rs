@@ -259,6 +259,85 @@ async fn batch_lookup_answers_each_item_and_errors_per_item() {
     s.stop().await;
 }
 
+/// A batch many pieces long (the server answers `POST /v1/lookup` 1000 items at a time) with
+/// distinct, repeated and bad items throughout, on the boundaries between pieces too: each
+/// item's answer is the one asked alone, in the order asked. The answer is streamed (chunked,
+/// no `Content-Length`): the server holds one piece of it at a time, not the whole.
+#[tokio::test]
+async fn a_batch_of_many_pieces_is_answered_in_order_and_streamed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ApiConfig {
+        max_batch: 5000,
+        max_body: 4 << 20,
+        ..ApiConfig::default()
+    };
+    let options = ServeOptions {
+        read_threads: 2,
+        ..ServeOptions::default()
+    };
+    let s = Server::start_opts(
+        Store::open(&dir.path().join("rep.db")).unwrap(),
+        config,
+        options,
+    )
+    .await;
+    s.write(&sample()).await;
+    let boundary = |i: usize| matches!(i % 1000, 0 | 999);
+    // (input, expected risk; None: an error for the item)
+    let url = |i: usize| match i % 5 {
+        _ if boundary(i) => (format!("::bad {i}::"), None),
+        0 => (format!("http://danger.test/p{i}"), Some("dangerous")),
+        1 => (
+            "http://shop.example/dl/setup.exe".to_owned(),
+            Some("dangerous"),
+        ),
+        2 => ("http://www.safe.test/".to_owned(), Some("safe")),
+        _ => (format!("http://u{i}.invalid/x"), Some("untested")),
+    };
+    let host = |i: usize| match i % 4 {
+        _ if boundary(i) => (String::new(), None),
+        0 => ("hs.test".to_owned(), Some("highly_suspicious")),
+        1 => (format!("h{i}.susp.test"), Some("suspicious")),
+        2 => ("shop.example".to_owned(), Some("safe")),
+        _ => (format!("h{i}.invalid"), Some("untested")),
+    };
+    let (urls, hosts): (Vec<_>, Vec<_>) =
+        ((0..2600).map(url).collect(), (0..1400).map(host).collect());
+    let body = json!({
+        "urls": urls.iter().map(|u| &u.0).collect::<Vec<_>>(),
+        "hosts": hosts.iter().map(|h| &h.0).collect::<Vec<_>>(),
+    });
+    let resp = s
+        .http
+        .post(format!("{}/v1/lookup", s.base))
+        .bearer_auth(CLIENT)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("content-length").is_none(), "{resp:?}");
+    assert_eq!(resp.headers()["transfer-encoding"], "chunked");
+    let v: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    for (list, field, asked) in [("urls", "url", &urls), ("hosts", "host", &hosts)] {
+        let answers = v[list].as_array().unwrap();
+        assert_eq!(answers.len(), asked.len(), "{list}");
+        for (i, ((input, risk), a)) in asked.iter().zip(answers).enumerate() {
+            assert_eq!(a[field], input.as_str(), "{list}[{i}]: {a}");
+            match risk {
+                Some(risk) => assert_eq!(a["risk"], *risk, "{list}[{i}]: {a}"),
+                None => assert!(a["error"].is_string(), "{list}[{i}]: {a}"),
+            }
+        }
+    }
+    // Whole answers are those of a lookup alone.
+    for i in [1, 2, 3, 1001, 2598] {
+        assert_eq!(v["urls"][i], s.lookup(&urls[i].0).await, "urls[{i}]");
+    }
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn host_answer_is_truncated_beyond_the_path_limit() {
     let config = ApiConfig {

@@ -16,7 +16,7 @@ use webrep::repserver::client::RepClient;
 use webrep::repserver::metrics::{Route, ServerStats};
 use webrep::repserver::model::RiskLevel;
 use webrep::repserver::store::Store;
-use webrep::reputation::{CacheState, Reputation, ReputationConfig, SourceConfig};
+use webrep::reputation::{CacheState, FollowRetry, Reputation, ReputationConfig, SourceConfig};
 
 const CLIENT: &str = "client-token-0123456789";
 const ADMIN: &str = "admin-token-0123456789";
@@ -100,11 +100,20 @@ fn reputation(sources: Vec<SourceConfig>) -> Arc<Reputation> {
 }
 
 fn reputation_retrying(sources: Vec<SourceConfig>, retry_after: Duration) -> Arc<Reputation> {
+    reputation_following(sources, retry_after, FollowRetry::default())
+}
+
+fn reputation_following(
+    sources: Vec<SourceConfig>,
+    retry_after: Duration,
+    follow_retry: FollowRetry,
+) -> Arc<Reputation> {
     Arc::new(Reputation::new(ReputationConfig {
         sources,
         cache_entries: 10_000,
         max_stale: Duration::from_secs(3600),
         retry_after,
+        follow_retry,
     }))
 }
 
@@ -329,9 +338,8 @@ async fn a_change_on_the_server_reaches_the_cache_long_before_the_ttl() {
     server.stop().await;
 }
 
-/// A server with [`sample`] on `store` and a cache following its change stream (failed
-/// sources retried after 100 ms), once the follower's first answer is in; the server can
-/// be stopped and started again on its address.
+/// A server with [`sample`] on `store` and a cache following its change stream, once the
+/// follower's first answer is in; the server can be stopped and started again on its address.
 struct Followed {
     server: Option<Server>,
     addr: std::net::SocketAddr,
@@ -341,14 +349,24 @@ struct Followed {
 }
 
 impl Followed {
+    /// Failed sources skipped for 100 ms, the follower's default retry schedule.
     async fn start(store: Store) -> Followed {
+        Followed::start_with(store, Duration::from_millis(100), FollowRetry::default()).await
+    }
+
+    async fn start_with(
+        store: Store,
+        retry_after: Duration,
+        follow_retry: FollowRetry,
+    ) -> Followed {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = Server::start_on(listener, store, ApiConfig::default());
         server.write(sample()).await;
-        let rep = reputation_retrying(
+        let rep = reputation_following(
             vec![source("local", &server.base)],
-            Duration::from_millis(100),
+            retry_after,
+            follow_retry,
         );
         let stop = CancellationToken::new();
         let follower = tokio::spawn(rep.clone().follow_changes(stop.clone()));
@@ -381,6 +399,17 @@ impl Followed {
         self.server = Some(Server::start_on(listener, store, ApiConfig::default()));
     }
 
+    /// Writes `shop.test/` as dangerous (it is safe in [`sample`]).
+    async fn make_shop_dangerous(&self) {
+        self.server
+            .as_ref()
+            .unwrap()
+            .write(
+                json!({ "upsert": [{ "key": "shop.test/", "score": 2, "categories": ["malware"] }] }),
+            )
+            .await;
+    }
+
     async fn stop(self) {
         self.stop.cancel();
         let _ = self.follower.await;
@@ -402,13 +431,7 @@ async fn a_server_back_on_its_store_costs_the_cache_only_what_changed() {
     let drops = f.drops();
     // Back on the same store, where one host changes.
     f.restart(Store::open(&db).unwrap()).await;
-    f.server
-        .as_ref()
-        .unwrap()
-        .write(
-            json!({ "upsert": [{ "key": "shop.test/", "score": 2, "categories": ["malware"] }] }),
-        )
-        .await;
+    f.make_shop_dangerous().await;
     eventually("the change reaches the cache", || async {
         f.rep.lookup(&shop).await.verdict.map(|v| v.risk) == Some(RiskLevel::Dangerous)
     })
@@ -416,6 +439,43 @@ async fn a_server_back_on_its_store_costs_the_cache_only_what_changed() {
     // The follower resumed where it was: the unchanged host is still cached.
     assert_eq!(f.rep.lookup(&bad).await.cache, CacheState::Hit);
     assert_eq!(f.drops(), drops, "no whole-cache drop");
+    f.stop().await;
+}
+
+/// The follower asks a server that went away again on its own short schedule (here 50 ms
+/// doubling to 200 ms), not after the 10 s for which lookups skip a failed source: a change
+/// written just after the server is back arrives within about the schedule's cap. The bound
+/// below is fifteen times that cap (room for a slow machine) and far below the 10 s skip.
+#[tokio::test]
+async fn a_change_written_just_after_a_restart_arrives_within_the_retry_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("rep.db");
+    let retry = FollowRetry {
+        first: Duration::from_millis(50),
+        max: Duration::from_millis(200),
+    };
+    let mut f =
+        Followed::start_with(Store::open(&db).unwrap(), Duration::from_secs(10), retry).await;
+    let shop = canonicalize("http://www.shop.test/index.html").unwrap();
+    assert_eq!(f.rep.lookup(&shop).await.cache, CacheState::Miss);
+    f.restart(Store::open(&db).unwrap()).await;
+    f.make_shop_dangerous().await;
+    let written = Instant::now();
+    let bound = Duration::from_secs(3);
+    loop {
+        // The cached Safe answer is fresh for minutes: it turns Dangerous only once the
+        // follower has dropped it.
+        let l = f.rep.lookup(&shop).await;
+        if l.verdict.map(|v| v.risk) == Some(RiskLevel::Dangerous) {
+            break;
+        }
+        assert!(
+            written.elapsed() < bound,
+            "the change did not arrive within {bound:?} of the write"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!("change arrived {:?} after the write", written.elapsed());
     f.stop().await;
 }
 

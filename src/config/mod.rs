@@ -83,6 +83,8 @@ pub struct ReputationSettings {
     pub max_stale: Duration,
     pub retry_after: Duration,
     pub follow_changes: bool,
+    pub follow_retry_first: Duration,
+    pub follow_retry_max: Duration,
 }
 
 /// One validated reputation source.
@@ -494,7 +496,18 @@ impl Config {
             max_stale: Duration::from_secs(r.max_stale_secs),
             retry_after: ms("reputation.retry_after_ms", r.retry_after_ms)?,
             follow_changes: r.follow_changes,
+            follow_retry_first: ms("reputation.follow_retry_first_ms", r.follow_retry_first_ms)?,
+            follow_retry_max: ms("reputation.follow_retry_max_ms", r.follow_retry_max_ms)?,
         };
+        if reputation.follow_retry_max < reputation.follow_retry_first {
+            return Err(invalid(
+                "reputation.follow_retry_max_ms",
+                format!(
+                    "{} is less than follow_retry_first_ms ({})",
+                    r.follow_retry_max_ms, r.follow_retry_first_ms
+                ),
+            ));
+        }
         let f = &raw.feedback;
         if let Some(id) = &f.proxy_id
             && (id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_graphic()))

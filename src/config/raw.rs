@@ -420,6 +420,15 @@ pub struct RawReputationConfig {
     /// Follow the first healthy source's change stream and drop changed keys at once.
     /// Default `true`.
     pub follow_changes: bool,
+    /// After a failed poll of the change stream, the follower asks again after this many
+    /// milliseconds, doubling with each further failure up to `follow_retry_max_ms` (each
+    /// wait drawn from its upper half). Default 50.
+    pub follow_retry_first_ms: u64,
+    /// The longest wait between failed polls of the change stream, in milliseconds: a
+    /// change written on a server that is back reaches the cache about this long after at
+    /// worst, and a server that stays down gets one poll per this time from each proxy.
+    /// Default 1000.
+    pub follow_retry_max_ms: u64,
 }
 
 impl Default for RawReputationConfig {
@@ -430,6 +439,8 @@ impl Default for RawReputationConfig {
             max_stale_secs: 3600,
             retry_after_ms: 10_000,
             follow_changes: true,
+            follow_retry_first_ms: 50,
+            follow_retry_max_ms: 1000,
         }
     }
 }

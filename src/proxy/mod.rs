@@ -257,7 +257,7 @@ async fn filter_setup(
     draining: &CancellationToken,
 ) -> anyhow::Result<(filter::Filter, Option<SocketAddr>)> {
     use crate::repserver::client::RepClient;
-    use crate::reputation::{Reputation, ReputationConfig, SourceConfig};
+    use crate::reputation::{FollowRetry, Reputation, ReputationConfig, SourceConfig};
     let file = &config.policy.file;
     let policy = match crate::policy::PolicyHandle::load(file) {
         Ok(p) => {
@@ -320,6 +320,10 @@ async fn filter_setup(
         cache_entries: r.cache_entries,
         max_stale: r.max_stale,
         retry_after: r.retry_after,
+        follow_retry: FollowRetry {
+            first: r.follow_retry_first,
+            max: r.follow_retry_max,
+        },
     }));
     if r.follow_changes {
         tokio::spawn(reputation.clone().follow_changes(draining.clone()));

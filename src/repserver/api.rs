@@ -8,8 +8,8 @@
 //! - lookups: `GET /v1/lookup?url=U` (the combined verdict for one URL, with `ttl_secs` and an
 //!   `explain` part) and `POST /v1/lookup` with `{"urls": [...], "hosts": [...]}` (one answer
 //!   per item, at most [`ApiConfig::max_batch`]; a host answer carries the path-level entries
-//!   under it, bounded, with `truncated`); items with no local entry go to the upstream tier
-//!   when there is one ([`super::upstream`]);
+//!   under it, bounded, with `truncated`; streamed in pieces of [`PIECE_ITEMS`] items); items
+//!   with no local entry go to the upstream tier when there is one ([`super::upstream`]);
 //! - admin writes: `POST /v1/entries` (`upsert` / `delete` in one transaction),
 //!   `POST /v1/import` (a feed file, spooled to disk then imported in one transaction),
 //!   `POST /v1/files`, `POST /v1/categories`;
@@ -37,8 +37,11 @@
 //! # What it costs
 //! Per request: one job on a store thread (its cost is the store's, see [`super::store`]), one
 //! JSON encode, at most [`ApiConfig::max_body`] bytes buffered (an import upload goes to a
-//! temporary file, not memory). At most [`ApiConfig::max_queued_jobs`] jobs wait per queue;
-//! beyond that a request is a 503 (load shedding rather than an unbounded queue). At most
+//! temporary file, not memory). A batch lookup is one job and one encoded piece per
+//! [`PIECE_ITEMS`] items, each made when the client has taken the one before: its cost per
+//! item and the memory it holds do not grow with the batch (`benches/repserver.rs`). At most
+//! [`ApiConfig::max_queued_jobs`] jobs wait per queue; beyond that a request is a 503 (load
+//! shedding rather than an unbounded queue). At most
 //! [`ServeOptions::max_connections`] connections; one that sends no complete request head (or
 //! TLS handshake) within 30 s is closed. A waiting follower holds a connection and a watch
 //! receiver, no thread.
@@ -46,7 +49,9 @@
 //! # How it fails
 //! Nothing here panics on input: bad JSON, bad URLs, bad keys, unknown categories and scores
 //! over 100 are 400s naming the problem; a bad item in a batch lookup is an error for that
-//! item only; a bad item in a write refuses the whole write (nothing is written). An upstream
+//! item only; a store failure after a batch lookup's first piece cuts its answer off (the
+//! client sees an incomplete body, never a short list); a bad item in a write refuses the
+//! whole write (nothing is written). An upstream
 //! that fails leaves items untested, never an error. On shutdown the listener closes, pending
 //! long-polls answer empty, event streams end, connections drain, then the store threads are
 //! joined so the file is closed when [`serve_with`] returns.
@@ -181,7 +186,9 @@ pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 /// disconnected.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+/// An answer body. A streamed one that fails part-way ends with an error, which makes hyper
+/// cut the connection: the client sees an incomplete answer, never a short one.
+type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
 type Job = Box<dyn FnOnce(&mut Store) + Send>;
 
 /// An error answer: status and message.
@@ -523,17 +530,14 @@ async fn prune_events_loop(shared: Arc<Shared>, retention: Duration) {
 async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let started = std::time::Instant::now();
     let which = Route::of(req.uri().path());
-    let response = if which == Route::ChangesStream {
-        match change_stream(shared, &req) {
-            Ok(r) => r,
-            Err(e) => error_response(&e),
-        }
-    } else {
-        match route(shared, req).await {
-            Ok(v) => json_response(StatusCode::OK, &v),
-            Err(e) => error_response(&e),
-        }
+    let response = match which {
+        Route::ChangesStream => change_stream(shared, &req),
+        Route::Lookup if req.method() == Method::POST => lookup_batch(shared, req).await,
+        _ => route(shared, req)
+            .await
+            .map(|v| json_response(StatusCode::OK, &v)),
     };
+    let response = response.unwrap_or_else(|e| error_response(&e));
     shared
         .stats
         .request(which, response.status(), started.elapsed().as_secs_f64());
@@ -656,23 +660,25 @@ fn change_stream(
             }
         }
     });
-    let mut r = Response::new(http_body_util::StreamBody::new(stream).boxed());
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(r)
+    Ok(uncached(
+        StatusCode::OK,
+        "text/event-stream",
+        http_body_util::StreamBody::new(stream).boxed_unsync(),
+    ))
 }
 
 fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed());
+    let body = Full::new(Bytes::from(v.to_string()))
+        .map_err(|never: Infallible| -> std::io::Error { match never {} });
+    uncached(status, "application/json", body.boxed_unsync())
+}
+
+/// A response of `content_type` that no cache keeps (`Cache-Control: no-store`).
+fn uncached(status: StatusCode, content_type: &'static str, body: Body) -> Response<Body> {
+    let mut r = Response::new(body);
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
@@ -703,16 +709,12 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Value, ApiErro
             "lookups": shared.stats.looked_up(Kind::Url) + shared.stats.looked_up(Kind::Host),
         })),
         "/healthz" => Err(not_allowed("GET")),
-        "/v1/lookup" if get || post => {
+        // `POST /v1/lookup` streams its answer: [`lookup_batch`], called by [`handle`].
+        "/v1/lookup" if get => {
             let req = authorize_or_drain(shared, req, Role::Client).await?;
-            if get {
-                let url = query_param(req.uri().query(), "url")?
-                    .ok_or_else(|| ApiError::bad_request("missing query parameter `url`"))?;
-                lookup_one(shared, url).await
-            } else {
-                let body = read_body(shared, req).await?;
-                lookup_batch(shared, &body).await
-            }
+            let url = query_param(req.uri().query(), "url")?
+                .ok_or_else(|| ApiError::bad_request("missing query parameter `url`"))?;
+            lookup_one(shared, url).await
         }
         "/v1/lookup" => Err(not_allowed("GET, POST")),
         "/v1/entries" if post => {
@@ -1173,46 +1175,186 @@ struct BatchRequest {
     hosts: Vec<String>,
 }
 
-async fn lookup_batch(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
-    let req: BatchRequest = parse_json(body)?;
-    let n = req.urls.len() + req.hosts.len();
-    if n > shared.config.max_batch {
-        return Err(ApiError::bad_request(format!(
-            "{n} items in one batch; at most {}",
-            shared.config.max_batch
-        )));
+/// Items of a batch lookup answered by one store job (in one snapshot) and sent as one piece
+/// of the answer.
+const PIECE_ITEMS: usize = 1000;
+
+/// A run of consecutive items of one list of a batch lookup: `urls[start..end]`, or
+/// `hosts[start..end]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Piece {
+    hosts: bool,
+    start: usize,
+    end: usize,
+}
+
+/// The pieces of a batch of `urls` URLs and `hosts` hosts, at most `per_piece` items each:
+/// the URLs first, then the hosts. An empty batch is one empty URL piece, so that every
+/// answer has a first and a last piece.
+fn plan_pieces(urls: usize, hosts: usize, per_piece: usize) -> Vec<Piece> {
+    let per_piece = per_piece.max(1);
+    let runs = |n: usize, hosts: bool| {
+        (0..n).step_by(per_piece).map(move |start| Piece {
+            hosts,
+            start,
+            end: (start + per_piece).min(n),
+        })
+    };
+    let mut plan: Vec<Piece> = runs(urls, false).chain(runs(hosts, true)).collect();
+    if plan.is_empty() {
+        plan.push(Piece {
+            hosts: false,
+            start: 0,
+            end: 0,
+        });
     }
-    let config = shared.config.clone();
-    let answers = shared
-        .read(move |store| -> Result<(Vec<Value>, Vec<Value>), ApiError> {
-            let now = now();
-            let mut urls = Vec::with_capacity(req.urls.len());
-            for u in &req.urls {
-                urls.push(match answer_url(store, &config, u, now) {
-                    Ok(v) => v,
-                    Err(e) if e.status == StatusCode::BAD_REQUEST => {
-                        json!({ "url": u, "error": e.message })
-                    }
-                    Err(e) => return Err(e),
-                });
-            }
-            let host_refs: Vec<&str> = req.hosts.iter().map(String::as_str).collect();
-            let answers = store.lookup_hosts(&host_refs, now, config.host_path_limit)?;
-            let mut hosts = Vec::with_capacity(answers.len());
-            for (h, a) in req.hosts.iter().zip(&answers) {
-                hosts.push(match a {
-                    Ok(a) => answer_host(store, &config, h, a, now)?,
-                    Err(e) => json!({ "host": h, "error": format!("not a host: {e}") }),
-                });
-            }
-            Ok((urls, hosts))
+    plan
+}
+
+/// The bytes of one piece of the answer `{"urls":[...],"hosts":[...]}`: the brackets and
+/// commas around its items that its place calls for (`last`: no piece follows;
+/// `no_urls`: the batch has no URL, so a host piece opens the answer).
+fn frame_piece(piece: Piece, last: bool, no_urls: bool, items: &[Value]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(items.len() * 512 + 32);
+    if piece.start > 0 {
+        out.push(b',');
+    } else if !piece.hosts {
+        out.extend_from_slice(b"{\"urls\":[");
+    } else {
+        if no_urls {
+            out.extend_from_slice(b"{\"urls\":[");
+        }
+        out.extend_from_slice(b"],\"hosts\":[");
+    }
+    for (i, v) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Writing a `Value` into a `Vec` cannot fail.
+        let _ = serde_json::to_writer(&mut out, v);
+    }
+    if last {
+        out.extend_from_slice(if piece.hosts {
+            b"]}"
+        } else {
+            b"],\"hosts\":[]}"
+        });
+    }
+    out
+}
+
+/// The answers to one piece's items, looked up in one store job and one snapshot, checked
+/// against the upstream tier and counted. A URL or host that does not parse is an error for
+/// that item; a store failure fails the piece.
+async fn answer_piece(
+    shared: &Shared,
+    batch: &Arc<BatchRequest>,
+    piece: Piece,
+) -> Result<Vec<Value>, ApiError> {
+    let (config, items) = (shared.config.clone(), batch.clone());
+    let mut answers = shared
+        .read(move |store| {
+            store.snapshot(|store| {
+                let now = now();
+                if piece.hosts {
+                    answer_hosts(store, &config, &items.hosts[piece.start..piece.end], now)
+                } else {
+                    answer_urls(store, &config, &items.urls[piece.start..piece.end], now)
+                }
+            })
         })
         .await??;
-    let (mut urls, mut hosts) = answers;
-    consult_upstream(shared, &mut urls, &mut hosts).await;
-    count_items(shared, Kind::Url, &urls);
-    count_items(shared, Kind::Host, &hosts);
-    Ok(json!({ "urls": urls, "hosts": hosts }))
+    let kind = if piece.hosts { Kind::Host } else { Kind::Url };
+    if piece.hosts {
+        consult_upstream(shared, &mut [], &mut answers).await;
+    } else {
+        consult_upstream(shared, &mut answers, &mut []).await;
+    }
+    count_items(shared, kind, &answers);
+    Ok(answers)
+}
+
+fn answer_urls(
+    store: &Store,
+    config: &ApiConfig,
+    urls: &[String],
+    now: i64,
+) -> Result<Vec<Value>, ApiError> {
+    let mut out = Vec::with_capacity(urls.len());
+    for u in urls {
+        out.push(match answer_url(store, config, u, now) {
+            Ok(v) => v,
+            Err(e) if e.status == StatusCode::BAD_REQUEST => {
+                json!({ "url": u, "error": e.message })
+            }
+            Err(e) => return Err(e),
+        });
+    }
+    Ok(out)
+}
+
+fn answer_hosts(
+    store: &Store,
+    config: &ApiConfig,
+    hosts: &[String],
+    now: i64,
+) -> Result<Vec<Value>, ApiError> {
+    let refs: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    let answers = store.lookup_hosts(&refs, now, config.host_path_limit)?;
+    let mut out = Vec::with_capacity(answers.len());
+    for (h, a) in hosts.iter().zip(&answers) {
+        out.push(match a {
+            Ok(a) => answer_host(store, config, h, a, now)?,
+            Err(e) => json!({ "host": h, "error": format!("not a host: {e}") }),
+        });
+    }
+    Ok(out)
+}
+
+/// `POST /v1/lookup`: one answer per URL and per host, in order, at most
+/// [`ApiConfig::max_batch`] items. The answer is streamed in pieces of [`PIECE_ITEMS`] items:
+/// a piece is looked up and serialized only when the client has taken the one before, so the
+/// server holds one piece at a time whatever the batch size, and other requests' store jobs
+/// run between pieces. The first piece is answered before the status goes out (a store that
+/// fails at once is a 500, a full store queue a 503); either later cuts the answer off.
+async fn lookup_batch(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let req = authorize_or_drain(shared, req, Role::Client).await?;
+    let body = read_body(shared, req).await?;
+    let batch: BatchRequest = parse_json(&body)?;
+    drop(body);
+    check_batch(shared, batch.urls.len() + batch.hosts.len())?;
+    let plan: Arc<[Piece]> = plan_pieces(batch.urls.len(), batch.hosts.len(), PIECE_ITEMS).into();
+    let no_urls = batch.urls.is_empty();
+    let batch = Arc::new(batch);
+    let answer = move |answers: &[Value], i: usize, plan: &[Piece]| {
+        Bytes::from(frame_piece(plan[i], i + 1 == plan.len(), no_urls, answers))
+    };
+    let first = answer(&answer_piece(shared, &batch, plan[0]).await?, 0, &plan);
+    let shared = shared.clone();
+    let rest = futures_util::stream::unfold(1, move |i| {
+        let (shared, batch, plan) = (shared.clone(), batch.clone(), plan.clone());
+        async move {
+            let piece = *plan.get(i)?;
+            Some(match answer_piece(&shared, &batch, piece).await {
+                Ok(answers) => (Ok(answer(&answers, i, &plan)), i + 1),
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "batch lookup cut off");
+                    (Err(std::io::Error::other(e.message)), plan.len())
+                }
+            })
+        }
+    });
+    let pieces =
+        futures_util::StreamExt::chain(futures_util::stream::once(async move { Ok(first) }), rest);
+    let pieces = futures_util::TryStreamExt::map_ok(pieces, http_body::Frame::data);
+    Ok(uncached(
+        StatusCode::OK,
+        "application/json",
+        http_body_util::StreamBody::new(pieces).boxed_unsync(),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -1744,5 +1886,38 @@ mod tests {
         assert!(!ct_eq(b"abc", b"abd"));
         assert!(!ct_eq(b"abc", b"abcd"));
         assert!(!ct_eq(b"", b"a"));
+    }
+
+    #[test]
+    fn pieces_of_a_batch_join_into_its_answer() {
+        let item = |kind: &str, i: usize| json!({ kind: i });
+        for (urls, hosts) in [
+            (0, 0),
+            (1, 0),
+            (0, 1),
+            (3, 0),
+            (0, 7),
+            (3, 3),
+            (7, 10),
+            (9, 3),
+        ] {
+            let plan = plan_pieces(urls, hosts, 3);
+            assert!(plan.iter().all(|p| p.end > p.start || urls + hosts == 0));
+            let mut answer = Vec::new();
+            for (i, p) in plan.iter().enumerate() {
+                let kind = if p.hosts { "host" } else { "url" };
+                let items: Vec<Value> = (p.start..p.end).map(|i| item(kind, i)).collect();
+                answer.extend(frame_piece(*p, i + 1 == plan.len(), urls == 0, &items));
+            }
+            let answer: Value = serde_json::from_slice(&answer).unwrap_or_else(|e| {
+                panic!("{urls}+{hosts}: {e}: {}", String::from_utf8_lossy(&answer))
+            });
+            let want = json!({
+                "urls": (0..urls).map(|i| item("url", i)).collect::<Vec<_>>(),
+                "hosts": (0..hosts).map(|i| item("host", i)).collect::<Vec<_>>(),
+            });
+            assert_eq!(answer, want, "{urls}+{hosts}");
+        }
+        assert_eq!(plan_pieces(2500, 0, PIECE_ITEMS).len(), 3);
     }
 }

@@ -488,11 +488,29 @@ impl Store {
         now: i64,
         path_limit: usize,
     ) -> Result<Vec<Result<HostAnswer, KeyError>>, StoreError> {
-        // One read transaction for the batch: every answer comes from one snapshot, and the
-        // WAL read lock is taken once rather than once per statement. BEGIN and COMMIT are
-        // cached statements: parsing them each time costs a quarter of a one-host lookup.
-        self.conn.prepare_cached("BEGIN")?.execute([])?;
-        let answers = self.answer_hosts(hosts, now, path_limit);
+        self.snapshot(|s| s.answer_hosts(hosts, now, path_limit))
+    }
+
+    /// Runs the reads of `f` in one read transaction: everything it reads comes from one
+    /// snapshot, and the WAL read lock is taken once rather than once per statement (a
+    /// lock and an unlock system call each). Inside a transaction already, `f` just runs.
+    ///
+    /// # Errors
+    /// `f`'s error, or [`StoreError::Sqlite`] converted into `E`.
+    pub fn snapshot<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, E>,
+    ) -> Result<T, E> {
+        if !self.conn.is_autocommit() {
+            return f(self);
+        }
+        // BEGIN and COMMIT are cached statements: parsing them each time costs a quarter of
+        // a one-host lookup.
+        self.conn
+            .prepare_cached("BEGIN")
+            .and_then(|mut s| s.execute([]))
+            .map_err(StoreError::from)?;
+        let out = f(self);
         // Nothing was written: COMMIT and ROLLBACK end it alike, and it must end even when a
         // query failed.
         let end = self
@@ -502,9 +520,9 @@ impl Store {
         if end.is_err() && !self.conn.is_autocommit() {
             self.conn.execute_batch("ROLLBACK").ok();
         }
-        let answers = answers?;
-        end?;
-        Ok(answers)
+        let out = out?;
+        end.map_err(StoreError::from)?;
+        Ok(out)
     }
 
     /// [`lookup_hosts`](Self::lookup_hosts) inside its read transaction.

@@ -29,7 +29,11 @@
 //! The change follower ([`Reputation::follow_changes`]) drops the whole cache on its first
 //! answer, on a switch to another source, and when a source answers `truncated`. A failed
 //! poll keeps its position, so a reputation server that restarts on its store costs the
-//! proxies no cache: they resume where they were and drop only what changed meanwhile.
+//! proxies no cache: they resume where they were and drop only what changed meanwhile. It is
+//! retried after 50 ms, then twice as long after each further failure up to 1 s
+//! (`follow_retry_first_ms`, `follow_retry_max_ms`; [`FollowRetry`]): a change written on a
+//! server just back arrives within about a second, and a server that stays down gets at
+//! most one poll a second from each proxy.
 
 pub mod answer;
 
@@ -123,6 +127,49 @@ pub struct ReputationConfig {
     pub max_stale: Duration,
     /// How long a failed source is skipped.
     pub retry_after: Duration,
+    /// How soon the change follower asks again after a failed poll.
+    pub follow_retry: FollowRetry,
+}
+
+/// The change follower's wait after a failed poll: `first` after the first failure, doubling
+/// with each further one up to `max`, every wait drawn at random from its upper half (so that
+/// proxies that lost the same server do not come back in step). A poll that succeeds starts
+/// the schedule again. With the defaults (50 ms, 1 s) a change written on a server that is
+/// back reaches the cache within about a second, and a server that stays down gets one poll a
+/// second at most from each proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowRetry {
+    /// The wait after the first failure.
+    pub first: Duration,
+    /// The longest wait.
+    pub max: Duration,
+}
+
+impl Default for FollowRetry {
+    fn default() -> Self {
+        FollowRetry {
+            first: Duration::from_millis(50),
+            max: Duration::from_secs(1),
+        }
+    }
+}
+
+impl FollowRetry {
+    /// The upper bound of the wait after `failures` failures in a row (at least 1):
+    /// `first * 2^(failures - 1)`, at most `max`.
+    pub fn ceiling(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(31);
+        self.first.saturating_mul(1 << doublings).min(self.max)
+    }
+
+    /// The wait after `failures` failures in a row: at random within the upper half of
+    /// [`ceiling`](Self::ceiling).
+    pub fn wait(&self, failures: u32) -> Duration {
+        use rand::Rng as _;
+        let ceiling = self.ceiling(failures);
+        let half = ceiling / 2;
+        half + rand::rng().random_range(Duration::ZERO..=ceiling - half)
+    }
 }
 
 struct Source {
@@ -199,6 +246,7 @@ pub struct Reputation {
     /// File-hash misses waiting to go out together.
     file_batch: FileBatcher,
     retry_after: Duration,
+    follow_retry: FollowRetry,
     epoch: Instant,
     /// Changes applied from the change stream (keys dropped), whole-cache drops included.
     pub changes_applied: AtomicU64,
@@ -336,6 +384,7 @@ impl Reputation {
             files: cache(n, None),
             file_batch: FileBatcher::default(),
             retry_after: config.retry_after,
+            follow_retry: config.follow_retry,
             epoch: Instant::now(),
             changes_applied: AtomicU64::new(0),
             cache_drops: AtomicU64::new(0),
@@ -734,9 +783,13 @@ impl Reputation {
     /// Follows the change stream of the first healthy source until `shutdown`, dropping the
     /// keys that change (long-poll, `wait_ms` 25 s). On the first answer, a source switch or
     /// a `truncated` answer, the whole cache is dropped, since sequence numbers are per
-    /// server. A failed poll keeps the position: the same source, back, resumes from it.
+    /// server. A failed poll (refused, timed out, an error status, a malformed answer) marks
+    /// the source down for lookups and is retried on the [`FollowRetry`] schedule; it keeps
+    /// the position: the same source, back, resumes from it.
     pub async fn follow_changes(self: Arc<Self>, shutdown: CancellationToken) {
         let mut position: Option<(usize, u64)> = None;
+        // Failed polls in a row, for the retry schedule.
+        let mut failures = 0u32;
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -778,16 +831,18 @@ impl Reputation {
                         }
                     }
                     position = Some((index, seq));
+                    failures = 0;
                 }
                 Err(e) => {
                     self.mark_down(s, &e);
+                    failures = failures.saturating_add(1);
                     // The position is kept. When this source answers again it names what
                     // changed meanwhile, or says `truncated` when its log no longer reaches
                     // back or its store was replaced, so a restart of the server or a
                     // network blip does not drop the whole cache and send every client's
                     // next request to a server that has just come back.
                     tokio::select! {
-                        _ = tokio::time::sleep(self.retry_after.min(Duration::from_secs(5))) => {}
+                        _ = tokio::time::sleep(self.follow_retry.wait(failures)) => {}
                         _ = shutdown.cancelled() => return,
                     }
                 }
@@ -809,4 +864,32 @@ fn parse_changes(v: &Value) -> Result<(u64, Vec<String>, bool), ClientError> {
         .collect();
     let truncated = v.get("truncated").and_then(Value::as_bool).unwrap_or(false);
     Ok((seq, keys, truncated))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn follow_retry_doubles_from_first_up_to_max_with_jitter_in_the_upper_half() {
+        let r = FollowRetry::default();
+        let ceilings: Vec<u64> = (1..=8)
+            .map(|n| u64::try_from(r.ceiling(n).as_millis()).unwrap())
+            .collect();
+        assert_eq!(ceilings, [50, 100, 200, 400, 800, 1000, 1000, 1000]);
+        assert_eq!(r.ceiling(0), r.first);
+        assert_eq!(r.ceiling(u32::MAX), r.max);
+        for n in [1, 3, 6, 40] {
+            for _ in 0..200 {
+                let w = r.wait(n);
+                assert!(w >= r.ceiling(n) / 2 && w <= r.ceiling(n), "{n}: {w:?}");
+            }
+        }
+        // A first wait longer than the cap is cut to the cap.
+        let odd = FollowRetry {
+            first: Duration::from_secs(3),
+            max: Duration::from_secs(1),
+        };
+        assert_eq!(odd.ceiling(1), Duration::from_secs(1));
+    }
 }
