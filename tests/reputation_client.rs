@@ -479,6 +479,60 @@ async fn a_change_written_just_after_a_restart_arrives_within_the_retry_cap() {
     f.stop().await;
 }
 
+/// With a second source configured, a restart of the first one is waited out (lookups skip
+/// it for `retry_after`, the follower keeps polling it): following the second source for the
+/// moment would drop the whole cache twice, once on the switch and once on the way back.
+#[tokio::test]
+async fn a_restart_of_the_first_source_costs_no_switch_to_the_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("rep.db");
+    let second = Server::start(ApiConfig::default()).await;
+    second.write(sample()).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let first = Server::start_on(listener, Store::open(&db).unwrap(), ApiConfig::default());
+    first.write(sample()).await;
+    let rep = reputation_following(
+        vec![source("local", &first.base), source("global", &second.base)],
+        Duration::from_secs(30),
+        FollowRetry::default(),
+    );
+    let stop = CancellationToken::new();
+    let follower = tokio::spawn(rep.clone().follow_changes(stop.clone()));
+    let drops = || rep.cache_drops.load(std::sync::atomic::Ordering::Relaxed);
+    eventually("the follower's first answer", || async { drops() > 0 }).await;
+    let bad = canonicalize("http://bad.test/").unwrap();
+    assert_eq!(rep.lookup(&bad).await.cache, CacheState::Miss);
+    let before = drops();
+    first.stop().await;
+    eventually("the first source is marked down", || async {
+        !rep.source_health()[0].1
+    })
+    .await;
+    // Lookups meanwhile go to the second source.
+    let shop = canonicalize("http://www.shop.test/").unwrap();
+    assert_eq!(rep.lookup(&shop).await.source.as_deref(), Some("global"));
+    let first = Server::start_on(
+        bind_again(addr).await,
+        Store::open(&db).unwrap(),
+        ApiConfig::default(),
+    );
+    first
+        .write(json!({ "upsert": [{ "key": "bad.test/", "score": 90 }] }))
+        .await;
+    eventually("the first source's change reaches the cache", || async {
+        rep.lookup(&bad).await.verdict.map(|v| v.risk) == Some(RiskLevel::Safe)
+    })
+    .await;
+    // Its answer to a poll also ends the lookups' skip of it, long before `retry_after`.
+    assert!(rep.source_health()[0].1, "the first source is up again");
+    assert_eq!(drops(), before, "no whole-cache drop");
+    stop.cancel();
+    let _ = follower.await;
+    first.stop().await;
+    second.stop().await;
+}
+
 #[tokio::test]
 async fn a_server_back_on_another_store_drops_the_cache() {
     let mut f = Followed::start(Store::open_in_memory().unwrap()).await;

@@ -33,7 +33,8 @@
 //! retried after 50 ms, then twice as long after each further failure up to 1 s
 //! (`follow_retry_first_ms`, `follow_retry_max_ms`; [`FollowRetry`]): a change written on a
 //! server just back arrives within about a second, and a server that stays down gets at
-//! most one poll a second from each proxy.
+//! most one poll a second from each proxy. The follower stays with a failing source for
+//! `retry_after_ms` before it follows another one, so a restart costs no switch.
 
 pub mod answer;
 
@@ -780,31 +781,49 @@ impl Reputation {
         self.cache_drops.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The source the change follower asks next: the one it follows while that has been
+    /// failing for less than `retry_after` (a restart or a blip must not cost a switch, which
+    /// drops the whole cache, and another switch back), else the first healthy one (so it
+    /// returns to a preferred source that is back), else the first. `None` without sources.
+    fn follow_source(
+        &self,
+        position: Option<(usize, u64)>,
+        failing_since: Option<Instant>,
+    ) -> Option<usize> {
+        if let (Some((current, _)), Some(since)) = (position, failing_since) {
+            if since.elapsed() < self.retry_after {
+                return Some(current);
+            }
+        }
+        let now = self.now_ms();
+        self.sources
+            .iter()
+            .position(|s| s.down_until.load(Ordering::Relaxed) <= now)
+            .or(if self.sources.is_empty() {
+                None
+            } else {
+                Some(0)
+            })
+    }
+
     /// Follows the change stream of the first healthy source until `shutdown`, dropping the
     /// keys that change (long-poll, `wait_ms` 25 s). On the first answer, a source switch or
     /// a `truncated` answer, the whole cache is dropped, since sequence numbers are per
     /// server. A failed poll (refused, timed out, an error status, a malformed answer) marks
     /// the source down for lookups and is retried on the [`FollowRetry`] schedule; it keeps
-    /// the position: the same source, back, resumes from it.
+    /// the position: the same source, back, resumes from it. The follower stays with a
+    /// failing source for `retry_after` before it moves to another one; a poll answered
+    /// clears the source's down mark for lookups too.
     pub async fn follow_changes(self: Arc<Self>, shutdown: CancellationToken) {
         let mut position: Option<(usize, u64)> = None;
-        // Failed polls in a row, for the retry schedule.
+        // Failed polls in a row, for the retry schedule, and when the first of them failed.
         let mut failures = 0u32;
+        let mut failing_since: Option<Instant> = None;
         loop {
             if shutdown.is_cancelled() {
                 return;
             }
-            let now = self.now_ms();
-            let Some(index) = self
-                .sources
-                .iter()
-                .position(|s| s.down_until.load(Ordering::Relaxed) <= now)
-                .or(if self.sources.is_empty() {
-                    None
-                } else {
-                    Some(0)
-                })
-            else {
+            let Some(index) = self.follow_source(position, failing_since) else {
                 return;
             };
             let s = &self.sources[index];
@@ -832,10 +851,13 @@ impl Reputation {
                     }
                     position = Some((index, seq));
                     failures = 0;
+                    failing_since = None;
+                    s.down_until.store(0, Ordering::Relaxed);
                 }
                 Err(e) => {
                     self.mark_down(s, &e);
                     failures = failures.saturating_add(1);
+                    failing_since.get_or_insert_with(Instant::now);
                     // The position is kept. When this source answers again it names what
                     // changed meanwhile, or says `truncated` when its log no longer reaches
                     // back or its store was replaced, so a restart of the server or a
