@@ -172,8 +172,9 @@ pub struct RawProxyConfig {
     pub dns_negative_ttl_ms: u64,
     /// Most names the DNS cache keeps. Default 10000.
     pub dns_cache_max_names: u64,
-    /// Worker threads, each with its own event loop, listening socket (`SO_REUSEPORT`) and
-    /// upstream connection pool. 0 means one per CPU the process may run on. Default 0.
+    /// Worker threads, each with its own event loop and upstream connection pool; they share
+    /// one listening socket per address (no other process can listen on the port). 0 means
+    /// one per CPU the process may run on. Default 0.
     pub workers: usize,
     /// Maximum concurrent client connections; further clients wait in the kernel's accept
     /// backlog until one closes. Default 10000.

@@ -1,10 +1,13 @@
 //! The forward proxy: workers, listeners, the accept loop, one task per client connection.
 //!
 //! Thread per core: `proxy.workers` threads each run a single-threaded tokio runtime with its
-//! own `SO_REUSEPORT` listener socket per listen address (the kernel spreads new connections
-//! over them) and its own pooled upstream client, so a request is served start to finish on
-//! one thread with no cross-thread wake-ups. Read-only state (config, ACLs, access log,
-//! authentication) is shared.
+//! own pooled upstream client, so a request is served start to finish on one thread with no
+//! cross-thread wake-ups. Each listen address has one listening socket, bound without
+//! `SO_REUSEPORT`: every worker registers its own duplicate of it (`dup`) and the worker that
+//! accepts first takes a new connection. So no other process can bind the port while the
+//! proxy runs: a second instance fails with "address already in use" instead of taking part
+//! of the traffic unfiltered. Read-only state (config, ACLs, access log, authentication) is
+//! shared.
 //!
 //! [`Proxy::bind`] binds every configured listener (port 0 works, for tests) and builds the
 //! shared [`ProxyState`]; [`Proxy::run`] accepts until the shutdown token is cancelled, then
@@ -557,12 +560,13 @@ async fn watch_ca(ca: &ca::Ca, shutdown: &CancellationToken, mut report: impl Fn
     }
 }
 
-/// Binds a listening socket with `SO_REUSEPORT`, so every worker can have its own.
-fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// Binds a listening socket that no other socket may share (`SO_REUSEADDR` only, for a quick
+/// restart over connections in `TIME_WAIT`; never `SO_REUSEPORT`, which would let another
+/// process listen on the same port and take part of the connections).
+fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
@@ -582,14 +586,18 @@ impl Proxy {
             (0..workers).map(|_| Vec::new()).collect();
         let mut local_addrs = Vec::with_capacity(cfg.listen.len());
         for addr in &cfg.listen {
-            // The first socket fixes the port (when 0 was asked for); the others share it.
-            let first =
-                bind_reuseport(*addr).with_context(|| format!("cannot listen on {addr}"))?;
-            let bound = first.local_addr()?;
-            listeners[0].push(first);
+            // One socket per address; the other workers get duplicates of it.
+            let socket =
+                bind_listener(*addr).with_context(|| format!("cannot listen on {addr}"))?;
+            let bound = socket.local_addr()?;
             for w in listeners.iter_mut().skip(1) {
-                w.push(bind_reuseport(bound).with_context(|| format!("cannot listen on {bound}"))?);
+                w.push(
+                    socket
+                        .try_clone()
+                        .with_context(|| format!("cannot share the listener on {bound}"))?,
+                );
             }
+            listeners[0].push(socket);
             local_addrs.push(bound);
         }
         let auth = match &config.auth.users_file {
