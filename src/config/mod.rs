@@ -132,6 +132,8 @@ pub struct ServerConfig {
     pub api: ApiConfig,
     pub change_log_rows: u64,
     pub max_connections: usize,
+    /// 0: no per-client limit.
+    pub max_connections_per_client: usize,
     pub read_threads: usize,
     pub upstream: Option<UpstreamConfig>,
     /// Retention and escalation rules of feedback events.
@@ -166,6 +168,8 @@ pub struct ProxyConfig {
     /// Resolved: never 0.
     pub workers: usize,
     pub max_connections: usize,
+    /// 0: no per-client limit.
+    pub max_connections_per_client: usize,
     pub max_header_bytes: usize,
     pub header_read_timeout: Duration,
     pub client_idle_timeout: Duration,
@@ -332,6 +336,7 @@ impl Config {
                 n => n,
             },
             max_connections: p.max_connections,
+            max_connections_per_client: p.max_connections_per_client,
             max_header_bytes: p.max_header_bytes,
             header_read_timeout: ms("proxy.header_read_timeout_ms", p.header_read_timeout_ms)?,
             client_idle_timeout: ms("proxy.client_idle_timeout_ms", p.client_idle_timeout_ms)?,
@@ -728,6 +733,7 @@ fn server_config(
         api,
         change_log_rows: positive("server.change_log_rows", s.change_log_rows)?,
         max_connections: count("server.max_connections", s.max_connections)?,
+        max_connections_per_client: s.max_connections_per_client,
         read_threads: if s.read_threads > 64 {
             return Err(invalid(
                 "server.read_threads",

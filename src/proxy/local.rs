@@ -80,7 +80,8 @@ pub fn serve_for(
 }
 
 /// `/stats`: filtering decisions by action and cache state, reputation changes applied,
-/// the policy generation, access-log lines dropped, and the hosts with failed client
+/// the policy generation, access-log lines dropped, client connections (open, refused for
+/// their address, idle ones closed to make room), and the hosts with failed client
 /// handshakes after interception, as JSON.
 fn stats(state: &ProxyState) -> Response<ProxyBody> {
     use std::sync::atomic::Ordering::Relaxed;
@@ -94,6 +95,7 @@ fn stats(state: &ProxyState) -> Response<ProxyBody> {
         None => serde_json::json!({ "filter": null }),
     };
     v["access_log_dropped"] = state.access_log.dropped().into();
+    v["connections"] = state.conns.to_json();
     let resolver = state.dialer.resolver();
     v["dns"] = resolver.stats.to_json();
     v["dns"]["cached_names"] = resolver.cached_names().into();

@@ -13,8 +13,10 @@
 //! shared [`ProxyState`]; [`Proxy::run`] accepts until the shutdown token is cancelled, then
 //! drains: listeners close at once, each connection finishes its in-flight request and
 //! closes, tunnels run on, and after `proxy.shutdown_grace_period_ms` whatever remains is
-//! abandoned. Concurrent connections are bounded by a semaphore
-//! (`proxy.max_connections`); beyond it clients wait in the kernel backlog.
+//! abandoned. Connections are admitted by [`crate::conns::ConnLimits`]
+//! (`proxy.max_connections`, `proxy.max_connections_per_client`): a client over its own
+//! limit gets 429, and at the total limit the connection idle for longest is closed to make
+//! room. A connection costs no HTTP buffers until its first bytes arrive.
 //!
 //! Request path: [`service`] dispatches to [`forward`] (absolute-form HTTP), [`connect`]
 //! (tunnels) or [`local`] (the proxy's own pages); [`dial`] connects upstream behind the
@@ -50,13 +52,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::accesslog::{AccessLog, RequestIds};
 use crate::config::{Config, ProxyConfig};
+use crate::conns::{ConnLimits, ConnPermit};
 use crate::intercept::ca;
 use acl::{ClientAcl, DestinationPolicy};
 use auth::Authenticator;
@@ -101,6 +103,9 @@ pub struct ProxyState {
     pub access_log: Arc<AccessLog>,
     pub ids: RequestIds,
     pub tracker: TaskTracker,
+    /// Client connections open, in all and per client (`proxy.max_connections`,
+    /// `proxy.max_connections_per_client`).
+    pub conns: Arc<ConnLimits>,
     /// Cancelled when shutdown begins: connections inside intercepted tunnels finish their
     /// in-flight requests and close.
     pub draining: CancellationToken,
@@ -658,6 +663,12 @@ impl Proxy {
             access_log,
             ids: RequestIds::new(),
             tracker: TaskTracker::new(),
+            conns: ConnLimits::new(
+                cfg.max_connections,
+                cfg.max_connections_per_client,
+                "text/plain; charset=utf-8",
+                "webrep: too many connections from your address\n",
+            ),
             draining,
             local_addrs,
             config: cfg,
@@ -729,7 +740,6 @@ impl Proxy {
         // below run): ready for systemd.
         crate::shutdown::notify_ready(&format!("proxy listening on {}", addrs.join(", ")));
         let watchdog = crate::shutdown::Watchdog::start(self.listeners.len());
-        let permits = Arc::new(Semaphore::new(state.config.max_connections));
         let listening = Arc::new(std::sync::atomic::AtomicUsize::new(self.listeners.len()));
         let mut threads = Vec::new();
         let mut own = Vec::new();
@@ -738,9 +748,8 @@ impl Proxy {
                 own = listeners;
                 continue;
             }
-            let (state, permits, shutdown, listening, watchdog) = (
+            let (state, shutdown, listening, watchdog) = (
                 state.clone(),
-                permits.clone(),
                 shutdown.clone(),
                 listening.clone(),
                 watchdog.clone(),
@@ -754,7 +763,7 @@ impl Proxy {
                         .build()
                     {
                         Ok(rt) => rt.block_on(run_worker(
-                            worker, listeners, state, permits, shutdown, listening, watchdog,
+                            worker, listeners, state, shutdown, listening, watchdog,
                         )),
                         Err(e) => {
                             tracing::error!(error = %e, worker, "cannot start worker runtime")
@@ -766,16 +775,7 @@ impl Proxy {
                 Err(e) => tracing::error!(error = %e, worker, "cannot start worker thread"),
             }
         }
-        run_worker(
-            0,
-            own,
-            state.clone(),
-            permits,
-            shutdown,
-            listening,
-            watchdog,
-        )
-        .await;
+        run_worker(0, own, state.clone(), shutdown, listening, watchdog).await;
         // Other workers finish their drain within the same grace period.
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {
@@ -797,7 +797,6 @@ async fn run_worker(
     worker: usize,
     listeners: Vec<std::net::TcpListener>,
     state: Arc<ProxyState>,
-    permits: Arc<Semaphore>,
     shutdown: CancellationToken,
     listening: Arc<std::sync::atomic::AtomicUsize>,
     watchdog: Option<Arc<crate::shutdown::Watchdog>>,
@@ -824,7 +823,6 @@ async fn run_worker(
             worker,
             listener,
             state.clone(),
-            permits.clone(),
             shutdown.clone(),
         ));
     }
@@ -856,63 +854,96 @@ async fn run_worker(
     }
 }
 
+/// Accepts clients on one listener until shutdown: each is admitted under the connection
+/// limits (waiting at the total limit, while further clients wait in the backlog) and served
+/// in a task of its own, or refused with 429 when its address has too many connections.
 async fn accept_loop(
     worker: usize,
     listener: TcpListener,
     state: Arc<ProxyState>,
-    permits: Arc<Semaphore>,
     shutdown: CancellationToken,
 ) {
     loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = shutdown.cancelled() => return,
-        };
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = shutdown.cancelled() => return,
         };
-        match accepted {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                let span = tracing::debug_span!("conn", client.addr = %peer);
-                state.tracker.spawn(
-                    serve_connection(
-                        worker,
-                        state.clone(),
-                        stream,
-                        peer,
-                        permit,
-                        shutdown.clone(),
-                    )
-                    .instrument(span),
-                );
-            }
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
             Err(e) => {
                 // EMFILE and friends: back off a little instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
             }
-        }
+        };
+        let activity = Arc::new(ConnActivity::new());
+        let admitted = tokio::select! {
+            a = state.conns.admit(peer.ip(), &activity) => a,
+            _ = shutdown.cancelled() => return,
+        };
+        let Ok(permit) = admitted else {
+            tracing::debug!(client.addr = %peer, "too many connections from this client; refused");
+            let conns = state.conns.clone();
+            state
+                .tracker
+                .spawn(async move { conns.refuse(stream).await });
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let span = tracing::debug_span!("conn", client.addr = %peer);
+        let conn = Conn {
+            stream,
+            peer,
+            permit,
+            activity,
+        };
+        state.tracker.spawn(
+            serve_connection(worker, state.clone(), conn, shutdown.clone()).instrument(span),
+        );
+    }
+}
+
+/// An admitted client connection.
+struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: ConnPermit,
+    activity: Arc<ConnActivity>,
+}
+
+/// Waits for a new connection's first bytes before it gets HTTP buffers (hyper allocates its
+/// read and write buffers when it starts serving), so that many silent connections stay
+/// cheap. False when it should close instead: shutdown, asked to make room, idle timeout.
+async fn first_bytes(conn: &Conn, state: &ProxyState, shutdown: &CancellationToken) -> bool {
+    let cfg = &state.config;
+    tokio::select! {
+        r = conn.stream.readable() => r.is_ok(),
+        _ = shutdown.cancelled() => false,
+        _ = conn.activity.close_asked() => false,
+        _ = watchdog(&conn.activity, cfg.client_idle_timeout, cfg.header_read_timeout) => false,
     }
 }
 
 async fn serve_connection(
     worker: usize,
     state: Arc<ProxyState>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    permit: OwnedSemaphorePermit,
+    conn: Conn,
     shutdown: CancellationToken,
 ) {
+    if !first_bytes(&conn, &state, &shutdown).await {
+        return;
+    }
+    let Conn {
+        stream,
+        peer,
+        permit,
+        activity,
+    } = conn;
     let allowed = state.acl.allows(peer.ip());
     if !allowed {
         tracing::info!(client.addr = %peer, "client not in allowed networks");
     }
-    let activity = Arc::new(ConnActivity::new());
     let io = TokioIo::new(ActivityIo {
         inner: stream,
         observer: activity.clone(),
@@ -946,6 +977,11 @@ async fn serve_connection(
                 return;
             }
             _ = shutdown.cancelled(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            // Closed to make room for a new client (the limit is reached and this one is idle).
+            _ = activity.close_asked(), if !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
