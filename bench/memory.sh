@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The proxy's resident memory under many connections (benches/memory.rs): idle, 2,000 quiet
+# CONNECT tunnels, 10,000 silent connections, and waves of 10,000 keep-alive connections
+# opened and closed. Loopback only. Raises the open-file limit first (the bench holds up to
+# 10,000 sockets, the proxy up to 12,000).
+#
+#   bench/memory.sh                                   # this tree's webrep (bench profile)
+#   WEBREP_BIN=/tmp/webrep-old bench/memory.sh        # another build, same steps
+#   WEBREP_ENV="MALLOC_ARENA_MAX=2" bench/memory.sh   # environment for the proxy
+#
+# Knobs: TUNNELS (2000), CONNS (10000), WAVES (5), QUIET_S (35), SETTLE_S (5); see the
+# bench's module docs. Figures: docs/performance.md.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+want=30000
+if (( $(ulimit -Hn) < want )); then
+  ulimit -Hn "$want" 2>/dev/null || true
+fi
+ulimit -n "$(( $(ulimit -Hn) < want ? $(ulimit -Hn) : want ))"
+if (( $(ulimit -n) < 16000 )); then
+  echo "memory.sh: the open-file limit is $(ulimit -n); the bench needs about 16000" >&2
+  exit 2
+fi
+exec cargo bench --bench memory
