@@ -21,4 +21,13 @@ if (( $(ulimit -n) < 16000 )); then
   echo "memory.sh: the open-file limit is $(ulimit -n); the bench needs about 16000" >&2
   exit 2
 fi
-exec cargo bench --bench memory
+# The proxy as the benches build it (optimized, no LTO), unless WEBREP_BIN names another;
+# the bench client itself in the dev profile (it only holds sockets).
+if [[ -z ${WEBREP_BIN:-} ]]; then
+  cargo build --profile bench --bin webrep
+  export WEBREP_BIN=$PWD/target/release/webrep
+fi
+exe=$(cargo build --bench memory --message-format=json \
+  | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+[[ -x $exe ]] || { echo "memory.sh: the bench did not build" >&2; exit 2; }
+"$exe"

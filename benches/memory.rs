@@ -7,9 +7,11 @@
 //! Loopback only: the proxy listens on 127.0.0.1, the origin (this binary run again with
 //! `--origin`, so that its sockets do not count against this process's descriptor limit)
 //! too, and clients connect from 127.0.0.10 to 127.0.0.49, so that `max_connections_per_client`
-//! keeps its default. Every step is bounded in count and time.
+//! keeps its default (`max_connections` is raised to 20,000: the limits are not what this
+//! measures). Every step is bounded in count and time.
 //!
-//! Knobs (environment): `WEBREP_BIN` (the binary to measure; default this build's),
+//! Knobs (environment): `WEBREP_BIN` (the binary to measure; `bench/memory.sh` builds it
+//! with the bench profile; default this build's),
 //! `WEBREP_ENV` (`NAME=VALUE` pairs for the proxy, space-separated, e.g.
 //! `MALLOC_ARENA_MAX=2`), `TUNNELS` (2000), `CONNS` (10000), `WAVES` (5), `QUIET_S` (35: long
 //! enough for a tunnel to give its buffers back), `SETTLE_S` (5: wait after each step).
@@ -121,7 +123,7 @@ fn start_proxy(dir: &std::path::Path, origin: SocketAddr) -> (Proc, SocketAddr) 
     std::fs::write(
         &cfg,
         format!(
-            "proxy:\n  listen: [\"127.0.0.1:0\"]\n  connect_ports: [{}]\n  destinations:\n    allow_internal: true\naccess_log:\n  path: {:?}\nlog:\n  level: info\n",
+            "proxy:\n  listen: [\"127.0.0.1:0\"]\n  max_connections: 20000\n  connect_ports: [{}]\n  destinations:\n    allow_internal: true\naccess_log:\n  path: {:?}\nlog:\n  level: info\n",
             origin.port(),
             dir.join("access.log").display().to_string()
         ),
@@ -135,7 +137,10 @@ fn start_proxy(dir: &std::path::Path, origin: SocketAddr) -> (Proc, SocketAddr) 
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    for pair in std::env::var("WEBREP_ENV").unwrap_or_default().split_whitespace() {
+    for pair in std::env::var("WEBREP_ENV")
+        .unwrap_or_default()
+        .split_whitespace()
+    {
         if let Some((k, v)) = pair.split_once('=') {
             cmd.env(k, v);
         }
@@ -190,7 +195,7 @@ async fn read_until(s: &mut TcpStream, needle: &[u8]) {
 /// Opens `n` connections, `BATCH` at a time, each prepared by `prepare`.
 async fn open_many<F, Fut>(proxy: SocketAddr, n: usize, prepare: F) -> Vec<TcpStream>
 where
-    F: Fn(TcpStream) -> Fut + Clone + Send + 'static,
+    F: Fn(TcpStream) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = TcpStream> + Send,
 {
     let mut all = Vec::with_capacity(n);

@@ -934,6 +934,19 @@ async fn serve_connection(
     if !first_bytes(&conn, &state, &shutdown).await {
         return;
     }
+    // Boxed: while a connection waits for its first bytes, its task holds only this
+    // function's small state, not the kilobytes of hyper's connection future.
+    Box::pin(serve_http(worker, state, conn, shutdown)).await;
+}
+
+/// Serves HTTP/1.1 on an admitted connection until it closes, is idle for too long, is asked
+/// to make room, or shutdown drains it.
+async fn serve_http(
+    worker: usize,
+    state: Arc<ProxyState>,
+    conn: Conn,
+    shutdown: CancellationToken,
+) {
     let Conn {
         stream,
         peer,
@@ -1005,6 +1018,26 @@ async fn serve_connection(
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// The size of the future `f` returns, without calling it.
+    fn future_size<A, F>(_: impl Fn(A) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// A connection that has sent nothing yet costs its task's future: it stays small (the
+    /// HTTP part, kilobytes, is boxed once bytes arrive), so many silent connections are
+    /// cheap.
+    #[test]
+    fn a_silent_connection_waits_in_a_small_task() {
+        type Args = (usize, Arc<ProxyState>, Conn, CancellationToken);
+        let waiting = future_size(|(w, s, c, t): Args| serve_connection(w, s, c, t));
+        let serving = future_size(|(w, s, c, t): Args| serve_http(w, s, c, t));
+        assert!(
+            waiting <= 1024,
+            "a waiting connection's task is {waiting} bytes"
+        );
+        assert!(serving > waiting, "{serving} <= {waiting}");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_running_proxy_reports_its_ca_every_check_interval() {
