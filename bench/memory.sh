@@ -8,7 +8,7 @@
 #   WEBREP_BIN=/tmp/webrep-old bench/memory.sh        # another build, same steps
 #   WEBREP_ENV="MALLOC_ARENA_MAX=2" bench/memory.sh   # environment for the proxy
 #
-# Knobs: TUNNELS (2000), CONNS (10000), WAVES (5), QUIET_S (35), SETTLE_S (5); see the
+# Knobs: TUNNELS (2000), CONNS (10000), WAVES (5), QUIET_S (60), SETTLE_S (15); see the
 # bench's module docs. Figures: docs/performance.md.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -13,8 +13,9 @@
 //! Knobs (environment): `WEBREP_BIN` (the binary to measure; `bench/memory.sh` builds it
 //! with the bench profile; default this build's),
 //! `WEBREP_ENV` (`NAME=VALUE` pairs for the proxy, space-separated, e.g.
-//! `MALLOC_ARENA_MAX=2`), `TUNNELS` (2000), `CONNS` (10000), `WAVES` (5), `QUIET_S` (35: long
-//! enough for a tunnel to give its buffers back), `SETTLE_S` (5: wait after each step).
+//! `MALLOC_ARENA_MAX=2`), `TUNNELS` (2000), `CONNS` (10000), `WAVES` (5), `QUIET_S` (60: long
+//! enough for a tunnel to give its buffers back and the allocator to return the pages),
+//! `SETTLE_S` (15: wait after each step; the allocator purges over about 10 s).
 
 use std::io::{BufRead as _, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -220,8 +221,8 @@ async fn run() {
     let tunnels = env_num("TUNNELS", 2000) as usize;
     let conns = env_num("CONNS", 10_000) as usize;
     let waves = env_num("WAVES", 5);
-    let quiet = env_num("QUIET_S", 35);
-    let wait = env_num("SETTLE_S", 5);
+    let quiet = env_num("QUIET_S", 60);
+    let wait = env_num("SETTLE_S", 15);
     let dir = tempfile::tempdir().expect("tempdir");
     let (_origin, origin) = start_origin();
     let (proxy_proc, proxy) = start_proxy(dir.path(), origin);
