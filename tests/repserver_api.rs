@@ -995,6 +995,23 @@ fn client_from(local: &str) -> reqwest::Client {
         .unwrap()
 }
 
+/// A server on an empty store with these connection limits, and its `host:port`.
+async fn limited_server(max: usize, per_client: usize) -> (Server, String) {
+    let options = ServeOptions {
+        max_connections: max,
+        max_connections_per_client: per_client,
+        ..ServeOptions::default()
+    };
+    let server = Server::start_opts(
+        Store::open_in_memory().unwrap(),
+        ApiConfig::default(),
+        options,
+    )
+    .await;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    (server, addr)
+}
+
 /// `n` connections from 127.0.0.1, each with half a request head sent.
 async fn half_sent(addr: &str, n: usize) -> Vec<tokio::net::TcpStream> {
     use tokio::io::AsyncWriteExt as _;
@@ -1012,18 +1029,7 @@ async fn half_sent(addr: &str, n: usize) -> Vec<tokio::net::TcpStream> {
 async fn healthz_stays_reachable_under_half_sent_connections_from_one_address() {
     use tokio::io::AsyncReadExt as _;
     // A small server: 20 connections, 5 per client address.
-    let options = ServeOptions {
-        max_connections: 20,
-        max_connections_per_client: 5,
-        ..ServeOptions::default()
-    };
-    let server = Server::start_opts(
-        Store::open_in_memory().unwrap(),
-        ApiConfig::default(),
-        options,
-    )
-    .await;
-    let addr = server.base.trim_start_matches("http://").to_owned();
+    let (server, addr) = limited_server(20, 5).await;
     let mut held = half_sent(&addr, 30).await;
     // The last ones were refused with 429 and closed.
     let mut answer = String::new();
@@ -1046,17 +1052,7 @@ async fn healthz_stays_reachable_under_half_sent_connections_from_one_address() 
 
     // With no per-client limit, one address fills every place; the half-sent connections are
     // not requests in progress, so the one waiting longest is closed to make room.
-    let options = ServeOptions {
-        max_connections: 20,
-        ..ServeOptions::default()
-    };
-    let server = Server::start_opts(
-        Store::open_in_memory().unwrap(),
-        ApiConfig::default(),
-        options,
-    )
-    .await;
-    let addr = server.base.trim_start_matches("http://").to_owned();
+    let (server, addr) = limited_server(20, 0).await;
     let mut held = half_sent(&addr, 20).await;
     let r = client_from("127.0.0.2")
         .get(format!("{}/healthz", server.base))

@@ -208,23 +208,16 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
         .into_iter()
         .map(|(k, c)| (k.to_owned(), c.load(Relaxed))),
     );
-    gauge(
+    crate::metrics::conn_limits(
         &mut r,
-        "client_connections",
-        "Client connections open (tunnels and WebSockets included)",
-        i64::try_from(state.conns.open()).unwrap_or(i64::MAX),
-    );
-    counter(
-        &mut r,
-        "client_connections_refused",
-        "Client connections refused (429) because their client address had proxy.max_connections_per_client open",
-        state.conns.stats.refused_per_client.load(Relaxed),
-    );
-    counter(
-        &mut r,
-        "client_connections_closed_idle",
-        "Idle client connections closed to make room for a new client at proxy.max_connections",
-        state.conns.stats.closed_idle.load(Relaxed),
+        [
+            "client_connections",
+            "client_connections_refused",
+            "client_connections_closed_idle",
+        ],
+        "Client",
+        ["proxy.max_connections_per_client", "proxy.max_connections"],
+        &state.conns,
     );
     let resolver = state.dialer.resolver();
     let dns = &resolver.stats;

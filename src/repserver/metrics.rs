@@ -303,23 +303,19 @@ pub fn render(
         "Requests refused with 503 because the store queue was full",
         stats.busy.load(Relaxed),
     );
-    gauge(
+    crate::metrics::conn_limits(
         &mut r,
-        "connections",
-        "API connections open",
-        i64::try_from(conns.open()).unwrap_or(i64::MAX),
-    );
-    counter(
-        &mut r,
-        "connections_refused",
-        "API connections refused (429) because their client address had server.max_connections_per_client open",
-        conns.stats.refused_per_client.load(Relaxed),
-    );
-    counter(
-        &mut r,
-        "connections_closed_idle",
-        "Idle API connections closed to make room for a new client at server.max_connections",
-        conns.stats.closed_idle.load(Relaxed),
+        [
+            "connections",
+            "connections_refused",
+            "connections_closed_idle",
+        ],
+        "API",
+        [
+            "server.max_connections_per_client",
+            "server.max_connections",
+        ],
+        conns,
     );
     gauge(
         &mut r,
