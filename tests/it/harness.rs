@@ -529,7 +529,19 @@ pub async fn read_head(s: &mut TcpStream) -> String {
 
 /// The proxy's `/stats` page.
 pub async fn proxy_stats(proxy: &TestProxy) -> serde_json::Value {
-    let text = plain_get(format!("{}/stats", proxy.url()))
+    proxy_stats_from(proxy, "127.0.0.1").await
+}
+
+/// The proxy's `/stats` page, asked from the loopback address `local`.
+pub async fn proxy_stats_from(proxy: &TestProxy, local: &str) -> serde_json::Value {
+    init_crypto();
+    let text = reqwest::Client::builder()
+        .no_proxy()
+        .local_address(local.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+        .get(format!("{}/stats", proxy.url()))
+        .send()
         .await
         .unwrap()
         .text()

@@ -354,19 +354,7 @@ async fn one_client_address_with_many_connections_does_not_lock_out_another() {
     let conns = proxy.state.conns.to_json();
     assert_eq!(conns["refused_per_client"], 6, "{conns}");
     // `/stats` says so (asked from a third address: the first is at its limit).
-    let text = reqwest::Client::builder()
-        .no_proxy()
-        .local_address("127.0.0.3".parse::<std::net::IpAddr>().unwrap())
-        .build()
-        .unwrap()
-        .get(format!("{}/stats", proxy.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let stats: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let stats = proxy_stats_from(&proxy, "127.0.0.3").await;
     assert_eq!(stats["connections"]["refused_per_client"], 6, "{stats}");
     drop(held);
     proxy.stop().await;
