@@ -6,6 +6,7 @@ pub mod accesslog;
 pub mod canon;
 pub mod cli;
 pub mod config;
+pub mod conns;
 pub mod feedback;
 pub mod fsread;
 pub mod intercept;

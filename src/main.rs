@@ -12,7 +12,17 @@ use webrep::config::{Config, RawConfig, raw};
 
 const EX_USAGE: u8 = 64;
 
+/// jemalloc instead of the system allocator: it gives freed memory back to the system (a
+/// background thread purges what stayed unused for a few seconds), where glibc's malloc kept
+/// it in per-thread arenas and the resident set of a long-lived proxy ratcheted up with each
+/// wave of connections (`bench/memory.sh`, `docs/performance.md`).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
+    // Without it jemalloc purges only when the process allocates, and an idle proxy would
+    // keep what a burst of connections left behind.
+    let _ = tikv_jemalloc_ctl::background_thread::write(true);
     let cli = Cli::parse();
     match cli.command {
         Command::Proxy { config } => serve(config.as_deref(), Role::Proxy),

@@ -129,3 +129,38 @@ where
         });
     }
 }
+
+/// The connection-limit families of one listener set ([`crate::conns::ConnLimits`]): a gauge
+/// of open connections and the counters of refused and idle-closed ones, under `names`
+/// (gauge, refused, closed idle); `limit_keys` names the two config keys in the help texts.
+pub fn conn_limits(
+    registry: &mut Registry,
+    names: [&str; 3],
+    what: &str,
+    limit_keys: [&str; 2],
+    conns: &crate::conns::ConnLimits,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let [open, refused, closed] = names;
+    let [per_client, total] = limit_keys;
+    gauge(
+        registry,
+        open,
+        &format!("{what} connections open"),
+        i64::try_from(conns.open()).unwrap_or(i64::MAX),
+    );
+    counter(
+        registry,
+        refused,
+        &format!(
+            "{what} connections refused (429) because their client address had {per_client} open"
+        ),
+        conns.stats.refused_per_client.load(Relaxed),
+    );
+    counter(
+        registry,
+        closed,
+        &format!("Idle {what} connections closed to make room for a new client at {total}"),
+        conns.stats.closed_idle.load(Relaxed),
+    );
+}

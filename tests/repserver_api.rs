@@ -1062,3 +1062,89 @@ async fn shipped_sample_data_covers_every_risk_level() {
     }
     s.stop().await;
 }
+
+/// A client bound to `local` (another address of 127.0.0.0/8: another client to the server).
+fn client_from(local: &str) -> reqwest::Client {
+    init_crypto();
+    reqwest::Client::builder()
+        .no_proxy()
+        .local_address(local.parse::<std::net::IpAddr>().unwrap())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// A server on an empty store with these connection limits, and its `host:port`.
+async fn limited_server(max: usize, per_client: usize) -> (Server, String) {
+    let options = ServeOptions {
+        max_connections: max,
+        max_connections_per_client: per_client,
+        ..ServeOptions::default()
+    };
+    let server = Server::start_opts(
+        Store::open_in_memory().unwrap(),
+        ApiConfig::default(),
+        options,
+    )
+    .await;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    (server, addr)
+}
+
+/// `n` connections from 127.0.0.1, each with half a request head sent.
+async fn half_sent(addr: &str, n: usize) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // A refused one may be closed already: what it was sent does not matter.
+        let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHo").await;
+        held.push(s);
+    }
+    held
+}
+
+#[tokio::test]
+async fn healthz_stays_reachable_under_half_sent_connections_from_one_address() {
+    use tokio::io::AsyncReadExt as _;
+    // A small server: 20 connections, 5 per client address.
+    let (server, addr) = limited_server(20, 5).await;
+    let mut held = half_sent(&addr, 30).await;
+    // The last ones were refused with 429 and closed.
+    let mut answer = String::new();
+    let last = held.last_mut().unwrap();
+    tokio::time::timeout(Duration::from_secs(20), last.read_to_string(&mut answer))
+        .await
+        .expect("a refused connection is answered and closed")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(answer.contains("too many connections"), "{answer}");
+    // Another address is served at once, not after the 30 s the half-sent heads may take.
+    let r = client_from("127.0.0.2")
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .expect("healthz answers while one address holds half-sent connections");
+    assert_eq!(r.status(), 200);
+    drop(held);
+    server.stop().await;
+
+    // With no per-client limit, one address fills every place; the half-sent connections are
+    // not requests in progress, so the one waiting longest is closed to make room.
+    let (server, addr) = limited_server(20, 0).await;
+    let mut held = half_sent(&addr, 20).await;
+    let r = client_from("127.0.0.2")
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .expect("healthz answers while every place holds a half-sent connection");
+    assert_eq!(r.status(), 200);
+    let mut byte = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(20), held[0].read(&mut byte))
+        .await
+        .expect("the oldest half-sent connection is closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    drop(held);
+    server.stop().await;
+}

@@ -130,6 +130,8 @@ pub struct ServerConfig {
     pub api: ApiConfig,
     pub change_log_rows: u64,
     pub max_connections: usize,
+    /// 0: no per-client limit.
+    pub max_connections_per_client: usize,
     pub read_threads: usize,
     pub upstream: Option<UpstreamConfig>,
     /// Retention and escalation rules of feedback events.
@@ -164,6 +166,8 @@ pub struct ProxyConfig {
     /// Resolved: never 0.
     pub workers: usize,
     pub max_connections: usize,
+    /// 0: no per-client limit.
+    pub max_connections_per_client: usize,
     pub max_header_bytes: usize,
     pub max_header_lines: usize,
     pub header_read_timeout: Duration,
@@ -329,6 +333,7 @@ impl Config {
                 n => n,
             },
             max_connections: p.max_connections,
+            max_connections_per_client: p.max_connections_per_client,
             max_header_bytes: p.max_header_bytes,
             max_header_lines: match p.max_header_lines {
                 n @ 8..=10_000 => n,
@@ -743,6 +748,7 @@ fn server_config(
         api,
         change_log_rows: positive("server.change_log_rows", s.change_log_rows)?,
         max_connections: count("server.max_connections", s.max_connections)?,
+        max_connections_per_client: s.max_connections_per_client,
         read_threads: if s.read_threads > 64 {
             return Err(invalid(
                 "server.read_threads",

@@ -172,12 +172,21 @@ pub struct RawProxyConfig {
     pub dns_negative_ttl_ms: u64,
     /// Most names the DNS cache keeps. Default 10000.
     pub dns_cache_max_names: u64,
-    /// Worker threads, each with its own event loop, listening socket (`SO_REUSEPORT`) and
-    /// upstream connection pool. 0 means one per CPU the process may run on. Default 0.
+    /// Worker threads, each with its own event loop and upstream connection pool; they share
+    /// one listening socket per address (no other process can listen on the port). 0 means
+    /// one per CPU the process may run on. Default 0.
     pub workers: usize,
-    /// Maximum concurrent client connections; further clients wait in the kernel's accept
-    /// backlog until one closes. Default 10000.
+    /// Maximum concurrent client connections (tunnels and WebSockets included). At the limit
+    /// a new client is served by closing the connection idle for longest (no request in
+    /// progress); when none is idle, further clients wait in the kernel's accept backlog
+    /// until one closes or becomes idle. Default 10000.
     pub max_connections: usize,
+    /// Maximum concurrent connections from one client: an IPv4 address, or an IPv6 /64
+    /// prefix. Beyond it a new connection gets 429 and is closed, whatever the total, so
+    /// that one client cannot take every place of `max_connections`. 0 means no per-client
+    /// limit. Default 1000 (a browser opens at most a few dozen; raise it for many users
+    /// behind one NAT address).
+    pub max_connections_per_client: usize,
     /// Maximum size of a request's header section in bytes (request line plus headers);
     /// larger requests get 431. Default 65536. Minimum 1024.
     pub max_header_bytes: usize,
@@ -564,9 +573,16 @@ pub struct RawServerConfig {
     /// Most store jobs waiting for the store thread; beyond it a request gets 503 (load
     /// shedding, not an unbounded queue). Default 1024.
     pub max_queued_jobs: usize,
-    /// Most concurrent API connections; further ones wait in the accept backlog.
+    /// Most concurrent API connections. At the limit a new client is served by closing the
+    /// connection idle for longest (no request in progress, including one still sending its
+    /// request head); when none is idle, further ones wait in the accept backlog.
     /// Default 1024.
     pub max_connections: usize,
+    /// Most concurrent API connections from one client: an IPv4 address, or an IPv6 /64
+    /// prefix. Beyond it a new connection gets 429 and is closed, so that one client cannot
+    /// take every place of `max_connections` (`/healthz` stays reachable for the others).
+    /// 0 means no per-client limit. Default 256.
+    pub max_connections_per_client: usize,
     /// Threads answering lookups and change queries, each with its own read-only connection
     /// to the store: reads run in parallel with each other and go on during a long import.
     /// Writes and imports always run on one writer thread. 0 runs reads on the writer
@@ -653,6 +669,7 @@ impl Default for RawServerConfig {
             change_log_rows: 1_000_000,
             max_queued_jobs: 1024,
             max_connections: 1024,
+            max_connections_per_client: 256,
             read_threads: 2,
             upstream: None,
             event_retention_days: 30,
@@ -674,6 +691,7 @@ impl Default for RawProxyConfig {
             dns_cache_max_names: 10_000,
             workers: 0,
             max_connections: 10_000,
+            max_connections_per_client: 1000,
             max_header_bytes: 65_536,
             max_header_lines: 100,
             header_read_timeout_ms: 10_000,

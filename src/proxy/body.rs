@@ -22,7 +22,6 @@ use http::HeaderValue;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::conn::ConnActivity;
 use crate::accesslog::{AccessLog, AccessRecord, RecordKind, RequestId};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -221,7 +220,7 @@ impl Body for UpstreamBody {
 /// Released when the response body is dropped: marks the request finished on its client
 /// connection and writes the access log line.
 pub struct ResponseGuard {
-    pub(crate) activity: Option<Arc<ConnActivity>>,
+    pub(crate) in_flight: Option<crate::conns::InFlight>,
     pub(crate) log: Option<PendingLog>,
 }
 
@@ -230,9 +229,8 @@ impl Drop for ResponseGuard {
         if let Some(l) = self.log.take() {
             l.write();
         }
-        if let Some(a) = self.activity.take() {
-            a.request_finished();
-        }
+        // The request ends once its log line is written.
+        drop(self.in_flight.take());
     }
 }
 

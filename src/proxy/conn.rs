@@ -1,5 +1,5 @@
-//! One client connection: activity tracking for the header-read and keep-alive idle
-//! timeouts.
+//! One client connection: the header-read and keep-alive idle timeouts over its
+//! [`ConnActivity`] (which lives in [`crate::conns`], shared with the connection limits).
 //!
 //! hyper's own header timer also runs while a keep-alive connection sits idle, so it cannot
 //! express "10 s to send a request head, but 60 s of idle keep-alive". Instead the socket is
@@ -17,63 +17,12 @@
 //! an access-log line of kind `rejected` and a count in [`Rejected`].
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use super::tap::{OnRead, ReadTap};
-
-const NONE: u64 = u64::MAX;
-
-/// Shared between a connection's IO wrapper, its service and its watchdog.
-#[derive(Debug)]
-pub struct ConnActivity {
-    base: Instant,
-    in_flight: AtomicU32,
-    /// Milliseconds since `base` when the connection last became idle.
-    idle_since: AtomicU64,
-    /// Milliseconds since `base` of the first byte read while idle, or `NONE`.
-    first_byte: AtomicU64,
-}
-
-impl Default for ConnActivity {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl ConnActivity {
-    pub fn new() -> Self {
-        Self {
-            base: Instant::now(),
-            in_flight: AtomicU32::new(0),
-            idle_since: AtomicU64::new(0),
-            first_byte: AtomicU64::new(NONE),
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.base.elapsed().as_millis() as u64
-    }
-
-    pub fn request_started(&self) {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-    }
-
-    pub fn request_finished(&self) {
-        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.first_byte.store(NONE, Ordering::Relaxed);
-            self.idle_since.store(self.now_ms(), Ordering::Release);
-        }
-    }
-
-    fn bytes_read(&self) {
-        if self.first_byte.load(Ordering::Relaxed) == NONE
-            && self.in_flight.load(Ordering::Relaxed) == 0
-        {
-            self.first_byte.store(self.now_ms(), Ordering::Relaxed);
-        }
-    }
-}
+pub use crate::conns::ConnActivity;
+use crate::conns::NONE;
 
 /// Which deadline expired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

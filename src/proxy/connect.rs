@@ -106,14 +106,16 @@ pub async fn handle(
             match on_upgrade.await {
                 Ok(client) if intercept => {
                     state2.tunnels[1].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let stats = super::intercept::serve_tunnel(
+                    // Boxed: interception's state (kilobytes) would otherwise be part of
+                    // every plain tunnel's task too, for as long as the tunnel stays open.
+                    let stats = Box::pin(super::intercept::serve_tunnel(
                         state2.clone(),
                         ctx2.clone(),
                         client,
                         authority,
                         upstream,
                         non_tls,
-                    )
+                    ))
                     .await;
                     log_relay(
                         &state2,

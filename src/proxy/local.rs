@@ -80,7 +80,8 @@ pub fn serve_for(
 }
 
 /// `/stats`: filtering decisions by action and cache state, reputation changes applied,
-/// the policy generation, access-log lines dropped, request heads refused by class, and the
+/// the policy generation, access-log lines dropped, request heads refused by class, client
+/// connections (open, refused for their address, idle ones closed to make room), and the
 /// hosts with failed client handshakes after interception, as JSON.
 fn stats(state: &ProxyState) -> Response<ProxyBody> {
     use std::sync::atomic::Ordering::Relaxed;
@@ -103,6 +104,7 @@ fn stats(state: &ProxyState) -> Response<ProxyBody> {
         .collect::<serde_json::Map<_, _>>()
         .into();
     v["log_dropped"] = crate::telemetry::dropped_lines().into();
+    v["connections"] = state.conns.to_json();
     let resolver = state.dialer.resolver();
     v["dns"] = resolver.stats.to_json();
     v["dns"]["cached_names"] = resolver.cached_names().into();

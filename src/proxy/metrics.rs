@@ -209,6 +209,17 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
         .into_iter()
         .map(|(k, c)| (k.to_owned(), c.load(Relaxed))),
     );
+    crate::metrics::conn_limits(
+        &mut r,
+        [
+            "client_connections",
+            "client_connections_refused",
+            "client_connections_closed_idle",
+        ],
+        "Client",
+        ["proxy.max_connections_per_client", "proxy.max_connections"],
+        &state.conns,
+    );
     let resolver = state.dialer.resolver();
     let dns = &resolver.stats;
     counter_family(

@@ -1,17 +1,22 @@
 //! The forward proxy: workers, listeners, the accept loop, one task per client connection.
 //!
 //! Thread per core: `proxy.workers` threads each run a single-threaded tokio runtime with its
-//! own `SO_REUSEPORT` listener socket per listen address (the kernel spreads new connections
-//! over them) and its own pooled upstream client, so a request is served start to finish on
-//! one thread with no cross-thread wake-ups. Read-only state (config, ACLs, access log,
-//! authentication) is shared.
+//! own pooled upstream client, so a request is served start to finish on one thread with no
+//! cross-thread wake-ups. Each listen address has one listening socket, bound without
+//! `SO_REUSEPORT`: every worker registers its own duplicate of it (`dup`) and the worker that
+//! accepts first takes a new connection. So no other process can bind the port while the
+//! proxy runs: a second instance fails with "address already in use" instead of taking part
+//! of the traffic unfiltered. Read-only state (config, ACLs, access log, authentication) is
+//! shared.
 //!
 //! [`Proxy::bind`] binds every configured listener (port 0 works, for tests) and builds the
 //! shared [`ProxyState`]; [`Proxy::run`] accepts until the shutdown token is cancelled, then
 //! drains: listeners close at once, each connection finishes its in-flight request and
 //! closes, tunnels run on, and after `proxy.shutdown_grace_period_ms` whatever remains is
-//! abandoned. Concurrent connections are bounded by a semaphore
-//! (`proxy.max_connections`); beyond it clients wait in the kernel backlog.
+//! abandoned. Connections are admitted by [`crate::conns::ConnLimits`]
+//! (`proxy.max_connections`, `proxy.max_connections_per_client`): a client over its own
+//! limit gets 429, and at the total limit the connection idle for longest is closed to make
+//! room. A connection costs no HTTP buffers until its first bytes arrive.
 //!
 //! Request path: [`service`] dispatches to [`forward`] (absolute-form HTTP), [`connect`]
 //! (tunnels) or [`local`] (the proxy's own pages); [`dial`] connects upstream behind the
@@ -46,13 +51,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::accesslog::{AccessLog, RequestIds};
 use crate::config::{Config, ProxyConfig};
+use crate::conns::{ConnLimits, ConnPermit};
 use crate::intercept::ca;
 use acl::{ClientAcl, DestinationPolicy};
 use auth::Authenticator;
@@ -97,6 +102,9 @@ pub struct ProxyState {
     pub access_log: Arc<AccessLog>,
     pub ids: RequestIds,
     pub tracker: TaskTracker,
+    /// Client connections open, in all and per client (`proxy.max_connections`,
+    /// `proxy.max_connections_per_client`).
+    pub conns: Arc<ConnLimits>,
     /// Cancelled when shutdown begins: connections inside intercepted tunnels finish their
     /// in-flight requests and close.
     pub draining: CancellationToken,
@@ -557,12 +565,13 @@ async fn watch_ca(ca: &ca::Ca, shutdown: &CancellationToken, mut report: impl Fn
     }
 }
 
-/// Binds a listening socket with `SO_REUSEPORT`, so every worker can have its own.
-fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// Binds a listening socket that no other socket may share (`SO_REUSEADDR` only, for a quick
+/// restart over connections in `TIME_WAIT`; never `SO_REUSEPORT`, which would let another
+/// process listen on the same port and take part of the connections).
+fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
@@ -594,14 +603,18 @@ impl Proxy {
             (0..workers).map(|_| Vec::new()).collect();
         let mut local_addrs = Vec::with_capacity(cfg.listen.len());
         for addr in &cfg.listen {
-            // The first socket fixes the port (when 0 was asked for); the others share it.
-            let first =
-                bind_reuseport(*addr).with_context(|| format!("cannot listen on {addr}"))?;
-            let bound = first.local_addr()?;
-            listeners[0].push(first);
+            // One socket per address; the other workers get duplicates of it.
+            let socket =
+                bind_listener(*addr).with_context(|| format!("cannot listen on {addr}"))?;
+            let bound = socket.local_addr()?;
             for w in listeners.iter_mut().skip(1) {
-                w.push(bind_reuseport(bound).with_context(|| format!("cannot listen on {bound}"))?);
+                w.push(
+                    socket
+                        .try_clone()
+                        .with_context(|| format!("cannot share the listener on {bound}"))?,
+                );
             }
+            listeners[0].push(socket);
             local_addrs.push(bound);
         }
         let auth = match &config.auth.users_file {
@@ -672,6 +685,12 @@ impl Proxy {
             access_log,
             ids: RequestIds::new(),
             tracker: TaskTracker::new(),
+            conns: ConnLimits::new(
+                cfg.max_connections,
+                cfg.max_connections_per_client,
+                "text/plain; charset=utf-8",
+                "webrep: too many connections from your address\n",
+            ),
             draining,
             local_addrs,
             rejected: conn::Rejected::default(),
@@ -734,7 +753,6 @@ impl Proxy {
         // below run): ready for systemd.
         crate::shutdown::notify_ready(&format!("proxy listening on {}", addrs.join(", ")));
         let watchdog = crate::shutdown::Watchdog::start(self.listeners.len());
-        let permits = Arc::new(Semaphore::new(state.config.max_connections));
         let listening = Arc::new(std::sync::atomic::AtomicUsize::new(self.listeners.len()));
         let mut threads = Vec::new();
         let mut own = Vec::new();
@@ -743,9 +761,8 @@ impl Proxy {
                 own = listeners;
                 continue;
             }
-            let (state, permits, shutdown, listening, watchdog) = (
+            let (state, shutdown, listening, watchdog) = (
                 state.clone(),
-                permits.clone(),
                 shutdown.clone(),
                 listening.clone(),
                 watchdog.clone(),
@@ -760,7 +777,7 @@ impl Proxy {
                     {
                         Ok(rt) => {
                             rt.block_on(run_worker(
-                                worker, listeners, state, permits, shutdown, listening, watchdog,
+                                worker, listeners, state, shutdown, listening, watchdog,
                             ));
                             rt.shutdown_timeout(crate::shutdown::BLOCKING_TASKS_GRACE);
                         }
@@ -774,16 +791,7 @@ impl Proxy {
                 Err(e) => tracing::error!(error = %e, worker, "cannot start worker thread"),
             }
         }
-        run_worker(
-            0,
-            own,
-            state.clone(),
-            permits,
-            shutdown,
-            listening,
-            watchdog,
-        )
-        .await;
+        run_worker(0, own, state.clone(), shutdown, listening, watchdog).await;
         // Other workers finish their drain within the same grace period.
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {
@@ -805,7 +813,6 @@ async fn run_worker(
     worker: usize,
     listeners: Vec<std::net::TcpListener>,
     state: Arc<ProxyState>,
-    permits: Arc<Semaphore>,
     shutdown: CancellationToken,
     listening: Arc<std::sync::atomic::AtomicUsize>,
     watchdog: Option<Arc<crate::shutdown::Watchdog>>,
@@ -832,7 +839,6 @@ async fn run_worker(
             worker,
             listener,
             state.clone(),
-            permits.clone(),
             shutdown.clone(),
         ));
     }
@@ -864,63 +870,109 @@ async fn run_worker(
     }
 }
 
+/// Accepts clients on one listener until shutdown: each is admitted under the connection
+/// limits (waiting at the total limit, while further clients wait in the backlog) and served
+/// in a task of its own, or refused with 429 when its address has too many connections.
 async fn accept_loop(
     worker: usize,
     listener: TcpListener,
     state: Arc<ProxyState>,
-    permits: Arc<Semaphore>,
     shutdown: CancellationToken,
 ) {
     loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = shutdown.cancelled() => return,
-        };
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = shutdown.cancelled() => return,
         };
-        match accepted {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                let span = tracing::debug_span!("conn", client.addr = %peer);
-                state.tracker.spawn(
-                    serve_connection(
-                        worker,
-                        state.clone(),
-                        stream,
-                        peer,
-                        permit,
-                        shutdown.clone(),
-                    )
-                    .instrument(span),
-                );
-            }
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
             Err(e) => {
                 // EMFILE and friends: back off a little instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
             }
-        }
+        };
+        let activity = Arc::new(ConnActivity::new());
+        let admitted = tokio::select! {
+            a = state.conns.admit(peer.ip(), &activity) => a,
+            _ = shutdown.cancelled() => return,
+        };
+        let Ok(permit) = admitted else {
+            tracing::debug!(client.addr = %peer, "too many connections from this client; refused");
+            let conns = state.conns.clone();
+            state
+                .tracker
+                .spawn(async move { conns.refuse(stream).await });
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let span = tracing::debug_span!("conn", client.addr = %peer);
+        let conn = Conn {
+            stream,
+            peer,
+            permit,
+            activity,
+        };
+        state.tracker.spawn(
+            serve_connection(worker, state.clone(), conn, shutdown.clone()).instrument(span),
+        );
+    }
+}
+
+/// An admitted client connection.
+struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: ConnPermit,
+    activity: Arc<ConnActivity>,
+}
+
+/// Waits for a new connection's first bytes before it gets HTTP buffers (hyper allocates its
+/// read and write buffers when it starts serving), so that many silent connections stay
+/// cheap. False when it should close instead: shutdown, asked to make room, idle timeout.
+async fn first_bytes(conn: &Conn, state: &ProxyState, shutdown: &CancellationToken) -> bool {
+    let cfg = &state.config;
+    tokio::select! {
+        r = conn.stream.readable() => r.is_ok(),
+        _ = shutdown.cancelled() => false,
+        _ = conn.activity.close_asked() => false,
+        _ = watchdog(&conn.activity, cfg.client_idle_timeout, cfg.header_read_timeout) => false,
     }
 }
 
 async fn serve_connection(
     worker: usize,
     state: Arc<ProxyState>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    permit: OwnedSemaphorePermit,
+    conn: Conn,
     shutdown: CancellationToken,
 ) {
+    if !first_bytes(&conn, &state, &shutdown).await {
+        return;
+    }
+    // Boxed: while a connection waits for its first bytes, its task holds only this
+    // function's small state, not the kilobytes of hyper's connection future.
+    Box::pin(serve_http(worker, state, conn, shutdown)).await;
+}
+
+/// Serves HTTP/1.1 on an admitted connection until it closes, is idle for too long, is asked
+/// to make room, or shutdown drains it.
+async fn serve_http(
+    worker: usize,
+    state: Arc<ProxyState>,
+    conn: Conn,
+    shutdown: CancellationToken,
+) {
+    let Conn {
+        stream,
+        peer,
+        permit,
+        activity,
+    } = conn;
     let allowed = state.acl.allows(peer.ip());
     if !allowed {
         tracing::info!(client.addr = %peer, "client not in allowed networks");
     }
-    let activity = Arc::new(ConnActivity::new());
     let io = TokioIo::new(ActivityIo {
         inner: stream,
         observer: activity.clone(),
@@ -961,6 +1013,11 @@ async fn serve_connection(
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
+            // Closed to make room for a new client (the limit is reached and this one is idle).
+            _ = activity.close_asked(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
             e = watchdog(&activity, state.config.client_idle_timeout, state.config.header_read_timeout), if !draining => {
                 match e {
                     Expiry::Idle => {
@@ -981,6 +1038,26 @@ async fn serve_connection(
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// The size of the future `f` returns, without calling it.
+    fn future_size<A, F>(_: impl Fn(A) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// A connection that has sent nothing yet costs its task's future: it stays small (the
+    /// HTTP part, kilobytes, is boxed once bytes arrive), so many silent connections are
+    /// cheap.
+    #[test]
+    fn a_silent_connection_waits_in_a_small_task() {
+        type Args = (usize, Arc<ProxyState>, Conn, CancellationToken);
+        let waiting = future_size(|(w, s, c, t): Args| serve_connection(w, s, c, t));
+        let serving = future_size(|(w, s, c, t): Args| serve_http(w, s, c, t));
+        assert!(
+            waiting <= 1024,
+            "a waiting connection's task is {waiting} bytes"
+        );
+        assert!(serving > waiting, "{serving} <= {waiting}");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_running_proxy_reports_its_ca_every_check_interval() {

@@ -37,8 +37,8 @@ pub struct RequestCtx {
     pub client: SocketAddr,
     /// The worker (thread) serving this request: selects its upstream pool.
     pub worker: usize,
-    /// The client connection's slot under `proxy.max_connections`; a tunnel or WebSocket
-    /// takes it over, so upgraded connections stay counted.
+    /// The client connection's place under `proxy.max_connections` (and the per-client
+    /// limit); a tunnel or WebSocket takes it over, so upgraded connections stay counted.
     pub slot: ConnSlot,
     pub user: Option<Arc<str>>,
     /// The request arrived inside an intercepted CONNECT tunnel (its URL was rebuilt from
@@ -59,13 +59,18 @@ pub struct TunnelCtx {
     pub user: Option<Arc<str>>,
 }
 
-/// A connection's slot under the connection limit, shared between the connection task and a
-/// tunnel that outlives it.
-pub type ConnSlot = Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>;
+/// A connection's place under the connection limits, shared between the connection task and
+/// a tunnel that outlives it.
+pub type ConnSlot = Arc<std::sync::Mutex<Option<crate::conns::ConnPermit>>>;
 
-/// Moves the connection slot out (for a tunnel that outlives its HTTP connection).
-pub fn take_slot(slot: &ConnSlot) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    slot.lock().ok().and_then(|mut s| s.take())
+/// Moves the connection's place out, for a tunnel or WebSocket that outlives its HTTP
+/// connection; from then on it is never closed to make room for another client.
+pub fn take_slot(slot: &ConnSlot) -> Option<crate::conns::ConnPermit> {
+    let permit = slot.lock().ok().and_then(|mut s| s.take());
+    if let Some(p) = &permit {
+        p.keep_open();
+    }
+    permit
 }
 
 /// What a handler produced.
@@ -96,9 +101,8 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
     type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        self.activity.request_started();
         let guard = ResponseGuard {
-            activity: Some(self.activity.clone()),
+            in_flight: Some(self.activity.start_request()),
             log: None,
         };
         let state = self.state.clone();

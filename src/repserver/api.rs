@@ -41,10 +41,13 @@
 //! [`PIECE_ITEMS`] items, each made when the client has taken the one before: its cost per
 //! item and the memory it holds do not grow with the batch (`benches/repserver.rs`). At most
 //! [`ApiConfig::max_queued_jobs`] jobs wait per queue; beyond that a request is a 503 (load
-//! shedding rather than an unbounded queue). At most
-//! [`ServeOptions::max_connections`] connections; one that sends no complete request head (or
-//! TLS handshake) within 30 s is closed. A waiting follower holds a connection and a watch
-//! receiver, no thread.
+//! shedding rather than an unbounded queue). At most [`ServeOptions::max_connections`]
+//! connections, at most [`ServeOptions::max_connections_per_client`] from one client address
+//! (beyond, 429 and closed: [`crate::conns`]); at the total limit the connection idle for
+//! longest (no request in progress, which includes one still sending its head) is closed to
+//! make room, so one client's idle or half-sent connections never lock the others out. One
+//! that sends no complete request head (or TLS handshake) within 30 s is closed. A waiting
+//! follower holds a connection and a watch receiver, no thread.
 //!
 //! # How it fails
 //! Nothing here panics on input: bad JSON, bad URLs, bad keys, unknown categories and scores
@@ -80,6 +83,7 @@ use super::model::{
 use super::store::{HostAnswer, Store, StoreError};
 use super::upstream::{Misses, Upstream};
 use crate::canon;
+use crate::conns::{ConnActivity, ConnLimits, ConnPermit};
 
 /// Bearer tokens accepted by the API.
 #[derive(Debug, Clone, Default)]
@@ -139,6 +143,8 @@ pub struct ServeOptions {
     pub upstream: Option<Arc<Upstream>>,
     /// Most concurrent connections; 0 is unlimited.
     pub max_connections: usize,
+    /// Most concurrent connections from one client address (IPv6: one /64); 0 is unlimited.
+    pub max_connections_per_client: usize,
     /// Change-log rows kept; older ones are pruned every [`PRUNE_INTERVAL`]. 0 never prunes.
     pub change_log_rows: u64,
     /// Where feed uploads are spooled before import (beside the store is best: same disk).
@@ -242,6 +248,8 @@ struct Shared {
     escalation: Arc<arc_swap::ArcSwap<Vec<super::events::EscalationRule>>>,
     /// Counters for `/metrics`.
     stats: Arc<ServerStats>,
+    /// Connections open, in all and per client.
+    conns: Arc<ConnLimits>,
 }
 
 impl Shared {
@@ -388,6 +396,12 @@ pub async fn serve_with(
             handle
         },
         stats: options.stats.unwrap_or_default(),
+        conns: ConnLimits::new(
+            options.max_connections,
+            options.max_connections_per_client,
+            "application/json",
+            "{\"error\": \"too many connections from your address\"}\n",
+        ),
     });
     let tracker = TaskTracker::new();
     if let Some(listener) = options.metrics {
@@ -408,48 +422,38 @@ pub async fn serve_with(
         shared.clone(),
         options.feedback.retention,
     ));
-    let limit = Arc::new(tokio::sync::Semaphore::new(match options.max_connections {
-        0 => tokio::sync::Semaphore::MAX_PERMITS,
-        n => n,
-    }));
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
             a = listener.accept() => a,
         };
-        let stream = match accepted {
-            Ok((s, _)) => s,
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
+        let activity = Arc::new(ConnActivity::new());
+        let admitted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = shared.conns.admit(peer.ip(), &activity) => a,
+        };
+        let Ok(permit) = admitted else {
+            tracing::debug!(client.addr = %peer, "too many connections from this client; refused");
+            let conns = shared.conns.clone();
+            tracker.spawn(async move { conns.refuse(stream).await });
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        let tls = options.tls.clone();
-        tracker.spawn(async move {
-            let _permit = permit;
-            match tls {
-                None => serve_connection(stream, shared).await,
-                Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream));
-                    match handshake.await {
-                        Ok(Ok(tls)) => serve_connection(tls, shared).await,
-                        Ok(Err(e)) => tracing::debug!(error = %e, "api TLS handshake failed"),
-                        Err(_) => tracing::debug!("api TLS handshake timed out"),
-                    }
-                }
-            }
-        });
+        tracker.spawn(serve_client(
+            stream,
+            options.tls.clone(),
+            shared.clone(),
+            activity,
+            permit,
+        ));
     }
     drop(listener);
     tracker.close();
@@ -464,14 +468,51 @@ pub async fn serve_with(
     Ok(())
 }
 
-async fn serve_connection<I>(io: I, shared: Arc<Shared>)
+/// One admitted client: the TLS handshake (when configured), then HTTP until it closes.
+async fn serve_client(
+    stream: tokio::net::TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+    activity: Arc<ConnActivity>,
+    _permit: ConnPermit,
+) {
+    match tls {
+        None => serve_connection(stream, shared, activity).await,
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream));
+            let handshake = tokio::select! {
+                h = handshake => h,
+                () = activity.close_asked() => return,
+            };
+            match handshake {
+                Ok(Ok(tls)) => serve_connection(tls, shared, activity).await,
+                Ok(Err(e)) => tracing::debug!(error = %e, "api TLS handshake failed"),
+                Err(_) => tracing::debug!("api TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn serve_connection<I>(io: I, shared: Arc<Shared>, activity: Arc<ConnActivity>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let shutdown = shared.shutdown.clone();
+    let act = activity.clone();
     let svc = hyper::service::service_fn(move |req| {
         let shared = shared.clone();
-        async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+        let in_flight = act.start_request();
+        async move {
+            let response = handle(&shared, req).await;
+            // The request is in progress until its body is done (an event stream's too).
+            Ok::<_, Infallible>(response.map(|body| {
+                body.map_frame(move |frame| {
+                    let _ = &in_flight;
+                    frame
+                })
+                .boxed_unsync()
+            }))
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -485,6 +526,15 @@ where
             return;
         }
         _ = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+        // Closed to make room for a new client (the limit is reached and this one is idle):
+        // at once when no request is in progress (hyper's graceful shutdown would wait for a
+        // half-sent head), else after the request in progress.
+        () = activity.close_asked() => {
+            if activity.idle_since().is_some() {
+                return;
+            }
+            conn.as_mut().graceful_shutdown();
+        }
     }
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "api connection");
@@ -561,7 +611,7 @@ async fn metrics_answer(shared: &Shared, req: &Request<Incoming>) -> Response<Fu
         .and_then(Result::ok);
     crate::metrics::scrape_answer(
         req.method(),
-        super::metrics::render(&shared.stats, seq, entries),
+        super::metrics::render(&shared.stats, &shared.conns, seq, entries),
     )
 }
 

@@ -14,6 +14,10 @@
 //! - `webrep_server_events_total{outcome}`: feedback events `accepted`, `duplicate`, and
 //!   `escalated` hosts;
 //! - `webrep_server_busy_total`: requests refused with 503 because the store queue was full;
+//! - `webrep_server_connections_refused_total`: connections refused (429) because their
+//!   client address had `server.max_connections_per_client` open;
+//!   `webrep_server_connections_closed_idle_total`: idle connections closed to make room at
+//!   `server.max_connections`; the gauge `webrep_server_connections`: connections open;
 //! - gauges read at scrape time: `webrep_server_change_seq` (the change sequence),
 //!   `webrep_server_entries` (table size; one `count(*)` on a reader thread),
 //!   `webrep_server_followers` (change-stream followers now waiting: long-polls and
@@ -232,6 +236,7 @@ impl ServerStats {
 /// An encoding error, which would be a bug.
 pub fn render(
     stats: &ServerStats,
+    conns: &crate::conns::ConnLimits,
     seq: u64,
     entries: Option<u64>,
 ) -> Result<String, std::fmt::Error> {
@@ -304,6 +309,20 @@ pub fn render(
         "Diagnostic log lines lost: standard error fell behind, or writing to it failed",
         crate::telemetry::dropped_lines(),
     );
+    crate::metrics::conn_limits(
+        &mut r,
+        [
+            "connections",
+            "connections_refused",
+            "connections_closed_idle",
+        ],
+        "API",
+        [
+            "server.max_connections_per_client",
+            "server.max_connections",
+        ],
+        conns,
+    );
     gauge(
         &mut r,
         "change_seq",
@@ -332,6 +351,10 @@ pub fn render(
 mod tests {
     use super::*;
 
+    fn no_limits() -> std::sync::Arc<crate::conns::ConnLimits> {
+        crate::conns::ConnLimits::new(0, 0, "text/plain", "")
+    }
+
     #[test]
     fn every_family_renders_with_closed_labels() {
         let s = ServerStats::default();
@@ -340,7 +363,7 @@ mod tests {
         s.items(Kind::File, Answer::Listed, 3);
         s.events(2, 1, 0);
         let open = s.follower();
-        let text = render(&s, 7, Some(42)).unwrap();
+        let text = render(&s, &no_limits(), 7, Some(42)).unwrap();
         for want in [
             r#"webrep_server_requests_total{route="lookup",status="2xx"} 1"#,
             r#"webrep_server_requests_total{route="other",status="4xx"} 1"#,
@@ -350,12 +373,14 @@ mod tests {
             "webrep_server_change_seq 7",
             "webrep_server_entries 42",
             "webrep_server_followers 1",
+            "webrep_server_connections 0",
+            "webrep_server_connections_refused_total 0",
         ] {
             assert!(text.contains(want), "{want} missing from\n{text}");
         }
         drop(open);
         assert!(
-            render(&s, 7, None)
+            render(&s, &no_limits(), 7, None)
                 .unwrap()
                 .contains("webrep_server_followers 0")
         );

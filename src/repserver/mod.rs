@@ -75,7 +75,8 @@
 //! # Not built
 //! - Concurrent upstream misses on one key from different requests are not coalesced (the
 //!   cache makes them rare); the upstream's change stream is not followed (TTL only).
-//! - The API has no per-client rate limit beyond `max_connections` and the job queue bound.
+//! - The API has no per-client rate limit beyond the connection limits (`max_connections`,
+//!   `max_connections_per_client`) and the job queue bound.
 
 pub mod api;
 pub mod client;

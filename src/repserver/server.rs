@@ -346,6 +346,7 @@ pub async fn run(
         tls,
         upstream,
         max_connections: config.max_connections,
+        max_connections_per_client: config.max_connections_per_client,
         change_log_rows: config.change_log_rows,
         spool_dir: Some(spool_dir),
         read_threads: config.read_threads,

@@ -401,6 +401,48 @@ async fn a_bad_config_file_exits_64_naming_key_and_line() {
 }
 
 #[tokio::test]
+async fn a_second_proxy_on_the_same_port_exits_with_address_in_use() {
+    let origin = Origin::http().await;
+    let mut first = ProxyProcess::start(
+        "  workers: 2
+",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("second.yaml");
+    std::fs::write(&cfg, BASE.replace("127.0.0.1:0", &first.addr.to_string())).unwrap();
+    let second = Command::new(BIN)
+        .args(["proxy", "--config"])
+        .arg(&cfg)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), second)
+        .await
+        .expect("the second proxy exits instead of serving")
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code().is_some_and(|c| c != 0),
+        "{:?}: {err}",
+        out.status
+    );
+    assert!(
+        err.to_lowercase().contains("address already in use"),
+        "{err}"
+    );
+    // Every request still goes through the first one.
+    let client = first.client();
+    for _ in 0..12 {
+        let r = client.get(origin.url("/")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    first.signal("TERM");
+    assert_eq!(first.exit_code("exits").await, Some(0));
+}
+
+#[tokio::test]
 async fn passwd_prints_a_users_file_line_the_proxy_accepts() {
     let mut child = Command::new(BIN)
         .args(["passwd", "bob"])

@@ -566,7 +566,23 @@ pub async fn proxy_stats(proxy: &TestProxy) -> serde_json::Value {
 
 /// `/stats` of the proxy listening on `addr`.
 pub async fn stats_at(addr: std::net::SocketAddr) -> serde_json::Value {
-    let text = plain_get(format!("http://{addr}/stats"))
+    stats_from(addr, "127.0.0.1").await
+}
+
+/// The proxy's `/stats` page, asked from the loopback address `local`.
+pub async fn proxy_stats_from(proxy: &TestProxy, local: &str) -> serde_json::Value {
+    stats_from(proxy.addr, local).await
+}
+
+async fn stats_from(addr: std::net::SocketAddr, local: &str) -> serde_json::Value {
+    init_crypto();
+    let text = reqwest::Client::builder()
+        .no_proxy()
+        .local_address(local.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+        .get(format!("http://{addr}/stats"))
+        .send()
         .await
         .unwrap()
         .text()

@@ -527,5 +527,106 @@ async fn request_heads_refused_before_parsing_are_logged_and_counted() {
         1.0
     );
     assert_eq!(origin.stats.requests.load(Ordering::SeqCst), 0);
+}
+
+/// A proxy client bound to `local` (another address of 127.0.0.0/8: another client).
+fn client_from(proxy: &TestProxy, local: &str) -> reqwest::Client {
+    init_crypto();
+    reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(proxy.url()).unwrap())
+        .local_address(local.parse::<std::net::IpAddr>().unwrap())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn one_client_address_with_many_connections_does_not_lock_out_another() {
+    let origin = Origin::http().await;
+    let proxy = TestProxy::start(
+        "  max_connections: 8\n  max_connections_per_client: 4\n  workers: 1\n  header_read_timeout_ms: 600000\n",
+        "",
+    )
+    .await;
+    // Client 127.0.0.1 opens 10 connections, each half-way through a request head (so none
+    // is idle and none may be closed to make room).
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        let _ = s
+            .write_all(b"GET http://example.com/ HTTP/1.1\r\nHost: exa")
+            .await;
+        held.push(s);
+    }
+    // Beyond its 4, it is answered 429 and closed.
+    let mut answer = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        held.last_mut().unwrap().read_to_string(&mut answer),
+    )
+    .await
+    .expect("a refused connection is answered and closed")
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(answer.contains("too many connections"), "{answer}");
+    // Another client address is served.
+    let other = client_from(&proxy, "127.0.0.2");
+    let r = other
+        .get(origin.url("/"))
+        .send()
+        .await
+        .expect("another client is served while one holds its limit");
+    assert_eq!(r.status(), 200);
+    let conns = proxy.state.conns.to_json();
+    assert_eq!(conns["refused_per_client"], 6, "{conns}");
+    // `/stats` says so (asked from a third address: the first is at its limit).
+    let stats = proxy_stats_from(&proxy, "127.0.0.3").await;
+    assert_eq!(stats["connections"]["refused_per_client"], 6, "{stats}");
+    drop(held);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed_to_make_room_for_a_new_client() {
+    let origin = Origin::http().await;
+    let proxy = TestProxy::start(
+        "  max_connections: 2\n  workers: 1\n  client_idle_timeout_ms: 600000\n  header_read_timeout_ms: 600000\n",
+        "",
+    )
+    .await;
+    // Two keep-alive connections take both places: one request each, then idle.
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(format!("GET {} HTTP/1.1\r\nHost: a\r\n\r\n", origin.url("/")).as_bytes())
+            .await
+            .unwrap();
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let mut body = [0u8; 5];
+        s.read_exact(&mut body).await.unwrap();
+        idle.push(s);
+    }
+    // A new client is served now, not after the idle timeout.
+    let r = client_from(&proxy, "127.0.0.2")
+        .get(origin.url("/"))
+        .send()
+        .await
+        .expect("a new client is served at the limit");
+    assert_eq!(r.status(), 200);
+    // The connection idle for longest made room; the other is still open.
+    let mut byte = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(20), idle[0].read(&mut byte))
+        .await
+        .expect("the idlest connection is closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    let still_open = idle[1].try_read(&mut byte);
+    assert!(
+        matches!(&still_open, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "{still_open:?}"
+    );
+    assert_eq!(proxy.state.conns.to_json()["closed_idle"], 1);
+    drop(idle);
     proxy.stop().await;
 }
