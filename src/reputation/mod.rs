@@ -790,10 +790,10 @@ impl Reputation {
         position: Option<(usize, u64)>,
         failing_since: Option<Instant>,
     ) -> Option<usize> {
-        if let (Some((current, _)), Some(since)) = (position, failing_since) {
-            if since.elapsed() < self.retry_after {
-                return Some(current);
-            }
+        if let (Some((current, _)), Some(since)) = (position, failing_since)
+            && since.elapsed() < self.retry_after
+        {
+            return Some(current);
         }
         let now = self.now_ms();
         self.sources
