@@ -101,6 +101,7 @@ fn bench_proxy_side(c: &mut Criterion) {
                 retry_interval: Duration::from_secs(1),
                 spool_dir: dir.path().join("spool"),
                 spool_max_bytes: 1 << 30,
+                spool_fsync: Duration::from_secs(1),
                 shutdown_flush: Duration::from_secs(5),
             })
             .unwrap(),

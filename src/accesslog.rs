@@ -9,8 +9,10 @@
 //!
 //! Cost: one small `String` and a short mutex-protected append per request. Failure: when
 //! `access_log.buffer_bytes` are waiting (the disk is slower than the traffic) further lines
-//! are dropped and counted, and the writer logs a warning with the count; a write error is
-//! logged once and the lines are lost. Neither ever fails or delays a request.
+//! are dropped and counted ([`AccessLog::dropped`]); when the destination refuses a write
+//! (a full disk, a closed stdout) that batch's lines are lost and counted
+//! ([`AccessLog::write_failed`]). Each cause logs a warning with its totals, at most every
+//! ten seconds per cause. Neither ever fails or delays a request.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -342,6 +344,8 @@ struct Shared {
     /// Wakes flush callers once their lines are written.
     done: Condvar,
     dropped: AtomicU64,
+    /// Lines lost because the destination refused a write.
+    write_failed: AtomicU64,
     max_bytes: usize,
 }
 
@@ -400,6 +404,7 @@ impl AccessLog {
             wake: Condvar::new(),
             done: Condvar::new(),
             dropped: AtomicU64::new(0),
+            write_failed: AtomicU64::new(0),
             max_bytes: max_bytes.max(1),
         });
         let s = shared.clone();
@@ -443,6 +448,13 @@ impl AccessLog {
         self.shared
             .as_ref()
             .map_or(0, |s| s.dropped.load(Ordering::Relaxed))
+    }
+
+    /// Lines lost so far because the destination refused a write.
+    pub fn write_failed(&self) -> u64 {
+        self.shared
+            .as_ref()
+            .map_or(0, |s| s.write_failed.load(Ordering::Relaxed))
     }
 
     /// Waits (up to `deadline`) until every line recorded so far has been written and
@@ -495,10 +507,14 @@ fn open_append(p: &Path) -> std::io::Result<std::fs::File> {
         .map_err(|e| std::io::Error::new(e.kind(), format!("access log {}: {e}", p.display())))
 }
 
+/// At most one warning per cause (buffer full, write failed) this often.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
 fn writer_loop(shared: &Shared, mut out: Box<dyn std::io::Write + Send>) {
+    use crate::telemetry::LogLimiter;
+    let (full_log, failed_log) = (LogLimiter::new(), LogLimiter::new());
     let mut spare = Vec::new();
     let mut reported_drops = 0u64;
-    let mut write_failed = false;
     loop {
         let (batch, flush_to, closed) = {
             let Ok(mut p) = shared.pending.lock() else {
@@ -528,10 +544,12 @@ fn writer_loop(shared: &Shared, mut out: Box<dyn std::io::Write + Send>) {
         };
         if !batch.is_empty()
             && let Err(e) = out.write_all(&batch).and_then(|()| out.flush())
-            && !write_failed
         {
-            write_failed = true;
-            tracing::error!(error = %e, "access log write failed; lines are being lost");
+            let lines = batch.iter().filter(|&&b| b == b'\n').count() as u64;
+            let total = shared.write_failed.fetch_add(lines, Ordering::Relaxed) + lines;
+            if failed_log.allow(LOG_EVERY) {
+                tracing::error!(error = %e, lines, total, "access log write failed; lines lost");
+            }
         }
         spare = batch;
         if let Ok(mut p) = shared.pending.lock() {
@@ -539,7 +557,7 @@ fn writer_loop(shared: &Shared, mut out: Box<dyn std::io::Write + Send>) {
             shared.done.notify_all();
         }
         let d = shared.dropped.load(Ordering::Relaxed);
-        if d > reported_drops {
+        if d > reported_drops && full_log.allow(LOG_EVERY) {
             tracing::warn!(
                 dropped = d - reported_drops,
                 total = d,
@@ -658,6 +676,27 @@ mod tests {
         // about two more fit the buffer; the rest are dropped.
         assert!(log.dropped() >= 6, "dropped {}", log.dropped());
         drop(release);
+    }
+
+    #[test]
+    fn lines_a_destination_refuses_are_counted() {
+        // A real file opened read-only: every write fails, whoever runs the test.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, "").unwrap();
+        let log = AccessLog::with_writer(
+            Box::new(std::fs::File::open(&path).unwrap()),
+            AccessLogFormat::Json,
+            1 << 20,
+        );
+        for _ in 0..3 {
+            log.record(&rec());
+        }
+        assert!(log.flush(Duration::from_secs(10)));
+        log.record(&rec());
+        assert!(log.flush(Duration::from_secs(10)));
+        assert_eq!(log.write_failed(), 4, "every line lost is counted");
+        assert_eq!(log.dropped(), 0);
     }
 
     #[test]

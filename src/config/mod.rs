@@ -68,6 +68,7 @@ pub struct FeedbackConfig {
     pub retry_interval: Duration,
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
+    pub spool_fsync: Duration,
     pub shutdown_flush: Duration,
 }
 
@@ -527,6 +528,7 @@ impl Config {
             retry_interval: ms("feedback.retry_interval_ms", f.retry_interval_ms)?,
             spool_dir: f.spool_dir.clone(),
             spool_max_bytes: f.spool_max_bytes,
+            spool_fsync: ms("feedback.spool_fsync_ms", f.spool_fsync_ms)?,
             shutdown_flush: ms("feedback.shutdown_flush_ms", f.shutdown_flush_ms)?,
         };
         Ok(Self {
