@@ -24,9 +24,9 @@
 //! acknowledged is behind the cursor; a crash between the acknowledgement and the cursor
 //! update sends it again, which the server's de-duplication absorbs. The undelivered bytes
 //! are bounded by `max_bytes` ([`SpoolError::Full`]). A write or open error
-//! ([`SpoolError::Io`], e.g. a full disk) cuts a partial line off again, and new segments
-//! are not tried for a second after a failure to open one; the caller keeps the event in
-//! memory instead.
+//! ([`SpoolError::Io`], e.g. a full disk) cuts a partial line off again, and appends fail at
+//! once for a second before a new segment is tried; the caller keeps the event in memory
+//! instead.
 
 use std::collections::VecDeque;
 use std::io::{Read as _, Seek as _, Write as _};
@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 /// A segment takes appends until it holds this many bytes.
 pub const SEGMENT_BYTES: u64 = 4 << 20;
 
-/// After a segment could not be created, appends fail at once for this long.
+/// After a segment could not be created or written, appends fail at once for this long.
 const OPEN_RETRY: Duration = Duration::from_secs(1);
 
 /// Why an event was not spooled.
@@ -128,7 +128,8 @@ struct State {
     cursor: Pos,
     /// Events of the cursor's segment before the cursor.
     cursor_events: u64,
-    /// After a failure to create a segment: appends fail until then, with this error.
+    /// After a failure to create or write a segment: appends fail until then, with this
+    /// error.
     failed: Option<(Instant, String)>,
 }
 
@@ -399,12 +400,14 @@ impl Spool {
             None => Err(std::io::Error::other("no segment open")),
         };
         if let Err(e) = written {
-            // Cut a partial line off; the next append starts a new segment.
+            // Cut a partial line off; a new segment is tried after a pause (on a full disk
+            // an empty file can often be created, and one per event would pile up).
             let good = st.segments.back().map_or(0, |s| s.len);
             if let Some(f) = &st.active {
                 let _ = f.set_len(good);
             }
             st.close_active();
+            st.failed = Some((Instant::now() + OPEN_RETRY, e.to_string()));
             return Err(e.into());
         }
         st.active_dirty = true;

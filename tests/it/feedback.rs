@@ -919,6 +919,50 @@ async fn feedback_a_10000_byte_url_costs_no_other_event() {
 }
 
 #[tokio::test]
+async fn feedback_a_batch_refused_whole_is_split_until_the_refused_event_is_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    // A server taking bodies of 8000 bytes at most: one event of a 6500-byte URL fits, two
+    // do not, and one of a (cut) 8192-byte URL never does.
+    let server = Server::start(
+        dir.path(),
+        Vec::new(),
+        ApiConfig {
+            max_body: 8000,
+            ..ApiConfig::default()
+        },
+    )
+    .await;
+    let p = proxy(
+        "lists:\n  blocked:\n    - blocked.test\n",
+        &server.base,
+        dir.path(),
+        "p1",
+        &dir.path().join("spool"),
+        "  batch_interval_ms: 2000\n",
+    )
+    .await;
+    let c = client_from(&p, [127, 0, 0, 1]);
+    for i in 0..6 {
+        let len = if i == 3 { 10_000 } else { 6500 };
+        let url = format!("http://blocked.test/{i}{}", "y".repeat(len));
+        assert_eq!(c.get(url).send().await.unwrap().status(), 403);
+    }
+    let st = stats(&p);
+    wait_until("the too large event is refused", || {
+        st.rejected.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    let ev = server.wait_events("kind=blocked", |ev| ev.len() >= 5).await;
+    let mut first: Vec<char> = ev
+        .iter()
+        .map(|e| e["url"].as_str().unwrap().chars().nth(20).unwrap())
+        .collect();
+    first.sort_unstable();
+    assert_eq!(first, ['0', '1', '2', '4', '5']);
+    p.stop().await;
+}
+
+#[tokio::test]
 async fn feedback_api_refuses_bad_events_one_by_one() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(
