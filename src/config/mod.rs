@@ -495,13 +495,14 @@ impl Config {
             follow_changes: r.follow_changes,
         };
         let f = &raw.feedback;
-        if let Some(id) = &f.proxy_id
-            && (id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_graphic()))
-        {
-            return Err(invalid(
-                "feedback.proxy_id",
-                format!("{id:?}: use 1 to 64 visible ASCII characters"),
-            ));
+        if let Some(id) = &f.proxy_id {
+            use crate::feedback::event::MAX_IDENT;
+            if id.is_empty() || id.len() > MAX_IDENT || !id.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(invalid(
+                    "feedback.proxy_id",
+                    format!("{id:?}: use 1 to {MAX_IDENT} visible ASCII characters"),
+                ));
+            }
         }
         if f.queue_events == 0 {
             return Err(invalid(

@@ -272,7 +272,9 @@ fn hostname() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty() && h.len() <= 64 && h.bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|h| {
+            !h.is_empty() && h.len() <= event::MAX_IDENT && h.bytes().all(|b| b.is_ascii_graphic())
+        })
 }
 
 impl Feedback {
