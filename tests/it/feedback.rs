@@ -1445,45 +1445,49 @@ fn segment_files(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
-#[tokio::test]
-async fn feedback_spool_losses_are_logged_and_counted_per_cause() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
-    let spool = dir.path().join("spool");
-    let policy = dir.path().join("policy.yaml");
+/// A `webrep proxy` binary blocking `blocked.test`, reporting to `server`, its spool in
+/// `dir/spool`, with `extra` in its `feedback:` section and `admin` as its `admin:` section.
+async fn blocking_proxy(dir: &Path, server: &str, extra: &str, admin: &str) -> Process {
+    let policy = dir.join("policy.yaml");
     std::fs::write(&policy, "lists:\n  blocked:\n    - blocked.test\n").unwrap();
-    let cfg = dir.path().join("webrep.yaml");
+    let cfg = dir.join("webrep.yaml");
     std::fs::write(
         &cfg,
         format!(
-            "{BASE}policy:\n  enabled: true\n  file: {:?}\nreputation:\n  sources:\n    - {{ name: s0, url: \"{}\", token: \"{CLIENT}\", timeout_ms: 1000 }}\n\
-             feedback:\n  proxy_id: pk\n  spool_dir: {:?}\n  spool_max_bytes: 3000\n  batch_interval_ms: 20\n  retry_interval_ms: 100\n\
-             access_log:\n  enabled: false\nlog:\n  level: info\n  format: text\n",
+            "{BASE}policy:\n  enabled: true\n  file: {:?}\nreputation:\n  sources:\n    - {{ name: s0, url: \"{server}\", token: \"{CLIENT}\", timeout_ms: 1000 }}\n\
+             feedback:\n  proxy_id: pk\n  spool_dir: {:?}\n  batch_interval_ms: 20\n  retry_interval_ms: 100\n{extra}\
+             {admin}access_log:\n  enabled: false\nlog:\n  level: info\n  format: text\n",
             policy.display().to_string(),
-            server.base,
-            spool.display().to_string()
+            dir.join("spool").display().to_string()
         ),
     )
     .unwrap();
-    let proxy = spawn_proxy(&cfg).await;
+    spawn_proxy(&cfg).await
+}
+
+/// Asks `proxy` for `http://blocked.test/{path}`: a block page.
+async fn block(proxy: &Process, path: &str) {
     init_crypto();
     let client = reqwest::Client::builder()
         .proxy(reqwest::Proxy::all(format!("http://{}", proxy.addr)).unwrap())
         .timeout(WAIT)
         .build()
         .unwrap();
-    let block = |path: String| {
-        let client = client.clone();
-        async move {
-            let r = client
-                .get(format!("http://blocked.test/{path}"))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 403, "requests never fail because of feedback");
-        }
-    };
-    block("a".into()).await;
+    let r = client
+        .get(format!("http://blocked.test/{path}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "requests never fail because of feedback");
+}
+
+#[tokio::test]
+async fn feedback_an_unwritable_spool_is_logged_and_counted_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    let proxy = blocking_proxy(dir.path(), &server.base, "", "").await;
+    let spool = dir.path().join("spool");
+    block(&proxy, "a").await;
     server.wait_events("kind=blocked", |ev| ev.len() == 1).await;
     // Delivered: the spool holds no segment until the next event.
     let deadline = Instant::now() + WAIT;
@@ -1492,30 +1496,69 @@ async fn feedback_spool_losses_are_logged_and_counted_per_cause() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The spool directory cannot be written any more (a regular file in its place; root or
-    // not): logged and counted, and the event still goes out from memory.
+    // not): logged and counted, and the event still goes out, from memory.
     let moved = dir.path().join("spool.moved");
     std::fs::rename(&spool, &moved).unwrap();
     std::fs::write(&spool, "").unwrap();
-    block("b".into()).await;
+    block(&proxy, "b").await;
     proxy.wait_logged("feedback spool not writable").await;
     assert_eq!(proxy.stats().await["feedback"]["spool_write_failed"], 1);
     server.wait_events("kind=blocked", |ev| ev.len() == 2).await;
+    // Writable again: events are spooled again (after a pause of a second at most).
     std::fs::remove_file(&spool).unwrap();
     std::fs::rename(&moved, &spool).unwrap();
-    // No server, and room for a few events: the spool fills up, which is logged too (not
-    // hidden behind the delivery failures logged meanwhile).
-    server.kill().await;
     let deadline = Instant::now() + WAIT;
     for i in 0.. {
-        block(format!("c{i}")).await;
-        if proxy.stats().await["feedback"]["dropped_spool"].as_u64() > Some(0) {
+        block(&proxy, &format!("c{i}")).await;
+        if proxy.stats().await["feedback"]["spooled"].as_u64() > Some(1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the spool is never used again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let st = proxy.stats().await;
+    assert_eq!(st["feedback"]["dropped_queue"], 0, "{st}");
+    proxy.kill_9().await;
+}
+
+#[tokio::test]
+async fn feedback_a_full_spool_is_logged_while_delivery_failures_are_too() {
+    let dir = tempfile::tempdir().unwrap();
+    // No server: every delivery fails (and is logged).
+    let mut server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    server.kill().await;
+    let proxy = blocking_proxy(
+        dir.path(),
+        &server.base,
+        "  spool_max_bytes: 3000\n",
+        "admin:\n  listen: \"127.0.0.1:0\"\n",
+    )
+    .await;
+    let admin: std::net::SocketAddr = {
+        let log = proxy.log.lock().unwrap();
+        let line = log.iter().find(|l| l.contains("admin listener")).unwrap();
+        let addr = line.split("addr=").nth(1).unwrap();
+        addr.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    // Requests until the first event is dropped for a full spool; then no more.
+    let deadline = Instant::now() + WAIT;
+    for i in 0.. {
+        block(&proxy, &format!("f{i}")).await;
+        let text = scrape(admin).await;
+        if sample(
+            &text,
+            "webrep_feedback_events_total{outcome=\"dropped_spool\"}",
+        ) > 0.0
+        {
             break;
         }
         assert!(Instant::now() < deadline, "the spool never filled up");
     }
-    proxy.wait_logged("feedback spool full").await;
+    // That first drop is logged although the delivery failures were logged just before.
     proxy.wait_logged("feedback not delivered").await;
+    proxy.wait_logged("feedback spool full").await;
     let st = proxy.stats().await;
+    assert_eq!(st["feedback"]["dropped_spool"], 1, "{st}");
     assert!(
         st["feedback"]["spool_bytes"].as_u64().unwrap() <= 3000,
         "{st}"
