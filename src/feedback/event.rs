@@ -596,4 +596,39 @@ mod tests {
         bad.fit();
         assert!(bad.validate().is_err());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// Whatever the strings, a fitted event validates, and fitting it again changes
+            /// nothing.
+            #[test]
+            fn a_fitted_event_always_validates(
+                url in "\\PC{0,9000}",
+                user in "\\PC{0,1500}",
+                comment in "\\PC{0,2100}",
+                categories in proptest::collection::vec("\\PC{0,1100}", 0..40),
+                score in any::<u8>(),
+                time in any::<i64>(),
+            ) {
+                let mut e = event();
+                e.url = Some(url);
+                e.user = Some(user);
+                e.comment = Some(comment);
+                e.categories = categories;
+                e.score = Some(score);
+                e.time = time;
+                e.fit();
+                prop_assert!(e.validate().is_ok(), "{:?}", e.validate());
+                let mut again = e.clone();
+                again.fit();
+                prop_assert_eq!(again, e);
+            }
+        }
+    }
 }
