@@ -1,16 +1,17 @@
-//! Smart feedback (issue 8): what the request path pays to hand an event over, how many
-//! events per second the proxy's sender delivers, and how fast the server stores them.
+//! Smart feedback: what the request path pays to emit an event, how many events per second
+//! the proxy's sender delivers, and how fast the server stores them.
 //!
 //! Run with `cargo bench --bench feedback`.
 //!
 //! Groups:
 //! - `feedback/handoff`: [`Feedback::event`] plus [`Feedback::emit`] (build one untested
-//!   event as the filter does, `try_send` it) while the sender task batches and posts to a
-//!   real in-process reputation server on 127.0.0.1. Only the hand-off is timed; between
-//!   samples the bench waits (untimed) until the sender has delivered everything, so the
-//!   queue never fills and nothing is dropped.
-//! - `feedback/pipeline_10000`: 10,000 events handed over and waited for until the server has
-//!   them all (batches of 500 over HTTP, stored on a file-backed store): delivered events/s.
+//!   event as the filter does, fit it, encode it and append it to the spool: one `write(2)`)
+//!   while the sender task reads the spool and posts to a real in-process reputation server
+//!   on 127.0.0.1. Only the hand-off is timed; between samples the bench waits (untimed)
+//!   until the sender has delivered everything, so nothing is dropped.
+//! - `feedback/pipeline_10000`: 10,000 events emitted and waited for until the server has
+//!   them all (read from the spool, batches of 500 over HTTP, stored on a file-backed store,
+//!   the cursor advanced): delivered events/s.
 //! - `feedback/ingest_500`: [`Store::ingest_events`] of batches of 500 new events into a
 //!   file-backed store (WAL, `synchronous=NORMAL`), one escalation rule over user reports:
 //!   the server's ingest events/s without HTTP.
@@ -102,6 +103,7 @@ fn bench_proxy_side(c: &mut Criterion) {
                 retry_interval: Duration::from_secs(1),
                 spool_dir: dir.path().join("spool"),
                 spool_max_bytes: 1 << 30,
+                spool_fsync: Duration::from_secs(1),
                 shutdown_flush: Duration::from_secs(5),
             })
             .unwrap(),

@@ -9,13 +9,12 @@
 //!
 //! Cost: one small `String` and a short mutex-protected append per request. Failure: when
 //! `access_log.buffer_bytes` are waiting (the disk is slower than the traffic, or a reader of
-//! standard output stopped reading) further lines are dropped and counted, and the writer
-//! logs a warning with the count; lines whose write failed (a full disk, a closed standard
-//! output) are lost and counted the same way, with a warning at most once a minute. Both
-//! show in [`AccessLog::dropped`] (`access_log_dropped` in `/stats`,
-//! `webrep_access_log_dropped_total`). Neither ever fails or delays a request, and a writer
-//! stuck on a stream no one reads does not keep the process from exiting: closing the log
-//! waits [`CLOSE_WAIT`] for it at most.
+//! standard output stopped reading) further lines are dropped and counted
+//! ([`AccessLog::dropped`]); when the destination refuses a write (a full disk, a closed
+//! standard output) that batch's lines are lost and counted ([`AccessLog::write_failed`]).
+//! Each cause logs a warning with its totals, at most every ten seconds per cause. Neither
+//! ever fails or delays a request, and a writer stuck on a stream no one reads does not keep
+//! the process from exiting: closing the log waits [`CLOSE_WAIT`] for it at most.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -356,8 +355,8 @@ struct Shared {
     done: Condvar,
     /// Lines refused because `max_bytes` were waiting.
     dropped: AtomicU64,
-    /// Lines whose write failed.
-    write_lost: AtomicU64,
+    /// Lines lost because the destination refused a write.
+    write_failed: AtomicU64,
     max_bytes: usize,
 }
 
@@ -367,8 +366,6 @@ const WRITE_INTERVAL: Duration = Duration::from_millis(100);
 const WRITE_BATCH: usize = 64 * 1024;
 /// Closing the log waits this long at most for the writer to write what is buffered.
 pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
-/// Failed writes are reported at most this often.
-const WRITE_ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Handle to the access log; cheap to share in an `Arc`.
 pub struct AccessLog {
@@ -420,7 +417,7 @@ impl AccessLog {
             wake: Condvar::new(),
             done: Condvar::new(),
             dropped: AtomicU64::new(0),
-            write_lost: AtomicU64::new(0),
+            write_failed: AtomicU64::new(0),
             max_bytes: max_bytes.max(1),
         });
         let s = shared.clone();
@@ -459,11 +456,18 @@ impl AccessLog {
         }
     }
 
-    /// Lines lost so far: the buffer was full, or their write failed.
+    /// Lines dropped so far because the buffer was full.
     pub fn dropped(&self) -> u64 {
-        self.shared.as_ref().map_or(0, |s| {
-            s.dropped.load(Ordering::Relaxed) + s.write_lost.load(Ordering::Relaxed)
-        })
+        self.shared
+            .as_ref()
+            .map_or(0, |s| s.dropped.load(Ordering::Relaxed))
+    }
+
+    /// Lines lost so far because the destination refused a write.
+    pub fn write_failed(&self) -> u64 {
+        self.shared
+            .as_ref()
+            .map_or(0, |s| s.write_failed.load(Ordering::Relaxed))
     }
 
     /// Waits (up to `deadline`) until every line recorded so far has been written and
@@ -564,10 +568,14 @@ fn next_batch(shared: &Shared, spare: &mut Vec<u8>) -> Option<(Vec<u8>, u64, boo
     Some((std::mem::take(spare), p.flush_requested, p.closed))
 }
 
+/// At most one warning per cause (buffer full, write failed) this often.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
 fn write_batches(shared: &Shared, mut out: Box<dyn std::io::Write + Send>) {
+    use crate::telemetry::LogLimiter;
+    let (full_log, failed_log) = (LogLimiter::new(), LogLimiter::new());
     let mut spare = Vec::new();
     let mut reported_drops = 0u64;
-    let mut write_report: Option<(std::time::Instant, u64)> = None;
     loop {
         let Some((batch, flush_to, closed)) = next_batch(shared, &mut spare) else {
             return;
@@ -576,14 +584,9 @@ fn write_batches(shared: &Shared, mut out: Box<dyn std::io::Write + Send>) {
             && let Err(e) = out.write_all(&batch).and_then(|()| out.flush())
         {
             let lines = batch.iter().filter(|&&b| b == b'\n').count() as u64;
-            let lost = shared.write_lost.fetch_add(lines, Ordering::Relaxed) + lines;
-            let due =
-                write_report.is_none_or(|(at, _)| at.elapsed() >= WRITE_ERROR_REPORT_INTERVAL);
-            if due {
-                let since = lost - write_report.map_or(0, |(_, n)| n);
-                tracing::error!(error = %e, lost = since, total = lost,
-                    "access log write failed; lines are being lost");
-                write_report = Some((std::time::Instant::now(), lost));
+            let total = shared.write_failed.fetch_add(lines, Ordering::Relaxed) + lines;
+            if failed_log.allow(LOG_EVERY) {
+                tracing::error!(error = %e, lines, total, "access log write failed; lines lost");
             }
         }
         spare = batch;
@@ -592,7 +595,7 @@ fn write_batches(shared: &Shared, mut out: Box<dyn std::io::Write + Send>) {
             shared.done.notify_all();
         }
         let d = shared.dropped.load(Ordering::Relaxed);
-        if d > reported_drops {
+        if d > reported_drops && full_log.allow(LOG_EVERY) {
             tracing::warn!(
                 dropped = d - reported_drops,
                 total = d,
@@ -717,22 +720,24 @@ mod tests {
     }
 
     #[test]
-    fn lines_whose_write_fails_are_counted_as_lost() {
-        struct Closed;
-        impl std::io::Write for Closed {
-            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
-                Err(std::io::ErrorKind::BrokenPipe.into())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Err(std::io::ErrorKind::BrokenPipe.into())
-            }
-        }
-        let log = AccessLog::with_writer(Box::new(Closed), AccessLogFormat::Json, 1 << 20);
-        for _ in 0..5 {
+    fn lines_a_destination_refuses_are_counted() {
+        // A real file opened read-only: every write fails, whoever runs the test.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, "").unwrap();
+        let log = AccessLog::with_writer(
+            Box::new(std::fs::File::open(&path).unwrap()),
+            AccessLogFormat::Json,
+            1 << 20,
+        );
+        for _ in 0..3 {
             log.record(&rec());
         }
-        assert!(log.flush(Duration::from_secs(30)));
-        assert_eq!(log.dropped(), 5);
+        assert!(log.flush(Duration::from_secs(10)));
+        log.record(&rec());
+        assert!(log.flush(Duration::from_secs(10)));
+        assert_eq!(log.write_failed(), 4, "every line lost is counted");
+        assert_eq!(log.dropped(), 0);
     }
 
     #[test]

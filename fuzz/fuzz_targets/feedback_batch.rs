@@ -1,6 +1,8 @@
 //! Fuzz target for `webrep::feedback::event::parse_batch`, the reputation server's reading of
-//! a proxy's feedback upload: any body is parsed or refused, never panics, and never yields
-//! more events than the bound.
+//! a proxy's feedback upload: any body is parsed (one result per event) or refused whole,
+//! never panics, never yields more events than the bound, and every event it accepts
+//! validates and is left alone by `Event::fit` (the proxy's repair changes only what the
+//! server would refuse).
 
 #![no_main]
 
@@ -8,7 +10,15 @@ use libfuzzer_sys::fuzz_target;
 use webrep::feedback::event::parse_batch;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(events) = parse_batch(data, 8) {
-        assert!(events.len() <= 8);
+    if let Ok(items) = parse_batch(data, 8) {
+        assert!(items.len() <= 8);
+        for item in items {
+            if let Ok(e) = item.event {
+                assert!(e.validate().is_ok());
+                let mut fitted = e.clone();
+                fitted.fit();
+                assert_eq!(fitted, e);
+            }
+        }
     }
 });

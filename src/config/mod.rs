@@ -64,6 +64,7 @@ pub struct FeedbackConfig {
     pub retry_interval: Duration,
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
+    pub spool_fsync: Duration,
     pub shutdown_flush: Duration,
 }
 
@@ -514,13 +515,14 @@ impl Config {
             ));
         }
         let f = &raw.feedback;
-        if let Some(id) = &f.proxy_id
-            && (id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_graphic()))
-        {
-            return Err(invalid(
-                "feedback.proxy_id",
-                format!("{id:?}: use 1 to 64 visible ASCII characters"),
-            ));
+        if let Some(id) = &f.proxy_id {
+            use crate::feedback::event::MAX_IDENT;
+            if id.is_empty() || id.len() > MAX_IDENT || !id.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(invalid(
+                    "feedback.proxy_id",
+                    format!("{id:?}: use 1 to {MAX_IDENT} visible ASCII characters"),
+                ));
+            }
         }
         if f.queue_events == 0 {
             return Err(invalid(
@@ -547,6 +549,7 @@ impl Config {
             retry_interval: ms("feedback.retry_interval_ms", f.retry_interval_ms)?,
             spool_dir: f.spool_dir.clone(),
             spool_max_bytes: f.spool_max_bytes,
+            spool_fsync: ms("feedback.spool_fsync_ms", f.spool_fsync_ms)?,
             shutdown_flush: ms("feedback.shutdown_flush_ms", f.shutdown_flush_ms)?,
         };
         Ok(Self {

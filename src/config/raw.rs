@@ -53,8 +53,9 @@ pub struct RawFeedbackConfig {
     /// This proxy's name in events (1 to 64 visible ASCII characters). Default `null`: the
     /// host name, or when there is none an id generated once and kept in `spool_dir`.
     pub proxy_id: Option<String>,
-    /// Events waiting in memory for the sender; when full, further events are dropped and
-    /// counted (the request path never waits). Default 10000.
+    /// Events held in memory for the sender while the spool cannot be written (a full disk,
+    /// a read-only file system); when full, further events are dropped, counted and logged
+    /// (the request path never waits). Default 10000.
     pub queue_events: usize,
     /// Most events in one `POST /v1/events` (at most the server's `max_batch`). Default 500.
     pub batch_events: usize,
@@ -62,20 +63,24 @@ pub struct RawFeedbackConfig {
     /// milliseconds. Default 1000.
     pub batch_interval_ms: u64,
     /// How long one `POST /v1/events` may take, in milliseconds; after that the batch is
-    /// spooled. Default 5000.
+    /// offered again later. Default 5000.
     pub send_timeout_ms: u64,
-    /// While the spool holds events, how often delivery is retried, in milliseconds.
+    /// While no source answers, how often delivery is tried again, in milliseconds.
     /// Default 5000.
     pub retry_interval_ms: u64,
-    /// Directory of the on-disk spool (batches no source took, one fsynced JSON-lines file
-    /// per batch, replayed in order). Created when missing. Default `feedback-spool`; under
-    /// systemd, `/var/lib/webrep/feedback-spool`.
+    /// Directory of the on-disk spool: every event is appended here (JSON lines) before it
+    /// counts as emitted, and delivered from here in order, so a crash of the proxy loses
+    /// none. Created when missing. Default `feedback-spool`; under systemd,
+    /// `/var/lib/webrep/feedback-spool`.
     pub spool_dir: PathBuf,
-    /// Most bytes the spool may hold; a batch that does not fit is dropped and counted.
-    /// Default 67108864 (64 MiB).
+    /// Most bytes of undelivered events the spool may hold; an event that does not fit is
+    /// dropped, counted and logged. Default 67108864 (64 MiB).
     pub spool_max_bytes: u64,
-    /// On shutdown, how long queued events may take to reach a source before they are
-    /// spooled instead, in milliseconds. Default 5000.
+    /// How often what was appended to the spool is fsynced, in milliseconds: a power loss
+    /// (not a crash of the proxy) may lose the events of the last interval. Default 1000.
+    pub spool_fsync_ms: u64,
+    /// On shutdown, how long unsent events may take to reach a source before they are left
+    /// in the spool for the next start, in milliseconds. Default 5000.
     pub shutdown_flush_ms: u64,
 }
 
@@ -91,6 +96,7 @@ impl Default for RawFeedbackConfig {
             retry_interval_ms: 5000,
             spool_dir: PathBuf::from("feedback-spool"),
             spool_max_bytes: 64 << 20,
+            spool_fsync_ms: 1000,
             shutdown_flush_ms: 5000,
         }
     }

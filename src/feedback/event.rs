@@ -1,8 +1,12 @@
-//! The feedback event: what a proxy reports to its reputation server (`"v": 1`).
+//! The feedback event: what a proxy reports to its reputation server (`"v": 1`), and the
+//! server's answer to a batch of them.
 //!
-//! One JSON object per event; a batch is `{"events": [...]}` (`POST /v1/events`). The schema
-//! is shared by the proxy (which builds events) and the server (which validates and stores
-//! them), so both sides agree field for field. `docs/feedback.md` describes every field.
+//! One JSON object per event; a batch is `{"events": [...]}` (`POST /v1/events`), answered
+//! with an [`IngestReply`] that has one [`EventResult`] per event. The schema and its limits
+//! are defined here once and shared by the proxy (which builds events, [`Event::fit`]s them
+//! to the limits and checks them with [`Event::validate`] before they are spooled) and the
+//! server (which checks every event with the same [`Event::validate`] and refuses the bad
+//! ones one by one). `docs/feedback.md` describes every field.
 //!
 //! Unknown fields are refused (a newer proxy must bump `v`), every string has a length bound
 //! and [`Event::validate`] checks what serde cannot; nothing here panics on input.
@@ -12,14 +16,26 @@ use serde::{Deserialize, Serialize};
 /// The schema version this code writes and accepts.
 pub const VERSION: u32 = 1;
 
-/// Longest `url` accepted, bytes.
+/// Longest `url` accepted, bytes. The proxy cuts a longer one ([`Event::fit`]).
 pub const MAX_URL: usize = 8192;
-/// Longest of any other string field, bytes.
+/// Longest of any other string field, bytes (cut likewise by the proxy).
 pub const MAX_FIELD: usize = 1024;
 /// Longest user comment, characters (longer ones are cut by the proxy, refused by the server).
 pub const MAX_COMMENT: usize = 2000;
-/// Most categories in one event.
+/// Most categories in one event (the proxy keeps the first ones).
 pub const MAX_CATEGORIES: usize = 32;
+/// Longest `id`, `proxy` and `ticket`, bytes (1 to this many visible ASCII characters).
+pub const MAX_IDENT: usize = 64;
+/// Most bytes of events the proxy puts in one `POST /v1/events` body. One event within the
+/// limits above always fits, and it is half the server's default `max_body_bytes` (1 MiB),
+/// so batches of long URLs are split by size rather than refused as too large.
+pub const MAX_BATCH_BYTES: usize = 512 * 1024;
+
+/// What a string over its limit becomes: its first bytes (cut at a character boundary) and
+/// this marker followed by the 64 hex digits of the SHA-256 of the whole string. A canonical
+/// URL has no `#` (fragments are dropped, a literal `#` is escaped), so the marker cannot be
+/// mistaken for part of one, and two long URLs that differ after the cut stay distinct.
+pub const CUT_MARKER: &str = "#sha256=";
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -194,6 +210,51 @@ impl Event {
         }
     }
 
+    /// Brings every field within the limits [`Event::validate`] checks, as the schema says:
+    /// a string over its limit is cut and marked with the hash of the whole ([`CUT_MARKER`]),
+    /// a comment is cut to [`MAX_COMMENT`] characters, categories beyond [`MAX_CATEGORIES`]
+    /// are left out, a score above 100 becomes 100 and a negative time 0. Identifiers (`id`,
+    /// `proxy`, `ticket`) and a file hash cannot be repaired: [`Event::validate`] still
+    /// refuses bad ones. The proxy calls this before spooling an event.
+    pub fn fit(&mut self) {
+        self.time = self.time.max(0);
+        self.score = self.score.map(|s| s.min(100));
+        if let Some(u) = &mut self.url {
+            cut(u, MAX_URL);
+        }
+        for s in [
+            &mut self.client,
+            &mut self.user,
+            &mut self.host,
+            &mut self.action,
+            &mut self.reason,
+            &mut self.risk,
+            &mut self.rule,
+            &mut self.list_hit,
+            &mut self.cache,
+            &mut self.source,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            cut(s, MAX_FIELD);
+        }
+        if let Some(c) = &mut self.comment
+            && let Some((at, _)) = c.char_indices().nth(MAX_COMMENT)
+        {
+            c.truncate(at);
+        }
+        self.categories.truncate(MAX_CATEGORIES);
+        for c in &mut self.categories {
+            cut(c, MAX_FIELD);
+        }
+        if let Some(f) = &mut self.file {
+            for s in [&mut f.content_type, &mut f.verdict].into_iter().flatten() {
+                cut(s, MAX_FIELD);
+            }
+        }
+    }
+
     /// Checks what the types do not: the version, identifiers, lengths and ranges.
     ///
     /// # Errors
@@ -207,9 +268,9 @@ impl Event {
             ));
         }
         let ident = |name: &str, s: &str| {
-            if s.is_empty() || s.len() > 64 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+            if s.is_empty() || s.len() > MAX_IDENT || !s.bytes().all(|b| b.is_ascii_graphic()) {
                 Err(EventError(format!(
-                    "`{name}` must be 1 to 64 visible ASCII characters"
+                    "`{name}` must be 1 to {MAX_IDENT} visible ASCII characters"
                 )))
             } else {
                 Ok(())
@@ -272,12 +333,43 @@ impl Event {
     }
 }
 
-/// Parses a batch body `{"events": [...]}`: every event, or the first problem naming its
-/// index. `max` bounds the count (beyond it: [`BatchError::TooMany`]).
+/// Cuts `s` to at most `max` bytes the [`CUT_MARKER`] way; shorter strings are left alone.
+fn cut(s: &mut String, max: usize) {
+    use sha2::Digest as _;
+    if s.len() <= max {
+        return;
+    }
+    let digest = sha2::Sha256::digest(s.as_bytes());
+    let mut at = max.saturating_sub(CUT_MARKER.len() + 2 * digest.len());
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    s.truncate(at);
+    s.push_str(CUT_MARKER);
+    for b in digest {
+        s.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        s.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+    }
+}
+
+/// One event of a batch as the server read it: the event, or why it is refused (naming its
+/// index, `events[3]: ...`), with the `id` it claimed when that is a short string.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchItem {
+    /// The `id` sent, when it is a string of at most [`MAX_IDENT`] bytes (echoed in the
+    /// result even when the event is refused).
+    pub id: Option<String>,
+    /// The event, or why it is refused.
+    pub event: Result<Event, EventError>,
+}
+
+/// Parses a batch body `{"events": [...]}` into one [`BatchItem`] per event, in order: a bad
+/// event is refused on its own, the others stand. Only a body that is not that shape at all
+/// is refused whole. `max` bounds the count (beyond it: [`BatchError::TooMany`]).
 ///
 /// # Errors
 /// [`BatchError`].
-pub fn parse_batch(body: &[u8], max: usize) -> Result<Vec<Event>, BatchError> {
+pub fn parse_batch(body: &[u8], max: usize) -> Result<Vec<BatchItem>, BatchError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Batch {
@@ -292,21 +384,25 @@ pub fn parse_batch(body: &[u8], max: usize) -> Result<Vec<Event>, BatchError> {
             max,
         });
     }
-    let mut out = Vec::with_capacity(batch.events.len());
-    for (i, v) in batch.events.into_iter().enumerate() {
-        let e: Event = serde_json::from_value(v)
-            .map_err(|e| BatchError::Malformed(format!("events[{i}]: {e}")))?;
-        e.validate()
-            .map_err(|e| BatchError::Malformed(format!("events[{i}]: {e}")))?;
-        out.push(e);
-    }
-    Ok(out)
+    let items = batch.events.into_iter().enumerate().map(|(i, v)| {
+        let id = v
+            .get("id")
+            .and_then(serde_json::Value::as_str)
+            .filter(|id| id.len() <= MAX_IDENT)
+            .map(str::to_owned);
+        let event = serde_json::from_value::<Event>(v)
+            .map_err(|e| EventError(e.to_string()))
+            .and_then(|e| e.validate().map(|()| e))
+            .map_err(|e| EventError(format!("events[{i}]: {e}")));
+        BatchItem { id, event }
+    });
+    Ok(items.collect())
 }
 
-/// Why a batch is refused.
+/// Why a batch is refused whole.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BatchError {
-    /// Not JSON, not the batch shape, or an event that does not validate.
+    /// Not JSON, or not the batch shape.
     #[error("{0}")]
     Malformed(String),
     /// More events than allowed in one batch.
@@ -317,6 +413,51 @@ pub enum BatchError {
         /// The bound.
         max: usize,
     },
+}
+
+/// What the server did with one event of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventStatus {
+    /// Stored.
+    Accepted,
+    /// Stored already (the same token, `proxy` and `id`): a replay, ignored.
+    Duplicate,
+    /// Refused (see the result's `error`); the proxy drops it rather than send it again.
+    Rejected,
+}
+
+/// The result for one event of a batch, in the order sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventResult {
+    /// The event's `id` as sent, when it was a string of at most [`MAX_IDENT`] bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// What happened to it.
+    pub status: EventStatus,
+    /// Why it was refused (`events[3]: ...`), for [`EventStatus::Rejected`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The answer to `POST /v1/events`. Servers without per-event results answer only the
+/// first three fields (and refuse a batch with a bad event whole, with a 400); a reader
+/// therefore treats a missing `results` as every event taken.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestReply {
+    /// Events stored.
+    pub accepted: u64,
+    /// Events already stored (replays).
+    pub duplicate: u64,
+    /// Keys written by escalation rules.
+    #[serde(default)]
+    pub escalated: Vec<String>,
+    /// Events refused.
+    #[serde(default)]
+    pub rejected: u64,
+    /// One per event sent, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results: Option<Vec<EventResult>>,
 }
 
 #[cfg(test)]
@@ -349,49 +490,145 @@ mod tests {
     }
 
     #[test]
-    fn feedback_batches_refuse_bad_input_naming_the_event() {
+    fn feedback_batches_refuse_bad_events_one_by_one() {
         let ok = serde_json::json!({ "events": [event()] }).to_string();
-        assert_eq!(parse_batch(ok.as_bytes(), 10).unwrap().len(), 1);
-        for (body, want) in [
-            ("not json".to_owned(), "bad JSON"),
-            ("{\"event\": []}".to_owned(), "bad JSON"),
-            (
-                "{\"events\": [{\"v\": 1}]}".to_owned(),
-                "events[0]: missing field",
-            ),
-            (
-                serde_json::json!({ "events": [event(), { "v": 2, "id": "x", "kind": "blocked", "time": 1, "proxy": "p" }] })
-                    .to_string(),
-                "events[1]: unsupported event version 2",
-            ),
-            (
-                serde_json::json!({ "events": [{ "v": 1, "id": "", "kind": "blocked", "time": 1, "proxy": "p" }] })
-                    .to_string(),
-                "events[0]: `id`",
-            ),
-            (
-                serde_json::json!({ "events": [{ "v": 1, "id": "a", "kind": "nope", "time": 1, "proxy": "p" }] })
-                    .to_string(),
-                "events[0]: unknown variant",
-            ),
-            (
-                serde_json::json!({ "events": [{ "v": 1, "id": "a", "kind": "blocked", "time": 1, "proxy": "p", "score": 101 }] })
-                    .to_string(),
-                "events[0]: `score`",
-            ),
-            (
-                serde_json::json!({ "events": [{ "v": 1, "id": "a", "kind": "blocked", "time": 1, "proxy": "p", "extra": 1 }] })
-                    .to_string(),
-                "events[0]: unknown field",
-            ),
-        ] {
+        let items = parse_batch(ok.as_bytes(), 10).unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].event.as_ref().unwrap(), &event());
+        assert_eq!(items[0].id.as_deref(), Some("00000001deadbeef"));
+        // Only a body that is not a batch at all is refused whole.
+        for body in ["not json", "{\"event\": []}", "{\"events\": {}}"] {
             let err = parse_batch(body.as_bytes(), 10).unwrap_err().to_string();
-            assert!(err.contains(want), "{body}: {err}");
+            assert!(err.contains("bad JSON"), "{body}: {err}");
+        }
+        let bad = [
+            (serde_json::json!({ "v": 1 }), "missing field"),
+            (
+                serde_json::json!({ "v": 2, "id": "x", "kind": "blocked", "time": 1, "proxy": "p" }),
+                "unsupported event version 2",
+            ),
+            (
+                serde_json::json!({ "v": 1, "id": "", "kind": "blocked", "time": 1, "proxy": "p" }),
+                "`id`",
+            ),
+            (
+                serde_json::json!({ "v": 1, "id": "a", "kind": "nope", "time": 1, "proxy": "p" }),
+                "unknown variant",
+            ),
+            (
+                serde_json::json!({ "v": 1, "id": "a", "kind": "blocked", "time": 1, "proxy": "p", "score": 101 }),
+                "`score`",
+            ),
+            (
+                serde_json::json!({ "v": 1, "id": "a", "kind": "blocked", "time": 1, "proxy": "p", "extra": 1 }),
+                "unknown field",
+            ),
+            (
+                serde_json::json!({ "v": 1, "id": "a", "kind": "blocked", "time": 1, "proxy": "p", "url": "x".repeat(MAX_URL + 1) }),
+                "`url` longer than 8192 bytes",
+            ),
+            (serde_json::json!(17), "expected struct Event"),
+        ];
+        for (bad_event, want) in bad {
+            // Each bad event between two good ones: refused alone, naming its index.
+            let body = serde_json::json!({ "events": [event(), bad_event, event()] }).to_string();
+            let items = parse_batch(body.as_bytes(), 10).unwrap();
+            assert!(items[0].event.is_ok() && items[2].event.is_ok(), "{body}");
+            let err = items[1].event.as_ref().unwrap_err().to_string();
+            assert!(
+                err.starts_with("events[1]: ") && err.contains(want),
+                "{body}: {err}"
+            );
         }
         let many = serde_json::json!({ "events": [event(), event(), event()] }).to_string();
         assert!(matches!(
             parse_batch(many.as_bytes(), 2),
             Err(BatchError::TooMany { count: 3, max: 2 })
         ));
+    }
+
+    #[test]
+    fn feedback_fit_brings_every_field_within_what_the_server_accepts() {
+        let long = |n: usize, tail: &str| format!("http://a.test/{}{tail}", "é".repeat(n));
+        let mut e = event();
+        e.url = Some(long(5000, "x"));
+        e.user = Some("u".repeat(MAX_FIELD * 3));
+        e.comment = Some("ü".repeat(MAX_COMMENT + 10));
+        e.categories = (0..40).map(|i| format!("c{i}")).collect();
+        e.time = -5;
+        e.file = Some(FileFacts {
+            sha256: "ab".repeat(32),
+            size: 1,
+            content_type: Some("t".repeat(MAX_FIELD + 1)),
+            verdict: None,
+        });
+        assert!(e.validate().is_err());
+        e.fit();
+        e.validate().unwrap();
+        let url = e.url.clone().unwrap();
+        assert!(
+            url.len() <= MAX_URL && url.starts_with("http://a.test/é"),
+            "{url}"
+        );
+        let (head, hash) = url.split_once(CUT_MARKER).unwrap();
+        assert!(long(5000, "x").starts_with(head));
+        assert_eq!(hash.len(), 64);
+        // Two URLs that differ only after the cut stay apart; a short one is untouched.
+        let mut other = event();
+        other.url = Some(long(5000, "y"));
+        other.fit();
+        assert_ne!(other.url, e.url);
+        let mut short = event();
+        short.url = Some("http://a.test/short".into());
+        short.fit();
+        assert_eq!(short, {
+            let mut s = event();
+            s.url = Some("http://a.test/short".into());
+            s
+        });
+        assert_eq!(e.comment.as_ref().unwrap().chars().count(), MAX_COMMENT);
+        assert_eq!(e.categories.len(), MAX_CATEGORIES);
+        assert_eq!(e.categories[0], "c0");
+        assert_eq!(e.time, 0);
+        // An identifier cannot be repaired: still refused.
+        let mut bad = event();
+        bad.id = "x".repeat(MAX_IDENT + 1);
+        bad.fit();
+        assert!(bad.validate().is_err());
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// Whatever the strings, a fitted event validates, and fitting it again changes
+            /// nothing.
+            #[test]
+            fn a_fitted_event_always_validates(
+                url in "\\PC{0,9000}",
+                user in "\\PC{0,1500}",
+                comment in "\\PC{0,2100}",
+                categories in proptest::collection::vec("\\PC{0,1100}", 0..40),
+                score in any::<u8>(),
+                time in any::<i64>(),
+            ) {
+                let mut e = event();
+                e.url = Some(url);
+                e.user = Some(user);
+                e.comment = Some(comment);
+                e.categories = categories;
+                e.score = Some(score);
+                e.time = time;
+                e.fit();
+                prop_assert!(e.validate().is_ok(), "{:?}", e.validate());
+                let mut again = e.clone();
+                again.fit();
+                prop_assert_eq!(again, e);
+            }
+        }
     }
 }

@@ -1,47 +1,55 @@
-//! Smart feedback, the proxy's side (issue 8): decisions the policy asks to report, and users'
-//! "report a mistake" clicks, sent as [`event::Event`]s to the reputation server.
+//! Smart feedback, the proxy's side: decisions the policy asks to report, and users' "report a
+//! mistake" clicks, sent as [`event::Event`]s to the reputation server.
 //!
 //! # Where it sits
 //! At the end of a decision in [`crate::proxy::filter`] (blocked, warned, monitored,
 //! untested, reputation unavailable, allowed when asked), at a warn page's continue link
 //! (continued) and at the `/.webrep/report` link of block and warn pages (user report). The
-//! request path calls [`Feedback::emit`], which only `try_send`s to a bounded queue and never
-//! waits. One task ([`Feedback::start`]) batches the queue (up to `feedback.batch_events`, or
-//! what arrived within `feedback.batch_interval_ms` of the first event) and posts each batch
-//! to the first healthy reputation source (`POST /v1/events`, failover and health shared with
-//! lookups, [`crate::reputation::Reputation::post_events`]).
+//! request path calls [`Feedback::emit`], which fits the event to the schema's limits
+//! ([`event::Event::fit`]) and appends it to the disk spool ([`spool`], the write-ahead log)
+//! before the response goes out. One task ([`Feedback::start`], [`send`]) reads the spool in
+//! batches (up to `feedback.batch_events`, or what arrived within
+//! `feedback.batch_interval_ms` of the first event, at most [`event::MAX_BATCH_BYTES`]) and
+//! posts each to the first healthy reputation source (`POST /v1/events`, failover and health
+//! shared with lookups, [`crate::reputation::Reputation::post_events`]); the spool's cursor
+//! moves past what the server acknowledged. Another fsyncs the spool every
+//! `feedback.spool_fsync_ms`.
 //!
 //! # What it costs
 //! On the request path: building one event (a few short strings; a keyed hash when the policy
-//! anonymizes) and one `try_send`. Block and warn decisions also remember their ticket in a
-//! bounded cache ([`TICKETS`] entries, a day) so that a report can name what was blocked. Off
-//! the request path: one JSON encode and one round trip per batch.
+//! anonymizes), one JSON encode and one append (a short mutex and a `write(2)` to the page
+//! cache; no fsync, no waiting for the server). Block and warn decisions also remember their
+//! ticket in a bounded cache ([`TICKETS`] entries, a day) so that a report can name what was
+//! blocked. Off the request path: one spool read, one round trip and one cursor write per
+//! batch.
 //!
 //! # How it fails
-//! A full queue drops the event, counts it ([`FeedbackStats::dropped_queue`]) and logs at most
-//! one warning per ten seconds. When no source takes a batch it goes to the disk spool
-//! ([`spool`]); from then on new batches are appended behind it, and every
-//! `feedback.retry_interval_ms` the oldest spooled batch is offered again, so events arrive in
-//! order. A full spool drops the batch, counted ([`FeedbackStats::dropped_spool`]) and logged.
-//! Event ids (the request id, which is the ticket on the pages) make a replay harmless: the
-//! server keeps one event per token, `proxy` and `id`. A batch a source refuses as malformed is dropped
-//! and counted ([`FeedbackStats::rejected`]) rather than retried forever. At shutdown
-//! ([`Feedback::close`]) the queue is drained and sent within `feedback.shutdown_flush_ms`;
-//! what is not delivered by then is spooled and replayed at the next start. The spool
+//! An event that has been emitted survives a `kill -9` of the proxy (it is in the spool);
+//! a power loss may lose the last `spool_fsync_ms`. While no source answers, events wait in
+//! the spool and are offered again every `feedback.retry_interval_ms`, oldest first. Event ids
+//! (the request id, which is the ticket on the pages) make a replay harmless: the server keeps
+//! one event per token, `proxy` and `id`. Every loss is counted and logged, each cause with
+//! its own rate limit ([`Cause`]): a full spool (`spool_max_bytes` undelivered) drops the
+//! event; a spool that cannot be written keeps it in a bounded memory queue
+//! (`feedback.queue_events`, sent but not crash-safe) and a full one drops it; an event the
+//! server refuses, or that [`event::Event::validate`] refuses before sending, is dropped
+//! rather than retried, never holding up the others; spool lines damaged by a power loss are
+//! skipped. At shutdown ([`Feedback::close`]) what is unsent is delivered within
+//! `feedback.shutdown_flush_ms`; the rest stays in the spool for the next start. The spool
 //! directory also keeps this proxy's generated id (when there is no host name) and the key of
 //! the anonymizing hash, so both survive restarts.
 
 pub mod event;
+pub mod send;
 pub mod spool;
 
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{HeaderValue, Response, StatusCode, header};
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -49,7 +57,7 @@ use crate::accesslog::RequestId;
 use crate::config::FeedbackConfig;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::local::escape_html;
-use crate::reputation::{PostError, Reputation};
+use crate::reputation::Reputation;
 use event::{Event, Kind};
 use spool::{Spool, SpoolError};
 
@@ -62,29 +70,115 @@ pub const TICKETS: u64 = 100_000;
 /// Reports accepted per ticket (the click, then perhaps a comment).
 const REPORTS_PER_TICKET: u32 = 3;
 
-/// Counters, for logs now and metrics later.
+/// Counters: served on `/metrics` and `/stats`.
 #[derive(Debug, Default)]
 pub struct FeedbackStats {
-    /// Events handed to the queue.
+    /// Events emitted: in the spool, or in the memory queue while the spool cannot be
+    /// written.
     pub queued: AtomicU64,
     /// Events a source took (accepted or already known).
     pub sent: AtomicU64,
     /// Of those, events the server already had (replays).
     pub duplicates: AtomicU64,
-    /// Events written to the spool.
+    /// Events appended to the spool.
     pub spooled: AtomicU64,
-    /// Spooled events delivered later.
+    /// Events delivered late: left by an earlier run, or waiting while no source answered.
     pub replayed: AtomicU64,
-    /// Events dropped because the queue was full.
+    /// Lost: the memory queue (used while the spool cannot be written) was full.
     pub dropped_queue: AtomicU64,
-    /// Events dropped because the spool was full or could not be written.
+    /// Lost: the spool held `spool_max_bytes` of undelivered events.
     pub dropped_spool: AtomicU64,
-    /// Events a source refused as malformed (dropped).
+    /// Lost: spool lines that were not events any more (damaged, cut short by a power loss).
+    pub dropped_damaged: AtomicU64,
+    /// Lost: events a source refused, or that did not validate before sending.
     pub rejected: AtomicU64,
-    /// Events held in the spool now.
-    pub spool_events: AtomicU64,
-    /// Bytes held in the spool now.
-    pub spool_bytes: AtomicU64,
+    /// Events the spool could not take (a write error): kept in the memory queue instead.
+    pub spool_write_failed: AtomicU64,
+    /// One log rate limit per [`Cause`].
+    limits: [crate::telemetry::LogLimiter; Cause::ALL.len()],
+}
+
+/// Why events were dropped (or, for [`Cause::SpoolWriteFailed`], kept in memory instead of
+/// the spool): each cause has its own counter and its own log rate limit, so a noisy one
+/// never hides another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The memory queue was full.
+    QueueFull,
+    /// The spool was full.
+    SpoolFull,
+    /// The spool could not be written.
+    SpoolWriteFailed,
+    /// Spool lines were damaged.
+    Damaged,
+    /// Refused by the server or by the proxy's own check.
+    Rejected,
+}
+
+/// At most one warning per cause this often.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl Cause {
+    /// Every cause, in a stable order.
+    pub const ALL: [Cause; 5] = [
+        Cause::QueueFull,
+        Cause::SpoolFull,
+        Cause::SpoolWriteFailed,
+        Cause::Damaged,
+        Cause::Rejected,
+    ];
+
+    fn message(self) -> &'static str {
+        match self {
+            Cause::QueueFull => {
+                "feedback memory queue full (the spool cannot be written): events dropped"
+            }
+            Cause::SpoolFull => "feedback spool full: events dropped",
+            Cause::SpoolWriteFailed => {
+                "feedback spool not writable: events kept in memory only (lost if the proxy dies)"
+            }
+            Cause::Damaged => "damaged lines in the feedback spool skipped: events lost",
+            Cause::Rejected => "feedback event refused; dropped (the others are delivered)",
+        }
+    }
+}
+
+impl FeedbackStats {
+    fn counter(&self, cause: Cause) -> &AtomicU64 {
+        match cause {
+            Cause::QueueFull => &self.dropped_queue,
+            Cause::SpoolFull => &self.dropped_spool,
+            Cause::SpoolWriteFailed => &self.spool_write_failed,
+            Cause::Damaged => &self.dropped_damaged,
+            Cause::Rejected => &self.rejected,
+        }
+    }
+
+    /// Counts `n` events lost (or kept in memory) for `cause`, and logs a warning naming
+    /// `detail` and the running total unless this cause logged one within [`LOG_EVERY`].
+    pub fn lose(&self, cause: Cause, n: u64, detail: &dyn std::fmt::Display) {
+        let total = self.counter(cause).fetch_add(n, Ordering::Relaxed) + n;
+        if self.limits[cause as usize].allow(LOG_EVERY) {
+            tracing::warn!(error = %detail, total, "{}", cause.message());
+        }
+    }
+
+    /// Every counter by its name on `/metrics` (outcome) and `/stats`.
+    pub fn counters(&self) -> [(&'static str, u64); 10] {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("queued", n(&self.queued)),
+            ("sent", n(&self.sent)),
+            ("duplicate", n(&self.duplicates)),
+            ("spooled", n(&self.spooled)),
+            ("replayed", n(&self.replayed)),
+            ("dropped_queue", n(&self.dropped_queue)),
+            ("dropped_spool", n(&self.dropped_spool)),
+            ("dropped_damaged", n(&self.dropped_damaged)),
+            ("rejected", n(&self.rejected)),
+            ("spool_write_failed", n(&self.spool_write_failed)),
+        ]
+    }
 }
 
 /// What a block or warn decision left for a later report.
@@ -112,18 +206,18 @@ pub fn current_request_id() -> Option<RequestId> {
 
 /// The proxy's feedback sender. Share it in an `Arc`.
 pub struct Feedback {
-    tx: mpsc::Sender<Event>,
-    rx: std::sync::Mutex<Option<mpsc::Receiver<Event>>>,
+    spool: Arc<Spool>,
+    /// Events the spool could not take, for the sender (bounded by `queue_events`).
+    memory: mpsc::Sender<Vec<u8>>,
+    rx: std::sync::Mutex<Option<mpsc::Receiver<Vec<u8>>>>,
     /// The counters.
     pub stats: Arc<FeedbackStats>,
     proxy_id: Arc<str>,
     key: [u8; 32],
     tickets: moka::sync::Cache<String, Arc<Ticket>>,
     stop: CancellationToken,
-    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    tasks: tokio_util::task::TaskTracker,
     config: FeedbackConfig,
-    epoch: Instant,
-    last_drop_log: AtomicU64,
 }
 
 impl std::fmt::Debug for Feedback {
@@ -190,7 +284,9 @@ fn hostname() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty() && h.len() <= 64 && h.bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|h| {
+            !h.is_empty() && h.len() <= event::MAX_IDENT && h.bytes().all(|b| b.is_ascii_graphic())
+        })
 }
 
 impl Feedback {
@@ -219,9 +315,19 @@ impl Feedback {
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
                 .unwrap_or(0);
         }
-        let (tx, rx) = mpsc::channel(config.queue_events);
+        let spool = Spool::open(dir, config.spool_max_bytes)
+            .with_context(|| format!("feedback.spool_dir {}", dir.display()))?;
+        if !spool.is_empty() {
+            tracing::info!(
+                events = spool.events(),
+                bytes = spool.bytes(),
+                "feedback spool holds undelivered events; they are sent first"
+            );
+        }
+        let (memory, rx) = mpsc::channel(config.queue_events);
         Ok(Feedback {
-            tx,
+            spool: Arc::new(spool),
+            memory,
             rx: std::sync::Mutex::new(Some(rx)),
             stats: Arc::new(FeedbackStats::default()),
             proxy_id: proxy_id.into(),
@@ -231,10 +337,8 @@ impl Feedback {
                 .time_to_live(Duration::from_secs(86_400))
                 .build(),
             stop: CancellationToken::new(),
-            task: std::sync::Mutex::new(None),
+            tasks: tokio_util::task::TaskTracker::new(),
             config: config.clone(),
-            epoch: Instant::now(),
-            last_drop_log: AtomicU64::new(0),
         })
     }
 
@@ -243,79 +347,106 @@ impl Feedback {
         &self.proxy_id
     }
 
-    /// Starts the sender task over `reputation`'s sources (on the current runtime). Replays
-    /// what an earlier run left in the spool first.
+    /// Starts the sender over `reputation`'s sources, and the spool's fsync timer (on the
+    /// current runtime). What the spool holds from an earlier run goes first.
     ///
     /// # Errors
-    /// The spool cannot be opened.
+    /// The sender runs already.
     pub fn start(self: &Arc<Self>, reputation: Arc<Reputation>) -> anyhow::Result<()> {
-        use anyhow::Context as _;
-        let spool = Spool::open(&self.config.spool_dir, self.config.spool_max_bytes)
-            .with_context(|| format!("feedback.spool_dir {}", self.config.spool_dir.display()))?;
-        if !spool.is_empty() {
-            tracing::info!(
-                events = spool.events(),
-                bytes = spool.bytes(),
-                "feedback spool holds events from an earlier run; replaying them"
-            );
-        }
-        let Some(rx) = self.rx.lock().ok().and_then(|mut r| r.take()) else {
+        let Some(rx) = self
+            .rx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        else {
             anyhow::bail!("the feedback sender is already running");
         };
-        let sender = Sender {
+        let sender = send::Sender::new(
             reputation,
-            spool,
-            stats: self.stats.clone(),
-            config: self.config.clone(),
-            last_log: None,
-        };
-        let handle = tokio::spawn(sender.run(rx, self.stop.clone()));
-        if let Ok(mut t) = self.task.lock() {
-            *t = Some(handle);
-        }
+            self.spool.clone(),
+            rx,
+            self.stats.clone(),
+            self.config.clone(),
+        );
+        self.tasks.spawn(sender.run(self.stop.clone()));
+        self.tasks.spawn(sync_spool(
+            self.spool.clone(),
+            self.config.spool_fsync,
+            self.stop.clone(),
+        ));
         Ok(())
     }
 
-    /// Stops the sender: what is queued is sent within `feedback.shutdown_flush_ms`, the rest
-    /// spooled. Returns when the task has finished (or a little after the deadline).
+    /// Stops the sender: what is unsent is delivered within `feedback.shutdown_flush_ms`, the
+    /// rest stays in the spool, which is fsynced. Returns when both tasks have finished (or a
+    /// little after the deadline).
     pub async fn close(&self) {
         self.stop.cancel();
-        let handle = self.task.lock().ok().and_then(|mut t| t.take());
-        if let Some(h) = handle {
-            let limit = self.config.shutdown_flush + Duration::from_secs(5);
-            if tokio::time::timeout(limit, h).await.is_err() {
-                tracing::warn!("feedback sender did not finish in time");
-            }
+        self.tasks.close();
+        let limit = self.config.shutdown_flush + Duration::from_secs(5);
+        if tokio::time::timeout(limit, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("feedback sender did not finish in time");
         }
     }
 
-    /// Events waiting in the queue now (not yet batched for sending).
+    /// Events waiting in the memory queue now (only while the spool cannot be written).
     pub fn queue_len(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.memory.max_capacity() - self.memory.capacity()
     }
 
-    /// Hands an event to the sender without waiting; a full queue drops it (counted, logged
-    /// at most every ten seconds).
-    pub fn emit(&self, event: Event) {
-        match self.tx.try_send(event) {
+    /// Events in the spool not yet acknowledged by a server.
+    pub fn spool_events(&self) -> u64 {
+        self.spool.events()
+    }
+
+    /// Bytes of those events.
+    pub fn spool_bytes(&self) -> u64 {
+        self.spool.bytes()
+    }
+
+    /// Emits an event: fits it to the schema's limits and appends it to the spool, so that
+    /// it survives a crash of the proxy from now on. Never waits for the server. An event
+    /// that still does not validate is refused, a full spool drops it, and a spool that
+    /// cannot be written hands it to the memory queue instead (dropped when that is full);
+    /// each counted and logged per [`Cause`].
+    pub fn emit(&self, mut event: Event) {
+        event.fit();
+        if let Err(e) = event.validate() {
+            let id = &event.id;
+            self.stats.lose(
+                Cause::Rejected,
+                1,
+                &format_args!("event {id} not sent: {e}"),
+            );
+            return;
+        }
+        let mut line = Vec::with_capacity(512);
+        if let Err(e) = serde_json::to_writer(&mut line, &event) {
+            self.stats.lose(Cause::Rejected, 1, &e);
+            return;
+        }
+        line.push(b'\n');
+        match self.spool.append(&line) {
             Ok(()) => {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
+                self.stats.spooled.fetch_add(1, Ordering::Relaxed);
             }
-            Err(_) => {
-                let n = self.stats.dropped_queue.fetch_add(1, Ordering::Relaxed) + 1;
-                let now = self.epoch.elapsed().as_millis() as u64 + 10_000;
-                let last = self.last_drop_log.load(Ordering::Relaxed);
-                if now >= last + 10_000
-                    && self
-                        .last_drop_log
-                        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                        .is_ok()
-                {
-                    tracing::warn!(
-                        dropped_total = n,
-                        queue = self.config.queue_events,
-                        "feedback queue full: events dropped"
-                    );
+            Err(e @ SpoolError::Full { .. }) => self.stats.lose(Cause::SpoolFull, 1, &e),
+            Err(e @ SpoolError::Io(_)) => {
+                self.stats.lose(Cause::SpoolWriteFailed, 1, &e);
+                line.pop();
+                match self.memory.try_send(line) {
+                    Ok(()) => {
+                        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => self.stats.lose(
+                        Cause::QueueFull,
+                        1,
+                        &format_args!("{} events waiting", self.config.queue_events),
+                    ),
                 }
             }
         }
@@ -472,222 +603,24 @@ fn form_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// The sender task's state.
-struct Sender {
-    reputation: Arc<Reputation>,
-    spool: Spool,
-    stats: Arc<FeedbackStats>,
-    config: FeedbackConfig,
-    /// When a delivery failure was last logged (rate limit).
-    last_log: Option<Instant>,
-}
-
-enum Sent {
-    Delivered,
-    /// Refused as malformed: dropped.
-    Rejected,
-    Failed,
-}
-
-impl Sender {
-    async fn run(mut self, mut rx: mpsc::Receiver<Event>, stop: CancellationToken) {
-        self.publish_spool();
-        let mut next_retry = Instant::now();
-        let mut batch: Vec<Event> = Vec::with_capacity(self.config.batch_events);
-        loop {
-            let retry_at = tokio::time::Instant::from_std(next_retry);
-            let spooled = !self.spool.is_empty();
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => break,
-                ev = rx.recv() => match ev {
-                    Some(e) => batch.push(e),
-                    None => break,
-                },
-                _ = tokio::time::sleep_until(retry_at), if spooled => {
-                    let timeout = self.config.send_timeout;
-                    tokio::select! {
-                        _ = self.replay(timeout) => {}
-                        _ = stop.cancelled() => {}
-                    }
-                    next_retry = Instant::now() + self.config.retry_interval;
-                    continue;
-                }
+/// Fsyncs the spool every `every` until `stop`, and once more then.
+async fn sync_spool(spool: Arc<Spool>, every: Duration, stop: CancellationToken) {
+    static FAILED: crate::telemetry::LogLimiter = crate::telemetry::LogLimiter::new();
+    loop {
+        let stopped = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = tokio::time::sleep(every) => false,
+        };
+        let s = spool.clone();
+        match tokio::task::spawn_blocking(move || s.sync()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if FAILED.allow(LOG_EVERY) => {
+                tracing::warn!(error = %e, "feedback spool fsync failed: a power loss could lose events");
             }
-            let deadline = tokio::time::Instant::now() + self.config.batch_interval;
-            while batch.len() < self.config.batch_events {
-                tokio::select! {
-                    biased;
-                    ev = rx.recv() => match ev {
-                        Some(e) => batch.push(e),
-                        None => break,
-                    },
-                    // The shutdown path sends (or spools) the batch.
-                    _ = stop.cancelled() => break,
-                    _ = tokio::time::sleep_until(deadline) => break,
-                }
-            }
-            if stop.is_cancelled() {
-                break;
-            }
-            let events = std::mem::take(&mut batch);
-            // A stalled source holds the sender no longer than the shutdown: the batch in
-            // flight is spooled (a duplicate if the source took it after all).
-            let timeout = self.config.send_timeout;
-            if !self.spool.is_empty() && Instant::now() >= next_retry {
-                tokio::select! {
-                    _ = self.replay(timeout) => {}
-                    _ = stop.cancelled() => {}
-                }
-                next_retry = Instant::now() + self.config.retry_interval;
-            }
-            if self.spool.is_empty() {
-                let sent = tokio::select! {
-                    r = self.send(&events, timeout) => r,
-                    _ = stop.cancelled() => Sent::Failed,
-                };
-                match sent {
-                    Sent::Delivered | Sent::Rejected => continue,
-                    Sent::Failed => next_retry = Instant::now() + self.config.retry_interval,
-                }
-            }
-            self.spool_batch(&events);
+            _ => {}
         }
-        // Shutdown: everything queued, sent while the deadline allows, else spooled.
-        rx.close();
-        while let Ok(e) = rx.try_recv() {
-            batch.push(e);
-        }
-        let deadline = Instant::now() + self.config.shutdown_flush;
-        let mut failed = !self.spool.is_empty();
-        for chunk in batch.chunks(self.config.batch_events) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if !failed && !left.is_zero() {
-                match self.send(chunk, self.config.send_timeout.min(left)).await {
-                    Sent::Delivered | Sent::Rejected => continue,
-                    Sent::Failed => failed = true,
-                }
-            }
-            self.spool_batch(chunk);
-        }
-        if !self.spool.is_empty() {
-            tracing::info!(
-                events = self.spool.events(),
-                "feedback events left in the spool; they are sent at the next start"
-            );
-        }
-    }
-
-    fn publish_spool(&self) {
-        self.stats
-            .spool_events
-            .store(self.spool.events(), Ordering::Relaxed);
-        self.stats
-            .spool_bytes
-            .store(self.spool.bytes(), Ordering::Relaxed);
-    }
-
-    fn log_failure(&mut self, what: &str, e: &dyn std::fmt::Display) {
-        if self
-            .last_log
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
-        {
-            self.last_log = Some(Instant::now());
-            tracing::warn!(error = %e, spool_events = self.spool.events(), "{what}");
-        }
-    }
-
-    async fn send(&mut self, events: &[Event], timeout: Duration) -> Sent {
-        if events.is_empty() {
-            return Sent::Delivered;
-        }
-        let body = json!({ "events": events });
-        match self.reputation.post_events(&body, timeout).await {
-            Ok((v, _)) => {
-                self.stats
-                    .sent
-                    .fetch_add(events.len() as u64, Ordering::Relaxed);
-                let dup = v.get("duplicate").and_then(serde_json::Value::as_u64);
-                self.stats
-                    .duplicates
-                    .fetch_add(dup.unwrap_or(0), Ordering::Relaxed);
-                Sent::Delivered
-            }
-            Err(PostError::Rejected(m)) => {
-                self.stats
-                    .rejected
-                    .fetch_add(events.len() as u64, Ordering::Relaxed);
-                tracing::warn!(error = %m, events = events.len(), "feedback batch refused by the server; dropped");
-                Sent::Rejected
-            }
-            Err(e @ PostError::Unavailable(_)) => {
-                self.log_failure("feedback not delivered; spooling", &e);
-                Sent::Failed
-            }
-        }
-    }
-
-    fn spool_batch(&mut self, events: &[Event]) {
-        if events.is_empty() {
+        if stopped {
             return;
-        }
-        match self.spool.append(events) {
-            Ok(()) => {
-                self.stats
-                    .spooled
-                    .fetch_add(events.len() as u64, Ordering::Relaxed);
-            }
-            Err(e) => {
-                let n = self
-                    .stats
-                    .dropped_spool
-                    .fetch_add(events.len() as u64, Ordering::Relaxed)
-                    + events.len() as u64;
-                let why = match &e {
-                    SpoolError::Full { .. } => "feedback spool full: events dropped",
-                    SpoolError::Io(_) => "feedback spool not writable: events dropped",
-                };
-                if self
-                    .last_log
-                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
-                {
-                    self.last_log = Some(Instant::now());
-                    tracing::warn!(error = %e, dropped_total = n, "{why}");
-                }
-            }
-        }
-        self.publish_spool();
-    }
-
-    /// Offers the spooled batches, oldest first, until one is not taken.
-    async fn replay(&mut self, timeout: Duration) {
-        while let Some(read) = self.spool.oldest() {
-            let events = match read {
-                Ok((events, bad)) => {
-                    if bad > 0 {
-                        tracing::warn!(lines = bad, "damaged lines in the feedback spool skipped");
-                        self.stats.dropped_spool.fetch_add(bad, Ordering::Relaxed);
-                    }
-                    events
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "unreadable feedback spool segment dropped");
-                    Vec::new()
-                }
-            };
-            let mut delivered = 0u64;
-            for chunk in events.chunks(self.config.batch_events) {
-                match self.send(chunk, timeout).await {
-                    Sent::Delivered => delivered += chunk.len() as u64,
-                    Sent::Rejected => {}
-                    Sent::Failed => return,
-                }
-            }
-            self.stats.replayed.fetch_add(delivered, Ordering::Relaxed);
-            if let Err(e) = self.spool.pop_oldest() {
-                tracing::warn!(error = %e, "cannot delete a delivered feedback spool segment");
-            }
-            self.publish_spool();
         }
     }
 }
@@ -707,6 +640,7 @@ mod tests {
             retry_interval: Duration::from_secs(1),
             spool_dir: dir.to_owned(),
             spool_max_bytes: 1 << 20,
+            spool_fsync: Duration::from_secs(1),
             shutdown_flush: Duration::from_secs(1),
         }
     }
@@ -731,14 +665,61 @@ mod tests {
     }
 
     #[test]
-    fn feedback_full_queue_drops_and_counts_without_waiting() {
+    fn feedback_emit_appends_to_the_spool_before_it_returns() {
         let dir = tempfile::tempdir().unwrap();
         let f = Feedback::new(&config(dir.path())).unwrap();
-        for _ in 0..5 {
+        for _ in 0..4 {
             f.emit(f.event(Kind::Untested));
         }
-        assert_eq!(f.stats.queued.load(Ordering::Relaxed), 2);
-        assert_eq!(f.stats.dropped_queue.load(Ordering::Relaxed), 3);
+        // Longer than the server takes: cut to fit, spooled all the same.
+        let mut long = f.event(Kind::Untested);
+        long.url = Some(format!("http://a.test/{}", "x".repeat(10_000)));
+        f.emit(long);
+        assert_eq!(f.stats.spooled.load(Ordering::Relaxed), 5);
+        // No sender ran and nothing was closed: a process that died now leaves them all.
+        drop(f);
+        let again = Feedback::new(&config(dir.path())).unwrap();
+        assert_eq!(again.spool_events(), 5);
+        let chunk = again.spool.read(10, 1 << 20).unwrap();
+        let last: Event = serde_json::from_slice(chunk.text(&chunk.lines[4])).unwrap();
+        last.validate().unwrap();
+        assert!(last.url.unwrap().contains(event::CUT_MARKER));
+    }
+
+    #[test]
+    fn feedback_losses_are_counted_per_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        let f = Feedback::new(&FeedbackConfig {
+            spool_max_bytes: 1000,
+            ..config(&spool)
+        })
+        .unwrap();
+        // Refused before sending: an id the server would refuse.
+        let mut bad = f.event(Kind::Blocked);
+        bad.id = String::new();
+        f.emit(bad);
+        assert_eq!(f.stats.rejected.load(Ordering::Relaxed), 1);
+        // The spool full.
+        for _ in 0..10 {
+            f.emit(f.event(Kind::Untested));
+        }
+        let spooled = f.stats.spooled.load(Ordering::Relaxed);
+        assert!(spooled > 0 && f.spool_bytes() <= 1000);
+        assert_eq!(f.stats.dropped_spool.load(Ordering::Relaxed), 10 - spooled);
+        // Delivered (the segment is finished and deleted), then the directory is replaced
+        // by a file: new segments cannot be created. Events go to memory, then are dropped.
+        let chunk = f.spool.read(100, 1 << 20).unwrap();
+        let (to, n) = chunk.prefix_end(chunk.lines.len()).unwrap();
+        f.spool.advance(to, n).unwrap();
+        std::fs::rename(&spool, dir.path().join("moved")).unwrap();
+        std::fs::write(&spool, "").unwrap();
+        for _ in 0..3 {
+            f.emit(f.event(Kind::Untested));
+        }
+        assert_eq!(f.stats.spool_write_failed.load(Ordering::Relaxed), 3);
+        assert_eq!(f.queue_len(), 2);
+        assert_eq!(f.stats.dropped_queue.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test]

@@ -80,9 +80,10 @@ pub fn serve_for(
 }
 
 /// `/stats`: filtering decisions by action and cache state, reputation changes applied,
-/// the policy generation, access-log lines dropped, request heads refused by class, client
-/// connections (open, refused for their address, idle ones closed to make room), and the
-/// hosts with failed client handshakes after interception, as JSON.
+/// the policy generation, feedback events by outcome (losses by cause) and the spool,
+/// access-log lines lost, request heads refused by class, client connections (open, refused
+/// for their address, idle ones closed to make room), and the hosts with failed client
+/// handshakes after interception, as JSON.
 fn stats(state: &ProxyState) -> Response<ProxyBody> {
     use std::sync::atomic::Ordering::Relaxed;
     let mut v = match &state.filter {
@@ -93,6 +94,21 @@ fn stats(state: &ProxyState) -> Response<ProxyBody> {
             "policy_generation": f.policy.generation(),
         }),
         None => serde_json::json!({ "filter": null }),
+    };
+    v["feedback"] = match state.filter.as_ref().and_then(|f| f.feedback.as_ref()) {
+        Some(fb) => {
+            let mut o: serde_json::Map<String, serde_json::Value> = fb
+                .stats
+                .counters()
+                .into_iter()
+                .map(|(k, n)| (k.to_owned(), n.into()))
+                .collect();
+            o.insert("queue_events".into(), fb.queue_len().into());
+            o.insert("spool_events".into(), fb.spool_events().into());
+            o.insert("spool_bytes".into(), fb.spool_bytes().into());
+            o.into()
+        }
+        None => serde_json::Value::Null,
     };
     v["access_log_dropped"] = state.access_log.dropped().into();
     // Request heads refused before the service saw them, by class.
@@ -105,6 +121,7 @@ fn stats(state: &ProxyState) -> Response<ProxyBody> {
         .into();
     v["log_dropped"] = crate::telemetry::dropped_lines().into();
     v["connections"] = state.conns.to_json();
+    v["access_log_write_failed"] = state.access_log.write_failed().into();
     let resolver = state.dialer.resolver();
     v["dns"] = resolver.stats.to_json();
     v["dns"]["cached_names"] = resolver.cached_names().into();

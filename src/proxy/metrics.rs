@@ -113,38 +113,27 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
             counter_family(
                 &mut r,
                 "feedback_events",
-                "Feedback events by outcome",
+                "Feedback events by outcome (dropped_*, rejected: lost, each cause logged; spool_write_failed: kept in memory only)",
                 "outcome",
-                [
-                    ("queued", &st.queued),
-                    ("sent", &st.sent),
-                    ("duplicate", &st.duplicates),
-                    ("spooled", &st.spooled),
-                    ("replayed", &st.replayed),
-                    ("dropped_queue", &st.dropped_queue),
-                    ("dropped_spool", &st.dropped_spool),
-                    ("rejected", &st.rejected),
-                ]
-                .into_iter()
-                .map(|(k, c)| (k.to_owned(), c.load(Relaxed))),
+                st.counters().into_iter().map(|(k, n)| (k.to_owned(), n)),
             );
             gauge(
                 &mut r,
                 "feedback_queue_events",
-                "Feedback events waiting in the in-memory queue",
+                "Feedback events waiting in memory (only while the spool cannot be written)",
                 i64::try_from(fb.queue_len()).unwrap_or(i64::MAX),
             );
             gauge(
                 &mut r,
                 "feedback_spool_events",
-                "Feedback events waiting in the spool for a server",
-                i64::try_from(st.spool_events.load(Relaxed)).unwrap_or(i64::MAX),
+                "Feedback events in the spool not yet acknowledged by a server",
+                i64::try_from(fb.spool_events()).unwrap_or(i64::MAX),
             );
             gauge(
                 &mut r,
                 "feedback_spool_bytes",
-                "Bytes of the feedback spool",
-                i64::try_from(st.spool_bytes.load(Relaxed)).unwrap_or(i64::MAX),
+                "Bytes of those events",
+                i64::try_from(fb.spool_bytes()).unwrap_or(i64::MAX),
             );
         }
     }
@@ -263,6 +252,12 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
         "log_dropped",
         "Diagnostic log lines lost: standard error fell behind, or writing to it failed",
         crate::telemetry::dropped_lines(),
+    );
+    counter(
+        &mut r,
+        "access_log_write_failed",
+        "Access log lines lost because the destination refused the write (full disk, closed stdout)",
+        state.access_log.write_failed(),
     );
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &r)?;

@@ -17,7 +17,8 @@
 //! - the change stream: `GET /v1/changes?since=N&wait_ms=M` (long-poll) and
 //!   `GET /v1/changes/stream?since=N` (server-sent events).
 //! - feedback ([`super::events`]): `POST /v1/events` (client; a batch of events, de-duplicated
-//!   by proxy and id, escalation rules applied), and for admins `GET /v1/events`,
+//!   by proxy and id, escalation rules applied, a result per event: a bad event is refused
+//!   alone), and for admins `GET /v1/events`,
 //!   `GET /v1/feedback/summary`, `GET /v1/escalations`, `POST /v1/escalations/revert`.
 //!
 //! Bearer tokens ([`Tokens`]): client tokens may look up and follow changes, admin tokens may
@@ -53,8 +54,9 @@
 //! Nothing here panics on input: bad JSON, bad URLs, bad keys, unknown categories and scores
 //! over 100 are 400s naming the problem; a bad item in a batch lookup is an error for that
 //! item only; a store failure after a batch lookup's first piece cuts its answer off (the
-//! client sees an incomplete body, never a short list); a bad item in a write refuses the
-//! whole write (nothing is written). An upstream
+//! client sees an incomplete body, never a short list); a bad event in a feedback batch is
+//! refused alone (the others are stored); a bad item in a write refuses the whole write
+//! (nothing is written). An upstream
 //! that fails leaves items untested, never an error. On shutdown the listener closes, pending
 //! long-polls answer empty, event streams end, connections drain, then the store threads are
 //! joined so the file is closed when [`serve_with`] returns.
@@ -1754,39 +1756,80 @@ async fn write_files(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
     Ok(json!({ "seq": seq }))
 }
 
-/// `POST /v1/events`: stores a batch (`{"events": [...]}`), de-duplicated by proxy and id,
-/// then applies the escalation rules; answers the counts.
+/// `POST /v1/events`: stores the valid events of a batch (`{"events": [...]}`),
+/// de-duplicated by token, proxy and id, then applies the escalation rules; answers an
+/// [`IngestReply`] with one result per event. A bad event is refused alone; only a body that
+/// is not a batch is a 400, and too many events a 413.
 async fn ingest_events(
     shared: &Shared,
     body: &[u8],
     reporter: Option<String>,
 ) -> Result<Value, ApiError> {
-    use crate::feedback::event::{BatchError, parse_batch};
-    let events = parse_batch(body, shared.config.max_batch).map_err(|e| match e {
+    use crate::feedback::event::{BatchError, EventResult, EventStatus, IngestReply, parse_batch};
+    let items = parse_batch(body, shared.config.max_batch).map_err(|e| match e {
         BatchError::TooMany { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
         BatchError::Malformed(m) => ApiError::bad_request(m),
     })?;
-    let rules = shared.escalation.load_full();
-    let seq_tx = shared.seq_tx.clone();
-    let ingest = shared
-        .call(move |store| {
-            let r = store.ingest_events_from(reporter.as_deref(), &events, now(), &rules);
-            if let Ok(super::events::Ingest { seq: Some(seq), .. }) = &r {
-                publish(&seq_tx, *seq);
+    let mut results = Vec::with_capacity(items.len());
+    let mut events = Vec::with_capacity(items.len());
+    for item in items {
+        let error = match item.event {
+            Ok(e) => {
+                events.push(e);
+                None
             }
-            r
-        })
-        .await??;
+            Err(e) => Some(e.to_string()),
+        };
+        results.push(EventResult {
+            id: item.id,
+            status: EventStatus::Rejected,
+            error,
+        });
+    }
+    let rejected = (results.len() - events.len()) as u64;
+    let ingest = if events.is_empty() {
+        super::events::Ingest::default()
+    } else {
+        let rules = shared.escalation.load_full();
+        let seq_tx = shared.seq_tx.clone();
+        shared
+            .call(move |store| {
+                let r = store.ingest_events_from(reporter.as_deref(), &events, now(), &rules);
+                if let Ok(super::events::Ingest { seq: Some(seq), .. }) = &r {
+                    publish(&seq_tx, *seq);
+                }
+                r
+            })
+            .await??
+    };
+    // The stored events' statuses fill the results that are not refusals, in order.
+    let mut stored = ingest.statuses.iter();
+    for r in results.iter_mut().filter(|r| r.error.is_none()) {
+        r.status = stored.next().copied().unwrap_or(EventStatus::Accepted);
+    }
+    static REFUSED: crate::telemetry::LogLimiter = crate::telemetry::LogLimiter::new();
+    if rejected > 0 && REFUSED.allow(Duration::from_secs(10)) {
+        tracing::warn!(
+            rejected,
+            first = results.iter().find_map(|r| r.error.as_deref()),
+            "feedback events refused (the others of the batch were stored)"
+        );
+    }
     shared.stats.events(
-        ingest.accepted as u64,
-        ingest.duplicate as u64,
+        ingest.accepted,
+        ingest.duplicate,
+        rejected,
         ingest.escalated.len() as u64,
     );
-    Ok(json!({
-        "accepted": ingest.accepted,
-        "duplicate": ingest.duplicate,
-        "escalated": ingest.escalated,
-    }))
+    let reply = IngestReply {
+        accepted: ingest.accepted,
+        duplicate: ingest.duplicate,
+        escalated: ingest.escalated,
+        rejected,
+        results: Some(results),
+    };
+    serde_json::to_value(reply)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 /// A numeric query parameter with a default and a maximum.

@@ -19,10 +19,14 @@
 //! `distinct_reporters` above 1 count those, so one token cannot escalate a host alone.
 //!
 //! # How it fails
-//! A store error fails the whole batch (nothing stored; the proxy keeps it spooled and
-//! retries). Escalation never overwrites an entry that did not come from escalation (an
-//! admin's or a feed's): such a host is logged and left alone. A category the store does
-//! not know makes that escalation fail with a warning; the events stay stored.
+//! An event that does not validate is refused on its own by the API (the others are
+//! stored). A store error fails the whole batch (nothing stored, nothing acknowledged; the
+//! proxy keeps it spooled and retries). The answer goes out only after the transaction has
+//! committed (WAL, `synchronous=NORMAL`: a killed server process loses nothing it
+//! acknowledged; a power loss may lose the last moments). Escalation never overwrites an
+//! entry that did not come from escalation (an admin's or a feed's): such a host is logged
+//! and left alone. A category the store does not know makes that escalation fail with a
+//! warning; the events stay stored.
 
 use std::collections::BTreeSet;
 
@@ -31,7 +35,7 @@ use serde_json::{Value, json};
 
 use super::model::{Category, Entry, Key, KeyKind, Score, Source};
 use super::store::{Store, StoreError};
-use crate::feedback::event::{Event, Kind};
+use crate::feedback::event::{Event, EventStatus, Kind};
 
 /// Schema 2 -> 3: the events and the escalations fired.
 pub(super) const MIGRATE_3: &str = "
@@ -124,6 +128,9 @@ pub struct Ingest {
     pub accepted: u64,
     /// Events already stored (same proxy and id): ignored.
     pub duplicate: u64,
+    /// Per event, in the order given: whether it was stored ([`EventStatus::Accepted`]) or
+    /// a duplicate.
+    pub statuses: Vec<EventStatus>,
     /// Keys written by escalation rules.
     pub escalated: Vec<String>,
     /// The sequence number of the last escalation write, if any (to wake followers).
@@ -163,7 +170,10 @@ impl Store {
         received: i64,
         rules: &[EscalationRule],
     ) -> Result<Ingest, StoreError> {
-        let mut out = Ingest::default();
+        let mut out = Ingest {
+            statuses: Vec::with_capacity(events.len()),
+            ..Ingest::default()
+        };
         let mut candidates: BTreeSet<(usize, String)> = BTreeSet::new();
         {
             let tx = self.conn.transaction()?;
@@ -199,9 +209,11 @@ impl Store {
                     ])?;
                     if n == 0 {
                         out.duplicate += 1;
+                        out.statuses.push(EventStatus::Duplicate);
                         continue;
                     }
                     out.accepted += 1;
+                    out.statuses.push(EventStatus::Accepted);
                     if let Some(h) = &e.host {
                         for (i, r) in rules.iter().enumerate() {
                             if r.kinds.contains(&e.kind) {

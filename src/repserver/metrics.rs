@@ -11,8 +11,8 @@
 //!   files, `unknown`), `upstream` (the upstream tier) or `error` (a malformed item);
 //! - `webrep_server_upstream_unavailable_total`: lookups whose misses the upstream tier did
 //!   not answer in time;
-//! - `webrep_server_events_total{outcome}`: feedback events `accepted`, `duplicate`, and
-//!   `escalated` hosts;
+//! - `webrep_server_events_total{outcome}`: feedback events `accepted`, `duplicate`,
+//!   `rejected` (refused one by one as invalid), and `escalated` hosts;
 //! - `webrep_server_busy_total`: requests refused with 503 because the store queue was full;
 //! - `webrep_server_connections_refused_total`: connections refused (429) because their
 //!   client address had `server.max_connections_per_client` open;
@@ -137,7 +137,7 @@ pub struct ServerStats {
     seconds: SecondsFamily,
     items: [[AtomicU64; 4]; 3],
     upstream_unavailable: AtomicU64,
-    events: [AtomicU64; 3],
+    events: [AtomicU64; 4],
     busy: AtomicU64,
     followers: Gauge,
 }
@@ -201,8 +201,12 @@ impl ServerStats {
     }
 
     /// Counts an ingested batch of feedback events.
-    pub fn events(&self, accepted: u64, duplicate: u64, escalated: u64) {
-        for (c, n) in self.events.iter().zip([accepted, duplicate, escalated]) {
+    pub fn events(&self, accepted: u64, duplicate: u64, rejected: u64, escalated: u64) {
+        for (c, n) in self
+            .events
+            .iter()
+            .zip([accepted, duplicate, rejected, escalated])
+        {
             c.fetch_add(n, Relaxed);
         }
     }
@@ -290,9 +294,9 @@ pub fn render(
     counter_family(
         &mut r,
         "events",
-        "Feedback events accepted, duplicates, and hosts escalated",
+        "Feedback events accepted, duplicates, refused as invalid, and hosts escalated",
         "outcome",
-        ["accepted", "duplicate", "escalated"]
+        ["accepted", "duplicate", "rejected", "escalated"]
             .iter()
             .zip(&stats.events)
             .map(|(k, c)| ((*k).to_owned(), c.load(Relaxed))),
@@ -361,7 +365,7 @@ mod tests {
         s.request(Route::Lookup, http::StatusCode::OK, 0.001);
         s.request(Route::of("/nope"), http::StatusCode::NOT_FOUND, 0.0002);
         s.items(Kind::File, Answer::Listed, 3);
-        s.events(2, 1, 0);
+        s.events(2, 1, 4, 0);
         let open = s.follower();
         let text = render(&s, &no_limits(), 7, Some(42)).unwrap();
         for want in [
@@ -370,6 +374,7 @@ mod tests {
             r#"webrep_server_request_seconds_count{route="lookup"} 1"#,
             r#"webrep_server_lookup_items_total{kind="file",answer="listed"} 3"#,
             r#"webrep_server_events_total{outcome="accepted"} 2"#,
+            r#"webrep_server_events_total{outcome="rejected"} 4"#,
             "webrep_server_change_seq 7",
             "webrep_server_entries 42",
             "webrep_server_followers 1",

@@ -644,22 +644,31 @@ impl Reputation {
         Err(Unavailable(errors.join("; ")))
     }
 
-    /// Posts feedback events (`{"events": [...]}`) to the first healthy source, failing over
-    /// like lookups do, each attempt within `timeout`. A source that refuses the batch as
-    /// bad input (a 4xx other than 401/403/408/429) is [`PostError::Rejected`]: asking
-    /// another would not help, and the batch must not be retried forever.
+    /// Posts feedback events (`body`: the JSON `{"events": [...]}`) to the first healthy
+    /// source, failing over like lookups do, each attempt within `timeout`. A source that
+    /// refuses the batch whole as bad input (a 4xx other than 401/403/404/408/429) is
+    /// [`PostError::Rejected`]: asking another would not help, and the batch must not be
+    /// retried forever.
     ///
     /// # Errors
     /// [`PostError`].
     pub async fn post_events(
         &self,
-        body: &Value,
+        body: bytes::Bytes,
         timeout: Duration,
     ) -> Result<(Value, Arc<str>), PostError> {
+        use http_body_util::BodyExt as _;
         let order = self.source_order();
         let mut errors = Vec::new();
         for s in order {
-            match s.client.post_json("/v1/events", body, timeout).await {
+            let attempt = http_body_util::Full::new(body.clone())
+                .map_err(|never| match never {})
+                .boxed_unsync();
+            match s
+                .client
+                .post_body("/v1/events", "application/json", attempt, timeout)
+                .await
+            {
                 Ok(v) => {
                     s.down_until.store(0, Ordering::Relaxed);
                     return Ok((v, s.name.clone()));

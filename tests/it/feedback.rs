@@ -184,14 +184,16 @@ async fn proxy(
     .await
 }
 
-fn stats(p: &TestProxy) -> Arc<FeedbackStats> {
+fn feedback(p: &TestProxy) -> &webrep::feedback::Feedback {
     p.state
         .filter
         .as_ref()
         .and_then(|f| f.feedback.as_ref())
         .expect("feedback is on")
-        .stats
-        .clone()
+}
+
+fn stats(p: &TestProxy) -> Arc<FeedbackStats> {
+    feedback(p).stats.clone()
 }
 
 fn client_from(p: &TestProxy, local: [u8; 4]) -> reqwest::Client {
@@ -549,10 +551,7 @@ async fn feedback_spool_is_replayed_by_the_next_proxy_run() {
         let want = format!("http://127.0.0.1/b{i}");
         assert!(urls.contains(&want.as_str()), "{want} missing");
     }
-    wait_until("the spool is emptied", || {
-        stats(&p).spool_events.load(Ordering::Relaxed) == 0
-    })
-    .await;
+    wait_until("the spool is emptied", || feedback(&p).spool_events() == 0).await;
     p.stop().await;
 }
 
@@ -591,21 +590,20 @@ async fn feedback_full_spool_counts_drops() {
             .await
             .unwrap();
         assert_eq!(r.status(), 200, "requests never fail because of feedback");
+        // Spooled or dropped before the response came.
+        assert_eq!(
+            st.spooled.load(Ordering::Relaxed) + st.dropped_spool.load(Ordering::Relaxed),
+            i + 2
+        );
         if st.dropped_spool.load(Ordering::Relaxed) > 0 {
             break;
         }
-        // Batches of a few events: let the sender take them one request at a time.
-        let before = st.spooled.load(Ordering::Relaxed) + st.dropped_spool.load(Ordering::Relaxed);
-        wait_until("the event is spooled or dropped", || {
-            st.spooled.load(Ordering::Relaxed) + st.dropped_spool.load(Ordering::Relaxed) > before
-        })
-        .await;
     }
     assert!(
         st.dropped_spool.load(Ordering::Relaxed) > 0,
         "drops are counted"
     );
-    assert!(st.spool_bytes.load(Ordering::Relaxed) <= 600);
+    assert!(feedback(&p).spool_bytes() <= 600);
     p.stop().await;
 }
 
@@ -849,13 +847,129 @@ async fn feedback_anonymized_clients_are_keyed_hashes() {
 }
 
 #[tokio::test]
-async fn feedback_api_refuses_bad_batches_clearly() {
+async fn feedback_a_10000_byte_url_costs_no_other_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::http().await;
+    let server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    // A long batch window: the long URL's event and the others go out together.
+    let p = proxy(
+        "lists:\n  blocked:\n    - blocked.test\nuntested: allow\n",
+        &server.base,
+        dir.path(),
+        "p1",
+        &dir.path().join("spool"),
+        "  batch_interval_ms: 2000\n",
+    )
+    .await;
+    p.following_changes().await;
+    let long = origin.url(&format!("/{}", "x".repeat(10_000)));
+    let r = client_from(&p, [127, 0, 0, 1])
+        .get(&long)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Five other users' blocks, at the same time.
+    let mut tasks = Vec::new();
+    for i in 2..7u8 {
+        let c = client_from(&p, [127, 0, 0, i]);
+        tasks.push(tokio::spawn(async move {
+            c.get(format!("http://blocked.test/u{i}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 403);
+    }
+    let blocked = server.wait_events("kind=blocked", |ev| ev.len() >= 5).await;
+    let mut clients: Vec<&str> = blocked
+        .iter()
+        .map(|e| e["client"].as_str().unwrap())
+        .collect();
+    clients.sort_unstable();
+    assert_eq!(
+        clients,
+        [
+            "127.0.0.2",
+            "127.0.0.3",
+            "127.0.0.4",
+            "127.0.0.5",
+            "127.0.0.6"
+        ]
+    );
+    let untested = server
+        .wait_events("kind=untested", |ev| !ev.is_empty())
+        .await;
+    let url = untested[0]["url"].as_str().unwrap();
+    assert!(
+        url.len() <= webrep::feedback::event::MAX_URL,
+        "{}",
+        url.len()
+    );
+    assert!(
+        url.starts_with(&format!("http://127.0.0.1/{}", "x".repeat(100))),
+        "{url}"
+    );
+    assert!(url.contains(webrep::feedback::event::CUT_MARKER), "{url}");
+    assert_eq!(stats(&p).rejected.load(Ordering::Relaxed), 0);
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn feedback_a_batch_refused_whole_is_split_until_the_refused_event_is_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    // A server taking bodies of 8000 bytes at most: one event of a 6500-byte URL fits, two
+    // do not, and one of a (cut) 8192-byte URL never does.
+    let server = Server::start(
+        dir.path(),
+        Vec::new(),
+        ApiConfig {
+            max_body: 8000,
+            ..ApiConfig::default()
+        },
+    )
+    .await;
+    let p = proxy(
+        "lists:\n  blocked:\n    - blocked.test\n",
+        &server.base,
+        dir.path(),
+        "p1",
+        &dir.path().join("spool"),
+        "  batch_interval_ms: 2000\n",
+    )
+    .await;
+    let c = client_from(&p, [127, 0, 0, 1]);
+    for i in 0..6 {
+        let len = if i == 3 { 10_000 } else { 6500 };
+        let url = format!("http://blocked.test/{i}{}", "y".repeat(len));
+        assert_eq!(c.get(url).send().await.unwrap().status(), 403);
+    }
+    let st = stats(&p);
+    wait_until("the too large event is refused", || {
+        st.rejected.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    let ev = server.wait_events("kind=blocked", |ev| ev.len() >= 5).await;
+    let mut first: Vec<char> = ev
+        .iter()
+        .map(|e| e["url"].as_str().unwrap().chars().nth(20).unwrap())
+        .collect();
+    first.sort_unstable();
+    assert_eq!(first, ['0', '1', '2', '4', '5']);
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn feedback_api_refuses_bad_events_one_by_one() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(
         dir.path(),
         Vec::new(),
         ApiConfig {
-            max_batch: 2,
+            max_batch: 4,
             ..ApiConfig::default()
         },
     )
@@ -876,19 +990,12 @@ async fn feedback_api_refuses_bad_batches_clearly() {
         }
     };
     let ev = |id: &str| json!({ "v": 1, "id": id, "kind": "untested", "time": 1, "proxy": "p" });
+    // Only a body that is not a batch is refused whole.
     let (s, v) = post("{not json".into(), CLIENT).await;
     assert_eq!(s, 400);
     assert!(v["error"].as_str().unwrap().contains("bad JSON"), "{v}");
-    let (s, v) = post(
-        json!({ "events": [ev("a"), { "v": 1, "id": "b", "kind": "bogus", "time": 1, "proxy": "p" }] })
-            .to_string(),
-        CLIENT,
-    )
-    .await;
-    assert_eq!(s, 400);
-    assert!(v["error"].as_str().unwrap().starts_with("events[1]"), "{v}");
     let (s, _) = post(
-        json!({ "events": [ev("a"), ev("b"), ev("c")] }).to_string(),
+        json!({ "events": [ev("a"), ev("b"), ev("c"), ev("d"), ev("e")] }).to_string(),
         CLIENT,
     )
     .await;
@@ -897,11 +1004,62 @@ async fn feedback_api_refuses_bad_batches_clearly() {
         server.events("").await.is_empty(),
         "nothing stored from refused batches"
     );
-    let (s, v) = post(json!({ "events": [ev("a"), ev("a")] }).to_string(), CLIENT).await;
+    // Bad events between good ones: refused alone, the others stored.
+    let mut long = ev("c");
+    long["url"] = json!(format!("http://a.test/{}", "x".repeat(9000)));
+    let (s, v) = post(
+        json!({ "events": [ev("a"), { "v": 1, "id": "b", "kind": "bogus", "time": 1, "proxy": "p" }, long, ev("d")] })
+            .to_string(),
+        CLIENT,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (
+            v["accepted"].as_u64(),
+            v["duplicate"].as_u64(),
+            v["rejected"].as_u64()
+        ),
+        (Some(2), Some(0), Some(2)),
+        "{v}"
+    );
+    let results = v["results"].as_array().unwrap();
+    let status: Vec<&str> = results
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(status, ["accepted", "rejected", "rejected", "accepted"]);
+    let ids: Vec<&str> = results.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["a", "b", "c", "d"]);
+    assert!(
+        results[1]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("events[1]: unknown variant")
+    );
+    assert!(
+        results[2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("`url` longer than 8192 bytes")
+    );
+    assert!(results[0].get("error").is_none());
+    let mut stored: Vec<String> = server
+        .events("")
+        .await
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    stored.sort();
+    assert_eq!(stored, ["a", "d"]);
+    // A replay: duplicates, per event.
+    let (s, v) = post(json!({ "events": [ev("a"), ev("e")] }).to_string(), CLIENT).await;
     assert_eq!(
         (s, v["accepted"].as_u64(), v["duplicate"].as_u64()),
         (200, Some(1), Some(1))
     );
+    assert_eq!(v["results"][0]["status"], "duplicate");
+    assert_eq!(v["results"][1]["status"], "accepted");
     // Reading needs the admin token.
     let r = http
         .get(format!("{}/v1/events", server.base))
@@ -928,33 +1086,95 @@ async fn feedback_api_refuses_bad_batches_clearly() {
     assert!(r.unwrap_err().to_string().contains("404"));
 }
 
-/// The `webrep` binary as a child process; its listen address read from its log.
-async fn spawn_binary(cfg: &Path) -> (tokio::process::Child, std::net::SocketAddr) {
-    use tokio::io::AsyncBufReadExt as _;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_webrep"))
-        .args(["proxy", "--config"])
-        .arg(cfg)
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(WAIT, async {
-        while let Ok(Some(l)) = lines.next_line().await {
-            if let Some(rest) = l.split("listen.addr=").nth(1) {
-                return rest.split_whitespace().next().unwrap().parse().unwrap();
+/// A `webrep` child process (`proxy` or `server`): its listen address, read from its log,
+/// and every line it logs.
+struct Process {
+    child: tokio::process::Child,
+    addr: std::net::SocketAddr,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Process {
+    /// Runs `webrep <command> --config cfg` with `stdout`; `None` when it exits before it
+    /// listens (a port not free yet).
+    async fn start(command: &str, cfg: &Path, stdout: std::process::Stdio) -> Option<Process> {
+        use tokio::io::AsyncBufReadExt as _;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_webrep"))
+            .args([command, "--config"])
+            .arg(cfg)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .stdout(stdout)
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let addr = tokio::time::timeout(WAIT, async {
+            while let Ok(Some(l)) = lines.next_line().await {
+                log.lock().unwrap().push(l.clone());
+                let rest = l
+                    .split("listen.addr=")
+                    .nth(1)
+                    .or(l.split(" listen=").nth(1));
+                if let Some(rest) = rest {
+                    return rest.split_whitespace().next().unwrap().parse().ok();
+                }
             }
+            None
+        })
+        .await
+        .expect("the process starts")?;
+        // Keep reading stderr so the child never blocks on a full pipe.
+        let keep = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(l)) = lines.next_line().await {
+                keep.lock().unwrap().push(l);
+            }
+        });
+        Some(Process { child, addr, log })
+    }
+
+    /// Waits (bounded) until it has logged a line containing `needle`.
+    async fn wait_logged(&self, needle: &str) {
+        let deadline = Instant::now() + WAIT;
+        while !self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+            assert!(
+                Instant::now() < deadline,
+                "never logged {needle:?}; logged {:#?}",
+                self.log.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("the proxy exited before listening");
-    })
-    .await
-    .expect("the proxy starts");
-    // Keep reading stderr so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
+    }
+
+    /// `kill -9`, and waits for the process to be gone.
+    async fn kill_9(mut self) {
+        self.child.kill().await.unwrap();
+    }
+
+    /// Its `/stats` page.
+    async fn stats(&self) -> Value {
+        init_crypto();
+        let r = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(WAIT)
+            .build()
+            .unwrap()
+            .get(format!("http://{}/stats", self.addr))
+            .send()
+            .await
+            .unwrap();
+        serde_json::from_str(&r.text().await.unwrap()).unwrap()
+    }
+}
+
+/// The `webrep proxy` binary with `cfg`.
+async fn spawn_proxy(cfg: &Path) -> Process {
+    Process::start("proxy", cfg, std::process::Stdio::null())
+        .await
+        .expect("the proxy starts")
 }
 
 /// Events in the spool's segment files (lines).
@@ -996,7 +1216,8 @@ async fn feedback_spool_survives_kill_9_of_the_binary() {
         ),
     )
     .unwrap();
-    let (mut child, addr) = spawn_binary(&cfg).await;
+    let child = spawn_proxy(&cfg).await;
+    let addr = child.addr;
     init_crypto();
     let client = reqwest::Client::builder()
         .proxy(reqwest::Proxy::all(format!("http://{addr}")).unwrap())
@@ -1011,15 +1232,11 @@ async fn feedback_spool_survives_kill_9_of_the_binary() {
             .unwrap();
         assert_eq!(r.status(), 200);
     }
-    // Every event is on disk before the kill: the spool is fsynced per batch.
-    let deadline = Instant::now() + WAIT;
-    while spool_lines(&spool) < 10 {
-        assert!(Instant::now() < deadline, "events never reached the spool");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    child.kill().await.unwrap(); // SIGKILL
+    // Every event was in the spool before its response went out.
+    assert_eq!(spool_lines(&spool), 10);
+    child.kill_9().await;
     server.restart().await;
-    let (mut child, _) = spawn_binary(&cfg).await;
+    let child = spawn_proxy(&cfg).await;
     let ev = server
         .wait_events("kind=reputation_unavailable", |ev| ev.len() >= 10)
         .await;
@@ -1030,7 +1247,365 @@ async fn feedback_spool_survives_kill_9_of_the_binary() {
         assert!(Instant::now() < deadline, "the spool was never emptied");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    child.kill().await.unwrap();
+    child.kill_9().await;
+}
+
+/// `webrep server` as a child process on a file-backed store, restarted on the same port.
+struct ServerProcess {
+    cfg: PathBuf,
+    process: Option<Process>,
+    admin: RepClient,
+}
+
+impl ServerProcess {
+    async fn start(dir: &Path) -> ServerProcess {
+        let cfg = dir.join("server.yaml");
+        let write = |listen: &str| {
+            std::fs::write(
+                &cfg,
+                format!(
+                    "server:\n  listen: \"{listen}\"\n  store: {:?}\n  client_tokens: [\"{CLIENT}\"]\n  admin_tokens: [\"{ADMIN}\"]\n\
+                     log:\n  level: info\n  format: text\n",
+                    dir.join("server.db").display().to_string()
+                ),
+            )
+            .unwrap();
+        };
+        write("127.0.0.1:0");
+        let process = Process::start("server", &cfg, std::process::Stdio::null())
+            .await
+            .expect("the server starts");
+        // Restarts listen where the proxy expects it.
+        write(&process.addr.to_string());
+        init_crypto();
+        ServerProcess {
+            admin: RepClient::new(&format!("http://{}", process.addr), ADMIN, None).unwrap(),
+            cfg,
+            process: Some(process),
+        }
+    }
+
+    fn base(&self) -> &str {
+        self.admin.base()
+    }
+
+    async fn kill_9(&mut self) {
+        if let Some(p) = self.process.take() {
+            p.kill_9().await;
+        }
+    }
+
+    /// Starts it again on the same port (waiting for the port, bounded).
+    async fn restart(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(p) = Process::start("server", &self.cfg, std::process::Stdio::null()).await
+            {
+                self.process = Some(p);
+                return;
+            }
+            assert!(Instant::now() < deadline, "the server never started again");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The ids of the `blocked` events stored.
+    async fn blocked_ids(&self) -> std::collections::HashSet<String> {
+        let v = self
+            .admin
+            .get("/v1/events?kind=blocked&limit=100000", WAIT)
+            .await
+            .unwrap();
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// Four clients asking `proxy` for blocked URLs until it stops answering; the ticket of
+/// every block page received goes into `answered`.
+fn blocked_traffic(
+    proxy: std::net::SocketAddr,
+    round: usize,
+    answered: &Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..4)
+        .map(|t| {
+            let client = reqwest::Client::builder()
+                .proxy(reqwest::Proxy::all(format!("http://{proxy}")).unwrap())
+                .timeout(WAIT)
+                .build()
+                .unwrap();
+            let answered = answered.clone();
+            tokio::spawn(async move {
+                for i in 0.. {
+                    let url = format!("http://blocked.test/r{round}/t{t}/{i}");
+                    let sent = client.get(url).header("accept", "application/json").send();
+                    let Ok(r) = sent.await else { return };
+                    assert_eq!(r.status(), 403);
+                    let Ok(text) = r.text().await else { return };
+                    let page: Value = serde_json::from_str(&text).unwrap();
+                    let ticket = page["ticket"].as_str().unwrap().to_owned();
+                    answered.lock().unwrap().insert(ticket);
+                }
+            })
+        })
+        .collect()
+}
+
+/// Waits (bounded) until `answered` holds at least `n` tickets.
+async fn answered_at_least(
+    answered: &Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    n: usize,
+) {
+    let deadline = Instant::now() + WAIT;
+    while answered.lock().unwrap().len() < n {
+        assert!(Instant::now() < deadline, "requests stopped being answered");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Every blocked request whose page a client received has its event stored at the server,
+/// across `kill -9`s of the proxy while it serves, and one of the server mid-stream.
+/// `WEBREP_KILL_ROUNDS` (default 3) sets how many times the proxy is killed.
+#[tokio::test]
+async fn feedback_kill_9_of_proxy_and_server_loses_no_event() {
+    let rounds: usize = std::env::var("WEBREP_KILL_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(dir.path()).await;
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, "lists:\n  blocked:\n    - blocked.test\n").unwrap();
+    let cfg = dir.path().join("webrep.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{BASE}policy:\n  enabled: true\n  file: {:?}\nreputation:\n  sources:\n    - {{ name: s0, url: \"{}\", token: \"{CLIENT}\", timeout_ms: 1000 }}\n\
+             feedback:\n  proxy_id: pk\n  spool_dir: {:?}\n  batch_interval_ms: 20\n  retry_interval_ms: 100\n\
+             access_log:\n  enabled: false\nlog:\n  level: info\n  format: text\n",
+            policy.display().to_string(),
+            server.base(),
+            dir.path().join("spool").display().to_string()
+        ),
+    )
+    .unwrap();
+    let answered = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    for round in 0..rounds {
+        let proxy = spawn_proxy(&cfg).await;
+        let traffic = blocked_traffic(proxy.addr, round, &answered);
+        let start = answered.lock().unwrap().len();
+        answered_at_least(&answered, start + 150).await;
+        if round == 1 {
+            server.kill_9().await;
+            answered_at_least(&answered, start + 300).await;
+            server.restart().await;
+            answered_at_least(&answered, start + 450).await;
+        }
+        // Killed while it serves: some events delivered, some not yet.
+        proxy.kill_9().await;
+        for t in traffic {
+            t.await.unwrap();
+        }
+    }
+    // A new run on the same spool delivers the rest.
+    let proxy = spawn_proxy(&cfg).await;
+    let answered = answered.lock().unwrap().clone();
+    let deadline = Instant::now() + WAIT;
+    let stored = loop {
+        let stored = server.blocked_ids().await;
+        if answered.is_subset(&stored) || Instant::now() > deadline {
+            break stored;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let lost = answered.difference(&stored).count();
+    println!(
+        "kill -9: proxy {rounds} times, server once; block pages received {}, events stored {}, lost {lost}",
+        answered.len(),
+        stored.len()
+    );
+    assert_eq!(lost, 0, "events of answered requests lost");
+    proxy.kill_9().await;
+    server.kill_9().await;
+}
+
+/// Segment files in the spool directory.
+fn segment_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// A `webrep proxy` binary blocking `blocked.test`, reporting to `server`, its spool in
+/// `dir/spool`, with `extra` in its `feedback:` section and `admin` as its `admin:` section.
+async fn blocking_proxy(dir: &Path, server: &str, extra: &str, admin: &str) -> Process {
+    let policy = dir.join("policy.yaml");
+    std::fs::write(&policy, "lists:\n  blocked:\n    - blocked.test\n").unwrap();
+    let cfg = dir.join("webrep.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{BASE}policy:\n  enabled: true\n  file: {:?}\nreputation:\n  sources:\n    - {{ name: s0, url: \"{server}\", token: \"{CLIENT}\", timeout_ms: 1000 }}\n\
+             feedback:\n  proxy_id: pk\n  spool_dir: {:?}\n  batch_interval_ms: 20\n  retry_interval_ms: 100\n{extra}\
+             {admin}access_log:\n  enabled: false\nlog:\n  level: info\n  format: text\n",
+            policy.display().to_string(),
+            dir.join("spool").display().to_string()
+        ),
+    )
+    .unwrap();
+    spawn_proxy(&cfg).await
+}
+
+/// Asks `proxy` for `http://blocked.test/{path}`: a block page.
+async fn block(proxy: &Process, path: &str) {
+    init_crypto();
+    let client = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(format!("http://{}", proxy.addr)).unwrap())
+        .timeout(WAIT)
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("http://blocked.test/{path}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "requests never fail because of feedback");
+}
+
+#[tokio::test]
+async fn feedback_an_unwritable_spool_is_logged_and_counted_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    let proxy = blocking_proxy(dir.path(), &server.base, "", "").await;
+    let spool = dir.path().join("spool");
+    block(&proxy, "a").await;
+    server.wait_events("kind=blocked", |ev| ev.len() == 1).await;
+    // Delivered: the spool holds no segment until the next event.
+    let deadline = Instant::now() + WAIT;
+    while segment_files(&spool) > 0 {
+        assert!(Instant::now() < deadline, "the delivered segment stays");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The spool directory cannot be written any more (a regular file in its place; root or
+    // not): logged and counted, and the event still goes out, from memory.
+    let moved = dir.path().join("spool.moved");
+    std::fs::rename(&spool, &moved).unwrap();
+    std::fs::write(&spool, "").unwrap();
+    block(&proxy, "b").await;
+    proxy.wait_logged("feedback spool not writable").await;
+    assert_eq!(proxy.stats().await["feedback"]["spool_write_failed"], 1);
+    server.wait_events("kind=blocked", |ev| ev.len() == 2).await;
+    // Writable again: events are spooled again (after a pause of a second at most).
+    std::fs::remove_file(&spool).unwrap();
+    std::fs::rename(&moved, &spool).unwrap();
+    let deadline = Instant::now() + WAIT;
+    for i in 0.. {
+        block(&proxy, &format!("c{i}")).await;
+        if proxy.stats().await["feedback"]["spooled"].as_u64() > Some(1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the spool is never used again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let st = proxy.stats().await;
+    assert_eq!(st["feedback"]["dropped_queue"], 0, "{st}");
+    proxy.kill_9().await;
+}
+
+#[tokio::test]
+async fn feedback_a_full_spool_is_logged_while_delivery_failures_are_too() {
+    let dir = tempfile::tempdir().unwrap();
+    // No server: every delivery fails (and is logged).
+    let mut server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    server.kill().await;
+    let proxy = blocking_proxy(
+        dir.path(),
+        &server.base,
+        "  spool_max_bytes: 3000\n",
+        "admin:\n  listen: \"127.0.0.1:0\"\n",
+    )
+    .await;
+    let admin: std::net::SocketAddr = {
+        let log = proxy.log.lock().unwrap();
+        let line = log.iter().find(|l| l.contains("admin listener")).unwrap();
+        let addr = line.split("addr=").nth(1).unwrap();
+        addr.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    // Requests until the first event is dropped for a full spool; then no more.
+    let deadline = Instant::now() + WAIT;
+    for i in 0.. {
+        block(&proxy, &format!("f{i}")).await;
+        let text = scrape(admin).await;
+        if sample(
+            &text,
+            "webrep_feedback_events_total{outcome=\"dropped_spool\"}",
+        ) > 0.0
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the spool never filled up");
+    }
+    // That first drop is logged although the delivery failures were logged just before.
+    proxy.wait_logged("feedback not delivered").await;
+    proxy.wait_logged("feedback spool full").await;
+    let st = proxy.stats().await;
+    assert_eq!(st["feedback"]["dropped_spool"], 1, "{st}");
+    assert!(
+        st["feedback"]["spool_bytes"].as_u64().unwrap() <= 3000,
+        "{st}"
+    );
+    proxy.kill_9().await;
+}
+
+#[tokio::test]
+async fn access_log_lines_lost_on_a_closed_stdout_are_logged_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("webrep.yaml");
+    std::fs::write(
+        &cfg,
+        format!("{BASE}access_log:\n  path: \"-\"\nlog:\n  level: info\n  format: text\n"),
+    )
+    .unwrap();
+    let mut proxy = Process::start("proxy", &cfg, std::process::Stdio::piped())
+        .await
+        .expect("the proxy starts");
+    // Nobody reads the access log: its pipe is closed.
+    drop(proxy.child.stdout.take());
+    init_crypto();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(WAIT)
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let r = client
+            .get(format!("http://{}/healthz", proxy.addr))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let lost = proxy.stats().await["access_log_write_failed"].as_u64();
+        if lost > Some(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lost access log lines never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proxy.wait_logged("access log write failed").await;
+    proxy.kill_9().await;
 }
 
 /// One rule on user reports: score 70 once `clients` distinct clients, sent with `reporters`

@@ -347,7 +347,7 @@ async fn closed_stdout_and_stderr_neither_kill_nor_stop_the_proxy() {
     ten_requests(addr, &origin).await;
     // What could not be written is counted.
     let v = stats_until(addr, "losses counted", |v| {
-        v["access_log_dropped"].as_u64() >= Some(10) && v["log_dropped"].as_u64() > Some(0)
+        v["access_log_write_failed"].as_u64() >= Some(10) && v["log_dropped"].as_u64() > Some(0)
     })
     .await;
     assert!(v["log_dropped"].as_u64() > Some(0), "{v}");
