@@ -259,6 +259,34 @@ pub struct RawAuthConfig {
     /// How long a verified credential is remembered so that password hashing does not run on
     /// every request, in seconds. Default 300. 0 verifies every request.
     pub credentials_cache_seconds: u64,
+    /// Threads that check passwords. An argon2 check holds the hash's memory cost (19 MiB for
+    /// `webrep passwd` hashes) while it runs, so this bounds that memory too: threads × the
+    /// largest memory cost in the users file. 0 means one per CPU the process may run on.
+    /// Default 0.
+    pub hash_threads: usize,
+    /// Password checks that may wait for a thread. Beyond, a request whose credential needs
+    /// checking is answered 503 (with `Retry-After`) at once instead of waiting; credentials
+    /// already remembered are not affected. 0: a check runs only when a thread is idle.
+    /// Default 32.
+    pub hash_queue: usize,
+    /// How long a wrong credential is remembered, in seconds, so that the same wrong
+    /// credential again is answered 407 without hashing. Dropped on reload with the users
+    /// file. 0: every wrong credential is hashed. Default 300.
+    pub failed_credentials_cache_seconds: u64,
+    /// Wrong credentials remembered at most (least used dropped first). Default 10000.
+    pub failed_credentials_cache_entries: u64,
+    /// Wrong credentials one client address (an IPv6 /64) may send within
+    /// `failure_window_seconds`. Beyond, until its window ends, every request from it that
+    /// needs a password check is answered 429 after `failure_delay_ms`, without one;
+    /// credentials already remembered as valid still work from there. 0: no limit.
+    /// Default 20.
+    pub failures_per_client: u32,
+    /// The window of `failures_per_client`, in seconds, from the address's first failure.
+    /// Default 60.
+    pub failure_window_seconds: u64,
+    /// How long the answer to a client over its failure budget is held back, in
+    /// milliseconds (at most 60000). Default 1000.
+    pub failure_delay_ms: u64,
     /// A groups file for policy rules that `match` on `groups`: one `group: user user ...`
     /// per line (members separated by spaces or commas), `#` comments. Read again on reload,
     /// like `users_file`.
@@ -673,6 +701,13 @@ impl Default for RawAuthConfig {
             users_file: None,
             realm: "webrep".into(),
             credentials_cache_seconds: 300,
+            hash_threads: 0,
+            hash_queue: 32,
+            failed_credentials_cache_seconds: 300,
+            failed_credentials_cache_entries: 10_000,
+            failures_per_client: 20,
+            failure_window_seconds: 60,
+            failure_delay_ms: 1000,
             groups_file: None,
         }
     }

@@ -196,6 +196,26 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
             );
         }
     }
+    if let Some(auth) = &state.auth {
+        let checks = auth.load().checks().clone();
+        counter_family(
+            &mut r,
+            "auth_checks",
+            "Proxy credential checks by result: user_/wrong_ hashed (a password hash ran) or cached (answered from the cache of verified or of wrong credentials), malformed, throttled (429: the client address is over auth.failures_per_client), busy (503: the password-check queue was full)",
+            "result",
+            checks
+                .stats
+                .counts()
+                .into_iter()
+                .map(|(k, n)| (k.to_owned(), n)),
+        );
+        gauge(
+            &mut r,
+            "auth_hash_queue",
+            "Password checks waiting for a thread (at most auth.hash_queue)",
+            i64::try_from(checks.queued()).unwrap_or(i64::MAX),
+        );
+    }
     counter_family(
         &mut r,
         "tunnels",

@@ -65,9 +65,9 @@ use service::ProxyService;
 /// the header limit plus room. hyper's default (~400 KiB) would let every connection grow.
 pub(crate) const CLIENT_READ_BUFFER_MAX: usize = 64 * 1024;
 
-/// Blocking threads per worker runtime: DNS lookups (the system resolver) and password
-/// hashing run there. Beyond this, further lookups queue instead of spawning threads, so a
-/// flood of slow names cannot exhaust the process.
+/// Blocking threads per worker runtime: DNS lookups (the system resolver) run there. Beyond
+/// this, further lookups queue instead of spawning threads, so a flood of slow names cannot
+/// exhaust the process. (Password hashing has its own fixed pool: [`auth`].)
 pub const MAX_BLOCKING_THREADS: usize = 64;
 
 /// Everything the request path shares, behind one `Arc`.
@@ -131,16 +131,15 @@ impl ProxyState {
             }
         }
         if let (Some(current), Some(path)) = (&self.auth, self.auth_config.users_file.clone()) {
-            let (realm, ttl) = (
-                self.auth_config.realm.clone(),
-                self.auth_config.credentials_cache_ttl,
-            );
-            match tokio::task::spawn_blocking(move || Authenticator::load(&path, &realm, ttl)).await
+            let config = self.auth_config.clone();
+            let checks = current.load().checks().clone();
+            match tokio::task::spawn_blocking(move || Authenticator::load(&path, &config, checks))
+                .await
             {
                 Ok(Ok(a)) => {
                     out.users = Some(a.len());
-                    // A fresh credentials cache: a removed user or a changed password is
-                    // refused from now on.
+                    // Fresh credential caches: a removed user or a changed password is
+                    // refused from now on, a new password accepted.
                     current.store(Arc::new(a));
                 }
                 Ok(Err(e)) => errors.push(format!("auth.users_file: {e}")),
@@ -593,11 +592,14 @@ impl Proxy {
             local_addrs.push(bound);
         }
         let auth = match &config.auth.users_file {
-            Some(path) => Some(arc_swap::ArcSwap::from_pointee(Authenticator::load(
-                path,
-                &config.auth.realm,
-                config.auth.credentials_cache_ttl,
-            )?)),
+            Some(path) => {
+                let checks = Arc::new(auth::PasswordChecks::new(&config.auth)?);
+                Some(arc_swap::ArcSwap::from_pointee(Authenticator::load(
+                    path,
+                    &config.auth,
+                    checks,
+                )?))
+            }
             None => None,
         };
         let policy = Arc::new(DestinationPolicy::new(

@@ -416,10 +416,14 @@ async fn passwd_prints_a_users_file_line_the_proxy_accepts() {
     assert!(out.status.success());
     let line = String::from_utf8(out.stdout).unwrap();
     assert!(line.starts_with("bob:$argon2id$"), "{line}");
-    let auth =
-        webrep::proxy::auth::Authenticator::from_text(&line, "users", "r", Duration::ZERO).unwrap();
+    use webrep::proxy::auth::{Authenticator, PasswordChecks};
+    let config = webrep::config::Config::from_yaml("", "t").unwrap().auth;
+    let checks = std::sync::Arc::new(PasswordChecks::new(&config).unwrap());
+    let auth = Authenticator::from_text(&line, "users", &config, checks).unwrap();
     let v = http::HeaderValue::from_static("Basic Ym9iOnBhNTV3b3Jk"); // bob:pa55word
-    let outcome = std::sync::Arc::new(auth).check(Some(&v)).await;
+    let outcome = std::sync::Arc::new(auth)
+        .check(Some(&v), [127, 0, 0, 1].into())
+        .await;
     assert_eq!(
         outcome,
         webrep::proxy::auth::AuthOutcome::User("bob".into())
