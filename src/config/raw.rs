@@ -38,7 +38,8 @@ pub struct RawConfig {
     pub feedback: RawFeedbackConfig,
     /// The proxy auto-config file (`/proxy.pac`, `/wpad.dat`) the proxy serves to browsers.
     pub pac: RawPacConfig,
-    /// The admin listener: Prometheus `/metrics`.
+    /// The admin listener: Prometheus `/metrics`, the counters as JSON (`/stats`), the admin
+    /// API.
     pub admin: RawAdminConfig,
 }
 
@@ -131,9 +132,10 @@ fn default_window_secs() -> u64 {
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAdminConfig {
-    /// Address (`ip:port`) of the admin listener, which serves Prometheus `/metrics`. Keep it
-    /// on loopback or a management network: it has no authentication. Default `null` (off);
-    /// for example `127.0.0.1:9129`.
+    /// Address (`ip:port`) of the admin listener, which serves Prometheus `/metrics` and the
+    /// same counters as JSON on `/stats` (these reveal traffic: the proxy port does not serve
+    /// them). Keep it on loopback or a management network: those two have no
+    /// authentication. Default `null` (off); for example `127.0.0.1:9129`.
     pub listen: Option<String>,
     /// A file holding the token of the admin API (`/v1/...` on the admin listener:
     /// explain, reload, cache stats and purge), sent as `Authorization: Bearer TOKEN`;

@@ -662,7 +662,7 @@ impl Proxy {
                 let l = std::net::TcpListener::bind(addr)
                     .with_context(|| format!("admin.listen {addr}: cannot listen"))?;
                 l.set_nonblocking(true)?;
-                tracing::info!(addr = %l.local_addr()?, "admin listener (/metrics)");
+                tracing::info!(addr = %l.local_addr()?, "admin listener (/metrics, /stats)");
                 Some(l)
             }
         };

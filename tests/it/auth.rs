@@ -187,3 +187,28 @@ async fn password_checks_beyond_the_pool_and_its_queue_are_refused_not_queued() 
     }
     proxy.stop().await;
 }
+
+/// With authentication on, what the proxy port serves without credentials shows nothing
+/// about traffic: the counters (and the hosts with failed handshakes) are on the admin
+/// listener only.
+#[tokio::test]
+async fn the_proxy_port_shows_no_counters_without_credentials() {
+    let users = format!("alice:{}\n", cheap_hash("alice's"));
+    let (proxy, _dir) = proxy_with_users(&users, "").await;
+    let r = plain_get(format!("{}/stats", proxy.url())).await.unwrap();
+    assert_eq!(r.status(), 404);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("admin listener"), "{body}");
+    let index = plain_get(format!("{}/", proxy.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!index.contains("/stats"), "{index}");
+    // The admin listener has them, the password checks included.
+    let stats = proxy_stats(&proxy).await;
+    assert!(stats["dns"].is_object(), "{stats}");
+    assert_eq!(stats["auth"]["wrong_hashed"], 0, "{stats}");
+    proxy.stop().await;
+}

@@ -17,6 +17,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_webrep");
 struct ProxyProcess {
     child: Child,
     addr: SocketAddr,
+    /// The admin listener, when the config has one.
+    admin: Option<SocketAddr>,
     lines: mpsc::UnboundedReceiver<String>,
     /// What it logged before it listened.
     startup: Vec<String>,
@@ -63,21 +65,27 @@ impl ProxyProcess {
                 }
             }
         });
-        let mut addr = None;
+        let (mut addr, mut admin) = (None, None);
         let mut startup = Vec::new();
+        let field = |l: &str, name: &str| -> Option<SocketAddr> {
+            let rest = l.split(name).nth(1)?;
+            Some(rest.split_whitespace().next()?.parse().unwrap())
+        };
         while addr.is_none() {
             let l = tokio::time::timeout(Duration::from_secs(30), lines.recv())
                 .await
                 .expect("proxy starts")
                 .expect("proxy is running");
-            if let Some(rest) = l.split("listen.addr=").nth(1) {
-                addr = Some(rest.split_whitespace().next().unwrap().parse().unwrap());
+            addr = field(&l, "listen.addr=");
+            if l.contains("admin listener") {
+                admin = field(&l, " addr=");
             }
             startup.push(l);
         }
         Self {
             child,
             addr: addr.unwrap(),
+            admin,
             lines,
             startup,
             dir,
@@ -327,7 +335,7 @@ async fn many_parallel_scanned_downloads_stay_within_the_hold_back_budget() {
     // would be 96 MiB of the proxy's memory.
     let origin = Origin::http().await;
     let proxy = ProxyProcess::start(
-        "files:\n  hold_back_bytes: 4194304\n  hold_back_total_bytes: 8388608\n",
+        "files:\n  hold_back_bytes: 4194304\n  hold_back_total_bytes: 8388608\nadmin:\n  listen: \"127.0.0.1:0\"\n",
     )
     .await;
     let client = proxy.client();
@@ -350,7 +358,7 @@ async fn many_parallel_scanned_downloads_stay_within_the_hold_back_budget() {
     }
     let after = proxy.peak_rss_kib();
     let stats: serde_json::Value = serde_json::from_str(
-        &plain_get(format!("http://{}/stats", proxy.addr))
+        &plain_get(format!("http://{}/stats", proxy.admin.unwrap()))
             .await
             .unwrap()
             .text()
@@ -466,7 +474,7 @@ async fn an_interception_ca_that_expires_soon_is_warned_about_at_start_and_on_st
         time::OffsetDateTime::now_utc() + time::Duration::hours(10 * 24 + 1),
     );
     let proxy = ProxyProcess::start(&format!(
-        "intercept:\n  enabled: true\n  ca_dir: {:?}\n",
+        "intercept:\n  enabled: true\n  ca_dir: {:?}\nadmin:\n  listen: \"127.0.0.1:0\"\n",
         ca_dir.display().to_string()
     ))
     .await;
@@ -476,7 +484,7 @@ async fn an_interception_ca_that_expires_soon_is_warned_about_at_start_and_on_st
         .find(|l| l.contains("the interception CA expires in 10 days"))
         .unwrap_or_else(|| panic!("no warning in {:#?}", proxy.startup));
     assert!(warning.contains("WARN"), "{warning}");
-    let stats = plain_get(format!("http://{}/stats", proxy.addr))
+    let stats = plain_get(format!("http://{}/stats", proxy.admin.unwrap()))
         .await
         .unwrap()
         .text()

@@ -371,7 +371,8 @@ async fn origin_handler(
 /// The real proxy, in-process, on 127.0.0.1:0.
 pub struct TestProxy {
     pub addr: SocketAddr,
-    /// The admin listener (`/metrics`), when the config sets `admin.listen`.
+    /// The admin listener (`/metrics`, `/stats`): on 127.0.0.1:0 unless the config sets
+    /// `admin.listen` (or an `admin:` section without it).
     pub admin: Option<SocketAddr>,
     pub state: Arc<webrep::proxy::ProxyState>,
     token: CancellationToken,
@@ -403,6 +404,12 @@ impl TestProxy {
                 "{yaml}\nfeedback:\n  spool_dir: {:?}\n",
                 dir.path().join("feedback-spool").display().to_string()
             )
+        };
+        // An admin listener for the counters (`/stats`, `/metrics`), unless the test set one.
+        let yaml = if yaml.contains("\nadmin:") || yaml.starts_with("admin:") {
+            yaml
+        } else {
+            format!("{yaml}\nadmin:\n  listen: \"127.0.0.1:0\"\n")
         };
         let config = Config::from_yaml(&yaml, "test.yaml").expect("test config is valid");
         let log_path = dir.path().join("access.log");
@@ -527,9 +534,10 @@ pub async fn read_head(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-/// The proxy's `/stats` page.
+/// The proxy's `/stats` page (on its admin listener).
 pub async fn proxy_stats(proxy: &TestProxy) -> serde_json::Value {
-    let text = plain_get(format!("{}/stats", proxy.url()))
+    let admin = proxy.admin.expect("the test proxy has an admin listener");
+    let text = plain_get(format!("http://{admin}/stats"))
         .await
         .unwrap()
         .text()
