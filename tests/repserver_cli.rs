@@ -14,6 +14,8 @@ const ADMIN: &str = "admin-token-0123456789";
 struct ServerProcess {
     child: Child,
     base: String,
+    /// What it logged before it listened.
+    startup: Vec<String>,
     /// `server.metrics_listen`'s address, from the log.
     metrics: String,
     /// Where the server sends its systemd notifications (`NOTIFY_SOCKET`).
@@ -23,6 +25,12 @@ struct ServerProcess {
 
 impl ServerProcess {
     async fn start() -> ServerProcess {
+        Self::start_with_tokens_mode(0o600).await
+    }
+
+    /// A server whose tokens file has permissions `mode`.
+    async fn start_with_tokens_mode(mode: u32) -> ServerProcess {
+        use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
         let tokens = dir.path().join("tokens");
         std::fs::write(
@@ -30,6 +38,7 @@ impl ServerProcess {
             format!("# test tokens\nclient {CLIENT}\nadmin {ADMIN}\n"),
         )
         .unwrap();
+        std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(mode)).unwrap();
         let cfg = dir.path().join("webrep.yaml");
         std::fs::write(
             &cfg,
@@ -55,12 +64,14 @@ impl ServerProcess {
             .unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let mut metrics = None;
+        let mut startup = Vec::new();
         let base = loop {
             let l = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
                 .await
                 .expect("server starts")
                 .unwrap()
                 .expect("server is running");
+            startup.push(l.clone());
             let field = |name: &str| {
                 l.split(name)
                     .nth(1)
@@ -77,6 +88,7 @@ impl ServerProcess {
         ServerProcess {
             child,
             base,
+            startup,
             metrics: metrics.expect("the metrics listener is logged before `ready`"),
             notify,
             dir,
@@ -337,6 +349,49 @@ async fn server_import_and_lookup_commands() {
     let (code, _, err) = s.run(NEW_CLIENT, &["lookup", "http://a.test/"]).await;
     assert_eq!(code, 0, "{err}");
     s.stop().await;
+}
+
+/// The README's first tokens file was written with the default umask (0644): every local user
+/// could read the admin token. The server says so at start; the CLI does for `--token-file`.
+#[tokio::test]
+async fn a_tokens_file_other_users_can_read_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let open = ServerProcess::start_with_tokens_mode(0o644).await;
+    assert!(open.notification().await.starts_with("READY=1"));
+    let warning = open
+        .startup
+        .iter()
+        .find(|l| l.contains("server.tokens_file") && l.contains("chmod o-rwx"))
+        .unwrap_or_else(|| panic!("no warning in {:#?}", open.startup));
+    assert!(warning.contains("WARN") && warning.contains("mode 644"), "{warning}");
+    let token_file = open.dir.path().join("client-token");
+    std::fs::write(&token_file, format!("{CLIENT}\n")).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let lookup = || {
+        Command::new(BIN)
+            .args(["lookup", "--server", &open.base, "--token-file"])
+            .arg(&token_file)
+            .arg("http://malware.example/")
+            .env_remove("WEBREP_TOKEN")
+            .output()
+    };
+    let out = lookup().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("warning: --token-file"), "{stderr}");
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = lookup().await.unwrap();
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    open.stop().await;
+    // Readable by the service's group only (the packaged layout): no warning.
+    let grouped = ServerProcess::start_with_tokens_mode(0o640).await;
+    assert!(grouped.notification().await.starts_with("READY=1"));
+    assert!(
+        !grouped.startup.iter().any(|l| l.contains("chmod o-rwx")),
+        "{:#?}",
+        grouped.startup
+    );
+    grouped.stop().await;
 }
 
 #[tokio::test]

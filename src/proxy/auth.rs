@@ -264,6 +264,7 @@ impl Authenticator {
         checks: Arc<PasswordChecks>,
     ) -> Result<Self, AuthError> {
         let p = path.display().to_string();
+        crate::secrets::warn_if_open(path, "auth.users_file");
         let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read {
             path: p.clone(),
             source,

@@ -221,6 +221,7 @@ pub struct Reloaded {
 
 /// The first line of `admin.token_file`, checked.
 fn read_admin_token(path: &std::path::Path) -> anyhow::Result<String> {
+    crate::secrets::warn_if_open(path, "admin.token_file");
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("admin.token_file {}", path.display()))?;
     let token = text.lines().next().unwrap_or("").trim();
@@ -287,7 +288,9 @@ async fn filter_setup(
     for s in &r.sources {
         let token = match (&s.token, &s.token_file) {
             (Some(t), _) => t.clone(),
-            (None, Some(path)) => std::fs::read_to_string(path)
+            (None, Some(path)) => {
+                crate::secrets::warn_if_open(path, "reputation.sources token_file");
+                std::fs::read_to_string(path)
                 .with_context(|| {
                     format!(
                         "reputation source {}: token_file {}",
@@ -299,7 +302,8 @@ async fn filter_setup(
                 .next()
                 .unwrap_or("")
                 .trim()
-                .to_owned(),
+                .to_owned()
+            }
             (None, None) => anyhow::bail!("reputation source {}: no token", s.name),
         };
         sources.push(SourceConfig {

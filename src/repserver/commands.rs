@@ -67,13 +67,18 @@ impl From<anyhow::Error> for CommandError {
 
 fn client(args: &ServerArgs) -> Result<RepClient, CommandError> {
     let token = match &args.token_file {
-        Some(path) => std::fs::read_to_string(path)
+        Some(path) => {
+            if let Some(w) = crate::secrets::warning(path, "--token-file") {
+                eprintln!("webrep: warning: {w}");
+            }
+            std::fs::read_to_string(path)
             .map_err(|e| CommandError::usage(format!("cannot read {}: {e}", path.display())))?
             .lines()
             .next()
             .unwrap_or("")
             .trim()
-            .to_owned(),
+            .to_owned()
+        }
         None => std::env::var("WEBREP_TOKEN").unwrap_or_default(),
     };
     if token.is_empty() {

@@ -57,6 +57,7 @@ pub fn load_sample(store: &mut Store, now: i64) -> anyhow::Result<u64> {
 /// An unreadable file, or a line that is not `client|admin TOKEN` with a valid token (the
 /// message names the line, never the token).
 pub fn read_tokens_file(path: &Path, into: &mut Tokens) -> anyhow::Result<()> {
+    crate::secrets::warn_if_open(path, "server.tokens_file");
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read tokens file {}", path.display()))?;
     for (i, line) in text.lines().enumerate() {
@@ -95,6 +96,7 @@ fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<tokio_rustls::TlsAcce
     if certs.is_empty() {
         bail!("server.tls.cert {}: no certificate in it", cert.display());
     }
+    crate::secrets::warn_if_open(key, "server.tls.key");
     let key = PrivateKeyDer::from_pem_file(key)
         .with_context(|| format!("server.tls.key {}", key.display()))?;
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
@@ -127,6 +129,7 @@ fn upstream(config: &crate::config::UpstreamConfig) -> anyhow::Result<Upstream> 
     let token = match (&config.token, &config.token_file) {
         (Some(t), _) => t.clone(),
         (None, Some(path)) => {
+            crate::secrets::warn_if_open(path, "server.upstream.token_file");
             let text = std::fs::read_to_string(path).with_context(|| {
                 format!("cannot read server.upstream.token_file {}", path.display())
             })?;

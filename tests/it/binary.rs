@@ -496,3 +496,43 @@ async fn an_interception_ca_that_expires_soon_is_warned_about_at_start_and_on_st
         .unwrap_or_default();
     assert!(problem.starts_with("expires in 10 days"), "{stats}");
 }
+
+/// A users file and an admin token file that every local user can read start the proxy with
+/// a warning naming each; readable by the owner and group only, without one.
+#[tokio::test]
+async fn secrets_files_other_users_can_read_are_warned_about() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (users, token) = (dir.path().join("users"), dir.path().join("admin-token"));
+    let hash = webrep::proxy::auth::hash_password_with(
+        "pw",
+        argon2::Params::new(64, 1, 1, None).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(&users, format!("alice:{hash}\n")).unwrap();
+    std::fs::write(&token, "admin-token-0123456789\n").unwrap();
+    let config = format!(
+        "auth:\n  users_file: {:?}\nadmin:\n  listen: \"127.0.0.1:0\"\n  token_file: {:?}\n",
+        users.display().to_string(),
+        token.display().to_string()
+    );
+    let warned = |startup: &[String], key: &str| {
+        startup
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains(key) && l.contains("chmod o-rwx"))
+    };
+    for (mode, expected) in [(0o644, true), (0o640, false)] {
+        for f in [&users, &token] {
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let proxy = ProxyProcess::start(&config).await;
+        for key in ["auth.users_file", "admin.token_file"] {
+            assert_eq!(
+                warned(&proxy.startup, key),
+                expected,
+                "mode {mode:o}, {key}: {:#?}",
+                proxy.startup
+            );
+        }
+    }
+}

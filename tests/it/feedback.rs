@@ -205,6 +205,31 @@ fn client_from(p: &TestProxy, local: [u8; 4]) -> reqwest::Client {
         .unwrap()
 }
 
+/// Follows a page's "report a mistake" `link` (a path, on `base`) as a browser does: the form
+/// it shows, then that form posted with `comment`.
+async fn report_mistake(
+    client: &reqwest::Client,
+    base: &str,
+    link: &str,
+    comment: &str,
+) -> reqwest::Response {
+    let form = client.get(format!("{base}{link}")).send().await.unwrap();
+    assert_eq!(form.status(), 200);
+    let html = form.text().await.unwrap();
+    assert!(
+        html.contains("<form method=\"post\" action=\"/.webrep/report\">"),
+        "{html}"
+    );
+    let ticket = link.split("ticket=").nth(1).expect("the link names a ticket");
+    client
+        .post(format!("{base}/.webrep/report"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("ticket={ticket}&comment={}", comment.replace(' ', "+")))
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn json_page(client: &reqwest::Client, url: &str) -> Value {
     let r = client
         .get(url)
@@ -278,14 +303,17 @@ async fn feedback_events_of_every_kind_arrive_with_their_fields() {
         let r = client.get(origin.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
     }
-    // The user reports the block, with a comment.
-    let r = client
-        .get(format!("http://danger.test{report}&comment=it+is+my+bank"))
-        .send()
-        .await
-        .unwrap();
+    // The user reports the block, with a comment: the link's form, posted.
+    let r = report_mistake(&client, "http://danger.test", &report, "it is my bank").await;
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("Thank you"));
+    // The comment went in the body: the access log has the report's URL, not the comment.
+    let line = p
+        .wait_log(|v| v["method"] == "POST" && v["status"] == 200)
+        .await;
+    assert_eq!(line["url"], "http://danger.test/.webrep/report", "{line}");
+    let log = p.access_log_text();
+    assert!(!log.contains("bank"), "{log}");
     // A ticket of another client cannot be reported from here.
     let other = client_from(&p, [127, 0, 0, 2]);
     let r = other
@@ -747,7 +775,7 @@ async fn feedback_escalation_reaches_another_proxy_without_restart() {
         let c = client_from(&reporting, local);
         let page = json_page(&c, &url).await;
         let link = page["report"].as_str().unwrap();
-        let r = c.get(origin.url(link)).send().await.unwrap();
+        let r = report_mistake(&c, &origin.url(""), link, "").await;
         assert_eq!(r.status(), 200, "report {i}");
         last_report = Instant::now();
         if i < 2 {

@@ -455,6 +455,12 @@ impl TestProxy {
         b.build().unwrap()
     }
 
+    /// The access log so far.
+    pub fn access_log_text(&self) -> String {
+        self.access_log.flush(Duration::from_secs(5));
+        std::fs::read_to_string(&self.log_path).unwrap()
+    }
+
     /// Waits (bounded) until an access-log line satisfies `pred`, and returns it.
     pub async fn wait_log(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
         for _ in 0..500 {

@@ -176,13 +176,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_job_leaves_the_thread_working() {
-        let pool = HashPool::new(1, 0).unwrap();
+        let pool = HashPool::new(1, 1).unwrap();
         assert_eq!(
             pool.run(|_| -> u8 { panic!("job panics on purpose") })
                 .await,
             Err(PoolError::Gone)
         );
-        // queue 0: the job waits for the one thread to be idle; it is, after the panic.
+        // The one thread takes the next job once it has caught the panic.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             match pool.run(|s| s.blocks(8).len()).await {
