@@ -267,9 +267,10 @@ pub struct RawAuthConfig {
     /// Default 0.
     pub hash_threads: usize,
     /// Password checks that may wait for a thread. Beyond, a request whose credential needs
-    /// checking is answered 503 (with `Retry-After`) at once instead of waiting; credentials
-    /// already remembered are not affected. 0: a check runs only when a thread is idle.
-    /// Default 32.
+    /// checking is not queued: it is answered 503 (with `Retry-After`) after
+    /// `failure_delay_ms`, and counts against its address's `failures_per_client`.
+    /// Credentials already remembered are not affected. 0: a check runs only when a thread is
+    /// idle. Default 32.
     pub hash_queue: usize,
     /// How long a wrong credential is remembered, in seconds, so that the same wrong
     /// credential again is answered 407 without hashing. Dropped on reload with the users
@@ -278,16 +279,17 @@ pub struct RawAuthConfig {
     /// Wrong credentials remembered at most (least used dropped first). Default 10000.
     pub failed_credentials_cache_entries: u64,
     /// Wrong credentials one client address (an IPv6 /64) may send within
-    /// `failure_window_seconds`. Beyond, until its window ends, every request from it that
-    /// needs a password check is answered 429 after `failure_delay_ms`, without one;
-    /// credentials already remembered as valid still work from there. 0: no limit.
-    /// Default 20.
+    /// `failure_window_seconds` (malformed ones and those refused with 503 count too).
+    /// Beyond, until its window ends, every request from it that needs a password check is
+    /// answered 429 after `failure_delay_ms`, without one; credentials already remembered as
+    /// valid still work from there. 0: no limit. Default 20.
     pub failures_per_client: u32,
     /// The window of `failures_per_client`, in seconds, from the address's first failure.
     /// Default 60.
     pub failure_window_seconds: u64,
-    /// How long the answer to a client over its failure budget is held back, in
-    /// milliseconds (at most 60000). Default 1000.
+    /// How long 429 (over the failure budget) and 503 (password-check queue full) answers
+    /// are held back, in milliseconds (at most 60000), so that a client retrying at once
+    /// does not spin. Default 1000.
     pub failure_delay_ms: u64,
     /// A groups file for policy rules that `match` on `groups`: one `group: user user ...`
     /// per line (members separated by spaces or commas), `#` comments. Read again on reload,

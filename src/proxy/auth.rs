@@ -14,12 +14,15 @@
 //! # A check, in order
 //! 1. A credential verified before (for `auth.credentials_cache_seconds`) is accepted: a
 //!    keyed SHA-256 of the header value and a map lookup, never the plain password.
-//! 2. A client address over its failure budget ([`budget`]) is answered 429 after a delay.
+//! 2. A client address over its failure budget ([`budget`]) is answered 429 after
+//!    `auth.failure_delay_ms`.
 //! 3. A credential found wrong before (for `auth.failed_credentials_cache_seconds`) is
 //!    answered 407 without hashing again.
 //! 4. Otherwise the password is hashed on the fixed [`pool`] (`auth.hash_threads`, with a
-//!    queue of `auth.hash_queue`); a full queue is answered 503 at once. Unknown users cost one
-//!    dummy verification, so timing does not reveal which names exist.
+//!    queue of `auth.hash_queue`). A full queue is answered 503 after `auth.failure_delay_ms`
+//!    (a client that retries at once would otherwise spin on 503s) and counts against the
+//!    address's budget, like a wrong credential. Unknown users cost one dummy verification, so
+//!    timing does not reveal which names exist.
 //!
 //! # What it costs
 //! Password hashing is deliberately slow (tens of milliseconds and, for argon2, its memory
@@ -207,6 +210,8 @@ impl AuthStats {
 pub struct PasswordChecks {
     pool: HashPool,
     budget: Option<FailureBudget>,
+    /// How long 429 and 503 answers are held back.
+    delay: Duration,
     pub stats: AuthStats,
 }
 
@@ -219,11 +224,8 @@ impl PasswordChecks {
         Ok(Self {
             pool: HashPool::new(config.hash_threads, config.hash_queue)
                 .map_err(AuthError::Threads)?,
-            budget: FailureBudget::new(
-                config.failures_per_client,
-                config.failure_window,
-                config.failure_delay,
-            ),
+            budget: FailureBudget::new(config.failures_per_client, config.failure_window),
+            delay: config.failure_delay,
             stats: AuthStats::default(),
         })
     }
@@ -343,18 +345,19 @@ impl Authenticator {
             return AuthOutcome::User(user);
         }
         let budget = self.checks.budget.as_ref();
-        if let Some(over) = budget.and_then(|b| b.over(client)) {
+        if let Some(retry_after) = budget.and_then(|b| b.over(client)) {
             stats.throttled.fetch_add(1, Relaxed);
-            tokio::time::sleep(over.delay).await;
-            return AuthOutcome::Throttled {
-                retry_after: over.retry_after,
-            };
+            tokio::time::sleep(self.checks.delay).await;
+            return AuthOutcome::Throttled { retry_after };
         }
         let outcome = self.verify(value, key).await;
-        if outcome == AuthOutcome::Invalid
+        if matches!(outcome, AuthOutcome::Invalid | AuthOutcome::Busy)
             && let Some(b) = budget
         {
             b.record_failure(client);
+        }
+        if outcome == AuthOutcome::Busy {
+            tokio::time::sleep(self.checks.delay).await;
         }
         outcome
     }

@@ -138,15 +138,20 @@ async fn an_address_over_its_failure_budget_gets_429_and_other_users_still_get_i
 }
 
 /// One password-check thread and room for one waiting check: of six concurrent checks of a
-/// slow (default-cost argon2) hash, those that find both taken are answered 503 at once
-/// instead of waiting, and the pool serves again afterwards.
+/// slow (default-cost argon2) hash, those that find both taken are answered 503 instead of
+/// waiting for a thread, and the pool serves again afterwards. (No failure budget here: the
+/// valid user below polls through 503s while the pool finishes.)
 #[tokio::test]
 async fn password_checks_beyond_the_pool_and_its_queue_are_refused_not_queued() {
     let origin = Origin::http().await;
     let slow = webrep::proxy::auth::hash_password("slow to check").unwrap();
     let users = format!("carol:{slow}\nalice:{}\n", cheap_hash("alice's"));
     let (proxy, _dir) =
-        proxy_with_users(&users, "  hash_threads: 1\n  hash_queue: 1\n").await;
+        proxy_with_users(
+            &users,
+            "  hash_threads: 1\n  hash_queue: 1\n  failures_per_client: 0\n  failure_delay_ms: 100\n",
+        )
+        .await;
     let url = origin.url("/");
     let mut checks_in_flight = tokio::task::JoinSet::new();
     for i in 0..6u8 {

@@ -1,9 +1,11 @@
 //! The failure budget: how many wrong credentials one client address may send in a window.
 //!
 //! Where it sits: [`super::Authenticator::check`] asks it before any credential that is not
-//! already known good is looked at, and tells it every failure. An address over its budget
-//! gets no password check until its window ends: its requests are answered 429 after a delay
-//! (`auth.failure_delay_ms`), which slows a guessing loop down on every connection it has.
+//! already known good is looked at, and tells it every failure (a wrong or malformed
+//! credential, or one refused because the password-check queue was full). An address over its
+//! budget gets no password check until its window ends: its requests are answered 429 after a
+//! delay (`auth.failure_delay_ms`), which slows a guessing loop down on every connection it
+//! has.
 //!
 //! Addresses: an IPv4 address, or the /64 an IPv6 address is in (one host usually has a whole
 //! /64); an IPv4-mapped IPv6 address counts as its IPv4 address.
@@ -33,27 +35,16 @@ struct Window {
 pub struct FailureBudget {
     per_client: u32,
     window: Duration,
-    delay: Duration,
     windows: moka::sync::Cache<IpAddr, Arc<Window>>,
-}
-
-/// An address over its budget: what to answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OverBudget {
-    /// How long to hold the answer back.
-    pub delay: Duration,
-    /// When the address's window ends.
-    pub retry_after: Duration,
 }
 
 impl FailureBudget {
     /// A budget of `per_client` failures per `window`; `None` when `per_client` is 0 (no
     /// limit).
-    pub fn new(per_client: u32, window: Duration, delay: Duration) -> Option<Self> {
+    pub fn new(per_client: u32, window: Duration) -> Option<Self> {
         (per_client > 0 && !window.is_zero()).then(|| Self {
             per_client,
             window,
-            delay,
             windows: moka::sync::Cache::builder()
                 .max_capacity(MAX_ADDRESSES)
                 .time_to_live(window)
@@ -61,13 +52,11 @@ impl FailureBudget {
         })
     }
 
-    /// Whether `client` has used its budget up, and if so what to answer.
-    pub fn over(&self, client: IpAddr) -> Option<OverBudget> {
+    /// Whether `client` has used its budget up, and if so how long until its window ends.
+    pub fn over(&self, client: IpAddr) -> Option<Duration> {
         let w = self.windows.get(&address_key(client))?;
-        (w.failures.load(Ordering::Relaxed) >= self.per_client).then(|| OverBudget {
-            delay: self.delay,
-            retry_after: self.window.saturating_sub(w.start.elapsed()),
-        })
+        (w.failures.load(Ordering::Relaxed) >= self.per_client)
+            .then(|| self.window.saturating_sub(w.start.elapsed()))
     }
 
     /// Counts a wrong credential from `client`.
@@ -105,15 +94,14 @@ mod tests {
 
     #[test]
     fn an_address_is_over_after_its_budget_and_others_are_not() {
-        let b = FailureBudget::new(2, Duration::from_secs(60), Duration::from_millis(5)).unwrap();
+        let b = FailureBudget::new(2, Duration::from_secs(60)).unwrap();
         let a = ip("192.0.2.1");
         assert_eq!(b.over(a), None);
         b.record_failure(a);
         assert_eq!(b.over(a), None);
         b.record_failure(a);
-        let over = b.over(a).expect("two failures use the budget up");
-        assert_eq!(over.delay, Duration::from_millis(5));
-        assert!(over.retry_after <= Duration::from_secs(60));
+        let retry_after = b.over(a).expect("two failures use the budget up");
+        assert!(retry_after <= Duration::from_secs(60));
         assert_eq!(b.over(ip("192.0.2.2")), None);
         // One IPv6 /64 is one client; the mapped form of an IPv4 address is that address.
         b.record_failure(ip("2001:db8::1"));
@@ -121,6 +109,6 @@ mod tests {
         assert!(b.over(ip("2001:db8::3")).is_some());
         assert_eq!(b.over(ip("2001:db8:0:1::1")), None);
         assert!(b.over(ip("::ffff:192.0.2.1")).is_some());
-        assert!(FailureBudget::new(0, Duration::from_secs(60), Duration::ZERO).is_none());
+        assert!(FailureBudget::new(0, Duration::from_secs(60)).is_none());
     }
 }
