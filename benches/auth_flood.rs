@@ -127,11 +127,7 @@ async fn start_proxy(bin: &str, dir: &std::path::Path) -> (tokio::process::Child
         .expect("the webrep binary runs");
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let addr = loop {
-        let l = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("the proxy starts");
+        let l = lines.next_line().await.unwrap().expect("the proxy starts");
         if let Some(rest) = l.split("listen.addr=").nth(1) {
             break rest.split_whitespace().next().unwrap().parse().unwrap();
         }
@@ -158,7 +154,10 @@ async fn connect(proxy: SocketAddr, local: IpAddr) -> std::io::Result<Sender> {
 /// Sends one GET for `url` with `auth`; the status (0: the connection failed).
 async fn get(tx: &mut Sender, url: &str, auth: &str) -> u16 {
     let req = Request::get(url)
-        .header("host", url.trim_start_matches("http://").trim_end_matches('/'))
+        .header(
+            "host",
+            url.trim_start_matches("http://").trim_end_matches('/'),
+        )
         .header("proxy-authorization", auth)
         .body(Empty::new())
         .unwrap();
@@ -192,9 +191,21 @@ impl Tally {
 }
 
 /// One flooding connection: wrong passwords until `stop`, reconnecting when the proxy closes.
-async fn flood(n: usize, s: Arc<Settings>, proxy: SocketAddr, url: String, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
+async fn flood(
+    n: usize,
+    s: Arc<Settings>,
+    proxy: SocketAddr,
+    url: String,
+    tally: Arc<Tally>,
+    stop: Arc<AtomicBool>,
+) {
     let local = if s.spread {
-        IpAddr::from([127, 0, 1 + u8::try_from(n / 250).unwrap_or(0), 1 + (n % 250) as u8])
+        IpAddr::from([
+            127,
+            0,
+            1 + u8::try_from(n / 250).unwrap_or(0),
+            1 + (n % 250) as u8,
+        ])
     } else {
         IpAddr::from([127, 0, 0, 2])
     };
@@ -211,7 +222,11 @@ async fn flood(n: usize, s: Arc<Settings>, proxy: SocketAddr, url: String, tally
                 }
             },
         };
-        let password = if s.random { format!("guess-{n}-{i}") } else { "guess".to_owned() };
+        let password = if s.random {
+            format!("guess-{n}-{i}")
+        } else {
+            "guess".to_owned()
+        };
         let status = get(c, &url, &basic(USER.0, &password)).await;
         i += 1;
         if status == 0 || c.is_closed() {
@@ -264,19 +279,32 @@ async fn main() {
     let pid = child.id().unwrap();
     // The user logs in before the flood: one password check, then remembered.
     let mut login = connect(proxy, IpAddr::from([127, 0, 0, 1])).await.unwrap();
-    assert_eq!(get(&mut login, &url, &basic(USER.0, USER.1)).await, 200, "login");
+    assert_eq!(
+        get(&mut login, &url, &basic(USER.0, USER.1)).await,
+        200,
+        "login"
+    );
     let (rss_before, _, _) = proc_status(pid).unwrap();
     let (stop, tally) = (Arc::new(AtomicBool::new(false)), Arc::new(Tally::default()));
     let user = tokio::spawn(browse(proxy, url.clone(), stop.clone()));
     let mut flooding = tokio::task::JoinSet::new();
     for n in 0..s.conns {
-        flooding.spawn(flood(n, s.clone(), proxy, url.clone(), tally.clone(), stop.clone()));
+        flooding.spawn(flood(
+            n,
+            s.clone(),
+            proxy,
+            url.clone(),
+            tally.clone(),
+            stop.clone(),
+        ));
     }
     let (mut rss_max, mut threads_max, mut killed) = (0, 0, false);
     let end = Instant::now() + Duration::from_secs(s.seconds);
     while Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let Some((rss, _, threads)) = proc_status(pid) else { break };
+        let Some((rss, _, threads)) = proc_status(pid) else {
+            break;
+        };
         (rss_max, threads_max) = (rss_max.max(rss), threads_max.max(threads));
         if rss > s.rss_limit_kib {
             killed = true;
@@ -297,7 +325,11 @@ async fn main() {
     println!(
         "auth_flood: {} conns from {}, {} passwords, {} s, binary {}",
         s.conns,
-        if s.spread { "one address each" } else { "one address" },
+        if s.spread {
+            "one address each"
+        } else {
+            "one address"
+        },
         if s.random { "new wrong" } else { "one wrong" },
         s.seconds,
         s.bin
@@ -305,7 +337,10 @@ async fn main() {
     println!(
         "  flood: {total} answers ({:.0}/s): 407 {}, 429 {}, 503 {}, other {}",
         total as f64 / s.seconds as f64,
-        c[0], c[1], c[2], c[3]
+        c[0],
+        c[1],
+        c[2],
+        c[3]
     );
     let mb = |kib: u64| kib as f64 / 1024.0;
     let peak = after.map_or(rss_max, |a| a.1.max(rss_max));
@@ -315,7 +350,11 @@ async fn main() {
         mb(peak),
         after.map_or("gone".to_owned(), |a| format!("{:.1} MB", mb(a.0))),
         AFTER.as_secs(),
-        if killed { " (KILLED at RSS_LIMIT_MB)" } else { "" }
+        if killed {
+            " (KILLED at RSS_LIMIT_MB)"
+        } else {
+            ""
+        }
     );
     println!(
         "  user: {} requests, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {errors} not 200",

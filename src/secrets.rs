@@ -72,6 +72,9 @@ mod tests {
         assert_eq!(warning(&f, "server.tokens_file"), None);
         set(0o604).unwrap();
         let w = warning(&f, "server.tokens_file").unwrap();
-        assert!(w.starts_with("server.tokens_file ") && w.contains("mode 604"), "{w}");
+        assert!(
+            w.starts_with("server.tokens_file ") && w.contains("mode 604"),
+            "{w}"
+        );
     }
 }

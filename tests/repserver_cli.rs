@@ -363,7 +363,10 @@ async fn a_tokens_file_other_users_can_read_is_warned_about() {
         .iter()
         .find(|l| l.contains("server.tokens_file") && l.contains("chmod o-rwx"))
         .unwrap_or_else(|| panic!("no warning in {:#?}", open.startup));
-    assert!(warning.contains("WARN") && warning.contains("mode 644"), "{warning}");
+    assert!(
+        warning.contains("WARN") && warning.contains("mode 644"),
+        "{warning}"
+    );
     let token_file = open.dir.path().join("client-token");
     std::fs::write(&token_file, format!("{CLIENT}\n")).unwrap();
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -381,7 +384,11 @@ async fn a_tokens_file_other_users_can_read_is_warned_about() {
     assert!(stderr.contains("warning: --token-file"), "{stderr}");
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let out = lookup().await.unwrap();
-    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     open.stop().await;
     // Readable by the service's group only (the packaged layout): no warning.
     let grouped = ServerProcess::start_with_tokens_mode(0o640).await;

@@ -195,7 +195,10 @@ impl Feedback {
         };
         let key_hex = persistent(dir, "anonymize-key", || random_hex(32))
             .with_context(|| format!("feedback.spool_dir {}", dir.display()))?;
-        crate::secrets::warn_if_open(&dir.join("anonymize-key"), "feedback.spool_dir's anonymize-key");
+        crate::secrets::warn_if_open(
+            &dir.join("anonymize-key"),
+            "feedback.spool_dir's anonymize-key",
+        );
         let mut key = [0u8; 32];
         for (i, k) in key.iter_mut().enumerate() {
             *k = key_hex
@@ -338,7 +341,6 @@ impl Feedback {
         );
     }
 }
-
 
 /// The sender task's state.
 struct Sender {

@@ -44,7 +44,11 @@ impl Feedback {
             Method::GET | Method::HEAD => self.report_form(req.uri().query(), client),
             Method::POST => match read_form(req.into_body()).await {
                 Ok(form) => self.record_report(&form, client),
-                Err(why) => page(StatusCode::BAD_REQUEST, "Not sent", format!("<p>{why}</p>\n")),
+                Err(why) => page(
+                    StatusCode::BAD_REQUEST,
+                    "Not sent",
+                    format!("<p>{why}</p>\n"),
+                ),
             },
             _ => {
                 let mut r = page(
@@ -184,10 +188,11 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let collected = tokio::time::timeout(FORM_TIMEOUT, Limited::new(body, MAX_FORM_BYTES).collect())
-        .await
-        .map_err(|_| "The form did not arrive in time.")?
-        .map_err(|_| "The form is too long or did not arrive whole.")?;
+    let collected =
+        tokio::time::timeout(FORM_TIMEOUT, Limited::new(body, MAX_FORM_BYTES).collect())
+            .await
+            .map_err(|_| "The form did not arrive in time.")?
+            .map_err(|_| "The form is too long or did not arrive whole.")?;
     String::from_utf8(collected.to_bytes().to_vec()).map_err(|_| "The form is not UTF-8 text.")
 }
 
@@ -256,8 +261,14 @@ mod tests {
         };
         let link = format!("{REPORT_PATH}?{q}");
         assert_eq!(status(req(Method::GET, "/r?x=1", ""), me).await, 400);
-        assert_eq!(status(req(Method::GET, "/r?ticket=nope", ""), me).await, 404);
-        assert_eq!(status(req(Method::GET, &link, ""), [127, 0, 0, 2].into()).await, 404);
+        assert_eq!(
+            status(req(Method::GET, "/r?ticket=nope", ""), me).await,
+            404
+        );
+        assert_eq!(
+            status(req(Method::GET, &link, ""), [127, 0, 0, 2].into()).await,
+            404
+        );
         // The link shows the form and records nothing, a comment in the URL included.
         assert_eq!(status(req(Method::GET, &link, ""), me).await, 200);
         let commented = format!("{link}&comment=in+the+url");
@@ -268,7 +279,10 @@ mod tests {
         assert_eq!(status(req(Method::POST, REPORT_PATH, &form), me).await, 200);
         assert_eq!(f.stats.queued.load(Ordering::Relaxed), 1);
         let other = [127, 0, 0, 2].into();
-        assert_eq!(status(req(Method::POST, REPORT_PATH, &form), other).await, 404);
+        assert_eq!(
+            status(req(Method::POST, REPORT_PATH, &form), other).await,
+            404
+        );
         assert_eq!(status(req(Method::PUT, REPORT_PATH, &form), me).await, 405);
         let long = format!("{q}&comment={}", "x".repeat(MAX_FORM_BYTES));
         assert_eq!(status(req(Method::POST, REPORT_PATH, &long), me).await, 400);

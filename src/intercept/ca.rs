@@ -280,12 +280,13 @@ pub fn load(dir: &Path) -> Result<Ca, CaError> {
             source,
         })
     };
-    let open = crate::secrets::open_to(&key_path, crate::secrets::GROUP_OR_OTHERS).map_err(
-        |source| CaError::Io {
-            path: key_path.clone(),
-            source,
-        },
-    )?;
+    let open =
+        crate::secrets::open_to(&key_path, crate::secrets::GROUP_OR_OTHERS).map_err(|source| {
+            CaError::Io {
+                path: key_path.clone(),
+                source,
+            }
+        })?;
     if let Some(mode) = open {
         return Err(CaError::KeyPermissions(key_path, mode));
     }

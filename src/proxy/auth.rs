@@ -334,7 +334,11 @@ impl Authenticator {
 
     /// Checks a `Proxy-Authorization` header sent by `client`, in the order of the module
     /// doc. Hashing runs on the pool; an address over its budget waits out the delay here.
-    pub async fn check(self: &Arc<Self>, header: Option<&HeaderValue>, client: IpAddr) -> AuthOutcome {
+    pub async fn check(
+        self: &Arc<Self>,
+        header: Option<&HeaderValue>,
+        client: IpAddr,
+    ) -> AuthOutcome {
         let Some(value) = header else {
             return AuthOutcome::Missing;
         };
@@ -545,7 +549,10 @@ mod tests {
             AuthOutcome::User("bob".into())
         );
         assert_eq!(check(basic("alice", "wrong")).await, AuthOutcome::Invalid);
-        assert_eq!(check(basic("mallory", "s3cret")).await, AuthOutcome::Invalid);
+        assert_eq!(
+            check(basic("mallory", "s3cret")).await,
+            AuthOutcome::Invalid
+        );
         assert_eq!(
             check(HeaderValue::from_static("Bearer x")).await,
             AuthOutcome::Invalid

@@ -7,9 +7,9 @@
 //! # Where it sits
 //! Outside the request path: the counters are the relaxed atomics the request path already
 //! keeps (filter decisions, cache states, file scans, feedback queue and spool, certificate
-//! mints, failed client handshakes, tunnels, DNS lookups, policy reload failures) and the histogram of
-//! reputation round trips; a scrape reads them into a fresh `prometheus-client`
-//! registry and encodes it in the OpenMetrics text format. Label values come from closed
+//! mints, failed client handshakes, tunnels, DNS lookups, policy reload failures, password
+//! checks) and the histogram of reputation round trips; a scrape reads them into a fresh
+//! `prometheus-client` registry and encodes it in the OpenMetrics text format. Label values come from closed
 //! sets only: actions, cache states, outcomes, and the configured source names.
 //!
 //! # What it costs
@@ -198,26 +198,7 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
             );
         }
     }
-    if let Some(auth) = &state.auth {
-        let checks = auth.load().checks().clone();
-        counter_family(
-            &mut r,
-            "auth_checks",
-            "Proxy credential checks by result: user_/wrong_ hashed (a password hash ran) or cached (answered from the cache of verified or of wrong credentials), malformed, throttled (429: the client address is over auth.failures_per_client), busy (503: the password-check queue was full)",
-            "result",
-            checks
-                .stats
-                .counts()
-                .into_iter()
-                .map(|(k, n)| (k.to_owned(), n)),
-        );
-        gauge(
-            &mut r,
-            "auth_hash_queue",
-            "Password checks waiting for a thread (at most auth.hash_queue)",
-            i64::try_from(checks.queued()).unwrap_or(i64::MAX),
-        );
-    }
+    render_auth(&mut r, state);
     counter_family(
         &mut r,
         "tunnels",
@@ -260,6 +241,30 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &r)?;
     Ok(out)
+}
+
+/// Proxy authentication's families: checks by result, checks waiting for a thread.
+fn render_auth(r: &mut Registry, state: &ProxyState) {
+    if let Some(auth) = &state.auth {
+        let checks = auth.load().checks().clone();
+        counter_family(
+            r,
+            "auth_checks",
+            "Proxy credential checks by result: user_/wrong_ hashed (a password hash ran) or cached (answered from the cache of verified or of wrong credentials), malformed, throttled (429: the client address is over auth.failures_per_client), busy (503: the password-check queue was full)",
+            "result",
+            checks
+                .stats
+                .counts()
+                .into_iter()
+                .map(|(k, n)| (k.to_owned(), n)),
+        );
+        gauge(
+            r,
+            "auth_hash_queue",
+            "Password checks waiting for a thread (at most auth.hash_queue)",
+            i64::try_from(checks.queued()).unwrap_or(i64::MAX),
+        );
+    }
 }
 
 /// `/stats`: filtering decisions by action and cache state, reputation changes applied,

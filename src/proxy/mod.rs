@@ -291,18 +291,18 @@ async fn filter_setup(
             (None, Some(path)) => {
                 crate::secrets::warn_if_open(path, "reputation.sources token_file");
                 std::fs::read_to_string(path)
-                .with_context(|| {
-                    format!(
-                        "reputation source {}: token_file {}",
-                        s.name,
-                        path.display()
-                    )
-                })?
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_owned()
+                    .with_context(|| {
+                        format!(
+                            "reputation source {}: token_file {}",
+                            s.name,
+                            path.display()
+                        )
+                    })?
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned()
             }
             (None, None) => anyhow::bail!("reputation source {}: no token", s.name),
         };

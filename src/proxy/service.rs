@@ -348,7 +348,10 @@ pub fn error_response(state: &ProxyState, ctx: &RequestCtx, e: &ProxyError) -> R
     }
     if let Some(after) = e.retry_after() {
         // Whole seconds, rounded up: a client told 0 would come straight back.
-        h.insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
+        h.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(after.as_secs().max(1)),
+        );
     }
     resp
 }

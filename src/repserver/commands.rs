@@ -72,12 +72,12 @@ fn client(args: &ServerArgs) -> Result<RepClient, CommandError> {
                 eprintln!("webrep: warning: {w}");
             }
             std::fs::read_to_string(path)
-            .map_err(|e| CommandError::usage(format!("cannot read {}: {e}", path.display())))?
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_owned()
+                .map_err(|e| CommandError::usage(format!("cannot read {}: {e}", path.display())))?
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned()
         }
         None => std::env::var("WEBREP_TOKEN").unwrap_or_default(),
     };

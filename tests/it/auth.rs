@@ -53,7 +53,10 @@ async fn status(client: &reqwest::Client, url: &str) -> u16 {
 /// `webrep_auth_checks_total{result=...}` on the proxy's admin listener.
 async fn checks(proxy: &TestProxy, result: &str) -> f64 {
     let text = scrape(proxy.admin.expect("admin listener")).await;
-    sample(&text, &format!("webrep_auth_checks_total{{result=\"{result}\"}}"))
+    sample(
+        &text,
+        &format!("webrep_auth_checks_total{{result=\"{result}\"}}"),
+    )
 }
 
 #[tokio::test]
@@ -146,12 +149,11 @@ async fn password_checks_beyond_the_pool_and_its_queue_are_refused_not_queued() 
     let origin = Origin::http().await;
     let slow = webrep::proxy::auth::hash_password("slow to check").unwrap();
     let users = format!("carol:{slow}\nalice:{}\n", cheap_hash("alice's"));
-    let (proxy, _dir) =
-        proxy_with_users(
-            &users,
-            "  hash_threads: 1\n  hash_queue: 1\n  failures_per_client: 0\n  failure_delay_ms: 100\n",
-        )
-        .await;
+    let (proxy, _dir) = proxy_with_users(
+        &users,
+        "  hash_threads: 1\n  hash_queue: 1\n  failures_per_client: 0\n  failure_delay_ms: 100\n",
+    )
+    .await;
     let url = origin.url("/");
     let mut checks_in_flight = tokio::task::JoinSet::new();
     for i in 0..6u8 {

@@ -504,11 +504,9 @@ async fn secrets_files_other_users_can_read_are_warned_about() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().unwrap();
     let (users, token) = (dir.path().join("users"), dir.path().join("admin-token"));
-    let hash = webrep::proxy::auth::hash_password_with(
-        "pw",
-        argon2::Params::new(64, 1, 1, None).unwrap(),
-    )
-    .unwrap();
+    let hash =
+        webrep::proxy::auth::hash_password_with("pw", argon2::Params::new(64, 1, 1, None).unwrap())
+            .unwrap();
     std::fs::write(&users, format!("alice:{hash}\n")).unwrap();
     std::fs::write(&token, "admin-token-0123456789\n").unwrap();
     let config = format!(

@@ -220,11 +220,17 @@ async fn report_mistake(
         html.contains("<form method=\"post\" action=\"/.webrep/report\">"),
         "{html}"
     );
-    let ticket = link.split("ticket=").nth(1).expect("the link names a ticket");
+    let ticket = link
+        .split("ticket=")
+        .nth(1)
+        .expect("the link names a ticket");
     client
         .post(format!("{base}/.webrep/report"))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("ticket={ticket}&comment={}", comment.replace(' ', "+")))
+        .body(format!(
+            "ticket={ticket}&comment={}",
+            comment.replace(' ', "+")
+        ))
         .send()
         .await
         .unwrap()
