@@ -323,14 +323,18 @@ async fn main() {
     let c: Vec<u64> = tally.0.iter().map(|a| a.load(Relaxed)).collect();
     let total: u64 = c.iter().sum();
     println!(
-        "auth_flood: {} conns from {}, {} passwords, {} s, binary {}",
+        "auth_flood: {} conns from {}, {}, {} s, binary {}",
         s.conns,
         if s.spread {
             "one address each"
         } else {
             "one address"
         },
-        if s.random { "new wrong" } else { "one wrong" },
+        if s.random {
+            "a new wrong password per request"
+        } else {
+            "one wrong password"
+        },
         s.seconds,
         s.bin
     );
