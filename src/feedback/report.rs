@@ -21,6 +21,7 @@ use super::event::{self, Kind};
 use super::{Feedback, REPORT_PATH, Ticket};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::local::escape_html;
+use crate::repserver::api::percent_decode;
 
 /// Reports accepted per ticket.
 pub const REPORTS_PER_TICKET: u32 = 3;
@@ -68,7 +69,7 @@ impl Feedback {
         let fields = Fields::parse(query.unwrap_or(""));
         let (id, _) = match self.ticket_of(fields.ticket, client) {
             Ok(t) => t,
-            Err(refusal) => return refusal,
+            Err(refusal) => return refusal.page(),
         };
         page(
             StatusCode::OK,
@@ -90,7 +91,7 @@ impl Feedback {
         let fields = Fields::parse(form);
         let (id, t) = match self.ticket_of(fields.ticket, client) {
             Ok(t) => t,
-            Err(refusal) => return refusal,
+            Err(refusal) => return refusal.page(),
         };
         if t.reports.fetch_add(1, Ordering::Relaxed) >= REPORTS_PER_TICKET {
             return page(
@@ -129,30 +130,45 @@ impl Feedback {
         )
     }
 
-    /// The ticket named `id` when `client` was shown it; else the page that says why not.
+    /// The ticket named `id` when `client` was shown it.
     fn ticket_of(
         &self,
         id: Option<String>,
         client: IpAddr,
-    ) -> Result<(String, Arc<Ticket>), Response<ProxyBody>> {
-        let Some(id) = id else {
-            return Err(page(
+    ) -> Result<(String, Arc<Ticket>), TicketRefusal> {
+        let id = id.ok_or(TicketRefusal::Missing)?;
+        match self.tickets.get(&id).filter(|t| t.client == client) {
+            Some(t) => Ok((id, t)),
+            None => Err(TicketRefusal::Unknown(id)),
+        }
+    }
+}
+
+/// Why a report names no ticket it may report.
+#[derive(Debug)]
+enum TicketRefusal {
+    Missing,
+    /// Unknown, expired, or shown to another client.
+    Unknown(String),
+}
+
+impl TicketRefusal {
+    fn page(&self) -> Response<ProxyBody> {
+        match self {
+            Self::Missing => page(
                 StatusCode::BAD_REQUEST,
                 "No ticket",
                 "<p>This link needs the ticket number of a block or warn page.</p>\n".into(),
-            ));
-        };
-        match self.tickets.get(&id).filter(|t| t.client == client) {
-            Some(t) => Ok((id, t)),
-            None => Err(page(
+            ),
+            Self::Unknown(id) => page(
                 StatusCode::NOT_FOUND,
                 "Unknown ticket",
                 format!(
                     "<p>Ticket {} is unknown or expired here. Tell your administrator the \
                      ticket number instead.</p>\n",
-                    escape_html(&id)
+                    escape_html(id)
                 ),
-            )),
+            ),
         }
     }
 }
@@ -173,8 +189,8 @@ impl Fields {
         for pair in text.split('&') {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             match k {
-                "ticket" => f.ticket = form_decode(v),
-                "comment" => f.comment = form_decode(v).filter(|c| !c.trim().is_empty()),
+                "ticket" => f.ticket = percent_decode(v),
+                "comment" => f.comment = percent_decode(v).filter(|c| !c.trim().is_empty()),
                 _ => {}
             }
         }
@@ -194,26 +210,6 @@ where
             .map_err(|_| "The form did not arrive in time.")?
             .map_err(|_| "The form is too long or did not arrive whole.")?;
     String::from_utf8(collected.to_bytes().to_vec()).map_err(|_| "The form is not UTF-8 text.")
-}
-
-/// Form decoding of a value (`+` is a space, `%XX` a byte); `None` for bad encoding.
-fn form_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
 }
 
 /// A small HTML page, never cached.
@@ -290,8 +286,6 @@ mod tests {
             assert_eq!(status(req(Method::POST, REPORT_PATH, &q), me).await, 200);
         }
         assert_eq!(status(req(Method::POST, REPORT_PATH, &q), me).await, 429);
-        assert_eq!(form_decode("a+b%41"), Some("a bA".into()));
-        assert_eq!(form_decode("%zz"), None);
         assert_eq!(
             Fields::parse("comment=+&ticket=t"),
             Fields {
