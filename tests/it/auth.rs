@@ -206,12 +206,7 @@ async fn the_proxy_port_shows_no_counters_without_credentials() {
     assert_eq!(r.status(), 404);
     let body = r.text().await.unwrap();
     assert!(body.contains("admin listener"), "{body}");
-    let index = plain_get(format!("{}/", proxy.url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let index = plain_text(format!("{}/", proxy.url())).await;
     assert!(!index.contains("/stats"), "{index}");
     // The admin listener has them, the password checks included.
     let stats = proxy_stats(&proxy).await;

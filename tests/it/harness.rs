@@ -617,6 +617,11 @@ pub async fn plain_get(url: String) -> reqwest::Result<reqwest::Response> {
         .await
 }
 
+/// The body of a GET without any proxy.
+pub async fn plain_text(url: String) -> String {
+    plain_get(url).await.unwrap().text().await.unwrap()
+}
+
 /// A response's status and its body parsed as JSON.
 pub async fn status_and_json(r: reqwest::Response) -> (u16, serde_json::Value) {
     let status = r.status().as_u16();
