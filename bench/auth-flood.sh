@@ -10,9 +10,9 @@
 #   OLD_REV= bench/auth-flood.sh              # this tree only
 #
 # Knobs: OLD_REV (7e9a6e8; empty: skip), CONNS (128), ADDRS (spread | one), SECONDS (15),
-# PASSWORDS (random | same), RSS_LIMIT_MB (8192: a proxy beyond it is killed and reported so;
-# the old code reached 4.7-7.7 GB in 15 s). Builds share ./target; the old tree is unpacked
-# under a temporary directory and removed afterwards.
+# PASSWORDS (random | same), RSS_LIMIT_MB (8192: a proxy beyond it is killed and reported so,
+# so that a binary without bounds cannot take the machine). Builds share ./target; the old
+# tree is unpacked under a temporary directory and removed afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OLD_REV=${OLD_REV-7e9a6e8}
