@@ -15,5 +15,6 @@ pub mod policy;
 pub mod proxy;
 pub mod repserver;
 pub mod reputation;
+pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;

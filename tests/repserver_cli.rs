@@ -31,14 +31,29 @@ impl ServerProcess {
         Self::start_in(std::sync::Arc::new(tempfile::tempdir().unwrap())).await
     }
 
+    /// A server whose tokens file has permissions `mode`.
+    async fn start_with_tokens_mode(mode: u32) -> ServerProcess {
+        let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+        Self::start_in_with_tokens_mode(dir, mode).await
+    }
+
     /// A server with its config, tokens and store in `dir`.
     async fn start_in(dir: std::sync::Arc<tempfile::TempDir>) -> ServerProcess {
+        Self::start_in_with_tokens_mode(dir, 0o600).await
+    }
+
+    async fn start_in_with_tokens_mode(
+        dir: std::sync::Arc<tempfile::TempDir>,
+        mode: u32,
+    ) -> ServerProcess {
+        use std::os::unix::fs::PermissionsExt as _;
         let tokens = dir.path().join("tokens");
         std::fs::write(
             &tokens,
             format!("# test tokens\nclient {CLIENT}\nadmin {ADMIN}\n"),
         )
         .unwrap();
+        std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(mode)).unwrap();
         let cfg = dir.path().join("webrep.yaml");
         std::fs::write(
             &cfg,
@@ -462,4 +477,54 @@ async fn a_killed_servers_upload_is_removed_at_the_next_start_and_a_live_one_nev
         c.startup
     );
     c.stop().await;
+}
+
+/// The README's first tokens file was written with the default umask (0644): every local user
+/// could read the admin token. The server says so at start; the CLI does for `--token-file`.
+#[tokio::test]
+async fn a_tokens_file_other_users_can_read_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let open = ServerProcess::start_with_tokens_mode(0o644).await;
+    assert!(open.notification().await.starts_with("READY=1"));
+    let warning = open
+        .startup
+        .iter()
+        .find(|l| l.contains("server.tokens_file") && l.contains("chmod o-rwx"))
+        .unwrap_or_else(|| panic!("no warning in {:#?}", open.startup));
+    assert!(
+        warning.contains("WARN") && warning.contains("mode 644"),
+        "{warning}"
+    );
+    let token_file = open.dir.path().join("client-token");
+    std::fs::write(&token_file, format!("{CLIENT}\n")).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let lookup = || {
+        Command::new(BIN)
+            .args(["lookup", "--server", &open.base, "--token-file"])
+            .arg(&token_file)
+            .arg("http://malware.example/")
+            .env_remove("WEBREP_TOKEN")
+            .output()
+    };
+    let out = lookup().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("warning: --token-file"), "{stderr}");
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = lookup().await.unwrap();
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    open.stop().await;
+    // Readable by the service's group only (the packaged layout): no warning.
+    let grouped = ServerProcess::start_with_tokens_mode(0o640).await;
+    assert!(grouped.notification().await.starts_with("READY=1"));
+    assert!(
+        !grouped.startup.iter().any(|l| l.contains("chmod o-rwx")),
+        "{:#?}",
+        grouped.startup
+    );
+    grouped.stop().await;
 }

@@ -194,6 +194,16 @@ pub struct AuthConfig {
     pub groups_file: Option<PathBuf>,
     pub realm: String,
     pub credentials_cache_ttl: Duration,
+    /// Password-check threads (`hash_threads`, 0 resolved to the CPU count).
+    pub hash_threads: usize,
+    pub hash_queue: usize,
+    /// Zero: wrong credentials are not remembered.
+    pub failed_credentials_cache_ttl: Duration,
+    pub failed_credentials_cache_entries: u64,
+    /// Zero: no per-address limit.
+    pub failures_per_client: u32,
+    pub failure_window: Duration,
+    pub failure_delay: Duration,
 }
 
 /// Validated `access_log:` section.
@@ -389,26 +399,7 @@ impl Config {
             )
             .map_err(|(key, r)| invalid(key, r))?,
         };
-        let a = &raw.auth;
-        if a.realm.is_empty()
-            || a.realm
-                .bytes()
-                .any(|b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b))
-        {
-            return Err(invalid(
-                "auth.realm",
-                format!(
-                    "{:?}: printable ASCII without quotes or backslashes",
-                    a.realm
-                ),
-            ));
-        }
-        let auth = AuthConfig {
-            users_file: a.users_file.clone(),
-            groups_file: a.groups_file.clone(),
-            realm: a.realm.clone(),
-            credentials_cache_ttl: Duration::from_secs(a.credentials_cache_seconds),
-        };
+        let auth = auth_config(&raw.auth, &invalid)?;
         let l = &raw.access_log;
         if l.buffer_bytes < 4096 {
             return Err(invalid(
@@ -591,6 +582,60 @@ impl Config {
             feedback,
         })
     }
+}
+
+/// The validated `auth:` section.
+fn auth_config(
+    a: &raw::RawAuthConfig,
+    invalid: &dyn Fn(&'static str, String) -> ConfigError,
+) -> Result<AuthConfig, ConfigError> {
+    if a.realm.is_empty()
+        || a.realm
+            .bytes()
+            .any(|b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b))
+    {
+        return Err(invalid(
+            "auth.realm",
+            format!(
+                "{:?}: printable ASCII without quotes or backslashes",
+                a.realm
+            ),
+        ));
+    }
+    if a.hash_threads > 1024 {
+        return Err(invalid(
+            "auth.hash_threads",
+            format!("{} is more than 1024", a.hash_threads),
+        ));
+    }
+    if a.failure_delay_ms > 60_000 {
+        return Err(invalid(
+            "auth.failure_delay_ms",
+            format!("{} is more than 60000", a.failure_delay_ms),
+        ));
+    }
+    if a.failures_per_client > 0 && a.failure_window_seconds == 0 {
+        return Err(invalid(
+            "auth.failure_window_seconds",
+            "must be greater than 0 while failures_per_client is set".into(),
+        ));
+    }
+    Ok(AuthConfig {
+        users_file: a.users_file.clone(),
+        groups_file: a.groups_file.clone(),
+        realm: a.realm.clone(),
+        credentials_cache_ttl: Duration::from_secs(a.credentials_cache_seconds),
+        hash_threads: match a.hash_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        },
+        hash_queue: a.hash_queue,
+        failed_credentials_cache_ttl: Duration::from_secs(a.failed_credentials_cache_seconds),
+        failed_credentials_cache_entries: a.failed_credentials_cache_entries,
+        failures_per_client: a.failures_per_client,
+        failure_window: Duration::from_secs(a.failure_window_seconds),
+        failure_delay: Duration::from_millis(a.failure_delay_ms),
+    })
 }
 
 fn server_config(

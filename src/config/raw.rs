@@ -38,7 +38,8 @@ pub struct RawConfig {
     pub feedback: RawFeedbackConfig,
     /// The proxy auto-config file (`/proxy.pac`, `/wpad.dat`) the proxy serves to browsers.
     pub pac: RawPacConfig,
-    /// The admin listener: Prometheus `/metrics`.
+    /// The admin listener: Prometheus `/metrics`, the counters as JSON (`/stats`), the admin
+    /// API.
     pub admin: RawAdminConfig,
 }
 
@@ -137,9 +138,10 @@ fn default_window_secs() -> u64 {
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAdminConfig {
-    /// Address (`ip:port`) of the admin listener, which serves Prometheus `/metrics`. Keep it
-    /// on loopback or a management network: it has no authentication. Default `null` (off);
-    /// for example `127.0.0.1:9129`.
+    /// Address (`ip:port`) of the admin listener, which serves Prometheus `/metrics` and the
+    /// same counters as JSON on `/stats` (these reveal traffic: the proxy port does not serve
+    /// them). Keep it on loopback or a management network: those two have no
+    /// authentication. Default `null` (off); for example `127.0.0.1:9129`.
     pub listen: Option<String>,
     /// A file holding the token of the admin API (`/v1/...` on the admin listener:
     /// explain, reload, cache stats and purge), sent as `Authorization: Bearer TOKEN`;
@@ -285,6 +287,36 @@ pub struct RawAuthConfig {
     /// How long a verified credential is remembered so that password hashing does not run on
     /// every request, in seconds. Default 300. 0 verifies every request.
     pub credentials_cache_seconds: u64,
+    /// Threads that check passwords. An argon2 check holds the hash's memory cost (19 MiB for
+    /// `webrep passwd` hashes) while it runs, so this bounds that memory too: threads × the
+    /// largest memory cost in the users file. 0 means one per CPU the process may run on.
+    /// Default 0.
+    pub hash_threads: usize,
+    /// Password checks that may wait for a thread. Beyond, a request whose credential needs
+    /// checking is not queued: it is answered 503 (with `Retry-After`) after
+    /// `failure_delay_ms`, and counts against its address's `failures_per_client`.
+    /// Credentials already remembered are not affected. 0: a check runs only when a thread is
+    /// idle. Default 32.
+    pub hash_queue: usize,
+    /// How long a wrong credential is remembered, in seconds, so that the same wrong
+    /// credential again is answered 407 without hashing. Dropped on reload with the users
+    /// file. 0: every wrong credential is hashed. Default 300.
+    pub failed_credentials_cache_seconds: u64,
+    /// Wrong credentials remembered at most (least used dropped first). Default 10000.
+    pub failed_credentials_cache_entries: u64,
+    /// Wrong credentials one client address (an IPv6 /64) may send within
+    /// `failure_window_seconds` (malformed ones and those refused with 503 count too).
+    /// Beyond, until its window ends, every request from it that needs a password check is
+    /// answered 429 after `failure_delay_ms`, without one; credentials already remembered as
+    /// valid still work from there. 0: no limit. Default 20.
+    pub failures_per_client: u32,
+    /// The window of `failures_per_client`, in seconds, from the address's first failure.
+    /// Default 60.
+    pub failure_window_seconds: u64,
+    /// How long 429 (over the failure budget) and 503 (password-check queue full) answers
+    /// are held back, in milliseconds (at most 60000), so that a client retrying at once
+    /// does not spin. Default 1000.
+    pub failure_delay_ms: u64,
     /// A groups file for policy rules that `match` on `groups`: one `group: user user ...`
     /// per line (members separated by spaces or commas), `#` comments. Read again on reload,
     /// like `users_file`.
@@ -722,6 +754,13 @@ impl Default for RawAuthConfig {
             users_file: None,
             realm: "webrep".into(),
             credentials_cache_seconds: 300,
+            hash_threads: 0,
+            hash_queue: 32,
+            failed_credentials_cache_seconds: 300,
+            failed_credentials_cache_entries: 10_000,
+            failures_per_client: 20,
+            failure_window_seconds: 60,
+            failure_delay_ms: 1000,
             groups_file: None,
         }
     }

@@ -40,6 +40,7 @@
 //! the anonymizing hash, so both survive restarts.
 
 pub mod event;
+mod report;
 pub mod send;
 pub mod spool;
 
@@ -49,14 +50,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use http::{HeaderValue, Response, StatusCode, header};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::accesslog::RequestId;
 use crate::config::FeedbackConfig;
-use crate::proxy::body::ProxyBody;
-use crate::proxy::local::escape_html;
 use crate::reputation::Reputation;
 use event::{Event, Kind};
 use spool::{Spool, SpoolError};
@@ -66,9 +64,6 @@ pub const REPORT_PATH: &str = "/.webrep/report";
 
 /// Block and warn tickets remembered for reports.
 pub const TICKETS: u64 = 100_000;
-
-/// Reports accepted per ticket (the click, then perhaps a comment).
-const REPORTS_PER_TICKET: u32 = 3;
 
 /// Counters: served on `/metrics` and `/stats`.
 #[derive(Debug, Default)]
@@ -308,6 +303,10 @@ impl Feedback {
         };
         let key_hex = persistent(dir, "anonymize-key", || random_hex(32))
             .with_context(|| format!("feedback.spool_dir {}", dir.display()))?;
+        crate::secrets::warn_if_open(
+            &dir.join("anonymize-key"),
+            "feedback.spool_dir's anonymize-key",
+        );
         let mut key = [0u8; 32];
         for (i, k) in key.iter_mut().enumerate() {
             *k = key_hex
@@ -484,123 +483,6 @@ impl Feedback {
             }),
         );
     }
-
-    /// Handles a request for [`REPORT_PATH`]: with a ticket this client was shown, records a
-    /// `user_report` (with the optional `comment`) and answers a thank-you page with a form
-    /// for a comment; anything else is a 404 page.
-    pub fn report_request(&self, query: Option<&str>, client: IpAddr) -> Response<ProxyBody> {
-        let mut ticket = None;
-        let mut comment = None;
-        for pair in query.unwrap_or("").split('&') {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            match k {
-                "ticket" => ticket = form_decode(v),
-                "comment" => comment = form_decode(v).filter(|c| !c.trim().is_empty()),
-                _ => {}
-            }
-        }
-        let page = |status: StatusCode, title: &str, body: String| {
-            let html = format!(
-                "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n\
-                 <body><h1>{title}</h1>\n{body}</body></html>\n"
-            );
-            let mut r = Response::new(ProxyBody::full(html));
-            *r.status_mut() = status;
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            );
-            r.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            r
-        };
-        let Some(ticket_id) = ticket else {
-            return page(
-                StatusCode::BAD_REQUEST,
-                "No ticket",
-                "<p>This link needs the ticket number of a block or warn page.</p>\n".into(),
-            );
-        };
-        let known = self.tickets.get(&ticket_id).filter(|t| t.client == client);
-        let Some(t) = known else {
-            return page(
-                StatusCode::NOT_FOUND,
-                "Unknown ticket",
-                format!(
-                    "<p>Ticket {} is unknown or expired here. Tell your administrator the \
-                     ticket number instead.</p>\n",
-                    escape_html(&ticket_id)
-                ),
-            );
-        };
-        if t.reports.fetch_add(1, Ordering::Relaxed) >= REPORTS_PER_TICKET {
-            return page(
-                StatusCode::TOO_MANY_REQUESTS,
-                "Already reported",
-                "<p>This ticket was reported already. Thank you.</p>\n".into(),
-            );
-        }
-        let mut e = self.event(Kind::UserReport);
-        e.ticket = Some(ticket_id.clone());
-        e.comment = comment
-            .as_ref()
-            .map(|c| c.chars().take(event::MAX_COMMENT).collect());
-        let from = &t.event;
-        e.client = from.client.clone();
-        e.user = from.user.clone();
-        e.url = from.url.clone();
-        e.host = from.host.clone();
-        e.action = from.action.clone();
-        e.reason = from.reason.clone();
-        e.risk = from.risk.clone();
-        e.score = from.score;
-        e.categories = from.categories.clone();
-        e.rule = from.rule.clone();
-        e.list_hit = from.list_hit.clone();
-        self.emit(e);
-        tracing::info!(ticket = %ticket_id, client.addr = %client, "user reported a mistake");
-        let form = if comment.is_none() {
-            format!(
-                "<form method=\"get\" action=\"{REPORT_PATH}\">\n\
-                 <input type=\"hidden\" name=\"ticket\" value=\"{}\">\n\
-                 <p><label>Anything to add? <textarea name=\"comment\" maxlength=\"{}\"></textarea></label></p>\n\
-                 <p><button type=\"submit\">Send</button></p>\n</form>\n",
-                escape_html(&ticket_id),
-                event::MAX_COMMENT
-            )
-        } else {
-            String::new()
-        };
-        page(
-            StatusCode::OK,
-            "Thank you",
-            format!(
-                "<p>Your report about ticket {} was recorded; an administrator will review it.</p>\n{form}\
-                 <p><a href=\"javascript:history.back()\">Go back</a></p>\n",
-                escape_html(&ticket_id)
-            ),
-        )
-    }
-}
-
-/// Form decoding of a query value (`+` is a space, `%XX` a byte); `None` for bad encoding.
-fn form_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
 }
 
 /// Fsyncs the spool every `every` until `stop`, and once more then.
@@ -626,10 +508,10 @@ async fn sync_spool(spool: Arc<Spool>, every: Duration, stop: CancellationToken)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn config(dir: &Path) -> FeedbackConfig {
+    pub(crate) fn config(dir: &Path) -> FeedbackConfig {
         FeedbackConfig {
             enabled: true,
             proxy_id: None,
@@ -730,33 +612,5 @@ mod tests {
         assert_eq!(e.id, "00000000000000ab");
         assert_eq!(e.proxy, f.proxy_id());
         assert!(current_request_id().is_none());
-    }
-
-    #[test]
-    fn feedback_report_needs_a_known_ticket_of_the_same_client() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = Feedback::new(&config(dir.path())).unwrap();
-        let me: IpAddr = [127, 0, 0, 1].into();
-        let mut e = f.event(Kind::Blocked);
-        e.host = Some("bad.test".into());
-        f.remember_ticket(me, &e);
-        let q = format!("ticket={}", e.id);
-        assert_eq!(f.report_request(Some("x=1"), me).status(), 400);
-        assert_eq!(f.report_request(Some("ticket=nope"), me).status(), 404);
-        assert_eq!(
-            f.report_request(Some(&q), [127, 0, 0, 2].into()).status(),
-            404
-        );
-        assert_eq!(f.report_request(Some(&q), me).status(), 200);
-        assert_eq!(
-            f.report_request(Some(&format!("{q}&comment=it+is%20fine")), me)
-                .status(),
-            200
-        );
-        assert_eq!(f.stats.queued.load(Ordering::Relaxed), 2);
-        f.report_request(Some(&q), me);
-        assert_eq!(f.report_request(Some(&q), me).status(), 429);
-        assert_eq!(form_decode("a+b%41"), Some("a bA".into()));
-        assert_eq!(form_decode("%zz"), None);
     }
 }

@@ -16,7 +16,7 @@
 //! for any site).
 
 use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
@@ -278,12 +278,14 @@ pub fn load(dir: &Path) -> Result<Ca, CaError> {
         });
     }
     let read = |path: &Path| crate::fsread::read_to_string(path, crate::fsread::PEM_MAX);
-    let meta = std::fs::metadata(&key_path).map_err(|source| CaError::Io {
-        path: key_path.clone(),
-        source,
-    })?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    let open =
+        crate::secrets::open_to(&key_path, crate::secrets::GROUP_OR_OTHERS).map_err(|source| {
+            CaError::Io {
+                path: key_path.clone(),
+                source,
+            }
+        })?;
+    if let Some(mode) = open {
         return Err(CaError::KeyPermissions(key_path, mode));
     }
     let cert_pem = read(&cert_path)?;
@@ -397,6 +399,7 @@ pub(crate) fn write_test_ca(dir: &Path, not_after: time::OffsetDateTime) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
 
     #[test]
     fn show_warns_about_a_ca_that_is_not_valid_now_or_expires_within_30_days() {

@@ -11,33 +11,106 @@
 //! with `Proxy-Authenticate`. The verified user name travels with the request (access log,
 //! later policy rules).
 //!
-//! Cost: password hashing is deliberately slow (tens of milliseconds), so it runs on the
-//! blocking pool and a successful check is remembered (keyed by a SHA-256 of the header
-//! value, never the plain password) for `auth.credentials_cache_seconds`; a cached check is a
-//! hash plus a map lookup. Unknown users cost one dummy verification, so timing does not
-//! reveal which names exist.
+//! # A check, in order
+//! 1. A credential verified before (for `auth.credentials_cache_seconds`) is accepted: a
+//!    keyed SHA-256 of the header value and a map lookup, never the plain password.
+//! 2. A client address over its failure budget ([`budget`]) is answered 429 after
+//!    `auth.failure_delay_ms`.
+//! 3. A credential found wrong before (for `auth.failed_credentials_cache_seconds`) is
+//!    answered 407 without hashing again.
+//! 4. Otherwise the password is hashed on the fixed [`pool`] (`auth.hash_threads`, with a
+//!    queue of `auth.hash_queue`). A full queue is answered 503 after `auth.failure_delay_ms`
+//!    (a client that retries at once would otherwise spin on 503s) and counts against the
+//!    address's budget, like a wrong credential. Unknown users cost one dummy verification, so
+//!    timing does not reveal which names exist.
+//!
+//! # What it costs
+//! Password hashing is deliberately slow (tens of milliseconds and, for argon2, its memory
+//! cost). Neither a flood of wrong passwords nor many clients can make more than
+//! `auth.hash_threads` hashes run at once or more than `auth.hash_queue` wait, so the memory
+//! and threads a flood can take are fixed; requests with remembered credentials never wait
+//! for the pool.
+//!
+//! The pool, the failure budget and the counters ([`PasswordChecks`]) live as long as the
+//! proxy; the users and both credential caches are replaced together on reload.
+
+mod budget;
+mod pool;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use base64::Engine as _;
 use http::HeaderValue;
 use sha2::{Digest, Sha256};
 
+use crate::config::AuthConfig;
+use budget::FailureBudget;
+use pool::{HashPool, PoolError, Scratch};
+
+/// An argon2 hash from the users file, taken apart once at load.
+struct Argon2Hash {
+    algorithm: argon2::Algorithm,
+    version: argon2::Version,
+    params: argon2::Params,
+    salt: Vec<u8>,
+    expected: argon2::password_hash::Output,
+}
+
+impl Argon2Hash {
+    fn parse(s: &str) -> Result<Self, String> {
+        let bad = |e: &dyn std::fmt::Display| format!("bad argon2 hash: {e}");
+        let h = argon2::PasswordHash::new(s).map_err(|e| bad(&e))?;
+        let algorithm = argon2::Algorithm::try_from(h.algorithm).map_err(|e| bad(&e))?;
+        let version = match h.version {
+            Some(v) => argon2::Version::try_from(v).map_err(|e| bad(&e))?,
+            None => argon2::Version::default(),
+        };
+        let params = argon2::Params::try_from(&h).map_err(|e| bad(&e))?;
+        let mut salt = [0u8; 64];
+        let salt = h
+            .salt
+            .ok_or_else(|| bad(&"no salt"))?
+            .decode_b64(&mut salt)
+            .map_err(|e| bad(&e))?
+            .to_vec();
+        let expected = h.hash.ok_or_else(|| bad(&"no hash"))?;
+        Ok(Self {
+            algorithm,
+            version,
+            params,
+            salt,
+            expected,
+        })
+    }
+
+    /// Hashes `password` in `scratch`'s memory and compares in constant time.
+    fn verify(&self, password: &[u8], scratch: &mut Scratch) -> bool {
+        let a = argon2::Argon2::new(self.algorithm, self.version, self.params.clone());
+        let mut out = [0u8; argon2::password_hash::Output::MAX_LENGTH];
+        let out = &mut out[..self.expected.len()];
+        let blocks = scratch.blocks(self.params.block_count());
+        a.hash_password_into_with_memory(password, &self.salt, out, blocks)
+            .is_ok()
+            && argon2::password_hash::Output::new(out).is_ok_and(|o| o == self.expected)
+    }
+}
+
 /// A password hash from the users file.
 #[derive(Clone)]
 enum PasswordHash {
-    Argon2(String),
+    Argon2(Arc<Argon2Hash>),
     Bcrypt(String),
 }
 
 impl PasswordHash {
     fn parse(s: &str) -> Result<Self, String> {
         if s.starts_with("$argon2") {
-            argon2::PasswordHash::new(s).map_err(|e| format!("bad argon2 hash: {e}"))?;
-            Ok(Self::Argon2(s.to_owned()))
+            Ok(Self::Argon2(Arc::new(Argon2Hash::parse(s)?)))
         } else if ["$2a$", "$2b$", "$2y$"].iter().any(|p| s.starts_with(p)) {
             if s.len() != 60 {
                 return Err("bad bcrypt hash: expected 60 characters".into());
@@ -51,14 +124,9 @@ impl PasswordHash {
         }
     }
 
-    fn verify(&self, password: &[u8]) -> bool {
+    fn verify(&self, password: &[u8], scratch: &mut Scratch) -> bool {
         match self {
-            Self::Argon2(h) => argon2::PasswordHash::new(h).is_ok_and(|parsed| {
-                use argon2::PasswordVerifier as _;
-                argon2::Argon2::default()
-                    .verify_password(password, &parsed)
-                    .is_ok()
-            }),
+            Self::Argon2(h) => h.verify(password, scratch),
             Self::Bcrypt(h) => bcrypt::verify(password, h).unwrap_or(false),
         }
     }
@@ -77,6 +145,8 @@ pub enum AuthError {
     },
     #[error("{path}: no users defined")]
     Empty { path: String },
+    #[error("cannot start the password-check threads")]
+    Threads(#[source] std::io::Error),
 }
 
 /// The outcome of checking a request's credentials.
@@ -88,15 +158,91 @@ pub enum AuthOutcome {
     Missing,
     /// A header was present but the name or password is wrong, or it is malformed.
     Invalid,
+    /// The client address sent too many wrong credentials; answered after a delay, without a
+    /// check, until its window ends (in `retry_after`).
+    Throttled { retry_after: Duration },
+    /// Every password-check thread is busy and the queue is full: not checked.
+    Busy,
 }
 
-/// The loaded users and the cache of verified credentials.
+/// How checks ended, for `/metrics` (`webrep_auth_checks_total{result}`).
+#[derive(Debug, Default)]
+pub struct AuthStats {
+    /// Accepted from the cache of verified credentials.
+    pub user_cached: AtomicU64,
+    /// Accepted after hashing.
+    pub user_hashed: AtomicU64,
+    /// Refused from the cache of wrong credentials (no hash).
+    pub wrong_cached: AtomicU64,
+    /// Refused after hashing.
+    pub wrong_hashed: AtomicU64,
+    /// Refused as malformed (not `Basic`, bad base64, no colon): no hash.
+    pub malformed: AtomicU64,
+    /// Refused with 429: the client address is over its failure budget.
+    pub throttled: AtomicU64,
+    /// Refused with 503: the pool's queue was full.
+    pub busy: AtomicU64,
+}
+
+impl AuthStats {
+    /// `(result label, count)` for each outcome.
+    pub fn counts(&self) -> [(&'static str, u64); 7] {
+        [
+            ("user_cached", &self.user_cached),
+            ("user_hashed", &self.user_hashed),
+            ("wrong_cached", &self.wrong_cached),
+            ("wrong_hashed", &self.wrong_hashed),
+            ("malformed", &self.malformed),
+            ("throttled", &self.throttled),
+            ("busy", &self.busy),
+        ]
+        .map(|(k, c)| (k, c.load(Relaxed)))
+    }
+}
+
+/// What outlives a users-file reload: the hashing pool, the per-address failure budget and
+/// the counters.
+#[derive(Debug)]
+pub struct PasswordChecks {
+    pool: HashPool,
+    budget: Option<FailureBudget>,
+    /// How long 429 and 503 answers are held back.
+    delay: Duration,
+    pub stats: AuthStats,
+}
+
+impl PasswordChecks {
+    /// Starts the pool of `auth.hash_threads` threads.
+    ///
+    /// # Errors
+    /// The system refused a thread.
+    pub fn new(config: &AuthConfig) -> Result<Self, AuthError> {
+        Ok(Self {
+            pool: HashPool::new(config.hash_threads, config.hash_queue)
+                .map_err(AuthError::Threads)?,
+            budget: FailureBudget::new(config.failures_per_client, config.failure_window),
+            delay: config.failure_delay,
+            stats: AuthStats::default(),
+        })
+    }
+
+    /// Password checks waiting for a thread now.
+    pub fn queued(&self) -> usize {
+        self.pool.queued()
+    }
+}
+
+/// The loaded users and the caches of verified and of wrong credentials.
 pub struct Authenticator {
     users: HashMap<String, PasswordHash>,
     realm: String,
     challenge: HeaderValue,
     verified: Option<moka::sync::Cache<[u8; 32], Arc<str>>>,
+    rejected: Option<moka::sync::Cache<[u8; 32], ()>>,
     dummy: PasswordHash,
+    /// Keys the cache keys, so that they are not plain hashes of credentials.
+    key: [u8; 32],
+    checks: Arc<PasswordChecks>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -109,48 +255,28 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    /// Loads a users file.
-    pub fn load(path: &Path, realm: &str, cache_ttl: Duration) -> Result<Self, AuthError> {
+    /// Loads a users file; `checks` is the proxy's pool and failure budget.
+    pub fn load(
+        path: &Path,
+        config: &AuthConfig,
+        checks: Arc<PasswordChecks>,
+    ) -> Result<Self, AuthError> {
         let p = path.display().to_string();
-        let text = crate::fsread::read_to_string(path, crate::fsread::USERS_MAX)
-            .map_err(AuthError::Read)?;
-        Self::from_text(&text, &p, realm, cache_ttl)
+        let text =
+            crate::secrets::read_to_string(path, crate::fsread::USERS_MAX, "auth.users_file")
+                .map_err(AuthError::Read)?;
+        Self::from_text(&text, &p, config, checks)
     }
 
     /// Parses users-file text; `origin` names it in errors.
     pub fn from_text(
         text: &str,
         origin: &str,
-        realm: &str,
-        cache_ttl: Duration,
+        config: &AuthConfig,
+        checks: Arc<PasswordChecks>,
     ) -> Result<Self, AuthError> {
-        let mut users = HashMap::new();
-        for (i, raw) in text.lines().enumerate() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let err = |reason: String| AuthError::Line {
-                path: origin.to_owned(),
-                line: i + 1,
-                reason,
-            };
-            let (name, hash) = line
-                .split_once(':')
-                .ok_or_else(|| err("expected name:hash".into()))?;
-            if name.is_empty() || name.contains(char::is_whitespace) {
-                return Err(err(format!("bad user name {name:?}")));
-            }
-            let hash = PasswordHash::parse(hash.trim()).map_err(err)?;
-            if users.insert(name.to_owned(), hash).is_some() {
-                return Err(err(format!("user {name:?} appears twice")));
-            }
-        }
-        if users.is_empty() {
-            return Err(AuthError::Empty {
-                path: origin.to_owned(),
-            });
-        }
+        let users = parse_users(text, origin)?;
+        let realm = &config.realm;
         let challenge = HeaderValue::from_str(&format!(
             "Basic realm=\"{realm}\", charset=\"UTF-8\""
         ))
@@ -159,12 +285,6 @@ impl Authenticator {
             line: 0,
             reason: "realm is not a valid header value".into(),
         })?;
-        let verified = (!cache_ttl.is_zero()).then(|| {
-            moka::sync::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(cache_ttl)
-                .build()
-        });
         // A real hash to spend the same time on when the user name is unknown.
         let dummy = users
             .values()
@@ -173,10 +293,16 @@ impl Authenticator {
             .expect("users is not empty here");
         Ok(Self {
             users,
-            realm: realm.to_owned(),
+            realm: realm.clone(),
             challenge,
-            verified,
+            verified: credential_cache(config.credentials_cache_ttl, 10_000),
+            rejected: credential_cache(
+                config.failed_credentials_cache_ttl,
+                config.failed_credentials_cache_entries,
+            ),
             dummy,
+            key: rand::random(),
+            checks,
         })
     }
 
@@ -195,42 +321,148 @@ impl Authenticator {
         &self.challenge
     }
 
-    /// Checks a `Proxy-Authorization` header. Slow hashing runs on the blocking pool.
-    pub async fn check(self: &Arc<Self>, header: Option<&HeaderValue>) -> AuthOutcome {
+    /// The pool, failure budget and counters (shared with the next users file on reload).
+    pub fn checks(&self) -> &Arc<PasswordChecks> {
+        &self.checks
+    }
+
+    /// Checks a `Proxy-Authorization` header sent by `client`, in the order of the module
+    /// doc. Hashing runs on the pool; an address over its budget waits out the delay here.
+    pub async fn check(
+        self: &Arc<Self>,
+        header: Option<&HeaderValue>,
+        client: IpAddr,
+    ) -> AuthOutcome {
         let Some(value) = header else {
             return AuthOutcome::Missing;
         };
-        let key: [u8; 32] = Sha256::digest(value.as_bytes()).into();
-        if let Some(cache) = &self.verified
-            && let Some(user) = cache.get(&key)
-        {
+        let stats = &self.checks.stats;
+        let key = self.cache_key(value);
+        if let Some(user) = self.verified.as_ref().and_then(|c| c.get(&key)) {
+            stats.user_cached.fetch_add(1, Relaxed);
             return AuthOutcome::User(user);
         }
+        let budget = self.checks.budget.as_ref();
+        if let Some(retry_after) = budget.and_then(|b| b.over(client)) {
+            stats.throttled.fetch_add(1, Relaxed);
+            tokio::time::sleep(self.checks.delay).await;
+            return AuthOutcome::Throttled { retry_after };
+        }
+        let outcome = self.verify(value, key).await;
+        if matches!(outcome, AuthOutcome::Invalid | AuthOutcome::Busy)
+            && let Some(b) = budget
+        {
+            b.record_failure(client);
+        }
+        if outcome == AuthOutcome::Busy {
+            tokio::time::sleep(self.checks.delay).await;
+        }
+        outcome
+    }
+
+    /// Steps 3 and 4 of a check: the cache of wrong credentials, then the pool.
+    async fn verify(self: &Arc<Self>, value: &HeaderValue, key: [u8; 32]) -> AuthOutcome {
+        let stats = &self.checks.stats;
+        if self.rejected.as_ref().is_some_and(|c| c.contains_key(&key)) {
+            stats.wrong_cached.fetch_add(1, Relaxed);
+            return AuthOutcome::Invalid;
+        }
         let Some((name, password)) = decode_basic(value) else {
+            stats.malformed.fetch_add(1, Relaxed);
             return AuthOutcome::Invalid;
         };
         let this = self.clone();
-        let outcome = tokio::task::spawn_blocking(move || match this.users.get(&name) {
-            Some(hash) if hash.verify(password.as_bytes()) => Some(Arc::<str>::from(name)),
-            Some(_) => None,
-            None => {
-                let _ = this.dummy.verify(password.as_bytes());
-                None
-            }
-        })
-        .await
-        .ok()
-        .flatten();
-        match outcome {
-            Some(user) => {
-                if let Some(cache) = &self.verified {
-                    cache.insert(key, user.clone());
+        let checked = self
+            .checks
+            .pool
+            .run(move |scratch| match this.users.get(&name) {
+                Some(hash) if hash.verify(password.as_bytes(), scratch) => {
+                    Some(Arc::<str>::from(name))
+                }
+                Some(_) => None,
+                None => {
+                    let _ = this.dummy.verify(password.as_bytes(), scratch);
+                    None
+                }
+            })
+            .await;
+        match checked {
+            Ok(Some(user)) => {
+                stats.user_hashed.fetch_add(1, Relaxed);
+                if let Some(c) = &self.verified {
+                    c.insert(key, user.clone());
                 }
                 AuthOutcome::User(user)
             }
-            None => AuthOutcome::Invalid,
+            Ok(None) => {
+                stats.wrong_hashed.fetch_add(1, Relaxed);
+                if let Some(c) = &self.rejected {
+                    c.insert(key, ());
+                }
+                AuthOutcome::Invalid
+            }
+            Err(PoolError::Busy) => {
+                stats.busy.fetch_add(1, Relaxed);
+                AuthOutcome::Busy
+            }
+            Err(PoolError::Gone) => AuthOutcome::Invalid,
         }
     }
+
+    /// The key of a header value in both credential caches.
+    fn cache_key(&self, value: &HeaderValue) -> [u8; 32] {
+        Sha256::new()
+            .chain_update(self.key)
+            .chain_update(value.as_bytes())
+            .finalize()
+            .into()
+    }
+}
+
+/// A cache of credentials (by [`Authenticator::cache_key`]); `None` when `ttl` or `entries`
+/// is 0.
+fn credential_cache<V: Clone + Send + Sync + 'static>(
+    ttl: Duration,
+    entries: u64,
+) -> Option<moka::sync::Cache<[u8; 32], V>> {
+    (!ttl.is_zero() && entries > 0).then(|| {
+        moka::sync::Cache::builder()
+            .max_capacity(entries)
+            .time_to_live(ttl)
+            .build()
+    })
+}
+
+/// The `name:hash` lines of a users file.
+fn parse_users(text: &str, origin: &str) -> Result<HashMap<String, PasswordHash>, AuthError> {
+    let mut users = HashMap::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let err = |reason: String| AuthError::Line {
+            path: origin.to_owned(),
+            line: i + 1,
+            reason,
+        };
+        let (name, hash) = line
+            .split_once(':')
+            .ok_or_else(|| err("expected name:hash".into()))?;
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            return Err(err(format!("bad user name {name:?}")));
+        }
+        let hash = PasswordHash::parse(hash.trim()).map_err(err)?;
+        if users.insert(name.to_owned(), hash).is_some() {
+            return Err(err(format!("user {name:?} appears twice")));
+        }
+    }
+    if users.is_empty() {
+        return Err(AuthError::Empty {
+            path: origin.to_owned(),
+        });
+    }
+    Ok(users)
 }
 
 /// Decodes `Basic base64(name:password)`.
@@ -250,10 +482,15 @@ fn decode_basic(value: &HeaderValue) -> Option<(String, String)> {
 
 /// Hashes a password for the users file (argon2id with a random salt, PHC string).
 pub fn hash_password(password: &str) -> Result<String, String> {
+    hash_password_with(password, argon2::Params::default())
+}
+
+/// [`hash_password`] with argon2 parameters of the caller's choosing (tests use cheap ones).
+pub fn hash_password_with(password: &str, params: argon2::Params) -> Result<String, String> {
     use argon2::password_hash::{PasswordHasher as _, SaltString};
     let bytes: [u8; 16] = rand::random();
     let salt = SaltString::encode_b64(&bytes).map_err(|e| e.to_string())?;
-    argon2::Argon2::default()
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| e.to_string())
@@ -268,61 +505,89 @@ mod tests {
         HeaderValue::from_str(&format!("Basic {enc}")).unwrap()
     }
 
+    fn config() -> AuthConfig {
+        crate::config::Config::from_yaml("", "t").unwrap().auth
+    }
+
+    fn cheap() -> argon2::Params {
+        argon2::Params::new(64, 1, 1, None).unwrap()
+    }
+
+    fn authenticator(text: &str, config: &AuthConfig) -> Arc<Authenticator> {
+        let checks = Arc::new(PasswordChecks::new(config).unwrap());
+        Arc::new(Authenticator::from_text(text, "u", config, checks).unwrap())
+    }
+
+    const ME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     #[tokio::test]
     async fn argon2_and_bcrypt_users_authenticate() {
-        let a = hash_password("s3cret").unwrap();
+        let a = hash_password_with("s3cret", cheap()).unwrap();
         let b = bcrypt::hash("hunter2", 4).unwrap();
-        let text = format!("# users\nalice:{a}\n\nbob:{b}\n");
-        let auth = Arc::new(
-            Authenticator::from_text(&text, "u", "webrep", Duration::from_secs(60)).unwrap(),
-        );
+        let auth = authenticator(&format!("# users\nalice:{a}\n\nbob:{b}\n"), &config());
+        let check = |h: HeaderValue| {
+            let auth = auth.clone();
+            async move { auth.check(Some(&h), ME).await }
+        };
         assert_eq!(
-            auth.check(Some(&basic("alice", "s3cret"))).await,
+            check(basic("alice", "s3cret")).await,
             AuthOutcome::User("alice".into())
         );
         // Second time from the cache.
         assert_eq!(
-            auth.check(Some(&basic("alice", "s3cret"))).await,
+            check(basic("alice", "s3cret")).await,
             AuthOutcome::User("alice".into())
         );
         assert_eq!(
-            auth.check(Some(&basic("bob", "hunter2"))).await,
+            check(basic("bob", "hunter2")).await,
             AuthOutcome::User("bob".into())
         );
+        assert_eq!(check(basic("alice", "wrong")).await, AuthOutcome::Invalid);
         assert_eq!(
-            auth.check(Some(&basic("alice", "wrong"))).await,
+            check(basic("mallory", "s3cret")).await,
             AuthOutcome::Invalid
         );
         assert_eq!(
-            auth.check(Some(&basic("mallory", "s3cret"))).await,
+            check(HeaderValue::from_static("Bearer x")).await,
             AuthOutcome::Invalid
         );
         assert_eq!(
-            auth.check(Some(&HeaderValue::from_static("Bearer x")))
-                .await,
+            check(HeaderValue::from_static("Basic !!!")).await,
             AuthOutcome::Invalid
         );
+        assert_eq!(auth.check(None, ME).await, AuthOutcome::Missing);
+        let s = &auth.checks().stats;
+        assert_eq!(s.user_cached.load(Relaxed), 1);
+        assert_eq!(s.user_hashed.load(Relaxed), 2);
+        assert_eq!(s.wrong_hashed.load(Relaxed), 2);
+        assert_eq!(s.malformed.load(Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn the_default_argon2_parameters_verify_through_the_pool() {
+        let a = hash_password("s3cret").unwrap();
+        assert!(a.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{a}");
+        let auth = authenticator(&format!("alice:{a}\n"), &config());
         assert_eq!(
-            auth.check(Some(&HeaderValue::from_static("Basic !!!")))
-                .await,
-            AuthOutcome::Invalid
+            auth.check(Some(&basic("alice", "s3cret")), ME).await,
+            AuthOutcome::User("alice".into())
         );
-        assert_eq!(auth.check(None).await, AuthOutcome::Missing);
     }
 
     #[test]
     fn bad_lines_are_reported_with_their_number() {
-        let err = Authenticator::from_text("alice:plaintext\n", "users", "r", Duration::ZERO)
-            .unwrap_err()
-            .to_string();
+        let c = config();
+        let checks = Arc::new(PasswordChecks::new(&c).unwrap());
+        let load = |text: &str| Authenticator::from_text(text, "users", &c, checks.clone());
+        let err = load("alice:plaintext\n").unwrap_err().to_string();
         assert!(err.starts_with("users:1: unsupported hash"), "{err}");
-        let err = Authenticator::from_text("# c\nnocolon\n", "users", "r", Duration::ZERO)
+        let err = load("# c\nnocolon\n").unwrap_err().to_string();
+        assert!(err.starts_with("users:2:"), "{err}");
+        let err = load("a:$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ\n")
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("users:2:"), "{err}");
-        assert!(
-            Authenticator::from_text("# only comments\n", "users", "r", Duration::ZERO).is_err()
-        );
+        assert!(err.starts_with("users:1: bad argon2 hash"), "{err}");
+        assert!(load("# only comments\n").is_err());
     }
 }
 

@@ -40,6 +40,10 @@ pub enum ProxyError {
     ClientNotAllowed,
     #[error("proxy authentication required")]
     AuthRequired,
+    #[error("too many wrong credentials from this address; try again later")]
+    AuthThrottled(Duration),
+    #[error("too many password checks waiting; try again shortly")]
+    AuthBusy,
     #[error("forwarding loop: the request already passed through {0}")]
     Loop(String),
     #[error(transparent)]
@@ -66,6 +70,8 @@ impl ProxyError {
                 StatusCode::FORBIDDEN
             }
             Self::AuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            Self::AuthThrottled(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::AuthBusy => StatusCode::SERVICE_UNAVAILABLE,
             Self::Loop(_) => StatusCode::LOOP_DETECTED,
             Self::Dial(DialError::Refused { .. }) => StatusCode::FORBIDDEN,
             Self::Dial(DialError::Timeout { .. }) | Self::UpstreamTimeout(_) => {
@@ -89,12 +95,24 @@ impl ProxyError {
             Self::PortNotAllowed(_)
             | Self::ClientNotAllowed
             | Self::AuthRequired
+            | Self::AuthThrottled(_)
             | Self::Filtered(_) => "http_request_denied",
+            Self::AuthBusy => "proxy_internal_response",
             Self::Loop(_) => "proxy_loop_detected",
             Self::Dial(d) => d.proxy_status(),
             Self::UpstreamTimeout(_) => "http_response_timeout",
             Self::Upstream(_) => "http_protocol_error",
             Self::UpstreamCertificate(_) => "tls_certificate_error",
+        }
+    }
+
+    /// How long the client should wait before trying again (`Retry-After`), for refusals
+    /// that end by themselves.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::AuthThrottled(d) => Some(*d),
+            Self::AuthBusy => Some(Duration::from_secs(1)),
+            _ => None,
         }
     }
 
@@ -108,8 +126,12 @@ impl ProxyError {
             | Self::PortNotAllowed(_)
             | Self::ClientNotAllowed
             | Self::AuthRequired
+            | Self::AuthThrottled(_)
             | Self::Filtered(_)
             | Self::Loop(_) => Side::Client,
+            // Logged per request at debug: a flood would otherwise flood the log too (the
+            // admin sees it in webrep_auth_checks_total{result="busy"}).
+            Self::AuthBusy => Side::Client,
             Self::Dial(DialError::Refused { .. }) | Self::Dial(DialError::NoHost) => Side::Client,
             Self::Dial(_)
             | Self::UpstreamTimeout(_)

@@ -40,7 +40,7 @@ pub struct Filter {
     pub continues: moka::sync::Cache<(IpAddr, String), std::time::SystemTime>,
     /// Signs continue tokens (random per process: a restart invalidates open warn pages).
     pub secret: [u8; 32],
-    /// Decision counters (served as JSON on the proxy's `/stats` page).
+    /// Decision counters (served as JSON on the admin listener's `/stats` page).
     pub stats: FilterStats,
     /// User → groups for rules that match on `groups` (`auth.groups_file`).
     /// Swapped whole by [`crate::proxy::ProxyState::reload`].

@@ -111,7 +111,7 @@ pub async fn handle(
             && let Some(feedback) = &filter.feedback
         {
             return Ok(Handled {
-                response: feedback.report_request(req.uri().query(), ctx.client.ip()),
+                response: feedback.report_request(req, ctx.client.ip()).await,
                 kind: RecordKind::Local,
                 upstream: None,
                 log_now: true,

@@ -1,10 +1,13 @@
 //! The proxy's own pages, served to origin-form requests addressed to the proxy (and to
 //! absolute-form requests naming one of its listen addresses): `/` (an index) and `/healthz`
 //! (a liveness check for load balancers and monitoring), `/ca` (the interception CA's
-//! fingerprint and how to trust it), `/ca.pem` (the CA certificate), `/stats` (decision
-//! counters as JSON) and `/proxy.pac` = `/wpad.dat` (proxy auto-config for browsers, see
-//! [`super::pac`]). No authentication is needed for them (only allowed clients reach the
-//! proxy at all). Prometheus metrics come with the admin listener.
+//! fingerprint and how to trust it), `/ca.pem` (the CA certificate) and `/proxy.pac` =
+//! `/wpad.dat` (proxy auto-config for browsers, see [`super::pac`]).
+//!
+//! Every allowed client reaches these without credentials, even with proxy authentication
+//! on (a browser fetches the PAC file and the CA before it has any), so they show nothing
+//! about traffic: no counters, no host names, no users. Counters (`/stats`, `/metrics`) are
+//! on the admin listener ([`super::metrics`]).
 
 use http::{HeaderValue, Method, Response, StatusCode, header};
 
@@ -43,7 +46,10 @@ pub fn serve_for(
     let head = method == Method::HEAD;
     let mut resp = match path {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/stats" => stats(state),
+        "/stats" => text(
+            StatusCode::NOT_FOUND,
+            "not found: counters are on the admin listener (admin.listen)\n",
+        ),
         "/ca" => html(ca_page(state)),
         "/ca.pem" => match &state.interceptor {
             Some(i) => {
@@ -77,97 +83,6 @@ pub fn serve_for(
         return r;
     }
     resp
-}
-
-/// `/stats`: filtering decisions by action and cache state, reputation changes applied,
-/// the policy generation, feedback events by outcome (losses by cause) and the spool,
-/// access-log lines lost, request heads refused by class, client connections (open, refused
-/// for their address, idle ones closed to make room), and the hosts with failed client
-/// handshakes after interception, as JSON.
-fn stats(state: &ProxyState) -> Response<ProxyBody> {
-    use std::sync::atomic::Ordering::Relaxed;
-    let mut v = match &state.filter {
-        Some(f) => serde_json::json!({
-            "filter": f.stats.to_json(),
-            "reputation_changes_applied": f.reputation.changes_applied.load(Relaxed),
-            "reputation_cache_drops": f.reputation.cache_drops.load(Relaxed),
-            "policy_generation": f.policy.generation(),
-        }),
-        None => serde_json::json!({ "filter": null }),
-    };
-    v["feedback"] = match state.filter.as_ref().and_then(|f| f.feedback.as_ref()) {
-        Some(fb) => {
-            let mut o: serde_json::Map<String, serde_json::Value> = fb
-                .stats
-                .counters()
-                .into_iter()
-                .map(|(k, n)| (k.to_owned(), n.into()))
-                .collect();
-            o.insert("queue_events".into(), fb.queue_len().into());
-            o.insert("spool_events".into(), fb.spool_events().into());
-            o.insert("spool_bytes".into(), fb.spool_bytes().into());
-            o.into()
-        }
-        None => serde_json::Value::Null,
-    };
-    v["access_log_dropped"] = state.access_log.dropped().into();
-    // Request heads refused before the service saw them, by class.
-    v["rejected_requests"] = state
-        .rejected
-        .counts()
-        .iter()
-        .map(|(k, n)| ((*k).to_owned(), serde_json::Value::from(*n)))
-        .collect::<serde_json::Map<_, _>>()
-        .into();
-    v["log_dropped"] = crate::telemetry::dropped_lines().into();
-    v["connections"] = state.conns.to_json();
-    v["access_log_write_failed"] = state.access_log.write_failed().into();
-    let resolver = state.dialer.resolver();
-    v["dns"] = resolver.stats.to_json();
-    v["dns"]["cached_names"] = resolver.cached_names().into();
-    v["files"] = state
-        .scanner
-        .as_ref()
-        .map_or(serde_json::Value::Null, |s| s.stats.to_json());
-    // Hosts whose clients failed the TLS handshake after interception (pinned apps, clients
-    // without the CA): candidates for the policy's tunnel_hosts. The 100 with most failures.
-    v["failed_handshakes"] = match &state.interceptor {
-        Some(i) => i
-            .failed_handshakes()
-            .into_iter()
-            .take(100)
-            .map(|(host, n)| serde_json::json!({ "host": host, "count": n }))
-            .collect(),
-        None => serde_json::Value::Null,
-    };
-    // The interception CA: which one, and until when clients accept what it signs.
-    v["intercept_ca"] = match &state.interceptor {
-        Some(i) => {
-            let ca = i.minter.ca();
-            serde_json::json!({
-                "fingerprint": ca.fingerprint(),
-                "not_after": ca.not_after.unix_timestamp(),
-                "problem": ca.expiry_problem().map(|p| p.to_string()),
-            })
-        }
-        None => serde_json::Value::Null,
-    };
-    // Early upstream handshakes (intercept.early_upstream_ms): started, taken by a request,
-    // kept now.
-    v["early_upstream"] = match state.interceptor.as_ref().and_then(|i| i.early.as_ref()) {
-        Some(e) => serde_json::json!({
-            "started": e.started.load(Relaxed),
-            "used": e.used.load(Relaxed),
-            "kept": e.kept(),
-        }),
-        None => serde_json::Value::Null,
-    };
-    let mut r = Response::new(ProxyBody::full(format!("{v}\n")));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
 }
 
 /// `/proxy.pac` and `/wpad.dat`: the proxy auto-config file from the `pac:` section.
@@ -239,4 +154,4 @@ pub fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
     r
 }
 
-const INDEX: &str = "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>webrep proxy</title></head>\n<body><h1>webrep</h1>\n<p>This is a webrep forward proxy. Configure your browser to use this address as its HTTP and HTTPS proxy.</p>\n<ul><li><a href=\"/healthz\">/healthz</a>: health check</li><li><a href=\"/ca\">/ca</a>: the certificate authority to trust for HTTPS inspection</li><li><a href=\"/stats\">/stats</a>: decision counters (JSON)</li><li><a href=\"/proxy.pac\">/proxy.pac</a>: proxy auto-config for browsers (also <a href=\"/wpad.dat\">/wpad.dat</a> for WPAD)</li></ul>\n</body></html>\n";
+const INDEX: &str = "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>webrep proxy</title></head>\n<body><h1>webrep</h1>\n<p>This is a webrep forward proxy. Configure your browser to use this address as its HTTP and HTTPS proxy.</p>\n<ul><li><a href=\"/healthz\">/healthz</a>: health check</li><li><a href=\"/ca\">/ca</a>: the certificate authority to trust for HTTPS inspection</li><li><a href=\"/proxy.pac\">/proxy.pac</a>: proxy auto-config for browsers (also <a href=\"/wpad.dat\">/wpad.dat</a> for WPAD)</li></ul>\n</body></html>\n";

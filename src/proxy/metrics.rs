@@ -1,14 +1,16 @@
 //! The admin listener (`admin.listen`, off by default; keep it on loopback): Prometheus
-//! `/metrics` without a token, and the token-protected admin API (`admin.token_file`):
-//! explain a decision, reload (policy, users and groups files), cache stats and purge.
+//! `/metrics` and the same counters as JSON on `/stats` (with the hosts whose client
+//! handshakes failed), both without a token, and the token-protected admin API
+//! (`admin.token_file`): explain a decision, reload (policy, users and groups files), cache
+//! stats and purge. What reveals traffic is served here, never on the proxy port.
 //!
 //! # Where it sits
 //! Outside the request path: the counters are the relaxed atomics the request path already
 //! keeps (filter decisions, cache states, file scans, feedback queue and spool, certificate
 //! mints, failed client handshakes, tunnels, DNS lookups, policy reload failures, rejected
-//! request heads) and the histogram of
-//! reputation round trips; a scrape reads them into a fresh `prometheus-client`
-//! registry and encodes it in the OpenMetrics text format. Label values come from closed
+//! request heads, client connections, password checks) and the histogram of reputation round
+//! trips; a scrape reads them into a fresh `prometheus-client` registry and encodes it in the
+//! OpenMetrics text format. Label values come from closed
 //! sets only: actions, cache states, outcomes, and the configured source names.
 //!
 //! # What it costs
@@ -171,7 +173,7 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
         counter(
             &mut r,
             "client_handshake_failures",
-            "Client TLS handshakes that failed after interception (per host on /stats)",
+            "Client TLS handshakes that failed after interception (per host on the admin listener's /stats)",
             i.failed_handshakes().iter().map(|(_, n)| n).sum(),
         );
         if let Some(e) = &i.early {
@@ -186,6 +188,7 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
             );
         }
     }
+    render_auth(&mut r, state);
     counter_family(
         &mut r,
         "tunnels",
@@ -264,6 +267,136 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
     Ok(out)
 }
 
+/// Proxy authentication's families: checks by result, checks waiting for a thread.
+fn render_auth(r: &mut Registry, state: &ProxyState) {
+    if let Some(auth) = &state.auth {
+        let checks = auth.load().checks().clone();
+        counter_family(
+            r,
+            "auth_checks",
+            "Proxy credential checks by result: user_/wrong_ hashed (a password hash ran) or cached (answered from the cache of verified or of wrong credentials), malformed, throttled (429: the client address is over auth.failures_per_client), busy (503: the password-check queue was full)",
+            "result",
+            checks
+                .stats
+                .counts()
+                .into_iter()
+                .map(|(k, n)| (k.to_owned(), n)),
+        );
+        gauge(
+            r,
+            "auth_hash_queue",
+            "Password checks waiting for a thread (at most auth.hash_queue)",
+            i64::try_from(checks.queued()).unwrap_or(i64::MAX),
+        );
+    }
+}
+
+/// `/stats`: filtering decisions by action and cache state, reputation changes applied,
+/// the policy generation, feedback events by outcome (losses by cause) and the spool,
+/// access-log and diagnostic lines lost, request heads refused by class, client connections
+/// (open, refused for their address, idle ones closed to make room), DNS and file-scan
+/// counters, password checks, and the hosts with failed client handshakes after
+/// interception, as JSON.
+pub fn stats(state: &ProxyState) -> serde_json::Value {
+    let mut v = match &state.filter {
+        Some(f) => serde_json::json!({
+            "filter": f.stats.to_json(),
+            "reputation_changes_applied": f.reputation.changes_applied.load(Relaxed),
+            "reputation_cache_drops": f.reputation.cache_drops.load(Relaxed),
+            "policy_generation": f.policy.generation(),
+        }),
+        None => serde_json::json!({ "filter": null }),
+    };
+    v["feedback"] = feedback_stats(state);
+    v["access_log_dropped"] = state.access_log.dropped().into();
+    v["access_log_write_failed"] = state.access_log.write_failed().into();
+    v["log_dropped"] = crate::telemetry::dropped_lines().into();
+    // Request heads refused before the service saw them, by class.
+    v["rejected_requests"] = state
+        .rejected
+        .counts()
+        .iter()
+        .map(|(k, n)| ((*k).to_owned(), serde_json::Value::from(*n)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    v["connections"] = state.conns.to_json();
+    let resolver = state.dialer.resolver();
+    v["dns"] = resolver.stats.to_json();
+    v["dns"]["cached_names"] = resolver.cached_names().into();
+    v["files"] = state
+        .scanner
+        .as_ref()
+        .map_or(serde_json::Value::Null, |s| s.stats.to_json());
+    // Hosts whose clients failed the TLS handshake after interception (pinned apps, clients
+    // without the CA): candidates for the policy's tunnel_hosts. The 100 with most failures.
+    v["failed_handshakes"] = match &state.interceptor {
+        Some(i) => i
+            .failed_handshakes()
+            .into_iter()
+            .take(100)
+            .map(|(host, n)| serde_json::json!({ "host": host, "count": n }))
+            .collect(),
+        None => serde_json::Value::Null,
+    };
+    // The interception CA: which one, and until when clients accept what it signs.
+    v["intercept_ca"] = match &state.interceptor {
+        Some(i) => {
+            let ca = i.minter.ca();
+            serde_json::json!({
+                "fingerprint": ca.fingerprint(),
+                "not_after": ca.not_after.unix_timestamp(),
+                "problem": ca.expiry_problem().map(|p| p.to_string()),
+            })
+        }
+        None => serde_json::Value::Null,
+    };
+    // Early upstream handshakes (intercept.early_upstream_ms): started, taken by a request,
+    // kept now.
+    v["early_upstream"] = match state.interceptor.as_ref().and_then(|i| i.early.as_ref()) {
+        Some(e) => serde_json::json!({
+            "started": e.started.load(Relaxed),
+            "used": e.used.load(Relaxed),
+            "kept": e.kept(),
+        }),
+        None => serde_json::Value::Null,
+    };
+    v["auth"] = match &state.auth {
+        Some(a) => {
+            let checks = a.load().checks().clone();
+            let mut counts: serde_json::Map<String, serde_json::Value> = checks
+                .stats
+                .counts()
+                .into_iter()
+                .map(|(k, n)| (k.to_owned(), n.into()))
+                .collect();
+            counts.insert("queued".into(), checks.queued().into());
+            counts.into()
+        }
+        None => serde_json::Value::Null,
+    };
+    v
+}
+
+/// Feedback events by outcome (losses by cause), the memory queue and the spool; `null`
+/// without feedback.
+fn feedback_stats(state: &ProxyState) -> serde_json::Value {
+    match state.filter.as_ref().and_then(|f| f.feedback.as_ref()) {
+        Some(fb) => {
+            let mut o: serde_json::Map<String, serde_json::Value> = fb
+                .stats
+                .counters()
+                .into_iter()
+                .map(|(k, n)| (k.to_owned(), n.into()))
+                .collect();
+            o.insert("queue_events".into(), fb.queue_len().into());
+            o.insert("spool_events".into(), fb.spool_events().into());
+            o.insert("spool_bytes".into(), fb.spool_bytes().into());
+            o.into()
+        }
+        None => serde_json::Value::Null,
+    }
+}
+
 /// Serves `/metrics` and the admin API on `listener` until `shutdown`.
 pub async fn serve_admin(
     listener: TcpListener,
@@ -315,7 +448,7 @@ fn authorized(req: &Request<Incoming>, token: &str) -> bool {
             == 0
 }
 
-/// The admin listener's routes: `/metrics` (no token), and with the `admin.token_file`
+/// The admin listener's routes: `/metrics` and `/stats` (no token), and with the `admin.token_file`
 /// token: `GET /v1/explain?url=U[&client=IP][&user=NAME][&time=RFC3339]` (what the proxy
 /// would decide for that request at that time, default now), `POST /v1/reload` ([`super::ProxyState::reload`]), `GET /v1/cache` (entries) and
 /// `POST /v1/cache/purge` (drop every cached answer).
@@ -328,10 +461,16 @@ async fn answer(
     if path == "/metrics" {
         return crate::metrics::scrape_answer(req.method(), render(state));
     }
+    if path == "/stats" {
+        return match method {
+            "GET" => json(StatusCode::OK, &stats(state)),
+            _ => error(StatusCode::METHOD_NOT_ALLOWED, "GET only"),
+        };
+    }
     if !path.starts_with("/v1/") {
         return error(
             StatusCode::NOT_FOUND,
-            "not found: /metrics, /v1/explain, /v1/reload, /v1/cache, /v1/cache/purge",
+            "not found: /metrics, /stats, /v1/explain, /v1/reload, /v1/cache, /v1/cache/purge",
         );
     }
     let Some(token) = token else {

@@ -69,9 +69,9 @@ use service::ProxyService;
 /// the header limit plus room. hyper's default (~400 KiB) would let every connection grow.
 pub(crate) const CLIENT_READ_BUFFER_MAX: usize = 64 * 1024;
 
-/// Blocking threads per worker runtime: DNS lookups (the system resolver) and password
-/// hashing run there. Beyond this, further lookups queue instead of spawning threads, so a
-/// flood of slow names cannot exhaust the process.
+/// Blocking threads per worker runtime: DNS lookups (the system resolver) run there. Beyond
+/// this, further lookups queue instead of spawning threads, so a flood of slow names cannot
+/// exhaust the process. (Password hashing has its own fixed pool: [`auth`].)
 pub const MAX_BLOCKING_THREADS: usize = 64;
 
 /// Everything the request path shares, behind one `Arc`.
@@ -140,16 +140,15 @@ impl ProxyState {
             }
         }
         if let (Some(current), Some(path)) = (&self.auth, self.auth_config.users_file.clone()) {
-            let (realm, ttl) = (
-                self.auth_config.realm.clone(),
-                self.auth_config.credentials_cache_ttl,
-            );
-            match tokio::task::spawn_blocking(move || Authenticator::load(&path, &realm, ttl)).await
+            let config = self.auth_config.clone();
+            let checks = current.load().checks().clone();
+            match tokio::task::spawn_blocking(move || Authenticator::load(&path, &config, checks))
+                .await
             {
                 Ok(Ok(a)) => {
                     out.users = Some(a.len());
-                    // A fresh credentials cache: a removed user or a changed password is
-                    // refused from now on.
+                    // Fresh credential caches: a removed user or a changed password is
+                    // refused from now on, a new password accepted.
                     current.store(Arc::new(a));
                 }
                 Ok(Err(e)) => errors.push(format!("auth.users_file: {e}")),
@@ -235,7 +234,7 @@ pub struct Reloaded {
 
 /// The first line of `admin.token_file`, checked.
 fn read_admin_token(path: &std::path::Path) -> anyhow::Result<String> {
-    let text = crate::fsread::read_to_string(path, crate::fsread::TOKENS_MAX)
+    let text = crate::secrets::read_to_string(path, crate::fsread::TOKENS_MAX, "admin.token_file")
         .context("admin.token_file")?;
     let token = text.lines().next().unwrap_or("").trim();
     if !crate::config::valid_token(token) {
@@ -301,13 +300,17 @@ async fn filter_setup(
     for s in &r.sources {
         let token = match (&s.token, &s.token_file) {
             (Some(t), _) => t.clone(),
-            (None, Some(path)) => crate::fsread::read_to_string(path, crate::fsread::TOKENS_MAX)
-                .with_context(|| format!("reputation source {}: token_file", s.name))?
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_owned(),
+            (None, Some(path)) => crate::secrets::read_to_string(
+                path,
+                crate::fsread::TOKENS_MAX,
+                "reputation.sources token_file",
+            )
+            .with_context(|| format!("reputation source {}: token_file", s.name))?
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_owned(),
             (None, None) => anyhow::bail!("reputation source {}: no token", s.name),
         };
         sources.push(SourceConfig {
@@ -589,7 +592,7 @@ fn bind_admin(listen: Option<SocketAddr>) -> anyhow::Result<Option<std::net::Tcp
     let l = std::net::TcpListener::bind(addr)
         .with_context(|| format!("admin.listen {addr}: cannot listen"))?;
     l.set_nonblocking(true)?;
-    tracing::info!(addr = %l.local_addr()?, "admin listener (/metrics)");
+    tracing::info!(addr = %l.local_addr()?, "admin listener (/metrics, /stats)");
     Ok(Some(l))
 }
 
@@ -618,11 +621,14 @@ impl Proxy {
             local_addrs.push(bound);
         }
         let auth = match &config.auth.users_file {
-            Some(path) => Some(arc_swap::ArcSwap::from_pointee(Authenticator::load(
-                path,
-                &config.auth.realm,
-                config.auth.credentials_cache_ttl,
-            )?)),
+            Some(path) => {
+                let checks = Arc::new(auth::PasswordChecks::new(&config.auth)?);
+                Some(arc_swap::ArcSwap::from_pointee(Authenticator::load(
+                    path,
+                    &config.auth,
+                    checks,
+                )?))
+            }
             None => None,
         };
         let admin = bind_admin(config.admin.listen)?;
@@ -722,6 +728,7 @@ impl Proxy {
     /// on the caller's runtime; the others get their own threads and runtimes.
     pub async fn run(self, shutdown: CancellationToken) {
         let state = self.state;
+        let admin_addr = self.admin.as_ref().and_then(|l| l.local_addr().ok());
         if let Some(admin) = self.admin {
             match tokio::net::TcpListener::from_std(admin) {
                 Ok(l) => {
@@ -751,7 +758,8 @@ impl Proxy {
         }
         // Every listener is bound (connections wait in the backlog until the accept loops
         // below run): ready for systemd.
-        crate::shutdown::notify_ready(&format!("proxy listening on {}", addrs.join(", ")));
+        let admin = admin_addr.map_or(String::new(), |a| format!("; admin on {a}"));
+        crate::shutdown::notify_ready(&format!("proxy listening on {}{admin}", addrs.join(", ")));
         let watchdog = crate::shutdown::Watchdog::start(self.listeners.len());
         let listening = Arc::new(std::sync::atomic::AtomicUsize::new(self.listeners.len()));
         let mut threads = Vec::new();

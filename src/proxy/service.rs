@@ -269,9 +269,14 @@ async fn route(
     }
     if let Some(auth) = &state.auth {
         let auth = auth.load_full();
-        match Box::pin(auth.check(req.headers().get(header::PROXY_AUTHORIZATION))).await {
+        let header = req.headers().get(header::PROXY_AUTHORIZATION);
+        match Box::pin(auth.check(header, ctx.client.ip())).await {
             AuthOutcome::User(u) => ctx.user = Some(u),
             AuthOutcome::Missing | AuthOutcome::Invalid => return Err(ProxyError::AuthRequired),
+            AuthOutcome::Throttled { retry_after } => {
+                return Err(ProxyError::AuthThrottled(retry_after));
+            }
+            AuthOutcome::Busy => return Err(ProxyError::AuthBusy),
         }
     }
     // Each way is boxed where it starts: the futures of the two differ in size by kilobytes
@@ -412,6 +417,13 @@ pub fn error_response(state: &ProxyState, ctx: &RequestCtx, e: &ProxyError) -> R
         && let Some(auth) = &state.auth
     {
         h.insert(header::PROXY_AUTHENTICATE, auth.load().challenge().clone());
+    }
+    if let Some(after) = e.retry_after() {
+        // Whole seconds, rounded up: a client told 0 would come straight back.
+        h.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(after.as_secs().max(1)),
+        );
     }
     resp
 }

@@ -67,13 +67,18 @@ impl From<anyhow::Error> for CommandError {
 
 fn client(args: &ServerArgs) -> Result<RepClient, CommandError> {
     let token = match &args.token_file {
-        Some(path) => crate::fsread::read_to_string(path, crate::fsread::TOKENS_MAX)
-            .map_err(|e| CommandError::usage(format!("cannot read the token file {e}")))?
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_owned(),
+        Some(path) => {
+            if let Some(w) = crate::secrets::warning(path, "--token-file") {
+                crate::errln!("webrep: warning: {w}");
+            }
+            crate::fsread::read_to_string(path, crate::fsread::TOKENS_MAX)
+                .map_err(|e| CommandError::usage(format!("cannot read the token file {e}")))?
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned()
+        }
         None => std::env::var("WEBREP_TOKEN").unwrap_or_default(),
     };
     if token.is_empty() {

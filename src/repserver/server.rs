@@ -59,8 +59,9 @@ pub fn load_sample(store: &mut Store, now: i64) -> anyhow::Result<u64> {
 /// An unreadable file, or a line that is not `client|admin TOKEN` with a valid token (the
 /// message names the line, never the token).
 pub fn read_tokens_file(path: &Path, into: &mut Tokens) -> anyhow::Result<()> {
-    let text = crate::fsread::read_to_string(path, crate::fsread::TOKENS_MAX)
-        .context("cannot read tokens file")?;
+    let text =
+        crate::secrets::read_to_string(path, crate::fsread::TOKENS_MAX, "server.tokens_file")
+            .context("cannot read tokens file")?;
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -94,7 +95,9 @@ fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<tokio_rustls::TlsAcce
     let certs =
         crate::fsread::pem_certs(cert).map_err(|e| anyhow::anyhow!("server.tls.cert {e}"))?;
     let key = PrivateKeyDer::from_pem_slice(
-        &crate::fsread::read(key, crate::fsread::PEM_MAX).context("server.tls.key")?,
+        crate::secrets::read_to_string(key, crate::fsread::PEM_MAX, "server.tls.key")
+            .context("server.tls.key")?
+            .as_bytes(),
     )
     .with_context(|| format!("server.tls.key {}", key.display()))?;
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
@@ -127,8 +130,12 @@ fn upstream(config: &crate::config::UpstreamConfig) -> anyhow::Result<Upstream> 
     let token = match (&config.token, &config.token_file) {
         (Some(t), _) => t.clone(),
         (None, Some(path)) => {
-            let text = crate::fsread::read_to_string(path, crate::fsread::TOKENS_MAX)
-                .context("cannot read server.upstream.token_file")?;
+            let text = crate::secrets::read_to_string(
+                path,
+                crate::fsread::TOKENS_MAX,
+                "server.upstream.token_file",
+            )
+            .context("cannot read server.upstream.token_file")?;
             let t = text.lines().next().unwrap_or("").trim().to_owned();
             if !valid_token(&t) {
                 bail!(

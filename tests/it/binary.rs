@@ -17,6 +17,8 @@ pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_webrep");
 pub(crate) struct ProxyProcess {
     pub(crate) child: Child,
     pub(crate) addr: SocketAddr,
+    /// The admin listener, when the config has one.
+    pub(crate) admin: Option<SocketAddr>,
     lines: mpsc::UnboundedReceiver<String>,
     /// What it logged before it listened.
     pub(crate) startup: Vec<String>,
@@ -67,21 +69,27 @@ impl ProxyProcess {
                 }
             }
         });
-        let mut addr = None;
+        let (mut addr, mut admin) = (None, None);
         let mut startup = Vec::new();
+        let field = |l: &str, name: &str| -> Option<SocketAddr> {
+            let rest = l.split(name).nth(1)?;
+            Some(rest.split_whitespace().next()?.parse().unwrap())
+        };
         while addr.is_none() {
             let l = tokio::time::timeout(Duration::from_secs(30), lines.recv())
                 .await
                 .expect("proxy starts")
                 .expect("proxy is running");
-            if let Some(rest) = l.split("listen.addr=").nth(1) {
-                addr = Some(rest.split_whitespace().next().unwrap().parse().unwrap());
+            addr = field(&l, "listen.addr=");
+            if l.contains("admin listener") {
+                admin = field(&l, " addr=");
             }
             startup.push(l);
         }
         Self {
             child,
             addr: addr.unwrap(),
+            admin,
             lines,
             startup,
             dir,
@@ -331,7 +339,7 @@ async fn many_parallel_scanned_downloads_stay_within_the_hold_back_budget() {
     // would be 96 MiB of the proxy's memory.
     let origin = Origin::http().await;
     let proxy = ProxyProcess::start(
-        "files:\n  hold_back_bytes: 4194304\n  hold_back_total_bytes: 8388608\n",
+        "files:\n  hold_back_bytes: 4194304\n  hold_back_total_bytes: 8388608\nadmin:\n  listen: \"127.0.0.1:0\"\n",
     )
     .await;
     let client = proxy.client();
@@ -354,7 +362,7 @@ async fn many_parallel_scanned_downloads_stay_within_the_hold_back_budget() {
     }
     let after = proxy.peak_rss_kib();
     let stats: serde_json::Value = serde_json::from_str(
-        &plain_get(format!("http://{}/stats", proxy.addr))
+        &plain_get(format!("http://{}/stats", proxy.admin.unwrap()))
             .await
             .unwrap()
             .text()
@@ -462,10 +470,14 @@ async fn passwd_prints_a_users_file_line_the_proxy_accepts() {
     assert!(out.status.success());
     let line = String::from_utf8(out.stdout).unwrap();
     assert!(line.starts_with("bob:$argon2id$"), "{line}");
-    let auth =
-        webrep::proxy::auth::Authenticator::from_text(&line, "users", "r", Duration::ZERO).unwrap();
+    use webrep::proxy::auth::{Authenticator, PasswordChecks};
+    let config = webrep::config::Config::from_yaml("", "t").unwrap().auth;
+    let checks = std::sync::Arc::new(PasswordChecks::new(&config).unwrap());
+    let auth = Authenticator::from_text(&line, "users", &config, checks).unwrap();
     let v = http::HeaderValue::from_static("Basic Ym9iOnBhNTV3b3Jk"); // bob:pa55word
-    let outcome = std::sync::Arc::new(auth).check(Some(&v)).await;
+    let outcome = std::sync::Arc::new(auth)
+        .check(Some(&v), [127, 0, 0, 1].into())
+        .await;
     assert_eq!(
         outcome,
         webrep::proxy::auth::AuthOutcome::User("bob".into())
@@ -508,7 +520,7 @@ async fn an_interception_ca_that_expires_soon_is_warned_about_at_start_and_on_st
         time::OffsetDateTime::now_utc() + time::Duration::hours(10 * 24 + 1),
     );
     let proxy = ProxyProcess::start(&format!(
-        "intercept:\n  enabled: true\n  ca_dir: {:?}\n",
+        "intercept:\n  enabled: true\n  ca_dir: {:?}\nadmin:\n  listen: \"127.0.0.1:0\"\n",
         ca_dir.display().to_string()
     ))
     .await;
@@ -518,7 +530,7 @@ async fn an_interception_ca_that_expires_soon_is_warned_about_at_start_and_on_st
         .find(|l| l.contains("the interception CA expires in 10 days"))
         .unwrap_or_else(|| panic!("no warning in {:#?}", proxy.startup));
     assert!(warning.contains("WARN"), "{warning}");
-    let stats = plain_get(format!("http://{}/stats", proxy.addr))
+    let stats = plain_get(format!("http://{}/stats", proxy.admin.unwrap()))
         .await
         .unwrap()
         .text()
@@ -529,4 +541,42 @@ async fn an_interception_ca_that_expires_soon_is_warned_about_at_start_and_on_st
         .as_str()
         .unwrap_or_default();
     assert!(problem.starts_with("expires in 10 days"), "{stats}");
+}
+
+/// A users file and an admin token file that every local user can read start the proxy with
+/// a warning naming each; readable by the owner and group only, without one.
+#[tokio::test]
+async fn secrets_files_other_users_can_read_are_warned_about() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (users, token) = (dir.path().join("users"), dir.path().join("admin-token"));
+    let hash =
+        webrep::proxy::auth::hash_password_with("pw", argon2::Params::new(64, 1, 1, None).unwrap())
+            .unwrap();
+    std::fs::write(&users, format!("alice:{hash}\n")).unwrap();
+    std::fs::write(&token, "admin-token-0123456789\n").unwrap();
+    let config = format!(
+        "auth:\n  users_file: {:?}\nadmin:\n  listen: \"127.0.0.1:0\"\n  token_file: {:?}\n",
+        users.display().to_string(),
+        token.display().to_string()
+    );
+    let warned = |startup: &[String], key: &str| {
+        startup
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains(key) && l.contains("chmod o-rwx"))
+    };
+    for (mode, expected) in [(0o644, true), (0o640, false)] {
+        for f in [&users, &token] {
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let proxy = ProxyProcess::start(&config).await;
+        for key in ["auth.users_file", "admin.token_file"] {
+            assert_eq!(
+                warned(&proxy.startup, key),
+                expected,
+                "mode {mode:o}, {key}: {:#?}",
+                proxy.startup
+            );
+        }
+    }
 }

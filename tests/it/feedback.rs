@@ -207,6 +207,37 @@ fn client_from(p: &TestProxy, local: [u8; 4]) -> reqwest::Client {
         .unwrap()
 }
 
+/// Follows a page's "report a mistake" `link` (a path, on `base`) as a browser does: the form
+/// it shows, then that form posted with `comment`.
+async fn report_mistake(
+    client: &reqwest::Client,
+    base: &str,
+    link: &str,
+    comment: &str,
+) -> reqwest::Response {
+    let form = client.get(format!("{base}{link}")).send().await.unwrap();
+    assert_eq!(form.status(), 200);
+    let html = form.text().await.unwrap();
+    assert!(
+        html.contains("<form method=\"post\" action=\"/.webrep/report\">"),
+        "{html}"
+    );
+    let ticket = link
+        .split("ticket=")
+        .nth(1)
+        .expect("the link names a ticket");
+    client
+        .post(format!("{base}/.webrep/report"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "ticket={ticket}&comment={}",
+            comment.replace(' ', "+")
+        ))
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn json_page(client: &reqwest::Client, url: &str) -> Value {
     let r = client
         .get(url)
@@ -280,14 +311,17 @@ async fn feedback_events_of_every_kind_arrive_with_their_fields() {
         let r = client.get(origin.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
     }
-    // The user reports the block, with a comment.
-    let r = client
-        .get(format!("http://danger.test{report}&comment=it+is+my+bank"))
-        .send()
-        .await
-        .unwrap();
+    // The user reports the block, with a comment: the link's form, posted.
+    let r = report_mistake(&client, "http://danger.test", &report, "it is my bank").await;
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("Thank you"));
+    // The comment went in the body: the access log has the report's URL, not the comment.
+    let line = p
+        .wait_log(|v| v["method"] == "POST" && v["status"] == 200)
+        .await;
+    assert_eq!(line["url"], "http://danger.test/.webrep/report", "{line}");
+    let log = p.access_log_text();
+    assert!(!log.contains("bank"), "{log}");
     // A ticket of another client cannot be reported from here.
     let other = client_from(&p, [127, 0, 0, 2]);
     let r = other
@@ -745,7 +779,7 @@ async fn feedback_escalation_reaches_another_proxy_without_restart() {
         let c = client_from(&reporting, local);
         let page = json_page(&c, &url).await;
         let link = page["report"].as_str().unwrap();
-        let r = c.get(origin.url(link)).send().await.unwrap();
+        let r = report_mistake(&c, &origin.url(""), link, "").await;
         assert_eq!(r.status(), 200, "report {i}");
         last_report = Instant::now();
         if i < 2 {
@@ -1091,6 +1125,8 @@ async fn feedback_api_refuses_bad_events_one_by_one() {
 struct Process {
     child: tokio::process::Child,
     addr: std::net::SocketAddr,
+    /// The admin listener, when the config has one (logged before the listen address).
+    admin: Option<std::net::SocketAddr>,
     log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
@@ -1111,9 +1147,16 @@ impl Process {
             .unwrap();
         let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
         let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut admin = None;
         let addr = tokio::time::timeout(WAIT, async {
             while let Ok(Some(l)) = lines.next_line().await {
                 log.lock().unwrap().push(l.clone());
+                if l.contains("admin listener") {
+                    admin = l
+                        .split("addr=")
+                        .nth(1)
+                        .and_then(|rest| rest.split_whitespace().next()?.parse().ok());
+                }
                 let rest = l
                     .split("listen.addr=")
                     .nth(1)
@@ -1133,7 +1176,12 @@ impl Process {
                 keep.lock().unwrap().push(l);
             }
         });
-        Some(Process { child, addr, log })
+        Some(Process {
+            child,
+            addr,
+            admin,
+            log,
+        })
     }
 
     /// Waits (bounded) until it has logged a line containing `needle`.
@@ -1154,15 +1202,16 @@ impl Process {
         self.child.kill().await.unwrap();
     }
 
-    /// Its `/stats` page.
+    /// Its `/stats` page (on its admin listener).
     async fn stats(&self) -> Value {
+        let admin = self.admin.expect("the config has an admin listener");
         init_crypto();
         let r = reqwest::Client::builder()
             .no_proxy()
             .timeout(WAIT)
             .build()
             .unwrap()
-            .get(format!("http://{}/stats", self.addr))
+            .get(format!("http://{admin}/stats"))
             .send()
             .await
             .unwrap();
@@ -1207,7 +1256,7 @@ async fn feedback_spool_survives_kill_9_of_the_binary() {
     std::fs::write(
         &cfg,
         format!(
-            "{BASE}policy:\n  enabled: true\n  file: {:?}\nreputation:\n  sources:\n    - {{ name: s0, url: \"{}\", token: \"{CLIENT}\", timeout_ms: 500 }}\n\
+            "{BASE}admin:\n  listen: \"127.0.0.1:0\"\npolicy:\n  enabled: true\n  file: {:?}\nreputation:\n  sources:\n    - {{ name: s0, url: \"{}\", token: \"{CLIENT}\", timeout_ms: 500 }}\n\
              feedback:\n  proxy_id: pk\n  spool_dir: {:?}\n  batch_interval_ms: 20\n  retry_interval_ms: 100\n\
              access_log:\n  enabled: false\nlog:\n  level: info\n  format: text\n",
             policy.display().to_string(),
@@ -1385,7 +1434,7 @@ async fn feedback_kill_9_of_proxy_and_server_loses_no_event() {
     std::fs::write(
         &cfg,
         format!(
-            "{BASE}policy:\n  enabled: true\n  file: {:?}\nreputation:\n  sources:\n    - {{ name: s0, url: \"{}\", token: \"{CLIENT}\", timeout_ms: 1000 }}\n\
+            "{BASE}admin:\n  listen: \"127.0.0.1:0\"\npolicy:\n  enabled: true\n  file: {:?}\nreputation:\n  sources:\n    - {{ name: s0, url: \"{}\", token: \"{CLIENT}\", timeout_ms: 1000 }}\n\
              feedback:\n  proxy_id: pk\n  spool_dir: {:?}\n  batch_interval_ms: 20\n  retry_interval_ms: 100\n\
              access_log:\n  enabled: false\nlog:\n  level: info\n  format: text\n",
             policy.display().to_string(),
@@ -1454,7 +1503,7 @@ async fn blocking_proxy(dir: &Path, server: &str, extra: &str, admin: &str) -> P
     std::fs::write(
         &cfg,
         format!(
-            "{BASE}policy:\n  enabled: true\n  file: {:?}\nreputation:\n  sources:\n    - {{ name: s0, url: \"{server}\", token: \"{CLIENT}\", timeout_ms: 1000 }}\n\
+            "{BASE}admin:\n  listen: \"127.0.0.1:0\"\npolicy:\n  enabled: true\n  file: {:?}\nreputation:\n  sources:\n    - {{ name: s0, url: \"{server}\", token: \"{CLIENT}\", timeout_ms: 1000 }}\n\
              feedback:\n  proxy_id: pk\n  spool_dir: {:?}\n  batch_interval_ms: 20\n  retry_interval_ms: 100\n{extra}\
              {admin}access_log:\n  enabled: false\nlog:\n  level: info\n  format: text\n",
             policy.display().to_string(),
@@ -1527,19 +1576,8 @@ async fn feedback_a_full_spool_is_logged_while_delivery_failures_are_too() {
     // No server: every delivery fails (and is logged).
     let mut server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
     server.kill().await;
-    let proxy = blocking_proxy(
-        dir.path(),
-        &server.base,
-        "  spool_max_bytes: 3000\n",
-        "admin:\n  listen: \"127.0.0.1:0\"\n",
-    )
-    .await;
-    let admin: std::net::SocketAddr = {
-        let log = proxy.log.lock().unwrap();
-        let line = log.iter().find(|l| l.contains("admin listener")).unwrap();
-        let addr = line.split("addr=").nth(1).unwrap();
-        addr.split_whitespace().next().unwrap().parse().unwrap()
-    };
+    let proxy = blocking_proxy(dir.path(), &server.base, "  spool_max_bytes: 3000\n", "").await;
+    let admin = proxy.admin.expect("the proxy has an admin listener");
     // Requests until the first event is dropped for a full spool; then no more.
     let deadline = Instant::now() + WAIT;
     for i in 0.. {
@@ -1572,7 +1610,7 @@ async fn access_log_lines_lost_on_a_closed_stdout_are_logged_and_counted() {
     let cfg = dir.path().join("webrep.yaml");
     std::fs::write(
         &cfg,
-        format!("{BASE}access_log:\n  path: \"-\"\nlog:\n  level: info\n  format: text\n"),
+        format!("{BASE}admin:\n  listen: \"127.0.0.1:0\"\naccess_log:\n  path: \"-\"\nlog:\n  level: info\n  format: text\n"),
     )
     .unwrap();
     let mut proxy = Process::start("proxy", &cfg, std::process::Stdio::piped())

@@ -371,7 +371,8 @@ async fn origin_handler(
 /// The real proxy, in-process, on 127.0.0.1:0.
 pub struct TestProxy {
     pub addr: SocketAddr,
-    /// The admin listener (`/metrics`), when the config sets `admin.listen`.
+    /// The admin listener (`/metrics`, `/stats`): on 127.0.0.1:0 unless the config sets
+    /// `admin.listen` (or an `admin:` section without it).
     pub admin: Option<SocketAddr>,
     pub state: Arc<webrep::proxy::ProxyState>,
     token: CancellationToken,
@@ -403,6 +404,12 @@ impl TestProxy {
                 "{yaml}\nfeedback:\n  spool_dir: {:?}\n",
                 dir.path().join("feedback-spool").display().to_string()
             )
+        };
+        // An admin listener for the counters (`/stats`, `/metrics`), unless the test set one.
+        let yaml = if yaml.contains("\nadmin:") || yaml.starts_with("admin:") {
+            yaml
+        } else {
+            format!("{yaml}\nadmin:\n  listen: \"127.0.0.1:0\"\n")
         };
         let config = Config::from_yaml(&yaml, "test.yaml").expect("test config is valid");
         let log_path = dir.path().join("access.log");
@@ -446,6 +453,12 @@ impl TestProxy {
             b = b.tls_certs_only([reqwest::Certificate::from_pem(ca.ca_pem.as_bytes()).unwrap()]);
         }
         b.build().unwrap()
+    }
+
+    /// The access log so far.
+    pub fn access_log_text(&self) -> String {
+        self.access_log.flush(Duration::from_secs(5));
+        std::fs::read_to_string(&self.log_path).unwrap()
     }
 
     /// Waits (bounded) until an access-log line satisfies `pred`, and returns it.
@@ -559,30 +572,14 @@ pub async fn raw_origin(
     (addr, rx)
 }
 
-/// The proxy's `/stats` page.
+/// The proxy's `/stats` page (on its admin listener).
 pub async fn proxy_stats(proxy: &TestProxy) -> serde_json::Value {
-    stats_at(proxy.addr).await
+    stats_at(proxy.admin.expect("the test proxy has an admin listener")).await
 }
 
-/// `/stats` of the proxy listening on `addr`.
-pub async fn stats_at(addr: std::net::SocketAddr) -> serde_json::Value {
-    stats_from(addr, "127.0.0.1").await
-}
-
-/// The proxy's `/stats` page, asked from the loopback address `local`.
-pub async fn proxy_stats_from(proxy: &TestProxy, local: &str) -> serde_json::Value {
-    stats_from(proxy.addr, local).await
-}
-
-async fn stats_from(addr: std::net::SocketAddr, local: &str) -> serde_json::Value {
-    init_crypto();
-    let text = reqwest::Client::builder()
-        .no_proxy()
-        .local_address(local.parse::<std::net::IpAddr>().unwrap())
-        .build()
-        .unwrap()
-        .get(format!("http://{addr}/stats"))
-        .send()
+/// `/stats` of the admin listener at `admin`.
+pub async fn stats_at(admin: std::net::SocketAddr) -> serde_json::Value {
+    let text = plain_get(format!("http://{admin}/stats"))
         .await
         .unwrap()
         .text()
@@ -654,6 +651,11 @@ pub async fn plain_get(url: String) -> reqwest::Result<reqwest::Response> {
         .get(url)
         .send()
         .await
+}
+
+/// The body of a GET without any proxy.
+pub async fn plain_text(url: String) -> String {
+    plain_get(url).await.unwrap().text().await.unwrap()
 }
 
 /// A response's status and its body parsed as JSON.

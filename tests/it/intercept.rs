@@ -220,7 +220,7 @@ async fn curl_through_interception_with_the_proxy_ca() {
         failures = icpt.failed_handshakes();
     }
     assert_eq!(failures, vec![("localhost".to_owned(), 1)]);
-    // Listed for the admin on the proxy's /stats page.
+    // Listed for the admin on the /stats page of the admin listener.
     let stats: serde_json::Value = proxy_stats(&i.proxy).await;
     assert_eq!(
         stats["failed_handshakes"],

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod auth;
 mod binary;
 mod browser;
 mod config_file;

@@ -127,12 +127,7 @@ async fn pac_file_sends_intranet_direct_and_the_rest_through_the_proxy() {
     assert_eq!(ctype, "application/x-ns-proxy-autoconfig");
     assert_eq!(pac, wpad);
     // The index page links the PAC file and the CA page.
-    let index = plain_get(format!("{}/", proxy.url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let index = plain_text(format!("{}/", proxy.url())).await;
     assert!(index.contains("href=\"/proxy.pac\""), "{index}");
     assert!(index.contains("href=\"/ca\""), "{index}");
 

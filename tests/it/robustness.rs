@@ -63,7 +63,10 @@ fn loaders() -> Vec<(&'static str, u64, Loader)> {
                 .map_err(|e| e.to_string())
         }),
         ("users file", fsread::USERS_MAX, |p| {
-            webrep::proxy::auth::Authenticator::load(p, "r", Duration::ZERO)
+            use webrep::proxy::auth::{Authenticator, PasswordChecks};
+            let config = webrep::config::Config::from_yaml("", "t").unwrap().auth;
+            let checks = std::sync::Arc::new(PasswordChecks::new(&config).unwrap());
+            Authenticator::load(p, &config, checks)
                 .map(drop)
                 .map_err(|e| e.to_string())
         }),
@@ -223,7 +226,7 @@ async fn a_policy_swapped_for_a_fifo_keeps_the_running_one_and_reloads_and_signa
         .and_then(|a| a.split_whitespace().next())
         .expect("the admin listener is logged")
         .to_owned();
-    assert_eq!(stats_at(proxy.addr).await["policy_generation"], 1);
+    assert_eq!(stats_at(proxy.admin.unwrap()).await["policy_generation"], 1);
 
     // The policy file becomes a FIFO (renamed into place, as editors replace files).
     let fifo = files.path().join("new-policy");
@@ -246,7 +249,7 @@ async fn a_policy_swapped_for_a_fifo_keeps_the_running_one_and_reloads_and_signa
         "{body}"
     );
     // The running policy stays, and the proxy serves.
-    assert_eq!(stats_at(proxy.addr).await["policy_generation"], 1);
+    assert_eq!(stats_at(proxy.admin.unwrap()).await["policy_generation"], 1);
     let r = proxy.client().get(origin.url("/")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 
@@ -254,7 +257,7 @@ async fn a_policy_swapped_for_a_fifo_keeps_the_running_one_and_reloads_and_signa
     std::fs::remove_file(&policy).unwrap();
     std::fs::write(&policy, "security_level: high\n").unwrap();
     proxy.signal("HUP");
-    stats_until(proxy.addr, "the new policy is loaded", |v| {
+    stats_until(proxy.admin.unwrap(), "the new policy is loaded", |v| {
         v["policy_generation"].as_u64() >= Some(2)
     })
     .await;
@@ -272,13 +275,16 @@ async fn proxy_with_streams(
 ) -> (
     tokio::process::Child,
     std::net::SocketAddr,
+    std::net::SocketAddr,
     tempfile::TempDir,
 ) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("webrep.yaml");
     std::fs::write(
         &cfg,
-        format!("{BASE}access_log:\n  path: \"-\"\nlog:\n  level: debug\n"),
+        format!(
+            "{BASE}access_log:\n  path: \"-\"\nlog:\n  level: debug\nadmin:\n  listen: \"127.0.0.1:0\"\n"
+        ),
     )
     .unwrap();
     let child = Command::new(BIN)
@@ -293,13 +299,11 @@ async fn proxy_with_streams(
         .spawn()
         .unwrap();
     let ready = systemd.next().await;
-    let addr = ready
+    let (addr, admin) = ready
         .strip_prefix("READY=1\nSTATUS=proxy listening on ")
-        .and_then(|s| s.lines().next())
-        .unwrap_or_else(|| panic!("not a readiness notification: {ready:?}"))
-        .parse()
-        .unwrap();
-    (child, addr, dir)
+        .and_then(|s| s.lines().next()?.split_once("; admin on "))
+        .unwrap_or_else(|| panic!("not a readiness notification: {ready:?}"));
+    (child, addr.parse().unwrap(), admin.parse().unwrap(), dir)
 }
 
 /// Sends SIGTERM; the exit code (within 30 s).
@@ -343,10 +347,10 @@ async fn closed_stdout_and_stderr_neither_kill_nor_stop_the_proxy() {
     let (out_r, out_w) = std::io::pipe().unwrap();
     let (err_r, err_w) = std::io::pipe().unwrap();
     drop((out_r, err_r));
-    let (mut child, addr, _dir) = proxy_with_streams(out_w, err_w, &systemd).await;
+    let (mut child, addr, admin, _dir) = proxy_with_streams(out_w, err_w, &systemd).await;
     ten_requests(addr, &origin).await;
     // What could not be written is counted.
-    let v = stats_until(addr, "losses counted", |v| {
+    let v = stats_until(admin, "losses counted", |v| {
         v["access_log_write_failed"].as_u64() >= Some(10) && v["log_dropped"].as_u64() > Some(0)
     })
     .await;
@@ -378,7 +382,7 @@ async fn stdout_and_stderr_that_are_never_read_hold_up_neither_requests_nor_shut
     let systemd = NotifySocket::new();
     let (out_w, _out_reader) = full_pipe().await;
     let (err_w, _err_reader) = full_pipe().await;
-    let (mut child, addr, _dir) = proxy_with_streams(out_w, err_w, &systemd).await;
+    let (mut child, addr, _admin, _dir) = proxy_with_streams(out_w, err_w, &systemd).await;
     ten_requests(addr, &origin).await;
     assert_eq!(terminate(&mut child).await, Some(0));
 }
