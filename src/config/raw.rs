@@ -229,10 +229,10 @@ pub struct RawProxyConfig {
     /// The most an upstream connection's read buffer grows to, in bytes: each read from an
     /// upstream takes at most this much. Larger means fewer system calls for big downloads
     /// and more memory per busy connection (up to about twice this while a body streams).
-    /// Measured on 2 cores with 128 clients fetching 1 MiB (2026-12-05, one machine state):
-    /// 32768 → 0.70x direct throughput at 30 MB peak RSS; 49152 → 0.82x at 34 MB; 65536 →
-    /// 0.80x at 40 MB. Default 32768 (memory per busy connection is what limits a gateway
-    /// with thousands of them); 8192 to 16777216.
+    /// Larger buffers bought a little throughput for 1 MiB downloads at a few MB more RSS
+    /// per hundred busy connections (figures in README.md, Performance). Default 32768 (memory
+    /// per busy connection is what limits a gateway with thousands of them); 8192 to
+    /// 16777216.
     pub upstream_read_buffer_bytes: usize,
     /// A tunnel (CONNECT or WebSocket) with no bytes in either direction for this long is
     /// closed, in milliseconds. Default 300000 (5 minutes).

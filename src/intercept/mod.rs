@@ -1,4 +1,4 @@
-//! HTTPS interception (issue 7): the local CA ([`ca`]) and per-host leaf certificates
+//! HTTPS interception: the local CA ([`ca`]) and per-host leaf certificates
 //! ([`mint`]). The CONNECT flow that uses them (classify the first bytes, decrypt, serve the
 //! inner requests through the proxy's own service) is [`crate::proxy::intercept`];
 //! `docs/intercept.md` describes the whole.

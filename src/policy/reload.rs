@@ -22,12 +22,11 @@
 //!   reload on the blocking pool.
 //! - [`PolicyHandle::spawn_sighup`]: a reload on every SIGHUP.
 //!
-//! # Wiring (issue 6)
+//! # Wiring
 //! At startup: `let policy = PolicyHandle::load(path)?` (exit 64 on error, like a bad
 //! config); `policy.spawn_watcher(DEFAULT_DEBOUNCE, shutdown.clone())?` and
 //! `policy.spawn_sighup(shutdown.clone())?`; put the `Arc<PolicyHandle>` in the proxy state;
 //! per request `let p = state.policy.current();` then [`evaluate`](super::evaluate)`(&p, ..)`.
-//! The SIGHUP logger in `shutdown.rs` should then stop saying "nothing to reload".
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! The proxy's side of reputation (issue 6): an ordered list of reputation servers with
+//! The proxy's side of reputation: an ordered list of reputation servers with
 //! health tracking and failover, a moka cache of their per-host answers, stale answers during
 //! an outage, and a follower of the change stream that drops changed keys.
 //!
@@ -14,7 +14,7 @@
 //! costs one `POST /v1/lookup` for the host (all its expressions in one answer); concurrent
 //! misses on one host share that request (moka coalesces the initialisation). A host whose
 //! path entries did not fit one answer (`truncated`) is asked per URL, cached per URL the same
-//! way. File hashes (issue 9) are cached the same way; misses of different hashes are batched
+//! way. File hashes are cached the same way; misses of different hashes are batched
 //! (at most 4 requests in flight, up to 100 hashes each; a lone miss goes out at once). Memory:
 //! at most `reputation.cache_entries` answers, each for its TTL, plus a second bounded map of
 //! the same answers kept `max_stale_secs` longer for outages.
