@@ -27,7 +27,9 @@ if [[ -z ${WEBREP_BIN:-} ]]; then
   cargo build --profile bench --bin webrep
   export WEBREP_BIN=$PWD/target/release/webrep
 fi
+# The build also lists the webrep binary (the bench names it), in no fixed order: pick the
+# bench's own artifact by its target kind.
 exe=$(cargo build --bench memory --message-format=json \
-  | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+  | grep '"kind":\["bench"\]' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
 [[ -x $exe ]] || { echo "memory.sh: the bench did not build" >&2; exit 2; }
 "$exe"

@@ -10,7 +10,7 @@ set -u
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 command -v wrk >/dev/null || { echo "quick-throughput: wrk not found (apt-get install wrk)" >&2; exit 2; }
 ORIGIN_EXE=$(cargo build --bench memory --message-format=json \
-  | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+  | grep '"kind":\["bench"\]' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
 PORT=${PORT:-3199}; DUR=${DUR:-8}
 for BIN in "$@"; do
 dir=$(mktemp -d /tmp/tput.XXXXXX)
