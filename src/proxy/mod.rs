@@ -596,41 +596,53 @@ fn bind_admin(listen: Option<SocketAddr>) -> anyhow::Result<Option<std::net::Tcp
     Ok(Some(l))
 }
 
+/// Listening sockets per worker, and the bound addresses: one socket per address, the other
+/// workers get duplicates of it (no `SO_REUSEPORT`, so a second instance cannot share the
+/// port).
+fn bind_worker_listeners(
+    listen: &[SocketAddr],
+    workers: usize,
+) -> anyhow::Result<(Vec<Vec<std::net::TcpListener>>, Vec<SocketAddr>)> {
+    let mut listeners: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut local_addrs = Vec::with_capacity(listen.len());
+    for addr in listen {
+        let socket = bind_listener(*addr).with_context(|| format!("cannot listen on {addr}"))?;
+        let bound = socket.local_addr()?;
+        for w in listeners.iter_mut().skip(1) {
+            w.push(
+                socket
+                    .try_clone()
+                    .with_context(|| format!("cannot share the listener on {bound}"))?,
+            );
+        }
+        listeners[0].push(socket);
+        local_addrs.push(bound);
+    }
+    Ok((listeners, local_addrs))
+}
+
+/// The authenticator when `auth.users_file` is set: its users file read and its password
+/// check pool started.
+fn auth_setup(
+    config: &crate::config::AuthConfig,
+) -> anyhow::Result<Option<arc_swap::ArcSwap<Authenticator>>> {
+    let Some(path) = &config.users_file else {
+        return Ok(None);
+    };
+    let checks = Arc::new(auth::PasswordChecks::new(config)?);
+    Ok(Some(arc_swap::ArcSwap::from_pointee(Authenticator::load(
+        path, config, checks,
+    )?)))
+}
+
 impl Proxy {
     /// Binds the listeners and builds the shared state. Fails on a busy port or a bad users
     /// file, before anything is served.
     pub async fn bind(config: &Config, access_log: Arc<AccessLog>) -> anyhow::Result<Self> {
         let cfg = config.proxy.clone();
         let workers = cfg.workers;
-        let mut listeners: Vec<Vec<std::net::TcpListener>> =
-            (0..workers).map(|_| Vec::new()).collect();
-        let mut local_addrs = Vec::with_capacity(cfg.listen.len());
-        for addr in &cfg.listen {
-            // One socket per address; the other workers get duplicates of it.
-            let socket =
-                bind_listener(*addr).with_context(|| format!("cannot listen on {addr}"))?;
-            let bound = socket.local_addr()?;
-            for w in listeners.iter_mut().skip(1) {
-                w.push(
-                    socket
-                        .try_clone()
-                        .with_context(|| format!("cannot share the listener on {bound}"))?,
-                );
-            }
-            listeners[0].push(socket);
-            local_addrs.push(bound);
-        }
-        let auth = match &config.auth.users_file {
-            Some(path) => {
-                let checks = Arc::new(auth::PasswordChecks::new(&config.auth)?);
-                Some(arc_swap::ArcSwap::from_pointee(Authenticator::load(
-                    path,
-                    &config.auth,
-                    checks,
-                )?))
-            }
-            None => None,
-        };
+        let (listeners, local_addrs) = bind_worker_listeners(&cfg.listen, workers)?;
+        let auth = auth_setup(&config.auth)?;
         let admin = bind_admin(config.admin.listen)?;
         let draining = CancellationToken::new();
         let (filter, embedded) = if config.policy.enabled {
