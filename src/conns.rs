@@ -38,7 +38,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -75,8 +75,15 @@ pub struct ConnActivity {
     pub(crate) idle_since: AtomicU64,
     /// Milliseconds since `base` of the first byte read while idle, or `NONE`.
     pub(crate) first_byte: AtomicU64,
+    /// Putting the connection aside: `PARK_NO`, `PARK_ASKED` (the socket's shutdown is
+    /// skipped), or `PARK_BYTES_MOVED` (asked, and bytes were read or written since).
+    park: AtomicU8,
     close: Notify,
 }
+
+const PARK_NO: u8 = 0;
+const PARK_ASKED: u8 = 1;
+const PARK_BYTES_MOVED: u8 = 2;
 
 impl Default for ConnActivity {
     fn default() -> Self {
@@ -91,6 +98,7 @@ impl ConnActivity {
             in_flight: AtomicU32::new(0),
             idle_since: AtomicU64::new(0),
             first_byte: AtomicU64::new(NONE),
+            park: AtomicU8::new(PARK_NO),
             close: Notify::new(),
         }
     }
@@ -136,6 +144,31 @@ impl ConnActivity {
         Some(self.base + Duration::from_millis(self.idle_since.load(Ordering::Acquire)))
     }
 
+    /// Starts putting an idle connection aside: its HTTP state is ended while the socket
+    /// stays open (see [`ConnActivity::keeps_socket_open`]).
+    pub fn begin_park(&self) {
+        self.park.store(PARK_ASKED, Ordering::Relaxed);
+    }
+
+    /// True while a park is under way: the socket's shutdown is to be skipped.
+    pub fn keeps_socket_open(&self) -> bool {
+        self.park.load(Ordering::Relaxed) != PARK_NO
+    }
+
+    /// Notes bytes read or written: during a park, proof that the HTTP connection was not
+    /// idle after all.
+    pub fn bytes_moved(&self) {
+        if self.park.load(Ordering::Relaxed) == PARK_ASKED {
+            self.park.store(PARK_BYTES_MOVED, Ordering::Relaxed);
+        }
+    }
+
+    /// Ends a park: true when no byte moved since [`ConnActivity::begin_park`], so the HTTP
+    /// connection ended from idle and the socket may serve a new one.
+    pub fn end_park(&self) -> bool {
+        self.park.swap(PARK_NO, Ordering::Relaxed) == PARK_ASKED
+    }
+
     /// Asks the connection to close (gracefully: an idle one closes at once).
     pub fn ask_to_close(&self) {
         self.close.notify_one();
@@ -175,6 +208,9 @@ pub struct ConnStats {
     pub refused_per_client: AtomicU64,
     /// Idle connections closed to make room for a new client at the total limit.
     pub closed_idle: AtomicU64,
+    /// Idle keep-alive connections that gave back their HTTP buffers and wait for their next
+    /// request like a new connection (the proxy's `proxy.client_park_after_ms`).
+    pub parked: AtomicU64,
 }
 
 /// The connection limits of one listener set (see the module docs).
@@ -256,6 +292,7 @@ impl ConnLimits {
             "open": self.open(),
             "refused_per_client": self.stats.refused_per_client.load(Ordering::Relaxed),
             "closed_idle": self.stats.closed_idle.load(Ordering::Relaxed),
+            "parked": self.stats.parked.load(Ordering::Relaxed),
         })
     }
 

@@ -173,6 +173,8 @@ pub struct ProxyConfig {
     pub max_header_lines: usize,
     pub header_read_timeout: Duration,
     pub client_idle_timeout: Duration,
+    /// `None`: idle keep-alive connections keep their HTTP buffers.
+    pub client_park_after: Option<Duration>,
     pub upstream_connect_timeout: Duration,
     pub happy_eyeballs_delay: Duration,
     pub upstream_response_timeout: Duration,
@@ -357,6 +359,8 @@ impl Config {
             },
             header_read_timeout: ms("proxy.header_read_timeout_ms", p.header_read_timeout_ms)?,
             client_idle_timeout: ms("proxy.client_idle_timeout_ms", p.client_idle_timeout_ms)?,
+            client_park_after: (p.client_park_after_ms > 0)
+                .then(|| Duration::from_millis(p.client_park_after_ms)),
             upstream_connect_timeout: ms(
                 "proxy.upstream_connect_timeout_ms",
                 p.upstream_connect_timeout_ms,

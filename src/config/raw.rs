@@ -209,6 +209,11 @@ pub struct RawProxyConfig {
     /// Time an idle keep-alive client connection (no request in progress, no bytes sent) is
     /// kept open, in milliseconds. Default 60000.
     pub client_idle_timeout_ms: u64,
+    /// Time after which an idle keep-alive client connection gives back its HTTP buffers
+    /// (about 16 KiB) and waits for its next request the way a new connection waits for its
+    /// first, in milliseconds; the next request then pays for new buffers (a few µs). 0
+    /// keeps the buffers for the connection's life. Default 1000.
+    pub client_park_after_ms: u64,
     /// Time to establish the TCP connection to an upstream (DNS included), in milliseconds;
     /// after that the client gets 504. Default 10000.
     pub upstream_connect_timeout_ms: u64,
@@ -734,6 +739,7 @@ impl Default for RawProxyConfig {
             max_header_lines: 100,
             header_read_timeout_ms: 10_000,
             client_idle_timeout_ms: 60_000,
+            client_park_after_ms: 1_000,
             upstream_connect_timeout_ms: 10_000,
             happy_eyeballs_delay_ms: 250,
             upstream_response_timeout_ms: 60_000,

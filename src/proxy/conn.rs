@@ -3,12 +3,19 @@
 //!
 //! hyper's own header timer also runs while a keep-alive connection sits idle, so it cannot
 //! express "10 s to send a request head, but 60 s of idle keep-alive". Instead the socket is
-//! wrapped in [`ActivityIo`], which notes the first byte read after the connection went idle,
-//! and the service notes when requests start and finish. A [`watchdog`] future per connection
-//! sleeps until the next deadline and reports which one expired: an idle connection is
-//! closed gracefully, a client that started a request head and did not finish it in time is
-//! cut off. Cost per request: two atomic updates and one clock read; the watchdog wakes at
-//! deadlines and every half of the shorter timeout, never per request.
+//! wrapped in [`ClientIo`] (or [`ActivityIo`] inside an intercepted tunnel), which notes the
+//! first byte read after the connection went idle, and the service notes when requests start
+//! and finish. A [`watchdog`] future per connection sleeps until the next deadline and
+//! reports which one expired: an idle connection is closed gracefully, a client that started
+//! a request head and did not finish it in time is cut off, and a keep-alive connection idle
+//! for `proxy.client_park_after_ms` is parked: its HTTP connection (with hyper's read and
+//! write buffers, about 13 KB) is dropped, the socket and any bytes read but not parsed are
+//! kept, and a new HTTP connection is built when the client sends again. [`ClientIo`] skips
+//! the socket shutdown that ends an HTTP connection while a park is under way, and a park
+//! that catches the connection moving bytes (a response still being written, a request body
+//! still arriving) closes it instead of serving it again mid-stream. Cost per request: two
+//! atomic updates and one clock read; the watchdog wakes at deadlines and every half of the
+//! shorter timeout, never per request.
 //!
 //! Request heads refused before the service sees them (hyper answers a malformed head 400,
 //! one over `proxy.max_header_bytes` or `proxy.max_header_lines` 431 and an overlong URI
@@ -16,11 +23,19 @@
 //! finished in time) are classified by [`head_refusal`] and [`record_rejected`] gives each
 //! an access-log line of kind `rejected` and a count in [`Rejected`].
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use super::tap::{OnRead, ReadTap};
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::tap::{OnRead, Prefixed, ReadTap};
 pub use crate::conns::ConnActivity;
 use crate::conns::NONE;
 
@@ -31,13 +46,22 @@ pub enum Expiry {
     Idle,
     /// A request head was started and not finished in time: cut the connection.
     HeaderTimeout,
+    /// Idle for the park time (shorter than the idle timeout): put the HTTP connection aside
+    /// and keep the socket.
+    Park,
 }
 
 /// Resolves when the connection has been idle, or half-way through a request head, for too
-/// long. Never resolves while a request is in progress.
-pub async fn watchdog(act: &ConnActivity, idle: Duration, header: Duration) -> Expiry {
+/// long, or idle for `park` when that is set. Never resolves while a request is in progress.
+pub async fn watchdog(
+    act: &ConnActivity,
+    idle: Duration,
+    header: Duration,
+    park: Option<Duration>,
+) -> Expiry {
     let idle_ms = idle.as_millis() as u64;
     let header_ms = header.as_millis() as u64;
+    let park_ms = park.map(|p| p.as_millis() as u64).filter(|&p| p < idle_ms);
     // Nothing wakes the watchdog when a request starts or ends or its first byte arrives, so
     // it also looks every half of the shorter timeout: each fires after 1 to 1.5 times its
     // configured value.
@@ -55,11 +79,16 @@ pub async fn watchdog(act: &ConnActivity, idle: Duration, header: Duration) -> E
                 }
                 deadline
             } else {
-                let deadline = act.idle_since.load(Ordering::Acquire) + idle_ms;
+                let since = act.idle_since.load(Ordering::Acquire);
+                let deadline = since + idle_ms;
                 if now >= deadline {
                     return Expiry::Idle;
                 }
-                deadline.min(now + recheck_ms)
+                match park_ms.map(|p| since + p) {
+                    Some(park_at) if now >= park_at => return Expiry::Park,
+                    Some(park_at) => park_at.min(now + recheck_ms),
+                    None => deadline.min(now + recheck_ms),
+                }
             }
         };
         tokio::time::sleep_until((act.base + Duration::from_millis(wake_at)).into()).await;
@@ -68,6 +97,86 @@ pub async fn watchdog(act: &ConnActivity, idle: Duration, header: Duration) -> E
 
 /// A client socket that reports reads to its [`ConnActivity`].
 pub type ActivityIo<T> = ReadTap<T, std::sync::Arc<ConnActivity>>;
+
+/// The socket of a connection on the proxy's listener, as its HTTP connection sees it: first
+/// the bytes a parked HTTP connection had read and not parsed, then the socket's; reads and
+/// writes are reported to the [`ConnActivity`], and while a park is under way the shutdown
+/// that ends an HTTP connection is skipped so that the socket stays open.
+pub struct ClientIo {
+    inner: Prefixed<TcpStream>,
+    activity: Arc<ConnActivity>,
+}
+
+impl ClientIo {
+    pub fn new(carry: Bytes, stream: TcpStream, activity: Arc<ConnActivity>) -> Self {
+        Self {
+            inner: Prefixed::new(carry, stream),
+            activity,
+        }
+    }
+
+    /// What is left to replay, and the socket.
+    pub fn into_parts(self) -> (Bytes, TcpStream) {
+        self.inner.into_parts()
+    }
+}
+
+impl AsyncRead for ClientIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.bytes_read();
+            self.activity.bytes_moved();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for ClientIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.bytes_moved();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.bytes_moved();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.activity.keeps_socket_open() {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 impl OnRead for std::sync::Arc<ConnActivity> {
     fn on_read(&mut self, _n: usize) {

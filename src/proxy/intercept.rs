@@ -36,20 +36,18 @@
 //! certificate failures are answered with a 502 naming the error
 //! ([`super::error::ProxyError::UpstreamCertificate`]); the connection is never completed as if valid.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use bytes::{Buf as _, Bytes};
+use bytes::Bytes;
 use http::uri::Authority;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::ProxyState;
 use super::conn::{ActivityIo, ConnActivity, Expiry, watchdog};
 use super::service::{ProxyService, RequestCtx, TunnelCtx};
+use super::tap::Prefixed;
 use super::tunnel::{RelayEnd, RelayStats};
 use crate::config::NonTlsAction;
 use crate::intercept::mint::Minter;
@@ -126,10 +124,7 @@ pub async fn serve_tunnel(
     if n == 0 {
         return stats;
     }
-    let prefixed = Prefixed {
-        prefix: Bytes::copy_from_slice(&first[..n]),
-        inner: client,
-    };
+    let prefixed = Prefixed::new(Bytes::copy_from_slice(&first[..n]), client);
     match first[0] {
         0x16 => {
             serve_tls(state.clone(), ctx, prefixed, authority, upstream, icpt).await;
@@ -322,9 +317,9 @@ async fn serve_inner<I>(
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
-            e = watchdog(&activity, state.config.client_idle_timeout, state.config.header_read_timeout), if !draining => {
+            e = watchdog(&activity, state.config.client_idle_timeout, state.config.header_read_timeout, None), if !draining => {
                 match e {
-                    Expiry::Idle => {
+                    Expiry::Idle | Expiry::Park => {
                         draining = true;
                         conn.as_mut().graceful_shutdown();
                     }
@@ -335,54 +330,5 @@ async fn serve_inner<I>(
                 }
             }
         }
-    }
-}
-
-/// An IO that first yields bytes already read (the classification peek), then the inner
-/// stream's.
-pub struct Prefixed<I> {
-    prefix: Bytes,
-    inner: I,
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }

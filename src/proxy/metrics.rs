@@ -212,6 +212,12 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
         ["proxy.max_connections_per_client", "proxy.max_connections"],
         &state.conns,
     );
+    crate::metrics::counter(
+        &mut r,
+        "client_connections_parked",
+        "Idle keep-alive client connections that gave back their HTTP buffers (proxy.client_park_after_ms)",
+        state.conns.stats.parked.load(Relaxed),
+    );
     let resolver = state.dialer.resolver();
     let dns = &resolver.stats;
     counter_family(

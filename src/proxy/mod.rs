@@ -61,7 +61,7 @@ use crate::conns::{ConnLimits, ConnPermit};
 use crate::intercept::ca;
 use acl::{ClientAcl, DestinationPolicy};
 use auth::Authenticator;
-use conn::{ActivityIo, ConnActivity, Expiry, watchdog};
+use conn::{ClientIo, ConnActivity, Expiry, watchdog};
 use dial::{Connector, Dialer};
 use service::ProxyService;
 
@@ -948,36 +948,30 @@ struct Conn {
     activity: Arc<ConnActivity>,
 }
 
-/// Waits for a new connection's first bytes before it gets HTTP buffers (hyper allocates its
-/// read and write buffers when it starts serving), so that many silent connections stay
-/// cheap. False when it should close instead: shutdown, asked to make room, idle timeout.
-async fn first_bytes(conn: &Conn, state: &ProxyState, shutdown: &CancellationToken) -> bool {
+/// Waits for a connection's next bytes without HTTP buffers (hyper allocates its read and
+/// write buffers when it starts serving): a new connection's first request, or the next
+/// request of a parked keep-alive one, so that many silent connections stay cheap. False
+/// when it should close instead: shutdown, asked to make room, idle timeout.
+async fn next_bytes(
+    stream: &TcpStream,
+    activity: &ConnActivity,
+    state: &ProxyState,
+    shutdown: &CancellationToken,
+) -> bool {
     let cfg = &state.config;
     tokio::select! {
-        r = conn.stream.readable() => r.is_ok(),
+        r = stream.readable() => r.is_ok(),
         _ = shutdown.cancelled() => false,
-        _ = conn.activity.close_asked() => false,
-        _ = watchdog(&conn.activity, cfg.client_idle_timeout, cfg.header_read_timeout) => false,
+        _ = activity.close_asked() => false,
+        _ = watchdog(activity, cfg.client_idle_timeout, cfg.header_read_timeout, None) => false,
     }
 }
 
+/// Serves an admitted connection: waits for bytes with no HTTP state, serves HTTP/1.1 until
+/// the connection has been idle for `proxy.client_park_after_ms`, puts the HTTP connection
+/// aside (its buffers freed, the socket and any bytes read but not parsed kept) and waits
+/// again, until the connection closes.
 async fn serve_connection(
-    worker: usize,
-    state: Arc<ProxyState>,
-    conn: Conn,
-    shutdown: CancellationToken,
-) {
-    if !first_bytes(&conn, &state, &shutdown).await {
-        return;
-    }
-    // Boxed: while a connection waits for its first bytes, its task holds only this
-    // function's small state, not the kilobytes of hyper's connection future.
-    Box::pin(serve_http(worker, state, conn, shutdown)).await;
-}
-
-/// Serves HTTP/1.1 on an admitted connection until it closes, is idle for too long, is asked
-/// to make room, or shutdown drains it.
-async fn serve_http(
     worker: usize,
     state: Arc<ProxyState>,
     conn: Conn,
@@ -993,11 +987,7 @@ async fn serve_http(
     if !allowed {
         tracing::info!(client.addr = %peer, "client not in allowed networks");
     }
-    let io = TokioIo::new(ActivityIo {
-        inner: stream,
-        observer: activity.clone(),
-    });
-    let svc = ProxyService {
+    let mut svc = ProxyService {
         state: state.clone(),
         client: peer,
         worker,
@@ -1006,52 +996,129 @@ async fn serve_http(
         activity: activity.clone(),
         tunnel: None,
     };
+    let mut io = ClientIo::new(bytes::Bytes::new(), stream, activity.clone());
+    loop {
+        let (carry, stream) = io.into_parts();
+        if carry.is_empty() {
+            if !next_bytes(&stream, &activity, &state, &shutdown).await {
+                return;
+            }
+        } else {
+            // Part of the next request head is already here: its header timer runs.
+            activity.bytes_read();
+        }
+        io = ClientIo::new(carry, stream, activity.clone());
+        // Boxed: while a connection waits for bytes, its task holds only this function's
+        // small state, not the kilobytes of hyper's connection future.
+        match Box::pin(serve_http(&state, io, svc, &shutdown)).await {
+            Some((i, s)) => (io, svc) = (i, s),
+            None => return,
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on a connection until it closes, is idle for too long, is asked to make
+/// room, or shutdown drains it (`None`), or until it has been idle for the park time: then
+/// the socket and the service come back, for [`serve_connection`] to wait with.
+async fn serve_http(
+    state: &ProxyState,
+    io: ClientIo,
+    svc: ProxyService,
+    shutdown: &CancellationToken,
+) -> Option<(ClientIo, ProxyService)> {
+    let (peer, activity, allowed) = (svc.client, svc.activity.clone(), svc.allowed);
+    let cfg = &state.config;
+    let park = cfg.client_park_after.filter(|_| allowed);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(None)
-        .max_header_size(state.config.max_header_bytes)
-        .max_headers(state.config.max_header_lines)
-        .max_buf_size(CLIENT_READ_BUFFER_MAX.max(state.config.max_header_bytes + 8192))
-        .preserve_header_case(state.config.preserve_header_case)
+        .max_header_size(cfg.max_header_bytes)
+        .max_headers(cfg.max_header_lines)
+        .max_buf_size(CLIENT_READ_BUFFER_MAX.max(cfg.max_header_bytes + 8192))
+        .preserve_header_case(cfg.preserve_header_case)
         .keep_alive(allowed);
-    let conn = builder.serve_connection(io, svc).with_upgrades();
-    tokio::pin!(conn);
-    let mut draining = false;
+    let mut conn = builder
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    let (mut draining, mut parking) = (false, false);
     loop {
         tokio::select! {
-            r = conn.as_mut() => {
+            r = &mut conn => {
                 if let Err(e) = r {
+                    activity.end_park();
                     match conn::head_refusal(&e) {
-                        Some(refused) => conn::record_rejected(&state, peer, refused),
+                        Some(refused) => conn::record_rejected(state, peer, refused),
                         None => tracing::debug!(error = %e, "client connection ended with an error"),
                     }
+                    return None;
                 }
-                return;
+                return if parking { unpark(state, &activity, conn).await } else { None };
             }
-            _ = shutdown.cancelled(), if !draining => {
+            _ = shutdown.cancelled(), if !draining && !parking => {
                 draining = true;
-                conn.as_mut().graceful_shutdown();
+                Pin::new(&mut conn).graceful_shutdown();
             }
             // Closed to make room for a new client (the limit is reached and this one is idle).
-            _ = activity.close_asked(), if !draining => {
+            _ = activity.close_asked(), if !draining && !parking => {
                 draining = true;
-                conn.as_mut().graceful_shutdown();
+                Pin::new(&mut conn).graceful_shutdown();
             }
-            e = watchdog(&activity, state.config.client_idle_timeout, state.config.header_read_timeout), if !draining => {
+            e = watchdog(&activity, cfg.client_idle_timeout, cfg.header_read_timeout, park), if !draining && !parking => {
                 match e {
                     Expiry::Idle => {
                         draining = true;
-                        conn.as_mut().graceful_shutdown();
+                        Pin::new(&mut conn).graceful_shutdown();
                     }
                     Expiry::HeaderTimeout => {
-                        conn::record_rejected(&state, peer, conn::HEADER_TIMEOUT);
-                        return;
+                        conn::record_rejected(state, peer, conn::HEADER_TIMEOUT);
+                        return None;
+                    }
+                    // An idle HTTP/1 connection ends at once on a graceful shutdown, without
+                    // a byte read or written; the socket's shutdown is skipped meanwhile.
+                    Expiry::Park => {
+                        parking = true;
+                        activity.begin_park();
+                        Pin::new(&mut conn).graceful_shutdown();
                     }
                 }
             }
         }
     }
+}
+
+/// The socket and service of an HTTP connection that ended for a park. When bytes moved
+/// after the park began, the connection was not idle (hyper finished a response or read a
+/// request instead, and may have dropped a request body unread): it is shut down and
+/// closed, as hyper would have done, rather than served again from a position in the
+/// stream that is not the start of a request.
+async fn unpark(
+    state: &ProxyState,
+    activity: &Arc<ConnActivity>,
+    conn: hyper::server::conn::http1::UpgradeableConnection<TokioIo<ClientIo>, ProxyService>,
+) -> Option<(ClientIo, ProxyService)> {
+    let idle = activity.end_park();
+    let parts = conn.into_parts()?;
+    let (carry, stream) = parts.io.into_inner().into_parts();
+    let activity = activity.clone();
+    if !idle {
+        let mut io = ClientIo::new(carry, stream, activity);
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
+        return None;
+    }
+    // What hyper had read and not parsed comes first, then what the replay had left. Copied:
+    // hyper's slice, even an empty one, would keep its whole read buffer alive.
+    let carry = if parts.read_buf.is_empty() && carry.is_empty() {
+        bytes::Bytes::new()
+    } else {
+        [&parts.read_buf[..], &carry[..]].concat().into()
+    };
+    state
+        .conns
+        .stats
+        .parked
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Some((ClientIo::new(carry, stream, activity), parts.service))
 }
 
 #[cfg(test)]
@@ -1071,7 +1138,13 @@ mod tests {
     fn a_silent_connection_waits_in_a_small_task() {
         type Args = (usize, Arc<ProxyState>, Conn, CancellationToken);
         let waiting = future_size(|(w, s, c, t): Args| serve_connection(w, s, c, t));
-        let serving = future_size(|(w, s, c, t): Args| serve_http(w, s, c, t));
+        type Serving = (
+            &'static ProxyState,
+            ClientIo,
+            ProxyService,
+            &'static CancellationToken,
+        );
+        let serving = future_size(|(s, i, v, t): Serving| serve_http(s, i, v, t));
         assert!(
             waiting <= 1024,
             "a waiting connection's task is {waiting} bytes"

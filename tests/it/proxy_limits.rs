@@ -630,3 +630,147 @@ async fn idle_keep_alive_connections_are_closed_to_make_room_for_a_new_client() 
     drop(idle);
     proxy.stop().await;
 }
+
+/// Reads one response with a `Content-Length` body from `s`: its head and its body.
+async fn read_sized_response(s: &mut TcpStream) -> (String, String) {
+    let head = read_head(s).await;
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no content-length: {head}"));
+    let mut body = vec![0u8; len];
+    tokio::time::timeout(Duration::from_secs(20), s.read_exact(&mut body))
+        .await
+        .expect("the body arrives")
+        .unwrap();
+    (head, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Waits (bounded) until the proxy has parked `n` connections in all.
+async fn parked_at_least(proxy: &TestProxy, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while proxy.state.conns.stats.parked.load(Ordering::Relaxed) < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no connection was parked: {}",
+            proxy.state.conns.to_json()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_gives_back_its_buffers_and_serves_its_next_request() {
+    let origin = Origin::http().await;
+    let proxy = TestProxy::start("  client_park_after_ms: 50\n  workers: 1\n", "").await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let get = |path: &str| format!("GET {} HTTP/1.1\r\nHost: a\r\n\r\n", origin.url(path));
+    // One request, then the start of the next one in the same write (pipelined): the part
+    // already read when the connection is parked must not be lost.
+    let second = get("/headers?second");
+    let (start, rest) = second.split_at(20);
+    s.write_all(format!("{}{start}", get("/headers?first")).as_bytes())
+        .await
+        .unwrap();
+    let (head, body) = read_sized_response(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.contains("/headers?first"), "{body}");
+    parked_at_least(&proxy, 1).await;
+    s.write_all(rest.as_bytes()).await.unwrap();
+    let (head, body) = read_sized_response(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.contains("/headers?second"), "{body}");
+    // Parked again once idle, and a third request on the same socket is served too.
+    parked_at_least(&proxy, 2).await;
+    s.write_all(get("/headers?third").as_bytes()).await.unwrap();
+    let (head, body) = read_sized_response(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.contains("/headers?third"), "{body}");
+    assert_eq!(origin.stats.requests.load(Ordering::SeqCst), 3);
+    assert_eq!(proxy.state.conns.open(), 1, "one connection all along");
+    let stats = proxy_stats(&proxy).await;
+    assert!(
+        stats["connections"]["parked"].as_u64().unwrap() >= 2,
+        "{stats}"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_body_left_unread_is_never_read_as_the_next_request_after_a_park() {
+    let origin = Origin::http().await;
+    let proxy = TestProxy::start("  client_park_after_ms: 50\n  workers: 1\n", "").await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    // A request the proxy answers itself (origin-form, to the proxy) with a body it has no
+    // use for, of which only a part is sent before the answer; the rest is a whole request.
+    let smuggled = format!(
+        "GET {} HTTP/1.1\r\nHost: a\r\n\r\n",
+        origin.url("/headers?smuggled")
+    );
+    let first = "0123456789";
+    s.write_all(
+        format!(
+            "POST /nothing-here HTTP/1.1\r\nHost: proxy\r\nContent-Length: {}\r\n\r\n{first}",
+            first.len() + smuggled.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 "), "{head}");
+    // Long enough for the park time to pass many times over.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = s.write_all(smuggled.as_bytes()).await;
+    // Whatever the proxy did with the rest of the body (read it as body, or closed the
+    // connection), it never answered it as a request.
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut rest)).await;
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(!rest.contains("smuggled"), "{rest}");
+    assert_eq!(origin.stats.requests.load(Ordering::SeqCst), 0, "{rest}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_still_writing_when_its_park_time_comes_is_not_served_again_mid_stream() {
+    let origin = Origin::http().await;
+    let proxy = TestProxy::start("  client_park_after_ms: 50\n  workers: 1\n", "").await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    // A large answer the client does not read for a while (the proxy's writes block with the
+    // whole body handed over), to a request whose body is only partly sent; the rest of that
+    // body is a whole request.
+    let smuggled = format!(
+        "GET {} HTTP/1.1\r\nHost: a\r\n\r\n",
+        origin.url("/headers?smuggled")
+    );
+    let first = "0123456789";
+    let size = 8_000_000;
+    s.write_all(
+        format!(
+            "POST {} HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{first}",
+            origin.url(&format!("/bytes/{size}")),
+            first.len() + smuggled.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = s.write_all(smuggled.as_bytes()).await;
+    let mut all = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut all)).await;
+    let text = String::from_utf8_lossy(&all);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "{}",
+        &text[..text.len().min(200)]
+    );
+    assert!(!text.contains("smuggled"), "answered as a request");
+    assert_eq!(origin.stats.requests.load(Ordering::SeqCst), 1);
+    proxy.stop().await;
+}
