@@ -19,6 +19,17 @@ const EX_USAGE: u8 = 64;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options, read when it starts (the `_RJEM_MALLOC_CONF` environment variable
+/// overrides them): freed pages are returned after about 1 s unused instead of 10 s, so that
+/// what a burst of connections leaves behind (hyper's buffers of connections now idle or
+/// closed) leaves the resident set soon; no throughput cost was measurable
+/// (`bench/quick-throughput.sh`, `docs/performance.md`).
+// SAFETY: jemalloc reads this symbol once, as a `const char *` to a NUL-terminated string;
+// a reference to a static byte array with its NUL is exactly that, and nothing writes it.
+#[allow(unsafe_code)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: &[u8; 20] = b"dirty_decay_ms:1000\0";
+
 fn main() -> ExitCode {
     // Without it jemalloc purges only when the process allocates, and an idle proxy would
     // keep what a burst of connections left behind.
