@@ -210,7 +210,7 @@ pub struct RawProxyConfig {
     /// kept open, in milliseconds. Default 60000.
     pub client_idle_timeout_ms: u64,
     /// Time after which an idle keep-alive client connection gives back its HTTP buffers
-    /// (about 16 KiB) and waits for its next request the way a new connection waits for its
+    /// (about 9 KB) and waits for its next request the way a new connection waits for its
     /// first, in milliseconds; the next request then pays for new buffers (a few µs). 0
     /// keeps the buffers for the connection's life. Default 1000.
     pub client_park_after_ms: u64,

@@ -700,6 +700,21 @@ async fn an_idle_keep_alive_connection_gives_back_its_buffers_and_serves_its_nex
     proxy.stop().await;
 }
 
+/// A POST to `target` whose body is sent only in part: the head and the body's first bytes,
+/// and the rest of the body, which is a whole request for the origin's `/headers?smuggled`.
+fn post_hiding_a_request(origin: &Origin, target: &str, host: &str) -> (String, String) {
+    let smuggled = format!(
+        "GET {} HTTP/1.1\r\nHost: a\r\n\r\n",
+        origin.url("/headers?smuggled")
+    );
+    let first = "0123456789";
+    let post = format!(
+        "POST {target} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n{first}",
+        first.len() + smuggled.len()
+    );
+    (post, smuggled)
+}
+
 #[tokio::test]
 async fn a_request_body_left_unread_is_never_read_as_the_next_request_after_a_park() {
     let origin = Origin::http().await;
@@ -707,20 +722,8 @@ async fn a_request_body_left_unread_is_never_read_as_the_next_request_after_a_pa
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     // A request the proxy answers itself (origin-form, to the proxy) with a body it has no
     // use for, of which only a part is sent before the answer; the rest is a whole request.
-    let smuggled = format!(
-        "GET {} HTTP/1.1\r\nHost: a\r\n\r\n",
-        origin.url("/headers?smuggled")
-    );
-    let first = "0123456789";
-    s.write_all(
-        format!(
-            "POST /nothing-here HTTP/1.1\r\nHost: proxy\r\nContent-Length: {}\r\n\r\n{first}",
-            first.len() + smuggled.len()
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
+    let (post, smuggled) = post_hiding_a_request(&origin, "/nothing-here", "proxy");
+    s.write_all(post.as_bytes()).await.unwrap();
     let head = read_head(&mut s).await;
     assert!(head.starts_with("HTTP/1.1 "), "{head}");
     // Long enough for the park time to pass many times over.
@@ -744,22 +747,8 @@ async fn a_connection_still_writing_when_its_park_time_comes_is_not_served_again
     // A large answer the client does not read for a while (the proxy's writes block with the
     // whole body handed over), to a request whose body is only partly sent; the rest of that
     // body is a whole request.
-    let smuggled = format!(
-        "GET {} HTTP/1.1\r\nHost: a\r\n\r\n",
-        origin.url("/headers?smuggled")
-    );
-    let first = "0123456789";
-    let size = 8_000_000;
-    s.write_all(
-        format!(
-            "POST {} HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{first}",
-            origin.url(&format!("/bytes/{size}")),
-            first.len() + smuggled.len()
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
+    let (post, smuggled) = post_hiding_a_request(&origin, &origin.url("/bytes/8000000"), "a");
+    s.write_all(post.as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _ = s.write_all(smuggled.as_bytes()).await;
     let mut all = Vec::new();
