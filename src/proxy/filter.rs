@@ -1,4 +1,4 @@
-//! Filtering on the request path (issue 6): canonicalize, ask the policy's lists, look up
+//! Filtering on the request path: canonicalize, ask the policy's lists, look up
 //! reputation, decide by policy, and render the block or warn page.
 //!
 //! # Where it sits
@@ -45,7 +45,7 @@ pub struct Filter {
     /// User → groups for rules that match on `groups` (`auth.groups_file`).
     /// Swapped whole by [`crate::proxy::ProxyState::reload`].
     pub groups: arc_swap::ArcSwap<super::auth::Groups>,
-    /// Feedback events (issue 8), when `feedback.enabled`.
+    /// Feedback events, when `feedback.enabled`.
     pub feedback: Option<Arc<crate::feedback::Feedback>>,
 }
 

@@ -453,7 +453,7 @@ async fn scan_download(
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(%id, client.addr = %client, url = %url, action = d.action.as_str(),
                 file = %d.describe(), "file verdict");
-            // A file verdict event (issue 8), so the neighbourhood watch can escalate the host.
+            // A file verdict event, so the neighbourhood watch can escalate the host.
             if let Some(fb) = state.filter.as_ref().and_then(|f| f.feedback.as_ref()) {
                 use crate::feedback::event::{FileFacts, Kind};
                 let mut e = fb.event(Kind::FileVerdict);

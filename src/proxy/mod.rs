@@ -87,7 +87,7 @@ pub struct ProxyState {
     pub filter: Option<filter::Filter>,
     /// CONNECT tunnels opened: relayed untouched, intercepted (for metrics).
     pub tunnels: [std::sync::atomic::AtomicU64; 2],
-    /// With filtering on: file reputation for downloads (issue 9).
+    /// With filtering on: file reputation for downloads.
     pub scanner: Option<filescan::FileScanner>,
     pub dialer: Dialer,
     pub acl: ClientAcl,

@@ -242,7 +242,7 @@ pub struct Reputation {
     urls: moka::future::Cache<String, UrlEntry>,
     stale_hosts: moka::future::Cache<String, HostEntry>,
     stale_urls: moka::future::Cache<String, UrlEntry>,
-    /// File-hash answers (issue 9), by lower-case SHA-256 hex.
+    /// File-hash answers, by lower-case SHA-256 hex.
     files: moka::future::Cache<String, Arc<Cached<FileAnswer>>>,
     /// File-hash misses waiting to go out together.
     file_batch: FileBatcher,
