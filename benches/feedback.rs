@@ -25,10 +25,10 @@ use tokio_util::sync::CancellationToken;
 use webrep::config::FeedbackConfig;
 use webrep::feedback::Feedback;
 use webrep::feedback::event::{Event, Kind};
+use webrep::model::Score;
 use webrep::repserver::api::{self, ApiConfig, Tokens};
 use webrep::repserver::client::RepClient;
 use webrep::repserver::events::EscalationRule;
-use webrep::repserver::model::Score;
 use webrep::repserver::store::Store;
 use webrep::reputation::{FollowRetry, Reputation, ReputationConfig, SourceConfig};
 

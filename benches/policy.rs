@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use webrep::canon::{CanonicalUrl, canonicalize};
+use webrep::model::{Category, Key, Score, Verdict};
 use webrep::policy::{Policy, Reason, RequestFacts, evaluate, prepare};
-use webrep::repserver::model::{Category, Key, Score, Verdict};
 
 const BLOCKED: usize = 100_000;
 

@@ -40,9 +40,9 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tokio_util::sync::CancellationToken;
 use webrep::canon::{CanonicalUrl, canonicalize};
+use webrep::model::BUILTIN_CATEGORIES;
 use webrep::repserver::api::{self, ApiConfig, ServeOptions, Tokens};
 use webrep::repserver::import::{self, Format, ImportOptions};
-use webrep::repserver::model::BUILTIN_CATEGORIES;
 use webrep::repserver::store::Store;
 
 /// The table size when `WEBREP_BENCH_ENTRIES` is not set.

@@ -11,6 +11,7 @@ pub mod feedback;
 pub mod fsread;
 pub mod intercept;
 pub mod metrics;
+pub mod model;
 pub mod policy;
 pub mod proxy;
 pub mod repserver;

@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use webrep::repserver::import::{Format, ImportOptions, Item, parse};
-use webrep::repserver::model::{Category, Key, Sha256Hex, Taxonomy};
+use webrep::model::{Category, Key, Sha256Hex, Taxonomy};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, feed)) = data.split_first() else {

@@ -9,7 +9,7 @@
 use libfuzzer_sys::fuzz_target;
 use webrep::canon::canonicalize;
 use webrep::policy::{Decision, Policy, Reason, RequestFacts, evaluate, intercept, prepare};
-use webrep::repserver::model::Verdict;
+use webrep::model::Verdict;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -755,12 +755,12 @@ fn server_config(
         if r.window_secs == 0 {
             return Err(bad("`window_secs` must be greater than 0".into()));
         }
-        let score = crate::repserver::model::Score::new(r.score)
+        let score = crate::model::Score::new(r.score)
             .ok_or_else(|| bad(format!("score {} is over 100", r.score)))?;
         let category = r
             .category
             .as_deref()
-            .map(crate::repserver::model::Category::parse)
+            .map(crate::model::Category::parse)
             .transpose()
             .map_err(|e| bad(e.to_string()))?;
         escalation.push(crate::repserver::events::EscalationRule {

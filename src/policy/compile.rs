@@ -23,7 +23,7 @@ use super::schema::{
 };
 use super::{Action, PolicyError, PolicyErrors};
 use crate::config::raw::{self, Located};
-use crate::repserver::model::{BUILTIN_CATEGORIES, Category, CategoryClass, Taxonomy};
+use crate::model::{BUILTIN_CATEGORIES, Category, CategoryClass, Taxonomy};
 
 /// The longest regex accepted, in bytes of pattern text.
 pub const MAX_REGEX_LEN: usize = 4096;

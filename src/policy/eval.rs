@@ -14,7 +14,7 @@ use super::compile::{
 };
 use super::schema::{InterceptMode, NonTlsAction, Precedence, ReportKind, SecurityLevel};
 use crate::canon::CanonicalUrl;
-use crate::repserver::model::{Category, RiskLevel, Verdict};
+use crate::model::{Category, RiskLevel, Verdict};
 
 /// What the policy says to do with a request. Ordered from most to least permissive, so the
 /// strictest of several actions is their maximum.

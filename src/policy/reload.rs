@@ -328,7 +328,7 @@ mod tests {
             groups: &[],
             now: jiff::Timestamp::UNIX_EPOCH,
         };
-        let v = crate::repserver::model::Verdict::untested();
+        let v = crate::model::Verdict::untested();
         super::super::evaluate(p, &facts, Some(&v)).action
     }
 

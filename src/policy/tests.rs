@@ -6,7 +6,7 @@ use jiff::Timestamp;
 
 use super::*;
 use crate::canon::canonicalize;
-use crate::repserver::model::{Category, Key, RiskLevel, Score, Verdict};
+use crate::model::{Category, Key, RiskLevel, Score, Verdict};
 
 fn policy(yaml: &str) -> Policy {
     Policy::from_yaml(yaml, "t.yaml").unwrap_or_else(|e| panic!("{e}"))
@@ -990,9 +990,9 @@ fn shipped_policies_mean_what_they_say() {
     let r = req("https://example.com/");
     let mut f = Failures::default();
     // Every security category is blocked by both.
-    for (name, class) in crate::repserver::model::BUILTIN_CATEGORIES {
+    for (name, class) in crate::model::BUILTIN_CATEGORIES {
         let v = verdict(Some(95), &[name]);
-        let is_security = *class == crate::repserver::model::CategoryClass::Security;
+        let is_security = *class == crate::model::CategoryClass::Security;
         f.check(
             &format!("default {name}"),
             r.eval(&default, Some(&v)).action == Block,

@@ -67,8 +67,8 @@ use hyper::body::Incoming;
 use sha2::Digest as _;
 
 use super::body::BoxError;
+use crate::model::FileVerdict;
 use crate::policy::{Action, FileSettings};
-use crate::repserver::model::FileVerdict;
 use crate::reputation::{CacheState, FileAnswer, Reputation};
 
 /// Runtime state of file scanning (one per proxy).

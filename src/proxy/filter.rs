@@ -28,8 +28,8 @@ use super::error::ProxyError;
 use super::local::escape_html;
 use crate::accesslog::{Decided, RequestId};
 use crate::canon::canonicalize;
+use crate::model::{RiskLevel, Verdict};
 use crate::policy::{Action, PolicyHandle, Reason, RequestFacts, evaluate};
-use crate::repserver::model::{RiskLevel, Verdict};
 use crate::reputation::{CacheState, Reputation};
 
 /// What filtering needs at run time.

@@ -79,13 +79,13 @@ use tokio_util::task::TaskTracker;
 
 use super::import::{self, ImportError, ImportOptions, JsonEntry};
 use super::metrics::{Answer, Kind, Route, ServerStats};
-use super::model::{
-    Entry, FileEntry, FileVerdict, Key, RiskLevel, Score, Sha256Hex, Source, Verdict,
-};
 use super::store::{HostAnswer, Store, StoreError};
 use super::upstream::{Misses, Upstream};
 use crate::canon;
 use crate::conns::{ConnActivity, ConnLimits, ConnPermit};
+use crate::model::{
+    Entry, FileEntry, FileVerdict, Key, RiskLevel, Score, Sha256Hex, Source, Verdict,
+};
 
 /// Bearer tokens accepted by the API.
 #[derive(Debug, Clone, Default)]
@@ -1552,8 +1552,8 @@ async fn import_feed(shared: &Shared, req: Request<Incoming>) -> Result<Value, A
             .ok_or_else(|| ApiError::bad_request(format!("`score` {s:?} is not 0..=100")))?,
     };
     let file_verdict = match query_param(q, "verdict")? {
-        None => crate::repserver::model::FileVerdict::Malicious,
-        Some(v) => crate::repserver::model::FileVerdict::parse(&v).ok_or_else(|| {
+        None => crate::model::FileVerdict::Malicious,
+        Some(v) => crate::model::FileVerdict::parse(&v).ok_or_else(|| {
             ApiError::bad_request(format!(
                 "`verdict` {v:?} is not clean, suspicious or malicious"
             ))
@@ -1912,7 +1912,7 @@ fn check_batch(shared: &Shared, n: usize) -> Result<(), ApiError> {
 }
 
 fn categories_json(store: &Store) -> Value {
-    let builtin: Vec<Value> = super::model::BUILTIN_CATEGORIES
+    let builtin: Vec<Value> = crate::model::BUILTIN_CATEGORIES
         .iter()
         .map(|(name, class)| json!({ "name": name, "class": format!("{class:?}").to_ascii_lowercase() }))
         .collect();
@@ -1932,7 +1932,7 @@ async fn define_categories(shared: &Shared, body: &[u8]) -> Result<Value, ApiErr
     let mut cats = Vec::with_capacity(req.define.len());
     for name in &req.define {
         cats.push(
-            super::model::Category::parse(name)
+            crate::model::Category::parse(name)
                 .map_err(|e| ApiError::bad_request(format!("{name:?}: {e}")))?,
         );
     }

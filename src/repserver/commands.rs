@@ -15,9 +15,9 @@ use serde_json::{Value, json};
 
 use super::client::{ClientError, RepClient, encode_query_value};
 use super::import::{self, Format, ImportOptions};
-use super::model::{Category, Score};
 use super::store::Store;
 use crate::cli::ServerArgs;
+use crate::model::{Category, Score};
 
 /// Exit code for a refused input.
 pub const EXIT_REFUSED: u8 = 2;

@@ -33,9 +33,9 @@ use std::collections::BTreeSet;
 use rusqlite::{OptionalExtension as _, params};
 use serde_json::{Value, json};
 
-use super::model::{Category, Entry, Key, KeyKind, Score, Source};
 use super::store::{Store, StoreError};
 use crate::feedback::event::{Event, EventStatus, Kind};
+use crate::model::{Category, Entry, Key, KeyKind, Score, Source};
 
 /// Schema 2 -> 3: the events and the escalations fired.
 pub(super) const MIGRATE_3: &str = "

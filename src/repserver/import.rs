@@ -14,11 +14,11 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 
-use super::model::{
+use super::store::{Store, StoreError};
+use crate::model::{
     Category, CategoryError, Entry, FileEntry, FileVerdict, Key, KeyKind, Score, Sha256Hex, Source,
     Taxonomy,
 };
-use super::store::{Store, StoreError};
 
 /// The feed formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -697,8 +697,8 @@ fn clip(s: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::super::model::RiskLevel;
     use super::*;
+    use crate::model::RiskLevel;
 
     const URLHAUS: &[u8] = include_bytes!("../../tests/fixtures/feeds/urlhaus.csv");
     const DOMAINS: &[u8] = include_bytes!("../../tests/fixtures/feeds/domains");

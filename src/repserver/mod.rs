@@ -2,7 +2,7 @@
 //! the HTTP API over them, and the commands that run and use it.
 //!
 //! # What it does
-//! - [`model`] (pure, no I/O, no clock): scores 0..=100 and their risk bands (Dangerous 0-50,
+//! - [`crate::model`] (pure, no I/O, no clock): scores 0..=100 and their risk bands (Dangerous 0-50,
 //!   Highly Suspicious 51-65, Suspicious 66-80, Safe 81-100; Untested is a level of its own),
 //!   the built-in category taxonomy plus admin-defined categories, table keys (Safe Browsing
 //!   style expressions `host/`, `host/path/`, `host/path?query`, always built through
@@ -64,8 +64,8 @@
 //!
 //! # How it fails
 //! Nothing here panics on bad input. Keys that are not URLs, scores above 100, unknown or
-//! malformed categories are refused with typed errors ([`model::KeyError`],
-//! [`model::CategoryError`], [`store::StoreError`]). A failed batch or import rolls back whole:
+//! malformed categories are refused with typed errors ([`crate::model::KeyError`],
+//! [`crate::model::CategoryError`], [`store::StoreError`]). A failed batch or import rolls back whole:
 //! readers (other connections; the WAL lets them read during a write) see all of it or none,
 //! and a crash mid-import leaves the previous table. A bad feed line is reported with its
 //! line number and skipped; a file with no valid line is refused as the wrong format and
@@ -84,7 +84,6 @@ pub mod commands;
 pub mod events;
 pub mod import;
 pub mod metrics;
-pub mod model;
 pub mod server;
 pub mod store;
 pub mod upload;

@@ -11,11 +11,11 @@ use std::path::Path;
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use super::model::{
+use crate::canon::{self, CanonicalUrl};
+use crate::model::{
     Category, CategoryError, Entry, FileEntry, FileVerdict, Key, KeyError, Score, Sha256Hex,
     Source, Taxonomy, Verdict, combine, lookup_hosts,
 };
-use crate::canon::{self, CanonicalUrl};
 
 /// The schema version this code writes and reads.
 pub const SCHEMA_VERSION: i64 = 5;
@@ -834,8 +834,8 @@ impl RawEntry {
 
 #[cfg(test)]
 mod tests {
-    use super::super::model::RiskLevel;
     use super::*;
+    use crate::model::RiskLevel;
 
     fn entry(key: &str, score: u8, cats: &[&str]) -> Entry {
         Entry::new(

@@ -13,7 +13,7 @@
 use serde_json::Value;
 
 use crate::canon::CanonicalUrl;
-use crate::repserver::model::{Category, Entry, Key, Score, Source, Verdict, combine};
+use crate::model::{Category, Entry, Key, Score, Source, Verdict, combine};
 
 /// Why an answer could not be read.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -178,7 +178,7 @@ pub fn url_verdict(v: &Value) -> Result<(Verdict, u64), AnswerError> {
 mod tests {
     use super::*;
     use crate::canon::canonicalize;
-    use crate::repserver::model::RiskLevel;
+    use crate::model::RiskLevel;
     use serde_json::json;
 
     fn answer() -> HostAnswer {

@@ -46,8 +46,8 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::canon::CanonicalUrl;
+use crate::model::Verdict;
 use crate::repserver::client::{ClientError, RepClient};
-use crate::repserver::model::Verdict;
 use answer::{AnswerError, HostAnswer, url_verdict};
 
 /// Where a lookup's verdict came from.
@@ -92,7 +92,7 @@ pub struct Lookup {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileAnswer {
     /// `None`: the server knows nothing of this file.
-    pub verdict: Option<crate::repserver::model::FileVerdict>,
+    pub verdict: Option<crate::model::FileVerdict>,
     /// A name for humans (malware family, file name).
     pub name: Option<Box<str>>,
 }
@@ -328,7 +328,7 @@ fn file_answer(item: &Value, source: &Arc<str>) -> Result<Arc<Cached<FileAnswer>
     let verdict = match item.get("verdict").and_then(Value::as_str) {
         Some("unknown") => None,
         Some(name) => Some(
-            crate::repserver::model::FileVerdict::parse(name)
+            crate::model::FileVerdict::parse(name)
                 .ok_or_else(|| Unavailable(format!("{source}: unknown verdict {name:?}")))?,
         ),
         None => {

@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 use crate::harness::*;
 use webrep::feedback::FeedbackStats;
 use webrep::feedback::event::Kind;
+use webrep::model::{Category, Score};
 use webrep::repserver::api::{self, ApiConfig, FeedbackOptions, ServeOptions, Tokens};
 use webrep::repserver::client::RepClient;
 use webrep::repserver::events::EscalationRule;
-use webrep::repserver::model::{Category, Score};
 use webrep::repserver::store::Store;
 
 const CLIENT: &str = "client-token-0123456789";

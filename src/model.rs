@@ -1,5 +1,7 @@
-//! The reputation model: scores, risk bands, categories, table entries, keys and the
-//! combination rule (DESIGN.md §3). Pure: no I/O, no clock; callers pass the time in.
+//! The reputation vocabulary shared by the proxy, the policy and the reputation server:
+//! scores, risk bands, categories, table entries, keys, file verdicts and the combination
+//! rule (DESIGN.md §3). Pure core: no I/O, no clock (callers pass the time in), and it imports
+//! nothing of this crate but [`crate::canon`].
 
 use std::collections::BTreeSet;
 use std::fmt;
