@@ -11,6 +11,7 @@ mod feedback;
 mod files;
 mod filtering;
 mod intercept;
+mod layers;
 mod pac;
 mod policy_check;
 mod proxy_connect;
