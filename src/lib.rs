@@ -3,6 +3,7 @@
 //! See `README.md` for running it and `../shared/DESIGN.md` for the architecture.
 
 pub mod accesslog;
+pub mod app;
 pub mod canon;
 pub mod cli;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod fsread;
 pub mod intercept;
 pub mod metrics;
 pub mod model;
+pub mod output;
 pub mod policy;
 pub mod proxy;
 pub mod repserver;

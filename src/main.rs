@@ -47,7 +47,7 @@ fn main() -> ExitCode {
             score,
             file,
         } => {
-            let args = webrep::repserver::commands::ImportArgs {
+            let args = webrep::app::commands::ImportArgs {
                 format,
                 feed,
                 category,
@@ -55,7 +55,7 @@ fn main() -> ExitCode {
                 file,
             };
             client_command(async move {
-                webrep::repserver::commands::import(&server, store.as_deref(), args).await
+                webrep::app::commands::import(&server, store.as_deref(), args).await
             })
         }
         Command::Lookup {
@@ -64,10 +64,10 @@ fn main() -> ExitCode {
             json,
             items,
         } => client_command(async move {
-            webrep::repserver::commands::lookup(&server, host, json, &items).await
+            webrep::app::commands::lookup(&server, host, json, &items).await
         }),
         Command::Feedback { command } => {
-            client_command(async move { webrep::repserver::commands::feedback(command).await })
+            client_command(async move { webrep::app::commands::feedback(command).await })
         }
         Command::Ca { command } => ca_command(command),
         Command::Config {
@@ -229,7 +229,7 @@ fn ca_command(command: CaCommand) -> ExitCode {
 
 /// Runs a client command on a small runtime; prints its error and maps it to an exit code.
 fn client_command(
-    f: impl std::future::Future<Output = Result<(), webrep::repserver::commands::CommandError>>,
+    f: impl std::future::Future<Output = Result<(), webrep::app::commands::CommandError>>,
 ) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,5 +1,6 @@
-//! The reputation server (issue 4): the reputation model, its durable table, feed import and
-//! the HTTP API over them, and the commands that run and use it.
+//! The reputation server: its durable table over the reputation model ([`crate::model`]),
+//! feed import and the HTTP API over them. The commands that use a server
+//! (`webrep import`, `lookup`, `feedback`) live in [`crate::app::commands`].
 //!
 //! # What it does
 //! - [`crate::model`] (pure, no I/O, no clock): scores 0..=100 and their risk bands (Dangerous 0-50,
@@ -25,8 +26,7 @@
 //! - [`metrics`]: the server's Prometheus counters, on `server.metrics_listen`.
 //! - [`upload`]: the locked temporary files import uploads are spooled to, and the removal
 //!   of those a killed server left.
-//! - [`server`]: `webrep server` (config, tokens, store, TLS, upstream, sample data);
-//!   [`commands`]: `webrep import` and `webrep lookup`.
+//! - [`server`]: `webrep server` (config, tokens, store, TLS, upstream, sample data).
 //!
 //! # Where it sits
 //! `webrep server` ([`server::run`]) owns one [`store::Store`] behind [`api::serve_with`]: a
@@ -80,7 +80,6 @@
 
 pub mod api;
 pub mod client;
-pub mod commands;
 pub mod events;
 pub mod import;
 pub mod metrics;

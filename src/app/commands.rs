@@ -13,11 +13,11 @@ use futures_util::TryStreamExt as _;
 use http_body_util::{BodyExt as _, StreamBody};
 use serde_json::{Value, json};
 
-use super::client::{ClientError, RepClient, encode_query_value};
-use super::import::{self, Format, ImportOptions};
-use super::store::Store;
 use crate::cli::ServerArgs;
 use crate::model::{Category, Score};
+use crate::repserver::client::{ClientError, RepClient, encode_query_value};
+use crate::repserver::import::{self, Format, ImportOptions};
+use crate::repserver::store::Store;
 
 /// Exit code for a refused input.
 pub const EXIT_REFUSED: u8 = 2;
