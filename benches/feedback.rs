@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tokio_util::sync::CancellationToken;
+use webrep::api::events::{Event, Kind};
 use webrep::config::FeedbackConfig;
 use webrep::feedback::Feedback;
-use webrep::feedback::event::{Event, Kind};
 use webrep::model::Score;
 use webrep::repserver::api::{self, ApiConfig, Tokens};
 use webrep::repserver::client::RepClient;

@@ -3,6 +3,7 @@
 //! See `README.md` for running it and `../shared/DESIGN.md` for the architecture.
 
 pub mod accesslog;
+pub mod api;
 pub mod app;
 pub mod canon;
 pub mod cli;

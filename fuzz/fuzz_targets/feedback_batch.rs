@@ -1,4 +1,4 @@
-//! Fuzz target for `webrep::feedback::event::parse_batch`, the reputation server's reading of
+//! Fuzz target for `webrep::api::events::parse_batch`, the reputation server's reading of
 //! a proxy's feedback upload: any body is parsed (one result per event) or refused whole,
 //! never panics, never yields more events than the bound, and every event it accepts
 //! validates and is left alone by `Event::fit` (the proxy's repair changes only what the
@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use webrep::feedback::event::parse_batch;
+use webrep::api::events::parse_batch;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(items) = parse_batch(data, 8) {

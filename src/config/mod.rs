@@ -511,7 +511,7 @@ impl Config {
         }
         let f = &raw.feedback;
         if let Some(id) = &f.proxy_id {
-            use crate::feedback::event::MAX_IDENT;
+            use crate::api::events::MAX_IDENT;
             if id.is_empty() || id.len() > MAX_IDENT || !id.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(invalid(
                     "feedback.proxy_id",

@@ -108,7 +108,7 @@ impl Default for RawFeedbackConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawEscalationRule {
     /// Event kinds counted, e.g. `[user_report, file_verdict]`.
-    pub kinds: Vec<crate::feedback::event::Kind>,
+    pub kinds: Vec<crate::api::events::Kind>,
     /// Distinct clients (proxy and client address together) needed within the window.
     pub distinct_clients: u32,
     /// Distinct reporters (the bearer tokens the events came with) needed within the window.

@@ -1,15 +1,15 @@
 //! Smart feedback, the proxy's side: decisions the policy asks to report, and users' "report a
-//! mistake" clicks, sent as [`event::Event`]s to the reputation server.
+//! mistake" clicks, sent as [`events::Event`]s to the reputation server.
 //!
 //! # Where it sits
 //! At the end of a decision in [`crate::proxy::filter`] (blocked, warned, monitored,
 //! untested, reputation unavailable, allowed when asked), at a warn page's continue link
 //! (continued) and at the `/.webrep/report` link of block and warn pages (user report). The
 //! request path calls [`Feedback::emit`], which fits the event to the schema's limits
-//! ([`event::Event::fit`]) and appends it to the disk spool ([`spool`], the write-ahead log)
+//! ([`events::Event::fit`]) and appends it to the disk spool ([`spool`], the write-ahead log)
 //! before the response goes out. One task ([`Feedback::start`], [`send`]) reads the spool in
 //! batches (up to `feedback.batch_events`, or what arrived within
-//! `feedback.batch_interval_ms` of the first event, at most [`event::MAX_BATCH_BYTES`]) and
+//! `feedback.batch_interval_ms` of the first event, at most [`events::MAX_BATCH_BYTES`]) and
 //! posts each to the first healthy reputation source (`POST /v1/events`, failover and health
 //! shared with lookups, [`crate::reputation::Reputation::post_events`]); the spool's cursor
 //! moves past what the server acknowledged. Another fsyncs the spool every
@@ -32,14 +32,13 @@
 //! its own rate limit ([`Cause`]): a full spool (`spool_max_bytes` undelivered) drops the
 //! event; a spool that cannot be written keeps it in a bounded memory queue
 //! (`feedback.queue_events`, sent but not crash-safe) and a full one drops it; an event the
-//! server refuses, or that [`event::Event::validate`] refuses before sending, is dropped
+//! server refuses, or that [`events::Event::validate`] refuses before sending, is dropped
 //! rather than retried, never holding up the others; spool lines damaged by a power loss are
 //! skipped. At shutdown ([`Feedback::close`]) what is unsent is delivered within
 //! `feedback.shutdown_flush_ms`; the rest stays in the spool for the next start. The spool
 //! directory also keeps this proxy's generated id (when there is no host name) and the key of
 //! the anonymizing hash, so both survive restarts.
 
-pub mod event;
 mod report;
 pub mod send;
 pub mod spool;
@@ -54,9 +53,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::accesslog::RequestId;
+use crate::api::events::{self, Event, Kind};
 use crate::config::FeedbackConfig;
 use crate::reputation::Reputation;
-use event::{Event, Kind};
 use spool::{Spool, SpoolError};
 
 /// The path, on any host, of the "report a mistake" link of block and warn pages.
@@ -280,7 +279,7 @@ fn hostname() -> Option<String> {
         .ok()
         .map(|h| h.trim().to_owned())
         .filter(|h| {
-            !h.is_empty() && h.len() <= event::MAX_IDENT && h.bytes().all(|b| b.is_ascii_graphic())
+            !h.is_empty() && h.len() <= events::MAX_IDENT && h.bytes().all(|b| b.is_ascii_graphic())
         })
 }
 
@@ -565,7 +564,7 @@ pub(crate) mod tests {
         let chunk = again.spool.read(10, 1 << 20).unwrap();
         let last: Event = serde_json::from_slice(chunk.text(&chunk.lines[4])).unwrap();
         last.validate().unwrap();
-        assert!(last.url.unwrap().contains(event::CUT_MARKER));
+        assert!(last.url.unwrap().contains(events::CUT_MARKER));
     }
 
     #[test]

@@ -17,8 +17,8 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Limited};
 
-use super::event::{self, Kind};
 use super::{Feedback, REPORT_PATH, Ticket};
+use crate::api::events::{self, Kind};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::local::escape_html;
 use crate::repserver::api::percent_decode;
@@ -26,9 +26,9 @@ use crate::repserver::api::percent_decode;
 /// Reports accepted per ticket.
 pub const REPORTS_PER_TICKET: u32 = 3;
 
-/// The largest form body taken: the ticket and a comment of [`event::MAX_COMMENT`]
+/// The largest form body taken: the ticket and a comment of [`events::MAX_COMMENT`]
 /// characters, each of which may be sent as up to 12 bytes (`%XX` for 4 UTF-8 bytes).
-pub const MAX_FORM_BYTES: usize = 256 + event::MAX_COMMENT * 12;
+pub const MAX_FORM_BYTES: usize = 256 + events::MAX_COMMENT * 12;
 
 /// How long the client may take to send the form body.
 pub const FORM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,7 +80,7 @@ impl Feedback {
                  <input type=\"hidden\" name=\"ticket\" value=\"{id}\">\n\
                  <p><label>Anything to add? <textarea name=\"comment\" maxlength=\"{}\"></textarea></label></p>\n\
                  <p><button type=\"submit\">Send the report</button></p>\n</form>\n",
-                event::MAX_COMMENT,
+                events::MAX_COMMENT,
                 id = escape_html(&id),
             ),
         )
@@ -104,7 +104,7 @@ impl Feedback {
         e.ticket = Some(id.clone());
         e.comment = fields
             .comment
-            .map(|c| c.chars().take(event::MAX_COMMENT).collect());
+            .map(|c| c.chars().take(events::MAX_COMMENT).collect());
         let from = &t.event;
         e.client = from.client.clone();
         e.user = from.user.clone();

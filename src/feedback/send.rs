@@ -29,9 +29,9 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::event::{EventStatus, IngestReply, MAX_BATCH_BYTES};
 use super::spool::{Chunk, Pos, Spool};
 use super::{Cause, FeedbackStats, LOG_EVERY};
+use crate::api::events::{EventStatus, IngestReply, MAX_BATCH_BYTES};
 use crate::config::FeedbackConfig;
 use crate::reputation::{PostError, Reputation};
 use crate::telemetry::LogLimiter;

@@ -766,7 +766,7 @@ impl Filter {
             return;
         }
         let decision = evaluate(&policy, &facts, None);
-        let mut e = fb.event(crate::feedback::event::Kind::Continued);
+        let mut e = fb.event(crate::api::events::Kind::Continued);
         e.client = Some(fb.pseudonym(&client.to_string(), decision.anonymize_clients));
         e.url = Some(canonical.as_str().to_owned());
         e.host = Some(canonical.host().to_owned());
@@ -790,7 +790,7 @@ fn feedback_event(
     client: IpAddr,
     user: Option<&str>,
 ) -> Option<String> {
-    use crate::feedback::event::Kind;
+    use crate::api::events::Kind;
     let kind = match decision.action {
         Action::Block => Kind::Blocked,
         // The continue link reported it already.

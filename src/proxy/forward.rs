@@ -455,7 +455,7 @@ async fn scan_download(
                 file = %d.describe(), "file verdict");
             // A file verdict event, so the neighbourhood watch can escalate the host.
             if let Some(fb) = state.filter.as_ref().and_then(|f| f.feedback.as_ref()) {
-                use crate::feedback::event::{FileFacts, Kind};
+                use crate::api::events::{FileFacts, Kind};
                 let mut e = fb.event(Kind::FileVerdict);
                 // Its own id: the request's id already names the URL decision's event.
                 e.id = format!("{id}.file");

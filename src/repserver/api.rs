@@ -1765,7 +1765,7 @@ async fn ingest_events(
     body: &[u8],
     reporter: Option<String>,
 ) -> Result<Value, ApiError> {
-    use crate::feedback::event::{BatchError, EventResult, EventStatus, IngestReply, parse_batch};
+    use crate::api::events::{BatchError, EventResult, EventStatus, IngestReply, parse_batch};
     let items = parse_batch(body, shared.config.max_batch).map_err(|e| match e {
         BatchError::TooMany { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
         BatchError::Malformed(m) => ApiError::bad_request(m),
@@ -1845,7 +1845,7 @@ fn number_param(query: Option<&str>, name: &str, default: u64, max: u64) -> Resu
 
 /// `GET /v1/events?kind=K&host=H&limit=N`: stored events, newest first.
 async fn list_events(shared: &Shared, query: Option<&str>) -> Result<Value, ApiError> {
-    use crate::feedback::event::Kind;
+    use crate::api::events::Kind;
     let kind = match query_param(query, "kind")? {
         None => None,
         Some(k) => Some(

@@ -34,7 +34,7 @@ use rusqlite::{OptionalExtension as _, params};
 use serde_json::{Value, json};
 
 use super::store::{Store, StoreError};
-use crate::feedback::event::{Event, EventStatus, Kind};
+use crate::api::events::{Event, EventStatus, Kind};
 use crate::model::{Category, Entry, Key, KeyKind, Score, Source};
 
 /// Schema 2 -> 3: the events and the escalations fired.

@@ -998,7 +998,7 @@ mod tests {
 
     #[test]
     fn a_version_2_store_gets_the_feedback_tables() {
-        use crate::feedback::event::{Event, Kind};
+        use crate::api::events::{Event, Kind};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v2.db");
         {
@@ -1019,7 +1019,7 @@ mod tests {
 
     #[test]
     fn a_version_4_store_keys_replays_by_token_and_keeps_its_events() {
-        use crate::feedback::event::{Event, Kind};
+        use crate::api::events::{Event, Kind};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v4.db");
         {

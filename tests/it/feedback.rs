@@ -13,8 +13,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::*;
+use webrep::api::events::Kind;
 use webrep::feedback::FeedbackStats;
-use webrep::feedback::event::Kind;
 use webrep::model::{Category, Score};
 use webrep::repserver::api::{self, ApiConfig, FeedbackOptions, ServeOptions, Tokens};
 use webrep::repserver::client::RepClient;
@@ -938,16 +938,12 @@ async fn feedback_a_10000_byte_url_costs_no_other_event() {
         .wait_events("kind=untested", |ev| !ev.is_empty())
         .await;
     let url = untested[0]["url"].as_str().unwrap();
-    assert!(
-        url.len() <= webrep::feedback::event::MAX_URL,
-        "{}",
-        url.len()
-    );
+    assert!(url.len() <= webrep::api::events::MAX_URL, "{}", url.len());
     assert!(
         url.starts_with(&format!("http://127.0.0.1/{}", "x".repeat(100))),
         "{url}"
     );
-    assert!(url.contains(webrep::feedback::event::CUT_MARKER), "{url}");
+    assert!(url.contains(webrep::api::events::CUT_MARKER), "{url}");
     assert_eq!(stats(&p).rejected.load(Ordering::Relaxed), 0);
     p.stop().await;
 }

@@ -1,0 +1,7 @@
+//! The wire protocol between proxies, tiers of reputation servers and the command line: the
+//! types both ends serialize and parse, defined once so that a renamed field is a compile
+//! error on both sides, not a runtime "bad answer". Pure data and validation: no I/O.
+//!
+//! - [`events`]: feedback events (`POST /v1/events`) and the server's per-event answer.
+
+pub mod events;
