@@ -249,7 +249,7 @@ fn client_command(
 }
 
 fn config_error(e: &webrep::config::ConfigError) -> ExitCode {
-    usage_error(&webrep::repserver::client::chain(e))
+    usage_error(&webrep::client::chain(e))
 }
 
 fn usage_error(message: &str) -> ExitCode {

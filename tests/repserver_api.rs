@@ -680,7 +680,7 @@ async fn change_stream_as_server_sent_events() {
 
 /// A server whose upstream tier is `upstream_base`.
 async fn with_upstream(upstream_base: &str, timeout: Duration) -> Server {
-    let client = webrep::repserver::client::RepClient::new(upstream_base, CLIENT, None).unwrap();
+    let client = webrep::client::RepClient::new(upstream_base, CLIENT, None).unwrap();
     let upstream = webrep::repserver::upstream::Upstream::new(client, timeout, 2, 1000);
     let options = ServeOptions {
         upstream: Some(std::sync::Arc::new(upstream)),
@@ -1002,8 +1002,7 @@ async fn the_api_over_tls() {
     s.write(&sample()).await;
     assert_eq!(s.lookup("https://danger.test/").await["risk"], "dangerous");
     // Our own client, trusting the CA through a CA file.
-    let client =
-        webrep::repserver::client::RepClient::new(&s.base, CLIENT, Some(&ca_file)).unwrap();
+    let client = webrep::client::RepClient::new(&s.base, CLIENT, Some(&ca_file)).unwrap();
     let v = client
         .get(
             "/v1/lookup?url=http%3A%2F%2Fsafe.test%2F",
@@ -1013,7 +1012,7 @@ async fn the_api_over_tls() {
         .unwrap();
     assert_eq!(v["risk"], "safe");
     // Without the CA the handshake fails: never a silent fallback to plain text.
-    let untrusting = webrep::repserver::client::RepClient::new(&s.base, CLIENT, None).unwrap();
+    let untrusting = webrep::client::RepClient::new(&s.base, CLIENT, None).unwrap();
     let e = untrusting
         .get("/healthz", Duration::from_secs(10))
         .await

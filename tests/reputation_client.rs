@@ -11,9 +11,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use webrep::canon::canonicalize;
+use webrep::client::RepClient;
 use webrep::model::RiskLevel;
 use webrep::repserver::api::{self, ApiConfig, Tokens};
-use webrep::repserver::client::RepClient;
 use webrep::repserver::metrics::{Route, ServerStats};
 use webrep::repserver::store::Store;
 use webrep::reputation::{CacheState, FollowRetry, Reputation, ReputationConfig, SourceConfig};

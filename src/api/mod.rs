@@ -3,5 +3,7 @@
 //! error on both sides, not a runtime "bad answer". Pure data and validation: no I/O.
 //!
 //! - [`events`]: feedback events (`POST /v1/events`) and the server's per-event answer.
+//! - [`changes`]: the change stream's keys.
 
+pub mod changes;
 pub mod events;

@@ -14,8 +14,8 @@ use http_body_util::{BodyExt as _, StreamBody};
 use serde_json::{Value, json};
 
 use crate::cli::ServerArgs;
+use crate::client::{ClientError, RepClient, encode_query_value};
 use crate::model::{Category, Score};
-use crate::repserver::client::{ClientError, RepClient, encode_query_value};
 use crate::repserver::import::{self, Format, ImportOptions};
 use crate::repserver::store::Store;
 

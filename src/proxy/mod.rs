@@ -263,7 +263,7 @@ async fn filter_setup(
     config: &Config,
     draining: &CancellationToken,
 ) -> anyhow::Result<(filter::Filter, Option<SocketAddr>)> {
-    use crate::repserver::client::RepClient;
+    use crate::client::RepClient;
     use crate::reputation::{FollowRetry, Reputation, ReputationConfig, SourceConfig};
     let file = &config.policy.file;
     let policy = match crate::policy::PolicyHandle::load(file) {
@@ -390,7 +390,7 @@ async fn embedded_server(
         "no reputation sources configured: using an in-process reputation server with the sample data only");
     let source = crate::reputation::SourceConfig {
         name: "embedded".into(),
-        client: crate::repserver::client::RepClient::new(&format!("http://{addr}"), &token, None)?,
+        client: crate::client::RepClient::new(&format!("http://{addr}"), &token, None)?,
         timeout: std::time::Duration::from_secs(2),
     };
     Ok((source, addr))

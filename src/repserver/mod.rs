@@ -22,7 +22,7 @@
 //!   writes, feed imports, file hashes and categories, a change stream as long-poll and as
 //!   server-sent events, optional TLS, and `/healthz`. `docs/repserver.md` is its reference.
 //! - [`upstream`]: the global tier, another server asked about items with no local entry,
-//!   its answers cached for their TTL; [`client`]: the API client it (and the CLI) use.
+//!   its answers cached for their TTL, through the API client [`crate::client`].
 //! - [`metrics`]: the server's Prometheus counters, on `server.metrics_listen`.
 //! - [`upload`]: the locked temporary files import uploads are spooled to, and the removal
 //!   of those a killed server left.
@@ -79,7 +79,6 @@
 //!   `max_connections_per_client`) and the job queue bound.
 
 pub mod api;
-pub mod client;
 pub mod events;
 pub mod import;
 pub mod metrics;

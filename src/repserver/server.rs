@@ -25,10 +25,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::api::{self, ServeOptions, Tokens};
-use super::client::RepClient;
 use super::import::{self, Format, ImportOptions};
 use super::store::Store;
 use super::upstream::Upstream;
+use crate::client::RepClient;
 use crate::config::{ServerConfig, valid_token};
 
 /// The shipped sample data (webrep JSON-lines): reserved names only (`.example`, `.test`,

@@ -20,10 +20,6 @@ use crate::model::{
 /// The schema version this code writes and reads.
 pub const SCHEMA_VERSION: i64 = 5;
 
-/// Prefix of the change-log key recorded for a file-hash write (entry keys never contain `:`
-/// before their first `/` except in bracketed IPv6 hosts, which start with `[`).
-pub const FILE_CHANGE_PREFIX: &str = "sha256:";
-
 const SCHEMA: &str = "
 CREATE TABLE meta (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
 INSERT INTO meta (id, seq) VALUES (1, 0);
@@ -775,7 +771,11 @@ impl Writer<'_> {
                 f.source.to_stored(),
                 f.updated
             ])?;
-        self.record(&format!("{FILE_CHANGE_PREFIX}{}", f.sha256.as_str()))
+        self.record(&format!(
+            "{}{}",
+            crate::api::changes::FILE_CHANGE_PREFIX,
+            f.sha256.as_str()
+        ))
     }
 }
 

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 use serde_json::{Value, json};
 
-use super::client::{ClientError, RepClient};
+use crate::client::{ClientError, RepClient};
 
 /// One cached upstream answer.
 #[derive(Clone, Debug)]

@@ -46,8 +46,8 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::canon::CanonicalUrl;
+use crate::client::{ClientError, RepClient};
 use crate::model::Verdict;
-use crate::repserver::client::{ClientError, RepClient};
 use answer::{AnswerError, HostAnswer, url_verdict};
 
 /// Where a lookup's verdict came from.
@@ -743,7 +743,7 @@ impl Reputation {
     /// Drops every cached answer a changed key can affect: answers for its host and the
     /// host's subdomains (a `host/` entry covers them), fresh and stale.
     pub fn invalidate_key(&self, key: &str) {
-        if let Some(hash) = key.strip_prefix(crate::repserver::store::FILE_CHANGE_PREFIX) {
+        if let Some(hash) = key.strip_prefix(crate::api::changes::FILE_CHANGE_PREFIX) {
             let hash = hash.to_ascii_lowercase();
             let _ = self.files.invalidate_entries_if(move |k, _| *k == hash);
             self.changes_applied.fetch_add(1, Ordering::Relaxed);

@@ -14,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::harness::*;
 use webrep::api::events::Kind;
+use webrep::client::RepClient;
 use webrep::feedback::FeedbackStats;
 use webrep::model::{Category, Score};
 use webrep::repserver::api::{self, ApiConfig, FeedbackOptions, ServeOptions, Tokens};
-use webrep::repserver::client::RepClient;
 use webrep::repserver::events::EscalationRule;
 use webrep::repserver::store::Store;
 

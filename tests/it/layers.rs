@@ -27,6 +27,8 @@ const LAYERS: &[&[&str]] = &[
     &["policy"],
     // The wire protocol's types, shared by both sides.
     &["api"],
+    // The reputation API's HTTP client, for proxies, server tiers and commands.
+    &["client"],
     // Configuration: validated sections, read by everything that runs.
     &["config"],
     &["telemetry"],
@@ -75,10 +77,8 @@ const KNOWN: &[(&str, &str)] = &[
     // Feedback reaches into the proxy and the server for shared event and request types.
     ("feedback", "proxy"),
     ("feedback", "repserver"),
-    // The proxy starts the embedded server itself (the composition root's job), and the
-    // reputation client borrows the server's wire types (the typed API's job).
+    // The proxy starts the embedded server itself (the composition root's job).
     ("proxy", "repserver"),
-    ("reputation", "repserver"),
 ];
 
 fn src() -> PathBuf {

@@ -55,7 +55,7 @@ fn loaders() -> Vec<(&'static str, u64, Loader)> {
         ("config file", fsread::CONFIG_MAX, |p| {
             webrep::config::Config::load(Some(p))
                 .map(drop)
-                .map_err(|e| webrep::repserver::client::chain(&e))
+                .map_err(|e| webrep::client::chain(&e))
         }),
         ("policy file", fsread::POLICY_MAX, |p| {
             webrep::policy::load_file(p)
@@ -81,13 +81,9 @@ fn loaders() -> Vec<(&'static str, u64, Loader)> {
                 .map_err(|e| format!("{e:#}"))
         }),
         ("CA bundle", fsread::PEM_MAX, |p| {
-            webrep::repserver::client::RepClient::new(
-                "http://127.0.0.1:9",
-                "client-token-0123456789",
-                Some(p),
-            )
-            .map(drop)
-            .map_err(|e| e.to_string())
+            webrep::client::RepClient::new("http://127.0.0.1:9", "client-token-0123456789", Some(p))
+                .map(drop)
+                .map_err(|e| e.to_string())
         }),
         (
             "interception CA certificate",

@@ -3,9 +3,9 @@
 //! admin CA file).
 //!
 //! # Where it sits
-//! Used by a server to ask its upstream tier ([`super::upstream`]), and by the `webrep lookup`
-//! and `webrep import` commands; the proxy's reputation sources (issue 6) are meant to use it
-//! too. It does no caching and no retries: callers decide both.
+//! Below both sides: the proxy's reputation sources ([`crate::reputation`]), a server asking
+//! its upstream tier ([`crate::repserver::upstream`]) and the `webrep lookup`, `import` and
+//! `feedback` commands use it. It does no caching and no retries: callers decide both.
 //!
 //! # What it costs
 //! One pooled connection per concurrent request (idle ones kept 90 s); answers are read
