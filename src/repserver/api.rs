@@ -81,6 +81,7 @@ use super::import::{self, ImportError, ImportOptions, JsonEntry};
 use super::metrics::{Answer, Kind, Route, ServerStats};
 use super::store::{HostAnswer, Store, StoreError};
 use super::upstream::{Misses, Upstream};
+use crate::api::changes::Changes;
 use crate::canon;
 use crate::conns::{ConnActivity, ConnLimits, ConnPermit};
 use crate::model::{
@@ -693,7 +694,7 @@ fn change_stream(
                     Err(_) => return None,
                 };
                 st.since = c.seq;
-                let data = json!({ "seq": c.seq, "keys": c.keys, "truncated": c.truncated });
+                let data = json!(c);
                 let event = format!("id: {}\nevent: changes\ndata: {data}\n\n", c.seq);
                 return Some((Ok(http_body::Frame::data(Bytes::from(event))), st));
             }
@@ -1502,7 +1503,7 @@ async fn changes(shared: &Shared, query: Option<&str>) -> Result<Value, ApiError
             let c = shared
                 .read(move |store| store.changes_since(since, limit))
                 .await??;
-            return Ok(json!({ "seq": c.seq, "keys": c.keys, "truncated": c.truncated }));
+            return Ok(json!(c));
         }
         tokio::select! {
             r = rx.changed() => if r.is_err() { return Ok(empty_changes(current)) },
@@ -1513,7 +1514,7 @@ async fn changes(shared: &Shared, query: Option<&str>) -> Result<Value, ApiError
 }
 
 fn empty_changes(seq: u64) -> Value {
-    json!({ "seq": seq, "keys": [], "truncated": false })
+    json!(Changes::none(seq))
 }
 
 /// `POST /v1/import?format=F&feed=NAME[&category=C][&score=N]`: the body (a feed file) is

@@ -11,6 +11,7 @@ use std::path::Path;
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
+use crate::api::changes::Changes;
 use crate::canon::{self, CanonicalUrl};
 use crate::model::{
     Category, CategoryError, Entry, FileEntry, FileVerdict, Key, KeyError, Score, Sha256Hex,
@@ -149,17 +150,6 @@ pub struct HostAnswer {
     /// given.
     pub paths: Vec<Entry>,
     /// More path entries exist than the limit: ask per URL for this host.
-    pub truncated: bool,
-}
-
-/// What changed after a sequence number, from [`Store::changes_since`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Changes {
-    /// The current sequence number; pass it to the next call.
-    pub seq: u64,
-    /// The keys written or deleted after the sequence asked about, without duplicates.
-    pub keys: Vec<String>,
-    /// More keys changed than the limit: drop the whole cache and continue from `seq`.
     pub truncated: bool,
 }
 

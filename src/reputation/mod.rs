@@ -45,6 +45,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::api::changes::Changes;
 use crate::canon::CanonicalUrl;
 use crate::client::{ClientError, RepClient};
 use crate::model::Verdict;
@@ -845,8 +846,12 @@ impl Reputation {
                 r = s.client.get(&path, s.timeout + Duration::from_millis(wait + 5_000)) => r,
                 _ = shutdown.cancelled() => return,
             };
-            match result.and_then(|v| parse_changes(&v)) {
-                Ok((seq, keys, truncated)) => {
+            match result.and_then(parse_changes) {
+                Ok(Changes {
+                    seq,
+                    keys,
+                    truncated,
+                }) => {
                     let switched = !matches!(position, Some((i, _)) if i == index);
                     if switched || truncated {
                         if switched && position.is_some() {
@@ -882,19 +887,8 @@ impl Reputation {
     }
 }
 
-fn parse_changes(v: &Value) -> Result<(u64, Vec<String>, bool), ClientError> {
-    let bad = || ClientError::Json("change answer lacks seq/keys".into());
-    let seq = v.get("seq").and_then(Value::as_u64).ok_or_else(bad)?;
-    let keys = v
-        .get("keys")
-        .and_then(Value::as_array)
-        .ok_or_else(bad)?
-        .iter()
-        .filter_map(Value::as_str)
-        .map(str::to_owned)
-        .collect();
-    let truncated = v.get("truncated").and_then(Value::as_bool).unwrap_or(false);
-    Ok((seq, keys, truncated))
+fn parse_changes(v: Value) -> Result<Changes, ClientError> {
+    serde_json::from_value(v).map_err(|e| ClientError::Json(format!("bad change answer: {e}")))
 }
 
 #[cfg(test)]
