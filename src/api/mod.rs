@@ -3,7 +3,9 @@
 //! error on both sides, not a runtime "bad answer". Pure data and validation: no I/O.
 //!
 //! - [`events`]: feedback events (`POST /v1/events`) and the server's per-event answer.
-//! - [`changes`]: the change stream's keys.
+//! - [`lookup`]: URL and host lookups, single and batch.
+//! - [`changes`]: the change stream's answer and keys.
 
 pub mod changes;
 pub mod events;
+pub mod lookup;

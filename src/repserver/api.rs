@@ -82,6 +82,7 @@ use super::metrics::{Answer, Kind, Route, ServerStats};
 use super::store::{HostAnswer, Store, StoreError};
 use super::upstream::{Misses, Upstream};
 use crate::api::changes::Changes;
+use crate::api::lookup as wire;
 use crate::canon;
 use crate::conns::{ConnActivity, ConnLimits, ConnPermit};
 use crate::model::{
@@ -795,7 +796,7 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Value, ApiErro
                 .read(move |store| file_answer(store, &config, &h))
                 .await?;
             if let Ok(v) = &answer {
-                count_items(shared, Kind::File, std::slice::from_ref(v));
+                count(shared, Kind::File, std::iter::once(file_counted_as(v)));
             }
             answer
         }
@@ -1011,36 +1012,14 @@ fn ttl(config: &ApiConfig, v: &Verdict) -> u64 {
     }
 }
 
-fn entry_json(e: &Entry) -> Value {
-    json!({
-        "key": e.key.as_str(),
-        "score": e.score.get(),
-        "risk": e.score.risk().as_str(),
-        "categories": e.categories.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
-        "source": e.source.to_stored(),
-        "added": e.added,
-        "updated": e.updated,
-        "expires": e.expires,
-        "note": e.note,
-    })
-}
-
-fn verdict_fields(v: &Verdict, ttl_secs: u64) -> serde_json::Map<String, Value> {
-    let mut m = serde_json::Map::new();
-    m.insert("risk".into(), json!(v.risk.as_str()));
-    m.insert("score".into(), json!(v.score.map(Score::get)));
-    m.insert(
-        "categories".into(),
-        json!(v.categories.iter().map(|c| c.as_str()).collect::<Vec<_>>()),
-    );
-    m.insert("ttl_secs".into(), json!(ttl_secs));
-    m.insert("tier".into(), json!("local"));
-    m
-}
-
 /// One URL's answer (run on the store thread): verdict, TTL and explain. A URL that does not
 /// parse is a 400 ([`ApiError::bad_request`]), a store failure a 500.
-fn answer_url(store: &Store, config: &ApiConfig, input: &str, now: i64) -> Result<Value, ApiError> {
+fn answer_url(
+    store: &Store,
+    config: &ApiConfig,
+    input: &str,
+    now: i64,
+) -> Result<wire::UrlAnswer, ApiError> {
     let url =
         canon::canonicalize(input).map_err(|e| ApiError::bad_request(format!("not a URL: {e}")))?;
     let verdict = store.lookup(&url, now)?;
@@ -1050,20 +1029,19 @@ fn answer_url(store: &Store, config: &ApiConfig, input: &str, now: i64) -> Resul
         .filter_map(|k| store.get(k).transpose())
         .collect::<Result<Vec<_>, _>>()?;
     let ttl_secs = capped_ttl(ttl(config, &verdict), matched.iter(), now);
-    let mut m = verdict_fields(&verdict, ttl_secs);
-    m.insert("url".into(), json!(input));
-    m.insert("canonical".into(), json!(url.to_string()));
-    m.insert(
-        "explain".into(),
-        json!({
-            "matched": matched.iter().map(entry_json).collect::<Vec<_>>(),
-            "risk": verdict.risk.as_str(),
-            "score": verdict.score.map(Score::get),
-            "categories": verdict.categories.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
-            "rule": "worst score of all matches; categories of the most specific match",
-        }),
-    );
-    Ok(Value::Object(m))
+    let view = wire::VerdictView::of(&verdict, ttl_secs, wire::Tier::Local);
+    Ok(wire::UrlAnswer {
+        url: input.to_owned(),
+        canonical: url.to_string(),
+        explain: wire::Explain {
+            matched: matched.iter().map(wire::EntryView::of).collect(),
+            risk: view.risk.clone(),
+            score: view.score,
+            categories: view.categories.clone(),
+            rule: wire::RULE.to_owned(),
+        },
+        verdict: view,
+    })
 }
 
 /// An answer is not cached beyond the expiry of an entry it rests on.
@@ -1082,7 +1060,7 @@ fn answer_host(
     input: &str,
     a: &HostAnswer,
     now: i64,
-) -> Result<Value, ApiError> {
+) -> Result<wire::HostAnswer, ApiError> {
     let matched = a
         .verdict
         .matched
@@ -1090,25 +1068,19 @@ fn answer_host(
         .filter_map(|k| store.get(k).transpose())
         .collect::<Result<Vec<_>, _>>()?;
     let ttl_secs = capped_ttl(ttl(config, &a.verdict), matched.iter().chain(&a.paths), now);
-    let mut m = verdict_fields(&a.verdict, ttl_secs);
-    m.insert("host".into(), json!(input));
-    m.insert("canonical".into(), json!(a.host));
-    m.insert(
-        "matched".into(),
-        json!(
-            a.verdict
-                .matched
-                .iter()
-                .map(Key::as_str)
-                .collect::<Vec<_>>()
-        ),
-    );
-    m.insert(
-        "paths".into(),
-        json!(a.paths.iter().map(entry_json).collect::<Vec<_>>()),
-    );
-    m.insert("truncated".into(), json!(a.truncated));
-    Ok(Value::Object(m))
+    Ok(wire::HostAnswer {
+        host: input.to_owned(),
+        canonical: a.host.clone(),
+        verdict: wire::VerdictView::of(&a.verdict, ttl_secs, wire::Tier::Local),
+        matched: a
+            .verdict
+            .matched
+            .iter()
+            .map(|k| k.as_str().to_owned())
+            .collect(),
+        paths: a.paths.iter().map(wire::EntryView::of).collect(),
+        truncated: a.truncated,
+    })
 }
 
 async fn lookup_one(shared: &Shared, url: String) -> Result<Value, ApiError> {
@@ -1116,27 +1088,17 @@ async fn lookup_one(shared: &Shared, url: String) -> Result<Value, ApiError> {
     let answer = shared
         .read(move |store| answer_url(store, &config, &url, now()))
         .await??;
-    let mut urls = vec![answer];
+    let mut urls = [wire::UrlItem::Answer(Box::new(answer))];
     consult_upstream(shared, &mut urls, &mut []).await;
-    count_items(shared, Kind::Url, &urls);
-    Ok(urls.pop().unwrap_or(Value::Null))
+    count(shared, Kind::Url, urls.iter().map(LookupItem::counted_as));
+    let [answer] = urls;
+    Ok(json!(answer))
 }
 
 /// Counts looked-up items by what answered them (for `/metrics`).
-fn count_items(shared: &Shared, kind: Kind, items: &[Value]) {
+fn count(shared: &Shared, kind: Kind, answers: impl Iterator<Item = Answer>) {
     let mut n = [0u64; 4];
-    for v in items {
-        let answer = if v.get("error").is_some() {
-            Answer::Error
-        } else if v.get("tier").and_then(Value::as_str) == Some("upstream") {
-            Answer::Upstream
-        } else if v.get("verdict").and_then(Value::as_str) == Some("unknown")
-            || (kind != Kind::File && locally_untested(v))
-        {
-            Answer::Untested
-        } else {
-            Answer::Listed
-        };
+    for answer in answers {
         n[answer as usize] += 1;
     }
     for (a, n) in [
@@ -1152,37 +1114,128 @@ fn count_items(shared: &Shared, kind: Kind, items: &[Value]) {
     }
 }
 
-/// Whether a local answer rests on no entry at all (a host answer: nor on a path entry).
-fn locally_untested(v: &Value) -> bool {
-    v.get("error").is_none()
-        && v.get("risk").and_then(Value::as_str) == Some(RiskLevel::Untested.as_str())
-        && v.get("paths")
-            .and_then(Value::as_array)
-            .is_none_or(Vec::is_empty)
+/// What answered a file lookup's item.
+fn file_counted_as(v: &Value) -> Answer {
+    if v.get("error").is_some() {
+        Answer::Error
+    } else if v.get("tier").and_then(Value::as_str) == Some("upstream") {
+        Answer::Upstream
+    } else if v.get("verdict").and_then(Value::as_str) == Some("unknown") {
+        Answer::Untested
+    } else {
+        Answer::Listed
+    }
+}
+
+/// A URL's or a host's item of a lookup answer, as the upstream tier and the counters see it.
+trait LookupItem: Sized {
+    /// The answer type of the item.
+    type Answer: Clone;
+    /// The item's answer when it rests on no local entry (a host's: nor on a path entry).
+    fn locally_untested(&self) -> Option<&Self::Answer>;
+    /// The canonical form an answer is keyed by.
+    fn canonical(answer: &Self::Answer) -> &str;
+    /// Takes the upstream tier's answer in place of this one.
+    fn take_upstream(&mut self, upstream: &Self::Answer);
+    /// Says the upstream tier could not be asked.
+    fn mark_unavailable(&mut self);
+    /// The counter the item goes to.
+    fn counted_as(&self) -> Answer;
+}
+
+fn counted_as(verdict: Option<&wire::VerdictView>, untested: bool) -> Answer {
+    match verdict {
+        None => Answer::Error,
+        Some(v) if v.tier == wire::Tier::Upstream => Answer::Upstream,
+        Some(_) if untested => Answer::Untested,
+        Some(_) => Answer::Listed,
+    }
+}
+
+impl LookupItem for wire::UrlItem {
+    type Answer = wire::UrlAnswer;
+    fn locally_untested(&self) -> Option<&wire::UrlAnswer> {
+        match self {
+            wire::UrlItem::Answer(a) if a.verdict.is_untested() => Some(a),
+            _ => None,
+        }
+    }
+    fn canonical(answer: &wire::UrlAnswer) -> &str {
+        &answer.canonical
+    }
+    fn take_upstream(&mut self, upstream: &wire::UrlAnswer) {
+        if let wire::UrlItem::Answer(a) = self {
+            let url = std::mem::take(&mut a.url);
+            **a = wire::UrlAnswer {
+                url,
+                ..upstream.clone()
+            };
+            a.verdict.tier = wire::Tier::Upstream;
+        }
+    }
+    fn mark_unavailable(&mut self) {
+        if let wire::UrlItem::Answer(a) = self {
+            a.verdict.upstream = Some(wire::UpstreamState::Unavailable);
+        }
+    }
+    fn counted_as(&self) -> Answer {
+        match self {
+            wire::UrlItem::Answer(a) => counted_as(Some(&a.verdict), a.verdict.is_untested()),
+            wire::UrlItem::Refused { .. } => Answer::Error,
+        }
+    }
+}
+
+impl LookupItem for wire::HostItem {
+    type Answer = wire::HostAnswer;
+    fn locally_untested(&self) -> Option<&wire::HostAnswer> {
+        match self {
+            wire::HostItem::Answer(a) if a.verdict.is_untested() && a.paths.is_empty() => Some(a),
+            _ => None,
+        }
+    }
+    fn canonical(answer: &wire::HostAnswer) -> &str {
+        &answer.canonical
+    }
+    fn take_upstream(&mut self, upstream: &wire::HostAnswer) {
+        if let wire::HostItem::Answer(a) = self {
+            let host = std::mem::take(&mut a.host);
+            **a = wire::HostAnswer {
+                host,
+                ..upstream.clone()
+            };
+            a.verdict.tier = wire::Tier::Upstream;
+        }
+    }
+    fn mark_unavailable(&mut self) {
+        if let wire::HostItem::Answer(a) = self {
+            a.verdict.upstream = Some(wire::UpstreamState::Unavailable);
+        }
+    }
+    fn counted_as(&self) -> Answer {
+        match self {
+            wire::HostItem::Answer(a) => counted_as(
+                Some(&a.verdict),
+                a.verdict.is_untested() && a.paths.is_empty(),
+            ),
+            wire::HostItem::Refused { .. } => Answer::Error,
+        }
+    }
 }
 
 /// Replaces locally untested answers with the upstream tier's, when there is one. Items the
 /// upstream could not answer keep their untested answer and say `"upstream": "unavailable"`.
-async fn consult_upstream(shared: &Shared, urls: &mut [Value], hosts: &mut [Value]) {
+async fn consult_upstream(
+    shared: &Shared,
+    urls: &mut [wire::UrlItem],
+    hosts: &mut [wire::HostItem],
+) {
     let Some(upstream) = &shared.upstream else {
         return;
     };
-    let canonical = |v: &Value| {
-        v.get("canonical")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
     let misses = Misses {
-        urls: urls
-            .iter()
-            .filter(|v| locally_untested(v))
-            .filter_map(canonical)
-            .collect(),
-        hosts: hosts
-            .iter()
-            .filter(|v| locally_untested(v))
-            .filter_map(canonical)
-            .collect(),
+        urls: misses(urls),
+        hosts: misses(hosts),
     };
     if misses.urls.is_empty() && misses.hosts.is_empty() {
         return;
@@ -1191,41 +1244,34 @@ async fn consult_upstream(shared: &Shared, urls: &mut [Value], hosts: &mut [Valu
     if answers.unavailable {
         shared.stats.upstream_unavailable();
     }
-    let merge = |items: &mut [Value],
-                 found: &std::collections::HashMap<String, Arc<Value>>,
-                 field: &str| {
-        for item in items.iter_mut().filter(|v| locally_untested(v)) {
-            let Some(c) = canonical(item) else { continue };
-            match found.get(&c) {
-                Some(up) => {
-                    let input = item.get(field).cloned();
-                    let mut v = (**up).clone();
-                    if let (Value::Object(m), Some(input)) = (&mut v, input) {
-                        m.insert(field.to_owned(), input);
-                        m.insert("tier".into(), json!("upstream"));
-                    }
-                    *item = v;
-                }
-                None if answers.unavailable => {
-                    if let Value::Object(m) = item {
-                        m.insert("upstream".into(), json!("unavailable"));
-                    }
-                }
-                None => {}
-            }
-        }
-    };
-    merge(urls, &answers.urls, "url");
-    merge(hosts, &answers.hosts, "host");
+    merge_upstream(urls, &answers.urls, answers.unavailable);
+    merge_upstream(hosts, &answers.hosts, answers.unavailable);
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BatchRequest {
-    #[serde(default)]
-    urls: Vec<String>,
-    #[serde(default)]
-    hosts: Vec<String>,
+/// The canonical forms of the items with a locally untested answer.
+fn misses<T: LookupItem>(items: &[T]) -> Vec<String> {
+    items
+        .iter()
+        .filter_map(T::locally_untested)
+        .map(|a| T::canonical(a).to_owned())
+        .collect()
+}
+
+fn merge_upstream<T: LookupItem>(
+    items: &mut [T],
+    found: &std::collections::HashMap<String, Arc<T::Answer>>,
+    unavailable: bool,
+) {
+    for item in items.iter_mut() {
+        let Some(local) = item.locally_untested() else {
+            continue;
+        };
+        match found.get(T::canonical(local)) {
+            Some(up) => item.take_upstream(up),
+            None if unavailable => item.mark_unavailable(),
+            None => {}
+        }
+    }
 }
 
 /// Items of a batch lookup answered by one store job (in one snapshot) and sent as one piece
@@ -1267,7 +1313,12 @@ fn plan_pieces(urls: usize, hosts: usize, per_piece: usize) -> Vec<Piece> {
 /// The bytes of one piece of the answer `{"urls":[...],"hosts":[...]}`: the brackets and
 /// commas around its items that its place calls for (`last`: no piece follows;
 /// `no_urls`: the batch has no URL, so a host piece opens the answer).
-fn frame_piece(piece: Piece, last: bool, no_urls: bool, items: &[Value]) -> Vec<u8> {
+fn frame_piece<T: serde::Serialize>(
+    piece: Piece,
+    last: bool,
+    no_urls: bool,
+    items: &[T],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(items.len() * 512 + 32);
     if piece.start > 0 {
         out.push(b',');
@@ -1283,7 +1334,7 @@ fn frame_piece(piece: Piece, last: bool, no_urls: bool, items: &[Value]) -> Vec<
         if i > 0 {
             out.push(b',');
         }
-        // Writing a `Value` into a `Vec` cannot fail.
+        // Writing plain data into a `Vec` cannot fail.
         let _ = serde_json::to_writer(&mut out, v);
     }
     if last {
@@ -1301,30 +1352,41 @@ fn frame_piece(piece: Piece, last: bool, no_urls: bool, items: &[Value]) -> Vec<
 /// that item; a store failure fails the piece.
 async fn answer_piece(
     shared: &Shared,
-    batch: &Arc<BatchRequest>,
+    batch: &Arc<wire::BatchRequest>,
     piece: Piece,
-) -> Result<Vec<Value>, ApiError> {
+) -> Result<PieceItems, ApiError> {
     let (config, items) = (shared.config.clone(), batch.clone());
     let mut answers = shared
         .read(move |store| {
             store.snapshot(|store| {
                 let now = now();
                 if piece.hosts {
-                    answer_hosts(store, &config, &items.hosts[piece.start..piece.end], now)
+                    let hosts = &items.hosts[piece.start..piece.end];
+                    answer_hosts(store, &config, hosts, now).map(PieceItems::Hosts)
                 } else {
-                    answer_urls(store, &config, &items.urls[piece.start..piece.end], now)
+                    let urls = &items.urls[piece.start..piece.end];
+                    answer_urls(store, &config, urls, now).map(PieceItems::Urls)
                 }
             })
         })
         .await??;
-    let kind = if piece.hosts { Kind::Host } else { Kind::Url };
-    if piece.hosts {
-        consult_upstream(shared, &mut [], &mut answers).await;
-    } else {
-        consult_upstream(shared, &mut answers, &mut []).await;
+    match &mut answers {
+        PieceItems::Urls(urls) => {
+            consult_upstream(shared, urls, &mut []).await;
+            count(shared, Kind::Url, urls.iter().map(LookupItem::counted_as));
+        }
+        PieceItems::Hosts(hosts) => {
+            consult_upstream(shared, &mut [], hosts).await;
+            count(shared, Kind::Host, hosts.iter().map(LookupItem::counted_as));
+        }
     }
-    count_items(shared, kind, &answers);
     Ok(answers)
+}
+
+/// The answers of one piece of a batch lookup.
+enum PieceItems {
+    Urls(Vec<wire::UrlItem>),
+    Hosts(Vec<wire::HostItem>),
 }
 
 fn answer_urls(
@@ -1332,14 +1394,15 @@ fn answer_urls(
     config: &ApiConfig,
     urls: &[String],
     now: i64,
-) -> Result<Vec<Value>, ApiError> {
+) -> Result<Vec<wire::UrlItem>, ApiError> {
     let mut out = Vec::with_capacity(urls.len());
     for u in urls {
         out.push(match answer_url(store, config, u, now) {
-            Ok(v) => v,
-            Err(e) if e.status == StatusCode::BAD_REQUEST => {
-                json!({ "url": u, "error": e.message })
-            }
+            Ok(a) => wire::UrlItem::Answer(Box::new(a)),
+            Err(e) if e.status == StatusCode::BAD_REQUEST => wire::UrlItem::Refused {
+                url: u.clone(),
+                error: e.message,
+            },
             Err(e) => return Err(e),
         });
     }
@@ -1351,14 +1414,17 @@ fn answer_hosts(
     config: &ApiConfig,
     hosts: &[String],
     now: i64,
-) -> Result<Vec<Value>, ApiError> {
+) -> Result<Vec<wire::HostItem>, ApiError> {
     let refs: Vec<&str> = hosts.iter().map(String::as_str).collect();
     let answers = store.lookup_hosts(&refs, now, config.host_path_limit)?;
     let mut out = Vec::with_capacity(answers.len());
     for (h, a) in hosts.iter().zip(&answers) {
         out.push(match a {
-            Ok(a) => answer_host(store, config, h, a, now)?,
-            Err(e) => json!({ "host": h, "error": format!("not a host: {e}") }),
+            Ok(a) => wire::HostItem::Answer(Box::new(answer_host(store, config, h, a, now)?)),
+            Err(e) => wire::HostItem::Refused {
+                host: h.clone(),
+                error: format!("not a host: {e}"),
+            },
         });
     }
     Ok(out)
@@ -1376,14 +1442,18 @@ async fn lookup_batch(
 ) -> Result<Response<Body>, ApiError> {
     let req = authorize_or_drain(shared, req, Role::Client).await?;
     let body = read_body(shared, req).await?;
-    let batch: BatchRequest = parse_json(&body)?;
+    let batch: wire::BatchRequest = parse_json(&body)?;
     drop(body);
     check_batch(shared, batch.urls.len() + batch.hosts.len())?;
     let plan: Arc<[Piece]> = plan_pieces(batch.urls.len(), batch.hosts.len(), PIECE_ITEMS).into();
     let no_urls = batch.urls.is_empty();
     let batch = Arc::new(batch);
-    let answer = move |answers: &[Value], i: usize, plan: &[Piece]| {
-        Bytes::from(frame_piece(plan[i], i + 1 == plan.len(), no_urls, answers))
+    let answer = move |answers: &PieceItems, i: usize, plan: &[Piece]| {
+        let last = i + 1 == plan.len();
+        Bytes::from(match answers {
+            PieceItems::Urls(items) => frame_piece(plan[i], last, no_urls, items),
+            PieceItems::Hosts(items) => frame_piece(plan[i], last, no_urls, items),
+        })
     };
     let first = answer(&answer_piece(shared, &batch, plan[0]).await?, 0, &plan);
     let shared = shared.clone();
@@ -1695,7 +1765,7 @@ async fn lookup_files(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
         })
         .await??;
     if let Some(files) = answer.get("files").and_then(Value::as_array) {
-        count_items(shared, Kind::File, files);
+        count(shared, Kind::File, files.iter().map(file_counted_as));
     }
     Ok(answer)
 }

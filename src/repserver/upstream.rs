@@ -10,8 +10,8 @@
 //! A cache hit is one moka lookup. Misses of one request go out together in batches of
 //! `server.upstream.batch` items, one round trip each, all batches concurrently; concurrent misses
 //! on one key from different requests are not coalesced (each request asks), which the cache
-//! makes rare. The cache holds at most the configured number of answers (each a small JSON
-//! value), each for the TTL the upstream gave it.
+//! makes rare. The cache holds at most the configured number of answers (each a typed answer
+//! of a few hundred bytes), each for the TTL the upstream gave it.
 //!
 //! # How it fails
 //! An upstream that is down, slow past the deadline, or answers garbage never fails the
@@ -24,17 +24,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use moka::Expiry;
-use serde_json::{Value, json};
-
+use crate::api::lookup::{BatchAnswer, BatchRequest, HostAnswer, HostItem, UrlAnswer, UrlItem};
 use crate::client::{ClientError, RepClient};
+use moka::Expiry;
 
 /// One cached upstream answer.
 #[derive(Clone, Debug)]
 struct Cached {
-    answer: Arc<Value>,
+    answer: CachedAnswer,
     ttl: Duration,
     at: Instant,
+}
+
+/// An upstream answer for a URL or a host.
+#[derive(Clone, Debug)]
+enum CachedAnswer {
+    Url(Arc<UrlAnswer>),
+    Host(Arc<HostAnswer>),
 }
 
 struct AnswerTtl;
@@ -85,9 +91,9 @@ pub struct Misses {
 #[derive(Debug, Default)]
 pub struct Answers {
     /// By canonical URL.
-    pub urls: HashMap<String, Arc<Value>>,
+    pub urls: HashMap<String, Arc<UrlAnswer>>,
     /// By canonical host.
-    pub hosts: HashMap<String, Arc<Value>>,
+    pub hosts: HashMap<String, Arc<HostAnswer>>,
     /// Some items could not be answered.
     pub unavailable: bool,
 }
@@ -115,18 +121,18 @@ impl Upstream {
         let mut ask = Misses::default();
         for url in misses.urls {
             match self.cached(&format!("u:{url}")).await {
-                Some(v) => {
+                Some(CachedAnswer::Url(v)) => {
                     out.urls.insert(url, v);
                 }
-                None => ask.urls.push(url),
+                _ => ask.urls.push(url),
             }
         }
         for host in misses.hosts {
             match self.cached(&format!("h:{host}")).await {
-                Some(v) => {
+                Some(CachedAnswer::Host(v)) => {
                     out.hosts.insert(host, v);
                 }
-                None => ask.hosts.push(host),
+                _ => ask.hosts.push(host),
             }
         }
         if ask.urls.is_empty() && ask.hosts.is_empty() {
@@ -136,13 +142,17 @@ impl Upstream {
         let mut items: Vec<(bool, String)> = ask.urls.into_iter().map(|u| (true, u)).collect();
         items.extend(ask.hosts.into_iter().map(|h| (false, h)));
         let requests = items.chunks(self.batch).map(|chunk| {
-            let urls: Vec<&str> = chunk.iter().filter(|i| i.0).map(|i| i.1.as_str()).collect();
-            let hosts: Vec<&str> = chunk
-                .iter()
-                .filter(|i| !i.0)
-                .map(|i| i.1.as_str())
-                .collect();
-            let body = json!({ "urls": urls, "hosts": hosts });
+            let pick = |url: bool| {
+                chunk
+                    .iter()
+                    .filter(|i| i.0 == url)
+                    .map(|i| i.1.clone())
+                    .collect()
+            };
+            let body = serde_json::json!(BatchRequest {
+                urls: pick(true),
+                hosts: pick(false),
+            });
             async move {
                 self.client
                     .post_json("/v1/lookup", &body, self.timeout)
@@ -152,13 +162,17 @@ impl Upstream {
         let results = futures_util::future::join_all(requests).await;
         for result in results {
             match result.and_then(parse_batch) {
-                Ok((urls, hosts)) => {
-                    for (url, v) in urls {
-                        self.store(format!("u:{url}"), &v).await;
+                Ok(Answered { urls, hosts }) => {
+                    for v in urls {
+                        let (ttl, url) = (v.verdict.ttl_secs, v.canonical.clone());
+                        self.store(format!("u:{url}"), CachedAnswer::Url(v.clone()), ttl)
+                            .await;
                         out.urls.insert(url, v);
                     }
-                    for (host, v) in hosts {
-                        self.store(format!("h:{host}"), &v).await;
+                    for v in hosts {
+                        let (ttl, host) = (v.verdict.ttl_secs, v.canonical.clone());
+                        self.store(format!("h:{host}"), CachedAnswer::Host(v.clone()), ttl)
+                            .await;
                         out.hosts.insert(host, v);
                     }
                 }
@@ -171,26 +185,33 @@ impl Upstream {
         out
     }
 
-    async fn cached(&self, key: &str) -> Option<Arc<Value>> {
+    /// A cached answer, its `ttl_secs` what is left of its TTL and marked `cached`.
+    async fn cached(&self, key: &str) -> Option<CachedAnswer> {
         let c = self.cache.get(key).await?;
         let left = c.ttl.saturating_sub(c.at.elapsed());
         if left.is_zero() {
             return None;
         }
-        let mut v = (*c.answer).clone();
-        if let Value::Object(m) = &mut v {
-            m.insert("ttl_secs".into(), json!(left.as_secs().max(1)));
-            m.insert("cached".into(), json!(true));
-        }
-        Some(Arc::new(v))
+        let left = left.as_secs().max(1);
+        Some(match c.answer {
+            CachedAnswer::Url(a) => {
+                let mut a = (*a).clone();
+                (a.verdict.ttl_secs, a.verdict.cached) = (left, true);
+                CachedAnswer::Url(Arc::new(a))
+            }
+            CachedAnswer::Host(a) => {
+                let mut a = (*a).clone();
+                (a.verdict.ttl_secs, a.verdict.cached) = (left, true);
+                CachedAnswer::Host(Arc::new(a))
+            }
+        })
     }
 
-    async fn store(&self, key: String, v: &Arc<Value>) {
-        let ttl = v.get("ttl_secs").and_then(Value::as_u64).unwrap_or(0);
-        if ttl > 0 {
+    async fn store(&self, key: String, answer: CachedAnswer, ttl_secs: u64) {
+        if ttl_secs > 0 {
             let c = Cached {
-                answer: v.clone(),
-                ttl: Duration::from_secs(ttl),
+                answer,
+                ttl: Duration::from_secs(ttl_secs),
                 at: Instant::now(),
             };
             self.cache.insert(key, c).await;
@@ -212,26 +233,27 @@ impl Upstream {
     }
 }
 
-type Keyed = Vec<(String, Arc<Value>)>;
+/// The answers of one upstream batch.
+struct Answered {
+    urls: Vec<Arc<UrlAnswer>>,
+    hosts: Vec<Arc<HostAnswer>>,
+}
 
-/// The answers of one upstream batch, keyed by the canonical form the upstream reports.
-/// Items with an `error` are left out (they are answered untested).
-fn parse_batch(v: Value) -> Result<(Keyed, Keyed), ClientError> {
-    let bad = || ClientError::Json("upstream answer lacks `urls`/`hosts` arrays".into());
-    let list = |name: &str| v.get(name).and_then(Value::as_array).ok_or_else(bad);
-    let pick = |items: &Vec<Value>, key: &str| -> Keyed {
-        items
-            .iter()
-            .filter(|a| a.get("error").is_none() && a.get("risk").is_some())
-            .filter_map(|a| {
-                let k = a.get(key)?.as_str()?.to_owned();
-                Some((k, Arc::new(a.clone())))
-            })
-            .collect()
-    };
-    // A URL answer names its canonical form in `canonical`, a host answer too.
-    Ok((
-        pick(list("urls")?, "canonical"),
-        pick(list("hosts")?, "canonical"),
-    ))
+/// The answers of one upstream batch; items the upstream refused are left out (they are
+/// answered untested).
+fn parse_batch(v: serde_json::Value) -> Result<Answered, ClientError> {
+    let batch: BatchAnswer = serde_json::from_value(v)
+        .map_err(|e| ClientError::Json(format!("bad upstream lookup answer: {e}")))?;
+    let urls = batch.urls.into_iter().filter_map(|i| match i {
+        UrlItem::Answer(a) => Some(Arc::new(*a)),
+        UrlItem::Refused { .. } => None,
+    });
+    let hosts = batch.hosts.into_iter().filter_map(|i| match i {
+        HostItem::Answer(a) => Some(Arc::new(*a)),
+        HostItem::Refused { .. } => None,
+    });
+    Ok(Answered {
+        urls: urls.collect(),
+        hosts: hosts.collect(),
+    })
 }

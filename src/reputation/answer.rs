@@ -10,8 +10,7 @@
 //! request costs a cache hit and no network. A truncated answer cannot do that; its URLs are
 //! asked one by one ([`HostAnswer::complete`] says so).
 
-use serde_json::Value;
-
+use crate::api::lookup::{EntryView, HostItem, UrlItem};
 use crate::canon::CanonicalUrl;
 use crate::model::{Category, Entry, Key, Score, Source, Verdict, combine};
 
@@ -38,28 +37,34 @@ fn bad(what: &str) -> AnswerError {
     AnswerError(what.to_owned())
 }
 
-fn categories(v: &Value) -> Result<Vec<Category>, AnswerError> {
-    v.as_array()
-        .ok_or_else(|| bad("categories is not a list"))?
+fn categories(names: &[String]) -> Result<Vec<Category>, AnswerError> {
+    names
         .iter()
-        .map(|c| {
-            c.as_str()
-                .and_then(|s| Category::parse(s).ok())
-                .ok_or_else(|| bad("bad category"))
-        })
+        .map(|c| Category::parse(c).map_err(|_| bad("bad category")))
         .collect()
 }
 
-fn score(v: &Value) -> Result<Option<Score>, AnswerError> {
-    match v {
-        Value::Null => Ok(None),
-        v => v
-            .as_u64()
-            .and_then(|n| u8::try_from(n).ok())
-            .and_then(Score::new)
-            .map(Some)
-            .ok_or_else(|| bad("bad score")),
-    }
+fn score(n: Option<u8>) -> Result<Option<Score>, AnswerError> {
+    n.map(|n| Score::new(n).ok_or_else(|| bad("bad score")))
+        .transpose()
+}
+
+fn key(k: &str) -> Result<Key, AnswerError> {
+    Key::parse(k).map_err(|e| AnswerError(e.to_string()))
+}
+
+/// A path entry of a host answer, stamped `now`.
+fn path_entry(p: &EntryView, now: i64) -> Result<Entry, AnswerError> {
+    let s = score(Some(p.score))?.ok_or_else(|| bad("path entry without a score"))?;
+    let mut e = Entry::new(
+        key(&p.key)?,
+        s,
+        categories(&p.categories)?,
+        Source::Manual,
+        now,
+    );
+    e.expires = p.expires;
+    Ok(e)
 }
 
 impl HostAnswer {
@@ -67,61 +72,36 @@ impl HostAnswer {
     /// seconds).
     ///
     /// # Errors
-    /// [`AnswerError`] for an item with an `error`, or one that does not have the fields a
-    /// webrep server sends.
-    pub fn from_json(v: &Value, now: i64) -> Result<HostAnswer, AnswerError> {
-        if let Some(e) = v.get("error") {
-            return Err(AnswerError(format!(
-                "the server refused the host: {}",
-                e.as_str().unwrap_or("?")
-            )));
-        }
-        let ttl_secs = v
-            .get("ttl_secs")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| bad("no ttl_secs"))?;
-        let host_score = score(v.get("score").unwrap_or(&Value::Null))?;
-        let matched = v
-            .get("matched")
-            .and_then(Value::as_array)
-            .ok_or_else(|| bad("no matched list"))?;
-        let host_entry = match (host_score, matched.first().and_then(Value::as_str)) {
+    /// [`AnswerError`] for an item the server refused, or one whose keys, scores or
+    /// categories do not parse.
+    pub fn from_item(item: &HostItem, now: i64) -> Result<HostAnswer, AnswerError> {
+        let a = match item {
+            HostItem::Answer(a) => a,
+            HostItem::Refused { error, .. } => {
+                return Err(AnswerError(format!("the server refused the host: {error}")));
+            }
+        };
+        let host_entry = match (score(a.verdict.score)?, a.matched.first()) {
             (Some(s), Some(k)) => Some(Entry::new(
-                Key::parse(k).map_err(|e| AnswerError(e.to_string()))?,
+                key(k)?,
                 s,
-                categories(v.get("categories").unwrap_or(&Value::Null))?,
+                categories(&a.verdict.categories)?,
                 Source::Manual,
                 now,
             )),
             (None, _) => None,
             (Some(_), None) => return Err(bad("a score without a matched key")),
         };
-        let mut paths = Vec::new();
-        for p in v
-            .get("paths")
-            .and_then(Value::as_array)
-            .ok_or_else(|| bad("no paths list"))?
-        {
-            let key = p
-                .get("key")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("path entry without a key"))?;
-            let mut e = Entry::new(
-                Key::parse(key).map_err(|e| AnswerError(e.to_string()))?,
-                score(p.get("score").unwrap_or(&Value::Null))?
-                    .ok_or_else(|| bad("path entry without a score"))?,
-                categories(p.get("categories").unwrap_or(&Value::Null))?,
-                Source::Manual,
-                now,
-            );
-            e.expires = p.get("expires").and_then(Value::as_i64);
-            paths.push(e);
-        }
+        let paths = a
+            .paths
+            .iter()
+            .map(|p| path_entry(p, now))
+            .collect::<Result<_, _>>()?;
         Ok(HostAnswer {
             host_entry,
             paths,
-            truncated: v.get("truncated").and_then(Value::as_bool).unwrap_or(false),
-            ttl_secs,
+            truncated: a.truncated,
+            ttl_secs: a.verdict.ttl_secs,
         })
     }
 
@@ -137,41 +117,33 @@ impl HostAnswer {
     }
 }
 
-/// Reads a single-URL answer (an item of a batch's `urls` list): the server's own verdict.
+/// Reads a single-URL answer (an item of a batch's `urls` list): the server's own verdict
+/// and its TTL in seconds.
 ///
 /// # Errors
 /// [`AnswerError`].
-pub fn url_verdict(v: &Value) -> Result<(Verdict, u64), AnswerError> {
-    if let Some(e) = v.get("error") {
-        return Err(AnswerError(format!(
-            "the server refused the URL: {}",
-            e.as_str().unwrap_or("?")
-        )));
-    }
-    let ttl = v
-        .get("ttl_secs")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| bad("no ttl_secs"))?;
-    let verdict = match score(v.get("score").unwrap_or(&Value::Null))? {
+pub fn url_verdict(item: &UrlItem) -> Result<(Verdict, u64), AnswerError> {
+    let a = match item {
+        UrlItem::Answer(a) => a,
+        UrlItem::Refused { error, .. } => {
+            return Err(AnswerError(format!("the server refused the URL: {error}")));
+        }
+    };
+    let verdict = match score(a.verdict.score)? {
         None => Verdict::untested(),
         Some(s) => Verdict {
             risk: s.risk(),
             score: Some(s),
-            categories: categories(v.get("categories").unwrap_or(&Value::Null))?,
-            matched: v
-                .get("explain")
-                .and_then(|e| e.get("matched"))
-                .and_then(Value::as_array)
-                .map(|m| {
-                    m.iter()
-                        .filter_map(|e| e.get("key").and_then(Value::as_str))
-                        .filter_map(|k| Key::parse(k).ok())
-                        .collect()
-                })
-                .unwrap_or_default(),
+            categories: categories(&a.verdict.categories)?,
+            matched: a
+                .explain
+                .matched
+                .iter()
+                .filter_map(|e| Key::parse(&e.key).ok())
+                .collect(),
         },
     };
-    Ok((verdict, ttl))
+    Ok((verdict, a.verdict.ttl_secs))
 }
 
 #[cfg(test)]
@@ -181,19 +153,42 @@ mod tests {
     use crate::model::RiskLevel;
     use serde_json::json;
 
+    /// Reads a host item as the proxy does: the wire type, then the model's checks.
+    fn from_json(v: serde_json::Value, now: i64) -> Result<HostAnswer, AnswerError> {
+        let item: HostItem = serde_json::from_value(v).map_err(|e| AnswerError(e.to_string()))?;
+        HostAnswer::from_item(&item, now)
+    }
+
+    /// A path entry as the server writes it.
+    fn path(key: &str, score: u8, category: &str, expires: Option<i64>) -> serde_json::Value {
+        json!({ "key": key, "score": score, "risk": "x", "categories": [category],
+                "source": "manual", "added": 1, "updated": 1, "expires": expires, "note": null })
+    }
+
+    /// A host answer as the server writes it, with `fields` replaced.
+    fn host(fields: serde_json::Value) -> serde_json::Value {
+        let mut v = json!({
+            "host": "www.shop.test", "canonical": "www.shop.test", "risk": "untested",
+            "score": null, "categories": [], "ttl_secs": 60, "tier": "local",
+            "matched": [], "paths": [], "truncated": false,
+        });
+        for (k, f) in fields.as_object().unwrap() {
+            v[k] = f.clone();
+        }
+        v
+    }
+
     fn answer() -> HostAnswer {
-        HostAnswer::from_json(
-            &json!({
-                "host": "www.shop.test", "risk": "safe", "score": 90,
-                "categories": ["shopping"], "ttl_secs": 300,
+        from_json(
+            host(json!({
+                "risk": "safe", "score": 90, "categories": ["shopping"], "ttl_secs": 300,
                 "matched": ["www.shop.test/", "shop.test/"],
                 "paths": [
-                    { "key": "shop.test/dl/", "score": 10, "categories": ["malware"] },
-                    { "key": "www.shop.test/a?b=1", "score": 60, "categories": ["spam"] },
-                    { "key": "www.shop.test/old/", "score": 5, "categories": ["phishing"], "expires": 100 },
+                    path("shop.test/dl/", 10, "malware", None),
+                    path("www.shop.test/a?b=1", 60, "spam", None),
+                    path("www.shop.test/old/", 5, "phishing", Some(100)),
                 ],
-                "truncated": false,
-            }),
+            })),
             50,
         )
         .unwrap()
@@ -239,22 +234,19 @@ mod tests {
 
     #[test]
     fn untested_and_malformed_answers() {
-        let a = HostAnswer::from_json(
-            &json!({ "risk": "untested", "score": null, "categories": [], "ttl_secs": 60,
-                     "matched": [], "paths": [], "truncated": false }),
-            0,
-        )
-        .unwrap();
+        let a = from_json(host(json!({})), 0).unwrap();
         let v = a.verdict(&canonicalize("http://x.test/").unwrap(), 0);
         assert_eq!(v.risk, RiskLevel::Untested);
         for bad in [
-            json!({ "error": "not a host" }),
+            json!({ "host": "a b", "error": "not a host" }),
             json!({ "score": 5 }),
-            json!({ "score": 500, "ttl_secs": 1, "matched": ["a.test/"], "paths": [] }),
-            json!({ "score": 5, "ttl_secs": 1, "matched": [], "paths": [] }),
-            json!({ "score": null, "ttl_secs": 1, "matched": [], "paths": [{ "key": "a.test/x/" }] }),
+            host(json!({ "score": 500, "matched": ["a.test/"] })),
+            host(json!({ "score": 5 })),
+            host(json!({ "paths": [{ "key": "a.test/x/" }] })),
+            host(json!({ "paths": [path("", 5, "malware", None)] })),
+            host(json!({ "score": 5, "matched": ["a.test/"], "categories": ["No Such"] })),
         ] {
-            assert!(HostAnswer::from_json(&bad, 0).is_err(), "{bad}");
+            assert!(from_json(bad.clone(), 0).is_err(), "{bad}");
         }
     }
 }

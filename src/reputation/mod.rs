@@ -46,6 +46,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::changes::Changes;
+use crate::api::lookup::{BatchAnswer, BatchRequest};
 use crate::canon::CanonicalUrl;
 use crate::client::{ClientError, RepClient};
 use crate::model::Verdict;
@@ -706,12 +707,19 @@ impl Reputation {
     }
 
     async fn fetch_host(&self, host: &str) -> Result<HostEntry, Unavailable> {
-        let (v, source) = self.ask(&json!({ "hosts": [host] })).await?;
-        let answer = v
-            .get("hosts")
-            .and_then(|h| h.get(0))
-            .ok_or_else(|| AnswerError("no hosts list".into()))
-            .and_then(|item| HostAnswer::from_json(item, unix_now()))
+        let request = BatchRequest {
+            hosts: vec![host.to_owned()],
+            ..BatchRequest::default()
+        };
+        let (v, source) = self.ask(&json!(request)).await?;
+        let answer = batch_answer(v)
+            .and_then(|b| {
+                b.hosts
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| AnswerError("no host".into()))
+            })
+            .and_then(|item| HostAnswer::from_item(&item, unix_now()))
             .map_err(|e| Unavailable(format!("{source}: {e}")))?;
         let entry = Arc::new(Cached {
             fresh_until: Instant::now() + Duration::from_secs(answer.ttl_secs),
@@ -725,12 +733,19 @@ impl Reputation {
     }
 
     async fn fetch_url(&self, url: &str) -> Result<UrlEntry, Unavailable> {
-        let (v, source) = self.ask(&json!({ "urls": [url] })).await?;
-        let (verdict, ttl) = v
-            .get("urls")
-            .and_then(|h| h.get(0))
-            .ok_or_else(|| AnswerError("no urls list".into()))
-            .and_then(url_verdict)
+        let request = BatchRequest {
+            urls: vec![url.to_owned()],
+            ..BatchRequest::default()
+        };
+        let (v, source) = self.ask(&json!(request)).await?;
+        let (verdict, ttl) = batch_answer(v)
+            .and_then(|b| {
+                b.urls
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| AnswerError("no URL".into()))
+            })
+            .and_then(|item| url_verdict(&item))
             .map_err(|e| Unavailable(format!("{source}: {e}")))?;
         let entry = Arc::new(Cached {
             fresh_until: Instant::now() + Duration::from_secs(ttl),
@@ -885,6 +900,11 @@ impl Reputation {
             }
         }
     }
+}
+
+/// A batch lookup's answer.
+fn batch_answer(v: Value) -> Result<BatchAnswer, AnswerError> {
+    serde_json::from_value(v).map_err(|e| AnswerError(e.to_string()))
 }
 
 fn parse_changes(v: Value) -> Result<Changes, ClientError> {

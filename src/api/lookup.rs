@@ -1,0 +1,257 @@
+//! Lookups (`GET /v1/lookup?url=`, `POST /v1/lookup`): the request and the per-URL and
+//! per-host answers, as the server writes them and as the proxy, an upper server tier and
+//! the `webrep lookup` command read them (DESIGN.md §4, `docs/repserver.md`).
+//!
+//! Answers carry the table's values as their wire forms (a key, a category or a risk band as
+//! text): the reader checks them with the model's own parsers before it uses them. Reading
+//! tolerates fields it does not know, so a newer server's additions do not break an older
+//! reader. Serializing cannot fail; a malformed answer is a serde error for the reader.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Entry, Score, Verdict};
+
+/// The explain part's statement of the combination rule.
+pub const RULE: &str = "worst score of all matches; categories of the most specific match";
+
+/// A batch lookup: URLs and hosts, answered in this order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// URLs as the client saw them.
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// Host names or IP literals.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+}
+
+/// A batch answer: one item per URL and per host of the request, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchAnswer {
+    /// The URLs' answers.
+    pub urls: Vec<UrlItem>,
+    /// The hosts' answers.
+    pub hosts: Vec<HostItem>,
+}
+
+/// Which tier's table answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// The server asked.
+    Local,
+    /// Its upstream tier, for an item it had no entry for.
+    Upstream,
+}
+
+/// The state of the upstream tier, when it matters to an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamState {
+    /// The upstream tier could not be asked: the answer is the local (untested) one.
+    Unavailable,
+}
+
+/// A table entry as answers show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryView {
+    /// Its key (`host/`, `host/path/`, `host/path?query`).
+    pub key: String,
+    /// Its score, 0 to 100.
+    pub score: u8,
+    /// The score's risk band.
+    pub risk: String,
+    /// Its categories.
+    pub categories: Vec<String>,
+    /// `manual`, `escalation` or `feed:NAME`.
+    pub source: String,
+    /// First added, unix seconds.
+    pub added: i64,
+    /// Last changed, unix seconds.
+    pub updated: i64,
+    /// Stops applying, unix seconds.
+    pub expires: Option<i64>,
+    /// Free text.
+    pub note: Option<String>,
+}
+
+impl EntryView {
+    /// The wire form of `e`.
+    pub fn of(e: &Entry) -> EntryView {
+        EntryView {
+            key: e.key.as_str().to_owned(),
+            score: e.score.get(),
+            risk: e.score.risk().as_str().to_owned(),
+            categories: category_names(&e.categories),
+            source: e.source.to_stored(),
+            added: e.added,
+            updated: e.updated,
+            expires: e.expires,
+            note: e.note.clone(),
+        }
+    }
+}
+
+fn category_names(c: &[crate::model::Category]) -> Vec<String> {
+    c.iter().map(|c| c.as_str().to_owned()).collect()
+}
+
+/// The verdict part of every answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerdictView {
+    /// The risk band, or `untested`.
+    pub risk: String,
+    /// The worst score of the matches; `null` when untested.
+    pub score: Option<u8>,
+    /// The categories of the most specific match.
+    pub categories: Vec<String>,
+    /// How long the answer may be cached, in seconds.
+    pub ttl_secs: u64,
+    /// Which tier answered.
+    pub tier: Tier,
+    /// Set when the upstream tier was needed and could not be asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamState>,
+    /// The answer comes from the upstream tier's cache of this server.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
+}
+
+impl VerdictView {
+    /// The wire form of `v`, from `tier`, cacheable for `ttl_secs`.
+    pub fn of(v: &Verdict, ttl_secs: u64, tier: Tier) -> VerdictView {
+        VerdictView {
+            risk: v.risk.as_str().to_owned(),
+            score: v.score.map(Score::get),
+            categories: category_names(&v.categories),
+            ttl_secs,
+            tier,
+            upstream: None,
+            cached: false,
+        }
+    }
+
+    /// Whether nothing matched.
+    pub fn is_untested(&self) -> bool {
+        self.risk == crate::model::RiskLevel::Untested.as_str()
+    }
+}
+
+/// How a URL's verdict came about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Explain {
+    /// Every matching entry, most specific first.
+    pub matched: Vec<EntryView>,
+    /// The combined risk band.
+    pub risk: String,
+    /// The combined score.
+    pub score: Option<u8>,
+    /// The combined categories.
+    pub categories: Vec<String>,
+    /// The combination rule, in words ([`RULE`]).
+    pub rule: String,
+}
+
+/// One URL's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UrlAnswer {
+    /// The URL as asked.
+    pub url: String,
+    /// Its canonical form.
+    pub canonical: String,
+    /// The verdict.
+    #[serde(flatten)]
+    pub verdict: VerdictView,
+    /// The entries behind it.
+    pub explain: Explain,
+}
+
+/// One host's answer: the verdict of its `host/` entries and those of its parent domains,
+/// and the path-level entries under them, so that the reader can decide every URL of the
+/// host itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostAnswer {
+    /// The host as asked.
+    pub host: String,
+    /// Its canonical form.
+    pub canonical: String,
+    /// The verdict for `http://host/`.
+    #[serde(flatten)]
+    pub verdict: VerdictView,
+    /// The keys of the matching `host/` entries, most specific first.
+    pub matched: Vec<String>,
+    /// Path-prefix and exact entries on the host and its parents, bounded.
+    pub paths: Vec<EntryView>,
+    /// More path entries exist than were sent: ask per URL for this host.
+    pub truncated: bool,
+}
+
+/// An item of a batch's `urls` list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum UrlItem {
+    /// The URL's answer.
+    Answer(Box<UrlAnswer>),
+    /// A URL the server could not read.
+    Refused {
+        /// The URL as asked.
+        url: String,
+        /// Why.
+        error: String,
+    },
+}
+
+/// An item of a batch's `hosts` list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum HostItem {
+    /// The host's answer.
+    Answer(Box<HostAnswer>),
+    /// A host the server could not read.
+    Refused {
+        /// The host as asked.
+        host: String,
+        /// Why.
+        error: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_read_back_as_written_and_refusals_are_told_apart() {
+        let answer = UrlItem::Answer(Box::new(UrlAnswer {
+            url: "http://A.test".into(),
+            canonical: "http://a.test/".into(),
+            verdict: VerdictView {
+                risk: "untested".into(),
+                score: None,
+                categories: vec![],
+                ttl_secs: 60,
+                tier: Tier::Local,
+                upstream: Some(UpstreamState::Unavailable),
+                cached: false,
+            },
+            explain: Explain {
+                matched: vec![],
+                risk: "untested".into(),
+                score: None,
+                categories: vec![],
+                rule: RULE.into(),
+            },
+        }));
+        let refused = UrlItem::Refused {
+            url: "::".into(),
+            error: "not a URL".into(),
+        };
+        let text = serde_json::to_string(&[&answer, &refused]).unwrap();
+        assert!(text.contains(r#""tier":"local""#), "{text}");
+        assert!(text.contains(r#""upstream":"unavailable""#), "{text}");
+        assert!(!text.contains("cached"), "{text}");
+        let back: Vec<UrlItem> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, [answer, refused]);
+    }
+}
