@@ -61,18 +61,19 @@ pub async fn handle(
         // By host, before any upstream byte: the CONNECT stands for `https://host/`.
         let url = format!("https://{host}/");
         let (client, user) = (ctx.client.ip(), ctx.user.as_deref());
-        let (canonical, verdict, refused) =
-            match Box::pin(filter.check(&url, client, user, req.headers())).await {
-                Ok(allowed) => {
-                    ctx.decision = Some(allowed.decided.clone());
-                    (allowed.canonical, allowed.verdict, None)
-                }
-                Err(ProxyError::Filtered(r)) if intercept => {
-                    ctx.decision = Some(Arc::new(r.decided()));
-                    (r.canonical.clone(), r.verdict.clone(), Some(r))
-                }
-                Err(e) => return Err(e),
-            };
+        let decision = Box::pin(filter.decide(&url, client, ctx.user.as_ref())).await?;
+        let format = super::filter::PageFormat::from_headers(req.headers());
+        let (canonical, verdict, refused) = match filter.record(decision, ctx.id, format) {
+            Ok(allowed) => {
+                ctx.decision = Some(allowed.decided.clone());
+                (allowed.canonical, allowed.verdict, None)
+            }
+            Err(r) if intercept => {
+                ctx.decision = Some(Arc::new(r.decided()));
+                (r.canonical.clone(), r.verdict.clone(), Some(r))
+            }
+            Err(r) => return Err(ProxyError::Filtered(r)),
+        };
         if intercept {
             let i = filter.interception(&canonical, verdict.as_ref(), client, user);
             intercept = i.intercept;

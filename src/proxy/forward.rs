@@ -101,7 +101,12 @@ pub async fn handle(
                 .map(|u| u.host().to_owned())
                 .unwrap_or_default();
             return Ok(Handled {
-                response: filter.continue_request(req.uri().query(), ctx.client.ip(), &host),
+                response: filter.continue_request(
+                    req.uri().query(),
+                    ctx.client.ip(),
+                    &host,
+                    ctx.id,
+                ),
                 kind: RecordKind::Local,
                 upstream: None,
                 log_now: true,
@@ -111,7 +116,7 @@ pub async fn handle(
             && let Some(feedback) = &filter.feedback
         {
             return Ok(Handled {
-                response: feedback.report_request(req, ctx.client.ip()).await,
+                response: feedback.report_request(req, ctx.client.ip(), ctx.id).await,
                 kind: RecordKind::Local,
                 upstream: None,
                 log_now: true,
@@ -120,9 +125,11 @@ pub async fn handle(
         let url = req.uri().to_string();
         // Boxed: the lookup's future (moka, the reputation client) is kilobytes, and only
         // filtering proxies need it.
-        let allowed =
-            Box::pin(filter.check(&url, ctx.client.ip(), ctx.user.as_deref(), req.headers()))
-                .await?;
+        let decision = Box::pin(filter.decide(&url, ctx.client.ip(), ctx.user.as_ref())).await?;
+        let format = super::filter::PageFormat::from_headers(req.headers());
+        let allowed = filter
+            .record(decision, ctx.id, format)
+            .map_err(ProxyError::Filtered)?;
         ctx.decision = Some(allowed.decided);
         if state.scanner.is_some() && req.method() == http::Method::GET && allowed.files.scan {
             scan = Some(FileScan {
@@ -456,9 +463,8 @@ async fn scan_download(
             // A file verdict event, so the neighbourhood watch can escalate the host.
             if let Some(fb) = state.filter.as_ref().and_then(|f| f.feedback.as_ref()) {
                 use crate::feedback::event::{FileFacts, Kind};
-                let mut e = fb.event(Kind::FileVerdict);
                 // Its own id: the request's id already names the URL decision's event.
-                e.id = format!("{id}.file");
+                let mut e = fb.event(format!("{id}.file"), Kind::FileVerdict);
                 e.client = Some(fb.pseudonym(&client.ip().to_string(), anonymize.0));
                 e.user = user.as_deref().map(|u| fb.pseudonym(u, anonymize.1));
                 e.url = Some(url.clone());
@@ -492,7 +498,7 @@ async fn scan_download(
             record(&d);
             if d.action == crate::policy::Action::Block {
                 return Err(ProxyError::Filtered(Box::new(
-                    super::filter::Filter::file_refusal(scan.canonical, scan.url, &d, scan.format),
+                    super::filter::Refusal::for_file(scan.canonical, scan.url, &d, scan.format),
                 )));
             }
             Ok(ProxyBody::boxed(HeldBody {

@@ -242,20 +242,17 @@ async fn serve_tls(
 
 /// Whether the policy allows `sni` (a name that differs from the CONNECT host) as a host:
 /// the client believes it talks to that host, so a refused one must not get a certificate.
+/// Only a decision: the CONNECT was counted and reported already, and each inner request
+/// will be by its own URL.
 async fn sni_allowed(state: &ProxyState, ctx: &RequestCtx, sni: &str) -> bool {
     let Some(filter) = &state.filter else {
         return true;
     };
     let url = format!("https://{sni}/");
     filter
-        .check(
-            &url,
-            ctx.client.ip(),
-            ctx.user.as_deref(),
-            &http::HeaderMap::new(),
-        )
+        .decide(&url, ctx.client.ip(), ctx.user.as_ref())
         .await
-        .is_ok()
+        .is_ok_and(|d| d.forwards())
 }
 
 /// Serves HTTP/1.1 or HTTP/2 requests from a decrypted (or plain) tunnel with the proxy's

@@ -197,9 +197,7 @@ async fn dispatch(
     let method = req.method().clone();
     // Only built when someone will read it.
     let url = state.access_log.is_enabled().then(|| log_url(&req));
-    // Events made while deciding carry this request's id (the ticket on its page).
-    let id = ctx.id;
-    let result = crate::feedback::with_request_id(id, route(&state, &mut ctx, allowed, req)).await;
+    let result = route(&state, &mut ctx, allowed, req).await;
     let (mut response, kind, upstream, error, log_now) = match result {
         Ok(h) => (h.response, h.kind, h.upstream, None, h.log_now),
         Err(e) => {
@@ -309,11 +307,15 @@ async fn misdirected(
 ) -> ProxyError {
     if let Some(filter) = &state.filter {
         let url = req.uri().to_string();
-        match Box::pin(filter.check(&url, ctx.client.ip(), ctx.user.as_deref(), req.headers()))
-            .await
+        let decision = match Box::pin(filter.decide(&url, ctx.client.ip(), ctx.user.as_ref())).await
         {
-            Ok(allowed) => ctx.decision = Some(allowed.decided),
+            Ok(d) => d,
             Err(e) => return e,
+        };
+        let format = super::filter::PageFormat::from_headers(req.headers());
+        match filter.record(decision, ctx.id, format) {
+            Ok(allowed) => ctx.decision = Some(allowed.decided),
+            Err(r) => return ProxyError::Filtered(r),
         }
     }
     ProxyError::Misdirected(other.to_string())
