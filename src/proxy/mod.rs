@@ -19,7 +19,7 @@
 //! room. A connection costs no HTTP buffers until its first bytes arrive.
 //!
 //! Request path: [`service`] dispatches to [`forward`] (absolute-form HTTP), [`connect`]
-//! (tunnels) or [`local`] (the proxy's own pages); [`dial`] connects upstream behind the
+//! (tunnels) or [`own`] (the proxy's own pages, one router); [`dial`] connects upstream behind the
 //! [`acl`] destination check; [`headers`] rewrites each hop; [`body`] streams and logs.
 
 pub mod acl;
@@ -37,6 +37,7 @@ pub mod headers;
 pub mod intercept;
 pub mod local;
 pub mod metrics;
+pub mod own;
 pub mod pac;
 pub mod service;
 pub mod tap;

@@ -25,7 +25,7 @@ use super::body::{PendingLog, ProxyBody, ResponseGuard};
 use super::conn::ConnActivity;
 use super::error::{ProxyError, Side, proxy_status_value};
 use super::headers::PROXY_STATUS;
-use super::{connect, forward, local};
+use super::{connect, forward, own};
 use crate::accesslog::{RecordKind, RequestId};
 
 /// The facts of one request that every handler needs.
@@ -262,8 +262,13 @@ async fn route(
         }
         return Box::pin(forward::handle(state, ctx, req)).await;
     }
-    if !is_connect && req.uri().scheme().is_none() && req.uri().authority().is_none() {
-        return serve_origin_form(state, &req);
+    // Origin-form: the proxy's own pages, served before authentication (see [`own`]).
+    if !is_connect
+        && req.uri().scheme().is_none()
+        && req.uri().authority().is_none()
+        && let Some(page) = own::own_page(state, &req)?
+    {
+        return Ok(Box::pin(own::serve(state, ctx, page, req)).await);
     }
     if let Some(auth) = &state.auth {
         let auth = auth.load_full();
@@ -319,37 +324,6 @@ async fn misdirected(
         }
     }
     ProxyError::Misdirected(other.to_string())
-}
-
-/// Origin-form: for the proxy itself (no `Host`, or a `Host` naming one of our listen
-/// ports) we serve our own pages; for anything else the client is not using us as a proxy.
-fn serve_origin_form(state: &ProxyState, req: &Request<Incoming>) -> Result<Handled, ProxyError> {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok());
-    let for_us = match host {
-        None => true,
-        Some(h) => {
-            let port = h
-                .rsplit_once(':')
-                .filter(|(_, p)| !p.contains(']'))
-                .and_then(|(_, p)| p.parse::<u16>().ok())
-                .unwrap_or(80);
-            state.local_addrs.iter().any(|a| a.port() == port)
-        }
-    };
-    if !for_us {
-        return Err(ProxyError::BadRequest(
-            "origin-form request for another host: configure this address as a proxy",
-        ));
-    }
-    Ok(Handled {
-        response: local::serve_request(state, req),
-        kind: RecordKind::Local,
-        upstream: None,
-        log_now: true,
-    })
 }
 
 /// The URL as it goes into the access log.
