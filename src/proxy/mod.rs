@@ -23,6 +23,7 @@
 //! [`acl`] destination check; [`headers`] rewrites each hop; [`body`] streams and logs.
 
 pub mod acl;
+pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod conn;
@@ -745,7 +746,7 @@ impl Proxy {
         if let Some(admin) = self.admin {
             match tokio::net::TcpListener::from_std(admin) {
                 Ok(l) => {
-                    tokio::spawn(metrics::serve_admin(l, state.clone(), shutdown.clone()));
+                    tokio::spawn(admin::serve_admin(l, state.clone(), shutdown.clone()));
                 }
                 Err(e) => tracing::error!(error = %e, "admin listener unusable"),
             }
