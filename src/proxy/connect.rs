@@ -25,10 +25,11 @@ use tracing::Instrument as _;
 
 use super::ProxyState;
 use super::body::ProxyBody;
+use super::ctx::RequestCtx;
 use super::error::ProxyError;
 use super::forward::log_relay;
 use super::headers::has_our_via;
-use super::service::{Handled, RequestCtx};
+use super::service::Handled;
 use super::tunnel::relay;
 use crate::accesslog::RecordKind;
 use crate::config::NonTlsAction;
@@ -160,7 +161,7 @@ fn relay_tunnel(
     let state2 = state.clone();
     let ctx2 = ctx.clone();
     let target = authority.as_str().to_owned();
-    let slot = super::service::take_slot(&ctx.slot);
+    let slot = super::ctx::take_slot(&ctx.slot);
     state.tracker.spawn(
         async move {
             let _slot = slot;

@@ -25,6 +25,7 @@ use tracing::Instrument as _;
 
 use super::ProxyState;
 use super::body::{ProxyBody, UpstreamBody};
+use super::ctx::RequestCtx;
 use super::dial::DialError;
 use super::error::ProxyError;
 use super::headers::{
@@ -32,7 +33,7 @@ use super::headers::{
     max_forwards, strip_hop_by_hop,
 };
 use super::own;
-use super::service::{Handled, RequestCtx};
+use super::service::Handled;
 use super::tunnel::{RelayEnd, relay};
 use crate::accesslog::{AccessRecord, RecordKind};
 
@@ -254,7 +255,7 @@ fn relay_upgrade(
 ) {
     let state2 = state.clone();
     let ctx2 = ctx.clone();
-    let slot = super::service::take_slot(&ctx.slot);
+    let slot = super::ctx::take_slot(&ctx.slot);
     state.tracker.spawn(
         async move {
             let _slot = slot;

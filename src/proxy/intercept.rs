@@ -46,7 +46,8 @@ use tokio::net::TcpStream;
 
 use super::ProxyState;
 use super::conn::{ActivityIo, ConnActivity, Expiry, watchdog};
-use super::service::{ProxyService, RequestCtx, TunnelCtx};
+use super::ctx::RequestCtx;
+use super::service::{ProxyService, TunnelCtx};
 use super::tap::Prefixed;
 use super::tunnel::{RelayEnd, RelayStats};
 use crate::config::NonTlsAction;

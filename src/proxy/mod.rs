@@ -28,6 +28,7 @@ pub mod auth;
 pub mod body;
 pub mod conn;
 pub mod connect;
+pub mod ctx;
 pub mod dial;
 pub mod early;
 pub mod error;

@@ -16,10 +16,11 @@ use hyper::body::Incoming;
 use super::ProxyState;
 use super::acl::ip_literal;
 use super::body::ProxyBody;
+use super::ctx::RequestCtx;
 use super::error::ProxyError;
 use super::headers::{MaxForwards, max_forwards, trace_echo};
 use super::local;
-use super::service::{Handled, RequestCtx};
+use super::service::Handled;
 use crate::accesslog::RecordKind;
 
 /// One of the pages the proxy answers itself.

@@ -23,30 +23,11 @@ use super::ProxyState;
 use super::auth::AuthOutcome;
 use super::body::{PendingLog, ProxyBody, ResponseGuard};
 use super::conn::ConnActivity;
+use super::ctx::{ConnSlot, RequestCtx};
 use super::error::{ProxyError, Side, proxy_status_value};
 use super::headers::PROXY_STATUS;
 use super::{connect, forward, own};
-use crate::accesslog::{RecordKind, RequestId};
-
-/// The facts of one request that every handler needs.
-#[derive(Debug, Clone)]
-pub struct RequestCtx {
-    pub id: RequestId,
-    pub start: SystemTime,
-    pub started: Instant,
-    pub client: SocketAddr,
-    /// The worker (thread) serving this request: selects its upstream pool.
-    pub worker: usize,
-    /// The client connection's place under `proxy.max_connections` (and the per-client
-    /// limit); a tunnel or WebSocket takes it over, so upgraded connections stay counted.
-    pub slot: ConnSlot,
-    pub user: Option<Arc<str>>,
-    /// The request arrived inside an intercepted CONNECT tunnel (its URL was rebuilt from
-    /// the tunnel's target).
-    pub inner: bool,
-    /// What filtering decided, once it has (for the access log).
-    pub decision: Option<Arc<crate::accesslog::Decided>>,
-}
+use crate::accesslog::RecordKind;
 
 /// The CONNECT tunnel an intercepted connection belongs to.
 #[derive(Debug)]
@@ -57,20 +38,6 @@ pub struct TunnelCtx {
     pub scheme: &'static str,
     /// The user who authenticated the CONNECT.
     pub user: Option<Arc<str>>,
-}
-
-/// A connection's place under the connection limits, shared between the connection task and
-/// a tunnel that outlives it.
-pub type ConnSlot = Arc<std::sync::Mutex<Option<crate::conns::ConnPermit>>>;
-
-/// Moves the connection's place out, for a tunnel or WebSocket that outlives its HTTP
-/// connection; from then on it is never closed to make room for another client.
-pub fn take_slot(slot: &ConnSlot) -> Option<crate::conns::ConnPermit> {
-    let permit = slot.lock().ok().and_then(|mut s| s.take());
-    if let Some(p) = &permit {
-        p.keep_open();
-    }
-    permit
 }
 
 /// What a handler produced.
