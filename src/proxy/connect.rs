@@ -1,7 +1,9 @@
 //! `CONNECT host:port`: tunnels to allowed ports.
 //!
-//! The port is checked first (`proxy.connect_ports`, 443 by default), then the filter
-//! decides by host (`https://host/`), then the upstream is dialled (DNS, destination check,
+//! [`handle`] runs the phases in order: `check_target` (the port is checked first,
+//! `proxy.connect_ports`, 443 by default), `filter` (the filter decides by host,
+//! `https://host/`, the decision is recorded once, and the policy picks interception), the
+//! dial, then `relay_tunnel`. The upstream is dialled (DNS, destination check,
 //! connect deadline) *before* the `200` is sent, so a failure reaches the client as a
 //! 502/504 with `Proxy-Status` instead of a reset tunnel. After the `200`, hyper hands over
 //! the client connection and the bytes are relayed both ways with the tunnel idle timeout,

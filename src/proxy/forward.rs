@@ -1,8 +1,17 @@
 //! Plain-HTTP forwarding of absolute-form requests (`GET http://host/path`).
 //!
-//! Checks (scheme, host, forwarding loop), rewrites the head for the next hop (hop-by-hop
-//! headers out, `Host` from the target, our `Via` in), and sends it over the pooled
-//! keep-alive client; the request body streams to the upstream as the client sends it and the
+//! [`handle`] runs the phases in order, each a function of its own:
+//! 1. `check_target`: scheme, host, forwarding loop;
+//! 2. own pages ([`super::own`]): the proxy's listen addresses, `Max-Forwards: 0`, continue
+//!    and report links are answered here;
+//! 3. `filter`: the filter decides and the decision is recorded, once; a refusal ends here;
+//! 4. `prepare_upstream`: hop-by-hop headers out, `Host` from the target, our `Via` in;
+//! 5. `send` over the pooled keep-alive client, then `response_head`;
+//! 6. `relay_upgrade` for an accepted WebSocket, or `scan_response` for everything else.
+//!
+//! The access log line is written when the response body is done
+//! ([`super::body::ResponseGuard`]). The request body streams to the upstream as the client
+//! sends it and the response body streams back, never collected. the request body streams to the upstream as the client sends it and the
 //! response body streams back, never collected. A failure to read the client's body on the
 //! way is the client's (400); a response the proxy cannot relay as it is (a `101` nobody
 //! asked for, a transfer coding other than `chunked`) is the upstream's (502). A WebSocket

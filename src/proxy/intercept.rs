@@ -17,7 +17,8 @@
 //!   bump-to-block tunnel (a refused host, no upstream connection) never relays.
 //!
 //! An SNI that differs from the CONNECT host is logged and decided by the policy as a host
-//! of its own: a refused SNI closes the tunnel before any certificate is minted for it; an
+//! of its own, a decision only (the CONNECT was counted and reported already): a refused SNI
+//! closes the tunnel before any certificate is minted for it; an
 //! allowed one gets its certificate, and the upstream is still the CONNECT target (inner
 //! requests are filtered by the CONNECT target's URL, which is where they go).
 //!

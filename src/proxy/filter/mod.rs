@@ -1,7 +1,7 @@
 //! Filtering on the request path: canonicalize, ask the policy's lists, look up reputation,
-//! decide by policy ([`decide`]), then count, report and answer the decision once per request
-//! ([`record`]), with the block or warn page ([`pages`]) and the warn page's continue links
-//! ([`tokens`]).
+//! decide by policy (`decide`), then count, report and answer the decision once per request
+//! (`record`), with the block or warn page (`pages`) and the warn page's continue links
+//! (`tokens`).
 //!
 //! # Where it sits
 //! In [`super::forward`] before anything is sent upstream (plain HTTP and requests decrypted

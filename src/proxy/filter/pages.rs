@@ -1,7 +1,7 @@
 //! The block and warn pages: what a refused request is answered with, in the client's format
 //! (HTML, JSON or plain text by `Accept`), always 403 and `no-store`.
 //!
-//! Rendered by [`super::super::service::error_response`] for a
+//! Rendered by [`crate::proxy::service::error_response`] for a
 //! [`ProxyError::Filtered`](crate::proxy::error::ProxyError::Filtered), so a refused request
 //! never reaches the upstream. Rendering is a few string formats; it cannot fail. Everything
 //! taken from the request is escaped.
