@@ -64,8 +64,8 @@ pub async fn handle(
     let resp = send(state, ctx.worker, prepared.pool, req, prepared.websocket).await?;
     let relayed = response_head(state, resp, prepared.websocket);
     let upstream = relayed.upstream;
-    if let (Some(client), Some(up)) = (prepared.client_upgrade, relayed.upgrade) {
-        relay_upgrade(state, ctx, prepared.url, client, up, upstream);
+    if let (Some((client, url)), Some(up)) = (prepared.client_upgrade, relayed.upgrade) {
+        relay_upgrade(state, ctx, url, client, up, upstream);
         return Ok(Handled {
             response: http::Response::from_parts(relayed.parts, ProxyBody::upstream(relayed.body)),
             kind: RecordKind::Websocket,
@@ -156,10 +156,8 @@ async fn filter(
 struct Prepared {
     pool: Pool,
     websocket: bool,
-    /// The client side of a WebSocket upgrade.
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    /// The URL, for the access log line of a WebSocket relay.
-    url: String,
+    /// The client side of a WebSocket upgrade, and the URL for the relay's log line.
+    client_upgrade: Option<(hyper::upgrade::OnUpgrade, String)>,
 }
 
 /// Phase "prepare upstream": `Max-Forwards` counted down, userinfo out of the URL, hop-by-hop
@@ -205,12 +203,7 @@ fn prepare_upstream(
     Ok(Prepared {
         pool,
         websocket,
-        client_upgrade: websocket.then(|| hyper::upgrade::on(&mut *req)),
-        url: if websocket {
-            req.uri().to_string()
-        } else {
-            String::new()
-        },
+        client_upgrade: websocket.then(|| (hyper::upgrade::on(&mut *req), req.uri().to_string())),
     })
 }
 
