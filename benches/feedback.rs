@@ -35,7 +35,7 @@ use webrep::reputation::{FollowRetry, Reputation, ReputationConfig, SourceConfig
 const TOKEN: &str = "bench-client-token-0123456789";
 
 fn fill(fb: &Feedback, i: u64) -> Event {
-    let mut e = fb.event(Kind::Untested);
+    let mut e = fb.event(format!("{i:016x}"), Kind::Untested);
     e.client = Some(fb.pseudonym("10.1.2.3", false));
     e.url = Some(format!("http://host{}.example/path/{i}", i % 1000));
     e.host = Some(format!("host{}.example", i % 1000));

@@ -14,6 +14,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Version};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::TokioIo;
+use webrep::accesslog::RequestId;
+use webrep::proxy::filter::PageFormat;
 use webrep::proxy::headers::{append_via, has_our_via, strip_hop_by_hop, via_value};
 
 fn browser_headers() -> HeaderMap {
@@ -221,13 +223,13 @@ fn filtered_round_trip(c: &mut Criterion) {
     // time (its one lookup round trip to the reputation server). Distinct hosts are not
     // sent upstream here: each would keep a pooled connection of its own.
     let filter_state = state.clone();
-    let headers = HeaderMap::new();
     let client: std::net::IpAddr = [127, 0, 0, 1].into();
     c.bench_function("filter/check_warm_host", |b| {
         b.iter(|| {
             rt.block_on(async {
                 let f = filter_state.filter.as_ref().unwrap();
-                f.check(&warm, client, None, &headers).await.unwrap();
+                let d = f.decide(&warm, client, None).await.unwrap();
+                f.record(d, RequestId(0), PageFormat::Text).unwrap();
             })
         })
     });
@@ -238,7 +240,8 @@ fn filtered_round_trip(c: &mut Criterion) {
             let uri = format!("http://cold{n}.test:{port}/1k");
             rt.block_on(async {
                 let f = filter_state.filter.as_ref().unwrap();
-                f.check(&uri, client, None, &headers).await.unwrap();
+                let d = f.decide(&uri, client, None).await.unwrap();
+                f.record(d, RequestId(0), PageFormat::Text).unwrap();
             })
         })
     });

@@ -52,7 +52,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::accesslog::RequestId;
 use crate::api::events::{self, Event, Kind};
 use crate::config::FeedbackConfig;
 use crate::reputation::Reputation;
@@ -181,21 +180,6 @@ struct Ticket {
     client: IpAddr,
     event: Event,
     reports: AtomicU32,
-}
-
-tokio::task_local! {
-    static REQUEST: RequestId;
-}
-
-/// Runs `f` with `id` as the current request's id (the proxy's dispatch does this for every
-/// request), so that events made inside carry the ticket shown on the page.
-pub async fn with_request_id<F: std::future::Future>(id: RequestId, f: F) -> F::Output {
-    REQUEST.scope(id, f).await
-}
-
-/// The current request's id, when inside [`with_request_id`].
-pub fn current_request_id() -> Option<RequestId> {
-    REQUEST.try_with(|id| *id).ok()
 }
 
 /// The proxy's feedback sender. Share it in an `Arc`.
@@ -450,10 +434,9 @@ impl Feedback {
         }
     }
 
-    /// A new event of `kind` for the current request (its id; a fresh random one outside a
-    /// request), now, from this proxy.
-    pub fn event(&self, kind: Kind) -> Event {
-        let id = current_request_id().map_or_else(|| random_hex(8), |id| id.to_string());
+    /// A new event of `kind` with `id` (the request's id, which is the ticket on its page),
+    /// now, from this proxy.
+    pub fn event(&self, id: String, kind: Kind) -> Event {
         Event::new(id, kind, unix_ms(), self.proxy_id.to_string())
     }
 
@@ -509,6 +492,12 @@ async fn sync_spool(spool: Arc<Spool>, every: Duration, stop: CancellationToken)
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::accesslog::RequestId;
+
+    /// A fresh event id for events made outside any request.
+    pub(crate) fn test_id() -> String {
+        random_hex(8)
+    }
 
     pub(crate) fn config(dir: &Path) -> FeedbackConfig {
         FeedbackConfig {
@@ -550,10 +539,10 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = Feedback::new(&config(dir.path())).unwrap();
         for _ in 0..4 {
-            f.emit(f.event(Kind::Untested));
+            f.emit(f.event(test_id(), Kind::Untested));
         }
         // Longer than the server takes: cut to fit, spooled all the same.
-        let mut long = f.event(Kind::Untested);
+        let mut long = f.event(test_id(), Kind::Untested);
         long.url = Some(format!("http://a.test/{}", "x".repeat(10_000)));
         f.emit(long);
         assert_eq!(f.stats.spooled.load(Ordering::Relaxed), 5);
@@ -577,13 +566,13 @@ pub(crate) mod tests {
         })
         .unwrap();
         // Refused before sending: an id the server would refuse.
-        let mut bad = f.event(Kind::Blocked);
+        let mut bad = f.event(test_id(), Kind::Blocked);
         bad.id = String::new();
         f.emit(bad);
         assert_eq!(f.stats.rejected.load(Ordering::Relaxed), 1);
         // The spool full.
         for _ in 0..10 {
-            f.emit(f.event(Kind::Untested));
+            f.emit(f.event(test_id(), Kind::Untested));
         }
         let spooled = f.stats.spooled.load(Ordering::Relaxed);
         assert!(spooled > 0 && f.spool_bytes() <= 1000);
@@ -596,7 +585,7 @@ pub(crate) mod tests {
         std::fs::rename(&spool, dir.path().join("moved")).unwrap();
         std::fs::write(&spool, "").unwrap();
         for _ in 0..3 {
-            f.emit(f.event(Kind::Untested));
+            f.emit(f.event(test_id(), Kind::Untested));
         }
         assert_eq!(f.stats.spool_write_failed.load(Ordering::Relaxed), 3);
         assert_eq!(f.queue_len(), 2);
@@ -607,9 +596,8 @@ pub(crate) mod tests {
     async fn feedback_events_carry_the_request_id() {
         let dir = tempfile::tempdir().unwrap();
         let f = Feedback::new(&config(dir.path())).unwrap();
-        let e = with_request_id(RequestId(0xab), async { f.event(Kind::Blocked) }).await;
+        let e = f.event(RequestId(0xab).to_string(), Kind::Blocked);
         assert_eq!(e.id, "00000000000000ab");
         assert_eq!(e.proxy, f.proxy_id());
-        assert!(current_request_id().is_none());
     }
 }

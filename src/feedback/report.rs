@@ -18,6 +18,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Limited};
 
 use super::{Feedback, REPORT_PATH, Ticket};
+use crate::accesslog::RequestId;
 use crate::api::events::{self, Kind};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::local::escape_html;
@@ -34,9 +35,14 @@ pub const MAX_FORM_BYTES: usize = 256 + events::MAX_COMMENT * 12;
 pub const FORM_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Feedback {
-    /// Answers a request for [`REPORT_PATH`] from `client`: the form (GET, HEAD), the report
-    /// (POST), else 405.
-    pub async fn report_request<B>(&self, req: Request<B>, client: IpAddr) -> Response<ProxyBody>
+    /// Answers the request `id` for [`REPORT_PATH`] from `client`: the form (GET, HEAD), the
+    /// report (POST; its event carries `id`), else 405.
+    pub async fn report_request<B>(
+        &self,
+        req: Request<B>,
+        client: IpAddr,
+        id: RequestId,
+    ) -> Response<ProxyBody>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -44,7 +50,7 @@ impl Feedback {
         match *req.method() {
             Method::GET | Method::HEAD => self.report_form(req.uri().query(), client),
             Method::POST => match read_form(req.into_body()).await {
-                Ok(form) => self.record_report(&form, client),
+                Ok(form) => self.record_report(&form, client, id),
                 Err(why) => page(
                     StatusCode::BAD_REQUEST,
                     "Not sent",
@@ -86,8 +92,9 @@ impl Feedback {
         )
     }
 
-    /// Records a `user_report` for the ticket of a posted form, with its comment.
-    fn record_report(&self, form: &str, client: IpAddr) -> Response<ProxyBody> {
+    /// Records a `user_report` for the ticket of a posted form, with its comment; the event's
+    /// id is `request`, the id of the request that posted it.
+    fn record_report(&self, form: &str, client: IpAddr, request: RequestId) -> Response<ProxyBody> {
         let fields = Fields::parse(form);
         let (id, t) = match self.ticket_of(fields.ticket, client) {
             Ok(t) => t,
@@ -100,7 +107,7 @@ impl Feedback {
                 "<p>This ticket was reported already. Thank you.</p>\n".into(),
             );
         }
-        let mut e = self.event(Kind::UserReport);
+        let mut e = self.event(request.to_string(), Kind::UserReport);
         e.ticket = Some(id.clone());
         e.comment = fields
             .comment
@@ -247,13 +254,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = Feedback::new(&super::super::tests::config(dir.path())).unwrap();
         let me: IpAddr = [127, 0, 0, 1].into();
-        let mut e = f.event(Kind::Blocked);
+        let mut e = f.event(super::super::tests::test_id(), Kind::Blocked);
         e.host = Some("bad.test".into());
         f.remember_ticket(me, &e);
         let q = format!("ticket={}", e.id);
         let status = |r: Request<Full<Bytes>>, client: IpAddr| {
             let f = &f;
-            async move { f.report_request(r, client).await.status().as_u16() }
+            async move {
+                f.report_request(r, client, RequestId(7))
+                    .await
+                    .status()
+                    .as_u16()
+            }
         };
         let link = format!("{REPORT_PATH}?{q}");
         assert_eq!(status(req(Method::GET, "/r?x=1", ""), me).await, 400);

@@ -1,7 +1,9 @@
 //! `CONNECT host:port`: tunnels to allowed ports.
 //!
-//! The port is checked first (`proxy.connect_ports`, 443 by default), then the filter
-//! decides by host (`https://host/`), then the upstream is dialled (DNS, destination check,
+//! [`handle`] runs the phases in order: `check_target` (the port is checked first,
+//! `proxy.connect_ports`, 443 by default), `filter` (the filter decides by host,
+//! `https://host/`, the decision is recorded once, and the policy picks interception), the
+//! dial, then `relay_tunnel`. The upstream is dialled (DNS, destination check,
 //! connect deadline) *before* the `200` is sent, so a failure reaches the client as a
 //! 502/504 with `Proxy-Status` instead of a reset tunnel. After the `200`, hyper hands over
 //! the client connection and the bytes are relayed both ways with the tunnel idle timeout,
@@ -17,6 +19,7 @@
 
 use std::sync::Arc;
 
+use http::uri::Authority;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -24,18 +27,47 @@ use tracing::Instrument as _;
 
 use super::ProxyState;
 use super::body::ProxyBody;
+use super::ctx::RequestCtx;
 use super::error::ProxyError;
 use super::forward::log_relay;
 use super::headers::has_our_via;
-use super::service::{Handled, RequestCtx};
+use super::service::Handled;
 use super::tunnel::relay;
 use crate::accesslog::RecordKind;
+use crate::config::NonTlsAction;
 
+/// Opens one tunnel, phase by phase: check the target, let the filter decide by host (and
+/// record the decision) and the policy pick interception, dial the upstream (unless a refused
+/// host is intercepted only to show its page), then answer `200` and relay or intercept in a
+/// tracked task.
 pub async fn handle(
     state: &Arc<ProxyState>,
     ctx: &mut RequestCtx,
     mut req: Request<Incoming>,
 ) -> Result<Handled, ProxyError> {
+    let authority = check_target(state, &req)?;
+    let plan = filter(state, ctx, &req, &authority).await?;
+    let upstream = if plan.bump {
+        tracing::info!(id = %ctx.id, client.addr = %ctx.client, target = %authority,
+            "refused host intercepted to show the block page (no upstream connection)");
+        None
+    } else {
+        let port = authority.port_u16().unwrap_or(443);
+        Some(state.dialer.dial(authority.host(), port).await?)
+    };
+    let upstream_addr = upstream.as_ref().and_then(|u| u.peer_addr().ok());
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    relay_tunnel(state, ctx, on_upgrade, authority, upstream, plan);
+    Ok(Handled {
+        response: Response::new(ProxyBody::empty()),
+        kind: RecordKind::Tunnel,
+        upstream: upstream_addr,
+        log_now: false,
+    })
+}
+
+/// Phase "check target": `host:port` with an allowed port, and no forwarding loop.
+fn check_target(state: &ProxyState, req: &Request<Incoming>) -> Result<Authority, ProxyError> {
     let authority = req
         .uri()
         .authority()
@@ -44,8 +76,7 @@ pub async fn handle(
     let port = authority
         .port_u16()
         .ok_or(ProxyError::BadRequest("CONNECT target has no port"))?;
-    let host = authority.host();
-    if host.is_empty() || authority.as_str().contains('@') {
+    if authority.host().is_empty() || authority.as_str().contains('@') {
         return Err(ProxyError::BadRequest("CONNECT target is not host:port"));
     }
     if !state.config.connect_ports.contains(&port) {
@@ -54,111 +85,131 @@ pub async fn handle(
     if has_our_via(req.headers(), &state.config.via_name) {
         return Err(ProxyError::Loop(state.config.via_name.clone()));
     }
-    let mut intercept = state.interceptor.is_some();
-    let mut non_tls = state.interceptor.as_ref().map(|i| i.non_tls);
-    let mut bump = false;
-    if let Some(filter) = &state.filter {
-        // By host, before any upstream byte: the CONNECT stands for `https://host/`.
-        let url = format!("https://{host}/");
-        let (client, user) = (ctx.client.ip(), ctx.user.as_deref());
-        let (canonical, verdict, refused) =
-            match Box::pin(filter.check(&url, client, user, req.headers())).await {
-                Ok(allowed) => {
-                    ctx.decision = Some(allowed.decided.clone());
-                    (allowed.canonical, allowed.verdict, None)
-                }
-                Err(ProxyError::Filtered(r)) if intercept => {
-                    ctx.decision = Some(Arc::new(r.decided()));
-                    (r.canonical.clone(), r.verdict.clone(), Some(r))
-                }
-                Err(e) => return Err(e),
-            };
-        if intercept {
-            let i = filter.interception(&canonical, verdict.as_ref(), client, user);
-            intercept = i.intercept;
-            non_tls = Some(i.non_tls);
-        }
-        if let Some(r) = refused {
-            if !intercept {
-                // Not intercepted for this client: the plain 403 with the reason.
-                return Err(ProxyError::Filtered(r));
-            }
-            bump = true;
-        }
-    }
-    let upstream = if bump {
-        tracing::info!(id = %ctx.id, client.addr = %ctx.client, target = %authority,
-            "refused host intercepted to show the block page (no upstream connection)");
-        None
-    } else {
-        Some(state.dialer.dial(host, port).await?)
+    Ok(authority)
+}
+
+/// What happens inside the tunnel.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    /// Decrypt and serve the inner requests (else relay the bytes untouched).
+    intercept: bool,
+    /// Bytes that are neither TLS nor HTTP.
+    non_tls: NonTlsAction,
+    /// A refused host intercepted only to show its page: no upstream connection.
+    bump: bool,
+}
+
+/// Phase "filter": by host, before any upstream byte (the CONNECT stands for
+/// `https://host/`); the decision is recorded once. A refused host the policy would intercept
+/// for this client is bumped; one it would not is refused here with 403.
+async fn filter(
+    state: &ProxyState,
+    ctx: &mut RequestCtx,
+    req: &Request<Incoming>,
+    authority: &Authority,
+) -> Result<Plan, ProxyError> {
+    let mut plan = Plan {
+        intercept: state.interceptor.is_some(),
+        non_tls: state
+            .interceptor
+            .as_ref()
+            .map_or(NonTlsAction::Refuse, |i| i.non_tls),
+        bump: false,
     };
+    let Some(filter) = &state.filter else {
+        return Ok(plan);
+    };
+    let url = format!("https://{}/", authority.host());
+    let client = ctx.client.ip();
+    let decision = Box::pin(filter.decide(&url, client, ctx.user.as_ref())).await?;
+    let format = super::filter::PageFormat::from_headers(req.headers());
+    let (canonical, verdict, refused) = match filter.record(decision, ctx.id, format) {
+        Ok(allowed) => {
+            ctx.decision = Some(allowed.decided.clone());
+            (allowed.canonical, allowed.verdict, None)
+        }
+        Err(r) if plan.intercept => {
+            ctx.decision = Some(Arc::new(r.decided()));
+            (r.canonical.clone(), r.verdict.clone(), Some(r))
+        }
+        Err(r) => return Err(ProxyError::Filtered(r)),
+    };
+    if plan.intercept {
+        let i = filter.interception(&canonical, verdict.as_ref(), client, ctx.user.as_deref());
+        plan.intercept = i.intercept;
+        plan.non_tls = i.non_tls;
+    }
+    if let Some(r) = refused {
+        if !plan.intercept {
+            // Not intercepted for this client: the plain 403 with the reason.
+            return Err(ProxyError::Filtered(r));
+        }
+        plan.bump = true;
+    }
+    Ok(plan)
+}
+
+/// Phase "relay": after the `200`, a tracked task takes the client connection over (and its
+/// place under the limits) and intercepts or relays it, logging the tunnel when it closes.
+fn relay_tunnel(
+    state: &Arc<ProxyState>,
+    ctx: &RequestCtx,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    authority: Authority,
+    upstream: Option<tokio::net::TcpStream>,
+    plan: Plan,
+) {
     let upstream_addr = upstream.as_ref().and_then(|u| u.peer_addr().ok());
-    let non_tls = non_tls.unwrap_or(crate::config::NonTlsAction::Refuse);
-    let on_upgrade = hyper::upgrade::on(&mut req);
     let state2 = state.clone();
     let ctx2 = ctx.clone();
     let target = authority.as_str().to_owned();
-    let slot = super::service::take_slot(&ctx.slot);
+    let slot = super::ctx::take_slot(&ctx.slot);
     state.tracker.spawn(
         async move {
             let _slot = slot;
-            match on_upgrade.await {
-                Ok(client) if intercept => {
-                    state2.tunnels[1].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    // Boxed: interception's state (kilobytes) would otherwise be part of
-                    // every plain tunnel's task too, for as long as the tunnel stays open.
-                    let stats = Box::pin(super::intercept::serve_tunnel(
-                        state2.clone(),
-                        ctx2.clone(),
-                        client,
-                        authority,
-                        upstream,
-                        non_tls,
-                    ))
-                    .await;
-                    log_relay(
-                        &state2,
-                        &ctx2,
-                        "CONNECT",
-                        &target,
-                        RecordKind::Intercepted,
-                        200,
-                        upstream_addr,
-                        stats,
-                    );
+            let client = match on_upgrade.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "CONNECT upgrade failed");
+                    return;
                 }
-                Ok(client) => {
-                    let Some(upstream) = upstream else {
-                        return;
-                    };
-                    state2.tunnels[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let stats = relay(
-                        TokioIo::new(client),
-                        upstream,
-                        state2.config.tunnel_idle_timeout,
-                    )
-                    .await;
-                    log_relay(
-                        &state2,
-                        &ctx2,
-                        "CONNECT",
-                        &target,
-                        RecordKind::Tunnel,
-                        200,
-                        upstream_addr,
-                        stats,
-                    );
-                }
-                Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
-            }
+            };
+            let (kind, stats) = if plan.intercept {
+                state2.tunnels[1].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Boxed: interception's state (kilobytes) would otherwise be part of
+                // every plain tunnel's task too, for as long as the tunnel stays open.
+                let stats = Box::pin(super::intercept::serve_tunnel(
+                    state2.clone(),
+                    ctx2.clone(),
+                    client,
+                    authority,
+                    upstream,
+                    plan.non_tls,
+                ))
+                .await;
+                (RecordKind::Intercepted, stats)
+            } else {
+                let Some(upstream) = upstream else {
+                    return;
+                };
+                state2.tunnels[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let idle = state2.config.tunnel_idle_timeout;
+                (
+                    RecordKind::Tunnel,
+                    relay(TokioIo::new(client), upstream, idle).await,
+                )
+            };
+            log_relay(
+                &state2,
+                &ctx2,
+                "CONNECT",
+                &target,
+                kind,
+                200,
+                upstream_addr,
+                stats,
+            );
         }
         .in_current_span(),
     );
-    Ok(Handled {
-        response: Response::new(ProxyBody::empty()),
-        kind: RecordKind::Tunnel,
-        upstream: upstream_addr,
-        log_now: false,
-    })
 }

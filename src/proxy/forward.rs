@@ -1,8 +1,17 @@
 //! Plain-HTTP forwarding of absolute-form requests (`GET http://host/path`).
 //!
-//! Checks (scheme, host, forwarding loop), rewrites the head for the next hop (hop-by-hop
-//! headers out, `Host` from the target, our `Via` in), and sends it over the pooled
-//! keep-alive client; the request body streams to the upstream as the client sends it and the
+//! [`handle`] runs the phases in order, each a function of its own:
+//! 1. `check_target`: scheme, host, forwarding loop;
+//! 2. own pages ([`super::own`]): the proxy's listen addresses, `Max-Forwards: 0`, continue
+//!    and report links are answered here;
+//! 3. `filter`: the filter decides and the decision is recorded, once; a refusal ends here;
+//! 4. `prepare_upstream`: hop-by-hop headers out, `Host` from the target, our `Via` in;
+//! 5. `send` over the pooled keep-alive client, then `response_head`;
+//! 6. `relay_upgrade` for an accepted WebSocket, or `scan_response` for everything else.
+//!
+//! The access log line is written when the response body is done
+//! ([`super::body::ResponseGuard`]). The request body streams to the upstream as the client
+//! sends it and the response body streams back, never collected. the request body streams to the upstream as the client sends it and the
 //! response body streams back, never collected. A failure to read the client's body on the
 //! way is the client's (400); a response the proxy cannot relay as it is (a `101` nobody
 //! asked for, a transfer coding other than `chunked`) is the upstream's (502). A WebSocket
@@ -24,24 +33,68 @@ use hyper_util::rt::TokioIo;
 use tracing::Instrument as _;
 
 use super::ProxyState;
-use super::acl::ip_literal;
 use super::body::{ProxyBody, UpstreamBody};
+use super::ctx::RequestCtx;
 use super::dial::DialError;
 use super::error::ProxyError;
 use super::headers::{
     MaxForwards, append_via, check_transfer_codings, has_our_via, has_token, is_websocket_upgrade,
-    max_forwards, strip_hop_by_hop, trace_echo,
+    max_forwards, strip_hop_by_hop,
 };
-use super::local;
-use super::service::{Handled, RequestCtx};
+use super::own;
+use super::service::Handled;
 use super::tunnel::{RelayEnd, relay};
 use crate::accesslog::{AccessRecord, RecordKind};
 
+/// Forwards one absolute-form request, phase by phase: check the target, answer it here if
+/// it is one of the proxy's own pages, let the filter decide (and record the decision), prepare
+/// the head for the upstream, send it, then either join a WebSocket upgrade or relay the
+/// response (its body scanned when the policy asks).
 pub async fn handle(
     state: &Arc<ProxyState>,
     ctx: &mut RequestCtx,
     mut req: Request<Incoming>,
 ) -> Result<Handled, ProxyError> {
+    let target = check_target(state, ctx, &req)?;
+    if let Some(page) = own::own_page(state, &req)? {
+        return Ok(own::serve(state, ctx, page, req).await);
+    }
+    let scan = filter(state, ctx, &req).await?;
+    let prepared = prepare_upstream(state, &mut req, &target)?;
+    let resp = send(state, ctx.worker, prepared.pool, req, prepared.websocket).await?;
+    let relayed = response_head(state, resp, prepared.websocket);
+    let upstream = relayed.upstream;
+    if let (Some((client, url)), Some(up)) = (prepared.client_upgrade, relayed.upgrade) {
+        relay_upgrade(state, ctx, url, client, up, upstream);
+        return Ok(Handled {
+            response: http::Response::from_parts(relayed.parts, ProxyBody::upstream(relayed.body)),
+            kind: RecordKind::Websocket,
+            upstream,
+            log_now: false,
+        });
+    }
+    let body = scan_response(state, ctx, scan, &relayed.parts, relayed.body).await?;
+    Ok(Handled {
+        response: http::Response::from_parts(relayed.parts, body),
+        kind: RecordKind::Http,
+        upstream,
+        log_now: true,
+    })
+}
+
+/// Where an absolute-form request goes.
+struct Target {
+    authority: Authority,
+    /// Over verified TLS (a request decrypted from an intercepted tunnel).
+    https: bool,
+}
+
+/// Phase "check target": a scheme this path serves, a host, and no forwarding loop.
+fn check_target(
+    state: &ProxyState,
+    ctx: &RequestCtx,
+    req: &Request<Incoming>,
+) -> Result<Target, ProxyError> {
     // `https` only for requests decrypted from an intercepted tunnel; a client asks for
     // https URLs with CONNECT.
     let https = match req.uri().scheme_str() {
@@ -55,89 +108,76 @@ pub async fn handle(
         .authority()
         .cloned()
         .ok_or(ProxyError::BadRequest("absolute-form URL without a host"))?;
-    let host = authority.host();
-    if host.is_empty() {
+    if authority.host().is_empty() {
         return Err(ProxyError::BadRequest(
             "absolute-form URL with an empty host",
         ));
     }
-    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
     if has_our_via(req.headers(), &state.config.via_name) {
         return Err(ProxyError::Loop(state.config.via_name.clone()));
     }
-    if let Some(ip) = ip_literal(host)
-        && state.dialer.policy().is_own_listener(ip, port)
+    Ok(Target { authority, https })
+}
+
+/// Phase "filter": the filter decides and the decision is recorded, once; a refusal ends the
+/// request. Returns what scanning the response needs when the policy's `files:` may select
+/// it.
+async fn filter(
+    state: &ProxyState,
+    ctx: &mut RequestCtx,
+    req: &Request<Incoming>,
+) -> Result<Option<FileScan>, ProxyError> {
+    let Some(filter) = &state.filter else {
+        return Ok(None);
+    };
+    let url = req.uri().to_string();
+    // Boxed: the lookup's future (moka, the reputation client) is kilobytes, and only
+    // filtering proxies need it.
+    let decision = Box::pin(filter.decide(&url, ctx.client.ip(), ctx.user.as_ref())).await?;
+    let format = super::filter::PageFormat::from_headers(req.headers());
+    let allowed = filter
+        .record(decision, ctx.id, format)
+        .map_err(ProxyError::Filtered)?;
+    ctx.decision = Some(allowed.decided);
+    if state.scanner.is_none() || req.method() != http::Method::GET || !allowed.files.scan {
+        return Ok(None);
+    }
+    Ok(Some(FileScan {
+        settings: allowed.files,
+        anonymize: allowed.anonymize,
+        canonical: allowed.canonical,
+        url,
+        path: req.uri().path().to_owned(),
+        format,
+    }))
+}
+
+/// A head ready for the upstream, and how it goes there.
+struct Prepared {
+    pool: Pool,
+    websocket: bool,
+    /// The client side of a WebSocket upgrade, and the URL for the relay's log line.
+    client_upgrade: Option<(hyper::upgrade::OnUpgrade, String)>,
+}
+
+/// Phase "prepare upstream": `Max-Forwards` counted down, userinfo out of the URL, hop-by-hop
+/// headers out (the `Upgrade` ones kept for a WebSocket), `Host` from the target, our `Via`
+/// in, HTTP/1.1 towards the pool that fits.
+fn prepare_upstream(
+    state: &ProxyState,
+    req: &mut Request<Incoming>,
+    target: &Target,
+) -> Result<Prepared, ProxyError> {
+    if matches!(*req.method(), http::Method::OPTIONS | http::Method::TRACE)
+        && let MaxForwards::Forward(n) =
+            max_forwards(req.headers()).map_err(ProxyError::BadRequest)?
     {
-        return Ok(Handled {
-            response: local::serve_request(state, &req),
-            kind: RecordKind::Local,
-            upstream: None,
-            log_now: true,
-        });
-    }
-
-    if matches!(*req.method(), http::Method::OPTIONS | http::Method::TRACE) {
-        match max_forwards(req.headers()).map_err(ProxyError::BadRequest)? {
-            MaxForwards::Absent => {}
-            MaxForwards::AnswerHere => {
-                return Ok(Handled {
-                    response: answer_here(&req),
-                    kind: RecordKind::Local,
-                    upstream: None,
-                    log_now: true,
-                });
-            }
-            MaxForwards::Forward(n) => {
-                req.headers_mut()
-                    .insert(header::MAX_FORWARDS, HeaderValue::from(n));
-            }
-        }
-    }
-
-    let mut scan: Option<FileScan> = None;
-    if let Some(filter) = &state.filter {
-        if req.uri().path() == super::filter::CONTINUE_PATH {
-            let host = crate::canon::canonicalize(&req.uri().to_string())
-                .map(|u| u.host().to_owned())
-                .unwrap_or_default();
-            return Ok(Handled {
-                response: filter.continue_request(req.uri().query(), ctx.client.ip(), &host),
-                kind: RecordKind::Local,
-                upstream: None,
-                log_now: true,
-            });
-        }
-        if req.uri().path() == crate::feedback::REPORT_PATH
-            && let Some(feedback) = &filter.feedback
-        {
-            return Ok(Handled {
-                response: feedback.report_request(req, ctx.client.ip()).await,
-                kind: RecordKind::Local,
-                upstream: None,
-                log_now: true,
-            });
-        }
-        let url = req.uri().to_string();
-        // Boxed: the lookup's future (moka, the reputation client) is kilobytes, and only
-        // filtering proxies need it.
-        let allowed =
-            Box::pin(filter.check(&url, ctx.client.ip(), ctx.user.as_deref(), req.headers()))
-                .await?;
-        ctx.decision = Some(allowed.decided);
-        if state.scanner.is_some() && req.method() == http::Method::GET && allowed.files.scan {
-            scan = Some(FileScan {
-                settings: allowed.files,
-                anonymize: allowed.anonymize,
-                canonical: allowed.canonical,
-                url,
-                path: req.uri().path().to_owned(),
-                format: super::filter::PageFormat::from_headers(req.headers()),
-            });
-        }
+        req.headers_mut()
+            .insert(header::MAX_FORWARDS, HeaderValue::from(n));
     }
     let websocket = is_websocket_upgrade(req.headers());
-    let host_port = strip_userinfo(&authority);
-    if host_port.len() != authority.as_str().len() {
+    let host_port = strip_userinfo(&target.authority);
+    if host_port.len() != target.authority.as_str().len() {
         // Userinfo never goes upstream (and never into the pool key).
         let mut parts = req.uri().clone().into_parts();
         parts.authority = Authority::try_from(host_port).ok();
@@ -155,18 +195,38 @@ pub async fn handle(
     }
     let client_h2 = req.version() == Version::HTTP_2;
     *req.version_mut() = Version::HTTP_11;
-    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-    let ws_url = websocket.then(|| req.uri().to_string());
-
-    let pool = match (https, client_h2 && !websocket) {
+    let pool = match (target.https, client_h2 && !websocket) {
         (false, _) => Pool::Plain,
         (true, false) => Pool::Https1,
         (true, true) => Pool::Https2,
     };
-    let mut resp = send(state, ctx.worker, pool, req, websocket).await?;
+    Ok(Prepared {
+        pool,
+        websocket,
+        client_upgrade: websocket.then(|| (hyper::upgrade::on(&mut *req), req.uri().to_string())),
+    })
+}
+
+/// The upstream's response head, rewritten for the client.
+struct Relayed {
+    parts: http::response::Parts,
+    body: Incoming,
+    upstream: Option<std::net::SocketAddr>,
+    /// The upstream side of an accepted WebSocket upgrade.
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+/// Rewrites the response head for the client: hop-by-hop headers out (the `Upgrade` ones kept
+/// for an accepted WebSocket), our `Via` in, HTTP/1.1, and the upstream's header spelling
+/// dropped unless `proxy.preserve_header_case`.
+fn response_head(
+    state: &ProxyState,
+    mut resp: http::Response<Incoming>,
+    websocket: bool,
+) -> Relayed {
     let upstream = resp.extensions().get::<HttpInfo>().map(|i| i.remote_addr());
     let switched = websocket && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    let upstream_upgrade = switched.then(|| hyper::upgrade::on(&mut resp));
+    let upgrade = switched.then(|| hyper::upgrade::on(&mut resp));
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, switched);
     append_via(&mut parts.headers, state.via_for(parts.version));
@@ -176,54 +236,74 @@ pub async fn handle(
         // writes the response with it only if these extensions stay.
         parts.extensions = http::Extensions::new();
     }
-
-    if let (Some(client_up), Some(upstream_up)) = (client_upgrade, upstream_upgrade) {
-        let state2 = state.clone();
-        let ctx2 = ctx.clone();
-        let url = ws_url.unwrap_or_default();
-        let slot = super::service::take_slot(&ctx.slot);
-        state.tracker.spawn(
-            async move {
-                let _slot = slot;
-                let (c, u) = tokio::join!(client_up, upstream_up);
-                let (c, u) = match (c, u) {
-                    (Ok(c), Ok(u)) => (c, u),
-                    (c, u) => {
-                        tracing::debug!(
-                            client_ok = c.is_ok(),
-                            upstream_ok = u.is_ok(),
-                            "websocket upgrade failed"
-                        );
-                        return;
-                    }
-                };
-                let stats = relay(
-                    TokioIo::new(c),
-                    TokioIo::new(u),
-                    state2.config.tunnel_idle_timeout,
-                )
-                .await;
-                log_relay(
-                    &state2,
-                    &ctx2,
-                    "GET",
-                    &url,
-                    RecordKind::Websocket,
-                    101,
-                    upstream,
-                    stats,
-                );
-            }
-            .in_current_span(),
-        );
-        return Ok(Handled {
-            response: http::Response::from_parts(parts, ProxyBody::upstream(body)),
-            kind: RecordKind::Websocket,
-            upstream,
-            log_now: false,
-        });
+    Relayed {
+        parts,
+        body,
+        upstream,
+        upgrade,
     }
-    let body = match scan {
+}
+
+/// Phase "relay upgrade": once both sides have switched protocols, a tracked task relays the
+/// WebSocket both ways and logs it when it closes; it takes over the connection's place
+/// under the limits.
+fn relay_upgrade(
+    state: &Arc<ProxyState>,
+    ctx: &RequestCtx,
+    url: String,
+    client_up: hyper::upgrade::OnUpgrade,
+    upstream_up: hyper::upgrade::OnUpgrade,
+    upstream: Option<std::net::SocketAddr>,
+) {
+    let state2 = state.clone();
+    let ctx2 = ctx.clone();
+    let slot = super::ctx::take_slot(&ctx.slot);
+    state.tracker.spawn(
+        async move {
+            let _slot = slot;
+            let (c, u) = tokio::join!(client_up, upstream_up);
+            let (c, u) = match (c, u) {
+                (Ok(c), Ok(u)) => (c, u),
+                (c, u) => {
+                    tracing::debug!(
+                        client_ok = c.is_ok(),
+                        upstream_ok = u.is_ok(),
+                        "websocket upgrade failed"
+                    );
+                    return;
+                }
+            };
+            let stats = relay(
+                TokioIo::new(c),
+                TokioIo::new(u),
+                state2.config.tunnel_idle_timeout,
+            )
+            .await;
+            log_relay(
+                &state2,
+                &ctx2,
+                "GET",
+                &url,
+                RecordKind::Websocket,
+                101,
+                upstream,
+                stats,
+            );
+        }
+        .in_current_span(),
+    );
+}
+
+/// Phase "scan response": a download the policy's `files:` selects is hashed and judged
+/// ([`scan_download`]); anything else streams back untouched.
+async fn scan_response(
+    state: &Arc<ProxyState>,
+    ctx: &RequestCtx,
+    scan: Option<FileScan>,
+    parts: &http::response::Parts,
+    body: Incoming,
+) -> Result<ProxyBody, ProxyError> {
+    match scan {
         Some(scan)
             if super::filescan::select(
                 &scan.settings,
@@ -233,16 +313,10 @@ pub async fn handle(
                 &parts.headers,
             ) =>
         {
-            Box::pin(scan_download(state, ctx, scan, &parts.headers, body)).await?
+            Box::pin(scan_download(state, ctx, scan, &parts.headers, body)).await
         }
-        _ => ProxyBody::upstream(body),
-    };
-    Ok(Handled {
-        response: http::Response::from_parts(parts, body),
-        kind: RecordKind::Http,
-        upstream,
-        log_now: true,
-    })
+        _ => Ok(ProxyBody::upstream(body)),
+    }
 }
 
 /// Which upstream pool a request goes over.
@@ -309,35 +383,6 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
         last = s;
     }
     last.to_string()
-}
-
-/// OPTIONS or TRACE with `Max-Forwards: 0`: this proxy is the final recipient (RFC 9110
-/// §7.6.2). TRACE gets its request back as `message/http` (credentials left out); OPTIONS
-/// gets the methods this proxy forwards.
-fn answer_here(req: &Request<Incoming>) -> http::Response<ProxyBody> {
-    if req.method() == http::Method::TRACE {
-        let echo = trace_echo(
-            req.method().as_str(),
-            &req.uri().to_string(),
-            req.version(),
-            req.headers(),
-        );
-        let mut r = http::Response::new(ProxyBody::full(echo));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("message/http"),
-        );
-        r
-    } else {
-        let mut r = http::Response::new(ProxyBody::empty());
-        r.headers_mut().insert(
-            header::ALLOW,
-            HeaderValue::from_static(
-                "OPTIONS, GET, HEAD, POST, PUT, DELETE, PATCH, TRACE, CONNECT",
-            ),
-        );
-        r
-    }
 }
 
 /// `user:pass@host:port` → `host:port`.
@@ -456,9 +501,8 @@ async fn scan_download(
             // A file verdict event, so the neighbourhood watch can escalate the host.
             if let Some(fb) = state.filter.as_ref().and_then(|f| f.feedback.as_ref()) {
                 use crate::api::events::{FileFacts, Kind};
-                let mut e = fb.event(Kind::FileVerdict);
                 // Its own id: the request's id already names the URL decision's event.
-                e.id = format!("{id}.file");
+                let mut e = fb.event(format!("{id}.file"), Kind::FileVerdict);
                 e.client = Some(fb.pseudonym(&client.ip().to_string(), anonymize.0));
                 e.user = user.as_deref().map(|u| fb.pseudonym(u, anonymize.1));
                 e.url = Some(url.clone());
@@ -492,7 +536,7 @@ async fn scan_download(
             record(&d);
             if d.action == crate::policy::Action::Block {
                 return Err(ProxyError::Filtered(Box::new(
-                    super::filter::Filter::file_refusal(scan.canonical, scan.url, &d, scan.format),
+                    super::filter::Refusal::for_file(scan.canonical, scan.url, &d, scan.format),
                 )));
             }
             Ok(ProxyBody::boxed(HeldBody {

@@ -17,7 +17,8 @@
 //!   bump-to-block tunnel (a refused host, no upstream connection) never relays.
 //!
 //! An SNI that differs from the CONNECT host is logged and decided by the policy as a host
-//! of its own: a refused SNI closes the tunnel before any certificate is minted for it; an
+//! of its own, a decision only (the CONNECT was counted and reported already): a refused SNI
+//! closes the tunnel before any certificate is minted for it; an
 //! allowed one gets its certificate, and the upstream is still the CONNECT target (inner
 //! requests are filtered by the CONNECT target's URL, which is where they go).
 //!
@@ -46,7 +47,8 @@ use tokio::net::TcpStream;
 
 use super::ProxyState;
 use super::conn::{ActivityIo, ConnActivity, Expiry, watchdog};
-use super::service::{ProxyService, RequestCtx, TunnelCtx};
+use super::ctx::RequestCtx;
+use super::service::{ProxyService, TunnelCtx};
 use super::tap::Prefixed;
 use super::tunnel::{RelayEnd, RelayStats};
 use crate::config::NonTlsAction;
@@ -242,20 +244,17 @@ async fn serve_tls(
 
 /// Whether the policy allows `sni` (a name that differs from the CONNECT host) as a host:
 /// the client believes it talks to that host, so a refused one must not get a certificate.
+/// Only a decision: the CONNECT was counted and reported already, and each inner request
+/// will be by its own URL.
 async fn sni_allowed(state: &ProxyState, ctx: &RequestCtx, sni: &str) -> bool {
     let Some(filter) = &state.filter else {
         return true;
     };
     let url = format!("https://{sni}/");
     filter
-        .check(
-            &url,
-            ctx.client.ip(),
-            ctx.user.as_deref(),
-            &http::HeaderMap::new(),
-        )
+        .decide(&url, ctx.client.ip(), ctx.user.as_ref())
         .await
-        .is_ok()
+        .is_ok_and(|d| d.forwards())
 }
 
 /// Serves HTTP/1.1 or HTTP/2 requests from a decrypted (or plain) tunnel with the proxy's

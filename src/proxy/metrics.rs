@@ -1,8 +1,6 @@
-//! The admin listener (`admin.listen`, off by default; keep it on loopback): Prometheus
-//! `/metrics` and the same counters as JSON on `/stats` (with the hosts whose client
-//! handshakes failed), both without a token, and the token-protected admin API
-//! (`admin.token_file`): explain a decision, reload (policy, users and groups files), cache
-//! stats and purge. What reveals traffic is served here, never on the proxy port.
+//! The proxy's counters, for the admin listener ([`super::admin`]): Prometheus `/metrics`
+//! ([`render`], one function per family group) and the same counters as JSON on `/stats`
+//! ([`stats`], with the hosts whose client handshakes failed).
 //!
 //! # Where it sits
 //! Outside the request path: the counters are the relaxed atomics the request path already
@@ -20,129 +18,153 @@
 //! The admin listener failing to bind is a start-up error naming `admin.listen`. A scrape
 //! cannot fail: an encoding error (which would be a bug) answers 500.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use bytes::Bytes;
-use http::{Request, Response, StatusCode, header};
-use http_body_util::Full;
-use hyper::body::Incoming;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use super::ProxyState;
+use super::filter::Filter;
+use crate::feedback::Feedback;
 use crate::metrics::{Labels, counter, counter_family, gauge};
 
 /// The current metrics in the OpenMetrics text format.
 pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
     let mut r = Registry::with_prefix("webrep");
     if let Some(f) = &state.filter {
-        let s = &f.stats;
-        counter_family(
-            &mut r,
-            "decisions",
-            "Filtering decisions by action",
-            "action",
-            ["allow", "monitor", "warn", "continue", "block"]
-                .iter()
-                .zip(&s.actions)
-                .map(|(a, c)| ((*a).to_owned(), c.load(Relaxed))),
-        );
-        counter_family(
-            &mut r,
-            "decision_reasons",
-            "Filtering decisions by reason (reputation_unavailable: the fail mode decided)",
-            "reason",
-            crate::policy::Reason::ALL
-                .iter()
-                .zip(&s.reasons)
-                .map(|(a, c)| (a.as_str().to_owned(), c.load(Relaxed))),
-        );
-        counter_family(
-            &mut r,
-            "reputation_answers",
-            "Reputation answers by cache state (none: decided by a list or rule)",
-            "cache",
-            ["hit", "miss", "stale", "unavailable", "none"]
-                .iter()
-                .zip(&s.cache)
-                .map(|(a, c)| ((*a).to_owned(), c.load(Relaxed))),
-        );
-        counter(
-            &mut r,
-            "reputation_changes_applied",
-            "Cache invalidations applied from the change stream",
-            f.reputation.changes_applied.load(Relaxed),
-        );
-        counter(
-            &mut r,
-            "reputation_cache_drops",
-            "Whole-cache drops: the change follower's first answer, a source switch, a change log that no longer reaches back (or a replaced server store), and admin purges",
-            f.reputation.cache_drops.load(Relaxed),
-        );
-        let up = Family::<Labels, Gauge>::default();
-        for (name, healthy) in f.reputation.source_health() {
-            up.get_or_create(&vec![("source", name.to_string())])
-                .set(i64::from(healthy));
-        }
-        r.register(
-            "reputation_source_up",
-            "1 while a reputation source is in use, 0 while it is marked down",
-            up,
-        );
-        r.register(
-            "reputation_lookup_seconds",
-            "Round trips to the reputation sources (failover included)",
-            f.reputation.lookup_seconds.clone(),
-        );
-        counter(
-            &mut r,
-            "policy_reload_failures",
-            "Policy reloads that failed (the running policy was kept)",
-            f.policy.reload_failures.load(Relaxed),
-        );
-        gauge(
-            &mut r,
-            "policy_generation",
-            "Generation of the loaded policy (1 at start, +1 per successful reload)",
-            i64::try_from(f.policy.generation()).unwrap_or(i64::MAX),
-        );
+        render_decisions(&mut r, f);
+        render_reputation(&mut r, f);
         if let Some(fb) = &f.feedback {
-            let st = &fb.stats;
-            counter_family(
-                &mut r,
-                "feedback_events",
-                "Feedback events by outcome (dropped_*, rejected: lost, each cause logged; spool_write_failed: kept in memory only)",
-                "outcome",
-                st.counters().into_iter().map(|(k, n)| (k.to_owned(), n)),
-            );
-            gauge(
-                &mut r,
-                "feedback_queue_events",
-                "Feedback events waiting in memory (only while the spool cannot be written)",
-                i64::try_from(fb.queue_len()).unwrap_or(i64::MAX),
-            );
-            gauge(
-                &mut r,
-                "feedback_spool_events",
-                "Feedback events in the spool not yet acknowledged by a server",
-                i64::try_from(fb.spool_events()).unwrap_or(i64::MAX),
-            );
-            gauge(
-                &mut r,
-                "feedback_spool_bytes",
-                "Bytes of those events",
-                i64::try_from(fb.spool_bytes()).unwrap_or(i64::MAX),
-            );
+            render_feedback(&mut r, fb);
         }
     }
+    render_files(&mut r, state);
+    render_intercept(&mut r, state);
+    render_auth(&mut r, state);
+    render_connections(&mut r, state);
+    render_dns(&mut r, state);
+    render_losses(&mut r, state);
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &r)?;
+    Ok(out)
+}
+
+/// Filtering decisions by action, by reason and by reputation cache state.
+fn render_decisions(r: &mut Registry, f: &Filter) {
+    let s = &f.stats;
+    counter_family(
+        r,
+        "decisions",
+        "Filtering decisions by action",
+        "action",
+        ["allow", "monitor", "warn", "continue", "block"]
+            .iter()
+            .zip(&s.actions)
+            .map(|(a, c)| ((*a).to_owned(), c.load(Relaxed))),
+    );
+    counter_family(
+        r,
+        "decision_reasons",
+        "Filtering decisions by reason (reputation_unavailable: the fail mode decided)",
+        "reason",
+        crate::policy::Reason::ALL
+            .iter()
+            .zip(&s.reasons)
+            .map(|(a, c)| (a.as_str().to_owned(), c.load(Relaxed))),
+    );
+    counter_family(
+        r,
+        "reputation_answers",
+        "Reputation answers by cache state (none: decided by a list or rule)",
+        "cache",
+        ["hit", "miss", "stale", "unavailable", "none"]
+            .iter()
+            .zip(&s.cache)
+            .map(|(a, c)| ((*a).to_owned(), c.load(Relaxed))),
+    );
+}
+
+/// The reputation client (changes applied, cache drops, source health, round trips) and
+/// the policy (reload failures, generation).
+fn render_reputation(r: &mut Registry, f: &Filter) {
+    counter(
+        r,
+        "reputation_changes_applied",
+        "Cache invalidations applied from the change stream",
+        f.reputation.changes_applied.load(Relaxed),
+    );
+    counter(
+        r,
+        "reputation_cache_drops",
+        "Whole-cache drops: the change follower's first answer, a source switch, a change log that no longer reaches back (or a replaced server store), and admin purges",
+        f.reputation.cache_drops.load(Relaxed),
+    );
+    let up = Family::<Labels, Gauge>::default();
+    for (name, healthy) in f.reputation.source_health() {
+        up.get_or_create(&vec![("source", name.to_string())])
+            .set(i64::from(healthy));
+    }
+    r.register(
+        "reputation_source_up",
+        "1 while a reputation source is in use, 0 while it is marked down",
+        up,
+    );
+    r.register(
+        "reputation_lookup_seconds",
+        "Round trips to the reputation sources (failover included)",
+        f.reputation.lookup_seconds.clone(),
+    );
+    counter(
+        r,
+        "policy_reload_failures",
+        "Policy reloads that failed (the running policy was kept)",
+        f.policy.reload_failures.load(Relaxed),
+    );
+    gauge(
+        r,
+        "policy_generation",
+        "Generation of the loaded policy (1 at start, +1 per successful reload)",
+        i64::try_from(f.policy.generation()).unwrap_or(i64::MAX),
+    );
+}
+
+/// Feedback events by outcome, the memory queue and the spool.
+fn render_feedback(r: &mut Registry, fb: &Feedback) {
+    let st = &fb.stats;
+    counter_family(
+        r,
+        "feedback_events",
+        "Feedback events by outcome (dropped_*, rejected: lost, each cause logged; spool_write_failed: kept in memory only)",
+        "outcome",
+        st.counters().into_iter().map(|(k, n)| (k.to_owned(), n)),
+    );
+    gauge(
+        r,
+        "feedback_queue_events",
+        "Feedback events waiting in memory (only while the spool cannot be written)",
+        i64::try_from(fb.queue_len()).unwrap_or(i64::MAX),
+    );
+    gauge(
+        r,
+        "feedback_spool_events",
+        "Feedback events in the spool not yet acknowledged by a server",
+        i64::try_from(fb.spool_events()).unwrap_or(i64::MAX),
+    );
+    gauge(
+        r,
+        "feedback_spool_bytes",
+        "Bytes of those events",
+        i64::try_from(fb.spool_bytes()).unwrap_or(i64::MAX),
+    );
+}
+
+/// Downloads hashed for file reputation, by outcome.
+fn render_files(r: &mut Registry, state: &ProxyState) {
     if let Some(sc) = &state.scanner {
         let st = &sc.stats;
         counter_family(
-            &mut r,
+            r,
             "file_scans",
             "Downloads hashed for file reputation, by outcome",
             "outcome",
@@ -157,28 +179,33 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
             .map(|(k, c)| (k.to_owned(), c.load(Relaxed))),
         );
     }
+}
+
+/// Interception: the CA's expiry, certificates minted, failed client handshakes, early
+/// upstream handshakes.
+fn render_intercept(r: &mut Registry, state: &ProxyState) {
     if let Some(i) = &state.interceptor {
         gauge(
-            &mut r,
+            r,
             "intercept_ca_expiry_timestamp_seconds",
             "When the interception CA's validity ends, unix seconds (alert well before: clients reject every intercepted connection after it)",
             i.minter.ca().not_after.unix_timestamp(),
         );
         counter(
-            &mut r,
+            r,
             "certificates_minted",
             "Leaf certificates minted for intercepted hosts",
             i.minter.minted.load(Relaxed),
         );
         counter(
-            &mut r,
+            r,
             "client_handshake_failures",
             "Client TLS handshakes that failed after interception (per host on the admin listener's /stats)",
             i.failed_handshakes().iter().map(|(_, n)| n).sum(),
         );
         if let Some(e) = &i.early {
             counter_family(
-                &mut r,
+                r,
                 "early_upstream_connections",
                 "Upstream TLS handshakes started beside an intercepted client's (intercept.early_upstream_ms), and how many a request used",
                 "state",
@@ -188,9 +215,12 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
             );
         }
     }
-    render_auth(&mut r, state);
+}
+
+/// Tunnels by kind and client connections (open, refused, closed idle, parked).
+fn render_connections(r: &mut Registry, state: &ProxyState) {
     counter_family(
-        &mut r,
+        r,
         "tunnels",
         "CONNECT tunnels opened, by kind",
         "kind",
@@ -202,7 +232,7 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
         .map(|(k, c)| (k.to_owned(), c.load(Relaxed))),
     );
     crate::metrics::conn_limits(
-        &mut r,
+        r,
         [
             "client_connections",
             "client_connections_refused",
@@ -213,15 +243,19 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
         &state.conns,
     );
     crate::metrics::counter(
-        &mut r,
+        r,
         "client_connections_parked",
         "Idle keep-alive client connections that gave back their HTTP buffers (proxy.client_park_after_ms)",
         state.conns.stats.parked.load(Relaxed),
     );
+}
+
+/// Host name lookups by result and the DNS cache.
+fn render_dns(r: &mut Registry, state: &ProxyState) {
     let resolver = state.dialer.resolver();
     let dns = &resolver.stats;
     counter_family(
-        &mut r,
+        r,
         "dns_lookups",
         "Host name lookups (names in proxy.hosts and IP literals aside), by result: resolved or failed by the system resolver, or answered from the DNS cache",
         "result",
@@ -234,13 +268,18 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
         .map(|(k, c)| (k.to_owned(), c.load(Relaxed))),
     );
     gauge(
-        &mut r,
+        r,
         "dns_cache_names",
         "Names in the DNS cache (answers and remembered failures)",
         i64::try_from(resolver.cached_names()).unwrap_or(i64::MAX),
     );
+}
+
+/// What was refused or lost before or after the request path: request heads, access log
+/// and diagnostic log lines.
+fn render_losses(r: &mut Registry, state: &ProxyState) {
     counter_family(
-        &mut r,
+        r,
         "rejected_requests",
         "Request heads refused before the proxy's service saw them, by class: malformed (400), too_large (431, 414), header_timeout (closed)",
         "class",
@@ -251,26 +290,23 @@ pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
             .map(|(k, n)| (k.to_owned(), n)),
     );
     counter(
-        &mut r,
+        r,
         "access_log_dropped",
         "Access log lines lost: the writer fell behind, or writing failed",
         state.access_log.dropped(),
     );
     counter(
-        &mut r,
+        r,
         "log_dropped",
         "Diagnostic log lines lost: standard error fell behind, or writing to it failed",
         crate::telemetry::dropped_lines(),
     );
     counter(
-        &mut r,
+        r,
         "access_log_write_failed",
         "Access log lines lost because the destination refused the write (full disk, closed stdout)",
         state.access_log.write_failed(),
     );
-    let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &r)?;
-    Ok(out)
 }
 
 /// Proxy authentication's families: checks by result, checks waiting for a thread.
@@ -400,152 +436,5 @@ fn feedback_stats(state: &ProxyState) -> serde_json::Value {
             o.into()
         }
         None => serde_json::Value::Null,
-    }
-}
-
-/// Serves `/metrics` and the admin API on `listener` until `shutdown`.
-pub async fn serve_admin(
-    listener: TcpListener,
-    state: Arc<ProxyState>,
-    shutdown: CancellationToken,
-) {
-    crate::metrics::serve(listener, shutdown, move |req| {
-        let state = state.clone();
-        async move {
-            let token = state.admin_token.load_full();
-            answer(&state, token.as_deref().map(String::as_str), req).await
-        }
-    })
-    .await;
-}
-
-fn json(status: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>> {
-    crate::metrics::reply(status, "application/json", format!("{v}\n"))
-}
-
-fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
-    json(status, &serde_json::json!({ "error": message }))
-}
-
-/// The value of query parameter `name`, percent-decoded (`None` when absent or not valid
-/// percent-encoded UTF-8).
-fn param(query: Option<&str>, name: &str) -> Option<String> {
-    query?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| crate::repserver::api::percent_decode(v))?
-    })
-}
-
-/// Constant-time comparison of the bearer token.
-fn authorized(req: &Request<Incoming>, token: &str) -> bool {
-    let Some(given) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |a, (x, y)| a | (x ^ y))
-            == 0
-}
-
-/// The admin listener's routes: `/metrics` and `/stats` (no token), and with the `admin.token_file`
-/// token: `GET /v1/explain?url=U[&client=IP][&user=NAME][&time=RFC3339]` (what the proxy
-/// would decide for that request at that time, default now), `POST /v1/reload` ([`super::ProxyState::reload`]), `GET /v1/cache` (entries) and
-/// `POST /v1/cache/purge` (drop every cached answer).
-async fn answer(
-    state: &ProxyState,
-    token: Option<&str>,
-    req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
-    let (method, path) = (req.method().as_str(), req.uri().path());
-    if path == "/metrics" {
-        return crate::metrics::scrape_answer(req.method(), render(state));
-    }
-    if path == "/stats" {
-        return match method {
-            "GET" => json(StatusCode::OK, &stats(state)),
-            _ => error(StatusCode::METHOD_NOT_ALLOWED, "GET only"),
-        };
-    }
-    if !path.starts_with("/v1/") {
-        return error(
-            StatusCode::NOT_FOUND,
-            "not found: /metrics, /stats, /v1/explain, /v1/reload, /v1/cache, /v1/cache/purge",
-        );
-    }
-    let Some(token) = token else {
-        return error(
-            StatusCode::FORBIDDEN,
-            "the admin API is off: set admin.token_file",
-        );
-    };
-    if !authorized(&req, token) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong `Authorization: Bearer` token",
-        );
-    }
-    let Some(filter) = &state.filter else {
-        return error(
-            StatusCode::CONFLICT,
-            "filtering is off (policy.enabled: false): nothing to explain, reload or purge",
-        );
-    };
-    match (method, path) {
-        ("GET", "/v1/explain") => {
-            let q = req.uri().query();
-            let Some(url) = param(q, "url") else {
-                return error(StatusCode::BAD_REQUEST, "missing query parameter `url`");
-            };
-            let client = match param(q, "client") {
-                None => std::net::IpAddr::from([127, 0, 0, 1]),
-                Some(c) => match c.parse() {
-                    Ok(ip) => ip,
-                    Err(_) => {
-                        return error(StatusCode::BAD_REQUEST, "`client` is not an IP address");
-                    }
-                },
-            };
-            let user = param(q, "user");
-            let at = match param(q, "time") {
-                None => None,
-                Some(t) => match t.parse::<jiff::Timestamp>() {
-                    Ok(t) => Some(t),
-                    Err(_) => {
-                        return error(
-                            StatusCode::BAD_REQUEST,
-                            "`time` is not an RFC 3339 time (e.g. 2026-03-04T08:30:00Z)",
-                        );
-                    }
-                },
-            };
-            match filter.explain(&url, client, user.as_deref(), at).await {
-                Ok(v) => json(StatusCode::OK, &v),
-                Err(e) => error(StatusCode::BAD_REQUEST, &e),
-            }
-        }
-        ("POST", "/v1/reload") => {
-            let r = state.reload().await;
-            let status = if r.errors.is_empty() {
-                StatusCode::OK
-            } else {
-                StatusCode::UNPROCESSABLE_ENTITY
-            };
-            json(status, &serde_json::json!(r))
-        }
-        ("GET", "/v1/cache") => json(StatusCode::OK, &filter.reputation.cache_stats()),
-        ("POST", "/v1/cache/purge") => {
-            filter.reputation.invalidate_all();
-            json(StatusCode::OK, &serde_json::json!({ "purged": true }))
-        }
-        (_, "/v1/explain" | "/v1/cache") => error(StatusCode::METHOD_NOT_ALLOWED, "GET only"),
-        (_, "/v1/reload" | "/v1/cache/purge") => error(StatusCode::METHOD_NOT_ALLOWED, "POST only"),
-        _ => error(StatusCode::NOT_FOUND, "no such admin API path"),
     }
 }

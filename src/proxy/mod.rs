@@ -19,14 +19,16 @@
 //! room. A connection costs no HTTP buffers until its first bytes arrive.
 //!
 //! Request path: [`service`] dispatches to [`forward`] (absolute-form HTTP), [`connect`]
-//! (tunnels) or [`local`] (the proxy's own pages); [`dial`] connects upstream behind the
+//! (tunnels) or [`own`] (the proxy's own pages, one router); [`dial`] connects upstream behind the
 //! [`acl`] destination check; [`headers`] rewrites each hop; [`body`] streams and logs.
 
 pub mod acl;
+pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod conn;
 pub mod connect;
+pub mod ctx;
 pub mod dial;
 pub mod early;
 pub mod error;
@@ -37,6 +39,7 @@ pub mod headers;
 pub mod intercept;
 pub mod local;
 pub mod metrics;
+pub mod own;
 pub mod pac;
 pub mod service;
 pub mod tap;
@@ -744,7 +747,7 @@ impl Proxy {
         if let Some(admin) = self.admin {
             match tokio::net::TcpListener::from_std(admin) {
                 Ok(l) => {
-                    tokio::spawn(metrics::serve_admin(l, state.clone(), shutdown.clone()));
+                    tokio::spawn(admin::serve_admin(l, state.clone(), shutdown.clone()));
                 }
                 Err(e) => tracing::error!(error = %e, "admin listener unusable"),
             }

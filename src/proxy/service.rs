@@ -23,30 +23,11 @@ use super::ProxyState;
 use super::auth::AuthOutcome;
 use super::body::{PendingLog, ProxyBody, ResponseGuard};
 use super::conn::ConnActivity;
+use super::ctx::{ConnSlot, RequestCtx};
 use super::error::{ProxyError, Side, proxy_status_value};
 use super::headers::PROXY_STATUS;
-use super::{connect, forward, local};
-use crate::accesslog::{RecordKind, RequestId};
-
-/// The facts of one request that every handler needs.
-#[derive(Debug, Clone)]
-pub struct RequestCtx {
-    pub id: RequestId,
-    pub start: SystemTime,
-    pub started: Instant,
-    pub client: SocketAddr,
-    /// The worker (thread) serving this request: selects its upstream pool.
-    pub worker: usize,
-    /// The client connection's place under `proxy.max_connections` (and the per-client
-    /// limit); a tunnel or WebSocket takes it over, so upgraded connections stay counted.
-    pub slot: ConnSlot,
-    pub user: Option<Arc<str>>,
-    /// The request arrived inside an intercepted CONNECT tunnel (its URL was rebuilt from
-    /// the tunnel's target).
-    pub inner: bool,
-    /// What filtering decided, once it has (for the access log).
-    pub decision: Option<Arc<crate::accesslog::Decided>>,
-}
+use super::{connect, forward, own};
+use crate::accesslog::RecordKind;
 
 /// The CONNECT tunnel an intercepted connection belongs to.
 #[derive(Debug)]
@@ -57,20 +38,6 @@ pub struct TunnelCtx {
     pub scheme: &'static str,
     /// The user who authenticated the CONNECT.
     pub user: Option<Arc<str>>,
-}
-
-/// A connection's place under the connection limits, shared between the connection task and
-/// a tunnel that outlives it.
-pub type ConnSlot = Arc<std::sync::Mutex<Option<crate::conns::ConnPermit>>>;
-
-/// Moves the connection's place out, for a tunnel or WebSocket that outlives its HTTP
-/// connection; from then on it is never closed to make room for another client.
-pub fn take_slot(slot: &ConnSlot) -> Option<crate::conns::ConnPermit> {
-    let permit = slot.lock().ok().and_then(|mut s| s.take());
-    if let Some(p) = &permit {
-        p.keep_open();
-    }
-    permit
 }
 
 /// What a handler produced.
@@ -197,9 +164,7 @@ async fn dispatch(
     let method = req.method().clone();
     // Only built when someone will read it.
     let url = state.access_log.is_enabled().then(|| log_url(&req));
-    // Events made while deciding carry this request's id (the ticket on its page).
-    let id = ctx.id;
-    let result = crate::feedback::with_request_id(id, route(&state, &mut ctx, allowed, req)).await;
+    let result = route(&state, &mut ctx, allowed, req).await;
     let (mut response, kind, upstream, error, log_now) = match result {
         Ok(h) => (h.response, h.kind, h.upstream, None, h.log_now),
         Err(e) => {
@@ -264,8 +229,13 @@ async fn route(
         }
         return Box::pin(forward::handle(state, ctx, req)).await;
     }
-    if !is_connect && req.uri().scheme().is_none() && req.uri().authority().is_none() {
-        return serve_origin_form(state, &req);
+    // Origin-form: the proxy's own pages, served before authentication (see [`own`]).
+    if !is_connect
+        && req.uri().scheme().is_none()
+        && req.uri().authority().is_none()
+        && let Some(page) = own::own_page(state, &req)?
+    {
+        return Ok(Box::pin(own::serve(state, ctx, page, req)).await);
     }
     if let Some(auth) = &state.auth {
         let auth = auth.load_full();
@@ -309,45 +279,18 @@ async fn misdirected(
 ) -> ProxyError {
     if let Some(filter) = &state.filter {
         let url = req.uri().to_string();
-        match Box::pin(filter.check(&url, ctx.client.ip(), ctx.user.as_deref(), req.headers()))
-            .await
+        let decision = match Box::pin(filter.decide(&url, ctx.client.ip(), ctx.user.as_ref())).await
         {
-            Ok(allowed) => ctx.decision = Some(allowed.decided),
+            Ok(d) => d,
             Err(e) => return e,
+        };
+        let format = super::filter::PageFormat::from_headers(req.headers());
+        match filter.record(decision, ctx.id, format) {
+            Ok(allowed) => ctx.decision = Some(allowed.decided),
+            Err(r) => return ProxyError::Filtered(r),
         }
     }
     ProxyError::Misdirected(other.to_string())
-}
-
-/// Origin-form: for the proxy itself (no `Host`, or a `Host` naming one of our listen
-/// ports) we serve our own pages; for anything else the client is not using us as a proxy.
-fn serve_origin_form(state: &ProxyState, req: &Request<Incoming>) -> Result<Handled, ProxyError> {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok());
-    let for_us = match host {
-        None => true,
-        Some(h) => {
-            let port = h
-                .rsplit_once(':')
-                .filter(|(_, p)| !p.contains(']'))
-                .and_then(|(_, p)| p.parse::<u16>().ok())
-                .unwrap_or(80);
-            state.local_addrs.iter().any(|a| a.port() == port)
-        }
-    };
-    if !for_us {
-        return Err(ProxyError::BadRequest(
-            "origin-form request for another host: configure this address as a proxy",
-        ));
-    }
-    Ok(Handled {
-        response: local::serve_request(state, req),
-        kind: RecordKind::Local,
-        upstream: None,
-        log_now: true,
-    })
 }
 
 /// The URL as it goes into the access log.

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::*;
@@ -160,6 +161,19 @@ async fn proxy(
     spool: &Path,
     extra: &str,
 ) -> TestProxy {
+    proxy_with("", policy, server, dir, proxy_id, spool, extra).await
+}
+
+/// [`proxy`] with extra `proxy:` keys (two-space indented).
+async fn proxy_with(
+    proxy_keys: &str,
+    policy: &str,
+    server: &str,
+    dir: &Path,
+    proxy_id: &str,
+    spool: &Path,
+    extra: &str,
+) -> TestProxy {
     let file = dir.join(format!("{proxy_id}-policy.yaml"));
     std::fs::write(&file, policy).unwrap();
     // Quick retries for tests, unless `extra` says otherwise.
@@ -173,7 +187,7 @@ async fn proxy(
     .map(|(k, v)| format!("  {k}: {v}\n"))
     .collect();
     TestProxy::start(
-        "",
+        proxy_keys,
         &format!(
             "policy:\n  enabled: true\n  file: {:?}\nreputation:\n  retry_after_ms: 200\n  sources:\n    - {{ name: s0, url: \"{server}\", token: \"{CLIENT}\", timeout_ms: 1000 }}\n\
              feedback:\n  proxy_id: {proxy_id}\n  spool_dir: {:?}\n{defaults}{extra}",
@@ -1775,4 +1789,97 @@ async fn one_token_cannot_escalate_a_host_alone_when_rules_ask_for_two_reporters
         .collect()
     );
     assert!(reporters.iter().all(|r| r.len() == 16 && *r != CLIENT));
+}
+
+/// Interception asks the filter more than once per tunnel: the CONNECT, the SNI when it names
+/// another host, and every request inside. Each request is counted and reported once, with
+/// its own id; the SNI check only decides.
+#[tokio::test]
+async fn intercepted_requests_are_recorded_once_each_with_their_own_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::https(&TestCa::new()).await;
+    let port = origin.addr.port();
+    let server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    server
+        .write(json!({ "upsert": [
+            { "key": "danger.test/", "score": 10, "categories": ["malware"] },
+        ]}))
+        .await;
+    let ca_dir = dir.path().join("certs");
+    let intercept = format!(
+        "intercept:\n  enabled: true\n  create_ca: true\n  ca_dir: {:?}\n",
+        ca_dir.display().to_string()
+    );
+    let p = proxy_with(
+        &format!("  connect_ports: [{port}]\n"),
+        "security_level: medium\nuntested: allow\n",
+        &server.base,
+        dir.path(),
+        "p1",
+        &dir.path().join("spool"),
+        &intercept,
+    )
+    .await;
+    init_crypto();
+
+    // An allowed CONNECT (127.0.0.1 is untested) whose ClientHello names a blocked host: the
+    // tunnel closes, and only the CONNECT is recorded.
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(
+        format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert!(read_head(&mut s).await.starts_with("HTTP/1.1 200"));
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    let r = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect("danger.test".try_into().unwrap(), s)
+        .await;
+    assert!(r.is_err(), "no handshake for a refused SNI");
+    let sni_connect = p
+        .wait_log(|l| l["method"] == "CONNECT" && l["url"] == format!("127.0.0.1:{port}"))
+        .await;
+
+    // A blocked host, intercepted to show the page: the CONNECT and the request inside are
+    // two requests, each recorded once.
+    let ca_pem = std::fs::read(ca_dir.join("ca.pem")).unwrap();
+    let client = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(p.url()).unwrap())
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca_pem).unwrap()])
+        .timeout(WAIT)
+        .build()
+        .unwrap();
+    let page = json_page(&client, &format!("https://danger.test:{port}/x")).await;
+    let ticket = page["ticket"].as_str().unwrap().to_owned();
+    drop(client);
+    let bump_connect = p
+        .wait_log(|l| l["method"] == "CONNECT" && l["url"] == format!("danger.test:{port}"))
+        .await;
+
+    let actions = p.state.filter.as_ref().unwrap().stats.to_json()["actions"].clone();
+    assert_eq!(
+        (actions["allow"].as_u64(), actions["block"].as_u64()),
+        (Some(1), Some(2)),
+        "one decision per request: {actions}"
+    );
+    assert_eq!(stats(&p).spooled.load(Ordering::Relaxed), 3);
+    let events = server.wait_events("", |ev| ev.len() >= 3).await;
+    let mut got: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap(), e["id"].as_str().unwrap()))
+        .collect();
+    got.sort_unstable();
+    let mut want = vec![
+        ("untested", sni_connect["id"].as_str().unwrap()),
+        ("blocked", bump_connect["id"].as_str().unwrap()),
+        ("blocked", ticket.as_str()),
+    ];
+    want.sort_unstable();
+    assert_eq!(got, want);
 }
