@@ -1,6 +1,40 @@
-//! webrep: a forward web proxy that filters traffic by URL reputation.
+//! webrep: a forward web proxy that filters traffic by URL reputation, and the reputation
+//! server that feeds it. `README.md` says how to run both; `docs/` holds the references.
 //!
-//! See `README.md` for running it and `../shared/DESIGN.md` for the architecture.
+//! # The parts, by layer
+//!
+//! Imports point down, never up; `tests/it/layers.rs` checks it on every test run (a module
+//! gets a layer there before it can exist, and a wrong edge fails the suite).
+//!
+//! - Helpers with no domain: [`fsread`] (bounded reads of configured files), [`conns`]
+//!   (connection limits, shared by both listeners), [`shutdown`], [`output`] (printing that
+//!   never panics); then [`secrets`] (permission checks of key and token files) and
+//!   [`metrics`] (Prometheus helpers).
+//! - The pure core, no I/O and no clock: [`canon`] (URL canonicalization and lookup
+//!   expressions) <- [`model`] (scores, risk bands, categories, keys, entries, verdicts and
+//!   the combination rule) <- [`policy`] (the admin's YAML policy, compiled and evaluated).
+//! - The wire protocol: [`api`] (typed requests and answers of the reputation API, feedback
+//!   events, the change stream), used by both ends; [`client`], the API's HTTP client.
+//! - [`config`]: the validated configuration, read by everything that runs.
+//! - Runtime services: [`telemetry`] (diagnostic logging), [`accesslog`], [`intercept`] (the
+//!   local CA and minted certificates).
+//! - The two sides, which never import each other: the proxy side, [`reputation`] (cached
+//!   answers from the configured servers) <- [`feedback`] (events to the server) <-
+//!   [`proxy`]; and the server side, [`repserver`] (store, import, API, upstream tier).
+//! - The composition roots, the only places that see both sides: [`cli`] (the command
+//!   line), [`app`] (the commands that use a server) and the binary's `main`.
+//!
+//! # A request's path through the proxy
+//!
+//! A connection is accepted on a worker ([`proxy`]), admitted by the connection limits,
+//! and served HTTP/1.1 (or, inside an intercepted tunnel, HTTP/2). Each request goes through
+//! named phases ([`proxy::forward`], [`proxy::connect`]): the target is checked, the proxy's
+//! own pages are answered, the filter decides (canonicalization, the policy's lists, the
+//! cached reputation answer, the policy's rules: a decision with no side effects), the
+//! decision is recorded once (counters, a feedback event, a ticket), and then the request
+//! is refused with a block or warn page, forwarded upstream through the pooled clients, or
+//! tunnelled (relayed, or intercepted with a minted certificate). Downloads the policy
+//! selects are hashed on the way back and checked against file reputation.
 
 pub mod accesslog;
 pub mod api;
