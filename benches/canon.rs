@@ -1,6 +1,6 @@
 //! Cost of canonicalize + lookup expressions per URL, over a mixed corpus of realistic URLs.
 //!
-//! Budget (DESIGN §8, issue 3): 1 µs median per URL. Run with `cargo bench --bench canon`.
+//! Budget (DESIGN §8): 1 µs median per URL. Run with `cargo bench --bench canon`.
 //! `mixed/corpus` canonicalizes the whole corpus per iteration: divide by the corpus size for
 //! the cost per URL; `url/*` measures each URL alone.
 

@@ -1,6 +1,6 @@
 //! Cost of one policy evaluation with a 100,000-entry blocked list and 50 rules.
 //!
-//! Budget (issue 5): 1 µs median per request. Run with
+//! Budget: 1 µs median per request. Run with
 //! `cargo bench --bench policy -- --warm-up-time 1 --measurement-time 3`.
 //! `mixed/requests` evaluates the whole request set per iteration: divide by its size (the
 //! throughput line shows the per-element rate); `request/*` measures each request alone.

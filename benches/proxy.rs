@@ -260,7 +260,7 @@ async fn connect(
     sender
 }
 
-/// File reputation (issue 9): 1 MiB downloads through a filtering proxy with scanning off,
+/// File reputation: 1 MiB downloads through a filtering proxy with scanning off,
 /// held back whole (under `files.hold_back_bytes`), and streamed with the last frame held
 /// (`hold_back_bytes: 0`); the file's hash is looked up once, then cached. Group `files`:
 /// one download at a time; `files_parallel16`: 16 at once on 16 connections, the aggregate
@@ -316,7 +316,7 @@ fn scan_group(c: &mut Criterion, group_name: &str, parallel: usize, path: &str) 
     group.finish();
 }
 
-/// Feedback (issue 8): the filtered round trip for a cached host with feedback off, on with
+/// Feedback: the filtered round trip for a cached host with feedback off, on with
 /// nothing to report, and on with every decision reported as an event (policy
 /// `feedback.report` includes `allow`), in one run. The events go to the in-process
 /// reputation server, whose ingest shares the machine's cores with everything else here.

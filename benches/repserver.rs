@@ -1,7 +1,7 @@
-//! The reputation server's store with a 1,000,000-entry table (issue 4): import time, peak RSS
+//! The reputation server's store with a 1,000,000-entry table: import time, peak RSS
 //! and store size, then batch host lookups and single-URL lookups on one thread.
 //!
-//! Budget (issue 4): at least 50,000 host lookups/s on one core, RSS under 1 GiB.
+//! Budget: at least 50,000 host lookups/s on one core, RSS under 1 GiB.
 //!
 //! Run with `cargo bench --bench repserver`. `WEBREP_BENCH_ENTRIES=100000 cargo bench --bench
 //! repserver` builds a smaller table for a quick run (default 1,000,000).

@@ -12,29 +12,30 @@
 //! connection for its host and port before it dials one, waiting for a handshake still in
 //! flight; from then on it is an ordinary pooled connection.
 //!
-//! Without it, that first connection was closed unused, and the first request dialled and
-//! handshook only after it arrived: one more TCP connection to every intercepted server, and
-//! the whole upstream handshake (a round trip or two to the server) added to the first
+//! Without it, that first connection would be closed unused, and the first request would dial
+//! and handshake only after it arrived: one more TCP connection to every intercepted server,
+//! and the whole upstream handshake (a round trip or two to the server) added to the first
 //! request of every tunnel that finds no pooled connection.
 //!
 //! Only for servers the pool is unlikely to hold a connection to: a host, port and pool (of
 //! the tunnel's worker: each has its own) for which a connection was made, or a tunnel
-//! ended, within `proxy.upstream_idle_timeout_ms` is "warm", and a new tunnel to it closes its dialled connection as before (its requests
-//! will find the pooled one, and an early handshake would be wasted).
+//! ended, within `proxy.upstream_idle_timeout_ms` is "warm", and a new tunnel to it closes
+//! its dialled connection unused (its requests will find the pooled one, and an early
+//! handshake would be wasted).
 //!
 //! # What it costs
 //! One task per intercepted tunnel to a cold server, living at most
 //! `intercept.early_upstream_ms`; a lock around a small map at start and at take; one
 //! lookup in the warm-server cache per tunnel and an insert per connection made and per
-//! tunnel ended (at most 10,000 servers remembered). A tunnel
-//! whose client never sends a request (a browser's speculative preconnect, a client that
-//! rejects the CA) has paid one upstream TLS handshake for nothing; the connection is closed
-//! when the keep time ends. At most [`MAX_EARLY`] are kept at once.
+//! tunnel ended (at most 10,000 servers remembered). A tunnel whose client never sends a
+//! request (a browser's speculative preconnect, a client that rejects the CA) has paid one
+//! upstream TLS handshake for nothing; the connection is closed when the keep time ends. At
+//! most [`MAX_EARLY`] are kept at once.
 //!
 //! # How it fails
-//! A handshake that fails or times out (`proxy.upstream_connect_timeout_ms`) is dropped silently: the
-//! connector then dials afresh, and that attempt reports the error (an upstream certificate
-//! failure becomes the block page naming it, as before). A connection the server closed
+//! A handshake that fails or times out (`proxy.upstream_connect_timeout_ms`) is dropped
+//! silently: the connector then dials afresh, and that attempt reports the error (an
+//! upstream certificate failure becomes the block page naming it). A connection the server closed
 //! while it waited is as stale as any pooled one; the keep time is short for that reason.
 
 use std::collections::HashMap;
@@ -62,7 +63,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const WARM_SERVERS: u64 = 10_000;
 
 /// Most early connections kept at once; beyond this a tunnel's dialled connection is closed
-/// as it was before (its first request dials its own).
+/// unused (its first request dials its own).
 pub const MAX_EARLY: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -1,4 +1,4 @@
-//! File reputation on the response path (issue 9): downloads the policy selects are hashed
+//! File reputation on the response path: downloads the policy selects are hashed
 //! (SHA-256) while they stream, and the hash is looked up on the reputation server.
 //!
 //! # Where it sits
@@ -37,22 +37,13 @@
 //! file (a round trip when cold; misses of different files share requests), and one frame of
 //! delay at the end of a streamed download. Responses not selected cost one header check.
 //!
-//! Measured with `cargo bench --bench proxy -- ^files` (2 shared cores, client, proxy and
-//! origin in one process, 2026-12-05, two runs each; throughput against scanning off):
-//! one 1 MiB download at a time, held 0.40-0.56x, streamed 0.57-0.63x (jobs only: 0.46-0.48x
-//! and 0.60-0.70x); 16 at once, held 0.41-0.54x, streamed 0.53-0.62x (jobs only: 0.28-0.39x
-//! and 0.49-0.55x). With every core busy the ratio is what SHA-256 costs beside forwarding
-//! a MiB through loopback (about 1.2 ms of CPU for client, origin and proxy together).
-//!
-//! From an origin that sends at 1 Gbit/s (`files_paced_1gbit`, a server elsewhere on a fast
-//! link; 2026-12-05, three runs each): held 0.93x of unscanned throughput (the MiB goes to
-//! the client only after the verdict), streamed 0.98-0.99x (0.97x before the idle-upstream
-//! jobs).
+//! What that costs in throughput, scanned against unscanned, is measured by
+//! `cargo bench --bench proxy -- ^files` (`docs/performance.md`, "File reputation").
 //!
 //! # How it fails
 //! No answer from any reputation source follows `files.unavailable` (allow by default). An
-//! upstream body error passes to the client as before. A held-back response that turns out
-//! longer than its `Content-Length` is an upstream error (502).
+//! upstream body error passes to the client as it would without scanning. A held-back
+//! response that turns out longer than its `Content-Length` is an upstream error (502).
 
 use std::future::Future;
 use std::pin::Pin;

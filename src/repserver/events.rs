@@ -1,5 +1,5 @@
 //! Feedback on the server: durable storage of proxies' events, aggregates over them, and
-//! escalation rules that turn reports into ordinary table entries (issue 8).
+//! escalation rules that turn reports into ordinary table entries.
 //!
 //! # Where it sits
 //! Behind `POST /v1/events`, `GET /v1/events`, `GET /v1/feedback/summary`,

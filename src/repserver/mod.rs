@@ -47,26 +47,14 @@
 //! import in its WAL file on disk, not in memory. The change log grows by one row per key
 //! written and is pruned to `server.change_log_rows` every minute.
 //!
-//! Measured by `cargo bench --bench repserver` (issue 4 budget: 50,000 host lookups/s on one
-//! core, RSS under 1 GiB) with 1,000,000 generated entries (80% `host/`, 15% path prefixes,
-//! 5% exact URLs), one thread, on a 2-core VM shared with other builds (2026-11-28):
-//! - import (JSON-lines, one transaction): 29-38 s, 26,500-34,000 entries/s; a 199 MiB store
-//!   file, plus a 200 MiB WAL until the next write truncates it to 64 MiB;
-//! - peak RSS 76 MiB after the import, 89 MiB after the lookups (64 MiB of it page cache);
-//! - host lookups in batches of 100 (half listed hosts, 30% unlisted subdomains of listed
-//!   domains, 20% unknown): 79,000-82,000 hosts per second of the thread's CPU time; by the
-//!   wall clock 64,000-78,000/s on a quiet core, down to 47,000/s under the load of other
-//!   builds; one host alone 16-28 µs;
-//! - one URL with a path and a query (up to 25 expressions): 36-57 µs.
-//!
-//! The same table before the store was tuned for it: 10,700 hosts per CPU second (8,500/s
-//! wall clock), 141 µs for one host, 88 µs for one URL, import 34 s.
+//! `cargo bench --bench repserver` measures imports, lookups and memory on a 1,000,000-entry
+//! table (`docs/performance.md`, "Reputation server store").
 //!
 //! # How it fails
 //! Nothing here panics on bad input. Keys that are not URLs, scores above 100, unknown or
 //! malformed categories are refused with typed errors ([`crate::model::KeyError`],
-//! [`crate::model::CategoryError`], [`store::StoreError`]). A failed batch or import rolls back whole:
-//! readers (other connections; the WAL lets them read during a write) see all of it or none,
+//! [`crate::model::CategoryError`], [`store::StoreError`]). A failed batch or import rolls
+//! back whole: readers (other connections; the WAL lets them read during a write) see all of it or none,
 //! and a crash mid-import leaves the previous table. A bad feed line is reported with its
 //! line number and skipped; a file with no valid line is refused as the wrong format and
 //! writes nothing. A store file written by a newer schema is refused at open; a damaged row is
