@@ -32,8 +32,8 @@
 //! `webrep server` ([`server::run`]) owns one [`store::Store`] behind [`api::serve_with`]: a
 //! writer thread runs writes and imports in order, reader threads with read-only connections
 //! answer lookups and change queries. Proxies never open the store; they talk to the server
-//! (issue 6). The model and store take the time as a parameter (`now`, unix seconds) so expiry
-//! is testable; only the API reads the clock.
+//! through [`crate::client`]. The model and store take the time as a parameter (`now`, unix
+//! seconds) so expiry is testable; only the API reads the clock.
 //!
 //! # What it costs
 //! A URL lookup is one statement probing the primary key with the URL's expressions (at most
