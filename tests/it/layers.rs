@@ -12,6 +12,9 @@
 //! [`KNOWN`] lists the edges that break the rules today and are being taken apart. It only
 //! ever shrinks: an edge that is gone must leave the list (the test says so), and a new
 //! wrong edge fails.
+//!
+//! The same reading keeps production functions under [`MAX_FN_LINES`] lines (test code
+//! aside), so that request handling and start-up read as named steps.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -317,6 +320,141 @@ fn the_pure_core_does_no_io() {
     assert!(
         gone.is_empty(),
         "these files are pure now: take them out of KNOWN_IMPURE in tests/it/layers.rs: {gone:?}"
+    );
+}
+
+/// The longest a production function may be, its signature and closing brace included.
+const MAX_FN_LINES: usize = 100;
+
+/// Functions over [`MAX_FN_LINES`] today, as `path below src/:name`, being split; the list
+/// only shrinks.
+const KNOWN_LONG: &[&str] = &[
+    "config/mod.rs:from_raw",
+    "config/mod.rs:server_config",
+    "repserver/api.rs:serve_with",
+    "repserver/api.rs:route",
+    "repserver/events.rs:escalate",
+    "repserver/metrics.rs:render",
+    "policy/compile.rs:settings",
+];
+
+/// The name of the function a line starts, if it starts one.
+fn fn_name(line: &str) -> Option<&str> {
+    let mut words = line.split_whitespace().peekable();
+    while let Some(w) = words.next() {
+        match w {
+            "fn" => return words.next().map(ident_at),
+            "pub" | "async" | "const" | "unsafe" | "extern" | "\"C\"" => {}
+            w if w.starts_with("pub(") => {}
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Each production function of `code` (comments already stripped) with its length in lines:
+/// everything before the first `#[cfg(test)]`.
+fn function_lengths(code: &str) -> Vec<(String, usize)> {
+    let lines: Vec<&str> = code.lines().collect();
+    let end = lines
+        .iter()
+        .position(|l| l.trim() == "#[cfg(test)]")
+        .unwrap_or(lines.len());
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < end {
+        let Some(name) = fn_name(lines[i]) else {
+            i += 1;
+            continue;
+        };
+        let (mut depth, mut opened, mut j) = (0i64, false, i);
+        while j < lines.len() {
+            let code = without_strings(lines[j]);
+            depth += code.matches('{').count() as i64 - code.matches('}').count() as i64;
+            opened |= code.contains('{');
+            if (opened && depth <= 0) || (!opened && code.trim_end().ends_with(';')) {
+                break;
+            }
+            j += 1;
+        }
+        out.push((name.to_owned(), j - i + 1));
+        i = j + 1;
+    }
+    out
+}
+
+/// A line with its string and character literals emptied, so that braces in them do not
+/// count.
+fn without_strings(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '"' {
+            while let Some(d) = chars.next() {
+                match d {
+                    '\\' => {
+                        chars.next();
+                    }
+                    '"' => break,
+                    _ => {}
+                }
+            }
+            out.push_str("\"\"");
+        } else if c == '\'' && chars.clone().nth(1) == Some('\'') {
+            chars.nth(1);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn production_functions_stay_under_the_line_limit() {
+    let mut long = Vec::new();
+    let mut known_left = BTreeSet::new();
+    for (_, path, code) in sources() {
+        // A module file of its own that holds only tests.
+        if path.ends_with("tests.rs") {
+            continue;
+        }
+        for (name, lines) in function_lengths(&code) {
+            let id = format!("{path}:{name}");
+            if lines <= MAX_FN_LINES {
+                continue;
+            }
+            if KNOWN_LONG.contains(&id.as_str()) {
+                known_left.insert(id);
+            } else {
+                long.push(format!("{id}: {lines} lines"));
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "functions over {MAX_FN_LINES} lines: split them into named steps: {long:#?}"
+    );
+    let gone: Vec<_> = KNOWN_LONG
+        .iter()
+        .filter(|f| !known_left.contains(**f))
+        .collect();
+    assert!(
+        gone.is_empty(),
+        "these are short now: take them out of KNOWN_LONG in tests/it/layers.rs: {gone:?}"
+    );
+}
+
+#[test]
+fn the_function_reader_measures_bodies_and_ignores_braces_in_strings() {
+    let code = "pub async fn a(x: u8) -> u8 {\n    let s = \"{{\";\n    let c = '{';\n    x\n}\n\
+                fn b();\nfn c() {}\n#[cfg(test)]\nfn d() {\n}\n";
+    assert_eq!(
+        function_lengths(code),
+        [
+            ("a".to_owned(), 5),
+            ("b".to_owned(), 1),
+            ("c".to_owned(), 1)
+        ]
     );
 }
 
