@@ -603,6 +603,19 @@ struct Overlay<'a> {
     files: Option<&'a RawFiles>,
 }
 
+/// A `feedback:` block over the inherited feedback settings.
+fn apply_feedback(s: &mut Feedback, f: &RawFeedback) {
+    if let Some(r) = &f.report {
+        s.report = r.iter().fold(0, |m, k| m | report_bit(*k));
+    }
+    if let Some(a) = f.anonymize_clients {
+        s.anonymize_clients = a;
+    }
+    if let Some(a) = f.anonymize_users {
+        s.anonymize_users = a;
+    }
+}
+
 /// Compilation context: where errors go and which rule is being compiled.
 struct Cx<'o> {
     origin: &'o str,
@@ -681,79 +694,13 @@ impl Cx<'_> {
             s.untested = u.into();
         }
         if let Some(lists) = o.lists {
-            if let Some(p) = lists.precedence {
-                s.precedence = p;
-            }
-            let compiled = Lists {
-                approved: self.url_list(
-                    lists.approved.as_deref(),
-                    lists.approved_regex.as_deref(),
-                    "lists.approved",
-                ),
-                blocked: self.url_list(
-                    lists.blocked.as_deref(),
-                    lists.blocked_regex.as_deref(),
-                    "lists.blocked",
-                ),
-            };
-            // A rule's entries come before the inherited ones so that its hits are found
-            // first; which list wins is still decided by `precedence`.
-            s.lists.insert(0, Arc::new(compiled));
+            self.apply_lists(&mut s, lists);
         }
         if let Some(c) = o.categories {
-            if let Some(custom) = c.custom.as_ref().and_then(|v| v.first())
-                && self.rule.is_some()
-            {
-                self.error_at(
-                    custom,
-                    "categories.custom: custom categories are defined at the top level only".into(),
-                );
-            }
-            if let Some(actions) = &c.actions {
-                let mut merged: Vec<(Category, Action)> = s.categories.to_vec();
-                for (name, action) in actions {
-                    let at = Located {
-                        value: name.clone(),
-                        line: action.line,
-                        column: action.column,
-                    };
-                    if let Some(cat) = self.category(taxonomy, &at, "categories.actions") {
-                        let a = Action::from(action.value);
-                        match merged.iter_mut().find(|(c, _)| *c == cat) {
-                            Some(slot) => slot.1 = a,
-                            None => merged.push((cat, a)),
-                        }
-                    }
-                }
-                s.categories = merged.into();
-            }
-            if let Some(u) = c.uncategorized {
-                s.uncategorized = u.into();
-            }
+            self.apply_categories(&mut s, taxonomy, c);
         }
         if let Some(i) = o.interception {
-            let si = &mut s.interception;
-            if let Some(d) = i.default {
-                si.default = d;
-            }
-            if let Some(n) = i.non_tls {
-                si.non_tls = n;
-            }
-            if let Some(h) = &i.intercept_hosts {
-                si.intercept_hosts =
-                    Arc::new(self.host_set(h, false, "interception.intercept_hosts"));
-            }
-            if let Some(h) = &i.tunnel_hosts {
-                si.tunnel_hosts = Arc::new(self.host_set(h, false, "interception.tunnel_hosts"));
-            }
-            if let Some(c) = &i.intercept_categories {
-                s.interception.intercept_categories =
-                    self.categories(taxonomy, c, "interception.intercept_categories");
-            }
-            if let Some(c) = &i.tunnel_categories {
-                s.interception.tunnel_categories =
-                    self.categories(taxonomy, c, "interception.tunnel_categories");
-            }
+            self.apply_interception(&mut s.interception, taxonomy, i);
         }
         if let Some(r) = o.reputation_unavailable {
             if let Some(a) = r.action {
@@ -769,20 +716,96 @@ impl Cx<'_> {
             s.warn_continue = self.seconds(v, "warn.continue_seconds");
         }
         if let Some(f) = o.feedback {
-            if let Some(r) = &f.report {
-                s.feedback.report = r.iter().fold(0, |m, k| m | report_bit(*k));
-            }
-            if let Some(a) = f.anonymize_clients {
-                s.feedback.anonymize_clients = a;
-            }
-            if let Some(a) = f.anonymize_users {
-                s.feedback.anonymize_users = a;
-            }
+            apply_feedback(&mut s.feedback, f);
         }
         if let Some(f) = o.files {
             s.files = Arc::new(self.files(&s.files, f));
         }
         s
+    }
+
+    /// A `lists:` block: its precedence, and its lists ahead of the inherited ones.
+    fn apply_lists(&mut self, s: &mut Settings, lists: &RawLists) {
+        if let Some(p) = lists.precedence {
+            s.precedence = p;
+        }
+        let compiled = Lists {
+            approved: self.url_list(
+                lists.approved.as_deref(),
+                lists.approved_regex.as_deref(),
+                "lists.approved",
+            ),
+            blocked: self.url_list(
+                lists.blocked.as_deref(),
+                lists.blocked_regex.as_deref(),
+                "lists.blocked",
+            ),
+        };
+        // A rule's entries come before the inherited ones so that its hits are found
+        // first; which list wins is still decided by `precedence`.
+        s.lists.insert(0, Arc::new(compiled));
+    }
+
+    /// A `categories:` block: actions merged over the inherited ones, the uncategorized
+    /// action; custom categories only at the top level.
+    fn apply_categories(&mut self, s: &mut Settings, taxonomy: &Taxonomy, c: &RawCategories) {
+        if let Some(custom) = c.custom.as_ref().and_then(|v| v.first())
+            && self.rule.is_some()
+        {
+            self.error_at(
+                custom,
+                "categories.custom: custom categories are defined at the top level only".into(),
+            );
+        }
+        if let Some(actions) = &c.actions {
+            let mut merged: Vec<(Category, Action)> = s.categories.to_vec();
+            for (name, action) in actions {
+                let at = Located {
+                    value: name.clone(),
+                    line: action.line,
+                    column: action.column,
+                };
+                if let Some(cat) = self.category(taxonomy, &at, "categories.actions") {
+                    let a = Action::from(action.value);
+                    match merged.iter_mut().find(|(c, _)| *c == cat) {
+                        Some(slot) => slot.1 = a,
+                        None => merged.push((cat, a)),
+                    }
+                }
+            }
+            s.categories = merged.into();
+        }
+        if let Some(u) = c.uncategorized {
+            s.uncategorized = u.into();
+        }
+    }
+
+    /// An `interception:` block over the inherited interception settings.
+    fn apply_interception(
+        &mut self,
+        si: &mut Interception,
+        taxonomy: &Taxonomy,
+        i: &RawInterception,
+    ) {
+        if let Some(d) = i.default {
+            si.default = d;
+        }
+        if let Some(n) = i.non_tls {
+            si.non_tls = n;
+        }
+        if let Some(h) = &i.intercept_hosts {
+            si.intercept_hosts = Arc::new(self.host_set(h, false, "interception.intercept_hosts"));
+        }
+        if let Some(h) = &i.tunnel_hosts {
+            si.tunnel_hosts = Arc::new(self.host_set(h, false, "interception.tunnel_hosts"));
+        }
+        if let Some(c) = &i.intercept_categories {
+            si.intercept_categories =
+                self.categories(taxonomy, c, "interception.intercept_categories");
+        }
+        if let Some(c) = &i.tunnel_categories {
+            si.tunnel_categories = self.categories(taxonomy, c, "interception.tunnel_categories");
+        }
     }
 
     /// `parent`'s file settings with `f` applied.

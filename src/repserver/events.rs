@@ -255,6 +255,33 @@ impl Store {
             // A "host" with a path in it: not a host an entry can be written for.
             return Ok(None);
         }
+        let Some(tally) = self.tally(rule, host, &key, now)? else {
+            return Ok(None);
+        };
+        if !self.escalation_may_write(&key, rule)? {
+            return Ok(None);
+        }
+        let seq = self.write_escalation(index, rule, host, &key, &tally, now)?;
+        tracing::info!(
+            key = key.as_str(),
+            rule = index,
+            clients = tally.clients,
+            score = rule.score.get(),
+            "escalation rule fired"
+        );
+        Ok(Some((key.as_str().to_owned(), seq)))
+    }
+
+    /// The distinct clients (and reporters, when the rule asks for several) behind the
+    /// rule's events about `host` in its window, counted only after the host's last revert;
+    /// `None` when the rule does not fire.
+    fn tally(
+        &self,
+        rule: &EscalationRule,
+        host: &str,
+        key: &Key,
+        now: i64,
+    ) -> Result<Option<Tally>, StoreError> {
         let reverted: Option<i64> = self
             .conn
             .query_row(
@@ -299,28 +326,45 @@ impl Store {
             }
             reporters = Some(n);
         }
-        if let Some(existing) = self.get(&key)? {
-            if existing.source != Source::Escalation {
-                tracing::info!(
-                    key = key.as_str(),
-                    source = existing.source.to_stored(),
-                    "escalation rule fired but the entry was not written by escalation: left alone"
-                );
-                return Ok(None);
-            }
-            if existing.score <= rule.score {
-                return Ok(None);
-            }
+        Ok(Some(Tally { clients, reporters }))
+    }
+
+    /// Whether an escalation may write `key`: nothing there, or an escalation's own entry
+    /// with a better score than the rule's. An admin's or a feed's entry is left alone.
+    fn escalation_may_write(&self, key: &Key, rule: &EscalationRule) -> Result<bool, StoreError> {
+        let Some(existing) = self.get(key)? else {
+            return Ok(true);
+        };
+        if existing.source != Source::Escalation {
+            tracing::info!(
+                key = key.as_str(),
+                source = existing.source.to_stored(),
+                "escalation rule fired but the entry was not written by escalation: left alone"
+            );
+            return Ok(false);
         }
-        let secs = now / 1000;
+        Ok(existing.score > rule.score)
+    }
+
+    /// Writes the escalation's entry and its record in one transaction; the sequence written.
+    fn write_escalation(
+        &mut self,
+        index: usize,
+        rule: &EscalationRule,
+        host: &str,
+        key: &Key,
+        tally: &Tally,
+        now: i64,
+    ) -> Result<u64, StoreError> {
         let mut entry = Entry::new(
             key.clone(),
             rule.score,
             rule.category.iter().cloned().collect(),
             Source::Escalation,
-            secs,
+            now / 1000,
         );
-        entry.note = Some(match reporters {
+        let clients = tally.clients;
+        entry.note = Some(match tally.reporters {
             None => format!(
                 "escalation rule {index}: {clients} distinct clients within {} s",
                 rule.window_secs
@@ -332,7 +376,7 @@ impl Store {
         });
         let category = rule.category.as_ref().map(|c| c.as_str().to_owned());
         let score = rule.score.get();
-        let seq = self.write(|w| -> Result<u64, StoreError> {
+        self.write(|w| -> Result<u64, StoreError> {
             w.upsert(&entry)?;
             w.tx.execute(
                 "INSERT OR REPLACE INTO escalations (key, host, rule, score, category, clients, \
@@ -349,15 +393,7 @@ impl Store {
                 ],
             )?;
             Ok(w.seq())
-        })?;
-        tracing::info!(
-            key = key.as_str(),
-            rule = index,
-            clients,
-            score,
-            "escalation rule fired"
-        );
-        Ok(Some((key.as_str().to_owned(), seq)))
+        })
     }
 
     /// The escalations fired (reverted ones included), newest first.
@@ -553,6 +589,13 @@ impl Store {
             "user_reports": reports,
         }))
     }
+}
+
+/// Who stands behind an escalation: distinct clients, and distinct reporting proxies when
+/// the rule counts them.
+struct Tally {
+    clients: i64,
+    reporters: Option<i64>,
 }
 
 #[cfg(test)]

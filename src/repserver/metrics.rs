@@ -245,10 +245,36 @@ pub fn render(
     entries: Option<u64>,
 ) -> Result<String, std::fmt::Error> {
     let mut r = Registry::with_prefix("webrep_server");
-    let requests = Family::<
-        [(&'static str, &'static str); 2],
-        prometheus_client::metrics::counter::Counter,
-    >::default();
+    register_requests(&mut r, stats);
+    register_lookups(&mut r, stats);
+    register_outcomes(&mut r, stats);
+    crate::metrics::conn_limits(
+        &mut r,
+        [
+            "connections",
+            "connections_refused",
+            "connections_closed_idle",
+        ],
+        "API",
+        [
+            "server.max_connections_per_client",
+            "server.max_connections",
+        ],
+        conns,
+    );
+    register_store(&mut r, stats, seq, entries);
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &r)?;
+    Ok(out)
+}
+
+/// A counter family with two labels.
+type Family2 =
+    Family<[(&'static str, &'static str); 2], prometheus_client::metrics::counter::Counter>;
+
+/// Requests by route and status class, and their latency.
+fn register_requests(r: &mut Registry, stats: &ServerStats) {
+    let requests = Family2::default();
     for (route, by_status) in ROUTES.iter().zip(&stats.requests) {
         for (status, n) in STATUS.iter().zip(by_status) {
             let n = n.load(Relaxed);
@@ -269,10 +295,11 @@ pub fn render(
         "Time from request to response head, by route",
         stats.seconds.clone(),
     );
-    let items = Family::<
-        [(&'static str, &'static str); 2],
-        prometheus_client::metrics::counter::Counter,
-    >::default();
+}
+
+/// Looked-up items by kind and what answered them, and the upstream tier's failures.
+fn register_lookups(r: &mut Registry, stats: &ServerStats) {
+    let items = Family2::default();
     for (kind, by_answer) in KINDS.iter().zip(&stats.items) {
         for (answer, n) in ANSWERS.iter().zip(by_answer) {
             items
@@ -286,13 +313,17 @@ pub fn render(
         items,
     );
     counter(
-        &mut r,
+        r,
         "upstream_unavailable",
         "Lookups whose misses the upstream tier did not answer",
         stats.upstream_unavailable.load(Relaxed),
     );
+}
+
+/// Feedback events by outcome, refusals of a full queue, lost log lines.
+fn register_outcomes(r: &mut Registry, stats: &ServerStats) {
     counter_family(
-        &mut r,
+        r,
         "events",
         "Feedback events accepted, duplicates, refused as invalid, and hosts escalated",
         "outcome",
@@ -302,40 +333,30 @@ pub fn render(
             .map(|(k, c)| ((*k).to_owned(), c.load(Relaxed))),
     );
     counter(
-        &mut r,
+        r,
         "busy",
         "Requests refused with 503 because the store queue was full",
         stats.busy.load(Relaxed),
     );
     counter(
-        &mut r,
+        r,
         "log_dropped",
         "Diagnostic log lines lost: standard error fell behind, or writing to it failed",
         crate::telemetry::dropped_lines(),
     );
-    crate::metrics::conn_limits(
-        &mut r,
-        [
-            "connections",
-            "connections_refused",
-            "connections_closed_idle",
-        ],
-        "API",
-        [
-            "server.max_connections_per_client",
-            "server.max_connections",
-        ],
-        conns,
-    );
+}
+
+/// The change sequence, the table's size and the waiting followers.
+fn register_store(r: &mut Registry, stats: &ServerStats, seq: u64, entries: Option<u64>) {
     gauge(
-        &mut r,
+        r,
         "change_seq",
         "The change sequence (bumped once per write)",
         i64::try_from(seq).unwrap_or(i64::MAX),
     );
     if let Some(n) = entries {
         gauge(
-            &mut r,
+            r,
             "entries",
             "Entries in the reputation table",
             i64::try_from(n).unwrap_or(i64::MAX),
@@ -346,9 +367,6 @@ pub fn render(
         "Change-stream followers now waiting (long-polls and event streams)",
         stats.followers.clone(),
     );
-    let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &r)?;
-    Ok(out)
 }
 
 #[cfg(test)]

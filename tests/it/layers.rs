@@ -333,9 +333,6 @@ const KNOWN_LONG: &[&str] = &[
     "config/mod.rs:server_config",
     "repserver/api.rs:serve_with",
     "repserver/api.rs:route",
-    "repserver/events.rs:escalate",
-    "repserver/metrics.rs:render",
-    "policy/compile.rs:settings",
 ];
 
 /// The name of the function a line starts, if it starts one.
