@@ -5,7 +5,8 @@
 //! the example and these defaults agree key for key. Unknown keys are errors
 //! (`deny_unknown_fields`): a misspelt security setting must never be silently ignored.
 //!
-//! Validation and conversion into typed values happen in [`super::Config::from_raw`].
+//! Validation and conversion into typed values happen in the section files beside this one
+//! (one per top-level key), in the order [`super::Config::from_raw`] lists.
 
 use std::path::PathBuf;
 

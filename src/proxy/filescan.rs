@@ -381,7 +381,7 @@ pub struct Held(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
 
 impl FileScanner {
     /// `cores`: CPUs the proxy runs on (its worker count).
-    pub fn new(config: &crate::config::raw::RawFilesConfig, cores: usize) -> FileScanner {
+    pub fn new(config: &crate::config::FilesConfig, cores: usize) -> FileScanner {
         let kib = u32::try_from(config.hold_back_total_bytes.div_ceil(1024)).unwrap_or(u32::MAX);
         FileScanner {
             hold_back_bytes: config.hold_back_bytes,
@@ -729,7 +729,7 @@ mod tests {
 
     #[test]
     fn streamed_downloads_hash_beside_the_forwarding_only_while_a_core_is_free() {
-        let scanner = FileScanner::new(&crate::config::raw::RawFilesConfig::default(), 2);
+        let scanner = FileScanner::new(&crate::config::FilesConfig::default(), 2);
         let (a, a_count) = scanner.stream_hasher();
         let (b, b_count) = scanner.stream_hasher();
         let (c, c_count) = scanner.stream_hasher();
@@ -758,7 +758,7 @@ mod tests {
     #[tokio::test]
     async fn the_hold_back_budget_is_shared_and_returned() {
         let scanner = FileScanner::new(
-            &crate::config::raw::RawFilesConfig {
+            &crate::config::FilesConfig {
                 hold_back_bytes: 4096,
                 hold_back_total_bytes: 6144,
             },

@@ -276,7 +276,7 @@ async fn filter_setup(
         }
         // The default path, not there (run from elsewhere): the copy built into the binary.
         Err(crate::policy::LoadError::Read(e))
-            if e.is_not_found() && *file == crate::config::raw::RawPolicyConfig::default().file =>
+            if e.is_not_found() && config.policy.is_default_file() =>
         {
             let p =
                 crate::policy::Policy::from_yaml(DEFAULT_POLICY, "built-in policies/default.yaml")

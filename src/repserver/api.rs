@@ -98,44 +98,8 @@ pub struct Tokens {
     pub admin: Vec<String>,
 }
 
-/// Fixed limits and TTLs of the API.
-#[derive(Debug, Clone)]
-pub struct ApiConfig {
-    /// `ttl_secs` of an answer backed by at least one entry.
-    pub ttl_secs: u64,
-    /// `ttl_secs` of an untested answer (shorter: the table may learn the URL soon).
-    pub untested_ttl_secs: u64,
-    /// Largest request body accepted, bytes; larger is 413.
-    pub max_body: usize,
-    /// Largest feed upload to `POST /v1/import`, bytes; larger is 413.
-    pub max_import_bytes: u64,
-    /// Most items (URLs plus hosts, or upserts plus deletes) in one batch.
-    pub max_batch: usize,
-    /// Most path-level entries returned with a host answer.
-    pub host_path_limit: usize,
-    /// Longest `wait_ms` honoured by `/v1/changes`.
-    pub max_wait_ms: u64,
-    /// Most keys returned by one `/v1/changes` answer (beyond: `truncated`).
-    pub max_change_keys: usize,
-    /// Most store jobs waiting for the store thread; a request beyond that is a 503.
-    pub max_queued_jobs: usize,
-}
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        ApiConfig {
-            ttl_secs: 300,
-            untested_ttl_secs: 60,
-            max_body: 1024 * 1024,
-            max_import_bytes: 1 << 30,
-            max_batch: 1000,
-            host_path_limit: 100,
-            max_wait_ms: 30_000,
-            max_change_keys: 10_000,
-            max_queued_jobs: 1024,
-        }
-    }
-}
+/// The API's limits and TTLs and the server's feedback settings, validated by config.
+pub use crate::config::{ApiConfig, FeedbackOptions};
 
 /// What [`serve_with`] adds to [`serve`]; the defaults are plain HTTP, no upstream, no
 /// connection limit, no pruning, spooling imports in the system temporary directory.
@@ -169,24 +133,6 @@ pub struct ServeOptions {
     /// Where the running escalation rules live, so that a reload can swap them (the
     /// rules of `feedback` are stored in it at start).
     pub escalation_handle: Option<Arc<arc_swap::ArcSwap<Vec<super::events::EscalationRule>>>>,
-}
-
-/// What the server does with feedback events ([`super::events`]).
-#[derive(Debug, Clone)]
-pub struct FeedbackOptions {
-    /// Events received longer ago than this are pruned every [`PRUNE_INTERVAL`].
-    pub retention: Duration,
-    /// `server.escalation` rules, applied on every ingest.
-    pub escalation: Vec<super::events::EscalationRule>,
-}
-
-impl Default for FeedbackOptions {
-    fn default() -> Self {
-        FeedbackOptions {
-            retention: Duration::from_secs(30 * 86_400),
-            escalation: Vec::new(),
-        }
-    }
 }
 
 /// How often the change log is pruned.

@@ -35,7 +35,7 @@ use serde_json::{Value, json};
 
 use super::store::{Store, StoreError};
 use crate::api::events::{Event, EventStatus, Kind};
-use crate::model::{Category, Entry, Key, KeyKind, Score, Source};
+use crate::model::{Entry, Key, KeyKind, Source};
 
 /// Schema 2 -> 3: the events and the escalations fired.
 pub(super) const MIGRATE_3: &str = "
@@ -99,27 +99,8 @@ pub fn reporter_id(token: &str) -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// One `server.escalation` rule: when events of `kinds` about one host come from at least
-/// `distinct_clients` distinct clients (proxy and client address together), sent with at
-/// least `distinct_reporters` different tokens, within `window_secs`, the host gets an
-/// entry with `score` (and `category`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct EscalationRule {
-    /// Event kinds counted.
-    pub kinds: Vec<Kind>,
-    /// Distinct clients needed.
-    pub distinct_clients: u32,
-    /// Distinct reporters (bearer tokens) needed: with one token per proxy, 2 or more means
-    /// no single proxy, or stolen token, can escalate a host by claiming many clients.
-    /// 1 counts clients only.
-    pub distinct_reporters: u32,
-    /// The window, seconds back from the newest event.
-    pub window_secs: u64,
-    /// The score of the entry written.
-    pub score: Score,
-    /// Its category, if any.
-    pub category: Option<Category>,
-}
+/// One `server.escalation` rule, validated by config.
+pub use crate::config::EscalationRule;
 
 /// What one ingest did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -601,6 +582,7 @@ struct Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Category, Score};
 
     fn report(proxy: &str, id: &str, client: &str, host: &str) -> Event {
         let mut e = Event::new(id.into(), Kind::UserReport, now_ms(), proxy.into());

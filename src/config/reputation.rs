@@ -1,0 +1,105 @@
+//! The validated `reputation:` section: the reputation servers the proxy asks, in order,
+//! and its answer cache, failover and change-stream follower settings.
+//!
+//! Read by the proxy's reputation client. Fails on a source URL that is not
+//! `http(s)://host[:port]`, a source without exactly one of `token` and `token_file`, zero
+//! timeouts, and a follower whose longest retry wait is shorter than its first.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::check::{InvalidValue, millis};
+use super::raw::{RawReputationConfig, RawReputationSource};
+
+/// Validated `reputation:` section. Field meanings are documented on
+/// [`RawReputationConfig`].
+#[derive(Debug, Clone)]
+pub struct ReputationSettings {
+    pub sources: Vec<ReputationSource>,
+    pub cache_entries: u64,
+    pub max_stale: Duration,
+    pub retry_after: Duration,
+    pub follow_changes: bool,
+    pub follow_retry_first: Duration,
+    pub follow_retry_max: Duration,
+}
+
+/// One validated reputation source.
+#[derive(Debug, Clone)]
+pub struct ReputationSource {
+    pub name: String,
+    pub url: String,
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+impl TryFrom<RawReputationSource> for ReputationSource {
+    type Error = InvalidValue;
+
+    fn try_from(src: RawReputationSource) -> Result<Self, InvalidValue> {
+        let url = src.url.trim_end_matches('/');
+        if !(url.starts_with("http://") || url.starts_with("https://"))
+            || url
+                .parse::<http::Uri>()
+                .map_or(true, |u| u.host().is_none())
+        {
+            return Err(InvalidValue::new(
+                "reputation.sources.url",
+                format!(
+                    "{:?}: expected http://host:port or https://host:port",
+                    src.url
+                ),
+            ));
+        }
+        if src.token.is_some() == src.token_file.is_some() {
+            return Err(InvalidValue::new(
+                "reputation.sources.token",
+                format!("{url}: give exactly one of token and token_file"),
+            ));
+        }
+        Ok(ReputationSource {
+            name: src.name.unwrap_or_else(|| url.to_owned()),
+            url: url.to_owned(),
+            token: src.token,
+            token_file: src.token_file,
+            ca_file: src.ca_file,
+            timeout: millis("reputation.sources.timeout_ms", src.timeout_ms)?,
+        })
+    }
+}
+
+impl TryFrom<RawReputationConfig> for ReputationSettings {
+    type Error = InvalidValue;
+
+    fn try_from(r: RawReputationConfig) -> Result<Self, InvalidValue> {
+        let sources = r
+            .sources
+            .into_iter()
+            .map(ReputationSource::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        let reputation = ReputationSettings {
+            sources,
+            cache_entries: r.cache_entries.max(1),
+            max_stale: Duration::from_secs(r.max_stale_secs),
+            retry_after: millis("reputation.retry_after_ms", r.retry_after_ms)?,
+            follow_changes: r.follow_changes,
+            follow_retry_first: millis(
+                "reputation.follow_retry_first_ms",
+                r.follow_retry_first_ms,
+            )?,
+            follow_retry_max: millis("reputation.follow_retry_max_ms", r.follow_retry_max_ms)?,
+        };
+        if reputation.follow_retry_max < reputation.follow_retry_first {
+            return Err(InvalidValue::new(
+                "reputation.follow_retry_max_ms",
+                format!(
+                    "{} is less than follow_retry_first_ms ({})",
+                    r.follow_retry_max_ms, r.follow_retry_first_ms
+                ),
+            ));
+        }
+        Ok(reputation)
+    }
+}
