@@ -8,7 +8,7 @@
 //!
 //! - Helpers with no domain: [`fsread`] (bounded reads of configured files), [`conns`]
 //!   (connection limits, shared by both listeners), [`shutdown`], [`output`] (printing that
-//!   never panics); then [`secrets`] (permission checks of key and token files) and
+//!   never panics), [`yaml`] (parsing with positions); then [`secrets`] (permission checks of key and token files) and
 //!   [`metrics`] (Prometheus helpers).
 //! - The pure core, no I/O and no clock: [`canon`] (URL canonicalization and lookup
 //!   expressions) <- [`model`] (scores, risk bands, categories, keys, entries, verdicts and
@@ -57,3 +57,4 @@ pub mod reputation;
 pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;
+pub mod yaml;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use clap::Parser as _;
 use webrep::cli::{CaCommand, Cli, Command, ConfigCommand};
-use webrep::config::{Config, RawConfig, raw};
+use webrep::config::{Config, RawConfig};
 
 const EX_USAGE: u8 = 64;
 
@@ -72,7 +72,7 @@ fn main() -> ExitCode {
         Command::Ca { command } => ca_command(command),
         Command::Config {
             command: ConfigCommand::PrintDefault,
-        } => match raw::to_yaml_string(&RawConfig::default()) {
+        } => match webrep::yaml::to_yaml_string(&RawConfig::default()) {
             Ok(s) => {
                 webrep::out!("{s}");
                 ExitCode::SUCCESS

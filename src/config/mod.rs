@@ -112,7 +112,7 @@ impl Config {
         {
             RawConfig::default()
         } else {
-            raw::from_yaml_str(text).map_err(|message| ConfigError::Syntax {
+            crate::yaml::from_yaml_str(text).map_err(|message| ConfigError::Syntax {
                 path: origin.to_owned(),
                 message,
             })?

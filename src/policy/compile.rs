@@ -22,8 +22,8 @@ use super::schema::{
     RawWarn, ReportKind, SecurityLevel,
 };
 use super::{Action, PolicyError, PolicyErrors};
-use crate::config::raw::{self, Located};
 use crate::model::{BUILTIN_CATEGORIES, Category, CategoryClass, Taxonomy};
+use crate::yaml::{self, Located};
 
 /// The longest regex accepted, in bytes of pattern text.
 pub const MAX_REGEX_LEN: usize = 4096;
@@ -351,7 +351,7 @@ impl Policy {
         {
             RawPolicy::default()
         } else {
-            raw::from_yaml_str_located(text).map_err(|e| {
+            yaml::from_yaml_str_located(text).map_err(|e| {
                 PolicyErrors::one(PolicyError {
                     origin: origin.to_owned(),
                     line: e.line,
@@ -527,7 +527,7 @@ fn rule_at_line(text: &str, line: u32) -> Option<String> {
         return None;
     }
     let top: std::collections::BTreeMap<String, Located<IgnoredAny>> =
-        raw::from_yaml_str_located(text).ok()?;
+        yaml::from_yaml_str_located(text).ok()?;
     let start = top.get("rules")?.line;
     let end = top
         .values()
@@ -538,7 +538,7 @@ fn rule_at_line(text: &str, line: u32) -> Option<String> {
     if line < start || line >= end {
         return None;
     }
-    let rules: Rules = raw::from_yaml_str_located(text).ok()?;
+    let rules: Rules = yaml::from_yaml_str_located(text).ok()?;
     rules
         .rules
         .iter()

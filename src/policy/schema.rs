@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::config::raw::Located;
+use crate::yaml::Located;
 
 /// A whole policy file.
 #[derive(Debug, Clone, Default, Deserialize)]
