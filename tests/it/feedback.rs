@@ -18,137 +18,23 @@ use webrep::api::events::Kind;
 use webrep::client::RepClient;
 use webrep::feedback::FeedbackStats;
 use webrep::model::{Category, Score};
-use webrep::repserver::api::{self, ApiConfig, FeedbackOptions, ServeOptions, Tokens};
+use webrep::repserver::api::{ApiConfig, FeedbackOptions};
 use webrep::repserver::events::EscalationRule;
-use webrep::repserver::store::Store;
 
-const CLIENT: &str = "client-token-0123456789";
-const ADMIN: &str = "admin-token-0123456789";
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A reputation server on a file-backed store that can be stopped and started again on the
-/// same port.
-struct Server {
-    base: String,
-    addr: std::net::SocketAddr,
-    db: PathBuf,
-    rules: Vec<EscalationRule>,
-    api: ApiConfig,
-    stop: CancellationToken,
-    handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    admin: RepClient,
-}
-
-impl Server {
-    async fn start(dir: &Path, rules: Vec<EscalationRule>, api: ApiConfig) -> Server {
-        init_crypto();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let base = format!("http://{addr}");
-        let mut s = Server {
-            admin: RepClient::new(&base, ADMIN, None).unwrap(),
-            base,
-            addr,
-            db: dir.join("reputation.db"),
-            rules,
-            api,
-            stop: CancellationToken::new(),
-            handle: None,
-        };
-        s.serve(listener);
-        s
-    }
-
-    fn serve(&mut self, listener: TcpListener) {
-        self.stop = CancellationToken::new();
-        let store = Store::open(&self.db).unwrap();
-        self.handle = Some(tokio::spawn(api::serve_with(
-            listener,
-            store,
-            Tokens {
-                client: vec![CLIENT.into()],
-                admin: vec![ADMIN.into()],
-            },
-            self.api.clone(),
-            ServeOptions {
-                feedback: FeedbackOptions {
-                    escalation: self.rules.clone(),
-                    ..FeedbackOptions::default()
-                },
-                ..ServeOptions::default()
-            },
-            self.stop.clone(),
-        )));
-    }
-
-    /// Stops the server and waits until its store is closed.
-    async fn kill(&mut self) {
-        self.stop.cancel();
-        if let Some(h) = self.handle.take() {
-            tokio::time::timeout(WAIT, h)
-                .await
-                .expect("server stops")
-                .unwrap()
-                .unwrap();
-        }
-    }
-
-    /// Starts it again on the same port and store.
-    async fn restart(&mut self) {
-        let deadline = Instant::now() + WAIT;
-        let listener = loop {
-            match TcpListener::bind(self.addr).await {
-                Ok(l) => break l,
-                Err(e) => {
-                    assert!(
-                        Instant::now() < deadline,
-                        "cannot bind {} again: {e}",
-                        self.addr
-                    );
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        };
-        self.serve(listener);
-    }
-
-    async fn write(&self, entries: Value) {
-        self.admin
-            .post_json("/v1/entries", &entries, WAIT)
-            .await
-            .unwrap();
-    }
-
-    async fn events(&self, query: &str) -> Vec<Value> {
-        let v = self
-            .admin
-            .get(&format!("/v1/events?limit=100000&{query}"), WAIT)
-            .await
-            .unwrap();
-        v["events"].as_array().unwrap().clone()
-    }
-
-    /// Polls (bounded) until the events matching `query` satisfy `done`.
-    async fn wait_events(&self, query: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let ev = self.events(query).await;
-            if done(&ev) {
-                return ev;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "events for {query:?} never arrived; have {ev:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
+/// A reputation server on a store file in `dir` (a restart opens it again), with the
+/// escalation `rules`.
+async fn feedback_server(dir: &Path, rules: Vec<EscalationRule>, api: ApiConfig) -> RepServer {
+    RepServer::builder()
+        .file(&dir.join("reputation.db"))
+        .config(api)
+        .feedback(FeedbackOptions {
+            escalation: rules,
+            ..FeedbackOptions::default()
+        })
+        .start()
+        .await
 }
 
 /// A filtering proxy with feedback to `server` (id `proxy_id`, spool in `spool`); `extra` is
@@ -279,7 +165,7 @@ fn by_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
 async fn feedback_events_of_every_kind_arrive_with_their_fields() {
     let dir = tempfile::tempdir().unwrap();
     let origin = Origin::http().await;
-    let mut server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    let mut server = feedback_server(dir.path(), Vec::new(), ApiConfig::default()).await;
     server
         .write(json!({ "upsert": [
             { "key": "danger.test/", "score": 10, "categories": ["malware"] },
@@ -478,7 +364,7 @@ async fn feedback_events_of_every_kind_arrive_with_their_fields() {
 async fn feedback_survives_a_server_restart_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let origin = Origin::http().await;
-    let mut server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    let mut server = feedback_server(dir.path(), Vec::new(), ApiConfig::default()).await;
     let spool = dir.path().join("spool");
     let p = proxy(
         "untested: allow\n",
@@ -548,7 +434,7 @@ async fn feedback_survives_a_server_restart_exactly_once() {
 async fn feedback_spool_is_replayed_by_the_next_proxy_run() {
     let dir = tempfile::tempdir().unwrap();
     let origin = Origin::http().await;
-    let mut server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    let mut server = feedback_server(dir.path(), Vec::new(), ApiConfig::default()).await;
     let spool = dir.path().join("spool");
     let policy = "untested: allow\n";
     let p = proxy(policy, &server.base, dir.path(), "p1", &spool, "").await;
@@ -607,7 +493,7 @@ async fn feedback_spool_is_replayed_by_the_next_proxy_run() {
 async fn feedback_full_spool_counts_drops() {
     let dir = tempfile::tempdir().unwrap();
     let origin = Origin::http().await;
-    let server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    let server = feedback_server(dir.path(), Vec::new(), ApiConfig::default()).await;
     let spool = dir.path().join("spool");
     // Room for about one event.
     let p = proxy(
@@ -761,7 +647,7 @@ async fn feedback_escalation_reaches_another_proxy_without_restart() {
         untested_ttl_secs: 3600,
         ..ApiConfig::default()
     };
-    let server = Server::start(dir.path(), rules, api).await;
+    let server = feedback_server(dir.path(), rules, api).await;
     // The reporting proxy blocks untested sites; the other one (high security) allows them.
     let reporting = proxy(
         "untested: block\n",
@@ -863,7 +749,7 @@ async fn feedback_escalation_reaches_another_proxy_without_restart() {
 #[tokio::test]
 async fn feedback_anonymized_clients_are_keyed_hashes() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    let server = feedback_server(dir.path(), Vec::new(), ApiConfig::default()).await;
     server
         .write(json!({ "upsert": [{ "key": "danger.test/", "score": 5 }] }))
         .await;
@@ -898,7 +784,7 @@ async fn feedback_anonymized_clients_are_keyed_hashes() {
 async fn feedback_a_10000_byte_url_costs_no_other_event() {
     let dir = tempfile::tempdir().unwrap();
     let origin = Origin::http().await;
-    let server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    let server = feedback_server(dir.path(), Vec::new(), ApiConfig::default()).await;
     // A long batch window: the long URL's event and the others go out together.
     let p = proxy(
         "lists:\n  blocked:\n    - blocked.test\nuntested: allow\n",
@@ -967,7 +853,7 @@ async fn feedback_a_batch_refused_whole_is_split_until_the_refused_event_is_alon
     let dir = tempfile::tempdir().unwrap();
     // A server taking bodies of 8000 bytes at most: one event of a 6500-byte URL fits, two
     // do not, and one of a (cut) 8192-byte URL never does.
-    let server = Server::start(
+    let server = feedback_server(
         dir.path(),
         Vec::new(),
         ApiConfig {
@@ -1009,7 +895,7 @@ async fn feedback_a_batch_refused_whole_is_split_until_the_refused_event_is_alon
 #[tokio::test]
 async fn feedback_api_refuses_bad_events_one_by_one() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
+    let server = feedback_server(
         dir.path(),
         Vec::new(),
         ApiConfig {
@@ -1257,7 +1143,7 @@ fn spool_lines(dir: &Path) -> usize {
 async fn feedback_spool_survives_kill_9_of_the_binary() {
     let dir = tempfile::tempdir().unwrap();
     let origin = Origin::http().await;
-    let mut server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    let mut server = feedback_server(dir.path(), Vec::new(), ApiConfig::default()).await;
     server.kill().await;
     let spool = dir.path().join("spool");
     let policy = dir.path().join("policy.yaml");
@@ -1543,7 +1429,7 @@ async fn block(proxy: &Process, path: &str) {
 #[tokio::test]
 async fn feedback_an_unwritable_spool_is_logged_and_counted_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    let server = feedback_server(dir.path(), Vec::new(), ApiConfig::default()).await;
     let proxy = blocking_proxy(dir.path(), &server.base, "", "").await;
     let spool = dir.path().join("spool");
     block(&proxy, "a").await;
@@ -1584,7 +1470,7 @@ async fn feedback_an_unwritable_spool_is_logged_and_counted_and_loses_nothing() 
 async fn feedback_a_full_spool_is_logged_while_delivery_failures_are_too() {
     let dir = tempfile::tempdir().unwrap();
     // No server: every delivery fails (and is logged).
-    let mut server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    let mut server = feedback_server(dir.path(), Vec::new(), ApiConfig::default()).await;
     server.kill().await;
     let proxy = blocking_proxy(dir.path(), &server.base, "  spool_max_bytes: 3000\n", "").await;
     let admin = proxy.admin.expect("the proxy has an admin listener");
@@ -1679,7 +1565,7 @@ fn now_ms() -> i64 {
 #[tokio::test]
 async fn feedback_cli_prints_the_summary_and_escalations() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), report_rule(2, 1), ApiConfig::default()).await;
+    let server = feedback_server(dir.path(), report_rule(2, 1), ApiConfig::default()).await;
     let now = now_ms();
     let ev = |id: &str, client: &str| {
         json!({ "v": 1, "id": id, "kind": "user_report", "time": now, "proxy": "p1",
@@ -1747,7 +1633,7 @@ async fn feedback_cli_prints_the_summary_and_escalations() {
 #[tokio::test]
 async fn one_token_cannot_escalate_a_host_alone_when_rules_ask_for_two_reporters() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), report_rule(3, 2), ApiConfig::default()).await;
+    let server = feedback_server(dir.path(), report_rule(3, 2), ApiConfig::default()).await;
     let now = now_ms();
     let ev = |i: u32| {
         json!({ "v": 1, "id": format!("e{i}"), "kind": "user_report", "time": now,
@@ -1799,7 +1685,7 @@ async fn intercepted_requests_are_recorded_once_each_with_their_own_id() {
     let dir = tempfile::tempdir().unwrap();
     let origin = Origin::https(&TestCa::new()).await;
     let port = origin.addr.port();
-    let server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    let server = feedback_server(dir.path(), Vec::new(), ApiConfig::default()).await;
     server
         .write(json!({ "upsert": [
             { "key": "danger.test/", "score": 10, "categories": ["malware"] },

@@ -4,7 +4,6 @@
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
-use crate::filtering::{CLIENT, RepServer};
 use crate::harness::*;
 
 fn sha256(b: &[u8]) -> String {
@@ -17,7 +16,7 @@ fn sha256(b: &[u8]) -> String {
 /// Listed: seed 1 (malicious) and seed 2 (suspicious), at both sizes used.
 async fn server_with_listed_files() -> RepServer {
     let server =
-        RepServer::start(json!({ "upsert": [{ "key": "unrelated.test/", "score": 90 }] })).await;
+        RepServer::serving(json!({ "upsert": [{ "key": "unrelated.test/", "score": 90 }] })).await;
     let mut upsert = Vec::new();
     for n in [10_000usize, 300_000] {
         upsert.push(json!({ "sha256": sha256(&download_bytes(n, 1)), "verdict": "malicious", "name": "Test.Dropper" }));
