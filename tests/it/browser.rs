@@ -20,15 +20,12 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::net::TcpListener;
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
+use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_webrep");
 /// How long one Chromium run may take before it is killed.
 const CHROMIUM_DEADLINE: Duration = Duration::from_secs(90);
 /// The text every origin page shows (with the scheme and host it was asked for).
@@ -124,9 +121,9 @@ impl HtmlOrigin {
     }
 }
 
-/// The real `webrep proxy` binary, its stderr lines forwarded to a channel.
+/// The real `webrep proxy` binary.
 struct Proxy {
-    _child: Child,
+    _child: Webrep,
     addr: SocketAddr,
     dir: tempfile::TempDir,
 }
@@ -165,38 +162,15 @@ impl Proxy {
         );
         let cfg_path = dir.path().join("webrep.yaml");
         std::fs::write(&cfg_path, cfg).unwrap();
-        let mut child = Command::new(BIN)
-            .args(["proxy", "--config"])
-            .arg(&cfg_path)
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let (tx, mut lines) = mpsc::unbounded_channel();
-        let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
-        tokio::spawn(async move {
-            while let Ok(Some(l)) = err.next_line().await {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut seen = Vec::new();
-        let addr = loop {
-            let l = tokio::time::timeout(Duration::from_secs(30), lines.recv())
-                .await
-                .unwrap_or_else(|_| panic!("proxy did not start:\n{}", seen.join("\n")))
-                .unwrap_or_else(|| panic!("proxy exited:\n{}", seen.join("\n")));
-            if let Some(rest) = l.split("listen.addr=").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-            seen.push(l);
-        };
-        // Keep draining stderr so the child never blocks on a full pipe.
-        tokio::spawn(async move { while lines.recv().await.is_some() {} });
+        let mut cmd = webrep(["proxy", "--config"]);
+        cmd.arg(&cfg_path);
+        let mut child = Webrep::spawn(cmd);
+        let listening = child
+            .next_line_where("the proxy listens", |l| l.contains("listen.addr="))
+            .await
+            .unwrap_or_else(|| panic!("proxy exited:\n{}", child.lines().join("\n")));
+        let addr = listening.split("listen.addr=").nth(1).unwrap();
+        let addr = addr.split_whitespace().next().unwrap().parse().unwrap();
         Self {
             _child: child,
             addr,

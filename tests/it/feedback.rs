@@ -1019,83 +1019,55 @@ async fn feedback_api_refuses_bad_events_one_by_one() {
 /// A `webrep` child process (`proxy` or `server`): its listen address, read from its log,
 /// and every line it logs.
 struct Process {
-    child: tokio::process::Child,
+    process: Webrep,
     addr: std::net::SocketAddr,
     /// The admin listener, when the config has one (logged before the listen address).
     admin: Option<std::net::SocketAddr>,
-    log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Process {
     /// Runs `webrep <command> --config cfg` with `stdout`; `None` when it exits before it
     /// listens (a port not free yet).
     async fn start(command: &str, cfg: &Path, stdout: std::process::Stdio) -> Option<Process> {
-        use tokio::io::AsyncBufReadExt as _;
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_webrep"))
-            .args([command, "--config"])
-            .arg(cfg)
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .stdout(stdout)
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut admin = None;
-        let addr = tokio::time::timeout(WAIT, async {
-            while let Ok(Some(l)) = lines.next_line().await {
-                log.lock().unwrap().push(l.clone());
-                if l.contains("admin listener") {
-                    admin = l
-                        .split("addr=")
-                        .nth(1)
-                        .and_then(|rest| rest.split_whitespace().next()?.parse().ok());
-                }
-                let rest = l
-                    .split("listen.addr=")
-                    .nth(1)
-                    .or(l.split(" listen=").nth(1));
-                if let Some(rest) = rest {
-                    return rest.split_whitespace().next().unwrap().parse().ok();
-                }
-            }
-            None
-        })
-        .await
-        .expect("the process starts")?;
-        // Keep reading stderr so the child never blocks on a full pipe.
-        let keep = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(l)) = lines.next_line().await {
-                keep.lock().unwrap().push(l);
-            }
-        });
+        let mut cmd = webrep([command, "--config"]);
+        cmd.arg(cfg).stdout(stdout);
+        let mut process = Webrep::spawn(cmd);
+        let listen = |l: &str| {
+            l.split("listen.addr=")
+                .nth(1)
+                .or(l.split(" listen=").nth(1))
+                .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        };
+        let listening = process
+            .next_line_where("the process listens", |l| listen(l).is_some())
+            .await?;
+        let admin = process
+            .lines_seen()
+            .iter()
+            .rfind(|l| l.contains("admin listener"))
+            .and_then(|l| {
+                l.split("addr=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            });
         Some(Process {
-            child,
-            addr,
+            addr: listen(&listening).unwrap(),
             admin,
-            log,
+            process,
         })
     }
 
     /// Waits (bounded) until it has logged a line containing `needle`.
     async fn wait_logged(&self, needle: &str) {
-        let deadline = Instant::now() + WAIT;
-        while !self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
-            assert!(
-                Instant::now() < deadline,
-                "never logged {needle:?}; logged {:#?}",
-                self.log.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.process.wait_logged(needle).await;
     }
 
     /// `kill -9`, and waits for the process to be gone.
     async fn kill_9(mut self) {
-        self.child.kill().await.unwrap();
+        self.process.kill_9().await;
     }
 
     /// Its `/stats` page (on its admin listener).
@@ -1513,7 +1485,7 @@ async fn access_log_lines_lost_on_a_closed_stdout_are_logged_and_counted() {
         .await
         .expect("the proxy starts");
     // Nobody reads the access log: its pipe is closed.
-    drop(proxy.child.stdout.take());
+    drop(proxy.process.child.stdout.take());
     init_crypto();
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -1589,16 +1561,13 @@ async fn feedback_cli_prints_the_summary_and_escalations() {
     let run = |args: &'static [&'static str]| {
         let (base, token) = (server.base.clone(), token.clone());
         async move {
-            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_webrep"))
-                .arg("feedback")
-                .args(args)
+            let mut cmd = webrep(["feedback"]);
+            cmd.args(args)
                 .arg("--server")
                 .arg(&base)
                 .arg("--token-file")
-                .arg(&token)
-                .output()
-                .await
-                .unwrap();
+                .arg(&token);
+            let out = run_to_end(cmd).await;
             (
                 out.status.code(),
                 String::from_utf8_lossy(&out.stdout).into_owned(),
