@@ -193,21 +193,18 @@ impl Proxy {
     /// The access-log line whose id is `id` (polled: the writer flushes every 100 ms).
     async fn log_line(&self, id: &str) -> serde_json::Value {
         let path = self.dir.path().join("access.log");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
+        let what = format!("an access log line with id {id}");
+        eventually_ok(&what, BOUND, || {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
-            for line in text.lines() {
-                let v: serde_json::Value = serde_json::from_str(line).expect("log line is JSON");
-                if v["id"] == id {
-                    return v;
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no access log line with id {id}:\n{text}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            let found = text
+                .lines()
+                .map(|line| {
+                    serde_json::from_str::<serde_json::Value>(line).expect("log line is JSON")
+                })
+                .find(|v| v["id"] == id);
+            std::future::ready(found.ok_or(text))
+        })
+        .await
     }
 }
 

@@ -149,14 +149,6 @@ async fn json_page(client: &reqwest::Client, url: &str) -> Value {
     serde_json::from_str(&r.text().await.unwrap()).unwrap()
 }
 
-async fn wait_until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 fn by_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["kind"] == kind).collect()
 }
@@ -315,7 +307,7 @@ async fn feedback_events_of_every_kind_arrive_with_their_fields() {
     server.kill().await;
     let r = client.get("http://127.0.0.2:9/").send().await.unwrap();
     assert_ne!(r.status(), 403);
-    wait_until("the event is spooled", || {
+    eventually("the event is spooled", BOUND, || async {
         stats(&p).spooled.load(Ordering::Relaxed) > 0
     })
     .await;
@@ -391,19 +383,19 @@ async fn feedback_survives_a_server_restart_exactly_once() {
             }
         })
     };
-    wait_until("traffic before the outage", || {
+    eventually("traffic before the outage", BOUND, || async {
         done.load(Ordering::SeqCst) >= 30
     })
     .await;
     server.kill().await;
     let at_kill = done.load(Ordering::SeqCst);
-    wait_until("events spooled during the outage", || {
+    eventually("events spooled during the outage", BOUND, || async {
         st.spooled.load(Ordering::Relaxed) > 0 && done.load(Ordering::SeqCst) >= at_kill + 30
     })
     .await;
     server.restart().await;
     let at_restart = done.load(Ordering::SeqCst);
-    wait_until("traffic after the restart", || {
+    eventually("traffic after the restart", BOUND, || async {
         done.load(Ordering::SeqCst) >= at_restart + 30
     })
     .await;
@@ -485,7 +477,10 @@ async fn feedback_spool_is_replayed_by_the_next_proxy_run() {
         let want = format!("http://127.0.0.1/b{i}");
         assert!(urls.contains(&want.as_str()), "{want} missing");
     }
-    wait_until("the spool is emptied", || feedback(&p).spool_events() == 0).await;
+    eventually("the spool is emptied", BOUND, || async {
+        feedback(&p).spool_events() == 0
+    })
+    .await;
     p.stop().await;
 }
 
@@ -597,7 +592,7 @@ async fn feedback_a_stalled_server_does_not_slow_requests() {
             .status(),
         403
     );
-    wait_until("the sender is stuck in a POST", || {
+    eventually("the sender is stuck in a POST", BOUND, || async {
         accepted.load(Ordering::SeqCst) > 0
     })
     .await;
@@ -691,23 +686,19 @@ async fn feedback_escalation_reaches_another_proxy_without_restart() {
         }
     }
     // The second proxy blocks the host, long before its cached answer's TTL (an hour).
-    let deadline = Instant::now() + WAIT;
-    let page = loop {
+    let page = eventually_ok("the escalation reaches the proxy", BOUND, || async {
         let r = watcher
             .get(&url)
             .header("accept", "application/json")
             .send()
             .await
             .unwrap();
-        if r.status() == 403 {
-            break serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap();
+        match r.status().as_u16() {
+            403 => Ok(serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap()),
+            status => Err(status),
         }
-        assert!(
-            Instant::now() < deadline,
-            "the escalation never reached the proxy"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    })
+    .await;
     println!(
         "escalation: third report to block on the other proxy took {:?}",
         last_report.elapsed()
@@ -734,14 +725,10 @@ async fn feedback_escalation_reaches_another_proxy_without_restart() {
         .await
         .unwrap();
     assert_eq!(r["reverted"], "127.0.0.1/");
-    let deadline = Instant::now() + WAIT;
-    while watcher.get(&url).send().await.unwrap().status() != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "the revert never reached the proxy"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the revert reaches the proxy", BOUND, || async {
+        watcher.get(&url).send().await.unwrap().status() == 200
+    })
+    .await;
     reporting.stop().await;
     high.stop().await;
 }
@@ -878,7 +865,7 @@ async fn feedback_a_batch_refused_whole_is_split_until_the_refused_event_is_alon
         assert_eq!(c.get(url).send().await.unwrap().status(), 403);
     }
     let st = stats(&p);
-    wait_until("the too large event is refused", || {
+    eventually("the too large event is refused", BOUND, || async {
         st.rejected.load(Ordering::Relaxed) == 1
     })
     .await;
@@ -1159,11 +1146,10 @@ async fn feedback_spool_survives_kill_9_of_the_binary() {
         .await;
     assert_eq!(ev.len(), 10);
     assert!(ev.iter().all(|e| e["proxy"] == "pk"));
-    let deadline = Instant::now() + WAIT;
-    while spool_lines(&spool) > 0 {
-        assert!(Instant::now() < deadline, "the spool was never emptied");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the spool is emptied", BOUND, || async {
+        spool_lines(&spool) == 0
+    })
+    .await;
     child.kill_9().await;
 }
 
@@ -1214,16 +1200,14 @@ impl ServerProcess {
 
     /// Starts it again on the same port (waiting for the port, bounded).
     async fn restart(&mut self) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(p) = Process::start("server", &self.cfg, std::process::Stdio::null()).await
-            {
-                self.process = Some(p);
-                return;
-            }
-            assert!(Instant::now() < deadline, "the server never started again");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let cfg = &self.cfg;
+        let p = eventually_ok("the server starts again", BOUND, || async {
+            Process::start("server", cfg, std::process::Stdio::null())
+                .await
+                .ok_or("it exited before it listened")
+        })
+        .await;
+        self.process = Some(p);
     }
 
     /// The ids of the `blocked` events stored.
@@ -1278,11 +1262,10 @@ async fn answered_at_least(
     answered: &Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     n: usize,
 ) {
-    let deadline = Instant::now() + WAIT;
-    while answered.lock().unwrap().len() < n {
-        assert!(Instant::now() < deadline, "requests stopped being answered");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("requests go on being answered", BOUND, || async {
+        answered.lock().unwrap().len() >= n
+    })
+    .await;
 }
 
 /// Every blocked request whose page a client received has its event stored at the server,
@@ -1332,14 +1315,19 @@ async fn feedback_kill_9_of_proxy_and_server_loses_no_event() {
     // A new run on the same spool delivers the rest.
     let proxy = spawn_proxy(&cfg).await;
     let answered = answered.lock().unwrap().clone();
-    let deadline = Instant::now() + WAIT;
-    let stored = loop {
-        let stored = server.blocked_ids().await;
-        if answered.is_subset(&stored) || Instant::now() > deadline {
-            break stored;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let stored = eventually_ok(
+        "every answered request's event is stored",
+        BOUND,
+        || async {
+            let stored = server.blocked_ids().await;
+            if answered.is_subset(&stored) {
+                Ok(stored)
+            } else {
+                Err(answered.difference(&stored).cloned().collect::<Vec<_>>())
+            }
+        },
+    )
+    .await;
     let lost = answered.difference(&stored).count();
     println!(
         "kill -9: proxy {rounds} times, server once; block pages received {}, events stored {}, lost {lost}",
@@ -1407,11 +1395,10 @@ async fn feedback_an_unwritable_spool_is_logged_and_counted_and_loses_nothing() 
     block(&proxy, "a").await;
     server.wait_events("kind=blocked", |ev| ev.len() == 1).await;
     // Delivered: the spool holds no segment until the next event.
-    let deadline = Instant::now() + WAIT;
-    while segment_files(&spool) > 0 {
-        assert!(Instant::now() < deadline, "the delivered segment stays");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the delivered segment goes", BOUND, || async {
+        segment_files(&spool) == 0
+    })
+    .await;
     // The spool directory cannot be written any more (a regular file in its place; root or
     // not): logged and counted, and the event still goes out, from memory.
     let moved = dir.path().join("spool.moved");
@@ -1424,15 +1411,17 @@ async fn feedback_an_unwritable_spool_is_logged_and_counted_and_loses_nothing() 
     // Writable again: events are spooled again (after a pause of a second at most).
     std::fs::remove_file(&spool).unwrap();
     std::fs::rename(&moved, &spool).unwrap();
-    let deadline = Instant::now() + WAIT;
-    for i in 0.. {
-        block(&proxy, &format!("c{i}")).await;
-        if proxy.stats().await["feedback"]["spooled"].as_u64() > Some(1) {
-            break;
+    let mut i = 0;
+    eventually("the spool is used again", BOUND, || {
+        i += 1;
+        let name = format!("c{i}");
+        let proxy = &proxy;
+        async move {
+            block(proxy, &name).await;
+            proxy.stats().await["feedback"]["spooled"].as_u64() > Some(1)
         }
-        assert!(Instant::now() < deadline, "the spool is never used again");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     let st = proxy.stats().await;
     assert_eq!(st["feedback"]["dropped_queue"], 0, "{st}");
     proxy.kill_9().await;
@@ -1447,19 +1436,21 @@ async fn feedback_a_full_spool_is_logged_while_delivery_failures_are_too() {
     let proxy = blocking_proxy(dir.path(), &server.base, "  spool_max_bytes: 3000\n", "").await;
     let admin = proxy.admin.expect("the proxy has an admin listener");
     // Requests until the first event is dropped for a full spool; then no more.
-    let deadline = Instant::now() + WAIT;
-    for i in 0.. {
-        block(&proxy, &format!("f{i}")).await;
-        let text = scrape(admin).await;
-        if sample(
-            &text,
-            "webrep_feedback_events_total{outcome=\"dropped_spool\"}",
-        ) > 0.0
-        {
-            break;
+    let mut i = 0;
+    eventually("the spool fills up", BOUND, || {
+        i += 1;
+        let name = format!("f{i}");
+        let proxy = &proxy;
+        async move {
+            block(proxy, &name).await;
+            let text = scrape(admin).await;
+            sample(
+                &text,
+                "webrep_feedback_events_total{outcome=\"dropped_spool\"}",
+            ) > 0.0
         }
-        assert!(Instant::now() < deadline, "the spool never filled up");
-    }
+    })
+    .await;
     // That first drop is logged although the delivery failures were logged just before.
     proxy.wait_logged("feedback not delivered").await;
     proxy.wait_logged("feedback spool full").await;
@@ -1492,24 +1483,16 @@ async fn access_log_lines_lost_on_a_closed_stdout_are_logged_and_counted() {
         .timeout(WAIT)
         .build()
         .unwrap();
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually("lost access log lines are counted", BOUND, || async {
         let r = client
             .get(format!("http://{}/healthz", proxy.addr))
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        let lost = proxy.stats().await["access_log_write_failed"].as_u64();
-        if lost > Some(0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "lost access log lines never counted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        proxy.stats().await["access_log_write_failed"].as_u64() > Some(0)
+    })
+    .await;
     proxy.wait_logged("access log write failed").await;
     proxy.kill_9().await;
 }

@@ -463,21 +463,15 @@ impl TestProxy {
 
     /// Waits (bounded) until an access-log line satisfies `pred`, and returns it.
     pub async fn wait_log(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        for _ in 0..500 {
-            self.access_log.flush(Duration::from_secs(5));
-            let text = std::fs::read_to_string(&self.log_path).unwrap();
-            for line in text.lines() {
-                let v: serde_json::Value = serde_json::from_str(line).expect("log line is JSON");
-                if pred(&v) {
-                    return v;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!(
-            "no matching access log line in:\n{}",
-            std::fs::read_to_string(&self.log_path).unwrap()
-        );
+        eventually_ok("a matching access log line", BOUND, || {
+            let text = self.access_log_text();
+            let found = text
+                .lines()
+                .map(|line| serde_json::from_str(line).expect("log line is JSON"))
+                .find(|v| pred(v));
+            std::future::ready(found.ok_or(text))
+        })
+        .await
     }
 
     /// Waits (bounded) until the reputation change follower has applied its first answer,
@@ -493,14 +487,10 @@ impl TestProxy {
             .as_ref()
             .expect("filtering is on")
             .reputation;
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while rep.cache_drops.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the change follower never applied an answer"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        eventually("the change follower applies an answer", BOUND, || async {
+            rep.cache_drops.load(Ordering::Relaxed) > 0
+        })
+        .await;
     }
 
     pub async fn stop(mut self) {
@@ -666,26 +656,31 @@ pub async fn status_and_json(r: reqwest::Response) -> (u16, serde_json::Value) {
     (status, v)
 }
 
-/// Polls `cond` until it holds. The bound (30 s) is no timing assertion: it only makes a
-/// broken build fail, naming `what`, instead of hanging.
+/// How long a poll waits, unless a test says otherwise: long enough for a loaded machine.
+/// No timing assertion: it only makes a broken build fail instead of hanging.
+pub const BOUND: Duration = Duration::from_secs(30);
+
+/// Polls `cond` until it holds. Past `bound` (see [`BOUND`]) it panics naming `what`.
 pub async fn eventually<F: std::future::Future<Output = bool>>(
     what: &str,
+    bound: Duration,
     mut cond: impl FnMut() -> F,
 ) {
-    eventually_ok(what, || {
+    eventually_ok(what, bound, || {
         let f = cond();
         async move { if f.await { Ok(()) } else { Err("false") } }
     })
     .await
 }
 
-/// Polls `poll` until it gives `Ok`, and returns that. The bound (30 s) only makes a broken
-/// build fail; the panic names `what` and the last `Err` seen.
+/// Polls `poll` until it gives `Ok`, and returns that. Past `bound` (see [`BOUND`]) it
+/// panics naming `what` and the last `Err` seen.
 pub async fn eventually_ok<T, E: std::fmt::Debug, F: std::future::Future<Output = Result<T, E>>>(
     what: &str,
+    bound: Duration,
     mut poll: impl FnMut() -> F,
 ) -> T {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + bound;
     loop {
         match poll().await {
             Ok(v) => return v,
@@ -890,7 +885,7 @@ impl RepServer {
     /// Serves `store` again on the same address, config, feedback rules and counters.
     pub async fn restart_with(&mut self, store: Store) {
         let addr = self.addr;
-        let listener = eventually_ok(&format!("{addr} is free again"), || async move {
+        let listener = eventually_ok(&format!("{addr} is free again"), BOUND, || async move {
             TcpListener::bind(addr).await
         })
         .await;
@@ -977,7 +972,7 @@ impl RepServer {
         done: impl Fn(&[serde_json::Value]) -> bool,
     ) -> Vec<serde_json::Value> {
         let what = format!("events for {query:?}");
-        eventually_ok(&what, || async {
+        eventually_ok(&what, BOUND, || async {
             let ev = self.events(query).await;
             if done(&ev) { Ok(ev) } else { Err(ev) }
         })
@@ -1080,7 +1075,7 @@ impl Webrep {
         pred: impl Fn(&str) -> bool,
     ) -> Option<String> {
         let (log, closed, seen) = (&self.log, &self.closed, &mut self.seen);
-        eventually_ok(what, || {
+        eventually_ok(what, BOUND, || {
             // Read `closed` first: lines logged before it was set are all in `log`.
             let ended = closed.load(Ordering::SeqCst);
             let log = log.lock().unwrap();
@@ -1107,7 +1102,7 @@ impl Webrep {
 
     /// Waits (bounded) until some line so far contains `needle`.
     pub async fn wait_logged(&self, needle: &str) {
-        eventually_ok(&format!("a line containing {needle:?}"), || {
+        eventually_ok(&format!("a line containing {needle:?}"), BOUND, || {
             let log = self.log.lock().unwrap();
             let r = if log.iter().any(|l| l.contains(needle)) {
                 Ok(())

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{ADMIN, CLIENT, Webrep, eventually, run_to_end, webrep};
+use crate::harness::{ADMIN, BOUND, CLIENT, Webrep, eventually, run_to_end, webrep};
 
 struct ServerProcess {
     process: Webrep,
@@ -399,7 +399,7 @@ async fn a_killed_servers_upload_is_removed_at_the_next_start_and_a_live_one_nev
         .write_all("stalled.example\n".repeat(4096).as_bytes())
         .await
         .unwrap();
-    eventually("an upload file", || async {
+    eventually("an upload file", BOUND, || async {
         !uploads(dir.path()).is_empty()
     })
     .await;

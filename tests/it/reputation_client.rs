@@ -3,7 +3,7 @@
 //! an outage, and the change stream dropping changed keys long before their TTL.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -16,7 +16,7 @@ use webrep::repserver::api::ApiConfig;
 use webrep::repserver::metrics::Route;
 use webrep::repserver::store::Store;
 
-use crate::harness::{CLIENT, RepServer, eventually};
+use crate::harness::{BOUND, CLIENT, RepServer, eventually};
 use webrep::reputation::{CacheState, FollowRetry, Reputation, ReputationConfig, SourceConfig};
 
 fn source(name: &str, base: &str) -> SourceConfig {
@@ -215,7 +215,7 @@ async fn a_change_on_the_server_reaches_the_cache_long_before_the_ttl() {
         RiskLevel::Safe
     );
     // Wait until the follower is in place (its first answer drops the cache once).
-    eventually("the follower's first answer", || async {
+    eventually("the follower's first answer", BOUND, || async {
         rep.cache_drops.load(std::sync::atomic::Ordering::Relaxed) > 0
     })
     .await;
@@ -229,7 +229,7 @@ async fn a_change_on_the_server_reaches_the_cache_long_before_the_ttl() {
             json!({ "upsert": [{ "key": "shop.test/", "score": 2, "categories": ["malware"] }] }),
         )
         .await;
-    eventually("the change reaches the cache", || async {
+    eventually("the change reaches the cache", BOUND, || async {
         rep.lookup(&url).await.verdict.unwrap().risk == RiskLevel::Dangerous
     })
     .await;
@@ -273,7 +273,10 @@ impl Followed {
             stop,
             follower,
         };
-        eventually("the follower's first answer", || async { f.drops() > 0 }).await;
+        eventually("the follower's first answer", BOUND, || async {
+            f.drops() > 0
+        })
+        .await;
         f
     }
 
@@ -287,7 +290,7 @@ impl Followed {
     /// server again on its address with `store`.
     async fn restart(&mut self, store: Store) {
         self.server.kill().await;
-        eventually("the source is marked down", || async {
+        eventually("the source is marked down", BOUND, || async {
             !self.rep.source_health()[0].1
         })
         .await;
@@ -325,7 +328,7 @@ async fn a_server_back_on_its_store_costs_the_cache_only_what_changed() {
     // Back on the same store, where one host changes.
     f.restart(Store::open(&db).unwrap()).await;
     f.make_shop_dangerous().await;
-    eventually("the change reaches the cache", || async {
+    eventually("the change reaches the cache", BOUND, || async {
         f.rep.lookup(&shop).await.verdict.map(|v| v.risk) == Some(RiskLevel::Dangerous)
     })
     .await;
@@ -353,22 +356,16 @@ async fn a_change_written_just_after_a_restart_arrives_within_the_retry_cap() {
     assert_eq!(f.rep.lookup(&shop).await.cache, CacheState::Miss);
     f.restart(Store::open(&db).unwrap()).await;
     f.make_shop_dangerous().await;
-    let written = Instant::now();
-    let bound = Duration::from_secs(3);
-    loop {
-        // The cached Safe answer is fresh for minutes: it turns Dangerous only once the
-        // follower has dropped it.
-        let l = f.rep.lookup(&shop).await;
-        if l.verdict.map(|v| v.risk) == Some(RiskLevel::Dangerous) {
-            break;
-        }
-        assert!(
-            written.elapsed() < bound,
-            "the change did not arrive within {bound:?} of the write"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    println!("change arrived {:?} after the write", written.elapsed());
+    // The cached Safe answer is fresh for minutes: it turns Dangerous only once the follower
+    // has dropped it. This bound is the test's claim (far below the 10 s skip), not a guard.
+    eventually(
+        "the change arrives within 3 s of the write",
+        Duration::from_secs(3),
+        || async {
+            f.rep.lookup(&shop).await.verdict.map(|v| v.risk) == Some(RiskLevel::Dangerous)
+        },
+    )
+    .await;
     f.stop().await;
 }
 
@@ -391,12 +388,15 @@ async fn a_restart_of_the_first_source_costs_no_switch_to_the_second() {
     let stop = CancellationToken::new();
     let follower = tokio::spawn(rep.clone().follow_changes(stop.clone()));
     let drops = || rep.cache_drops.load(std::sync::atomic::Ordering::Relaxed);
-    eventually("the follower's first answer", || async { drops() > 0 }).await;
+    eventually("the follower's first answer", BOUND, || async {
+        drops() > 0
+    })
+    .await;
     let bad = canonicalize("http://bad.test/").unwrap();
     assert_eq!(rep.lookup(&bad).await.cache, CacheState::Miss);
     let before = drops();
     first.kill().await;
-    eventually("the first source is marked down", || async {
+    eventually("the first source is marked down", BOUND, || async {
         !rep.source_health()[0].1
     })
     .await;
@@ -407,9 +407,11 @@ async fn a_restart_of_the_first_source_costs_no_switch_to_the_second() {
     first
         .write(json!({ "upsert": [{ "key": "bad.test/", "score": 90 }] }))
         .await;
-    eventually("the first source's change reaches the cache", || async {
-        rep.lookup(&bad).await.verdict.map(|v| v.risk) == Some(RiskLevel::Safe)
-    })
+    eventually(
+        "the first source's change reaches the cache",
+        BOUND,
+        || async { rep.lookup(&bad).await.verdict.map(|v| v.risk) == Some(RiskLevel::Safe) },
+    )
     .await;
     // Its answer to a poll also ends the lookups' skip of it, long before `retry_after`.
     assert!(rep.source_health()[0].1, "the first source is up again");
@@ -430,7 +432,10 @@ async fn a_server_back_on_another_store_drops_the_cache() {
     // and nothing tells which keys changed, so the whole cache goes.
     let before = f.drops();
     f.restart(Store::open_in_memory().unwrap()).await;
-    eventually("the cache is dropped", || async { f.drops() > before }).await;
+    eventually("the cache is dropped", BOUND, || async {
+        f.drops() > before
+    })
+    .await;
     let l = f.rep.lookup(&bad).await;
     assert_eq!(l.cache, CacheState::Miss);
     assert_eq!(l.verdict.map(|v| v.risk), Some(RiskLevel::Untested));

@@ -178,15 +178,11 @@ async fn stats_until(
     what: &str,
     ok: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually_ok(what, BOUND, || async {
         let v = stats_at(addr).await;
-        if ok(&v) {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{what}: {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        if ok(&v) { Ok(v) } else { Err(v) }
+    })
+    .await
 }
 
 #[tokio::test]
