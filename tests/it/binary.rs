@@ -58,24 +58,16 @@ impl ProxyProcess {
         let mut cmd = webrep(["proxy", "--config"]);
         cmd.arg(&cfg).envs(env.iter().copied());
         let mut process = Webrep::spawn(cmd);
-        let field = |l: &str, name: &str| -> Option<SocketAddr> {
-            let rest = l.split(name).nth(1)?;
-            Some(rest.split_whitespace().next()?.parse().unwrap())
-        };
-        let listening = process
-            .next_line_where("the proxy listens", |l| l.contains("listen.addr="))
+        let listen = process
+            .wait_field(&["listen.addr="])
             .await
             .expect("proxy is running");
-        let startup = process.lines_seen();
-        let admin = startup
-            .iter()
-            .rfind(|l| l.contains("admin listener"))
-            .and_then(|l| field(l, " addr="));
+        let admin = process.seen_field("admin listener", " addr=");
         Self {
+            addr: listen.parse().unwrap(),
+            admin: admin.map(|a| a.parse().unwrap()),
+            startup: process.lines_seen(),
             process,
-            addr: field(&listening, "listen.addr=").unwrap(),
-            admin,
-            startup,
             dir,
         }
     }

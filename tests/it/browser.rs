@@ -165,12 +165,12 @@ impl Proxy {
         let mut cmd = webrep(["proxy", "--config"]);
         cmd.arg(&cfg_path);
         let mut child = Webrep::spawn(cmd);
-        let listening = child
-            .next_line_where("the proxy listens", |l| l.contains("listen.addr="))
+        let addr = child
+            .wait_field(&["listen.addr="])
             .await
-            .unwrap_or_else(|| panic!("proxy exited:\n{}", child.lines().join("\n")));
-        let addr = listening.split("listen.addr=").nth(1).unwrap();
-        let addr = addr.split_whitespace().next().unwrap().parse().unwrap();
+            .unwrap_or_else(|| panic!("proxy exited:\n{}", child.lines().join("\n")))
+            .parse()
+            .unwrap();
         Self {
             _child: child,
             addr,

@@ -1019,30 +1019,11 @@ impl Process {
         let mut cmd = webrep([command, "--config"]);
         cmd.arg(cfg).stdout(stdout);
         let mut process = Webrep::spawn(cmd);
-        let listen = |l: &str| {
-            l.split("listen.addr=")
-                .nth(1)
-                .or(l.split(" listen=").nth(1))
-                .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        };
-        let listening = process
-            .next_line_where("the process listens", |l| listen(l).is_some())
-            .await?;
-        let admin = process
-            .lines_seen()
-            .iter()
-            .rfind(|l| l.contains("admin listener"))
-            .and_then(|l| {
-                l.split("addr=")
-                    .nth(1)?
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            });
+        let listen = process.wait_field(&["listen.addr=", " listen="]).await?;
+        let admin = process.seen_field("admin listener", "addr=");
         Some(Process {
-            addr: listen(&listening).unwrap(),
-            admin,
+            addr: listen.parse().unwrap(),
+            admin: admin.and_then(|a| a.parse().ok()),
             process,
         })
     }
@@ -1072,6 +1053,26 @@ impl Process {
             .unwrap();
         serde_json::from_str(&r.text().await.unwrap()).unwrap()
     }
+}
+
+/// Blocked requests through `proxy` (pages `{prefix}1`, `{prefix}2`...) until `done` holds
+/// (bounded).
+async fn block_until<F: std::future::Future<Output = bool>>(
+    proxy: &Process,
+    prefix: &str,
+    what: &str,
+    done: impl Fn() -> F,
+) {
+    let mut i = 0;
+    eventually(what, BOUND, || {
+        i += 1;
+        let (name, done) = (format!("{prefix}{i}"), &done);
+        async move {
+            block(proxy, &name).await;
+            done().await
+        }
+    })
+    .await;
 }
 
 /// The `webrep proxy` binary with `cfg`.
@@ -1411,15 +1412,8 @@ async fn feedback_an_unwritable_spool_is_logged_and_counted_and_loses_nothing() 
     // Writable again: events are spooled again (after a pause of a second at most).
     std::fs::remove_file(&spool).unwrap();
     std::fs::rename(&moved, &spool).unwrap();
-    let mut i = 0;
-    eventually("the spool is used again", BOUND, || {
-        i += 1;
-        let name = format!("c{i}");
-        let proxy = &proxy;
-        async move {
-            block(proxy, &name).await;
-            proxy.stats().await["feedback"]["spooled"].as_u64() > Some(1)
-        }
+    block_until(&proxy, "c", "the spool is used again", || async {
+        proxy.stats().await["feedback"]["spooled"].as_u64() > Some(1)
     })
     .await;
     let st = proxy.stats().await;
@@ -1436,19 +1430,12 @@ async fn feedback_a_full_spool_is_logged_while_delivery_failures_are_too() {
     let proxy = blocking_proxy(dir.path(), &server.base, "  spool_max_bytes: 3000\n", "").await;
     let admin = proxy.admin.expect("the proxy has an admin listener");
     // Requests until the first event is dropped for a full spool; then no more.
-    let mut i = 0;
-    eventually("the spool fills up", BOUND, || {
-        i += 1;
-        let name = format!("f{i}");
-        let proxy = &proxy;
-        async move {
-            block(proxy, &name).await;
-            let text = scrape(admin).await;
-            sample(
-                &text,
-                "webrep_feedback_events_total{outcome=\"dropped_spool\"}",
-            ) > 0.0
-        }
+    block_until(&proxy, "f", "the spool fills up", || async {
+        let text = scrape(admin).await;
+        sample(
+            &text,
+            "webrep_feedback_events_total{outcome=\"dropped_spool\"}",
+        ) > 0.0
     })
     .await;
     // That first drop is logged although the delivery failures were logged just before.

@@ -1092,6 +1092,25 @@ impl Webrep {
         .await
     }
 
+    /// Waits (bounded) for the next line with one of `keys` (`listen.addr=`...) and returns
+    /// the word after it; `None` when the process ended first.
+    pub async fn wait_field(&mut self, keys: &[&str]) -> Option<String> {
+        let what = format!("a line with {keys:?}");
+        let line = self
+            .next_line_where(&what, |l| keys.iter().any(|k| field(l, k).is_some()))
+            .await?;
+        keys.iter().find_map(|k| field(&line, k))
+    }
+
+    /// The word after `key` on the last line seen so far that contains `marker`.
+    pub fn seen_field(&self, marker: &str, key: &str) -> Option<String> {
+        let log = self.log.lock().unwrap();
+        log[..self.seen]
+            .iter()
+            .rfind(|l| l.contains(marker))
+            .and_then(|l| field(l, key))
+    }
+
     /// Waits (bounded) for the next line containing `needle`.
     pub async fn wait_for_line(&mut self, needle: &str) -> String {
         let what = format!("a line containing {needle:?}");
@@ -1161,4 +1180,15 @@ impl Webrep {
     pub async fn kill_9(&mut self) {
         self.child.kill().await.unwrap();
     }
+}
+
+/// The word after `key` in a log line (`listen.addr=127.0.0.1:3128 ...`).
+pub fn field(line: &str, key: &str) -> Option<String> {
+    Some(
+        line.split(key)
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .to_owned(),
+    )
 }

@@ -64,23 +64,15 @@ impl ServerProcess {
         let mut cmd = webrep(["server", "--config"]);
         cmd.arg(&cfg).env("NOTIFY_SOCKET", &notify_path);
         let mut process = Webrep::spawn(cmd);
-        let field = |l: &str, name: &str| {
-            l.split(name)
-                .nth(1)
-                .map(|rest| rest.split_whitespace().next().unwrap().to_owned())
-        };
-        let listening = process
-            .next_line_where("the server listens", |l| field(l, "listen=").is_some())
+        let listen = process
+            .wait_field(&["listen="])
             .await
             .expect("server is running");
+        let metrics = process.seen_field("metrics listener", "addr=");
         let startup = process.lines_seen();
-        let metrics = startup
-            .iter()
-            .rfind(|l| l.contains("metrics listener"))
-            .and_then(|l| field(l, "addr="));
         ServerProcess {
             process,
-            base: format!("http://{}", field(&listening, "listen=").unwrap()),
+            base: format!("http://{listen}"),
             metrics: metrics.expect("the metrics listener is logged before `ready`"),
             notify,
             dir,
