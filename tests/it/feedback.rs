@@ -1,4 +1,4 @@
-//! Smart feedback end to end (issue 8): the real proxy and the real reputation server
+//! Smart feedback end to end: the real proxy and the real reputation server
 //! (in-process, file-backed store in a temporary directory, 127.0.0.1 ports), reqwest clients
 //! on 127.0.0.1, .2 and .3.
 
