@@ -182,16 +182,14 @@ async fn password_checks_beyond_the_pool_and_its_queue_are_refused_not_queued() 
     assert!(sample(&text, "webrep_auth_hash_queue") <= 1.0);
     // Once the pool is free, a valid user gets in (503 while it is still busy).
     let alice = client_as(&proxy, [127, 0, 0, 1], "alice", "alice's");
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
+    eventually_ok("alice gets in", Duration::from_secs(120), || async {
         match status(&alice, &url).await {
-            200 => break,
-            503 if std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            200 => Ok(()),
+            503 => Err(503),
             s => panic!("alice got {s}"),
         }
-    }
+    })
+    .await;
     proxy.stop().await;
 }
 

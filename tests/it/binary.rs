@@ -5,24 +5,30 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
-
 use crate::harness::*;
 
-pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_webrep");
-
-/// A `webrep proxy` child process with its stderr lines forwarded to a channel.
+/// A `webrep proxy` child process, its address and what it logged before it listened.
 pub(crate) struct ProxyProcess {
-    pub(crate) child: Child,
+    pub(crate) process: Webrep,
     pub(crate) addr: SocketAddr,
     /// The admin listener, when the config has one.
     pub(crate) admin: Option<SocketAddr>,
-    lines: mpsc::UnboundedReceiver<String>,
     /// What it logged before it listened.
     pub(crate) startup: Vec<String>,
     pub(crate) dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for ProxyProcess {
+    type Target = Webrep;
+    fn deref(&self) -> &Webrep {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for ProxyProcess {
+    fn deref_mut(&mut self) -> &mut Webrep {
+        &mut self.process
+    }
 }
 
 impl ProxyProcess {
@@ -49,85 +55,21 @@ impl ProxyProcess {
             ),
         )
         .unwrap();
-        let mut child = Command::new(BIN)
-            .args(["proxy", "--config"])
-            .arg(&cfg)
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let (tx, mut lines) = mpsc::unbounded_channel();
-        let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
-        tokio::spawn(async move {
-            while let Ok(Some(l)) = err.next_line().await {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        let (mut addr, mut admin) = (None, None);
-        let mut startup = Vec::new();
-        let field = |l: &str, name: &str| -> Option<SocketAddr> {
-            let rest = l.split(name).nth(1)?;
-            Some(rest.split_whitespace().next()?.parse().unwrap())
-        };
-        while addr.is_none() {
-            let l = tokio::time::timeout(Duration::from_secs(30), lines.recv())
-                .await
-                .expect("proxy starts")
-                .expect("proxy is running");
-            addr = field(&l, "listen.addr=");
-            if l.contains("admin listener") {
-                admin = field(&l, " addr=");
-            }
-            startup.push(l);
-        }
+        let mut cmd = webrep(["proxy", "--config"]);
+        cmd.arg(&cfg).envs(env.iter().copied());
+        let mut process = Webrep::spawn(cmd);
+        let listen = process
+            .wait_field(&["listen.addr="])
+            .await
+            .expect("proxy is running");
+        let admin = process.seen_field("admin listener", " addr=");
         Self {
-            child,
-            addr: addr.unwrap(),
-            admin,
-            lines,
-            startup,
+            addr: listen.parse().unwrap(),
+            admin: admin.map(|a| a.parse().unwrap()),
+            startup: process.lines_seen(),
+            process,
             dir,
         }
-    }
-
-    pub(crate) async fn wait_for_line(&mut self, needle: &str) -> String {
-        loop {
-            let l = tokio::time::timeout(Duration::from_secs(30), self.lines.recv())
-                .await
-                .unwrap_or_else(|_| panic!("no line containing {needle:?}"))
-                .unwrap_or_else(|| panic!("stderr closed before {needle:?}"));
-            if l.contains(needle) {
-                return l;
-            }
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id().unwrap()
-    }
-
-    /// Waits (up to 30 s, else panics with `what`) for the process to exit; its status code.
-    pub(crate) async fn exit_code(&mut self, what: &str) -> Option<i32> {
-        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect(what)
-            .unwrap()
-            .code()
-    }
-
-    pub(crate) fn signal(&self, sig: &str) {
-        let ok = std::process::Command::new("kill")
-            .args([&format!("-{sig}"), &self.pid().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
     }
 
     /// Peak resident memory so far (VmHWM), in KiB.
@@ -387,24 +329,18 @@ async fn a_bad_config_file_exits_64_naming_key_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.yaml");
     std::fs::write(&cfg, "proxy:\n  listen: [\"127.0.0.1:0\"]\n  lisen: oops\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["proxy", "--config"])
-        .arg(&cfg)
-        .output()
-        .await
-        .unwrap();
+    let mut cmd = webrep(["proxy", "--config"]);
+    cmd.arg(&cfg);
+    let out = run_to_end(cmd).await;
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("lisen") && err.contains("bad.yaml") && err.contains('3'),
         "{err}"
     );
-    let out = Command::new(BIN)
-        .args(["config", "check"])
-        .arg(&cfg)
-        .output()
-        .await
-        .unwrap();
+    let mut cmd = webrep(["config", "check"]);
+    cmd.arg(&cfg);
+    let out = run_to_end(cmd).await;
     assert_eq!(out.status.code(), Some(64));
 }
 
@@ -419,17 +355,10 @@ async fn a_second_proxy_on_the_same_port_exits_with_address_in_use() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("second.yaml");
     std::fs::write(&cfg, BASE.replace("127.0.0.1:0", &first.addr.to_string())).unwrap();
-    let second = Command::new(BIN)
-        .args(["proxy", "--config"])
-        .arg(&cfg)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(30), second)
-        .await
-        .expect("the second proxy exits instead of serving")
-        .unwrap();
+    let mut second = webrep(["proxy", "--config"]);
+    second.arg(&cfg);
+    // Bounded: the second proxy exits instead of serving.
+    let out = run_to_end(second).await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.code().is_some_and(|c| c != 0),
@@ -452,8 +381,7 @@ async fn a_second_proxy_on_the_same_port_exits_with_address_in_use() {
 
 #[tokio::test]
 async fn passwd_prints_a_users_file_line_the_proxy_accepts() {
-    let mut child = Command::new(BIN)
-        .args(["passwd", "bob"])
+    let mut child = webrep(["passwd", "bob"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

@@ -20,15 +20,12 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::net::TcpListener;
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
+use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_webrep");
 /// How long one Chromium run may take before it is killed.
 const CHROMIUM_DEADLINE: Duration = Duration::from_secs(90);
 /// The text every origin page shows (with the scheme and host it was asked for).
@@ -124,9 +121,9 @@ impl HtmlOrigin {
     }
 }
 
-/// The real `webrep proxy` binary, its stderr lines forwarded to a channel.
+/// The real `webrep proxy` binary.
 struct Proxy {
-    _child: Child,
+    _child: Webrep,
     addr: SocketAddr,
     dir: tempfile::TempDir,
 }
@@ -165,38 +162,15 @@ impl Proxy {
         );
         let cfg_path = dir.path().join("webrep.yaml");
         std::fs::write(&cfg_path, cfg).unwrap();
-        let mut child = Command::new(BIN)
-            .args(["proxy", "--config"])
-            .arg(&cfg_path)
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
+        let mut cmd = webrep(["proxy", "--config"]);
+        cmd.arg(&cfg_path);
+        let mut child = Webrep::spawn(cmd);
+        let addr = child
+            .wait_field(&["listen.addr="])
+            .await
+            .unwrap_or_else(|| panic!("proxy exited:\n{}", child.lines().join("\n")))
+            .parse()
             .unwrap();
-        let (tx, mut lines) = mpsc::unbounded_channel();
-        let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
-        tokio::spawn(async move {
-            while let Ok(Some(l)) = err.next_line().await {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut seen = Vec::new();
-        let addr = loop {
-            let l = tokio::time::timeout(Duration::from_secs(30), lines.recv())
-                .await
-                .unwrap_or_else(|_| panic!("proxy did not start:\n{}", seen.join("\n")))
-                .unwrap_or_else(|| panic!("proxy exited:\n{}", seen.join("\n")));
-            if let Some(rest) = l.split("listen.addr=").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-            seen.push(l);
-        };
-        // Keep draining stderr so the child never blocks on a full pipe.
-        tokio::spawn(async move { while lines.recv().await.is_some() {} });
         Self {
             _child: child,
             addr,
@@ -219,21 +193,18 @@ impl Proxy {
     /// The access-log line whose id is `id` (polled: the writer flushes every 100 ms).
     async fn log_line(&self, id: &str) -> serde_json::Value {
         let path = self.dir.path().join("access.log");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
+        let what = format!("an access log line with id {id}");
+        eventually_ok(&what, BOUND, || {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
-            for line in text.lines() {
-                let v: serde_json::Value = serde_json::from_str(line).expect("log line is JSON");
-                if v["id"] == id {
-                    return v;
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no access log line with id {id}:\n{text}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            let found = text
+                .lines()
+                .map(|line| {
+                    serde_json::from_str::<serde_json::Value>(line).expect("log line is JSON")
+                })
+                .find(|v| v["id"] == id);
+            std::future::ready(found.ok_or(text))
+        })
+        .await
     }
 }
 

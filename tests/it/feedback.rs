@@ -1,4 +1,4 @@
-//! Smart feedback end to end (issue 8): the real proxy and the real reputation server
+//! Smart feedback end to end: the real proxy and the real reputation server
 //! (in-process, file-backed store in a temporary directory, 127.0.0.1 ports), reqwest clients
 //! on 127.0.0.1, .2 and .3.
 
@@ -18,137 +18,23 @@ use webrep::api::events::Kind;
 use webrep::client::RepClient;
 use webrep::feedback::FeedbackStats;
 use webrep::model::{Category, Score};
-use webrep::repserver::api::{self, ApiConfig, FeedbackOptions, ServeOptions, Tokens};
+use webrep::repserver::api::{ApiConfig, FeedbackOptions};
 use webrep::repserver::events::EscalationRule;
-use webrep::repserver::store::Store;
 
-const CLIENT: &str = "client-token-0123456789";
-const ADMIN: &str = "admin-token-0123456789";
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A reputation server on a file-backed store that can be stopped and started again on the
-/// same port.
-struct Server {
-    base: String,
-    addr: std::net::SocketAddr,
-    db: PathBuf,
-    rules: Vec<EscalationRule>,
-    api: ApiConfig,
-    stop: CancellationToken,
-    handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    admin: RepClient,
-}
-
-impl Server {
-    async fn start(dir: &Path, rules: Vec<EscalationRule>, api: ApiConfig) -> Server {
-        init_crypto();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let base = format!("http://{addr}");
-        let mut s = Server {
-            admin: RepClient::new(&base, ADMIN, None).unwrap(),
-            base,
-            addr,
-            db: dir.join("reputation.db"),
-            rules,
-            api,
-            stop: CancellationToken::new(),
-            handle: None,
-        };
-        s.serve(listener);
-        s
-    }
-
-    fn serve(&mut self, listener: TcpListener) {
-        self.stop = CancellationToken::new();
-        let store = Store::open(&self.db).unwrap();
-        self.handle = Some(tokio::spawn(api::serve_with(
-            listener,
-            store,
-            Tokens {
-                client: vec![CLIENT.into()],
-                admin: vec![ADMIN.into()],
-            },
-            self.api.clone(),
-            ServeOptions {
-                feedback: FeedbackOptions {
-                    escalation: self.rules.clone(),
-                    ..FeedbackOptions::default()
-                },
-                ..ServeOptions::default()
-            },
-            self.stop.clone(),
-        )));
-    }
-
-    /// Stops the server and waits until its store is closed.
-    async fn kill(&mut self) {
-        self.stop.cancel();
-        if let Some(h) = self.handle.take() {
-            tokio::time::timeout(WAIT, h)
-                .await
-                .expect("server stops")
-                .unwrap()
-                .unwrap();
-        }
-    }
-
-    /// Starts it again on the same port and store.
-    async fn restart(&mut self) {
-        let deadline = Instant::now() + WAIT;
-        let listener = loop {
-            match TcpListener::bind(self.addr).await {
-                Ok(l) => break l,
-                Err(e) => {
-                    assert!(
-                        Instant::now() < deadline,
-                        "cannot bind {} again: {e}",
-                        self.addr
-                    );
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        };
-        self.serve(listener);
-    }
-
-    async fn write(&self, entries: Value) {
-        self.admin
-            .post_json("/v1/entries", &entries, WAIT)
-            .await
-            .unwrap();
-    }
-
-    async fn events(&self, query: &str) -> Vec<Value> {
-        let v = self
-            .admin
-            .get(&format!("/v1/events?limit=100000&{query}"), WAIT)
-            .await
-            .unwrap();
-        v["events"].as_array().unwrap().clone()
-    }
-
-    /// Polls (bounded) until the events matching `query` satisfy `done`.
-    async fn wait_events(&self, query: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let ev = self.events(query).await;
-            if done(&ev) {
-                return ev;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "events for {query:?} never arrived; have {ev:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
+/// A reputation server on a store file in `dir` (a restart opens it again), with the
+/// escalation `rules`.
+async fn feedback_server(dir: &Path, rules: Vec<EscalationRule>, api: ApiConfig) -> RepServer {
+    RepServer::builder()
+        .file(&dir.join("reputation.db"))
+        .config(api)
+        .feedback(FeedbackOptions {
+            escalation: rules,
+            ..FeedbackOptions::default()
+        })
+        .start()
+        .await
 }
 
 /// A filtering proxy with feedback to `server` (id `proxy_id`, spool in `spool`); `extra` is
@@ -263,14 +149,6 @@ async fn json_page(client: &reqwest::Client, url: &str) -> Value {
     serde_json::from_str(&r.text().await.unwrap()).unwrap()
 }
 
-async fn wait_until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 fn by_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["kind"] == kind).collect()
 }
@@ -279,7 +157,7 @@ fn by_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
 async fn feedback_events_of_every_kind_arrive_with_their_fields() {
     let dir = tempfile::tempdir().unwrap();
     let origin = Origin::http().await;
-    let mut server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    let mut server = feedback_server(dir.path(), Vec::new(), ApiConfig::default()).await;
     server
         .write(json!({ "upsert": [
             { "key": "danger.test/", "score": 10, "categories": ["malware"] },
@@ -429,7 +307,7 @@ async fn feedback_events_of_every_kind_arrive_with_their_fields() {
     server.kill().await;
     let r = client.get("http://127.0.0.2:9/").send().await.unwrap();
     assert_ne!(r.status(), 403);
-    wait_until("the event is spooled", || {
+    eventually("the event is spooled", BOUND, || async {
         stats(&p).spooled.load(Ordering::Relaxed) > 0
     })
     .await;
@@ -478,7 +356,7 @@ async fn feedback_events_of_every_kind_arrive_with_their_fields() {
 async fn feedback_survives_a_server_restart_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let origin = Origin::http().await;
-    let mut server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    let mut server = feedback_server(dir.path(), Vec::new(), ApiConfig::default()).await;
     let spool = dir.path().join("spool");
     let p = proxy(
         "untested: allow\n",
@@ -505,19 +383,19 @@ async fn feedback_survives_a_server_restart_exactly_once() {
             }
         })
     };
-    wait_until("traffic before the outage", || {
+    eventually("traffic before the outage", BOUND, || async {
         done.load(Ordering::SeqCst) >= 30
     })
     .await;
     server.kill().await;
     let at_kill = done.load(Ordering::SeqCst);
-    wait_until("events spooled during the outage", || {
+    eventually("events spooled during the outage", BOUND, || async {
         st.spooled.load(Ordering::Relaxed) > 0 && done.load(Ordering::SeqCst) >= at_kill + 30
     })
     .await;
     server.restart().await;
     let at_restart = done.load(Ordering::SeqCst);
-    wait_until("traffic after the restart", || {
+    eventually("traffic after the restart", BOUND, || async {
         done.load(Ordering::SeqCst) >= at_restart + 30
     })
     .await;
@@ -548,7 +426,7 @@ async fn feedback_survives_a_server_restart_exactly_once() {
 async fn feedback_spool_is_replayed_by_the_next_proxy_run() {
     let dir = tempfile::tempdir().unwrap();
     let origin = Origin::http().await;
-    let mut server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    let mut server = feedback_server(dir.path(), Vec::new(), ApiConfig::default()).await;
     let spool = dir.path().join("spool");
     let policy = "untested: allow\n";
     let p = proxy(policy, &server.base, dir.path(), "p1", &spool, "").await;
@@ -599,7 +477,10 @@ async fn feedback_spool_is_replayed_by_the_next_proxy_run() {
         let want = format!("http://127.0.0.1/b{i}");
         assert!(urls.contains(&want.as_str()), "{want} missing");
     }
-    wait_until("the spool is emptied", || feedback(&p).spool_events() == 0).await;
+    eventually("the spool is emptied", BOUND, || async {
+        feedback(&p).spool_events() == 0
+    })
+    .await;
     p.stop().await;
 }
 
@@ -607,7 +488,7 @@ async fn feedback_spool_is_replayed_by_the_next_proxy_run() {
 async fn feedback_full_spool_counts_drops() {
     let dir = tempfile::tempdir().unwrap();
     let origin = Origin::http().await;
-    let server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    let server = feedback_server(dir.path(), Vec::new(), ApiConfig::default()).await;
     let spool = dir.path().join("spool");
     // Room for about one event.
     let p = proxy(
@@ -711,7 +592,7 @@ async fn feedback_a_stalled_server_does_not_slow_requests() {
             .status(),
         403
     );
-    wait_until("the sender is stuck in a POST", || {
+    eventually("the sender is stuck in a POST", BOUND, || async {
         accepted.load(Ordering::SeqCst) > 0
     })
     .await;
@@ -761,7 +642,7 @@ async fn feedback_escalation_reaches_another_proxy_without_restart() {
         untested_ttl_secs: 3600,
         ..ApiConfig::default()
     };
-    let server = Server::start(dir.path(), rules, api).await;
+    let server = feedback_server(dir.path(), rules, api).await;
     // The reporting proxy blocks untested sites; the other one (high security) allows them.
     let reporting = proxy(
         "untested: block\n",
@@ -805,23 +686,19 @@ async fn feedback_escalation_reaches_another_proxy_without_restart() {
         }
     }
     // The second proxy blocks the host, long before its cached answer's TTL (an hour).
-    let deadline = Instant::now() + WAIT;
-    let page = loop {
+    let page = eventually_ok("the escalation reaches the proxy", BOUND, || async {
         let r = watcher
             .get(&url)
             .header("accept", "application/json")
             .send()
             .await
             .unwrap();
-        if r.status() == 403 {
-            break serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap();
+        match r.status().as_u16() {
+            403 => Ok(serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap()),
+            status => Err(status),
         }
-        assert!(
-            Instant::now() < deadline,
-            "the escalation never reached the proxy"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    })
+    .await;
     println!(
         "escalation: third report to block on the other proxy took {:?}",
         last_report.elapsed()
@@ -848,14 +725,10 @@ async fn feedback_escalation_reaches_another_proxy_without_restart() {
         .await
         .unwrap();
     assert_eq!(r["reverted"], "127.0.0.1/");
-    let deadline = Instant::now() + WAIT;
-    while watcher.get(&url).send().await.unwrap().status() != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "the revert never reached the proxy"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the revert reaches the proxy", BOUND, || async {
+        watcher.get(&url).send().await.unwrap().status() == 200
+    })
+    .await;
     reporting.stop().await;
     high.stop().await;
 }
@@ -863,7 +736,7 @@ async fn feedback_escalation_reaches_another_proxy_without_restart() {
 #[tokio::test]
 async fn feedback_anonymized_clients_are_keyed_hashes() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    let server = feedback_server(dir.path(), Vec::new(), ApiConfig::default()).await;
     server
         .write(json!({ "upsert": [{ "key": "danger.test/", "score": 5 }] }))
         .await;
@@ -898,7 +771,7 @@ async fn feedback_anonymized_clients_are_keyed_hashes() {
 async fn feedback_a_10000_byte_url_costs_no_other_event() {
     let dir = tempfile::tempdir().unwrap();
     let origin = Origin::http().await;
-    let server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    let server = feedback_server(dir.path(), Vec::new(), ApiConfig::default()).await;
     // A long batch window: the long URL's event and the others go out together.
     let p = proxy(
         "lists:\n  blocked:\n    - blocked.test\nuntested: allow\n",
@@ -967,7 +840,7 @@ async fn feedback_a_batch_refused_whole_is_split_until_the_refused_event_is_alon
     let dir = tempfile::tempdir().unwrap();
     // A server taking bodies of 8000 bytes at most: one event of a 6500-byte URL fits, two
     // do not, and one of a (cut) 8192-byte URL never does.
-    let server = Server::start(
+    let server = feedback_server(
         dir.path(),
         Vec::new(),
         ApiConfig {
@@ -992,7 +865,7 @@ async fn feedback_a_batch_refused_whole_is_split_until_the_refused_event_is_alon
         assert_eq!(c.get(url).send().await.unwrap().status(), 403);
     }
     let st = stats(&p);
-    wait_until("the too large event is refused", || {
+    eventually("the too large event is refused", BOUND, || async {
         st.rejected.load(Ordering::Relaxed) == 1
     })
     .await;
@@ -1009,7 +882,7 @@ async fn feedback_a_batch_refused_whole_is_split_until_the_refused_event_is_alon
 #[tokio::test]
 async fn feedback_api_refuses_bad_events_one_by_one() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
+    let server = feedback_server(
         dir.path(),
         Vec::new(),
         ApiConfig {
@@ -1133,83 +1006,36 @@ async fn feedback_api_refuses_bad_events_one_by_one() {
 /// A `webrep` child process (`proxy` or `server`): its listen address, read from its log,
 /// and every line it logs.
 struct Process {
-    child: tokio::process::Child,
+    process: Webrep,
     addr: std::net::SocketAddr,
     /// The admin listener, when the config has one (logged before the listen address).
     admin: Option<std::net::SocketAddr>,
-    log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Process {
     /// Runs `webrep <command> --config cfg` with `stdout`; `None` when it exits before it
     /// listens (a port not free yet).
     async fn start(command: &str, cfg: &Path, stdout: std::process::Stdio) -> Option<Process> {
-        use tokio::io::AsyncBufReadExt as _;
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_webrep"))
-            .args([command, "--config"])
-            .arg(cfg)
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .stdout(stdout)
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut admin = None;
-        let addr = tokio::time::timeout(WAIT, async {
-            while let Ok(Some(l)) = lines.next_line().await {
-                log.lock().unwrap().push(l.clone());
-                if l.contains("admin listener") {
-                    admin = l
-                        .split("addr=")
-                        .nth(1)
-                        .and_then(|rest| rest.split_whitespace().next()?.parse().ok());
-                }
-                let rest = l
-                    .split("listen.addr=")
-                    .nth(1)
-                    .or(l.split(" listen=").nth(1));
-                if let Some(rest) = rest {
-                    return rest.split_whitespace().next().unwrap().parse().ok();
-                }
-            }
-            None
-        })
-        .await
-        .expect("the process starts")?;
-        // Keep reading stderr so the child never blocks on a full pipe.
-        let keep = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(l)) = lines.next_line().await {
-                keep.lock().unwrap().push(l);
-            }
-        });
+        let mut cmd = webrep([command, "--config"]);
+        cmd.arg(cfg).stdout(stdout);
+        let mut process = Webrep::spawn(cmd);
+        let listen = process.wait_field(&["listen.addr=", " listen="]).await?;
+        let admin = process.seen_field("admin listener", "addr=");
         Some(Process {
-            child,
-            addr,
-            admin,
-            log,
+            addr: listen.parse().unwrap(),
+            admin: admin.and_then(|a| a.parse().ok()),
+            process,
         })
     }
 
     /// Waits (bounded) until it has logged a line containing `needle`.
     async fn wait_logged(&self, needle: &str) {
-        let deadline = Instant::now() + WAIT;
-        while !self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
-            assert!(
-                Instant::now() < deadline,
-                "never logged {needle:?}; logged {:#?}",
-                self.log.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.process.wait_logged(needle).await;
     }
 
     /// `kill -9`, and waits for the process to be gone.
     async fn kill_9(mut self) {
-        self.child.kill().await.unwrap();
+        self.process.kill_9().await;
     }
 
     /// Its `/stats` page (on its admin listener).
@@ -1227,6 +1053,26 @@ impl Process {
             .unwrap();
         serde_json::from_str(&r.text().await.unwrap()).unwrap()
     }
+}
+
+/// Blocked requests through `proxy` (pages `{prefix}1`, `{prefix}2`...) until `done` holds
+/// (bounded).
+async fn block_until<F: std::future::Future<Output = bool>>(
+    proxy: &Process,
+    prefix: &str,
+    what: &str,
+    done: impl Fn() -> F,
+) {
+    let mut i = 0;
+    eventually(what, BOUND, || {
+        i += 1;
+        let (name, done) = (format!("{prefix}{i}"), &done);
+        async move {
+            block(proxy, &name).await;
+            done().await
+        }
+    })
+    .await;
 }
 
 /// The `webrep proxy` binary with `cfg`.
@@ -1257,7 +1103,7 @@ fn spool_lines(dir: &Path) -> usize {
 async fn feedback_spool_survives_kill_9_of_the_binary() {
     let dir = tempfile::tempdir().unwrap();
     let origin = Origin::http().await;
-    let mut server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    let mut server = feedback_server(dir.path(), Vec::new(), ApiConfig::default()).await;
     server.kill().await;
     let spool = dir.path().join("spool");
     let policy = dir.path().join("policy.yaml");
@@ -1301,11 +1147,10 @@ async fn feedback_spool_survives_kill_9_of_the_binary() {
         .await;
     assert_eq!(ev.len(), 10);
     assert!(ev.iter().all(|e| e["proxy"] == "pk"));
-    let deadline = Instant::now() + WAIT;
-    while spool_lines(&spool) > 0 {
-        assert!(Instant::now() < deadline, "the spool was never emptied");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the spool is emptied", BOUND, || async {
+        spool_lines(&spool) == 0
+    })
+    .await;
     child.kill_9().await;
 }
 
@@ -1356,16 +1201,14 @@ impl ServerProcess {
 
     /// Starts it again on the same port (waiting for the port, bounded).
     async fn restart(&mut self) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(p) = Process::start("server", &self.cfg, std::process::Stdio::null()).await
-            {
-                self.process = Some(p);
-                return;
-            }
-            assert!(Instant::now() < deadline, "the server never started again");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let cfg = &self.cfg;
+        let p = eventually_ok("the server starts again", BOUND, || async {
+            Process::start("server", cfg, std::process::Stdio::null())
+                .await
+                .ok_or("it exited before it listened")
+        })
+        .await;
+        self.process = Some(p);
     }
 
     /// The ids of the `blocked` events stored.
@@ -1420,11 +1263,10 @@ async fn answered_at_least(
     answered: &Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     n: usize,
 ) {
-    let deadline = Instant::now() + WAIT;
-    while answered.lock().unwrap().len() < n {
-        assert!(Instant::now() < deadline, "requests stopped being answered");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("requests go on being answered", BOUND, || async {
+        answered.lock().unwrap().len() >= n
+    })
+    .await;
 }
 
 /// Every blocked request whose page a client received has its event stored at the server,
@@ -1474,14 +1316,19 @@ async fn feedback_kill_9_of_proxy_and_server_loses_no_event() {
     // A new run on the same spool delivers the rest.
     let proxy = spawn_proxy(&cfg).await;
     let answered = answered.lock().unwrap().clone();
-    let deadline = Instant::now() + WAIT;
-    let stored = loop {
-        let stored = server.blocked_ids().await;
-        if answered.is_subset(&stored) || Instant::now() > deadline {
-            break stored;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let stored = eventually_ok(
+        "every answered request's event is stored",
+        BOUND,
+        || async {
+            let stored = server.blocked_ids().await;
+            if answered.is_subset(&stored) {
+                Ok(stored)
+            } else {
+                Err(answered.difference(&stored).cloned().collect::<Vec<_>>())
+            }
+        },
+    )
+    .await;
     let lost = answered.difference(&stored).count();
     println!(
         "kill -9: proxy {rounds} times, server once; block pages received {}, events stored {}, lost {lost}",
@@ -1543,17 +1390,16 @@ async fn block(proxy: &Process, path: &str) {
 #[tokio::test]
 async fn feedback_an_unwritable_spool_is_logged_and_counted_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    let server = feedback_server(dir.path(), Vec::new(), ApiConfig::default()).await;
     let proxy = blocking_proxy(dir.path(), &server.base, "", "").await;
     let spool = dir.path().join("spool");
     block(&proxy, "a").await;
     server.wait_events("kind=blocked", |ev| ev.len() == 1).await;
     // Delivered: the spool holds no segment until the next event.
-    let deadline = Instant::now() + WAIT;
-    while segment_files(&spool) > 0 {
-        assert!(Instant::now() < deadline, "the delivered segment stays");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the delivered segment goes", BOUND, || async {
+        segment_files(&spool) == 0
+    })
+    .await;
     // The spool directory cannot be written any more (a regular file in its place; root or
     // not): logged and counted, and the event still goes out, from memory.
     let moved = dir.path().join("spool.moved");
@@ -1566,15 +1412,10 @@ async fn feedback_an_unwritable_spool_is_logged_and_counted_and_loses_nothing() 
     // Writable again: events are spooled again (after a pause of a second at most).
     std::fs::remove_file(&spool).unwrap();
     std::fs::rename(&moved, &spool).unwrap();
-    let deadline = Instant::now() + WAIT;
-    for i in 0.. {
-        block(&proxy, &format!("c{i}")).await;
-        if proxy.stats().await["feedback"]["spooled"].as_u64() > Some(1) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the spool is never used again");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    block_until(&proxy, "c", "the spool is used again", || async {
+        proxy.stats().await["feedback"]["spooled"].as_u64() > Some(1)
+    })
+    .await;
     let st = proxy.stats().await;
     assert_eq!(st["feedback"]["dropped_queue"], 0, "{st}");
     proxy.kill_9().await;
@@ -1584,24 +1425,19 @@ async fn feedback_an_unwritable_spool_is_logged_and_counted_and_loses_nothing() 
 async fn feedback_a_full_spool_is_logged_while_delivery_failures_are_too() {
     let dir = tempfile::tempdir().unwrap();
     // No server: every delivery fails (and is logged).
-    let mut server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    let mut server = feedback_server(dir.path(), Vec::new(), ApiConfig::default()).await;
     server.kill().await;
     let proxy = blocking_proxy(dir.path(), &server.base, "  spool_max_bytes: 3000\n", "").await;
     let admin = proxy.admin.expect("the proxy has an admin listener");
     // Requests until the first event is dropped for a full spool; then no more.
-    let deadline = Instant::now() + WAIT;
-    for i in 0.. {
-        block(&proxy, &format!("f{i}")).await;
+    block_until(&proxy, "f", "the spool fills up", || async {
         let text = scrape(admin).await;
-        if sample(
+        sample(
             &text,
             "webrep_feedback_events_total{outcome=\"dropped_spool\"}",
         ) > 0.0
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the spool never filled up");
-    }
+    })
+    .await;
     // That first drop is logged although the delivery failures were logged just before.
     proxy.wait_logged("feedback not delivered").await;
     proxy.wait_logged("feedback spool full").await;
@@ -1627,31 +1463,23 @@ async fn access_log_lines_lost_on_a_closed_stdout_are_logged_and_counted() {
         .await
         .expect("the proxy starts");
     // Nobody reads the access log: its pipe is closed.
-    drop(proxy.child.stdout.take());
+    drop(proxy.process.child.stdout.take());
     init_crypto();
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(WAIT)
         .build()
         .unwrap();
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually("lost access log lines are counted", BOUND, || async {
         let r = client
             .get(format!("http://{}/healthz", proxy.addr))
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        let lost = proxy.stats().await["access_log_write_failed"].as_u64();
-        if lost > Some(0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "lost access log lines never counted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        proxy.stats().await["access_log_write_failed"].as_u64() > Some(0)
+    })
+    .await;
     proxy.wait_logged("access log write failed").await;
     proxy.kill_9().await;
 }
@@ -1679,7 +1507,7 @@ fn now_ms() -> i64 {
 #[tokio::test]
 async fn feedback_cli_prints_the_summary_and_escalations() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), report_rule(2, 1), ApiConfig::default()).await;
+    let server = feedback_server(dir.path(), report_rule(2, 1), ApiConfig::default()).await;
     let now = now_ms();
     let ev = |id: &str, client: &str| {
         json!({ "v": 1, "id": id, "kind": "user_report", "time": now, "proxy": "p1",
@@ -1703,16 +1531,13 @@ async fn feedback_cli_prints_the_summary_and_escalations() {
     let run = |args: &'static [&'static str]| {
         let (base, token) = (server.base.clone(), token.clone());
         async move {
-            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_webrep"))
-                .arg("feedback")
-                .args(args)
+            let mut cmd = webrep(["feedback"]);
+            cmd.args(args)
                 .arg("--server")
                 .arg(&base)
                 .arg("--token-file")
-                .arg(&token)
-                .output()
-                .await
-                .unwrap();
+                .arg(&token);
+            let out = run_to_end(cmd).await;
             (
                 out.status.code(),
                 String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -1747,7 +1572,7 @@ async fn feedback_cli_prints_the_summary_and_escalations() {
 #[tokio::test]
 async fn one_token_cannot_escalate_a_host_alone_when_rules_ask_for_two_reporters() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), report_rule(3, 2), ApiConfig::default()).await;
+    let server = feedback_server(dir.path(), report_rule(3, 2), ApiConfig::default()).await;
     let now = now_ms();
     let ev = |i: u32| {
         json!({ "v": 1, "id": format!("e{i}"), "kind": "user_report", "time": now,
@@ -1799,7 +1624,7 @@ async fn intercepted_requests_are_recorded_once_each_with_their_own_id() {
     let dir = tempfile::tempdir().unwrap();
     let origin = Origin::https(&TestCa::new()).await;
     let port = origin.addr.port();
-    let server = Server::start(dir.path(), Vec::new(), ApiConfig::default()).await;
+    let server = feedback_server(dir.path(), Vec::new(), ApiConfig::default()).await;
     server
         .write(json!({ "upsert": [
             { "key": "danger.test/", "score": 10, "categories": ["malware"] },

@@ -4,7 +4,6 @@
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
-use crate::filtering::{CLIENT, RepServer};
 use crate::harness::*;
 
 fn sha256(b: &[u8]) -> String {
@@ -17,7 +16,7 @@ fn sha256(b: &[u8]) -> String {
 /// Listed: seed 1 (malicious) and seed 2 (suspicious), at both sizes used.
 async fn server_with_listed_files() -> RepServer {
     let server =
-        RepServer::start(json!({ "upsert": [{ "key": "unrelated.test/", "score": 90 }] })).await;
+        RepServer::serving(json!({ "upsert": [{ "key": "unrelated.test/", "score": 90 }] })).await;
     let mut upsert = Vec::new();
     for n in [10_000usize, 300_000] {
         upsert.push(json!({ "sha256": sha256(&download_bytes(n, 1)), "verdict": "malicious", "name": "Test.Dropper" }));
@@ -141,22 +140,9 @@ async fn listed_downloads_are_blocked_or_cut_and_others_arrive_whole() {
     assert_eq!(stats["files"]["blocked"], 4, "{stats}");
     assert_eq!(stats["files"]["monitored"], 2, "{stats}");
     // Each verdict reaches the server as a file_verdict feedback event with the file's facts.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let events = loop {
-        let v = server
-            .admin
-            .get(
-                "/v1/events?kind=file_verdict&limit=1000",
-                std::time::Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
-        let events = v["events"].as_array().cloned().unwrap_or_default();
-        if events.len() >= 6 || std::time::Instant::now() > deadline {
-            break events;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let events = server
+        .wait_events("kind=file_verdict", |ev| ev.len() >= 6)
+        .await;
     assert_eq!(events.len(), 6, "{events:?}");
     let small = sha256(&download_bytes(10_000, 1));
     let e = events

@@ -5,106 +5,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::harness::*;
-use webrep::client::RepClient;
-use webrep::repserver::api::{self, ApiConfig, Tokens};
-use webrep::repserver::store::Store;
-
-pub(crate) const CLIENT: &str = "client-token-0123456789";
-const ADMIN: &str = "admin-token-0123456789";
-
-pub(crate) struct RepServer {
-    pub(crate) base: String,
-    pub(crate) addr: std::net::SocketAddr,
-    pub(crate) admin: RepClient,
-    /// The server's metrics listener (`GET /metrics`).
-    pub(crate) metrics: std::net::SocketAddr,
-    stop: CancellationToken,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-}
-
-impl RepServer {
-    pub(crate) async fn start(entries: Value) -> RepServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let s = Self::serve(
-            listener,
-            Store::open_in_memory().unwrap(),
-            ApiConfig::default(),
-        );
-        s.write(entries).await;
-        s
-    }
-
-    /// Serves `store` on `listener` (a restart binds the old address again).
-    pub(crate) fn serve(listener: TcpListener, store: Store, config: ApiConfig) -> RepServer {
-        init_crypto();
-        let addr = listener.local_addr().unwrap();
-        let base = format!("http://{addr}");
-        let stop = CancellationToken::new();
-        let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        metrics.set_nonblocking(true).unwrap();
-        let metrics_addr = metrics.local_addr().unwrap();
-        let task = tokio::spawn(api::serve_with(
-            listener,
-            store,
-            Tokens {
-                client: vec![CLIENT.into()],
-                admin: vec![ADMIN.into()],
-            },
-            config,
-            api::ServeOptions {
-                metrics: Some(TcpListener::from_std(metrics).unwrap()),
-                ..api::ServeOptions::default()
-            },
-            stop.clone(),
-        ));
-        RepServer {
-            metrics: metrics_addr,
-            admin: RepClient::new(&base, ADMIN, None).unwrap(),
-            base,
-            addr,
-            stop,
-            task: Some(task),
-        }
-    }
-
-    pub(crate) async fn write(&self, entries: Value) {
-        self.admin
-            .post_json("/v1/entries", &entries, Duration::from_secs(10))
-            .await
-            .unwrap();
-    }
-
-    async fn lookups(&self) -> u64 {
-        let v = self
-            .admin
-            .get("/healthz", Duration::from_secs(10))
-            .await
-            .unwrap();
-        v["lookups"].as_u64().unwrap()
-    }
-
-    /// Stops the server and waits until its listener is closed.
-    pub(crate) async fn shut_down(mut self) {
-        self.stop.cancel();
-        if let Some(t) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(30), t)
-                .await
-                .expect("the server stops")
-                .unwrap()
-                .unwrap();
-        }
-    }
-}
-
-impl Drop for RepServer {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
+use webrep::repserver::api::ApiConfig;
 
 /// Test host names (`*.test`) are answered from `proxy.hosts`: nothing goes to DNS.
 const TEST_HOSTS: &str = "  hosts: { \"*.test\": [\"127.0.0.1\"] }\n";
@@ -194,7 +97,7 @@ async fn get(client: &reqwest::Client, url: &str) -> (u16, String) {
 #[tokio::test]
 async fn requests_are_decided_by_reputation_lists_and_paths() {
     let origin = Origin::http().await;
-    let server = RepServer::start(entries()).await;
+    let server = RepServer::serving(entries()).await;
     let dir = tempfile::tempdir().unwrap();
     let proxy = filtering_proxy(POLICY, &[&server.base], dir.path()).await;
     let client = proxy.client(None);
@@ -312,7 +215,7 @@ async fn requests_are_decided_by_reputation_lists_and_paths() {
 
 #[tokio::test]
 async fn a_blocked_host_over_connect_is_refused_before_any_upstream_connection() {
-    let server = RepServer::start(json!({ "upsert": [
+    let server = RepServer::serving(json!({ "upsert": [
         { "key": "127.0.0.1/", "score": 3, "categories": ["malware"] },
     ]}))
     .await;
@@ -372,7 +275,7 @@ async fn no_reputation_follows_the_fail_mode_and_says_so() {
 #[tokio::test]
 async fn warn_then_continue_then_the_token_expires() {
     let origin = Origin::http().await;
-    let server = RepServer::start(json!({ "upsert": [{ "key": "x.test/", "score": 90 }] })).await;
+    let server = RepServer::serving(json!({ "upsert": [{ "key": "x.test/", "score": 90 }] })).await;
     let dir = tempfile::tempdir().unwrap();
     // The origin (127.0.0.1) is untested: warned; a continue lasts 2 s.
     let policy = "untested: warn\nwarn:\n  continue_seconds: 2\n";
@@ -424,18 +327,10 @@ async fn warn_then_continue_then_the_token_expires() {
         .unwrap();
     assert_eq!(r.status(), 403, "the link is for another client");
     // The continue expires with its token (2 s): the warning comes back.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = client.get(&url).send().await.unwrap().status();
-        if status == 403 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the continue never expired"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the continue expires", BOUND, || async {
+        client.get(&url).send().await.unwrap().status() == 403
+    })
+    .await;
     proxy.stop().await;
 }
 
@@ -462,7 +357,7 @@ async fn outcome(client: &reqwest::Client, url: &str) -> String {
 #[tokio::test]
 async fn each_security_level_blocks_its_risk_bands() {
     let origin = Origin::http().await;
-    let server = RepServer::start(entries()).await;
+    let server = RepServer::serving(entries()).await;
     let dir = tempfile::tempdir().unwrap();
     let hosts = [
         "danger.test",
@@ -518,22 +413,18 @@ async fn outage_stale_then_fail_mode_then_failover_then_the_server_back() {
         ..ApiConfig::default()
     };
     let store = dir.path().join("first.db");
-    let first = RepServer::serve(
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        Store::open(&store).unwrap(),
-        config.clone(),
-    );
+    let mut first = RepServer::builder()
+        .file(&store)
+        .config(config.clone())
+        .start()
+        .await;
     first
         .write(json!({ "upsert": [
             { "key": "danger.test/", "score": 10, "categories": ["malware"] },
             { "key": "safe.test/", "score": 95 },
         ]}))
         .await;
-    let second = RepServer::serve(
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        Store::open_in_memory().unwrap(),
-        config.clone(),
-    );
+    let second = RepServer::builder().config(config).start().await;
     second
         .write(json!({ "upsert": [{ "key": "only-second.test/", "score": 5 }] }))
         .await;
@@ -565,8 +456,7 @@ async fn outage_stale_then_fail_mode_then_failover_then_the_server_back() {
     );
 
     // The first is gone: the second answers.
-    let first_addr = first.addr;
-    first.shut_down().await;
+    first.kill().await;
     let v = json_page(&client, &at(&origin, "only-second.test", "/")).await;
     assert_eq!(v["reason"], "risk");
     let d = decision(v["ticket"].as_str().unwrap().to_owned()).await;
@@ -574,7 +464,7 @@ async fn outage_stale_then_fail_mode_then_failover_then_the_server_back() {
 
     // Both gone: what was cached is served stale; the rest gets the fail mode, which the
     // page explains.
-    second.shut_down().await;
+    second.stop().await;
     let v = json_page(&client, &at(&origin, "danger.test", "/")).await;
     assert_eq!(v["reason"], "risk");
     let d = decision(v["ticket"].as_str().unwrap().to_owned()).await;
@@ -584,19 +474,11 @@ async fn outage_stale_then_fail_mode_then_failover_then_the_server_back() {
     assert!(page.contains("could not be reached"), "{page}");
 
     // The first is back on its address with its store: answers come from it again.
-    let first = RepServer::serve(
-        TcpListener::bind(first_addr).await.unwrap(),
-        Store::open(&store).unwrap(),
-        config,
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while outcome(&client, &at(&origin, "never-seen.test", "/")).await != "pass" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the server's return was never noticed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    first.restart().await;
+    eventually("the server's return is noticed", BOUND, || async {
+        outcome(&client, &at(&origin, "never-seen.test", "/")).await == "pass"
+    })
+    .await;
     let v = json_page(&client, &at(&origin, "danger.test", "/")).await;
     let d = decision(v["ticket"].as_str().unwrap().to_owned()).await;
     assert_eq!(
@@ -604,7 +486,7 @@ async fn outage_stale_then_fail_mode_then_failover_then_the_server_back() {
         (Some("s0"), Some("miss"))
     );
     proxy.stop().await;
-    first.shut_down().await;
+    first.stop().await;
 }
 
 #[tokio::test]
@@ -612,7 +494,7 @@ async fn a_verdict_changed_on_the_server_reaches_the_proxy_before_its_ttl() {
     let origin = Origin::http().await;
     // TTL 300 s.
     let server =
-        RepServer::start(json!({ "upsert": [{ "key": "flip.test/", "score": 95 }] })).await;
+        RepServer::serving(json!({ "upsert": [{ "key": "flip.test/", "score": 95 }] })).await;
     let dir = tempfile::tempdir().unwrap();
     let proxy = filtering_proxy(POLICY, &[&server.base], dir.path()).await;
     let client = proxy.client(None);
@@ -621,23 +503,17 @@ async fn a_verdict_changed_on_the_server_reaches_the_proxy_before_its_ttl() {
     let lookups = server.lookups().await;
     assert_eq!(outcome(&client, &url).await, "pass");
     assert_eq!(server.lookups().await, lookups, "a cache hit");
-    let written = std::time::Instant::now();
     server
         .write(
             json!({ "upsert": [{ "key": "flip.test/", "score": 4, "categories": ["malware"] }] }),
         )
         .await;
-    let delay = loop {
-        if outcome(&client, &url).await == "block:risk" {
-            break written.elapsed();
-        }
-        assert!(
-            written.elapsed() < Duration::from_secs(60),
-            "the change never reached the proxy"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    };
-    println!("a verdict changed on the server was enforced by the proxy after {delay:?}");
+    eventually(
+        "the change reaches the proxy",
+        Duration::from_secs(60),
+        || async { outcome(&client, &url).await == "block:risk" },
+    )
+    .await;
     proxy.stop().await;
 }
 
@@ -645,7 +521,7 @@ async fn a_verdict_changed_on_the_server_reaches_the_proxy_before_its_ttl() {
 async fn a_policy_reload_changes_decisions_without_dropping_connections() {
     use http_body_util::{BodyExt as _, Empty};
     let origin = Origin::http().await;
-    let server = RepServer::start(entries()).await;
+    let server = RepServer::serving(entries()).await;
     let dir = tempfile::tempdir().unwrap();
     let proxy = filtering_proxy(POLICY, &[&server.base], dir.path()).await;
     // A slow response in flight on one connection...
@@ -693,14 +569,10 @@ async fn a_policy_reload_changes_decisions_without_dropping_connections() {
         );
     std::fs::write(dir.path().join("policy.yaml.new"), new).unwrap();
     std::fs::rename(dir.path().join("policy.yaml.new"), &file).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while policy.generation() == generation {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the policy was never reloaded"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the policy is reloaded", BOUND, || async {
+        policy.generation() != generation
+    })
+    .await;
     assert_eq!(status_of(at(&origin, "susp.test", "/")).await, 403);
     assert_eq!(status_of(at(&origin, "safe.test", "/")).await, 403);
     assert_eq!(status_of(at(&origin, "nobody-knows.test", "/")).await, 200);
@@ -713,7 +585,7 @@ async fn a_policy_reload_changes_decisions_without_dropping_connections() {
 
 #[tokio::test]
 async fn a_thousand_concurrent_requests_for_a_cold_host_cost_one_lookup() {
-    let server = RepServer::start(entries()).await;
+    let server = RepServer::serving(entries()).await;
     let dir = tempfile::tempdir().unwrap();
     let proxy = filtering_proxy(POLICY, &[&server.base], dir.path()).await;
     let client = proxy.client(None);
@@ -746,7 +618,7 @@ async fn a_thousand_concurrent_requests_for_a_cold_host_cost_one_lookup() {
 #[tokio::test]
 async fn rules_on_groups_apply_to_the_authenticated_users_groups_and_reload_with_them() {
     let origin = Origin::http().await;
-    let server = RepServer::start(entries()).await;
+    let server = RepServer::serving(entries()).await;
     let dir = tempfile::tempdir().unwrap();
     let hash = webrep::proxy::auth::hash_password("pw-for-tests").unwrap();
     let users = dir.path().join("users");
@@ -861,7 +733,9 @@ async fn admin_proxy(server: &RepServer, dir: &std::path::Path, admin: &str) -> 
 #[tokio::test]
 async fn metrics_on_the_admin_listener_count_what_happened() {
     let origin = Origin::http().await;
-    let server = RepServer::start(entries()).await;
+    let server = RepServer::builder().metrics().start().await;
+    server.write(entries()).await;
+    let server_metrics = server.metrics.expect("a metrics listener");
     let dir = tempfile::tempdir().unwrap();
     let proxy = admin_proxy(&server, dir.path(), "").await;
     let client = proxy.client(None);
@@ -944,7 +818,7 @@ async fn metrics_on_the_admin_listener_count_what_happened() {
     assert!(sample("webrep_feedback_queue_events") >= 0.0);
 
     // The reputation server's own metrics, after the same traffic.
-    let text = scrape(server.metrics).await;
+    let text = scrape(server_metrics).await;
     let s = |name: &str| self::sample(&text, name);
     let asked = s("webrep_server_lookup_items_total{kind=\"host\",answer=\"listed\"}")
         + s("webrep_server_lookup_items_total{kind=\"url\",answer=\"listed\"}");
@@ -966,7 +840,7 @@ async fn metrics_on_the_admin_listener_count_what_happened() {
     assert!(s("webrep_server_followers") <= 1.0);
     assert_eq!(s("webrep_server_events_total{outcome=\"accepted\"}"), 0.0);
     assert_eq!(
-        plain_get(format!("http://{}/other", server.metrics))
+        plain_get(format!("http://{server_metrics}/other"))
             .await
             .unwrap()
             .status(),
@@ -985,7 +859,7 @@ async fn metrics_on_the_admin_listener_count_what_happened() {
 #[tokio::test]
 async fn the_admin_api_explains_the_decision_the_proxy_made_reloads_and_purges() {
     let origin = Origin::http().await;
-    let server = RepServer::start(entries()).await;
+    let server = RepServer::serving(entries()).await;
     let dir = tempfile::tempdir().unwrap();
     let token = "admin-api-token-0123456789";
     let token_file = dir.path().join("admin-token");

@@ -1,5 +1,7 @@
 //! Test harness: in-process origins (HTTP and TLS with a test CA) on 127.0.0.1:0 that count
-//! what they see, the real proxy in-process or as the real binary, and real clients.
+//! what they see, the real proxy in-process, the real reputation server in-process
+//! ([`RepServer`]), the real binary as a child process ([`Webrep`]), real clients, and bounded
+//! polling ([`eventually`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,6 +23,14 @@ use tokio_util::sync::CancellationToken;
 
 use webrep::accesslog::AccessLog;
 use webrep::config::Config;
+
+mod poll;
+mod process;
+mod rep_server;
+
+pub use poll::*;
+pub use process::*;
+pub use rep_server::*;
 
 pub type TestBody = BoxBody<Bytes, Infallible>;
 
@@ -463,21 +473,15 @@ impl TestProxy {
 
     /// Waits (bounded) until an access-log line satisfies `pred`, and returns it.
     pub async fn wait_log(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        for _ in 0..500 {
-            self.access_log.flush(Duration::from_secs(5));
-            let text = std::fs::read_to_string(&self.log_path).unwrap();
-            for line in text.lines() {
-                let v: serde_json::Value = serde_json::from_str(line).expect("log line is JSON");
-                if pred(&v) {
-                    return v;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!(
-            "no matching access log line in:\n{}",
-            std::fs::read_to_string(&self.log_path).unwrap()
-        );
+        eventually_ok("a matching access log line", BOUND, || {
+            let text = self.access_log_text();
+            let found = text
+                .lines()
+                .map(|line| serde_json::from_str(line).expect("log line is JSON"))
+                .find(|v| pred(v));
+            std::future::ready(found.ok_or(text))
+        })
+        .await
     }
 
     /// Waits (bounded) until the reputation change follower has applied its first answer,
@@ -493,14 +497,10 @@ impl TestProxy {
             .as_ref()
             .expect("filtering is on")
             .reputation;
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while rep.cache_drops.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the change follower never applied an answer"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        eventually("the change follower applies an answer", BOUND, || async {
+            rep.cache_drops.load(Ordering::Relaxed) > 0
+        })
+        .await;
     }
 
     pub async fn stop(mut self) {

@@ -211,14 +211,15 @@ async fn curl_through_interception_with_the_proxy_ca() {
     assert!(!out.status.success());
     // curl may exit before the proxy has read its alert: wait (bounded) for the count.
     let icpt = i.proxy.state.interceptor.as_ref().unwrap();
-    let mut failures = icpt.failed_handshakes();
-    for _ in 0..500 {
-        if !failures.is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        failures = icpt.failed_handshakes();
-    }
+    let failures = eventually_ok("the failed handshake is counted", BOUND, || {
+        let failures = icpt.failed_handshakes();
+        std::future::ready(if failures.is_empty() {
+            Err(failures)
+        } else {
+            Ok(failures)
+        })
+    })
+    .await;
     assert_eq!(failures, vec![("localhost".to_owned(), 1)]);
     // Listed for the admin on the /stats page of the admin listener.
     let stats: serde_json::Value = proxy_stats(&i.proxy).await;
@@ -755,14 +756,15 @@ async fn the_upstream_handshake_starts_early_over_the_connection_the_connect_dia
     // A tunnel that never sends a request: its early connection is let go after the keep time.
     let i = intercepting(&origin_ca, port, "  early_upstream_ms: 100\n").await;
     let tls = tls_through(&i.proxy, port, &i.ca_pem, None).await;
-    let mut stats = proxy_stats(&i.proxy).await;
-    for _ in 0..500 {
+    let stats = eventually_ok("the early connection is let go", BOUND, || async {
+        let stats = proxy_stats(&i.proxy).await;
         if stats["early_upstream"]["kept"] == 0 {
-            break;
+            Ok(stats)
+        } else {
+            Err(stats)
         }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        stats = proxy_stats(&i.proxy).await;
-    }
+    })
+    .await;
     assert_eq!(
         stats["early_upstream"],
         serde_json::json!({ "started": 1, "used": 0, "kept": 0 })

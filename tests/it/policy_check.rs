@@ -2,9 +2,8 @@
 //! invalid one fails with `file:line:column: message` lines.
 
 use std::path::PathBuf;
-use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_webrep");
+use crate::harness::{run_to_end, webrep};
 
 fn shipped_policies() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies");
@@ -17,8 +16,8 @@ fn shipped_policies() -> Vec<PathBuf> {
     files
 }
 
-#[test]
-fn every_file_under_policies_passes_policy_check() {
+#[tokio::test]
+async fn every_file_under_policies_passes_policy_check() {
     let files = shipped_policies();
     let names: Vec<String> = files
         .iter()
@@ -31,11 +30,9 @@ fn every_file_under_policies_passes_policy_check() {
         );
     }
     for file in &files {
-        let out = Command::new(BIN)
-            .args(["policy", "check"])
-            .arg(file)
-            .output()
-            .unwrap();
+        let mut cmd = webrep(["policy", "check"]);
+        cmd.arg(file);
+        let out = run_to_end(cmd).await;
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -47,8 +44,8 @@ fn every_file_under_policies_passes_policy_check() {
     }
 }
 
-#[test]
-fn invalid_policy_exits_1_with_positions() {
+#[tokio::test]
+async fn invalid_policy_exits_1_with_positions() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.yaml");
     let bad = dir.path().join("bad.yaml");
@@ -58,12 +55,10 @@ fn invalid_policy_exits_1_with_positions() {
         "lists:\n  blocked: [\"example.*\"]\nrules:\n  - id: r1\n    match:\n      clients: [\"10.0.0.0/40\"]\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["policy", "check"])
-        .arg(&good)
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let mut cmd = webrep(["policy", "check"]);
+    cmd.arg(&good);
+    cmd.arg(&bad);
+    let out = run_to_end(cmd).await;
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -83,15 +78,10 @@ fn invalid_policy_exits_1_with_positions() {
         "{stderr}"
     );
     // A missing file is an error too, and the usage needs at least one file.
-    let out = Command::new(BIN)
-        .args(["policy", "check"])
-        .arg(dir.path().join("missing.yaml"))
-        .output()
-        .unwrap();
+    let mut cmd = webrep(["policy", "check"]);
+    cmd.arg(dir.path().join("missing.yaml"));
+    let out = run_to_end(cmd).await;
     assert_eq!(out.status.code(), Some(1));
-    let out = Command::new(BIN)
-        .args(["policy", "check"])
-        .output()
-        .unwrap();
+    let out = run_to_end(webrep(["policy", "check"])).await;
     assert!(!out.status.success());
 }

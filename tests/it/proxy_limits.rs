@@ -652,15 +652,15 @@ async fn read_sized_response(s: &mut TcpStream) -> (String, String) {
 
 /// Waits (bounded) until the proxy has parked `n` connections in all.
 async fn parked_at_least(proxy: &TestProxy, n: u64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while proxy.state.conns.stats.parked.load(Ordering::Relaxed) < n {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no connection was parked: {}",
-            proxy.state.conns.to_json()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually_ok("connections are parked", BOUND, || {
+        let parked = proxy.state.conns.stats.parked.load(Ordering::Relaxed) >= n;
+        std::future::ready(if parked {
+            Ok(())
+        } else {
+            Err(proxy.state.conns.to_json())
+        })
+    })
+    .await;
 }
 
 #[tokio::test]

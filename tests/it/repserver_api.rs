@@ -6,128 +6,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-use webrep::repserver::api::{self, ApiConfig, ServeOptions, Tokens};
+use webrep::repserver::api::{ApiConfig, ServeOptions};
 use webrep::repserver::store::Store;
 
-const CLIENT: &str = "client-token-1";
-const ADMIN: &str = "admin-token-1";
-
-fn init_crypto() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-struct Server {
-    base: String,
-    shutdown: CancellationToken,
-    task: JoinHandle<std::io::Result<()>>,
-    http: reqwest::Client,
-}
-
-impl Server {
-    async fn start(store: Store) -> Server {
-        Server::start_with(store, ApiConfig::default()).await
-    }
-
-    async fn start_with(store: Store, config: ApiConfig) -> Server {
-        Server::start_opts(store, config, ServeOptions::default()).await
-    }
-
-    async fn start_opts(store: Store, config: ApiConfig, options: ServeOptions) -> Server {
-        init_crypto();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let tokens = Tokens {
-            client: vec![CLIENT.to_owned()],
-            admin: vec![ADMIN.to_owned()],
-        };
-        let tls = options.tls.is_some();
-        let task = tokio::spawn(api::serve_with(
-            listener,
-            store,
-            tokens,
-            config,
-            options,
-            shutdown.clone(),
-        ));
-        Server {
-            base: format!("{}://{addr}", if tls { "https" } else { "http" }),
-            shutdown,
-            task,
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
-        }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("server stops")
-            .unwrap()
-            .unwrap();
-    }
-
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<String>,
-    ) -> (u16, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.header("content-type", "application/json").body(b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.unwrap();
-        let v = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
-        (status, v)
-    }
-
-    async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
-        self.send(reqwest::Method::GET, path, token, None).await
-    }
-
-    async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
-        self.send(reqwest::Method::POST, path, token, Some(body.to_string()))
-            .await
-    }
-
-    async fn lookup(&self, url: &str) -> Value {
-        let (status, v) = self
-            .get(&format!("/v1/lookup?url={}", encode(url)), Some(CLIENT))
-            .await;
-        assert_eq!(status, 200, "{v}");
-        v
-    }
-
-    async fn write(&self, body: &Value) -> u64 {
-        let (status, v) = self.post("/v1/entries", Some(ADMIN), body).await;
-        assert_eq!(status, 200, "{v}");
-        v["seq"].as_u64().unwrap()
-    }
-}
-
-/// Percent-encodes everything but unreserved characters.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
+use crate::harness::{ADMIN, CLIENT, RepServer, init_crypto};
 
 fn sample() -> Value {
     json!({ "upsert": [
@@ -142,7 +25,7 @@ fn sample() -> Value {
 
 #[tokio::test]
 async fn every_risk_level_and_the_combination_rule() {
-    let s = Server::start(Store::open_in_memory().unwrap()).await;
+    let s = RepServer::start().await;
     s.write(&sample()).await;
     for (url, risk, score, cat) in [
         ("http://danger.test/a", "dangerous", 10, "malware"),
@@ -217,7 +100,7 @@ async fn every_risk_level_and_the_combination_rule() {
 
 #[tokio::test]
 async fn batch_lookup_answers_each_item_and_errors_per_item() {
-    let s = Server::start(Store::open_in_memory().unwrap()).await;
+    let s = RepServer::start().await;
     s.write(&sample()).await;
     let (status, v) = s
         .post(
@@ -275,12 +158,12 @@ async fn a_batch_of_many_pieces_is_answered_in_order_and_streamed() {
         read_threads: 2,
         ..ServeOptions::default()
     };
-    let s = Server::start_opts(
-        Store::open(&dir.path().join("rep.db")).unwrap(),
-        config,
-        options,
-    )
-    .await;
+    let s = RepServer::builder()
+        .store(Store::open(&dir.path().join("rep.db")).unwrap())
+        .config(config)
+        .options(options)
+        .start()
+        .await;
     s.write(&sample()).await;
     let boundary = |i: usize| matches!(i % 1000, 0 | 999);
     // (input, expected risk; None: an error for the item)
@@ -344,7 +227,7 @@ async fn host_answer_is_truncated_beyond_the_path_limit() {
         host_path_limit: 2,
         ..ApiConfig::default()
     };
-    let s = Server::start_with(Store::open_in_memory().unwrap(), config).await;
+    let s = RepServer::builder().config(config).start().await;
     s.write(&json!({ "upsert": [
         { "key": "many.test/a/", "score": 10 },
         { "key": "many.test/b/", "score": 10 },
@@ -367,7 +250,7 @@ async fn host_answer_is_truncated_beyond_the_path_limit() {
 
 #[tokio::test]
 async fn tokens_are_required_and_checked() {
-    let s = Server::start(Store::open_in_memory().unwrap()).await;
+    let s = RepServer::start().await;
     let lookup = "/v1/lookup?url=http%3A%2F%2Fa.test%2F";
     let (status, v) = s.get(lookup, None).await;
     assert_eq!(status, 401);
@@ -402,7 +285,7 @@ async fn bad_input_is_refused_with_a_message() {
         max_body: 64 * 1024,
         ..ApiConfig::default()
     };
-    let s = Server::start_with(Store::open_in_memory().unwrap(), config).await;
+    let s = RepServer::builder().config(config).start().await;
     let post_raw = |body: String| {
         s.send(
             reqwest::Method::POST,
@@ -486,7 +369,7 @@ async fn bad_input_is_refused_with_a_message() {
 
 #[tokio::test]
 async fn change_stream_delivers_a_write_to_a_waiting_follower() {
-    let s = Server::start(Store::open_in_memory().unwrap()).await;
+    let s = RepServer::start().await;
     let seq = s.write(&sample()).await;
     let (status, v) = s.get("/v1/changes?since=0", Some(CLIENT)).await;
     assert_eq!(status, 200);
@@ -567,11 +450,17 @@ async fn change_stream_delivers_a_write_to_a_waiting_follower() {
 async fn entries_survive_a_restart_on_the_same_file() {
     let dir = tempfile::tempdir().unwrap();
     let path: &Path = &dir.path().join("rep.db");
-    let s = Server::start(Store::open(path).unwrap()).await;
+    let s = RepServer::builder()
+        .store(Store::open(path).unwrap())
+        .start()
+        .await;
     let seq = s.write(&sample()).await;
     s.stop().await;
 
-    let s = Server::start(Store::open(path).unwrap()).await;
+    let s = RepServer::builder()
+        .store(Store::open(path).unwrap())
+        .start()
+        .await;
     let v = s.lookup("http://shop.example/dl/x").await;
     assert_eq!(v["score"], 20);
     assert_eq!(v["explain"]["matched"].as_array().unwrap().len(), 2);
@@ -590,12 +479,11 @@ async fn reader_threads_see_every_write_and_wake_followers() {
         read_threads: 3,
         ..ServeOptions::default()
     };
-    let s = Server::start_opts(
-        Store::open(&dir.path().join("rep.db")).unwrap(),
-        ApiConfig::default(),
-        options,
-    )
-    .await;
+    let s = RepServer::builder()
+        .store(Store::open(&dir.path().join("rep.db")).unwrap())
+        .options(options)
+        .start()
+        .await;
     // A follower waits (on a reader thread) while writes happen.
     let follower = {
         let (http, base) = (s.http.clone(), s.base.clone());
@@ -625,7 +513,7 @@ async fn reader_threads_see_every_write_and_wake_followers() {
 
 #[tokio::test]
 async fn change_stream_as_server_sent_events() {
-    let s = Server::start(Store::open_in_memory().unwrap()).await;
+    let s = RepServer::start().await;
     let first = s.write(&sample()).await;
     let resp = s
         .http
@@ -679,24 +567,19 @@ async fn change_stream_as_server_sent_events() {
 }
 
 /// A server whose upstream tier is `upstream_base`.
-async fn with_upstream(upstream_base: &str, timeout: Duration) -> Server {
+async fn with_upstream(upstream_base: &str, timeout: Duration) -> RepServer {
     let client = webrep::client::RepClient::new(upstream_base, CLIENT, None).unwrap();
     let upstream = webrep::repserver::upstream::Upstream::new(client, timeout, 2, 1000);
     let options = ServeOptions {
         upstream: Some(std::sync::Arc::new(upstream)),
         ..ServeOptions::default()
     };
-    Server::start_opts(
-        Store::open_in_memory().unwrap(),
-        ApiConfig::default(),
-        options,
-    )
-    .await
+    RepServer::builder().options(options).start().await
 }
 
 #[tokio::test]
 async fn upstream_answers_what_the_local_table_lacks_and_is_cached() {
-    let global = Server::start(Store::open_in_memory().unwrap()).await;
+    let global = RepServer::start().await;
     global
         .write(&json!({ "upsert": [
             { "key": "global-bad.test/", "score": 5, "categories": ["phishing"] },
@@ -821,7 +704,11 @@ async fn feeds_are_imported_over_the_api() {
         spool_dir: Some(dir.path().to_owned()),
         ..ServeOptions::default()
     };
-    let s = Server::start_opts(Store::open_in_memory().unwrap(), config, options).await;
+    let s = RepServer::builder()
+        .config(config)
+        .options(options)
+        .start()
+        .await;
     let upload = |path: &str, token: &str, body: &'static str| {
         let req = s
             .http
@@ -881,7 +768,7 @@ async fn feeds_are_imported_over_the_api() {
 
 #[tokio::test]
 async fn file_hashes_and_admin_categories() {
-    let s = Server::start(Store::open_in_memory().unwrap()).await;
+    let s = RepServer::start().await;
     let bad = "a".repeat(64);
     let (status, v) = s
         .post(
@@ -987,12 +874,7 @@ async fn the_api_over_tls() {
         tls: Some(acceptor),
         ..ServeOptions::default()
     };
-    let mut s = Server::start_opts(
-        Store::open_in_memory().unwrap(),
-        ApiConfig::default(),
-        options,
-    )
-    .await;
+    let mut s = RepServer::builder().options(options).start().await;
     assert!(s.base.starts_with("https://"));
     s.http = reqwest::Client::builder()
         .no_proxy()
@@ -1026,7 +908,7 @@ async fn shipped_sample_data_covers_every_risk_level() {
     let mut store = Store::open_in_memory().unwrap();
     let n = webrep::repserver::server::load_sample(&mut store, 1_700_000_000).unwrap();
     assert!(n >= 20, "{n}");
-    let s = Server::start(store).await;
+    let s = RepServer::builder().store(store).start().await;
     for (url, risk, category) in [
         ("http://malware.example/x", "dangerous", "malware"),
         (
@@ -1074,18 +956,13 @@ fn client_from(local: &str) -> reqwest::Client {
 }
 
 /// A server on an empty store with these connection limits, and its `host:port`.
-async fn limited_server(max: usize, per_client: usize) -> (Server, String) {
+async fn limited_server(max: usize, per_client: usize) -> (RepServer, String) {
     let options = ServeOptions {
         max_connections: max,
         max_connections_per_client: per_client,
         ..ServeOptions::default()
     };
-    let server = Server::start_opts(
-        Store::open_in_memory().unwrap(),
-        ApiConfig::default(),
-        options,
-    )
-    .await;
+    let server = RepServer::builder().options(options).start().await;
     let addr = server.base.trim_start_matches("http://").to_owned();
     (server, addr)
 }

@@ -1,18 +1,12 @@
 //! The real `webrep server`, `webrep import` and `webrep lookup` binaries talking to each
 //! other on 127.0.0.1.
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::{Child, Command};
-
-const BIN: &str = env!("CARGO_BIN_EXE_webrep");
-const CLIENT: &str = "client-token-0123456789";
-const ADMIN: &str = "admin-token-0123456789";
+use crate::harness::{ADMIN, BOUND, CLIENT, Webrep, eventually, run_to_end, webrep};
 
 struct ServerProcess {
-    child: Child,
+    process: Webrep,
     base: String,
     /// `server.metrics_listen`'s address, from the log.
     metrics: String,
@@ -67,43 +61,18 @@ impl ServerProcess {
         let notify_dir = tempfile::tempdir().unwrap();
         let notify_path = notify_dir.path().join("notify");
         let notify = tokio::net::UnixDatagram::bind(&notify_path).unwrap();
-        let mut child = Command::new(BIN)
-            .args(["server", "--config"])
-            .arg(&cfg)
-            .env("NOTIFY_SOCKET", &notify_path)
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut metrics = None;
-        let mut startup = Vec::new();
-        let base = loop {
-            let l = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-                .await
-                .expect("server starts")
-                .unwrap()
-                .expect("server is running");
-            startup.push(l.clone());
-            let field = |name: &str| {
-                l.split(name)
-                    .nth(1)
-                    .map(|rest| rest.split_whitespace().next().unwrap().to_owned())
-            };
-            if l.contains("metrics listener") {
-                metrics = field("addr=");
-            }
-            if let Some(addr) = field("listen=") {
-                break format!("http://{addr}");
-            }
-        };
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let mut cmd = webrep(["server", "--config"]);
+        cmd.arg(&cfg).env("NOTIFY_SOCKET", &notify_path);
+        let mut process = Webrep::spawn(cmd);
+        let listen = process
+            .wait_field(&["listen="])
+            .await
+            .expect("server is running");
+        let metrics = process.seen_field("metrics listener", "addr=");
+        let startup = process.lines_seen();
         ServerProcess {
-            child,
-            base,
+            process,
+            base: format!("http://{listen}"),
             metrics: metrics.expect("the metrics listener is logged before `ready`"),
             notify,
             dir,
@@ -124,13 +93,10 @@ impl ServerProcess {
 
     /// Runs a client command against the server; (exit code, stdout, stderr).
     async fn run(&self, token: &str, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(BIN)
-            .args(args)
-            .env("WEBREP_SERVER", &self.base)
-            .env("WEBREP_TOKEN", token)
-            .output()
-            .await
-            .unwrap();
+        let mut cmd = webrep(args);
+        cmd.env("WEBREP_SERVER", &self.base)
+            .env("WEBREP_TOKEN", token);
+        let out = run_to_end(cmd).await;
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -139,24 +105,13 @@ impl ServerProcess {
     }
 
     async fn signal(&self, sig: &str) {
-        let pid = self.child.id().unwrap();
-        let ok = Command::new("kill")
-            .args([format!("-{sig}"), pid.to_string()])
-            .status()
-            .await
-            .unwrap()
-            .success();
-        assert!(ok);
+        self.process.signal(sig);
     }
 
     async fn stop(mut self) {
-        let pid = self.child.id().unwrap();
-        let _ = Command::new("kill").arg(pid.to_string()).status().await;
+        self.process.signal("TERM");
         assert_eq!(self.notification().await, "STOPPING=1\n");
-        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
-            .await
-            .expect("server exits on SIGTERM")
-            .unwrap();
+        let status = self.process.exit_status("server exits on SIGTERM").await;
         assert!(status.success(), "{status}");
     }
 }
@@ -380,12 +335,9 @@ async fn server_without_tokens_refuses_to_start() {
         ),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["server", "--config"])
-        .arg(&cfg)
-        .output()
-        .await
-        .unwrap();
+    let mut cmd = webrep(["server", "--config"]);
+    cmd.arg(&cfg);
+    let out = run_to_end(cmd).await;
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no API tokens"), "{err}");
@@ -397,13 +349,9 @@ async fn import_straight_into_a_store_file() {
     let feed = dir.path().join("feed.jsonl");
     std::fs::write(&feed, "{\"key\":\"x.test/\",\"score\":5,\"categories\":[\"phishing\"]}\n{\"key\":\"y.test/\",\"score\":500}\n").unwrap();
     let db = dir.path().join("r.db");
-    let out = Command::new(BIN)
-        .args(["import", "--format", "jsonl", "--store"])
-        .arg(&db)
-        .arg(&feed)
-        .output()
-        .await
-        .unwrap();
+    let mut cmd = webrep(["import", "--format", "jsonl", "--store"]);
+    cmd.arg(&db).arg(&feed);
+    let out = run_to_end(cmd).await;
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
@@ -443,11 +391,10 @@ async fn a_killed_servers_upload_is_removed_at_the_next_start_and_a_live_one_nev
         .write_all("stalled.example\n".repeat(4096).as_bytes())
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while uploads(dir.path()).is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "no upload file");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("an upload file", BOUND, || async {
+        !uploads(dir.path()).is_empty()
+    })
+    .await;
     let live = uploads(dir.path());
     assert_eq!(live.len(), 1, "{live:?}");
 
@@ -459,10 +406,7 @@ async fn a_killed_servers_upload_is_removed_at_the_next_start_and_a_live_one_nev
 
     // Killed in the middle of the upload: the file stays behind...
     a.signal("KILL").await;
-    tokio::time::timeout(Duration::from_secs(20), a.child.wait())
-        .await
-        .expect("killed")
-        .unwrap();
+    a.process.exit_status("killed").await;
     drop(upload);
     assert_eq!(uploads(dir.path()), live);
     // ...until the next start removes it, and says which.
@@ -499,19 +443,18 @@ async fn a_tokens_file_other_users_can_read_is_warned_about() {
     std::fs::write(&token_file, format!("{CLIENT}\n")).unwrap();
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let lookup = || {
-        Command::new(BIN)
-            .args(["lookup", "--server", &open.base, "--token-file"])
-            .arg(&token_file)
+        let mut cmd = webrep(["lookup", "--server", &open.base, "--token-file"]);
+        cmd.arg(&token_file)
             .arg("http://malware.example/")
-            .env_remove("WEBREP_TOKEN")
-            .output()
+            .env_remove("WEBREP_TOKEN");
+        run_to_end(cmd)
     };
-    let out = lookup().await.unwrap();
+    let out = lookup().await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("warning: --token-file"), "{stderr}");
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let out = lookup().await.unwrap();
+    let out = lookup().await;
     assert!(
         out.stderr.is_empty(),
         "{}",

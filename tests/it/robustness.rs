@@ -6,9 +6,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::process::Command;
-
-use crate::binary::{BIN, NotifySocket, ProxyProcess};
+use crate::binary::{NotifySocket, ProxyProcess};
 use crate::harness::*;
 use webrep::fsread;
 
@@ -137,20 +135,12 @@ fn every_configured_file_refuses_fifos_devices_directories_and_oversized_files()
 
 /// Runs the binary (killed if it runs 30 s); (exit code, stderr).
 async fn run_binary(args: &[&str], cfg: Option<&Path>, env: &[(&str, &str)]) -> (i32, String) {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+    let mut cmd = webrep(args);
+    cmd.envs(env.iter().copied());
     if let Some(cfg) = cfg {
         cmd.arg(cfg);
     }
-    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
-        .await
-        .unwrap_or_else(|_| panic!("webrep {args:?} still running after 30 s"))
-        .unwrap();
+    let out = run_to_end(cmd).await;
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -188,15 +178,11 @@ async fn stats_until(
     what: &str,
     ok: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually_ok(what, BOUND, || async {
         let v = stats_at(addr).await;
-        if ok(&v) {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{what}: {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        if ok(&v) { Ok(v) } else { Err(v) }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -269,7 +255,7 @@ async fn proxy_with_streams(
     stderr: impl Into<Stdio>,
     systemd: &NotifySocket,
 ) -> (
-    tokio::process::Child,
+    Webrep,
     std::net::SocketAddr,
     std::net::SocketAddr,
     tempfile::TempDir,
@@ -283,38 +269,18 @@ async fn proxy_with_streams(
         ),
     )
     .unwrap();
-    let child = Command::new(BIN)
-        .args(["proxy", "--config"])
-        .arg(&cfg)
+    let mut cmd = webrep(["proxy", "--config"]);
+    cmd.arg(&cfg)
         .env("NOTIFY_SOCKET", systemd.path())
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
         .stdout(stdout)
-        .stderr(stderr)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+        .stderr(stderr);
+    let child = Webrep::spawn_uncaptured(cmd);
     let ready = systemd.next().await;
     let (addr, admin) = ready
         .strip_prefix("READY=1\nSTATUS=proxy listening on ")
         .and_then(|s| s.lines().next()?.split_once("; admin on "))
         .unwrap_or_else(|| panic!("not a readiness notification: {ready:?}"));
     (child, addr.parse().unwrap(), admin.parse().unwrap(), dir)
-}
-
-/// Sends SIGTERM; the exit code (within 30 s).
-async fn terminate(child: &mut tokio::process::Child) -> Option<i32> {
-    let pid = child.id().unwrap().to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("exits within 30 s of SIGTERM")
-        .unwrap()
-        .code()
 }
 
 /// Ten requests through the proxy, each answered.
@@ -351,7 +317,7 @@ async fn closed_stdout_and_stderr_neither_kill_nor_stop_the_proxy() {
     })
     .await;
     assert!(v["log_dropped"].as_u64() > Some(0), "{v}");
-    assert_eq!(terminate(&mut child).await, Some(0));
+    assert_eq!(child.terminate().await, Some(0));
 }
 
 /// A pipe already full (its reader never reads): the writing end, and the reader to keep.
@@ -380,11 +346,11 @@ async fn stdout_and_stderr_that_are_never_read_hold_up_neither_requests_nor_shut
     let (err_w, _err_reader) = full_pipe().await;
     let (mut child, addr, _admin, _dir) = proxy_with_streams(out_w, err_w, &systemd).await;
     ten_requests(addr, &origin).await;
-    assert_eq!(terminate(&mut child).await, Some(0));
+    assert_eq!(child.terminate().await, Some(0));
 }
 
-#[test]
-fn commands_writing_to_closed_pipes_exit_cleanly_without_a_panic() {
+#[tokio::test]
+async fn commands_writing_to_closed_pipes_exit_cleanly_without_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "proxy:\n  lisen: 1\n").unwrap();
@@ -399,23 +365,22 @@ fn commands_writing_to_closed_pipes_exit_cleanly_without_a_panic() {
         let (out_r, out_w) = std::io::pipe().unwrap();
         let (err_r, err_w) = std::io::pipe().unwrap();
         drop((out_r, err_r));
-        let status = std::process::Command::new(BIN)
-            .args(args)
-            .stdin(Stdio::null())
+        let status = webrep(args)
             .stdout(out_w)
             .stderr(err_w)
             .status()
+            .await
             .unwrap();
         assert_eq!(status.code(), Some(code), "webrep {args:?}: {status}");
     }
     // With stderr readable, it says nothing of a panic.
     let (out_r, out_w) = std::io::pipe().unwrap();
     drop(out_r);
-    let out = std::process::Command::new(BIN)
-        .args(["config", "print-default"])
+    let out = webrep(["config", "print-default"])
         .stdout(out_w)
         .stderr(Stdio::piped())
         .output()
+        .await
         .unwrap();
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

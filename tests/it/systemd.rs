@@ -17,7 +17,7 @@ fn units_verify_and_rate_ok_in_systemd_analyze_security() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/check.sh");
     let out = Command::new("sh")
         .arg(script)
-        .arg(env!("CARGO_BIN_EXE_webrep"))
+        .arg(crate::harness::BIN)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
