@@ -1,4 +1,4 @@
-//! Integration tests for `webrep::canon` (issue 3: URL canonicalization and lookup expressions
+//! Integration tests for `webrep::canon` (URL canonicalization and lookup expressions
 //! that cannot be evaded): the published vectors, obfuscations, properties, `webrep url`.
 
 use std::fmt::Write as _;
