@@ -375,7 +375,7 @@ async fn embedded_server(
     let n = server::load_sample(&mut store, now)?;
     let mut raw = [0u8; 24];
     rand::rng().fill_bytes(&mut raw);
-    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let token = hex::encode(raw);
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let tokens = api::Tokens {

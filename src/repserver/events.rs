@@ -96,7 +96,7 @@ CREATE UNIQUE INDEX events_by_id ON events (ifnull(reporter, ''), proxy, id);
 pub fn reporter_id(token: &str) -> String {
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(token.as_bytes());
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&digest[..8])
 }
 
 /// One `server.escalation` rule, validated by config.
