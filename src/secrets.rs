@@ -63,9 +63,25 @@ pub fn read_to_string(
     crate::fsread::read_to_string(path, max_bytes)
 }
 
+/// Whether the bearer token `given` is `known`, compared in constant time (no early exit on
+/// the first differing byte, so response timing does not reveal how much of a guess was
+/// right; only the length may show).
+pub fn token_eq(given: &str, known: &str) -> bool {
+    use subtle::ConstantTimeEq as _;
+    given.as_bytes().ct_eq(known.as_bytes()).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(token_eq("abc", "abc"));
+        assert!(!token_eq("abc", "abd"));
+        assert!(!token_eq("abc", "abcd"));
+        assert!(!token_eq("", "a"));
+    }
 
     #[test]
     fn only_the_masked_bits_count() {

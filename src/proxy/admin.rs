@@ -73,12 +73,7 @@ fn authorized(req: &Request<Incoming>, token: &str) -> bool {
     else {
         return false;
     };
-    given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |a, (x, y)| a | (x ^ y))
-            == 0
+    crate::secrets::token_eq(given, token)
 }
 
 /// The admin listener's routes: `/metrics` and `/stats` (no token), and with the `admin.token_file`

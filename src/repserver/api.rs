@@ -838,7 +838,7 @@ fn authorize(shared: &Shared, req: &Request<Incoming>, need: Role) -> Result<(),
     })?;
     let known = |list: &[String]| {
         list.iter()
-            .fold(false, |acc, t| acc | ct_eq(t.as_bytes(), token.as_bytes()))
+            .fold(false, |acc, t| acc | crate::secrets::token_eq(token, t))
     };
     let tokens = shared.tokens.load();
     let role = if known(&tokens.admin) {
@@ -884,11 +884,6 @@ async fn authorize_or_drain(
             Err(e)
         }
     }
-}
-
-/// Compares without an early exit on the first differing byte.
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn read_body(shared: &Shared, req: Request<Incoming>) -> Result<Bytes, ApiError> {
@@ -1988,14 +1983,6 @@ mod tests {
         assert_eq!(query_param(q, "wait_ms").unwrap(), None);
         assert_eq!(query_param(None, "url").unwrap(), None);
         assert!(query_param(Some("url=%zz"), "url").is_err());
-    }
-
-    #[test]
-    fn token_comparison() {
-        assert!(ct_eq(b"abc", b"abc"));
-        assert!(!ct_eq(b"abc", b"abd"));
-        assert!(!ct_eq(b"abc", b"abcd"));
-        assert!(!ct_eq(b"", b"a"));
     }
 
     #[test]
