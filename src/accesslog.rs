@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use crate::config::{AccessLogConfig, AccessLogFormat};
 
@@ -227,7 +227,7 @@ impl AccessRecord<'_> {
     /// `time elapsed client code/status bytes method URL user hierarchy/peer type`, plus the
     /// request id as an 11th field.
     fn squid_line(&self) -> String {
-        let since = self.start.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let since = crate::clock::since_epoch(self.start);
         let code = match (self.kind, self.status) {
             (RecordKind::Tunnel, 200) => "TCP_TUNNEL",
             (_, 403 | 407) => "TCP_DENIED",
@@ -266,22 +266,12 @@ impl AccessRecord<'_> {
     }
 }
 
-/// `2026-11-28T18:52:50.294Z` (UTC, milliseconds).
+/// `2026-11-28T18:52:50.294Z` (UTC, milliseconds, truncated).
 fn push_rfc3339(s: &mut String, t: SystemTime) {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let dt = time::OffsetDateTime::from_unix_timestamp(since.as_secs() as i64)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let _ = write!(
-        s,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        dt.year(),
-        u8::from(dt.month()),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second(),
-        since.subsec_millis()
-    );
+    let t = jiff::Timestamp::try_from(t)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .max(jiff::Timestamp::UNIX_EPOCH);
+    let _ = write!(s, "{t:.3}");
 }
 
 /// A JSON string literal (RFC 8259 escaping).
@@ -612,6 +602,7 @@ fn write_batches(shared: &Shared, mut out: Box<dyn std::io::Write + Send>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     fn rec() -> AccessRecord<'static> {
         AccessRecord {
@@ -689,6 +680,22 @@ mod tests {
         assert_eq!(v["url"], "http://example.com/a b");
         assert_eq!(v["duration_ms"], 45.6);
         assert_eq!(v["ts"], "2023-11-14T22:13:20.123Z");
+    }
+
+    #[test]
+    fn timestamps_have_three_truncated_fraction_digits() {
+        let text = |t: SystemTime| {
+            let mut s = String::new();
+            push_rfc3339(&mut s, t);
+            s
+        };
+        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(text(t), "2023-11-14T22:13:20.000Z");
+        assert_eq!(
+            text(t + Duration::from_nanos(999_999_999)),
+            "2023-11-14T22:13:20.999Z"
+        );
+        assert_eq!(text(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
     }
 
     /// A writer whose every write waits until its sender sends or is dropped.

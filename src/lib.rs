@@ -42,6 +42,7 @@ pub mod app;
 pub mod canon;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod conns;
 pub mod feedback;

@@ -198,7 +198,7 @@ async fn import_into_store(
     tokio::task::spawn_blocking(move || -> Result<Value, CommandError> {
         let mut store = Store::open(&path)
             .with_context(|| format!("cannot open the store {}", path.display()))?;
-        let mut opts = ImportOptions::new(format, &feed, unix_now());
+        let mut opts = ImportOptions::new(format, &feed, crate::clock::unix_secs());
         if let Some(s) = score {
             opts.score = Score::new(s)
                 .ok_or_else(|| CommandError::usage(format!("score {s} is above 100")))?;
@@ -477,10 +477,4 @@ pub fn summary_text(v: &Value, since_secs: u64) -> String {
         );
     }
     out
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

@@ -206,12 +206,6 @@ impl std::fmt::Debug for Feedback {
     }
 }
 
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// Reads `dir/name`, or creates it with `make()` (mode 0600), through `dir/name.tmp` renamed
 /// into place. A `name.tmp` found at start is what a start that died before the rename left
 /// (a spool directory belongs to one proxy, so no one else is writing it): it is removed,
@@ -438,7 +432,12 @@ impl Feedback {
     /// A new event of `kind` with `id` (the request's id, which is the ticket on its page),
     /// now, from this proxy.
     pub fn event(&self, id: String, kind: Kind) -> Event {
-        Event::new(id, kind, unix_ms(), self.proxy_id.to_string())
+        Event::new(
+            id,
+            kind,
+            crate::clock::unix_millis(),
+            self.proxy_id.to_string(),
+        )
     }
 
     /// `value`, or `anon:` and a keyed hash of it (stable for this proxy) when `anonymize`.

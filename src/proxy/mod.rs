@@ -369,10 +369,7 @@ async fn embedded_server(
     use crate::repserver::{api, server, store::Store};
     use rand::RngCore as _;
     let mut store = Store::open_in_memory()?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
-    let n = server::load_sample(&mut store, now)?;
+    let n = server::load_sample(&mut store, crate::clock::unix_secs())?;
     let mut raw = [0u8; 24];
     rand::rng().fill_bytes(&mut raw);
     let token = hex::encode(raw);

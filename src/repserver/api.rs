@@ -63,7 +63,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -84,6 +84,7 @@ use super::upstream::{Misses, Upstream};
 use crate::api::changes::Changes;
 use crate::api::lookup as wire;
 use crate::canon;
+use crate::clock::unix_secs;
 use crate::conns::{ConnActivity, ConnLimits, ConnPermit};
 use crate::model::{
     Entry, FileEntry, FileVerdict, Key, RiskLevel, Score, Sha256Hex, Source, Verdict,
@@ -517,7 +518,7 @@ async fn prune_events_loop(shared: Arc<Shared>, retention: Duration) {
             _ = tick.tick() => {}
             _ = shared.shutdown.cancelled() => return,
         }
-        let before = now().saturating_sub(keep);
+        let before = unix_secs().saturating_sub(keep);
         match shared.call(move |store| store.prune_events(before)).await {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => tracing::info!(events = n, "pruned old feedback events"),
@@ -939,12 +940,6 @@ pub(crate) fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 fn ttl(config: &ApiConfig, v: &Verdict) -> u64 {
     if v.risk == RiskLevel::Untested {
         config.untested_ttl_secs
@@ -1027,7 +1022,7 @@ fn answer_host(
 async fn lookup_one(shared: &Shared, url: String) -> Result<Value, ApiError> {
     let config = shared.config.clone();
     let answer = shared
-        .read(move |store| answer_url(store, &config, &url, now()))
+        .read(move |store| answer_url(store, &config, &url, unix_secs()))
         .await??;
     let mut urls = [wire::UrlItem::Answer(Box::new(answer))];
     consult_upstream(shared, &mut urls, &mut []).await;
@@ -1300,7 +1295,7 @@ async fn answer_piece(
     let mut answers = shared
         .read(move |store| {
             store.snapshot(|store| {
-                let now = now();
+                let now = unix_secs();
                 if piece.hosts {
                     let hosts = &items.hosts[piece.start..piece.end];
                     answer_hosts(store, &config, hosts, now).map(PieceItems::Hosts)
@@ -1445,7 +1440,7 @@ async fn write_entries(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> 
     let seq_tx = shared.seq_tx.clone();
     let seq = shared
         .call(move |store| -> Result<u64, ApiError> {
-            let now = now();
+            let now = unix_secs();
             let mut entries = Vec::with_capacity(req.upsert.len());
             for (i, j) in req.upsert.into_iter().enumerate() {
                 entries.push(
@@ -1575,7 +1570,7 @@ async fn import_feed(shared: &Shared, req: Request<Incoming>) -> Result<Value, A
     let seq_tx = shared.seq_tx.clone();
     let report = shared
         .call(move |store| -> Result<import::ImportReport, ApiError> {
-            let mut opts = ImportOptions::new(format, &feed, now());
+            let mut opts = ImportOptions::new(format, &feed, unix_secs());
             opts.score = score;
             opts.file_verdict = file_verdict;
             if let Some(c) = category {
@@ -1734,7 +1729,7 @@ async fn write_files(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
         return Err(ApiError::bad_request("nothing to write"));
     }
     check_batch(shared, req.upsert.len())?;
-    let now = now();
+    let now = unix_secs();
     let mut files = Vec::with_capacity(req.upsert.len());
     for (i, f) in req.upsert.into_iter().enumerate() {
         let bad = |m: String| ApiError::bad_request(format!("upsert[{i}]: {m}"));
@@ -1806,7 +1801,7 @@ async fn ingest_events(
         let seq_tx = shared.seq_tx.clone();
         shared
             .call(move |store| {
-                let r = store.ingest_events_from(reporter.as_deref(), &events, now(), &rules);
+                let r = store.ingest_events_from(reporter.as_deref(), &events, unix_secs(), &rules);
                 if let Ok(super::events::Ingest { seq: Some(seq), .. }) = &r {
                     publish(&seq_tx, *seq);
                 }
@@ -1876,7 +1871,7 @@ async fn list_events(shared: &Shared, query: Option<&str>) -> Result<Value, ApiE
 async fn feedback_summary(shared: &Shared, query: Option<&str>) -> Result<Value, ApiError> {
     let since_secs = number_param(query, "since_secs", 86_400, 10 * 365 * 86_400)?;
     let limit = number_param(query, "limit", 20, 1000)? as usize;
-    let since = now()
+    let since = unix_secs()
         .saturating_sub(i64::try_from(since_secs).unwrap_or(0))
         .saturating_mul(1000);
     Ok(shared

@@ -302,7 +302,7 @@ pub async fn run(
         let mut store = Store::open(&path)
             .with_context(|| format!("cannot open the store {}", path.display()))?;
         if sample {
-            let n = load_sample(&mut store, unix_now())?;
+            let n = load_sample(&mut store, crate::clock::unix_secs())?;
             tracing::info!(entries = n, "sample data loaded");
         }
         Ok(store)
@@ -397,10 +397,4 @@ fn remove_stale_uploads(dir: &Path) {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot look for leftover import uploads");
         }
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

@@ -21,8 +21,9 @@ use std::path::{Path, PathBuf};
 
 /// Top-level modules by layer, lowest first. A module may import modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
-    // Helpers with no domain: bounded file reads, connection accounting, shutdown plumbing.
-    &["fsread", "conns", "shutdown", "output", "yaml"],
+    // Helpers with no domain: bounded file reads, connection accounting, shutdown plumbing,
+    // YAML positions, wall-clock time.
+    &["fsread", "conns", "shutdown", "output", "yaml", "clock"],
     &["secrets", "metrics"],
     // The pure core: URL canonicalization, the reputation vocabulary, the policy.
     &["canon"],

@@ -53,10 +53,8 @@ impl Filter {
         valid: std::time::Duration,
     ) -> String {
         use base64::Engine as _;
-        let until = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-            + valid.as_secs();
+        let until =
+            crate::clock::since_epoch(std::time::SystemTime::now()).as_secs() + valid.as_secs();
         let payload = format!("{until}|{client}|{host}|{url}");
         let sig = self.sign(&payload);
         format!(
@@ -112,9 +110,7 @@ impl Filter {
         else {
             return refused("malformed continue token");
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = crate::clock::since_epoch(std::time::SystemTime::now()).as_secs();
         let Ok(until) = until.parse::<u64>() else {
             return refused("malformed continue token");
         };
