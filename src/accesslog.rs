@@ -307,23 +307,17 @@ fn push_json_opt(s: &mut String, v: Option<&str>) {
     }
 }
 
-/// Squid fields are separated by spaces: escape anything that is not a visible character.
+/// What a Squid field percent-encodes besides non-ASCII bytes: controls and the space that
+/// separates fields, so every byte written is a visible character.
+const SQUID_ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b' ');
+
+/// Squid fields are separated by spaces: escape anything that is not a visible character
+/// (`-` for an empty field).
 fn squid_field(v: &str) -> std::borrow::Cow<'_, str> {
-    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic()) {
-        return v.into();
-    }
     if v.is_empty() {
         return "-".into();
     }
-    let mut out = String::with_capacity(v.len() + 8);
-    for b in v.bytes() {
-        if b.is_ascii_graphic() {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out.into()
+    percent_encoding::utf8_percent_encode(v, SQUID_ESCAPED).into()
 }
 
 /// Lines waiting for the writer thread, and flush bookkeeping.
@@ -631,6 +625,14 @@ mod tests {
             line,
             "1700000000.123     45 127.0.0.1 TCP_MISS/200 1234 GET http://example.com/a%20b - HIER_DIRECT/192.0.2.1 text/html 00000000000000ab\n"
         );
+    }
+
+    #[test]
+    fn squid_fields_escape_what_is_not_visible() {
+        assert_eq!(squid_field(""), "-");
+        assert_eq!(squid_field("http://a/b?c=%41"), "http://a/b?c=%41");
+        assert_eq!(squid_field("a b\t\u{1}\u{7f}é"), "a%20b%09%01%7F%C3%A9");
+        assert!(matches!(squid_field("x"), std::borrow::Cow::Borrowed("x")));
     }
 
     #[test]

@@ -237,16 +237,3 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
-
-/// Percent-encodes a query parameter value (everything but unreserved characters).
-pub fn encode_query_value(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}

@@ -58,4 +58,5 @@ pub mod reputation;
 pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;
+pub mod urlenc;
 pub mod yaml;

@@ -14,10 +14,11 @@ use http_body_util::{BodyExt as _, StreamBody};
 use serde_json::{Value, json};
 
 use crate::cli::ServerArgs;
-use crate::client::{ClientError, RepClient, encode_query_value};
+use crate::client::{ClientError, RepClient};
 use crate::model::{Category, Score};
 use crate::repserver::import::{self, Format, ImportOptions};
 use crate::repserver::store::Store;
+use crate::urlenc::encode_query_value;
 
 /// Exit code for a refused input.
 pub const EXIT_REFUSED: u8 = 2;

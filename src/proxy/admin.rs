@@ -57,10 +57,7 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
 /// The value of query parameter `name`, percent-decoded (`None` when absent or not valid
 /// percent-encoded UTF-8).
 fn param(query: Option<&str>, name: &str) -> Option<String> {
-    query?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| crate::repserver::api::percent_decode(v))?
-    })
+    crate::urlenc::query_param(query, name).ok()?
 }
 
 /// Constant-time comparison of the bearer token.

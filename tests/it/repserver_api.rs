@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use webrep::repserver::api::{self, ApiConfig, ServeOptions, Tokens};
 use webrep::repserver::store::Store;
+use webrep::urlenc::encode_query_value as encode;
 
 const CLIENT: &str = "client-token-1";
 const ADMIN: &str = "admin-token-1";
@@ -114,19 +115,6 @@ impl Server {
         assert_eq!(status, 200, "{v}");
         v["seq"].as_u64().unwrap()
     }
-}
-
-/// Percent-encodes everything but unreserved characters.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 fn sample() -> Value {
