@@ -72,13 +72,8 @@ fn client(args: &ServerArgs) -> Result<RepClient, CommandError> {
             if let Some(w) = crate::secrets::warning(path, "--token-file") {
                 crate::errln!("webrep: warning: {w}");
             }
-            crate::fsread::read_to_string(path, crate::fsread::TOKENS_MAX)
-                .map_err(|e| CommandError::usage(format!("cannot read the token file {e}")))?
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_owned()
+            crate::secrets::read_token_file(path, "--token-file")
+                .map_err(|e| CommandError::usage(e.to_string()))?
         }
         None => std::env::var("WEBREP_TOKEN").unwrap_or_default(),
     };

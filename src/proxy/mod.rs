@@ -237,16 +237,7 @@ pub struct Reloaded {
 
 /// The first line of `admin.token_file`, checked.
 fn read_admin_token(path: &std::path::Path) -> anyhow::Result<String> {
-    let text = crate::secrets::read_to_string(path, crate::fsread::TOKENS_MAX, "admin.token_file")
-        .context("admin.token_file")?;
-    let token = text.lines().next().unwrap_or("").trim();
-    if !crate::config::valid_token(token) {
-        anyhow::bail!(
-            "admin.token_file {}: the first line must be 16 to 256 visible ASCII characters",
-            path.display()
-        );
-    }
-    Ok(token.to_owned())
+    Ok(crate::secrets::read_token_file(path, "admin.token_file")?)
 }
 
 /// A bound, not yet running proxy.
@@ -303,17 +294,10 @@ async fn filter_setup(
     for s in &r.sources {
         let token = match (&s.token, &s.token_file) {
             (Some(t), _) => t.clone(),
-            (None, Some(path)) => crate::secrets::read_to_string(
-                path,
-                crate::fsread::TOKENS_MAX,
-                "reputation.sources token_file",
-            )
-            .with_context(|| format!("reputation source {}: token_file", s.name))?
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_owned(),
+            (None, Some(path)) => {
+                crate::secrets::read_token_file(path, "reputation.sources token_file")
+                    .with_context(|| format!("reputation source {}", s.name))?
+            }
             (None, None) => anyhow::bail!("reputation source {}: no token", s.name),
         };
         sources.push(SourceConfig {

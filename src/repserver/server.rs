@@ -129,23 +129,7 @@ pub fn tls_acceptor_for(
 fn upstream(config: &crate::config::UpstreamConfig) -> anyhow::Result<Upstream> {
     let token = match (&config.token, &config.token_file) {
         (Some(t), _) => t.clone(),
-        (None, Some(path)) => {
-            let text = crate::secrets::read_to_string(
-                path,
-                crate::fsread::TOKENS_MAX,
-                "server.upstream.token_file",
-            )
-            .context("cannot read server.upstream.token_file")?;
-            let t = text.lines().next().unwrap_or("").trim().to_owned();
-            if !valid_token(&t) {
-                bail!(
-                    "server.upstream.token_file {}: the first line is not a token (16 to 256 \
-                     visible ASCII characters)",
-                    path.display()
-                );
-            }
-            t
-        }
+        (None, Some(path)) => crate::secrets::read_token_file(path, "server.upstream.token_file")?,
         (None, None) => bail!("server.upstream: no token"),
     };
     let client = RepClient::new(&config.url, &token, config.ca_file.as_deref())
