@@ -58,5 +58,6 @@ pub mod reputation;
 pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 pub mod urlenc;
 pub mod yaml;

@@ -443,23 +443,8 @@ fn intercept_setup(
     if let Some(problem) = minter.ca().expiry_problem() {
         log_ca_problem(minter.ca(), problem);
     }
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = &ic.upstream_ca_file {
-        let certs = crate::fsread::pem_certs(path)
-            .map_err(|e| anyhow::anyhow!("intercept.upstream_ca_file {e}"))?;
-        for c in certs {
-            roots
-                .add(c)
-                .with_context(|| format!("intercept.upstream_ca_file {}", path.display()))?;
-        }
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls = crate::tls::client_config(ic.upstream_ca_file.as_deref())
+        .map_err(|e| anyhow::anyhow!("intercept.upstream_ca_file {e}"))?;
     // What hyper-rustls sets on the two pools' configs (no ALPN for HTTP/1.1 only), for the
     // early connections that stand in for theirs.
     let early = ic.early_upstream.map(|keep| {

@@ -26,7 +26,7 @@ const LAYERS: &[&[&str]] = &[
     &[
         "fsread", "conns", "shutdown", "output", "yaml", "clock", "urlenc",
     ],
-    &["secrets", "metrics"],
+    &["secrets", "metrics", "tls"],
     // The pure core: URL canonicalization, the reputation vocabulary, the policy.
     &["canon"],
     &["model"],

@@ -17,7 +17,7 @@ const CLIENT: &str = "client-token-1";
 const ADMIN: &str = "admin-token-1";
 
 fn init_crypto() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    webrep::tls::install_default();
 }
 
 struct Server {

@@ -259,7 +259,7 @@ async fn server_import_and_lookup_commands() {
     assert_eq!(code, 64, "{err}");
 
     // The metrics listener counted all that.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    webrep::tls::install_default();
     let text = reqwest::get(format!("http://{}/metrics", s.metrics))
         .await
         .unwrap()

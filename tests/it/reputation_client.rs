@@ -37,7 +37,7 @@ impl Server {
 
     /// A server on `listener` (a fixed address, to come back on) and `store`.
     fn start_on(listener: TcpListener, store: Store, config: ApiConfig) -> Server {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        webrep::tls::install_default();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         let tokens = Tokens {
