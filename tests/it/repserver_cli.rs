@@ -297,10 +297,7 @@ async fn server_import_and_lookup_commands() {
     let post_report = |token: &'static str, id: &'static str, client: &'static str| {
         let base = s.base.clone();
         async move {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis() as u64;
+            let now = webrep::clock::unix_millis();
             let body = serde_json::json!({ "events": [{ "v": 1, "id": id, "kind": "user_report",
                 "time": now, "proxy": "p1", "client": client, "host": "rule.test" }] });
             let r = reqwest::Client::builder()
