@@ -65,7 +65,7 @@ fn bench_proxy_side(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    webrep::tls::install_default();
     let dir = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
     let fb = rt.block_on(async {

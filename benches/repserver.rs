@@ -423,7 +423,7 @@ fn bench_api_batches(dir: &Path, table: &Table) {
     let Some(&largest) = sizes.iter().max() else {
         return;
     };
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    webrep::tls::install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use crate::config::{AccessLogConfig, AccessLogFormat};
 
@@ -227,7 +227,7 @@ impl AccessRecord<'_> {
     /// `time elapsed client code/status bytes method URL user hierarchy/peer type`, plus the
     /// request id as an 11th field.
     fn squid_line(&self) -> String {
-        let since = self.start.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let since = crate::clock::since_epoch(self.start);
         let code = match (self.kind, self.status) {
             (RecordKind::Tunnel, 200) => "TCP_TUNNEL",
             (_, 403 | 407) => "TCP_DENIED",
@@ -266,22 +266,12 @@ impl AccessRecord<'_> {
     }
 }
 
-/// `2026-11-28T18:52:50.294Z` (UTC, milliseconds).
+/// `2026-11-28T18:52:50.294Z` (UTC, milliseconds, truncated).
 fn push_rfc3339(s: &mut String, t: SystemTime) {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let dt = time::OffsetDateTime::from_unix_timestamp(since.as_secs() as i64)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let _ = write!(
-        s,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        dt.year(),
-        u8::from(dt.month()),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second(),
-        since.subsec_millis()
-    );
+    let t = jiff::Timestamp::try_from(t)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .max(jiff::Timestamp::UNIX_EPOCH);
+    let _ = write!(s, "{t:.3}");
 }
 
 /// A JSON string literal (RFC 8259 escaping).
@@ -317,23 +307,17 @@ fn push_json_opt(s: &mut String, v: Option<&str>) {
     }
 }
 
-/// Squid fields are separated by spaces: escape anything that is not a visible character.
+/// What a Squid field percent-encodes besides non-ASCII bytes: controls and the space that
+/// separates fields, so every byte written is a visible character.
+const SQUID_ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b' ');
+
+/// Squid fields are separated by spaces: escape anything that is not a visible character
+/// (`-` for an empty field).
 fn squid_field(v: &str) -> std::borrow::Cow<'_, str> {
-    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic()) {
-        return v.into();
-    }
     if v.is_empty() {
         return "-".into();
     }
-    let mut out = String::with_capacity(v.len() + 8);
-    for b in v.bytes() {
-        if b.is_ascii_graphic() {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out.into()
+    percent_encoding::utf8_percent_encode(v, SQUID_ESCAPED).into()
 }
 
 /// Lines waiting for the writer thread, and flush bookkeeping.
@@ -612,6 +596,7 @@ fn write_batches(shared: &Shared, mut out: Box<dyn std::io::Write + Send>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     fn rec() -> AccessRecord<'static> {
         AccessRecord {
@@ -640,6 +625,14 @@ mod tests {
             line,
             "1700000000.123     45 127.0.0.1 TCP_MISS/200 1234 GET http://example.com/a%20b - HIER_DIRECT/192.0.2.1 text/html 00000000000000ab\n"
         );
+    }
+
+    #[test]
+    fn squid_fields_escape_what_is_not_visible() {
+        assert_eq!(squid_field(""), "-");
+        assert_eq!(squid_field("http://a/b?c=%41"), "http://a/b?c=%41");
+        assert_eq!(squid_field("a b\t\u{1}\u{7f}é"), "a%20b%09%01%7F%C3%A9");
+        assert!(matches!(squid_field("x"), std::borrow::Cow::Borrowed("x")));
     }
 
     #[test]
@@ -689,6 +682,22 @@ mod tests {
         assert_eq!(v["url"], "http://example.com/a b");
         assert_eq!(v["duration_ms"], 45.6);
         assert_eq!(v["ts"], "2023-11-14T22:13:20.123Z");
+    }
+
+    #[test]
+    fn timestamps_have_three_truncated_fraction_digits() {
+        let text = |t: SystemTime| {
+            let mut s = String::new();
+            push_rfc3339(&mut s, t);
+            s
+        };
+        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(text(t), "2023-11-14T22:13:20.000Z");
+        assert_eq!(
+            text(t + Duration::from_nanos(999_999_999)),
+            "2023-11-14T22:13:20.999Z"
+        );
+        assert_eq!(text(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
     }
 
     /// A writer whose every write waits until its sender sends or is dropped.

@@ -88,24 +88,8 @@ impl RepClient {
         let auth = http::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
             ClientError::Setup("the token has characters a header cannot carry".into())
         })?;
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(path) = ca_file {
-            let certs = crate::fsread::pem_certs(path)
-                .map_err(|e| ClientError::Setup(format!("CA file {e}")))?;
-            for c in certs {
-                roots
-                    .add(c)
-                    .map_err(|e| ClientError::Setup(format!("CA file {}: {e}", path.display())))?;
-            }
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ClientError::Setup(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = crate::tls::client_config(ca_file)
+            .map_err(|e| ClientError::Setup(format!("CA file {e}")))?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -236,17 +220,4 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         src = x.source();
     }
     s
-}
-
-/// Percent-encodes a query parameter value (everything but unreserved characters).
-pub fn encode_query_value(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }

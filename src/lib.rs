@@ -8,8 +8,10 @@
 //!
 //! - Helpers with no domain: [`fsread`] (bounded reads of configured files), [`conns`]
 //!   (connection limits, shared by both listeners), [`shutdown`], [`output`] (printing that
-//!   never panics), [`yaml`] (parsing with positions); then [`secrets`] (permission checks of key and token files) and
-//!   [`metrics`] (Prometheus helpers).
+//!   never panics), [`yaml`] (parsing with positions), [`clock`] (unix time), [`urlenc`]
+//!   (query and form encoding); then [`secrets`] (permission checks of key and token files,
+//!   the token-file reader, token comparison), [`metrics`] (Prometheus helpers) and [`tls`]
+//!   (the rustls provider and the verifying client configuration).
 //! - The pure core, no I/O and no clock: [`canon`] (URL canonicalization and lookup
 //!   expressions) <- [`model`] (scores, risk bands, categories, keys, entries, verdicts and
 //!   the combination rule) <- [`policy`] (the admin's YAML policy, compiled and evaluated).
@@ -42,6 +44,7 @@ pub mod app;
 pub mod canon;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod conns;
 pub mod feedback;
@@ -57,4 +60,6 @@ pub mod reputation;
 pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
+pub mod urlenc;
 pub mod yaml;

@@ -238,7 +238,7 @@ fn client_command(
         Ok(rt) => rt,
         Err(e) => return fail(anyhow::Error::new(e).context("cannot start the runtime")),
     };
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    webrep::tls::install_default();
     match rt.block_on(f) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

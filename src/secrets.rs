@@ -1,5 +1,7 @@
 //! Files that hold secrets (tokens, password hashes, private keys): whether anyone besides
-//! their owner and group may read them.
+//! their owner and group may read them; the one reader of single-token files, with the one
+//! token check ([`read_token_file`]); and the constant-time comparison of bearer tokens
+//! ([`token_eq`]).
 //!
 //! Every reader of such a file asks here, once per read: the proxy's `auth.users_file`,
 //! `admin.token_file` and reputation sources' `token_file`; the server's
@@ -11,10 +13,11 @@
 //! any access ([`GROUP_OR_OTHERS`]).
 //!
 //! Cost: one `stat` per read, off the request path (start and reload). A file that cannot be
-//! inspected is not warned about: reading it fails with the reason.
+//! inspected is not warned about: reading it fails with the reason. A token file whose first
+//! line is not a token is refused with its key and path, never its content.
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Read or write for others: what makes a secrets file warned about.
 pub const OTHERS: u32 = 0o006;
@@ -63,9 +66,106 @@ pub fn read_to_string(
     crate::fsread::read_to_string(path, max_bytes)
 }
 
+/// A bearer token we accept: 16 to 256 visible ASCII characters (no spaces), so that it fits
+/// an `Authorization` header and is not trivially guessable.
+pub fn valid_token(t: &str) -> bool {
+    (16..=256).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Why a token file cannot be used. The messages name the config key and the file (with
+/// what the system said), never the token.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    /// The file cannot be read (missing, not a regular file, too large, not UTF-8).
+    #[error("cannot read {key} {error}")]
+    Read {
+        /// The config key or option that names the file.
+        key: String,
+        /// Why, with the path.
+        error: crate::fsread::ReadError,
+    },
+    /// Its first line is not a token [`valid_token`] accepts.
+    #[error(
+        "{key} {}: the first line is not a token (16 to 256 visible ASCII characters)",
+        path.display()
+    )]
+    NotAToken {
+        /// The config key or option that names the file.
+        key: String,
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// The bearer token in the first line of the token file `path`, configured as `key` (a
+/// config key or option, named in errors), read as [`read_to_string`] does (warning when
+/// others may read it) and trimmed: every file that holds one token (the proxy's
+/// `admin.token_file` and reputation sources' `token_file`, the server's
+/// `server.upstream.token_file`, the CLI's `--token-file`) is read and checked here.
+///
+/// # Errors
+/// [`TokenFileError`]: the file cannot be read, or its first line is not a valid token.
+pub fn read_token_file(path: &Path, key: &str) -> Result<String, TokenFileError> {
+    let text = read_to_string(path, crate::fsread::TOKENS_MAX, key).map_err(|error| {
+        TokenFileError::Read {
+            key: key.to_owned(),
+            error,
+        }
+    })?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if !valid_token(token) {
+        return Err(TokenFileError::NotAToken {
+            key: key.to_owned(),
+            path: path.to_owned(),
+        });
+    }
+    Ok(token.to_owned())
+}
+
+/// Whether the bearer token `given` is `known`, compared in constant time (no early exit on
+/// the first differing byte, so response timing does not reveal how much of a guess was
+/// right; only the length may show).
+pub fn token_eq(given: &str, known: &str) -> bool {
+    use subtle::ConstantTimeEq as _;
+    given.as_bytes().ct_eq(known.as_bytes()).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_file_holds_one_valid_token_on_its_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("token");
+        let token = "0123456789abcdef";
+        std::fs::write(&f, format!("  {token}  \nignored\n")).unwrap();
+        assert_eq!(read_token_file(&f, "admin.token_file").unwrap(), token);
+        for bad in ["", "\n0123456789abcdef\n", "short\n", "0123456789 abcdef\n"] {
+            std::fs::write(&f, bad).unwrap();
+            let e = read_token_file(&f, "admin.token_file").unwrap_err();
+            assert!(matches!(e, TokenFileError::NotAToken { .. }), "{bad:?}");
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with(&format!("admin.token_file {}: ", f.display()))
+                    && msg.contains("16 to 256 visible ASCII characters"),
+                "{msg}"
+            );
+        }
+        let missing = dir.path().join("missing");
+        let e = read_token_file(&missing, "--token-file").unwrap_err();
+        assert!(matches!(e, TokenFileError::Read { .. }), "{e}");
+        let want = format!("cannot read --token-file {}: ", missing.display());
+        assert!(e.to_string().starts_with(&want), "{e}");
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(token_eq("abc", "abc"));
+        assert!(!token_eq("abc", "abd"));
+        assert!(!token_eq("abc", "abcd"));
+        assert!(!token_eq("", "a"));
+    }
 
     #[test]
     fn only_the_masked_bits_count() {

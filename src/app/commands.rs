@@ -14,10 +14,11 @@ use http_body_util::{BodyExt as _, StreamBody};
 use serde_json::{Value, json};
 
 use crate::cli::ServerArgs;
-use crate::client::{ClientError, RepClient, encode_query_value};
+use crate::client::{ClientError, RepClient};
 use crate::model::{Category, Score};
 use crate::repserver::import::{self, Format, ImportOptions};
 use crate::repserver::store::Store;
+use crate::urlenc::encode_query_value;
 
 /// Exit code for a refused input.
 pub const EXIT_REFUSED: u8 = 2;
@@ -71,13 +72,8 @@ fn client(args: &ServerArgs) -> Result<RepClient, CommandError> {
             if let Some(w) = crate::secrets::warning(path, "--token-file") {
                 crate::errln!("webrep: warning: {w}");
             }
-            crate::fsread::read_to_string(path, crate::fsread::TOKENS_MAX)
-                .map_err(|e| CommandError::usage(format!("cannot read the token file {e}")))?
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_owned()
+            crate::secrets::read_token_file(path, "--token-file")
+                .map_err(|e| CommandError::usage(e.to_string()))?
         }
         None => std::env::var("WEBREP_TOKEN").unwrap_or_default(),
     };
@@ -198,7 +194,7 @@ async fn import_into_store(
     tokio::task::spawn_blocking(move || -> Result<Value, CommandError> {
         let mut store = Store::open(&path)
             .with_context(|| format!("cannot open the store {}", path.display()))?;
-        let mut opts = ImportOptions::new(format, &feed, unix_now());
+        let mut opts = ImportOptions::new(format, &feed, crate::clock::unix_secs());
         if let Some(s) = score {
             opts.score = Score::new(s)
                 .ok_or_else(|| CommandError::usage(format!("score {s} is above 100")))?;
@@ -477,10 +473,4 @@ pub fn summary_text(v: &Value, since_secs: u64) -> String {
         );
     }
     out
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

@@ -79,11 +79,7 @@ pub(super) fn parse_nets(items: &[String]) -> Result<Vec<IpNet>, String> {
         .collect()
 }
 
-/// A bearer token we accept: 16 to 256 visible ASCII characters (no spaces), so that it fits
-/// an `Authorization` header and is not trivially guessable.
-pub fn valid_token(t: &str) -> bool {
-    (16..=256).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_graphic())
-}
+pub use crate::secrets::valid_token;
 
 /// Why `t` is not a [`valid_token`]; it names the length only, never the token.
 pub(super) fn bad_token(t: &str) -> String {

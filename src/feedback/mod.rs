@@ -206,12 +206,6 @@ impl std::fmt::Debug for Feedback {
     }
 }
 
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// Reads `dir/name`, or creates it with `make()` (mode 0600), through `dir/name.tmp` renamed
 /// into place. A `name.tmp` found at start is what a start that died before the rename left
 /// (a spool directory belongs to one proxy, so no one else is writing it): it is removed,
@@ -255,7 +249,7 @@ fn random_hex(bytes: usize) -> String {
     use rand::RngCore as _;
     let mut raw = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut raw);
-    raw.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(raw)
 }
 
 fn hostname() -> Option<String> {
@@ -291,12 +285,13 @@ impl Feedback {
             "feedback.spool_dir's anonymize-key",
         );
         let mut key = [0u8; 32];
-        for (i, k) in key.iter_mut().enumerate() {
-            *k = key_hex
-                .get(i * 2..i * 2 + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .unwrap_or(0);
-        }
+        hex::decode_to_slice(&key_hex, &mut key).map_err(|_| {
+            anyhow::anyhow!(
+                "feedback.spool_dir {}: anonymize-key is not 64 hex digits (remove it to make a \
+                 new key; pseudonyms made with the old one then change)",
+                dir.display()
+            )
+        })?;
         let spool = Spool::open(dir, config.spool_max_bytes)
             .with_context(|| format!("feedback.spool_dir {}", dir.display()))?;
         if !spool.is_empty() {
@@ -437,7 +432,12 @@ impl Feedback {
     /// A new event of `kind` with `id` (the request's id, which is the ticket on its page),
     /// now, from this proxy.
     pub fn event(&self, id: String, kind: Kind) -> Event {
-        Event::new(id, kind, unix_ms(), self.proxy_id.to_string())
+        Event::new(
+            id,
+            kind,
+            crate::clock::unix_millis(),
+            self.proxy_id.to_string(),
+        )
     }
 
     /// `value`, or `anon:` and a keyed hash of it (stable for this proxy) when `anonymize`.
@@ -450,8 +450,7 @@ impl Feedback {
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
         mac.update(value.as_bytes());
         let digest = mac.finalize().into_bytes();
-        let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-        format!("anon:{hex}")
+        format!("anon:{}", hex::encode(&digest[..12]))
     }
 
     /// Remembers a block or warn decision's event under its ticket, for a report.
@@ -532,6 +531,20 @@ pub(crate) mod tests {
             c.pseudonym("10.0.0.1", true),
             "another proxy, another key"
         );
+    }
+
+    #[test]
+    fn a_damaged_anonymize_key_is_refused_not_zeroed() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["+1".repeat(32), "ab".repeat(31), "zz".repeat(32)] {
+            std::fs::write(dir.path().join("anonymize-key"), &bad).unwrap();
+            let err = Feedback::new(&config(dir.path()))
+                .expect_err(&bad)
+                .to_string();
+            assert!(err.contains("anonymize-key is not 64 hex digits"), "{err}");
+        }
+        std::fs::write(dir.path().join("anonymize-key"), "AB".repeat(32)).unwrap();
+        Feedback::new(&config(dir.path())).unwrap();
     }
 
     #[test]

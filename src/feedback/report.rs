@@ -22,7 +22,6 @@ use crate::accesslog::RequestId;
 use crate::api::events::{self, Kind};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::local::escape_html;
-use crate::repserver::api::percent_decode;
 
 /// Reports accepted per ticket.
 pub const REPORTS_PER_TICKET: u32 = 3;
@@ -196,8 +195,12 @@ impl Fields {
         for pair in text.split('&') {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             match k {
-                "ticket" => f.ticket = percent_decode(v),
-                "comment" => f.comment = percent_decode(v).filter(|c| !c.trim().is_empty()),
+                "ticket" => f.ticket = crate::urlenc::decode(v).ok(),
+                "comment" => {
+                    f.comment = crate::urlenc::decode(v)
+                        .ok()
+                        .filter(|c| !c.trim().is_empty());
+                }
                 _ => {}
             }
         }

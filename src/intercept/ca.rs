@@ -165,7 +165,7 @@ impl std::fmt::Display for CaExpiry {
 pub fn fingerprint(der: &[u8]) -> String {
     Sha256::digest(der)
         .iter()
-        .map(|b| format!("{b:02X}"))
+        .map(|b| hex::encode_upper([*b]))
         .collect::<Vec<_>>()
         .join(":")
 }

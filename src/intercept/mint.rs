@@ -101,7 +101,7 @@ impl Minter {
                 .max_capacity(cache_entries)
                 .time_to_live(lifetime / 2)
                 .build(),
-            provider: Arc::new(rustls::crypto::ring::default_provider()),
+            provider: crate::tls::provider(),
             minted: std::sync::atomic::AtomicU64::new(0),
         }
     }

@@ -57,10 +57,7 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
 /// The value of query parameter `name`, percent-decoded (`None` when absent or not valid
 /// percent-encoded UTF-8).
 fn param(query: Option<&str>, name: &str) -> Option<String> {
-    query?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| crate::repserver::api::percent_decode(v))?
-    })
+    crate::urlenc::query_param(query, name).ok()?
 }
 
 /// Constant-time comparison of the bearer token.
@@ -73,12 +70,7 @@ fn authorized(req: &Request<Incoming>, token: &str) -> bool {
     else {
         return false;
     };
-    given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |a, (x, y)| a | (x ^ y))
-            == 0
+    crate::secrets::token_eq(given, token)
 }
 
 /// The admin listener's routes: `/metrics` and `/stats` (no token), and with the `admin.token_file`

@@ -237,16 +237,6 @@ pub async fn decide(rep: &Reputation, s: &FileSettings, sha256: String) -> FileD
     }
 }
 
-fn hex(d: &[u8]) -> String {
-    const H: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(d.len() * 2);
-    for b in d {
-        s.push(H[usize::from(b >> 4)] as char);
-        s.push(H[usize::from(b & 15)] as char);
-    }
-    s
-}
-
 /// SHA-256 of a body, computed beside the forwarding: frames are queued (as `Bytes`
 /// handles, no copy) and, once [`Sha256Pipeline::JOB_BYTES`] are waiting, hashed by a job on
 /// the runtime's blocking pool while the proxy goes on moving bytes; the job hands the
@@ -372,7 +362,7 @@ impl Sha256Pipeline {
             hasher.update(&f);
         }
         self.queued_bytes = 0;
-        Poll::Ready(Ok(hex(&hasher.finalize())))
+        Poll::Ready(Ok(hex::encode(hasher.finalize())))
     }
 }
 
@@ -695,7 +685,11 @@ mod tests {
                 }
                 assert!(p.job.is_none() || !p.inline, "inline never starts a job");
                 let got = std::future::poll_fn(|cx| p.poll_finish(cx)).await.unwrap();
-                assert_eq!(got, hex(&sha2::Sha256::digest(&data)), "{total} bytes");
+                assert_eq!(
+                    got,
+                    hex::encode(sha2::Sha256::digest(&data)),
+                    "{total} bytes"
+                );
             }
         }
     }
@@ -719,7 +713,7 @@ mod tests {
         want.update(b"x");
         want.update(vec![2u8; Sha256Pipeline::IDLE_JOB_BYTES]);
         let got = std::future::poll_fn(|cx| p.poll_finish(cx)).await.unwrap();
-        assert_eq!(got, hex(&want.finalize()));
+        assert_eq!(got, hex::encode(want.finalize()));
         // Inline hashes as frames come: nothing ever waits for a job.
         let mut p = Sha256Pipeline::inline();
         p.push(&Bytes::from(vec![1u8; 2 * Sha256Pipeline::IDLE_JOB_BYTES]));
@@ -747,8 +741,8 @@ mod tests {
 
     #[test]
     fn hex_is_lower_case() {
-        assert_eq!(hex(&[0x00, 0xab, 0x7f]), "00ab7f");
-        let h = hex(&sha2::Sha256::digest(b"abc"));
+        assert_eq!(hex::encode([0x00, 0xab, 0x7f]), "00ab7f");
+        let h = hex::encode(sha2::Sha256::digest(b"abc"));
         assert_eq!(
             h,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

@@ -237,16 +237,7 @@ pub struct Reloaded {
 
 /// The first line of `admin.token_file`, checked.
 fn read_admin_token(path: &std::path::Path) -> anyhow::Result<String> {
-    let text = crate::secrets::read_to_string(path, crate::fsread::TOKENS_MAX, "admin.token_file")
-        .context("admin.token_file")?;
-    let token = text.lines().next().unwrap_or("").trim();
-    if !crate::config::valid_token(token) {
-        anyhow::bail!(
-            "admin.token_file {}: the first line must be 16 to 256 visible ASCII characters",
-            path.display()
-        );
-    }
-    Ok(token.to_owned())
+    Ok(crate::secrets::read_token_file(path, "admin.token_file")?)
 }
 
 /// A bound, not yet running proxy.
@@ -303,17 +294,10 @@ async fn filter_setup(
     for s in &r.sources {
         let token = match (&s.token, &s.token_file) {
             (Some(t), _) => t.clone(),
-            (None, Some(path)) => crate::secrets::read_to_string(
-                path,
-                crate::fsread::TOKENS_MAX,
-                "reputation.sources token_file",
-            )
-            .with_context(|| format!("reputation source {}: token_file", s.name))?
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_owned(),
+            (None, Some(path)) => {
+                crate::secrets::read_token_file(path, "reputation.sources token_file")
+                    .with_context(|| format!("reputation source {}", s.name))?
+            }
             (None, None) => anyhow::bail!("reputation source {}: no token", s.name),
         };
         sources.push(SourceConfig {
@@ -369,13 +353,10 @@ async fn embedded_server(
     use crate::repserver::{api, server, store::Store};
     use rand::RngCore as _;
     let mut store = Store::open_in_memory()?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
-    let n = server::load_sample(&mut store, now)?;
+    let n = server::load_sample(&mut store, crate::clock::unix_secs())?;
     let mut raw = [0u8; 24];
     rand::rng().fill_bytes(&mut raw);
-    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let token = hex::encode(raw);
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let tokens = api::Tokens {
@@ -462,23 +443,8 @@ fn intercept_setup(
     if let Some(problem) = minter.ca().expiry_problem() {
         log_ca_problem(minter.ca(), problem);
     }
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = &ic.upstream_ca_file {
-        let certs = crate::fsread::pem_certs(path)
-            .map_err(|e| anyhow::anyhow!("intercept.upstream_ca_file {e}"))?;
-        for c in certs {
-            roots
-                .add(c)
-                .with_context(|| format!("intercept.upstream_ca_file {}", path.display()))?;
-        }
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls = crate::tls::client_config(ic.upstream_ca_file.as_deref())
+        .map_err(|e| anyhow::anyhow!("intercept.upstream_ca_file {e}"))?;
     // What hyper-rustls sets on the two pools' configs (no ALPN for HTTP/1.1 only), for the
     // early connections that stand in for theirs.
     let early = ic.early_upstream.map(|keep| {

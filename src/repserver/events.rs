@@ -96,7 +96,7 @@ CREATE UNIQUE INDEX events_by_id ON events (ifnull(reporter, ''), proxy, id);
 pub fn reporter_id(token: &str) -> String {
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(token.as_bytes());
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&digest[..8])
 }
 
 /// One `server.escalation` rule, validated by config.
@@ -116,12 +116,6 @@ pub struct Ingest {
     pub escalated: Vec<String>,
     /// The sequence number of the last escalation write, if any (to wake followers).
     pub seq: Option<u64>,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl Store {
@@ -206,7 +200,7 @@ impl Store {
             }
             tx.commit()?;
         }
-        let now = now_ms();
+        let now = crate::clock::unix_millis();
         for (i, host) in candidates {
             match self.escalate(i, &rules[i], &host, now) {
                 Ok(Some((key, seq))) => {
@@ -424,7 +418,7 @@ impl Store {
         let ours = self
             .get(key)?
             .is_some_and(|e| e.source == Source::Escalation);
-        let now = now_ms();
+        let now = crate::clock::unix_millis();
         let seq = self.write(|w| -> Result<u64, StoreError> {
             if ours {
                 w.delete(key)?;
@@ -585,7 +579,12 @@ mod tests {
     use crate::model::{Category, Score};
 
     fn report(proxy: &str, id: &str, client: &str, host: &str) -> Event {
-        let mut e = Event::new(id.into(), Kind::UserReport, now_ms(), proxy.into());
+        let mut e = Event::new(
+            id.into(),
+            Kind::UserReport,
+            crate::clock::unix_millis(),
+            proxy.into(),
+        );
         e.client = Some(client.into());
         e.host = Some(host.into());
         e.ticket = Some("t1".into());
@@ -676,7 +675,7 @@ mod tests {
         assert!(s.revert_escalation(&key).unwrap().is_none());
         // The old reports and the revert in one millisecond (as on a fast machine): those
         // reports still came before it and do not count.
-        let t = now_ms() - 10;
+        let t = crate::clock::unix_millis() - 10;
         s.conn
             .execute("UPDATE events SET time = ?1 WHERE host = 'bad.test'", [t])
             .unwrap();
@@ -734,12 +733,22 @@ mod tests {
         .iter()
         .enumerate()
         {
-            let mut e = Event::new(format!("u{i}"), Kind::Untested, now_ms(), (*proxy).into());
+            let mut e = Event::new(
+                format!("u{i}"),
+                Kind::Untested,
+                crate::clock::unix_millis(),
+                (*proxy).into(),
+            );
             e.client = Some((*client).into());
             e.host = Some((*host).into());
             evs.push(e);
         }
-        let mut b = Event::new("b1".into(), Kind::Blocked, now_ms(), "p1".into());
+        let mut b = Event::new(
+            "b1".into(),
+            Kind::Blocked,
+            crate::clock::unix_millis(),
+            "p1".into(),
+        );
         b.rule = Some("r1".into());
         b.categories = vec!["malware".into(), "spam".into()];
         evs.push(b);

@@ -100,13 +100,11 @@ fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<tokio_rustls::TlsAcce
             .as_bytes(),
     )
     .with_context(|| format!("server.tls.key {}", key.display()))?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .context("server.tls: certificate and key do not fit together")?;
+    let config = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("server.tls: certificate and key do not fit together")?;
     let mut config = config;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
@@ -129,23 +127,7 @@ pub fn tls_acceptor_for(
 fn upstream(config: &crate::config::UpstreamConfig) -> anyhow::Result<Upstream> {
     let token = match (&config.token, &config.token_file) {
         (Some(t), _) => t.clone(),
-        (None, Some(path)) => {
-            let text = crate::secrets::read_to_string(
-                path,
-                crate::fsread::TOKENS_MAX,
-                "server.upstream.token_file",
-            )
-            .context("cannot read server.upstream.token_file")?;
-            let t = text.lines().next().unwrap_or("").trim().to_owned();
-            if !valid_token(&t) {
-                bail!(
-                    "server.upstream.token_file {}: the first line is not a token (16 to 256 \
-                     visible ASCII characters)",
-                    path.display()
-                );
-            }
-            t
-        }
+        (None, Some(path)) => crate::secrets::read_token_file(path, "server.upstream.token_file")?,
         (None, None) => bail!("server.upstream: no token"),
     };
     let client = RepClient::new(&config.url, &token, config.ca_file.as_deref())
@@ -302,7 +284,7 @@ pub async fn run(
         let mut store = Store::open(&path)
             .with_context(|| format!("cannot open the store {}", path.display()))?;
         if sample {
-            let n = load_sample(&mut store, unix_now())?;
+            let n = load_sample(&mut store, crate::clock::unix_secs())?;
             tracing::info!(entries = n, "sample data loaded");
         }
         Ok(store)
@@ -397,10 +379,4 @@ fn remove_stale_uploads(dir: &Path) {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot look for leftover import uploads");
         }
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

@@ -271,12 +271,6 @@ impl std::fmt::Debug for Reputation {
     }
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 /// Where a batched file lookup's answer goes.
 type FileWaiter = tokio::sync::oneshot::Sender<Result<Arc<Cached<FileAnswer>>, Unavailable>>;
 
@@ -404,7 +398,7 @@ impl Reputation {
     /// The verdict for a canonical URL (see the module docs).
     pub async fn lookup(&self, url: &CanonicalUrl) -> Lookup {
         let host = url.host().to_owned();
-        let now = unix_now();
+        let now = crate::clock::unix_secs();
         let mut cache = CacheState::Hit;
         let fetched = self
             .hosts
@@ -719,7 +713,7 @@ impl Reputation {
                     .next()
                     .ok_or_else(|| AnswerError("no host".into()))
             })
-            .and_then(|item| HostAnswer::from_item(&item, unix_now()))
+            .and_then(|item| HostAnswer::from_item(&item, crate::clock::unix_secs()))
             .map_err(|e| Unavailable(format!("{source}: {e}")))?;
         let entry = Arc::new(Cached {
             fresh_until: Instant::now() + Duration::from_secs(answer.ttl_secs),

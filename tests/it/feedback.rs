@@ -1498,10 +1498,7 @@ fn report_rule(clients: u32, reporters: u32) -> Vec<EscalationRule> {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+    webrep::clock::unix_millis()
 }
 
 #[tokio::test]
@@ -1656,13 +1653,11 @@ async fn intercepted_requests_are_recorded_once_each_with_their_own_id() {
     .await
     .unwrap();
     assert!(read_head(&mut s).await.starts_with("HTTP/1.1 200"));
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(rustls::RootCertStore::empty())
-    .with_no_client_auth();
+    let tls = rustls::ClientConfig::builder_with_provider(webrep::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
     let r = tokio_rustls::TlsConnector::from(Arc::new(tls))
         .connect("danger.test".try_into().unwrap(), s)
         .await;

@@ -7,10 +7,7 @@ use sha2::Digest as _;
 use crate::harness::*;
 
 fn sha256(b: &[u8]) -> String {
-    sha2::Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
+    hex::encode(sha2::Sha256::digest(b))
 }
 
 /// Listed: seed 1 (malicious) and seed 2 (suspicious), at both sizes used.

@@ -879,7 +879,7 @@ async fn the_admin_api_explains_the_decision_the_proxy_made_reloads_and_purges()
             let r = api
                 .get(format!(
                     "{admin}/v1/explain?url={}&client=127.0.0.1",
-                    webrep::client::encode_query_value(&url)
+                    webrep::urlenc::encode_query_value(&url)
                 ))
                 .bearer_auth(token)
                 .send()
@@ -982,7 +982,7 @@ async fn the_admin_api_explains_the_decision_the_proxy_made_reloads_and_purges()
         let (api, admin) = (api.clone(), admin.clone());
         let url = format!(
             "{admin}/v1/explain?url={}&time={t}",
-            webrep::client::encode_query_value(&at(&origin, "safe.test", "/"))
+            webrep::urlenc::encode_query_value(&at(&origin, "safe.test", "/"))
         );
         async move {
             let r = api.get(url).bearer_auth(token).send().await.unwrap();

@@ -35,7 +35,7 @@ pub use rep_server::*;
 pub type TestBody = BoxBody<Bytes, Infallible>;
 
 pub fn init_crypto() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    webrep::tls::install_default();
 }
 
 /// A CA made for one test run, and a leaf for 127.0.0.1 / localhost.
@@ -88,7 +88,7 @@ impl TestCa {
     }
 
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = webrep::tls::provider();
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()

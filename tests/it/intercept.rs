@@ -94,13 +94,11 @@ async fn tls_through(
     for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
     }
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut tls = rustls::ClientConfig::builder_with_provider(webrep::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     tls.enable_sni = sni.is_some();
     let name: rustls::pki_types::ServerName<'static> = match sni {
         Some(n) => n.to_owned().try_into().unwrap(),
@@ -661,13 +659,11 @@ async fn an_sni_naming_a_refused_host_is_not_served() {
     for c in rustls::pki_types::CertificateDer::pem_slice_iter(i.ca_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls = rustls::ClientConfig::builder_with_provider(webrep::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     let r = tokio_rustls::TlsConnector::from(Arc::new(tls))
         .connect("malware.example".try_into().unwrap(), s)
         .await;

@@ -70,10 +70,7 @@ async fn every_risk_level_and_the_combination_rule() {
     assert_eq!(v["categories"], json!(["shopping"]));
 
     // An answer resting on an expiring entry is not cached past the expiry.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = webrep::clock::unix_secs();
     s.write(&json!({ "upsert": [
         { "key": "brief.test/", "score": 40, "expires": now + 30 },
     ]}))

@@ -214,7 +214,7 @@ async fn server_import_and_lookup_commands() {
     assert_eq!(code, 64, "{err}");
 
     // The metrics listener counted all that.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    webrep::tls::install_default();
     let text = reqwest::get(format!("http://{}/metrics", s.metrics))
         .await
         .unwrap()
@@ -252,10 +252,7 @@ async fn server_import_and_lookup_commands() {
     let post_report = |token: &'static str, id: &'static str, client: &'static str| {
         let base = s.base.clone();
         async move {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis() as u64;
+            let now = webrep::clock::unix_millis();
             let body = serde_json::json!({ "events": [{ "v": 1, "id": id, "kind": "user_report",
                 "time": now, "proxy": "p1", "client": client, "host": "rule.test" }] });
             let r = reqwest::Client::builder()

@@ -22,11 +22,26 @@ pub const CONTINUE_PATH: &str = "/.webrep/continue";
 impl Filter {
     fn sign(&self, payload: &str) -> String {
         use base64::Engine as _;
+        use hmac::Mac as _;
+        let mac = self.mac(payload).finalize().into_bytes();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac)
+    }
+
+    /// Whether `sig` is [`Self::sign`]'s for `payload`, checked by hmac in constant time.
+    fn verify(&self, payload: &str, sig: &str) -> bool {
+        use base64::Engine as _;
+        use hmac::Mac as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(sig)
+            .is_ok_and(|sig| self.mac(payload).verify_slice(&sig).is_ok())
+    }
+
+    fn mac(&self, payload: &str) -> hmac::Hmac<sha2::Sha256> {
         use hmac::{KeyInit as _, Mac as _};
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.secret)
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
         mac.update(payload.as_bytes());
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        mac
     }
 
     /// A continue token for `client` on `host`, valid for `valid`, returning to `url`.
@@ -38,10 +53,8 @@ impl Filter {
         valid: std::time::Duration,
     ) -> String {
         use base64::Engine as _;
-        let until = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-            + valid.as_secs();
+        let until =
+            crate::clock::since_epoch(std::time::SystemTime::now()).as_secs() + valid.as_secs();
         let payload = format!("{until}|{client}|{host}|{url}");
         let sig = self.sign(&payload);
         format!(
@@ -88,15 +101,7 @@ impl Filter {
         else {
             return refused("malformed continue token");
         };
-        // Constant-time comparison of the signature.
-        let want = self.sign(&payload);
-        if want.len() != sig.len()
-            || want
-                .bytes()
-                .zip(sig.bytes())
-                .fold(0u8, |a, (x, y)| a | (x ^ y))
-                != 0
-        {
+        if !self.verify(&payload, sig) {
             return refused("invalid continue token");
         }
         let mut parts = payload.splitn(4, '|');
@@ -105,9 +110,7 @@ impl Filter {
         else {
             return refused("malformed continue token");
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = crate::clock::since_epoch(std::time::SystemTime::now()).as_secs();
         let Ok(until) = until.parse::<u64>() else {
             return refused("malformed continue token");
         };

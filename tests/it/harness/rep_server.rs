@@ -263,7 +263,10 @@ impl RepServer {
     /// `GET /v1/lookup?url=` with the client token, which must answer 200.
     pub async fn lookup(&self, url: &str) -> serde_json::Value {
         let (status, v) = self
-            .get(&format!("/v1/lookup?url={}", encode(url)), Some(CLIENT))
+            .get(
+                &format!("/v1/lookup?url={}", webrep::urlenc::encode_query_value(url)),
+                Some(CLIENT),
+            )
             .await;
         assert_eq!(status, 200, "{v}");
         v
@@ -297,17 +300,4 @@ impl RepServer {
         })
         .await
     }
-}
-
-/// Percent-encodes everything but unreserved characters.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
