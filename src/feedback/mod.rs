@@ -40,6 +40,7 @@
 //! the anonymizing hash, so both survive restarts.
 
 mod report;
+pub use report::{REPORTS_PER_TICKET, ReportRefusal};
 pub mod send;
 pub mod spool;
 

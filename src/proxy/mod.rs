@@ -41,6 +41,7 @@ pub mod local;
 pub mod metrics;
 pub mod own;
 pub mod pac;
+pub mod report;
 pub mod service;
 pub mod tap;
 pub mod tunnel;

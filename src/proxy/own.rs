@@ -118,7 +118,7 @@ pub async fn serve(
         OwnPage::AnswerHere => answer_here(&req),
         OwnPage::Continue => continue_page(state, ctx, &req),
         OwnPage::Report => match state.filter.as_ref().and_then(|f| f.feedback.as_ref()) {
-            Some(feedback) => feedback.report_request(req, ctx.client.ip(), ctx.id).await,
+            Some(feedback) => super::report::serve(feedback, req, ctx.client.ip(), ctx.id).await,
             None => local::text(http::StatusCode::NOT_FOUND, "not found\n"),
         },
     };
