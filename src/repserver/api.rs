@@ -282,71 +282,32 @@ pub async fn serve_with(
 ) -> std::io::Result<()> {
     let start_seq = store.seq().map_err(std::io::Error::other)?;
     let (seq_tx, seq_rx) = watch::channel(start_seq);
-    let (jobs, job_rx) = std::sync::mpsc::sync_channel::<Job>(config.max_queued_jobs.max(1));
-    let mut readers = Vec::new();
-    for _ in 0..options.read_threads {
-        match store.reader() {
-            Ok(Some(r)) => readers.push(r),
-            Ok(None) => break,
-            Err(e) => return Err(std::io::Error::other(e)),
-        }
-    }
-    let mut threads = Vec::new();
-    let reads = if readers.is_empty() {
-        None
-    } else {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(config.max_queued_jobs.max(1));
-        let rx = Arc::new(std::sync::Mutex::new(rx));
-        for (i, mut reader) in readers.into_iter().enumerate() {
-            let rx = rx.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("webrep-read-{i}"))
-                    .spawn(move || {
-                        loop {
-                            let job = match rx.lock() {
-                                Ok(rx) => rx.recv(),
-                                Err(_) => return,
-                            };
-                            match job {
-                                Ok(job) => job(&mut reader),
-                                Err(_) => return,
-                            }
-                        }
-                    })?,
-            );
-        }
-        Some(tx)
-    };
-    let thread = std::thread::Builder::new()
-        .name("webrep-store".to_owned())
-        .spawn(move || {
-            let mut store = store;
-            while let Ok(job) = job_rx.recv() {
-                job(&mut store);
-            }
-        })?;
-    threads.push(thread);
+    let queue = config.max_queued_jobs.max(1);
+    let StoreThreads {
+        jobs,
+        reads,
+        threads,
+    } = StoreThreads::start(store, options.read_threads, queue)?;
     let shared = Arc::new(Shared {
         jobs,
         reads,
         seq: seq_rx,
         seq_tx: Arc::new(seq_tx),
         tokens: {
-            let handle = options.tokens_handle.unwrap_or_default();
+            let handle = options.tokens_handle.clone().unwrap_or_default();
             handle.store(Arc::new(tokens));
             handle
         },
         config,
         shutdown: shutdown.clone(),
-        upstream: options.upstream,
-        spool_dir: options.spool_dir.unwrap_or_else(std::env::temp_dir),
+        upstream: options.upstream.clone(),
+        spool_dir: options.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
         escalation: {
-            let handle = options.escalation_handle.unwrap_or_default();
-            handle.store(Arc::new(options.feedback.escalation));
+            let handle = options.escalation_handle.clone().unwrap_or_default();
+            handle.store(Arc::new(options.feedback.escalation.clone()));
             handle
         },
-        stats: options.stats.unwrap_or_default(),
+        stats: options.stats.clone().unwrap_or_default(),
         conns: ConnLimits::new(
             options.max_connections,
             options.max_connections_per_client,
@@ -355,6 +316,105 @@ pub async fn serve_with(
         ),
     });
     let tracker = TaskTracker::new();
+    let tls = options.tls.clone();
+    spawn_background(&tracker, &shared, options, &shutdown);
+    accept_loop(&listener, &shared, tls, &tracker, &shutdown).await;
+    drop(listener);
+    tracker.close();
+    tracker.wait().await;
+    // The last senders go with `shared`: the store's threads then see their queues close.
+    drop(shared);
+    join_threads(threads).await;
+    Ok(())
+}
+
+/// The store's threads: one writer that runs jobs in order, and readers with read-only
+/// connections (none for an in-memory store, whose lookups go to the writer).
+struct StoreThreads {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+    reads: Option<std::sync::mpsc::SyncSender<Job>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl StoreThreads {
+    /// Opens `read_threads` readers on `store`'s file and starts every thread, each with a
+    /// queue of `queue` jobs.
+    fn start(store: Store, read_threads: usize, queue: usize) -> std::io::Result<StoreThreads> {
+        let mut readers = Vec::new();
+        for _ in 0..read_threads {
+            match store.reader() {
+                Ok(Some(r)) => readers.push(r),
+                Ok(None) => break,
+                Err(e) => return Err(std::io::Error::other(e)),
+            }
+        }
+        let mut threads = Vec::new();
+        let reads = if readers.is_empty() {
+            None
+        } else {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(queue);
+            let rx = Arc::new(std::sync::Mutex::new(rx));
+            for (i, reader) in readers.into_iter().enumerate() {
+                let rx = rx.clone();
+                threads.push(
+                    std::thread::Builder::new()
+                        .name(format!("webrep-read-{i}"))
+                        .spawn(move || run_reader(reader, &rx))?,
+                );
+            }
+            Some(tx)
+        };
+        let (jobs, job_rx) = std::sync::mpsc::sync_channel::<Job>(queue);
+        threads.push(
+            std::thread::Builder::new()
+                .name("webrep-store".to_owned())
+                .spawn(move || {
+                    let mut store = store;
+                    while let Ok(job) = job_rx.recv() {
+                        job(&mut store);
+                    }
+                })?,
+        );
+        Ok(StoreThreads {
+            jobs,
+            reads,
+            threads,
+        })
+    }
+}
+
+/// Waits for the store's threads, once every sender is gone (their queues then end).
+async fn join_threads(threads: Vec<std::thread::JoinHandle<()>>) {
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await;
+}
+
+/// A reader thread: jobs from the shared queue until it closes.
+fn run_reader(mut reader: Store, rx: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>) {
+    loop {
+        let job = match rx.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        match job {
+            Ok(job) => job(&mut reader),
+            Err(_) => return,
+        }
+    }
+}
+
+/// The server's background tasks, on `tracker`: the metrics listener, change-log and event
+/// pruning.
+fn spawn_background(
+    tracker: &TaskTracker,
+    shared: &Arc<Shared>,
+    options: ServeOptions,
+    shutdown: &CancellationToken,
+) {
     if let Some(listener) = options.metrics {
         let shared = shared.clone();
         tracker.spawn(crate::metrics::serve(
@@ -373,6 +433,17 @@ pub async fn serve_with(
         shared.clone(),
         options.feedback.retention,
     ));
+}
+
+/// Accepts clients until shutdown: each admitted one is served on `tracker`; one over its
+/// address's limit is refused with 429.
+async fn accept_loop(
+    listener: &TcpListener,
+    shared: &Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -400,23 +471,12 @@ pub async fn serve_with(
         let _ = stream.set_nodelay(true);
         tracker.spawn(serve_client(
             stream,
-            options.tls.clone(),
+            tls.clone(),
             shared.clone(),
             activity,
             permit,
         ));
     }
-    drop(listener);
-    tracker.close();
-    tracker.wait().await;
-    drop(shared);
-    let _ = tokio::task::spawn_blocking(move || {
-        for t in threads {
-            let _ = t.join();
-        }
-    })
-    .await;
-    Ok(())
 }
 
 /// One admitted client: the TLS handshake (when configured), then HTTP until it closes.
