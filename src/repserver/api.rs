@@ -751,116 +751,120 @@ enum Role {
     Admin,
 }
 
+/// The API's JSON routes (the streamed ones are [`handle`]'s): the handler for the path and
+/// method, else 405 with the path's methods, or 404.
 async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Value, ApiError> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
-    let get = method == Method::GET;
-    let post = method == Method::POST;
-    let not_allowed = |allow: &'static str| ApiError {
-        allow: Some(allow),
-        ..ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("method {method} not allowed; allowed: {allow}"),
-        )
-    };
-    match path.as_str() {
-        "/healthz" if get => Ok(json!({
-            "status": "ok",
-            "seq": *shared.seq.borrow(),
-            "lookups": shared.stats.looked_up(Kind::Url) + shared.stats.looked_up(Kind::Host),
-        })),
-        "/healthz" => Err(not_allowed("GET")),
-        // `POST /v1/lookup` streams its answer: [`lookup_batch`], called by [`handle`].
-        "/v1/lookup" if get => {
-            let req = authorize_or_drain(shared, req, Role::Client).await?;
-            let url = query_param(req.uri().query(), "url")?
+    let query = req.uri().query().map(str::to_owned);
+    let query = query.as_deref();
+    let (client, admin) = (Role::Client, Role::Admin);
+    match (path.as_str(), &method) {
+        ("/healthz", &Method::GET) => Ok(healthz(shared)),
+        ("/v1/lookup", &Method::GET) => {
+            authorize_or_drain(shared, req, client).await?;
+            let url = query_param(query, "url")?
                 .ok_or_else(|| ApiError::bad_request("missing query parameter `url`"))?;
             lookup_one(shared, url).await
         }
-        "/v1/lookup" => Err(not_allowed("GET, POST")),
-        "/v1/entries" if post => {
-            let req = authorize_or_drain(shared, req, Role::Admin).await?;
-            let body = read_body(shared, req).await?;
-            write_entries(shared, &body).await
+        ("/v1/entries", &Method::POST) => {
+            write_entries(shared, &authorized_body(shared, req, admin).await?).await
         }
-        "/v1/entries" => Err(not_allowed("POST")),
-        "/v1/changes" if get => {
-            let req = authorize_or_drain(shared, req, Role::Client).await?;
-            changes(shared, req.uri().query()).await
+        ("/v1/changes", &Method::GET) => {
+            authorize_or_drain(shared, req, client).await?;
+            changes(shared, query).await
         }
-        "/v1/changes" => Err(not_allowed("GET")),
-        "/v1/import" if post => {
-            let req = authorize_or_drain(shared, req, Role::Admin).await?;
-            import_feed(shared, req).await
+        ("/v1/import", &Method::POST) => {
+            import_feed(shared, authorize_or_drain(shared, req, admin).await?).await
         }
-        "/v1/import" => Err(not_allowed("POST")),
-        "/v1/files" if get => {
-            let req = authorize_or_drain(shared, req, Role::Client).await?;
-            let h = query_param(req.uri().query(), "sha256")?
-                .ok_or_else(|| ApiError::bad_request("missing query parameter `sha256`"))?;
-            let config = shared.config.clone();
-            let answer = shared
-                .read(move |store| file_answer(store, &config, &h))
-                .await?;
-            if let Ok(v) = &answer {
-                count(shared, Kind::File, std::iter::once(file_counted_as(v)));
-            }
-            answer
+        ("/v1/files", &Method::GET) => {
+            authorize_or_drain(shared, req, client).await?;
+            get_file(shared, query).await
         }
-        "/v1/files" if post => {
-            let req = authorize_or_drain(shared, req, Role::Admin).await?;
-            let body = read_body(shared, req).await?;
-            write_files(shared, &body).await
+        ("/v1/files", &Method::POST) => {
+            write_files(shared, &authorized_body(shared, req, admin).await?).await
         }
-        "/v1/files" => Err(not_allowed("GET, POST")),
-        "/v1/files/lookup" if post => {
-            let req = authorize_or_drain(shared, req, Role::Client).await?;
-            let body = read_body(shared, req).await?;
-            lookup_files(shared, &body).await
+        ("/v1/files/lookup", &Method::POST) => {
+            lookup_files(shared, &authorized_body(shared, req, client).await?).await
         }
-        "/v1/files/lookup" => Err(not_allowed("POST")),
-        "/v1/categories" if get => {
-            let _req = authorize_or_drain(shared, req, Role::Client).await?;
+        ("/v1/categories", &Method::GET) => {
+            authorize_or_drain(shared, req, client).await?;
             shared.call(|store| categories_json(store)).await
         }
-        "/v1/categories" if post => {
-            let req = authorize_or_drain(shared, req, Role::Admin).await?;
-            let body = read_body(shared, req).await?;
-            define_categories(shared, &body).await
+        ("/v1/categories", &Method::POST) => {
+            define_categories(shared, &authorized_body(shared, req, admin).await?).await
         }
-        "/v1/categories" => Err(not_allowed("GET, POST")),
-        "/v1/events" if post => {
-            let req = authorize_or_drain(shared, req, Role::Client).await?;
+        ("/v1/events", &Method::POST) => {
+            let req = authorize_or_drain(shared, req, client).await?;
             let reporter = bearer_token(&req).map(super::events::reporter_id);
             let body = read_body(shared, req).await?;
             ingest_events(shared, &body, reporter).await
         }
-        "/v1/events" if get => {
-            let req = authorize_or_drain(shared, req, Role::Admin).await?;
-            list_events(shared, req.uri().query()).await
+        ("/v1/events", &Method::GET) => {
+            authorize_or_drain(shared, req, admin).await?;
+            list_events(shared, query).await
         }
-        "/v1/events" => Err(not_allowed("GET, POST")),
-        "/v1/feedback/summary" if get => {
-            let req = authorize_or_drain(shared, req, Role::Admin).await?;
-            feedback_summary(shared, req.uri().query()).await
+        ("/v1/feedback/summary", &Method::GET) => {
+            authorize_or_drain(shared, req, admin).await?;
+            feedback_summary(shared, query).await
         }
-        "/v1/feedback/summary" => Err(not_allowed("GET")),
-        "/v1/escalations" if get => {
-            let _req = authorize_or_drain(shared, req, Role::Admin).await?;
-            shared
-                .read(|store| store.escalations())
-                .await?
-                .map_err(ApiError::from)
+        ("/v1/escalations", &Method::GET) => {
+            authorize_or_drain(shared, req, admin).await?;
+            let answer = shared.read(|store| store.escalations()).await?;
+            answer.map_err(ApiError::from)
         }
-        "/v1/escalations" => Err(not_allowed("GET")),
-        "/v1/escalations/revert" if post => {
-            let req = authorize_or_drain(shared, req, Role::Admin).await?;
-            let body = read_body(shared, req).await?;
-            revert_escalation(shared, &body).await
+        ("/v1/escalations/revert", &Method::POST) => {
+            revert_escalation(shared, &authorized_body(shared, req, admin).await?).await
         }
-        "/v1/escalations/revert" => Err(not_allowed("POST")),
-        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "no such path")),
+        _ => Err(no_route(&path, &method)),
     }
+}
+
+/// 405 with the methods of a path the API has, else 404.
+fn no_route(path: &str, method: &Method) -> ApiError {
+    match Route::allowed(path) {
+        Some(allow) => ApiError {
+            allow: Some(allow),
+            ..ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("method {method} not allowed; allowed: {allow}"),
+            )
+        },
+        None => ApiError::new(StatusCode::NOT_FOUND, "no such path"),
+    }
+}
+
+/// `GET /healthz`: up, the change sequence, the lookups answered.
+fn healthz(shared: &Shared) -> Value {
+    json!({
+        "status": "ok",
+        "seq": *shared.seq.borrow(),
+        "lookups": shared.stats.looked_up(Kind::Url) + shared.stats.looked_up(Kind::Host),
+    })
+}
+
+/// The body of a request `role` may send.
+async fn authorized_body(
+    shared: &Shared,
+    req: Request<Incoming>,
+    role: Role,
+) -> Result<Bytes, ApiError> {
+    let req = authorize_or_drain(shared, req, role).await?;
+    read_body(shared, req).await
+}
+
+/// `GET /v1/files?sha256=`: one file hash's answer, counted.
+async fn get_file(shared: &Shared, query: Option<&str>) -> Result<Value, ApiError> {
+    let h = query_param(query, "sha256")?
+        .ok_or_else(|| ApiError::bad_request("missing query parameter `sha256`"))?;
+    let config = shared.config.clone();
+    let answer = shared
+        .read(move |store| file_answer(store, &config, &h))
+        .await?;
+    if let Ok(v) = &answer {
+        count(shared, Kind::File, std::iter::once(file_counted_as(v)));
+    }
+    answer
 }
 
 /// Checks the bearer token: 401 without one, 403 for an unknown one or a client token where

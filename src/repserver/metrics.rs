@@ -76,24 +76,39 @@ pub enum Route {
     Other,
 }
 
+/// Every path of the API, with its route (the metrics label) and the methods it takes (the
+/// `Allow` header of a 405): the one table the router, the metrics and 405 answers share.
+pub const PATHS: &[(&str, Route, &str)] = &[
+    ("/healthz", Route::Healthz, "GET"),
+    ("/v1/lookup", Route::Lookup, "GET, POST"),
+    ("/v1/entries", Route::Entries, "POST"),
+    ("/v1/changes", Route::Changes, "GET"),
+    ("/v1/changes/stream", Route::ChangesStream, "GET"),
+    ("/v1/import", Route::Import, "POST"),
+    ("/v1/files", Route::Files, "GET, POST"),
+    ("/v1/files/lookup", Route::FilesLookup, "POST"),
+    ("/v1/categories", Route::Categories, "GET, POST"),
+    ("/v1/events", Route::Events, "GET, POST"),
+    ("/v1/feedback/summary", Route::FeedbackSummary, "GET"),
+    ("/v1/escalations", Route::Escalations, "GET"),
+    ("/v1/escalations/revert", Route::Escalations, "POST"),
+];
+
 impl Route {
     /// The route of a request path.
     pub fn of(path: &str) -> Route {
-        match path {
-            "/healthz" => Route::Healthz,
-            "/v1/lookup" => Route::Lookup,
-            "/v1/entries" => Route::Entries,
-            "/v1/changes" => Route::Changes,
-            "/v1/changes/stream" => Route::ChangesStream,
-            "/v1/import" => Route::Import,
-            "/v1/files" => Route::Files,
-            "/v1/files/lookup" => Route::FilesLookup,
-            "/v1/categories" => Route::Categories,
-            "/v1/events" => Route::Events,
-            "/v1/feedback/summary" => Route::FeedbackSummary,
-            "/v1/escalations" | "/v1/escalations/revert" => Route::Escalations,
-            _ => Route::Other,
-        }
+        PATHS
+            .iter()
+            .find(|(p, _, _)| *p == path)
+            .map_or(Route::Other, |(_, r, _)| *r)
+    }
+
+    /// The methods `path` takes, `None` for a path the API does not have.
+    pub fn allowed(path: &str) -> Option<&'static str> {
+        PATHS
+            .iter()
+            .find(|(p, _, _)| *p == path)
+            .map(|(_, _, m)| *m)
     }
 
     fn label(self) -> &'static str {
