@@ -54,6 +54,7 @@ pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod policy;
+pub mod policyfile;
 pub mod proxy;
 pub mod repserver;
 pub mod reputation;

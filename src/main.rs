@@ -102,7 +102,7 @@ fn main() -> ExitCode {
         Command::Policy {
             command: webrep::cli::PolicyCommand::Check { files },
         } => {
-            let code = webrep::policy::check_command(
+            let code = webrep::policyfile::check_command(
                 &files,
                 &mut std::io::stdout().lock(),
                 &mut std::io::stderr().lock(),

@@ -448,9 +448,14 @@ impl Policy {
     }
 
     /// Which load this is: 0 for a policy compiled directly, 1 for the first policy a
-    /// [`PolicyHandle`](super::PolicyHandle) loaded, +1 for every successful reload.
+    /// [`PolicyHandle`](crate::policyfile::PolicyHandle) loaded, +1 for every successful reload.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Stamps the policy with the load it came from (set by the loader, which counts them).
+    pub fn set_generation(&mut self, generation: u64) {
+        self.generation = generation;
     }
 
     /// The `description` field.

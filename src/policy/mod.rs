@@ -1,5 +1,6 @@
 //! Admin policies: YAML files parsed, validated and compiled into an immutable [`Policy`],
-//! evaluated by pure functions, and hot-reloaded behind a [`PolicyHandle`].
+//! evaluated by pure functions; [`crate::policyfile`] loads the files and hot-reloads them
+//! behind a [`PolicyHandle`](crate::policyfile::PolicyHandle).
 //!
 //! # Where it sits
 //! For every request (and every CONNECT) the proxy's filter (`crate::proxy::filter`)
@@ -9,7 +10,8 @@
 //! the reputation cache for a verdict and finishes with [`Prepared::decide`]. ([`evaluate`]
 //! is both steps at once.) For a CONNECT it then calls [`intercept`] to choose between
 //! decrypting and tunnelling. The policy never does I/O on that path: the proxy takes a
-//! lock-free snapshot with [`PolicyHandle::current`] once per request, and the request
+//! lock-free snapshot with [`PolicyHandle::current`](crate::policyfile::PolicyHandle::current)
+//! once per request, and the request
 //! finishes under that snapshot even if a reload swaps in a new one meanwhile.
 //!
 //! # Evaluation order
@@ -63,24 +65,21 @@
 //! # Failure
 //! Compilation collects every problem into [`PolicyErrors`], each naming the file, line,
 //! column and rule id. Evaluation cannot fail. A reload with an invalid file keeps the
-//! running policy and logs why (see [`reload`]).
+//! running policy and logs why (see [`crate::policyfile`]).
 //!
 //! # I/O
-//! Only [`reload`] (reading the file, watching it, SIGHUP) and the `policy check` command
-//! touch the file system; schema, compilation, patterns and evaluation are pure.
+//! None: this module is pure (schema, compilation, patterns, evaluation). Reading, watching
+//! and reloading the file, and the `policy check` command, are [`crate::policyfile`]'s.
 //!
 //! # Configuration
 //! The file format is documented field by field in `docs/policy.md`; `policies/example.yaml`
 //! uses every feature.
 
-mod check;
 mod compile;
 mod eval;
 mod pattern;
-pub mod reload;
 pub mod schema;
 
-pub use check::check_command;
 pub use compile::{
     DEFAULT_CONTINUE_SECONDS, DEFAULT_FILE_EXTENSIONS, DEFAULT_FILE_TYPES, DEFAULT_STALE_SECONDS,
     DEFAULT_TUNNEL_CATEGORIES, FileSettings, MAX_REGEX_LEN, MAX_REGEXES, MAX_RULES, Policy,
@@ -90,7 +89,6 @@ pub use eval::{
     Action, Decision, InterceptDecision, InterceptReason, ListHit, ListKind, Prepared, Reason,
     RequestFacts, evaluate, intercept, prepare,
 };
-pub use reload::{LoadError, PolicyHandle, ReloadEvent, load_file};
 pub use schema::{InterceptMode, NonTlsAction, Precedence, SecurityLevel};
 
 use std::fmt;

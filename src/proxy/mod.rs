@@ -261,20 +261,20 @@ async fn filter_setup(
     use crate::client::RepClient;
     use crate::reputation::{FollowRetry, Reputation, ReputationConfig, SourceConfig};
     let file = &config.policy.file;
-    let policy = match crate::policy::PolicyHandle::load(file) {
+    let policy = match crate::policyfile::PolicyHandle::load(file) {
         Ok(p) => {
             tracing::info!(file = %file.display(), "policy loaded");
             p
         }
         // The default path, not there (run from elsewhere): the copy built into the binary.
-        Err(crate::policy::LoadError::Read(e))
+        Err(crate::policyfile::LoadError::Read(e))
             if e.is_not_found() && config.policy.is_default_file() =>
         {
             let p =
                 crate::policy::Policy::from_yaml(DEFAULT_POLICY, "built-in policies/default.yaml")
                     .map_err(|e| anyhow::anyhow!("the built-in default policy is invalid: {e}"))?;
             tracing::warn!(file = %file.display(), "policy file not found; using the built-in default policy");
-            crate::policy::PolicyHandle::with_policy(file.clone(), p)
+            crate::policyfile::PolicyHandle::with_policy(file.clone(), p)
         }
         Err(e) => {
             return Err(anyhow::Error::new(e).context(format!(

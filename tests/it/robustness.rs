@@ -56,7 +56,7 @@ fn loaders() -> Vec<(&'static str, u64, Loader)> {
                 .map_err(|e| webrep::client::chain(&e))
         }),
         ("policy file", fsread::POLICY_MAX, |p| {
-            webrep::policy::load_file(p)
+            webrep::policyfile::load_file(p)
                 .map(drop)
                 .map_err(|e| e.to_string())
         }),

@@ -203,7 +203,7 @@ impl Filter {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::policy::PolicyHandle;
+    use crate::policyfile::PolicyHandle;
     use crate::reputation::{FollowRetry, Reputation, ReputationConfig};
 
     /// A filter over `policy` (YAML) with no reputation source: every lookup is unavailable.

@@ -34,7 +34,8 @@ mod tokens;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::policy::{PolicyHandle, RequestFacts};
+use crate::policy::RequestFacts;
+use crate::policyfile::PolicyHandle;
 use crate::reputation::Reputation;
 
 pub use decide::{Decision, Outcome};

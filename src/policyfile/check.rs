@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use super::reload::{LoadError, load_file};
+use super::{LoadError, load_file};
 
 /// Checks every file. Valid ones get `FILE: ok: SUMMARY` on `out`; problems go to `err` as
 /// `file:line:column: message` lines. Returns the exit status: 0 when every file is valid,

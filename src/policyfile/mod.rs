@@ -1,5 +1,5 @@
-//! Loading policy files and swapping in new versions while the proxy runs. The only part of
-//! [`crate::policy`] that does I/O.
+//! Loading policy files and swapping in new versions while the proxy runs, and the `policy
+//! check` command: the I/O around the pure [`crate::policy`].
 //!
 //! A [`PolicyHandle`] holds the live [`Policy`] in an [`ArcSwap`]: readers take a lock-free
 //! snapshot per request ([`PolicyHandle::current`]); [`PolicyHandle::reload`] reads and
@@ -26,7 +26,7 @@
 //! At startup: `let policy = PolicyHandle::load(path)?` (exit 64 on error, like a bad
 //! config); `policy.spawn_watcher(DEFAULT_DEBOUNCE, shutdown.clone())?` and
 //! `policy.spawn_sighup(shutdown.clone())?`; put the `Arc<PolicyHandle>` in the proxy state;
-//! per request `let p = state.policy.current();` then [`evaluate`](super::evaluate)`(&p, ..)`.
+//! per request `let p = state.policy.current();` then [`evaluate`](crate::policy::evaluate)`(&p, ..)`.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -39,7 +39,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{Policy, PolicyErrors};
+use crate::policy::{Policy, PolicyErrors};
+
+mod check;
+pub use check::check_command;
 
 /// The default quiet period before a file change is acted on.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(300);
@@ -103,7 +106,7 @@ impl PolicyHandle {
     /// reloads read `path`.
     pub fn with_policy(path: impl Into<PathBuf>, mut policy: Policy) -> Arc<Self> {
         let path = path.into();
-        policy.generation = 1;
+        policy.set_generation(1);
         let (events, _) = watch::channel(ReloadEvent {
             attempt: 0,
             generation: 1,
@@ -135,7 +138,7 @@ impl PolicyHandle {
 
     /// The generation of the live policy.
     pub fn generation(&self) -> u64 {
-        self.current.load().generation
+        self.current.load().generation()
     }
 
     /// Receives the outcome of every reload attempt from now on.
@@ -155,11 +158,11 @@ impl PolicyHandle {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *attempts += 1;
-        let live = self.current.load().generation;
+        let live = self.current.load().generation();
         match load_file(&self.path) {
             Ok(mut policy) => {
                 let generation = live + 1;
-                policy.generation = generation;
+                policy.set_generation(generation);
                 tracing::info!(
                     path = %self.path.display(),
                     generation,
@@ -319,9 +322,9 @@ mod tests {
         std::fs::rename(&tmp, path).unwrap();
     }
 
-    fn untested(p: &Policy) -> super::super::Action {
+    fn untested(p: &Policy) -> crate::policy::Action {
         let url = crate::canon::canonicalize("http://example.com/").unwrap();
-        let facts = super::super::RequestFacts {
+        let facts = crate::policy::RequestFacts {
             url: &url,
             client: "192.0.2.1".parse().unwrap(),
             user: None,
@@ -329,7 +332,7 @@ mod tests {
             now: jiff::Timestamp::UNIX_EPOCH,
         };
         let v = crate::model::Verdict::untested();
-        super::super::evaluate(p, &facts, Some(&v)).action
+        crate::policy::evaluate(p, &facts, Some(&v)).action
     }
 
     #[test]
@@ -343,10 +346,10 @@ mod tests {
         replace(&path, V2);
         assert_eq!(h.reload().unwrap(), 2);
         assert_eq!(h.generation(), 2);
-        assert_eq!(untested(&h.current()), super::super::Action::Block);
+        assert_eq!(untested(&h.current()), crate::policy::Action::Block);
         // A snapshot taken earlier still sees the policy it started with.
         assert_eq!(before.generation(), 1);
-        assert_eq!(untested(&before), super::super::Action::Allow);
+        assert_eq!(untested(&before), crate::policy::Action::Allow);
         replace(&path, BAD);
         let err = h.reload().unwrap_err().to_string();
         assert!(err.contains("p.yaml:3:"), "{err}");
@@ -354,7 +357,7 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(h.reload(), Err(LoadError::Read(_))));
         assert_eq!(h.generation(), 2);
-        assert_eq!(untested(&h.current()), super::super::Action::Block);
+        assert_eq!(untested(&h.current()), crate::policy::Action::Block);
     }
 
     #[test]
@@ -392,7 +395,7 @@ mod tests {
         assert_eq!(ev.error, None);
         assert_eq!(ev.generation, 2);
         assert_eq!(h.generation(), 2);
-        assert_eq!(untested(&h.current()), super::super::Action::Block);
+        assert_eq!(untested(&h.current()), crate::policy::Action::Block);
 
         replace(&path, BAD);
         let ev = tokio::time::timeout(wait, events.wait_for(|e| e.error.is_some()))
@@ -408,7 +411,7 @@ mod tests {
         );
         assert_eq!(ev.generation, 2);
         assert_eq!(h.generation(), 2);
-        assert_eq!(untested(&h.current()), super::super::Action::Block);
+        assert_eq!(untested(&h.current()), crate::policy::Action::Block);
 
         stop.cancel();
         tokio::time::timeout(wait, task).await.unwrap().unwrap();
