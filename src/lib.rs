@@ -18,8 +18,9 @@
 //! - The wire protocol: [`api`] (typed requests and answers of the reputation API, feedback
 //!   events, the change stream), used by both ends; [`client`], the API's HTTP client.
 //! - [`config`]: the validated configuration, read by everything that runs.
-//! - Runtime services: [`telemetry`] (diagnostic logging), [`accesslog`], [`intercept`] (the
-//!   local CA and minted certificates).
+//! - Runtime services: [`telemetry`] (diagnostic logging), [`policyfile`] (loading and
+//!   hot-reloading the policy), [`accesslog`], [`intercept`] (the local CA and minted
+//!   certificates).
 //! - The two sides, which never import each other: the proxy side, [`reputation`] (cached
 //!   answers from the configured servers) <- [`feedback`] (events to the server) <-
 //!   [`proxy`]; and the server side, [`repserver`] (store, import, API, upstream tier).
