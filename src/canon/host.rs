@@ -31,6 +31,24 @@ impl HostKind {
     }
 }
 
+/// Whether `name` (lower-cased, without a trailing dot) has the shape of a DNS name: at most
+/// 253 bytes, labels of 1 to 63 letters, digits, `-` or `_`, and `*` too when
+/// `allow_wildcard` (certificate names). Used where a host name is configured or minted.
+pub fn is_dns_name(name: &str, allow_wildcard: bool) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| {
+                    b.is_ascii_alphanumeric()
+                        || b == b'-'
+                        || b == b'_'
+                        || (allow_wildcard && b == b'*')
+                })
+        })
+}
+
 /// Canonicalizes the raw host bytes of a URL (userinfo and port already split off) and
 /// appends the result to `out`.
 ///

@@ -108,16 +108,7 @@ impl TryFrom<RawPacConfig> for PacConfig {
 /// dropped. Or an IPv4 address.
 fn parse_host(s: &str) -> Option<String> {
     let h = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
-    let ok = !h.is_empty()
-        && h.len() <= 253
-        && h.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
-    ok.then_some(h)
+    crate::canon::is_dns_name(&h, false).then_some(h)
 }
 
 /// `host:port` with a host name, an IPv4 address or a bracketed IPv6 address.

@@ -285,16 +285,11 @@ fn normalize(host: &str) -> Result<String, MintError> {
     if h.parse::<IpAddr>().is_ok() {
         return Ok(h);
     }
-    let ok = !h.is_empty()
-        && h.len() <= 253
-        && h.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'*')
-        });
-    if ok { Ok(h) } else { Err(bad()) }
+    if crate::canon::is_dns_name(&h, true) {
+        Ok(h)
+    } else {
+        Err(bad())
+    }
 }
 
 #[cfg(test)]
