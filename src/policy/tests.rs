@@ -619,10 +619,8 @@ rules:
     f.finish();
 }
 
-#[test]
-fn interception_decisions() {
-    let p = policy(
-        r#"
+/// Interception settings at the top level and in a rule for a lab network.
+const INTERCEPTION_POLICY: &str = r#"
 interception:
   intercept_hosts: [login.bank.example]
   tunnel_hosts: [bank.example, "*.pinned.example"]
@@ -635,8 +633,11 @@ rules:
       default: tunnel
       intercept_categories: [streaming]
       tunnel_categories: []
-"#,
-    );
+"#;
+
+#[test]
+fn interception_decisions() {
+    let p = policy(INTERCEPTION_POLICY);
     let finance = verdict(Some(90), &["finance"]);
     let health = verdict(Some(90), &["health", "news"]);
     let streaming = verdict(Some(90), &["streaming"]);
@@ -722,6 +723,13 @@ rules:
         });
         f.check(name, (d.0, d.1, d.2.as_deref(), d.3.as_deref()), want);
     }
+    f.finish();
+}
+
+#[test]
+fn non_tls_action_is_the_policys_or_block() {
+    let p = policy(INTERCEPTION_POLICY);
+    let mut f = Failures::default();
     req("https://x.example/").with(|facts| {
         f.check(
             "non_tls",
