@@ -113,11 +113,13 @@ fn start(
         });
         let config = webrep::config::Config::from_yaml(yaml, "bench").unwrap();
         let log = Arc::new(webrep::accesslog::AccessLog::disabled());
-        let proxy = webrep::proxy::Proxy::bind(&config, log).await.unwrap();
+        let proxy = webrep::app::proxy::ProxyApp::start(&config, log)
+            .await
+            .unwrap();
         let addr = proxy.local_addrs()[0];
         let state = proxy.state();
         let token = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(proxy.run(token.clone()));
+        tokio::spawn(proxy.run(token.clone(), webrep::shutdown::Reloads::none()));
         (addr, origin_addr, token, state)
     });
     let sender = rt.block_on(connect(proxy_addr));

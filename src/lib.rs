@@ -25,7 +25,9 @@
 //!   answers from the configured servers) <- [`feedback`] (events to the server) <-
 //!   [`proxy`]; and the server side, [`repserver`] (store, import, API, upstream tier).
 //! - The composition roots, the only places that see both sides: [`cli`] (the command
-//!   line), [`app`] (the commands that use a server) and the binary's `main`.
+//!   line), [`app`] (builds and runs the proxy and the server with their background tasks,
+//!   one signal fan-out and one shutdown sequence; the commands that use a server) and the
+//!   binary's `main`.
 //!
 //! # A request's path through the proxy
 //!

@@ -4,7 +4,6 @@
 
 use std::io::BufRead as _;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser as _;
 use webrep::cli::{CaCommand, Cli, Command, ConfigCommand};
@@ -169,25 +168,14 @@ fn serve(config_path: Option<&std::path::Path>, role: Role) -> ExitCode {
         Err(e) => return fail(anyhow::Error::new(e).context("cannot start the runtime")),
     };
     let result = match role {
-        Role::Proxy => rt.block_on(run_proxy(config)),
-        Role::Server => rt.block_on(async {
-            let shutdown = webrep::shutdown::on_signals()?;
-            webrep::repserver::server::run(&config.server, config_path, shutdown).await
-        }),
+        Role::Proxy => rt.block_on(webrep::app::run_proxy(config)),
+        Role::Server => rt.block_on(webrep::app::run_server(&config, config_path)),
     };
     rt.shutdown_timeout(webrep::shutdown::BLOCKING_TASKS_GRACE);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }
-}
-
-async fn run_proxy(config: Config) -> anyhow::Result<()> {
-    let access_log = Arc::new(webrep::accesslog::AccessLog::open(&config.access_log)?);
-    let proxy = webrep::proxy::Proxy::bind(&config, access_log).await?;
-    let shutdown = webrep::shutdown::on_signals()?;
-    proxy.run(shutdown).await;
-    Ok(())
 }
 
 fn ca_command(command: CaCommand) -> ExitCode {

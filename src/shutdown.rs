@@ -1,19 +1,27 @@
-//! Process signals: SIGTERM or SIGINT cancels the root token (the proxy stops accepting and
-//! drains for its grace period); a second one exits at once with status 1. SIGHUP is caught
-//! here so that an admin's `systemctl reload` or `kill -HUP` never kills the process; the
-//! proxy has its own SIGHUP listener that reloads the policy, users and groups files
-//! (`crate::proxy::ProxyState::reload`).
+//! Process signals, background tasks and systemd notifications: the plumbing of one
+//! shutdown sequence.
+//!
+//! [`Signals::install`] catches the signals once for the whole process: SIGTERM or SIGINT
+//! cancels the shutdown token (the proxy stops accepting and drains for its grace period); a
+//! second one exits at once with status 1. Each SIGHUP is fanned out to every [`Reloads`]
+//! subscriber (the proxy's reload of its policy, users, groups and token files; the server's
+//! reload of its tokens and escalation rules), so an admin's `systemctl reload` or `kill -HUP`
+//! never kills the process and no part installs a signal handler of its own.
+//!
+//! [`Tasks`] holds a process's background tasks (file watchers, the change-stream follower,
+//! the admin listener, reload loops): each runs in a span named after it, and
+//! [`Tasks::stop`] cancels them all and waits a bounded time, as the last step of shutdown.
 //!
 //! It also tells systemd where the process stands (`Type=notify` units, `sd_notify(3)`):
 //! [`notify_ready`] once every listener is bound, [`notify_reloading`] and
-//! [`notify_ready`] around a policy reload, `STOPPING=1` when the first signal arrives.
+//! [`notify_ready`] around a reload, `STOPPING=1` when the first signal arrives.
 //! Without `NOTIFY_SOCKET` in the environment (not under systemd) these do nothing; a failure
 //! to send is logged and otherwise ignored, since the service itself works either way.
 //!
 //! # Nothing outlives the drain
 //! Reloads (SIGHUP, the admin API's `POST /v1/reload`, a policy file change) read files on
 //! the blocking pool, and DNS lookups run there too. Shutdown never waits for them: the
-//! tasks that await them end when the shutdown token is cancelled, and the runtimes are
+//! tasks that await them end when their token is cancelled, and the runtimes are
 //! shut down with [`BLOCKING_TASKS_GRACE`], after which the process exits without whatever
 //! blocking work is still running. The signal task keeps running until then, so a second
 //! signal still exits at once.
@@ -34,33 +42,129 @@ use tokio_util::sync::CancellationToken;
 /// reading a file, a DNS lookup) may take before the process exits without them.
 pub const BLOCKING_TASKS_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Spawns the signal task; returns the token it cancels.
-pub fn on_signals() -> std::io::Result<CancellationToken> {
-    let token = CancellationToken::new();
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP received");
+/// The process's signal handlers, installed once (see the module docs).
+#[derive(Debug)]
+pub struct Signals {
+    shutdown: CancellationToken,
+    hangups: tokio::sync::watch::Receiver<u64>,
+}
+
+impl Signals {
+    /// Installs the handlers for SIGTERM, SIGINT and SIGHUP and spawns the task that
+    /// watches them. It runs until the runtime stops, so that a second signal during the
+    /// drain still exits at once.
+    ///
+    /// # Errors
+    /// When a handler cannot be installed.
+    pub fn install() -> std::io::Result<Self> {
+        let token = CancellationToken::new();
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let (hangup_tx, hangups) = tokio::sync::watch::channel(0u64);
+        let t = token.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = int.recv() => tracing::info!("SIGINT received"),
+                    Some(()) = hup.recv() => {
+                        tracing::info!("SIGHUP received");
+                        hangup_tx.send_modify(|n| *n += 1);
+                        continue;
+                    }
+                }
+                if t.is_cancelled() {
+                    tracing::warn!("second signal: exiting without draining");
+                    std::process::exit(1);
+                }
+                notify(&[sd_notify::NotifyState::Stopping]);
+                t.cancel();
+            }
+        });
+        Ok(Self {
+            shutdown: token,
+            hangups,
+        })
+    }
+
+    /// The token SIGTERM and SIGINT cancel.
+    pub fn shutdown(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// A subscription to SIGHUP, from now on.
+    pub fn reloads(&self) -> Reloads {
+        let mut rx = self.hangups.clone();
+        rx.mark_unchanged();
+        Reloads(Some(rx))
+    }
+}
+
+/// One subscriber's view of SIGHUP: [`Reloads::next`] returns once per signal (signals that
+/// arrive while the subscriber is busy reloading fold into one more reload).
+#[derive(Debug)]
+pub struct Reloads(Option<tokio::sync::watch::Receiver<u64>>);
+
+impl Reloads {
+    /// A subscription that never fires: for a proxy or server run inside another program
+    /// (tests, benchmarks) that must not react to the process's signals.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    /// Waits for the next SIGHUP; `false` once none can come any more.
+    pub async fn next(&mut self) -> bool {
+        match &mut self.0 {
+            Some(rx) => rx.changed().await.is_ok(),
+            None => std::future::pending().await,
         }
-    });
-    let t = token.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+/// A process's background tasks, each in a span named after it, stopped together as the
+/// last step of shutdown.
+#[derive(Debug, Clone, Default)]
+pub struct Tasks {
+    tracker: tokio_util::task::TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Tasks {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The token a background task watches: cancelled by [`Tasks::stop`].
+    pub fn stopping(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Runs `task` on the current runtime, in a span `task` with its `name`.
+    pub fn spawn<F>(&self, name: &'static str, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        use tracing::Instrument as _;
+        self.tracker
+            .spawn(task.instrument(tracing::info_span!("task", name)));
+    }
+
+    /// Cancels every task's token and waits for them to end, at most `grace`; a task still
+    /// running then is left to the runtime's shutdown, and the log says how many there were.
+    pub async fn stop(&self, grace: std::time::Duration) {
+        self.stop.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = self.tracker.len(),
+                "background tasks did not stop in time"
+            );
         }
-        notify(&[sd_notify::NotifyState::Stopping]);
-        t.cancel();
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
-        }
-        tracing::warn!("second signal: exiting without draining");
-        std::process::exit(1);
-    });
-    Ok(token)
+    }
 }
 
 fn notify(states: &[sd_notify::NotifyState<'_>]) {
@@ -189,6 +293,42 @@ impl Watchdog {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[tokio::test]
+    async fn background_tasks_stop_together_and_a_stuck_one_does_not_hold_up_shutdown() {
+        let tasks = Tasks::new();
+        let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (token, flag) = (tasks.stopping(), stopped.clone());
+        tasks.spawn("waits for stop", async move {
+            token.cancelled().await;
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        tasks.spawn("never ends", std::future::pending());
+        tasks.stop(Duration::from_millis(100)).await;
+        assert!(stopped.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(tasks.stopping().is_cancelled());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_subscriber_hears_each_sighup() {
+        let signals = Signals::install().unwrap();
+        let (mut a, mut b) = (signals.reloads(), signals.reloads());
+        let mut quiet = Reloads::none();
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &std::process::id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let wait = Duration::from_secs(20);
+        assert!(tokio::time::timeout(wait, a.next()).await.unwrap());
+        assert!(tokio::time::timeout(wait, b.next()).await.unwrap());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), quiet.next())
+                .await
+                .is_err()
+        );
+        assert!(!signals.shutdown().is_cancelled());
+    }
 
     #[test]
     fn the_watchdog_vouches_only_while_every_loop_beats() {

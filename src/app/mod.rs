@@ -1,6 +1,48 @@
 //! The composition root: the only part of the crate that sees both the proxy side and the
-//! reputation server. It holds the command-line commands that talk to a server or open a
-//! store (`webrep import`, `lookup`, `feedback`); the binary's `main` dispatches to them.
-//! Nothing below imports it.
+//! reputation server, and the only one that wires parts together. Nothing below imports it.
+//!
+//! - [`proxy`]: `webrep proxy`, built ([`proxy::ProxyApp::start`]) and run beside its
+//!   background tasks, stopped in one sequence.
+//! - [`run_proxy`] and [`run_server`]: what the binary runs for `webrep proxy` and
+//!   `webrep server`, with the process's signal handlers installed once
+//!   ([`crate::shutdown::Signals`]).
+//! - [`commands`]: the command-line commands that talk to a server or open a store
+//!   (`webrep import`, `lookup`, `feedback`).
 
 pub mod commands;
+pub mod proxy;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::shutdown::Signals;
+
+/// `webrep proxy`: opens the access log, builds and binds the proxy, runs it until SIGTERM
+/// or SIGINT (reloading on SIGHUP), then drains and stops.
+///
+/// # Errors
+/// Anything [`proxy::ProxyApp::start`] refuses; an access log that cannot be opened.
+pub async fn run_proxy(config: Config) -> anyhow::Result<()> {
+    let access_log = Arc::new(crate::accesslog::AccessLog::open(&config.access_log)?);
+    let app = proxy::ProxyApp::start(&config, access_log).await?;
+    let signals = Signals::install()?;
+    app.run(signals.shutdown(), signals.reloads()).await;
+    Ok(())
+}
+
+/// `webrep server`: runs the reputation server of `config` until SIGTERM or SIGINT; SIGHUP
+/// reads `config_file` again for its tokens and escalation rules.
+///
+/// # Errors
+/// See [`crate::repserver::server::run`].
+pub async fn run_server(config: &Config, config_file: Option<&Path>) -> anyhow::Result<()> {
+    let signals = Signals::install()?;
+    crate::repserver::server::run(
+        &config.server,
+        config_file,
+        signals.shutdown(),
+        signals.reloads(),
+    )
+    .await
+}

@@ -372,6 +372,49 @@ pub fn trust_instructions(pem_path: &str) -> String {
 }
 
 /// Writes a CA into `dir` whose validity ended yesterday (its key matches, so it loads).
+/// Says every [`EXPIRY_CHECK_INTERVAL`] what is wrong with the interception CA's validity,
+/// if anything: a warning while it expires within [`EXPIRY_WARNING_DAYS`], an error once
+/// it is not valid (every intercepted client then fails its handshake). For alerting ahead of
+/// time, `/metrics` has the end as `webrep_intercept_ca_expiry_timestamp_seconds`.
+pub async fn watch_expiry(ca: std::sync::Arc<Ca>, shutdown: tokio_util::sync::CancellationToken) {
+    watch(&ca, &shutdown, |p| log_problem(&ca, p)).await;
+}
+
+/// Logs what is wrong with the CA's validity: an error when it is not valid now, else a
+/// warning.
+pub fn log_problem(ca: &Ca, problem: CaExpiry) {
+    let (dir, not_after) = (ca.dir.display(), ca.not_after);
+    match problem {
+        CaExpiry::NotValidNow => {
+            tracing::error!(%dir, %not_after, "the interception CA is {problem}");
+        }
+        CaExpiry::Soon { .. } => {
+            tracing::warn!(%dir, %not_after, "the interception CA {problem}");
+        }
+    }
+}
+
+/// The loop of [`watch_expiry`]: `report` gets each problem found.
+async fn watch(
+    ca: &Ca,
+    shutdown: &tokio_util::sync::CancellationToken,
+    mut report: impl FnMut(CaExpiry),
+) {
+    let mut every = tokio::time::interval_at(
+        tokio::time::Instant::now() + EXPIRY_CHECK_INTERVAL,
+        EXPIRY_CHECK_INTERVAL,
+    );
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        if let Some(p) = ca.expiry_problem() {
+            report(p);
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) fn write_expired_ca(dir: &Path) {
     let now = time::OffsetDateTime::now_utc();
@@ -488,5 +531,48 @@ mod tests {
         let (_, c) = x509_parser::parse_x509_certificate(&ca.cert_der).unwrap();
         let nc = c.name_constraints().unwrap().unwrap().value;
         assert_eq!(nc.permitted_subtrees.as_ref().unwrap().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_running_proxy_reports_its_ca_every_check_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        write_expired_ca(dir.path());
+        let expired = load(dir.path()).unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { watch(&expired, &shutdown, |p| tx.send(p).unwrap()).await }
+        });
+        // Nothing before the first interval ends (the start-up check said it already).
+        tokio::time::advance(EXPIRY_CHECK_INTERVAL - std::time::Duration::from_secs(1)).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(rx.try_recv().is_err());
+        // Then once per interval (the paused clock jumps to each).
+        assert_eq!(rx.recv().await, Some(CaExpiry::NotValidNow));
+        assert_eq!(rx.recv().await, Some(CaExpiry::NotValidNow));
+        shutdown.cancel();
+        task.await.unwrap();
+
+        // A CA far from its end: nothing to say, however long the proxy runs.
+        let fresh = tempfile::tempdir().unwrap();
+        let fresh = init(fresh.path(), &InitOptions::default()).unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let said = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let task = tokio::spawn({
+            let (shutdown, said) = (shutdown.clone(), said.clone());
+            async move {
+                watch(&fresh, &shutdown, |_| {
+                    said.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                })
+                .await
+            }
+        });
+        tokio::time::sleep(EXPIRY_CHECK_INTERVAL * 3 + std::time::Duration::from_secs(1)).await;
+        shutdown.cancel();
+        task.await.unwrap();
+        assert_eq!(said.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 }

@@ -16,17 +16,18 @@
 //! stop at shutdown without waiting for a reload in progress.
 //!
 //! Triggers:
-//! - [`PolicyHandle::spawn_watcher`]: a `notify` watch on the file's *parent directory*
+//! - [`PolicyHandle::watcher`]: a `notify` watch on the file's *parent directory*
 //!   (editors and ConfigMap updates replace the file by rename, which would leave a watch on
 //!   the file itself pointing at a dead inode), filtered by file name, debounced, then a
 //!   reload on the blocking pool.
-//! - [`PolicyHandle::spawn_sighup`]: a reload on every SIGHUP.
+//! - [`PolicyHandle::reload_async`], which the composition root calls on SIGHUP and the
+//!   admin API on `POST /v1/reload`.
 //!
 //! # Wiring
-//! At startup: `let policy = PolicyHandle::load(path)?` (exit 64 on error, like a bad
-//! config); `policy.spawn_watcher(DEFAULT_DEBOUNCE, shutdown.clone())?` and
-//! `policy.spawn_sighup(shutdown.clone())?`; put the `Arc<PolicyHandle>` in the proxy state;
-//! per request `let p = state.policy.current();` then [`evaluate`](crate::policy::evaluate)`(&p, ..)`.
+//! At startup the composition root (`crate::app`) loads the handle, runs its
+//! [`PolicyHandle::watcher`] as a background task and hands the handle to the proxy's
+//! filter; per request `let p = handle.current();` then
+//! [`evaluate`](crate::policy::evaluate)`(&p, ..)`.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -36,7 +37,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::policy::{Policy, PolicyErrors};
@@ -209,16 +209,17 @@ impl PolicyHandle {
             })
     }
 
-    /// Watches the file's parent directory and reloads once changes to the file have been
-    /// quiet for `debounce`. The task ends when `shutdown` is cancelled.
+    /// Watches the file's parent directory; the task it returns reloads once changes to the
+    /// file have been quiet for `debounce`, and ends when `shutdown` is cancelled. The watch
+    /// is set up before this returns.
     ///
     /// # Errors
     /// When the watch cannot be set up (no such directory, inotify limits).
-    pub fn spawn_watcher(
+    pub fn watcher(
         self: &Arc<Self>,
         debounce: Duration,
         shutdown: CancellationToken,
-    ) -> notify::Result<JoinHandle<()>> {
+    ) -> notify::Result<impl Future<Output = ()> + Send + 'static + use<>> {
         let name = self.path.file_name().map(ToOwned::to_owned);
         let dir = match self.path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
@@ -251,7 +252,7 @@ impl PolicyHandle {
             })?;
         watcher.watch(&dir, RecursiveMode::NonRecursive)?;
         let handle = Arc::clone(self);
-        Ok(tokio::spawn(async move {
+        Ok(async move {
             // Dropping the watcher stops the watch, so the task owns it.
             let _watcher = watcher;
             loop {
@@ -278,32 +279,7 @@ impl PolicyHandle {
                     _ = handle.reload_async() => {}
                 }
             }
-        }))
-    }
-
-    /// Reloads on every SIGHUP until `shutdown` is cancelled.
-    ///
-    /// # Errors
-    /// When the signal handler cannot be installed.
-    pub fn spawn_sighup(
-        self: &Arc<Self>,
-        shutdown: CancellationToken,
-    ) -> io::Result<JoinHandle<()>> {
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-        let handle = Arc::clone(self);
-        Ok(tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    r = hup.recv() => if r.is_none() { return },
-                }
-                tracing::info!(path = %handle.path.display(), "SIGHUP: reloading policy");
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    _ = handle.reload_async() => {}
-                }
-            }
-        }))
+        })
     }
 }
 
@@ -379,9 +355,7 @@ mod tests {
         let h = PolicyHandle::load(&path).unwrap();
         let mut events = h.subscribe();
         let stop = CancellationToken::new();
-        let task = h
-            .spawn_watcher(Duration::from_millis(50), stop.clone())
-            .unwrap();
+        let task = tokio::spawn(h.watcher(Duration::from_millis(50), stop.clone()).unwrap());
         // A file next to it changing is not a reason to reload.
         std::fs::write(dir.path().join("other.yaml"), "x").unwrap();
 
@@ -415,32 +389,5 @@ mod tests {
 
         stop.cancel();
         tokio::time::timeout(wait, task).await.unwrap().unwrap();
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sighup_reloads() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("policy.yaml");
-        std::fs::write(&path, V1).unwrap();
-        let h = PolicyHandle::load(&path).unwrap();
-        let mut events = h.subscribe();
-        let stop = CancellationToken::new();
-        // The handler is installed before this returns, so the signal below cannot kill
-        // the test process.
-        let task = h.spawn_sighup(stop.clone()).unwrap();
-        replace(&path, V2);
-        let status = std::process::Command::new("kill")
-            .args(["-HUP", &std::process::id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let ev = tokio::time::timeout(Duration::from_secs(20), events.wait_for(|e| e.attempt >= 1))
-            .await
-            .expect("no reload within 20 s")
-            .unwrap()
-            .clone();
-        assert_eq!((ev.generation, ev.error), (2, None));
-        stop.cancel();
-        task.await.unwrap();
     }
 }

@@ -10,7 +10,8 @@
 //! shared.
 //!
 //! [`Proxy::bind`] binds every configured listener (port 0 works, for tests) and builds the
-//! shared [`ProxyState`]; [`Proxy::run`] accepts until the shutdown token is cancelled, then
+//! shared [`ProxyState`] from the [`Parts`] the composition root (`crate::app`) built: the
+//! filter, the interception CA's minter, the access log. [`Proxy::run`] accepts until the shutdown token is cancelled, then
 //! drains: listeners close at once, each connection finishes its in-flight request and
 //! closes, tunnels run on, and after `proxy.shutdown_grace_period_ms` whatever remains is
 //! abandoned. Connections are admitted by [`crate::conns::ConnLimits`]
@@ -62,7 +63,7 @@ use tracing::Instrument as _;
 use crate::accesslog::{AccessLog, RequestIds};
 use crate::config::{Config, ProxyConfig};
 use crate::conns::{ConnLimits, ConnPermit};
-use crate::intercept::ca;
+use crate::intercept::mint::Minter;
 use acl::{ClientAcl, DestinationPolicy};
 use auth::Authenticator;
 use conn::{ClientIo, ConnActivity, Expiry, watchdog};
@@ -172,43 +173,6 @@ impl ProxyState {
         out
     }
 
-    /// Reloads on every SIGHUP until `shutdown`, telling systemd (`RELOADING=1`, then
-    /// `READY=1` with what was loaded or what failed).
-    fn spawn_sighup(self: &Arc<Self>, shutdown: CancellationToken) {
-        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP; reload through the admin API");
-                return;
-            }
-        };
-        let state = self.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    r = hup.recv() => if r.is_none() { return },
-                }
-                tracing::info!("SIGHUP: reloading the policy, users, groups and admin token files");
-                crate::shutdown::notify_reloading();
-                // A reload never holds up shutdown, whatever it is waiting for.
-                let r = tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    r = state.reload() => r,
-                };
-                let status = match (r.errors.is_empty(), r.generation) {
-                    (true, Some(g)) => format!("policy generation {g} loaded"),
-                    (true, None) => "reloaded".to_owned(),
-                    (false, _) => format!(
-                        "reload failed, running version kept: {}",
-                        r.errors.join("; ")
-                    ),
-                };
-                crate::shutdown::notify_ready(&status);
-            }
-        });
-    }
-
     /// Our `Via` entry for a message received with `version`.
     pub fn via_for(&self, version: Version) -> &HeaderValue {
         if version == Version::HTTP_10 {
@@ -245,140 +209,7 @@ fn read_admin_token(path: &std::path::Path) -> anyhow::Result<String> {
 pub struct Proxy {
     /// `listeners[worker]`: that worker's sockets, one per listen address.
     listeners: Vec<Vec<std::net::TcpListener>>,
-    /// `admin.listen`: `/metrics` and the admin API.
-    admin: Option<std::net::TcpListener>,
     state: Arc<ProxyState>,
-}
-
-/// Loads the policy (watched for changes, reloaded on SIGHUP), builds the reputation client
-/// over the configured sources (or an in-process server on the sample data when there are
-/// none), and starts following the change stream. Returns the embedded server's address
-/// too, when there is one (the destination check refuses it like the proxy's listeners).
-async fn filter_setup(
-    config: &Config,
-    draining: &CancellationToken,
-) -> anyhow::Result<(filter::Filter, Option<SocketAddr>)> {
-    use crate::client::RepClient;
-    use crate::reputation::{FollowRetry, Reputation, ReputationConfig, SourceConfig};
-    let file = &config.policy.file;
-    let policy = match crate::policyfile::PolicyHandle::load(file) {
-        Ok(p) => {
-            tracing::info!(file = %file.display(), "policy loaded");
-            p
-        }
-        // The default path, not there (run from elsewhere): the copy built into the binary.
-        Err(crate::policyfile::LoadError::Read(e))
-            if e.is_not_found() && config.policy.is_default_file() =>
-        {
-            let p =
-                crate::policy::Policy::from_yaml(DEFAULT_POLICY, "built-in policies/default.yaml")
-                    .map_err(|e| anyhow::anyhow!("the built-in default policy is invalid: {e}"))?;
-            tracing::warn!(file = %file.display(), "policy file not found; using the built-in default policy");
-            crate::policyfile::PolicyHandle::with_policy(file.clone(), p)
-        }
-        Err(e) => {
-            return Err(anyhow::Error::new(e).context(format!(
-                "policy.enabled is true but the policy {} cannot be used",
-                file.display()
-            )));
-        }
-    };
-    if !file.exists() {
-        // The built-in copy: nothing to watch; SIGHUP reloads once the file exists.
-    } else if let Err(e) =
-        policy.spawn_watcher(std::time::Duration::from_millis(300), draining.clone())
-    {
-        tracing::warn!(error = %e, "cannot watch the policy file; it reloads on SIGHUP only");
-    }
-    let r = &config.reputation;
-    let mut sources = Vec::new();
-    for s in &r.sources {
-        let token = match (&s.token, &s.token_file) {
-            (Some(t), _) => t.clone(),
-            (None, Some(path)) => {
-                crate::secrets::read_token_file(path, "reputation.sources token_file")
-                    .with_context(|| format!("reputation source {}", s.name))?
-            }
-            (None, None) => anyhow::bail!("reputation source {}: no token", s.name),
-        };
-        sources.push(SourceConfig {
-            name: s.name.clone(),
-            client: RepClient::new(&s.url, &token, s.ca_file.as_deref())
-                .with_context(|| format!("reputation source {}", s.name))?,
-            timeout: s.timeout,
-        });
-    }
-    let mut embedded = None;
-    if sources.is_empty() {
-        let (source, addr) = embedded_server(draining).await?;
-        sources.push(source);
-        embedded = Some(addr);
-    }
-    let reputation = Arc::new(Reputation::new(ReputationConfig {
-        sources,
-        cache_entries: r.cache_entries,
-        max_stale: r.max_stale,
-        retry_after: r.retry_after,
-        follow_retry: FollowRetry {
-            first: r.follow_retry_first,
-            max: r.follow_retry_max,
-        },
-    }));
-    if r.follow_changes {
-        tokio::spawn(reputation.clone().follow_changes(draining.clone()));
-    }
-    let mut filter = filter::Filter::new(reputation.clone(), policy);
-    if let Some(path) = &config.auth.groups_file {
-        let groups = auth::load_groups(path)?;
-        tracing::info!(file = %path.display(), users = groups.len(), "groups loaded");
-        filter.groups.store(Arc::new(groups));
-    }
-    if config.feedback.enabled {
-        let feedback = Arc::new(crate::feedback::Feedback::new(&config.feedback)?);
-        feedback.start(reputation)?;
-        tracing::info!(proxy_id = feedback.proxy_id(), spool = %config.feedback.spool_dir.display(),
-            "feedback events on");
-        filter.feedback = Some(feedback);
-    }
-    Ok((filter, embedded))
-}
-
-/// `policies/default.yaml` as shipped, for a proxy started away from the source tree.
-const DEFAULT_POLICY: &str = include_str!("../../policies/default.yaml");
-
-/// The embedded default: a reputation server in this process, in memory, on the shipped
-/// sample data, on a loopback port of its own with a random token; and that port.
-async fn embedded_server(
-    draining: &CancellationToken,
-) -> anyhow::Result<(crate::reputation::SourceConfig, SocketAddr)> {
-    use crate::repserver::{api, server, store::Store};
-    use rand::RngCore as _;
-    let mut store = Store::open_in_memory()?;
-    let n = server::load_sample(&mut store, crate::clock::unix_secs())?;
-    let mut raw = [0u8; 24];
-    rand::rng().fill_bytes(&mut raw);
-    let token = hex::encode(raw);
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let tokens = api::Tokens {
-        client: vec![token.clone()],
-        admin: Vec::new(),
-    };
-    tokio::spawn(api::serve(
-        listener,
-        store,
-        tokens,
-        api::ApiConfig::default(),
-        draining.clone(),
-    ));
-    tracing::warn!(%addr, entries = n,
-        "no reputation sources configured: using an in-process reputation server with the sample data only");
-    let source = crate::reputation::SourceConfig {
-        name: "embedded".into(),
-        client: crate::client::RepClient::new(&format!("http://{addr}"), &token, None)?,
-        timeout: std::time::Duration::from_secs(2),
-    };
-    Ok((source, addr))
 }
 
 /// The settings every pooled upstream client shares (plain and TLS): idle timeout, pool
@@ -410,40 +241,14 @@ pub struct HttpsClients {
     pub h2: HttpsClient,
 }
 
-/// Loads (or, with `intercept.create_ca`, creates) the CA and builds the per-worker HTTPS
-/// clients, verifying upstream certificates against the web PKI roots plus
-/// `intercept.upstream_ca_file`.
+/// The interceptor around the CA's `minter`, and the per-worker HTTPS clients, verifying
+/// upstream certificates against the web PKI roots plus `intercept.upstream_ca_file`.
 fn intercept_setup(
     config: &Config,
-    cfg: &ProxyConfig,
+    minter: Minter,
     dialer: &Dialer,
 ) -> anyhow::Result<(intercept::Interceptor, Vec<HttpsClients>)> {
-    let ic = &config.intercept;
-    let ca = match ca::load(&ic.ca_dir) {
-        Ok(ca) => ca,
-        Err(ca::CaError::Missing { .. }) if ic.create_ca => {
-            let ca = ca::init(&ic.ca_dir, &ca::InitOptions::default())?;
-            tracing::warn!(dir = %ic.ca_dir.display(), fingerprint = %ca.fingerprint(),
-                "created a new interception CA; clients must trust it (see /ca on the proxy)");
-            ca
-        }
-        Err(e) => {
-            return Err(anyhow::Error::new(e)
-                .context("intercept.enabled is true but the interception CA cannot be used"));
-        }
-    };
-    tracing::info!(dir = %ic.ca_dir.display(), fingerprint = %ca.fingerprint(), "interception CA loaded");
-    let minter =
-        crate::intercept::mint::Minter::new(Arc::new(ca), ic.leaf_validity, ic.cert_cache_entries);
-    minter.self_test().with_context(|| {
-        format!(
-            "intercept.enabled is true but the interception CA in {} cannot sign certificates clients accept",
-            ic.ca_dir.display()
-        )
-    })?;
-    if let Some(problem) = minter.ca().expiry_problem() {
-        log_ca_problem(minter.ca(), problem);
-    }
+    let (ic, cfg) = (&config.intercept, &config.proxy);
     let tls = crate::tls::client_config(ic.upstream_ca_file.as_deref())
         .map_err(|e| anyhow::anyhow!("intercept.upstream_ca_file {e}"))?;
     // What hyper-rustls sets on the two pools' configs (no ALPN for HTTP/1.1 only), for the
@@ -499,45 +304,6 @@ fn intercept_setup(
     ))
 }
 
-/// Says every [`ca::EXPIRY_CHECK_INTERVAL`] what is wrong with the interception CA's validity,
-/// if anything: a warning while it expires within [`ca::EXPIRY_WARNING_DAYS`], an error once
-/// it is not valid (every intercepted client then fails its handshake). For alerting ahead of
-/// time, `/metrics` has the end as `webrep_intercept_ca_expiry_timestamp_seconds`.
-async fn watch_ca_expiry(ca: Arc<ca::Ca>, shutdown: CancellationToken) {
-    watch_ca(&ca, &shutdown, |p| log_ca_problem(&ca, p)).await;
-}
-
-/// Logs what is wrong with the CA's validity: an error when it is not valid now, else a
-/// warning.
-fn log_ca_problem(ca: &ca::Ca, problem: ca::CaExpiry) {
-    let (dir, not_after) = (ca.dir.display(), ca.not_after);
-    match problem {
-        ca::CaExpiry::NotValidNow => {
-            tracing::error!(%dir, %not_after, "the interception CA is {problem}");
-        }
-        ca::CaExpiry::Soon { .. } => {
-            tracing::warn!(%dir, %not_after, "the interception CA {problem}");
-        }
-    }
-}
-
-/// The loop of [`watch_ca_expiry`]: `report` gets each problem found.
-async fn watch_ca(ca: &ca::Ca, shutdown: &CancellationToken, mut report: impl FnMut(ca::CaExpiry)) {
-    let mut every = tokio::time::interval_at(
-        tokio::time::Instant::now() + ca::EXPIRY_CHECK_INTERVAL,
-        ca::EXPIRY_CHECK_INTERVAL,
-    );
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = every.tick() => {}
-        }
-        if let Some(p) = ca.expiry_problem() {
-            report(p);
-        }
-    }
-}
-
 /// Binds a listening socket that no other socket may share (`SO_REUSEADDR` only, for a quick
 /// restart over connections in `TIME_WAIT`; never `SO_REUSEPORT`, which would let another
 /// process listen on the same port and take part of the connections).
@@ -552,18 +318,6 @@ fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     Ok(socket.into())
-}
-
-/// Binds `admin.listen`, when set.
-fn bind_admin(listen: Option<SocketAddr>) -> anyhow::Result<Option<std::net::TcpListener>> {
-    let Some(addr) = listen else {
-        return Ok(None);
-    };
-    let l = std::net::TcpListener::bind(addr)
-        .with_context(|| format!("admin.listen {addr}: cannot listen"))?;
-    l.set_nonblocking(true)?;
-    tracing::info!(addr = %l.local_addr()?, "admin listener (/metrics, /stats)");
-    Ok(Some(l))
 }
 
 /// Listening sockets per worker, and the bound addresses: one socket per address, the other
@@ -605,32 +359,29 @@ fn auth_setup(
     )?)))
 }
 
+/// What the composition root built for the proxy before it binds.
+pub struct Parts {
+    pub access_log: Arc<AccessLog>,
+    /// With `policy.enabled`: the policy, the reputation client and feedback.
+    pub filter: Option<filter::Filter>,
+    /// With `intercept.enabled`: the checked CA's certificate minter.
+    pub minter: Option<Minter>,
+    /// The process's other listeners (the admin API, an embedded reputation server): the
+    /// destination check refuses them like the proxy's own.
+    pub other_listeners: Vec<SocketAddr>,
+}
+
 impl Proxy {
     /// Binds the listeners and builds the shared state. Fails on a busy port or a bad users
     /// file, before anything is served.
-    pub async fn bind(config: &Config, access_log: Arc<AccessLog>) -> anyhow::Result<Self> {
+    pub fn bind(config: &Config, parts: Parts) -> anyhow::Result<Self> {
         let cfg = config.proxy.clone();
         let workers = cfg.workers;
         let (listeners, local_addrs) = bind_worker_listeners(&cfg.listen, workers)?;
         let auth = auth_setup(&config.auth)?;
-        let admin = bind_admin(config.admin.listen)?;
-        let draining = CancellationToken::new();
-        let (filter, embedded) = if config.policy.enabled {
-            let (f, e) = filter_setup(config, &draining).await?;
-            (Some(f), e)
-        } else {
-            (None, None)
-        };
-        let others = admin
-            .as_ref()
-            .map(std::net::TcpListener::local_addr)
-            .transpose()?
-            .into_iter()
-            .chain(embedded)
-            .collect();
         let policy = Arc::new(DestinationPolicy::new(
             local_addrs.clone(),
-            others,
+            parts.other_listeners,
             cfg.allow_internal_destinations,
             cfg.refused_destinations.clone(),
         ));
@@ -641,15 +392,17 @@ impl Proxy {
         let clients = (0..workers)
             .map(|_| upstream_pool(&cfg).build(Connector::new(dialer.clone())))
             .collect();
-        let (interceptor, https_clients) = if config.intercept.enabled {
-            let (i, c) = intercept_setup(config, &cfg, &dialer)?;
-            (Some(i), c)
-        } else {
-            (None, Vec::new())
+        let (interceptor, https_clients) = match parts.minter {
+            Some(minter) => {
+                let (i, c) = intercept_setup(config, minter, &dialer)?;
+                (Some(i), c)
+            }
+            None => (None, Vec::new()),
         };
         let via_name = cfg.via_name.clone();
         let via =
             |v| headers::via_value(v, &via_name).context("via_name is not a valid header value");
+        let filter = parts.filter;
         let state = ProxyState {
             via_10: via(Version::HTTP_10)?,
             via_11: via(Version::HTTP_11)?,
@@ -670,7 +423,7 @@ impl Proxy {
                 Some(path) => Some(Arc::new(read_admin_token(path)?)),
             }),
             admin_token_file: config.admin.token_file.clone(),
-            access_log,
+            access_log: parts.access_log,
             ids: RequestIds::new(),
             tracker: TaskTracker::new(),
             conns: ConnLimits::new(
@@ -679,21 +432,15 @@ impl Proxy {
                 "text/plain; charset=utf-8",
                 "webrep: too many connections from your address\n",
             ),
-            draining,
+            draining: CancellationToken::new(),
             local_addrs,
             rejected: conn::Rejected::default(),
             config: cfg,
         };
         Ok(Self {
             listeners,
-            admin,
             state: Arc::new(state),
         })
-    }
-
-    /// The admin listener's address, when `admin.listen` is set.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The shared state (for tests and the admin side: counters, the interceptor).
@@ -707,41 +454,10 @@ impl Proxy {
     }
 
     /// Serves until `shutdown` is cancelled, then drains for the grace period. Worker 0 runs
-    /// on the caller's runtime; the others get their own threads and runtimes.
+    /// on the caller's runtime; the others get their own threads and runtimes. Returns once
+    /// every worker has drained.
     pub async fn run(self, shutdown: CancellationToken) {
         let state = self.state;
-        let admin_addr = self.admin.as_ref().and_then(|l| l.local_addr().ok());
-        if let Some(admin) = self.admin {
-            match tokio::net::TcpListener::from_std(admin) {
-                Ok(l) => {
-                    tokio::spawn(admin::serve_admin(l, state.clone(), shutdown.clone()));
-                }
-                Err(e) => tracing::error!(error = %e, "admin listener unusable"),
-            }
-        }
-        {
-            let (shutdown, draining) = (shutdown.clone(), state.draining.clone());
-            tokio::spawn(async move {
-                shutdown.cancelled().await;
-                draining.cancel();
-            });
-        }
-        let addrs: Vec<String> = self
-            .listeners
-            .first()
-            .into_iter()
-            .flatten()
-            .filter_map(|l| l.local_addr().ok())
-            .map(|a| a.to_string())
-            .collect();
-        state.spawn_sighup(shutdown.clone());
-        if let Some(i) = &state.interceptor {
-            tokio::spawn(watch_ca_expiry(i.minter.ca().clone(), shutdown.clone()));
-        }
-        // Every listener is bound (connections wait in the backlog until the accept loops
-        // below run): ready for systemd.
-        let admin = admin_addr.map_or(String::new(), |a| format!("; admin on {a}"));
-        crate::shutdown::notify_ready(&format!("proxy listening on {}{admin}", addrs.join(", ")));
         let watchdog = crate::shutdown::Watchdog::start(self.listeners.len());
         let listening = Arc::new(std::sync::atomic::AtomicUsize::new(self.listeners.len()));
         let mut threads = Vec::new();
@@ -781,7 +497,7 @@ impl Proxy {
                 Err(e) => tracing::error!(error = %e, worker, "cannot start worker thread"),
             }
         }
-        run_worker(0, own, state.clone(), shutdown, listening, watchdog).await;
+        run_worker(0, own, state, shutdown, listening, watchdog).await;
         // Other workers finish their drain within the same grace period.
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {
@@ -789,11 +505,6 @@ impl Proxy {
             }
         })
         .await;
-        // Queued feedback goes out (or to the spool) once no request can add more.
-        if let Some(feedback) = state.filter.as_ref().and_then(|f| f.feedback.as_ref()) {
-            feedback.close().await;
-        }
-        state.access_log.flush(std::time::Duration::from_secs(2));
     }
 }
 
@@ -833,6 +544,8 @@ async fn run_worker(
         ));
     }
     shutdown.cancelled().await;
+    // Connections inside intercepted tunnels finish their in-flight requests and close.
+    state.draining.cancel();
     accept_tracker.close();
     accept_tracker.wait().await;
     let grace = state.config.shutdown_grace_period;
@@ -1094,7 +807,6 @@ async fn unpark(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     /// The size of the future `f` returns, without calling it.
     fn future_size<A, F>(_: impl Fn(A) -> F) -> usize {
@@ -1120,48 +832,5 @@ mod tests {
             "a waiting connection's task is {waiting} bytes"
         );
         assert!(serving > waiting, "{serving} <= {waiting}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_running_proxy_reports_its_ca_every_check_interval() {
-        let dir = tempfile::tempdir().unwrap();
-        ca::write_expired_ca(dir.path());
-        let expired = ca::load(dir.path()).unwrap();
-        let shutdown = CancellationToken::new();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let task = tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move { watch_ca(&expired, &shutdown, |p| tx.send(p).unwrap()).await }
-        });
-        // Nothing before the first interval ends (the start-up check said it already).
-        tokio::time::advance(ca::EXPIRY_CHECK_INTERVAL - Duration::from_secs(1)).await;
-        for _ in 0..10 {
-            tokio::task::yield_now().await;
-        }
-        assert!(rx.try_recv().is_err());
-        // Then once per interval (the paused clock jumps to each).
-        assert_eq!(rx.recv().await, Some(ca::CaExpiry::NotValidNow));
-        assert_eq!(rx.recv().await, Some(ca::CaExpiry::NotValidNow));
-        shutdown.cancel();
-        task.await.unwrap();
-
-        // A CA far from its end: nothing to say, however long the proxy runs.
-        let fresh = tempfile::tempdir().unwrap();
-        let fresh = ca::init(fresh.path(), &ca::InitOptions::default()).unwrap();
-        let shutdown = CancellationToken::new();
-        let said = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let task = tokio::spawn({
-            let (shutdown, said) = (shutdown.clone(), said.clone());
-            async move {
-                watch_ca(&fresh, &shutdown, |_| {
-                    said.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                })
-                .await
-            }
-        });
-        tokio::time::sleep(ca::EXPIRY_CHECK_INTERVAL * 3 + Duration::from_secs(1)).await;
-        shutdown.cancel();
-        task.await.unwrap();
-        assert_eq!(said.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 }

@@ -30,6 +30,10 @@ use super::store::Store;
 use super::upstream::Upstream;
 use crate::client::RepClient;
 use crate::config::{ServerConfig, valid_token};
+use crate::shutdown::{Reloads, Tasks};
+
+/// How long the background tasks get to stop once the API has stopped.
+const BACKGROUND_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The shipped sample data (webrep JSON-lines): reserved names only (`.example`, `.test`,
 /// `.invalid`), every risk level and several categories.
@@ -222,51 +226,47 @@ fn needs_restart(a: &ServerConfig, b: &ServerConfig) -> bool {
     rest(a) != rest(b)
 }
 
-fn spawn_reload(
-    config: &ServerConfig,
-    config_file: Option<&Path>,
+/// Reloads the tokens and escalation rules on every one of `reloads` until `stop`.
+async fn reload_on_signal(
+    config: ServerConfig,
+    config_file: Option<std::path::PathBuf>,
     to: ReloadTargets,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .context("cannot listen for SIGHUP")?;
-    let config = config.clone();
-    let config_file = config_file.map(Path::to_path_buf);
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                r = hup.recv() => if r.is_none() { return },
-            }
-            crate::shutdown::notify_reloading();
-            let (config, config_file, to) = (config.clone(), config_file.clone(), to.clone());
-            // Files are read on the blocking pool, never on the event loop.
-            let reloading =
-                tokio::task::spawn_blocking(move || reload(config_file.as_deref(), &config, &to));
-            // A reload never holds up shutdown, whatever it is waiting for.
-            let status = tokio::select! {
-                () = shutdown.cancelled() => return,
-                r = reloading => match r {
-                    Ok(s) => s,
-                    Err(e) => format!("reload failed: {e}"),
-                },
-            };
-            crate::shutdown::notify_ready(&status);
+    mut reloads: Reloads,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            more = reloads.next() => if !more { return },
         }
-    });
-    Ok(())
+        crate::shutdown::notify_reloading();
+        let (config, config_file, to) = (config.clone(), config_file.clone(), to.clone());
+        // Files are read on the blocking pool, never on the event loop.
+        let reloading =
+            tokio::task::spawn_blocking(move || reload(config_file.as_deref(), &config, &to));
+        // A reload never holds up shutdown, whatever it is waiting for.
+        let status = tokio::select! {
+            () = stop.cancelled() => return,
+            r = reloading => match r {
+                Ok(s) => s,
+                Err(e) => format!("reload failed: {e}"),
+            },
+        };
+        crate::shutdown::notify_ready(&status);
+    }
 }
 
 /// Runs the server until `shutdown` is cancelled.
 ///
 /// # Errors
 /// Any setup failure (see the module docs); a failure of the store thread at start.
-/// `config_file` is where `config` came from (`None`: the embedded default); SIGHUP reads
-/// it again.
+/// `config_file` is where `config` came from (`None`: the embedded default); each of
+/// `reloads` (SIGHUP) reads it again.
 pub async fn run(
     config: &ServerConfig,
     config_file: Option<&Path>,
     shutdown: CancellationToken,
+    reloads: Reloads,
 ) -> anyhow::Result<()> {
     let tokens = load_tokens(config)?;
     let tls = tls_acceptor_for(config)?;
@@ -274,22 +274,8 @@ pub async fn run(
         Some(u) => Some(Arc::new(upstream(u)?)),
         None => None,
     };
-    let path = config.store.clone();
-    let sample = config.sample_data;
-    let store = tokio::task::spawn_blocking(move || -> anyhow::Result<Store> {
-        let dir = store_dir(&path);
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create the store directory {}", dir.display()))?;
-        remove_stale_uploads(&dir);
-        let mut store = Store::open(&path)
-            .with_context(|| format!("cannot open the store {}", path.display()))?;
-        if sample {
-            let n = load_sample(&mut store, crate::clock::unix_secs())?;
-            tracing::info!(entries = n, "sample data loaded");
-        }
-        Ok(store)
-    })
-    .await??;
+    let (path, sample) = (config.store.clone(), config.sample_data);
+    let store = tokio::task::spawn_blocking(move || open_store(&path, sample)).await??;
     let entries = store.len().unwrap_or(0);
     let listener = TcpListener::bind(config.listen)
         .await
@@ -314,21 +300,31 @@ pub async fn run(
     );
     let tokens_handle = Arc::new(arc_swap::ArcSwap::from_pointee(Tokens::default()));
     let escalation_handle = Arc::new(arc_swap::ArcSwap::from_pointee(Vec::new()));
-    spawn_reload(
-        config,
-        config_file,
-        ReloadTargets {
-            tokens: tokens_handle.clone(),
-            escalation: escalation_handle.clone(),
-        },
-        shutdown.clone(),
-    )?;
+    let tasks = Tasks::new();
+    let targets = ReloadTargets {
+        tokens: tokens_handle.clone(),
+        escalation: escalation_handle.clone(),
+    };
+    let reload = reload_on_signal(
+        config.clone(),
+        config_file.map(Path::to_path_buf),
+        targets,
+        reloads,
+        tasks.stopping(),
+    );
+    tasks.spawn("reload on SIGHUP", reload);
     crate::shutdown::notify_ready(&format!(
         "reputation server on {}, {entries} entries",
         listener.local_addr()?
     ));
     if let Some(w) = crate::shutdown::Watchdog::start(1) {
-        tokio::spawn(w.heartbeat(0));
+        let stop = tasks.stopping();
+        tasks.spawn("watchdog heartbeat", async move {
+            tokio::select! {
+                () = w.heartbeat(0) => {}
+                () = stop.cancelled() => {}
+            }
+        });
     }
     let spool_dir = store_dir(&config.store);
     let options = ServeOptions {
@@ -355,8 +351,26 @@ pub async fn run(
     )
     .await
     .context("reputation API")?;
+    tasks.stop(BACKGROUND_GRACE).await;
     tracing::info!("reputation server stopped");
     Ok(())
+}
+
+/// Opens (or creates) the store at `path`, after removing the import uploads a killed server
+/// left beside it; loads the sample data into it when asked. Blocking: run it off the event
+/// loop.
+fn open_store(path: &Path, sample: bool) -> anyhow::Result<Store> {
+    let dir = store_dir(path);
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the store directory {}", dir.display()))?;
+    remove_stale_uploads(&dir);
+    let mut store =
+        Store::open(path).with_context(|| format!("cannot open the store {}", path.display()))?;
+    if sample {
+        let n = load_sample(&mut store, crate::clock::unix_secs())?;
+        tracing::info!(entries = n, "sample data loaded");
+    }
+    Ok(store)
 }
 
 /// The directory of the store file, where import uploads are spooled.

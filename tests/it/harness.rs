@@ -429,14 +429,14 @@ impl TestProxy {
             webrep::config::AccessLogFormat::Json,
             1 << 20,
         ));
-        let proxy = webrep::proxy::Proxy::bind(&config, access_log.clone())
+        let proxy = webrep::app::proxy::ProxyApp::start(&config, access_log.clone())
             .await
             .unwrap();
         let addr = proxy.local_addrs()[0];
         let admin = proxy.admin_addr();
         let state = proxy.state();
         let token = CancellationToken::new();
-        let handle = tokio::spawn(proxy.run(token.clone()));
+        let handle = tokio::spawn(proxy.run(token.clone(), webrep::shutdown::Reloads::none()));
         Self {
             addr,
             admin,

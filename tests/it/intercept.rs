@@ -443,7 +443,7 @@ async fn the_ca_page_and_a_missing_or_expired_ca() {
         webrep::config::AccessLogFormat::Json,
         1 << 16,
     ));
-    let err = match webrep::proxy::Proxy::bind(&config, log.clone()).await {
+    let err = match webrep::app::proxy::ProxyApp::start(&config, log.clone()).await {
         Ok(_) => panic!("started without a CA"),
         Err(e) => format!("{e:#}"),
     };
@@ -461,7 +461,7 @@ async fn the_ca_page_and_a_missing_or_expired_ca() {
         expired.display().to_string()
     );
     let config = webrep::config::Config::from_yaml(&yaml, "t.yaml").unwrap();
-    let err = match webrep::proxy::Proxy::bind(&config, log).await {
+    let err = match webrep::app::proxy::ProxyApp::start(&config, log).await {
         Ok(_) => panic!("started with an expired CA"),
         Err(e) => format!("{e:#}"),
     };
