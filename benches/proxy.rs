@@ -358,7 +358,8 @@ fn feedback_round_trip(c: &mut Criterion) {
 /// system resolver, with the DNS cache on (a hit) and off (a blocking-pool hop and a
 /// getaddrinfo call each time): what every CONNECT and new upstream connection saves.
 fn dns(c: &mut Criterion) {
-    use webrep::proxy::dial::{DnsCacheConfig, Resolver};
+    use webrep::config::DnsCacheConfig;
+    use webrep::proxy::dial::Resolver;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -290,10 +290,7 @@ async fn filter_setup(
         cache_entries: r.cache_entries,
         max_stale: r.max_stale,
         retry_after: r.retry_after,
-        follow_retry: FollowRetry {
-            first: r.follow_retry_first,
-            max: r.follow_retry_max,
-        },
+        follow_retry: FollowRetry::from(r),
     }));
     if r.follow_changes {
         let follow = reputation.clone().follow_changes(tasks.stopping());

@@ -36,7 +36,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::tap::{OnRead, Prefixed, ReadTap};
-pub use crate::conns::ConnActivity;
+use crate::conns::ConnActivity;
 use crate::conns::NONE;
 
 /// Which deadline expired.

@@ -39,7 +39,7 @@ use tokio::net::TcpStream;
 
 use super::acl::{DestinationPolicy, Refusal, ip_literal};
 /// `proxy.hosts` and the DNS cache settings, validated by config.
-pub use crate::config::{DnsCacheConfig, StaticHosts};
+use crate::config::{DnsCacheConfig, StaticHosts};
 
 /// Why no upstream connection could be made.
 #[derive(Debug, Clone, thiserror::Error)]

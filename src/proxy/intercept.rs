@@ -46,12 +46,13 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::ProxyState;
-use super::conn::{ActivityIo, ConnActivity, Expiry, watchdog};
+use super::conn::{ActivityIo, Expiry, watchdog};
 use super::ctx::RequestCtx;
 use super::service::{ProxyService, TunnelCtx};
 use super::tap::Prefixed;
 use super::tunnel::{RelayEnd, RelayStats};
 use crate::config::NonTlsAction;
+use crate::conns::ConnActivity;
 use crate::intercept::mint::Minter;
 
 /// What interception needs at run time.

@@ -62,11 +62,12 @@ use tracing::Instrument as _;
 
 use crate::accesslog::{AccessLog, RequestIds};
 use crate::config::{Config, ProxyConfig};
+use crate::conns::ConnActivity;
 use crate::conns::{ConnLimits, ConnPermit};
 use crate::intercept::mint::Minter;
 use acl::{ClientAcl, DestinationPolicy};
 use auth::Authenticator;
-use conn::{ClientIo, ConnActivity, Expiry, watchdog};
+use conn::{ClientIo, Expiry, watchdog};
 use dial::{Connector, Dialer};
 use service::ProxyService;
 

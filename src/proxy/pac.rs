@@ -15,7 +15,7 @@
 
 use std::fmt::Write as _;
 
-pub use crate::config::{Bypass, PacConfig};
+use crate::config::{Bypass, PacConfig};
 
 /// Rendering lives with the proxy's pages; validation with the `pac:` section in config.
 impl PacConfig {

@@ -22,12 +22,12 @@ use hyper::body::Incoming;
 use super::ProxyState;
 use super::auth::AuthOutcome;
 use super::body::{PendingLog, ProxyBody, ResponseGuard};
-use super::conn::ConnActivity;
 use super::ctx::{ConnSlot, RequestCtx};
 use super::error::{ProxyError, Side, proxy_status_value};
 use super::headers::PROXY_STATUS;
 use super::{connect, forward, own};
 use crate::accesslog::RecordKind;
+use crate::conns::ConnActivity;
 
 /// The CONNECT tunnel an intercepted connection belongs to.
 #[derive(Debug)]

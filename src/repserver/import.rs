@@ -615,36 +615,13 @@ fn split_csv(line: &str) -> Result<Vec<String>, String> {
     }
 }
 
-/// `YYYY-MM-DD HH:MM:SS` (UTC) to unix seconds.
+/// `YYYY-MM-DD HH:MM:SS` (UTC, exactly that shape) to unix seconds.
 fn parse_datetime(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() != 19 || b[4] != b'-' || b[7] != b'-' || b[10] != b' ' || b[13] != b':' {
+    if s.len() != "YYYY-MM-DD HH:MM:SS".len() {
         return None;
     }
-    if b[16] != b':' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = s.get(r)?;
-        part.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| part.parse().ok())?
-    };
-    let year = i32::try_from(num(0..4)?).ok()?;
-    let month = time::Month::try_from(u8::try_from(num(5..7)?).ok()?).ok()?;
-    let day = u8::try_from(num(8..10)?).ok()?;
-    let date = time::Date::from_calendar_date(year, month, day).ok()?;
-    let t = time::Time::from_hms(
-        u8::try_from(num(11..13)?).ok()?,
-        u8::try_from(num(14..16)?).ok()?,
-        u8::try_from(num(17..19)?).ok()?,
-    )
-    .ok()?;
-    Some(
-        time::PrimitiveDateTime::new(date, t)
-            .assume_utc()
-            .unix_timestamp(),
-    )
+    let t = jiff::civil::DateTime::strptime("%Y-%m-%d %H:%M:%S", s).ok()?;
+    Some(jiff::tz::TimeZone::UTC.to_timestamp(t).ok()?.as_second())
 }
 
 fn parse_json(line: &str, opts: &ImportOptions, taxonomy: &Taxonomy) -> Result<Entry, String> {

@@ -148,11 +148,23 @@ pub struct FollowRetry {
     pub max: Duration,
 }
 
-impl Default for FollowRetry {
-    fn default() -> Self {
+impl From<&crate::config::ReputationSettings> for FollowRetry {
+    fn from(r: &crate::config::ReputationSettings) -> Self {
         FollowRetry {
-            first: Duration::from_millis(50),
-            max: Duration::from_secs(1),
+            first: r.follow_retry_first,
+            max: r.follow_retry_max,
+        }
+    }
+}
+
+impl Default for FollowRetry {
+    /// The schedule of `reputation.follow_retry_first_ms` and `follow_retry_max_ms`'s
+    /// defaults.
+    fn default() -> Self {
+        let raw = crate::config::RawConfig::default().reputation;
+        FollowRetry {
+            first: Duration::from_millis(raw.follow_retry_first_ms),
+            max: Duration::from_millis(raw.follow_retry_max_ms),
         }
     }
 }
