@@ -32,11 +32,11 @@ pub const MAX_REGEXES: usize = 1024;
 /// Compiled size limit of one list's regex set, in bytes (the `regex` crate's `size_limit`).
 pub const REGEX_SIZE_LIMIT: usize = 8 << 20;
 /// Lazy DFA cache limit per regex set, in bytes.
-pub const REGEX_DFA_LIMIT: usize = 2 << 20;
+pub(super) const REGEX_DFA_LIMIT: usize = 2 << 20;
 /// The most rules per policy.
 pub const MAX_RULES: usize = 10_000;
 /// The longest accepted duration setting, in seconds (30 days).
-pub const MAX_SECONDS: u64 = 30 * 24 * 3600;
+pub(super) const MAX_SECONDS: u64 = 30 * 24 * 3600;
 
 /// Default for `reputation_unavailable.stale_seconds`.
 pub const DEFAULT_STALE_SECONDS: u64 = 3600;

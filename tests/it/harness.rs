@@ -28,18 +28,18 @@ mod poll;
 mod process;
 mod rep_server;
 
-pub use poll::*;
-pub use process::*;
-pub use rep_server::*;
+pub(crate) use poll::*;
+pub(crate) use process::*;
+pub(crate) use rep_server::*;
 
-pub type TestBody = BoxBody<Bytes, Infallible>;
+pub(crate) type TestBody = BoxBody<Bytes, Infallible>;
 
-pub fn init_crypto() {
+pub(crate) fn init_crypto() {
     webrep::tls::install_default();
 }
 
 /// A CA made for one test run, and a leaf for 127.0.0.1 / localhost.
-pub struct TestCa {
+pub(crate) struct TestCa {
     pub ca_pem: String,
     pub leaf_chain: Vec<rustls::pki_types::CertificateDer<'static>>,
     pub leaf_key: rustls::pki_types::PrivateKeyDer<'static>,
@@ -48,12 +48,12 @@ pub struct TestCa {
 }
 
 impl TestCa {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::custom(&["localhost", "127.0.0.1"], false)
     }
 
     /// A CA with a leaf for `names`, expired when `expired`.
-    pub fn custom(names: &[&str], expired: bool) -> Self {
+    pub(crate) fn custom(names: &[&str], expired: bool) -> Self {
         use rcgen::{
             BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
             KeyUsagePurpose,
@@ -87,7 +87,7 @@ impl TestCa {
         }
     }
 
-    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+    pub(crate) fn server_config(&self) -> Arc<rustls::ServerConfig> {
         let provider = webrep::tls::provider();
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -102,7 +102,7 @@ impl TestCa {
 
 /// What an origin has seen.
 #[derive(Default)]
-pub struct OriginStats {
+pub(crate) struct OriginStats {
     pub connections: AtomicUsize,
     pub requests: AtomicUsize,
     /// `/slow` waits on this before sending the rest of its body.
@@ -112,7 +112,7 @@ pub struct OriginStats {
 }
 
 /// An origin server on 127.0.0.1:0 (plain HTTP, or TLS with `ca`).
-pub struct Origin {
+pub(crate) struct Origin {
     pub addr: SocketAddr,
     pub stats: Arc<OriginStats>,
     stop: CancellationToken,
@@ -125,16 +125,16 @@ impl Drop for Origin {
 }
 
 impl Origin {
-    pub async fn http() -> Self {
+    pub(crate) async fn http() -> Self {
         Self::start(None).await
     }
 
-    pub async fn https(ca: &TestCa) -> Self {
+    pub(crate) async fn https(ca: &TestCa) -> Self {
         Self::start(Some(tokio_rustls::TlsAcceptor::from(ca.server_config()))).await
     }
 
     /// A TLS origin that offers ALPN `h2` and `http/1.1` and serves either.
-    pub async fn https_h2(ca: &TestCa) -> Self {
+    pub(crate) async fn https_h2(ca: &TestCa) -> Self {
         let mut cfg = (*ca.server_config()).clone();
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Self::start(Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))).await
@@ -187,7 +187,7 @@ impl Origin {
         Self { addr, stats, stop }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 }
@@ -214,7 +214,7 @@ fn pattern_stream(n: usize) -> TestBody {
 
 /// A streamed (chunked) request body of `n` pattern bytes in `chunk`-sized pieces, generated
 /// as it is sent, never held whole.
-pub fn pattern_upload(n: usize, chunk: usize) -> reqwest::Body {
+pub(crate) fn pattern_upload(n: usize, chunk: usize) -> reqwest::Body {
     let chunks = futures_util::stream::iter((0..n).step_by(chunk).map(move |start| {
         let end = (start + chunk).min(n);
         Ok::<_, std::io::Error>((start..end).map(pattern_byte).collect::<Vec<u8>>())
@@ -223,12 +223,12 @@ pub fn pattern_upload(n: usize, chunk: usize) -> reqwest::Body {
 }
 
 /// The bytes the origin serves at `/download/N/SEED`: distinct files for distinct seeds.
-pub fn download_bytes(n: usize, seed: u8) -> Vec<u8> {
+pub(crate) fn download_bytes(n: usize, seed: u8) -> Vec<u8> {
     (0..n).map(|i| pattern_byte(i) ^ seed).collect()
 }
 
 /// The byte at offset `i` of [`pattern_stream`].
-pub fn pattern_byte(i: usize) -> u8 {
+pub(crate) fn pattern_byte(i: usize) -> u8 {
     (i % 251) as u8
 }
 
@@ -379,7 +379,7 @@ async fn origin_handler(
 }
 
 /// The real proxy, in-process, on 127.0.0.1:0.
-pub struct TestProxy {
+pub(crate) struct TestProxy {
     pub addr: SocketAddr,
     /// The admin listener (`/metrics`, `/stats`): on 127.0.0.1:0 unless the config sets
     /// `admin.listen` (or an `admin:` section without it).
@@ -393,17 +393,17 @@ pub struct TestProxy {
 }
 
 /// The base config of test proxies: loopback origins are allowed (they are all we have).
-pub const BASE: &str = "proxy:\n  listen: [\"127.0.0.1:0\"]\n  via_name: webrep-test\n  destinations:\n    allow_internal: true\n";
+pub(crate) const BASE: &str = "proxy:\n  listen: [\"127.0.0.1:0\"]\n  via_name: webrep-test\n  destinations:\n    allow_internal: true\n";
 
 impl TestProxy {
     /// Starts a proxy with `BASE` plus extra `proxy:` keys (indented by two spaces) and extra
     /// top-level sections.
-    pub async fn start(proxy_keys: &str, sections: &str) -> Self {
+    pub(crate) async fn start(proxy_keys: &str, sections: &str) -> Self {
         let yaml = format!("{BASE}{proxy_keys}{sections}");
         Self::start_yaml(&yaml).await
     }
 
-    pub async fn start_yaml(yaml: &str) -> Self {
+    pub(crate) async fn start_yaml(yaml: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // The feedback spool of a test proxy lives in its own directory, never the
         // working tree, unless the test chose one.
@@ -449,12 +449,12 @@ impl TestProxy {
         }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// A reqwest client that uses this proxy for everything and trusts only `ca`.
-    pub fn client(&self, ca: Option<&TestCa>) -> reqwest::Client {
+    pub(crate) fn client(&self, ca: Option<&TestCa>) -> reqwest::Client {
         init_crypto();
         let mut b = reqwest::Client::builder()
             .proxy(reqwest::Proxy::all(self.url()).unwrap())
@@ -466,13 +466,16 @@ impl TestProxy {
     }
 
     /// The access log so far.
-    pub fn access_log_text(&self) -> String {
+    pub(crate) fn access_log_text(&self) -> String {
         self.access_log.flush(Duration::from_secs(5));
         std::fs::read_to_string(&self.log_path).unwrap()
     }
 
     /// Waits (bounded) until an access-log line satisfies `pred`, and returns it.
-    pub async fn wait_log(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub(crate) async fn wait_log(
+        &self,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         eventually_ok("a matching access log line", BOUND, || {
             let text = self.access_log_text();
             let found = text
@@ -490,7 +493,7 @@ impl TestProxy {
     /// that relies on an answer staying cached, for example across a server outage, waits
     /// for it before its first request. Otherwise the drop can land after that request on a
     /// slow machine, and the "cached" host is looked up again while the server is down.
-    pub async fn following_changes(&self) {
+    pub(crate) async fn following_changes(&self) {
         let rep = &self
             .state
             .filter
@@ -503,7 +506,7 @@ impl TestProxy {
         .await;
     }
 
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.token.cancel();
         if let Some(h) = self.handle.take() {
             tokio::time::timeout(Duration::from_secs(30), h)
@@ -521,14 +524,14 @@ impl Drop for TestProxy {
 }
 
 /// Sends raw bytes to `addr` and reads until the peer closes or `limit` bytes arrived.
-pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+pub(crate) async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(bytes).await.unwrap();
     read_head(&mut s).await
 }
 
 /// Reads one response head (up to the blank line) from `s`.
-pub async fn read_head(s: &mut TcpStream) -> String {
+pub(crate) async fn read_head(s: &mut TcpStream) -> String {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while let Ok(Ok(1)) = tokio::time::timeout(Duration::from_secs(30), s.read(&mut byte)).await {
@@ -543,7 +546,7 @@ pub async fn read_head(s: &mut TcpStream) -> String {
 /// An origin that answers every request (heads without bodies) of each connection with the
 /// raw bytes `answer`, and hands each request head it read to the test: header case as it
 /// came off the wire.
-pub async fn raw_origin(
+pub(crate) async fn raw_origin(
     answer: &'static [u8],
 ) -> (
     std::net::SocketAddr,
@@ -573,12 +576,12 @@ pub async fn raw_origin(
 }
 
 /// The proxy's `/stats` page (on its admin listener).
-pub async fn proxy_stats(proxy: &TestProxy) -> serde_json::Value {
+pub(crate) async fn proxy_stats(proxy: &TestProxy) -> serde_json::Value {
     stats_at(proxy.admin.expect("the test proxy has an admin listener")).await
 }
 
 /// `/stats` of the admin listener at `admin`.
-pub async fn stats_at(admin: std::net::SocketAddr) -> serde_json::Value {
+pub(crate) async fn stats_at(admin: std::net::SocketAddr) -> serde_json::Value {
     let text = plain_get(format!("http://{admin}/stats"))
         .await
         .unwrap()
@@ -589,7 +592,7 @@ pub async fn stats_at(admin: std::net::SocketAddr) -> serde_json::Value {
 }
 
 /// `GET /metrics` on `addr`, checked to be OpenMetrics text.
-pub async fn scrape(addr: std::net::SocketAddr) -> String {
+pub(crate) async fn scrape(addr: std::net::SocketAddr) -> String {
     let r = plain_get(format!("http://{addr}/metrics")).await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(
@@ -604,7 +607,7 @@ pub async fn scrape(addr: std::net::SocketAddr) -> String {
 }
 
 /// The value of the sample `name{labels}` in scraped `text`.
-pub fn sample(text: &str, name: &str) -> f64 {
+pub(crate) fn sample(text: &str, name: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
@@ -614,7 +617,7 @@ pub fn sample(text: &str, name: &str) -> f64 {
 
 /// Writes an interception CA into the new directory `dir` (`ca.pem`, `ca-key.pem` mode 600),
 /// valid from 30 days ago until `not_after`.
-pub fn write_ca(dir: &std::path::Path, not_after: time::OffsetDateTime) {
+pub(crate) fn write_ca(dir: &std::path::Path, not_after: time::OffsetDateTime) {
     use std::os::unix::fs::OpenOptionsExt as _;
     std::fs::create_dir(dir).unwrap();
     let mut p = rcgen::CertificateParams::default();
@@ -636,13 +639,13 @@ pub fn write_ca(dir: &std::path::Path, not_after: time::OffsetDateTime) {
 }
 
 /// A port on 127.0.0.1 where nothing listens.
-pub async fn closed_port() -> u16 {
+pub(crate) async fn closed_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     l.local_addr().unwrap().port()
 }
 
 /// A GET without any proxy (for the proxy's own pages).
-pub async fn plain_get(url: String) -> reqwest::Result<reqwest::Response> {
+pub(crate) async fn plain_get(url: String) -> reqwest::Result<reqwest::Response> {
     init_crypto();
     reqwest::Client::builder()
         .no_proxy()
@@ -654,12 +657,12 @@ pub async fn plain_get(url: String) -> reqwest::Result<reqwest::Response> {
 }
 
 /// The body of a GET without any proxy.
-pub async fn plain_text(url: String) -> String {
+pub(crate) async fn plain_text(url: String) -> String {
     plain_get(url).await.unwrap().text().await.unwrap()
 }
 
 /// A response's status and its body parsed as JSON.
-pub async fn status_and_json(r: reqwest::Response) -> (u16, serde_json::Value) {
+pub(crate) async fn status_and_json(r: reqwest::Response) -> (u16, serde_json::Value) {
     let status = r.status().as_u16();
     let text = r.text().await.unwrap();
     let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// Client addresses with a failure window held at most.
-pub const MAX_ADDRESSES: u64 = 100_000;
+pub(super) const MAX_ADDRESSES: u64 = 100_000;
 
 /// One address's failures since the start of its window.
 #[derive(Debug)]
@@ -32,7 +32,7 @@ struct Window {
 
 /// Failures per client address within a window; see the module doc.
 #[derive(Debug)]
-pub struct FailureBudget {
+pub(super) struct FailureBudget {
     per_client: u32,
     window: Duration,
     windows: moka::sync::Cache<IpAddr, Arc<Window>>,
@@ -41,7 +41,7 @@ pub struct FailureBudget {
 impl FailureBudget {
     /// A budget of `per_client` failures per `window`; `None` when `per_client` is 0 (no
     /// limit).
-    pub fn new(per_client: u32, window: Duration) -> Option<Self> {
+    pub(super) fn new(per_client: u32, window: Duration) -> Option<Self> {
         (per_client > 0 && !window.is_zero()).then(|| Self {
             per_client,
             window,
@@ -53,14 +53,14 @@ impl FailureBudget {
     }
 
     /// Whether `client` has used its budget up, and if so how long until its window ends.
-    pub fn over(&self, client: IpAddr) -> Option<Duration> {
+    pub(super) fn over(&self, client: IpAddr) -> Option<Duration> {
         let w = self.windows.get(&address_key(client))?;
         (w.failures.load(Ordering::Relaxed) >= self.per_client)
             .then(|| self.window.saturating_sub(w.start.elapsed()))
     }
 
     /// Counts a wrong credential from `client`.
-    pub fn record_failure(&self, client: IpAddr) {
+    pub(super) fn record_failure(&self, client: IpAddr) {
         self.windows
             .get_with(address_key(client), || {
                 Arc::new(Window {

@@ -22,17 +22,17 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 /// How long a thread keeps its hashing memory without work.
-pub const IDLE_RELEASE: Duration = Duration::from_secs(10);
+pub(super) const IDLE_RELEASE: Duration = Duration::from_secs(10);
 
 /// Memory a pool thread lends to the jobs it runs: argon2's blocks, reused between checks.
 #[derive(Default)]
-pub struct Scratch {
+pub(super) struct Scratch {
     blocks: Vec<argon2::Block>,
 }
 
 impl Scratch {
     /// `n` argon2 blocks (1 KiB each), grown when needed.
-    pub fn blocks(&mut self, n: usize) -> &mut [argon2::Block] {
+    pub(super) fn blocks(&mut self, n: usize) -> &mut [argon2::Block] {
         if self.blocks.len() < n {
             self.blocks.resize(n, argon2::Block::default());
         }
@@ -48,7 +48,7 @@ type Job = Box<dyn FnOnce(&mut Scratch) + Send>;
 
 /// Why a job gave no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PoolError {
+pub(super) enum PoolError {
     /// Refused at once: every thread busy and the queue full.
     Busy,
     /// The job panicked (or the pool is shutting down).
@@ -56,7 +56,7 @@ pub enum PoolError {
 }
 
 /// A fixed pool of hashing threads with a bounded queue.
-pub struct HashPool {
+pub(super) struct HashPool {
     jobs: Sender<Job>,
     threads: usize,
 }
@@ -76,7 +76,7 @@ impl HashPool {
     ///
     /// # Errors
     /// The system refused a thread.
-    pub fn new(threads: usize, queue: usize) -> std::io::Result<Self> {
+    pub(super) fn new(threads: usize, queue: usize) -> std::io::Result<Self> {
         let (jobs, rx) = crossbeam_channel::bounded::<Job>(queue);
         let threads = threads.max(1);
         for i in 0..threads {
@@ -89,7 +89,7 @@ impl HashPool {
     }
 
     /// Jobs waiting for a thread now.
-    pub fn queued(&self) -> usize {
+    pub(super) fn queued(&self) -> usize {
         self.jobs.len()
     }
 
@@ -98,7 +98,7 @@ impl HashPool {
     /// # Errors
     /// [`PoolError::Busy`] at once when every thread is busy and the queue is full;
     /// [`PoolError::Gone`] when `f` panicked.
-    pub async fn run<T, F>(&self, f: F) -> Result<T, PoolError>
+    pub(super) async fn run<T, F>(&self, f: F) -> Result<T, PoolError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Scratch) -> T + Send + 'static,

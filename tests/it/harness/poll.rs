@@ -4,10 +4,10 @@ use std::time::Duration;
 
 /// How long a poll waits, unless a test says otherwise: long enough for a loaded machine.
 /// No timing assertion: it only makes a broken build fail instead of hanging.
-pub const BOUND: Duration = Duration::from_secs(30);
+pub(crate) const BOUND: Duration = Duration::from_secs(30);
 
 /// Polls `cond` until it holds. Past `bound` (see [`BOUND`]) it panics naming `what`.
-pub async fn eventually<F: std::future::Future<Output = bool>>(
+pub(crate) async fn eventually<F: std::future::Future<Output = bool>>(
     what: &str,
     bound: Duration,
     mut cond: impl FnMut() -> F,
@@ -21,7 +21,11 @@ pub async fn eventually<F: std::future::Future<Output = bool>>(
 
 /// Polls `poll` until it gives `Ok`, and returns that. Past `bound` (see [`BOUND`]) it
 /// panics naming `what` and the last `Err` seen.
-pub async fn eventually_ok<T, E: std::fmt::Debug, F: std::future::Future<Output = Result<T, E>>>(
+pub(crate) async fn eventually_ok<
+    T,
+    E: std::fmt::Debug,
+    F: std::future::Future<Output = Result<T, E>>,
+>(
     what: &str,
     bound: Duration,
     mut poll: impl FnMut() -> F,

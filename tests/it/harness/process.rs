@@ -8,12 +8,12 @@ use std::time::Duration;
 use super::{BOUND, eventually_ok};
 
 /// The `webrep` binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_webrep");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_webrep");
 
 /// `webrep args...` as the tests run it: no colours, no `RUST_LOG` from the caller's
 /// environment, stdin and stdout to /dev/null (a test may set them otherwise), killed when
 /// dropped.
-pub fn webrep<S: AsRef<std::ffi::OsStr>>(
+pub(crate) fn webrep<S: AsRef<std::ffi::OsStr>>(
     args: impl IntoIterator<Item = S>,
 ) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(BIN);
@@ -28,7 +28,7 @@ pub fn webrep<S: AsRef<std::ffi::OsStr>>(
 
 /// Runs `cmd` to its end with stdout and stderr captured (killed if it runs 30 s, so that a
 /// broken build fails instead of hanging).
-pub async fn run_to_end(mut cmd: tokio::process::Command) -> std::process::Output {
+pub(crate) async fn run_to_end(mut cmd: tokio::process::Command) -> std::process::Output {
     cmd.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     tokio::time::timeout(Duration::from_secs(30), cmd.output())
@@ -38,7 +38,7 @@ pub async fn run_to_end(mut cmd: tokio::process::Command) -> std::process::Outpu
 }
 
 /// A running `webrep` child process whose stderr lines are read as they come and kept.
-pub struct Webrep {
+pub(crate) struct Webrep {
     pub child: tokio::process::Child,
     log: Arc<std::sync::Mutex<Vec<String>>>,
     /// Set once stderr is closed (the process ended).
@@ -49,7 +49,7 @@ pub struct Webrep {
 
 impl Webrep {
     /// Spawns `cmd` (see [`webrep`]) with its stderr captured.
-    pub fn spawn(mut cmd: tokio::process::Command) -> Webrep {
+    pub(crate) fn spawn(mut cmd: tokio::process::Command) -> Webrep {
         use tokio::io::AsyncBufReadExt as _;
         let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
         let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
@@ -72,7 +72,7 @@ impl Webrep {
     }
 
     /// Spawns `cmd` with stdio as the test set it (nothing captured).
-    pub fn spawn_uncaptured(mut cmd: tokio::process::Command) -> Webrep {
+    pub(crate) fn spawn_uncaptured(mut cmd: tokio::process::Command) -> Webrep {
         Webrep {
             child: cmd.spawn().unwrap(),
             log: Arc::default(),
@@ -83,7 +83,7 @@ impl Webrep {
 
     /// The next line not yet gone past that satisfies `pred`; `None` when stderr closed
     /// first. Bounded: a process that neither logs it nor ends fails the test.
-    pub async fn next_line_where(
+    pub(crate) async fn next_line_where(
         &mut self,
         what: &str,
         pred: impl Fn(&str) -> bool,
@@ -108,7 +108,7 @@ impl Webrep {
 
     /// Waits (bounded) for the next line with one of `keys` (`listen.addr=`...) and returns
     /// the word after it; `None` when the process ended first.
-    pub async fn wait_field(&mut self, keys: &[&str]) -> Option<String> {
+    pub(crate) async fn wait_field(&mut self, keys: &[&str]) -> Option<String> {
         let what = format!("a line with {keys:?}");
         let line = self
             .next_line_where(&what, |l| keys.iter().any(|k| field(l, k).is_some()))
@@ -117,7 +117,7 @@ impl Webrep {
     }
 
     /// The word after `key` on the last line seen so far that contains `marker`.
-    pub fn seen_field(&self, marker: &str, key: &str) -> Option<String> {
+    pub(crate) fn seen_field(&self, marker: &str, key: &str) -> Option<String> {
         let log = self.log.lock().unwrap();
         log[..self.seen]
             .iter()
@@ -126,7 +126,7 @@ impl Webrep {
     }
 
     /// Waits (bounded) for the next line containing `needle`.
-    pub async fn wait_for_line(&mut self, needle: &str) -> String {
+    pub(crate) async fn wait_for_line(&mut self, needle: &str) -> String {
         let what = format!("a line containing {needle:?}");
         self.next_line_where(&what, |l| l.contains(needle))
             .await
@@ -134,7 +134,7 @@ impl Webrep {
     }
 
     /// Waits (bounded) until some line so far contains `needle`.
-    pub async fn wait_logged(&self, needle: &str) {
+    pub(crate) async fn wait_logged(&self, needle: &str) {
         eventually_ok(&format!("a line containing {needle:?}"), BOUND, || {
             let log = self.log.lock().unwrap();
             let r = if log.iter().any(|l| l.contains(needle)) {
@@ -148,21 +148,21 @@ impl Webrep {
     }
 
     /// Every line logged so far.
-    pub fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
 
     /// The lines up to the last one [`Webrep::next_line_where`] returned.
-    pub fn lines_seen(&self) -> Vec<String> {
+    pub(crate) fn lines_seen(&self) -> Vec<String> {
         self.log.lock().unwrap()[..self.seen].to_vec()
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id().unwrap()
     }
 
     /// Sends signal `sig` (`TERM`, `HUP`...).
-    pub fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         let ok = std::process::Command::new("kill")
             .args([&format!("-{sig}"), &self.pid().to_string()])
             .status()
@@ -172,7 +172,7 @@ impl Webrep {
     }
 
     /// Waits (bounded; else panics with `what`) for the process to exit; its exit status.
-    pub async fn exit_status(&mut self, what: &str) -> std::process::ExitStatus {
+    pub(crate) async fn exit_status(&mut self, what: &str) -> std::process::ExitStatus {
         tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
             .expect(what)
@@ -180,24 +180,24 @@ impl Webrep {
     }
 
     /// [`Webrep::exit_status`]'s code.
-    pub async fn exit_code(&mut self, what: &str) -> Option<i32> {
+    pub(crate) async fn exit_code(&mut self, what: &str) -> Option<i32> {
         self.exit_status(what).await.code()
     }
 
     /// SIGTERM, and its exit code.
-    pub async fn terminate(&mut self) -> Option<i32> {
+    pub(crate) async fn terminate(&mut self) -> Option<i32> {
         self.signal("TERM");
         self.exit_code("exits within 30 s of SIGTERM").await
     }
 
     /// `kill -9`, and waits for the process to be gone.
-    pub async fn kill_9(&mut self) {
+    pub(crate) async fn kill_9(&mut self) {
         self.child.kill().await.unwrap();
     }
 }
 
 /// The word after `key` in a log line (`listen.addr=127.0.0.1:3128 ...`).
-pub fn field(line: &str, key: &str) -> Option<String> {
+pub(crate) fn field(line: &str, key: &str) -> Option<String> {
     Some(
         line.split(key)
             .nth(1)?

@@ -16,12 +16,12 @@ use webrep::repserver::store::Store;
 use super::{BOUND, eventually_ok, init_crypto};
 
 /// The client bearer token every test reputation server accepts.
-pub const CLIENT: &str = "client-token-0123456789";
+pub(crate) const CLIENT: &str = "client-token-0123456789";
 /// The admin bearer token every test reputation server accepts.
-pub const ADMIN: &str = "admin-token-0123456789";
+pub(crate) const ADMIN: &str = "admin-token-0123456789";
 
 /// How a [`RepServer`] is started: [`RepServer::builder`], then [`RepServerBuilder::start`].
-pub struct RepServerBuilder {
+pub(crate) struct RepServerBuilder {
     store: Option<Store>,
     db: Option<PathBuf>,
     config: ApiConfig,
@@ -31,42 +31,42 @@ pub struct RepServerBuilder {
 
 impl RepServerBuilder {
     /// Serves `store` (a fresh in-memory store unless set; a restart gets a fresh one again).
-    pub fn store(mut self, store: Store) -> Self {
+    pub(crate) fn store(mut self, store: Store) -> Self {
         self.store = Some(store);
         self
     }
 
     /// Serves the store file `db`, which a restart opens again.
-    pub fn file(mut self, db: &std::path::Path) -> Self {
+    pub(crate) fn file(mut self, db: &std::path::Path) -> Self {
         self.db = Some(db.to_owned());
         self
     }
 
-    pub fn config(mut self, config: ApiConfig) -> Self {
+    pub(crate) fn config(mut self, config: ApiConfig) -> Self {
         self.config = config;
         self
     }
 
     /// Serve options (TLS, upstream, read threads...), replacing any set before; counters
     /// are added when unset.
-    pub fn options(mut self, options: ServeOptions) -> Self {
+    pub(crate) fn options(mut self, options: ServeOptions) -> Self {
         self.options = options;
         self
     }
 
     /// Feedback options (escalation rules), kept across restarts.
-    pub fn feedback(mut self, feedback: FeedbackOptions) -> Self {
+    pub(crate) fn feedback(mut self, feedback: FeedbackOptions) -> Self {
         self.options.feedback = feedback;
         self
     }
 
     /// Serves `GET /metrics` on its own listener on 127.0.0.1:0 ([`RepServer::metrics`]).
-    pub fn metrics(mut self) -> Self {
+    pub(crate) fn metrics(mut self) -> Self {
         self.metrics = true;
         self
     }
 
-    pub async fn start(mut self) -> RepServer {
+    pub(crate) async fn start(mut self) -> RepServer {
         init_crypto();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -112,7 +112,7 @@ impl RepServerBuilder {
 
 /// The real reputation server, in-process, accepting the tokens [`CLIENT`] and [`ADMIN`]; it
 /// can be stopped and started again on its address.
-pub struct RepServer {
+pub(crate) struct RepServer {
     /// `http://addr` (or `https://`).
     pub base: String,
     pub addr: SocketAddr,
@@ -137,7 +137,7 @@ impl Drop for RepServer {
 }
 
 impl RepServer {
-    pub fn builder() -> RepServerBuilder {
+    pub(crate) fn builder() -> RepServerBuilder {
         RepServerBuilder {
             store: None,
             db: None,
@@ -148,12 +148,12 @@ impl RepServer {
     }
 
     /// A server on a fresh in-memory store with the default config.
-    pub async fn start() -> RepServer {
+    pub(crate) async fn start() -> RepServer {
         Self::builder().start().await
     }
 
     /// [`RepServer::start`] with `entries` written (`{"upsert": [...]}`).
-    pub async fn serving(entries: serde_json::Value) -> RepServer {
+    pub(crate) async fn serving(entries: serde_json::Value) -> RepServer {
         let server = Self::start().await;
         server.write(entries).await;
         server
@@ -176,7 +176,7 @@ impl RepServer {
     }
 
     /// Stops serving and waits until the server has ended cleanly (its store closed).
-    pub async fn kill(&mut self) {
+    pub(crate) async fn kill(&mut self) {
         self.stop.cancel();
         if let Some(task) = self.task.take() {
             tokio::time::timeout(Duration::from_secs(30), task)
@@ -187,13 +187,13 @@ impl RepServer {
         }
     }
 
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.kill().await;
     }
 
     /// Serves again on the same address, config, feedback rules and counters, with the same
     /// store file (or a fresh in-memory store).
-    pub async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         let store = match &self.db {
             Some(db) => Store::open(db).unwrap(),
             None => Store::open_in_memory().unwrap(),
@@ -202,7 +202,7 @@ impl RepServer {
     }
 
     /// Serves `store` again on the same address, config, feedback rules and counters.
-    pub async fn restart_with(&mut self, store: Store) {
+    pub(crate) async fn restart_with(&mut self, store: Store) {
         let addr = self.addr;
         let listener = eventually_ok(&format!("{addr} is free again"), BOUND, || async move {
             TcpListener::bind(addr).await
@@ -217,7 +217,7 @@ impl RepServer {
     }
 
     /// A request with an optional bearer token and JSON body: the status and the JSON answer.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -239,11 +239,11 @@ impl RepServer {
         (status, v)
     }
 
-    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+    pub(crate) async fn get(&self, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
         self.send(reqwest::Method::GET, path, token, None).await
     }
 
-    pub async fn post(
+    pub(crate) async fn post(
         &self,
         path: &str,
         token: Option<&str>,
@@ -254,14 +254,14 @@ impl RepServer {
     }
 
     /// Writes entries (`{"upsert": [...]}`) with the admin token; returns the change's seq.
-    pub async fn write(&self, body: impl std::borrow::Borrow<serde_json::Value>) -> u64 {
+    pub(crate) async fn write(&self, body: impl std::borrow::Borrow<serde_json::Value>) -> u64 {
         let (status, v) = self.post("/v1/entries", Some(ADMIN), body.borrow()).await;
         assert_eq!(status, 200, "{v}");
         v["seq"].as_u64().unwrap()
     }
 
     /// `GET /v1/lookup?url=` with the client token, which must answer 200.
-    pub async fn lookup(&self, url: &str) -> serde_json::Value {
+    pub(crate) async fn lookup(&self, url: &str) -> serde_json::Value {
         let (status, v) = self
             .get(
                 &format!("/v1/lookup?url={}", webrep::urlenc::encode_query_value(url)),
@@ -273,14 +273,14 @@ impl RepServer {
     }
 
     /// The server's count of lookups (`/healthz`).
-    pub async fn lookups(&self) -> u64 {
+    pub(crate) async fn lookups(&self) -> u64 {
         let (status, v) = self.get("/healthz", Some(ADMIN)).await;
         assert_eq!(status, 200, "{v}");
         v["lookups"].as_u64().unwrap()
     }
 
     /// The feedback events matching `query` (`/v1/events`).
-    pub async fn events(&self, query: &str) -> Vec<serde_json::Value> {
+    pub(crate) async fn events(&self, query: &str) -> Vec<serde_json::Value> {
         let path = format!("/v1/events?limit=100000&{query}");
         let (status, v) = self.get(&path, Some(ADMIN)).await;
         assert_eq!(status, 200, "{v}");
@@ -288,7 +288,7 @@ impl RepServer {
     }
 
     /// Polls (bounded) until the events matching `query` satisfy `done`, and returns them.
-    pub async fn wait_events(
+    pub(crate) async fn wait_events(
         &self,
         query: &str,
         done: impl Fn(&[serde_json::Value]) -> bool,
