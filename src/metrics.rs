@@ -238,3 +238,54 @@ pub fn conn_counts(conns: &crate::conns::ConnLimits) -> [u64; 3] {
         conns.stats.closed_idle.load(Relaxed),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::collector::Collector;
+    use prometheus_client::encoding::EncodeLabelSet;
+
+    use super::*;
+
+    #[derive(Debug, EncodeLabelSet)]
+    struct Side {
+        side: &'static str,
+    }
+
+    #[derive(Debug)]
+    struct Writes;
+
+    impl Collector for Writes {
+        fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+            counters(&mut enc, "none", "Never written", Vec::<(Side, u64)>::new())?;
+            counters(&mut enc, "sides", "By side", [(Side { side: "left" }, 2)])?;
+            gauge(&mut enc, "big", "Clamped", u64::MAX)?;
+            conn_limits(
+                &mut enc,
+                ["open", "refused", "idle"],
+                "X",
+                ["a", "b"],
+                [1, 2, 3],
+            )
+        }
+    }
+
+    /// What a registry did for registered metrics, the writers do for a collector: the
+    /// prefix, HELP ended with a full stop, no empty family.
+    #[test]
+    fn writers_answer_as_a_registry_would() {
+        let mut r = Registry::with_prefix("p");
+        r.register_collector(Box::new(Writes));
+        let text = encode(&r).unwrap();
+        for want in [
+            "# HELP p_sides By side.\n# TYPE p_sides counter\np_sides_total{side=\"left\"} 2\n",
+            "p_big 9223372036854775807\n",
+            "# HELP p_open X connections open.\n",
+            "p_refused_total 2\n",
+            "# HELP p_idle Idle X connections closed to make room for a new client at b.\n",
+        ] {
+            assert!(text.contains(want), "{want} missing from\n{text}");
+        }
+        assert!(!text.contains("p_none"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}
