@@ -1,20 +1,23 @@
-//! What the proxy's and the reputation server's admin listeners share: building a
-//! Prometheus registry from counters kept elsewhere, and the small HTTP/1.1 accept loop
-//! that serves it.
+//! What the proxy's and the reputation server's admin listeners share: encoding metric
+//! families read at scrape time into a `prometheus-client` registry built once, and the small
+//! HTTP/1.1 accept loop that serves it.
 //!
 //! # Where it sits
 //! Outside every request path. The proxy ([`crate::proxy::metrics`]) and the server
-//! ([`crate::repserver::metrics`]) keep relaxed atomics where the work happens; a scrape
-//! copies them into a fresh `prometheus-client` registry with these helpers and encodes it
+//! ([`crate::repserver::metrics`]) keep relaxed atomics where the work happens and register,
+//! once, a [`prometheus_client::collector::Collector`] that reads them; a scrape ([`encode`])
+//! runs it, and it writes each family with these helpers (typed label sets, constant values)
 //! in the OpenMetrics text format.
 //!
 //! # What it costs
-//! Nothing per request; a scrape allocates a registry of a few dozen samples.
+//! Nothing per request; a scrape writes a few dozen samples into one string.
 //!
 //! # How it fails
-//! [`serve`] logs a failed accept and goes on; a connection that breaks is dropped alone.
+//! [`serve`] logs a failed accept and goes on; a connection that breaks is dropped alone. An
+//! encoding error (a bug) is returned to the scrape, which answers 500.
 
 use std::convert::Infallible;
+use std::fmt;
 use std::future::Future;
 
 use bytes::Bytes;
@@ -22,46 +25,108 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Label sets: names are static, values come from closed sets.
-pub type Labels = Vec<(&'static str, String)>;
-
 /// The Content-Type of a scrape answer.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Registers a counter family with one label, one sample per `(value, count)`.
-pub fn counter_family(
-    registry: &mut Registry,
+/// `registry` in the OpenMetrics text format.
+///
+/// # Errors
+/// An encoding error, which would be a bug.
+pub fn encode(registry: &Registry) -> Result<String, fmt::Error> {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry)?;
+    Ok(out)
+}
+
+/// Writes a family with one sample per `(labels, metric)`; a family without samples is left
+/// out, as a registry leaves out an empty `Family`. Every writer here takes the HELP text
+/// without its final full stop, as [`Registry::register`] does.
+///
+/// # Errors
+/// An encoding error, which would be a bug.
+pub fn family<S: EncodeLabelSet, M: EncodeMetric>(
+    enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    label: &'static str,
-    values: impl IntoIterator<Item = (String, u64)>,
-) {
-    let family = Family::<Labels, Counter>::default();
-    for (v, n) in values {
-        family.get_or_create(&vec![(label, v)]).inc_by(n);
+    samples: impl IntoIterator<Item = (S, M)>,
+) -> fmt::Result {
+    let mut samples = samples.into_iter().peekable();
+    let Some((_, first)) = samples.peek() else {
+        return Ok(());
+    };
+    let help = described(help);
+    let mut family = enc.encode_descriptor(name, &help, None, first.metric_type())?;
+    for (labels, metric) in samples {
+        metric.encode(family.encode_family(&labels)?)?;
     }
-    registry.register(name, help, family);
+    Ok(())
 }
 
-/// Registers a counter with the value `n`.
-pub fn counter(registry: &mut Registry, name: &str, help: &str, n: u64) {
-    let c = Counter::<u64>::default();
-    c.inc_by(n);
-    registry.register(name, help, c);
+/// Writes a counter family with one sample per `(labels, count)`.
+///
+/// # Errors
+/// An encoding error, which would be a bug.
+pub fn counters<S: EncodeLabelSet>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (S, u64)>,
+) -> fmt::Result {
+    family(
+        enc,
+        name,
+        help,
+        samples.into_iter().map(|(s, n)| (s, ConstCounter::new(n))),
+    )
 }
 
-/// Registers a gauge with the value `n`.
-pub fn gauge(registry: &mut Registry, name: &str, help: &str, n: i64) {
-    let g = Gauge::<i64>::default();
-    g.set(n);
-    registry.register(name, help, g);
+/// Writes one metric without labels (a counter, a gauge, a histogram).
+///
+/// # Errors
+/// An encoding error, which would be a bug.
+pub fn metric(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric: &impl EncodeMetric,
+) -> fmt::Result {
+    let help = described(help);
+    metric.encode(enc.encode_descriptor(name, &help, None, metric.metric_type())?)
+}
+
+/// The HELP text of `help`, ended with a full stop as [`Registry::register`] ends it (a
+/// collector's descriptor is written as given).
+fn described(help: &str) -> String {
+    format!("{help}.")
+}
+
+/// Writes a counter with the value `n`.
+///
+/// # Errors
+/// An encoding error, which would be a bug.
+pub fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, n: u64) -> fmt::Result {
+    metric(enc, name, help, &ConstCounter::new(n))
+}
+
+/// Writes a gauge with the value `n`, clamped to `i64`.
+///
+/// # Errors
+/// An encoding error, which would be a bug.
+pub fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    n: impl TryInto<i64>,
+) -> fmt::Result {
+    let n = n.try_into().unwrap_or(i64::MAX);
+    metric(enc, name, help, &ConstGauge::new(n))
 }
 
 /// A response with a fixed Content-Type.
@@ -132,35 +197,95 @@ where
 
 /// The connection-limit families of one listener set ([`crate::conns::ConnLimits`]): a gauge
 /// of open connections and the counters of refused and idle-closed ones, under `names`
-/// (gauge, refused, closed idle); `limit_keys` names the two config keys in the help texts.
+/// (gauge, refused, closed idle) with the values `counts` (open, refused, closed idle);
+/// `limit_keys` names the two config keys in the help texts.
+///
+/// # Errors
+/// An encoding error, which would be a bug.
 pub fn conn_limits(
-    registry: &mut Registry,
+    enc: &mut DescriptorEncoder,
     names: [&str; 3],
     what: &str,
     limit_keys: [&str; 2],
-    conns: &crate::conns::ConnLimits,
-) {
-    use std::sync::atomic::Ordering::Relaxed;
+    counts: [u64; 3],
+) -> fmt::Result {
     let [open, refused, closed] = names;
     let [per_client, total] = limit_keys;
-    gauge(
-        registry,
-        open,
-        &format!("{what} connections open"),
-        i64::try_from(conns.open()).unwrap_or(i64::MAX),
-    );
+    let [n_open, n_refused, n_closed] = counts;
+    gauge(enc, open, &format!("{what} connections open"), n_open)?;
     counter(
-        registry,
+        enc,
         refused,
         &format!(
             "{what} connections refused (429) because their client address had {per_client} open"
         ),
-        conns.stats.refused_per_client.load(Relaxed),
-    );
+        n_refused,
+    )?;
     counter(
-        registry,
+        enc,
         closed,
         &format!("Idle {what} connections closed to make room for a new client at {total}"),
+        n_closed,
+    )
+}
+
+/// The values [`conn_limits`] writes, read now: open, refused, closed idle.
+pub fn conn_counts(conns: &crate::conns::ConnLimits) -> [u64; 3] {
+    use std::sync::atomic::Ordering::Relaxed;
+    [
+        u64::try_from(conns.open()).unwrap_or(u64::MAX),
+        conns.stats.refused_per_client.load(Relaxed),
         conns.stats.closed_idle.load(Relaxed),
-    );
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::collector::Collector;
+    use prometheus_client::encoding::EncodeLabelSet;
+
+    use super::*;
+
+    #[derive(Debug, EncodeLabelSet)]
+    struct Side {
+        side: &'static str,
+    }
+
+    #[derive(Debug)]
+    struct Writes;
+
+    impl Collector for Writes {
+        fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+            counters(&mut enc, "none", "Never written", Vec::<(Side, u64)>::new())?;
+            counters(&mut enc, "sides", "By side", [(Side { side: "left" }, 2)])?;
+            gauge(&mut enc, "big", "Clamped", u64::MAX)?;
+            conn_limits(
+                &mut enc,
+                ["open", "refused", "idle"],
+                "X",
+                ["a", "b"],
+                [1, 2, 3],
+            )
+        }
+    }
+
+    /// What a registry did for registered metrics, the writers do for a collector: the
+    /// prefix, HELP ended with a full stop, no empty family.
+    #[test]
+    fn writers_answer_as_a_registry_would() {
+        let mut r = Registry::with_prefix("p");
+        r.register_collector(Box::new(Writes));
+        let text = encode(&r).unwrap();
+        for want in [
+            "# HELP p_sides By side.\n# TYPE p_sides counter\np_sides_total{side=\"left\"} 2\n",
+            "p_big 9223372036854775807\n",
+            "# HELP p_open X connections open.\n",
+            "p_refused_total 2\n",
+            "# HELP p_idle Idle X connections closed to make room for a new client at b.\n",
+        ] {
+            assert!(text.contains(want), "{want} missing from\n{text}");
+        }
+        assert!(!text.contains("p_none"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
 }

@@ -28,17 +28,23 @@ use tokio_util::sync::CancellationToken;
 
 use super::ProxyState;
 use super::filter::Filter;
-use super::metrics::{render, stats};
+use super::metrics::{registry, stats};
 
-/// Serves `/metrics` and the admin API on `listener` until `shutdown`.
+/// Serves `/metrics` and the admin API on `listener` until `shutdown`. The metrics registry
+/// is built here, once, and only encoded per scrape.
 pub async fn serve_admin(
     listener: TcpListener,
     state: Arc<ProxyState>,
     shutdown: CancellationToken,
 ) {
+    let metrics = Arc::new(registry(state.clone()));
     crate::metrics::serve(listener, shutdown, move |req| {
-        let state = state.clone();
+        let (state, metrics) = (state.clone(), metrics.clone());
         async move {
+            if req.uri().path() == "/metrics" {
+                let text = crate::metrics::encode(&metrics);
+                return crate::metrics::scrape_answer(req.method(), text);
+            }
             let token = state.admin_token.load_full();
             answer(&state, token.as_deref().map(String::as_str), req).await
         }
@@ -73,7 +79,7 @@ fn authorized(req: &Request<Incoming>, token: &str) -> bool {
     crate::secrets::token_eq(given, token)
 }
 
-/// The admin listener's routes: `/metrics` and `/stats` (no token), and with the `admin.token_file`
+/// The admin listener's routes besides `/metrics` ([`serve_admin`]): `/stats` (no token), and with the `admin.token_file`
 /// token: `GET /v1/explain?url=U[&client=IP][&user=NAME][&time=RFC3339]` (what the proxy
 /// would decide for that request at that time, default now), `POST /v1/reload` ([`super::ProxyState::reload`]), `GET /v1/cache` (entries) and
 /// `POST /v1/cache/purge` (drop every cached answer).
@@ -83,9 +89,6 @@ async fn answer(
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let (method, path) = (req.method().as_str(), req.uri().path());
-    if path == "/metrics" {
-        return crate::metrics::scrape_answer(req.method(), render(state));
-    }
     if path == "/stats" {
         return match method {
             "GET" => json(StatusCode::OK, &stats(state)),

@@ -1,238 +1,290 @@
 //! The proxy's counters, for the admin listener ([`super::admin`]): Prometheus `/metrics`
-//! ([`render`], one function per family group) and the same counters as JSON on `/stats`
-//! ([`stats`], with the hosts whose client handshakes failed).
+//! ([`registry`], built once, read by [`ProxyCollector`] at each scrape, one function per
+//! family group) and the same counters as JSON on `/stats` ([`stats`], with the hosts whose
+//! client handshakes failed).
 //!
 //! # Where it sits
 //! Outside the request path: the counters are the relaxed atomics the request path already
 //! keeps (filter decisions, cache states, file scans, feedback queue and spool, certificate
 //! mints, failed client handshakes, tunnels, DNS lookups, policy reload failures, rejected
 //! request heads, client connections, password checks) and the histogram of reputation round
-//! trips; a scrape reads them into a fresh `prometheus-client` registry and encodes it in the
-//! OpenMetrics text format. Label values come from closed
-//! sets only: actions, cache states, outcomes, and the configured source names.
+//! trips; a scrape runs the registered collector, which writes them with typed label sets
+//! ([`labels`]) in the OpenMetrics text format. Label values come from closed sets only:
+//! actions, cache states, outcomes, and the configured source names.
 //!
 //! # What it costs
-//! Nothing per request beyond those atomics; a scrape builds a few dozen samples.
+//! Nothing per request beyond those atomics; a scrape writes a few dozen samples.
 //!
 //! # How it fails
 //! The admin listener failing to bind is a start-up error naming `admin.listen`. A scrape
 //! cannot fail: an encoding error (which would be a bug) answers 500.
 
+mod labels;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use super::ProxyState;
 use super::filter::Filter;
 use crate::feedback::Feedback;
-use crate::metrics::{Labels, counter, counter_family, gauge};
+use crate::metrics::{counter, counters, gauge};
+use labels::{
+    Action, ActionLabels, Auth, AuthLabels, Cache, CacheLabels, Dns, DnsLabels, Early, EarlyLabels,
+    FeedbackLabels, Head, HeadLabels, ReasonLabels, Scan, ScanLabels, SourceLabels, Tunnel,
+    TunnelLabels,
+};
 
-/// The current metrics in the OpenMetrics text format.
-pub fn render(state: &ProxyState) -> Result<String, std::fmt::Error> {
+/// The proxy's registry (prefix `webrep`), built once per admin listener: one collector
+/// that reads `state` at each scrape.
+pub fn registry(state: Arc<ProxyState>) -> Registry {
     let mut r = Registry::with_prefix("webrep");
-    if let Some(f) = &state.filter {
-        render_decisions(&mut r, f);
-        render_reputation(&mut r, f);
-        if let Some(fb) = &f.feedback {
-            render_feedback(&mut r, fb);
-        }
+    r.register_collector(Box::new(ProxyCollector(state)));
+    r
+}
+
+/// Writes every family of the proxy from its state, at scrape time.
+pub struct ProxyCollector(Arc<ProxyState>);
+
+impl fmt::Debug for ProxyCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ProxyCollector")
     }
-    render_files(&mut r, state);
-    render_intercept(&mut r, state);
-    render_auth(&mut r, state);
-    render_connections(&mut r, state);
-    render_dns(&mut r, state);
-    render_losses(&mut r, state);
-    let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &r)?;
-    Ok(out)
+}
+
+impl Collector for ProxyCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let state = &*self.0;
+        if let Some(f) = &state.filter {
+            encode_decisions(&mut enc, f)?;
+            encode_reputation(&mut enc, f)?;
+            if let Some(fb) = &f.feedback {
+                encode_feedback(&mut enc, fb)?;
+            }
+        }
+        encode_files(&mut enc, state)?;
+        encode_intercept(&mut enc, state)?;
+        encode_auth(&mut enc, state)?;
+        encode_connections(&mut enc, state)?;
+        encode_dns(&mut enc, state)?;
+        encode_losses(&mut enc, state)
+    }
+}
+
+/// Each label value with the count at its position in `counts`, a module's own `(name,
+/// count)` list of the same length (the [`labels`] tests check that the names agree).
+fn by_position<V, S, const N: usize>(
+    values: [V; N],
+    counts: [(&str, u64); N],
+    labels: impl Fn(V) -> S,
+) -> impl Iterator<Item = (S, u64)> {
+    values
+        .into_iter()
+        .zip(counts)
+        .map(move |(v, (_, n))| (labels(v), n))
+}
+
+/// Each label value with its counter's count now.
+fn loaded<'a, V: 'a, S, const N: usize>(
+    pairs: [(V, &'a AtomicU64); N],
+    labels: impl Fn(V) -> S + 'a,
+) -> impl Iterator<Item = (S, u64)> + 'a {
+    pairs
+        .into_iter()
+        .map(move |(v, c)| (labels(v), c.load(Relaxed)))
 }
 
 /// Filtering decisions by action, by reason and by reputation cache state.
-fn render_decisions(r: &mut Registry, f: &Filter) {
+fn encode_decisions(enc: &mut DescriptorEncoder, f: &Filter) -> fmt::Result {
     let s = &f.stats;
-    counter_family(
-        r,
+    counters(
+        enc,
         "decisions",
         "Filtering decisions by action",
-        "action",
-        ["allow", "monitor", "warn", "continue", "block"]
-            .iter()
+        Action::ALL
+            .into_iter()
             .zip(&s.actions)
-            .map(|(a, c)| ((*a).to_owned(), c.load(Relaxed))),
-    );
-    counter_family(
-        r,
+            .map(|(action, c)| (ActionLabels { action }, c.load(Relaxed))),
+    )?;
+    counters(
+        enc,
         "decision_reasons",
         "Filtering decisions by reason (reputation_unavailable: the fail mode decided)",
-        "reason",
         crate::policy::Reason::ALL
-            .iter()
+            .into_iter()
             .zip(&s.reasons)
-            .map(|(a, c)| (a.as_str().to_owned(), c.load(Relaxed))),
-    );
-    counter_family(
-        r,
+            .map(|(reason, c)| (ReasonLabels { reason }, c.load(Relaxed))),
+    )?;
+    counters(
+        enc,
         "reputation_answers",
         "Reputation answers by cache state (none: decided by a list or rule)",
-        "cache",
-        ["hit", "miss", "stale", "unavailable", "none"]
-            .iter()
+        Cache::ALL
+            .into_iter()
             .zip(&s.cache)
-            .map(|(a, c)| ((*a).to_owned(), c.load(Relaxed))),
-    );
+            .map(|(cache, c)| (CacheLabels { cache }, c.load(Relaxed))),
+    )
 }
 
 /// The reputation client (changes applied, cache drops, source health, round trips) and
 /// the policy (reload failures, generation).
-fn render_reputation(r: &mut Registry, f: &Filter) {
+fn encode_reputation(enc: &mut DescriptorEncoder, f: &Filter) -> fmt::Result {
     counter(
-        r,
+        enc,
         "reputation_changes_applied",
         "Cache invalidations applied from the change stream",
         f.reputation.changes_applied.load(Relaxed),
-    );
+    )?;
     counter(
-        r,
+        enc,
         "reputation_cache_drops",
         "Whole-cache drops: the change follower's first answer, a source switch, a change log that no longer reaches back (or a replaced server store), and admin purges",
         f.reputation.cache_drops.load(Relaxed),
-    );
-    let up = Family::<Labels, Gauge>::default();
-    for (name, healthy) in f.reputation.source_health() {
-        up.get_or_create(&vec![("source", name.to_string())])
-            .set(i64::from(healthy));
-    }
-    r.register(
+    )?;
+    crate::metrics::family(
+        enc,
         "reputation_source_up",
         "1 while a reputation source is in use, 0 while it is marked down",
-        up,
-    );
-    r.register(
+        f.reputation.source_health().into_iter().map(|(name, up)| {
+            let labels = SourceLabels {
+                source: name.to_string(),
+            };
+            (labels, ConstGauge::new(i64::from(up)))
+        }),
+    )?;
+    crate::metrics::metric(
+        enc,
         "reputation_lookup_seconds",
         "Round trips to the reputation sources (failover included)",
-        f.reputation.lookup_seconds.clone(),
-    );
+        &f.reputation.lookup_seconds,
+    )?;
     counter(
-        r,
+        enc,
         "policy_reload_failures",
         "Policy reloads that failed (the running policy was kept)",
         f.policy.reload_failures.load(Relaxed),
-    );
+    )?;
     gauge(
-        r,
+        enc,
         "policy_generation",
         "Generation of the loaded policy (1 at start, +1 per successful reload)",
-        i64::try_from(f.policy.generation()).unwrap_or(i64::MAX),
-    );
+        f.policy.generation(),
+    )
 }
 
 /// Feedback events by outcome, the memory queue and the spool.
-fn render_feedback(r: &mut Registry, fb: &Feedback) {
-    let st = &fb.stats;
-    counter_family(
-        r,
+fn encode_feedback(enc: &mut DescriptorEncoder, fb: &Feedback) -> fmt::Result {
+    counters(
+        enc,
         "feedback_events",
         "Feedback events by outcome (dropped_*, rejected: lost, each cause logged; spool_write_failed: kept in memory only)",
-        "outcome",
-        st.counters().into_iter().map(|(k, n)| (k.to_owned(), n)),
-    );
+        by_position(labels::Feedback::ALL, fb.stats.counters(), |outcome| {
+            FeedbackLabels { outcome }
+        }),
+    )?;
     gauge(
-        r,
+        enc,
         "feedback_queue_events",
         "Feedback events waiting in memory (only while the spool cannot be written)",
-        i64::try_from(fb.queue_len()).unwrap_or(i64::MAX),
-    );
+        fb.queue_len(),
+    )?;
     gauge(
-        r,
+        enc,
         "feedback_spool_events",
         "Feedback events in the spool not yet acknowledged by a server",
-        i64::try_from(fb.spool_events()).unwrap_or(i64::MAX),
-    );
+        fb.spool_events(),
+    )?;
     gauge(
-        r,
+        enc,
         "feedback_spool_bytes",
         "Bytes of those events",
-        i64::try_from(fb.spool_bytes()).unwrap_or(i64::MAX),
-    );
+        fb.spool_bytes(),
+    )
 }
 
 /// Downloads hashed for file reputation, by outcome.
-fn render_files(r: &mut Registry, state: &ProxyState) {
-    if let Some(sc) = &state.scanner {
-        let st = &sc.stats;
-        counter_family(
-            r,
-            "file_scans",
-            "Downloads hashed for file reputation, by outcome",
-            "outcome",
+fn encode_files(enc: &mut DescriptorEncoder, state: &ProxyState) -> fmt::Result {
+    let Some(sc) = &state.scanner else {
+        return Ok(());
+    };
+    let st = &sc.stats;
+    counters(
+        enc,
+        "file_scans",
+        "Downloads hashed for file reputation, by outcome",
+        loaded(
             [
-                ("scanned", &st.scanned),
-                ("held", &st.held),
-                ("blocked", &st.blocked),
-                ("monitored", &st.monitored),
-                ("unavailable", &st.unavailable),
-            ]
-            .into_iter()
-            .map(|(k, c)| (k.to_owned(), c.load(Relaxed))),
-        );
-    }
+                (Scan::scanned, &st.scanned),
+                (Scan::held, &st.held),
+                (Scan::blocked, &st.blocked),
+                (Scan::monitored, &st.monitored),
+                (Scan::unavailable, &st.unavailable),
+            ],
+            |outcome| ScanLabels { outcome },
+        ),
+    )
 }
 
 /// Interception: the CA's expiry, certificates minted, failed client handshakes, early
 /// upstream handshakes.
-fn render_intercept(r: &mut Registry, state: &ProxyState) {
-    if let Some(i) = &state.interceptor {
-        gauge(
-            r,
-            "intercept_ca_expiry_timestamp_seconds",
-            "When the interception CA's validity ends, unix seconds (alert well before: clients reject every intercepted connection after it)",
-            i.minter.ca().not_after.unix_timestamp(),
-        );
-        counter(
-            r,
-            "certificates_minted",
-            "Leaf certificates minted for intercepted hosts",
-            i.minter.minted.load(Relaxed),
-        );
-        counter(
-            r,
-            "client_handshake_failures",
-            "Client TLS handshakes that failed after interception (per host on the admin listener's /stats)",
-            i.failed_handshakes().iter().map(|(_, n)| n).sum(),
-        );
-        if let Some(e) = &i.early {
-            counter_family(
-                r,
-                "early_upstream_connections",
-                "Upstream TLS handshakes started beside an intercepted client's (intercept.early_upstream_ms), and how many a request used",
-                "state",
-                [("started", &e.started), ("used", &e.used)]
-                    .into_iter()
-                    .map(|(k, c)| (k.to_owned(), c.load(Relaxed))),
-            );
-        }
-    }
+fn encode_intercept(enc: &mut DescriptorEncoder, state: &ProxyState) -> fmt::Result {
+    let Some(i) = &state.interceptor else {
+        return Ok(());
+    };
+    gauge(
+        enc,
+        "intercept_ca_expiry_timestamp_seconds",
+        "When the interception CA's validity ends, unix seconds (alert well before: clients reject every intercepted connection after it)",
+        i.minter.ca().not_after.unix_timestamp(),
+    )?;
+    counter(
+        enc,
+        "certificates_minted",
+        "Leaf certificates minted for intercepted hosts",
+        i.minter.minted.load(Relaxed),
+    )?;
+    counter(
+        enc,
+        "client_handshake_failures",
+        "Client TLS handshakes that failed after interception (per host on the admin listener's /stats)",
+        i.failed_handshakes().iter().map(|(_, n)| n).sum(),
+    )?;
+    let Some(e) = &i.early else {
+        return Ok(());
+    };
+    counters(
+        enc,
+        "early_upstream_connections",
+        "Upstream TLS handshakes started beside an intercepted client's (intercept.early_upstream_ms), and how many a request used",
+        loaded(
+            [(Early::started, &e.started), (Early::used, &e.used)],
+            |state| EarlyLabels { state },
+        ),
+    )
 }
 
 /// Tunnels by kind and client connections (open, refused, closed idle, parked).
-fn render_connections(r: &mut Registry, state: &ProxyState) {
-    counter_family(
-        r,
+fn encode_connections(enc: &mut DescriptorEncoder, state: &ProxyState) -> fmt::Result {
+    counters(
+        enc,
         "tunnels",
         "CONNECT tunnels opened, by kind",
-        "kind",
-        [
-            ("tunnel", &state.tunnels[0]),
-            ("intercepted", &state.tunnels[1]),
-        ]
-        .into_iter()
-        .map(|(k, c)| (k.to_owned(), c.load(Relaxed))),
-    );
+        loaded(
+            [
+                (Tunnel::tunnel, &state.tunnels[0]),
+                (Tunnel::intercepted, &state.tunnels[1]),
+            ],
+            |kind| TunnelLabels { kind },
+        ),
+    )?;
     crate::metrics::conn_limits(
-        r,
+        enc,
         [
             "client_connections",
             "client_connections_refused",
@@ -240,97 +292,92 @@ fn render_connections(r: &mut Registry, state: &ProxyState) {
         ],
         "Client",
         ["proxy.max_connections_per_client", "proxy.max_connections"],
-        &state.conns,
-    );
-    crate::metrics::counter(
-        r,
+        crate::metrics::conn_counts(&state.conns),
+    )?;
+    counter(
+        enc,
         "client_connections_parked",
         "Idle keep-alive client connections that gave back their HTTP buffers (proxy.client_park_after_ms)",
         state.conns.stats.parked.load(Relaxed),
-    );
+    )
 }
 
 /// Host name lookups by result and the DNS cache.
-fn render_dns(r: &mut Registry, state: &ProxyState) {
+fn encode_dns(enc: &mut DescriptorEncoder, state: &ProxyState) -> fmt::Result {
     let resolver = state.dialer.resolver();
     let dns = &resolver.stats;
-    counter_family(
-        r,
+    counters(
+        enc,
         "dns_lookups",
         "Host name lookups (names in proxy.hosts and IP literals aside), by result: resolved or failed by the system resolver, or answered from the DNS cache",
-        "result",
-        [
-            ("resolved", &dns.resolved),
-            ("failed", &dns.failed),
-            ("cached", &dns.cached),
-        ]
-        .into_iter()
-        .map(|(k, c)| (k.to_owned(), c.load(Relaxed))),
-    );
+        loaded(
+            [
+                (Dns::resolved, &dns.resolved),
+                (Dns::failed, &dns.failed),
+                (Dns::cached, &dns.cached),
+            ],
+            |result| DnsLabels { result },
+        ),
+    )?;
     gauge(
-        r,
+        enc,
         "dns_cache_names",
         "Names in the DNS cache (answers and remembered failures)",
-        i64::try_from(resolver.cached_names()).unwrap_or(i64::MAX),
-    );
+        resolver.cached_names(),
+    )
 }
 
 /// What was refused or lost before or after the request path: request heads, access log
 /// and diagnostic log lines.
-fn render_losses(r: &mut Registry, state: &ProxyState) {
-    counter_family(
-        r,
+fn encode_losses(enc: &mut DescriptorEncoder, state: &ProxyState) -> fmt::Result {
+    counters(
+        enc,
         "rejected_requests",
         "Request heads refused before the proxy's service saw them, by class: malformed (400), too_large (431, 414), header_timeout (closed)",
-        "class",
-        state
-            .rejected
-            .counts()
-            .into_iter()
-            .map(|(k, n)| (k.to_owned(), n)),
-    );
+        by_position(Head::ALL, state.rejected.counts(), |class| HeadLabels {
+            class,
+        }),
+    )?;
     counter(
-        r,
+        enc,
         "access_log_dropped",
         "Access log lines lost: the writer fell behind, or writing failed",
         state.access_log.dropped(),
-    );
+    )?;
     counter(
-        r,
+        enc,
         "log_dropped",
         "Diagnostic log lines lost: standard error fell behind, or writing to it failed",
         crate::telemetry::dropped_lines(),
-    );
+    )?;
     counter(
-        r,
+        enc,
         "access_log_write_failed",
         "Access log lines lost because the destination refused the write (full disk, closed stdout)",
         state.access_log.write_failed(),
-    );
+    )
 }
 
 /// Proxy authentication's families: checks by result, checks waiting for a thread.
-fn render_auth(r: &mut Registry, state: &ProxyState) {
-    if let Some(auth) = &state.auth {
-        let checks = auth.load().checks().clone();
-        counter_family(
-            r,
-            "auth_checks",
-            "Proxy credential checks by result: user_/wrong_ hashed (a password hash ran) or cached (answered from the cache of verified or of wrong credentials), malformed, throttled (429: the client address is over auth.failures_per_client), busy (503: the password-check queue was full)",
-            "result",
-            checks
-                .stats
-                .counts()
-                .into_iter()
-                .map(|(k, n)| (k.to_owned(), n)),
-        );
-        gauge(
-            r,
-            "auth_hash_queue",
-            "Password checks waiting for a thread (at most auth.hash_queue)",
-            i64::try_from(checks.queued()).unwrap_or(i64::MAX),
-        );
-    }
+fn encode_auth(enc: &mut DescriptorEncoder, state: &ProxyState) -> fmt::Result {
+    let Some(auth) = &state.auth else {
+        return Ok(());
+    };
+    let checks = auth.load().checks().clone();
+    counters(
+        enc,
+        "auth_checks",
+        "Proxy credential checks by result: user_/wrong_ hashed (a password hash ran) or cached (answered from the cache of verified or of wrong credentials), malformed, throttled (429: the client address is over auth.failures_per_client), busy (503: the password-check queue was full)",
+        by_position(Auth::ALL, checks.stats.counts(), |result| AuthLabels {
+            result,
+        }),
+    )?;
+    gauge(
+        enc,
+        "auth_hash_queue",
+        "Password checks waiting for a thread (at most auth.hash_queue)",
+        checks.queued(),
+    )
 }
 
 /// `/stats`: filtering decisions by action and cache state, reputation changes applied,

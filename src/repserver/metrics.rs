@@ -24,22 +24,29 @@
 //!   event streams).
 //!
 //! # Where it sits
-//! [`super::api`] bumps these as it answers; [`render`] reads them. The request path pays a
-//! few relaxed atomic adds and one histogram observation per request.
+//! [`super::api`] bumps these as it answers; [`render`] encodes the registry built once with
+//! the stats, whose one collector writes every family with typed label sets. The request
+//! path pays a few relaxed atomic adds and one histogram observation per request (no lock:
+//! each route's histogram is created on its first request).
 //!
 //! # How it fails
 //! The listener failing to bind is a start-up error naming `server.metrics_listen`. If the
 //! store cannot be asked (it is shutting down), `webrep_server_entries` is left out.
 
+use std::fmt;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use prometheus_client::metrics::family::Family;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, LabelValueEncoder,
+};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::metrics::{counter, counter_family, gauge};
+use crate::metrics::{counter, counters, gauge};
 
 /// The routes, as labels. Index = [`Route`] discriminant.
 const ROUTES: [&str; 13] = [
@@ -111,6 +118,23 @@ impl Route {
             .map(|(_, _, m)| *m)
     }
 
+    /// Every route, in the order of [`ROUTES`].
+    const ALL: [Route; ROUTES.len()] = [
+        Route::Healthz,
+        Route::Lookup,
+        Route::Entries,
+        Route::Changes,
+        Route::ChangesStream,
+        Route::Import,
+        Route::Files,
+        Route::FilesLookup,
+        Route::Categories,
+        Route::Events,
+        Route::FeedbackSummary,
+        Route::Escalations,
+        Route::Other,
+    ];
+
     fn label(self) -> &'static str {
         ROUTES[self as usize]
     }
@@ -135,38 +159,148 @@ pub enum Answer {
 
 const KINDS: [&str; 3] = ["url", "host", "file"];
 const ANSWERS: [&str; 4] = ["listed", "untested", "upstream", "error"];
-const STATUS: [&str; 3] = ["2xx", "4xx", "5xx"];
 
-type RouteLabel = [(&'static str, &'static str); 1];
-type SecondsFamily = Family<RouteLabel, Histogram, fn() -> Histogram>;
+/// Encoded as its name in [`ROUTES`] (a variant name is not the path-derived label).
+impl EncodeLabelValue for Route {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        EncodeLabelValue::encode(&self.label(), encoder)
+    }
+}
+
+/// Encoded as `url`, `host` or `file`.
+impl EncodeLabelValue for Kind {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        EncodeLabelValue::encode(&KINDS[*self as usize], encoder)
+    }
+}
+
+/// Encoded as `listed`, `untested`, `upstream` or `error`.
+impl EncodeLabelValue for Answer {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        EncodeLabelValue::encode(&ANSWERS[*self as usize], encoder)
+    }
+}
+
+/// A response status class; encoded by hand, as `2xx` is no Rust name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Ok,
+    Client,
+    Server,
+}
+
+impl Status {
+    const ALL: [Status; 3] = [Status::Ok, Status::Client, Status::Server];
+
+    fn of(status: http::StatusCode) -> Status {
+        match status.as_u16() {
+            500.. => Status::Server,
+            400..500 => Status::Client,
+            _ => Status::Ok,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        ["2xx", "4xx", "5xx"][self as usize]
+    }
+}
+
+impl EncodeLabelValue for Status {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        EncodeLabelValue::encode(&self.label(), encoder)
+    }
+}
+
+/// What became of ingested feedback events (`escalated`: hosts), spelled as the values.
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EncodeLabelValue)]
+enum Outcome {
+    accepted,
+    duplicate,
+    rejected,
+    escalated,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 4] = [
+        Outcome::accepted,
+        Outcome::duplicate,
+        Outcome::rejected,
+        Outcome::escalated,
+    ];
+}
+
+/// `{route, status}` of `webrep_server_requests`.
+#[derive(Debug, EncodeLabelSet)]
+struct RequestLabels {
+    route: Route,
+    status: Status,
+}
+
+/// `{route}` of `webrep_server_request_seconds`.
+#[derive(Debug, EncodeLabelSet)]
+struct RouteLabels {
+    route: Route,
+}
+
+/// `{kind, answer}` of `webrep_server_lookup_items`.
+#[derive(Debug, EncodeLabelSet)]
+struct ItemLabels {
+    kind: Kind,
+    answer: Answer,
+}
+
+/// `{outcome}` of `webrep_server_events`.
+#[derive(Debug, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: Outcome,
+}
 
 fn seconds_histogram() -> Histogram {
     // 100 µs to ~1.6 s.
     Histogram::new(exponential_buckets(0.0001, 2.0, 15))
 }
 
-/// The server's counters, shared by every connection.
+/// The server's counters, shared by every connection, and the registry that reads them.
 #[derive(Debug)]
 pub struct ServerStats {
+    counts: Arc<Counts>,
+    /// Built once, with one [`ServerCollector`]; held while a scrape is encoded, so that the
+    /// inputs the collector reads ([`Counts::scrape`]) are that scrape's.
+    registry: Mutex<Registry>,
+}
+
+/// What the request path bumps, and what a scrape passes in.
+#[derive(Debug, Default)]
+struct Counts {
     requests: [[AtomicU64; 3]; ROUTES.len()],
-    seconds: SecondsFamily,
+    /// Per route, created on the route's first request (so a route never asked is not
+    /// written, as a `Family` leaves out label sets never created).
+    seconds: [OnceLock<Histogram>; ROUTES.len()],
     items: [[AtomicU64; 4]; 3],
     upstream_unavailable: AtomicU64,
     events: [AtomicU64; 4],
     busy: AtomicU64,
     followers: Gauge,
+    scrape: Mutex<Scrape>,
+}
+
+/// The values [`render`] is given (read by the caller from the store and the listener).
+#[derive(Debug, Default, Clone, Copy)]
+struct Scrape {
+    seq: u64,
+    entries: Option<u64>,
+    conns: [u64; 3],
 }
 
 impl Default for ServerStats {
     fn default() -> Self {
+        let counts = Arc::new(Counts::default());
+        let mut registry = Registry::with_prefix("webrep_server");
+        registry.register_collector(Box::new(ServerCollector(counts.clone())));
         ServerStats {
-            requests: Default::default(),
-            seconds: Family::new_with_constructor(seconds_histogram),
-            items: Default::default(),
-            upstream_unavailable: AtomicU64::new(0),
-            events: Default::default(),
-            busy: AtomicU64::new(0),
-            followers: Gauge::default(),
+            counts,
+            registry: Mutex::new(registry),
         }
     }
 }
@@ -184,27 +318,23 @@ impl Drop for Following {
 impl ServerStats {
     /// Counts one answered request.
     pub fn request(&self, route: Route, status: http::StatusCode, seconds: f64) {
-        let class = match status.as_u16() {
-            500.. => 2,
-            400..500 => 1,
-            _ => 0,
-        };
-        self.requests[route as usize][class].fetch_add(1, Relaxed);
-        self.seconds
-            .get_or_create(&[("route", route.label())])
+        let c = &self.counts;
+        c.requests[route as usize][Status::of(status) as usize].fetch_add(1, Relaxed);
+        c.seconds[route as usize]
+            .get_or_init(seconds_histogram)
             .observe(seconds);
     }
 
     /// Counts `n` looked-up items of `kind` answered by `answer`.
     pub fn items(&self, kind: Kind, answer: Answer, n: u64) {
         if n > 0 {
-            self.items[kind as usize][answer as usize].fetch_add(n, Relaxed);
+            self.counts.items[kind as usize][answer as usize].fetch_add(n, Relaxed);
         }
     }
 
     /// Items of `kind` looked up so far (every answer, errors included).
     pub fn looked_up(&self, kind: Kind) -> u64 {
-        self.items[kind as usize]
+        self.counts.items[kind as usize]
             .iter()
             .map(|n| n.load(Relaxed))
             .sum()
@@ -212,12 +342,13 @@ impl ServerStats {
 
     /// Counts a lookup whose misses the upstream tier did not answer.
     pub fn upstream_unavailable(&self) {
-        self.upstream_unavailable.fetch_add(1, Relaxed);
+        self.counts.upstream_unavailable.fetch_add(1, Relaxed);
     }
 
     /// Counts an ingested batch of feedback events.
     pub fn events(&self, accepted: u64, duplicate: u64, rejected: u64, escalated: u64) {
         for (c, n) in self
+            .counts
             .events
             .iter()
             .zip([accepted, duplicate, rejected, escalated])
@@ -228,23 +359,25 @@ impl ServerStats {
 
     /// Counts a request refused because the store queue was full.
     pub fn busy(&self) {
-        self.busy.fetch_add(1, Relaxed);
+        self.counts.busy.fetch_add(1, Relaxed);
     }
 
     /// Counts a change-stream follower (a long-poll or an event stream) until the guard is
     /// dropped.
     pub fn follower(&self) -> Following {
-        self.followers.inc();
-        Following(self.followers.clone())
+        self.counts.followers.inc();
+        Following(self.counts.followers.clone())
     }
 
     /// Requests counted so far for `route` with a status of `class` (`"2xx"`, `"4xx"`,
     /// `"5xx"`); for tests and `/healthz`-like summaries.
     pub fn requests(&self, route: Route, class: &str) -> u64 {
-        STATUS
+        Status::ALL
             .iter()
-            .position(|c| *c == class)
-            .map_or(0, |i| self.requests[route as usize][i].load(Relaxed))
+            .find(|s| s.label() == class)
+            .map_or(0, |s| {
+                self.counts.requests[route as usize][*s as usize].load(Relaxed)
+            })
     }
 }
 
@@ -258,130 +391,148 @@ pub fn render(
     conns: &crate::conns::ConnLimits,
     seq: u64,
     entries: Option<u64>,
-) -> Result<String, std::fmt::Error> {
-    let mut r = Registry::with_prefix("webrep_server");
-    register_requests(&mut r, stats);
-    register_lookups(&mut r, stats);
-    register_outcomes(&mut r, stats);
-    crate::metrics::conn_limits(
-        &mut r,
-        [
-            "connections",
-            "connections_refused",
-            "connections_closed_idle",
-        ],
-        "API",
-        [
-            "server.max_connections_per_client",
-            "server.max_connections",
-        ],
-        conns,
-    );
-    register_store(&mut r, stats, seq, entries);
-    let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &r)?;
-    Ok(out)
+) -> Result<String, fmt::Error> {
+    let registry = stats
+        .registry
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    *stats
+        .counts
+        .scrape
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Scrape {
+        seq,
+        entries,
+        conns: crate::metrics::conn_counts(conns),
+    };
+    crate::metrics::encode(&registry)
 }
 
-/// A counter family with two labels.
-type Family2 =
-    Family<[(&'static str, &'static str); 2], prometheus_client::metrics::counter::Counter>;
+/// Writes every family of the server from its counts and the scrape's inputs.
+#[derive(Debug)]
+struct ServerCollector(Arc<Counts>);
 
-/// Requests by route and status class, and their latency.
-fn register_requests(r: &mut Registry, stats: &ServerStats) {
-    let requests = Family2::default();
-    for (route, by_status) in ROUTES.iter().zip(&stats.requests) {
-        for (status, n) in STATUS.iter().zip(by_status) {
-            let n = n.load(Relaxed);
-            if n > 0 {
-                requests
-                    .get_or_create(&[("route", route), ("status", status)])
-                    .inc_by(n);
-            }
-        }
+impl Collector for ServerCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let c = &*self.0;
+        let scrape = *c.scrape.lock().unwrap_or_else(PoisonError::into_inner);
+        encode_requests(&mut enc, c)?;
+        encode_lookups(&mut enc, c)?;
+        encode_outcomes(&mut enc, c)?;
+        crate::metrics::conn_limits(
+            &mut enc,
+            [
+                "connections",
+                "connections_refused",
+                "connections_closed_idle",
+            ],
+            "API",
+            [
+                "server.max_connections_per_client",
+                "server.max_connections",
+            ],
+            scrape.conns,
+        )?;
+        encode_store(&mut enc, c, scrape)
     }
-    r.register(
+}
+
+/// Requests by route and status class (those counted at least once), and their latency.
+fn encode_requests(enc: &mut DescriptorEncoder, c: &Counts) -> fmt::Result {
+    let requests = Route::ALL.into_iter().flat_map(|route| {
+        Status::ALL.into_iter().filter_map(move |status| {
+            let n = c.requests[route as usize][status as usize].load(Relaxed);
+            (n > 0).then_some((RequestLabels { route, status }, n))
+        })
+    });
+    counters(
+        enc,
         "requests",
         "API requests by route and status class",
         requests,
-    );
-    r.register(
+    )?;
+    crate::metrics::family(
+        enc,
         "request_seconds",
         "Time from request to response head, by route",
-        stats.seconds.clone(),
-    );
+        Route::ALL.into_iter().filter_map(|route| {
+            let h = c.seconds[route as usize].get()?.clone();
+            Some((RouteLabels { route }, h))
+        }),
+    )
 }
 
 /// Looked-up items by kind and what answered them, and the upstream tier's failures.
-fn register_lookups(r: &mut Registry, stats: &ServerStats) {
-    let items = Family2::default();
-    for (kind, by_answer) in KINDS.iter().zip(&stats.items) {
-        for (answer, n) in ANSWERS.iter().zip(by_answer) {
-            items
-                .get_or_create(&[("kind", kind), ("answer", answer)])
-                .inc_by(n.load(Relaxed));
-        }
-    }
-    r.register(
+fn encode_lookups(enc: &mut DescriptorEncoder, c: &Counts) -> fmt::Result {
+    const KIND: [Kind; 3] = [Kind::Url, Kind::Host, Kind::File];
+    const ANSWER: [Answer; 4] = [
+        Answer::Listed,
+        Answer::Untested,
+        Answer::Upstream,
+        Answer::Error,
+    ];
+    let items = KIND.into_iter().flat_map(|kind| {
+        ANSWER.into_iter().map(move |answer| {
+            let n = c.items[kind as usize][answer as usize].load(Relaxed);
+            (ItemLabels { kind, answer }, n)
+        })
+    });
+    counters(
+        enc,
         "lookup_items",
         "Looked-up URLs, hosts and file hashes by what answered them",
         items,
-    );
+    )?;
     counter(
-        r,
+        enc,
         "upstream_unavailable",
         "Lookups whose misses the upstream tier did not answer",
-        stats.upstream_unavailable.load(Relaxed),
-    );
+        c.upstream_unavailable.load(Relaxed),
+    )
 }
 
 /// Feedback events by outcome, refusals of a full queue, lost log lines.
-fn register_outcomes(r: &mut Registry, stats: &ServerStats) {
-    counter_family(
-        r,
+fn encode_outcomes(enc: &mut DescriptorEncoder, c: &Counts) -> fmt::Result {
+    counters(
+        enc,
         "events",
         "Feedback events accepted, duplicates, refused as invalid, and hosts escalated",
-        "outcome",
-        ["accepted", "duplicate", "rejected", "escalated"]
-            .iter()
-            .zip(&stats.events)
-            .map(|(k, c)| ((*k).to_owned(), c.load(Relaxed))),
-    );
+        Outcome::ALL
+            .into_iter()
+            .zip(&c.events)
+            .map(|(outcome, n)| (OutcomeLabels { outcome }, n.load(Relaxed))),
+    )?;
     counter(
-        r,
+        enc,
         "busy",
         "Requests refused with 503 because the store queue was full",
-        stats.busy.load(Relaxed),
-    );
+        c.busy.load(Relaxed),
+    )?;
     counter(
-        r,
+        enc,
         "log_dropped",
         "Diagnostic log lines lost: standard error fell behind, or writing to it failed",
         crate::telemetry::dropped_lines(),
-    );
+    )
 }
 
 /// The change sequence, the table's size and the waiting followers.
-fn register_store(r: &mut Registry, stats: &ServerStats, seq: u64, entries: Option<u64>) {
+fn encode_store(enc: &mut DescriptorEncoder, c: &Counts, scrape: Scrape) -> fmt::Result {
     gauge(
-        r,
+        enc,
         "change_seq",
         "The change sequence (bumped once per write)",
-        i64::try_from(seq).unwrap_or(i64::MAX),
-    );
-    if let Some(n) = entries {
-        gauge(
-            r,
-            "entries",
-            "Entries in the reputation table",
-            i64::try_from(n).unwrap_or(i64::MAX),
-        );
+        scrape.seq,
+    )?;
+    if let Some(n) = scrape.entries {
+        gauge(enc, "entries", "Entries in the reputation table", n)?;
     }
-    r.register(
+    crate::metrics::metric(
+        enc,
         "followers",
         "Change-stream followers now waiting (long-polls and event streams)",
-        stats.followers.clone(),
-    );
+        &c.followers,
+    )
 }
 
 #[cfg(test)]
@@ -423,5 +574,15 @@ mod tests {
                 .contains("webrep_server_followers 0")
         );
         assert_eq!(s.requests(Route::Lookup, "2xx"), 1);
+    }
+
+    #[test]
+    fn every_route_in_label_order() {
+        for (i, r) in Route::ALL.into_iter().enumerate() {
+            assert_eq!(r as usize, i, "{r:?}");
+        }
+        for (_, r, _) in PATHS {
+            assert!(Route::ALL.contains(r), "{r:?}");
+        }
     }
 }
