@@ -18,7 +18,7 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEn
 /// What the filter did (`continue`: a warning the user went past), in the order of
 /// [`crate::proxy::filter::FilterStats::actions`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Action {
+pub(super) enum Action {
     Allow,
     Monitor,
     Warn,
@@ -27,7 +27,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 5] = [
+    pub(super) const ALL: [Action; 5] = [
         Action::Allow,
         Action::Monitor,
         Action::Warn,
@@ -60,7 +60,7 @@ impl EncodeLabelValue for crate::policy::Reason {
 /// How the reputation cache answered (`none`: a list or rule decided, nothing was asked),
 /// in the order of [`crate::proxy::filter::FilterStats::cache`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
-pub enum Cache {
+pub(super) enum Cache {
     hit,
     miss,
     stale,
@@ -69,7 +69,7 @@ pub enum Cache {
 }
 
 impl Cache {
-    pub const ALL: [Cache; 5] = [
+    pub(super) const ALL: [Cache; 5] = [
         Cache::hit,
         Cache::miss,
         Cache::stale,
@@ -81,7 +81,7 @@ impl Cache {
 /// What became of feedback events, in the order of
 /// [`crate::feedback::FeedbackStats::counters`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
-pub enum Feedback {
+pub(super) enum Feedback {
     queued,
     sent,
     duplicate,
@@ -95,7 +95,7 @@ pub enum Feedback {
 }
 
 impl Feedback {
-    pub const ALL: [Feedback; 10] = [
+    pub(super) const ALL: [Feedback; 10] = [
         Feedback::queued,
         Feedback::sent,
         Feedback::duplicate,
@@ -111,7 +111,7 @@ impl Feedback {
 
 /// What became of a download hashed for file reputation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
-pub enum Scan {
+pub(super) enum Scan {
     scanned,
     held,
     blocked,
@@ -121,21 +121,21 @@ pub enum Scan {
 
 /// Early upstream handshakes: started, and taken by a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
-pub enum Early {
+pub(super) enum Early {
     started,
     used,
 }
 
 /// A CONNECT tunnel relayed untouched, or intercepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
-pub enum Tunnel {
+pub(super) enum Tunnel {
     tunnel,
     intercepted,
 }
 
 /// How a host name lookup was answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
-pub enum Dns {
+pub(super) enum Dns {
     resolved,
     failed,
     cached,
@@ -144,20 +144,20 @@ pub enum Dns {
 /// Why a request head was refused before the service saw it, in the order of
 /// [`crate::proxy::conn::Rejected::counts`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
-pub enum Head {
+pub(super) enum Head {
     malformed,
     too_large,
     header_timeout,
 }
 
 impl Head {
-    pub const ALL: [Head; 3] = [Head::malformed, Head::too_large, Head::header_timeout];
+    pub(super) const ALL: [Head; 3] = [Head::malformed, Head::too_large, Head::header_timeout];
 }
 
 /// How a proxy credential check ended, in the order of
 /// [`crate::proxy::auth::AuthStats::counts`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
-pub enum Auth {
+pub(super) enum Auth {
     user_cached,
     user_hashed,
     wrong_cached,
@@ -168,7 +168,7 @@ pub enum Auth {
 }
 
 impl Auth {
-    pub const ALL: [Auth; 7] = [
+    pub(super) const ALL: [Auth; 7] = [
         Auth::user_cached,
         Auth::user_hashed,
         Auth::wrong_cached,
@@ -181,67 +181,67 @@ impl Auth {
 
 /// `{action}` of `webrep_decisions`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct ActionLabels {
+pub(super) struct ActionLabels {
     pub action: Action,
 }
 
 /// `{reason}` of `webrep_decision_reasons`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct ReasonLabels {
+pub(super) struct ReasonLabels {
     pub reason: crate::policy::Reason,
 }
 
 /// `{cache}` of `webrep_reputation_answers`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct CacheLabels {
+pub(super) struct CacheLabels {
     pub cache: Cache,
 }
 
 /// `{source}` of `webrep_reputation_source_up`: a configured source's name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct SourceLabels {
+pub(super) struct SourceLabels {
     pub source: String,
 }
 
 /// `{outcome}` of `webrep_feedback_events`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct FeedbackLabels {
+pub(super) struct FeedbackLabels {
     pub outcome: Feedback,
 }
 
 /// `{outcome}` of `webrep_file_scans`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct ScanLabels {
+pub(super) struct ScanLabels {
     pub outcome: Scan,
 }
 
 /// `{state}` of `webrep_early_upstream_connections`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct EarlyLabels {
+pub(super) struct EarlyLabels {
     pub state: Early,
 }
 
 /// `{kind}` of `webrep_tunnels`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct TunnelLabels {
+pub(super) struct TunnelLabels {
     pub kind: Tunnel,
 }
 
 /// `{result}` of `webrep_dns_lookups`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct DnsLabels {
+pub(super) struct DnsLabels {
     pub result: Dns,
 }
 
 /// `{class}` of `webrep_rejected_requests`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct HeadLabels {
+pub(super) struct HeadLabels {
     pub class: Head,
 }
 
 /// `{result}` of `webrep_auth_checks`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct AuthLabels {
+pub(super) struct AuthLabels {
     pub result: Auth,
 }
 
