@@ -1,0 +1,156 @@
+//! The routes: [`handle`] answers one request, dispatching by path and method; the paths,
+//! their metrics labels and their methods (the `Allow` of a 405) come from the one table
+//! [`crate::repserver::metrics::PATHS`]. One file per group of paths:
+//! - [`health`]: `GET /healthz` and the metrics listener's `GET /metrics`;
+//! - [`lookup`] (one URL, and the answers of a batch's URLs and hosts), [`batch`]
+//!   (`POST /v1/lookup`, streamed in pieces) and [`tier`] (the upstream tier's answers in
+//!   place of local untested ones);
+//! - [`entries`]: `POST /v1/entries`; [`import`]: `POST /v1/import`;
+//! - [`changes`]: `GET /v1/changes` (long-poll) and `GET /v1/changes/stream` (SSE);
+//! - [`files`]: file-hash lookups and writes; [`categories`];
+//! - [`events`]: feedback events, their summary and escalations.
+
+mod batch;
+mod categories;
+mod changes;
+mod entries;
+mod events;
+mod files;
+mod health;
+mod import;
+mod lookup;
+mod tier;
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::Value;
+
+use super::Shared;
+use super::auth::{Role, authorize_or_drain, authorized_body, bearer_token};
+use super::reply::{ApiError, Body, error_response, json_response, query_param, read_body};
+use crate::repserver::metrics::{Answer, Kind, Route};
+
+pub(super) use health::metrics_answer;
+
+pub(super) async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let started = std::time::Instant::now();
+    let which = Route::of(req.uri().path());
+    let response = match which {
+        Route::ChangesStream => changes::change_stream(shared, &req),
+        Route::Lookup if req.method() == Method::POST => batch::lookup_batch(shared, req).await,
+        _ => route(shared, req)
+            .await
+            .map(|v| json_response(StatusCode::OK, &v)),
+    };
+    let response = response.unwrap_or_else(|e| error_response(&e));
+    shared
+        .stats
+        .request(which, response.status(), started.elapsed().as_secs_f64());
+    response
+}
+
+/// The API's JSON routes (the streamed ones are [`handle`]'s): the handler for the path and
+/// method, else 405 with the path's methods, or 404.
+async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Value, ApiError> {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let query = req.uri().query().map(str::to_owned);
+    let query = query.as_deref();
+    let (client, admin) = (Role::Client, Role::Admin);
+    match (path.as_str(), &method) {
+        ("/healthz", &Method::GET) => Ok(health::healthz(shared)),
+        ("/v1/lookup", &Method::GET) => {
+            authorize_or_drain(shared, req, client).await?;
+            let url = query_param(query, "url")?
+                .ok_or_else(|| ApiError::bad_request("missing query parameter `url`"))?;
+            lookup::lookup_one(shared, url).await
+        }
+        ("/v1/entries", &Method::POST) => {
+            entries::write_entries(shared, &authorized_body(shared, req, admin).await?).await
+        }
+        ("/v1/changes", &Method::GET) => {
+            authorize_or_drain(shared, req, client).await?;
+            changes::changes(shared, query).await
+        }
+        ("/v1/import", &Method::POST) => {
+            import::import_feed(shared, authorize_or_drain(shared, req, admin).await?).await
+        }
+        ("/v1/files", &Method::GET) => {
+            authorize_or_drain(shared, req, client).await?;
+            files::get_file(shared, query).await
+        }
+        ("/v1/files", &Method::POST) => {
+            files::write_files(shared, &authorized_body(shared, req, admin).await?).await
+        }
+        ("/v1/files/lookup", &Method::POST) => {
+            files::lookup_files(shared, &authorized_body(shared, req, client).await?).await
+        }
+        ("/v1/categories", &Method::GET) => {
+            authorize_or_drain(shared, req, client).await?;
+            shared
+                .call(|store| categories::categories_json(store))
+                .await
+        }
+        ("/v1/categories", &Method::POST) => {
+            categories::define_categories(shared, &authorized_body(shared, req, admin).await?).await
+        }
+        ("/v1/events", &Method::POST) => {
+            let req = authorize_or_drain(shared, req, client).await?;
+            let reporter = bearer_token(&req).map(crate::repserver::events::reporter_id);
+            let body = read_body(shared, req).await?;
+            events::ingest_events(shared, &body, reporter).await
+        }
+        ("/v1/events", &Method::GET) => {
+            authorize_or_drain(shared, req, admin).await?;
+            events::list_events(shared, query).await
+        }
+        ("/v1/feedback/summary", &Method::GET) => {
+            authorize_or_drain(shared, req, admin).await?;
+            events::feedback_summary(shared, query).await
+        }
+        ("/v1/escalations", &Method::GET) => {
+            authorize_or_drain(shared, req, admin).await?;
+            let answer = shared.read(|store| store.escalations()).await?;
+            answer.map_err(ApiError::from)
+        }
+        ("/v1/escalations/revert", &Method::POST) => {
+            events::revert_escalation(shared, &authorized_body(shared, req, admin).await?).await
+        }
+        _ => Err(no_route(&path, &method)),
+    }
+}
+
+/// 405 with the methods of a path the API has, else 404.
+fn no_route(path: &str, method: &Method) -> ApiError {
+    match Route::allowed(path) {
+        Some(allow) => ApiError {
+            allow: Some(allow),
+            ..ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("method {method} not allowed; allowed: {allow}"),
+            )
+        },
+        None => ApiError::new(StatusCode::NOT_FOUND, "no such path"),
+    }
+}
+
+/// Counts looked-up items by what answered them (for `/metrics`).
+pub(super) fn count(shared: &Shared, kind: Kind, answers: impl Iterator<Item = Answer>) {
+    let mut n = [0u64; 4];
+    for answer in answers {
+        n[answer as usize] += 1;
+    }
+    for (a, n) in [
+        Answer::Listed,
+        Answer::Untested,
+        Answer::Upstream,
+        Answer::Error,
+    ]
+    .into_iter()
+    .zip(n)
+    {
+        shared.stats.items(kind, a, n);
+    }
+}
