@@ -9,10 +9,10 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use super::Shared;
+use crate::api::admin::ErrorAnswer;
 use crate::repserver::store::StoreError;
 
 /// An answer body. A streamed one that fails part-way ends with an error, which makes hyper
@@ -54,8 +54,13 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The answer to a refused request: `{"error": "..."}` with the error's status, and its
+/// `Allow` header for a 405.
 pub(super) fn error_response(e: &ApiError) -> Response<Body> {
-    let mut r = json_response(e.status, &json!({ "error": e.message }));
+    let answer = ErrorAnswer {
+        error: e.message.clone(),
+    };
+    let mut r = json_response(e.status, &answer);
     if let Some(allow) = e.allow {
         r.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static(allow));
@@ -63,8 +68,23 @@ pub(super) fn error_response(e: &ApiError) -> Response<Body> {
     r
 }
 
-pub(super) fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
-    let body = Full::new(Bytes::from(v.to_string()))
+/// A 200 answer of `v` as JSON.
+pub(super) fn ok<T: Serialize>(v: &T) -> Response<Body> {
+    json_response(StatusCode::OK, v)
+}
+
+/// An answer of `v` as JSON, uncached. The answers are plain data, which always encodes; if
+/// one ever did not, the client gets a 500 rather than a partial body.
+fn json_response<T: Serialize>(status: StatusCode, v: &T) -> Response<Body> {
+    let (status, json) = match serde_json::to_vec(v) {
+        Ok(json) => (status, json),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode an answer");
+            let error = br#"{"error":"cannot encode the answer"}"#;
+            (StatusCode::INTERNAL_SERVER_ERROR, error.to_vec())
+        }
+    };
+    let body = Full::new(Bytes::from(json))
         .map_err(|never: Infallible| -> std::io::Error { match never {} });
     uncached(status, "application/json", body.boxed_unsync())
 }

@@ -1,30 +1,28 @@
 //! Categories: `GET /v1/categories` (the built-in taxonomy and the admin-defined ones) and
 //! `POST /v1/categories` (admin; built-in names are refused).
 
-use serde::Deserialize;
-use serde_json::{Value, json};
-
 use super::super::Shared;
 use super::super::reply::{ApiError, check_batch, parse_json};
+use crate::api::admin::{Categories, DefineCategories};
 use crate::repserver::store::Store;
 
-pub(super) fn categories_json(store: &Store) -> Value {
-    let builtin: Vec<Value> = crate::model::BUILTIN_CATEGORIES
-        .iter()
-        .map(|(name, class)| json!({ "name": name, "class": format!("{class:?}").to_ascii_lowercase() }))
-        .collect();
-    let custom: Vec<&str> = store.taxonomy().custom().map(|c| c.as_str()).collect();
-    json!({ "builtin": builtin, "custom": custom })
+/// The built-in categories and the store's admin-defined ones.
+pub(super) fn categories(store: &Store) -> Categories {
+    Categories::with_custom(
+        store
+            .taxonomy()
+            .custom()
+            .map(|c| c.as_str().to_owned())
+            .collect(),
+    )
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CategoryRequest {
-    define: Vec<String>,
-}
-
-pub(super) async fn define_categories(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
-    let req: CategoryRequest = parse_json(body)?;
+/// `POST /v1/categories` (admin): defines categories, then answers them all.
+pub(super) async fn define_categories(
+    shared: &Shared,
+    body: &[u8],
+) -> Result<Categories, ApiError> {
+    let req: DefineCategories = parse_json(body)?;
     check_batch(shared, req.define.len())?;
     let mut cats = Vec::with_capacity(req.define.len());
     for name in &req.define {
@@ -34,11 +32,11 @@ pub(super) async fn define_categories(shared: &Shared, body: &[u8]) -> Result<Va
         );
     }
     shared
-        .call(move |store| -> Result<Value, ApiError> {
+        .call(move |store| -> Result<Categories, ApiError> {
             for c in cats {
                 store.define_category(c)?;
             }
-            Ok(categories_json(store))
+            Ok(categories(store))
         })
         .await?
 }

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
-use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::super::Shared;
@@ -18,7 +17,9 @@ use super::super::auth::{Role, authorize};
 use super::super::reply::{ApiError, Body, query_param, uncached};
 use crate::api::changes::Changes;
 
-pub(super) async fn changes(shared: &Shared, query: Option<&str>) -> Result<Value, ApiError> {
+/// `GET /v1/changes?since=N&wait_ms=M`: the keys changed after `since`, as soon as there are
+/// any, else none after `wait_ms` (at most `max_wait_ms`) or at shutdown.
+pub(super) async fn changes(shared: &Shared, query: Option<&str>) -> Result<Changes, ApiError> {
     let number = |name: &str| -> Result<u64, ApiError> {
         match query_param(query, name)? {
             None => Ok(0),
@@ -43,18 +44,14 @@ pub(super) async fn changes(shared: &Shared, query: Option<&str>) -> Result<Valu
             let c = shared
                 .read(move |store| store.changes_since(since, limit))
                 .await??;
-            return Ok(json!(c));
+            return Ok(c);
         }
         tokio::select! {
-            r = rx.changed() => if r.is_err() { return Ok(empty_changes(current)) },
+            r = rx.changed() => if r.is_err() { return Ok(Changes::none(current)) },
             _ = tokio::time::sleep_until(deadline) => {}
-            _ = shared.shutdown.cancelled() => return Ok(empty_changes(current)),
+            _ = shared.shutdown.cancelled() => return Ok(Changes::none(current)),
         }
     }
-}
-
-fn empty_changes(seq: u64) -> Value {
-    json!(Changes::none(seq))
 }
 
 /// A comment line sent on an idle event stream so that proxies and clients see it alive.
@@ -124,7 +121,8 @@ pub(super) fn change_stream(
                     Err(_) => return None,
                 };
                 st.since = c.seq;
-                let data = json!(c);
+                // Plain data: encoding cannot fail.
+                let data = serde_json::to_string(&c).unwrap_or_default();
                 let event = format!("id: {}\nevent: changes\ndata: {data}\n\n", c.seq);
                 return Some((Ok(http_body::Frame::data(Bytes::from(event))), st));
             }

@@ -2,11 +2,11 @@
 //! bad item refuses the whole write.
 
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::super::Shared;
 use super::super::jobs::publish;
 use super::super::reply::{ApiError, check_batch, parse_json};
+use crate::api::admin::Written;
 use crate::clock::unix_secs;
 use crate::model::{Key, Source};
 use crate::repserver::import::JsonEntry;
@@ -20,7 +20,8 @@ struct WriteRequest {
     delete: Vec<String>,
 }
 
-pub(super) async fn write_entries(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
+/// `POST /v1/entries` (admin): `upsert` and `delete` in one transaction.
+pub(super) async fn write_entries(shared: &Shared, body: &[u8]) -> Result<Written, ApiError> {
     let req: WriteRequest = parse_json(body)?;
     let n = req.upsert.len() + req.delete.len();
     if n == 0 {
@@ -58,5 +59,5 @@ pub(super) async fn write_entries(shared: &Shared, body: &[u8]) -> Result<Value,
             Ok(seq)
         })
         .await??;
-    Ok(json!({ "seq": seq }))
+    Ok(Written { seq })
 }

@@ -5,12 +5,13 @@
 use std::time::Duration;
 
 use http::StatusCode;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::super::Shared;
 use super::super::jobs::publish;
 use super::super::reply::{ApiError, number_param, parse_json, query_param};
+use crate::api::events::IngestReply;
+use crate::api::feedback::{Revert, Reverted, StoredEvents};
 use crate::clock::unix_secs;
 use crate::model::Key;
 
@@ -22,8 +23,8 @@ pub(super) async fn ingest_events(
     shared: &Shared,
     body: &[u8],
     reporter: Option<String>,
-) -> Result<Value, ApiError> {
-    use crate::api::events::{BatchError, EventResult, EventStatus, IngestReply, parse_batch};
+) -> Result<IngestReply, ApiError> {
+    use crate::api::events::{BatchError, EventResult, EventStatus, parse_batch};
     let items = parse_batch(body, shared.config.max_batch).map_err(|e| match e {
         BatchError::TooMany { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
         BatchError::Malformed(m) => ApiError::bad_request(m),
@@ -79,19 +80,20 @@ pub(super) async fn ingest_events(
         rejected,
         ingest.escalated.len() as u64,
     );
-    let reply = IngestReply {
+    Ok(IngestReply {
         accepted: ingest.accepted,
         duplicate: ingest.duplicate,
         escalated: ingest.escalated,
         rejected,
         results: Some(results),
-    };
-    serde_json::to_value(reply)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    })
 }
 
 /// `GET /v1/events?kind=K&host=H&limit=N`: stored events, newest first.
-pub(super) async fn list_events(shared: &Shared, query: Option<&str>) -> Result<Value, ApiError> {
+pub(super) async fn list_events(
+    shared: &Shared,
+    query: Option<&str>,
+) -> Result<StoredEvents, ApiError> {
     use crate::api::events::Kind;
     let kind = match query_param(query, "kind")? {
         None => None,
@@ -104,7 +106,7 @@ pub(super) async fn list_events(shared: &Shared, query: Option<&str>) -> Result<
     let events = shared
         .read(move |store| store.events(kind, host.as_deref(), limit))
         .await??;
-    Ok(json!({ "events": events }))
+    Ok(StoredEvents { events })
 }
 
 /// `GET /v1/feedback/summary?since_secs=S&limit=N`: the aggregates of the last S seconds.
@@ -123,12 +125,7 @@ pub(super) async fn feedback_summary(
 }
 
 /// `POST /v1/escalations/revert` with `{"key": "host/"}`.
-pub(super) async fn revert_escalation(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Revert {
-        key: String,
-    }
+pub(super) async fn revert_escalation(shared: &Shared, body: &[u8]) -> Result<Reverted, ApiError> {
     let r: Revert = parse_json(body)?;
     let key = Key::parse(&r.key).map_err(|e| ApiError::bad_request(format!("key: {e}")))?;
     let seq_tx = shared.seq_tx.clone();
@@ -143,7 +140,10 @@ pub(super) async fn revert_escalation(shared: &Shared, body: &[u8]) -> Result<Va
         })
         .await??;
     match seq {
-        Some(seq) => Ok(json!({ "reverted": shown, "seq": seq })),
+        Some(seq) => Ok(Reverted {
+            reverted: shown,
+            seq,
+        }),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no active escalation for {shown}"),

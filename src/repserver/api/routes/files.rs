@@ -2,116 +2,89 @@
 //! one is an error for that item) and `POST /v1/files` (admin writes of file verdicts).
 
 use http::StatusCode;
-use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::super::jobs::publish;
 use super::super::reply::{ApiError, check_batch, parse_json, query_param};
 use super::super::{ApiConfig, Shared};
 use super::count;
+use crate::api::admin::Written;
+use crate::api::files::{FileAnswer, FileItem, LookupAnswer, LookupRequest, WriteRequest};
 use crate::clock::unix_secs;
 use crate::model::{FileEntry, FileVerdict, Sha256Hex, Source};
 use crate::repserver::metrics::{Answer, Kind};
 use crate::repserver::store::Store;
 
 /// `GET /v1/files?sha256=`: one file hash's answer, counted.
-pub(super) async fn get_file(shared: &Shared, query: Option<&str>) -> Result<Value, ApiError> {
+pub(super) async fn get_file(shared: &Shared, query: Option<&str>) -> Result<FileAnswer, ApiError> {
     let h = query_param(query, "sha256")?
         .ok_or_else(|| ApiError::bad_request("missing query parameter `sha256`"))?;
     let config = shared.config.clone();
     let answer = shared
         .read(move |store| file_answer(store, &config, &h))
         .await?;
-    if let Ok(v) = &answer {
-        count(shared, Kind::File, std::iter::once(file_counted_as(v)));
+    if let Ok(a) = &answer {
+        count(shared, Kind::File, std::iter::once(answered_by(a)));
     }
     answer
 }
 
 /// One file-hash answer: the stored verdict, or `unknown`.
-fn file_answer(store: &Store, config: &ApiConfig, input: &str) -> Result<Value, ApiError> {
+fn file_answer(store: &Store, config: &ApiConfig, input: &str) -> Result<FileAnswer, ApiError> {
     let h = Sha256Hex::parse(input)
         .ok_or_else(|| ApiError::bad_request("`sha256` is not 64 hex digits"))?;
     Ok(match store.lookup_file(&h)? {
-        Some(f) => json!({
-            "sha256": f.sha256.as_str(),
-            "verdict": f.verdict.as_str(),
-            "name": f.name,
-            "source": f.source.to_stored(),
-            "updated": f.updated,
-            "ttl_secs": config.ttl_secs,
-        }),
-        None => json!({
-            "sha256": h.as_str(),
-            "verdict": "unknown",
-            "ttl_secs": config.untested_ttl_secs,
-        }),
+        Some(f) => FileAnswer::of(&f, config.ttl_secs),
+        None => FileAnswer::unknown(h.as_str(), config.untested_ttl_secs),
     })
 }
 
-/// What answered a file lookup's item.
-fn file_counted_as(v: &Value) -> Answer {
-    if v.get("error").is_some() {
-        Answer::Error
-    } else if v.get("tier").and_then(Value::as_str) == Some("upstream") {
-        Answer::Upstream
-    } else if v.get("verdict").and_then(Value::as_str) == Some("unknown") {
+/// What answered a file hash (for `/metrics`).
+fn answered_by(a: &FileAnswer) -> Answer {
+    if a.is_unknown() {
         Answer::Untested
     } else {
         Answer::Listed
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileLookupRequest {
-    sha256: Vec<String>,
+/// What answered a file lookup's item.
+fn file_counted_as(item: &FileItem) -> Answer {
+    match item {
+        FileItem::Answer(a) => answered_by(a),
+        FileItem::Refused { .. } => Answer::Error,
+    }
 }
 
-pub(super) async fn lookup_files(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
-    let req: FileLookupRequest = parse_json(body)?;
+/// `POST /v1/files/lookup`: one answer per hash, in order; a hash that is not 64 hex digits
+/// is an error for that item.
+pub(super) async fn lookup_files(shared: &Shared, body: &[u8]) -> Result<LookupAnswer, ApiError> {
+    let req: LookupRequest = parse_json(body)?;
     check_batch(shared, req.sha256.len())?;
     let config = shared.config.clone();
     let answer = shared
-        .read(move |store| -> Result<Value, ApiError> {
+        .read(move |store| -> Result<LookupAnswer, ApiError> {
             let mut files = Vec::with_capacity(req.sha256.len());
-            for h in &req.sha256 {
-                files.push(match file_answer(store, &config, h) {
-                    Ok(v) => v,
-                    Err(e) if e.status == StatusCode::BAD_REQUEST => {
-                        json!({ "sha256": h, "error": e.message })
-                    }
+            for h in req.sha256 {
+                files.push(match file_answer(store, &config, &h) {
+                    Ok(a) => FileItem::Answer(a),
+                    Err(e) if e.status == StatusCode::BAD_REQUEST => FileItem::Refused {
+                        sha256: h,
+                        error: e.message,
+                    },
                     Err(e) => return Err(e),
                 });
             }
-            Ok(json!({ "files": files }))
+            Ok(LookupAnswer { files })
         })
         .await??;
-    if let Some(files) = answer.get("files").and_then(Value::as_array) {
-        count(shared, Kind::File, files.iter().map(file_counted_as));
-    }
+    count(shared, Kind::File, answer.files.iter().map(file_counted_as));
     Ok(answer)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JsonFile {
-    sha256: String,
-    verdict: String,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    source: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileWriteRequest {
-    upsert: Vec<JsonFile>,
-}
-
-pub(super) async fn write_files(shared: &Shared, body: &[u8]) -> Result<Value, ApiError> {
-    let req: FileWriteRequest = parse_json(body)?;
+/// `POST /v1/files` (admin): file verdicts, written in one transaction; a bad item refuses
+/// the whole write.
+pub(super) async fn write_files(shared: &Shared, body: &[u8]) -> Result<Written, ApiError> {
+    let req: WriteRequest = parse_json(body)?;
     if req.upsert.is_empty() {
         return Err(ApiError::bad_request("nothing to write"));
     }
@@ -147,5 +120,5 @@ pub(super) async fn write_files(shared: &Shared, body: &[u8]) -> Result<Value, A
             Ok(seq)
         })
         .await??;
-    Ok(json!({ "seq": seq }))
+    Ok(Written { seq })
 }

@@ -5,18 +5,17 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use serde_json::{Value, json};
 
 use super::super::Shared;
+use crate::api::admin::Health;
 use crate::repserver::metrics::Kind;
 
 /// `GET /healthz`: up, the change sequence, the lookups answered.
-pub(super) fn healthz(shared: &Shared) -> Value {
-    json!({
-        "status": "ok",
-        "seq": *shared.seq.borrow(),
-        "lookups": shared.stats.looked_up(Kind::Url) + shared.stats.looked_up(Kind::Host),
-    })
+pub(super) fn healthz(shared: &Shared) -> Health {
+    Health::ok(
+        *shared.seq.borrow(),
+        shared.stats.looked_up(Kind::Url) + shared.stats.looked_up(Kind::Host),
+    )
 }
 
 /// The metrics listener: `GET /metrics`, nothing else.

@@ -5,22 +5,22 @@
 use http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
-use serde_json::{Value, json};
 
 use super::super::Shared;
 use super::super::jobs::publish;
 use super::super::reply::{ApiError, query_param};
+use crate::api::admin::{BadLine, ImportAnswer};
 use crate::clock::unix_secs;
 use crate::model::Score;
 use crate::repserver::import::{self, ImportError, ImportOptions};
 
 /// `POST /v1/import?format=F&feed=NAME[&category=C][&score=N]`: the body (a feed file) is
-/// spooled to a temporary file (at most [`ApiConfig::max_import_bytes`]), then imported in one
+/// spooled to a temporary file (at most `max_import_bytes`), then imported in one
 /// transaction on the store thread. Answers the import report.
 pub(super) async fn import_feed(
     shared: &Shared,
     req: Request<Incoming>,
-) -> Result<Value, ApiError> {
+) -> Result<ImportAnswer, ApiError> {
     let q = req.uri().query();
     let format_name = query_param(q, "format")?.ok_or_else(|| {
         ApiError::bad_request(format!(
@@ -96,19 +96,31 @@ pub(super) async fn import_feed(
         seq = report.seq,
         "feed imported"
     );
-    Ok(json!({
-        "seq": report.seq,
-        "lines": report.lines,
-        "imported": report.imported,
-        "skipped": report.skipped,
-        "bad_total": report.bad_total,
-        "bad": report.bad.iter().map(|b| json!({ "line": b.line, "reason": b.reason })).collect::<Vec<_>>(),
-        "unterminated_last_line": report.unterminated_last_line,
-    }))
+    Ok(answer(report))
+}
+
+/// The wire form of an import's report.
+fn answer(report: import::ImportReport) -> ImportAnswer {
+    ImportAnswer {
+        seq: report.seq,
+        lines: report.lines,
+        imported: report.imported,
+        skipped: report.skipped,
+        bad_total: report.bad_total,
+        bad: report
+            .bad
+            .into_iter()
+            .map(|b| BadLine {
+                line: b.line,
+                reason: b.reason,
+            })
+            .collect(),
+        unterminated_last_line: report.unterminated_last_line,
+    }
 }
 
 /// Writes a request body to a new temporary file in the spool directory, at most
-/// [`ApiConfig::max_import_bytes`]. The file is deleted when the returned handle drops.
+/// `max_import_bytes`. The file is deleted when the returned handle drops.
 async fn spool_body(
     shared: &Shared,
     mut body: Incoming,

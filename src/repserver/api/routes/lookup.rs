@@ -4,7 +4,6 @@
 //! of the entries the answer rests on.
 
 use http::StatusCode;
-use serde_json::{Value, json};
 
 use super::super::reply::ApiError;
 use super::super::{ApiConfig, Shared};
@@ -96,7 +95,9 @@ fn answer_host(
     })
 }
 
-pub(super) async fn lookup_one(shared: &Shared, url: String) -> Result<Value, ApiError> {
+/// `GET /v1/lookup?url=`: one URL's answer, from the upstream tier when the table has no
+/// entry for it, counted.
+pub(super) async fn lookup_one(shared: &Shared, url: String) -> Result<wire::UrlItem, ApiError> {
     let config = shared.config.clone();
     let answer = shared
         .read(move |store| answer_url(store, &config, &url, unix_secs()))
@@ -105,7 +106,7 @@ pub(super) async fn lookup_one(shared: &Shared, url: String) -> Result<Value, Ap
     consult_upstream(shared, &mut urls, &mut []).await;
     count(shared, Kind::Url, urls.iter().map(LookupItem::counted_as));
     let [answer] = urls;
-    Ok(json!(answer))
+    Ok(answer)
 }
 
 pub(super) fn answer_urls(

@@ -25,11 +25,10 @@ use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use serde_json::Value;
 
 use super::Shared;
 use super::auth::{Role, authorize_or_drain, authorized_body, bearer_token};
-use super::reply::{ApiError, Body, error_response, json_response, query_param, read_body};
+use super::reply::{ApiError, Body, error_response, ok, query_param, read_body};
 use crate::repserver::metrics::{Answer, Kind, Route};
 
 pub(super) use health::metrics_answer;
@@ -40,9 +39,7 @@ pub(super) async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp
     let response = match which {
         Route::ChangesStream => changes::change_stream(shared, &req),
         Route::Lookup if req.method() == Method::POST => batch::lookup_batch(shared, req).await,
-        _ => route(shared, req)
-            .await
-            .map(|v| json_response(StatusCode::OK, &v)),
+        _ => route(shared, req).await,
     };
     let response = response.unwrap_or_else(|e| error_response(&e));
     shared
@@ -52,74 +49,77 @@ pub(super) async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp
 }
 
 /// The API's JSON routes (the streamed ones are [`handle`]'s): the handler for the path and
-/// method, else 405 with the path's methods, or 404.
-async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Value, ApiError> {
+/// method, its answer as JSON, else 405 with the path's methods, or 404.
+async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     let query = req.uri().query().map(str::to_owned);
     let query = query.as_deref();
     let (client, admin) = (Role::Client, Role::Admin);
-    match (path.as_str(), &method) {
-        ("/healthz", &Method::GET) => Ok(health::healthz(shared)),
+    Ok(match (path.as_str(), &method) {
+        ("/healthz", &Method::GET) => ok(&health::healthz(shared)),
         ("/v1/lookup", &Method::GET) => {
             authorize_or_drain(shared, req, client).await?;
             let url = query_param(query, "url")?
                 .ok_or_else(|| ApiError::bad_request("missing query parameter `url`"))?;
-            lookup::lookup_one(shared, url).await
+            ok(&lookup::lookup_one(shared, url).await?)
         }
         ("/v1/entries", &Method::POST) => {
-            entries::write_entries(shared, &authorized_body(shared, req, admin).await?).await
+            let body = authorized_body(shared, req, admin).await?;
+            ok(&entries::write_entries(shared, &body).await?)
         }
         ("/v1/changes", &Method::GET) => {
             authorize_or_drain(shared, req, client).await?;
-            changes::changes(shared, query).await
+            ok(&changes::changes(shared, query).await?)
         }
         ("/v1/import", &Method::POST) => {
-            import::import_feed(shared, authorize_or_drain(shared, req, admin).await?).await
+            let req = authorize_or_drain(shared, req, admin).await?;
+            ok(&import::import_feed(shared, req).await?)
         }
         ("/v1/files", &Method::GET) => {
             authorize_or_drain(shared, req, client).await?;
-            files::get_file(shared, query).await
+            ok(&files::get_file(shared, query).await?)
         }
         ("/v1/files", &Method::POST) => {
-            files::write_files(shared, &authorized_body(shared, req, admin).await?).await
+            let body = authorized_body(shared, req, admin).await?;
+            ok(&files::write_files(shared, &body).await?)
         }
         ("/v1/files/lookup", &Method::POST) => {
-            files::lookup_files(shared, &authorized_body(shared, req, client).await?).await
+            let body = authorized_body(shared, req, client).await?;
+            ok(&files::lookup_files(shared, &body).await?)
         }
         ("/v1/categories", &Method::GET) => {
             authorize_or_drain(shared, req, client).await?;
-            shared
-                .call(|store| categories::categories_json(store))
-                .await
+            ok(&shared.call(|store| categories::categories(store)).await?)
         }
         ("/v1/categories", &Method::POST) => {
-            categories::define_categories(shared, &authorized_body(shared, req, admin).await?).await
+            let body = authorized_body(shared, req, admin).await?;
+            ok(&categories::define_categories(shared, &body).await?)
         }
         ("/v1/events", &Method::POST) => {
             let req = authorize_or_drain(shared, req, client).await?;
             let reporter = bearer_token(&req).map(crate::repserver::events::reporter_id);
             let body = read_body(shared, req).await?;
-            events::ingest_events(shared, &body, reporter).await
+            ok(&events::ingest_events(shared, &body, reporter).await?)
         }
         ("/v1/events", &Method::GET) => {
             authorize_or_drain(shared, req, admin).await?;
-            events::list_events(shared, query).await
+            ok(&events::list_events(shared, query).await?)
         }
         ("/v1/feedback/summary", &Method::GET) => {
             authorize_or_drain(shared, req, admin).await?;
-            events::feedback_summary(shared, query).await
+            ok(&events::feedback_summary(shared, query).await?)
         }
         ("/v1/escalations", &Method::GET) => {
             authorize_or_drain(shared, req, admin).await?;
-            let answer = shared.read(|store| store.escalations()).await?;
-            answer.map_err(ApiError::from)
+            ok(&shared.read(|store| store.escalations()).await??)
         }
         ("/v1/escalations/revert", &Method::POST) => {
-            events::revert_escalation(shared, &authorized_body(shared, req, admin).await?).await
+            let body = authorized_body(shared, req, admin).await?;
+            ok(&events::revert_escalation(shared, &body).await?)
         }
-        _ => Err(no_route(&path, &method)),
-    }
+        _ => return Err(no_route(&path, &method)),
+    })
 }
 
 /// 405 with the methods of a path the API has, else 404.
