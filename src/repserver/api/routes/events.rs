@@ -5,13 +5,12 @@
 use std::time::Duration;
 
 use http::StatusCode;
-use serde_json::Value;
 
 use super::super::Shared;
 use super::super::jobs::publish;
 use super::super::reply::{ApiError, number_param, parse_json, query_param};
 use crate::api::events::IngestReply;
-use crate::api::feedback::{Revert, Reverted, StoredEvents};
+use crate::api::feedback::{Revert, Reverted, StoredEvents, Summary};
 use crate::clock::unix_secs;
 use crate::model::Key;
 
@@ -113,7 +112,7 @@ pub(super) async fn list_events(
 pub(super) async fn feedback_summary(
     shared: &Shared,
     query: Option<&str>,
-) -> Result<Value, ApiError> {
+) -> Result<Summary, ApiError> {
     let since_secs = number_param(query, "since_secs", 86_400, 10 * 365 * 86_400)?;
     let limit = number_param(query, "limit", 20, 1000)? as usize;
     let since = unix_secs()
