@@ -16,6 +16,7 @@ use super::{PRUNE_INTERVAL, Shared};
 use crate::clock::unix_secs;
 use crate::repserver::store::Store;
 
+/// Work for a store thread: runs with the thread's store and sends its own reply.
 pub(super) type Job = Box<dyn FnOnce(&mut Store) + Send>;
 
 impl Shared {
@@ -39,7 +40,7 @@ impl Shared {
         .await
     }
 
-    pub(super) async fn run_on<T: Send + 'static>(
+    async fn run_on<T: Send + 'static>(
         &self,
         queue: &std::sync::mpsc::SyncSender<Job>,
         f: impl FnOnce(&mut Store) -> T + Send + 'static,

@@ -90,6 +90,8 @@ async fn serve_client(
     }
 }
 
+/// HTTP/1.1 on one connection until it closes, the server shuts down (gracefully: the
+/// request in progress is answered) or the limits ask it to make room.
 async fn serve_connection<I>(io: I, shared: Arc<Shared>, activity: Arc<ConnActivity>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,

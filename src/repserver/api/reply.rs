@@ -104,6 +104,7 @@ pub(super) fn uncached(
     r
 }
 
+/// The whole body, at most `max_body` bytes: 413 beyond, 400 when reading it fails.
 pub(super) async fn read_body(shared: &Shared, req: Request<Incoming>) -> Result<Bytes, ApiError> {
     let limit = shared.config.max_body;
     match Limited::new(req.into_body(), limit).collect().await {
@@ -116,6 +117,7 @@ pub(super) async fn read_body(shared: &Shared, req: Request<Incoming>) -> Result
     }
 }
 
+/// A JSON body as `T`; a 400 naming the problem when it is not one.
 pub(super) fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("bad JSON: {e}")))
 }
@@ -142,6 +144,7 @@ pub(super) fn number_param(
     }
 }
 
+/// A 400 for a batch of `n` items over `max_batch`.
 pub(super) fn check_batch(shared: &Shared, n: usize) -> Result<(), ApiError> {
     if n > shared.config.max_batch {
         return Err(ApiError::bad_request(format!(

@@ -16,6 +16,7 @@ use crate::model::{Entry, RiskLevel, Verdict};
 use crate::repserver::metrics::Kind;
 use crate::repserver::store::{HostAnswer, Store};
 
+/// The configured TTL of an answer: untested ones have their own.
 fn ttl(config: &ApiConfig, v: &Verdict) -> u64 {
     if v.risk == RiskLevel::Untested {
         config.untested_ttl_secs
@@ -109,6 +110,8 @@ pub(super) async fn lookup_one(shared: &Shared, url: String) -> Result<wire::Url
     Ok(answer)
 }
 
+/// The answers to a batch's URLs (run on a store thread); a URL that does not parse is an
+/// error for that item, a store failure fails them all.
 pub(super) fn answer_urls(
     store: &Store,
     config: &ApiConfig,
@@ -129,6 +132,8 @@ pub(super) fn answer_urls(
     Ok(out)
 }
 
+/// The answers to a batch's hosts (run on a store thread, one read for them all); a host
+/// that does not parse is an error for that item, a store failure fails them all.
 pub(super) fn answer_hosts(
     store: &Store,
     config: &ApiConfig,

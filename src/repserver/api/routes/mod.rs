@@ -33,13 +33,14 @@ use crate::repserver::metrics::{Answer, Kind, Route};
 
 pub(super) use health::metrics_answer;
 
+/// Answers one request and counts it by route and status.
 pub(super) async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let started = std::time::Instant::now();
     let which = Route::of(req.uri().path());
     let response = match which {
         Route::ChangesStream => changes::change_stream(shared, &req),
         Route::Lookup if req.method() == Method::POST => batch::lookup_batch(shared, req).await,
-        _ => route(shared, req).await,
+        _ => route(shared, which, req).await,
     };
     let response = response.unwrap_or_else(|e| error_response(&e));
     shared
@@ -48,73 +49,78 @@ pub(super) async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp
     response
 }
 
-/// The API's JSON routes (the streamed ones are [`handle`]'s): the handler for the path and
-/// method, its answer as JSON, else 405 with the path's methods, or 404.
-async fn route(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+/// The API's JSON routes (the streamed ones are [`handle`]'s): the handler for the path's
+/// route and the method, its answer as JSON, else 405 with the path's methods, or 404.
+async fn route(
+    shared: &Shared,
+    which: Route,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     let query = req.uri().query().map(str::to_owned);
     let query = query.as_deref();
     let (client, admin) = (Role::Client, Role::Admin);
-    Ok(match (path.as_str(), &method) {
-        ("/healthz", &Method::GET) => ok(&health::healthz(shared)),
-        ("/v1/lookup", &Method::GET) => {
+    Ok(match (which, &method) {
+        (Route::Healthz, &Method::GET) => ok(&health::healthz(shared)),
+        (Route::Lookup, &Method::GET) => {
             authorize_or_drain(shared, req, client).await?;
             let url = query_param(query, "url")?
                 .ok_or_else(|| ApiError::bad_request("missing query parameter `url`"))?;
             ok(&lookup::lookup_one(shared, url).await?)
         }
-        ("/v1/entries", &Method::POST) => {
+        (Route::Entries, &Method::POST) => {
             let body = authorized_body(shared, req, admin).await?;
             ok(&entries::write_entries(shared, &body).await?)
         }
-        ("/v1/changes", &Method::GET) => {
+        (Route::Changes, &Method::GET) => {
             authorize_or_drain(shared, req, client).await?;
             ok(&changes::changes(shared, query).await?)
         }
-        ("/v1/import", &Method::POST) => {
+        (Route::Import, &Method::POST) => {
             let req = authorize_or_drain(shared, req, admin).await?;
             ok(&import::import_feed(shared, req).await?)
         }
-        ("/v1/files", &Method::GET) => {
+        (Route::Files, &Method::GET) => {
             authorize_or_drain(shared, req, client).await?;
             ok(&files::get_file(shared, query).await?)
         }
-        ("/v1/files", &Method::POST) => {
+        (Route::Files, &Method::POST) => {
             let body = authorized_body(shared, req, admin).await?;
             ok(&files::write_files(shared, &body).await?)
         }
-        ("/v1/files/lookup", &Method::POST) => {
+        (Route::FilesLookup, &Method::POST) => {
             let body = authorized_body(shared, req, client).await?;
             ok(&files::lookup_files(shared, &body).await?)
         }
-        ("/v1/categories", &Method::GET) => {
+        (Route::Categories, &Method::GET) => {
             authorize_or_drain(shared, req, client).await?;
             ok(&shared.call(|store| categories::categories(store)).await?)
         }
-        ("/v1/categories", &Method::POST) => {
+        (Route::Categories, &Method::POST) => {
             let body = authorized_body(shared, req, admin).await?;
             ok(&categories::define_categories(shared, &body).await?)
         }
-        ("/v1/events", &Method::POST) => {
+        (Route::Events, &Method::POST) => {
             let req = authorize_or_drain(shared, req, client).await?;
             let reporter = bearer_token(&req).map(crate::repserver::events::reporter_id);
             let body = read_body(shared, req).await?;
             ok(&events::ingest_events(shared, &body, reporter).await?)
         }
-        ("/v1/events", &Method::GET) => {
+        (Route::Events, &Method::GET) => {
             authorize_or_drain(shared, req, admin).await?;
             ok(&events::list_events(shared, query).await?)
         }
-        ("/v1/feedback/summary", &Method::GET) => {
+        (Route::FeedbackSummary, &Method::GET) => {
             authorize_or_drain(shared, req, admin).await?;
             ok(&events::feedback_summary(shared, query).await?)
         }
-        ("/v1/escalations", &Method::GET) => {
+        // One route, two paths: the list and the revert.
+        (Route::Escalations, &Method::GET) if path == "/v1/escalations" => {
             authorize_or_drain(shared, req, admin).await?;
             ok(&shared.read(|store| store.escalations()).await??)
         }
-        ("/v1/escalations/revert", &Method::POST) => {
+        (Route::Escalations, &Method::POST) if path == "/v1/escalations/revert" => {
             let body = authorized_body(shared, req, admin).await?;
             ok(&events::revert_escalation(shared, &body).await?)
         }

@@ -26,6 +26,7 @@ pub(super) trait LookupItem: Sized {
     fn counted_as(&self) -> Answer;
 }
 
+/// What answered an item with `verdict` (`None`: a refused item).
 pub(super) fn counted_as(verdict: Option<&wire::VerdictView>, untested: bool) -> Answer {
     match verdict {
         None => Answer::Error,
@@ -140,6 +141,8 @@ fn misses<T: LookupItem>(items: &[T]) -> Vec<String> {
         .collect()
 }
 
+/// Puts the upstream tier's answers in place of the locally untested items it answered;
+/// marks the others unavailable when the upstream could not be asked.
 fn merge_upstream<T: LookupItem>(
     items: &mut [T],
     found: &std::collections::HashMap<String, Arc<T::Answer>>,
