@@ -31,10 +31,13 @@
 use std::collections::BTreeSet;
 
 use rusqlite::{OptionalExtension as _, params};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::store::{Store, StoreError};
 use crate::api::events::{Event, EventStatus, Kind};
+use crate::api::feedback::{
+    CategoryBlocks, Escalation, Escalations, RuleBlocks, Summary, UntestedHost, UserReport,
+};
 use crate::model::{Entry, Key, KeyKind, Source};
 
 /// Schema 2 -> 3: the events and the escalations fired.
@@ -375,26 +378,27 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::Sqlite`].
-    pub fn escalations(&self) -> Result<Value, StoreError> {
+    pub fn escalations(&self) -> Result<Escalations, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT key, host, rule, score, category, clients, fired, reverted, seq \
              FROM escalations ORDER BY fired DESC",
         )?;
         let rows = stmt.query_map([], |r| {
-            Ok(json!({
-                "key": r.get::<_, String>(0)?,
-                "host": r.get::<_, String>(1)?,
-                "rule": r.get::<_, i64>(2)?,
-                "score": r.get::<_, i64>(3)?,
-                "category": r.get::<_, Option<String>>(4)?,
-                "clients": r.get::<_, i64>(5)?,
-                "fired_ms": r.get::<_, i64>(6)?,
-                "reverted_ms": r.get::<_, Option<i64>>(7)?,
-                "seq": r.get::<_, i64>(8)?,
-            }))
+            Ok(Escalation {
+                key: r.get(0)?,
+                host: r.get(1)?,
+                rule: r.get(2)?,
+                score: r.get(3)?,
+                category: r.get(4)?,
+                clients: r.get(5)?,
+                fired_ms: r.get(6)?,
+                reverted_ms: r.get(7)?,
+                seq: r.get(8)?,
+            })
         })?;
-        let list = rows.collect::<Result<Vec<_>, _>>()?;
-        Ok(json!({ "escalations": list }))
+        Ok(Escalations {
+            escalations: rows.collect::<Result<Vec<_>, _>>()?,
+        })
     }
 
     /// Reverts the escalation of `key`: deletes its entry (an ordinary write, when the entry
@@ -484,10 +488,10 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::Sqlite`].
-    pub fn feedback_summary(&self, since: i64, limit: usize) -> Result<Value, StoreError> {
+    pub fn feedback_summary(&self, since: i64, limit: usize) -> Result<Summary, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let c = &self.conn;
-        let mut kinds = serde_json::Map::new();
+        let mut kinds = std::collections::BTreeMap::new();
         {
             let mut s = c.prepare_cached(
                 "SELECT kind, count(*) FROM events WHERE time >= ?1 GROUP BY kind ORDER BY kind",
@@ -496,7 +500,7 @@ impl Store {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
             })? {
                 let (k, n) = row?;
-                kinds.insert(k, json!(n));
+                kinds.insert(k, n);
             }
         }
         let mut untested = Vec::new();
@@ -508,32 +512,23 @@ impl Store {
                  GROUP BY host ORDER BY 2 DESC, 3 DESC, host LIMIT ?2",
             )?;
             for row in s.query_map(params![since, limit], |r| {
-                Ok(json!({
-                    "host": r.get::<_, String>(0)?,
-                    "clients": r.get::<_, i64>(1)?,
-                    "proxies": r.get::<_, i64>(2)?,
-                    "events": r.get::<_, i64>(3)?,
-                }))
+                Ok(UntestedHost {
+                    host: r.get(0)?,
+                    clients: r.get(1)?,
+                    proxies: r.get(2)?,
+                    events: r.get(3)?,
+                })
             })? {
                 untested.push(row?);
             }
         }
-        let grouped = |column: &str, name: &str| -> Result<Vec<Value>, StoreError> {
-            let sql = format!(
-                "SELECT {column}, count(*) FROM events WHERE kind = 'blocked' AND time >= ?1 \
-                 GROUP BY {column} ORDER BY 2 DESC, 1 LIMIT ?2"
-            );
-            let mut s = c.prepare_cached(&sql)?;
-            let mut out = Vec::new();
-            for row in s.query_map(params![since, limit], |r| {
-                Ok(json!({ name: r.get::<_, Option<String>>(0)?, "blocks": r.get::<_, i64>(1)? }))
-            })? {
-                out.push(row?);
-            }
-            Ok(out)
-        };
-        let by_rule = grouped("rule", "rule")?;
-        let by_category = grouped("category", "category")?;
+        let by_rule = self.blocks_by("rule", since, limit, |rule, blocks| RuleBlocks {
+            rule,
+            blocks,
+        })?;
+        let by_category = self.blocks_by("category", since, limit, |category, blocks| {
+            CategoryBlocks { category, blocks }
+        })?;
         let mut reports = Vec::new();
         {
             let mut s = c.prepare_cached(
@@ -541,28 +536,46 @@ impl Store {
                  WHERE kind = 'user_report' AND time >= ?1 ORDER BY time DESC LIMIT ?2",
             )?;
             for row in s.query_map(params![since, limit], |r| {
-                Ok(json!({
-                    "time": r.get::<_, i64>(0)?,
-                    "proxy": r.get::<_, String>(1)?,
-                    "id": r.get::<_, String>(2)?,
-                    "ticket": r.get::<_, Option<String>>(3)?,
-                    "host": r.get::<_, Option<String>>(4)?,
-                    "url": r.get::<_, Option<String>>(5)?,
-                    "client": r.get::<_, Option<String>>(6)?,
-                    "comment": r.get::<_, Option<String>>(7)?,
-                }))
+                Ok(UserReport {
+                    time: r.get(0)?,
+                    proxy: r.get(1)?,
+                    id: r.get(2)?,
+                    ticket: r.get(3)?,
+                    host: r.get(4)?,
+                    url: r.get(5)?,
+                    client: r.get(6)?,
+                    comment: r.get(7)?,
+                })
             })? {
                 reports.push(row?);
             }
         }
-        Ok(json!({
-            "since_ms": since,
-            "kinds": kinds,
-            "untested_hosts": untested,
-            "blocks_by_rule": by_rule,
-            "blocks_by_category": by_category,
-            "user_reports": reports,
-        }))
+        Ok(Summary {
+            since_ms: since,
+            kinds,
+            untested_hosts: untested,
+            blocks_by_rule: by_rule,
+            blocks_by_category: by_category,
+            user_reports: reports,
+        })
+    }
+
+    /// Blocks since `since` (unix ms) grouped by `column` (`rule` or `category`, a fixed
+    /// name, never input), most first, at most `limit` groups, each made by `row`.
+    fn blocks_by<T>(
+        &self,
+        column: &str,
+        since: i64,
+        limit: i64,
+        row: impl Fn(Option<String>, i64) -> T,
+    ) -> Result<Vec<T>, StoreError> {
+        let sql = format!(
+            "SELECT {column}, count(*) FROM events WHERE kind = 'blocked' AND time >= ?1 \
+             GROUP BY {column} ORDER BY 2 DESC, 1 LIMIT ?2"
+        );
+        let mut s = self.conn.prepare_cached(&sql)?;
+        let rows = s.query_map(params![since, limit], |r| Ok(row(r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 }
 
@@ -575,6 +588,8 @@ struct Tally {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
     use crate::model::{Category, Score};
 
@@ -667,7 +682,7 @@ mod tests {
                 .keys
                 .contains(&"bad.test/".to_owned())
         );
-        assert_eq!(s.escalations().unwrap()["escalations"][0]["clients"], 3);
+        assert_eq!(s.escalations().unwrap().escalations[0].clients, 3);
         // Revert: the entry goes; the old reports do not fire it again.
         let key = Key::parse("bad.test/").unwrap();
         assert!(s.revert_escalation(&key).unwrap().is_some());
@@ -754,7 +769,7 @@ mod tests {
         evs.push(b);
         evs.push(report("p1", "rep", "c9", "u1.test"));
         s.ingest_events(&evs, 1, &[]).unwrap();
-        let v = s.feedback_summary(0, 10).unwrap();
+        let v = serde_json::to_value(s.feedback_summary(0, 10).unwrap()).unwrap();
         assert_eq!(v["kinds"]["untested"], 4);
         assert_eq!(
             v["untested_hosts"][0],

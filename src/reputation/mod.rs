@@ -46,6 +46,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::changes::Changes;
+use crate::api::files;
 use crate::api::lookup::{BatchAnswer, BatchRequest};
 use crate::canon::CanonicalUrl;
 use crate::client::{ClientError, RepClient};
@@ -331,28 +332,31 @@ impl FileBatcher {
     }
 }
 
-/// One item of a `/v1/files/lookup` answer, cached for its `ttl_secs`.
+/// One item of a `/v1/files/lookup` answer ([`files::FileItem`], read on its own so that a
+/// bad item fails alone), cached for its `ttl_secs`.
 fn file_answer(item: &Value, source: &Arc<str>) -> Result<Arc<Cached<FileAnswer>>, Unavailable> {
-    let verdict = match item.get("verdict").and_then(Value::as_str) {
-        Some("unknown") => None,
-        Some(name) => Some(
+    use serde::Deserialize as _;
+    let answer = match files::FileItem::deserialize(item) {
+        Ok(files::FileItem::Answer(a)) => a,
+        Ok(files::FileItem::Refused { error, .. }) => {
+            return Err(Unavailable(format!("{source}: {error}")));
+        }
+        Err(e) => return Err(Unavailable(format!("{source}: bad file answer: {e}"))),
+    };
+    let verdict = if answer.is_unknown() {
+        None
+    } else {
+        let name = &answer.verdict;
+        Some(
             crate::model::FileVerdict::parse(name)
                 .ok_or_else(|| Unavailable(format!("{source}: unknown verdict {name:?}")))?,
-        ),
-        None => {
-            let e = item
-                .get("error")
-                .and_then(Value::as_str)
-                .unwrap_or("no verdict");
-            return Err(Unavailable(format!("{source}: {e}")));
-        }
+        )
     };
-    let ttl = item.get("ttl_secs").and_then(Value::as_u64).unwrap_or(60);
     Ok(Arc::new(Cached {
-        fresh_until: Instant::now() + Duration::from_secs(ttl),
+        fresh_until: Instant::now() + Duration::from_secs(answer.ttl_secs),
         value: FileAnswer {
             verdict,
-            name: item.get("name").and_then(Value::as_str).map(Into::into),
+            name: answer.stored.and_then(|s| s.name).map(Into::into),
         },
         source: source.clone(),
     }))
@@ -555,10 +559,10 @@ impl Reputation {
 
     /// Asks the sources about `batch` in one request and hands each waiter its answer.
     async fn send_file_batch(&self, batch: Vec<(String, FileWaiter)>) {
-        let hashes: Vec<&str> = batch.iter().map(|(h, _)| h.as_str()).collect();
-        let answer = self
-            .ask_at("/v1/files/lookup", &json!({ "sha256": hashes }))
-            .await;
+        let request = files::LookupRequest {
+            sha256: batch.iter().map(|(h, _)| h.clone()).collect(),
+        };
+        let answer = self.ask_at("/v1/files/lookup", &json!(request)).await;
         let (v, source) = match answer {
             Ok(a) => a,
             Err(e) => {

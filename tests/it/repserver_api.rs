@@ -359,6 +359,15 @@ async fn bad_input_is_refused_with_a_message() {
         .unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "POST");
+    // Two paths of one route: each keeps its own method.
+    let (status, v) = s.get("/v1/escalations/revert", Some(ADMIN)).await;
+    assert_eq!(status, 405);
+    assert_eq!(v["error"], "method GET not allowed; allowed: POST", "{v}");
+    let (status, v) = s
+        .send(reqwest::Method::POST, "/v1/escalations", Some(ADMIN), None)
+        .await;
+    assert_eq!(status, 405);
+    assert_eq!(v["error"], "method POST not allowed; allowed: GET", "{v}");
     let (status, _) = s.get("/v1/changes?since=abc", Some(CLIENT)).await;
     assert_eq!(status, 400);
     s.stop().await;
