@@ -38,8 +38,17 @@ pub struct FileAnswer {
     /// What the table holds about it; absent for an unknown hash.
     #[serde(flatten)]
     pub stored: Option<Stored>,
-    /// How long the answer may be cached, in seconds.
+    /// How long the answer may be cached, in seconds; a reader takes [`ASSUMED_TTL_SECS`]
+    /// when it is missing.
+    #[serde(default = "assumed_ttl")]
     pub ttl_secs: u64,
+}
+
+/// How long a reader caches an answer that does not say.
+pub const ASSUMED_TTL_SECS: u64 = 60;
+
+fn assumed_ttl() -> u64 {
+    ASSUMED_TTL_SECS
 }
 
 /// The stored part of a known hash's answer.
@@ -156,5 +165,12 @@ mod tests {
         );
         let back: Vec<FileItem> = serde_json::from_str(&text).unwrap();
         assert_eq!(back, items);
+    }
+
+    #[test]
+    fn an_answer_without_a_ttl_is_cached_for_the_assumed_time() {
+        let text = format!(r#"{{"sha256":"{}","verdict":"clean"}}"#, "ab".repeat(32));
+        let read: FileAnswer = serde_json::from_str(&text).unwrap();
+        assert_eq!(read.ttl_secs, ASSUMED_TTL_SECS);
     }
 }
