@@ -11,8 +11,10 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use futures_util::TryStreamExt as _;
 use http_body_util::{BodyExt as _, StreamBody};
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use crate::api::admin::ImportAnswer;
 use crate::cli::ServerArgs;
 use crate::client::{ClientError, RepClient};
 use crate::model::{Category, Score};
@@ -85,6 +87,24 @@ fn client(args: &ServerArgs) -> Result<RepClient, CommandError> {
     Ok(RepClient::new(&args.url, &token, args.ca_file.as_deref())?)
 }
 
+/// The client for `args` and its timeout (`--timeout`, else `default_secs`).
+fn client_within(
+    args: &ServerArgs,
+    default_secs: u64,
+) -> Result<(RepClient, Duration), CommandError> {
+    let timeout = Duration::from_secs(args.timeout.unwrap_or(default_secs));
+    Ok((client(args)?, timeout))
+}
+
+/// The server's answer to `route` as its wire type: a missing field or one of the wrong type
+/// fails the command (exit 1) with serde's account of it, rather than printing a guess.
+fn typed<T: DeserializeOwned>(route: &str, answer: &Value) -> Result<T, CommandError> {
+    T::deserialize(answer).map_err(|e| CommandError {
+        code: 1,
+        message: format!("bad answer to {route}: {e}"),
+    })
+}
+
 /// What `webrep import` was asked to do.
 #[derive(Debug)]
 pub struct ImportArgs {
@@ -120,36 +140,36 @@ pub async fn import(
         Some(path) => import_into_store(path, format, &args).await?,
         None => import_via_server(server, format, &args).await?,
     };
-    for bad in report["bad"].as_array().into_iter().flatten() {
-        crate::errln!(
-            "{}:{}: {}",
-            args.file.display(),
-            bad["line"],
-            bad["reason"].as_str().unwrap_or("")
-        );
+    print_import(&args.file, &report);
+    Ok(())
+}
+
+/// An import's report, from the server or the store alike: each bad line the report holds
+/// (and how many more there were) on stderr, the counts on stdout.
+fn print_import(file: &Path, report: &ImportAnswer) {
+    for bad in &report.bad {
+        crate::errln!("{}:{}: {}", file.display(), bad.line, bad.reason);
     }
-    let bad_total = report["bad_total"].as_u64().unwrap_or(0);
-    let shown = report["bad"].as_array().map_or(0, Vec::len) as u64;
-    if bad_total > shown {
-        crate::errln!("... and {} more bad lines", bad_total - shown);
+    let shown = report.bad.len() as u64;
+    if report.bad_total > shown {
+        crate::errln!("... and {} more bad lines", report.bad_total - shown);
     }
     crate::outln!(
         "{}: {} entries imported, {} lines skipped, {} bad lines (sequence {})",
-        args.file.display(),
-        report["imported"],
-        report["skipped"],
-        bad_total,
-        report["seq"]
+        file.display(),
+        report.imported,
+        report.skipped,
+        report.bad_total,
+        report.seq
     );
-    Ok(())
 }
 
 async fn import_via_server(
     server: &ServerArgs,
     format: Format,
     args: &ImportArgs,
-) -> Result<Value, CommandError> {
-    let client = client(server)?;
+) -> Result<ImportAnswer, CommandError> {
+    let (client, timeout) = client_within(server, 3600)?;
     let mut path = format!("/v1/import?format={}", format.as_str());
     if let Some(f) = &args.feed {
         path.push_str(&format!("&feed={}", encode_query_value(f)));
@@ -172,17 +192,17 @@ async fn import_via_server(
     let stream =
         tokio_util::io::ReaderStream::new(reader).map_ok(|b: Bytes| http_body::Frame::data(b));
     let body = StreamBody::new(stream).boxed_unsync();
-    let timeout = Duration::from_secs(server.timeout.unwrap_or(3600));
-    Ok(client
+    let answer = client
         .post_body(&path, "application/octet-stream", body, timeout)
-        .await?)
+        .await?;
+    typed("/v1/import", &answer)
 }
 
 async fn import_into_store(
     path: &Path,
     format: Format,
     args: &ImportArgs,
-) -> Result<Value, CommandError> {
+) -> Result<ImportAnswer, CommandError> {
     let path = path.to_owned();
     let file = args.file.clone();
     let feed = args
@@ -191,7 +211,7 @@ async fn import_into_store(
         .unwrap_or_else(|| format.as_str().to_owned());
     let category = args.category.clone();
     let score = args.score;
-    tokio::task::spawn_blocking(move || -> Result<Value, CommandError> {
+    tokio::task::spawn_blocking(move || -> Result<ImportAnswer, CommandError> {
         let mut store = Store::open(&path)
             .with_context(|| format!("cannot open the store {}", path.display()))?;
         let mut opts = ImportOptions::new(format, &feed, crate::clock::unix_secs());
@@ -222,11 +242,7 @@ async fn import_into_store(
             },
             message: e.to_string(),
         })?;
-        Ok(json!({
-            "seq": r.seq, "imported": r.imported, "skipped": r.skipped,
-            "bad_total": r.bad_total,
-            "bad": r.bad.iter().map(|b| json!({"line": b.line, "reason": b.reason})).collect::<Vec<_>>(),
-        }))
+        Ok(ImportAnswer::from(r))
     })
     .await
     .map_err(|e| CommandError::from(anyhow::anyhow!("import task failed: {e}")))?
@@ -473,4 +489,20 @@ pub fn summary_text(v: &Value, since_secs: u64) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_malformed_answer_fails_with_exit_1_and_names_the_route() {
+        let e = typed::<ImportAnswer>("/v1/import", &json!({ "seq": 1 })).unwrap_err();
+        assert_eq!(e.code, 1);
+        assert_eq!(e.message, "bad answer to /v1/import: missing field `lines`");
+        let e = typed::<ImportAnswer>("/v1/import", &json!({ "seq": "1" })).unwrap_err();
+        assert_eq!(e.code, 1);
+    }
 }

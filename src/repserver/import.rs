@@ -15,6 +15,7 @@ use std::net::IpAddr;
 use serde::Deserialize;
 
 use super::store::{Store, StoreError};
+use crate::api::admin::ImportAnswer;
 use crate::model::{
     Category, CategoryError, Entry, FileEntry, FileVerdict, Key, KeyKind, Score, Sha256Hex, Source,
     Taxonomy,
@@ -175,6 +176,29 @@ pub struct ImportReport {
     pub unterminated_last_line: bool,
     /// The store sequence number of the import (0 when only parsed).
     pub seq: u64,
+}
+
+/// The wire form of a report: what `POST /v1/import` answers, and what `webrep import
+/// --store` prints through the same code.
+impl From<ImportReport> for ImportAnswer {
+    fn from(report: ImportReport) -> ImportAnswer {
+        ImportAnswer {
+            seq: report.seq,
+            lines: report.lines,
+            imported: report.imported,
+            skipped: report.skipped,
+            bad_total: report.bad_total,
+            bad: report
+                .bad
+                .into_iter()
+                .map(|b| crate::api::admin::BadLine {
+                    line: b.line,
+                    reason: b.reason,
+                })
+                .collect(),
+            unterminated_last_line: report.unterminated_last_line,
+        }
+    }
 }
 
 /// Why an import failed as a whole (nothing was written).

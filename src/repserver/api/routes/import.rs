@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use super::super::Shared;
 use super::super::jobs::publish;
 use super::super::reply::{ApiError, query_param};
-use crate::api::admin::{BadLine, ImportAnswer};
+use crate::api::admin::ImportAnswer;
 use crate::clock::unix_secs;
 use crate::model::Score;
 use crate::repserver::import::{self, ImportError, ImportOptions};
@@ -96,27 +96,7 @@ pub(super) async fn import_feed(
         seq = report.seq,
         "feed imported"
     );
-    Ok(answer(report))
-}
-
-/// The wire form of an import's report.
-fn answer(report: import::ImportReport) -> ImportAnswer {
-    ImportAnswer {
-        seq: report.seq,
-        lines: report.lines,
-        imported: report.imported,
-        skipped: report.skipped,
-        bad_total: report.bad_total,
-        bad: report
-            .bad
-            .into_iter()
-            .map(|b| BadLine {
-                line: b.line,
-                reason: b.reason,
-            })
-            .collect(),
-        unterminated_last_line: report.unterminated_last_line,
-    }
+    Ok(ImportAnswer::from(report))
 }
 
 /// Writes a request body to a new temporary file in the spool directory, at most
