@@ -45,6 +45,16 @@ pub enum Tier {
     Upstream,
 }
 
+impl Tier {
+    /// The wire form, as the command line prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Local => "local",
+            Tier::Upstream => "upstream",
+        }
+    }
+}
+
 /// The state of the upstream tier, when it matters to an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -253,5 +263,12 @@ mod tests {
         assert!(!text.contains("cached"), "{text}");
         let back: Vec<UrlItem> = serde_json::from_str(&text).unwrap();
         assert_eq!(back, [answer, refused]);
+    }
+
+    #[test]
+    fn tiers_print_as_they_are_written() {
+        for tier in [Tier::Local, Tier::Upstream] {
+            assert_eq!(serde_json::to_value(tier).unwrap(), tier.as_str());
+        }
     }
 }

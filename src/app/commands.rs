@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::api::admin::ImportAnswer;
+use crate::api::lookup::{BatchAnswer, BatchRequest, HostItem, UrlItem, VerdictView};
 use crate::cli::ServerArgs;
 use crate::client::{ClientError, RepClient};
 use crate::model::{Category, Score};
@@ -103,6 +104,14 @@ fn typed<T: DeserializeOwned>(route: &str, answer: &Value) -> Result<T, CommandE
         code: 1,
         message: format!("bad answer to {route}: {e}"),
     })
+}
+
+/// Prints the server's JSON answer as it came (`--json`).
+fn print_json(answer: &Value) {
+    crate::outln!(
+        "{}",
+        serde_json::to_string_pretty(answer).unwrap_or_default()
+    );
 }
 
 /// What `webrep import` was asked to do.
@@ -258,66 +267,40 @@ pub async fn lookup(
     json_out: bool,
     items: &[String],
 ) -> Result<(), CommandError> {
-    let client = client(server)?;
-    let timeout = Duration::from_secs(server.timeout.unwrap_or(30));
-    let answer = if !hosts && items.len() == 1 {
-        let v = client
-            .get(
-                &format!("/v1/lookup?url={}", encode_query_value(&items[0])),
-                timeout,
-            )
-            .await?;
-        json!({ "urls": [v], "hosts": [] })
-    } else {
-        let body = if hosts {
-            json!({ "hosts": items })
-        } else {
-            json!({ "urls": items })
+    let (client, timeout) = client_within(server, 30)?;
+    let (raw, answer) = if !hosts && items.len() == 1 {
+        let path = format!("/v1/lookup?url={}", encode_query_value(&items[0]));
+        let raw = client.get(&path, timeout).await?;
+        let item: UrlItem = typed("/v1/lookup", &raw)?;
+        let answer = BatchAnswer {
+            urls: vec![item],
+            hosts: vec![],
         };
-        client.post_json("/v1/lookup", &body, timeout).await?
+        (raw, answer)
+    } else {
+        let (urls, hosts) = if hosts {
+            (vec![], items.to_vec())
+        } else {
+            (items.to_vec(), vec![])
+        };
+        let body = json!(BatchRequest { urls, hosts });
+        let raw = client.post_json("/v1/lookup", &body, timeout).await?;
+        let answer: BatchAnswer = typed("/v1/lookup", &raw)?;
+        (raw, answer)
     };
     if json_out {
-        let shown = if !hosts && items.len() == 1 {
-            answer["urls"][0].clone()
-        } else {
-            answer.clone()
-        };
-        crate::outln!(
-            "{}",
-            serde_json::to_string_pretty(&shown).unwrap_or_default()
-        );
+        print_json(&raw);
     } else {
-        for v in answer["urls"].as_array().into_iter().flatten() {
-            print_answer(v, "url");
-            for e in v["explain"]["matched"].as_array().into_iter().flatten() {
-                crate::outln!(
-                    "  matched {} score={} categories={} source={}",
-                    e["key"].as_str().unwrap_or("?"),
-                    e["score"],
-                    join(&e["categories"]),
-                    e["source"].as_str().unwrap_or("?")
-                );
-            }
-        }
-        for v in answer["hosts"].as_array().into_iter().flatten() {
-            print_answer(v, "host");
-            for e in v["paths"].as_array().into_iter().flatten() {
-                crate::outln!(
-                    "  path {} score={} categories={}",
-                    e["key"].as_str().unwrap_or("?"),
-                    e["score"],
-                    join(&e["categories"])
-                );
-            }
-            if v["truncated"] == json!(true) {
-                crate::outln!("  (more path entries: ask per URL)");
-            }
-        }
+        print_lookup(&answer);
     }
-    let refused = ["urls", "hosts"]
+    let refused = answer
+        .urls
         .iter()
-        .flat_map(|k| answer[*k].as_array().into_iter().flatten())
-        .any(|v| v.get("error").is_some());
+        .any(|u| matches!(u, UrlItem::Refused { .. }))
+        || answer
+            .hosts
+            .iter()
+            .any(|h| matches!(h, HostItem::Refused { .. }));
     if refused {
         return Err(CommandError {
             code: EXIT_REFUSED,
@@ -327,35 +310,65 @@ pub async fn lookup(
     Ok(())
 }
 
-fn print_answer(v: &Value, field: &str) {
-    let item = v[field].as_str().unwrap_or("?");
-    if let Some(e) = v.get("error") {
-        crate::outln!("{item}: error: {}", e.as_str().unwrap_or("?"));
-        return;
+/// A lookup's answers for a human: a line per URL with the entries that matched it, a line
+/// per host with the path entries under it.
+fn print_lookup(answer: &BatchAnswer) {
+    for item in &answer.urls {
+        match item {
+            UrlItem::Refused { url, error } => crate::outln!("{url}: error: {error}"),
+            UrlItem::Answer(a) => {
+                crate::outln!("{}", verdict_line(&a.url, &a.verdict));
+                for e in &a.explain.matched {
+                    crate::outln!(
+                        "  matched {} score={} categories={} source={}",
+                        e.key,
+                        e.score,
+                        join(&e.categories),
+                        e.source
+                    );
+                }
+            }
+        }
     }
-    let mut line = format!(
-        "{item}: {} score={} categories={} ttl={}s",
-        v["risk"].as_str().unwrap_or("?"),
-        v["score"],
-        join(&v["categories"]),
-        v["ttl_secs"]
-    );
-    if let Some(t) = v.get("tier").and_then(Value::as_str) {
-        line.push_str(&format!(" tier={t}"));
+    for item in &answer.hosts {
+        match item {
+            HostItem::Refused { host, error } => crate::outln!("{host}: error: {error}"),
+            HostItem::Answer(a) => {
+                crate::outln!("{}", verdict_line(&a.host, &a.verdict));
+                for e in &a.paths {
+                    crate::outln!(
+                        "  path {} score={} categories={}",
+                        e.key,
+                        e.score,
+                        join(&e.categories)
+                    );
+                }
+                if a.truncated {
+                    crate::outln!("  (more path entries: ask per URL)");
+                }
+            }
+        }
     }
-    if v.get("upstream").is_some() {
-        line.push_str(" (upstream unavailable)");
-    }
-    crate::outln!("{line}");
 }
 
-fn join(v: &Value) -> String {
-    let names: Vec<&str> = v
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+/// An item's verdict on one line; an untested item's score shows as `null`, as the JSON has it.
+fn verdict_line(item: &str, v: &VerdictView) -> String {
+    let score = v.score.map_or_else(|| "null".to_owned(), |s| s.to_string());
+    let mut line = format!(
+        "{item}: {} score={score} categories={} ttl={}s tier={}",
+        v.risk,
+        join(&v.categories),
+        v.ttl_secs,
+        v.tier.as_str()
+    );
+    if v.upstream.is_some() {
+        line.push_str(" (upstream unavailable)");
+    }
+    line
+}
+
+/// Category names, comma-separated; `-` for none.
+fn join(names: &[String]) -> String {
     if names.is_empty() {
         "-".into()
     } else {
@@ -496,6 +509,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::api::lookup::{Tier, UpstreamState};
 
     #[test]
     fn a_malformed_answer_fails_with_exit_1_and_names_the_route() {
@@ -504,5 +518,25 @@ mod tests {
         assert_eq!(e.message, "bad answer to /v1/import: missing field `lines`");
         let e = typed::<ImportAnswer>("/v1/import", &json!({ "seq": "1" })).unwrap_err();
         assert_eq!(e.code, 1);
+    }
+
+    #[test]
+    fn verdicts_print_untested_scores_as_null_and_say_when_upstream_failed() {
+        let mut v = VerdictView::of(&crate::model::Verdict::untested(), 60, Tier::Local);
+        v.upstream = Some(UpstreamState::Unavailable);
+        assert_eq!(
+            verdict_line("http://a.test/", &v),
+            "http://a.test/: untested score=null categories=- ttl=60s tier=local \
+             (upstream unavailable)"
+        );
+        v.score = Some(3);
+        v.risk = "dangerous".into();
+        v.categories = vec!["malware".into(), "phishing".into()];
+        v.tier = Tier::Upstream;
+        v.upstream = None;
+        assert_eq!(
+            verdict_line("a.test", &v),
+            "a.test: dangerous score=3 categories=malware,phishing ttl=60s tier=upstream"
+        );
     }
 }
