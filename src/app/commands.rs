@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::api::admin::ImportAnswer;
+use crate::api::feedback::{Escalation, Escalations, Revert, Reverted, Summary};
 use crate::api::lookup::{BatchAnswer, BatchRequest, HostItem, UrlItem, VerdictView};
 use crate::cli::ServerArgs;
 use crate::client::{ClientError, RepClient};
@@ -390,114 +391,94 @@ pub async fn feedback(command: crate::cli::FeedbackCommand) -> Result<(), Comman
             limit,
             json,
         } => {
-            let c = client(&server)?;
-            let timeout = Duration::from_secs(server.timeout.unwrap_or(30));
-            let v = c
-                .get(
-                    &format!("/v1/feedback/summary?since_secs={since_secs}&limit={limit}"),
-                    timeout,
-                )
-                .await?;
+            let (c, timeout) = client_within(&server, 30)?;
+            let path = format!("/v1/feedback/summary?since_secs={since_secs}&limit={limit}");
+            let raw = c.get(&path, timeout).await?;
+            let summary: Summary = typed("/v1/feedback/summary", &raw)?;
             if json {
-                crate::outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                print_json(&raw);
             } else {
-                crate::out!("{}", summary_text(&v, since_secs));
+                crate::out!("{}", summary_text(&summary, since_secs));
             }
         }
         FeedbackCommand::Escalations { server, json } => {
-            let c = client(&server)?;
-            let timeout = Duration::from_secs(server.timeout.unwrap_or(30));
-            let v = c.get("/v1/escalations", timeout).await?;
+            let (c, timeout) = client_within(&server, 30)?;
+            let raw = c.get("/v1/escalations", timeout).await?;
+            let list: Escalations = typed("/v1/escalations", &raw)?;
             if json {
-                crate::outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                print_json(&raw);
+            } else if list.escalations.is_empty() {
+                crate::outln!("no escalations");
             } else {
-                let list = v["escalations"].as_array().cloned().unwrap_or_default();
-                if list.is_empty() {
-                    crate::outln!("no escalations");
-                }
-                for e in list {
-                    crate::outln!(
-                        "{} score={} category={} rule={} clients={} fired_ms={}{}",
-                        e["key"].as_str().unwrap_or("?"),
-                        e["score"],
-                        e["category"].as_str().unwrap_or("-"),
-                        e["rule"],
-                        e["clients"],
-                        e["fired_ms"],
-                        if e["reverted_ms"].is_null() {
-                            String::new()
-                        } else {
-                            format!(" reverted_ms={}", e["reverted_ms"])
-                        }
-                    );
+                for e in &list.escalations {
+                    crate::outln!("{}", escalation_line(e));
                 }
             }
         }
         FeedbackCommand::Revert { server, key } => {
-            let c = client(&server)?;
-            let timeout = Duration::from_secs(server.timeout.unwrap_or(30));
-            let v = c
-                .post_json("/v1/escalations/revert", &json!({ "key": key }), timeout)
+            let (c, timeout) = client_within(&server, 30)?;
+            let body = json!(Revert { key });
+            let raw = c
+                .post_json("/v1/escalations/revert", &body, timeout)
                 .await?;
-            crate::outln!(
-                "reverted {} (seq {})",
-                v["reverted"].as_str().unwrap_or("?"),
-                v["seq"]
-            );
+            let r: Reverted = typed("/v1/escalations/revert", &raw)?;
+            crate::outln!("reverted {} (seq {})", r.reverted, r.seq);
         }
     }
     Ok(())
 }
 
+/// An escalation on one line; `reverted_ms` only once it was reverted.
+fn escalation_line(e: &Escalation) -> String {
+    let reverted = e
+        .reverted_ms
+        .map_or_else(String::new, |ms| format!(" reverted_ms={ms}"));
+    format!(
+        "{} score={} category={} rule={} clients={} fired_ms={}{reverted}",
+        e.key,
+        e.score,
+        e.category.as_deref().unwrap_or("-"),
+        e.rule,
+        e.clients,
+        e.fired_ms
+    )
+}
+
 /// The human form of a feedback summary.
-pub fn summary_text(v: &Value, since_secs: u64) -> String {
+pub fn summary_text(s: &Summary, since_secs: u64) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(out, "events of the last {since_secs} s:");
-    match v["kinds"].as_object() {
-        Some(kinds) if !kinds.is_empty() => {
-            for (k, n) in kinds {
-                let _ = writeln!(out, "  {k}: {n}");
-            }
-        }
-        _ => out.push_str("  none\n"),
+    if s.kinds.is_empty() {
+        out.push_str("  none\n");
     }
-    let rows = |name: &str| v[name].as_array().cloned().unwrap_or_default();
+    for (k, n) in &s.kinds {
+        let _ = writeln!(out, "  {k}: {n}");
+    }
     out.push_str("top untested hosts (distinct clients, proxies, events):\n");
-    for r in rows("untested_hosts") {
-        let _ = writeln!(
-            out,
-            "  {} {} {} {}",
-            r["host"].as_str().unwrap_or("?"),
-            r["clients"],
-            r["proxies"],
-            r["events"]
-        );
+    for r in &s.untested_hosts {
+        let _ = writeln!(out, "  {} {} {} {}", r.host, r.clients, r.proxies, r.events);
     }
-    for (title, list, field) in [
-        ("blocks by rule:", "blocks_by_rule", "rule"),
-        ("blocks by category:", "blocks_by_category", "category"),
-    ] {
-        let _ = writeln!(out, "{title}");
-        for r in rows(list) {
-            let _ = writeln!(
-                out,
-                "  {} {}",
-                r[field].as_str().unwrap_or("(none)"),
-                r["blocks"]
-            );
-        }
+    out.push_str("blocks by rule:\n");
+    for r in &s.blocks_by_rule {
+        let name = r.rule.as_deref().unwrap_or("(none)");
+        let _ = writeln!(out, "  {name} {}", r.blocks);
+    }
+    out.push_str("blocks by category:\n");
+    for r in &s.blocks_by_category {
+        let name = r.category.as_deref().unwrap_or("(none)");
+        let _ = writeln!(out, "  {name} {}", r.blocks);
     }
     out.push_str("user reports (ticket, proxy, host, comment):\n");
-    for r in rows("user_reports") {
+    for r in &s.user_reports {
         let _ = writeln!(
             out,
             "  {} {} {} {}",
-            r["ticket"].as_str().unwrap_or("-"),
-            r["proxy"].as_str().unwrap_or("?"),
-            r["host"].as_str().unwrap_or("-"),
-            r["comment"]
-                .as_str()
+            r.ticket.as_deref().unwrap_or("-"),
+            r.proxy,
+            r.host.as_deref().unwrap_or("-"),
+            r.comment
+                .as_deref()
                 .map_or_else(|| "-".to_owned(), |c| format!("{c:?}"))
         );
     }
@@ -506,9 +487,8 @@ pub fn summary_text(v: &Value, since_secs: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
+    use crate::api::feedback::{CategoryBlocks, RuleBlocks, UntestedHost, UserReport};
     use crate::api::lookup::{Tier, UpstreamState};
 
     #[test]
@@ -537,6 +517,78 @@ mod tests {
         assert_eq!(
             verdict_line("a.test", &v),
             "a.test: dangerous score=3 categories=malware,phishing ttl=60s tier=upstream"
+        );
+    }
+
+    #[test]
+    fn escalations_show_reverted_ms_once_reverted() {
+        let mut e = Escalation {
+            key: "odd.test/".into(),
+            host: "odd.test".into(),
+            rule: 0,
+            score: 70,
+            category: None,
+            clients: 2,
+            fired_ms: 1000,
+            reverted_ms: None,
+            seq: 3,
+        };
+        assert_eq!(
+            escalation_line(&e),
+            "odd.test/ score=70 category=- rule=0 clients=2 fired_ms=1000"
+        );
+        e.category = Some("phishing".into());
+        e.reverted_ms = Some(2000);
+        assert_eq!(
+            escalation_line(&e),
+            "odd.test/ score=70 category=phishing rule=0 clients=2 fired_ms=1000 \
+             reverted_ms=2000"
+        );
+    }
+
+    #[test]
+    fn the_summary_prints_every_list_with_its_placeholders() {
+        assert_eq!(
+            summary_text(&Summary::default(), 60),
+            "events of the last 60 s:\n  none\n\
+             top untested hosts (distinct clients, proxies, events):\n\
+             blocks by rule:\nblocks by category:\n\
+             user reports (ticket, proxy, host, comment):\n"
+        );
+        let s = Summary {
+            since_ms: 0,
+            kinds: [("blocked".to_owned(), 2), ("user_report".to_owned(), 1)].into(),
+            untested_hosts: vec![UntestedHost {
+                host: "new.test".into(),
+                clients: 3,
+                proxies: 2,
+                events: 5,
+            }],
+            blocks_by_rule: vec![RuleBlocks {
+                rule: None,
+                blocks: 1,
+            }],
+            blocks_by_category: vec![CategoryBlocks {
+                category: Some("gambling".into()),
+                blocks: 1,
+            }],
+            user_reports: vec![UserReport {
+                time: 0,
+                proxy: "p1".into(),
+                id: "e1".into(),
+                ticket: None,
+                host: Some("odd.test".into()),
+                url: None,
+                client: None,
+                comment: Some("looks \"fine\"".into()),
+            }],
+        };
+        assert_eq!(
+            summary_text(&s, 60),
+            "events of the last 60 s:\n  blocked: 2\n  user_report: 1\n\
+             top untested hosts (distinct clients, proxies, events):\n  new.test 3 2 5\n\
+             blocks by rule:\n  (none) 1\nblocks by category:\n  gambling 1\n\
+             user reports (ticket, proxy, host, comment):\n  - p1 odd.test \"looks \\\"fine\\\"\"\n"
         );
     }
 }
