@@ -43,8 +43,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Closes of idle connections that may be pending at once (see the module docs).
 pub const MAX_PENDING_CLOSES: usize = 64;
@@ -432,6 +434,69 @@ impl ConnPermit {
 impl Drop for ConnPermit {
     fn drop(&mut self) {
         self.limits.release(self.id);
+    }
+}
+
+/// A client [`accept_loop`] admitted: serve it while holding `permit`, telling `activity`
+/// what it does.
+#[derive(Debug)]
+pub struct Admitted {
+    pub stream: TcpStream,
+    pub peer: std::net::SocketAddr,
+    pub permit: ConnPermit,
+    pub activity: Arc<ConnActivity>,
+}
+
+/// How long a listener waits after a failed accept (out of descriptors and the like)
+/// before it tries again, instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Accepts clients on `listener` until `shutdown`: each is admitted under `limits`
+/// (waiting at the total limit, while further clients wait in the backlog) and served by
+/// the task `serve` makes of it, on `tracker`; a client over its address's limit is refused
+/// with 429, also on `tracker`. The proxy's workers and the reputation server each run one
+/// per listening socket.
+pub async fn accept_loop<F, Fut>(
+    listener: &TcpListener,
+    limits: &Arc<ConnLimits>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+    mut serve: F,
+) where
+    F: FnMut(Admitted) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            () = shutdown.cancelled() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let activity = Arc::new(ConnActivity::new());
+        let admitted = tokio::select! {
+            a = limits.admit(peer.ip(), &activity) => a,
+            () = shutdown.cancelled() => return,
+        };
+        let Ok(permit) = admitted else {
+            tracing::debug!(client.addr = %peer, "too many connections from this client; refused");
+            let limits = limits.clone();
+            tracker.spawn(async move { limits.refuse(stream).await });
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tracker.spawn(serve(Admitted {
+            stream,
+            peer,
+            permit,
+            activity,
+        }));
     }
 }
 

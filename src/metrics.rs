@@ -161,27 +161,32 @@ pub fn scrape_answer(
 /// A client that sends no complete request head within this is disconnected.
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Serves HTTP/1.1 on `listener` with `handler` until `shutdown` is cancelled.
+/// Connections an admin listener serves at once; further clients wait in the backlog (or
+/// an idle connection is closed for them).
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// Connections one client address may hold open to an admin listener.
+const ADMIN_MAX_CONNECTIONS_PER_CLIENT: usize = 16;
+
+/// Serves HTTP/1.1 on `listener` with `handler` until `shutdown` is cancelled, at most
+/// [`ADMIN_MAX_CONNECTIONS`] connections at once ([`ADMIN_MAX_CONNECTIONS_PER_CLIENT`] from
+/// one address, 429 beyond). Connections still open at shutdown end with the runtime.
 pub async fn serve<F, Fut>(listener: TcpListener, shutdown: CancellationToken, handler: F)
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
-    loop {
-        let tcp = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin listener accept failed");
-                    // Out of file descriptors and the like: do not spin.
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = shutdown.cancelled() => return,
-        };
+    let limits = crate::conns::ConnLimits::new(
+        ADMIN_MAX_CONNECTIONS,
+        ADMIN_MAX_CONNECTIONS_PER_CLIENT,
+        "text/plain; charset=utf-8",
+        "too many connections from your address\n",
+    );
+    let connections = tokio_util::task::TaskTracker::new();
+    let serve = |conn: crate::conns::Admitted| {
         let handler = handler.clone();
-        tokio::spawn(async move {
+        async move {
+            let _permit = conn.permit;
             let svc = hyper::service::service_fn(move |req| {
                 let fut = handler(req);
                 async move { Ok::<_, Infallible>(fut.await) }
@@ -189,10 +194,11 @@ where
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(tcp), svc)
+                .serve_connection(TokioIo::new(conn.stream), svc)
                 .await;
-        });
-    }
+        }
+    };
+    crate::conns::accept_loop(&listener, &limits, &connections, &shutdown, serve).await;
 }
 
 /// The connection-limit families of one listener set ([`crate::conns::ConnLimits`]): a gauge

@@ -62,8 +62,8 @@ use tracing::Instrument as _;
 
 use crate::accesslog::{AccessLog, RequestIds};
 use crate::config::{Config, ProxyConfig};
-use crate::conns::ConnActivity;
-use crate::conns::{ConnLimits, ConnPermit};
+use crate::conns::ConnLimits;
+use crate::conns::{Admitted, ConnActivity};
 use crate::intercept::mint::Minter;
 use acl::{ClientAcl, DestinationPolicy};
 use auth::Authenticator;
@@ -537,12 +537,15 @@ async fn run_worker(
         {
             tracing::info!(listen.addr = %addr, workers = state.clients.len(), "proxy listening");
         }
-        accept_tracker.spawn(accept_loop(
-            worker,
-            listener,
-            state.clone(),
-            shutdown.clone(),
-        ));
+        let (state, shutdown) = (state.clone(), shutdown.clone());
+        accept_tracker.spawn(async move {
+            let serve = |conn: Admitted| {
+                let span = tracing::debug_span!("conn", client.addr = %conn.peer);
+                serve_connection(worker, state.clone(), conn, shutdown.clone()).instrument(span)
+            };
+            crate::conns::accept_loop(&listener, &state.conns, &state.tracker, &shutdown, serve)
+                .await;
+        });
     }
     shutdown.cancelled().await;
     // Connections inside intercepted tunnels finish their in-flight requests and close.
@@ -574,64 +577,6 @@ async fn run_worker(
     }
 }
 
-/// Accepts clients on one listener until shutdown: each is admitted under the connection
-/// limits (waiting at the total limit, while further clients wait in the backlog) and served
-/// in a task of its own, or refused with 429 when its address has too many connections.
-async fn accept_loop(
-    worker: usize,
-    listener: TcpListener,
-    state: Arc<ProxyState>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = shutdown.cancelled() => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // EMFILE and friends: back off a little instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let activity = Arc::new(ConnActivity::new());
-        let admitted = tokio::select! {
-            a = state.conns.admit(peer.ip(), &activity) => a,
-            _ = shutdown.cancelled() => return,
-        };
-        let Ok(permit) = admitted else {
-            tracing::debug!(client.addr = %peer, "too many connections from this client; refused");
-            let conns = state.conns.clone();
-            state
-                .tracker
-                .spawn(async move { conns.refuse(stream).await });
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let span = tracing::debug_span!("conn", client.addr = %peer);
-        let conn = Conn {
-            stream,
-            peer,
-            permit,
-            activity,
-        };
-        state.tracker.spawn(
-            serve_connection(worker, state.clone(), conn, shutdown.clone()).instrument(span),
-        );
-    }
-}
-
-/// An admitted client connection.
-struct Conn {
-    stream: TcpStream,
-    peer: SocketAddr,
-    permit: ConnPermit,
-    activity: Arc<ConnActivity>,
-}
-
 /// Waits for a connection's next bytes without HTTP buffers (hyper allocates its read and
 /// write buffers when it starts serving): a new connection's first request, or the next
 /// request of a parked keep-alive one, so that many silent connections stay cheap. False
@@ -658,10 +603,10 @@ async fn next_bytes(
 async fn serve_connection(
     worker: usize,
     state: Arc<ProxyState>,
-    conn: Conn,
+    conn: Admitted,
     shutdown: CancellationToken,
 ) {
-    let Conn {
+    let Admitted {
         stream,
         peer,
         permit,
@@ -819,7 +764,7 @@ mod tests {
     /// cheap.
     #[test]
     fn a_silent_connection_waits_in_a_small_task() {
-        type Args = (usize, Arc<ProxyState>, Conn, CancellationToken);
+        type Args = (usize, Arc<ProxyState>, Admitted, CancellationToken);
         let waiting = future_size(|(w, s, c, t): Args| serve_connection(w, s, c, t));
         type Serving = (
             &'static ProxyState,

@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use super::Shared;
 use super::routes::handle;
-use crate::conns::{ConnActivity, ConnPermit};
+use crate::conns::{Admitted, ConnActivity};
 
 /// A client that does not finish sending a request head (or a TLS handshake) within this is
 /// disconnected.
@@ -30,49 +30,17 @@ pub(super) async fn accept_loop(
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let activity = Arc::new(ConnActivity::new());
-        let admitted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            a = shared.conns.admit(peer.ip(), &activity) => a,
-        };
-        let Ok(permit) = admitted else {
-            tracing::debug!(client.addr = %peer, "too many connections from this client; refused");
-            let conns = shared.conns.clone();
-            tracker.spawn(async move { conns.refuse(stream).await });
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        tracker.spawn(serve_client(
-            stream,
-            tls.clone(),
-            shared.clone(),
-            activity,
-            permit,
-        ));
-    }
+    let serve = |conn: Admitted| serve_client(conn, tls.clone(), shared.clone());
+    crate::conns::accept_loop(listener, &shared.conns, tracker, shutdown, serve).await;
 }
 
-/// One admitted client: the TLS handshake (when configured), then HTTP until it closes.
-async fn serve_client(
-    stream: tokio::net::TcpStream,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    shared: Arc<Shared>,
-    activity: Arc<ConnActivity>,
-    _permit: ConnPermit,
-) {
+async fn serve_client(conn: Admitted, tls: Option<tokio_rustls::TlsAcceptor>, shared: Arc<Shared>) {
+    let Admitted {
+        stream,
+        activity,
+        permit: _permit,
+        ..
+    } = conn;
     match tls {
         None => serve_connection(stream, shared, activity).await,
         Some(acceptor) => {
