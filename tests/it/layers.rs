@@ -9,9 +9,8 @@
 //! file's top-level module to `name`. A new top-level module must be given a layer in
 //! [`LAYERS`] before the suite passes.
 //!
-//! [`KNOWN`] lists the edges that break the rules today and are being taken apart. It only
-//! ever shrinks: an edge that is gone must leave the list (the test says so), and a new
-//! wrong edge fails.
+//! There are no exceptions: a forbidden edge, I/O in the pure core or a long function
+//! fails the suite, and the message says which and where.
 //!
 //! The same reading keeps production functions under [`MAX_FN_LINES`] lines (test code
 //! aside), so that request handling and start-up read as named steps.
@@ -69,12 +68,6 @@ const IMPURE: &[&str] = &[
     "Instant::now",
     "notify::",
 ];
-
-/// Files of pure modules that still do I/O, to be moved out; the list only shrinks.
-const KNOWN_IMPURE: &[&str] = &[];
-
-/// Edges that break the rules today, to be taken apart; the list only shrinks.
-const KNOWN: &[(&str, &str)] = &[];
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
@@ -260,44 +253,26 @@ fn every_top_level_module_has_a_layer() {
 #[test]
 fn imports_point_down_and_the_two_sides_stay_apart() {
     let edges = edges();
-    let mut wrong = Vec::new();
-    for (from, to) in &edges {
-        let known = KNOWN.contains(&(from.as_str(), to.as_str()));
-        if let Some(why) = violation(from, to)
-            && !known
-        {
-            wrong.push(format!("{from} -> {to}: {why}"));
-        }
-    }
-    let gone: Vec<_> = KNOWN
+    let wrong: Vec<_> = edges
         .iter()
-        .filter(|(a, b)| !edges.contains(&((*a).to_owned(), (*b).to_owned())))
+        .filter_map(|(from, to)| violation(from, to).map(|why| format!("{from} -> {to}: {why}")))
         .collect();
     assert!(
         wrong.is_empty(),
         "imports that break the layer rules (see tests/it/layers.rs):\n  {}",
         wrong.join("\n  ")
     );
-    assert!(
-        gone.is_empty(),
-        "these edges are gone: take them out of KNOWN in tests/it/layers.rs: {gone:?}"
-    );
 }
 
 #[test]
 fn the_pure_core_does_no_io() {
     let mut found = Vec::new();
-    let mut known_left = BTreeSet::new();
     for (module, path, code) in sources() {
         if !PURE.contains(&module.as_str()) {
             continue;
         }
         let uses: Vec<_> = IMPURE.iter().filter(|w| code.contains(*w)).collect();
-        if KNOWN_IMPURE.contains(&path.as_str()) {
-            if !uses.is_empty() {
-                known_left.insert(path);
-            }
-        } else if !uses.is_empty() {
+        if !uses.is_empty() {
             found.push(format!("{path} uses {uses:?}"));
         }
     }
@@ -305,22 +280,10 @@ fn the_pure_core_does_no_io() {
         found.is_empty(),
         "the pure core does no I/O: move these to a runtime module: {found:?}"
     );
-    let gone: Vec<_> = KNOWN_IMPURE
-        .iter()
-        .filter(|p| !known_left.contains(**p))
-        .collect();
-    assert!(
-        gone.is_empty(),
-        "these files are pure now: take them out of KNOWN_IMPURE in tests/it/layers.rs: {gone:?}"
-    );
 }
 
 /// The longest a production function may be, its signature and closing brace included.
 const MAX_FN_LINES: usize = 100;
-
-/// Functions over [`MAX_FN_LINES`] today, as `path below src/:name`, being split; the list
-/// only shrinks.
-const KNOWN_LONG: &[&str] = &[];
 
 /// The name of the function a line starts, if it starts one.
 fn fn_name(line: &str) -> Option<&str> {
@@ -396,35 +359,20 @@ fn without_strings(line: &str) -> String {
 #[test]
 fn production_functions_stay_under_the_line_limit() {
     let mut long = Vec::new();
-    let mut known_left = BTreeSet::new();
     for (_, path, code) in sources() {
         // A module file of its own that holds only tests.
         if path.ends_with("tests.rs") {
             continue;
         }
         for (name, lines) in function_lengths(&code) {
-            let id = format!("{path}:{name}");
-            if lines <= MAX_FN_LINES {
-                continue;
-            }
-            if KNOWN_LONG.contains(&id.as_str()) {
-                known_left.insert(id);
-            } else {
-                long.push(format!("{id}: {lines} lines"));
+            if lines > MAX_FN_LINES {
+                long.push(format!("{path}:{name}: {lines} lines"));
             }
         }
     }
     assert!(
         long.is_empty(),
         "functions over {MAX_FN_LINES} lines: split them into named steps: {long:#?}"
-    );
-    let gone: Vec<_> = KNOWN_LONG
-        .iter()
-        .filter(|f| !known_left.contains(**f))
-        .collect();
-    assert!(
-        gone.is_empty(),
-        "these are short now: take them out of KNOWN_LONG in tests/it/layers.rs: {gone:?}"
     );
 }
 
@@ -453,4 +401,29 @@ fn the_import_reader_sees_groups_macros_and_skips_comments() {
         t.into_iter().collect::<Vec<_>>(),
         ["canon", "config", "model"]
     );
+}
+
+#[test]
+fn the_rules_refuse_upward_sideways_and_cross_side_edges() {
+    for (from, to) in [
+        ("proxy", "repserver"),
+        ("repserver", "feedback"),
+        ("config", "proxy"),
+        ("model", "repserver"),
+        ("policy", "policyfile"),
+        ("canon", "canon"),
+        ("proxy", "nowhere"),
+    ] {
+        assert!(violation(from, to).is_some(), "{from} -> {to} passed");
+    }
+    for (from, to) in [
+        ("app", "proxy"),
+        ("app", "repserver"),
+        ("proxy", "reputation"),
+        ("repserver", "api"),
+        ("policy", "model"),
+        ("config", "api"),
+    ] {
+        assert_eq!(violation(from, to), None, "{from} -> {to}");
+    }
 }
