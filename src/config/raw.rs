@@ -142,7 +142,9 @@ pub struct RawAdminConfig {
     /// Address (`ip:port`) of the admin listener, which serves Prometheus `/metrics` and the
     /// same counters as JSON on `/stats` (these reveal traffic: the proxy port does not serve
     /// them). Keep it on loopback or a management network: those two have no
-    /// authentication. Default `null` (off); for example `127.0.0.1:9129`.
+    /// authentication. It serves at most 64 connections at once, 16 from one address (429
+    /// beyond), so a stuck scraper cannot hold the process's descriptors. Default `null`
+    /// (off); for example `127.0.0.1:9129`.
     pub listen: Option<String>,
     /// A file holding the token of the admin API (`/v1/...` on the admin listener:
     /// explain, reload, cache stats and purge), sent as `Authorization: Bearer TOKEN`;
@@ -569,7 +571,8 @@ pub struct RawServerConfig {
     /// Address of the HTTP API, `ip:port`. Default `127.0.0.1:8480`.
     pub listen: String,
     /// Address (`ip:port`) of a second listener that serves Prometheus `GET /metrics`
-    /// (no token: keep it on loopback or a management network). Default: none (off).
+    /// (no token: keep it on loopback or a management network; at most 64 connections at
+    /// once, 16 from one address). Default: none (off).
     pub metrics_listen: Option<String>,
     /// The SQLite file holding the reputation table (created when missing; a `-wal` and a
     /// `-shm` file live beside it). Default `reputation.db` in the working directory; under
