@@ -119,17 +119,19 @@ impl RepClient {
             .await
     }
 
-    /// `POST` a JSON body, within `timeout`.
+    /// `POST` `body` as JSON (a typed request of [`crate::api`], or a `Value`), within
+    /// `timeout`.
     ///
     /// # Errors
-    /// [`ClientError`].
-    pub async fn post_json(
+    /// [`ClientError`]; [`ClientError::Json`] when `body` cannot be written as JSON.
+    pub async fn post_json<B: serde::Serialize + ?Sized>(
         &self,
         path: &str,
-        body: &Value,
+        body: &B,
         timeout: Duration,
     ) -> Result<Value, ClientError> {
-        let bytes = Bytes::from(body.to_string());
+        let bytes =
+            Bytes::from(serde_json::to_vec(body).map_err(|e| ClientError::Json(e.to_string()))?);
         let body = Full::new(bytes)
             .map_err(|never| match never {})
             .boxed_unsync();

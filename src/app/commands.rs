@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures_util::TryStreamExt as _;
 use http_body_util::{BodyExt as _, StreamBody};
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::api::admin::ImportAnswer;
 use crate::api::feedback::{Escalation, Escalations, Revert, Reverted, Summary};
@@ -284,7 +284,7 @@ pub async fn lookup(
         } else {
             (items.to_vec(), vec![])
         };
-        let body = json!(BatchRequest { urls, hosts });
+        let body = BatchRequest { urls, hosts };
         let raw = client.post_json("/v1/lookup", &body, timeout).await?;
         let answer: BatchAnswer = typed("/v1/lookup", &raw)?;
         (raw, answer)
@@ -417,7 +417,7 @@ pub async fn feedback(command: crate::cli::FeedbackCommand) -> Result<(), Comman
         }
         FeedbackCommand::Revert { server, key } => {
             let (c, timeout) = client_within(&server, 30)?;
-            let body = json!(Revert { key });
+            let body = Revert { key };
             let raw = c
                 .post_json("/v1/escalations/revert", &body, timeout)
                 .await?;
@@ -493,10 +493,11 @@ mod tests {
 
     #[test]
     fn a_malformed_answer_fails_with_exit_1_and_names_the_route() {
-        let e = typed::<ImportAnswer>("/v1/import", &json!({ "seq": 1 })).unwrap_err();
+        let e = typed::<ImportAnswer>("/v1/import", &serde_json::json!({ "seq": 1 })).unwrap_err();
         assert_eq!(e.code, 1);
         assert_eq!(e.message, "bad answer to /v1/import: missing field `lines`");
-        let e = typed::<ImportAnswer>("/v1/import", &json!({ "seq": "1" })).unwrap_err();
+        let e =
+            typed::<ImportAnswer>("/v1/import", &serde_json::json!({ "seq": "1" })).unwrap_err();
         assert_eq!(e.code, 1);
     }
 

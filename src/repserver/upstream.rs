@@ -149,10 +149,10 @@ impl Upstream {
                     .map(|i| i.1.clone())
                     .collect()
             };
-            let body = serde_json::json!(BatchRequest {
+            let body = BatchRequest {
                 urls: pick(true),
                 hosts: pick(false),
-            });
+            };
             async move {
                 self.client
                     .post_json("/v1/lookup", &body, self.timeout)

@@ -562,7 +562,7 @@ impl Reputation {
         let request = files::LookupRequest {
             sha256: batch.iter().map(|(h, _)| h.clone()).collect(),
         };
-        let answer = self.ask_at("/v1/files/lookup", &json!(request)).await;
+        let answer = self.ask_at("/v1/files/lookup", &request).await;
         let (v, source) = match answer {
             Ok(a) => a,
             Err(e) => {
@@ -584,7 +584,10 @@ impl Reputation {
 
     /// Asks the sources in order, skipping those marked down (unless all are), until one
     /// answers `body`; returns the answer and the source's name.
-    async fn ask(&self, body: &Value) -> Result<(Value, Arc<str>), Unavailable> {
+    async fn ask<B: serde::Serialize + Sync + ?Sized>(
+        &self,
+        body: &B,
+    ) -> Result<(Value, Arc<str>), Unavailable> {
         self.ask_at("/v1/lookup", body).await
     }
 
@@ -624,17 +627,21 @@ impl Reputation {
     }
 
     /// [`Self::ask`] at another API path.
-    async fn ask_at(&self, path: &str, body: &Value) -> Result<(Value, Arc<str>), Unavailable> {
+    async fn ask_at<B: serde::Serialize + Sync + ?Sized>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<(Value, Arc<str>), Unavailable> {
         let started = Instant::now();
         let r = self.ask_sources(path, body).await;
         self.lookup_seconds.observe(started.elapsed().as_secs_f64());
         r
     }
 
-    async fn ask_sources(
+    async fn ask_sources<B: serde::Serialize + Sync + ?Sized>(
         &self,
         path: &str,
-        body: &Value,
+        body: &B,
     ) -> Result<(Value, Arc<str>), Unavailable> {
         let order = self.source_order();
         let mut errors = Vec::new();
@@ -721,7 +728,7 @@ impl Reputation {
             hosts: vec![host.to_owned()],
             ..BatchRequest::default()
         };
-        let (v, source) = self.ask(&json!(request)).await?;
+        let (v, source) = self.ask(&request).await?;
         let answer = batch_answer(v)
             .and_then(|b| {
                 b.hosts
@@ -747,7 +754,7 @@ impl Reputation {
             urls: vec![url.to_owned()],
             ..BatchRequest::default()
         };
-        let (v, source) = self.ask(&json!(request)).await?;
+        let (v, source) = self.ask(&request).await?;
         let (verdict, ttl) = batch_answer(v)
             .and_then(|b| {
                 b.urls
