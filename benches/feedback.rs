@@ -25,10 +25,10 @@ use tokio_util::sync::CancellationToken;
 use webrep::api::events::{Event, Kind};
 use webrep::client::RepClient;
 use webrep::config::FeedbackConfig;
+use webrep::config::{ApiConfig, EscalationRule};
 use webrep::feedback::Feedback;
 use webrep::model::Score;
-use webrep::repserver::api::{self, ApiConfig, Tokens};
-use webrep::repserver::events::EscalationRule;
+use webrep::repserver::api::{self, Tokens};
 use webrep::repserver::store::Store;
 use webrep::reputation::{FollowRetry, Reputation, ReputationConfig, SourceConfig};
 

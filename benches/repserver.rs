@@ -40,8 +40,9 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tokio_util::sync::CancellationToken;
 use webrep::canon::{CanonicalUrl, canonicalize};
+use webrep::config::ApiConfig;
 use webrep::model::BUILTIN_CATEGORIES;
-use webrep::repserver::api::{self, ApiConfig, ServeOptions, Tokens};
+use webrep::repserver::api::{self, ServeOptions, Tokens};
 use webrep::repserver::import::{self, Format, ImportOptions};
 use webrep::repserver::store::Store;
 

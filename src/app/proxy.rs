@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accesslog::AccessLog;
 use crate::client::RepClient;
-use crate::config::Config;
+use crate::config::{ApiConfig, Config};
 use crate::feedback::Feedback;
 use crate::intercept::{ca, mint::Minter};
 use crate::policyfile::{LoadError, PolicyHandle};
@@ -382,7 +382,7 @@ async fn embedded_server(
     };
     let stop = tasks.stopping();
     let serve = async move {
-        if let Err(e) = api::serve(listener, store, tokens, api::ApiConfig::default(), stop).await {
+        if let Err(e) = api::serve(listener, store, tokens, ApiConfig::default(), stop).await {
             tracing::error!(error = %e, "the embedded reputation server stopped");
         }
     };

@@ -79,9 +79,7 @@ pub(super) fn parse_nets(items: &[String]) -> Result<Vec<IpNet>, String> {
         .collect()
 }
 
-pub use crate::secrets::valid_token;
-
-/// Why `t` is not a [`valid_token`]; it names the length only, never the token.
+/// Why `t` is not a [`valid_token`](crate::secrets::valid_token); it names the length only, never the token.
 pub(super) fn bad_token(t: &str) -> String {
     format!(
         "a token of {} characters: tokens are 16 to 256 visible ASCII characters",

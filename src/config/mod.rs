@@ -34,7 +34,7 @@ use std::path::Path;
 pub use access_log::AccessLogConfig;
 pub use admin::AdminConfig;
 pub use auth::AuthConfig;
-pub use check::{InvalidValue, valid_token};
+pub use check::InvalidValue;
 pub use dns::{DnsCacheConfig, StaticHosts};
 pub use escalation::{EscalationRule, FeedbackOptions};
 pub use feedback::FeedbackConfig;

@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use super::check::{
     DEFAULTS_ARE_VALID, InvalidValue, bad_token, count, opt_socket_addr, positive, socket_addr,
-    valid_token,
 };
 use super::escalation::FeedbackOptions;
 use super::raw::{RawServerConfig, RawTlsServerConfig, RawUpstreamConfig};
+use crate::secrets::valid_token;
 
 /// Validated `server:` section. Field meanings are documented on [`RawServerConfig`].
 #[derive(Debug, Clone)]

@@ -103,7 +103,7 @@ pub fn reporter_id(token: &str) -> String {
 }
 
 /// One `server.escalation` rule, validated by config.
-pub use crate::config::EscalationRule;
+use crate::config::EscalationRule;
 
 /// What one ingest did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -29,7 +29,8 @@ use super::import::{self, Format, ImportOptions};
 use super::store::Store;
 use super::upstream::Upstream;
 use crate::client::RepClient;
-use crate::config::{ServerConfig, valid_token};
+use crate::config::ServerConfig;
+use crate::secrets::valid_token;
 use crate::shutdown::{Reloads, Tasks};
 
 /// How long the background tasks get to stop once the API has stopped.
@@ -172,7 +173,7 @@ pub fn load_tokens(config: &ServerConfig) -> anyhow::Result<Tokens> {
 #[derive(Clone)]
 struct ReloadTargets {
     tokens: Arc<arc_swap::ArcSwap<Tokens>>,
-    escalation: Arc<arc_swap::ArcSwap<Vec<super::events::EscalationRule>>>,
+    escalation: Arc<arc_swap::ArcSwap<Vec<crate::config::EscalationRule>>>,
 }
 
 /// What SIGHUP applies: the tokens, and (with a config file) the escalation rules. The

@@ -16,10 +16,9 @@ use tokio_util::sync::CancellationToken;
 use crate::harness::*;
 use webrep::api::events::Kind;
 use webrep::client::RepClient;
+use webrep::config::{ApiConfig, EscalationRule, FeedbackOptions};
 use webrep::feedback::FeedbackStats;
 use webrep::model::{Category, Score};
-use webrep::repserver::api::{ApiConfig, FeedbackOptions};
-use webrep::repserver::events::EscalationRule;
 
 const WAIT: Duration = Duration::from_secs(30);
 

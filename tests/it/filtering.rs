@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::harness::*;
-use webrep::repserver::api::ApiConfig;
+use webrep::config::ApiConfig;
 
 /// Test host names (`*.test`) are answered from `proxy.hosts`: nothing goes to DNS.
 const TEST_HOSTS: &str = "  hosts: { \"*.test\": [\"127.0.0.1\"] }\n";

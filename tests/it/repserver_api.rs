@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use webrep::repserver::api::{ApiConfig, ServeOptions};
+use webrep::config::ApiConfig;
+use webrep::repserver::api::ServeOptions;
 use webrep::repserver::store::Store;
 
 use crate::harness::{ADMIN, CLIENT, RepServer, init_crypto};

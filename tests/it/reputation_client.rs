@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use webrep::canon::canonicalize;
 use webrep::client::RepClient;
+use webrep::config::ApiConfig;
 use webrep::model::RiskLevel;
-use webrep::repserver::api::ApiConfig;
 use webrep::repserver::metrics::Route;
 use webrep::repserver::store::Store;
 

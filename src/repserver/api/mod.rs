@@ -100,7 +100,7 @@ pub struct Tokens {
 }
 
 /// The API's limits and TTLs and the server's feedback settings, validated by config.
-pub use crate::config::{ApiConfig, FeedbackOptions};
+use crate::config::{ApiConfig, FeedbackOptions};
 
 /// What [`serve_with`] adds to [`serve`]; the defaults are plain HTTP, no upstream, no
 /// connection limit, no pruning, spooling imports in the system temporary directory.
@@ -133,8 +133,7 @@ pub struct ServeOptions {
     pub tokens_handle: Option<Arc<arc_swap::ArcSwap<Tokens>>>,
     /// Where the running escalation rules live, so that a reload can swap them (the
     /// rules of `feedback` are stored in it at start).
-    pub escalation_handle:
-        Option<Arc<arc_swap::ArcSwap<Vec<crate::repserver::events::EscalationRule>>>>,
+    pub escalation_handle: Option<Arc<arc_swap::ArcSwap<Vec<crate::config::EscalationRule>>>>,
 }
 
 /// How often the change log is pruned.
@@ -153,7 +152,7 @@ struct Shared {
     upstream: Option<Arc<Upstream>>,
     spool_dir: std::path::PathBuf,
     /// Escalation rules for ingested events (swapped whole by a reload).
-    escalation: Arc<arc_swap::ArcSwap<Vec<crate::repserver::events::EscalationRule>>>,
+    escalation: Arc<arc_swap::ArcSwap<Vec<crate::config::EscalationRule>>>,
     /// Counters for `/metrics`.
     stats: Arc<ServerStats>,
     /// Connections open, in all and per client.

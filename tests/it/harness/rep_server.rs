@@ -9,7 +9,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use webrep::client::RepClient;
-use webrep::repserver::api::{ApiConfig, FeedbackOptions, ServeOptions, Tokens};
+use webrep::config::{ApiConfig, FeedbackOptions};
+use webrep::repserver::api::{ServeOptions, Tokens};
 use webrep::repserver::metrics::ServerStats;
 use webrep::repserver::store::Store;
 
