@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::check::{InvalidValue, millis};
+use super::check::{DEFAULTS_ARE_VALID, InvalidValue, millis};
 use super::raw::{RawReputationConfig, RawReputationSource};
 
 /// Validated `reputation:` section. Field meanings are documented on
@@ -67,6 +67,13 @@ impl TryFrom<RawReputationSource> for ReputationSource {
             ca_file: src.ca_file,
             timeout: millis("reputation.sources.timeout_ms", src.timeout_ms)?,
         })
+    }
+}
+
+/// The settings of the built-in `reputation:` defaults.
+impl Default for ReputationSettings {
+    fn default() -> Self {
+        Self::try_from(RawReputationConfig::default()).expect(DEFAULTS_ARE_VALID)
     }
 }
 

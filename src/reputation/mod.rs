@@ -162,11 +162,7 @@ impl Default for FollowRetry {
     /// The schedule of `reputation.follow_retry_first_ms` and `follow_retry_max_ms`'s
     /// defaults.
     fn default() -> Self {
-        let raw = crate::config::RawConfig::default().reputation;
-        FollowRetry {
-            first: Duration::from_millis(raw.follow_retry_first_ms),
-            max: Duration::from_millis(raw.follow_retry_max_ms),
-        }
+        Self::from(&crate::config::ReputationSettings::default())
     }
 }
 
