@@ -40,9 +40,8 @@
 //! scratch buffer is added when the URL holds percent-escapes, and the IDNA crate uses its own
 //! buffers for non-ASCII hosts. Expressions are slices of that `String`, so no allocation is
 //! made per expression. The budget is 1 µs median for canonicalize + expressions over a mixed
-//! corpus (`cargo bench --bench canon`). On the 2-core development VM, under load, it measured
-//! about 0.65 µs median per URL. A plain URL took 0.2–0.4 µs. IDN hosts and query strings of
-//! several hundred bytes took 1–2.3 µs.
+//! corpus (`cargo bench --bench canon`; figures in `docs/performance.md`,
+//! "Canonicalization"); IDN hosts and long query strings are the dearest URLs.
 //!
 //! # Ownership
 //! No shared state. A [`CanonicalUrl`] is an owned, immutable value (`Send + Sync`), and its

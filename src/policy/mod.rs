@@ -58,9 +58,8 @@
 //! engine) when a list has regexes. Time windows cost one UTC-to-local conversion against
 //! jiff's bundled tz database, precomputed per zone for 2000-2100 at compile time.
 //! Budget: 1 µs median with a 100,000-entry blocked list and 50 rules (`cargo bench --bench
-//! policy`). Measured on the 2-core development VM under load from another build (load
-//! average 2.5): 0.92 µs per request over the mixed set, 0.64-1.27 µs per request type
-//! (deep hosts and regex hits dearest). Compiling that 2.8 MB policy takes about 0.4 s.
+//! policy`; figures in `docs/performance.md`, "Policy evaluation"); deep hosts and regex
+//! hits are the dearest requests, and compiling such a policy takes a fraction of a second.
 //!
 //! # Failure
 //! Compilation collects every problem into [`PolicyErrors`], each naming the file, line,

@@ -97,10 +97,10 @@ const _: () = assert!(canon::MAX_EXPRESSIONS == 30);
 
 /// Page cache per connection (`PRAGMA cache_size`, negative = KiB): 64 MiB instead of
 /// SQLite's 2 MiB, which is filled only as pages are used. With a 1,000,000-entry table
-/// (a 200 MiB file) the upper levels of the B-trees then stay cached: host lookups went
-/// from 45,000/s to 70,000/s and the import from 37 s to 29 s (`benches/repserver.rs`).
-/// Memory-mapped reads (`mmap_size`) were measured on top of this and gained nothing while
-/// mapping the whole file into the RSS, so they stay off.
+/// (a 200 MiB file) the upper levels of the B-trees then stay cached, which makes host
+/// lookups and imports markedly faster (`benches/repserver.rs`, `docs/performance.md`).
+/// Memory-mapped reads (`mmap_size`) gained nothing on top of this while mapping the whole
+/// file into the RSS, so they stay off.
 const CACHE_KIB: i64 = 64 * 1024;
 
 /// `PRAGMA journal_size_limit`: after a checkpoint the WAL is truncated to this size rather
