@@ -169,7 +169,7 @@ const ADMIN_MAX_CONNECTIONS: usize = 64;
 const ADMIN_MAX_CONNECTIONS_PER_CLIENT: usize = 16;
 
 /// Serves HTTP/1.1 on `listener` with `handler` until `shutdown` is cancelled, at most
-/// [`ADMIN_MAX_CONNECTIONS`] connections at once ([`ADMIN_MAX_CONNECTIONS_PER_CLIENT`] from
+/// `ADMIN_MAX_CONNECTIONS` connections at once (`ADMIN_MAX_CONNECTIONS_PER_CLIENT` from
 /// one address, 429 beyond). Connections still open at shutdown end with the runtime.
 pub async fn serve<F, Fut>(listener: TcpListener, shutdown: CancellationToken, handler: F)
 where

@@ -149,7 +149,7 @@ impl FeedbackStats {
     }
 
     /// Counts `n` events lost (or kept in memory) for `cause`, and logs a warning naming
-    /// `detail` and the running total unless this cause logged one within [`LOG_EVERY`].
+    /// `detail` and the running total unless this cause logged one within `LOG_EVERY`.
     pub fn lose(&self, cause: Cause, n: u64, detail: &dyn std::fmt::Display) {
         let total = self.counter(cause).fetch_add(n, Ordering::Relaxed) + n;
         if self.limits[cause as usize].allow(LOG_EVERY) {

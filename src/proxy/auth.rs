@@ -14,11 +14,11 @@
 //! # A check, in order
 //! 1. A credential verified before (for `auth.credentials_cache_seconds`) is accepted: a
 //!    keyed SHA-256 of the header value and a map lookup, never the plain password.
-//! 2. A client address over its failure budget ([`budget`]) is answered 429 after
+//! 2. A client address over its failure budget (`budget`) is answered 429 after
 //!    `auth.failure_delay_ms`.
 //! 3. A credential found wrong before (for `auth.failed_credentials_cache_seconds`) is
 //!    answered 407 without hashing again.
-//! 4. Otherwise the password is hashed on the fixed [`pool`] (`auth.hash_threads`, with a
+//! 4. Otherwise the password is hashed on the fixed `pool` (`auth.hash_threads`, with a
 //!    queue of `auth.hash_queue`). A full queue is answered 503 after `auth.failure_delay_ms`
 //!    (a client that retries at once would otherwise spin on 503s) and counts against the
 //!    address's budget, like a wrong credential. Unknown users cost one dummy verification, so

@@ -9,7 +9,7 @@
 //! mints, failed client handshakes, tunnels, DNS lookups, policy reload failures, rejected
 //! request heads, client connections, password checks) and the histogram of reputation round
 //! trips; a scrape runs the registered collector, which writes them with typed label sets
-//! ([`labels`]) in the OpenMetrics text format. Label values come from closed sets only:
+//! (`labels`) in the OpenMetrics text format. Label values come from closed sets only:
 //! actions, cache states, outcomes, and the configured source names.
 //!
 //! # What it costs

@@ -160,7 +160,7 @@ pub enum Answer {
 const KINDS: [&str; 3] = ["url", "host", "file"];
 const ANSWERS: [&str; 4] = ["listed", "untested", "upstream", "error"];
 
-/// Encoded as its name in [`ROUTES`] (a variant name is not the path-derived label).
+/// Encoded as its name in `ROUTES` (a variant name is not the path-derived label).
 impl EncodeLabelValue for Route {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
         EncodeLabelValue::encode(&self.label(), encoder)
