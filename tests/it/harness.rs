@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use webrep::accesslog::AccessLog;
 use webrep::config::Config;
 use webrep::config::RawConfig;
+use webrep::config::raw::RawReputationSource;
 
 mod poll;
 mod process;
@@ -405,6 +406,19 @@ pub(crate) fn base_config() -> RawConfig {
     c.proxy.via_name = Some("webrep-test".into());
     c.proxy.destinations.allow_internal = true;
     c
+}
+
+/// A reputation source at `url` with the [`CLIENT`] token; other keys at their defaults
+/// (no name, a 500 ms timeout).
+pub(crate) fn source(url: &str) -> RawReputationSource {
+    RawReputationSource {
+        name: None,
+        url: url.to_owned(),
+        token: Some(CLIENT.to_owned()),
+        token_file: None,
+        ca_file: None,
+        timeout_ms: 500,
+    }
 }
 
 impl TestProxy {
