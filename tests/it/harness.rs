@@ -427,34 +427,6 @@ impl TestProxy {
         Self::start_with(|_| {}).await
     }
 
-    /// Starts a proxy with `BASE` plus extra `proxy:` keys (indented by two spaces) and extra
-    /// top-level sections.
-    pub(crate) async fn start(proxy_keys: &str, sections: &str) -> Self {
-        let yaml = format!("{BASE}{proxy_keys}{sections}");
-        Self::start_yaml(&yaml).await
-    }
-
-    /// Starts a proxy from YAML text, on the way out: [`Self::start_with`] takes typed values.
-    pub(crate) async fn start_yaml(yaml: &str) -> Self {
-        // The harness's feedback spool and admin listener, unless the test has those sections.
-        let chosen = |section: &str| {
-            yaml.contains(&format!("\n{section}:")) || yaml.starts_with(&format!("{section}:"))
-        };
-        let (feedback, admin) = (chosen("feedback"), chosen("admin"));
-        let raw: RawConfig = webrep::yaml::from_yaml_str(yaml).expect("test config is valid");
-        Self::start_with(|c| {
-            let (spool, listen) = (c.feedback.spool_dir.clone(), c.admin.listen.clone());
-            *c = raw;
-            if !feedback {
-                c.feedback.spool_dir = spool;
-            }
-            if !admin {
-                c.admin.listen = listen;
-            }
-        })
-        .await
-    }
-
     /// Starts a proxy on [`base_config`] plus a feedback spool in the proxy's own temporary
     /// directory (never the working tree) and an admin listener on 127.0.0.1:0 for the
     /// counters (`/stats`, `/metrics`); then `edit` sets what the test needs, and may change

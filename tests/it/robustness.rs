@@ -418,13 +418,10 @@ async fn a_key_file_a_failed_start_left_in_the_spool_is_removed_at_start() {
     std::fs::write(spool.path().join("anonymize-key"), &key).unwrap();
     let leftover = spool.path().join("anonymize-key.tmp");
     std::fs::write(&leftover, "0123").unwrap();
-    let proxy = TestProxy::start(
-        "",
-        &format!(
-            "feedback:\n  enabled: true\n  spool_dir: {:?}\n",
-            spool.path().display().to_string()
-        ),
-    )
+    let proxy = TestProxy::start_with(|c| {
+        c.feedback.enabled = Some(true);
+        c.feedback.spool_dir = spool.path().to_owned();
+    })
     .await;
     assert!(!leftover.exists());
     assert_eq!(
