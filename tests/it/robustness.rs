@@ -62,7 +62,9 @@ fn loaders() -> Vec<(&'static str, u64, Loader)> {
         }),
         ("users file", fsread::USERS_MAX, |p| {
             use webrep::proxy::auth::{Authenticator, PasswordChecks};
-            let config = webrep::config::Config::from_yaml("", "t").unwrap().auth;
+            let config = webrep::config::Config::from_raw(Default::default(), "t")
+                .unwrap()
+                .auth;
             let checks = std::sync::Arc::new(PasswordChecks::new(&config).unwrap());
             Authenticator::load(p, &config, checks)
                 .map(drop)
