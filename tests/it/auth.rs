@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::harness::*;
+use webrep::config::raw::RawAuthConfig;
 
 /// An argon2id hash that is quick to check (tests of everything but the hashing cost).
 fn cheap_hash(password: &str) -> String {
@@ -13,19 +14,20 @@ fn cheap_hash(password: &str) -> String {
     webrep::proxy::auth::hash_password_with(password, params).unwrap()
 }
 
-/// A proxy with `users` as its users file, an admin listener and extra `auth:` keys (indented
-/// by two spaces).
-async fn proxy_with_users(users: &str, auth_keys: &str) -> (TestProxy, tempfile::TempDir) {
+/// A proxy with `users` as its users file, an admin listener and the `auth:` settings
+/// `auth` makes.
+async fn proxy_with_users(
+    users: &str,
+    auth: impl FnOnce(&mut RawAuthConfig),
+) -> (TestProxy, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("users");
     std::fs::write(&path, users).unwrap();
-    let proxy = TestProxy::start(
-        "",
-        &format!(
-            "auth:\n  users_file: {:?}\n{auth_keys}admin:\n  listen: \"127.0.0.1:0\"\n",
-            path.display().to_string()
-        ),
-    )
+    let proxy = TestProxy::start_with(|c| {
+        c.auth.users_file = Some(path);
+        auth(&mut c.auth);
+        c.admin.listen = Some("127.0.0.1:0".into());
+    })
     .await;
     (proxy, dir)
 }
@@ -63,7 +65,7 @@ async fn checks(proxy: &TestProxy, result: &str) -> f64 {
 async fn a_repeated_wrong_credential_is_answered_without_hashing_again() {
     let origin = Origin::http().await;
     let users = format!("alice:{}\n", cheap_hash("right"));
-    let (proxy, _dir) = proxy_with_users(&users, "").await;
+    let (proxy, _dir) = proxy_with_users(&users, |_| {}).await;
     let wrong = client_as(&proxy, [127, 0, 0, 1], "alice", "wrong");
     for _ in 0..3 {
         assert_eq!(status(&wrong, &origin.url("/")).await, 407);
@@ -91,7 +93,7 @@ async fn an_address_over_its_failure_budget_gets_429_and_other_users_still_get_i
         cheap_hash("alice's"),
         cheap_hash("bob's")
     );
-    let (proxy, _dir) = proxy_with_users(&users, "").await;
+    let (proxy, _dir) = proxy_with_users(&users, |_| {}).await;
     let url = origin.url("/");
     // Bob logs in from the address that will flood, before it does.
     let bob_there = client_as(&proxy, [127, 0, 0, 2], "bob", "bob's");
@@ -149,10 +151,12 @@ async fn password_checks_beyond_the_pool_and_its_queue_are_refused_not_queued() 
     let origin = Origin::http().await;
     let slow = webrep::proxy::auth::hash_password("slow to check").unwrap();
     let users = format!("carol:{slow}\nalice:{}\n", cheap_hash("alice's"));
-    let (proxy, _dir) = proxy_with_users(
-        &users,
-        "  hash_threads: 1\n  hash_queue: 1\n  failures_per_client: 0\n  failure_delay_ms: 100\n",
-    )
+    let (proxy, _dir) = proxy_with_users(&users, |a| {
+        a.hash_threads = 1;
+        a.hash_queue = 1;
+        a.failures_per_client = 0;
+        a.failure_delay_ms = 100;
+    })
     .await;
     let url = origin.url("/");
     let mut checks_in_flight = tokio::task::JoinSet::new();
@@ -199,7 +203,7 @@ async fn password_checks_beyond_the_pool_and_its_queue_are_refused_not_queued() 
 #[tokio::test]
 async fn the_proxy_port_shows_no_counters_without_credentials() {
     let users = format!("alice:{}\n", cheap_hash("alice's"));
-    let (proxy, _dir) = proxy_with_users(&users, "").await;
+    let (proxy, _dir) = proxy_with_users(&users, |_| {}).await;
     let r = plain_get(format!("{}/stats", proxy.url())).await.unwrap();
     assert_eq!(r.status(), 404);
     let body = r.text().await.unwrap();

@@ -399,7 +399,9 @@ async fn passwd_prints_a_users_file_line_the_proxy_accepts() {
     let line = String::from_utf8(out.stdout).unwrap();
     assert!(line.starts_with("bob:$argon2id$"), "{line}");
     use webrep::proxy::auth::{Authenticator, PasswordChecks};
-    let config = webrep::config::Config::from_yaml("", "t").unwrap().auth;
+    let config = webrep::config::Config::from_raw(Default::default(), "t")
+        .unwrap()
+        .auth;
     let checks = std::sync::Arc::new(PasswordChecks::new(&config).unwrap());
     let auth = Authenticator::from_text(&line, "users", &config, checks).unwrap();
     let v = http::HeaderValue::from_static("Basic Ym9iOnBhNTV3b3Jk"); // bob:pa55word

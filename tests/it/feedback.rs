@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 use crate::harness::*;
 use webrep::api::events::Kind;
 use webrep::client::RepClient;
-use webrep::config::{ApiConfig, EscalationRule, FeedbackOptions};
+use webrep::config::raw::RawReputationSource;
+use webrep::config::{ApiConfig, EscalationRule, FeedbackOptions, RawConfig};
 use webrep::feedback::FeedbackStats;
 use webrep::model::{Category, Score};
 
@@ -36,50 +37,35 @@ async fn feedback_server(dir: &Path, rules: Vec<EscalationRule>, api: ApiConfig)
         .await
 }
 
-/// A filtering proxy with feedback to `server` (id `proxy_id`, spool in `spool`); `extra` is
-/// added to the `feedback:` section (two-space indented keys).
+/// A filtering proxy with feedback to `server` (id `proxy_id`, spool in `spool`); then
+/// `extra` makes further settings (feedback keys, mostly).
 async fn proxy(
     policy: &str,
     server: &str,
     dir: &Path,
     proxy_id: &str,
     spool: &Path,
-    extra: &str,
-) -> TestProxy {
-    proxy_with("", policy, server, dir, proxy_id, spool, extra).await
-}
-
-/// [`proxy`] with extra `proxy:` keys (two-space indented).
-async fn proxy_with(
-    proxy_keys: &str,
-    policy: &str,
-    server: &str,
-    dir: &Path,
-    proxy_id: &str,
-    spool: &Path,
-    extra: &str,
+    extra: impl FnOnce(&mut RawConfig),
 ) -> TestProxy {
     let file = dir.join(format!("{proxy_id}-policy.yaml"));
     std::fs::write(&file, policy).unwrap();
-    // Quick retries for tests, unless `extra` says otherwise.
-    let defaults: String = [
-        ("batch_interval_ms", "20"),
-        ("retry_interval_ms", "100"),
-        ("send_timeout_ms", "2000"),
-    ]
-    .iter()
-    .filter(|(k, _)| !extra.contains(k))
-    .map(|(k, v)| format!("  {k}: {v}\n"))
-    .collect();
-    TestProxy::start(
-        proxy_keys,
-        &format!(
-            "policy:\n  enabled: true\n  file: {:?}\nreputation:\n  retry_after_ms: 200\n  sources:\n    - {{ name: s0, url: \"{server}\", token: \"{CLIENT}\", timeout_ms: 1000 }}\n\
-             feedback:\n  proxy_id: {proxy_id}\n  spool_dir: {:?}\n{defaults}{extra}",
-            file.display().to_string(),
-            spool.display().to_string(),
-        ),
-    )
+    TestProxy::start_with(|c| {
+        c.policy.enabled = true;
+        c.policy.file = file;
+        c.reputation.retry_after_ms = 200;
+        c.reputation.sources = vec![RawReputationSource {
+            name: Some("s0".into()),
+            timeout_ms: 1000,
+            ..source(server)
+        }];
+        c.feedback.proxy_id = Some(proxy_id.into());
+        c.feedback.spool_dir = spool.to_owned();
+        // Quick retries for tests, unless `extra` says otherwise.
+        c.feedback.batch_interval_ms = 20;
+        c.feedback.retry_interval_ms = 100;
+        c.feedback.send_timeout_ms = 2000;
+        extra(c);
+    })
     .await
 }
 
@@ -166,7 +152,7 @@ async fn feedback_events_of_every_kind_arrive_with_their_fields() {
         .await;
     let policy = "security_level: medium\nuntested: allow\ncategories:\n  actions:\n    streaming: warn\n    gambling: monitor\n";
     let spool = dir.path().join("spool");
-    let p = proxy(policy, &server.base, dir.path(), "p1", &spool, "").await;
+    let p = proxy(policy, &server.base, dir.path(), "p1", &spool, |_| {}).await;
     let client = client_from(&p, [127, 0, 0, 1]);
 
     // Blocked, with a ticket and a report link.
@@ -363,7 +349,7 @@ async fn feedback_survives_a_server_restart_exactly_once() {
         dir.path(),
         "p1",
         &spool,
-        "",
+        |_| {},
     )
     .await;
     p.following_changes().await;
@@ -428,7 +414,7 @@ async fn feedback_spool_is_replayed_by_the_next_proxy_run() {
     let mut server = feedback_server(dir.path(), Vec::new(), ApiConfig::default()).await;
     let spool = dir.path().join("spool");
     let policy = "untested: allow\n";
-    let p = proxy(policy, &server.base, dir.path(), "p1", &spool, "").await;
+    let p = proxy(policy, &server.base, dir.path(), "p1", &spool, |_| {}).await;
     p.following_changes().await;
     let client = client_from(&p, [127, 0, 0, 1]);
     // One request while the server is up (the host's answer is cached), then none answers.
@@ -465,7 +451,7 @@ async fn feedback_spool_is_replayed_by_the_next_proxy_run() {
     );
     // The server is back; a new proxy run on the same spool delivers them.
     server.restart().await;
-    let p = proxy(policy, &server.base, dir.path(), "p1", &spool, "").await;
+    let p = proxy(policy, &server.base, dir.path(), "p1", &spool, |_| {}).await;
     let ev = server
         .wait_events("kind=untested", |ev| ev.len() >= 21)
         .await;
@@ -496,7 +482,7 @@ async fn feedback_full_spool_counts_drops() {
         dir.path(),
         "p1",
         &spool,
-        "  spool_max_bytes: 600\n",
+        |c| c.feedback.spool_max_bytes = 600,
     )
     .await;
     p.following_changes().await;
@@ -571,14 +557,10 @@ async fn feedback_a_stalled_server_does_not_slow_requests() {
     let spool = dir.path().join("spool");
     // The blocked list decides without any lookup; each block is an event.
     let policy = "lists:\n  blocked:\n    - blocked.test\n";
-    let p = proxy(
-        policy,
-        &base,
-        dir.path(),
-        "p1",
-        &spool,
-        "  send_timeout_ms: 600000\n  batch_events: 5\n",
-    )
+    let p = proxy(policy, &base, dir.path(), "p1", &spool, |c| {
+        c.feedback.send_timeout_ms = 600_000;
+        c.feedback.batch_events = 5;
+    })
     .await;
     let st = stats(&p);
     let client = client_from(&p, [127, 0, 0, 1]);
@@ -649,7 +631,7 @@ async fn feedback_escalation_reaches_another_proxy_without_restart() {
         dir.path(),
         "pa",
         &dir.path().join("spool-a"),
-        "",
+        |_| {},
     )
     .await;
     let high = proxy(
@@ -658,7 +640,7 @@ async fn feedback_escalation_reaches_another_proxy_without_restart() {
         dir.path(),
         "pb",
         &dir.path().join("spool-b"),
-        "",
+        |_| {},
     )
     .await;
     let url = origin.url("/page");
@@ -745,7 +727,7 @@ async fn feedback_anonymized_clients_are_keyed_hashes() {
         dir.path(),
         "p1",
         &dir.path().join("spool"),
-        "",
+        |_| {},
     )
     .await;
     for local in [[127, 0, 0, 1], [127, 0, 0, 1], [127, 0, 0, 2]] {
@@ -778,7 +760,7 @@ async fn feedback_a_10000_byte_url_costs_no_other_event() {
         dir.path(),
         "p1",
         &dir.path().join("spool"),
-        "  batch_interval_ms: 2000\n",
+        |c| c.feedback.batch_interval_ms = 2000,
     )
     .await;
     p.following_changes().await;
@@ -854,7 +836,7 @@ async fn feedback_a_batch_refused_whole_is_split_until_the_refused_event_is_alon
         dir.path(),
         "p1",
         &dir.path().join("spool"),
-        "  batch_interval_ms: 2000\n",
+        |c| c.feedback.batch_interval_ms = 2000,
     )
     .await;
     let c = client_from(&p, [127, 0, 0, 1]);
@@ -1627,18 +1609,18 @@ async fn intercepted_requests_are_recorded_once_each_with_their_own_id() {
         ]}))
         .await;
     let ca_dir = dir.path().join("certs");
-    let intercept = format!(
-        "intercept:\n  enabled: true\n  create_ca: true\n  ca_dir: {:?}\n",
-        ca_dir.display().to_string()
-    );
-    let p = proxy_with(
-        &format!("  connect_ports: [{port}]\n"),
+    let p = proxy(
         "security_level: medium\nuntested: allow\n",
         &server.base,
         dir.path(),
         "p1",
         &dir.path().join("spool"),
-        &intercept,
+        |c| {
+            c.proxy.connect_ports = vec![port];
+            c.intercept.enabled = true;
+            c.intercept.create_ca = true;
+            c.intercept.ca_dir = ca_dir.clone();
+        },
     )
     .await;
     init_crypto();

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use sha2::Digest as _;
 
 use crate::harness::*;
+use webrep::config::raw::{RawFilesConfig, RawReputationSource};
 
 fn sha256(b: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(b))
@@ -31,26 +32,34 @@ async fn server_with_listed_files() -> RepServer {
     server
 }
 
-async fn proxy_for(servers: &[&str], policy: &str, files: &str) -> (TestProxy, tempfile::TempDir) {
+async fn proxy_for(
+    servers: &[&str],
+    policy: &str,
+    files: RawFilesConfig,
+) -> (TestProxy, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("policy.yaml");
     std::fs::write(&file, policy).unwrap();
-    let sources: String = servers
-        .iter()
-        .map(|s| format!("    - {{ url: \"{s}\", token: \"{CLIENT}\", timeout_ms: 1000 }}\n"))
-        .collect();
-    let proxy = TestProxy::start(
-        "",
-        &format!(
-            "policy:\n  file: {:?}\nfiles:\n{files}reputation:\n  retry_after_ms: 60000\n  sources:\n{sources}",
-            file.display().to_string()
-        ),
-    )
+    let proxy = TestProxy::start_with(|c| {
+        c.policy.file = file;
+        c.files = files;
+        c.reputation.retry_after_ms = 60_000;
+        c.reputation.sources = servers
+            .iter()
+            .map(|s| RawReputationSource {
+                timeout_ms: 1000,
+                ..source(s)
+            })
+            .collect();
+    })
     .await;
     (proxy, dir)
 }
 
-const HOLD: &str = "  hold_back_bytes: 65536\n  hold_back_total_bytes: 131072\n";
+const HOLD: RawFilesConfig = RawFilesConfig {
+    hold_back_bytes: 65536,
+    hold_back_total_bytes: 131072,
+};
 
 /// Status and body bytes, or the bytes read before the body failed.
 async fn fetch(client: &reqwest::Client, url: &str) -> (u16, Vec<u8>, bool) {
@@ -239,16 +248,16 @@ async fn listed_downloads_are_stopped_inside_intercepted_https_too() {
     let policy = dir.path().join("policy.yaml");
     std::fs::write(&policy, "security_level: medium\n").unwrap();
     let ca_dir = dir.path().join("certs");
-    let proxy = TestProxy::start(
-        &format!("  connect_ports: [{port}]\n"),
-        &format!(
-            "intercept:\n  enabled: true\n  create_ca: true\n  ca_dir: {:?}\n  upstream_ca_file: {:?}\npolicy:\n  file: {:?}\nfiles:\n{HOLD}reputation:\n  sources:\n    - {{ url: \"{}\", token: \"{CLIENT}\" }}\n",
-            ca_dir.display().to_string(),
-            origin_ca.ca_path.display().to_string(),
-            policy.display().to_string(),
-            server.base
-        ),
-    )
+    let proxy = TestProxy::start_with(|c| {
+        c.proxy.connect_ports = vec![port];
+        c.intercept.enabled = true;
+        c.intercept.create_ca = true;
+        c.intercept.ca_dir = ca_dir.clone();
+        c.intercept.upstream_ca_file = Some(origin_ca.ca_path.clone());
+        c.policy.file = policy;
+        c.files = HOLD;
+        c.reputation.sources = vec![source(&server.base)];
+    })
     .await;
     let ca = std::fs::read_to_string(ca_dir.join("ca.pem")).unwrap();
     let client = reqwest::Client::builder()

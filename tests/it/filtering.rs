@@ -8,43 +8,47 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 use webrep::config::ApiConfig;
+use webrep::config::raw::{RawAdminConfig, RawReputationConfig, RawReputationSource};
 
 /// Test host names (`*.test`) are answered from `proxy.hosts`: nothing goes to DNS.
-const TEST_HOSTS: &str = "  hosts: { \"*.test\": [\"127.0.0.1\"] }\n";
+fn test_hosts() -> std::collections::BTreeMap<String, Vec<String>> {
+    [("*.test".to_owned(), vec!["127.0.0.1".to_owned()])].into()
+}
 
 /// A filtering proxy: `policy` is the policy file's text; sources are the given servers,
 /// which answer. Returns once the change follower has applied its first answer, which drops
 /// the cache ([`TestProxy::following_changes`]), so cache hits and lookup counts that a test
 /// sees are not upset by that drop landing later.
 async fn filtering_proxy(policy: &str, servers: &[&str], dir: &std::path::Path) -> TestProxy {
-    let proxy = filtering_proxy_with(policy, servers, dir, "  retry_after_ms: 60000\n").await;
+    let proxy = filtering_proxy_with(policy, servers, dir, |r| r.retry_after_ms = 60_000).await;
     proxy.following_changes().await;
     proxy
 }
 
-/// ... with extra `reputation:` keys (indented by two spaces).
+/// ... with the further `reputation:` settings `reputation` makes.
 async fn filtering_proxy_with(
     policy: &str,
     servers: &[&str],
     dir: &std::path::Path,
-    reputation: &str,
+    reputation: impl FnOnce(&mut RawReputationConfig),
 ) -> TestProxy {
     let file = dir.join("policy.yaml");
     std::fs::write(&file, policy).unwrap();
-    let sources: String = servers
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            format!("    - {{ name: s{i}, url: \"{s}\", token: \"{CLIENT}\", timeout_ms: 1000 }}\n")
-        })
-        .collect();
-    TestProxy::start(
-        TEST_HOSTS,
-        &format!(
-            "policy:\n  enabled: true\n  file: {:?}\nreputation:\n{reputation}  sources:\n{sources}",
-            file.display().to_string()
-        ),
-    )
+    TestProxy::start_with(|c| {
+        c.proxy.hosts = test_hosts();
+        c.policy.enabled = true;
+        c.policy.file = file;
+        c.reputation.sources = servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| RawReputationSource {
+                name: Some(format!("s{i}")),
+                timeout_ms: 1000,
+                ..source(s)
+            })
+            .collect();
+        reputation(&mut c.reputation);
+    })
     .await
 }
 
@@ -224,14 +228,12 @@ async fn a_blocked_host_over_connect_is_refused_before_any_upstream_connection()
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("policy.yaml");
     std::fs::write(&file, POLICY).unwrap();
-    let proxy = TestProxy::start(
-        &format!("  connect_ports: [{}]\n", origin.addr.port()),
-        &format!(
-            "policy:\n  enabled: true\n  file: {:?}\nreputation:\n  sources:\n    - {{ url: \"{}\", token: \"{CLIENT}\" }}\n",
-            file.display().to_string(),
-            server.base
-        ),
-    )
+    let proxy = TestProxy::start_with(|c| {
+        c.proxy.connect_ports = vec![origin.addr.port()];
+        c.policy.enabled = true;
+        c.policy.file = file;
+        c.reputation.sources = vec![source(&server.base)];
+    })
     .await;
     let reply = raw_exchange(
         proxy.addr,
@@ -258,7 +260,7 @@ async fn no_reputation_follows_the_fail_mode_and_says_so() {
     let base = format!("http://127.0.0.1:{}", closed_port().await);
     let dir = tempfile::tempdir().unwrap();
     let strict = "security_level: medium\nreputation_unavailable:\n  action: block\n";
-    let quick = "  retry_after_ms: 60000\n";
+    let quick = |r: &mut RawReputationConfig| r.retry_after_ms = 60_000;
     let proxy = filtering_proxy_with(strict, &[&base], dir.path(), quick).await;
     let client = proxy.client(None);
     let (status, page) = get(&client, "http://anything.test/").await;
@@ -430,12 +432,10 @@ async fn outage_stale_then_fail_mode_then_failover_then_the_server_back() {
         .await;
     let policy = "security_level: medium\nuntested: allow\nreputation_unavailable:\n  action: block\n  stale_seconds: 3600\n";
     // No change follower: its resynchronisation would drop the stale answers this test uses.
-    let proxy = filtering_proxy_with(
-        policy,
-        &[&first.base, &second.base],
-        dir.path(),
-        "  retry_after_ms: 200\n  follow_changes: false\n",
-    )
+    let proxy = filtering_proxy_with(policy, &[&first.base, &second.base], dir.path(), |r| {
+        r.retry_after_ms = 200;
+        r.follow_changes = false;
+    })
     .await;
     let client = proxy.client(None);
     let decision = |ticket: String| {
@@ -634,17 +634,15 @@ async fn rules_on_groups_apply_to_the_authenticated_users_groups_and_reload_with
     let token = "admin-api-token-0123456789";
     let token_file = dir.path().join("admin-token");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
-    let proxy = TestProxy::start(
-        TEST_HOSTS,
-        &format!(
-            "auth:\n  users_file: {:?}\n  groups_file: {:?}\npolicy:\n  file: {:?}\nreputation:\n  sources:\n    - {{ url: \"{}\", token: \"{CLIENT}\" }}\nadmin:\n  listen: \"127.0.0.1:0\"\n  token_file: {:?}\n",
-            users.display().to_string(),
-            groups.display().to_string(),
-            policy.display().to_string(),
-            server.base,
-            token_file.display().to_string(),
-        ),
-    )
+    let proxy = TestProxy::start_with(|c| {
+        c.proxy.hosts = test_hosts();
+        c.auth.users_file = Some(users.clone());
+        c.auth.groups_file = Some(groups.clone());
+        c.policy.file = policy;
+        c.reputation.sources = vec![source(&server.base)];
+        c.admin.listen = Some("127.0.0.1:0".into());
+        c.admin.token_file = Some(token_file.clone());
+    })
     .await;
     let as_user = |name: &str| {
         reqwest::Client::builder()
@@ -713,18 +711,25 @@ async fn rules_on_groups_apply_to_the_authenticated_users_groups_and_reload_with
 }
 
 /// A filtering proxy with [`POLICY`] (in `dir/policy.yaml`), `server` as its one source
-/// (named `local`), and an admin listener on 127.0.0.1:0 with extra `admin:` keys.
-async fn admin_proxy(server: &RepServer, dir: &std::path::Path, admin: &str) -> TestProxy {
+/// (named `local`), and an admin listener on 127.0.0.1:0 with the further `admin:` settings
+/// `admin` makes.
+async fn admin_proxy(
+    server: &RepServer,
+    dir: &std::path::Path,
+    admin: impl FnOnce(&mut RawAdminConfig),
+) -> TestProxy {
     let file = dir.join("policy.yaml");
     std::fs::write(&file, POLICY).unwrap();
-    let proxy = TestProxy::start(
-        TEST_HOSTS,
-        &format!(
-            "admin:\n  listen: \"127.0.0.1:0\"\n{admin}policy:\n  file: {:?}\nreputation:\n  sources:\n    - {{ name: local, url: \"{}\", token: \"{CLIENT}\" }}\n",
-            file.display().to_string(),
-            server.base
-        ),
-    )
+    let proxy = TestProxy::start_with(|c| {
+        c.proxy.hosts = test_hosts();
+        c.admin.listen = Some("127.0.0.1:0".into());
+        admin(&mut c.admin);
+        c.policy.file = file;
+        c.reputation.sources = vec![RawReputationSource {
+            name: Some("local".into()),
+            ..source(&server.base)
+        }];
+    })
     .await;
     proxy.following_changes().await;
     proxy
@@ -737,7 +742,7 @@ async fn metrics_on_the_admin_listener_count_what_happened() {
     server.write(entries()).await;
     let server_metrics = server.metrics.expect("a metrics listener");
     let dir = tempfile::tempdir().unwrap();
-    let proxy = admin_proxy(&server, dir.path(), "").await;
+    let proxy = admin_proxy(&server, dir.path(), |_| {}).await;
     let client = proxy.client(None);
     assert_eq!(
         outcome(&client, &at(&origin, "safe.test", "/")).await,
@@ -864,11 +869,9 @@ async fn the_admin_api_explains_the_decision_the_proxy_made_reloads_and_purges()
     let token = "admin-api-token-0123456789";
     let token_file = dir.path().join("admin-token");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
-    let proxy = admin_proxy(
-        &server,
-        dir.path(),
-        &format!("  token_file: {:?}\n", token_file.display().to_string()),
-    )
+    let proxy = admin_proxy(&server, dir.path(), |a| {
+        a.token_file = Some(token_file.clone());
+    })
     .await;
     let file = dir.path().join("policy.yaml");
     let admin = format!("http://{}", proxy.admin.unwrap());

@@ -23,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 use webrep::accesslog::AccessLog;
 use webrep::config::Config;
+use webrep::config::RawConfig;
+use webrep::config::raw::RawReputationSource;
 
 mod poll;
 mod process;
@@ -381,8 +383,8 @@ async fn origin_handler(
 /// The real proxy, in-process, on 127.0.0.1:0.
 pub(crate) struct TestProxy {
     pub addr: SocketAddr,
-    /// The admin listener (`/metrics`, `/stats`): on 127.0.0.1:0 unless the config sets
-    /// `admin.listen` (or an `admin:` section without it).
+    /// The admin listener (`/metrics`, `/stats`): on 127.0.0.1:0 unless the test turned it
+    /// off or chose another address.
     pub admin: Option<SocketAddr>,
     pub state: Arc<webrep::proxy::ProxyState>,
     token: CancellationToken,
@@ -392,36 +394,50 @@ pub(crate) struct TestProxy {
     _dir: tempfile::TempDir,
 }
 
-/// The base config of test proxies: loopback origins are allowed (they are all we have).
+/// The base config of test proxies as YAML, for tests that write a config file for the
+/// binary: loopback origins are allowed (they are all we have). [`base_config`] is the same
+/// as typed values.
 pub(crate) const BASE: &str = "proxy:\n  listen: [\"127.0.0.1:0\"]\n  via_name: webrep-test\n  destinations:\n    allow_internal: true\n";
 
+/// [`BASE`] as typed values: where the config of every in-process test proxy starts.
+pub(crate) fn base_config() -> RawConfig {
+    let mut c = RawConfig::default();
+    c.proxy.listen = vec!["127.0.0.1:0".into()];
+    c.proxy.via_name = Some("webrep-test".into());
+    c.proxy.destinations.allow_internal = true;
+    c
+}
+
+/// A reputation source at `url` with the [`CLIENT`] token; other keys at their defaults
+/// (no name, a 500 ms timeout).
+pub(crate) fn source(url: &str) -> RawReputationSource {
+    RawReputationSource {
+        name: None,
+        url: url.to_owned(),
+        token: Some(CLIENT.to_owned()),
+        token_file: None,
+        ca_file: None,
+        timeout_ms: 500,
+    }
+}
+
 impl TestProxy {
-    /// Starts a proxy with `BASE` plus extra `proxy:` keys (indented by two spaces) and extra
-    /// top-level sections.
-    pub(crate) async fn start(proxy_keys: &str, sections: &str) -> Self {
-        let yaml = format!("{BASE}{proxy_keys}{sections}");
-        Self::start_yaml(&yaml).await
+    /// Starts a proxy on [`base_config`] with what `start_with` adds, and nothing else.
+    pub(crate) async fn start_default() -> Self {
+        Self::start_with(|_| {}).await
     }
 
-    pub(crate) async fn start_yaml(yaml: &str) -> Self {
+    /// Starts a proxy on [`base_config`] plus a feedback spool in the proxy's own temporary
+    /// directory (never the working tree) and an admin listener on 127.0.0.1:0 for the
+    /// counters (`/stats`, `/metrics`); then `edit` sets what the test needs, and may change
+    /// those two as well.
+    pub(crate) async fn start_with(edit: impl FnOnce(&mut RawConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        // The feedback spool of a test proxy lives in its own directory, never the
-        // working tree, unless the test chose one.
-        let yaml = if yaml.contains("\nfeedback:") || yaml.starts_with("feedback:") {
-            yaml.to_owned()
-        } else {
-            format!(
-                "{yaml}\nfeedback:\n  spool_dir: {:?}\n",
-                dir.path().join("feedback-spool").display().to_string()
-            )
-        };
-        // An admin listener for the counters (`/stats`, `/metrics`), unless the test set one.
-        let yaml = if yaml.contains("\nadmin:") || yaml.starts_with("admin:") {
-            yaml
-        } else {
-            format!("{yaml}\nadmin:\n  listen: \"127.0.0.1:0\"\n")
-        };
-        let config = Config::from_yaml(&yaml, "test.yaml").expect("test config is valid");
+        let mut raw = base_config();
+        raw.feedback.spool_dir = dir.path().join("feedback-spool");
+        raw.admin.listen = Some("127.0.0.1:0".into());
+        edit(&mut raw);
+        let config = Config::from_raw(raw, "test config").expect("test config is valid");
         let log_path = dir.path().join("access.log");
         let file = std::fs::File::create(&log_path).unwrap();
         let access_log = Arc::new(AccessLog::with_writer(
@@ -667,4 +683,10 @@ pub(crate) async fn status_and_json(r: reqwest::Response) -> (u16, serde_json::V
     let text = r.text().await.unwrap();
     let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
     (status, v)
+}
+
+#[test]
+fn the_typed_base_config_is_the_yaml_one() {
+    let yaml: RawConfig = webrep::yaml::from_yaml_str(BASE).unwrap();
+    assert_eq!(yaml, base_config());
 }

@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use crate::harness::*;
+use webrep::config::{Config, RawConfig};
 
 struct Intercepting {
     proxy: TestProxy,
@@ -18,32 +19,31 @@ struct Intercepting {
     _dir: tempfile::TempDir,
 }
 
-async fn intercepting(origin_ca: &TestCa, origin_port: u16, extra: &str) -> Intercepting {
+async fn intercepting(
+    origin_ca: &TestCa,
+    origin_port: u16,
+    extra: impl FnOnce(&mut RawConfig),
+) -> Intercepting {
     intercepting_trusting(&origin_ca.ca_path, origin_port, extra).await
 }
 
-/// An intercepting proxy that trusts the CA file `trusted` upstream.
-async fn intercepting_trusting(trusted: &Path, origin_port: u16, extra: &str) -> Intercepting {
-    intercepting_with(trusted, origin_port, "", extra).await
-}
-
-/// ... with extra `proxy:` keys.
-async fn intercepting_with(
+/// An intercepting proxy that trusts the CA file `trusted` upstream, with the further
+/// settings `extra` makes.
+async fn intercepting_trusting(
     trusted: &Path,
     origin_port: u16,
-    proxy_keys: &str,
-    extra: &str,
+    extra: impl FnOnce(&mut RawConfig),
 ) -> Intercepting {
     let dir = tempfile::tempdir().unwrap();
     let ca_dir = dir.path().join("certs");
-    let proxy = TestProxy::start(
-        &format!("  connect_ports: [443, {origin_port}]\n{proxy_keys}"),
-        &format!(
-            "intercept:\n  enabled: true\n  create_ca: true\n  ca_dir: {:?}\n  upstream_ca_file: {:?}\n{extra}",
-            ca_dir.display().to_string(),
-            trusted.display().to_string()
-        ),
-    )
+    let proxy = TestProxy::start_with(|c| {
+        c.proxy.connect_ports = vec![443, origin_port];
+        c.intercept.enabled = true;
+        c.intercept.create_ca = true;
+        c.intercept.ca_dir = ca_dir.clone();
+        c.intercept.upstream_ca_file = Some(trusted.to_owned());
+        extra(c);
+    })
     .await;
     let ca_path = ca_dir.join("ca.pem");
     Intercepting {
@@ -133,7 +133,7 @@ async fn minted_leaves_name_the_host_and_come_from_our_ca() {
     let origin_ca = TestCa::new();
     let origin = Origin::https(&origin_ca).await;
     let port = origin.addr.port();
-    let i = intercepting(&origin_ca, port, "").await;
+    let i = intercepting(&origin_ca, port, |_| {}).await;
     // SNI present: a DNS SAN for it; none (an IP literal target): an IP SAN.
     let tls = tls_through(&i.proxy, port, &i.ca_pem, Some("localhost")).await;
     let (issuer, sans) = leaf_names(&tls);
@@ -152,7 +152,7 @@ async fn https_is_decrypted_over_http1_and_http2() {
     let origin_ca = TestCa::new();
     let origin = Origin::https(&origin_ca).await;
     let port = origin.addr.port();
-    let i = intercepting(&origin_ca, port, "").await;
+    let i = intercepting(&origin_ca, port, |_| {}).await;
     for http1 in [true, false] {
         let client = i.client(http1);
         let url = format!("https://127.0.0.1:{port}/bytes/100000");
@@ -195,7 +195,7 @@ async fn curl_through_interception_with_the_proxy_ca() {
     let origin_ca = TestCa::new();
     let origin = Origin::https(&origin_ca).await;
     let port = origin.addr.port();
-    let i = intercepting(&origin_ca, port, "").await;
+    let i = intercepting(&origin_ca, port, |_| {}).await;
     let out = curl_https(&i.proxy, &i.ca_path, port).await;
     assert!(
         out.status.success(),
@@ -231,7 +231,7 @@ async fn curl_through_interception_with_the_proxy_ca() {
 async fn upstream_failure(origin_ca: &TestCa, trusted: &Path, host: &str) -> (u16, String, String) {
     let origin = Origin::https(origin_ca).await;
     let port = origin.addr.port();
-    let i = intercepting_trusting(trusted, port, "").await;
+    let i = intercepting_trusting(trusted, port, |_| {}).await;
     let proxy = i.proxy;
     init_crypto();
     let client = reqwest::Client::builder()
@@ -318,7 +318,7 @@ async fn non_tls_bytes_bad_hellos_and_plain_http_in_a_tunnel() {
     let origin_ca = TestCa::new();
     let origin = Origin::https(&origin_ca).await;
     let plain = Origin::http().await;
-    let i = intercepting(&origin_ca, origin.addr.port(), "").await;
+    let i = intercepting(&origin_ca, origin.addr.port(), |_| {}).await;
     // Neither TLS nor HTTP: refused (closed without a byte).
     let mut s = raw_connect(&i.proxy, origin.addr.port()).await;
     s.write_all(b"\x00\x01\x02binary protocol").await.unwrap();
@@ -335,13 +335,12 @@ async fn non_tls_bytes_bad_hellos_and_plain_http_in_a_tunnel() {
     let _ = s.write_all(&huge).await;
     let _ = read_to_close(&mut s).await;
     // Plain HTTP inside a tunnel (to a plain origin on an allowed port) is served as HTTP.
-    let proxy2 = TestProxy::start(
-        &format!("  connect_ports: [{}]\n", plain.addr.port()),
-        &format!(
-            "intercept:\n  enabled: true\n  create_ca: true\n  ca_dir: {:?}\n",
-            i._dir.path().join("certs").display().to_string()
-        ),
-    )
+    let proxy2 = TestProxy::start_with(|c| {
+        c.proxy.connect_ports = vec![plain.addr.port()];
+        c.intercept.enabled = true;
+        c.intercept.create_ca = true;
+        c.intercept.ca_dir = i._dir.path().join("certs");
+    })
     .await;
     let mut s = raw_connect(&proxy2, plain.addr.port()).await;
     s.write_all(
@@ -373,7 +372,7 @@ async fn secure_websocket_echo_through_interception() {
     let origin_ca = TestCa::new();
     let origin = Origin::https(&origin_ca).await;
     let port = origin.addr.port();
-    let i = intercepting(&origin_ca, port, "").await;
+    let i = intercepting(&origin_ca, port, |_| {}).await;
     // The tunnel is to 127.0.0.1 (SNI localhost): the request names the tunnel's origin.
     let tls = tls_through(&i.proxy, port, &i.ca_pem, Some("localhost")).await;
     let (mut ws, resp) = tokio_tungstenite::client_async(format!("wss://127.0.0.1:{port}/ws"), tls)
@@ -392,10 +391,21 @@ async fn secure_websocket_echo_through_interception() {
     i.proxy.stop().await;
 }
 
+/// The base config with interception on and the CA in `ca_dir` (not created when missing).
+fn intercepting_config(ca_dir: &Path) -> Config {
+    let mut c = base_config();
+    c.intercept.enabled = true;
+    c.intercept.ca_dir = ca_dir.to_owned();
+    Config::from_raw(c, "test config").unwrap()
+}
+
 #[tokio::test]
 async fn the_ca_page_and_a_missing_or_expired_ca() {
     let origin_ca = TestCa::new();
-    let i = intercepting(&origin_ca, 443, "admin:\n  listen: \"127.0.0.1:0\"\n").await;
+    let i = intercepting(&origin_ca, 443, |c| {
+        c.admin.listen = Some("127.0.0.1:0".into());
+    })
+    .await;
     let r = plain_get(format!("{}/ca", i.proxy.url())).await.unwrap();
     assert_eq!(r.status(), 200);
     let page = r.text().await.unwrap();
@@ -433,11 +443,7 @@ async fn the_ca_page_and_a_missing_or_expired_ca() {
 
     // Interception on, no CA, not allowed to create one: the proxy does not start, and says why.
     let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "{BASE}intercept:\n  enabled: true\n  ca_dir: {:?}\n",
-        dir.path().join("none").display().to_string()
-    );
-    let config = webrep::config::Config::from_yaml(&yaml, "t.yaml").unwrap();
+    let config = intercepting_config(&dir.path().join("none"));
     let log = Arc::new(webrep::accesslog::AccessLog::with_writer(
         Box::new(std::io::sink()),
         webrep::config::AccessLogFormat::Json,
@@ -456,11 +462,7 @@ async fn the_ca_page_and_a_missing_or_expired_ca() {
         &expired,
         time::OffsetDateTime::now_utc() - time::Duration::days(1),
     );
-    let yaml = format!(
-        "{BASE}intercept:\n  enabled: true\n  ca_dir: {:?}\n",
-        expired.display().to_string()
-    );
-    let config = webrep::config::Config::from_yaml(&yaml, "t.yaml").unwrap();
+    let config = intercepting_config(&expired);
     let err = match webrep::app::proxy::ProxyApp::start(&config, log).await {
         Ok(_) => panic!("started with an expired CA"),
         Err(e) => format!("{e:#}"),
@@ -483,12 +485,7 @@ async fn hosts_the_policy_tunnels_are_not_decrypted() {
         "security_level: medium\ninterception:\n  default: intercept\n  tunnel_hosts: [localhost]\n",
     )
     .unwrap();
-    let i = intercepting(
-        &origin_ca,
-        port,
-        &format!("policy:\n  file: {:?}\n", policy.display().to_string()),
-    )
-    .await;
+    let i = intercepting(&origin_ca, port, |c| c.policy.file = policy).await;
     // Tunnelled: the client sees the origin's own certificate (it trusts only the origin CA).
     let out = curl_https(&i.proxy, &origin_ca.ca_path, port).await;
     assert!(
@@ -507,8 +504,11 @@ async fn hosts_the_policy_tunnels_are_not_decrypted() {
 }
 
 /// The sample data's names resolve to 127.0.0.1 (no DNS).
-const SAMPLE_HOSTS: &str =
-    "  hosts: { \"*.test\": [\"127.0.0.1\"], \"*.example\": [\"127.0.0.1\"] }\n";
+fn sample_hosts() -> std::collections::BTreeMap<String, Vec<String>> {
+    ["*.test", "*.example"]
+        .map(|name| (name.to_owned(), vec!["127.0.0.1".to_owned()]))
+        .into()
+}
 
 /// Blocks malware and phishing; intercepts everything but phishing.example.
 const FILTER_POLICY: &str = "security_level: medium\nuntested: allow\ncategories:\n  actions:\n    malware: block\n    phishing: block\ninterception:\n  default: intercept\n  tunnel_hosts: [phishing.example]\n";
@@ -530,12 +530,10 @@ async fn filtering_interceptor() -> (Intercepting, Origin, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("policy.yaml");
     std::fs::write(&file, FILTER_POLICY).unwrap();
-    let i = intercepting_with(
-        &origin_ca.ca_path,
-        origin.addr.port(),
-        SAMPLE_HOSTS,
-        &format!("policy:\n  file: {:?}\n", file.display().to_string()),
-    )
+    let i = intercepting(&origin_ca, origin.addr.port(), |c| {
+        c.proxy.hosts = sample_hosts();
+        c.policy.file = file;
+    })
     .await;
     (i, origin, dir)
 }
@@ -685,7 +683,7 @@ async fn the_upstream_protocol_follows_what_the_client_speaks() {
     let origin_ca = TestCa::new();
     let origin = Origin::https_h2(&origin_ca).await;
     let port = origin.addr.port();
-    let i = intercepting(&origin_ca, port, "").await;
+    let i = intercepting(&origin_ca, port, |_| {}).await;
     let url = format!("https://127.0.0.1:{port}/headers");
     for (http1_only, client_version, origin_version) in [
         (false, reqwest::Version::HTTP_2, "HTTP/2.0"),
@@ -706,7 +704,7 @@ async fn the_upstream_handshake_starts_early_over_the_connection_the_connect_dia
     let port = origin.addr.port();
     let url = format!("https://127.0.0.1:{port}/headers");
     // One worker: pools (and what is warm) are per worker.
-    let i = intercepting_with(&origin_ca.ca_path, port, "  workers: 1\n", "").await;
+    let i = intercepting(&origin_ca, port, |c| c.proxy.workers = 1).await;
     // Each client is a new tunnel. Its CONNECT dials the origin (before the 200); that very
     // connection carries the tunnel's first request, with the ALPN of the pool it went to:
     // one origin connection per tunnel.
@@ -737,7 +735,7 @@ async fn the_upstream_handshake_starts_early_over_the_connection_the_connect_dia
     // Off: the CONNECT's connection is closed unused and the request dials its own.
     let origin = Origin::https_h2(&origin_ca).await;
     let port = origin.addr.port();
-    let i = intercepting(&origin_ca, port, "  early_upstream_ms: 0\n").await;
+    let i = intercepting(&origin_ca, port, |c| c.intercept.early_upstream_ms = 0).await;
     let r = i
         .client(true)
         .get(format!("https://127.0.0.1:{port}/headers"))
@@ -750,7 +748,7 @@ async fn the_upstream_handshake_starts_early_over_the_connection_the_connect_dia
     i.proxy.stop().await;
 
     // A tunnel that never sends a request: its early connection is let go after the keep time.
-    let i = intercepting(&origin_ca, port, "  early_upstream_ms: 100\n").await;
+    let i = intercepting(&origin_ca, port, |c| c.intercept.early_upstream_ms = 100).await;
     let tls = tls_through(&i.proxy, port, &i.ca_pem, None).await;
     let stats = eventually_ok("the early connection is let go", BOUND, || async {
         let stats = proxy_stats(&i.proxy).await;
@@ -804,7 +802,7 @@ async fn inner_requests_reach_the_origin_with_the_authority_the_client_wrote() {
     let origin_ca = TestCa::new();
     let origin = Origin::https(&origin_ca).await;
     let port = origin.addr.port();
-    let i = intercepting(&origin_ca, port, "").await;
+    let i = intercepting(&origin_ca, port, |_| {}).await;
     // The tunnel is to localhost:PORT; the client names it in its own spelling, as HTTP/1.1
     // Host and as HTTP/2 :authority. The origin gets it as written (a signature over the
     // Host header stays valid), not the tunnel's spelling.
@@ -846,7 +844,7 @@ async fn a_request_for_another_origin_inside_a_tunnel_is_421() {
     let origin_ca = TestCa::new();
     let origin = Origin::https(&origin_ca).await;
     let port = origin.addr.port();
-    let i = intercepting(&origin_ca, port, "").await;
+    let i = intercepting(&origin_ca, port, |_| {}).await;
     let before = origin.stats.requests.load(Ordering::SeqCst);
     for args in [
         vec!["--http1.1", "-H", "Host: other.example"],

@@ -116,10 +116,18 @@ async fn fetch(url: String) -> (String, String) {
 
 #[tokio::test]
 async fn pac_file_sends_intranet_direct_and_the_rest_through_the_proxy() {
-    let proxy = TestProxy::start(
-        "",
-        "pac:\n  bypass: [\"<local>\", \".corp.example\", \"*.lab.test\", \"intranet.test\", \"10.0.0.0/8\", \"192.168.1.7\"]\n",
-    )
+    let proxy = TestProxy::start_with(|c| {
+        c.pac.bypass = [
+            "<local>",
+            ".corp.example",
+            "*.lab.test",
+            "intranet.test",
+            "10.0.0.0/8",
+            "192.168.1.7",
+        ]
+        .map(String::from)
+        .into();
+    })
     .await;
     let (ctype, pac) = fetch(format!("{}/proxy.pac", proxy.url())).await;
     assert_eq!(ctype, "application/x-ns-proxy-autoconfig");
@@ -164,10 +172,10 @@ async fn pac_file_sends_intranet_direct_and_the_rest_through_the_proxy() {
 
 #[tokio::test]
 async fn pac_file_names_the_configured_proxy_with_direct_fallback() {
-    let proxy = TestProxy::start(
-        "",
-        "pac:\n  proxy: \"Proxy.Corp.Example:8080\"\n  direct_fallback: true\n",
-    )
+    let proxy = TestProxy::start_with(|c| {
+        c.pac.proxy = Some("Proxy.Corp.Example:8080".into());
+        c.pac.direct_fallback = true;
+    })
     .await;
     let (_, pac) = fetch(format!("{}/proxy.pac", proxy.url())).await;
     let Some(node) = node() else { return };

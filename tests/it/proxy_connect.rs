@@ -8,15 +8,12 @@ use tokio::net::TcpStream;
 
 use crate::harness::*;
 
-fn connect_ports(origin_port: u16) -> String {
-    format!("  connect_ports: [443, {origin_port}]\n")
-}
-
 #[tokio::test]
 async fn connect_to_a_tls_origin_with_a_rust_client() {
     let ca = TestCa::new();
     let origin = Origin::https(&ca).await;
-    let proxy = TestProxy::start(&connect_ports(origin.addr.port()), "").await;
+    let proxy =
+        TestProxy::start_with(|c| c.proxy.connect_ports = vec![443, origin.addr.port()]).await;
     let client = proxy.client(Some(&ca));
     let url = format!("https://127.0.0.1:{}/bytes/100000", origin.addr.port());
     for _ in 0..3 {
@@ -39,7 +36,8 @@ async fn connect_to_a_tls_origin_with_a_rust_client() {
 async fn connect_to_a_tls_origin_with_curl() {
     let ca = TestCa::new();
     let origin = Origin::https(&ca).await;
-    let proxy = TestProxy::start(&connect_ports(origin.addr.port()), "").await;
+    let proxy =
+        TestProxy::start_with(|c| c.proxy.connect_ports = vec![443, origin.addr.port()]).await;
     let out = tokio::process::Command::new("curl")
         .args(["-sS", "--noproxy", "", "--max-time", "30", "-x"])
         .arg(proxy.url())
@@ -61,7 +59,7 @@ async fn connect_to_a_tls_origin_with_curl() {
 #[tokio::test]
 async fn connect_to_a_port_not_allowed_is_403() {
     let origin = Origin::http().await;
-    let proxy = TestProxy::start("", "").await;
+    let proxy = TestProxy::start_default().await;
     let head = raw_exchange(
         proxy.addr,
         format!("CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n\r\n", origin.addr).as_bytes(),
@@ -79,7 +77,7 @@ async fn connect_to_a_port_not_allowed_is_403() {
 #[tokio::test]
 async fn connect_to_an_unreachable_upstream_is_502_with_proxy_status() {
     let port = closed_port().await;
-    let proxy = TestProxy::start(&connect_ports(port), "").await;
+    let proxy = TestProxy::start_with(|c| c.proxy.connect_ports = vec![443, port]).await;
     let head = raw_exchange(
         proxy.addr,
         format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes(),
@@ -107,7 +105,7 @@ async fn connect_to_an_unreachable_upstream_is_502_with_proxy_status() {
 #[tokio::test]
 async fn plain_http_to_an_unreachable_upstream_is_502_with_proxy_status() {
     let port = closed_port().await;
-    let proxy = TestProxy::start("", "").await;
+    let proxy = TestProxy::start_default().await;
     let r = proxy
         .client(None)
         .get(format!("http://127.0.0.1:{port}/"))
@@ -127,7 +125,7 @@ async fn plain_http_to_an_unreachable_upstream_is_502_with_proxy_status() {
 
 #[tokio::test]
 async fn an_unresolvable_host_is_502_dns_error() {
-    let proxy = TestProxy::start("", "").await;
+    let proxy = TestProxy::start_default().await;
     // A label longer than 63 bytes cannot be put in a DNS query: the resolver fails without
     // sending anything (a `.invalid` name would still be sent to the configured server).
     let r = proxy
@@ -183,7 +181,7 @@ async fn names_are_resolved_once_per_dns_cache_ttl() {
     let port = origin.addr.port();
     // "localhost" comes from /etc/hosts (nsswitch "files" first): no DNS query leaves.
     let authority = format!("localhost:{port}");
-    let proxy = TestProxy::start(&connect_ports(port), "").await;
+    let proxy = TestProxy::start_with(|c| c.proxy.connect_ports = vec![443, port]).await;
     for _ in 0..3 {
         assert!(connect_status(&proxy, &authority).await.contains(" 200 "));
     }
@@ -193,10 +191,10 @@ async fn names_are_resolved_once_per_dns_cache_ttl() {
     proxy.stop().await;
 
     // With the cache off, every tunnel asks the resolver.
-    let proxy = TestProxy::start(
-        &format!("{}  dns_cache_ttl_ms: 0\n", connect_ports(port)),
-        "",
-    )
+    let proxy = TestProxy::start_with(|c| {
+        c.proxy.connect_ports = vec![443, port];
+        c.proxy.dns_cache_ttl_ms = 0;
+    })
     .await;
     for _ in 0..3 {
         assert!(connect_status(&proxy, &authority).await.contains(" 200 "));
@@ -211,13 +209,10 @@ async fn names_are_resolved_once_per_dns_cache_ttl() {
 async fn tunnel_closes_after_the_idle_timeout() {
     let ca = TestCa::new();
     let origin = Origin::https(&ca).await;
-    let proxy = TestProxy::start(
-        &format!(
-            "{}  tunnel_idle_timeout_ms: 200\n",
-            connect_ports(origin.addr.port())
-        ),
-        "",
-    )
+    let proxy = TestProxy::start_with(|c| {
+        c.proxy.connect_ports = vec![443, origin.addr.port()];
+        c.proxy.tunnel_idle_timeout_ms = 200;
+    })
     .await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     s.write_all(format!("CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n\r\n", origin.addr).as_bytes())
@@ -243,7 +238,7 @@ async fn tunnel_closes_after_the_idle_timeout() {
 #[tokio::test]
 async fn an_upstream_that_sends_no_headers_in_time_is_504() {
     let origin = Origin::http().await;
-    let proxy = TestProxy::start("  upstream_response_timeout_ms: 300\n", "").await;
+    let proxy = TestProxy::start_with(|c| c.proxy.upstream_response_timeout_ms = 300).await;
     let r = proxy
         .client(None)
         .get(origin.url("/hang"))
@@ -269,7 +264,7 @@ async fn an_upstream_that_vanishes_mid_body_is_an_incomplete_response_not_a_hang
             .await
             .unwrap();
     });
-    let proxy = TestProxy::start("", "").await;
+    let proxy = TestProxy::start_default().await;
     let r = proxy
         .client(None)
         .get(format!("http://{addr}/"))
@@ -308,13 +303,16 @@ async fn an_address_that_never_answers_costs_the_happy_eyeballs_delay_not_the_ti
     // The first address of the name never answers; the second is the origin. With the
     // addresses tried one after the other, every request would wait out the 20 s connect
     // timeout and get 504.
-    let proxy = TestProxy::start(
-        &format!(
-            "{}  upstream_connect_timeout_ms: 20000\n  happy_eyeballs_delay_ms: 50\n  hosts:\n    dual.test: [\"127.0.0.2\", \"127.0.0.1\"]\n",
-            connect_ports(port)
-        ),
-        "",
-    )
+    let proxy = TestProxy::start_with(|c| {
+        c.proxy.connect_ports = vec![443, port];
+        c.proxy.upstream_connect_timeout_ms = 20_000;
+        c.proxy.happy_eyeballs_delay_ms = 50;
+        c.proxy.hosts = [(
+            "dual.test".to_owned(),
+            vec!["127.0.0.2".to_owned(), "127.0.0.1".to_owned()],
+        )]
+        .into();
+    })
     .await;
     let client = proxy.client(None);
     for path in ["/a", "/b"] {

@@ -11,7 +11,7 @@ use crate::harness::*;
 #[tokio::test]
 async fn get_and_post_bodies_of_every_size_stream_through() {
     let origin = Origin::http().await;
-    let proxy = TestProxy::start("", "").await;
+    let proxy = TestProxy::start_default().await;
     let client = proxy.client(None);
     for n in [1usize, 1000, 65_537, 1 << 20, 64 << 20] {
         // Download: count and check bytes as they arrive, never holding the whole body.
@@ -46,7 +46,7 @@ async fn get_and_post_bodies_of_every_size_stream_through() {
 #[tokio::test]
 async fn content_length_and_chunked_requests_are_framed_correctly() {
     let origin = Origin::http().await;
-    let proxy = TestProxy::start("", "").await;
+    let proxy = TestProxy::start_default().await;
     let body: Vec<u8> = (0..3000).map(pattern_byte).collect();
     // Chunked request body, two chunks, from a raw socket.
     let mut req = format!(
@@ -80,7 +80,7 @@ async fn content_length_and_chunked_requests_are_framed_correctly() {
 async fn upstream_connections_are_pooled_and_reused() {
     let origin = Origin::http().await;
     // One worker: one upstream pool (each worker keeps its own).
-    let proxy = TestProxy::start("  workers: 1\n", "").await;
+    let proxy = TestProxy::start_with(|c| c.proxy.workers = 1).await;
     for _ in 0..3 {
         // A fresh client each time: a new client connection, but the same upstream one.
         let client = proxy.client(None);
@@ -97,7 +97,7 @@ async fn upstream_connections_are_pooled_and_reused() {
 #[tokio::test]
 async fn hop_by_hop_headers_are_stripped_and_via_added_both_ways() {
     let origin = Origin::http().await;
-    let proxy = TestProxy::start("", "").await;
+    let proxy = TestProxy::start_default().await;
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: wrong.example\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\
          Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nProxy-Authorization: Basic Zm9vOmJhcg==\r\n\
@@ -168,7 +168,7 @@ async fn hop_by_hop_headers_are_stripped_and_via_added_both_ways() {
 #[tokio::test]
 async fn a_request_carrying_our_via_is_a_loop() {
     let origin = Origin::http().await;
-    let proxy = TestProxy::start("", "").await;
+    let proxy = TestProxy::start_default().await;
     let r = proxy
         .client(None)
         .get(origin.url("/"))
@@ -189,7 +189,7 @@ async fn a_request_carrying_our_via_is_a_loop() {
 #[tokio::test]
 async fn max_forwards_zero_on_options_and_trace_is_answered_by_the_proxy() {
     let origin = Origin::http().await;
-    let proxy = TestProxy::start("", "").await;
+    let proxy = TestProxy::start_default().await;
     let client = proxy.client(None);
     let url = origin.url("/headers");
 
@@ -260,8 +260,8 @@ const PLAIN_OK: &[u8] = b"HTTP/1.1 200 OK\r\nX-Answer-Case: Kept\r\nContent-Leng
 #[tokio::test]
 async fn header_name_case_is_kept_both_ways_when_configured() {
     let (origin, mut seen) = raw_origin(PLAIN_OK).await;
-    for (keys, kept) in [("", false), ("  preserve_header_case: true\n", true)] {
-        let proxy = TestProxy::start(keys, "").await;
+    for kept in [false, true] {
+        let proxy = TestProxy::start_with(|c| c.proxy.preserve_header_case = kept).await;
         let head = raw_exchange(
             proxy.addr,
             format!(
@@ -291,7 +291,7 @@ async fn header_name_case_is_kept_both_ways_when_configured() {
 #[tokio::test]
 async fn absolute_form_to_our_own_listener_serves_our_pages() {
     // Two names for the same proxy: through a chain the second hop sees its own Via.
-    let proxy = TestProxy::start("", "").await;
+    let proxy = TestProxy::start_default().await;
     let r = proxy
         .client(None)
         .get(format!("http://{}/healthz", proxy.addr))
@@ -307,7 +307,7 @@ async fn absolute_form_to_our_own_listener_serves_our_pages() {
 #[tokio::test]
 async fn websocket_echo_through_the_proxy() {
     let origin = Origin::http().await;
-    let proxy = TestProxy::start("", "").await;
+    let proxy = TestProxy::start_default().await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -351,7 +351,7 @@ async fn websocket_echo_through_the_proxy() {
 #[tokio::test]
 async fn access_log_has_a_line_per_request_with_an_id() {
     let origin = Origin::http().await;
-    let proxy = TestProxy::start("", "").await;
+    let proxy = TestProxy::start_default().await;
     let r = proxy
         .client(None)
         .get(origin.url("/bytes/777"))
@@ -375,7 +375,7 @@ async fn access_log_has_a_line_per_request_with_an_id() {
 #[tokio::test]
 async fn an_http_1_0_client_is_served_and_named_in_via() {
     let origin = Origin::http().await;
-    let proxy = TestProxy::start("", "").await;
+    let proxy = TestProxy::start_default().await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     s.write_all(format!("GET {} HTTP/1.0\r\n\r\n", origin.url("/headers")).as_bytes())
         .await
@@ -397,7 +397,7 @@ async fn an_http_1_0_client_is_served_and_named_in_via() {
 #[tokio::test]
 async fn head_requests_are_logged_as_complete() {
     let origin = Origin::http().await;
-    let proxy = TestProxy::start("", "").await;
+    let proxy = TestProxy::start_default().await;
     let r = proxy
         .client(None)
         .head(origin.url("/"))
@@ -441,7 +441,7 @@ async fn read_head_line(s: &mut TcpStream) -> String {
 #[tokio::test]
 async fn a_malformed_chunk_in_the_clients_body_is_the_clients_fault() {
     let origin = Origin::http().await;
-    let proxy = TestProxy::start("", "").await;
+    let proxy = TestProxy::start_default().await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     s.write_all(
         format!(
@@ -468,7 +468,7 @@ async fn a_malformed_chunk_in_the_clients_body_is_the_clients_fault() {
 #[tokio::test]
 async fn duplicate_or_invalid_host_fields_are_400_even_with_an_absolute_target() {
     let origin = Origin::http().await;
-    let proxy = TestProxy::start(&format!("  connect_ports: [{}]\n", origin.addr.port()), "").await;
+    let proxy = TestProxy::start_with(|c| c.proxy.connect_ports = vec![origin.addr.port()]).await;
     for host in [
         "Host: a b\r\n".to_owned(),
         "Host: @@@\r\n".to_owned(),
@@ -512,7 +512,7 @@ async fn duplicate_or_invalid_host_fields_are_400_even_with_an_absolute_target()
 #[tokio::test]
 async fn transfer_codings_other_than_chunked_are_refused_both_ways() {
     let origin = Origin::http().await;
-    let proxy = TestProxy::start("", "").await;
+    let proxy = TestProxy::start_default().await;
     // gzip is applied to the body, chunked frames it: the proxy cannot pass gzip on.
     for te in ["gzip, chunked", "x-custom, chunked", "chunked, chunked"] {
         let head = raw_exchange(
@@ -557,7 +557,7 @@ async fn a_response_with_length_and_chunked_loses_the_length_and_the_connection_
           5\r\nhello\r\n0\r\n\r\n",
     )
     .await;
-    let proxy = TestProxy::start("", "").await;
+    let proxy = TestProxy::start_default().await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     for round in 0..2 {
         s.write_all(
@@ -583,7 +583,7 @@ async fn an_unrequested_101_from_the_origin_is_502() {
         b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n",
     )
     .await;
-    let proxy = TestProxy::start("", "").await;
+    let proxy = TestProxy::start_default().await;
     let head = raw_exchange(
         proxy.addr,
         format!("GET http://{origin}/ HTTP/1.1\r\nHost: {origin}\r\n\r\n").as_bytes(),

@@ -12,7 +12,8 @@ use crate::harness::*;
 async fn a_client_outside_the_allowed_networks_gets_403_and_nothing_is_forwarded() {
     let origin = Origin::http().await;
     // Only a documentation network is allowed: our 127.0.0.1 client is outside it.
-    let proxy = TestProxy::start("  allowed_clients: [\"192.0.2.0/24\"]\n", "").await;
+    let proxy =
+        TestProxy::start_with(|c| c.proxy.allowed_clients = vec!["192.0.2.0/24".into()]).await;
     let r = proxy
         .client(None)
         .get(origin.url("/"))
@@ -29,10 +30,8 @@ async fn a_client_outside_the_allowed_networks_gets_403_and_nothing_is_forwarded
 #[tokio::test]
 async fn internal_destinations_are_refused_by_default() {
     let origin = Origin::http().await;
-    // The default config: no allow_internal switch.
-    let proxy =
-        TestProxy::start_yaml("proxy:\n  listen: [\"127.0.0.1:0\"]\n  via_name: webrep-test\n")
-            .await;
+    // The default: no allow_internal switch.
+    let proxy = TestProxy::start_with(|c| c.proxy.destinations.allow_internal = false).await;
     let client = proxy.client(None);
     for url in [
         origin.url("/"),
@@ -60,9 +59,10 @@ async fn internal_destinations_are_refused_by_default() {
 #[tokio::test]
 async fn configured_destination_networks_are_refused() {
     let origin = Origin::http().await;
-    let proxy = TestProxy::start_yaml(
-        "proxy:\n  listen: [\"127.0.0.1:0\"]\n  via_name: webrep-test\n  destinations:\n    allow_internal: true\n    refuse: [\"127.0.0.0/8\"]\n",
-    )
+    let proxy = TestProxy::start_with(|c| {
+        c.proxy.destinations.allow_internal = true;
+        c.proxy.destinations.refuse = vec!["127.0.0.0/8".into()];
+    })
     .await;
     let r = proxy
         .client(None)
@@ -84,7 +84,7 @@ async fn configured_destination_networks_are_refused() {
 #[tokio::test]
 async fn oversize_headers_get_431() {
     let origin = Origin::http().await;
-    let proxy = TestProxy::start("  max_header_bytes: 4096\n", "").await;
+    let proxy = TestProxy::start_with(|c| c.proxy.max_header_bytes = 4096).await;
     let big = "x".repeat(8000);
     let head = raw_exchange(
         proxy.addr,
@@ -113,7 +113,7 @@ async fn oversize_headers_get_431() {
 
 #[tokio::test]
 async fn garbage_and_malformed_requests_get_400() {
-    let proxy = TestProxy::start("", "").await;
+    let proxy = TestProxy::start_default().await;
     let head = raw_exchange(proxy.addr, b"\x16\x03\x01garbage garbage\r\n\r\n").await;
     assert!(head.starts_with("HTTP/1.1 400"), "{head:?}");
     let head = raw_exchange(proxy.addr, b"GET /x HTTP/1.1\r\nHost: example.com\r\n\r\n").await;
@@ -141,7 +141,7 @@ async fn garbage_and_malformed_requests_get_400() {
 
 #[tokio::test]
 async fn origin_form_requests_to_the_proxy_get_its_own_pages() {
-    let proxy = TestProxy::start("", "").await;
+    let proxy = TestProxy::start_default().await;
     let r = plain_get(format!("{}/healthz", proxy.url())).await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "ok\n");
@@ -155,10 +155,10 @@ async fn origin_form_requests_to_the_proxy_get_its_own_pages() {
 #[tokio::test]
 async fn a_client_that_never_finishes_its_headers_is_closed() {
     // Long idle timeout, short header timeout: the close proves the header timer fired.
-    let proxy = TestProxy::start(
-        "  header_read_timeout_ms: 300\n  client_idle_timeout_ms: 600000\n",
-        "",
-    )
+    let proxy = TestProxy::start_with(|c| {
+        c.proxy.header_read_timeout_ms = 300;
+        c.proxy.client_idle_timeout_ms = 600_000;
+    })
     .await;
     unfinished_head_is_closed_without_an_answer(&proxy).await;
     proxy.stop().await;
@@ -182,10 +182,10 @@ async fn unfinished_head_is_closed_without_an_answer(proxy: &TestProxy) {
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed() {
     let origin = Origin::http().await;
-    let proxy = TestProxy::start(
-        "  header_read_timeout_ms: 600000\n  client_idle_timeout_ms: 300\n",
-        "",
-    )
+    let proxy = TestProxy::start_with(|c| {
+        c.proxy.header_read_timeout_ms = 600_000;
+        c.proxy.client_idle_timeout_ms = 300;
+    })
     .await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     // One complete request, then silence.
@@ -212,13 +212,10 @@ async fn proxy_auth_407_without_and_success_with_credentials() {
     let users = dir.path().join("users");
     let hash = webrep::proxy::auth::hash_password("correct horse").unwrap();
     std::fs::write(&users, format!("# test users\nalice:{hash}\n")).unwrap();
-    let proxy = TestProxy::start(
-        "",
-        &format!(
-            "auth:\n  users_file: {:?}\n  realm: \"test realm\"\n",
-            users.display().to_string()
-        ),
-    )
+    let proxy = TestProxy::start_with(|c| {
+        c.auth.users_file = Some(users.clone());
+        c.auth.realm = "test realm".into();
+    })
     .await;
     let r = proxy
         .client(None)
@@ -277,13 +274,11 @@ async fn proxy_auth_407_without_and_success_with_credentials() {
 async fn max_connections_holds_further_clients_until_a_slot_frees_up() {
     let ca = TestCa::new();
     let origin = Origin::https(&ca).await;
-    let proxy = TestProxy::start(
-        &format!(
-            "  max_connections: 1\n  workers: 1\n  connect_ports: [{}]\n",
-            origin.addr.port()
-        ),
-        "",
-    )
+    let proxy = TestProxy::start_with(|c| {
+        c.proxy.max_connections = 1;
+        c.proxy.workers = 1;
+        c.proxy.connect_ports = vec![origin.addr.port()];
+    })
     .await;
     // Client A holds the only slot with a tunnel (the slot moves to the tunnel).
     let mut a = TcpStream::connect(proxy.addr).await.unwrap();
@@ -342,9 +337,10 @@ async fn assert_destination_refused(proxy: &TestProxy, authority: &str) {
 async fn ipv6_forms_of_internal_addresses_and_metadata_addresses_are_refused() {
     let origin = Origin::http().await;
     let port = origin.addr.port();
-    let proxy = TestProxy::start_yaml(&format!(
-        "proxy:\n  listen: [\"127.0.0.1:0\"]\n  via_name: webrep-test\n  connect_ports: [80, 443, {port}]\n"
-    ))
+    let proxy = TestProxy::start_with(|c| {
+        c.proxy.destinations.allow_internal = false;
+        c.proxy.connect_ports = vec![80, 443, port];
+    })
     .await;
     for authority in [
         // 127.0.0.1 as IPv4-compatible, NAT64, 6to4 and Teredo (client) IPv6 addresses.
@@ -386,9 +382,12 @@ fn held_port() -> (socket2::Socket, u16) {
 async fn the_proxy_never_connects_to_its_own_ports_at_any_local_address() {
     let (held, port) = held_port();
     // Internal destinations allowed, and CONNECT to the proxy's own port allowed.
-    let proxy = TestProxy::start_yaml(&format!(
-        "proxy:\n  listen: [\"127.0.0.1:{port}\"]\n  via_name: webrep-test\n  connect_ports: [{port}]\n  destinations:\n    allow_internal: true\nadmin:\n  listen: \"127.0.0.1:0\"\n"
-    ))
+    let proxy = TestProxy::start_with(|c| {
+        c.proxy.listen = vec![format!("127.0.0.1:{port}")];
+        c.proxy.connect_ports = vec![port];
+        c.proxy.destinations.allow_internal = true;
+        c.admin.listen = Some("127.0.0.1:0".into());
+    })
     .await;
     drop(held);
     // The wildcard address and "0" reach every listener of this host; another loopback
@@ -450,12 +449,12 @@ fn many_headers(url: &str, n: usize) -> String {
 #[tokio::test]
 async fn the_header_line_limit_is_configurable() {
     let origin = Origin::http().await;
-    let proxy = TestProxy::start("", "").await;
+    let proxy = TestProxy::start_default().await;
     // 150 lines of ~2 KiB in all: over the default of 100 lines, far under the byte limit.
     let head = raw_exchange(proxy.addr, many_headers(&origin.url("/"), 150).as_bytes()).await;
     assert!(head.starts_with("HTTP/1.1 431"), "{head}");
     proxy.stop().await;
-    let proxy = TestProxy::start("  max_header_lines: 200\n", "").await;
+    let proxy = TestProxy::start_with(|c| c.proxy.max_header_lines = 200).await;
     // An origin that takes any number of lines.
     let (raw, mut seen) =
         raw_origin(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").await;
@@ -474,10 +473,12 @@ async fn the_header_line_limit_is_configurable() {
 #[tokio::test]
 async fn request_heads_refused_before_parsing_are_logged_and_counted() {
     let origin = Origin::http().await;
-    let proxy = TestProxy::start(
-        "  max_header_bytes: 4096\n  header_read_timeout_ms: 300\n  client_idle_timeout_ms: 600000\n",
-        "admin:\n  listen: \"127.0.0.1:0\"\n",
-    )
+    let proxy = TestProxy::start_with(|c| {
+        c.proxy.max_header_bytes = 4096;
+        c.proxy.header_read_timeout_ms = 300;
+        c.proxy.client_idle_timeout_ms = 600_000;
+        c.admin.listen = Some("127.0.0.1:0".into());
+    })
     .await;
     // hyper answers these itself; each gets an access-log line of kind "rejected".
     let head = raw_exchange(
@@ -543,10 +544,12 @@ fn client_from(proxy: &TestProxy, local: &str) -> reqwest::Client {
 #[tokio::test]
 async fn one_client_address_with_many_connections_does_not_lock_out_another() {
     let origin = Origin::http().await;
-    let proxy = TestProxy::start(
-        "  max_connections: 8\n  max_connections_per_client: 4\n  workers: 1\n  header_read_timeout_ms: 600000\n",
-        "",
-    )
+    let proxy = TestProxy::start_with(|c| {
+        c.proxy.max_connections = 8;
+        c.proxy.max_connections_per_client = 4;
+        c.proxy.workers = 1;
+        c.proxy.header_read_timeout_ms = 600_000;
+    })
     .await;
     // Client 127.0.0.1 opens 10 connections, each half-way through a request head (so none
     // is idle and none may be closed to make room).
@@ -589,10 +592,12 @@ async fn one_client_address_with_many_connections_does_not_lock_out_another() {
 #[tokio::test]
 async fn idle_keep_alive_connections_are_closed_to_make_room_for_a_new_client() {
     let origin = Origin::http().await;
-    let proxy = TestProxy::start(
-        "  max_connections: 2\n  workers: 1\n  client_idle_timeout_ms: 600000\n  header_read_timeout_ms: 600000\n",
-        "",
-    )
+    let proxy = TestProxy::start_with(|c| {
+        c.proxy.max_connections = 2;
+        c.proxy.workers = 1;
+        c.proxy.client_idle_timeout_ms = 600_000;
+        c.proxy.header_read_timeout_ms = 600_000;
+    })
     .await;
     // Two keep-alive connections take both places: one request each, then idle.
     let mut idle = Vec::new();
@@ -666,7 +671,11 @@ async fn parked_at_least(proxy: &TestProxy, n: u64) {
 #[tokio::test]
 async fn an_idle_keep_alive_connection_gives_back_its_buffers_and_serves_its_next_request() {
     let origin = Origin::http().await;
-    let proxy = TestProxy::start("  client_park_after_ms: 50\n  workers: 1\n", "").await;
+    let proxy = TestProxy::start_with(|c| {
+        c.proxy.client_park_after_ms = 50;
+        c.proxy.workers = 1;
+    })
+    .await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     let get = |path: &str| format!("GET {} HTTP/1.1\r\nHost: a\r\n\r\n", origin.url(path));
     // One request, then the start of the next one in the same write (pipelined): the part
@@ -718,7 +727,11 @@ fn post_hiding_a_request(origin: &Origin, target: &str, host: &str) -> (String, 
 #[tokio::test]
 async fn a_request_body_left_unread_is_never_read_as_the_next_request_after_a_park() {
     let origin = Origin::http().await;
-    let proxy = TestProxy::start("  client_park_after_ms: 50\n  workers: 1\n", "").await;
+    let proxy = TestProxy::start_with(|c| {
+        c.proxy.client_park_after_ms = 50;
+        c.proxy.workers = 1;
+    })
+    .await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     // A request the proxy answers itself (origin-form, to the proxy) with a body it has no
     // use for, of which only a part is sent before the answer; the rest is a whole request.
@@ -742,7 +755,11 @@ async fn a_request_body_left_unread_is_never_read_as_the_next_request_after_a_pa
 #[tokio::test]
 async fn a_connection_still_writing_when_its_park_time_comes_is_not_served_again_mid_stream() {
     let origin = Origin::http().await;
-    let proxy = TestProxy::start("  client_park_after_ms: 50\n  workers: 1\n", "").await;
+    let proxy = TestProxy::start_with(|c| {
+        c.proxy.client_park_after_ms = 50;
+        c.proxy.workers = 1;
+    })
+    .await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     // A large answer the client does not read for a while (the proxy's writes block with the
     // whole body handed over), to a request whose body is only partly sent; the rest of that

@@ -869,10 +869,11 @@ async fn the_api_over_tls() {
     std::fs::write(&ca_file, ca.pem()).unwrap();
 
     // The server's own TLS setup, through the config path of `webrep server`.
-    let yaml = format!(
-        "server:\n  listen: \"127.0.0.1:0\"\n  admin_tokens: [\"{ADMIN}-long-enough\"]\n  tls: {{ cert: {cert:?}, key: {key:?} }}\n"
-    );
-    let config = webrep::config::Config::from_yaml(&yaml, "t.yaml").unwrap();
+    let mut raw = webrep::config::RawConfig::default();
+    raw.server.listen = "127.0.0.1:0".into();
+    raw.server.admin_tokens = vec![format!("{ADMIN}-long-enough")];
+    raw.server.tls = Some(webrep::config::raw::RawTlsServerConfig { cert, key });
+    let config = webrep::config::Config::from_raw(raw, "test config").unwrap();
     assert!(config.server.tls.is_some());
     let acceptor = webrep::repserver::server::tls_acceptor_for(&config.server)
         .unwrap()

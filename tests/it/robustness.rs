@@ -62,7 +62,9 @@ fn loaders() -> Vec<(&'static str, u64, Loader)> {
         }),
         ("users file", fsread::USERS_MAX, |p| {
             use webrep::proxy::auth::{Authenticator, PasswordChecks};
-            let config = webrep::config::Config::from_yaml("", "t").unwrap().auth;
+            let config = webrep::config::Config::from_raw(Default::default(), "t")
+                .unwrap()
+                .auth;
             let checks = std::sync::Arc::new(PasswordChecks::new(&config).unwrap());
             Authenticator::load(p, &config, checks)
                 .map(drop)
@@ -418,13 +420,10 @@ async fn a_key_file_a_failed_start_left_in_the_spool_is_removed_at_start() {
     std::fs::write(spool.path().join("anonymize-key"), &key).unwrap();
     let leftover = spool.path().join("anonymize-key.tmp");
     std::fs::write(&leftover, "0123").unwrap();
-    let proxy = TestProxy::start(
-        "",
-        &format!(
-            "feedback:\n  enabled: true\n  spool_dir: {:?}\n",
-            spool.path().display().to_string()
-        ),
-    )
+    let proxy = TestProxy::start_with(|c| {
+        c.feedback.enabled = Some(true);
+        c.feedback.spool_dir = spool.path().to_owned();
+    })
     .await;
     assert!(!leftover.exists());
     assert_eq!(
