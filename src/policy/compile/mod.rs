@@ -1,7 +1,7 @@
 //! Validation and compilation: [`schema::RawPolicy`] to the immutable [`Policy`].
 //!
 //! Everything that can be done once is done here: host patterns go into hash-indexed
-//! [`HostSet`]s, regexes are compiled into one [`RegexSet`] per list, networks are parsed,
+//! [`HostSet`]s, regexes are compiled into one regex set per list, networks are parsed,
 //! time zones are resolved from jiff's bundled database, schedules become minute-of-week
 //! ranges, and every rule gets its complete effective [`Settings`] (the top level with the
 //! rule's overrides applied), so evaluation never merges anything. Compilation collects every
@@ -10,9 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use regex::{RegexBuilder, RegexSet, RegexSetBuilder};
-
-use super::pattern::{self, HostSet};
+use super::pattern::HostSet;
 use super::schema::{
     FixedAction, InterceptMode, NonTlsAction, Precedence, RawAction, RawCategories, RawFeedback,
     RawFiles, RawInterception, RawLists, RawPolicy, RawReputationUnavailable, RawRule, RawWarn,
@@ -21,11 +19,15 @@ use super::schema::{
 use super::{Action, PolicyError, PolicyErrors};
 use crate::model::{BUILTIN_CATEGORIES, Category, CategoryClass, Taxonomy};
 use crate::yaml::{self, Located};
+use lists::{Lists, UrlList};
 use net::{Net, parse_net};
 
+mod files;
+mod lists;
 mod net;
 mod schedule;
 
+pub use files::{DEFAULT_FILE_EXTENSIONS, DEFAULT_FILE_TYPES, FileSettings};
 #[cfg(test)]
 pub(super) use schedule::test_schedule;
 pub(super) use schedule::{OFFSET_BUCKET_SHIFT, Schedule, TRANSITIONS_FROM, TRANSITIONS_UNTIL};
@@ -77,101 +79,6 @@ pub(super) struct Settings {
     pub(super) warn_continue: Duration,
     pub(super) feedback: Feedback,
     pub(super) files: Arc<FileSettings>,
-}
-
-/// The compiled `files:` settings of one scope.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileSettings {
-    pub scan: bool,
-    /// Lower-case media types; `type/*` entries as `type/`.
-    pub content_types: Vec<String>,
-    /// Lower-case extensions without the dot.
-    pub extensions: Vec<String>,
-    pub attachments: bool,
-    pub min_bytes: u64,
-    /// 0: no limit.
-    pub max_bytes: u64,
-    pub malicious: Action,
-    pub suspicious: Action,
-    pub unavailable: Action,
-}
-
-/// Default `files.content_types`.
-pub const DEFAULT_FILE_TYPES: &[&str] = &[
-    "application/octet-stream",
-    "application/x-msdownload",
-    "application/x-msdos-program",
-    "application/x-ms-installer",
-    "application/x-msi",
-    "application/vnd.microsoft.portable-executable",
-    "application/x-executable",
-    "application/x-elf",
-    "application/x-sharedlib",
-    "application/x-mach-binary",
-    "application/java-archive",
-    "application/vnd.android.package-archive",
-    "application/x-apple-diskimage",
-    "application/x-iso9660-image",
-    "application/zip",
-    "application/x-zip-compressed",
-    "application/x-rar-compressed",
-    "application/vnd.rar",
-    "application/x-7z-compressed",
-    "application/gzip",
-    "application/x-gzip",
-    "application/x-tar",
-    "application/x-bzip2",
-    "application/x-xz",
-    "application/vnd.ms-cab-compressed",
-    "application/x-sh",
-    "application/x-bat",
-    "application/pdf",
-    "application/msword",
-    "application/vnd.ms-excel",
-    "application/vnd.ms-powerpoint",
-    "application/vnd.ms-word.document.macroenabled.12",
-    "application/vnd.ms-excel.sheet.macroenabled.12",
-    "application/vnd.ms-powerpoint.presentation.macroenabled.12",
-];
-
-/// Default `files.extensions`.
-pub const DEFAULT_FILE_EXTENSIONS: &[&str] = &[
-    "exe", "dll", "msi", "scr", "bat", "cmd", "ps1", "vbs", "js", "jar", "apk", "dmg", "pkg",
-    "deb", "rpm", "iso", "img", "zip", "rar", "7z", "gz", "tgz", "bz2", "xz", "cab", "pdf", "doc",
-    "docm", "xls", "xlsm", "ppt", "pptm",
-];
-
-impl Default for FileSettings {
-    fn default() -> Self {
-        FileSettings {
-            scan: true,
-            content_types: DEFAULT_FILE_TYPES.iter().map(|s| (*s).to_owned()).collect(),
-            extensions: DEFAULT_FILE_EXTENSIONS
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect(),
-            attachments: true,
-            min_bytes: 1,
-            max_bytes: 0,
-            malicious: Action::Block,
-            suspicious: Action::Monitor,
-            unavailable: Action::Allow,
-        }
-    }
-}
-
-/// Approved and blocked lists of one scope (top level or one rule).
-#[derive(Debug, Default)]
-pub(super) struct Lists {
-    pub(super) approved: UrlList,
-    pub(super) blocked: UrlList,
-}
-
-/// One list: host patterns plus optional regexes over the canonical URL.
-#[derive(Debug, Default)]
-pub(super) struct UrlList {
-    pub(super) hosts: HostSet,
-    pub(super) regexes: Option<(RegexSet, Vec<Box<str>>)>,
 }
 
 /// Interception settings; the sets are shared between the top level and rules.
@@ -641,28 +548,6 @@ impl Cx<'_> {
         s
     }
 
-    /// A `lists:` block: its precedence, and its lists ahead of the inherited ones.
-    fn apply_lists(&mut self, s: &mut Settings, lists: &RawLists) {
-        if let Some(p) = lists.precedence {
-            s.precedence = p;
-        }
-        let compiled = Lists {
-            approved: self.url_list(
-                lists.approved.as_deref(),
-                lists.approved_regex.as_deref(),
-                "lists.approved",
-            ),
-            blocked: self.url_list(
-                lists.blocked.as_deref(),
-                lists.blocked_regex.as_deref(),
-                "lists.blocked",
-            ),
-        };
-        // A rule's entries come before the inherited ones so that its hits are found
-        // first; which list wins is still decided by `precedence`.
-        s.lists.insert(0, Arc::new(compiled));
-    }
-
     /// A `categories:` block: actions merged over the inherited ones, the uncategorized
     /// action; custom categories only at the top level.
     fn apply_categories(&mut self, s: &mut Settings, taxonomy: &Taxonomy, c: &RawCategories) {
@@ -725,100 +610,6 @@ impl Cx<'_> {
         }
     }
 
-    /// `parent`'s file settings with `f` applied.
-    fn files(&mut self, parent: &FileSettings, f: &RawFiles) -> FileSettings {
-        let mut out = parent.clone();
-        if let Some(v) = f.scan {
-            out.scan = v;
-        }
-        if let Some(v) = f.attachments {
-            out.attachments = v;
-        }
-        if let Some(v) = f.min_bytes {
-            out.min_bytes = v;
-        }
-        if let Some(v) = f.max_bytes {
-            out.max_bytes = v;
-        }
-        if let Some(list) = &f.content_types {
-            out.content_types = Vec::new();
-            for t in list {
-                let v = t.value.trim().to_ascii_lowercase();
-                let ok = v.split_once('/').is_some_and(|(a, b)| {
-                    let token = |x: &str| {
-                        !x.is_empty()
-                            && x.bytes()
-                                .all(|c| c.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&c))
-                    };
-                    token(a) && (b == "*" || token(b))
-                });
-                if !ok {
-                    self.error_at(t, format!("files.content_types: {:?} is not a media type (type/subtype or type/*)", t.value));
-                    continue;
-                }
-                out.content_types.push(v.trim_end_matches('*').to_owned());
-            }
-        }
-        if let Some(list) = &f.extensions {
-            out.extensions = Vec::new();
-            for e in list {
-                let v = e.value.trim().trim_start_matches('.').to_ascii_lowercase();
-                if v.is_empty()
-                    || !v
-                        .bytes()
-                        .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
-                {
-                    self.error_at(
-                        e,
-                        format!("files.extensions: {:?} is not a file extension", e.value),
-                    );
-                    continue;
-                }
-                out.extensions.push(v);
-            }
-        }
-        for (raw, slot, key, allowed) in [
-            (
-                &f.malicious,
-                &mut out.malicious,
-                "files.malicious",
-                "block, monitor or allow",
-            ),
-            (
-                &f.suspicious,
-                &mut out.suspicious,
-                "files.suspicious",
-                "block, monitor or allow",
-            ),
-            (
-                &f.unavailable,
-                &mut out.unavailable,
-                "files.unavailable",
-                "block or allow",
-            ),
-        ] {
-            let Some(a) = raw else { continue };
-            let action: Action = a.value.into();
-            let fits = match action {
-                Action::Warn => false,
-                Action::Monitor => key != "files.unavailable",
-                _ => true,
-            };
-            if fits {
-                *slot = action;
-            } else {
-                self.error_at(
-                    a,
-                    format!(
-                        "{key}: {} does not apply to a download; use {allowed}",
-                        action.as_str()
-                    ),
-                );
-            }
-        }
-        out
-    }
-
     fn categories(
         &mut self,
         taxonomy: &Taxonomy,
@@ -830,85 +621,6 @@ impl Cx<'_> {
             .filter_map(|n| self.category(taxonomy, n, key))
             .collect();
         v.into()
-    }
-
-    fn host_set(&mut self, entries: &[Located<String>], allow_path: bool, key: &str) -> HostSet {
-        let mut set = HostSet::default();
-        for e in entries {
-            match pattern::parse(&e.value, allow_path) {
-                Ok(p) => set.insert(p, &e.value),
-                Err(m) => self.error_at(e, format!("{key}: {m}")),
-            }
-        }
-        set
-    }
-
-    fn url_list(
-        &mut self,
-        hosts: Option<&[Located<String>]>,
-        regexes: Option<&[Located<String>]>,
-        key: &str,
-    ) -> UrlList {
-        let hosts = self.host_set(hosts.unwrap_or_default(), true, key);
-        let regexes = match regexes {
-            Some(r) if !r.is_empty() => self.regex_set(r, &format!("{key}_regex")),
-            _ => None,
-        };
-        UrlList { hosts, regexes }
-    }
-
-    fn regex_set(
-        &mut self,
-        items: &[Located<String>],
-        key: &str,
-    ) -> Option<(RegexSet, Vec<Box<str>>)> {
-        if items.len() > MAX_REGEXES {
-            self.error_at(
-                &items[MAX_REGEXES],
-                format!("{key}: more than {MAX_REGEXES} regexes"),
-            );
-            return None;
-        }
-        let mut ok = true;
-        for r in items {
-            if r.value.len() > MAX_REGEX_LEN {
-                self.error_at(r, format!("{key}: regex longer than {MAX_REGEX_LEN} bytes"));
-                ok = false;
-                continue;
-            }
-            // Compile each one alone first so that an error names the regex it is about.
-            if let Err(e) = RegexBuilder::new(&r.value)
-                .size_limit(REGEX_SIZE_LIMIT)
-                .dfa_size_limit(REGEX_DFA_LIMIT)
-                .build()
-            {
-                self.error_at(
-                    r,
-                    format!("{key}: invalid regex: {}", one_line(&e.to_string())),
-                );
-                ok = false;
-            }
-        }
-        if !ok {
-            return None;
-        }
-        match RegexSetBuilder::new(items.iter().map(|r| r.value.as_str()))
-            .size_limit(REGEX_SIZE_LIMIT)
-            .dfa_size_limit(REGEX_DFA_LIMIT)
-            .build()
-        {
-            Ok(set) => Some((set, items.iter().map(|r| r.value.as_str().into()).collect())),
-            Err(e) => {
-                self.error_at(
-                    &items[0],
-                    format!(
-                        "{key}: the regexes together are too large: {}",
-                        one_line(&e.to_string())
-                    ),
-                );
-                None
-            }
-        }
     }
 
     fn rule(&mut self, r: &RawRule, base: &Settings, taxonomy: &Taxonomy) -> Option<Rule> {
@@ -994,10 +706,6 @@ impl Cx<'_> {
             None => &[],
         }
     }
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Whether the built-in class of `c` is security (used by docs and the default policy
