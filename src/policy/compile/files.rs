@@ -1,7 +1,7 @@
 //! The `files:` settings of one scope: which downloads are hashed and checked against file
 //! reputation, and what to do with a malicious, suspicious or unavailable answer.
 
-use super::Cx;
+use super::context::Cx;
 use crate::policy::Action;
 use crate::policy::schema::RawFiles;
 

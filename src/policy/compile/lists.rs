@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use regex::{RegexBuilder, RegexSet, RegexSetBuilder};
 
-use super::Cx;
-use super::Settings;
+use super::context::Cx;
+use super::settings::Settings;
 use super::{MAX_REGEX_LEN, MAX_REGEXES, REGEX_DFA_LIMIT, REGEX_SIZE_LIMIT};
 use crate::policy::pattern::{self, HostSet};
 use crate::policy::schema::RawLists;

@@ -4,7 +4,7 @@
 
 use jiff::tz::TimeZone;
 
-use super::Cx;
+use super::context::Cx;
 use crate::policy::schema::RawSchedule;
 
 /// Weekly windows in one time zone.
