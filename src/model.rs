@@ -312,15 +312,34 @@ pub enum KeyError {
     /// A path prefix deeper than any lookup expression goes.
     #[error("path prefix has more than {MAX_PREFIX_SLASHES} '/' and could never match")]
     PrefixTooDeep,
+    /// The host holds bytes no host name can (`not a url` would become `not%20a%20url`).
+    #[error("not a url: no host name can be {0:?}")]
+    NotAHost(String),
 }
 
 impl Key {
     /// Parses a key written as `host/...`, a bare `host`, or a whole URL with a scheme, and
-    /// canonicalizes it: two spellings of one expression give one key.
+    /// canonicalizes it: two spellings of one expression give one key. For what an admin, a
+    /// feed or an API client writes: the host must be an address or a name
+    /// ([`CanonicalUrl::host_is_well_formed`](canon::CanonicalUrl::host_is_well_formed)).
+    ///
+    /// # Errors
+    /// [`KeyError`] when the input is not a URL, has no host a URL can name, or is a prefix
+    /// deeper than lookups go.
+    pub fn parse(input: &str) -> Result<Key, KeyError> {
+        let key = Key::read(input)?;
+        if key.host().contains('%') {
+            return Err(KeyError::NotAHost(key.host().to_owned()));
+        }
+        Ok(key)
+    }
+
+    /// [`Key::parse`] without the host check: for keys read back from a store or a server's
+    /// answer, so that reading never refuses a key a peer stored.
     ///
     /// # Errors
     /// [`KeyError`] when the input is not a URL or is a prefix deeper than lookups go.
-    pub fn parse(input: &str) -> Result<Key, KeyError> {
+    pub fn read(input: &str) -> Result<Key, KeyError> {
         let trimmed = input.trim();
         let has_scheme = trimmed.find("://").is_some_and(|i| {
             i > 0
@@ -365,7 +384,7 @@ impl Key {
     /// Rebuilds a key from text that is already canonical (e.g. read back from the store).
     /// Re-parses it and checks that nothing changed; `None` when it is not canonical.
     pub fn from_canonical(text: &str) -> Option<Key> {
-        Key::parse(text).ok().filter(|k| k.text == text)
+        Key::read(text).ok().filter(|k| k.text == text)
     }
 
     /// The key text.
@@ -684,6 +703,14 @@ mod tests {
         assert_eq!(k.path(), "/p.php?id=1");
         assert_eq!(Key::parse("a.example/page").unwrap().kind(), KeyKind::Exact);
         assert!(Key::parse("").is_err());
+        // What an admin or a feed writes must name a host; what is read back need not.
+        assert!(matches!(
+            Key::parse("not a url"),
+            Err(KeyError::NotAHost(h)) if h == "not%20a%20url"
+        ));
+        assert!(Key::parse("http://%01%80.com/x").is_err());
+        assert_eq!(Key::read("not a url").unwrap().as_str(), "not%20a%20url/");
+        assert!(Key::from_canonical("not%20a%20url/").is_some());
         assert!(Key::parse("http://[zz]/").is_err());
         assert_eq!(
             Key::parse("h.example/1/2/3/4/"),

@@ -17,13 +17,9 @@ use super::canonicalize;
 /// `error: ...` to `out`; 1 when writing to `out` fails.
 pub fn url_command(input: &str, json: bool, out: &mut impl Write) -> i32 {
     let url = match canonicalize(input) {
-        Ok(url) => url,
-        Err(err) => {
-            return match writeln!(out, "error: not a url: {err}") {
-                Ok(()) => 2,
-                Err(_) => 1,
-            };
-        }
+        Ok(url) if url.host_is_well_formed() => url,
+        Ok(url) => return not_a_url(out, &format!("no host name can be {:?}", url.host())),
+        Err(err) => return not_a_url(out, &err.to_string()),
     };
     let written = if json {
         let expressions: Vec<&str> = url.expressions().map(|e| e.as_str()).collect();
@@ -46,6 +42,13 @@ pub fn url_command(input: &str, json: bool, out: &mut impl Write) -> i32 {
     };
     match written.and_then(|()| out.flush()) {
         Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
+/// Writes why the input is not a URL; the exit status for it (2, or 1 when writing fails).
+fn not_a_url(out: &mut impl Write, why: &str) -> i32 {
+    match writeln!(out, "error: not a url: {why}") {
+        Ok(()) => 2,
         Err(_) => 1,
     }
 }

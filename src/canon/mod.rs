@@ -146,6 +146,15 @@ impl CanonicalUrl {
         self.host_kind
     }
 
+    /// Whether the host is one a URL can name: an IP address, or a name without bytes that
+    /// canonicalization had to escape (spaces, control bytes, `/`, `?`, bytes IDNA refuses).
+    /// Matching takes such hosts as they come (a hostile request may carry one); what an admin
+    /// or a feed enters as a URL must pass this too, so that `not a url` is refused instead of
+    /// becoming the host `not%20a%20url`.
+    pub fn host_is_well_formed(&self) -> bool {
+        self.host_kind != HostKind::Domain || !self.host().contains('%')
+    }
+
     /// The canonical path, starting with `/`, without the query.
     pub fn path(&self) -> &str {
         &self.url[self.host_end..self.path_end]

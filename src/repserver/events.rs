@@ -228,7 +228,7 @@ impl Store {
         host: &str,
         now: i64,
     ) -> Result<Option<(String, u64)>, StoreError> {
-        let key = Key::parse(&format!("{host}/"))?;
+        let key = Key::read(&format!("{host}/"))?;
         if key.kind() != KeyKind::Host {
             // A "host" with a path in it: not a host an entry can be written for.
             return Ok(None);

@@ -577,8 +577,7 @@ fn parse_urlhaus(line: &str, opts: &ImportOptions) -> Result<Option<Entry>, Stri
     }
     let added = parse_datetime(&dateadded)
         .ok_or_else(|| format!("bad dateadded {:?}", clip(&dateadded)))?;
-    let canonical = crate::canon::canonicalize(&url).map_err(|e| e.to_string())?;
-    let key = Key::from_url(&canonical).map_err(|e| e.to_string())?;
+    let key = Key::parse(&url).map_err(|e| e.to_string())?;
     let score =
         Score::new(if status == "online" { 0 } else { 20 }).ok_or_else(|| "score".to_owned())?;
     let malware = Category::parse("malware").map_err(|e| e.to_string())?;
@@ -807,6 +806,35 @@ mod tests {
         // Exact key: another query is not covered.
         let v = s.lookup_str("http://dropper.test/a/b.php?id=2", 0).unwrap();
         assert_eq!(v.risk, RiskLevel::Untested);
+    }
+
+    #[test]
+    fn feed_lines_that_are_not_urls_are_bad_lines_not_host_keys() {
+        let csv = concat!(
+            "\"2001\",\"2024-01-01 01:00:00\",\"not a url at all\",\"online\",\"\",\"malware_download\",\"\",\"https://urlhaus.invalid/url/2001/\",\"r\"\n",
+            "\"2002\",\"2024-01-01 01:00:00\",\"http://a b.example/x\",\"online\",\"\",\"malware_download\",\"\",\"https://urlhaus.invalid/url/2002/\",\"r\"\n",
+            "\"2003\",\"2024-01-01 01:00:00\",\"http://fine.example/x\",\"online\",\"\",\"malware_download\",\"\",\"https://urlhaus.invalid/url/2003/\",\"r\"\n",
+        );
+        let mut s = Store::open_in_memory().unwrap();
+        let r = import(&mut s, csv.as_bytes(), &opts(Format::UrlhausCsv)).unwrap();
+        assert_eq!((r.imported, bad_lines(&r)), (1, vec![1, 2]), "{r:?}");
+        assert!(r.bad[0].reason.contains("not a url"), "{r:?}");
+        assert_eq!(s.len().unwrap(), 1);
+        let jsonl = concat!(
+            "{\"key\":\"not a url\",\"score\":5,\"categories\":[\"malware\"]}\n",
+            "{\"key\":\"ok.example/\",\"score\":5,\"categories\":[\"malware\"]}\n",
+        );
+        let r = import(&mut s, jsonl.as_bytes(), &opts(Format::JsonLines)).unwrap();
+        assert_eq!((r.imported, bad_lines(&r)), (1, vec![1]), "{r:?}");
+        let domains = &b"not a domain\nok2.example\n"[..];
+        let r = import(
+            &mut s,
+            domains,
+            &with_category(Format::DomainList, "malware"),
+        )
+        .unwrap();
+        assert_eq!((r.imported, bad_lines(&r)), (1, vec![1]), "{r:?}");
+        assert_eq!(s.len().unwrap(), 3);
     }
 
     #[test]

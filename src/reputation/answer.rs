@@ -50,7 +50,7 @@ fn score(n: Option<u8>) -> Result<Option<Score>, AnswerError> {
 }
 
 fn key(k: &str) -> Result<Key, AnswerError> {
-    Key::parse(k).map_err(|e| AnswerError(e.to_string()))
+    Key::read(k).map_err(|e| AnswerError(e.to_string()))
 }
 
 /// A path entry of a host answer, stamped `now`.
@@ -139,7 +139,7 @@ pub fn url_verdict(item: &UrlItem) -> Result<(Verdict, u64), AnswerError> {
                 .explain
                 .matched
                 .iter()
-                .filter_map(|e| Key::parse(&e.key).ok())
+                .filter_map(|e| Key::read(&e.key).ok())
                 .collect(),
         },
     };

@@ -553,7 +553,16 @@ fn url_command_json_is_one_object() {
 
 #[test]
 fn url_command_refuses_non_urls_with_status_2() {
-    for input in ["", "javascript:alert(1)", "http://h:99999/", "/only/a/path"] {
+    for input in [
+        "",
+        "javascript:alert(1)",
+        "http://h:99999/",
+        "/only/a/path",
+        "not a url",
+        "not a url at all",
+        "http://a b.example/",
+        "http://%01%80.com/",
+    ] {
         for json in [false, true] {
             let (code, out) = run_url_command(input, json);
             assert_eq!(code, 2, "{input:?}");

@@ -337,6 +337,16 @@ async fn bad_input_is_refused_with_a_message() {
         .await;
     assert_eq!(status, 400);
     assert_eq!(s.lookup("http://ok.test/").await["risk"], "untested");
+    // A key whose host no URL can name is refused, not stored as a host.
+    let (status, v) = s
+        .post(
+            "/v1/entries",
+            Some(ADMIN),
+            &json!({ "upsert": [{ "key": "not a url", "score": 5 }] }),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("not a url"), "{v}");
 
     let (status, v) = post_raw(format!("{{\"delete\": [\"{}\"]}}", "x".repeat(70 * 1024))).await;
     assert_eq!(status, 413, "{v}");

@@ -41,9 +41,9 @@ pub(super) async fn write_entries(shared: &Shared, body: &[u8]) -> Result<Writte
             }
             let mut keys = Vec::with_capacity(req.delete.len());
             for (i, k) in req.delete.iter().enumerate() {
+                // Any stored key can be deleted, also one no write would accept now.
                 keys.push(
-                    Key::parse(k)
-                        .map_err(|e| ApiError::bad_request(format!("delete[{i}]: {e}")))?,
+                    Key::read(k).map_err(|e| ApiError::bad_request(format!("delete[{i}]: {e}")))?,
                 );
             }
             let seq = store.write(|w| -> Result<u64, ApiError> {
