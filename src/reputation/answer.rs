@@ -10,7 +10,7 @@
 //! request costs a cache hit and no network. A truncated answer cannot do that; its URLs are
 //! asked one by one ([`HostAnswer::complete`] says so).
 
-use crate::api::lookup::{EntryView, HostItem, UrlItem};
+use crate::api::lookup::{EntryView, HostItem, UpstreamState, UrlItem, VerdictView};
 use crate::canon::CanonicalUrl;
 use crate::model::{Category, Entry, Key, Score, Source, Verdict, combine};
 
@@ -49,6 +49,18 @@ fn score(n: Option<u8>) -> Result<Option<Score>, AnswerError> {
         .transpose()
 }
 
+/// An answer the server could only give without its upstream tier, which it needed (it
+/// had no entry of its own): not "untested" but "unknown", so the caller treats it as no
+/// answer (the policy's `reputation_unavailable` fail mode, or a stale cached answer).
+fn without_upstream(v: &VerdictView) -> Result<(), AnswerError> {
+    match v.upstream {
+        Some(UpstreamState::Unavailable) => Err(bad(
+            "the server's upstream tier could not be asked and it has no entry of its own",
+        )),
+        None => Ok(()),
+    }
+}
+
 fn key(k: &str) -> Result<Key, AnswerError> {
     Key::read(k).map_err(|e| AnswerError(e.to_string()))
 }
@@ -81,6 +93,7 @@ impl HostAnswer {
                 return Err(AnswerError(format!("the server refused the host: {error}")));
             }
         };
+        without_upstream(&a.verdict)?;
         let host_entry = match (score(a.verdict.score)?, a.matched.first()) {
             (Some(s), Some(k)) => Some(Entry::new(
                 key(k)?,
@@ -129,6 +142,7 @@ pub fn url_verdict(item: &UrlItem) -> Result<(Verdict, u64), AnswerError> {
             return Err(AnswerError(format!("the server refused the URL: {error}")));
         }
     };
+    without_upstream(&a.verdict)?;
     let verdict = match score(a.verdict.score)? {
         None => Verdict::untested(),
         Some(s) => Verdict {
@@ -248,5 +262,27 @@ mod tests {
         ] {
             assert!(from_json(bad.clone(), 0).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_answer_given_without_a_needed_upstream_is_no_answer() {
+        let down = host(json!({ "upstream": "unavailable" }));
+        let e = from_json(down, 0).unwrap_err();
+        assert!(e.0.contains("upstream tier could not be asked"), "{e}");
+        let url = |extra: serde_json::Value| -> UrlItem {
+            let mut v = json!({
+                "url": "http://x.test/", "canonical": "http://x.test/", "risk": "untested",
+                "score": null, "categories": [], "ttl_secs": 60, "tier": "local",
+                "explain": { "matched": [], "risk": "untested", "score": null,
+                             "categories": [], "rule": "" },
+            });
+            for (k, f) in extra.as_object().unwrap() {
+                v[k] = f.clone();
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        assert!(url_verdict(&url(json!({ "upstream": "unavailable" }))).is_err());
+        let (v, ttl) = url_verdict(&url(json!({}))).unwrap();
+        assert_eq!((v.risk, ttl), (RiskLevel::Untested, 60));
     }
 }

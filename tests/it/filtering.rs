@@ -275,6 +275,39 @@ async fn no_reputation_follows_the_fail_mode_and_says_so() {
 }
 
 #[tokio::test]
+async fn a_server_whose_needed_upstream_is_down_is_no_answer_not_untested() {
+    // The local server's upstream tier: nothing listens there.
+    let dead = format!("http://127.0.0.1:{}", closed_port().await);
+    let client = webrep::client::RepClient::new(&dead, CLIENT, None).unwrap();
+    let upstream =
+        webrep::repserver::upstream::Upstream::new(client, Duration::from_secs(2), 2, 1000);
+    let options = webrep::repserver::api::ServeOptions {
+        upstream: Some(std::sync::Arc::new(upstream)),
+        ..Default::default()
+    };
+    let local = RepServer::builder().options(options).start().await;
+    local
+        .write(
+            &json!({ "upsert": [{ "key": "known.test/", "score": 90, "categories": ["news"] }] }),
+        )
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    // Untested hosts are allowed: only the fail mode can block the unknown one.
+    let strict =
+        "security_level: medium\nuntested: allow\nreputation_unavailable:\n  action: block\n";
+    let proxy = filtering_proxy(strict, &[&local.base], dir.path()).await;
+    let client = proxy.client(None);
+    let (status, page) = get(&client, "http://only-upstream-knows.test/").await;
+    assert_eq!(status, 403, "{page}");
+    assert!(page.contains("could not be reached"), "{page}");
+    // What the local table knows still decides without the upstream.
+    let (status, page) = get(&client, "http://known.test/").await;
+    assert_ne!(status, 403, "{page}");
+    proxy.stop().await;
+    local.stop().await;
+}
+
+#[tokio::test]
 async fn warn_then_continue_then_the_token_expires() {
     let origin = Origin::http().await;
     let server = RepServer::serving(json!({ "upsert": [{ "key": "x.test/", "score": 90 }] })).await;
