@@ -327,11 +327,11 @@ impl Key {
     /// [`KeyError`] when the input is not a URL, has no host a URL can name, or is a prefix
     /// deeper than lookups go.
     pub fn parse(input: &str) -> Result<Key, KeyError> {
-        let key = Key::read(input)?;
-        if key.host().contains('%') {
-            return Err(KeyError::NotAHost(key.host().to_owned()));
+        let url = Key::canonical(input)?;
+        if !url.host_is_well_formed() {
+            return Err(KeyError::NotAHost(url.host().to_owned()));
         }
-        Ok(key)
+        Key::from_url(&url)
     }
 
     /// [`Key::parse`] without the host check: for keys read back from a store or a server's
@@ -340,6 +340,12 @@ impl Key {
     /// # Errors
     /// [`KeyError`] when the input is not a URL or is a prefix deeper than lookups go.
     pub fn read(input: &str) -> Result<Key, KeyError> {
+        Key::from_url(&Key::canonical(input)?)
+    }
+
+    /// The canonical URL a key is written as: a whole URL with a scheme, or `host/...` and a
+    /// bare `host`, read as `http://`.
+    fn canonical(input: &str) -> Result<canon::CanonicalUrl, KeyError> {
         let trimmed = input.trim();
         let has_scheme = trimmed.find("://").is_some_and(|i| {
             i > 0
@@ -347,12 +353,11 @@ impl Key {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
         });
-        let url = if has_scheme {
+        Ok(if has_scheme {
             canon::canonicalize(trimmed)?
         } else {
             canon::canonicalize(&format!("http://{trimmed}"))?
-        };
-        Key::from_url(&url)
+        })
     }
 
     /// The exact key of a canonical URL: host, path and query. A URL with path `/` and no
