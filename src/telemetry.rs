@@ -155,11 +155,14 @@ pub struct LogLimiter {
     next_ms: std::sync::atomic::AtomicU64,
 }
 
-/// The clock of [`LogLimiter`]: milliseconds since the first limiter asked.
+/// The clock of [`LogLimiter`]: milliseconds since the first limiter asked, plus one, so
+/// that it never reads 0 (a limiter's "nothing logged yet").
 fn log_epoch_ms() -> u64 {
     static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     let start = EPOCH.get_or_init(std::time::Instant::now);
-    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    u64::try_from(start.elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_add(1)
 }
 
 impl LogLimiter {
@@ -179,7 +182,7 @@ impl LogLimiter {
         now >= next
             && self
                 .next_ms
-                .compare_exchange(next, now.saturating_add(every).max(1), Relaxed, Relaxed)
+                .compare_exchange(next, now.saturating_add(every), Relaxed, Relaxed)
                 .is_ok()
     }
 }
