@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tokio_util::sync::CancellationToken;
 use webrep::api::events::{Event, Kind};
+use webrep::client::FollowRetry;
 use webrep::client::RepClient;
 use webrep::config::FeedbackConfig;
 use webrep::config::{ApiConfig, EscalationRule};
@@ -30,7 +31,7 @@ use webrep::feedback::Feedback;
 use webrep::model::Score;
 use webrep::repserver::api::{self, Tokens};
 use webrep::repserver::store::Store;
-use webrep::reputation::{FollowRetry, Reputation, ReputationConfig, SourceConfig};
+use webrep::reputation::{Reputation, ReputationConfig, SourceConfig};
 
 const TOKEN: &str = "bench-client-token-0123456789";
 

@@ -154,6 +154,20 @@ impl RepClient {
             .await
     }
 
+    /// `GET base + path_and_query` within `timeout`: the answer's body, unparsed (a caller
+    /// that reads it as a typed answer, or counts its bytes).
+    ///
+    /// # Errors
+    /// [`ClientError`]: a status other than 2xx carries the answer's `error` message.
+    pub async fn get_bytes(
+        &self,
+        path_and_query: &str,
+        timeout: Duration,
+    ) -> Result<Bytes, ClientError> {
+        self.exchange(Method::GET, path_and_query, None, empty(), timeout)
+            .await
+    }
+
     async fn send(
         &self,
         method: Method,
@@ -162,6 +176,21 @@ impl RepClient {
         body: ClientBody,
         timeout: Duration,
     ) -> Result<Value, ClientError> {
+        let bytes = self
+            .exchange(method, path, content_type, body, timeout)
+            .await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Json(e.to_string()))
+    }
+
+    /// One request: the body of a 2xx answer, else the answer's error.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&'static str>,
+        body: ClientBody,
+        timeout: Duration,
+    ) -> Result<Bytes, ClientError> {
         let mut req = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
@@ -190,9 +219,8 @@ impl RepClient {
         let (status, bytes) = tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| ClientError::Timeout(timeout))??;
-        let value: Result<Value, _> = serde_json::from_slice(&bytes);
         if !status.is_success() {
-            let message = match &value {
+            let message = match serde_json::from_slice::<Value>(&bytes) {
                 Ok(v) => v
                     .get("error")
                     .and_then(Value::as_str)
@@ -202,7 +230,7 @@ impl RepClient {
             };
             return Err(ClientError::Status { status, message });
         }
-        value.map_err(|e| ClientError::Json(e.to_string()))
+        Ok(bytes)
     }
 }
 
@@ -222,4 +250,37 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         src = x.source();
     }
     s
+}
+
+/// A follower's wait after a failed poll (a proxy following its server's change stream, a
+/// server following its upstream tier): `first` after the first failure, doubling
+/// with each further one up to `max`, every wait drawn at random from its upper half (so that
+/// followers that lost the same server do not come back in step). A poll that succeeds starts
+/// the schedule again. With the defaults (50 ms, 1 s) a change written on a server that is
+/// back reaches the cache within about a second, and a server that stays down gets one poll a
+/// second at most from each proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowRetry {
+    /// The wait after the first failure.
+    pub first: Duration,
+    /// The longest wait.
+    pub max: Duration,
+}
+
+impl FollowRetry {
+    /// The upper bound of the wait after `failures` failures in a row (at least 1):
+    /// `first * 2^(failures - 1)`, at most `max`.
+    pub fn ceiling(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(31);
+        self.first.saturating_mul(1 << doublings).min(self.max)
+    }
+
+    /// The wait after `failures` failures in a row: at random within the upper half of
+    /// [`ceiling`](Self::ceiling).
+    pub fn wait(&self, failures: u32) -> Duration {
+        use rand::Rng as _;
+        let ceiling = self.ceiling(failures);
+        let half = ceiling / 2;
+        half + rand::rng().random_range(Duration::ZERO..=ceiling - half)
+    }
 }

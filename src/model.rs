@@ -462,6 +462,9 @@ pub struct Entry {
     pub expires: Option<i64>,
     /// Free text for humans.
     pub note: Option<String>,
+    /// Which tier's table it comes from: 0 for this server's own entries, 1 for one learned
+    /// from the upstream server's own table, 2 from the upstream's upstream, and so on.
+    pub tier: u8,
 }
 
 impl Entry {
@@ -485,6 +488,7 @@ impl Entry {
             updated: now,
             expires: None,
             note: None,
+            tier: 0,
         }
     }
 

@@ -23,6 +23,9 @@ pub struct Health {
     pub seq: u64,
     /// URLs and hosts looked up since start.
     pub lookups: u64,
+    /// How far this server's mirror of its upstream tier is; absent when it follows none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<FollowHealth>,
 }
 
 impl Health {
@@ -32,8 +35,28 @@ impl Health {
             status: "ok".to_owned(),
             seq,
             lookups,
+            upstream: None,
         }
     }
+}
+
+/// The follower's part of `/healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowHealth {
+    /// `new` (nothing copied yet), `snapshot` (copying) or `following`.
+    pub state: String,
+    /// A whole copy of the upstream's table is in place (it may lag).
+    pub complete: bool,
+    /// The upstream answered the last exchange.
+    pub reachable: bool,
+    /// The upstream's change sequence at its last answer.
+    pub upstream_seq: u64,
+    /// The upstream sequence the mirror is complete through.
+    pub applied_seq: u64,
+    /// Upstream transactions known and not yet applied.
+    pub behind: u64,
+    /// Seconds since the upstream last answered; `null` when it never has.
+    pub last_answer_secs_ago: Option<u64>,
 }
 
 /// The answer to a write (`POST /v1/entries`, `POST /v1/files`): the sequence number of its

@@ -84,6 +84,14 @@ pub struct EntryView {
     pub expires: Option<i64>,
     /// Free text.
     pub note: Option<String>,
+    /// 0 (left out) for the answering server's own entry; 1 for one it learned from its
+    /// upstream tier's own table, 2 from the tier above that, and so on.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tier: u8,
+}
+
+fn is_zero(v: &u8) -> bool {
+    *v == 0
 }
 
 impl EntryView {
@@ -99,6 +107,7 @@ impl EntryView {
             updated: e.updated,
             expires: e.expires,
             note: e.note.clone(),
+            tier: e.tier,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - [`changes`]: the change stream's answer and keys.
 //! - [`files`]: file reputation, lookups and writes.
 //! - [`admin`]: errors, health, writes, imports and categories.
+//! - [`sync`]: delta sync between tiers of servers (snapshot pages and changed values).
 
 pub mod admin;
 pub mod changes;
@@ -15,3 +16,4 @@ pub mod events;
 pub mod feedback;
 pub mod files;
 pub mod lookup;
+pub mod sync;

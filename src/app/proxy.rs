@@ -28,13 +28,14 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::accesslog::AccessLog;
+use crate::client::FollowRetry;
 use crate::client::RepClient;
 use crate::config::{ApiConfig, Config};
 use crate::feedback::Feedback;
 use crate::intercept::{ca, mint::Minter};
 use crate::policyfile::{LoadError, PolicyHandle};
 use crate::proxy::{Parts, Proxy, ProxyState, auth, filter::Filter};
-use crate::reputation::{FollowRetry, Reputation, ReputationConfig, SourceConfig};
+use crate::reputation::{Reputation, ReputationConfig, SourceConfig};
 use crate::shutdown::{Reloads, Tasks};
 
 /// `policies/default.yaml` as shipped, for a proxy started away from the source tree.

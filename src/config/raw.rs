@@ -678,6 +678,28 @@ pub struct RawUpstreamConfig {
     pub batch: usize,
     /// Upstream answers kept in memory, each for its own TTL. Default 100000.
     pub cache_entries: u64,
+    /// Follow the upstream: copy its table once (a snapshot, in pages), then apply its
+    /// change stream to a local mirror as changes happen, resuming by cursor after restarts
+    /// and outages. What it lists is then answered here, with no per-request round trip,
+    /// and its changes reach this server's proxies within about a second; through an
+    /// upstream outage the mirror keeps serving. `false`: ask only (see `ask_on_miss`).
+    /// Default true.
+    pub follow: bool,
+    /// Mirror only the entries and file verdicts whose source is one of these (`feed:NAME`,
+    /// `manual`, `escalation`) or, for entries, that have one of `follow_categories`. Both
+    /// empty: everything. Default `[]`.
+    pub follow_sources: Vec<String>,
+    /// See `follow_sources`. Default `[]`.
+    pub follow_categories: Vec<String>,
+    /// Ask the upstream about URLs and hosts that neither this server's own table nor the
+    /// mirror has an entry for (answers cached for their TTL). When it cannot be asked, the
+    /// answer says `"upstream": "unavailable"` and proxies apply their
+    /// `reputation_unavailable` fail mode. Default: on, unless `follow` mirrors everything
+    /// (then a miss here is a miss there).
+    pub ask_on_miss: Option<bool>,
+    /// Entries (or file verdicts) per snapshot and change page of `follow`, at most 10000.
+    /// Default 5000.
+    pub sync_page: usize,
 }
 
 impl Default for RawUpstreamConfig {
@@ -690,6 +712,11 @@ impl Default for RawUpstreamConfig {
             timeout_ms: 2000,
             batch: 500,
             cache_entries: 100_000,
+            follow: true,
+            follow_sources: Vec::new(),
+            follow_categories: Vec::new(),
+            ask_on_miss: None,
+            sync_page: 5_000,
         }
     }
 }

@@ -17,6 +17,8 @@ use super::check::{
 };
 use super::escalation::FeedbackOptions;
 use super::raw::{RawServerConfig, RawTlsServerConfig, RawUpstreamConfig};
+use crate::api::sync::{MAX_PAGE, Subscription};
+use crate::model::{Category, Source};
 use crate::secrets::valid_token;
 
 /// Validated `server:` section. Field meanings are documented on [`RawServerConfig`].
@@ -86,6 +88,12 @@ pub struct UpstreamConfig {
     pub timeout: Duration,
     pub batch: usize,
     pub cache_entries: u64,
+    /// What the mirror follows; `None`: not following.
+    pub follow: Option<Subscription>,
+    /// Ask the upstream about misses.
+    pub ask_on_miss: bool,
+    /// Entries per sync page.
+    pub sync_page: usize,
 }
 
 impl TryFrom<RawServerConfig> for ServerConfig {
@@ -206,6 +214,45 @@ impl TryFrom<RawUpstreamConfig> for UpstreamConfig {
             (Some(t), None) if !valid_token(t) => return Err(InvalidValue::new(key, bad_token(t))),
             _ => {}
         }
+        let follow = u.follow.then(|| Subscription {
+            sources: u.follow_sources.clone(),
+            categories: u.follow_categories.clone(),
+        });
+        if let Some(bad) = u
+            .follow_sources
+            .iter()
+            .find(|s| Source::from_stored(s).is_none())
+        {
+            return Err(InvalidValue::new(
+                "server.upstream.follow_sources",
+                format!("{bad:?}: expected feed:NAME, manual or escalation"),
+            ));
+        }
+        if let Some(bad) = u
+            .follow_categories
+            .iter()
+            .find(|c| Category::parse(c).is_err())
+        {
+            return Err(InvalidValue::new(
+                "server.upstream.follow_categories",
+                format!("{bad:?} is not a category name"),
+            ));
+        }
+        let everything = follow.as_ref().is_some_and(Subscription::is_everything);
+        let ask_on_miss = u.ask_on_miss.unwrap_or(!everything);
+        if follow.is_none() && !ask_on_miss {
+            return Err(InvalidValue::new(
+                "server.upstream",
+                "follow and ask_on_miss are both off: the upstream would never be used",
+            ));
+        }
+        let sync_page = count("server.upstream.sync_page", u.sync_page)?;
+        if sync_page > MAX_PAGE {
+            return Err(InvalidValue::new(
+                "server.upstream.sync_page",
+                format!("{sync_page} is more than {MAX_PAGE}"),
+            ));
+        }
         Ok(UpstreamConfig {
             url: url.to_owned(),
             token: u.token,
@@ -214,6 +261,9 @@ impl TryFrom<RawUpstreamConfig> for UpstreamConfig {
             timeout: Duration::from_millis(positive("server.upstream.timeout_ms", u.timeout_ms)?),
             batch: count("server.upstream.batch", u.batch)?,
             cache_entries: u.cache_entries,
+            follow,
+            ask_on_miss,
+            sync_page,
         })
     }
 }

@@ -18,6 +18,12 @@
 //!   client address had `server.max_connections_per_client` open;
 //!   `webrep_server_connections_closed_idle_total`: idle connections closed to make room at
 //!   `server.max_connections`; the gauge `webrep_server_connections`: connections open;
+//! - a following server's mirror of its upstream: `webrep_server_upstream_behind` (upstream
+//!   transactions not yet applied), `_upstream_seq`, `_upstream_last_answer_timestamp_seconds`,
+//!   `_upstream_mirror_complete`, and the counters `_upstream_mirror_rows_total`,
+//!   `_upstream_snapshots_total`, `_upstream_sync_failures_total`,
+//!   `_upstream_snapshot_bytes_total`, `_upstream_change_bytes_total`;
+//!   `webrep_server_sync_served_total`: sync pages served to the servers following this one;
 //! - gauges read at scrape time: `webrep_server_change_seq` (the change sequence),
 //!   `webrep_server_entries` (table size; one `count(*)` on a reader thread),
 //!   `webrep_server_followers` (change-stream followers now waiting: long-polls and
@@ -46,10 +52,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::follow::FollowSnapshot;
 use crate::metrics::{counter, counters, gauge};
 
 /// The routes, as labels. Index = [`Route`] discriminant.
-const ROUTES: [&str; 13] = [
+const ROUTES: [&str; 15] = [
     "healthz",
     "lookup",
     "entries",
@@ -62,6 +69,8 @@ const ROUTES: [&str; 13] = [
     "events",
     "feedback_summary",
     "escalations",
+    "sync_snapshot",
+    "sync_changes",
     "other",
 ];
 
@@ -80,6 +89,8 @@ pub enum Route {
     Events,
     FeedbackSummary,
     Escalations,
+    SyncSnapshot,
+    SyncChanges,
     Other,
 }
 
@@ -99,6 +110,8 @@ pub const PATHS: &[(&str, Route, &str)] = &[
     ("/v1/feedback/summary", Route::FeedbackSummary, "GET"),
     ("/v1/escalations", Route::Escalations, "GET"),
     ("/v1/escalations/revert", Route::Escalations, "POST"),
+    ("/v1/sync/snapshot", Route::SyncSnapshot, "GET"),
+    ("/v1/sync/changes", Route::SyncChanges, "GET"),
 ];
 
 impl Route {
@@ -132,6 +145,8 @@ impl Route {
         Route::Events,
         Route::FeedbackSummary,
         Route::Escalations,
+        Route::SyncSnapshot,
+        Route::SyncChanges,
         Route::Other,
     ];
 
@@ -281,6 +296,7 @@ struct Counts {
     upstream_unavailable: AtomicU64,
     events: [AtomicU64; 4],
     busy: AtomicU64,
+    sync_served: AtomicU64,
     followers: Gauge,
     scrape: Mutex<Scrape>,
 }
@@ -291,6 +307,7 @@ struct Scrape {
     seq: u64,
     entries: Option<u64>,
     conns: [u64; 3],
+    follow: Option<FollowSnapshot>,
 }
 
 impl Default for ServerStats {
@@ -357,6 +374,11 @@ impl ServerStats {
         }
     }
 
+    /// Counts a sync page served to a following server.
+    pub fn sync_served(&self) {
+        self.counts.sync_served.fetch_add(1, Relaxed);
+    }
+
     /// Counts a request refused because the store queue was full.
     pub fn busy(&self) {
         self.counts.busy.fetch_add(1, Relaxed);
@@ -381,8 +403,9 @@ impl ServerStats {
     }
 }
 
-/// The current metrics in the OpenMetrics text format; `seq` and `entries` are read by the
-/// caller (`entries` is `None` when the store could not be asked).
+/// The current metrics in the OpenMetrics text format; `seq`, `entries` and the follower's
+/// state are read by the caller (`entries` is `None` when the store could not be asked,
+/// `follow` when the server follows no upstream).
 ///
 /// # Errors
 /// An encoding error, which would be a bug.
@@ -391,6 +414,7 @@ pub fn render(
     conns: &crate::conns::ConnLimits,
     seq: u64,
     entries: Option<u64>,
+    follow: Option<FollowSnapshot>,
 ) -> Result<String, fmt::Error> {
     let registry = stats
         .registry
@@ -404,6 +428,7 @@ pub fn render(
         seq,
         entries,
         conns: crate::metrics::conn_counts(conns),
+        follow,
     };
     crate::metrics::encode(&registry)
 }
@@ -433,7 +458,11 @@ impl Collector for ServerCollector {
             ],
             scrape.conns,
         )?;
-        encode_store(&mut enc, c, scrape)
+        encode_store(&mut enc, c, scrape)?;
+        if let Some(f) = scrape.follow {
+            encode_follow(&mut enc, &f)?;
+        }
+        Ok(())
     }
 }
 
@@ -504,6 +533,12 @@ fn encode_outcomes(enc: &mut DescriptorEncoder, c: &Counts) -> fmt::Result {
     )?;
     counter(
         enc,
+        "sync_served",
+        "Sync pages (snapshot and changes) served to the servers following this one",
+        c.sync_served.load(Relaxed),
+    )?;
+    counter(
+        enc,
         "busy",
         "Requests refused with 503 because the store queue was full",
         c.busy.load(Relaxed),
@@ -535,6 +570,64 @@ fn encode_store(enc: &mut DescriptorEncoder, c: &Counts, scrape: Scrape) -> fmt:
     )
 }
 
+/// The follower of the upstream tier: how far behind, since when silent, what it moved.
+fn encode_follow(enc: &mut DescriptorEncoder, f: &FollowSnapshot) -> fmt::Result {
+    gauge(
+        enc,
+        "upstream_behind",
+        "Upstream transactions known and not yet applied to the mirror",
+        f.behind(),
+    )?;
+    gauge(
+        enc,
+        "upstream_seq",
+        "The upstream's change sequence at its last answer",
+        f.upstream_seq,
+    )?;
+    gauge(
+        enc,
+        "upstream_last_answer_timestamp_seconds",
+        "Unix time of the upstream's last answer to the follower (0: never)",
+        f.last_answer,
+    )?;
+    gauge(
+        enc,
+        "upstream_mirror_complete",
+        "1 once a whole snapshot of the upstream's table is in the mirror",
+        u64::from(f.complete),
+    )?;
+    counter(
+        enc,
+        "upstream_mirror_rows",
+        "Mirror rows written or deleted from the upstream's snapshots and changes",
+        f.applied,
+    )?;
+    counter(
+        enc,
+        "upstream_snapshots",
+        "Snapshots of the upstream's table completed",
+        f.snapshots,
+    )?;
+    counter(
+        enc,
+        "upstream_sync_failures",
+        "Exchanges with the upstream that failed (down, slow, bad answer)",
+        f.failures,
+    )?;
+    counter(
+        enc,
+        "upstream_snapshot_bytes",
+        "Bytes of snapshot pages received from the upstream",
+        f.snapshot_bytes,
+    )?;
+    counter(
+        enc,
+        "upstream_change_bytes",
+        "Bytes of change pages received from the upstream",
+        f.change_bytes,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,7 +644,7 @@ mod tests {
         s.items(Kind::File, Answer::Listed, 3);
         s.events(2, 1, 4, 0);
         let open = s.follower();
-        let text = render(&s, &no_limits(), 7, Some(42)).unwrap();
+        let text = render(&s, &no_limits(), 7, Some(42), None).unwrap();
         for want in [
             r#"webrep_server_requests_total{route="lookup",status="2xx"} 1"#,
             r#"webrep_server_requests_total{route="other",status="4xx"} 1"#,
@@ -569,7 +662,7 @@ mod tests {
         }
         drop(open);
         assert!(
-            render(&s, &no_limits(), 7, None)
+            render(&s, &no_limits(), 7, None, None)
                 .unwrap()
                 .contains("webrep_server_followers 0")
         );

@@ -21,8 +21,11 @@
 //!   TTLs and an explain form, per-host answers with bounded path entries, admin batch
 //!   writes, feed imports, file hashes and categories, a change stream as long-poll and as
 //!   server-sent events, optional TLS, and `/healthz`. `docs/repserver.md` is its reference.
-//! - [`upstream`]: the global tier, another server asked about items with no local entry,
-//!   its answers cached for their TTL, through the API client [`crate::client`].
+//! - [`mirror`] and [`follow`]: the tier above kept in step by delta sync: its table copied
+//!   once in snapshot pages into a mirror beside the server's own table, then its change log
+//!   followed by cursor; both ends of the sync API (`GET /v1/sync/...`) over the store.
+//! - [`upstream`]: asking the tier above about items neither table has an entry for, its
+//!   answers cached for their TTL, through the API client [`crate::client`].
 //! - [`metrics`]: the server's Prometheus counters, on `server.metrics_listen`.
 //! - [`upload`]: the locked temporary files import uploads are spooled to, and the removal
 //!   of those a killed server left.
@@ -62,14 +65,18 @@
 //!
 //! # Not built
 //! - Concurrent upstream misses on one key from different requests are not coalesced (the
-//!   cache makes them rare); the upstream's change stream is not followed (TTL only).
+//!   cache makes them rare).
+//! - Sync pages are JSON without compression; a subscription is filtered by the upstream
+//!   (it sends what is subscribed, and the rest of a changed key as `deleted`).
 //! - The API has no per-client rate limit beyond the connection limits (`max_connections`,
 //!   `max_connections_per_client`) and the job queue bound.
 
 pub mod api;
 pub mod events;
+pub mod follow;
 pub mod import;
 pub mod metrics;
+pub mod mirror;
 pub mod server;
 pub mod store;
 pub mod upload;

@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::api::{self, ServeOptions, Tokens};
+use super::follow::Follow;
 use super::import::{self, Format, ImportOptions};
 use super::store::Store;
 use super::upstream::Upstream;
@@ -129,7 +130,11 @@ pub fn tls_acceptor_for(
         .transpose()
 }
 
-fn upstream(config: &crate::config::UpstreamConfig) -> anyhow::Result<Upstream> {
+/// The upstream tier of `server.upstream`: the ask-on-miss cache (when `ask_on_miss`) and
+/// the follower (when `follow`), over one client.
+fn upstream(
+    config: &crate::config::UpstreamConfig,
+) -> anyhow::Result<(Option<Arc<Upstream>>, Option<Follow>)> {
     let token = match (&config.token, &config.token_file) {
         (Some(t), _) => t.clone(),
         (None, Some(path)) => crate::secrets::read_token_file(path, "server.upstream.token_file")?,
@@ -137,12 +142,20 @@ fn upstream(config: &crate::config::UpstreamConfig) -> anyhow::Result<Upstream> 
     };
     let client = RepClient::new(&config.url, &token, config.ca_file.as_deref())
         .context("server.upstream")?;
-    Ok(Upstream::new(
-        client,
-        config.timeout,
-        config.batch,
-        config.cache_entries,
-    ))
+    let follow = config.follow.as_ref().map(|sub| Follow {
+        subscription: sub.clone(),
+        page: config.sync_page,
+        ..Follow::everything(client.clone())
+    });
+    let ask = config.ask_on_miss.then(|| {
+        Arc::new(Upstream::new(
+            client,
+            config.timeout,
+            config.batch,
+            config.cache_entries,
+        ))
+    });
+    Ok((ask, follow))
 }
 
 /// The API tokens: `server.client_tokens`, `server.admin_tokens` and `server.tokens_file`.
@@ -271,9 +284,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let tokens = load_tokens(config)?;
     let tls = tls_acceptor_for(config)?;
-    let upstream = match &config.upstream {
-        Some(u) => Some(Arc::new(upstream(u)?)),
-        None => None,
+    let (upstream, follow) = match &config.upstream {
+        Some(u) => upstream(u)?,
+        None => (None, None),
     };
     let (path, sample) = (config.store.clone(), config.sample_data);
     let store = tokio::task::spawn_blocking(move || open_store(&path, sample)).await??;
@@ -331,6 +344,8 @@ pub async fn run(
     let options = ServeOptions {
         tls,
         upstream,
+        follow,
+        follow_status: None,
         max_connections: config.max_connections,
         max_connections_per_client: config.max_connections_per_client,
         change_log_rows: config.change_log_rows,

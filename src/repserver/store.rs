@@ -19,7 +19,7 @@ use crate::model::{
 };
 
 /// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 const SCHEMA: &str = "
 CREATE TABLE meta (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
@@ -59,41 +59,57 @@ const MIGRATE_3: &str = super::events::MIGRATE_3;
 
 /// What brings a store of schema `N - 1` to `N`, for each `N` after 1 (the last is
 /// [`SCHEMA_VERSION`]).
-const MIGRATIONS: [(i64, &str); 4] = [
+const MIGRATIONS: [(i64, &str); 5] = [
     (2, MIGRATE_2),
     (3, MIGRATE_3),
     (4, super::events::MIGRATE_4),
     (5, super::events::MIGRATE_5),
+    (6, super::mirror::MIGRATE_6),
 ];
 
-const ENTRY_COLUMNS: &str = "key, score, categories, source, added, updated, expires, note";
+const ENTRY_COLUMNS: &str = "key, score, categories, source, added, updated, expires, note, 0";
 
-/// `SELECT` of every entry column, then the rest of the statement: the SQL text is a constant,
-/// so a cached statement is found without formatting a string first.
-macro_rules! select_entries {
-    ($($rest:literal),+) => {
+/// `SELECT` of every entry column and the row's tier (0 for this server's own), from the
+/// server's own `entries` and from the `mirror` of its upstream's table ([`super::mirror`]),
+/// with one condition for both: the SQL text is a constant, so a cached statement is found
+/// without formatting a string first. The rest of the statement (`ORDER BY`, ...) follows.
+macro_rules! select_both_tiers {
+    ($where:literal $(, $rest:literal)*) => {
         concat!(
-            "SELECT key, score, categories, source, added, updated, expires, note FROM entries ",
-            $($rest),+
+            "SELECT key, score, categories, source, added, updated, expires, note, 0 FROM entries ",
+            $where,
+            " UNION ALL SELECT key, score, categories, source, added, updated, expires, note, tier \
+             FROM mirror ",
+            $where
+            $(, $rest)*
         )
     };
 }
 
-/// The entries keyed on one host (`?1` = `host/`, `?2` = `host0`): the primary-key range of
-/// keys starting with `host/`. A host never contains `/`, so these are exactly the keys whose
-/// host is `host`, and `host/` itself sorts first. Path entries expired at `?3` are left
-/// out; the `host/` entry is returned expired or not ([`combine`] decides).
-const HOST_RANGE: &str = select_entries!(
-    "WHERE key >= ?1 AND key < ?2 AND (key = ?1 OR expires IS NULL OR expires > ?3)"
+/// The entries keyed on one host (`?1` = `host/`, `?2` = `host0`), own and mirrored, in key
+/// order (SQLite merges the two primary-key ranges): the keys starting with `host/`. A host
+/// never contains `/`, so these are exactly the keys whose host is `host`, and `host/` itself
+/// sorts first. Path entries expired at `?3` are left out; the `host/` entry is returned
+/// expired or not ([`combine`] decides). A key in both tables comes twice, next to each other.
+const HOST_RANGE: &str = select_both_tiers!(
+    "WHERE key >= ?1 AND key < ?2 AND (key = ?1 OR expires IS NULL OR expires > ?3)",
+    " ORDER BY 1"
 );
 
-/// One URL's entries: the primary key against all its expressions at once (unused
-/// parameters stay NULL, which matches nothing).
-const EXPRESSION_PROBE: &str = select_entries!(
+/// One URL's entries, own and mirrored: the primary keys against all its expressions at once
+/// (unused parameters stay NULL, which matches nothing).
+const EXPRESSION_PROBE: &str = select_both_tiers!(
     "WHERE key IN (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
      ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)"
 );
 const _: () = assert!(canon::MAX_EXPRESSIONS == 30);
+
+/// One key's entry: the server's own, else the mirrored one.
+const ONE_KEY: &str = select_both_tiers!("WHERE key = ?1", " ORDER BY 9 LIMIT 1");
+
+/// The server's own entry under one key.
+const OWN_KEY: &str = "SELECT key, score, categories, source, added, updated, expires, note, 0 FROM entries \
+     WHERE key = ?1";
 
 /// Page cache per connection (`PRAGMA cache_size`, negative = KiB): 64 MiB instead of
 /// SQLite's 2 MiB, which is filled only as pages are used. With a 1,000,000-entry table
@@ -356,8 +372,11 @@ impl Store {
     /// # Errors
     /// [`StoreError::Sqlite`], [`StoreError::Corrupt`].
     pub fn lookup_file(&self, sha256: &Sha256Hex) -> Result<Option<FileEntry>, StoreError> {
+        // This server's own verdict, else the one mirrored from the upstream tier.
         let mut stmt = self.conn.prepare_cached(
-            "SELECT verdict, name, source, updated FROM file_hashes WHERE sha256 = ?1",
+            "SELECT verdict, name, source, updated, 0 FROM file_hashes WHERE sha256 = ?1 \
+             UNION ALL SELECT verdict, name, source, updated, tier FROM mirror_files \
+             WHERE sha256 = ?1 ORDER BY 5 LIMIT 1",
         )?;
         let row = stmt
             .query_row([sha256.as_str()], |r| {
@@ -385,15 +404,26 @@ impl Store {
         }))
     }
 
-    /// The entry stored under exactly `key`, expired or not.
+    /// This server's own entry under exactly `key`, expired or not (not a mirrored one).
     ///
     /// # Errors
     /// [`StoreError::Sqlite`], [`StoreError::Corrupt`].
     pub fn get(&self, key: &Key) -> Result<Option<Entry>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(select_entries!("WHERE key = ?1"))?;
-        let raw = stmt.query_row([key.as_str()], RawEntry::read).optional()?;
+        self.get_with(OWN_KEY, key.as_str())
+    }
+
+    /// The entry that applies under exactly `key`, expired or not: this server's own, else
+    /// the one mirrored from the upstream tier.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`], [`StoreError::Corrupt`].
+    pub fn get_any(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        self.get_with(ONE_KEY, key)
+    }
+
+    fn get_with(&self, sql: &str, key: &str) -> Result<Option<Entry>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let raw = stmt.query_row([key], RawEntry::read).optional()?;
         raw.map(RawEntry::decode).transpose()
     }
 
@@ -412,9 +442,15 @@ impl Store {
             stmt.raw_bind_parameter(i + 1, e.as_str())?;
         }
         let mut rows = stmt.raw_query();
-        let mut found = Vec::new();
+        let mut found: Vec<Entry> = Vec::new();
         while let Some(row) = rows.next()? {
-            found.push(RawEntry::read(row)?.decode()?);
+            let e = RawEntry::read(row)?.decode()?;
+            // This server's own entry wins over the mirrored one under the same key.
+            match found.iter_mut().find(|f| f.key == e.key) {
+                Some(f) if e.tier < f.tier => *f = e,
+                Some(_) => {}
+                None => found.push(e),
+            }
         }
         Ok(combine(url, &found, now))
     }
@@ -545,10 +581,21 @@ impl Store {
                 let mut rows = stmt.query(params![lo, hi, now])?;
                 while let Some(row) = rows.next()? {
                     let raw = RawEntry::read(row)?;
-                    if raw.key == lo {
-                        host_entries.push(raw.decode()?);
-                    } else if paths.len() < want {
-                        paths.push(raw.decode()?);
+                    let list = if raw.key == lo {
+                        &mut host_entries
+                    } else {
+                        &mut paths
+                    };
+                    // A key in both tables: its rows are adjacent; the own entry wins.
+                    if let Some(last) = list
+                        .last_mut()
+                        .filter(|l: &&mut Entry| l.key.as_str() == raw.key)
+                    {
+                        if raw.tier < i64::from(last.tier) {
+                            *last = raw.decode()?;
+                        }
+                    } else if list.len() < want || raw.key == lo {
+                        list.push(raw.decode()?);
                     } else {
                         // `host/` sorts first: only more path entries follow.
                         break;
@@ -688,7 +735,7 @@ impl Writer<'_> {
         self.taxonomy
     }
 
-    fn record(&mut self, key: &str) -> Result<(), StoreError> {
+    pub(super) fn record(&mut self, key: &str) -> Result<(), StoreError> {
         self.tx
             .prepare_cached("INSERT OR IGNORE INTO changes (seq, key) VALUES (?1, ?2)")?
             .execute(params![self.seq, key])?;
@@ -769,6 +816,11 @@ impl Writer<'_> {
     }
 }
 
+/// An entry row (the columns of [`HOST_RANGE`], the tier last), validated.
+pub(super) fn decode_row(r: &rusqlite::Row<'_>) -> Result<Entry, StoreError> {
+    RawEntry::read(r)?.decode()
+}
+
 /// A row as SQLite returns it, before validation.
 struct RawEntry {
     key: String,
@@ -779,6 +831,7 @@ struct RawEntry {
     updated: i64,
     expires: Option<i64>,
     note: Option<String>,
+    tier: i64,
 }
 
 impl RawEntry {
@@ -792,6 +845,7 @@ impl RawEntry {
             updated: r.get(5)?,
             expires: r.get(6)?,
             note: r.get(7)?,
+            tier: r.get(8)?,
         })
     }
 
@@ -818,6 +872,7 @@ impl RawEntry {
             updated: self.updated,
             expires: self.expires,
             note: self.note,
+            tier: u8::try_from(self.tier).map_err(|_| corrupt("tier out of range"))?,
         })
     }
 }

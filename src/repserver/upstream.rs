@@ -1,5 +1,6 @@
-//! The upstream (global) tier: another `webrep server` asked about what the local table has
-//! no entry for, with a deadline and in batches, its answers cached for their TTL.
+//! Asking the tier above on a miss: another `webrep server` asked about what neither the
+//! local table nor the mirror of the tier above ([`super::mirror`]) has an entry for, with a
+//! deadline and in batches, its answers cached for their TTL.
 //!
 //! # Where it sits
 //! In the API's lookup handlers ([`super::api`]), after the local store has answered: the

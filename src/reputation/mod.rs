@@ -49,7 +49,7 @@ use crate::api::changes::Changes;
 use crate::api::files;
 use crate::api::lookup::{BatchAnswer, BatchRequest};
 use crate::canon::CanonicalUrl;
-use crate::client::{ClientError, RepClient};
+use crate::client::{ClientError, FollowRetry, RepClient};
 use crate::model::Verdict;
 use answer::{AnswerError, HostAnswer, url_verdict};
 
@@ -135,20 +135,6 @@ pub struct ReputationConfig {
     pub follow_retry: FollowRetry,
 }
 
-/// The change follower's wait after a failed poll: `first` after the first failure, doubling
-/// with each further one up to `max`, every wait drawn at random from its upper half (so that
-/// proxies that lost the same server do not come back in step). A poll that succeeds starts
-/// the schedule again. With the defaults (50 ms, 1 s) a change written on a server that is
-/// back reaches the cache within about a second, and a server that stays down gets one poll a
-/// second at most from each proxy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FollowRetry {
-    /// The wait after the first failure.
-    pub first: Duration,
-    /// The longest wait.
-    pub max: Duration,
-}
-
 impl From<&crate::config::ReputationSettings> for FollowRetry {
     fn from(r: &crate::config::ReputationSettings) -> Self {
         FollowRetry {
@@ -163,24 +149,6 @@ impl Default for FollowRetry {
     /// defaults.
     fn default() -> Self {
         Self::from(&crate::config::ReputationSettings::default())
-    }
-}
-
-impl FollowRetry {
-    /// The upper bound of the wait after `failures` failures in a row (at least 1):
-    /// `first * 2^(failures - 1)`, at most `max`.
-    pub fn ceiling(&self, failures: u32) -> Duration {
-        let doublings = failures.saturating_sub(1).min(31);
-        self.first.saturating_mul(1 << doublings).min(self.max)
-    }
-
-    /// The wait after `failures` failures in a row: at random within the upper half of
-    /// [`ceiling`](Self::ceiling).
-    pub fn wait(&self, failures: u32) -> Duration {
-        use rand::Rng as _;
-        let ceiling = self.ceiling(failures);
-        let half = ceiling / 2;
-        half + rand::rng().random_range(Duration::ZERO..=ceiling - half)
     }
 }
 

@@ -25,3 +25,4 @@ mod repserver_cli;
 mod reputation_client;
 mod robustness;
 mod systemd;
+mod tiers;

@@ -17,7 +17,8 @@ use webrep::repserver::metrics::Route;
 use webrep::repserver::store::Store;
 
 use crate::harness::{BOUND, CLIENT, RepServer, eventually};
-use webrep::reputation::{CacheState, FollowRetry, Reputation, ReputationConfig, SourceConfig};
+use webrep::client::FollowRetry;
+use webrep::reputation::{CacheState, Reputation, ReputationConfig, SourceConfig};
 
 fn source(name: &str, base: &str) -> SourceConfig {
     SourceConfig {

@@ -203,8 +203,9 @@ impl Filter {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::client::FollowRetry;
     use crate::policyfile::PolicyHandle;
-    use crate::reputation::{FollowRetry, Reputation, ReputationConfig};
+    use crate::reputation::{Reputation, ReputationConfig};
 
     /// A filter over `policy` (YAML) with no reputation source: every lookup is unavailable.
     pub(in crate::proxy::filter) fn filter(policy: &str) -> Filter {

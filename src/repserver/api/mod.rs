@@ -67,6 +67,7 @@
 //! joined so the file is closed when [`serve_with`] returns.
 
 mod auth;
+mod follow;
 mod jobs;
 mod listen;
 mod reply;
@@ -82,6 +83,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::follow::{Follow, FollowStatus};
 use super::metrics::ServerStats;
 use super::store::Store;
 use super::upstream::Upstream;
@@ -110,6 +112,10 @@ pub struct ServeOptions {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Ask this upstream tier about what the store has no entry for.
     pub upstream: Option<Arc<Upstream>>,
+    /// Follow this upstream tier: mirror its table and apply its changes as they happen.
+    pub follow: Option<Follow>,
+    /// Where the follower reports how far behind it is; a fresh one when `None`.
+    pub follow_status: Option<Arc<FollowStatus>>,
     /// Most concurrent connections; 0 is unlimited.
     pub max_connections: usize,
     /// Most concurrent connections from one client address (IPv6: one /64); 0 is unlimited.
@@ -150,6 +156,8 @@ struct Shared {
     config: ApiConfig,
     shutdown: CancellationToken,
     upstream: Option<Arc<Upstream>>,
+    /// How far the follower of the upstream tier is, when this server follows one.
+    follow: Option<Arc<FollowStatus>>,
     spool_dir: std::path::PathBuf,
     /// Escalation rules for ingested events (swapped whole by a reload).
     escalation: Arc<arc_swap::ArcSwap<Vec<crate::config::EscalationRule>>>,
@@ -215,6 +223,10 @@ pub async fn serve_with(
         config,
         shutdown: shutdown.clone(),
         upstream: options.upstream.clone(),
+        follow: options
+            .follow
+            .as_ref()
+            .map(|_| options.follow_status.clone().unwrap_or_default()),
         spool_dir: options.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
         escalation: {
             let handle = options.escalation_handle.clone().unwrap_or_default();
@@ -243,7 +255,7 @@ pub async fn serve_with(
 }
 
 /// The server's background tasks, on `tracker`: the metrics listener, change-log and event
-/// pruning.
+/// pruning, the follower of the upstream tier.
 fn spawn_background(
     tracker: &TaskTracker,
     shared: &Arc<Shared>,
@@ -268,4 +280,7 @@ fn spawn_background(
         shared.clone(),
         options.feedback.retention,
     ));
+    if let (Some(follow), Some(status)) = (options.follow, &shared.follow) {
+        tracker.spawn(follow::follow_loop(shared.clone(), follow, status.clone()));
+    }
 }

@@ -204,16 +204,21 @@ impl RepServer {
 
     /// Serves `store` again on the same address, config, feedback rules and counters.
     pub(crate) async fn restart_with(&mut self, store: Store) {
-        let addr = self.addr;
-        let listener = eventually_ok(&format!("{addr} is free again"), BOUND, || async move {
-            TcpListener::bind(addr).await
-        })
-        .await;
         let options = ServeOptions {
             feedback: self.feedback.clone(),
             stats: Some(self.stats.clone()),
             ..ServeOptions::default()
         };
+        self.restart_with_options(store, options).await;
+    }
+
+    /// Serves `store` again on the same address and config with `options`.
+    pub(crate) async fn restart_with_options(&mut self, store: Store, options: ServeOptions) {
+        let addr = self.addr;
+        let listener = eventually_ok(&format!("{addr} is free again"), BOUND, || async move {
+            TcpListener::bind(addr).await
+        })
+        .await;
         self.serve(listener, store, options);
     }
 

@@ -7,15 +7,31 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use super::super::Shared;
-use crate::api::admin::Health;
+use crate::api::admin::{FollowHealth, Health};
+use crate::clock::unix_secs;
 use crate::repserver::metrics::Kind;
 
-/// `GET /healthz`: up, the change sequence, the lookups answered.
+/// `GET /healthz`: up, the change sequence, the lookups answered, and how far behind the
+/// upstream the mirror is when this server follows one.
 pub(super) fn healthz(shared: &Shared) -> Health {
-    Health::ok(
+    let mut h = Health::ok(
         *shared.seq.borrow(),
         shared.stats.looked_up(Kind::Url) + shared.stats.looked_up(Kind::Host),
-    )
+    );
+    h.upstream = shared.follow.as_ref().map(|f| {
+        let f = f.snapshot();
+        FollowHealth {
+            state: f.stage.to_owned(),
+            complete: f.complete,
+            reachable: f.reachable,
+            upstream_seq: f.upstream_seq,
+            applied_seq: f.applied_seq,
+            behind: f.behind(),
+            last_answer_secs_ago: (f.last_answer > 0)
+                .then(|| u64::try_from(unix_secs() - f.last_answer).unwrap_or(0)),
+        }
+    });
+    h
 }
 
 /// The metrics listener: `GET /metrics`, nothing else.
@@ -38,6 +54,12 @@ pub(in crate::repserver::api) async fn metrics_answer(
         .and_then(Result::ok);
     crate::metrics::scrape_answer(
         req.method(),
-        crate::repserver::metrics::render(&shared.stats, &shared.conns, seq, entries),
+        crate::repserver::metrics::render(
+            &shared.stats,
+            &shared.conns,
+            seq,
+            entries,
+            shared.follow.as_ref().map(|f| f.snapshot()),
+        ),
     )
 }

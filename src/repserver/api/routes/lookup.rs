@@ -39,7 +39,7 @@ fn answer_url(
     let matched = verdict
         .matched
         .iter()
-        .filter_map(|k| store.get(k).transpose())
+        .filter_map(|k| store.get_any(k.as_str()).transpose())
         .collect::<Result<Vec<_>, _>>()?;
     let ttl_secs = capped_ttl(ttl(config, &verdict), matched.iter(), now);
     let view = wire::VerdictView::of(&verdict, ttl_secs, wire::Tier::Local);
@@ -78,7 +78,7 @@ fn answer_host(
         .verdict
         .matched
         .iter()
-        .filter_map(|k| store.get(k).transpose())
+        .filter_map(|k| store.get_any(k.as_str()).transpose())
         .collect::<Result<Vec<_>, _>>()?;
     let ttl_secs = capped_ttl(ttl(config, &a.verdict), matched.iter().chain(&a.paths), now);
     Ok(wire::HostAnswer {

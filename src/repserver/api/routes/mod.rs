@@ -8,7 +8,8 @@
 //! - [`entries`]: `POST /v1/entries`; [`import`]: `POST /v1/import`;
 //! - [`changes`]: `GET /v1/changes` (long-poll) and `GET /v1/changes/stream` (SSE);
 //! - [`files`]: file-hash lookups and writes; [`categories`];
-//! - [`events`]: feedback events, their summary and escalations.
+//! - [`events`]: feedback events, their summary and escalations;
+//! - [`sync`]: snapshot pages and changed values for the servers that follow this one.
 
 mod batch;
 mod categories;
@@ -19,6 +20,7 @@ mod files;
 mod health;
 mod import;
 mod lookup;
+mod sync;
 mod tier;
 
 use std::sync::Arc;
@@ -123,6 +125,14 @@ async fn route(
         (Route::Escalations, &Method::POST) if path == "/v1/escalations/revert" => {
             let body = authorized_body(shared, req, admin).await?;
             ok(&events::revert_escalation(shared, &body).await?)
+        }
+        (Route::SyncSnapshot, &Method::GET) => {
+            authorize_or_drain(shared, req, client).await?;
+            ok(&sync::snapshot(shared, query).await?)
+        }
+        (Route::SyncChanges, &Method::GET) => {
+            authorize_or_drain(shared, req, client).await?;
+            ok(&sync::changes(shared, query).await?)
         }
         _ => return Err(no_route(&path, &method)),
     })

@@ -108,13 +108,22 @@ impl LookupItem for wire::HostItem {
 }
 
 /// Replaces locally untested answers with the upstream tier's, when there is one. Items the
-/// upstream could not answer keep their untested answer and say `"upstream": "unavailable"`.
+/// upstream could not answer keep their untested answer and say `"upstream": "unavailable"`;
+/// so do those of a server that follows its upstream without asking it while its mirror is
+/// not yet a whole copy.
 pub(super) async fn consult_upstream(
     shared: &Shared,
     urls: &mut [wire::UrlItem],
     hosts: &mut [wire::HostItem],
 ) {
     let Some(upstream) = &shared.upstream else {
+        // A follower that does not ask, whose mirror is not a whole copy yet: an item it has
+        // no entry for may well be listed upstream.
+        if shared.follow.as_ref().is_some_and(|f| !f.is_complete()) {
+            shared.stats.upstream_unavailable();
+            merge_upstream(urls, &std::collections::HashMap::new(), true);
+            merge_upstream(hosts, &std::collections::HashMap::new(), true);
+        }
         return;
     };
     let misses = Misses {
