@@ -637,3 +637,182 @@ fn write_state(conn: &rusqlite::Connection, st: &FollowState) -> Result<(), Stor
     ])?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Key, RiskLevel, Score, Source};
+
+    fn entry(key: &str, score: u8, tier: u8) -> Entry {
+        let mut e = Entry::new(
+            Key::parse(key).unwrap(),
+            Score::new(score).unwrap(),
+            vec![],
+            Source::Feed("f".into()),
+            1,
+        );
+        e.tier = tier;
+        e
+    }
+
+    fn mirror(s: &mut Store, entries: &[Entry], generation: i64) -> u64 {
+        s.write(|w| {
+            let mut n = 0;
+            for e in entries {
+                n += u64::from(w.mirror_entry(e, generation)?);
+            }
+            Ok::<_, StoreError>(n)
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn own_entries_win_under_a_key_and_mirrored_ones_combine_with_them() {
+        let mut s = Store::open_in_memory().unwrap();
+        mirror(
+            &mut s,
+            &[entry("mixed.test/", 5, 1), entry("shared.test/", 10, 1)],
+            1,
+        );
+        s.upsert(&[
+            entry("mixed.test/login/", 60, 0),
+            entry("shared.test/", 90, 0),
+        ])
+        .unwrap();
+        // Different keys: the worst of own and mirrored.
+        let v = s.lookup_str("http://mixed.test/login/x", 0).unwrap();
+        assert_eq!(v.score, Score::new(5));
+        // One key: the own entry.
+        let v = s.lookup_str("http://shared.test/", 0).unwrap();
+        assert_eq!(v.risk, RiskLevel::Safe);
+        let h = &s
+            .lookup_hosts(&["mixed.test", "shared.test"], 0, 10)
+            .unwrap();
+        let mixed = h[0].as_ref().unwrap();
+        assert_eq!(mixed.verdict.score, Score::new(5));
+        assert_eq!(mixed.paths.len(), 1);
+        assert_eq!(h[1].as_ref().unwrap().verdict.risk, RiskLevel::Safe);
+        assert_eq!(s.get_any("shared.test/").unwrap().unwrap().tier, 0);
+        // Deleting the own entry uncovers the mirrored one.
+        s.delete(&[Key::parse("shared.test/").unwrap()]).unwrap();
+        assert_eq!(s.get_any("shared.test/").unwrap().unwrap().tier, 1);
+        assert_eq!(
+            s.lookup_str("http://shared.test/", 0).unwrap().score,
+            Score::new(10)
+        );
+    }
+
+    #[test]
+    fn an_unchanged_mirrored_entry_is_not_a_change_and_a_sweep_drops_older_generations() {
+        let mut s = Store::open_in_memory().unwrap();
+        assert_eq!(
+            mirror(&mut s, &[entry("a.test/", 5, 1), entry("b.test/", 5, 1)], 1),
+            2
+        );
+        let seq = s.seq().unwrap();
+        // The same values again (a repeated snapshot, generation 2): nothing changes.
+        assert_eq!(mirror(&mut s, &[entry("a.test/", 5, 1)], 2), 0);
+        assert!(s.changes_since(seq, 10).unwrap().keys.is_empty());
+        let n = s.write(|w| w.sweep_mirror(2)).unwrap();
+        assert_eq!(n, 1, "b.test/ was not copied again");
+        assert_eq!(s.changes_since(seq, 10).unwrap().keys, ["b.test/"]);
+        assert_eq!(s.mirror_len().unwrap(), 1);
+    }
+
+    #[test]
+    fn changes_are_paged_by_cursor_inside_one_sequence_and_filtered() {
+        let mut s = Store::open_in_memory().unwrap();
+        let mut manual = entry("c.test/", 50, 0);
+        manual.source = Source::Manual;
+        let seq = s
+            .upsert(&[entry("a.test/", 5, 0), entry("b.test/", 5, 0), manual])
+            .unwrap();
+        let all = Subscription::default();
+        let page = s.sync_changes(0, None, 2, &all).unwrap();
+        assert!(page.more);
+        assert_eq!(
+            (page.through_seq, page.through_key.as_deref()),
+            (seq, Some("b.test/"))
+        );
+        assert_eq!(page.entries.len(), 2);
+        let rest = s.sync_changes(seq, Some("b.test/"), 2, &all).unwrap();
+        assert!(!rest.more);
+        assert_eq!((rest.through_seq, rest.through_key), (seq, None));
+        assert_eq!(rest.entries[0].key, "c.test/");
+        // Not subscribed: sent as gone, so a follower that had it drops it.
+        let feeds = Subscription {
+            sources: vec!["feed:f".into()],
+            categories: vec![],
+        };
+        let page = s.sync_changes(0, None, 10, &feeds).unwrap();
+        assert_eq!(page.deleted, ["c.test/"]);
+        assert_eq!(page.entries.len(), 2);
+        // A cursor ahead of the store, or before the pruned log, is a reset.
+        assert!(s.sync_changes(seq + 5, None, 10, &all).unwrap().reset);
+        s.upsert(&[entry("d.test/", 5, 0)]).unwrap();
+        s.prune_changes(1).unwrap();
+        assert!(s.sync_changes(0, None, 10, &all).unwrap().reset);
+        assert!(
+            s.sync_changes(seq, Some("a.test/"), 10, &all)
+                .unwrap()
+                .reset
+        );
+        assert!(!s.sync_changes(seq, None, 10, &all).unwrap().reset);
+    }
+
+    #[test]
+    fn snapshot_pages_walk_own_and_mirrored_keys_once_each() {
+        let mut s = Store::open_in_memory().unwrap();
+        mirror(&mut s, &[entry("a.test/", 5, 1), entry("b.test/", 5, 2)], 1);
+        s.upsert(&[entry("b.test/", 90, 0), entry("c.test/", 5, 0)])
+            .unwrap();
+        let all = Subscription::default();
+        let mut keys = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let p = s
+                .snapshot_page(SnapshotKind::Entries, after.as_deref(), 1, &all)
+                .unwrap();
+            keys.extend(p.entries.iter().map(|e| (e.key.clone(), e.score, e.tier)));
+            match p.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(
+            keys,
+            [
+                ("a.test/".to_owned(), 5, 1),
+                ("b.test/".to_owned(), 90, 0),
+                ("c.test/".to_owned(), 5, 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_follow_state_round_trips() {
+        let mut s = Store::open_in_memory().unwrap();
+        assert_eq!(s.follow_state().unwrap().stage, Stage::New);
+        for stage in [
+            Stage::Snapshot {
+                kind: SnapshotKind::Files,
+                seq: 7,
+                after: Some("ab".into()),
+            },
+            Stage::Follow {
+                seq: 9,
+                after: None,
+            },
+        ] {
+            let st = FollowState {
+                upstream: Some("id".into()),
+                stage,
+                generation: 3,
+                upstream_seq: 12,
+                synced_at: Some(100),
+            };
+            s.save_follow_state(&st).unwrap();
+            assert_eq!(s.follow_state().unwrap(), st);
+        }
+    }
+}

@@ -1088,6 +1088,32 @@ mod tests {
     }
 
     #[test]
+    fn a_version_5_store_gets_a_store_id_and_an_empty_mirror() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v5.db");
+        {
+            let conn = store_of_version(&path, 5);
+            conn.execute(
+                "INSERT INTO entries VALUES ('a.test/', 'a.test', 5, '', 'manual', 0, 0, NULL, NULL)",
+                [],
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let id = s.store_id().unwrap();
+        assert_eq!(id.len(), 32, "{id}");
+        assert_eq!(s.mirror_len().unwrap(), 0);
+        assert_eq!(
+            s.lookup_str("http://a.test/", 0).unwrap().score,
+            Score::new(5)
+        );
+        let other = Store::open_in_memory().unwrap();
+        assert_ne!(other.store_id().unwrap(), id, "each store its own id");
+        drop(s);
+        assert_eq!(Store::open(&path).unwrap().store_id().unwrap(), id, "kept");
+    }
+
+    #[test]
     fn host_answers_in_batch() {
         let mut s = Store::open_in_memory().unwrap();
         s.upsert(&[
