@@ -308,6 +308,53 @@ async fn a_server_whose_needed_upstream_is_down_is_no_answer_not_untested() {
 }
 
 #[tokio::test]
+async fn a_site_that_follows_the_tier_above_blocks_what_it_lists_through_its_outage() {
+    let global = RepServer::serving(
+        json!({ "upsert": [{ "key": "global-bad.test/", "score": 5, "categories": ["malware"] }] }),
+    )
+    .await;
+    let client = webrep::client::RepClient::new(&global.base, CLIENT, None).unwrap();
+    let status = std::sync::Arc::new(webrep::repserver::follow::FollowStatus::default());
+    let options = webrep::repserver::api::ServeOptions {
+        follow: Some(webrep::repserver::follow::Follow::everything(client)),
+        follow_status: Some(status.clone()),
+        ..Default::default()
+    };
+    let site = RepServer::builder().options(options).start().await;
+    eventually("the site has a whole copy", BOUND, || async {
+        status.snapshot().complete
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    // Untested is allowed and an unavailable reputation too: only the mirrored verdict blocks.
+    let lax = "security_level: medium\nuntested: allow\nreputation_unavailable:\n  action: allow\n";
+    let proxy = filtering_proxy(lax, &[&site.base], dir.path()).await;
+    let http = proxy.client(None);
+    let (code, page) = get(&http, "http://global-bad.test/").await;
+    assert_eq!(code, 403, "{page}");
+    // A change at the top reaches the proxy's decision through the site's change stream.
+    global
+        .write(&json!({ "upsert": [{ "key": "later-bad.test/", "score": 8, "categories": ["phishing"] }] }))
+        .await;
+    eventually("the new verdict blocks at the proxy", BOUND, || async {
+        get(&http, "http://later-bad.test/").await.0 == 403
+    })
+    .await;
+    // The tier above goes away: the site serves its copy, nothing it listed is allowed.
+    global.stop().await;
+    eventually("the site notices", BOUND, || async {
+        !status.snapshot().reachable
+    })
+    .await;
+    for url in ["http://global-bad.test/x", "http://www.later-bad.test/"] {
+        let (code, page) = get(&http, url).await;
+        assert_eq!(code, 403, "{url}: {page}");
+    }
+    proxy.stop().await;
+    site.stop().await;
+}
+
+#[tokio::test]
 async fn warn_then_continue_then_the_token_expires() {
     let origin = Origin::http().await;
     let server = RepServer::serving(json!({ "upsert": [{ "key": "x.test/", "score": 90 }] })).await;
