@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Entry, Score, Verdict};
+use crate::model::{Category, Entry, Key, Score, Source, Verdict};
 
 /// The explain part's statement of the combination rule.
 pub const RULE: &str = "worst score of all matches; categories of the most specific match";
@@ -35,13 +35,15 @@ pub struct BatchAnswer {
     pub hosts: Vec<HostItem>,
 }
 
-/// Which tier's table answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Which tier's table answered: of a verdict, whether the server asked combined its upstream
+/// tier's answer into it; of an entry, whose table it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
     /// The server asked.
+    #[default]
     Local,
-    /// Its upstream tier, for an item it had no entry for.
+    /// Its upstream tier, for an item it had no `host/` entry for.
     Upstream,
 }
 
@@ -52,6 +54,11 @@ impl Tier {
             Tier::Local => "local",
             Tier::Upstream => "upstream",
         }
+    }
+
+    /// Whether this is [`Tier::Local`] (an entry's tier is left out then).
+    pub fn is_local(&self) -> bool {
+        *self == Tier::Local
     }
 }
 
@@ -84,10 +91,24 @@ pub struct EntryView {
     pub expires: Option<i64>,
     /// Free text.
     pub note: Option<String>,
+    /// The table it is from: `upstream` for an entry of the server's upstream tier, left out
+    /// for the server's own.
+    #[serde(default, skip_serializing_if = "Tier::is_local")]
+    pub tier: Tier,
+}
+
+/// Why an entry of an answer could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad entry {key:?} in an answer: {what}")]
+pub struct EntryViewError {
+    /// The entry's key as sent.
+    pub key: String,
+    /// What is wrong with it.
+    pub what: String,
 }
 
 impl EntryView {
-    /// The wire form of `e`.
+    /// The wire form of `e`, an entry of the server's own table.
     pub fn of(e: &Entry) -> EntryView {
         EntryView {
             key: e.key.as_str().to_owned(),
@@ -99,7 +120,37 @@ impl EntryView {
             updated: e.updated,
             expires: e.expires,
             note: e.note.clone(),
+            tier: Tier::Local,
         }
+    }
+
+    /// The entry as the combination rule reads it, checked with the model's parsers: key,
+    /// score, categories, expiry (and source, times and note as sent; a source this reader
+    /// does not know reads as `manual`).
+    ///
+    /// # Errors
+    /// [`EntryViewError`] when the key, the score or a category does not parse.
+    pub fn entry(&self) -> Result<Entry, EntryViewError> {
+        let bad = |what: String| EntryViewError {
+            key: self.key.chars().take(200).collect(),
+            what,
+        };
+        let key = Key::read(&self.key).map_err(|e| bad(e.to_string()))?;
+        let score = Score::new(self.score).ok_or_else(|| bad("bad score".into()))?;
+        let categories = self
+            .categories
+            .iter()
+            .map(|c| Category::parse(c).map_err(|e| bad(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let source = Source::from_stored(&self.source).unwrap_or(Source::Manual);
+        let mut e = Entry::new(key, score, categories, source, self.added);
+        (e.updated, e.expires, e.note) = (self.updated, self.expires, self.note.clone());
+        Ok(e)
+    }
+
+    /// Whether the key is a `host/` key (no path, no query): the host-level verdict.
+    pub fn is_host_level(&self) -> bool {
+        self.key.find('/') == Some(self.key.len() - 1)
     }
 }
 
@@ -161,6 +212,19 @@ pub struct Explain {
     pub categories: Vec<String>,
     /// The combination rule, in words ([`RULE`]).
     pub rule: String,
+}
+
+impl Explain {
+    /// The explain part of an answer with verdict `v`, resting on `matched`.
+    pub fn of(v: &VerdictView, matched: Vec<EntryView>) -> Explain {
+        Explain {
+            matched,
+            risk: v.risk.clone(),
+            score: v.score,
+            categories: v.categories.clone(),
+            rule: RULE.to_owned(),
+        }
+    }
 }
 
 /// One URL's answer.

@@ -21,8 +21,10 @@
 //!   TTLs and an explain form, per-host answers with bounded path entries, admin batch
 //!   writes, feed imports, file hashes and categories, a change stream as long-poll and as
 //!   server-sent events, optional TLS, and `/healthz`. `docs/repserver.md` is its reference.
-//! - [`upstream`]: the global tier, another server asked about items with no local entry,
-//!   its answers cached for their TTL, through the API client [`crate::client`].
+//! - [`upstream`]: the global tier, another server asked about items no local `host/` entry
+//!   decides, its answers cached for their TTL and combined with the local ones (the
+//!   upstream's host verdict, both tiers' path entries, a local entry winning for its key),
+//!   through the API client [`crate::client`].
 //! - [`metrics`]: the server's Prometheus counters, on `server.metrics_listen`.
 //! - [`upload`]: the locked temporary files import uploads are spooled to, and the removal
 //!   of those a killed server left.
