@@ -150,7 +150,7 @@ impl EntryView {
 
     /// Whether the key is a `host/` key (no path, no query): the host-level verdict.
     pub fn is_host_level(&self) -> bool {
-        self.key.find('/') == Some(self.key.len() - 1)
+        self.key.find('/').is_some_and(|i| i + 1 == self.key.len())
     }
 }
 
@@ -327,6 +327,34 @@ mod tests {
         assert!(!text.contains("cached"), "{text}");
         let back: Vec<UrlItem> = serde_json::from_str(&text).unwrap();
         assert_eq!(back, [answer, refused]);
+    }
+
+    #[test]
+    fn entries_say_their_tier_only_when_upstream_and_read_back_into_the_model() {
+        let mut e = EntryView::of(&Entry::new(
+            Key::parse("a.test/dl/").unwrap(),
+            Score::new(20).unwrap(),
+            vec![Category::parse("malware").unwrap()],
+            Source::Feed("urlhaus".into()),
+            5,
+        ));
+        let text = serde_json::to_string(&e).unwrap();
+        assert!(!text.contains("tier"), "{text}");
+        e.tier = Tier::Upstream;
+        let text = serde_json::to_string(&e).unwrap();
+        assert!(text.contains(r#""tier":"upstream""#), "{text}");
+        assert_eq!(serde_json::from_str::<EntryView>(&text).unwrap(), e);
+        let back = e.entry().unwrap();
+        assert_eq!((back.key.as_str(), back.score.get()), ("a.test/dl/", 20));
+        assert_eq!(back.source, Source::Feed("urlhaus".into()));
+        assert!(!e.is_host_level());
+        for (key, host_level) in [("a.test/", true), ("a.test/?q=1", false), ("", false)] {
+            e.key = key.into();
+            assert_eq!(e.is_host_level(), host_level, "{key:?}");
+        }
+        e.key = "a.test/".into();
+        e.categories = vec!["Not A Category".into()];
+        assert!(e.entry().is_err());
     }
 
     #[test]
