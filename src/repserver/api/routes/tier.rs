@@ -244,14 +244,18 @@ fn merge_entries(
     limit: usize,
 ) -> (Vec<wire::EntryView>, bool) {
     let mut out = local;
-    let local_keys: HashSet<String> = out.iter().map(|e| e.key.clone()).collect();
-    for e in upstream {
-        if !local_keys.contains(&e.key) {
-            let mut e = e.clone();
-            e.tier = wire::Tier::Upstream;
-            out.push(e);
-        }
-    }
+    let local_keys: HashSet<&str> = out.iter().map(|e| e.key.as_str()).collect();
+    let theirs: Vec<wire::EntryView> = upstream
+        .iter()
+        .filter(|e| !local_keys.contains(e.key.as_str()))
+        // One more than fits tells that some were left out.
+        .take(limit.saturating_sub(out.len()).saturating_add(1))
+        .map(|e| wire::EntryView {
+            tier: wire::Tier::Upstream,
+            ..e.clone()
+        })
+        .collect();
+    out.extend(theirs);
     let over = out.len() > limit;
     out.truncate(limit);
     (out, over)
