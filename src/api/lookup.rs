@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Entry, Score, Verdict};
+use crate::model::{Category, Entry, Key, Score, Source, Verdict};
 
 /// The explain part's statement of the combination rule.
 pub const RULE: &str = "worst score of all matches; categories of the most specific match";
@@ -35,13 +35,15 @@ pub struct BatchAnswer {
     pub hosts: Vec<HostItem>,
 }
 
-/// Which tier's table answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Which tier's table answered: of a verdict, whether the server asked combined its upstream
+/// tier's answer into it; of an entry, whose table it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
     /// The server asked.
+    #[default]
     Local,
-    /// Its upstream tier, for an item it had no entry for.
+    /// Its upstream tier, for an item it had no `host/` entry for.
     Upstream,
 }
 
@@ -52,6 +54,11 @@ impl Tier {
             Tier::Local => "local",
             Tier::Upstream => "upstream",
         }
+    }
+
+    /// Whether this is [`Tier::Local`] (an entry's tier is left out then).
+    pub fn is_local(&self) -> bool {
+        *self == Tier::Local
     }
 }
 
@@ -94,8 +101,18 @@ fn is_zero(v: &u8) -> bool {
     *v == 0
 }
 
+/// Why an entry of an answer could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad entry {key:?} in an answer: {what}")]
+pub struct EntryViewError {
+    /// The entry's key as sent.
+    pub key: String,
+    /// What is wrong with it.
+    pub what: String,
+}
+
 impl EntryView {
-    /// The wire form of `e`.
+    /// The wire form of `e`, an entry of the server's own table.
     pub fn of(e: &Entry) -> EntryView {
         EntryView {
             key: e.key.as_str().to_owned(),
@@ -109,6 +126,36 @@ impl EntryView {
             note: e.note.clone(),
             tier: e.tier,
         }
+    }
+
+    /// The entry as the combination rule reads it, checked with the model's parsers: key,
+    /// score, categories, expiry (and source, times and note as sent; a source this reader
+    /// does not know reads as `manual`).
+    ///
+    /// # Errors
+    /// [`EntryViewError`] when the key, the score or a category does not parse.
+    pub fn entry(&self) -> Result<Entry, EntryViewError> {
+        let bad = |what: String| EntryViewError {
+            key: self.key.chars().take(200).collect(),
+            what,
+        };
+        let key = Key::read(&self.key).map_err(|e| bad(e.to_string()))?;
+        let score = Score::new(self.score).ok_or_else(|| bad("bad score".into()))?;
+        let categories = self
+            .categories
+            .iter()
+            .map(|c| Category::parse(c).map_err(|e| bad(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let source = Source::from_stored(&self.source).unwrap_or(Source::Manual);
+        let mut e = Entry::new(key, score, categories, source, self.added);
+        (e.updated, e.expires, e.note, e.tier) =
+            (self.updated, self.expires, self.note.clone(), self.tier);
+        Ok(e)
+    }
+
+    /// Whether the key is a `host/` key (no path, no query): the host-level verdict.
+    pub fn is_host_level(&self) -> bool {
+        self.key.find('/').is_some_and(|i| i + 1 == self.key.len())
     }
 }
 
@@ -170,6 +217,19 @@ pub struct Explain {
     pub categories: Vec<String>,
     /// The combination rule, in words ([`RULE`]).
     pub rule: String,
+}
+
+impl Explain {
+    /// The explain part of an answer with verdict `v`, resting on `matched`.
+    pub fn of(v: &VerdictView, matched: Vec<EntryView>) -> Explain {
+        Explain {
+            matched,
+            risk: v.risk.clone(),
+            score: v.score,
+            categories: v.categories.clone(),
+            rule: RULE.to_owned(),
+        }
+    }
 }
 
 /// One URL's answer.
@@ -272,6 +332,34 @@ mod tests {
         assert!(!text.contains("cached"), "{text}");
         let back: Vec<UrlItem> = serde_json::from_str(&text).unwrap();
         assert_eq!(back, [answer, refused]);
+    }
+
+    #[test]
+    fn entries_say_their_tier_only_when_upstream_and_read_back_into_the_model() {
+        let mut e = EntryView::of(&Entry::new(
+            Key::parse("a.test/dl/").unwrap(),
+            Score::new(20).unwrap(),
+            vec![Category::parse("malware").unwrap()],
+            Source::Feed("urlhaus".into()),
+            5,
+        ));
+        let text = serde_json::to_string(&e).unwrap();
+        assert!(!text.contains("tier"), "{text}");
+        e.tier = 1;
+        let text = serde_json::to_string(&e).unwrap();
+        assert!(text.contains(r#""tier":1"#), "{text}");
+        assert_eq!(serde_json::from_str::<EntryView>(&text).unwrap(), e);
+        let back = e.entry().unwrap();
+        assert_eq!((back.key.as_str(), back.score.get()), ("a.test/dl/", 20));
+        assert_eq!(back.source, Source::Feed("urlhaus".into()));
+        assert!(!e.is_host_level());
+        for (key, host_level) in [("a.test/", true), ("a.test/?q=1", false), ("", false)] {
+            e.key = key.into();
+            assert_eq!(e.is_host_level(), host_level, "{key:?}");
+        }
+        e.key = "a.test/".into();
+        e.categories = vec!["Not A Category".into()];
+        assert!(e.entry().is_err());
     }
 
     #[test]

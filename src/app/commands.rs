@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::api::admin::ImportAnswer;
 use crate::api::feedback::{Escalation, Escalations, Revert, Reverted, Summary};
-use crate::api::lookup::{BatchAnswer, BatchRequest, HostItem, UrlItem, VerdictView};
+use crate::api::lookup::{BatchAnswer, BatchRequest, EntryView, HostItem, UrlItem, VerdictView};
 use crate::cli::ServerArgs;
 use crate::client::{ClientError, RepClient};
 use crate::model::{Category, Score};
@@ -321,11 +321,12 @@ fn print_lookup(answer: &BatchAnswer) {
                 crate::outln!("{}", verdict_line(&a.url, &a.verdict));
                 for e in &a.explain.matched {
                     crate::outln!(
-                        "  matched {} score={} categories={} source={}",
+                        "  matched {} score={} categories={} source={}{}",
                         e.key,
                         e.score,
                         join(&e.categories),
-                        e.source
+                        e.source,
+                        entry_tier(e)
                     );
                 }
             }
@@ -338,10 +339,11 @@ fn print_lookup(answer: &BatchAnswer) {
                 crate::outln!("{}", verdict_line(&a.host, &a.verdict));
                 for e in &a.paths {
                     crate::outln!(
-                        "  path {} score={} categories={}",
+                        "  path {} score={} categories={}{}",
                         e.key,
                         e.score,
-                        join(&e.categories)
+                        join(&e.categories),
+                        entry_tier(e)
                     );
                 }
                 if a.truncated {
@@ -349,6 +351,16 @@ fn print_lookup(answer: &BatchAnswer) {
                 }
             }
         }
+    }
+}
+
+/// ` tier=N` for an entry from a tier above the server (1: its upstream's own table);
+/// nothing for the server's own.
+fn entry_tier(e: &EntryView) -> String {
+    if e.tier == 0 {
+        String::new()
+    } else {
+        format!(" tier={}", e.tier)
     }
 }
 

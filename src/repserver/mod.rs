@@ -24,8 +24,10 @@
 //! - [`mirror`] and [`follow`]: the tier above kept in step by delta sync: its table copied
 //!   once in snapshot pages into a mirror beside the server's own table, then its change log
 //!   followed by cursor; both ends of the sync API (`GET /v1/sync/...`) over the store.
-//! - [`upstream`]: asking the tier above about items neither table has an entry for, its
-//!   answers cached for their TTL, through the API client [`crate::client`].
+//! - [`upstream`]: asking the tier above about items no `host/` entry of either table decides,
+//!   its answers cached for their TTL and combined with the local ones (the upstream's host
+//!   verdict, both tiers' path entries, a local entry winning for its key), through the API
+//!   client [`crate::client`].
 //! - [`metrics`]: the server's Prometheus counters, on `server.metrics_listen`.
 //! - [`upload`]: the locked temporary files import uploads are spooled to, and the removal
 //!   of those a killed server left.

@@ -1,11 +1,14 @@
-//! Asking the tier above on a miss: another `webrep server` asked about what neither the
-//! local table nor the mirror of the tier above ([`super::mirror`]) has an entry for, with a
+//! Asking the tier above on a miss: another `webrep server` asked about what no `host/` entry
+//! of the local table or of the mirror of the tier above ([`super::mirror`]) decides, with a
 //! deadline and in batches, its answers cached for their TTL.
 //!
 //! # Where it sits
 //! In the API's lookup handlers ([`super::api`]), after the local store has answered: the
-//! items that came back untested (no entry; for a host also no path entry) are looked up here.
-//! An upstream answer replaces the local untested one and is marked `"tier": "upstream"`.
+//! items no local `host/` entry decides (local path entries or not) are looked up here. The
+//! handlers combine an upstream answer with the local one (the upstream's host verdict, the
+//! path entries of both tiers, a local entry winning for its key) and mark it
+//! `"tier": "upstream"`; this module caches the upstream's answers as it gave them, so a
+//! local change applies at once.
 //!
 //! # What it costs
 //! A cache hit is one moka lookup. Misses of one request go out together in batches of
@@ -16,9 +19,10 @@
 //!
 //! # How it fails
 //! An upstream that is down, slow past the deadline, or answers garbage never fails the
-//! lookup: the items keep their local untested answer (with the untested TTL) and carry
-//! `"upstream": "unavailable"`; a warning is logged at most once a minute. Nothing is cached
-//! from a failed exchange, so the next request asks again.
+//! lookup: the items keep their local answer (untested, with the untested TTL, or resting on
+//! local path entries alone) and carry `"upstream": "unavailable"`, which a proxy reads as no
+//! answer; a warning is logged at most once a minute. Nothing is cached from a failed
+//! exchange, so the next request asks again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -219,7 +223,14 @@ impl Upstream {
         }
     }
 
-    fn warn(&self, e: &ClientError) {
+    /// Logs that the upstream answered something this server cannot use for an item (the
+    /// item is answered as if the upstream were unavailable); at most once a minute, with the
+    /// other warnings about the upstream.
+    pub fn warn_unusable(&self, why: &str) {
+        self.warn(&format_args!("unusable answer: {why}"));
+    }
+
+    fn warn(&self, e: &dyn std::fmt::Display) {
         let now = self.epoch.elapsed().as_secs() + 60;
         let last = self.last_warning.load(Ordering::Relaxed);
         if now >= last + 60
@@ -229,7 +240,7 @@ impl Upstream {
                 .is_ok()
         {
             tracing::warn!(upstream = self.client.base(), error = %e,
-                "upstream reputation server unavailable; answering untested");
+                "upstream reputation server unavailable; answering without it");
         }
     }
 }

@@ -8,7 +8,9 @@
 //! specific `host/` entry, with the worst score of them all) and the path entries that are
 //! among the URL's lookup expressions: so one answer serves every URL of the host, and a
 //! request costs a cache hit and no network. A truncated answer cannot do that; its URLs are
-//! asked one by one ([`HostAnswer::complete`] says so).
+//! asked one by one ([`HostAnswer::complete`] says so). A server with an upstream tier has
+//! already combined both tiers into the answer (the upstream's host verdict, both tiers' path
+//! entries) and answers each URL by the same rule, so the two ways agree.
 
 use crate::api::lookup::{EntryView, HostItem, UpstreamState, UrlItem, VerdictView};
 use crate::canon::CanonicalUrl;
@@ -50,8 +52,9 @@ fn score(n: Option<u8>) -> Result<Option<Score>, AnswerError> {
 }
 
 /// An answer the server could only give without its upstream tier, which it needed (it
-/// had no entry of its own): not "untested" but "unknown", so the caller treats it as no
-/// answer (the policy's `reputation_unavailable` fail mode, or a stale cached answer).
+/// had no `host/` entry of its own, whatever path entries it had): not "untested" but
+/// "unknown", so the caller treats it as no answer (the policy's `reputation_unavailable`
+/// fail mode, or a stale cached answer), never as a verdict from the partial answer.
 fn without_upstream(v: &VerdictView) -> Result<(), AnswerError> {
     match v.upstream {
         Some(UpstreamState::Unavailable) => Err(bad(
@@ -65,18 +68,9 @@ fn key(k: &str) -> Result<Key, AnswerError> {
     Key::read(k).map_err(|e| AnswerError(e.to_string()))
 }
 
-/// A path entry of a host answer, stamped `now`.
-fn path_entry(p: &EntryView, now: i64) -> Result<Entry, AnswerError> {
-    let s = score(Some(p.score))?.ok_or_else(|| bad("path entry without a score"))?;
-    let mut e = Entry::new(
-        key(&p.key)?,
-        s,
-        categories(&p.categories)?,
-        Source::Manual,
-        now,
-    );
-    e.expires = p.expires;
-    Ok(e)
+/// A path entry of a host answer, checked with the model's parsers.
+fn path_entry(p: &EntryView) -> Result<Entry, AnswerError> {
+    p.entry().map_err(|e| AnswerError(e.to_string()))
 }
 
 impl HostAnswer {
@@ -105,11 +99,7 @@ impl HostAnswer {
             (None, _) => None,
             (Some(_), None) => return Err(bad("a score without a matched key")),
         };
-        let paths = a
-            .paths
-            .iter()
-            .map(|p| path_entry(p, now))
-            .collect::<Result<_, _>>()?;
+        let paths = a.paths.iter().map(path_entry).collect::<Result<_, _>>()?;
         Ok(HostAnswer {
             host_entry,
             paths,
@@ -269,6 +259,11 @@ mod tests {
         let down = host(json!({ "upstream": "unavailable" }));
         let e = from_json(down, 0).unwrap_err();
         assert!(e.0.contains("upstream tier could not be asked"), "{e}");
+        // Local path entries do not make it an answer: they are not all the server needed.
+        let partial = host(json!({
+            "upstream": "unavailable", "paths": [path("www.shop.test/login/", 60, "spam", None)],
+        }));
+        assert!(from_json(partial, 0).is_err());
         let url = |extra: serde_json::Value| -> UrlItem {
             let mut v = json!({
                 "url": "http://x.test/", "canonical": "http://x.test/", "risk": "untested",

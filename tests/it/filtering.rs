@@ -274,18 +274,104 @@ async fn no_reputation_follows_the_fail_mode_and_says_so() {
     proxy.stop().await;
 }
 
-#[tokio::test]
-async fn a_server_whose_needed_upstream_is_down_is_no_answer_not_untested() {
-    // The local server's upstream tier: nothing listens there.
-    let dead = format!("http://127.0.0.1:{}", closed_port().await);
-    let client = webrep::client::RepClient::new(&dead, CLIENT, None).unwrap();
+/// A reputation server whose upstream tier is the server at `upstream` (a base URL).
+async fn server_with_upstream(upstream: &str) -> RepServer {
+    let client = webrep::client::RepClient::new(upstream, CLIENT, None).unwrap();
     let upstream =
         webrep::repserver::upstream::Upstream::new(client, Duration::from_secs(2), 2, 1000);
     let options = webrep::repserver::api::ServeOptions {
         upstream: Some(std::sync::Arc::new(upstream)),
         ..Default::default()
     };
-    let local = RepServer::builder().options(options).start().await;
+    RepServer::builder().options(options).start().await
+}
+
+/// The two tiers of `jl-mixed.test`: the upstream (`global`) lists the host as dangerous;
+/// the local server has only a path entry under it, and lists `jl-safe.test` as safe.
+async fn mixed_tiers(global: &RepServer, local: &RepServer) {
+    global
+        .write(json!({ "upsert": [
+            { "key": "jl-mixed.test/", "score": 5, "categories": ["malware"] },
+        ]}))
+        .await;
+    local
+        .write(json!({ "upsert": [
+            { "key": "jl-mixed.test/login/", "score": 60, "categories": ["phishing"] },
+            { "key": "jl-safe.test/", "score": 95, "categories": ["news"] },
+        ]}))
+        .await;
+}
+
+#[tokio::test]
+async fn a_host_the_upstream_lists_is_blocked_whatever_local_path_entries_it_has() {
+    let origin = Origin::http().await;
+    let global = RepServer::start().await;
+    let local = server_with_upstream(&global.base).await;
+    mixed_tiers(&global, &local).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = filtering_proxy(
+        "security_level: medium\nuntested: allow\n",
+        &[&local.base],
+        dir.path(),
+    )
+    .await;
+    let client = proxy.client(None);
+    // The proxy decides from the host answer; it must agree with `webrep lookup URL`.
+    let before = origin.stats.requests.load(Ordering::SeqCst);
+    for path in ["/other3", "/login/x"] {
+        let url = at(&origin, "jl-mixed.test", path);
+        let (status, page) = get(&client, &url).await;
+        assert_eq!(status, 403, "{path}: {page}");
+        assert!(page.contains("dangerous"), "{path}: {page}");
+        let told = local.lookup(&url).await;
+        assert_eq!(told["risk"], "dangerous", "{told}");
+    }
+    assert_eq!(
+        origin.stats.requests.load(Ordering::SeqCst),
+        before,
+        "nothing reached the origin"
+    );
+    // A host the local table lists as safe still reaches the origin.
+    let (status, body) = get(&client, &at(&origin, "jl-safe.test", "/")).await;
+    assert_eq!((status, body.as_str()), (200, "hello"));
+    proxy.stop().await;
+    local.stop().await;
+    global.stop().await;
+}
+
+#[tokio::test]
+async fn a_host_with_local_path_entries_whose_upstream_is_down_gets_the_fail_mode() {
+    let origin = Origin::http().await;
+    let global = RepServer::start().await;
+    let local = server_with_upstream(&global.base).await;
+    mixed_tiers(&global, &local).await;
+    // The upstream stops before anything was asked of it: nothing is cached anywhere.
+    global.stop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let strict =
+        "security_level: medium\nuntested: allow\nreputation_unavailable:\n  action: block\n";
+    let proxy = filtering_proxy(strict, &[&local.base], dir.path()).await;
+    let client = proxy.client(None);
+    let before = origin.stats.requests.load(Ordering::SeqCst);
+    // Neither the untested allow nor the local path entry alone decides: the fail mode does.
+    for path in ["/other3", "/login/x"] {
+        let (status, page) = get(&client, &at(&origin, "jl-mixed.test", path)).await;
+        assert_eq!(status, 403, "{path}: {page}");
+        assert!(page.contains("could not be reached"), "{path}: {page}");
+    }
+    assert_eq!(origin.stats.requests.load(Ordering::SeqCst), before);
+    // What the local table decides by a `host/` entry needs no upstream.
+    let (status, body) = get(&client, &at(&origin, "jl-safe.test", "/")).await;
+    assert_eq!((status, body.as_str()), (200, "hello"));
+    proxy.stop().await;
+    local.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_whose_needed_upstream_is_down_is_no_answer_not_untested() {
+    // The local server's upstream tier: nothing listens there.
+    let dead = format!("http://127.0.0.1:{}", closed_port().await);
+    let local = server_with_upstream(&dead).await;
     local
         .write(
             &json!({ "upsert": [{ "key": "known.test/", "score": 90, "categories": ["news"] }] }),

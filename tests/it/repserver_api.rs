@@ -673,6 +673,172 @@ async fn upstream_answers_what_the_local_table_lacks_and_is_cached() {
     local.stop().await;
 }
 
+/// The entries of the tiers of `jl-mixed.test`: the upstream lists the host as dangerous,
+/// the local table has only a path entry under it (and one key both have).
+async fn mixed_tiers(global: &RepServer, local: &RepServer) {
+    global
+        .write(&json!({ "upsert": [
+            { "key": "jl-mixed.test/", "score": 5, "categories": ["malware"] },
+            { "key": "jl-mixed.test/login/", "score": 90, "categories": ["news"] },
+            { "key": "jl-mixed.test/dl/", "score": 40, "categories": ["spam"] },
+        ]}))
+        .await;
+    local
+        .write(&json!({ "upsert": [
+            { "key": "jl-mixed.test/login/", "score": 60, "categories": ["phishing"] },
+        ]}))
+        .await;
+}
+
+/// `(risk, score, categories)` of a verdict as the wire shows it.
+fn risk_score_categories(v: &Value) -> (String, Option<u64>, Value) {
+    (
+        v["risk"].as_str().unwrap().to_owned(),
+        v["score"].as_u64(),
+        v["categories"].clone(),
+    )
+}
+
+#[tokio::test]
+async fn a_host_answer_and_its_url_answers_combine_both_tiers_alike() {
+    let global = RepServer::start().await;
+    let local = with_upstream(&global.base, Duration::from_secs(5)).await;
+    mixed_tiers(&global, &local).await;
+
+    // The host answer: the upstream's host verdict, the path entries of both tiers, the local
+    // one winning for the key both have.
+    let (status, b) = local
+        .post(
+            "/v1/lookup",
+            Some(CLIENT),
+            &json!({ "hosts": ["jl-mixed.test"] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{b}");
+    let host = &b["hosts"][0];
+    assert_eq!(
+        (
+            host["risk"].as_str(),
+            host["score"].as_u64(),
+            host["tier"].as_str()
+        ),
+        (Some("dangerous"), Some(5), Some("upstream")),
+        "{host}"
+    );
+    assert_eq!(host["matched"], json!(["jl-mixed.test/"]), "{host}");
+    assert!(host.get("upstream").is_none(), "{host}");
+    let paths: Vec<(&str, u64, Option<&str>)> = host["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["key"].as_str().unwrap(),
+                p["score"].as_u64().unwrap(),
+                p["tier"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ("jl-mixed.test/login/", 60, None),
+            ("jl-mixed.test/dl/", 40, Some("upstream"))
+        ],
+        "{host}"
+    );
+
+    // Every URL: the server's URL answer (single and batched) is what the proxy computes
+    // from the host answer.
+    let item: webrep::api::lookup::HostItem = serde_json::from_value(host.clone()).unwrap();
+    let now = webrep::clock::unix_secs();
+    let proxy_side = webrep::reputation::answer::HostAnswer::from_item(&item, now).unwrap();
+    assert!(proxy_side.complete());
+    let urls = [
+        "http://jl-mixed.test/other3",
+        "http://jl-mixed.test/login/x",
+        "http://jl-mixed.test/login/",
+        "http://jl-mixed.test/dl/a.exe",
+        "http://jl-mixed.test/",
+    ];
+    let (status, batch) = local
+        .post("/v1/lookup", Some(CLIENT), &json!({ "urls": urls }))
+        .await;
+    assert_eq!(status, 200, "{batch}");
+    for (i, u) in urls.iter().enumerate() {
+        let single = local.lookup(u).await;
+        let batched = &batch["urls"][i];
+        assert_eq!(
+            risk_score_categories(&single),
+            risk_score_categories(batched),
+            "{u}"
+        );
+        assert_eq!(single["tier"], "upstream", "{single}");
+        let v = proxy_side.verdict(&webrep::canon::canonicalize(u).unwrap(), now);
+        let proxy = (
+            v.risk.as_str().to_owned(),
+            v.score.map(|s| u64::from(s.get())),
+            json!(v.categories.iter().map(|c| c.as_str()).collect::<Vec<_>>()),
+        );
+        assert_eq!(risk_score_categories(&single), proxy, "{u}: {single}");
+        assert_eq!(single["explain"]["score"], single["score"], "{single}");
+    }
+    // The bug this guards against: a URL with no path entry, on a host the upstream lists as
+    // dangerous, and one under the local path entry.
+    let other = local.lookup("http://jl-mixed.test/other3").await;
+    assert_eq!(
+        risk_score_categories(&other),
+        ("dangerous".to_owned(), Some(5), json!(["malware"]))
+    );
+    let login = local.lookup("http://jl-mixed.test/login/x").await;
+    assert_eq!(
+        risk_score_categories(&login),
+        ("dangerous".to_owned(), Some(5), json!(["phishing"])),
+        "worst score of both tiers, categories of the most specific (local) entry: {login}"
+    );
+    let matched: Vec<(&str, Option<&str>)> = login["explain"]["matched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["key"].as_str().unwrap(), e["tier"].as_str()))
+        .collect();
+    assert_eq!(
+        matched,
+        [
+            ("jl-mixed.test/login/", None),
+            ("jl-mixed.test/", Some("upstream"))
+        ]
+    );
+
+    // With the upstream gone, a fresh server (nothing cached) cannot answer from its path
+    // entry alone: the host and the URLs say the upstream was unavailable.
+    let base = global.base.clone();
+    global.stop().await;
+    local.stop().await;
+    let local = with_upstream(&base, Duration::from_secs(5)).await;
+    local
+        .write(&json!({ "upsert": [
+            { "key": "jl-mixed.test/login/", "score": 60, "categories": ["phishing"] },
+        ]}))
+        .await;
+    let (status, b) = local
+        .post(
+            "/v1/lookup",
+            Some(CLIENT),
+            &json!({ "urls": ["http://jl-mixed.test/login/x"], "hosts": ["jl-mixed.test"] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{b}");
+    for item in [&b["urls"][0], &b["hosts"][0]] {
+        assert_eq!(item["upstream"], "unavailable", "{item}");
+    }
+    assert_eq!(
+        b["hosts"][0]["paths"][0]["key"], "jl-mixed.test/login/",
+        "{b}"
+    );
+    local.stop().await;
+}
+
 #[tokio::test]
 async fn an_upstream_that_is_down_or_silent_answers_untested_not_an_error() {
     // Down: nothing listens on the port.

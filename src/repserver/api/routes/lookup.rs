@@ -12,7 +12,7 @@ use super::tier::{LookupItem, consult_upstream};
 use crate::api::lookup as wire;
 use crate::canon;
 use crate::clock::unix_secs;
-use crate::model::{Entry, RiskLevel, Verdict};
+use crate::model::{RiskLevel, Verdict};
 use crate::repserver::metrics::Kind;
 use crate::repserver::store::{HostAnswer, Store};
 
@@ -41,26 +41,25 @@ fn answer_url(
         .iter()
         .filter_map(|k| store.get_any(k.as_str()).transpose())
         .collect::<Result<Vec<_>, _>>()?;
-    let ttl_secs = capped_ttl(ttl(config, &verdict), matched.iter(), now);
+    let ttl_secs = capped_ttl(
+        ttl(config, &verdict),
+        matched.iter().map(|e| e.expires),
+        now,
+    );
     let view = wire::VerdictView::of(&verdict, ttl_secs, wire::Tier::Local);
     Ok(wire::UrlAnswer {
         url: input.to_owned(),
         canonical: url.to_string(),
-        explain: wire::Explain {
-            matched: matched.iter().map(wire::EntryView::of).collect(),
-            risk: view.risk.clone(),
-            score: view.score,
-            categories: view.categories.clone(),
-            rule: wire::RULE.to_owned(),
-        },
+        explain: wire::Explain::of(&view, matched.iter().map(wire::EntryView::of).collect()),
         verdict: view,
     })
 }
 
-/// An answer is not cached beyond the expiry of an entry it rests on.
-fn capped_ttl<'a>(base: u64, entries: impl Iterator<Item = &'a Entry>, now: i64) -> u64 {
-    entries
-        .filter_map(|e| e.expires)
+/// An answer is not cached beyond the expiry of an entry it rests on: `base` capped by the
+/// time left until each of `expires` (unix seconds) at `now`.
+pub(super) fn capped_ttl(base: u64, expires: impl Iterator<Item = Option<i64>>, now: i64) -> u64 {
+    expires
+        .flatten()
         .map(|x| u64::try_from(x.saturating_sub(now)).unwrap_or(0))
         .fold(base, u64::min)
 }
@@ -80,7 +79,8 @@ fn answer_host(
         .iter()
         .filter_map(|k| store.get_any(k.as_str()).transpose())
         .collect::<Result<Vec<_>, _>>()?;
-    let ttl_secs = capped_ttl(ttl(config, &a.verdict), matched.iter().chain(&a.paths), now);
+    let expires = matched.iter().chain(&a.paths).map(|e| e.expires);
+    let ttl_secs = capped_ttl(ttl(config, &a.verdict), expires, now);
     Ok(wire::HostAnswer {
         host: input.to_owned(),
         canonical: a.host.clone(),
@@ -96,8 +96,8 @@ fn answer_host(
     })
 }
 
-/// `GET /v1/lookup?url=`: one URL's answer, from the upstream tier when the table has no
-/// entry for it, counted.
+/// `GET /v1/lookup?url=`: one URL's answer, combined with the upstream tier's when no local
+/// `host/` entry matches it, counted.
 pub(super) async fn lookup_one(shared: &Shared, url: String) -> Result<wire::UrlItem, ApiError> {
     let config = shared.config.clone();
     let answer = shared
