@@ -61,6 +61,17 @@ pub enum ClientError {
     Json(String),
 }
 
+impl ClientError {
+    /// Whether the server refused the request itself as bad input (a 4xx other than 401,
+    /// 403, 404, 408 and 429): sending it again unchanged gets the same answer. Every other
+    /// failure (transport, timeout, 5xx, a missing or refused token, a path the server does
+    /// not have, throttling, an answer that is not JSON) may pass.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, ClientError::Status { status, .. }
+            if status.is_client_error() && !matches!(status.as_u16(), 401 | 403 | 404 | 408 | 429))
+    }
+}
+
 /// A reputation API client for one server.
 #[derive(Clone, Debug)]
 pub struct RepClient {

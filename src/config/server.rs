@@ -86,6 +86,8 @@ pub struct UpstreamConfig {
     pub timeout: Duration,
     pub batch: usize,
     pub cache_entries: u64,
+    /// `server.upstream.feedback`: forwarding feedback events, and what of them leaves.
+    pub feedback: super::UpstreamFeedback,
 }
 
 impl TryFrom<RawServerConfig> for ServerConfig {
@@ -214,6 +216,7 @@ impl TryFrom<RawUpstreamConfig> for UpstreamConfig {
             timeout: Duration::from_millis(positive("server.upstream.timeout_ms", u.timeout_ms)?),
             batch: count("server.upstream.batch", u.batch)?,
             cache_entries: u.cache_entries,
+            feedback: u.feedback,
         })
     }
 }

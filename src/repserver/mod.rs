@@ -23,6 +23,8 @@
 //!   server-sent events, optional TLS, and `/healthz`. `docs/repserver.md` is its reference.
 //! - [`upstream`]: the global tier, another server asked about items with no local entry,
 //!   its answers cached for their TTL, through the API client [`crate::client`].
+//! - [`forward`]: feedback flows up: the stored events sent on to the upstream tier, each
+//!   once, through outages, anonymized by default (`server.upstream.feedback`).
 //! - [`metrics`]: the server's Prometheus counters, on `server.metrics_listen`.
 //! - [`upload`]: the locked temporary files import uploads are spooled to, and the removal
 //!   of those a killed server left.
@@ -68,6 +70,7 @@
 
 pub mod api;
 pub mod events;
+pub mod forward;
 pub mod import;
 pub mod metrics;
 pub mod server;

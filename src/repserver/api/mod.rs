@@ -67,6 +67,7 @@
 //! joined so the file is closed when [`serve_with`] returns.
 
 mod auth;
+mod forward;
 mod jobs;
 mod listen;
 mod reply;
@@ -134,6 +135,8 @@ pub struct ServeOptions {
     /// Where the running escalation rules live, so that a reload can swap them (the
     /// rules of `feedback` are stored in it at start).
     pub escalation_handle: Option<Arc<arc_swap::ArcSwap<Vec<crate::config::EscalationRule>>>>,
+    /// Send the stored feedback events on to this upstream tier ([`super::forward`]).
+    pub forward: Option<super::forward::ForwardOptions>,
 }
 
 /// How often the change log is pruned.
@@ -157,6 +160,10 @@ struct Shared {
     stats: Arc<ServerStats>,
     /// Connections open, in all and per client.
     conns: Arc<ConnLimits>,
+    /// Woken when events are stored, for the feedback forwarder.
+    ingested: Arc<tokio::sync::Notify>,
+    /// Whether stored events are forwarded upstream (pruning counts the unforwarded).
+    forwarding: bool,
 }
 
 /// Serves the API on `listener` until `shutdown` is cancelled, then drains the connections
@@ -228,6 +235,8 @@ pub async fn serve_with(
             "application/json",
             "{\"error\": \"too many connections from your address\"}\n",
         ),
+        ingested: Arc::new(tokio::sync::Notify::new()),
+        forwarding: options.forward.is_some(),
     });
     let tracker = TaskTracker::new();
     let tls = options.tls.clone();
@@ -243,7 +252,7 @@ pub async fn serve_with(
 }
 
 /// The server's background tasks, on `tracker`: the metrics listener, change-log and event
-/// pruning.
+/// pruning, the feedback forwarder.
 fn spawn_background(
     tracker: &TaskTracker,
     shared: &Arc<Shared>,
@@ -268,4 +277,7 @@ fn spawn_background(
         shared.clone(),
         options.feedback.retention,
     ));
+    if let Some(forward) = options.forward {
+        tracker.spawn(forward::forward_loop(shared.clone(), forward));
+    }
 }
