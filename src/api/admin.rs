@@ -23,6 +23,10 @@ pub struct Health {
     pub seq: u64,
     /// URLs and hosts looked up since start.
     pub lookups: u64,
+    /// With feedback forwarding to an upstream tier: the events stored and not yet
+    /// forwarded, as the forwarder last saw them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_behind: Option<u64>,
 }
 
 impl Health {
@@ -32,6 +36,7 @@ impl Health {
             status: "ok".to_owned(),
             seq,
             lookups,
+            forward_behind: None,
         }
     }
 }

@@ -23,7 +23,9 @@
 //! - An event that retention pruning deletes before it was forwarded is counted as lost
 //!   ([`Pruned::unforwarded`]) and logged, never skipped silently. Pruning also pulls the
 //!   cursor back to the newest remaining event, because SQLite gives the next event the
-//!   rowid after the largest one left (after an emptied table: 1 again).
+//!   rowid after the largest one left (after an emptied table: 1 again). For the same reason
+//!   the store is never `VACUUM`ed: that may renumber the rowids of a table without an
+//!   `INTEGER PRIMARY KEY`, such as `events`.
 //!
 //! # Privacy
 //! What leaves the site is the event as stored, minus what `server.upstream.feedback` keeps
@@ -486,5 +488,18 @@ mod tests {
                 unforwarded: 0
             }
         );
+    }
+
+    #[test]
+    fn forward_backlog_reads_on_a_read_only_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("f.db")).unwrap();
+        s.forward_setup().unwrap();
+        s.ingest_events(&[event("e1", "c")], 10, &[]).unwrap();
+        let reader = s.reader().unwrap().unwrap();
+        let b = reader.forward_backlog(10).unwrap();
+        assert_eq!((b.cursor, b.events.len()), (0, 1));
+        assert!(s.advance_forward_cursor(0, b.events[0].rowid).unwrap());
+        assert!(reader.forward_backlog(10).unwrap().events.is_empty());
     }
 }

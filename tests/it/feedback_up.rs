@@ -216,6 +216,10 @@ async fn feedback_forwarding_survives_an_upstream_outage_and_a_site_restart() {
     assert_eq!(site.stats.forwarded(Forwarded::forwarded), 20);
     assert_eq!(site.stats.forwarded(Forwarded::lost), 0);
     assert_eq!(site.stats.forward_lag(), 0);
+    let (_, health) = site.get("/healthz", None).await;
+    assert_eq!(health["forward_behind"], 0, "{health}");
+    let (_, health) = top.get("/healthz", None).await;
+    assert_eq!(health.get("forward_behind"), None, "{health}");
 }
 
 #[tokio::test]

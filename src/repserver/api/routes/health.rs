@@ -10,12 +10,17 @@ use super::super::Shared;
 use crate::api::admin::Health;
 use crate::repserver::metrics::Kind;
 
-/// `GET /healthz`: up, the change sequence, the lookups answered.
+/// `GET /healthz`: up, the change sequence, the lookups answered; when forwarding feedback
+/// upstream, the events not yet forwarded.
 pub(super) fn healthz(shared: &Shared) -> Health {
-    Health::ok(
+    let mut health = Health::ok(
         *shared.seq.borrow(),
         shared.stats.looked_up(Kind::Url) + shared.stats.looked_up(Kind::Host),
-    )
+    );
+    if shared.forwarding {
+        health.forward_behind = Some(shared.stats.forward_lag());
+    }
+    health
 }
 
 /// The metrics listener: `GET /metrics`, nothing else.
