@@ -342,3 +342,46 @@ async fn feedback_forwarding_outlasts_garbage_and_passes_what_the_upstream_refus
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), before);
 }
+
+#[tokio::test]
+async fn the_server_binary_forwards_to_its_configured_upstream() {
+    let top = RepServer::builder().clients(&SITE[..1]).start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("webrep.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "server:\n  listen: \"127.0.0.1:0\"\n  store: {:?}\n  client_tokens: [{CLIENT:?}]\n  upstream:\n    url: {:?}\n    token: {:?}\n    feedback:\n      user: drop\nlog:\n  level: info\n",
+            dir.path().join("site.db").display().to_string(),
+            top.base,
+            SITE[0],
+        ),
+    )
+    .unwrap();
+    let mut cmd = webrep(["server", "--config"]);
+    cmd.arg(&cfg);
+    let mut site = Webrep::spawn(cmd);
+    let listen = site
+        .wait_field(&["listen="])
+        .await
+        .expect("server is running");
+    let status = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(format!("http://{listen}/v1/events"))
+        .bearer_auth(CLIENT)
+        .header("content-type", "application/json")
+        .body(json!({ "events": [report("b1", "10.0.0.1", "bin.test")] }).to_string())
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    let events = wait_stored(&top, 1).await;
+    assert!(events[0]["client"].as_str().unwrap().starts_with("anon:"));
+    assert_eq!(events[0].get("user"), None, "{}", events[0]);
+    site.wait_logged("forwarding feedback events upstream")
+        .await;
+    assert_eq!(site.terminate().await, Some(0));
+}
