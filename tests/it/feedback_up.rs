@@ -385,3 +385,30 @@ async fn the_server_binary_forwards_to_its_configured_upstream() {
         .await;
     assert_eq!(site.terminate().await, Some(0));
 }
+
+#[tokio::test]
+async fn events_pruned_before_they_went_up_are_counted_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("site.db");
+    {
+        // Two events received long before the retention, while the upstream was away.
+        let mut store = webrep::repserver::store::Store::open(&db).unwrap();
+        let old: Vec<webrep::api::events::Event> = ["o1", "o2"]
+            .iter()
+            .map(|id| serde_json::from_value(report(id, "10.0.0.1", "old.test")).unwrap())
+            .collect();
+        store.ingest_events(&old, 1, &[]).unwrap();
+    }
+    let nowhere = format!("http://127.0.0.1:{}", closed_port().await);
+    let site = RepServer::builder()
+        .file(&db)
+        .forward(forward_to(&nowhere, SITE[0], UpstreamFeedback::default()))
+        .start()
+        .await;
+    eventually("the pruned events are counted lost", BOUND, || async {
+        site.stats.forwarded(Forwarded::lost) == 2
+    })
+    .await;
+    assert!(site.events("").await.is_empty());
+    assert_eq!(site.stats.forwarded(Forwarded::forwarded), 0);
+}
