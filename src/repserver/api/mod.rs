@@ -28,7 +28,8 @@
 //! when the store threads are gone or their queue is full, 500 for a store failure.
 //!
 //! The parts, one job each: `listen` (accept loop, limits, TLS, connections), `jobs` (the
-//! store's threads and the background pruning), `auth` (tokens and roles), `reply` (errors,
+//! store's threads and the background pruning), `forward` (the task that sends stored feedback
+//! events on to the upstream tier, [`super::forward`]), `auth` (tokens and roles), `reply` (errors,
 //! answers, bodies, query parameters) and `routes` (dispatch by the route table
 //! [`super::metrics::PATHS`], one file per group of paths).
 //!
