@@ -234,3 +234,25 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_4xx_about_the_request_itself_is_a_refusal() {
+        let status = |code: u16| ClientError::Status {
+            status: StatusCode::from_u16(code).unwrap(),
+            message: String::new(),
+        };
+        for code in [400, 413, 422] {
+            assert!(status(code).is_refusal(), "{code}");
+        }
+        for code in [401, 403, 404, 408, 429, 500, 503] {
+            assert!(!status(code).is_refusal(), "{code}");
+        }
+        assert!(!ClientError::Timeout(Duration::from_secs(1)).is_refusal());
+        assert!(!ClientError::Json("x".into()).is_refusal());
+        assert!(!ClientError::Transport("reset".into()).is_refusal());
+    }
+}

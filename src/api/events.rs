@@ -663,6 +663,44 @@ mod tests {
         assert!(bad.validate().is_err());
     }
 
+    #[test]
+    fn feedback_batches_split_by_size_and_answers_map_to_each_event() {
+        let small = vec![b"{}".to_vec(); 3];
+        assert_eq!(batch_ranges(&small), [0..3]);
+        assert_eq!(batch_body(&small), b"{\"events\":[{},{},{}]}");
+        let big = vec![vec![b'x'; MAX_BATCH_BYTES / 2]; 3];
+        assert_eq!(batch_ranges(&big), [0..1, 1..2, 2..3]);
+        let huge = vec![vec![b'x'; MAX_BATCH_BYTES * 2]];
+        assert_eq!(batch_ranges(&huge), [0..1], "alone when larger by itself");
+        assert!(batch_ranges::<Vec<u8>>(&[]).is_empty());
+
+        let result = |status, error: Option<&str>| EventResult {
+            id: None,
+            status,
+            error: error.map(str::to_owned),
+        };
+        let reply = IngestReply {
+            results: Some(vec![
+                result(EventStatus::Accepted, None),
+                result(EventStatus::Rejected, Some("events[1]: bad")),
+                result(EventStatus::Duplicate, None),
+            ]),
+            ..IngestReply::default()
+        };
+        assert_eq!(
+            reply.refusals(3),
+            [None, Some("events[1]: bad".to_owned()), None]
+        );
+        // Not an answer for this batch, or an older server's: every event taken.
+        assert_eq!(reply.refusals(2), [None, None]);
+        assert_eq!(IngestReply::default().refusals(2), [None, None]);
+
+        let p = pseudonym(b"key", "10.0.0.1");
+        assert!(p.starts_with("anon:") && p.len() == 29, "{p}");
+        assert_eq!(p, pseudonym(b"key", "10.0.0.1"));
+        assert_ne!(p, pseudonym(b"other", "10.0.0.1"));
+    }
+
     mod properties {
         use proptest::prelude::*;
 
