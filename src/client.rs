@@ -61,6 +61,17 @@ pub enum ClientError {
     Json(String),
 }
 
+impl ClientError {
+    /// Whether the server refused the request itself as bad input (a 4xx other than 401,
+    /// 403, 404, 408 and 429): sending it again unchanged gets the same answer. Every other
+    /// failure (transport, timeout, 5xx, a missing or refused token, a path the server does
+    /// not have, throttling, an answer that is not JSON) may pass.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, ClientError::Status { status, .. }
+            if status.is_client_error() && !matches!(status.as_u16(), 401 | 403 | 404 | 408 | 429))
+    }
+}
+
 /// A reputation API client for one server.
 #[derive(Clone, Debug)]
 pub struct RepClient {
@@ -282,5 +293,27 @@ impl FollowRetry {
         let ceiling = self.ceiling(failures);
         let half = ceiling / 2;
         half + rand::rng().random_range(Duration::ZERO..=ceiling - half)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_4xx_about_the_request_itself_is_a_refusal() {
+        let status = |code: u16| ClientError::Status {
+            status: StatusCode::from_u16(code).unwrap(),
+            message: String::new(),
+        };
+        for code in [400, 413, 422] {
+            assert!(status(code).is_refusal(), "{code}");
+        }
+        for code in [401, 403, 404, 408, 429, 500, 503] {
+            assert!(!status(code).is_refusal(), "{code}");
+        }
+        assert!(!ClientError::Timeout(Duration::from_secs(1)).is_refusal());
+        assert!(!ClientError::Json("x".into()).is_refusal());
+        assert!(!ClientError::Transport("reset".into()).is_refusal());
     }
 }

@@ -26,6 +26,10 @@ pub struct Health {
     /// How far this server's mirror of its upstream tier is; absent when it follows none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<FollowHealth>,
+    /// With feedback forwarding to an upstream tier: the events stored and not yet
+    /// forwarded, as the forwarder last saw them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_behind: Option<u64>,
 }
 
 impl Health {
@@ -36,6 +40,7 @@ impl Health {
             seq,
             lookups,
             upstream: None,
+            forward_behind: None,
         }
     }
 }

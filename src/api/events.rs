@@ -352,6 +352,53 @@ fn cut(s: &mut String, max: usize) {
     }
 }
 
+/// `anon:` and a keyed hash of `value` (HMAC-SHA256 under `key`, its first 12 bytes in hex):
+/// what an anonymized `client` or `user` becomes. The same key always gives the same
+/// pseudonym, so distinct values stay distinct; without the key it cannot be reversed or
+/// recomputed. The proxy keys it per proxy, a server forwarding events upstream per site.
+pub fn pseudonym(key: &[u8], value: &str) -> String {
+    use hmac::{KeyInit as _, Mac as _};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(value.as_bytes());
+    let digest = mac.finalize().into_bytes();
+    format!("anon:{}", hex::encode(&digest[..12]))
+}
+
+/// Ranges of `lines` (each one event's JSON) whose batch bodies stay within
+/// [`MAX_BATCH_BYTES`]; an event alone may exceed it only if it is larger by itself.
+pub fn batch_ranges<L: AsRef<[u8]>>(lines: &[L]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, l) in lines.iter().enumerate() {
+        let len = l.as_ref().len();
+        if i > start && size + len + 1 > MAX_BATCH_BYTES {
+            out.push(start..i);
+            (start, size) = (i, 0);
+        }
+        size += len + 1;
+    }
+    if start < lines.len() {
+        out.push(start..lines.len());
+    }
+    out
+}
+
+/// `{"events":[...]}` from the events' JSON lines, without re-encoding them.
+pub fn batch_body<L: AsRef<[u8]>>(lines: &[L]) -> Vec<u8> {
+    let mut body =
+        Vec::with_capacity(lines.iter().map(|l| l.as_ref().len() + 1).sum::<usize>() + 16);
+    body.extend_from_slice(b"{\"events\":[");
+    for (i, l) in lines.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(l.as_ref());
+    }
+    body.extend_from_slice(b"]}");
+    body
+}
+
 /// One event of a batch as the server read it: the event, or why it is refused (naming its
 /// index, `events[3]: ...`), with the `id` it claimed when that is a short string.
 #[derive(Debug, Clone, PartialEq)]
@@ -458,6 +505,25 @@ pub struct IngestReply {
     /// One per event sent, in order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub results: Option<Vec<EventResult>>,
+}
+
+impl IngestReply {
+    /// What became of each of the `n` events of the batch this answers, in order: `None`
+    /// when it was taken (stored, or stored before), `Some(why)` when it was refused. An
+    /// answer without `results` (an older server), or with a number of them that does not
+    /// fit the batch, takes every event.
+    pub fn refusals(&self, n: usize) -> Vec<Option<String>> {
+        match self.results.as_ref().filter(|r| r.len() == n) {
+            Some(results) => results
+                .iter()
+                .map(|r| {
+                    (r.status == EventStatus::Rejected)
+                        .then(|| r.error.clone().unwrap_or_else(|| "refused".into()))
+                })
+                .collect(),
+            None => vec![None; n],
+        }
+    }
 }
 
 #[cfg(test)]
@@ -595,6 +661,51 @@ mod tests {
         bad.id = "x".repeat(MAX_IDENT + 1);
         bad.fit();
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn feedback_batches_split_by_size_and_answers_map_to_each_event() {
+        let small = vec![b"{}".to_vec(); 3];
+        assert_eq!(
+            batch_ranges(&small),
+            std::iter::once(0..3).collect::<Vec<_>>()
+        );
+        assert_eq!(batch_body(&small), b"{\"events\":[{},{},{}]}");
+        let big = vec![vec![b'x'; MAX_BATCH_BYTES / 2]; 3];
+        assert_eq!(batch_ranges(&big), [0..1, 1..2, 2..3]);
+        let huge = vec![vec![b'x'; MAX_BATCH_BYTES * 2]];
+        assert_eq!(
+            batch_ranges(&huge),
+            std::iter::once(0..1).collect::<Vec<_>>(),
+            "alone when larger by itself"
+        );
+        assert!(batch_ranges::<Vec<u8>>(&[]).is_empty());
+
+        let result = |status, error: Option<&str>| EventResult {
+            id: None,
+            status,
+            error: error.map(str::to_owned),
+        };
+        let reply = IngestReply {
+            results: Some(vec![
+                result(EventStatus::Accepted, None),
+                result(EventStatus::Rejected, Some("events[1]: bad")),
+                result(EventStatus::Duplicate, None),
+            ]),
+            ..IngestReply::default()
+        };
+        assert_eq!(
+            reply.refusals(3),
+            [None, Some("events[1]: bad".to_owned()), None]
+        );
+        // Not an answer for this batch, or an older server's: every event taken.
+        assert_eq!(reply.refusals(2), [None, None]);
+        assert_eq!(IngestReply::default().refusals(2), [None, None]);
+
+        let p = pseudonym(b"key", "10.0.0.1");
+        assert!(p.starts_with("anon:") && p.len() == 29, "{p}");
+        assert_eq!(p, pseudonym(b"key", "10.0.0.1"));
+        assert_ne!(p, pseudonym(b"other", "10.0.0.1"));
     }
 
     mod properties {

@@ -45,6 +45,9 @@ pub use pac::{Bypass, PacConfig};
 pub use policy::PolicyConfig;
 pub use proxy::ProxyConfig;
 pub use raw::{AccessLogFormat, LogFormat, NonTlsAction, RawConfig};
+/// `server.upstream.feedback`: every value of it is valid, so the raw section is the
+/// validated one.
+pub use raw::{Disclosure, RawUpstreamFeedback as UpstreamFeedback, Retention, UrlDisclosure};
 pub use reputation::{ReputationSettings, ReputationSource};
 pub use server::{ApiConfig, ServerConfig, TlsServerConfig, UpstreamConfig};
 
@@ -251,6 +254,38 @@ mod tests {
         ] {
             let err = Config::from_yaml(yaml, "t.yaml").unwrap_err().to_string();
             assert!(err.contains(key), "{yaml:?} gave {err}");
+        }
+    }
+
+    #[test]
+    fn upstream_feedback_defaults_to_forwarding_anonymized_and_reads_every_value() {
+        let base = "server:\n  upstream:\n    url: \"http://192.0.2.1:8480\"\n    token: \"upstream-token-0123456789\"\n";
+        let c = Config::from_yaml(base, "t").unwrap();
+        let f = c.server.upstream.unwrap().feedback;
+        assert!(f.forward);
+        assert_eq!(
+            (f.client, f.user),
+            (Disclosure::Anonymize, Disclosure::Anonymize)
+        );
+        assert_eq!(
+            (f.comment, f.url),
+            (Retention::Drop, UrlDisclosure::StripQuery)
+        );
+        let yaml = format!(
+            "{base}    feedback:\n      forward: false\n      client: keep\n      user: drop\n      comment: keep\n      url: keep\n"
+        );
+        let f = Config::from_yaml(&yaml, "t")
+            .unwrap()
+            .server
+            .upstream
+            .unwrap()
+            .feedback;
+        assert!(!f.forward);
+        assert_eq!((f.client, f.user), (Disclosure::Keep, Disclosure::Drop));
+        assert_eq!((f.comment, f.url), (Retention::Keep, UrlDisclosure::Keep));
+        for bad in ["client: hash", "comment: anonymize", "users: keep"] {
+            let yaml = format!("{base}    feedback:\n      {bad}\n");
+            assert!(Config::from_yaml(&yaml, "t").is_err(), "{bad}");
         }
     }
 

@@ -700,6 +700,84 @@ pub struct RawUpstreamConfig {
     /// Entries (or file verdicts) per snapshot and change page of `follow`, at most 10000.
     /// Default 5000.
     pub sync_page: usize,
+    /// Feedback this server forwards to the upstream, and what of it leaves the site.
+    /// Default: forwarded, clients and users anonymized, comments dropped, URLs without
+    /// their query.
+    pub feedback: RawUpstreamFeedback,
+}
+
+/// `server.upstream.feedback:` section: the feedback events this server stored (from its
+/// proxies, or from servers below it) sent on to the upstream with its `token`, each once,
+/// so that the upstream's escalation rules count every site. An event keeps its `id`, `kind`,
+/// `time`, `proxy`, `host`, verdict fields (`action`, `reason`, `risk`, `score`,
+/// `categories`, `rule`, `list_hit`, `cache`, `source`), `ticket` and `file`; what identifies
+/// a person is governed by the keys below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUpstreamFeedback {
+    /// Forward the events at all. Default `true`.
+    pub forward: bool,
+    /// The client address of an event: `anonymize` (`anon:` and a keyed hash: one stable
+    /// pseudonym per address, which the upstream cannot reverse; the key is made once per
+    /// site and kept in the store), `keep` (as stored), or `drop` (left out: the upstream's
+    /// escalation rules then cannot count these clients). Default `anonymize`.
+    pub client: Disclosure,
+    /// The authenticated user name of an event: `anonymize`, `keep` or `drop`, as for
+    /// `client`. Default `anonymize`.
+    pub user: Disclosure,
+    /// A user report's free-text comment, which may name anyone: `keep` or `drop`.
+    /// Default `drop`.
+    pub comment: Retention,
+    /// The URL of an event: `keep`, `strip_query` (everything from the first `?` left out:
+    /// queries carry searches, e-mail addresses and session tokens) or `drop` (the host stays).
+    /// Default `strip_query`.
+    pub url: UrlDisclosure,
+}
+
+impl Default for RawUpstreamFeedback {
+    fn default() -> Self {
+        Self {
+            forward: true,
+            client: Disclosure::Anonymize,
+            user: Disclosure::Anonymize,
+            comment: Retention::Drop,
+            url: UrlDisclosure::StripQuery,
+        }
+    }
+}
+
+/// What of an identifying value leaves the site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Disclosure {
+    /// A keyed pseudonym (`anon:` and 24 hex digits) instead of the value.
+    Anonymize,
+    /// The value as stored.
+    Keep,
+    /// Nothing.
+    Drop,
+}
+
+/// Whether a value leaves the site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Retention {
+    /// As stored.
+    Keep,
+    /// Left out.
+    Drop,
+}
+
+/// What of an event's URL leaves the site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UrlDisclosure {
+    /// The canonical URL as stored.
+    Keep,
+    /// The URL up to its query.
+    StripQuery,
+    /// Left out (the event's `host` stays).
+    Drop,
 }
 
 impl Default for RawUpstreamConfig {
@@ -717,6 +795,7 @@ impl Default for RawUpstreamConfig {
             follow_categories: Vec::new(),
             ask_on_miss: None,
             sync_page: 5_000,
+            feedback: RawUpstreamFeedback::default(),
         }
     }
 }

@@ -94,6 +94,8 @@ pub struct UpstreamConfig {
     pub ask_on_miss: bool,
     /// Entries per sync page.
     pub sync_page: usize,
+    /// `server.upstream.feedback`: forwarding feedback events, and what of them leaves.
+    pub feedback: super::UpstreamFeedback,
 }
 
 impl TryFrom<RawServerConfig> for ServerConfig {
@@ -264,6 +266,7 @@ impl TryFrom<RawUpstreamConfig> for UpstreamConfig {
             follow,
             ask_on_miss,
             sync_page,
+            feedback: u.feedback,
         })
     }
 }

@@ -446,12 +446,7 @@ impl Feedback {
         if !anonymize {
             return value.to_owned();
         }
-        use hmac::{KeyInit as _, Mac as _};
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.key)
-            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-        mac.update(value.as_bytes());
-        let digest = mac.finalize().into_bytes();
-        format!("anon:{}", hex::encode(&digest[..12]))
+        events::pseudonym(&self.key, value)
     }
 
     /// Remembers a block or warn decision's event under its ticket, for a report.

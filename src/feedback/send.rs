@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::spool::{Chunk, Pos, Spool};
 use super::{Cause, FeedbackStats, LOG_EVERY};
-use crate::api::events::{EventStatus, IngestReply, MAX_BATCH_BYTES};
+use crate::api::events::{IngestReply, MAX_BATCH_BYTES, batch_body, batch_ranges};
 use crate::config::FeedbackConfig;
 use crate::reputation::{PostError, Reputation};
 use crate::telemetry::LogLimiter;
@@ -273,9 +273,9 @@ impl Sender {
     /// the first batch no source takes: that one and the rest stay [`Outcome::Pending`].
     async fn deliver(&self, lines: &[&[u8]], timeout: Duration) -> Vec<Outcome> {
         let mut out = vec![Outcome::Pending; lines.len()];
-        let mut todo: VecDeque<std::ops::Range<usize>> = by_size(lines).into();
+        let mut todo: VecDeque<std::ops::Range<usize>> = batch_ranges(lines).into();
         while let Some(r) = todo.pop_front() {
-            let body = batch_body(&lines[r.clone()]);
+            let body = Bytes::from(batch_body(&lines[r.clone()]));
             match self.reputation.post_events(body, timeout).await {
                 Ok((v, _)) => self.apply(v, r, &mut out),
                 Err(PostError::Rejected(m)) if r.len() == 1 => out[r.start] = Outcome::Rejected(m),
@@ -301,13 +301,10 @@ impl Sender {
     fn apply(&self, answer: serde_json::Value, r: std::ops::Range<usize>, out: &mut [Outcome]) {
         let reply: IngestReply = serde_json::from_value(answer).unwrap_or_default();
         self.stats.duplicates.fetch_add(reply.duplicate, Relaxed);
-        let results = reply.results.filter(|res| res.len() == r.len());
-        for (i, slot) in out[r.clone()].iter_mut().enumerate() {
-            *slot = match results.as_ref().map(|res| &res[i]) {
-                Some(res) if res.status == EventStatus::Rejected => {
-                    Outcome::Rejected(res.error.clone().unwrap_or_else(|| "refused".into()))
-                }
-                _ => Outcome::Taken,
+        for (slot, refusal) in out[r.clone()].iter_mut().zip(reply.refusals(r.len())) {
+            *slot = match refusal {
+                Some(why) => Outcome::Rejected(why),
+                None => Outcome::Taken,
             };
         }
     }
@@ -347,36 +344,4 @@ impl Sender {
             );
         }
     }
-}
-
-/// Ranges of `lines` whose JSON bodies stay within [`MAX_BATCH_BYTES`] (an event alone may
-/// exceed it only if it is larger by itself).
-fn by_size(lines: &[&[u8]]) -> Vec<std::ops::Range<usize>> {
-    let mut out = Vec::new();
-    let (mut start, mut size) = (0, 0);
-    for (i, l) in lines.iter().enumerate() {
-        if i > start && size + l.len() + 1 > MAX_BATCH_BYTES {
-            out.push(start..i);
-            (start, size) = (i, 0);
-        }
-        size += l.len() + 1;
-    }
-    if start < lines.len() {
-        out.push(start..lines.len());
-    }
-    out
-}
-
-/// `{"events":[...]}` from the events' JSON lines.
-fn batch_body(lines: &[&[u8]]) -> Bytes {
-    let mut body = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum::<usize>() + 16);
-    body.extend_from_slice(b"{\"events\":[");
-    for (i, l) in lines.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(l);
-    }
-    body.extend_from_slice(b"]}");
-    body.into()
 }

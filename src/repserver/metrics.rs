@@ -13,6 +13,12 @@
 //!   not answer in time;
 //! - `webrep_server_events_total{outcome}`: feedback events `accepted`, `duplicate`,
 //!   `rejected` (refused one by one as invalid), and `escalated` hosts;
+//! - `webrep_server_forward_events_total{outcome}`: feedback events sent on to the upstream
+//!   tier (`server.upstream.feedback`): `forwarded` (the upstream took them), `refused` (it
+//!   refused them as invalid, or they no longer decoded: passed) and `lost` (pruned by
+//!   retention before they went up); `webrep_server_forward_batches_failed_total`: rounds the
+//!   upstream did not answer for (tried again after a back-off); the gauge
+//!   `webrep_server_forward_behind`: events stored and not yet forwarded;
 //! - `webrep_server_busy_total`: requests refused with 503 because the store queue was full;
 //! - `webrep_server_connections_refused_total`: connections refused (429) because their
 //!   client address had `server.max_connections_per_client` open;
@@ -246,6 +252,24 @@ impl Outcome {
 }
 
 /// `{route, status}` of `webrep_server_requests`.
+/// What became of an event offered to the upstream tier.
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EncodeLabelValue)]
+pub enum Forwarded {
+    forwarded,
+    refused,
+    lost,
+}
+
+impl Forwarded {
+    const ALL: [Forwarded; 3] = [Forwarded::forwarded, Forwarded::refused, Forwarded::lost];
+}
+
+#[derive(Debug, EncodeLabelSet)]
+struct ForwardLabels {
+    outcome: Forwarded,
+}
+
 #[derive(Debug, EncodeLabelSet)]
 struct RequestLabels {
     route: Route,
@@ -299,6 +323,9 @@ struct Counts {
     sync_served: AtomicU64,
     followers: Gauge,
     scrape: Mutex<Scrape>,
+    forward: [AtomicU64; 3],
+    forward_failed: AtomicU64,
+    forward_behind: AtomicU64,
 }
 
 /// The values [`render`] is given (read by the caller from the store and the listener).
@@ -380,6 +407,36 @@ impl ServerStats {
     }
 
     /// Counts a request refused because the store queue was full.
+    /// Counts `n` events that went up as `outcome`.
+    pub fn forward(&self, outcome: Forwarded, n: u64) {
+        self.counts.forward[outcome as usize].fetch_add(n, Relaxed);
+    }
+
+    /// The events counted as `outcome` so far.
+    pub fn forwarded(&self, outcome: Forwarded) -> u64 {
+        self.counts.forward[outcome as usize].load(Relaxed)
+    }
+
+    /// Counts a round the upstream did not answer for.
+    pub fn forward_failed(&self) {
+        self.counts.forward_failed.fetch_add(1, Relaxed);
+    }
+
+    /// Rounds the upstream did not answer for so far.
+    pub fn forward_failures(&self) -> u64 {
+        self.counts.forward_failed.load(Relaxed)
+    }
+
+    /// Sets the events stored and not yet forwarded.
+    pub fn forward_behind(&self, n: u64) {
+        self.counts.forward_behind.store(n, Relaxed);
+    }
+
+    /// Events stored and not yet forwarded, as last seen by the forwarder.
+    pub fn forward_lag(&self) -> u64 {
+        self.counts.forward_behind.load(Relaxed)
+    }
+
     pub fn busy(&self) {
         self.counts.busy.fetch_add(1, Relaxed);
     }
@@ -444,6 +501,7 @@ impl Collector for ServerCollector {
         encode_requests(&mut enc, c)?;
         encode_lookups(&mut enc, c)?;
         encode_outcomes(&mut enc, c)?;
+        encode_forward(&mut enc, c)?;
         crate::metrics::conn_limits(
             &mut enc,
             [
@@ -552,6 +610,30 @@ fn encode_outcomes(enc: &mut DescriptorEncoder, c: &Counts) -> fmt::Result {
 }
 
 /// The change sequence, the table's size and the waiting followers.
+fn encode_forward(enc: &mut DescriptorEncoder, c: &Counts) -> fmt::Result {
+    counters(
+        enc,
+        "forward_events",
+        "Feedback events sent on to the upstream tier: forwarded, refused there, lost to pruning",
+        Forwarded::ALL
+            .into_iter()
+            .zip(&c.forward)
+            .map(|(outcome, n)| (ForwardLabels { outcome }, n.load(Relaxed))),
+    )?;
+    counter(
+        enc,
+        "forward_batches_failed",
+        "Forwarding rounds the upstream tier did not answer for (tried again)",
+        c.forward_failed.load(Relaxed),
+    )?;
+    gauge(
+        enc,
+        "forward_behind",
+        "Feedback events stored and not yet forwarded to the upstream tier",
+        c.forward_behind.load(Relaxed),
+    )
+}
+
 fn encode_store(enc: &mut DescriptorEncoder, c: &Counts, scrape: Scrape) -> fmt::Result {
     gauge(
         enc,
@@ -657,6 +739,9 @@ mod tests {
             "webrep_server_followers 1",
             "webrep_server_connections 0",
             "webrep_server_connections_refused_total 0",
+            r#"webrep_server_forward_events_total{outcome="lost"} 0"#,
+            "webrep_server_forward_batches_failed_total 0",
+            "webrep_server_forward_behind 0",
         ] {
             assert!(text.contains(want), "{want} missing from\n{text}");
         }

@@ -35,9 +35,9 @@ use crate::api::lookup::EntryView;
 use crate::api::sync::{FileView, SnapshotKind, SnapshotPage, Subscription, SyncChanges};
 use crate::model::{Category, Entry, FileEntry, Sha256Hex};
 
-/// Schema 5 -> 6: the mirror of the upstream's table, the follower's state, and a store id
+/// Schema 6 -> 7: the mirror of the upstream's table, the follower's state, and a store id
 /// that tells followers whether this is still the table they copied.
-pub(super) const MIGRATE_6: &str = "
+pub(super) const MIGRATE_7: &str = "
 CREATE TABLE mirror (
     key TEXT PRIMARY KEY NOT NULL,
     host TEXT NOT NULL,

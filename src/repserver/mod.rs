@@ -28,6 +28,8 @@
 //!   its answers cached for their TTL and combined with the local ones (the upstream's host
 //!   verdict, both tiers' path entries, a local entry winning for its key), through the API
 //!   client [`crate::client`].
+//! - [`forward`]: feedback flows up: the stored events sent on to the upstream tier, each
+//!   once, through outages, anonymized by default (`server.upstream.feedback`).
 //! - [`metrics`]: the server's Prometheus counters, on `server.metrics_listen`.
 //! - [`upload`]: the locked temporary files import uploads are spooled to, and the removal
 //!   of those a killed server left.
@@ -76,6 +78,7 @@
 pub mod api;
 pub mod events;
 pub mod follow;
+pub mod forward;
 pub mod import;
 pub mod metrics;
 pub mod mirror;

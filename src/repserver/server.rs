@@ -4,7 +4,9 @@
 //! Reads the bearer tokens (inline and from `tokens_file`; files through [`crate::fsread`]),
 //! removes the import uploads a killed server left beside the store ([`super::upload`]),
 //! opens (or creates) the store,
-//! loads the shipped sample data when asked, builds the TLS acceptor and the upstream tier,
+//! loads the shipped sample data when asked, builds the TLS acceptor and the upstream tier
+//! (with the feedback forwarder, [`super::forward`], unless `server.upstream.feedback.forward`
+//! is off),
 //! binds the listener (and `server.metrics_listen`'s), tells systemd it is ready, and runs
 //! [`api::serve_with`] until the shutdown token is cancelled. SIGHUP reads the config file
 //! again and applies its tokens (inline and `tokens_file`, [`load_tokens`]) and its
@@ -356,6 +358,7 @@ pub async fn run(
         metrics,
         tokens_handle: Some(tokens_handle),
         escalation_handle: Some(escalation_handle),
+        forward: super::forward::ForwardOptions::for_config(config.upstream.as_ref())?,
     };
     api::serve_with(
         listener,

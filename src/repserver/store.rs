@@ -19,7 +19,7 @@ use crate::model::{
 };
 
 /// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 const SCHEMA: &str = "
 CREATE TABLE meta (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
@@ -57,14 +57,22 @@ const MIGRATE_2: &str = "ALTER TABLE meta ADD COLUMN pruned_through INTEGER NOT 
 /// Schema 2 -> 3: feedback events and escalations ([`super::events`]).
 const MIGRATE_3: &str = super::events::MIGRATE_3;
 
+/// Schema 5 -> 6: state of the tiers above this server, by name: the feedback forwarder's
+/// cursor (the last event rowid the upstream acknowledged) and the key of its anonymizing hash
+/// ([`super::forward`]).
+const MIGRATE_6: &str = "
+CREATE TABLE tier_state (name TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT ROWID;
+";
+
 /// What brings a store of schema `N - 1` to `N`, for each `N` after 1 (the last is
 /// [`SCHEMA_VERSION`]).
-const MIGRATIONS: [(i64, &str); 5] = [
+const MIGRATIONS: [(i64, &str); 6] = [
     (2, MIGRATE_2),
     (3, MIGRATE_3),
     (4, super::events::MIGRATE_4),
     (5, super::events::MIGRATE_5),
-    (6, super::mirror::MIGRATE_6),
+    (6, MIGRATE_6),
+    (7, super::mirror::MIGRATE_7),
 ];
 
 const ENTRY_COLUMNS: &str = "key, score, categories, source, added, updated, expires, note, 0";
@@ -1088,11 +1096,11 @@ mod tests {
     }
 
     #[test]
-    fn a_version_5_store_gets_a_store_id_and_an_empty_mirror() {
+    fn a_version_6_store_gets_a_store_id_and_an_empty_mirror() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("v5.db");
+        let path = dir.path().join("v6.db");
         {
-            let conn = store_of_version(&path, 5);
+            let conn = store_of_version(&path, 6);
             conn.execute(
                 "INSERT INTO entries VALUES ('a.test/', 'a.test', 5, '', 'manual', 0, 0, NULL, NULL)",
                 [],
@@ -1111,6 +1119,40 @@ mod tests {
         assert_ne!(other.store_id().unwrap(), id, "each store its own id");
         drop(s);
         assert_eq!(Store::open(&path).unwrap().store_id().unwrap(), id, "kept");
+    }
+
+    #[test]
+    fn a_version_5_store_gets_the_tier_state_and_forwards_its_events() {
+        use crate::api::events::{Event, Kind};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v5.db");
+        {
+            let conn = store_of_version(&path, 5);
+            conn.execute(
+                "INSERT INTO events (proxy, id, kind, time, received, body, reporter) \
+                 VALUES ('p', 'a', 'untested', 1, 1, ?1, 'r1')",
+                [
+                    serde_json::to_string(&Event::new("a".into(), Kind::Untested, 1, "p".into()))
+                        .unwrap(),
+                ],
+            )
+            .unwrap();
+        }
+        let mut s = Store::open(&path).unwrap();
+        let key = s.forward_setup().unwrap();
+        // The events stored before forwarding existed are forwarded too, from the start.
+        let b = s.forward_backlog(10).unwrap();
+        assert_eq!((b.cursor, b.events.len(), b.behind), (0, 1, 1));
+        assert!(s.advance_forward_cursor(0, b.events[0].rowid).unwrap());
+        drop(s);
+        let mut s = Store::open(&path).unwrap();
+        assert_eq!(
+            s.forward_setup().unwrap(),
+            key,
+            "the key survives a restart"
+        );
+        assert_eq!(s.forward_cursor().unwrap(), 1, "and so does the cursor");
+        assert!(s.forward_backlog(10).unwrap().events.is_empty());
     }
 
     #[test]

@@ -656,14 +656,8 @@ impl Reputation {
                     s.down_until.store(0, Ordering::Relaxed);
                     return Ok((v, s.name.clone()));
                 }
-                Err(ClientError::Status { status, message })
-                    if status.is_client_error()
-                        && !matches!(status.as_u16(), 401 | 403 | 404 | 408 | 429) =>
-                {
-                    return Err(PostError::Rejected(format!(
-                        "{}: {status}: {message}",
-                        s.name
-                    )));
+                Err(e) if e.is_refusal() => {
+                    return Err(PostError::Rejected(format!("{}: {e}", s.name)));
                 }
                 Err(e) => {
                     self.mark_down(s, &e);

@@ -14,6 +14,7 @@ use tokio::sync::{oneshot, watch};
 use super::reply::ApiError;
 use super::{PRUNE_INTERVAL, Shared};
 use crate::clock::unix_secs;
+use crate::repserver::metrics::Forwarded;
 use crate::repserver::store::Store;
 
 /// Work for a store thread: runs with the thread's store and sends its own reply.
@@ -174,7 +175,8 @@ pub(super) async fn prune_loop(shared: Arc<Shared>, keep: u64) {
     }
 }
 
-/// Deletes feedback events older than `retention` every [`PRUNE_INTERVAL`] until shutdown.
+/// Deletes feedback events older than `retention` every [`PRUNE_INTERVAL`] until shutdown;
+/// those the forwarder had not sent upstream yet are counted lost and logged.
 pub(super) async fn prune_events_loop(shared: Arc<Shared>, retention: Duration) {
     let mut tick = tokio::time::interval(PRUNE_INTERVAL);
     let keep = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
@@ -184,9 +186,21 @@ pub(super) async fn prune_events_loop(shared: Arc<Shared>, retention: Duration) 
             _ = shared.shutdown.cancelled() => return,
         }
         let before = unix_secs().saturating_sub(keep);
-        match shared.call(move |store| store.prune_events(before)).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(events = n, "pruned old feedback events"),
+        let forwarding = shared.forwarding;
+        let pruned = shared
+            .call(move |store| store.prune_events_forwarded(before, forwarding))
+            .await;
+        match pruned {
+            Ok(Ok(p)) if p.unforwarded > 0 => {
+                shared.stats.forward(Forwarded::lost, p.unforwarded);
+                tracing::warn!(
+                    events = p.deleted,
+                    lost = p.unforwarded,
+                    "pruned old feedback events, some never forwarded upstream (lost)"
+                );
+            }
+            Ok(Ok(p)) if p.deleted == 0 => {}
+            Ok(Ok(p)) => tracing::info!(events = p.deleted, "pruned old feedback events"),
             Ok(Err(e)) => tracing::warn!(error = %e, "pruning feedback events failed"),
             Err(e) => tracing::debug!(error = e.message, "event pruning skipped"),
         }

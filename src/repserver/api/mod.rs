@@ -28,7 +28,8 @@
 //! when the store threads are gone or their queue is full, 500 for a store failure.
 //!
 //! The parts, one job each: `listen` (accept loop, limits, TLS, connections), `jobs` (the
-//! store's threads and the background pruning), `auth` (tokens and roles), `reply` (errors,
+//! store's threads and the background pruning), `forward` (the task that sends stored feedback
+//! events on to the upstream tier, [`super::forward`]), `auth` (tokens and roles), `reply` (errors,
 //! answers, bodies, query parameters) and `routes` (dispatch by the route table
 //! [`super::metrics::PATHS`], one file per group of paths).
 //!
@@ -68,6 +69,7 @@
 
 mod auth;
 mod follow;
+mod forward;
 mod jobs;
 mod listen;
 mod reply;
@@ -140,6 +142,8 @@ pub struct ServeOptions {
     /// Where the running escalation rules live, so that a reload can swap them (the
     /// rules of `feedback` are stored in it at start).
     pub escalation_handle: Option<Arc<arc_swap::ArcSwap<Vec<crate::config::EscalationRule>>>>,
+    /// Send the stored feedback events on to this upstream tier ([`super::forward`]).
+    pub forward: Option<super::forward::ForwardOptions>,
 }
 
 /// How often the change log is pruned.
@@ -165,6 +169,10 @@ struct Shared {
     stats: Arc<ServerStats>,
     /// Connections open, in all and per client.
     conns: Arc<ConnLimits>,
+    /// Woken when events are stored, for the feedback forwarder.
+    ingested: Arc<tokio::sync::Notify>,
+    /// Whether stored events are forwarded upstream (pruning counts the unforwarded).
+    forwarding: bool,
 }
 
 /// Serves the API on `listener` until `shutdown` is cancelled, then drains the connections
@@ -240,6 +248,8 @@ pub async fn serve_with(
             "application/json",
             "{\"error\": \"too many connections from your address\"}\n",
         ),
+        ingested: Arc::new(tokio::sync::Notify::new()),
+        forwarding: options.forward.is_some(),
     });
     let tracker = TaskTracker::new();
     let tls = options.tls.clone();
@@ -255,7 +265,7 @@ pub async fn serve_with(
 }
 
 /// The server's background tasks, on `tracker`: the metrics listener, change-log and event
-/// pruning, the follower of the upstream tier.
+/// pruning, the follower of the upstream tier, the feedback forwarder.
 fn spawn_background(
     tracker: &TaskTracker,
     shared: &Arc<Shared>,
@@ -282,5 +292,8 @@ fn spawn_background(
     ));
     if let (Some(follow), Some(status)) = (options.follow, &shared.follow) {
         tracker.spawn(follow::follow_loop(shared.clone(), follow, status.clone()));
+    }
+    if let Some(forward) = options.forward {
+        tracker.spawn(forward::forward_loop(shared.clone(), forward));
     }
 }

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use webrep::client::RepClient;
 use webrep::config::{ApiConfig, FeedbackOptions};
 use webrep::repserver::api::{ServeOptions, Tokens};
+use webrep::repserver::forward::ForwardOptions;
 use webrep::repserver::metrics::ServerStats;
 use webrep::repserver::store::Store;
 
@@ -28,6 +29,7 @@ pub(crate) struct RepServerBuilder {
     config: ApiConfig,
     options: ServeOptions,
     metrics: bool,
+    clients: Vec<String>,
 }
 
 impl RepServerBuilder {
@@ -67,6 +69,18 @@ impl RepServerBuilder {
         self
     }
 
+    /// Forwards its feedback events to an upstream tier, also after a restart.
+    pub(crate) fn forward(mut self, forward: ForwardOptions) -> Self {
+        self.options.forward = Some(forward);
+        self
+    }
+
+    /// Accepts these client tokens besides [`CLIENT`] (kept across restarts).
+    pub(crate) fn clients(mut self, tokens: &[&str]) -> Self {
+        self.clients = tokens.iter().map(|t| (*t).to_owned()).collect();
+        self
+    }
+
     pub(crate) async fn start(mut self) -> RepServer {
         init_crypto();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -98,6 +112,8 @@ impl RepServerBuilder {
             db: self.db,
             config: self.config,
             feedback: self.options.feedback.clone(),
+            forward: self.options.forward.clone(),
+            clients: self.clients,
             stop: CancellationToken::new(),
             task: None,
         };
@@ -127,6 +143,8 @@ pub(crate) struct RepServer {
     db: Option<PathBuf>,
     config: ApiConfig,
     feedback: FeedbackOptions,
+    forward: Option<ForwardOptions>,
+    clients: Vec<String>,
     stop: CancellationToken,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -145,6 +163,7 @@ impl RepServer {
             config: ApiConfig::default(),
             options: ServeOptions::default(),
             metrics: false,
+            clients: Vec::new(),
         }
     }
 
@@ -162,8 +181,10 @@ impl RepServer {
 
     fn serve(&mut self, listener: TcpListener, store: Store, options: ServeOptions) {
         self.stop = CancellationToken::new();
+        let mut client = vec![CLIENT.to_owned()];
+        client.extend(self.clients.iter().cloned());
         let tokens = Tokens {
-            client: vec![CLIENT.into()],
+            client,
             admin: vec![ADMIN.into()],
         };
         self.task = Some(tokio::spawn(webrep::repserver::api::serve_with(
@@ -192,8 +213,8 @@ impl RepServer {
         self.kill().await;
     }
 
-    /// Serves again on the same address, config, feedback rules and counters, with the same
-    /// store file (or a fresh in-memory store).
+    /// Serves again on the same address, config, feedback rules, forwarding, tokens and
+    /// counters, with the same store file (or a fresh in-memory store).
     pub(crate) async fn restart(&mut self) {
         let store = match &self.db {
             Some(db) => Store::open(db).unwrap(),
@@ -207,6 +228,7 @@ impl RepServer {
         let options = ServeOptions {
             feedback: self.feedback.clone(),
             stats: Some(self.stats.clone()),
+            forward: self.forward.clone(),
             ..ServeOptions::default()
         };
         self.restart_with_options(store, options).await;

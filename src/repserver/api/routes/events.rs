@@ -60,6 +60,9 @@ pub(super) async fn ingest_events(
             })
             .await??
     };
+    if ingest.accepted > 0 {
+        shared.ingested.notify_one();
+    }
     // The stored events' statuses fill the results that are not refusals, in order.
     let mut stored = ingest.statuses.iter();
     for r in results.iter_mut().filter(|r| r.error.is_none()) {

@@ -12,7 +12,8 @@ use crate::clock::unix_secs;
 use crate::repserver::metrics::Kind;
 
 /// `GET /healthz`: up, the change sequence, the lookups answered, and how far behind the
-/// upstream the mirror is when this server follows one.
+/// upstream the mirror is when this server follows one, and the feedback events not yet
+/// forwarded when it forwards them.
 pub(super) fn healthz(shared: &Shared) -> Health {
     let mut h = Health::ok(
         *shared.seq.borrow(),
@@ -31,6 +32,9 @@ pub(super) fn healthz(shared: &Shared) -> Health {
                 .then(|| u64::try_from(unix_secs() - f.last_answer).unwrap_or(0)),
         }
     });
+    if shared.forwarding {
+        h.forward_behind = Some(shared.stats.forward_lag());
+    }
     h
 }
 
