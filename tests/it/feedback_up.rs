@@ -1,7 +1,7 @@
 //! Feedback flows up: real reputation servers in-process on 127.0.0.1, a site server
 //! forwarding the events it stores to an upper server (`server.upstream.feedback`), each
 //! event once, through outages and restarts, anonymized by default; escalation at the top
-//! counting the clients of several sites.
+//! counting the clients of several sites, its entry coming back down to each by delta sync.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -243,10 +243,15 @@ async fn escalation_at_the_top_counts_clients_of_several_sites() {
         .await;
     let mut sites = Vec::new();
     for token in SITE {
-        // The same rule at each site: one client there is far below it.
+        // The same rule at each site: one client there is far below it. Each site follows
+        // the top's table too, so what the top escalates comes back down.
+        let follow = webrep::repserver::follow::Follow::everything(
+            RepClient::new(&top.base, token, None).unwrap(),
+        );
         let site = RepServer::builder()
             .feedback(rules.clone())
             .forward(forward_to(&top.base, token, UpstreamFeedback::default()))
+            .follow(follow, Default::default())
             .start()
             .await;
         sites.push(site);
@@ -261,6 +266,18 @@ async fn escalation_at_the_top_counts_clients_of_several_sites() {
         let (_, v) = site.get("/v1/escalations", Some(ADMIN)).await;
         assert_eq!(v["escalations"], json!([]), "no site escalates alone: {v}");
     }
+    // The escalated entry comes back down to every site by delta sync.
+    let reached_top = Instant::now();
+    for site in &sites {
+        eventually("the escalation reaches the site", BOUND, || async {
+            site.lookup("http://bad.test/").await["risk"] == "suspicious"
+        })
+        .await;
+    }
+    eprintln!(
+        "escalated entry at all three sites {:?} after the last report reached the top",
+        reached_top.elapsed()
+    );
     let v = top.lookup("http://bad.test/").await;
     assert_eq!(
         (&v["score"], &v["risk"]),

@@ -727,7 +727,7 @@ async fn a_host_answer_and_its_url_answers_combine_both_tiers_alike() {
     );
     assert_eq!(host["matched"], json!(["jl-mixed.test/"]), "{host}");
     assert!(host.get("upstream").is_none(), "{host}");
-    let paths: Vec<(&str, u64, Option<&str>)> = host["paths"]
+    let paths: Vec<(&str, u64, Option<u64>)> = host["paths"]
         .as_array()
         .unwrap()
         .iter()
@@ -735,7 +735,7 @@ async fn a_host_answer_and_its_url_answers_combine_both_tiers_alike() {
             (
                 p["key"].as_str().unwrap(),
                 p["score"].as_u64().unwrap(),
-                p["tier"].as_str(),
+                p["tier"].as_u64(),
             )
         })
         .collect();
@@ -743,7 +743,7 @@ async fn a_host_answer_and_its_url_answers_combine_both_tiers_alike() {
         paths,
         [
             ("jl-mixed.test/login/", 60, None),
-            ("jl-mixed.test/dl/", 40, Some("upstream"))
+            ("jl-mixed.test/dl/", 40, Some(1))
         ],
         "{host}"
     );
@@ -796,18 +796,15 @@ async fn a_host_answer_and_its_url_answers_combine_both_tiers_alike() {
         ("dangerous".to_owned(), Some(5), json!(["phishing"])),
         "worst score of both tiers, categories of the most specific (local) entry: {login}"
     );
-    let matched: Vec<(&str, Option<&str>)> = login["explain"]["matched"]
+    let matched: Vec<(&str, Option<u64>)> = login["explain"]["matched"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["key"].as_str().unwrap(), e["tier"].as_str()))
+        .map(|e| (e["key"].as_str().unwrap(), e["tier"].as_u64()))
         .collect();
     assert_eq!(
         matched,
-        [
-            ("jl-mixed.test/login/", None),
-            ("jl-mixed.test/", Some("upstream"))
-        ]
+        [("jl-mixed.test/login/", None), ("jl-mixed.test/", Some(1))]
     );
 
     // With the upstream gone, a fresh server (nothing cached) cannot answer from its path

@@ -75,6 +75,17 @@ impl RepServerBuilder {
         self
     }
 
+    /// Follows the tier above with `follow`, reporting to `status`.
+    pub(crate) fn follow(
+        mut self,
+        follow: webrep::repserver::follow::Follow,
+        status: Arc<webrep::repserver::follow::FollowStatus>,
+    ) -> Self {
+        self.options.follow = Some(follow);
+        self.options.follow_status = Some(status);
+        self
+    }
+
     /// Accepts these client tokens besides [`CLIENT`] (kept across restarts).
     pub(crate) fn clients(mut self, tokens: &[&str]) -> Self {
         self.clients = tokens.iter().map(|t| (*t).to_owned()).collect();
