@@ -23,7 +23,8 @@
 //!   certificates).
 //! - The two sides, which never import each other: the proxy side, [`reputation`] (cached
 //!   answers from the configured servers) <- [`feedback`] (events to the server) <-
-//!   [`proxy`]; and the server side, [`repserver`] (store, import, API, upstream tier).
+//!   [`proxy`]; and the server side, [`repserver`] (store, import, API, and the tiers above
+//!   it: mirrored by delta sync, asked on a miss, sent the feedback events it stores).
 //! - The composition roots, the only places that see both sides: [`cli`] (the command
 //!   line), [`app`] (builds and runs the proxy and the server with their background tasks,
 //!   one signal fan-out and one shutdown sequence; the commands that use a server) and the
