@@ -110,6 +110,8 @@ pub struct FollowSnapshot {
     pub snapshot_bytes: u64,
     /// Bytes received in change pages.
     pub change_bytes: u64,
+    /// Entries in the mirror, when the reader counted them (a scrape does).
+    pub mirrored: Option<u64>,
 }
 
 impl FollowSnapshot {
@@ -134,6 +136,7 @@ impl FollowStatus {
             failures: self.failures.load(Relaxed),
             snapshot_bytes: self.snapshot_bytes.load(Relaxed),
             change_bytes: self.change_bytes.load(Relaxed),
+            mirrored: None,
         }
     }
 

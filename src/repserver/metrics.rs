@@ -26,7 +26,7 @@
 //!   `server.max_connections`; the gauge `webrep_server_connections`: connections open;
 //! - a following server's mirror of its upstream: `webrep_server_upstream_behind` (upstream
 //!   transactions not yet applied), `_upstream_seq`, `_upstream_last_answer_timestamp_seconds`,
-//!   `_upstream_mirror_complete`, and the counters `_upstream_mirror_rows_total`,
+//!   `_upstream_mirror_complete`, `_upstream_mirror_entries`, and the counters `_upstream_mirror_rows_total`,
 //!   `_upstream_snapshots_total`, `_upstream_sync_failures_total`,
 //!   `_upstream_snapshot_bytes_total`, `_upstream_change_bytes_total`;
 //!   `webrep_server_sync_served_total`: sync pages served to the servers following this one;
@@ -672,6 +672,14 @@ fn encode_follow(enc: &mut DescriptorEncoder, f: &FollowSnapshot) -> fmt::Result
         "Unix time of the upstream's last answer to the follower (0: never)",
         f.last_answer,
     )?;
+    if let Some(n) = f.mirrored {
+        gauge(
+            enc,
+            "upstream_mirror_entries",
+            "Entries mirrored from the upstream's table",
+            n,
+        )?;
+    }
     gauge(
         enc,
         "upstream_mirror_complete",

@@ -75,7 +75,11 @@ async fn a_follower_mirrors_the_upstream_and_applies_its_changes() {
         .unwrap();
     // Pages of 2: the snapshot takes several.
     let (options, status) = following(&global.base, 2);
-    let site = RepServer::builder().options(options).start().await;
+    let site = RepServer::builder()
+        .options(options)
+        .metrics()
+        .start()
+        .await;
     // The site's own entry under a key the upstream also has wins.
     site.write(
         &json!({ "upsert": [{ "key": "shared.test/", "score": 90, "categories": ["news"] }] }),
@@ -100,6 +104,15 @@ async fn a_follower_mirrors_the_upstream_and_applies_its_changes() {
     let h = health(&site).await;
     assert_eq!(h["upstream"]["state"], "following", "{h}");
     assert_eq!(h["upstream"]["reachable"], true, "{h}");
+    let text = crate::harness::scrape(site.metrics.unwrap()).await;
+    for want in [
+        "webrep_server_upstream_mirror_complete 1",
+        "webrep_server_upstream_mirror_entries 4",
+        "webrep_server_upstream_behind 0",
+        "webrep_server_upstream_snapshots_total 1",
+    ] {
+        assert!(text.contains(want), "{want} missing from\n{text}");
+    }
 
     // Changes at the upstream: a new entry, a changed one, a deleted one.
     let seq_before = site.get("/v1/changes?since=0", Some(CLIENT)).await.1["seq"]

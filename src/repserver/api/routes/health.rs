@@ -51,19 +51,32 @@ pub(in crate::repserver::api) async fn metrics_answer(
         );
     }
     let seq = *shared.seq.borrow();
-    let entries = shared
-        .read(|store| store.len())
+    let following = shared.follow.is_some();
+    let counts = shared
+        .read(move |store| {
+            let mirrored = if following {
+                Some(store.mirror_len()?)
+            } else {
+                None
+            };
+            Ok::<_, crate::repserver::store::StoreError>((store.len()?, mirrored))
+        })
         .await
         .ok()
         .and_then(Result::ok);
+    let follow = shared.follow.as_ref().map(|f| {
+        let mut f = f.snapshot();
+        f.mirrored = counts.and_then(|c| c.1);
+        f
+    });
     crate::metrics::scrape_answer(
         req.method(),
         crate::repserver::metrics::render(
             &shared.stats,
             &shared.conns,
             seq,
-            entries,
-            shared.follow.as_ref().map(|f| f.snapshot()),
+            counts.map(|c| c.0),
+            follow,
         ),
     )
 }
