@@ -68,7 +68,9 @@ CREATE TABLE follow_state (
     seq INTEGER NOT NULL,
     after TEXT,
     upstream_seq INTEGER NOT NULL,
-    synced_at INTEGER
+    synced_at INTEGER,
+    complete INTEGER NOT NULL DEFAULT 0,
+    subscription TEXT NOT NULL DEFAULT ''
 );
 INSERT INTO follow_state (id, stage, gen, seq, upstream_seq) VALUES (1, 'new', 0, 0, 0);
 ALTER TABLE meta ADD COLUMN store_id TEXT;
@@ -112,6 +114,12 @@ pub struct FollowState {
     pub upstream_seq: u64,
     /// Unix seconds of the last answer from the upstream.
     pub synced_at: Option<i64>,
+    /// A snapshot has finished once: the mirror is a whole copy (perhaps behind), also while
+    /// a fresh snapshot replaces it.
+    pub complete: bool,
+    /// The subscription the mirror was copied under ([`Subscription::query`]); another one
+    /// needs a fresh snapshot.
+    pub subscription: String,
 }
 
 fn to_u64(v: i64) -> u64 {
@@ -396,8 +404,8 @@ impl Store {
 fn read_state(conn: &rusqlite::Connection) -> Result<FollowState, StoreError> {
     let row = conn
         .query_row(
-            "SELECT upstream, stage, gen, seq, after, upstream_seq, synced_at \
-             FROM follow_state WHERE id = 1",
+            "SELECT upstream, stage, gen, seq, after, upstream_seq, synced_at, complete, \
+             subscription FROM follow_state WHERE id = 1",
             [],
             |r| {
                 Ok((
@@ -408,11 +416,15 @@ fn read_state(conn: &rusqlite::Connection) -> Result<FollowState, StoreError> {
                     r.get::<_, Option<String>>(4)?,
                     r.get::<_, i64>(5)?,
                     r.get::<_, Option<i64>>(6)?,
+                    r.get::<_, bool>(7)?,
+                    r.get::<_, String>(8)?,
                 ))
             },
         )
         .optional()?;
-    let Some((upstream, stage, gen_, seq, after, upstream_seq, synced_at)) = row else {
+    let Some((upstream, stage, gen_, seq, after, upstream_seq, synced_at, complete, subscription)) =
+        row
+    else {
         return Err(StoreError::Corrupt {
             key: "follow_state".to_owned(),
             what: "row missing",
@@ -444,6 +456,8 @@ fn read_state(conn: &rusqlite::Connection) -> Result<FollowState, StoreError> {
         generation: gen_,
         upstream_seq: to_u64(upstream_seq),
         synced_at,
+        complete,
+        subscription,
     })
 }
 
@@ -624,7 +638,7 @@ fn write_state(conn: &rusqlite::Connection, st: &FollowState) -> Result<(), Stor
     };
     conn.prepare_cached(
         "UPDATE follow_state SET upstream = ?1, stage = ?2, gen = ?3, seq = ?4, after = ?5, \
-         upstream_seq = ?6, synced_at = ?7 WHERE id = 1",
+         upstream_seq = ?6, synced_at = ?7, complete = ?8, subscription = ?9 WHERE id = 1",
     )?
     .execute(params![
         st.upstream,
@@ -633,7 +647,9 @@ fn write_state(conn: &rusqlite::Connection, st: &FollowState) -> Result<(), Stor
         to_i64(seq),
         after,
         to_i64(st.upstream_seq),
-        st.synced_at
+        st.synced_at,
+        st.complete,
+        st.subscription
     ])?;
     Ok(())
 }
@@ -810,6 +826,8 @@ mod tests {
                 generation: 3,
                 upstream_seq: 12,
                 synced_at: Some(100),
+                complete: true,
+                subscription: "&sources=feed%3Aa".into(),
             };
             s.save_follow_state(&st).unwrap();
             assert_eq!(s.follow_state().unwrap(), st);

@@ -294,7 +294,13 @@ async fn a_follower_of_some_sources_asks_about_the_rest() {
         ))),
         ..ServeOptions::default()
     };
-    let site = RepServer::builder().options(options).start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let site_db = dir.path().join("site.db");
+    let mut site = RepServer::builder()
+        .file(&site_db)
+        .options(options)
+        .start()
+        .await;
     eventually("the snapshot is complete", BOUND, || async {
         status.snapshot().complete
     })
@@ -306,6 +312,22 @@ async fn a_follower_of_some_sources_asks_about_the_rest() {
         (v["risk"].as_str(), v["tier"].as_str()),
         (Some("dangerous"), Some("upstream")),
         "not mirrored, asked: {v}"
+    );
+    // Restarted to follow everything (and not ask): the mirror is copied again under the
+    // new subscription.
+    site.kill().await;
+    let (options, status) = following(&global.base, 100);
+    site.restart_with_options(Store::open(&site_db).unwrap(), options)
+        .await;
+    eventually("a fresh snapshot", BOUND, || async {
+        status.snapshot().snapshots == 1
+    })
+    .await;
+    let v = site.lookup("http://manual.test/").await;
+    assert_eq!(
+        (v["risk"].as_str(), v["tier"].as_str()),
+        (Some("dangerous"), Some("local")),
+        "mirrored now: {v}"
     );
     site.stop().await;
     global.stop().await;

@@ -58,10 +58,19 @@ pub(super) async fn follow_loop(shared: Arc<Shared>, follow: Follow, status: Arc
                 Some(st) => st,
                 None => shared.call(|s| s.follow_state()).await??,
             };
-            status.set_stage(
-                matches!(st.stage, Stage::Follow { .. }),
-                matches!(st.stage, Stage::Follow { .. }),
-            );
+            status.set_stage(matches!(st.stage, Stage::Follow { .. }), st.complete);
+            // Another subscription than the mirror was copied under: copy again.
+            let st = if st.subscription == follow.subscription.query() {
+                st
+            } else {
+                if st.upstream.is_some() {
+                    tracing::info!("the subscription changed; taking a fresh snapshot");
+                }
+                FollowState {
+                    subscription: follow.subscription.query(),
+                    ..fresh(st)
+                }
+            };
             step(&shared, &follow, &status, st).await
         };
         let result = tokio::select! {
@@ -203,9 +212,10 @@ async fn snapshot_page(
     let next = FollowState {
         upstream: Some(page.store),
         stage,
-        generation: st.generation,
         upstream_seq: page.seq,
         synced_at: Some(now),
+        complete: st.complete || done,
+        ..st
     };
     let rows = apply(shared, next.clone(), entries, files, Vec::new(), done).await?;
     status.applied_through(done.then_some(started), rows);
