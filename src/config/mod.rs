@@ -258,6 +258,51 @@ mod tests {
     }
 
     #[test]
+    fn upstream_follows_everything_by_default_and_asks_only_about_a_partial_mirror() {
+        let base = "server:\n  upstream:\n    url: \"http://192.0.2.1:8480\"\n    token: \"upstream-token-0123456789\"\n";
+        let u = Config::from_yaml(base, "t")
+            .unwrap()
+            .server
+            .upstream
+            .unwrap();
+        assert_eq!(u.follow, Some(crate::api::sync::Subscription::default()));
+        assert!(
+            !u.ask_on_miss,
+            "a whole mirror: a miss here is a miss there"
+        );
+        assert_eq!(u.sync_page, 5000);
+        let partial = format!("{base}    follow_sources: [\"feed:urlhaus\", escalation]\n");
+        let u = Config::from_yaml(&partial, "t")
+            .unwrap()
+            .server
+            .upstream
+            .unwrap();
+        assert!(u.ask_on_miss);
+        assert_eq!(u.follow.unwrap().sources, ["feed:urlhaus", "escalation"]);
+        let ask = format!("{base}    follow: false\n");
+        let u = Config::from_yaml(&ask, "t")
+            .unwrap()
+            .server
+            .upstream
+            .unwrap();
+        assert_eq!((u.follow, u.ask_on_miss), (None, true));
+        for (bad, key) in [
+            ("follow: false\n    ask_on_miss: false", "server.upstream"),
+            ("follow_sources: [\"urlhaus\"]", "follow_sources"),
+            (
+                "follow_categories: [\"Not A Category\"]",
+                "follow_categories",
+            ),
+            ("sync_page: 20000", "sync_page"),
+            ("sync_page: 0", "sync_page"),
+        ] {
+            let yaml = format!("{base}    {bad}\n");
+            let e = Config::from_yaml(&yaml, "t").unwrap_err().to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn upstream_feedback_defaults_to_forwarding_anonymized_and_reads_every_value() {
         let base = "server:\n  upstream:\n    url: \"http://192.0.2.1:8480\"\n    token: \"upstream-token-0123456789\"\n";
         let c = Config::from_yaml(base, "t").unwrap();
