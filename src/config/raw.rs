@@ -695,7 +695,8 @@ pub struct RawUpstreamConfig {
     /// mirror has an entry for (answers cached for their TTL). When it cannot be asked, the
     /// answer says `"upstream": "unavailable"` and proxies apply their
     /// `reputation_unavailable` fail mode. Default: on, unless `follow` mirrors everything
-    /// (then a miss here is a miss there).
+    /// (then a miss here is a miss there; the upstream is still asked until the first
+    /// snapshot is complete).
     pub ask_on_miss: Option<bool>,
     /// Entries (or file verdicts) per snapshot and change page of `follow`, at most 10000.
     /// Default 5000.

@@ -149,7 +149,9 @@ fn upstream(
         page: config.sync_page,
         ..Follow::everything(client.clone())
     });
-    let ask = config.ask_on_miss.then(|| {
+    // Asked on a miss when `ask_on_miss`; a follower that does not ask still asks until its
+    // first snapshot is complete (an upstream too old for delta sync is then asked for good).
+    let ask = (config.ask_on_miss || follow.is_some()).then(|| {
         Arc::new(Upstream::new(
             client,
             config.timeout,
@@ -346,6 +348,10 @@ pub async fn run(
     let options = ServeOptions {
         tls,
         upstream,
+        ask_until_mirrored: config
+            .upstream
+            .as_ref()
+            .is_some_and(|u| u.follow.is_some() && !u.ask_on_miss),
         follow,
         follow_status: None,
         max_connections: config.max_connections,

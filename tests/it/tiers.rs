@@ -354,6 +354,35 @@ async fn a_follower_without_a_whole_copy_does_not_call_what_it_lacks_untested() 
     site.stop().await;
 }
 
+#[tokio::test]
+async fn a_follower_asks_on_a_miss_until_its_mirror_is_a_whole_copy() {
+    // The upstream answers lookups, but its change stream cannot be followed (here: the
+    // follower's sync goes to a closed port, as with an upstream too old for delta sync).
+    let global = RepServer::serving(
+        json!({ "upsert": [{ "key": "g-bad.test/", "score": 5, "categories": ["malware"] }] }),
+    )
+    .await;
+    let dead = format!("http://127.0.0.1:{}", crate::harness::closed_port().await);
+    let (mut options, status) = following(&dead, 100);
+    options.upstream = Some(Arc::new(webrep::repserver::upstream::Upstream::new(
+        RepClient::new(&global.base, CLIENT, None).unwrap(),
+        Duration::from_secs(2),
+        100,
+        1000,
+    )));
+    options.ask_until_mirrored = true;
+    let site = RepServer::builder().options(options).start().await;
+    let v = site.lookup("http://g-bad.test/").await;
+    assert_eq!(
+        (v["risk"].as_str(), v["tier"].as_str()),
+        (Some("dangerous"), Some("upstream")),
+        "asked while there is no copy: {v}"
+    );
+    assert!(!status.snapshot().complete);
+    site.stop().await;
+    global.stop().await;
+}
+
 /// A `webrep server` process following `upstream`, on `port`, with its store in `dir`.
 async fn server_process(dir: &std::path::Path, port: u16, upstream: &str) -> Webrep {
     let tokens = dir.join("tokens");

@@ -114,6 +114,10 @@ pub struct ServeOptions {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Ask this upstream tier about what the store has no entry for.
     pub upstream: Option<Arc<Upstream>>,
+    /// With `follow`: ask `upstream` only while the mirror is not yet a whole copy (a
+    /// follower of everything: once copied, a miss here is a miss there). Default false:
+    /// always ask.
+    pub ask_until_mirrored: bool,
     /// Follow this upstream tier: mirror its table and apply its changes as they happen.
     pub follow: Option<Follow>,
     /// Where the follower reports how far behind it is; a fresh one when `None`.
@@ -160,6 +164,8 @@ struct Shared {
     config: ApiConfig,
     shutdown: CancellationToken,
     upstream: Option<Arc<Upstream>>,
+    /// See [`ServeOptions::ask_until_mirrored`].
+    ask_until_mirrored: bool,
     /// How far the follower of the upstream tier is, when this server follows one.
     follow: Option<Arc<FollowStatus>>,
     spool_dir: std::path::PathBuf,
@@ -231,6 +237,7 @@ pub async fn serve_with(
         config,
         shutdown: shutdown.clone(),
         upstream: options.upstream.clone(),
+        ask_until_mirrored: options.ask_until_mirrored,
         follow: options
             .follow
             .as_ref()

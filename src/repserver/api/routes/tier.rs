@@ -262,24 +262,30 @@ fn merge_entries(
 }
 
 /// Combines the upstream tier's answers into the items no local `host/` entry (own or
-/// mirrored) decides, when the server asks its upstream tier. Items it could not answer keep
+/// mirrored) decides, when the server asks its upstream tier (a follower that mirrors
+/// everything asks only until its mirror is a whole copy). Items it could not answer keep
 /// their local answer and say `"upstream": "unavailable"`; so do the untested items of a
-/// server that follows its upstream without asking it while its mirror is not yet a whole
-/// copy.
+/// follower that cannot ask while its mirror is not yet a whole copy.
 pub(super) async fn consult_upstream(
     shared: &Shared,
     urls: &mut [wire::UrlItem],
     hosts: &mut [wire::HostItem],
 ) {
-    let Some(upstream) = &shared.upstream else {
-        // A follower that does not ask, whose mirror is not a whole copy yet: an item it has
-        // no entry for may well be listed upstream.
-        if shared.follow.as_ref().is_some_and(|f| !f.is_complete()) {
-            shared.stats.upstream_unavailable();
-            mark_unavailable(urls);
-            mark_unavailable(hosts);
+    let mirrored = shared.follow.as_ref().is_some_and(|f| f.is_complete());
+    let upstream = match &shared.upstream {
+        // A follower with a whole copy that asks only until it has one.
+        Some(_) if mirrored && shared.ask_until_mirrored => return,
+        Some(u) => u,
+        None => {
+            // A follower that cannot ask, whose mirror is not a whole copy yet: an item it
+            // has no entry for may well be listed upstream.
+            if shared.follow.is_some() && !mirrored {
+                shared.stats.upstream_unavailable();
+                mark_unavailable(urls);
+                mark_unavailable(hosts);
+            }
+            return;
         }
-        return;
     };
     let misses = Misses {
         urls: misses(urls),
