@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::api::lookup::EntryView;
-use crate::model::{Category, Entry, FileEntry, FileVerdict, Key, Score, Sha256Hex, Source};
+use crate::model::{Entry, FileEntry, FileVerdict, Sha256Hex, Source};
 
 /// Most entries or files in one page of either answer; a larger `limit` is lowered to it.
 pub const MAX_PAGE: usize = 10_000;
@@ -130,26 +130,6 @@ impl FileView {
             updated: self.updated,
         })
     }
-}
-
-/// The entry an [`EntryView`] carries, its tier as sent.
-///
-/// # Errors
-/// A key that is not canonical, a score over 100, a bad category or source, named.
-pub fn entry_of(v: &EntryView) -> Result<Entry, String> {
-    let key = Key::from_canonical(&v.key).ok_or_else(|| format!("entry {:?}: bad key", v.key))?;
-    let score = Score::new(v.score).ok_or_else(|| format!("entry {}: bad score", v.key))?;
-    let categories = v
-        .categories
-        .iter()
-        .map(|c| Category::parse(c))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("entry {}: {e}", v.key))?;
-    let source =
-        Source::from_stored(&v.source).ok_or_else(|| format!("entry {}: bad source", v.key))?;
-    let mut e = Entry::new(key, score, categories, source, v.added);
-    (e.updated, e.expires, e.note, e.tier) = (v.updated, v.expires, v.note.clone(), v.tier);
-    Ok(e)
 }
 
 /// Which part of the table a snapshot page is of.

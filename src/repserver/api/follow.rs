@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::Shared;
 use super::jobs::publish;
-use crate::api::sync::{FileView, SnapshotKind, SnapshotPage, SyncChanges, entry_of};
+use crate::api::sync::{FileView, SnapshotKind, SnapshotPage, SyncChanges};
 use crate::client::ClientError;
 use crate::clock::unix_secs;
 use crate::model::{Entry, FileEntry};
@@ -287,7 +287,7 @@ fn parse_entries(views: &[crate::api::lookup::EntryView]) -> Result<Vec<Entry>, 
     views
         .iter()
         .map(|v| {
-            let mut e = entry_of(v).map_err(StepError::Answer)?;
+            let mut e = v.entry().map_err(|e| StepError::Answer(e.to_string()))?;
             // One tier further from where it was written.
             e.tier = e.tier.saturating_add(1);
             Ok(e)
