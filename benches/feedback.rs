@@ -106,6 +106,9 @@ fn bench_proxy_side(c: &mut Criterion) {
                 spool_max_bytes: 1 << 30,
                 spool_fsync: Duration::from_secs(1),
                 shutdown_flush: Duration::from_secs(5),
+                aggregate: None,
+                aggregate_kinds: Vec::new(),
+                aggregate_max_hosts: 1,
             })
             .unwrap(),
         );

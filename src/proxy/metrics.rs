@@ -480,6 +480,7 @@ fn feedback_stats(state: &ProxyState) -> serde_json::Value {
             o.insert("queue_events".into(), fb.queue_len().into());
             o.insert("spool_events".into(), fb.spool_events().into());
             o.insert("spool_bytes".into(), fb.spool_bytes().into());
+            o.insert("aggregates_held".into(), fb.aggregates_held().into());
             o.into()
         }
         None => serde_json::Value::Null,

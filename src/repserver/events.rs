@@ -93,6 +93,24 @@ DROP INDEX events_by_id;
 CREATE UNIQUE INDEX events_by_id ON events (ifnull(reporter, ''), proxy, id);
 ";
 
+/// Schema 7 -> 8: aggregated events. `count` is how many occurrences a row stands for (1
+/// for every older row); `event_clients` lists the distinct clients of an aggregate by the
+/// rowid of its row (a single event keeps its client in `events.client` only), so that
+/// `COUNT(DISTINCT ...)` over clients counts each of an aggregate's clients as if its
+/// occurrences had been sent one by one. A trigger removes the list with its row, whoever
+/// deletes it (pruning, the forwarder's pruning).
+pub(super) const MIGRATE_8: &str = "
+ALTER TABLE events ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
+CREATE TABLE event_clients (
+    event INTEGER NOT NULL,
+    client TEXT NOT NULL,
+    PRIMARY KEY (event, client)
+) WITHOUT ROWID;
+CREATE TRIGGER event_clients_follow AFTER DELETE ON events
+    WHEN old.count > 1
+    BEGIN DELETE FROM event_clients WHERE event = old.rowid; END;
+";
+
 /// The fingerprint stored as an event's `reporter`: the first 8 bytes of the SHA-256 of the
 /// bearer token, in hex. Tells tokens apart without keeping anything that would let the
 /// token be guessed.
@@ -159,8 +177,11 @@ impl Store {
                 let mut stmt = tx.prepare_cached(
                     "INSERT OR IGNORE INTO events (proxy, id, kind, time, received, client, \
                      user, host, url, action, reason, risk, score, category, rule, ticket, \
-                     comment, body, reporter) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
-                     ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+                     comment, body, reporter, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
+                     ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                )?;
+                let mut listed = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO event_clients (event, client) VALUES (?1, ?2)",
                 )?;
                 for e in events {
                     let body = serde_json::to_string(e).unwrap_or_default();
@@ -170,8 +191,8 @@ impl Store {
                         e.kind.as_str(),
                         e.time,
                         received,
-                        e.client,
-                        e.user,
+                        e.client.as_ref().or(e.clients.first()),
+                        e.user.as_ref().or(e.users.first()),
                         e.host,
                         e.url,
                         e.action,
@@ -184,11 +205,18 @@ impl Store {
                         e.comment,
                         body,
                         reporter,
+                        i64::try_from(e.count).unwrap_or(i64::MAX),
                     ])?;
                     if n == 0 {
                         out.duplicate += 1;
                         out.statuses.push(EventStatus::Duplicate);
                         continue;
+                    }
+                    if e.count > 1 && !e.clients.is_empty() {
+                        let row = tx.last_insert_rowid();
+                        for c in &e.clients {
+                            listed.execute(params![row, c])?;
+                        }
                     }
                     out.accepted += 1;
                     out.statuses.push(EventStatus::Accepted);
@@ -280,25 +308,34 @@ impl Store {
             .iter()
             .map(|k| format!("'{}'", k.as_str()))
             .collect();
-        // `what` counted over the rule's events about the host in the window.
-        let count = |what: &str| -> Result<i64, StoreError> {
-            let sql = format!(
-                "SELECT {what} FROM events WHERE host = ?1 AND kind IN ({}) AND time >= ?2 \
-                 AND client IS NOT NULL",
-                kinds.join(", ")
-            );
+        let kinds = kinds.join(", ");
+        // `what` counted over `from`, the rule's events about the host in the window.
+        let count = |what: &str, from: &str| -> Result<i64, StoreError> {
+            let sql = format!("SELECT {what} FROM {from}");
             Ok(self
                 .conn
                 .prepare_cached(&sql)?
                 .query_row(params![host, since], |r| r.get(0))?)
         };
-        let clients = count("count(DISTINCT proxy || ' ' || client)")?;
+        let events = format!(
+            "events WHERE host = ?1 AND kind IN ({kinds}) AND time >= ?2 AND client IS NOT NULL"
+        );
+        // The clients of single events and those listed for aggregates, each counted once.
+        let clients = count(
+            "count(DISTINCT who)",
+            &format!(
+                "(SELECT proxy || ' ' || client AS who FROM {events} UNION ALL \
+                 SELECT e.proxy || ' ' || c.client FROM events e \
+                 JOIN event_clients c ON c.event = e.rowid WHERE e.host = ?1 \
+                 AND e.kind IN ({kinds}) AND e.time >= ?2 AND e.count > 1)"
+            ),
+        )?;
         if clients < i64::from(rule.distinct_clients) {
             return Ok(None);
         }
         let mut reporters = None;
         if rule.distinct_reporters > 1 {
-            let n = count("count(DISTINCT reporter)")?;
+            let n = count("count(DISTINCT reporter)", &events)?;
             if n < i64::from(rule.distinct_reporters) {
                 return Ok(None);
             }
@@ -494,7 +531,7 @@ impl Store {
         let mut kinds = std::collections::BTreeMap::new();
         {
             let mut s = c.prepare_cached(
-                "SELECT kind, count(*) FROM events WHERE time >= ?1 GROUP BY kind ORDER BY kind",
+                "SELECT kind, sum(count) FROM events WHERE time >= ?1 GROUP BY kind ORDER BY kind",
             )?;
             for row in s.query_map([since], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
@@ -505,11 +542,19 @@ impl Store {
         }
         let mut untested = Vec::new();
         {
+            // Clients: those of single events and those listed for aggregates, each once.
             let mut s = c.prepare_cached(
-                "SELECT host, count(DISTINCT proxy || ' ' || coalesce(client, '')), \
-                 count(DISTINCT proxy), count(*) FROM events \
-                 WHERE (kind = 'untested' OR risk = 'untested') AND time >= ?1 AND host IS NOT NULL \
-                 GROUP BY host ORDER BY 2 DESC, 3 DESC, host LIMIT ?2",
+                "WITH u AS (SELECT rowid AS r, host, proxy, client, count FROM events \
+                   WHERE (kind = 'untested' OR risk = 'untested') AND time >= ?1 \
+                   AND host IS NOT NULL), \
+                 who AS (SELECT host, proxy || ' ' || coalesce(client, '') AS w FROM u \
+                   UNION ALL SELECT u.host, u.proxy || ' ' || c.client FROM u \
+                   JOIN event_clients c ON c.event = u.r WHERE u.count > 1), \
+                 cl AS (SELECT host, count(DISTINCT w) AS clients FROM who GROUP BY host), \
+                 ev AS (SELECT host, count(DISTINCT proxy) AS proxies, sum(count) AS events \
+                   FROM u GROUP BY host) \
+                 SELECT ev.host, cl.clients, ev.proxies, ev.events FROM ev JOIN cl USING (host) \
+                 ORDER BY 2 DESC, 3 DESC, 1 LIMIT ?2",
             )?;
             for row in s.query_map(params![since, limit], |r| {
                 Ok(UntestedHost {
@@ -570,7 +615,7 @@ impl Store {
         row: impl Fn(Option<String>, i64) -> T,
     ) -> Result<Vec<T>, StoreError> {
         let sql = format!(
-            "SELECT {column}, count(*) FROM events WHERE kind = 'blocked' AND time >= ?1 \
+            "SELECT {column}, sum(count) FROM events WHERE kind = 'blocked' AND time >= ?1 \
              GROUP BY {column} ORDER BY 2 DESC, 1 LIMIT ?2"
         );
         let mut s = self.conn.prepare_cached(&sql)?;

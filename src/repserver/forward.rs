@@ -313,6 +313,21 @@ pub fn disclose(e: &mut Event, privacy: &UpstreamFeedback, key: &[u8]) {
     };
     apply(&mut e.client, privacy.client);
     apply(&mut e.user, privacy.user);
+    // An aggregate's lists go the way of its `client` and `user`.
+    for (list, d) in [
+        (&mut e.clients, privacy.client),
+        (&mut e.users, privacy.user),
+    ] {
+        match d {
+            Disclosure::Keep => {}
+            Disclosure::Drop => list.clear(),
+            Disclosure::Anonymize => {
+                for s in list.iter_mut() {
+                    *s = pseudonym(key, s);
+                }
+            }
+        }
+    }
     if privacy.comment == Retention::Drop {
         e.comment = None;
     }

@@ -19,7 +19,7 @@ use crate::model::{
 };
 
 /// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 const SCHEMA: &str = "
 CREATE TABLE meta (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
@@ -66,13 +66,14 @@ CREATE TABLE tier_state (name TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WI
 
 /// What brings a store of schema `N - 1` to `N`, for each `N` after 1 (the last is
 /// [`SCHEMA_VERSION`]).
-const MIGRATIONS: [(i64, &str); 6] = [
+const MIGRATIONS: [(i64, &str); 7] = [
     (2, MIGRATE_2),
     (3, MIGRATE_3),
     (4, super::events::MIGRATE_4),
     (5, super::events::MIGRATE_5),
     (6, MIGRATE_6),
     (7, super::mirror::MIGRATE_7),
+    (8, super::events::MIGRATE_8),
 ];
 
 const ENTRY_COLUMNS: &str = "key, score, categories, source, added, updated, expires, note, 0";
