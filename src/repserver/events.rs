@@ -780,6 +780,89 @@ mod tests {
         assert_eq!(s.get(&admin.key).unwrap().unwrap(), admin);
     }
 
+    /// `n` untested occurrences about each host, from clients `c0..ck` of proxy `p1`, one
+    /// event each, and the same folded into one aggregate per host (as the proxy does).
+    fn occurrences(hosts: &[&str], n: usize, k: usize) -> (Vec<Event>, Vec<Event>) {
+        let now = crate::clock::unix_millis();
+        let (mut single, mut folded) = (Vec::new(), Vec::new());
+        for host in hosts {
+            let mut agg: Option<Event> = None;
+            for i in 0..n {
+                let mut e = Event::new(
+                    format!("{host}-{i}"),
+                    Kind::Untested,
+                    now + i as i64,
+                    "p1".into(),
+                );
+                e.host = Some((*host).into());
+                e.client = Some(format!("c{}", i % k));
+                e.risk = Some("untested".into());
+                single.push(e.clone());
+                match &mut agg {
+                    None => agg = Some(e),
+                    Some(a) => {
+                        a.count += 1;
+                        a.last_time = Some(e.time);
+                        let c = e.client.unwrap();
+                        if a.clients.is_empty() {
+                            a.clients.push(a.client.clone().unwrap());
+                        }
+                        if !a.clients.contains(&c) {
+                            a.clients.push(c);
+                        }
+                    }
+                }
+            }
+            folded.extend(agg);
+        }
+        (single, folded)
+    }
+
+    #[test]
+    fn feedback_aggregated_events_count_as_the_occurrences_they_stand_for() {
+        let hosts = ["a.test", "b.test", "c.test"];
+        let (single, folded) = occurrences(&hosts, 40, 3);
+        assert_eq!(folded.len(), 3);
+        let untested_rule = EscalationRule {
+            kinds: vec![Kind::Untested],
+            distinct_clients: 3,
+            ..rule()
+        };
+        let rules = [untested_rule];
+        let mut one_by_one = Store::open_in_memory().unwrap();
+        let r1 = one_by_one.ingest_events(&single, 1, &rules).unwrap();
+        let mut aggregated = Store::open_in_memory().unwrap();
+        let r2 = aggregated.ingest_events(&folded, 1, &rules).unwrap();
+        assert_eq!((r1.accepted, r2.accepted), (120, 3));
+        assert_eq!(r1.escalated, ["a.test/", "b.test/", "c.test/"]);
+        assert_eq!(r2.escalated, r1.escalated, "the rule fires alike");
+        let summary = |s: &Store| {
+            let mut v = serde_json::to_value(s.feedback_summary(0, 10).unwrap()).unwrap();
+            v.as_object_mut().unwrap().remove("since_ms");
+            v
+        };
+        assert_eq!(summary(&aggregated), summary(&one_by_one));
+        assert_eq!(summary(&aggregated)["kinds"]["untested"], 120);
+        assert_eq!(
+            summary(&aggregated)["untested_hosts"][0],
+            json!({ "host": "a.test", "clients": 3, "proxies": 1, "events": 40 })
+        );
+        // Two clients only: the rule does not fire, aggregated or not.
+        let (single, folded) = occurrences(&["d.test"], 40, 2);
+        let r1 = one_by_one.ingest_events(&single, 1, &rules).unwrap();
+        let r2 = aggregated.ingest_events(&folded, 1, &rules).unwrap();
+        assert!(r1.escalated.is_empty() && r2.escalated.is_empty());
+        // A replay of an aggregate is a duplicate, and pruning takes its client list along.
+        let r = aggregated.ingest_events(&folded, 1, &rules).unwrap();
+        assert_eq!((r.accepted, r.duplicate), (0, 1));
+        assert_eq!(aggregated.prune_events(2).unwrap(), 4);
+        let left: i64 = aggregated
+            .conn
+            .query_row("SELECT count(*) FROM event_clients", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 0);
+    }
+
     #[test]
     fn feedback_summary_aggregates() {
         let mut s = Store::open_in_memory().unwrap();

@@ -1123,6 +1123,39 @@ mod tests {
     }
 
     #[test]
+    fn a_version_7_store_counts_its_events_once_and_takes_aggregates() {
+        use crate::api::events::{Event, Kind};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v7.db");
+        let now = crate::clock::unix_millis();
+        {
+            let conn = store_of_version(&path, 7);
+            conn.execute(
+                "INSERT INTO events (proxy, id, kind, time, received, client, host, body) \
+                 VALUES ('p', 'a', 'untested', ?1, 1, 'c1', 'u.test', '{}')",
+                [now],
+            )
+            .unwrap();
+        }
+        let mut s = Store::open(&path).unwrap();
+        let mut e = Event::new("b".into(), Kind::Untested, now, "p".into());
+        e.host = Some("u.test".into());
+        e.client = Some("c1".into());
+        e.count = 5;
+        e.clients = vec!["c1".into(), "c2".into()];
+        assert_eq!(s.ingest_events(&[e], 1, &[]).unwrap().accepted, 1);
+        let sum = s.feedback_summary(0, 10).unwrap();
+        assert_eq!(sum.kinds["untested"], 6, "the old row counts once");
+        let u = &sum.untested_hosts[0];
+        assert_eq!((u.clients, u.events), (2, 6));
+        let v: i64 = s
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+    }
+
+    #[test]
     fn a_version_5_store_gets_the_tier_state_and_forwards_its_events() {
         use crate::api::events::{Event, Kind};
         let dir = tempfile::tempdir().unwrap();
