@@ -1844,3 +1844,112 @@ async fn feedback_untested_traffic_is_aggregated_per_host_and_counted_as_sent_on
     assert_eq!(escalated(agg).await, want);
     assert_eq!(escalated(one).await, want);
 }
+
+/// CPU seconds (user and system) `pid` has used so far, from `/proc/<pid>/stat`.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command (which may hold spaces), from field 3 on.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// Events posted and the reputation server's CPU per proxied request, with and without
+/// aggregation: `WEBREP_MEASURE_REQUESTS` (default 10000) requests to
+/// `WEBREP_MEASURE_HOSTS` (default 1000) untested hosts from four clients, through a real
+/// proxy (in-process) to the real `webrep server` binary (its CPU read from `/proc`). The
+/// numbers are printed; docs/performance.md ("Feedback in proportion") has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn feedback_measure_events_and_server_cpu_per_request() {
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let requests = env("WEBREP_MEASURE_REQUESTS", 10_000);
+    let hosts = env("WEBREP_MEASURE_HOSTS", 1000);
+    let origin = Origin::http().await;
+    let port: u16 = origin
+        .url("/")
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.trim_end_matches('/').parse().ok())
+        .unwrap();
+    // Feedback off first: the server's CPU for the lookups alone (the same in every run).
+    for (enabled, aggregate_secs) in [(false, 0), (true, 0), (true, 60)] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = ServerProcess::start(dir.path()).await;
+        let pid = server.process.as_ref().unwrap().process.pid();
+        let p = proxy(
+            "untested: allow\n",
+            server.base(),
+            dir.path(),
+            "measure",
+            &dir.path().join("spool"),
+            |c| {
+                c.feedback.enabled = Some(enabled);
+                c.feedback.aggregate_secs = aggregate_secs;
+                c.feedback.batch_interval_ms = 1000;
+                c.proxy.hosts = [("*".to_owned(), vec!["127.0.0.1".to_owned()])].into();
+            },
+        )
+        .await;
+        let stats = match enabled {
+            true => stats(&p),
+            false => Arc::new(FeedbackStats::default()),
+        };
+        let cpu0 = cpu_secs(pid);
+        let start = Instant::now();
+        let tasks: Vec<_> = (1..=4u8)
+            .map(|c| {
+                let client = client_from(&p, [127, 0, 0, c]);
+                tokio::spawn(async move {
+                    for i in (usize::from(c) - 1..requests).step_by(4) {
+                        let url = format!("http://h{}.test:{port}/p{i}", i % hosts);
+                        let r = client.get(url).send().await.unwrap();
+                        assert_eq!(r.status(), 200);
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let took = start.elapsed();
+        p.stop().await;
+        let want = stats.queued.load(Ordering::Relaxed);
+        let sent = eventually_ok(
+            "the server has every event",
+            Duration::from_secs(120),
+            || {
+                let stats = stats.clone();
+                async move {
+                    let n = stats.sent.load(Ordering::Relaxed);
+                    if n >= want { Ok(n) } else { Err(n) }
+                }
+            },
+        )
+        .await;
+        // The server's CPU after it has stored them all (the last batch's commit included).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let cpu = cpu_secs(pid) - cpu0;
+        let summary = server
+            .admin
+            .get("/v1/feedback/summary?since_secs=3600", WAIT)
+            .await
+            .unwrap();
+        if enabled {
+            assert_eq!(summary["kinds"]["untested"], requests, "{summary}");
+        }
+        println!(
+            "feedback {}, aggregate_secs={aggregate_secs}: {requests} requests to {hosts} hosts in {:.1} s; \
+             events posted {sent} ({:.3} per request); server CPU {cpu:.2} s ({:.0} us per request)",
+            if enabled { "on" } else { "off" },
+            took.as_secs_f64(),
+            sent as f64 / requests as f64,
+            cpu * 1e6 / requests as f64,
+        );
+    }
+}
