@@ -47,7 +47,7 @@ struct Aggregate {
 /// Adds `value` to `list` if new; beyond [`MAX_LISTED`], sets `truncated` instead.
 fn note(list: &mut Vec<String>, truncated: &mut bool, value: Option<String>) {
     let Some(v) = value else { return };
-    if list.iter().any(|x| *x == v) {
+    if list.contains(&v) {
         return;
     }
     if list.len() < MAX_LISTED {
@@ -105,17 +105,6 @@ impl Aggregate {
     }
 }
 
-/// What [`Aggregator::fold`] did with an event.
-#[derive(Debug)]
-pub enum Folded {
-    /// Held for the interval.
-    Held,
-    /// Not a kind (or not an event with a host) that is folded: send it as it is.
-    Pass(Event),
-    /// Held, and the host cap was reached: send these now (everything held before it).
-    Flush(Vec<Event>),
-}
-
 /// The aggregates of the current interval, by host (then kind, a short list), and how many
 /// (kind, host) pairs that is.
 #[derive(Debug, Default)]
@@ -156,9 +145,9 @@ impl Aggregator {
         }
     }
 
-    /// Whether events of `kind` are folded.
-    pub fn folds(&self, kind: Kind) -> bool {
-        self.kinds.contains(&kind)
+    /// Whether `e` is folded: its kind is, and it names a host.
+    pub fn folds(&self, e: &Event) -> bool {
+        self.kinds.contains(&e.kind) && e.host.is_some()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
@@ -167,15 +156,10 @@ impl Aggregator {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Folds `e` into its (kind, host) aggregate, or hands it back ([`Folded::Pass`]) when it
-    /// is not folded; a new pair beyond the cap first takes everything held ([`Folded::Flush`]).
-    pub fn fold(&self, e: Event) -> Folded {
-        if !self.folds(e.kind) {
-            return Folded::Pass(e);
-        }
-        let Some(host) = e.host.as_deref() else {
-            return Folded::Pass(e);
-        };
+    /// Folds `e` (one that [`Aggregator::folds`]) into its (kind, host) aggregate. A new pair
+    /// beyond the cap first takes everything held: those events are returned, to be sent now.
+    pub fn fold(&self, e: Event) -> Option<Vec<Event>> {
+        let host = e.host.as_deref().unwrap_or_default();
         let mut held = self.lock();
         if let Some(a) = held
             .by_host
@@ -183,7 +167,7 @@ impl Aggregator {
             .and_then(|list| list.iter_mut().find(|a| a.first.kind == e.kind))
         {
             a.add(e);
-            return Folded::Held;
+            return None;
         }
         let flushed = (held.pairs >= self.max_hosts).then(|| held.drain());
         let host = host.to_owned();
@@ -192,10 +176,7 @@ impl Aggregator {
             .entry(host)
             .or_default()
             .push(Aggregate::new(e));
-        match flushed {
-            Some(events) => Folded::Flush(events),
-            None => Folded::Held,
-        }
+        flushed
     }
 
     /// Every aggregate held, each as one event, oldest first; the next interval starts empty.
@@ -221,8 +202,8 @@ mod tests {
         e
     }
 
-    fn held(f: Folded) {
-        assert!(matches!(f, Folded::Held), "{f:?}");
+    fn held(f: Option<Vec<Event>>) {
+        assert!(f.is_none(), "{f:?}");
     }
 
     #[test]
@@ -236,11 +217,11 @@ mod tests {
         let single = event(21, Kind::Untested, "b.test", "c9", 50);
         held(a.fold(single.clone()));
         // Not folded: other kinds, and events without a host.
-        let block = event(30, Kind::Blocked, "a.test", "c0", 1);
-        assert!(matches!(a.fold(block.clone()), Folded::Pass(e) if e == block));
+        assert!(!a.folds(&event(30, Kind::Blocked, "a.test", "c0", 1)));
         let mut hostless = event(31, Kind::Untested, "x", "c0", 1);
         hostless.host = None;
-        assert!(matches!(a.fold(hostless), Folded::Pass(_)));
+        assert!(!a.folds(&hostless));
+        assert!(a.folds(&single));
         assert_eq!(a.held(), 3);
 
         let events = a.take();
@@ -299,9 +280,9 @@ mod tests {
         // A pair already held is folded at the cap...
         held(a.fold(event(3, Kind::Untested, "a.test", "d", 3)));
         // ...a new one takes everything held out first.
-        let Folded::Flush(out) = a.fold(event(4, Kind::Untested, "b.test", "c", 4)) else {
-            panic!("no flush at the cap");
-        };
+        let out = a
+            .fold(event(4, Kind::Untested, "b.test", "c", 4))
+            .expect("a flush at the cap");
         assert_eq!(out.iter().map(|e| e.count).sum::<u64>(), 3);
         assert_eq!(a.held(), 1);
         assert_eq!(a.take()[0].host.as_deref(), Some("b.test"));

@@ -57,7 +57,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::events::{self, Event, Kind};
 use crate::config::FeedbackConfig;
 use crate::reputation::Reputation;
-use aggregate::{Aggregator, Folded};
+use aggregate::Aggregator;
 use spool::{Spool, SpoolError};
 
 /// The path, on any host, of the "report a mistake" link of block and warn pages.
@@ -432,23 +432,20 @@ impl Feedback {
         else {
             return self.spool_event(event);
         };
-        match a.fold(event) {
-            Folded::Held => {
-                self.stats.folded.fetch_add(1, Ordering::Relaxed);
-            }
-            Folded::Pass(e) => self.spool_event(e),
-            Folded::Flush(events) => {
-                self.stats.folded.fetch_add(1, Ordering::Relaxed);
-                self.stats
-                    .aggregate_flushed_early
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(
-                    events = events.len(),
-                    "feedback aggregates flushed early: feedback.aggregate_max_hosts reached"
-                );
-                for e in events {
-                    self.spool_event(e);
-                }
+        if !a.folds(&event) {
+            return self.spool_event(event);
+        }
+        self.stats.folded.fetch_add(1, Ordering::Relaxed);
+        if let Some(events) = a.fold(event) {
+            self.stats
+                .aggregate_flushed_early
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                events = events.len(),
+                "feedback aggregates flushed early: feedback.aggregate_max_hosts reached"
+            );
+            for e in events {
+                self.spool_event(e);
             }
         }
     }
