@@ -425,6 +425,29 @@ mod tests {
     }
 
     #[test]
+    fn forward_disclosure_treats_an_aggregates_lists_like_client_and_user() {
+        let mut a = event("1", "10.0.0.1");
+        a.count = 3;
+        a.clients = vec!["10.0.0.1".into(), "10.0.0.2".into()];
+        a.users = vec!["alice".into(), "bob".into()];
+        let mut anon = a.clone();
+        disclose(&mut anon, &UpstreamFeedback::default(), b"k1");
+        assert_eq!(anon.clients[0], anon.client.clone().unwrap());
+        assert!(anon.clients.iter().all(|c| c.starts_with("anon:")));
+        assert!(anon.users.iter().all(|u| u.starts_with("anon:")));
+        assert_ne!(anon.clients[0], anon.clients[1]);
+        let drop = UpstreamFeedback {
+            client: Disclosure::Drop,
+            user: Disclosure::Drop,
+            ..UpstreamFeedback::default()
+        };
+        disclose(&mut a, &drop, b"k1");
+        assert!(a.client.is_none() && a.clients.is_empty() && a.users.is_empty());
+        assert_eq!(a.count, 3);
+        a.validate().unwrap();
+    }
+
+    #[test]
     fn forward_disclosure_defaults_anonymize_and_drop_what_identifies_a_person() {
         let p = UpstreamFeedback::default();
         let mut a = event("1", "10.0.0.1");
