@@ -13,14 +13,17 @@
 //! posts each to the first healthy reputation source (`POST /v1/events`, failover and health
 //! shared with lookups, [`crate::reputation::Reputation::post_events`]); the spool's cursor
 //! moves past what the server acknowledged. Another fsyncs the spool every
-//! `feedback.spool_fsync_ms`.
+//! `feedback.spool_fsync_ms`. Events of the high-volume kinds in `feedback.aggregate_kinds`
+//! (untested above all) are first folded per kind and host ([`aggregate`]) and spooled as one
+//! event each `feedback.aggregate_secs` (by a third task), and at [`Feedback::close`].
 //!
 //! # What it costs
 //! On the request path: building one event (a few short strings; a keyed hash when the policy
 //! anonymizes), one JSON encode and one append (a short mutex and a `write(2)` to the page
 //! cache; no fsync, no waiting for the server). Block and warn decisions also remember their
 //! ticket in a bounded cache ([`TICKETS`] entries, a day) so that a report can name what was
-//! blocked. Off the request path: one spool read, one round trip and one cursor write per
+//! blocked. A folded event costs a mutex and a hash lookup instead of the encode and the
+//! append. Off the request path: one spool read, one round trip and one cursor write per
 //! batch.
 //!
 //! # How it fails
@@ -34,7 +37,9 @@
 //! (`feedback.queue_events`, sent but not crash-safe) and a full one drops it; an event the
 //! server refuses, or that [`events::Event::validate`] refuses before sending, is dropped
 //! rather than retried, never holding up the others; spool lines damaged by a power loss are
-//! skipped. At shutdown ([`Feedback::close`]) what is unsent is delivered within
+//! skipped. Folded events wait in memory for their interval (a crash loses them; at the host
+//! cap what is held is spooled early, nothing dropped). At shutdown ([`Feedback::close`]) the
+//! aggregates are spooled, then what is unsent is delivered within
 //! `feedback.shutdown_flush_ms`; the rest stays in the spool for the next start. The spool
 //! directory also keeps this proxy's generated id (when there is no host name) and the key of
 //! the anonymizing hash, so both survive restarts.
@@ -423,7 +428,8 @@ impl Feedback {
     }
 
     /// Emits an event: folds it into its interval's aggregate when its kind is aggregated
-    /// ([`aggregate`]), or else spools it ([`Feedback::spool_event`]).
+    /// ([`aggregate`]), or else spools it: fits it to the schema's limits and appends it to
+    /// the spool before it returns (see `spool_event`).
     pub fn emit(&self, event: Event) {
         let Some(a) = self
             .aggregator

@@ -183,7 +183,7 @@ fn encode_feedback(enc: &mut DescriptorEncoder, fb: &Feedback) -> fmt::Result {
     counters(
         enc,
         "feedback_events",
-        "Feedback events by outcome (dropped_*, rejected: lost, each cause logged; spool_write_failed: kept in memory only)",
+        "Feedback events by outcome (dropped_*, rejected: lost, each cause logged; spool_write_failed: kept in memory only; folded: occurrences folded into aggregates)",
         by_position(labels::Feedback::ALL, fb.stats.counters(), |outcome| {
             FeedbackLabels { outcome }
         }),

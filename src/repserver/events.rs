@@ -8,10 +8,19 @@
 //!
 //! # What it costs
 //! Ingest is one transaction with one `INSERT OR IGNORE` per event (a unique index on
-//! `(reporter, proxy, id)` de-duplicates replays); then, for each host of the batch with events of a
+//! `(reporter, proxy, id)` de-duplicates replays), plus one row per listed client of an
+//! aggregate (an event with `count` above 1, folded by the proxy per kind and host; its
+//! clients go to `event_clients`, schema 8); then, for each host of the batch with events of a
 //! kind some rule counts, one indexed `COUNT(DISTINCT ...)` per such rule. A rule that fires
 //! is one ordinary write ([`Store::write`]: sequence bump and change-log row), so the entry
 //! reaches every proxy through the change stream like any admin write.
+//!
+//! # Aggregates
+//! Every figure counts an aggregate as the occurrences it stands for: counts per kind and
+//! per host sum `count`, and distinct clients (summary, escalation) are those of single
+//! events together with those listed for aggregates, so they equal what the events sent one
+//! by one would give, up to the [`crate::api::events::MAX_LISTED`] clients an aggregate
+//! names. An aggregate falls in time windows at its first occurrence (`time`).
 //!
 //! # Trust
 //! An event's `proxy` and `client` are what its sender claims; its `reporter` (a fingerprint
