@@ -9,6 +9,9 @@
 //!   while the sender task reads the spool and posts to a real in-process reputation server
 //!   on 127.0.0.1. Only the hand-off is timed; between samples the bench waits (untimed)
 //!   until the sender has delivered everything, so nothing is dropped.
+//! - `feedback/handoff_folded`: the same event emitted with `feedback.aggregate_secs` on
+//!   (folded into its host's aggregate: a mutex, a hash lookup and a scan of the host's
+//!   clients; no encode, no append), over 1,000 hosts.
 //! - `feedback/pipeline_10000`: 10,000 events emitted and waited for until the server has
 //!   them all (read from the spool, batches of 500 over HTTP, stored on a file-backed store,
 //!   the cursor advanced): delivered events/s.
@@ -106,6 +109,9 @@ fn bench_proxy_side(c: &mut Criterion) {
                 spool_max_bytes: 1 << 30,
                 spool_fsync: Duration::from_secs(1),
                 shutdown_flush: Duration::from_secs(5),
+                aggregate: None,
+                aggregate_kinds: Vec::new(),
+                aggregate_max_hosts: 1,
             })
             .unwrap(),
         );
@@ -129,6 +135,31 @@ fn bench_proxy_side(c: &mut Criterion) {
         });
     });
     rt.block_on(wait_delivered(&fb, handed));
+    let folding = Feedback::new(&FeedbackConfig {
+        enabled: true,
+        proxy_id: Some("bench-folded".into()),
+        queue_events: 1,
+        batch_events: 500,
+        batch_interval: Duration::from_millis(20),
+        send_timeout: Duration::from_secs(30),
+        retry_interval: Duration::from_secs(1),
+        spool_dir: dir.path().join("spool-folded"),
+        spool_max_bytes: 1 << 30,
+        spool_fsync: Duration::from_secs(1),
+        shutdown_flush: Duration::from_secs(5),
+        aggregate: Some(Duration::from_secs(3600)),
+        aggregate_kinds: vec![Kind::Untested],
+        aggregate_max_hosts: 100_000,
+    })
+    .unwrap();
+    g.bench_function("handoff_folded", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            i += 1;
+            folding.emit(fill(&folding, i));
+        });
+    });
+    assert_eq!(folding.spool_events(), 0, "every event folded");
     const N: u64 = 10_000;
     g.throughput(Throughput::Elements(N));
     g.sample_size(10);

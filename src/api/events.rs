@@ -26,6 +26,9 @@ pub const MAX_COMMENT: usize = 2000;
 pub const MAX_CATEGORIES: usize = 32;
 /// Longest `id`, `proxy` and `ticket`, bytes (1 to this many visible ASCII characters).
 pub const MAX_IDENT: usize = 64;
+/// Most `clients` (and most `users`) one aggregated event lists. An aggregate that saw more
+/// distinct ones lists the first this many and says so (`clients_truncated`).
+pub const MAX_LISTED: usize = 64;
 /// Most bytes of events the proxy puts in one `POST /v1/events` body. One event within the
 /// limits above always fits, and it is half the server's default `max_body_bytes` (1 MiB),
 /// so batches of long URLs are split by size rather than refused as too large.
@@ -175,6 +178,42 @@ pub struct Event {
     /// For a file verdict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<FileFacts>,
+    /// How many occurrences this event stands for: 1 for a single one (left out of the
+    /// JSON); more for an aggregate the proxy folded per kind and host over an interval, whose
+    /// other fields are those of its first occurrence (`time` is the first, `last_time` the
+    /// last).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub count: u64,
+    /// For an aggregate: the time of its last occurrence, unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_time: Option<i64>,
+    /// For an aggregate: its distinct clients (at most [`MAX_LISTED`]), in the order first
+    /// seen; `client` is the first of them. Empty (left out): `client` alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clients: Vec<String>,
+    /// The aggregate saw more distinct clients than `clients` lists.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub clients_truncated: bool,
+    /// For an aggregate: its distinct users, as `clients`; empty: `user` alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    /// The aggregate saw more distinct users than `users` lists.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub users_truncated: bool,
+}
+
+fn one() -> u64 {
+    1
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if takes a reference
+fn is_one(n: &u64) -> bool {
+    *n == 1
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // likewise
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Why an event is refused.
@@ -207,7 +246,23 @@ impl Event {
             ticket: None,
             comment: None,
             file: None,
+            count: 1,
+            last_time: None,
+            clients: Vec::new(),
+            clients_truncated: false,
+            users: Vec::new(),
+            users_truncated: false,
         }
+    }
+
+    /// Every client this event stands for: `clients`, or `client` alone when it lists none.
+    pub fn all_clients(&self) -> impl Iterator<Item = &str> {
+        let single = self
+            .clients
+            .is_empty()
+            .then_some(self.client.as_deref())
+            .flatten();
+        self.clients.iter().map(String::as_str).chain(single)
     }
 
     /// Brings every field within the limits [`Event::validate`] checks, as the schema says:
@@ -218,6 +273,7 @@ impl Event {
     /// refuses bad ones. The proxy calls this before spooling an event.
     pub fn fit(&mut self) {
         self.time = self.time.max(0);
+        self.last_time = self.last_time.map(|t| t.max(self.time));
         self.score = self.score.map(|s| s.min(100));
         if let Some(u) = &mut self.url {
             cut(u, MAX_URL);
@@ -247,6 +303,19 @@ impl Event {
         self.categories.truncate(MAX_CATEGORIES);
         for c in &mut self.categories {
             cut(c, MAX_FIELD);
+        }
+        self.count = self.count.max(1);
+        for (list, truncated) in [
+            (&mut self.clients, &mut self.clients_truncated),
+            (&mut self.users, &mut self.users_truncated),
+        ] {
+            if list.len() > MAX_LISTED {
+                list.truncate(MAX_LISTED);
+                *truncated = true;
+            }
+            for c in list.iter_mut() {
+                cut(c, MAX_FIELD);
+            }
         }
         if let Some(f) = &mut self.file {
             for s in [&mut f.content_type, &mut f.verdict].into_iter().flatten() {
@@ -317,6 +386,20 @@ impl Event {
             || self.categories.iter().any(|c| c.len() > MAX_FIELD)
         {
             return bad(format!("at most {MAX_CATEGORIES} short `categories`"));
+        }
+        if self.count == 0 {
+            return bad("`count` must be at least 1".into());
+        }
+        if self.last_time.is_some_and(|t| t < self.time) {
+            return bad("`last_time` must not be before `time`".into());
+        }
+        for (name, list) in [("clients", &self.clients), ("users", &self.users)] {
+            if list.len() > MAX_LISTED || list.iter().any(|c| c.len() > MAX_FIELD) {
+                return bad(format!("at most {MAX_LISTED} short `{name}`"));
+            }
+            if self.count == 1 && !list.is_empty() {
+                return bad(format!("`{name}` only on an aggregate (`count` above 1)"));
+            }
         }
         if let Some(f) = &self.file {
             if f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {

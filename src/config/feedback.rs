@@ -4,12 +4,13 @@
 //! Read by the proxy's feedback sender. Its `enabled` default depends on the `reputation:`
 //! section (on when sources are configured), so it is validated with that knowledge. Fails on
 //! a proxy id that events could not carry, an empty queue, batches outside 1..=10000, an
-//! empty spool path and zero intervals.
+//! empty spool path, zero intervals, a kind that must stay one event each among
+//! `aggregate_kinds`, and a zero `aggregate_max_hosts`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::api::events::MAX_IDENT;
+use crate::api::events::{Kind, MAX_IDENT};
 
 use super::check::{InvalidValue, millis};
 use super::raw::RawFeedbackConfig;
@@ -29,6 +30,10 @@ pub struct FeedbackConfig {
     pub spool_max_bytes: u64,
     pub spool_fsync: Duration,
     pub shutdown_flush: Duration,
+    /// `aggregate_secs`; `None` for 0 (every event on its own).
+    pub aggregate: Option<Duration>,
+    pub aggregate_kinds: Vec<Kind>,
+    pub aggregate_max_hosts: usize,
 }
 
 impl FeedbackConfig {
@@ -55,6 +60,31 @@ impl FeedbackConfig {
                 format!("{} is outside 1..=10000", f.batch_events),
             ));
         }
+        if let Some(k) = f.aggregate_kinds.iter().find(|k| {
+            matches!(
+                k,
+                Kind::Blocked
+                    | Kind::Warned
+                    | Kind::Continued
+                    | Kind::UserReport
+                    | Kind::FileVerdict
+            )
+        }) {
+            return Err(InvalidValue::new(
+                "feedback.aggregate_kinds",
+                format!(
+                    "{}: blocks, warnings, continues, user reports and file verdicts stay one \
+                     event each",
+                    k.as_str()
+                ),
+            ));
+        }
+        if f.aggregate_max_hosts == 0 {
+            return Err(InvalidValue::new(
+                "feedback.aggregate_max_hosts",
+                "must be at least 1",
+            ));
+        }
         if f.spool_dir.as_os_str().is_empty() {
             return Err(InvalidValue::new("feedback.spool_dir", "empty path"));
         }
@@ -70,6 +100,9 @@ impl FeedbackConfig {
             spool_max_bytes: f.spool_max_bytes,
             spool_fsync: millis("feedback.spool_fsync_ms", f.spool_fsync_ms)?,
             shutdown_flush: millis("feedback.shutdown_flush_ms", f.shutdown_flush_ms)?,
+            aggregate: (f.aggregate_secs > 0).then(|| Duration::from_secs(f.aggregate_secs)),
+            aggregate_kinds: f.aggregate_kinds,
+            aggregate_max_hosts: f.aggregate_max_hosts,
         })
     }
 }

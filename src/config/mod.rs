@@ -335,6 +335,57 @@ mod tests {
     }
 
     #[test]
+    fn feedback_aggregation_defaults_to_a_minute_of_high_volume_kinds_and_refuses_blocks() {
+        use crate::api::events::Kind;
+        let f = Config::from_yaml("", "t").unwrap().feedback;
+        assert_eq!(f.aggregate, Some(std::time::Duration::from_secs(60)));
+        assert_eq!(
+            f.aggregate_kinds,
+            [Kind::Untested, Kind::Allowed, Kind::ReputationUnavailable]
+        );
+        assert_eq!(f.aggregate_max_hosts, 100_000);
+        let f = Config::from_yaml(
+            "feedback:
+  aggregate_secs: 0
+",
+            "t",
+        )
+        .unwrap()
+        .feedback;
+        assert_eq!(f.aggregate, None, "0 sends every event on its own");
+        let ok = "feedback:
+  aggregate_kinds: [untested, monitored]
+";
+        assert_eq!(
+            Config::from_yaml(ok, "t").unwrap().feedback.aggregate_kinds,
+            [Kind::Untested, Kind::Monitored]
+        );
+        for kind in [
+            "blocked",
+            "warned",
+            "continued",
+            "user_report",
+            "file_verdict",
+        ] {
+            let yaml = format!("feedback:\n  aggregate_kinds: [untested, {kind}]\n");
+            let e = Config::from_yaml(&yaml, "t").unwrap_err().to_string();
+            assert!(
+                e.contains("feedback.aggregate_kinds") && e.contains("one event each"),
+                "{kind}: {e}"
+            );
+        }
+        let e = Config::from_yaml(
+            "feedback:
+  aggregate_max_hosts: 0
+",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("feedback.aggregate_max_hosts"), "{e}");
+    }
+
+    #[test]
     fn empty_file_means_defaults() {
         let c = Config::from_yaml("# nothing here\n\n", "t.yaml").unwrap();
         assert_eq!(c.proxy.connect_ports, vec![443]);

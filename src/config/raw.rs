@@ -12,6 +12,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::events::Kind;
+
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -84,6 +86,20 @@ pub struct RawFeedbackConfig {
     /// On shutdown, how long unsent events may take to reach a source before they are left
     /// in the spool for the next start, in milliseconds. Default 5000.
     pub shutdown_flush_ms: u64,
+    /// Fold repeated events of `aggregate_kinds` per kind and host over this many seconds
+    /// into one event that carries their count and distinct clients and users (the server
+    /// counts them as if sent one by one). The events of an interval reach the server at its
+    /// end (and at shutdown). 0: every event is sent on its own. Default 60. An aggregate
+    /// is refused by servers older than this field (docs/feedback.md): upgrade them first.
+    pub aggregate_secs: u64,
+    /// Which kinds are folded. Blocks, warnings, continues, user reports and file verdicts
+    /// are refused here: they stay one event each. Default `[untested, allowed,
+    /// reputation_unavailable]`.
+    pub aggregate_kinds: Vec<Kind>,
+    /// Most hosts folded at once; a new host beyond it sends what is held early (nothing is
+    /// dropped). About 1 KB per host plus 64 bytes per distinct client (at most 64 listed).
+    /// Default 100000.
+    pub aggregate_max_hosts: usize,
 }
 
 impl Default for RawFeedbackConfig {
@@ -100,6 +116,9 @@ impl Default for RawFeedbackConfig {
             spool_max_bytes: 64 << 20,
             spool_fsync_ms: 1000,
             shutdown_flush_ms: 5000,
+            aggregate_secs: 60,
+            aggregate_kinds: vec![Kind::Untested, Kind::Allowed, Kind::ReputationUnavailable],
+            aggregate_max_hosts: 100_000,
         }
     }
 }

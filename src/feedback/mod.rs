@@ -13,14 +13,17 @@
 //! posts each to the first healthy reputation source (`POST /v1/events`, failover and health
 //! shared with lookups, [`crate::reputation::Reputation::post_events`]); the spool's cursor
 //! moves past what the server acknowledged. Another fsyncs the spool every
-//! `feedback.spool_fsync_ms`.
+//! `feedback.spool_fsync_ms`. Events of the high-volume kinds in `feedback.aggregate_kinds`
+//! (untested above all) are first folded per kind and host ([`aggregate`]) and spooled as one
+//! event each `feedback.aggregate_secs` (by a third task), and at [`Feedback::close`].
 //!
 //! # What it costs
 //! On the request path: building one event (a few short strings; a keyed hash when the policy
 //! anonymizes), one JSON encode and one append (a short mutex and a `write(2)` to the page
 //! cache; no fsync, no waiting for the server). Block and warn decisions also remember their
 //! ticket in a bounded cache ([`TICKETS`] entries, a day) so that a report can name what was
-//! blocked. Off the request path: one spool read, one round trip and one cursor write per
+//! blocked. A folded event costs a mutex and a hash lookup instead of the encode and the
+//! append. Off the request path: one spool read, one round trip and one cursor write per
 //! batch.
 //!
 //! # How it fails
@@ -34,11 +37,14 @@
 //! (`feedback.queue_events`, sent but not crash-safe) and a full one drops it; an event the
 //! server refuses, or that [`events::Event::validate`] refuses before sending, is dropped
 //! rather than retried, never holding up the others; spool lines damaged by a power loss are
-//! skipped. At shutdown ([`Feedback::close`]) what is unsent is delivered within
+//! skipped. Folded events wait in memory for their interval (a crash loses them; at the host
+//! cap what is held is spooled early, nothing dropped). At shutdown ([`Feedback::close`]) the
+//! aggregates are spooled, then what is unsent is delivered within
 //! `feedback.shutdown_flush_ms`; the rest stays in the spool for the next start. The spool
 //! directory also keeps this proxy's generated id (when there is no host name) and the key of
 //! the anonymizing hash, so both survive restarts.
 
+pub mod aggregate;
 mod report;
 pub use report::{REPORTS_PER_TICKET, ReportRefusal};
 pub mod send;
@@ -47,7 +53,7 @@ pub mod spool;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -56,6 +62,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::events::{self, Event, Kind};
 use crate::config::FeedbackConfig;
 use crate::reputation::Reputation;
+use aggregate::Aggregator;
 use spool::{Spool, SpoolError};
 
 /// The path, on any host, of the "report a mistake" link of block and warn pages.
@@ -70,6 +77,11 @@ pub struct FeedbackStats {
     /// Events emitted: in the spool, or in the memory queue while the spool cannot be
     /// written.
     pub queued: AtomicU64,
+    /// Occurrences folded into an aggregate instead of sent on their own (each aggregate
+    /// then counts once in `queued`).
+    pub folded: AtomicU64,
+    /// Intervals cut short: a new host beyond `aggregate_max_hosts` spooled what was held.
+    pub aggregate_flushed_early: AtomicU64,
     /// Events a source took (accepted or already known).
     pub sent: AtomicU64,
     /// Of those, events the server already had (replays).
@@ -158,10 +170,12 @@ impl FeedbackStats {
     }
 
     /// Every counter by its name on `/metrics` (outcome) and `/stats`.
-    pub fn counters(&self) -> [(&'static str, u64); 10] {
+    pub fn counters(&self) -> [(&'static str, u64); 12] {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             ("queued", n(&self.queued)),
+            ("folded", n(&self.folded)),
+            ("aggregate_flushed_early", n(&self.aggregate_flushed_early)),
             ("sent", n(&self.sent)),
             ("duplicate", n(&self.duplicates)),
             ("spooled", n(&self.spooled)),
@@ -197,6 +211,10 @@ pub struct Feedback {
     stop: CancellationToken,
     tasks: tokio_util::task::TaskTracker,
     config: FeedbackConfig,
+    /// With `feedback.aggregate_secs` above 0: the current interval's aggregates.
+    aggregator: Option<Arc<Aggregator>>,
+    /// Set by [`Feedback::close`]: later events are spooled on their own.
+    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for Feedback {
@@ -317,6 +335,13 @@ impl Feedback {
             stop: CancellationToken::new(),
             tasks: tokio_util::task::TaskTracker::new(),
             config: config.clone(),
+            aggregator: config.aggregate.map(|_| {
+                Arc::new(Aggregator::new(
+                    config.aggregate_kinds.clone(),
+                    config.aggregate_max_hosts,
+                ))
+            }),
+            closed: AtomicBool::new(false),
         })
     }
 
@@ -352,13 +377,30 @@ impl Feedback {
             self.config.spool_fsync,
             self.stop.clone(),
         ));
+        if let Some(every) = self.config.aggregate {
+            self.tasks
+                .spawn(flush_every(Arc::downgrade(self), every, self.stop.clone()));
+        }
         Ok(())
+    }
+
+    /// Spools every aggregate held, each as one event (the interval's end).
+    pub fn flush_aggregates(&self) {
+        if let Some(a) = &self.aggregator {
+            for e in a.take() {
+                self.spool_event(e);
+            }
+        }
     }
 
     /// Stops the sender: what is unsent is delivered within `feedback.shutdown_flush_ms`, the
     /// rest stays in the spool, which is fsynced. Returns when both tasks have finished (or a
     /// little after the deadline).
     pub async fn close(&self) {
+        // The interval's aggregates first, so that the sender's last flush includes them;
+        // events emitted from now on are spooled on their own.
+        self.closed.store(true, Ordering::Relaxed);
+        self.flush_aggregates();
         self.stop.cancel();
         self.tasks.close();
         let limit = self.config.shutdown_flush + Duration::from_secs(5);
@@ -385,12 +427,46 @@ impl Feedback {
         self.spool.bytes()
     }
 
-    /// Emits an event: fits it to the schema's limits and appends it to the spool, so that
+    /// Emits an event: folds it into its interval's aggregate when its kind is aggregated
+    /// ([`aggregate`]), or else spools it: fits it to the schema's limits and appends it to
+    /// the spool before it returns (see `spool_event`).
+    pub fn emit(&self, event: Event) {
+        let Some(a) = self
+            .aggregator
+            .as_ref()
+            .filter(|_| !self.closed.load(Ordering::Relaxed))
+        else {
+            return self.spool_event(event);
+        };
+        if !a.folds(&event) {
+            return self.spool_event(event);
+        }
+        self.stats.folded.fetch_add(1, Ordering::Relaxed);
+        if let Some(events) = a.fold(event) {
+            self.stats
+                .aggregate_flushed_early
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                events = events.len(),
+                "feedback aggregates flushed early: feedback.aggregate_max_hosts reached"
+            );
+            for e in events {
+                self.spool_event(e);
+            }
+        }
+    }
+
+    /// (kind, host) pairs folded in the current interval.
+    pub fn aggregates_held(&self) -> usize {
+        self.aggregator.as_ref().map_or(0, |a| a.held())
+    }
+
+    /// Spools an event: fits it to the schema's limits and appends it to the spool, so that
     /// it survives a crash of the proxy from now on. Never waits for the server. An event
     /// that still does not validate is refused, a full spool drops it, and a spool that
     /// cannot be written hands it to the memory queue instead (dropped when that is full);
     /// each counted and logged per [`Cause`].
-    pub fn emit(&self, mut event: Event) {
+    fn spool_event(&self, mut event: Event) {
         event.fit();
         if let Err(e) = event.validate() {
             let id = &event.id;
@@ -462,6 +538,23 @@ impl Feedback {
     }
 }
 
+/// Spools `fb`'s aggregates every `every` until `stop` (the last ones are spooled by
+/// [`Feedback::close`]).
+async fn flush_every(fb: std::sync::Weak<Feedback>, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match fb.upgrade() {
+            Some(fb) => fb.flush_aggregates(),
+            None => return,
+        }
+    }
+}
+
 /// Fsyncs the spool every `every` until `stop`, and once more then.
 async fn sync_spool(spool: Arc<Spool>, every: Duration, stop: CancellationToken) {
     static FAILED: crate::telemetry::LogLimiter = crate::telemetry::LogLimiter::new();
@@ -507,6 +600,9 @@ pub(crate) mod tests {
             spool_max_bytes: 1 << 20,
             spool_fsync: Duration::from_secs(1),
             shutdown_flush: Duration::from_secs(1),
+            aggregate: None,
+            aggregate_kinds: vec![Kind::Untested],
+            aggregate_max_hosts: 10,
         }
     }
 
@@ -599,6 +695,100 @@ pub(crate) mod tests {
         assert_eq!(f.stats.spool_write_failed.load(Ordering::Relaxed), 3);
         assert_eq!(f.queue_len(), 2);
         assert_eq!(f.stats.dropped_queue.load(Ordering::Relaxed), 1);
+    }
+
+    fn untested(f: &Feedback, host: &str, client: &str) -> Event {
+        let mut e = f.event(test_id(), Kind::Untested);
+        e.host = Some(host.into());
+        e.client = Some(client.into());
+        e
+    }
+
+    fn spooled(f: &Feedback) -> Vec<Event> {
+        let chunk = f.spool.read(1000, 1 << 20).unwrap();
+        chunk
+            .lines
+            .iter()
+            .map(|l| serde_json::from_slice(chunk.text(l)).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn feedback_aggregates_are_spooled_each_interval_and_at_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = Arc::new(
+            Feedback::new(&FeedbackConfig {
+                aggregate: Some(Duration::from_millis(50)),
+                ..config(dir.path())
+            })
+            .unwrap(),
+        );
+        let stop = CancellationToken::new();
+        let ticker = tokio::spawn(flush_every(
+            Arc::downgrade(&f),
+            Duration::from_millis(50),
+            stop.clone(),
+        ));
+        for c in ["c1", "c2", "c1"] {
+            f.emit(untested(&f, "a.test", c));
+        }
+        // A block is never folded: in the spool at once.
+        f.emit(f.event(test_id(), Kind::Blocked));
+        assert_eq!(f.spool_events(), 1);
+        assert_eq!(f.aggregates_held(), 1);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while f.spool_events() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no flush at the interval"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let events = spooled(&f);
+        assert_eq!(events[1].count, 3);
+        assert_eq!(events[1].clients, ["c1", "c2"]);
+        assert_eq!(f.stats.folded.load(Ordering::Relaxed), 3);
+        stop.cancel();
+        ticker.await.unwrap();
+        // Held at shutdown: spooled by close, before the sender's last flush; after close,
+        // events are spooled on their own.
+        f.emit(untested(&f, "b.test", "c1"));
+        f.emit(untested(&f, "b.test", "c2"));
+        assert_eq!(f.spool_events(), 2);
+        f.close().await;
+        assert_eq!(f.spool_events(), 3);
+        assert_eq!(spooled(&f)[2].count, 2);
+        f.emit(untested(&f, "b.test", "c3"));
+        assert_eq!(f.spool_events(), 4);
+        assert_eq!(f.aggregates_held(), 0);
+    }
+
+    #[test]
+    fn feedback_aggregates_flush_early_at_the_host_cap_and_drop_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = Feedback::new(&FeedbackConfig {
+            aggregate: Some(Duration::from_secs(3600)),
+            aggregate_max_hosts: 3,
+            ..config(dir.path())
+        })
+        .unwrap();
+        for i in 0..10 {
+            f.emit(untested(&f, &format!("h{i}.test"), "c1"));
+            f.emit(untested(&f, &format!("h{i}.test"), "c2"));
+        }
+        // Hosts 0..3, 3..6 and 6..9 went out early; host 9 is held.
+        assert_eq!(f.stats.aggregate_flushed_early.load(Ordering::Relaxed), 3);
+        assert_eq!(f.spool_events(), 9);
+        assert_eq!(f.aggregates_held(), 1);
+        f.flush_aggregates();
+        let events = spooled(&f);
+        assert_eq!(events.len(), 10);
+        assert!(
+            events
+                .iter()
+                .all(|e| e.count == 2 && e.clients == ["c1", "c2"])
+        );
+        assert_eq!(events.iter().map(|e| e.count).sum::<u64>(), 20);
     }
 
     #[tokio::test]

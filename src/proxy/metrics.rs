@@ -183,7 +183,7 @@ fn encode_feedback(enc: &mut DescriptorEncoder, fb: &Feedback) -> fmt::Result {
     counters(
         enc,
         "feedback_events",
-        "Feedback events by outcome (dropped_*, rejected: lost, each cause logged; spool_write_failed: kept in memory only)",
+        "Feedback events by outcome (dropped_*, rejected: lost, each cause logged; spool_write_failed: kept in memory only; folded: occurrences folded into aggregates)",
         by_position(labels::Feedback::ALL, fb.stats.counters(), |outcome| {
             FeedbackLabels { outcome }
         }),
@@ -480,6 +480,7 @@ fn feedback_stats(state: &ProxyState) -> serde_json::Value {
             o.insert("queue_events".into(), fb.queue_len().into());
             o.insert("spool_events".into(), fb.spool_events().into());
             o.insert("spool_bytes".into(), fb.spool_bytes().into());
+            o.insert("aggregates_held".into(), fb.aggregates_held().into());
             o.into()
         }
         None => serde_json::Value::Null,

@@ -8,10 +8,19 @@
 //!
 //! # What it costs
 //! Ingest is one transaction with one `INSERT OR IGNORE` per event (a unique index on
-//! `(reporter, proxy, id)` de-duplicates replays); then, for each host of the batch with events of a
+//! `(reporter, proxy, id)` de-duplicates replays), plus one row per listed client of an
+//! aggregate (an event with `count` above 1, folded by the proxy per kind and host; its
+//! clients go to `event_clients`, schema 8); then, for each host of the batch with events of a
 //! kind some rule counts, one indexed `COUNT(DISTINCT ...)` per such rule. A rule that fires
 //! is one ordinary write ([`Store::write`]: sequence bump and change-log row), so the entry
 //! reaches every proxy through the change stream like any admin write.
+//!
+//! # Aggregates
+//! Every figure counts an aggregate as the occurrences it stands for: counts per kind and
+//! per host sum `count`, and distinct clients (summary, escalation) are those of single
+//! events together with those listed for aggregates, so they equal what the events sent one
+//! by one would give, up to the [`crate::api::events::MAX_LISTED`] clients an aggregate
+//! names. An aggregate falls in time windows at its first occurrence (`time`).
 //!
 //! # Trust
 //! An event's `proxy` and `client` are what its sender claims; its `reporter` (a fingerprint
@@ -93,6 +102,24 @@ DROP INDEX events_by_id;
 CREATE UNIQUE INDEX events_by_id ON events (ifnull(reporter, ''), proxy, id);
 ";
 
+/// Schema 7 -> 8: aggregated events. `count` is how many occurrences a row stands for (1
+/// for every older row); `event_clients` lists the distinct clients of an aggregate by the
+/// rowid of its row (a single event keeps its client in `events.client` only), so that
+/// `COUNT(DISTINCT ...)` over clients counts each of an aggregate's clients as if its
+/// occurrences had been sent one by one. A trigger removes the list with its row, whoever
+/// deletes it (pruning, the forwarder's pruning).
+pub(super) const MIGRATE_8: &str = "
+ALTER TABLE events ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
+CREATE TABLE event_clients (
+    event INTEGER NOT NULL,
+    client TEXT NOT NULL,
+    PRIMARY KEY (event, client)
+) WITHOUT ROWID;
+CREATE TRIGGER event_clients_follow AFTER DELETE ON events
+    WHEN old.count > 1
+    BEGIN DELETE FROM event_clients WHERE event = old.rowid; END;
+";
+
 /// The fingerprint stored as an event's `reporter`: the first 8 bytes of the SHA-256 of the
 /// bearer token, in hex. Tells tokens apart without keeping anything that would let the
 /// token be guessed.
@@ -159,8 +186,11 @@ impl Store {
                 let mut stmt = tx.prepare_cached(
                     "INSERT OR IGNORE INTO events (proxy, id, kind, time, received, client, \
                      user, host, url, action, reason, risk, score, category, rule, ticket, \
-                     comment, body, reporter) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
-                     ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+                     comment, body, reporter, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
+                     ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                )?;
+                let mut listed = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO event_clients (event, client) VALUES (?1, ?2)",
                 )?;
                 for e in events {
                     let body = serde_json::to_string(e).unwrap_or_default();
@@ -170,8 +200,8 @@ impl Store {
                         e.kind.as_str(),
                         e.time,
                         received,
-                        e.client,
-                        e.user,
+                        e.client.as_ref().or(e.clients.first()),
+                        e.user.as_ref().or(e.users.first()),
                         e.host,
                         e.url,
                         e.action,
@@ -184,11 +214,18 @@ impl Store {
                         e.comment,
                         body,
                         reporter,
+                        i64::try_from(e.count).unwrap_or(i64::MAX),
                     ])?;
                     if n == 0 {
                         out.duplicate += 1;
                         out.statuses.push(EventStatus::Duplicate);
                         continue;
+                    }
+                    if e.count > 1 && !e.clients.is_empty() {
+                        let row = tx.last_insert_rowid();
+                        for c in &e.clients {
+                            listed.execute(params![row, c])?;
+                        }
                     }
                     out.accepted += 1;
                     out.statuses.push(EventStatus::Accepted);
@@ -280,25 +317,34 @@ impl Store {
             .iter()
             .map(|k| format!("'{}'", k.as_str()))
             .collect();
-        // `what` counted over the rule's events about the host in the window.
-        let count = |what: &str| -> Result<i64, StoreError> {
-            let sql = format!(
-                "SELECT {what} FROM events WHERE host = ?1 AND kind IN ({}) AND time >= ?2 \
-                 AND client IS NOT NULL",
-                kinds.join(", ")
-            );
+        let kinds = kinds.join(", ");
+        // `what` counted over `from`, the rule's events about the host in the window.
+        let count = |what: &str, from: &str| -> Result<i64, StoreError> {
+            let sql = format!("SELECT {what} FROM {from}");
             Ok(self
                 .conn
                 .prepare_cached(&sql)?
                 .query_row(params![host, since], |r| r.get(0))?)
         };
-        let clients = count("count(DISTINCT proxy || ' ' || client)")?;
+        let events = format!(
+            "events WHERE host = ?1 AND kind IN ({kinds}) AND time >= ?2 AND client IS NOT NULL"
+        );
+        // The clients of single events and those listed for aggregates, each counted once.
+        let clients = count(
+            "count(DISTINCT who)",
+            &format!(
+                "(SELECT proxy || ' ' || client AS who FROM {events} UNION ALL \
+                 SELECT e.proxy || ' ' || c.client FROM events e \
+                 JOIN event_clients c ON c.event = e.rowid WHERE e.host = ?1 \
+                 AND e.kind IN ({kinds}) AND e.time >= ?2 AND e.count > 1)"
+            ),
+        )?;
         if clients < i64::from(rule.distinct_clients) {
             return Ok(None);
         }
         let mut reporters = None;
         if rule.distinct_reporters > 1 {
-            let n = count("count(DISTINCT reporter)")?;
+            let n = count("count(DISTINCT reporter)", &events)?;
             if n < i64::from(rule.distinct_reporters) {
                 return Ok(None);
             }
@@ -494,7 +540,7 @@ impl Store {
         let mut kinds = std::collections::BTreeMap::new();
         {
             let mut s = c.prepare_cached(
-                "SELECT kind, count(*) FROM events WHERE time >= ?1 GROUP BY kind ORDER BY kind",
+                "SELECT kind, sum(count) FROM events WHERE time >= ?1 GROUP BY kind ORDER BY kind",
             )?;
             for row in s.query_map([since], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
@@ -505,11 +551,19 @@ impl Store {
         }
         let mut untested = Vec::new();
         {
+            // Clients: those of single events and those listed for aggregates, each once.
             let mut s = c.prepare_cached(
-                "SELECT host, count(DISTINCT proxy || ' ' || coalesce(client, '')), \
-                 count(DISTINCT proxy), count(*) FROM events \
-                 WHERE (kind = 'untested' OR risk = 'untested') AND time >= ?1 AND host IS NOT NULL \
-                 GROUP BY host ORDER BY 2 DESC, 3 DESC, host LIMIT ?2",
+                "WITH u AS (SELECT rowid AS r, host, proxy, client, count FROM events \
+                   WHERE (kind = 'untested' OR risk = 'untested') AND time >= ?1 \
+                   AND host IS NOT NULL), \
+                 who AS (SELECT host, proxy || ' ' || coalesce(client, '') AS w FROM u \
+                   UNION ALL SELECT u.host, u.proxy || ' ' || c.client FROM u \
+                   JOIN event_clients c ON c.event = u.r WHERE u.count > 1), \
+                 cl AS (SELECT host, count(DISTINCT w) AS clients FROM who GROUP BY host), \
+                 ev AS (SELECT host, count(DISTINCT proxy) AS proxies, sum(count) AS events \
+                   FROM u GROUP BY host) \
+                 SELECT ev.host, cl.clients, ev.proxies, ev.events FROM ev JOIN cl USING (host) \
+                 ORDER BY 2 DESC, 3 DESC, 1 LIMIT ?2",
             )?;
             for row in s.query_map(params![since, limit], |r| {
                 Ok(UntestedHost {
@@ -570,7 +624,7 @@ impl Store {
         row: impl Fn(Option<String>, i64) -> T,
     ) -> Result<Vec<T>, StoreError> {
         let sql = format!(
-            "SELECT {column}, count(*) FROM events WHERE kind = 'blocked' AND time >= ?1 \
+            "SELECT {column}, sum(count) FROM events WHERE kind = 'blocked' AND time >= ?1 \
              GROUP BY {column} ORDER BY 2 DESC, 1 LIMIT ?2"
         );
         let mut s = self.conn.prepare_cached(&sql)?;
@@ -733,6 +787,89 @@ mod tests {
             assert!(r.escalated.is_empty());
         }
         assert_eq!(s.get(&admin.key).unwrap().unwrap(), admin);
+    }
+
+    /// `n` untested occurrences about each host, from clients `c0..ck` of proxy `p1`, one
+    /// event each, and the same folded into one aggregate per host (as the proxy does).
+    fn occurrences(hosts: &[&str], n: usize, k: usize) -> (Vec<Event>, Vec<Event>) {
+        let now = crate::clock::unix_millis();
+        let (mut single, mut folded) = (Vec::new(), Vec::new());
+        for host in hosts {
+            let mut agg: Option<Event> = None;
+            for i in 0..n {
+                let mut e = Event::new(
+                    format!("{host}-{i}"),
+                    Kind::Untested,
+                    now + i as i64,
+                    "p1".into(),
+                );
+                e.host = Some((*host).into());
+                e.client = Some(format!("c{}", i % k));
+                e.risk = Some("untested".into());
+                single.push(e.clone());
+                match &mut agg {
+                    None => agg = Some(e),
+                    Some(a) => {
+                        a.count += 1;
+                        a.last_time = Some(e.time);
+                        let c = e.client.unwrap();
+                        if a.clients.is_empty() {
+                            a.clients.push(a.client.clone().unwrap());
+                        }
+                        if !a.clients.contains(&c) {
+                            a.clients.push(c);
+                        }
+                    }
+                }
+            }
+            folded.extend(agg);
+        }
+        (single, folded)
+    }
+
+    #[test]
+    fn feedback_aggregated_events_count_as_the_occurrences_they_stand_for() {
+        let hosts = ["a.test", "b.test", "c.test"];
+        let (single, folded) = occurrences(&hosts, 40, 3);
+        assert_eq!(folded.len(), 3);
+        let untested_rule = EscalationRule {
+            kinds: vec![Kind::Untested],
+            distinct_clients: 3,
+            ..rule()
+        };
+        let rules = [untested_rule];
+        let mut one_by_one = Store::open_in_memory().unwrap();
+        let r1 = one_by_one.ingest_events(&single, 1, &rules).unwrap();
+        let mut aggregated = Store::open_in_memory().unwrap();
+        let r2 = aggregated.ingest_events(&folded, 1, &rules).unwrap();
+        assert_eq!((r1.accepted, r2.accepted), (120, 3));
+        assert_eq!(r1.escalated, ["a.test/", "b.test/", "c.test/"]);
+        assert_eq!(r2.escalated, r1.escalated, "the rule fires alike");
+        let summary = |s: &Store| {
+            let mut v = serde_json::to_value(s.feedback_summary(0, 10).unwrap()).unwrap();
+            v.as_object_mut().unwrap().remove("since_ms");
+            v
+        };
+        assert_eq!(summary(&aggregated), summary(&one_by_one));
+        assert_eq!(summary(&aggregated)["kinds"]["untested"], 120);
+        assert_eq!(
+            summary(&aggregated)["untested_hosts"][0],
+            json!({ "host": "a.test", "clients": 3, "proxies": 1, "events": 40 })
+        );
+        // Two clients only: the rule does not fire, aggregated or not.
+        let (single, folded) = occurrences(&["d.test"], 40, 2);
+        let r1 = one_by_one.ingest_events(&single, 1, &rules).unwrap();
+        let r2 = aggregated.ingest_events(&folded, 1, &rules).unwrap();
+        assert!(r1.escalated.is_empty() && r2.escalated.is_empty());
+        // A replay of an aggregate is a duplicate, and pruning takes its client list along.
+        let r = aggregated.ingest_events(&folded, 1, &rules).unwrap();
+        assert_eq!((r.accepted, r.duplicate), (0, 1));
+        assert_eq!(aggregated.prune_events(2).unwrap(), 4);
+        let left: i64 = aggregated
+            .conn
+            .query_row("SELECT count(*) FROM event_clients", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 0);
     }
 
     #[test]

@@ -313,6 +313,21 @@ pub fn disclose(e: &mut Event, privacy: &UpstreamFeedback, key: &[u8]) {
     };
     apply(&mut e.client, privacy.client);
     apply(&mut e.user, privacy.user);
+    // An aggregate's lists go the way of its `client` and `user`.
+    for (list, d) in [
+        (&mut e.clients, privacy.client),
+        (&mut e.users, privacy.user),
+    ] {
+        match d {
+            Disclosure::Keep => {}
+            Disclosure::Drop => list.clear(),
+            Disclosure::Anonymize => {
+                for s in list.iter_mut() {
+                    *s = pseudonym(key, s);
+                }
+            }
+        }
+    }
     if privacy.comment == Retention::Drop {
         e.comment = None;
     }
@@ -407,6 +422,29 @@ mod tests {
         e.url = Some("http://x.test/a?mail=alice@example.com".into());
         e.comment = Some("call me at 555".into());
         e
+    }
+
+    #[test]
+    fn forward_disclosure_treats_an_aggregates_lists_like_client_and_user() {
+        let mut a = event("1", "10.0.0.1");
+        a.count = 3;
+        a.clients = vec!["10.0.0.1".into(), "10.0.0.2".into()];
+        a.users = vec!["alice".into(), "bob".into()];
+        let mut anon = a.clone();
+        disclose(&mut anon, &UpstreamFeedback::default(), b"k1");
+        assert_eq!(anon.clients[0], anon.client.clone().unwrap());
+        assert!(anon.clients.iter().all(|c| c.starts_with("anon:")));
+        assert!(anon.users.iter().all(|u| u.starts_with("anon:")));
+        assert_ne!(anon.clients[0], anon.clients[1]);
+        let drop = UpstreamFeedback {
+            client: Disclosure::Drop,
+            user: Disclosure::Drop,
+            ..UpstreamFeedback::default()
+        };
+        disclose(&mut a, &drop, b"k1");
+        assert!(a.client.is_none() && a.clients.is_empty() && a.users.is_empty());
+        assert_eq!(a.count, 3);
+        a.validate().unwrap();
     }
 
     #[test]

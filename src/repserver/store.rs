@@ -19,7 +19,7 @@ use crate::model::{
 };
 
 /// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 const SCHEMA: &str = "
 CREATE TABLE meta (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
@@ -66,13 +66,14 @@ CREATE TABLE tier_state (name TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WI
 
 /// What brings a store of schema `N - 1` to `N`, for each `N` after 1 (the last is
 /// [`SCHEMA_VERSION`]).
-const MIGRATIONS: [(i64, &str); 6] = [
+const MIGRATIONS: [(i64, &str); 7] = [
     (2, MIGRATE_2),
     (3, MIGRATE_3),
     (4, super::events::MIGRATE_4),
     (5, super::events::MIGRATE_5),
     (6, MIGRATE_6),
     (7, super::mirror::MIGRATE_7),
+    (8, super::events::MIGRATE_8),
 ];
 
 const ENTRY_COLUMNS: &str = "key, score, categories, source, added, updated, expires, note, 0";
@@ -1119,6 +1120,39 @@ mod tests {
         assert_ne!(other.store_id().unwrap(), id, "each store its own id");
         drop(s);
         assert_eq!(Store::open(&path).unwrap().store_id().unwrap(), id, "kept");
+    }
+
+    #[test]
+    fn a_version_7_store_counts_its_events_once_and_takes_aggregates() {
+        use crate::api::events::{Event, Kind};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v7.db");
+        let now = crate::clock::unix_millis();
+        {
+            let conn = store_of_version(&path, 7);
+            conn.execute(
+                "INSERT INTO events (proxy, id, kind, time, received, client, host, body) \
+                 VALUES ('p', 'a', 'untested', ?1, 1, 'c1', 'u.test', '{}')",
+                [now],
+            )
+            .unwrap();
+        }
+        let mut s = Store::open(&path).unwrap();
+        let mut e = Event::new("b".into(), Kind::Untested, now, "p".into());
+        e.host = Some("u.test".into());
+        e.client = Some("c1".into());
+        e.count = 5;
+        e.clients = vec!["c1".into(), "c2".into()];
+        assert_eq!(s.ingest_events(&[e], 1, &[]).unwrap().accepted, 1);
+        let sum = s.feedback_summary(0, 10).unwrap();
+        assert_eq!(sum.kinds["untested"], 6, "the old row counts once");
+        let u = &sum.untested_hosts[0];
+        assert_eq!((u.clients, u.events), (2, 6));
+        let v: i64 = s
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
     }
 
     #[test]

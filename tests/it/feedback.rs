@@ -60,7 +60,9 @@ async fn proxy(
         }];
         c.feedback.proxy_id = Some(proxy_id.into());
         c.feedback.spool_dir = spool.to_owned();
-        // Quick retries for tests, unless `extra` says otherwise.
+        // Quick retries for tests, and every event on its own (sent at once, not at the end
+        // of an aggregation interval), unless `extra` says otherwise.
+        c.feedback.aggregate_secs = 0;
         c.feedback.batch_interval_ms = 20;
         c.feedback.retry_interval_ms = 100;
         c.feedback.send_timeout_ms = 2000;
@@ -1095,6 +1097,7 @@ async fn feedback_spool_survives_kill_9_of_the_binary() {
         format!(
             "{BASE}admin:\n  listen: \"127.0.0.1:0\"\npolicy:\n  enabled: true\n  file: {:?}\nreputation:\n  sources:\n    - {{ name: s0, url: \"{}\", token: \"{CLIENT}\", timeout_ms: 500 }}\n\
              feedback:\n  proxy_id: pk\n  spool_dir: {:?}\n  batch_interval_ms: 20\n  retry_interval_ms: 100\n\
+             \x20 aggregate_secs: 0\n\
              access_log:\n  enabled: false\nlog:\n  level: info\n  format: text\n",
             policy.display().to_string(),
             server.base,
@@ -1102,6 +1105,8 @@ async fn feedback_spool_survives_kill_9_of_the_binary() {
         ),
     )
     .unwrap();
+    // Every event on its own (aggregates wait in memory for their interval, so a kill -9
+    // loses them; that is documented, and not what this test is about).
     let child = spawn_proxy(&cfg).await;
     let addr = child.addr;
     init_crypto();
@@ -1683,4 +1688,268 @@ async fn intercepted_requests_are_recorded_once_each_with_their_own_id() {
     ];
     want.sort_unstable();
     assert_eq!(got, want);
+}
+
+/// The server's feedback summary of the last hour, without its time.
+async fn summary(s: &RepServer) -> Value {
+    let (status, mut v) = s
+        .get(
+            "/v1/feedback/summary?since_secs=3600&limit=100",
+            Some(ADMIN),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    v.as_object_mut().unwrap().remove("since_ms");
+    v
+}
+
+/// The hosts the server escalated, with the distinct clients counted, by host.
+async fn escalated(s: &RepServer) -> Vec<(String, i64)> {
+    let (status, v) = s.get("/v1/escalations", Some(ADMIN)).await;
+    assert_eq!(status, 200, "{v}");
+    let mut hosts: Vec<(String, i64)> = v["escalations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let host = e["host"].as_str().unwrap().to_owned();
+            (host, e["clients"].as_i64().unwrap())
+        })
+        .collect();
+    hosts.sort();
+    hosts
+}
+
+/// One proxy's share of the traffic of the aggregation test, through `p`: clients .1 and .2
+/// ask each of `hosts` `rounds` times, then client .3 asks each host but the last once (so
+/// an escalation, which needs three clients, fires only after a host's last request and
+/// changes no later decision); each client asks the blocked host twice.
+async fn untested_traffic(p: &TestProxy, port: u16, hosts: &[&str], rounds: usize) {
+    let clients: Vec<reqwest::Client> = (1..=3).map(|i| client_from(p, [127, 0, 0, i])).collect();
+    for c in &clients[..2] {
+        for i in 0..rounds {
+            for h in hosts {
+                let r = c
+                    .get(format!("http://{h}:{port}/p{i}"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200, "{h}");
+            }
+        }
+    }
+    for h in &hosts[..hosts.len() - 1] {
+        let r = clients[2]
+            .get(format!("http://{h}:{port}/last"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{h}");
+    }
+    for c in &clients {
+        for _ in 0..2 {
+            let r = c
+                .get(format!("http://blocked.test:{port}/"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 403);
+        }
+    }
+}
+
+#[tokio::test]
+async fn feedback_untested_traffic_is_aggregated_per_host_and_counted_as_sent_one_by_one() {
+    let origin = Origin::http().await;
+    let port: u16 = origin
+        .url("/")
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.trim_end_matches('/').parse().ok())
+        .unwrap();
+    let hosts = ["h0.test", "h1.test", "h2.test", "solo.test"];
+    let rounds = 10;
+    let rules = vec![EscalationRule {
+        kinds: vec![Kind::Untested],
+        distinct_clients: 3,
+        distinct_reporters: 1,
+        window_secs: 3600,
+        score: Score::new(70).unwrap(),
+        category: None,
+    }];
+    let policy = "security_level: medium\nuntested: allow\n";
+    // The same traffic through a proxy that aggregates (over an interval longer than the
+    // test: what it holds goes out at its shutdown) and one that does not, each to its own
+    // server.
+    let mut runs = Vec::new();
+    for (id, aggregate_secs) in [("agg", 3600), ("one", 0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = feedback_server(dir.path(), rules.clone(), ApiConfig::default()).await;
+        server
+            .write(json!({ "upsert": [
+                { "key": "blocked.test/", "score": 10, "categories": ["malware"] },
+            ]}))
+            .await;
+        let spool = dir.path().join("spool");
+        let p = proxy(policy, &server.base, dir.path(), id, &spool, |c| {
+            c.feedback.aggregate_secs = aggregate_secs;
+            c.proxy.hosts = [("*".to_owned(), vec!["127.0.0.1".to_owned()])].into();
+        })
+        .await;
+        let stats = stats(&p);
+        untested_traffic(&p, port, &hosts, rounds).await;
+        p.stop().await;
+        let queued = stats.queued.load(Ordering::Relaxed);
+        let events = server.wait_events("", |ev| ev.len() as u64 == queued).await;
+        runs.push((dir, server, stats, events));
+    }
+    let requests = 3 * (2 * rounds + 1) + 2 * rounds;
+    let (_, agg, agg_stats, agg_events) = &runs[0];
+    let (_, one, _, one_events) = &runs[1];
+    // One event per host instead of one per request; blocks still one per request.
+    assert_eq!(by_kind(one_events, "untested").len(), requests);
+    let untested = by_kind(agg_events, "untested");
+    assert_eq!(untested.len(), hosts.len(), "{untested:?}");
+    assert_eq!(agg_stats.folded.load(Ordering::Relaxed), requests as u64);
+    assert_eq!(by_kind(agg_events, "blocked").len(), 6);
+    assert_eq!(by_kind(one_events, "blocked").len(), 6);
+    assert!(
+        by_kind(agg_events, "blocked")
+            .iter()
+            .all(|e| e.get("count").is_none())
+    );
+    let h0 = untested.iter().find(|e| e["host"] == "h0.test").unwrap();
+    assert_eq!(h0["count"], 2 * rounds + 1);
+    assert_eq!(
+        h0["clients"],
+        json!(["127.0.0.1", "127.0.0.2", "127.0.0.3"])
+    );
+    // The server's figures: the same either way.
+    let (a, o) = (summary(agg).await, summary(one).await);
+    assert_eq!(a, o);
+    assert_eq!(a["kinds"]["untested"], requests);
+    assert_eq!(a["kinds"]["blocked"], 6);
+    assert_eq!(
+        a["untested_hosts"][0],
+        json!({ "host": "h0.test", "clients": 3, "proxies": 1, "events": 2 * rounds + 1 })
+    );
+    assert_eq!(
+        a["untested_hosts"][3],
+        json!({ "host": "solo.test", "clients": 2, "proxies": 1, "events": 2 * rounds })
+    );
+    // The escalation rule (three distinct clients) fires for the same hosts.
+    let want: Vec<(String, i64)> = ["h0.test", "h1.test", "h2.test"]
+        .iter()
+        .map(|h| ((*h).to_owned(), 3))
+        .collect();
+    assert_eq!(escalated(agg).await, want);
+    assert_eq!(escalated(one).await, want);
+}
+
+/// CPU seconds (user and system) `pid` has used so far, from `/proc/<pid>/stat`.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command (which may hold spaces), from field 3 on.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// Events posted and the reputation server's CPU per proxied request, with and without
+/// aggregation: `WEBREP_MEASURE_REQUESTS` (default 10000) requests to
+/// `WEBREP_MEASURE_HOSTS` (default 1000) untested hosts from four clients, through a real
+/// proxy (in-process) to the real `webrep server` binary (its CPU read from `/proc`). The
+/// numbers are printed; docs/performance.md ("Feedback in proportion") has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn feedback_measure_events_and_server_cpu_per_request() {
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let requests = env("WEBREP_MEASURE_REQUESTS", 10_000);
+    let hosts = env("WEBREP_MEASURE_HOSTS", 1000);
+    let origin = Origin::http().await;
+    let port: u16 = origin
+        .url("/")
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.trim_end_matches('/').parse().ok())
+        .unwrap();
+    // Feedback off first: the server's CPU for the lookups alone (the same in every run).
+    for (enabled, aggregate_secs) in [(false, 0), (true, 0), (true, 60)] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = ServerProcess::start(dir.path()).await;
+        let pid = server.process.as_ref().unwrap().process.pid();
+        let p = proxy(
+            "untested: allow\n",
+            server.base(),
+            dir.path(),
+            "measure",
+            &dir.path().join("spool"),
+            |c| {
+                c.feedback.enabled = Some(enabled);
+                c.feedback.aggregate_secs = aggregate_secs;
+                c.feedback.batch_interval_ms = 1000;
+                c.proxy.hosts = [("*".to_owned(), vec!["127.0.0.1".to_owned()])].into();
+            },
+        )
+        .await;
+        let stats = match enabled {
+            true => stats(&p),
+            false => Arc::new(FeedbackStats::default()),
+        };
+        let cpu0 = cpu_secs(pid);
+        let start = Instant::now();
+        let tasks: Vec<_> = (1..=4u8)
+            .map(|c| {
+                let client = client_from(&p, [127, 0, 0, c]);
+                tokio::spawn(async move {
+                    for i in (usize::from(c) - 1..requests).step_by(4) {
+                        let url = format!("http://h{}.test:{port}/p{i}", i % hosts);
+                        let r = client.get(url).send().await.unwrap();
+                        assert_eq!(r.status(), 200);
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let took = start.elapsed();
+        p.stop().await;
+        let want = stats.queued.load(Ordering::Relaxed);
+        let sent = eventually_ok(
+            "the server has every event",
+            Duration::from_secs(120),
+            || {
+                let stats = stats.clone();
+                async move {
+                    let n = stats.sent.load(Ordering::Relaxed);
+                    if n >= want { Ok(n) } else { Err(n) }
+                }
+            },
+        )
+        .await;
+        // The server's CPU after it has stored them all (the last batch's commit included).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let cpu = cpu_secs(pid) - cpu0;
+        let summary = server
+            .admin
+            .get("/v1/feedback/summary?since_secs=3600", WAIT)
+            .await
+            .unwrap();
+        if enabled {
+            assert_eq!(summary["kinds"]["untested"], requests, "{summary}");
+        }
+        println!(
+            "feedback {}, aggregate_secs={aggregate_secs}: {requests} requests to {hosts} hosts in {:.1} s; \
+             events posted {sent} ({:.3} per request); server CPU {cpu:.2} s ({:.0} us per request)",
+            if enabled { "on" } else { "off" },
+            took.as_secs_f64(),
+            sent as f64 / requests as f64,
+            cpu * 1e6 / requests as f64,
+        );
+    }
 }

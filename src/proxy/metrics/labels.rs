@@ -83,6 +83,8 @@ impl Cache {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
 pub(super) enum Feedback {
     queued,
+    folded,
+    aggregate_flushed_early,
     sent,
     duplicate,
     spooled,
@@ -95,8 +97,10 @@ pub(super) enum Feedback {
 }
 
 impl Feedback {
-    pub(super) const ALL: [Feedback; 10] = [
+    pub(super) const ALL: [Feedback; 12] = [
         Feedback::queued,
+        Feedback::folded,
+        Feedback::aggregate_flushed_early,
         Feedback::sent,
         Feedback::duplicate,
         Feedback::spooled,
