@@ -31,6 +31,7 @@ pub mod conn;
 pub mod connect;
 pub mod ctx;
 pub mod dial;
+pub mod dns;
 pub mod early;
 pub mod error;
 pub mod filescan;
@@ -388,7 +389,9 @@ impl Proxy {
         ));
         let dialer = Dialer::new(policy, cfg.upstream_connect_timeout)
             .with_static_hosts(cfg.static_hosts.clone())
-            .with_resolver(dial::Resolver::new(cfg.dns_cache))
+            .with_resolver(
+                dial::Resolver::new(cfg.dns_cache.clone()).context("starting the DNS resolver")?,
+            )
             .with_attempt_delay(cfg.happy_eyeballs_delay);
         let clients = (0..workers)
             .map(|_| upstream_pool(&cfg).build(Connector::new(dialer.clone())))
