@@ -9,7 +9,8 @@
 //! `proxy.dns_resolver: hickory` (the default) asks the name servers of `/etc/resolv.conf`
 //! (or `proxy.dns_nameservers`) directly, without a thread: A and AAAA in parallel, AAAA
 //! first in the answer (the dialer alternates families from the first, RFC 8305), with
-//! `/etc/hosts` read first as glibc does. An answer is kept for its record TTL (the least
+//! `/etc/hosts` consulted first as glibc does (both files are read once, when the proxy
+//! starts; a restart picks up changes). An answer is kept for its record TTL (the least
 //! TTL of its records) clamped to `proxy.dns_min_ttl_ms ..= proxy.dns_max_ttl_ms`; a "no
 //! such name" or "no address" answer for the TTL of its SOA record (RFC 2308: the lesser of
 //! the record's TTL and its minimum field) clamped to `dns_min_ttl_ms ..=
@@ -308,7 +309,11 @@ mod hickory {
     pub(super) fn build(cfg: &DnsCacheConfig) -> std::io::Result<TokioResolver> {
         let (config, mut opts) = if cfg.nameservers.is_empty() {
             hickory_resolver::system_conf::read_system_conf()
-                .map_err(|e| std::io::Error::other(format!("reading /etc/resolv.conf: {e}")))?
+                .map_err(|e| {
+                    std::io::Error::other(format!(
+                        "reading /etc/resolv.conf (set proxy.dns_nameservers, or dns_resolver: system): {e}"
+                    ))
+                })?
         } else {
             let servers = cfg
                 .nameservers
@@ -337,6 +342,14 @@ mod hickory {
 
     /// The A and AAAA records of `host`, and how long they hold.
     pub(super) async fn lookup(r: &TokioResolver, host: &str) -> Result<Found, Failure> {
+        // getaddrinfo takes "0", "127.1" or "2130706433" as addresses; so must this, or they
+        // would reach DNS (and miss the destination check of the address they stand for).
+        if let Some(ip) = crate::canon::numeric_ipv4(host) {
+            return Ok(Found {
+                ips: vec![ip.into()],
+                ttl: None,
+            });
+        }
         match r.lookup_ip(host).await {
             Ok(found) => Ok(Found {
                 ips: found.iter().collect(),
@@ -596,6 +609,20 @@ mod tests {
         assert!(r.resolve(&long).await.is_err());
         assert!(r.resolve(&long).await.is_err());
         assert_eq!(r.stats.failed.load(Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn the_hickory_resolver_takes_numeric_hosts_as_getaddrinfo_does() {
+        let r = Resolver::new(DnsCacheConfig::default()).unwrap();
+        for (host, want) in [
+            ("0", "0.0.0.0"),
+            ("127.1", "127.0.0.1"),
+            ("0x7f.0.0.1", "127.0.0.1"),
+            ("2130706433", "127.0.0.1"),
+            ("017700000001", "127.0.0.1"),
+        ] {
+            assert_eq!(&*r.resolve(host).await.unwrap(), &[ip(want)], "{host}");
+        }
     }
 
     #[tokio::test]
