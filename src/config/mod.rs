@@ -203,7 +203,7 @@ mod tests {
         assert_eq!(c.proxy.dns_cache, DnsCacheConfig::default());
         assert_eq!(c.proxy.dns_cache.resolver, ResolverKind::Hickory);
         assert!(c.proxy.dns_cache.nameservers.is_empty());
-        assert_eq!(c.proxy.dns_cache.max_bytes, 16 * 1024 * 1024);
+        assert_eq!(c.proxy.dns_cache.max_bytes, 64 * 1024 * 1024);
         assert_eq!(c.proxy.dns_cache.min_ttl, Duration::from_secs(1));
         assert_eq!(c.proxy.dns_cache.max_ttl, Duration::from_secs(3600));
         assert_eq!(c.proxy.dns_cache.negative_max_ttl, Duration::from_secs(300));
