@@ -357,7 +357,7 @@ fn feedback_round_trip(c: &mut Criterion) {
 /// Host name resolution: "localhost" from /etc/hosts through getaddrinfo (the `system`
 /// resolver) with the cache on (a hit) and off (a blocking-pool hop and a getaddrinfo call
 /// each time); and a name from a dnsmasq on 127.0.0.1 through the `hickory` resolver, a hit
-/// and a miss (a UDP round trip for A and AAAA each). Nothing leaves loopback. The hickory
+/// and a miss (a UDP round trip for A and AAAA each, in parallel). Nothing leaves loopback. The hickory
 /// benches need dnsmasq (package dnsmasq-base) and are skipped without it.
 fn dns(c: &mut Criterion) {
     use webrep::config::{DnsCacheConfig, ResolverKind};
@@ -395,8 +395,8 @@ fn dns(c: &mut Criterion) {
     }
 }
 
-/// A dnsmasq on a free port of 127.0.0.1 answering `*.bench.test` (A only; AAAA is refused)
-/// with a one-hour TTL; killed when the guard drops.
+/// A dnsmasq on a free port of 127.0.0.1 answering `*.bench.test` (A and AAAA) with a
+/// one-hour TTL; killed when the guard drops.
 fn bench_dnsmasq() -> Option<(KillOnDrop, std::net::SocketAddr)> {
     let port = std::net::UdpSocket::bind("127.0.0.1:0")
         .ok()?
@@ -415,6 +415,7 @@ fn bench_dnsmasq() -> Option<(KillOnDrop, std::net::SocketAddr)> {
             "--user=root",
             "--local-ttl=3600",
             "--address=/bench.test/127.0.0.1",
+            "--address=/bench.test/::1",
         ])
         .arg(format!("--port={port}"))
         .arg(format!("--pid-file={}", dir.path().join("pid").display()))
