@@ -127,6 +127,8 @@ pub struct DnsCacheConfig {
     /// Per query, and how many times a timed-out query is sent again.
     pub timeout: Duration,
     pub attempts: usize,
+    /// The config sets the deprecated `dns_cache_max_names` (ignored; the proxy warns).
+    pub sets_max_names: bool,
 }
 
 impl DnsCacheConfig {
@@ -219,6 +221,7 @@ impl TryFrom<&RawProxyConfig> for DnsCacheConfig {
             negative_max_ttl: Duration::from_millis(p.dns_negative_max_ttl_ms),
             timeout: Duration::from_millis(p.dns_timeout_ms),
             attempts: p.dns_attempts,
+            sets_max_names: p.dns_cache_max_names != RawProxyConfig::default().dns_cache_max_names,
         })
     }
 }
@@ -299,6 +302,8 @@ mod tests {
         };
         let c = DnsCacheConfig::try_from(&p).unwrap();
         assert_eq!(c.ttl, Duration::from_secs(60));
+        assert!(c.sets_max_names);
+        assert!(!DnsCacheConfig::default().sets_max_names);
         assert_eq!(
             c.nameservers,
             ["10.0.0.53:53", "127.0.0.1:5353", "[::1]:53"]

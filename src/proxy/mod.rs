@@ -387,6 +387,11 @@ impl Proxy {
             cfg.allow_internal_destinations,
             cfg.refused_destinations.clone(),
         ));
+        if cfg.dns_cache.sets_max_names {
+            tracing::warn!(
+                "proxy.dns_cache_max_names is deprecated and ignored: the DNS cache is bounded by proxy.dns_cache_bytes"
+            );
+        }
         let dialer = Dialer::new(policy, cfg.upstream_connect_timeout)
             .with_static_hosts(cfg.static_hosts.clone())
             .with_resolver(
