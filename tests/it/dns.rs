@@ -28,20 +28,26 @@ impl Dnsmasq {
     /// free port, and waits until it answers.
     fn start(args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = {
-            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-            s.local_addr().unwrap().port()
-        };
         let log = dir.path().join("queries-0.log");
-        let child = spawn(&dir, port, &log, args);
-        let d = Self {
-            port,
-            dir,
-            child,
-            logs: vec![log],
-        };
-        d.wait_ready();
-        d
+        // dnsmasq listens on UDP and TCP: a port free for one may be taken for the other by
+        // a concurrent test, and then dnsmasq exits; try another.
+        for _ in 0..10 {
+            let Some(port) = free_udp_and_tcp_port() else {
+                continue;
+            };
+            let mut child = spawn(&dir, port, &log, args);
+            if wait_ready(&mut child, port) {
+                return Self {
+                    port,
+                    dir,
+                    child,
+                    logs: vec![log],
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("dnsmasq did not start on any of ten ports (installed? see the module docs)");
     }
 
     /// Stops this dnsmasq and starts another on the same port with `args`.
@@ -54,7 +60,10 @@ impl Dnsmasq {
             .join(format!("queries-{}.log", self.logs.len()));
         self.child = spawn(&self.dir, self.port, &log, args);
         self.logs.push(log);
-        self.wait_ready();
+        assert!(
+            wait_ready(&mut self.child, self.port),
+            "dnsmasq could not listen on its port again"
+        );
     }
 
     fn addr(&self) -> String {
@@ -75,30 +84,41 @@ impl Dnsmasq {
             })
             .sum()
     }
+}
 
-    /// Polls with a DNS query until dnsmasq answers (it binds before it logs, but the test
-    /// should not depend on that).
-    fn wait_ready(&self) {
-        // A query for "ready.invalid", type A, class IN.
-        let mut q = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-        for label in ["ready", "invalid"] {
-            q.push(label.len() as u8);
-            q.extend_from_slice(label.as_bytes());
-        }
-        q.extend_from_slice(&[0, 0, 1, 0, 1]);
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let deadline = Instant::now() + BOUND;
-        let mut buf = [0u8; 512];
-        while Instant::now() < deadline {
-            let _ = s.send_to(&q, ("127.0.0.1", self.port));
-            if s.recv(&mut buf).is_ok() {
-                return;
-            }
-        }
-        panic!("dnsmasq on port {} never answered", self.port);
+/// A port of 127.0.0.1 that was free for both UDP and TCP a moment ago.
+fn free_udp_and_tcp_port() -> Option<u16> {
+    let udp = UdpSocket::bind("127.0.0.1:0").ok()?;
+    let port = udp.local_addr().ok()?.port();
+    let _tcp = std::net::TcpListener::bind(("127.0.0.1", port)).ok()?;
+    Some(port)
+}
+
+/// Polls with a DNS query until dnsmasq answers on `port` (it binds before it logs, but the
+/// test should not depend on that); false if it exited first (its port was taken).
+fn wait_ready(child: &mut Child, port: u16) -> bool {
+    // A query for "ready.invalid", type A, class IN.
+    let mut q = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in ["ready", "invalid"] {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
     }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let deadline = Instant::now() + BOUND;
+    let mut buf = [0u8; 512];
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return false;
+        }
+        let _ = s.send_to(&q, ("127.0.0.1", port));
+        if s.recv(&mut buf).is_ok() {
+            return true;
+        }
+    }
+    panic!("dnsmasq on port {port} never answered");
 }
 
 impl Drop for Dnsmasq {
