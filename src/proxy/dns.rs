@@ -230,7 +230,7 @@ impl Resolver {
         self.cache.as_ref().map_or(0, |c| c.weighted_size())
     }
 
-    /// Applies pending evictions and expiries now (tests and the stats page).
+    /// Applies pending evictions and expiries now (tests).
     pub async fn sync(&self) {
         if let Some(c) = &self.cache {
             c.run_pending_tasks().await;
