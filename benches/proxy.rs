@@ -354,11 +354,13 @@ fn feedback_round_trip(c: &mut Criterion) {
     }
 }
 
-/// Resolving a name from /etc/hosts ("localhost": nothing leaves the machine) through the
-/// system resolver, with the DNS cache on (a hit) and off (a blocking-pool hop and a
-/// getaddrinfo call each time): what every CONNECT and new upstream connection saves.
+/// Host name resolution: "localhost" from /etc/hosts through getaddrinfo (the `system`
+/// resolver) with the cache on (a hit) and off (a blocking-pool hop and a getaddrinfo call
+/// each time); and a name from a dnsmasq on 127.0.0.1 through the `hickory` resolver, a hit
+/// and a miss (a UDP round trip for A and AAAA each, in parallel). Nothing leaves loopback. The hickory
+/// benches need dnsmasq (package dnsmasq-base) and are skipped without it.
 fn dns(c: &mut Criterion) {
-    use webrep::config::DnsCacheConfig;
+    use webrep::config::{DnsCacheConfig, ResolverKind};
     use webrep::proxy::dial::Resolver;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -366,13 +368,72 @@ fn dns(c: &mut Criterion) {
         .build()
         .unwrap();
     for (name, ttl) in [("cached", 30_000), ("uncached", 0)] {
-        let r = Resolver::new(DnsCacheConfig {
+        let r = Resolver::system(DnsCacheConfig {
             ttl: std::time::Duration::from_millis(ttl),
             ..DnsCacheConfig::default()
         });
-        c.bench_function(&format!("dns/resolve_localhost_{name}"), |b| {
+        c.bench_function(&format!("dns/system_localhost_{name}"), |b| {
             b.iter(|| rt.block_on(r.resolve("localhost")).unwrap())
         });
+    }
+    let Some((_dnsmasq, ns)) = bench_dnsmasq() else {
+        eprintln!("dns/hickory_*: skipped, no dnsmasq");
+        return;
+    };
+    for (name, ttl) in [("cached", 30_000), ("uncached", 0)] {
+        let _enter = rt.enter();
+        let r = Resolver::new(DnsCacheConfig {
+            resolver: ResolverKind::Hickory,
+            nameservers: vec![ns],
+            ttl: std::time::Duration::from_millis(ttl),
+            ..DnsCacheConfig::default()
+        })
+        .unwrap();
+        c.bench_function(&format!("dns/hickory_dnsmasq_{name}"), |b| {
+            b.iter(|| rt.block_on(r.resolve("www.bench.test")).unwrap())
+        });
+    }
+}
+
+/// A dnsmasq on a free port of 127.0.0.1 answering `*.bench.test` (A and AAAA) with a
+/// one-hour TTL; killed when the guard drops.
+fn bench_dnsmasq() -> Option<(KillOnDrop, std::net::SocketAddr)> {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let dir = tempfile::tempdir().ok()?;
+    let child = std::process::Command::new("/usr/sbin/dnsmasq")
+        .args([
+            "--no-daemon",
+            "--no-resolv",
+            "--no-hosts",
+            "--conf-file=/dev/null",
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+            "--user=root",
+            "--local-ttl=3600",
+            "--address=/bench.test/127.0.0.1",
+            "--address=/bench.test/::1",
+        ])
+        .arg(format!("--port={port}"))
+        .arg(format!("--pid-file={}", dir.path().join("pid").display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    Some((KillOnDrop(child, dir), ([127, 0, 0, 1], port).into()))
+}
+
+/// The process, and the directory of its pid file (removed after it).
+struct KillOnDrop(std::process::Child, #[allow(dead_code)] tempfile::TempDir);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -116,6 +116,13 @@ fn push_ipv4(out: &mut Vec<u8>, addr: Ipv4Addr) {
     }
 }
 
+/// The IPv4 address a host name stands for in `inet_aton`'s numeric forms (`0`, `127.1`,
+/// `0x7f.0.0.1`, `2130706433`), which getaddrinfo accepts as addresses: a resolver that
+/// would send them to DNS instead answers them from here.
+pub fn numeric_ipv4(host: &str) -> Option<Ipv4Addr> {
+    parse_ipv4(host.as_bytes())
+}
+
 /// Parses a host the way `inet_aton` and the WHATWG URL standard do: one to four parts, each
 /// decimal, octal (leading `0`) or hex (leading `0x`); all parts but the last are one byte,
 /// the last fills the remaining bytes. Empty labels (from stray dots) are ignored.

@@ -63,7 +63,7 @@ mod path;
 pub use cli::url_command;
 pub use escape::MAX_UNESCAPE_ROUNDS;
 pub use expressions::{Expression, Expressions, MAX_EXPRESSIONS, MAX_HOSTS, MAX_PATHS};
-pub use host::{HostKind, is_dns_name};
+pub use host::{HostKind, is_dns_name, numeric_ipv4};
 
 use std::borrow::Cow;
 

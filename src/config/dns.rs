@@ -1,10 +1,10 @@
 //! The proxy's name resolution settings: `proxy.hosts` ([`StaticHosts`], names answered from
-//! config before the system resolver) and the DNS cache ([`DnsCacheConfig`]).
+//! config before any resolver) and the resolver with its cache ([`DnsCacheConfig`]).
 //!
 //! Part of the `proxy:` section; the proxy's dialer uses both. Pure data and lookups, no I/O.
 //! A bad entry fails the load with a message naming it (an empty or malformed name, a name
 //! without addresses, an address that is not an IP literal), and so does a DNS cache of no
-//! names.
+//! bytes, an unknown resolver, or a name server that is not an address.
 
 use std::time::Duration;
 
@@ -98,31 +98,130 @@ impl StaticHosts {
     }
 }
 
-/// `proxy.dns_cache_ttl_ms`, `proxy.dns_negative_ttl_ms` and `proxy.dns_cache_max_names`.
+/// `proxy.dns_resolver`: who answers names that `proxy.hosts` does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolverKind {
+    /// The asynchronous DNS stub resolver, answers kept for their record TTL.
+    Hickory,
+    /// `getaddrinfo`, answers kept for the fixed `dns_cache_ttl_ms`.
+    System,
+}
+
+/// The `proxy.dns_*` keys: the resolver and its cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsCacheConfig {
-    /// How long an answer is used; zero turns the cache off.
+    pub resolver: ResolverKind,
+    /// `dns_nameservers`: empty for the system's (`/etc/resolv.conf`).
+    pub nameservers: Vec<std::net::SocketAddr>,
+    /// How long a `system` answer is used; zero turns the cache off for either resolver.
     pub ttl: Duration,
-    /// How long a failed lookup is remembered (zero: not at all).
+    /// How long a failure without a TTL is remembered (zero: not at all).
     pub negative_ttl: Duration,
-    /// Most names kept.
-    pub max_names: u64,
+    /// Memory the cache may use, in bytes (never 0).
+    pub max_bytes: u64,
+    /// Clamps of a record's TTL.
+    pub min_ttl: Duration,
+    pub max_ttl: Duration,
+    /// Upper clamp of a negative answer's SOA TTL.
+    pub negative_max_ttl: Duration,
+    /// Per query, and how many times a timed-out query is sent again.
+    pub timeout: Duration,
+    pub attempts: usize,
+    /// The config sets the deprecated `dns_cache_max_names` (ignored; the proxy warns).
+    pub sets_max_names: bool,
+}
+
+impl DnsCacheConfig {
+    /// How long an answer whose records say `ttl` is kept: `ttl` clamped to the configured
+    /// bounds.
+    pub fn answer_ttl(&self, ttl: Duration) -> Duration {
+        ttl.clamp(self.min_ttl, self.max_ttl.max(self.min_ttl))
+    }
+
+    /// How long a failure is kept: the negative answer's SOA TTL clamped to the configured
+    /// bounds, or `dns_negative_ttl_ms` when it has none (a timeout, a server failure).
+    pub fn failure_ttl(&self, soa_ttl: Option<Duration>) -> Duration {
+        match soa_ttl {
+            Some(t) => t.clamp(self.min_ttl, self.negative_max_ttl.max(self.min_ttl)),
+            None => self.negative_ttl,
+        }
+    }
+}
+
+/// `ip` or `ip:port` (port 53), `[v6]:port` for IPv6 with a port.
+fn nameserver(s: &str) -> Option<std::net::SocketAddr> {
+    s.parse::<std::net::SocketAddr>().ok().or_else(|| {
+        s.parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| std::net::SocketAddr::new(ip, 53))
+    })
 }
 
 impl TryFrom<&RawProxyConfig> for DnsCacheConfig {
     type Error = InvalidValue;
 
     fn try_from(p: &RawProxyConfig) -> Result<Self, InvalidValue> {
-        if p.dns_cache_max_names == 0 {
+        let resolver = match p.dns_resolver.as_str() {
+            "hickory" => ResolverKind::Hickory,
+            "system" => ResolverKind::System,
+            other => {
+                return Err(InvalidValue::new(
+                    "proxy.dns_resolver",
+                    format!("{other:?} is neither \"hickory\" nor \"system\""),
+                ));
+            }
+        };
+        let nameservers = p
+            .dns_nameservers
+            .iter()
+            .map(|s| {
+                nameserver(s).ok_or_else(|| {
+                    InvalidValue::new(
+                        "proxy.dns_nameservers",
+                        format!("{s:?} is not an ip or ip:port"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if resolver == ResolverKind::System && !nameservers.is_empty() {
             return Err(InvalidValue::new(
-                "proxy.dns_cache_max_names",
+                "proxy.dns_nameservers",
+                "needs dns_resolver: hickory (the system resolver reads /etc/resolv.conf)",
+            ));
+        }
+        if p.dns_cache_bytes == 0 {
+            return Err(InvalidValue::new(
+                "proxy.dns_cache_bytes",
                 "must be greater than 0 (dns_cache_ttl_ms: 0 turns the cache off)",
             ));
         }
+        if p.dns_min_ttl_ms > p.dns_max_ttl_ms {
+            return Err(InvalidValue::new(
+                "proxy.dns_min_ttl_ms",
+                "is greater than dns_max_ttl_ms",
+            ));
+        }
+        if p.dns_timeout_ms == 0 {
+            return Err(InvalidValue::new(
+                "proxy.dns_timeout_ms",
+                "must be greater than 0",
+            ));
+        }
+        if p.dns_attempts > 10 {
+            return Err(InvalidValue::new("proxy.dns_attempts", "is more than 10"));
+        }
         Ok(Self {
+            resolver,
+            nameservers,
             ttl: Duration::from_millis(p.dns_cache_ttl_ms),
             negative_ttl: Duration::from_millis(p.dns_negative_ttl_ms),
-            max_names: p.dns_cache_max_names,
+            max_bytes: p.dns_cache_bytes,
+            min_ttl: Duration::from_millis(p.dns_min_ttl_ms),
+            max_ttl: Duration::from_millis(p.dns_max_ttl_ms),
+            negative_max_ttl: Duration::from_millis(p.dns_negative_max_ttl_ms),
+            timeout: Duration::from_millis(p.dns_timeout_ms),
+            attempts: p.dns_attempts,
+            sets_max_names: p.dns_cache_max_names != RawProxyConfig::default().dns_cache_max_names,
         })
     }
 }
@@ -187,5 +286,36 @@ mod tests {
             let e = hosts(&[(name, addrs)]).unwrap_err();
             assert!(e.contains(want), "{name:?}: {e}");
         }
+    }
+
+    #[test]
+    fn older_dns_keys_still_load_and_name_servers_take_a_port() {
+        let p = RawProxyConfig {
+            dns_cache_max_names: 50_000,
+            dns_cache_ttl_ms: 60_000,
+            dns_nameservers: vec![
+                "10.0.0.53".into(),
+                "127.0.0.1:5353".into(),
+                "[::1]:53".into(),
+            ],
+            ..RawProxyConfig::default()
+        };
+        let c = DnsCacheConfig::try_from(&p).unwrap();
+        assert_eq!(c.ttl, Duration::from_secs(60));
+        assert!(c.sets_max_names);
+        assert!(!DnsCacheConfig::default().sets_max_names);
+        assert_eq!(
+            c.nameservers,
+            ["10.0.0.53:53", "127.0.0.1:5353", "[::1]:53"]
+                .map(|a| a.parse::<std::net::SocketAddr>().unwrap())
+        );
+        let sys = RawProxyConfig {
+            dns_resolver: "system".into(),
+            ..RawProxyConfig::default()
+        };
+        assert_eq!(
+            DnsCacheConfig::try_from(&sys).unwrap().resolver,
+            ResolverKind::System
+        );
     }
 }

@@ -35,7 +35,7 @@ pub use access_log::AccessLogConfig;
 pub use admin::AdminConfig;
 pub use auth::AuthConfig;
 pub use check::InvalidValue;
-pub use dns::{DnsCacheConfig, StaticHosts};
+pub use dns::{DnsCacheConfig, ResolverKind, StaticHosts};
 pub use escalation::{EscalationRule, FeedbackOptions};
 pub use feedback::FeedbackConfig;
 pub use files::FilesConfig;
@@ -176,6 +176,8 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use ipnet::IpNet;
 
     use super::*;
@@ -199,6 +201,13 @@ mod tests {
         assert!(c.access_log.enabled && c.access_log.path.is_none());
         assert!(c.proxy.via_name.starts_with("webrep"));
         assert_eq!(c.proxy.dns_cache, DnsCacheConfig::default());
+        assert_eq!(c.proxy.dns_cache.resolver, ResolverKind::Hickory);
+        assert!(c.proxy.dns_cache.nameservers.is_empty());
+        assert_eq!(c.proxy.dns_cache.max_bytes, 64 * 1024 * 1024);
+        assert_eq!(c.proxy.dns_cache.min_ttl, Duration::from_secs(1));
+        assert_eq!(c.proxy.dns_cache.max_ttl, Duration::from_secs(3600));
+        assert_eq!(c.proxy.dns_cache.negative_max_ttl, Duration::from_secs(300));
+        assert_eq!(c.proxy.dns_cache.negative_ttl, Duration::from_secs(5));
         // The runtime's defaults are these sections' defaults, converted.
         assert_eq!(c.files, FilesConfig::default());
         assert_eq!(c.server.api.ttl_secs, ApiConfig::default().ttl_secs);
@@ -241,10 +250,21 @@ mod tests {
                 "proxy.tunnel_idle_timeout_ms",
             ),
             ("proxy:\n  via_name: \"a b\"\n", "proxy.via_name"),
+            ("proxy:\n  dns_cache_bytes: 0\n", "proxy.dns_cache_bytes"),
+            ("proxy:\n  dns_resolver: bind\n", "proxy.dns_resolver"),
             (
-                "proxy:\n  dns_cache_max_names: 0\n",
-                "proxy.dns_cache_max_names",
+                "proxy:\n  dns_nameservers: [\"ns.example\"]\n",
+                "proxy.dns_nameservers",
             ),
+            (
+                "proxy:\n  dns_resolver: system\n  dns_nameservers: [\"127.0.0.1\"]\n",
+                "proxy.dns_nameservers",
+            ),
+            (
+                "proxy:\n  dns_min_ttl_ms: 10\n  dns_max_ttl_ms: 5\n",
+                "proxy.dns_min_ttl_ms",
+            ),
+            ("proxy:\n  dns_attempts: 11\n", "proxy.dns_attempts"),
             (
                 "proxy:\n  happy_eyeballs_delay_ms: 0\n",
                 "proxy.happy_eyeballs_delay_ms",

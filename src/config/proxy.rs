@@ -27,7 +27,7 @@ pub struct ProxyConfig {
     pub refused_destinations: Vec<IpNet>,
     /// `proxy.hosts`, validated.
     pub static_hosts: StaticHosts,
-    /// `proxy.dns_cache_ttl_ms`, `proxy.dns_negative_ttl_ms`, `proxy.dns_cache_max_names`.
+    /// The `proxy.dns_*` keys.
     pub dns_cache: DnsCacheConfig,
     /// Resolved: never 0.
     pub workers: usize,

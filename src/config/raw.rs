@@ -193,14 +193,52 @@ pub struct RawProxyConfig {
     /// network: no name goes to DNS). Addresses found here are still checked against
     /// `destinations`. Default `{}`. Example: `{ "intranet.corp": ["10.1.2.3"] }`.
     pub hosts: std::collections::BTreeMap<String, Vec<String>>,
-    /// How long an answer of the system resolver is used, in milliseconds (the resolver
-    /// gives no TTL, so this is fixed); 0 turns the DNS cache off. Concurrent lookups of one
-    /// name always share one resolver call when the cache is on. Default 30000.
+    /// Which resolver answers the names that `hosts` does not: `hickory` (default), an
+    /// asynchronous DNS stub resolver that reads `/etc/resolv.conf` (name servers, search
+    /// list, `ndots`) and `/etc/hosts`, asks for A and AAAA records in parallel and keeps each
+    /// answer for its record TTL; or `system`, `getaddrinfo` on a blocking thread (so
+    /// `nsswitch.conf` applies: LDAP, mDNS, systemd-resolved), whose answers carry no TTL and
+    /// are kept for `dns_cache_ttl_ms`. Example: `system` on a host whose names come from NSS
+    /// modules other than `files` and `dns`.
+    pub dns_resolver: String,
+    /// Name servers for `dns_resolver: hickory`, as `ip` or `ip:port` (port 53 by default),
+    /// asked over UDP (TCP for truncated answers) in place of `/etc/resolv.conf`'s; `/etc/hosts`
+    /// is then not read either. Default `[]`: the system's. Example: `["10.0.0.53"]`.
+    pub dns_nameservers: Vec<String>,
+    /// Memory the DNS cache may use, in bytes: each name counts its length plus 17 per
+    /// address plus 450 of bookkeeping (about 510 for a typical name, which measured about
+    /// 590 resident), so the default 67108864 (64 MiB) holds some 130,000 names. Must be
+    /// greater than 0 (`dns_cache_ttl_ms: 0` turns the cache off).
+    pub dns_cache_bytes: u64,
+    /// Shortest time an answer or a failure is kept, in milliseconds: records with a shorter
+    /// TTL (0 included) are kept this long, so a burst of connections to such a name makes
+    /// one query. Default 1000.
+    pub dns_min_ttl_ms: u64,
+    /// Longest time an answer is kept, whatever its TTL, in milliseconds. Default 3600000
+    /// (one hour).
+    pub dns_max_ttl_ms: u64,
+    /// Longest time a "no such name" or "no address" answer is kept, in milliseconds. Such an
+    /// answer is kept for the TTL its SOA record gives (RFC 2308: the lesser of the SOA's TTL
+    /// and its minimum field), clamped to `dns_min_ttl_ms` and this. Default 300000.
+    pub dns_negative_max_ttl_ms: u64,
+    /// How long one query to a name server may take, in milliseconds (`hickory` only).
+    /// Default 5000 (glibc's). The whole of a lookup and the connection after it is still
+    /// bounded by `upstream_connect_timeout_ms`.
+    pub dns_timeout_ms: u64,
+    /// How many times a query that timed out is sent again (`hickory` only), 0 to 10.
+    /// Default 2 (glibc's).
+    pub dns_attempts: usize,
+    /// How long an answer of the `system` resolver is used, in milliseconds (getaddrinfo
+    /// gives no TTL, so this is fixed); with `hickory` answers live for their TTL and this
+    /// key only matters when 0. 0 turns the DNS cache off for either resolver. Concurrent
+    /// lookups of one name always share one query when the cache is on. Default 30000.
     pub dns_cache_ttl_ms: u64,
-    /// How long a failed lookup (no such name, resolver error) is remembered, in
-    /// milliseconds; 0 retries every time. Default 5000.
+    /// How long a failure that carries no TTL is remembered, in milliseconds: every failure
+    /// of the `system` resolver; with `hickory`, a timeout, a server failure, or a negative
+    /// answer without an SOA record. 0 retries every time. Default 5000.
     pub dns_negative_ttl_ms: u64,
-    /// Most names the DNS cache keeps. Default 10000.
+    /// Deprecated and ignored: the cache is bounded by `dns_cache_bytes`. Still accepted so
+    /// that older configs load. Default 10000.
     pub dns_cache_max_names: u64,
     /// Worker threads, each with its own event loop and upstream connection pool; they share
     /// one listening socket per address (no other process can listen on the port). 0 means
@@ -859,6 +897,14 @@ impl Default for RawProxyConfig {
             connect_ports: vec![443],
             destinations: RawDestinationsConfig::default(),
             hosts: Default::default(),
+            dns_resolver: "hickory".into(),
+            dns_nameservers: Vec::new(),
+            dns_cache_bytes: 64 * 1024 * 1024,
+            dns_min_ttl_ms: 1_000,
+            dns_max_ttl_ms: 3_600_000,
+            dns_negative_max_ttl_ms: 300_000,
+            dns_timeout_ms: 5_000,
+            dns_attempts: 2,
             dns_cache_ttl_ms: 30_000,
             dns_negative_ttl_ms: 5_000,
             dns_cache_max_names: 10_000,

@@ -309,7 +309,7 @@ fn encode_dns(enc: &mut DescriptorEncoder, state: &ProxyState) -> fmt::Result {
     counters(
         enc,
         "dns_lookups",
-        "Host name lookups (names in proxy.hosts and IP literals aside), by result: resolved or failed by the system resolver, or answered from the DNS cache",
+        "Host name lookups (names in proxy.hosts and IP literals aside), by result: resolved or failed by the resolver (proxy.dns_resolver), or answered from the DNS cache",
         loaded(
             [
                 (Dns::resolved, &dns.resolved),
@@ -324,6 +324,12 @@ fn encode_dns(enc: &mut DescriptorEncoder, state: &ProxyState) -> fmt::Result {
         "dns_cache_names",
         "Names in the DNS cache (answers and remembered failures)",
         resolver.cached_names(),
+    )?;
+    gauge(
+        enc,
+        "dns_cache_bytes",
+        "Bytes the DNS cache's entries weigh against proxy.dns_cache_bytes",
+        resolver.cached_bytes(),
     )
 }
 

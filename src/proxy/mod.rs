@@ -31,6 +31,7 @@ pub mod conn;
 pub mod connect;
 pub mod ctx;
 pub mod dial;
+pub mod dns;
 pub mod early;
 pub mod error;
 pub mod filescan;
@@ -386,9 +387,16 @@ impl Proxy {
             cfg.allow_internal_destinations,
             cfg.refused_destinations.clone(),
         ));
+        if cfg.dns_cache.sets_max_names {
+            tracing::warn!(
+                "proxy.dns_cache_max_names is deprecated and ignored: the DNS cache is bounded by proxy.dns_cache_bytes"
+            );
+        }
         let dialer = Dialer::new(policy, cfg.upstream_connect_timeout)
             .with_static_hosts(cfg.static_hosts.clone())
-            .with_resolver(dial::Resolver::new(cfg.dns_cache))
+            .with_resolver(
+                dial::Resolver::new(cfg.dns_cache.clone()).context("starting the DNS resolver")?,
+            )
             .with_attempt_delay(cfg.happy_eyeballs_delay);
         let clients = (0..workers)
             .map(|_| upstream_pool(&cfg).build(Connector::new(dialer.clone())))

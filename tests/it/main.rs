@@ -10,6 +10,7 @@ mod binary;
 mod browser;
 mod canon;
 mod config_file;
+mod dns;
 mod feedback;
 mod feedback_up;
 mod files;
