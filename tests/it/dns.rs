@@ -356,28 +356,7 @@ async fn internal_addresses_in_dns_answers_are_refused() {
         "meta.test:80".to_owned(),
         format!("mixed.test:{port}"),
     ] {
-        let r = proxy
-            .client(None)
-            .get(format!("http://{authority}/"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 403, "{authority}");
-        let ps = r.headers()["proxy-status"].to_str().unwrap().to_owned();
-        assert!(
-            ps.contains("error=destination_ip_prohibited"),
-            "{authority}: {ps}"
-        );
-        let head = raw_exchange(
-            proxy.addr,
-            format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes(),
-        )
-        .await;
-        assert!(
-            head.starts_with("HTTP/1.1 403"),
-            "CONNECT {authority}: {head}"
-        );
-        assert!(head.contains("error=destination_ip_prohibited"), "{head}");
+        assert_destination_refused(&proxy, &authority).await;
     }
     assert!(
         dns.queries("A", "loop.test") >= 1,

@@ -304,35 +304,6 @@ async fn max_connections_holds_further_clients_until_a_slot_frees_up() {
     proxy.stop().await;
 }
 
-/// 403 with `destination_ip_prohibited`, for a plain request and a CONNECT to `authority`.
-async fn assert_destination_refused(proxy: &TestProxy, authority: &str) {
-    let r = proxy
-        .client(None)
-        .get(format!("http://{authority}/latest/meta-data/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403, "{authority}");
-    let ps = r.headers()["proxy-status"].to_str().unwrap().to_owned();
-    assert!(
-        ps.contains("error=destination_ip_prohibited"),
-        "{authority}: {ps}"
-    );
-    let head = raw_exchange(
-        proxy.addr,
-        format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes(),
-    )
-    .await;
-    assert!(
-        head.starts_with("HTTP/1.1 403"),
-        "CONNECT {authority}: {head}"
-    );
-    assert!(
-        head.contains("error=destination_ip_prohibited"),
-        "CONNECT {authority}: {head}"
-    );
-}
-
 #[tokio::test]
 async fn ipv6_forms_of_internal_addresses_and_metadata_addresses_are_refused() {
     let origin = Origin::http().await;
