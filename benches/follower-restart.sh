@@ -45,20 +45,15 @@ reputation:
   sources:
     - { url: "http://127.0.0.1:$SP", token: "$CLIENT" }
 Y
-now() { date +%s.%N; }
-up() { until curl -s -o /dev/null "http://127.0.0.1:$SP/healthz"; do sleep 0.005; done; }
-write() {
-    curl -s -o /dev/null -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
-        -d "{\"upsert\":[{\"key\":\"shop.test/\",\"score\":$1,\"categories\":[\"$2\"]}]}" \
-        "http://127.0.0.1:$SP/v1/entries"
-}
-status() { curl -s -o /dev/null -w '%{http_code}' -x "http://127.0.0.1:$PP" "http://shop.test:$OP/"; }
+. "$ROOT/benches/lib.sh"
+write() { write_entry "$SP" shop.test/ "$1" "$2"; }
+status() { proxied_status "$PP" "http://shop.test:$OP/"; }
 python3 -m http.server "$OP" --bind 127.0.0.1 >/dev/null 2>&1 &
 ORIGIN=$!
 until curl -s -o /dev/null "http://127.0.0.1:$OP/"; do sleep 0.05; done
 "$BIN" server --config server.yaml 2>server.log &
 SRV=$!
-up
+up "$SP"
 write 95 news
 "$BIN" proxy --config proxy.yaml 2>proxy.log &
 PX=$!
@@ -71,7 +66,7 @@ for r in $(seq "$RUNS"); do
     sleep "$OUTAGE"
     "$BIN" server --config server.yaml 2>>server.log &
     SRV=$!
-    up
+    up "$SP"
     back=$(now)
     write $score $cat
     written=$(now)

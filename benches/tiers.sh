@@ -64,14 +64,11 @@ reputation:
   sources:
     - { url: "http://127.0.0.1:$SP", token: "$CLIENT" }
 Y
-now() { date +%s.%N; }
-up() { until curl -s -o /dev/null "http://127.0.0.1:$1/healthz"; do sleep 0.005; done; }
+. "$ROOT/benches/lib.sh"
 write() { # PORT SCORE CATEGORY [KEY]
-    curl -s -o /dev/null -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
-        -d "{\"upsert\":[{\"key\":\"${4:-shop.test/}\",\"score\":$2,\"categories\":[\"$3\"]}]}" \
-        "http://127.0.0.1:$1/v1/entries"
+    write_entry "$1" "${4:-shop.test/}" "$2" "$3"
 }
-status() { curl -s -o /dev/null -w '%{http_code}' -x "http://127.0.0.1:$PP" "http://shop.test:$OP/"; }
+status() { proxied_status "$PP" "http://shop.test:$OP/"; }
 flip() { # RUN: writes the next verdict on the global tier, prints the seconds until seen
     if [ $(($1 % 2)) = 1 ]; then want=403 score=2 cat=malware; else want=200 score=95 cat=news; fi
     t0=$(now)
