@@ -95,6 +95,7 @@ fn bench_proxy_side(c: &mut Criterion) {
             max_stale: Duration::from_secs(60),
             retry_after: Duration::from_secs(1),
             follow_retry: FollowRetry::default(),
+            key_summary_max_bytes: None,
         }));
         let fb = Arc::new(
             Feedback::new(&FeedbackConfig {

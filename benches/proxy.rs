@@ -1,6 +1,7 @@
 //! Hot-path benches of the proxy core: the per-hop header rewrite on a realistic browser
 //! request, a whole keep-alive round trip client → proxy → origin on loopback, and the same
-//! with filtering on for a cached host and for a new (cold) host each time, and a name
+//! with filtering on for a cached host and for a new (cold) host each time (decided by the
+//! key summary, and asked of the reputation server with the summary off), and a name
 //! lookup with the DNS cache on and off.
 //!
 //! Run: `cargo bench --bench proxy`. The load comparison against Squid and a direct
@@ -236,12 +237,49 @@ fn filtered_round_trip(c: &mut Criterion) {
         })
     });
     let mut n = 0u64;
+    // With the key summary loaded (the default), a host without keys is decided at once.
+    eventually_summary(&rt, &filter_state);
     c.bench_function("filter/check_cold_host", |b| {
         b.iter(|| {
             n += 1;
             let uri = format!("http://cold{n}.test:{port}/1k");
             rt.block_on(async {
                 let f = filter_state.filter.as_ref().unwrap();
+                let d = f.decide(&uri, client, None).await.unwrap();
+                f.record(d, RequestId(0), PageFormat::Text).unwrap();
+            })
+        })
+    });
+}
+
+/// Waits until the filter's key summary is loaded (the change follower loads it at start).
+fn eventually_summary(rt: &tokio::runtime::Runtime, state: &Arc<webrep::proxy::ProxyState>) {
+    let rep = &state.filter.as_ref().unwrap().reputation;
+    rt.block_on(async {
+        while rep.summary_size().is_none() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    });
+}
+
+/// The filter's check for a new host each time with the key summary off: one lookup round
+/// trip to the reputation server per check (what `filter/check_cold_host` costs without a
+/// summary, or for a host that has keys).
+fn filtered_cold_host_asked(c: &mut Criterion) {
+    let rt = runtime();
+    let (_sender, origin_addr, _token, state) = start(
+        &rt,
+        "proxy:\n  listen: [\"127.0.0.1:0\"]\n  destinations:\n    allow_internal: true\n  hosts: { \"*.test\": [\"127.0.0.1\"] }\naccess_log:\n  enabled: false\npolicy:\n  enabled: true\nreputation:\n  key_summary: false\n",
+    );
+    let port = origin_addr.port();
+    let client: std::net::IpAddr = [127, 0, 0, 1].into();
+    let mut n = 0u64;
+    c.bench_function("filter/check_cold_host_asked", |b| {
+        b.iter(|| {
+            n += 1;
+            let uri = format!("http://cold{n}.test:{port}/1k");
+            rt.block_on(async {
+                let f = state.filter.as_ref().unwrap();
                 let d = f.decide(&uri, client, None).await.unwrap();
                 f.record(d, RequestId(0), PageFormat::Text).unwrap();
             })
@@ -443,6 +481,7 @@ criterion_group!(
     dns,
     round_trip,
     filtered_round_trip,
+    filtered_cold_host_asked,
     file_scanning,
     feedback_round_trip
 );

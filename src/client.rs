@@ -9,7 +9,7 @@
 //!
 //! # What it costs
 //! One pooled connection per concurrent request (idle ones kept 90 s); answers are read
-//! whole, up to [`MAX_ANSWER_BYTES`]. Request bodies may stream ([`RepClient::post_body`]), so an
+//! whole, up to [`MAX_ANSWER_BYTES`] (or a caller's own bound). Request bodies may stream ([`RepClient::post_body`]), so an
 //! import upload is never held in memory.
 //!
 //! # How it fails
@@ -175,8 +175,30 @@ impl RepClient {
         path_and_query: &str,
         timeout: Duration,
     ) -> Result<Bytes, ClientError> {
-        self.exchange(Method::GET, path_and_query, None, empty(), timeout)
+        self.get_bytes_within(path_and_query, timeout, MAX_ANSWER_BYTES)
             .await
+    }
+
+    /// [`get_bytes`](Self::get_bytes) with another bound than [`MAX_ANSWER_BYTES`] on the
+    /// answer (a longer one is a [`ClientError::Transport`]).
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn get_bytes_within(
+        &self,
+        path_and_query: &str,
+        timeout: Duration,
+        max_bytes: usize,
+    ) -> Result<Bytes, ClientError> {
+        self.exchange(
+            Method::GET,
+            path_and_query,
+            None,
+            empty(),
+            timeout,
+            max_bytes,
+        )
+        .await
     }
 
     async fn send(
@@ -188,12 +210,12 @@ impl RepClient {
         timeout: Duration,
     ) -> Result<Value, ClientError> {
         let bytes = self
-            .exchange(method, path, content_type, body, timeout)
+            .exchange(method, path, content_type, body, timeout, MAX_ANSWER_BYTES)
             .await?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Json(e.to_string()))
     }
 
-    /// One request: the body of a 2xx answer, else the answer's error.
+    /// One request: the body of a 2xx answer (at most `max_bytes`), else the answer's error.
     async fn exchange(
         &self,
         method: Method,
@@ -201,6 +223,7 @@ impl RepClient {
         content_type: Option<&'static str>,
         body: ClientBody,
         timeout: Duration,
+        max_bytes: usize,
     ) -> Result<Bytes, ClientError> {
         let mut req = Request::builder()
             .method(method)
@@ -220,7 +243,7 @@ impl RepClient {
                 .await
                 .map_err(|e| ClientError::Transport(chain(&e)))?;
             let status = resp.status();
-            let bytes = Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
+            let bytes = Limited::new(resp.into_body(), max_bytes)
                 .collect()
                 .await
                 .map_err(|e| ClientError::Transport(format!("reading the answer: {e}")))?

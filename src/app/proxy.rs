@@ -292,6 +292,7 @@ async fn filter_setup(
         max_stale: r.max_stale,
         retry_after: r.retry_after,
         follow_retry: FollowRetry::from(r),
+        key_summary_max_bytes: r.key_summary_max_bytes,
     }));
     if r.follow_changes {
         let follow = reputation.clone().follow_changes(tasks.stopping());

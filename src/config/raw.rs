@@ -541,6 +541,16 @@ pub struct RawReputationConfig {
     /// worst, and a server that stays down gets one poll per this time from each proxy.
     /// Default 1000.
     pub follow_retry_max_ms: u64,
+    /// Keep a summary of the hosts of the followed source's keys (`GET /v1/keys/hosts`,
+    /// kept current by the change stream, so it needs `follow_changes`): a URL none of whose
+    /// lookup hosts is listed is `untested` at once, with no round trip. Until it is loaded,
+    /// or when the source does not offer one (an older server, or one that asks an upstream
+    /// tier about misses), hosts are asked as without it. Default `true`.
+    pub key_summary: bool,
+    /// The largest host list loaded for the key summary, in bytes (about 25 bytes a host on
+    /// the wire; 9 bytes a host in memory): a longer one is not loaded and hosts are asked.
+    /// At least 4096. Default 268435456 (256 MiB, about 10 million hosts).
+    pub key_summary_max_bytes: u64,
 }
 
 impl Default for RawReputationConfig {
@@ -553,6 +563,8 @@ impl Default for RawReputationConfig {
             follow_changes: true,
             follow_retry_first_ms: 50,
             follow_retry_max_ms: 1000,
+            key_summary: true,
+            key_summary_max_bytes: 256 << 20,
         }
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Read by the proxy's reputation client. Fails on a source URL that is not
 //! `http(s)://host[:port]`, a source without exactly one of `token` and `token_file`, zero
-//! timeouts, and a follower whose longest retry wait is shorter than its first.
+//! timeouts, a follower whose longest retry wait is shorter than its first, and a key
+//! summary bound under 4096 bytes.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,6 +23,8 @@ pub struct ReputationSettings {
     pub follow_changes: bool,
     pub follow_retry_first: Duration,
     pub follow_retry_max: Duration,
+    /// The key summary's largest host list in bytes; `None`: no key summary.
+    pub key_summary_max_bytes: Option<usize>,
 }
 
 /// One validated reputation source.
@@ -97,7 +100,15 @@ impl TryFrom<RawReputationConfig> for ReputationSettings {
                 r.follow_retry_first_ms,
             )?,
             follow_retry_max: millis("reputation.follow_retry_max_ms", r.follow_retry_max_ms)?,
+            key_summary_max_bytes: (r.key_summary && r.follow_changes)
+                .then(|| usize::try_from(r.key_summary_max_bytes).unwrap_or(usize::MAX)),
         };
+        if r.key_summary && r.key_summary_max_bytes < 4096 {
+            return Err(InvalidValue::new(
+                "reputation.key_summary_max_bytes",
+                format!("{} is less than 4096", r.key_summary_max_bytes),
+            ));
+        }
         if reputation.follow_retry_max < reputation.follow_retry_first {
             return Err(InvalidValue::new(
                 "reputation.follow_retry_max_ms",

@@ -132,8 +132,8 @@ fn encode_decisions(enc: &mut DescriptorEncoder, f: &Filter) -> fmt::Result {
     )
 }
 
-/// The reputation client (changes applied, cache drops, source health, round trips) and
-/// the policy (reload failures, generation).
+/// The reputation client (changes applied, cache drops, key summary, source health, round
+/// trips) and the policy (reload failures, generation).
 fn encode_reputation(enc: &mut DescriptorEncoder, f: &Filter) -> fmt::Result {
     counter(
         enc,
@@ -157,6 +157,31 @@ fn encode_reputation(enc: &mut DescriptorEncoder, f: &Filter) -> fmt::Result {
             };
             (labels, ConstGauge::new(i64::from(up)))
         }),
+    )?;
+    counter(
+        enc,
+        "reputation_summary_skips",
+        "Lookups answered untested by the key summary (no key on the host or its parents), with no round trip",
+        f.reputation.summary_skips.load(Relaxed),
+    )?;
+    counter(
+        enc,
+        "reputation_summary_loads",
+        "Key summaries loaded from the followed source",
+        f.reputation.summary_loads.load(Relaxed),
+    )?;
+    let (hosts, bytes) = f.reputation.summary_size().unwrap_or((0, 0));
+    gauge(
+        enc,
+        "reputation_summary_hosts",
+        "Hosts in the key summary (0 while none is loaded: every host is asked)",
+        hosts,
+    )?;
+    gauge(
+        enc,
+        "reputation_summary_bytes",
+        "Memory of the key summary",
+        bytes,
     )?;
     crate::metrics::metric(
         enc,
@@ -398,6 +423,8 @@ pub fn stats(state: &ProxyState) -> serde_json::Value {
             "filter": f.stats.to_json(),
             "reputation_changes_applied": f.reputation.changes_applied.load(Relaxed),
             "reputation_cache_drops": f.reputation.cache_drops.load(Relaxed),
+            "reputation_summary_skips": f.reputation.summary_skips.load(Relaxed),
+            "reputation_summary_hosts": f.reputation.summary_size().map(|(n, _)| n),
             "policy_generation": f.policy.generation(),
         }),
         None => serde_json::json!({ "filter": null }),

@@ -62,7 +62,7 @@ use super::follow::FollowSnapshot;
 use crate::metrics::{counter, counters, gauge};
 
 /// The routes, as labels. Index = [`Route`] discriminant.
-const ROUTES: [&str; 15] = [
+const ROUTES: [&str; 16] = [
     "healthz",
     "lookup",
     "entries",
@@ -77,6 +77,7 @@ const ROUTES: [&str; 15] = [
     "escalations",
     "sync_snapshot",
     "sync_changes",
+    "key_hosts",
     "other",
 ];
 
@@ -97,6 +98,7 @@ pub enum Route {
     Escalations,
     SyncSnapshot,
     SyncChanges,
+    KeyHosts,
     Other,
 }
 
@@ -118,6 +120,7 @@ pub const PATHS: &[(&str, Route, &str)] = &[
     ("/v1/escalations/revert", Route::Escalations, "POST"),
     ("/v1/sync/snapshot", Route::SyncSnapshot, "GET"),
     ("/v1/sync/changes", Route::SyncChanges, "GET"),
+    ("/v1/keys/hosts", Route::KeyHosts, "GET"),
 ];
 
 impl Route {
@@ -153,6 +156,7 @@ impl Route {
         Route::Escalations,
         Route::SyncSnapshot,
         Route::SyncChanges,
+        Route::KeyHosts,
         Route::Other,
     ];
 

@@ -696,6 +696,39 @@ impl Store {
         })
     }
 
+    /// The host part of every key in the table, own and mirrored, expired entries included,
+    /// each on its own line after a first line `seq N`: the change sequence the list is as
+    /// of (read in the same snapshot), from which a follower of the change stream continues
+    /// without a gap. A host in both tables, or under several keys of the mirror, may be
+    /// listed more than once. Cost: a scan of the host index of the own table and of the whole
+    /// mirror, and about 20 bytes of answer per host.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn key_hosts(&self) -> Result<Vec<u8>, StoreError> {
+        self.snapshot(|s| {
+            let mut out = format!("seq {}\n", s.seq()?).into_bytes();
+            for query in [
+                "SELECT DISTINCT host FROM entries",
+                "SELECT host FROM mirror",
+            ] {
+                let mut stmt = s.conn.prepare(query)?;
+                let mut rows = stmt.query([])?;
+                let mut last = String::new();
+                while let Some(row) = rows.next()? {
+                    let host: String = row.get(0)?;
+                    // The mirror's keys of one host are adjacent (key order).
+                    if host != last {
+                        out.extend_from_slice(host.as_bytes());
+                        out.push(b'\n');
+                        last = host;
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// Number of entries in the table.
     ///
     /// # Errors

@@ -9,15 +9,17 @@
 //! async round trip.
 //!
 //! # What it costs
-//! In steady state a lookup is one moka hit on the URL's host and the combination rule over
-//! that host's few cached entries ([`answer::HostAnswer::verdict`]); no network. A cold host
-//! costs one `POST /v1/lookup` for the host (all its expressions in one answer); concurrent
-//! misses on one host share that request (moka coalesces the initialisation). A host whose
-//! path entries did not fit one answer (`truncated`) is asked per URL, cached per URL the same
-//! way. File hashes are cached the same way; misses of different hashes are batched
-//! (at most 4 requests in flight, up to 100 hashes each; a lone miss goes out at once). Memory:
-//! at most `reputation.cache_entries` answers, each for its TTL, plus a second bounded map of
-//! the same answers kept `max_stale_secs` longer for outages.
+//! With a key summary loaded ([`summary`], kept current by the change follower), a URL none of
+//! whose lookup hosts has a key in the table is `untested` at once: a few hash probes, no cache
+//! entry, no network. Otherwise, in steady state a lookup is one moka hit on the URL's host and the
+//! combination rule over that host's few cached entries ([`answer::HostAnswer::verdict`]); no
+//! network. A cold host costs one `POST /v1/lookup` for the host (all its expressions in one
+//! answer); concurrent misses on one host share that request (moka coalesces the initialisation). A
+//! host whose path entries did not fit one answer (`truncated`) is asked per URL, cached per URL
+//! the same way. File hashes are cached the same way; misses of different hashes are batched (at
+//! most 4 requests in flight, up to 100 hashes each; a lone miss goes out at once). Memory: at most
+//! `reputation.cache_entries` answers, each for its TTL, plus a second bounded map of the same
+//! answers kept `max_stale_secs` longer for outages.
 //!
 //! # How it fails
 //! A source that fails (refused, timeout past its deadline, an error status, a malformed
@@ -26,17 +28,22 @@
 //! served as [`CacheState::Stale`]; otherwise the lookup has no verdict and the policy's
 //! `reputation_unavailable` action applies. Nothing here panics on a server's answer.
 //!
-//! The change follower ([`Reputation::follow_changes`]) drops the whole cache on its first
-//! answer, on a switch to another source, and when a source answers `truncated`. A failed
-//! poll keeps its position, so a reputation server that restarts on its store costs the
-//! proxies no cache: they resume where they were and drop only what changed meanwhile. It is
-//! retried after 50 ms, then twice as long after each further failure up to 1 s
-//! (`follow_retry_first_ms`, `follow_retry_max_ms`; [`FollowRetry`]): a change written on a
-//! server just back arrives within about a second, and a server that stays down gets at
-//! most one poll a second from each proxy. The follower stays with a failing source for
-//! `retry_after_ms` before it follows another one, so a restart costs no switch.
+//! The change follower ([`Reputation::follow_changes`]) loads the key summary from the source it
+//! follows and adds the host of each changed key to it before dropping the key's cached answers;
+//! without a summary (not offered, not yet loaded, dropped on a switch or a `truncated` answer
+//! until it is loaded anew, and set aside while the follower's polls fail, so that an outage gets
+//! the fail mode as without one) every host is asked. It drops the whole cache on its first answer,
+//! on a switch to another source, and when a source answers `truncated`. A failed poll keeps its
+//! position, so a reputation server that restarts on its store costs the proxies no cache: they
+//! resume where they were and drop only what changed meanwhile. It is retried after 50 ms, then
+//! twice as long after each further failure up to 1 s (`follow_retry_first_ms`,
+//! `follow_retry_max_ms`; [`FollowRetry`]): a change written on a server just back arrives within
+//! about a second, and a server that stays down gets at most one poll a second from each proxy. The
+//! follower stays with a failing source for `retry_after_ms` before it follows another one, so a
+//! restart costs no switch.
 
 pub mod answer;
+pub mod summary;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,6 +59,7 @@ use crate::canon::CanonicalUrl;
 use crate::client::{ClientError, FollowRetry, RepClient};
 use crate::model::Verdict;
 use answer::{AnswerError, HostAnswer, url_verdict};
+use summary::KeySummary;
 
 /// Where a lookup's verdict came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +141,9 @@ pub struct ReputationConfig {
     pub retry_after: Duration,
     /// How soon the change follower asks again after a failed poll.
     pub follow_retry: FollowRetry,
+    /// Keep a key summary of the followed source, loaded from a host list of at most this
+    /// many bytes; `None`: none (every host is asked).
+    pub key_summary_max_bytes: Option<usize>,
 }
 
 impl From<&crate::config::ReputationSettings> for FollowRetry {
@@ -169,6 +180,17 @@ struct Cached<T> {
 }
 
 type HostEntry = Arc<Cached<HostAnswer>>;
+
+/// The key summary in use and the source it came from (named by a lookup it decides).
+#[derive(Debug)]
+struct Summary {
+    keys: KeySummary,
+    source: Arc<str>,
+}
+
+/// How long the follower waits before it asks again for a key summary that it could not get
+/// (a server that offers none, or not yet, or a list too long).
+const SUMMARY_RETRY: Duration = Duration::from_secs(60);
 type UrlEntry = Arc<Cached<Verdict>>;
 
 struct FreshFor;
@@ -235,6 +257,17 @@ pub struct Reputation {
     pub cache_drops: AtomicU64,
     /// Time of each round trip to the sources (failover included), for metrics.
     pub lookup_seconds: prometheus_client::metrics::histogram::Histogram,
+    /// The key summary, while one is loaded and current.
+    summary: arc_swap::ArcSwapOption<Summary>,
+    /// See [`ReputationConfig::key_summary_max_bytes`].
+    summary_max_bytes: Option<usize>,
+    /// Set while the change follower's polls fail: the summary may miss what was added
+    /// meanwhile, so hosts are asked (and an outage gets the fail mode, as without one).
+    summary_paused: std::sync::atomic::AtomicBool,
+    /// Lookups the key summary answered `untested` with no round trip.
+    pub summary_skips: AtomicU64,
+    /// Key summaries loaded.
+    pub summary_loads: AtomicU64,
 }
 
 impl std::fmt::Debug for Reputation {
@@ -365,6 +398,11 @@ impl Reputation {
             epoch: Instant::now(),
             changes_applied: AtomicU64::new(0),
             cache_drops: AtomicU64::new(0),
+            summary: arc_swap::ArcSwapOption::empty(),
+            summary_max_bytes: config.key_summary_max_bytes,
+            summary_paused: std::sync::atomic::AtomicBool::new(false),
+            summary_skips: AtomicU64::new(0),
+            summary_loads: AtomicU64::new(0),
             lookup_seconds: prometheus_client::metrics::histogram::Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 14),
             ),
@@ -377,6 +415,9 @@ impl Reputation {
 
     /// The verdict for a canonical URL (see the module docs).
     pub async fn lookup(&self, url: &CanonicalUrl) -> Lookup {
+        if let Some(untested) = self.summary_miss(url) {
+            return untested;
+        }
         let host = url.host().to_owned();
         let now = crate::clock::unix_secs();
         let mut cache = CacheState::Hit;
@@ -434,6 +475,41 @@ impl Reputation {
                 }
             },
         }
+    }
+
+    /// `untested` when a key summary is loaded and lists none of the URL's lookup hosts:
+    /// the server would answer the same (no key on the host or its parents).
+    fn summary_miss(&self, url: &CanonicalUrl) -> Option<Lookup> {
+        if self.summary_paused.load(Ordering::Relaxed) {
+            return None;
+        }
+        let guard = self.summary.load();
+        let summary = guard.as_ref()?;
+        let mut last = "";
+        for e in url.expressions() {
+            let host = e.host();
+            if host != last {
+                if summary.keys.contains(host) {
+                    return None;
+                }
+                last = host;
+            }
+        }
+        self.summary_skips.fetch_add(1, Ordering::Relaxed);
+        Some(Lookup {
+            verdict: Some(Verdict::untested()),
+            cache: CacheState::Hit,
+            source: Some(summary.source.clone()),
+            stale_for: None,
+        })
+    }
+
+    /// The loaded key summary's hosts and bytes of memory, `None` without one.
+    pub fn summary_size(&self) -> Option<(usize, usize)> {
+        self.summary
+            .load()
+            .as_ref()
+            .map(|s| (s.keys.len(), s.keys.bytes()))
     }
 
     async fn stale_host(
@@ -814,11 +890,18 @@ impl Reputation {
     /// the position: the same source, back, resumes from it. The follower stays with a
     /// failing source for `retry_after` before it moves to another one; a poll answered
     /// clears the source's down mark for lookups too.
+    ///
+    /// With a key summary configured it loads one from the source it follows (at the start,
+    /// after a switch or a `truncated` answer, which drop the one in use, and every
+    /// [`SUMMARY_RETRY`] while it has none) and adds the host of every changed key to it
+    /// before dropping that key's cached answers. While its polls fail the summary is not
+    /// used.
     pub async fn follow_changes(self: Arc<Self>, shutdown: CancellationToken) {
         let mut position: Option<(usize, u64)> = None;
         // Failed polls in a row, for the retry schedule, and when the first of them failed.
         let mut failures = 0u32;
         let mut failing_since: Option<Instant> = None;
+        let mut summary_due = Instant::now();
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -827,6 +910,33 @@ impl Reputation {
                 return;
             };
             let s = &self.sources[index];
+            let switched = !matches!(position, Some((i, _)) if i == index);
+            if switched {
+                self.summary.store(None);
+                summary_due = Instant::now();
+            }
+            if self.summary_max_bytes.is_some()
+                && summary_due <= Instant::now()
+                && self.summary.load().is_none()
+            {
+                let loaded = tokio::select! {
+                    r = self.load_summary(s) => r,
+                    _ = shutdown.cancelled() => return,
+                };
+                match loaded {
+                    // The summary is as of `seq`: following from there misses no key. A
+                    // position kept on this source is older, and changes from it are
+                    // applied again (harmless).
+                    Some(seq) => {
+                        if switched {
+                            self.invalidate_all();
+                            position = Some((index, seq));
+                        }
+                        continue;
+                    }
+                    None => summary_due = Instant::now() + SUMMARY_RETRY,
+                }
+            }
             let (since, wait) = match position {
                 Some((i, seq)) if i == index => (seq, 25_000),
                 _ => (0, 0),
@@ -842,23 +952,27 @@ impl Reputation {
                     keys,
                     truncated,
                 }) => {
-                    let switched = !matches!(position, Some((i, _)) if i == index);
+                    if truncated {
+                        // Keys added meanwhile may be missing from the summary: load anew.
+                        self.summary.store(None);
+                        summary_due = Instant::now();
+                    }
                     if switched || truncated {
                         if switched && position.is_some() {
                             tracing::info!(source = %s.name, "following the change stream of another source");
                         }
                         self.invalidate_all();
                     } else {
-                        for k in &keys {
-                            self.invalidate_key(k);
-                        }
+                        self.apply_changes(&keys);
                     }
                     position = Some((index, seq));
                     failures = 0;
                     failing_since = None;
                     s.down_until.store(0, Ordering::Relaxed);
+                    self.summary_paused.store(false, Ordering::Relaxed);
                 }
                 Err(e) => {
+                    self.summary_paused.store(true, Ordering::Relaxed);
                     self.mark_down(s, &e);
                     failures = failures.saturating_add(1);
                     failing_since.get_or_insert_with(Instant::now);
@@ -872,6 +986,59 @@ impl Reputation {
                         _ = shutdown.cancelled() => return,
                     }
                 }
+            }
+        }
+    }
+
+    /// Drops the cached answers of changed `keys`, after adding their hosts to the key
+    /// summary (so a lookup that finds the cache empty asks the server).
+    fn apply_changes(&self, keys: &[String]) {
+        if let Some(current) = self.summary.load_full() {
+            let hosts = keys
+                .iter()
+                .filter(|k| !k.starts_with(crate::api::changes::FILE_CHANGE_PREFIX))
+                .map(|k| k.split('/').next().unwrap_or(k));
+            self.summary.store(Some(Arc::new(Summary {
+                keys: current.keys.with_added(hosts),
+                source: current.source.clone(),
+            })));
+        }
+        for k in keys {
+            self.invalidate_key(k);
+        }
+    }
+
+    /// Loads and installs the key summary of `s`; its change sequence, or `None` when `s`
+    /// offers none (logged).
+    async fn load_summary(&self, s: &Source) -> Option<u64> {
+        let max = self.summary_max_bytes?;
+        // A long list takes longer than a lookup.
+        let timeout = s.timeout + Duration::from_secs(60);
+        let loaded = s
+            .client
+            .get_bytes_within("/v1/keys/hosts", timeout, max)
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|body| {
+                let (seq, hosts) = summary::parse_key_hosts(&body)?;
+                let keys = KeySummary::new(hosts).ok_or("too many hosts")?;
+                Ok((seq, keys))
+            });
+        match loaded {
+            Ok((seq, keys)) => {
+                tracing::info!(source = %s.name, hosts = keys.len(), bytes = keys.bytes(), seq,
+                    "key summary loaded: hosts with no key are untested without a round trip");
+                self.summary.store(Some(Arc::new(Summary {
+                    keys,
+                    source: s.name.clone(),
+                })));
+                self.summary_loads.fetch_add(1, Ordering::Relaxed);
+                Some(seq)
+            }
+            Err(e) => {
+                tracing::info!(source = %s.name, error = %e, retry_in = ?SUMMARY_RETRY,
+                    "no key summary: every host is asked");
+                None
             }
         }
     }

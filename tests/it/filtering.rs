@@ -902,6 +902,38 @@ async fn admin_proxy(
 }
 
 #[tokio::test]
+async fn a_host_without_keys_is_decided_from_the_key_summary_with_no_server_lookup() {
+    let origin = Origin::http().await;
+    let server = RepServer::serving(entries()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = admin_proxy(&server, dir.path(), |_| {}).await;
+    let admin = proxy.admin.expect("admin listener");
+    eventually("the key summary is loaded", BOUND, || async {
+        proxy_stats(&proxy).await["reputation_summary_hosts"] == 6
+    })
+    .await;
+    let client = proxy.client(None);
+    let before = server.lookups().await;
+    let url = at(&origin, "www.nobody-here.test", "/x");
+    assert_eq!(outcome(&client, &url).await, "pass");
+    assert_eq!(outcome(&client, &url).await, "pass");
+    assert_eq!(server.lookups().await, before, "no server lookup");
+    let text = scrape(admin).await;
+    assert_eq!(sample(&text, "webrep_reputation_summary_skips_total"), 2.0);
+    assert_eq!(sample(&text, "webrep_reputation_summary_hosts"), 6.0);
+    assert!(sample(&text, "webrep_reputation_summary_bytes") > 0.0);
+    // Listed on the server later: the change stream adds it before dropping its answers.
+    server
+        .write(json!({ "upsert": [{ "key": "nobody-here.test/", "score": 4, "categories": ["malware"] }] }))
+        .await;
+    eventually("the new entry reaches the proxy", BOUND, || async {
+        outcome(&client, &url).await == "block:risk"
+    })
+    .await;
+    proxy.stop().await;
+}
+
+#[tokio::test]
 async fn metrics_on_the_admin_listener_count_what_happened() {
     let origin = Origin::http().await;
     let server = RepServer::builder().metrics().start().await;

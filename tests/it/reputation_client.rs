@@ -1,6 +1,7 @@
 //! The proxy's reputation client and cache against real reputation servers on 127.0.0.1:0:
 //! coalesced cold lookups, one answer serving a whole host, stale answers and failover during
-//! an outage, and the change stream dropping changed keys long before their TTL.
+//! an outage, the change stream dropping changed keys long before their TTL, and the key
+//! summary that decides hosts without keys with no round trip.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +48,7 @@ fn reputation_following(
         max_stale: Duration::from_secs(3600),
         retry_after,
         follow_retry,
+        key_summary_max_bytes: None,
     }))
 }
 
@@ -487,5 +489,208 @@ async fn concurrent_file_lookups_of_different_hashes_go_out_in_batches() {
         (3..=25).contains(&requests),
         "250 distinct hashes took {requests} requests"
     );
+    server.stop().await;
+}
+
+/// A cache with a key summary, following `server`'s change stream, once the summary is in.
+async fn summarized(server: &RepServer) -> (Arc<Reputation>, CancellationToken, JoinHandle<()>) {
+    let rep = Arc::new(Reputation::new(ReputationConfig {
+        sources: vec![source("local", &server.base)],
+        cache_entries: 10_000,
+        max_stale: Duration::from_secs(3600),
+        retry_after: Duration::from_millis(100),
+        follow_retry: FollowRetry::default(),
+        key_summary_max_bytes: Some(1 << 20),
+    }));
+    let stop = CancellationToken::new();
+    let follower = tokio::spawn(rep.clone().follow_changes(stop.clone()));
+    eventually("the key summary is loaded", BOUND, || async {
+        rep.summary_size().is_some()
+    })
+    .await;
+    (rep, stop, follower)
+}
+
+fn applied(rep: &Reputation) -> u64 {
+    rep.changes_applied
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn skips(rep: &Reputation) -> u64 {
+    rep.summary_skips.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+async fn risk_of(rep: &Reputation, url: &str) -> (RiskLevel, CacheState) {
+    let l = rep.lookup(&canonicalize(url).unwrap()).await;
+    (l.verdict.unwrap().risk, l.cache)
+}
+
+#[tokio::test]
+async fn with_a_key_summary_a_host_without_keys_costs_no_round_trip() {
+    let server = RepServer::start().await;
+    server.write(sample()).await;
+    server
+        .write(json!({ "upsert": [{ "key": "paths.test/dir/", "score": 5, "categories": ["malware"] }] }))
+        .await;
+    let (rep, stop, follower) = summarized(&server).await;
+    let before = server.lookups().await;
+    for url in [
+        "http://nobody.test/",
+        "http://a.b.nobody.test/x/y?z=1",
+        "http://test/",
+        "http://10.1.2.3/",
+    ] {
+        assert_eq!(
+            risk_of(&rep, url).await,
+            (RiskLevel::Untested, CacheState::Hit),
+            "{url}"
+        );
+    }
+    assert_eq!(skips(&rep), 4);
+    assert_eq!(
+        server.lookups().await,
+        before,
+        "no lookup reached the server"
+    );
+    // Hosts with keys are asked: a `host/` key covers subdomains, path keys their paths only.
+    for (url, risk) in [
+        ("http://a.b.www.shop.test/", RiskLevel::Safe),
+        ("http://www.shop.test/downloads/x.exe", RiskLevel::Dangerous),
+        (
+            "http://www.shop.test/cart?id=7",
+            RiskLevel::HighlySuspicious,
+        ),
+        ("http://x.paths.test/dir/a", RiskLevel::Dangerous),
+        ("http://paths.test/dir/", RiskLevel::Dangerous),
+        ("http://x.paths.test/other", RiskLevel::Untested),
+    ] {
+        assert_eq!(risk_of(&rep, url).await.0, risk, "{url}");
+    }
+    assert_eq!(skips(&rep), 4, "no skip for a host with keys");
+    assert!(server.lookups().await > before);
+    stop.cancel();
+    let _ = follower.await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_added_after_the_summary_loaded_is_found_and_a_deleted_one_goes() {
+    let server = RepServer::start().await;
+    server.write(sample()).await;
+    let (rep, stop, follower) = summarized(&server).await;
+    let url = "http://www.late.test/page";
+    assert_eq!(
+        risk_of(&rep, url).await,
+        (RiskLevel::Untested, CacheState::Hit)
+    );
+    // Added: once the follower has applied the change, the next lookup sees it.
+    let n = applied(&rep);
+    server
+        .write(
+            json!({ "upsert": [{ "key": "late.test/", "score": 4, "categories": ["malware"] }] }),
+        )
+        .await;
+    eventually("the change is applied", BOUND, || async {
+        applied(&rep) > n
+    })
+    .await;
+    assert_eq!(
+        risk_of(&rep, url).await,
+        (RiskLevel::Dangerous, CacheState::Miss)
+    );
+    // A path key under a new host: its paths only.
+    let n = applied(&rep);
+    server
+        .write(json!({ "upsert": [{ "key": "late-path.test/bad/", "score": 4, "categories": ["malware"] }] }))
+        .await;
+    eventually("the change is applied", BOUND, || async {
+        applied(&rep) > n
+    })
+    .await;
+    assert_eq!(
+        risk_of(&rep, "http://late-path.test/bad/x").await.0,
+        RiskLevel::Dangerous
+    );
+    // Deleted: the old verdict goes (the host stays listed, so it is asked).
+    let n = applied(&rep);
+    server.write(json!({ "delete": ["late.test/"] })).await;
+    eventually("the change is applied", BOUND, || async {
+        applied(&rep) > n
+    })
+    .await;
+    assert_eq!(
+        risk_of(&rep, url).await,
+        (RiskLevel::Untested, CacheState::Miss)
+    );
+    stop.cancel();
+    let _ = follower.await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_that_asks_its_upstream_on_a_miss_offers_no_summary() {
+    let global = RepServer::start().await;
+    global
+        .write(json!({ "upsert": [{ "key": "global-bad.test/", "score": 4, "categories": ["malware"] }] }))
+        .await;
+    let client = RepClient::new(&global.base, CLIENT, None).unwrap();
+    let upstream =
+        webrep::repserver::upstream::Upstream::new(client, Duration::from_secs(2), 2, 1000);
+    let site = RepServer::builder()
+        .options(webrep::repserver::api::ServeOptions {
+            upstream: Some(Arc::new(upstream)),
+            ..Default::default()
+        })
+        .start()
+        .await;
+    site.write(sample()).await;
+    let (status, v) = site.get("/v1/keys/hosts", Some(CLIENT)).await;
+    assert_eq!(status, 409, "{v}");
+    let rep = Arc::new(Reputation::new(ReputationConfig {
+        sources: vec![source("site", &site.base)],
+        cache_entries: 10_000,
+        max_stale: Duration::from_secs(3600),
+        retry_after: Duration::from_millis(100),
+        follow_retry: FollowRetry::default(),
+        key_summary_max_bytes: Some(1 << 20),
+    }));
+    let stop = CancellationToken::new();
+    let follower = tokio::spawn(rep.clone().follow_changes(stop.clone()));
+    eventually("the follower's first answer", BOUND, || async {
+        rep.cache_drops.load(std::sync::atomic::Ordering::Relaxed) > 0
+    })
+    .await;
+    assert!(rep.summary_size().is_none());
+    let before = site.lookups().await;
+    assert_eq!(
+        risk_of(&rep, "http://global-bad.test/").await,
+        (RiskLevel::Dangerous, CacheState::Miss)
+    );
+    assert_eq!(
+        risk_of(&rep, "http://nobody.test/").await,
+        (RiskLevel::Untested, CacheState::Miss)
+    );
+    assert_eq!(site.lookups().await - before, 2);
+    assert_eq!(skips(&rep), 0);
+    stop.cancel();
+    let _ = follower.await;
+    site.stop().await;
+    global.stop().await;
+}
+
+#[tokio::test]
+async fn the_key_hosts_answer_lists_each_host_once_as_of_its_sequence() {
+    let server = RepServer::start().await;
+    let seq = server.write(sample()).await;
+    let client = RepClient::new(&server.base, CLIENT, None).unwrap();
+    let body = client
+        .get_bytes("/v1/keys/hosts", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    let mut lines: Vec<&str> = body.lines().collect();
+    assert_eq!(lines.remove(0), format!("seq {seq}"));
+    lines.sort_unstable();
+    assert_eq!(lines, ["bad.test", "shop.test", "www.shop.test"]);
     server.stop().await;
 }

@@ -216,6 +216,7 @@ pub(super) mod tests {
             max_stale: Duration::from_secs(60),
             retry_after: Duration::from_secs(1),
             follow_retry: FollowRetry::default(),
+            key_summary_max_bytes: None,
         });
         Filter::new(
             Arc::new(reputation),

@@ -9,7 +9,8 @@
 //! - [`changes`]: `GET /v1/changes` (long-poll) and `GET /v1/changes/stream` (SSE);
 //! - [`files`]: file-hash lookups and writes; [`categories`];
 //! - [`events`]: feedback events, their summary and escalations;
-//! - [`sync`]: snapshot pages and changed values for the servers that follow this one.
+//! - [`sync`]: snapshot pages and changed values for the servers that follow this one;
+//! - [`keys`]: `GET /v1/keys/hosts`, the hosts of the table's keys for a proxy's key summary.
 
 mod batch;
 mod categories;
@@ -19,6 +20,7 @@ mod events;
 mod files;
 mod health;
 mod import;
+mod keys;
 mod lookup;
 mod sync;
 mod tier;
@@ -133,6 +135,10 @@ async fn route(
         (Route::SyncChanges, &Method::GET) => {
             authorize_or_drain(shared, req, client).await?;
             ok(&sync::changes(shared, query).await?)
+        }
+        (Route::KeyHosts, &Method::GET) => {
+            authorize_or_drain(shared, req, client).await?;
+            keys::key_hosts(shared).await?
         }
         _ => return Err(no_route(&path, &method)),
     })
