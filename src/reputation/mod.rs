@@ -31,16 +31,17 @@
 //! The change follower ([`Reputation::follow_changes`]) loads the key summary from the source it
 //! follows and adds the host of each changed key to it before dropping the key's cached answers;
 //! without a summary (not offered, not yet loaded, dropped on a switch or a `truncated` answer
-//! until it is loaded anew, and set aside while the follower's polls fail, so that an outage gets
-//! the fail mode as without one) every host is asked. It drops the whole cache on its first answer,
-//! on a switch to another source, and when a source answers `truncated`. A failed poll keeps its
-//! position, so a reputation server that restarts on its store costs the proxies no cache: they
-//! resume where they were and drop only what changed meanwhile. It is retried after 50 ms, then
-//! twice as long after each further failure up to 1 s (`follow_retry_first_ms`,
-//! `follow_retry_max_ms`; [`FollowRetry`]): a change written on a server just back arrives within
-//! about a second, and a server that stays down gets at most one poll a second from each proxy. The
-//! follower stays with a failing source for `retry_after_ms` before it follows another one, so a
-//! restart costs no switch.
+//! until it is loaded anew) every host is asked. While the follower's polls fail, the summary's
+//! answers are stale like those of the cache (served as [`CacheState::Stale`] for up to
+//! `max_stale_secs` from the first failed poll, within the policy's stale window). It drops the
+//! whole cache on its first answer, on a switch to another source, and when a source answers
+//! `truncated`. A failed poll keeps its position, so a reputation server that restarts on its store
+//! costs the proxies no cache: they resume where they were and drop only what changed meanwhile. It
+//! is retried after 50 ms, then twice as long after each further failure up to 1 s
+//! (`follow_retry_first_ms`, `follow_retry_max_ms`; [`FollowRetry`]): a change written on a server
+//! just back arrives within about a second, and a server that stays down gets at most one poll a
+//! second from each proxy. The follower stays with a failing source for `retry_after_ms` before it
+//! follows another one, so a restart costs no switch.
 
 pub mod answer;
 pub mod summary;
@@ -261,9 +262,12 @@ pub struct Reputation {
     summary: arc_swap::ArcSwapOption<Summary>,
     /// See [`ReputationConfig::key_summary_max_bytes`].
     summary_max_bytes: Option<usize>,
-    /// Set while the change follower's polls fail: the summary may miss what was added
-    /// meanwhile, so hosts are asked (and an outage gets the fail mode, as without one).
-    summary_paused: std::sync::atomic::AtomicBool,
+    /// While the change follower's polls fail: when the first of them failed (milliseconds
+    /// since `epoch`, at least 1); 0 while they succeed. The summary may then miss what was
+    /// added meanwhile: its answers are stale, like cached answers of a source that is down.
+    summary_stale_since: AtomicU64,
+    /// How long past its freshness an answer may serve while no source answers.
+    max_stale: Duration,
     /// Lookups the key summary answered `untested` with no round trip.
     pub summary_skips: AtomicU64,
     /// Key summaries loaded.
@@ -400,7 +404,8 @@ impl Reputation {
             cache_drops: AtomicU64::new(0),
             summary: arc_swap::ArcSwapOption::empty(),
             summary_max_bytes: config.key_summary_max_bytes,
-            summary_paused: std::sync::atomic::AtomicBool::new(false),
+            summary_stale_since: AtomicU64::new(0),
+            max_stale: config.max_stale,
             summary_skips: AtomicU64::new(0),
             summary_loads: AtomicU64::new(0),
             lookup_seconds: prometheus_client::metrics::histogram::Histogram::new(
@@ -479,8 +484,14 @@ impl Reputation {
 
     /// `untested` when a key summary is loaded and lists none of the URL's lookup hosts:
     /// the server would answer the same (no key on the host or its parents).
+    /// While the change follower cannot reach its source the answer is
+    /// [`CacheState::Stale`] (stale since the first failed poll), as a cached answer of that
+    /// source would be; past `max_stale` the summary is not used.
     fn summary_miss(&self, url: &CanonicalUrl) -> Option<Lookup> {
-        if self.summary_paused.load(Ordering::Relaxed) {
+        let stale_since = self.summary_stale_since.load(Ordering::Relaxed);
+        let stale_for = (stale_since != 0)
+            .then(|| Duration::from_millis(self.now_ms().saturating_sub(stale_since)));
+        if stale_for.is_some_and(|d| d > self.max_stale) {
             return None;
         }
         let guard = self.summary.load();
@@ -498,9 +509,9 @@ impl Reputation {
         self.summary_skips.fetch_add(1, Ordering::Relaxed);
         Some(Lookup {
             verdict: Some(Verdict::untested()),
-            cache: CacheState::Hit,
+            cache: stale_for.map_or(CacheState::Hit, |_| CacheState::Stale),
             source: Some(summary.source.clone()),
-            stale_for: None,
+            stale_for,
         })
     }
 
@@ -894,8 +905,8 @@ impl Reputation {
     /// With a key summary configured it loads one from the source it follows (at the start,
     /// after a switch or a `truncated` answer, which drop the one in use, and every
     /// [`SUMMARY_RETRY`] while it has none) and adds the host of every changed key to it
-    /// before dropping that key's cached answers. While its polls fail the summary is not
-    /// used.
+    /// before dropping that key's cached answers. While its polls fail the summary's answers
+    /// are stale.
     pub async fn follow_changes(self: Arc<Self>, shutdown: CancellationToken) {
         let mut position: Option<(usize, u64)> = None;
         // Failed polls in a row, for the retry schedule, and when the first of them failed.
@@ -969,10 +980,13 @@ impl Reputation {
                     failures = 0;
                     failing_since = None;
                     s.down_until.store(0, Ordering::Relaxed);
-                    self.summary_paused.store(false, Ordering::Relaxed);
+                    self.summary_stale_since.store(0, Ordering::Relaxed);
                 }
                 Err(e) => {
-                    self.summary_paused.store(true, Ordering::Relaxed);
+                    if self.summary_stale_since.load(Ordering::Relaxed) == 0 {
+                        let now = self.now_ms().max(1);
+                        self.summary_stale_since.store(now, Ordering::Relaxed);
+                    }
                     self.mark_down(s, &e);
                     failures = failures.saturating_add(1);
                     failing_since.get_or_insert_with(Instant::now);

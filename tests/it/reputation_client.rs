@@ -694,3 +694,26 @@ async fn the_key_hosts_answer_lists_each_host_once_as_of_its_sequence() {
     assert_eq!(lines, ["bad.test", "shop.test", "www.shop.test"]);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn while_the_source_is_down_the_summary_answers_stale_like_the_cache() {
+    let mut server = RepServer::start().await;
+    server.write(sample()).await;
+    let (rep, stop, follower) = summarized(&server).await;
+    server.kill().await;
+    eventually("the follower notices", BOUND, || async {
+        !rep.source_health()[0].1
+    })
+    .await;
+    let l = rep
+        .lookup(&canonicalize("http://nobody.test/").unwrap())
+        .await;
+    assert_eq!(l.verdict.unwrap().risk, RiskLevel::Untested);
+    assert_eq!(l.cache, CacheState::Stale);
+    assert!(l.stale_for.is_some());
+    // A host with keys and no cached answer has none.
+    let l = rep.lookup(&canonicalize("http://bad.test/").unwrap()).await;
+    assert_eq!(l.cache, CacheState::Unavailable);
+    stop.cancel();
+    let _ = follower.await;
+}
