@@ -286,11 +286,22 @@ pub struct RawProxyConfig {
     /// Time from sending a request upstream to receiving the response headers, in
     /// milliseconds; after that the client gets 504. Default 60000.
     pub upstream_response_timeout_ms: u64,
-    /// How long an idle pooled upstream connection is kept for reuse, in milliseconds.
-    /// Default 60000.
+    /// How long an idle pooled upstream connection is kept for reuse, in milliseconds (the
+    /// pool looks for expired ones about this often, so one may stay up to twice as long).
+    /// Many origins close idle connections after 5 to 15 s themselves, and a connection to
+    /// one of an office's many rarely visited hosts is seldom reused after that: a longer
+    /// time mostly holds file descriptors and buffers. Default 15000.
     pub upstream_idle_timeout_ms: u64,
-    /// Maximum idle pooled connections kept per upstream host and worker. Default 256.
+    /// Maximum idle pooled connections kept per upstream host and worker. Enough for the
+    /// concurrent requests a busy host sees from an office; beyond it, connections are
+    /// closed and reopened. Default 16.
     pub upstream_max_idle_per_host: usize,
+    /// Maximum idle pooled upstream connections in the whole process, split evenly among
+    /// the workers; when one more becomes idle, the one idle for longest is closed. Each
+    /// holds a file descriptor and its buffers (see docs/performance.md), so this keeps the
+    /// pool well inside the descriptor limit whatever the number of hosts. Default 2000; 1
+    /// to 1000000.
+    pub upstream_max_idle: usize,
     /// The most an upstream connection's read buffer grows to, in bytes: each read from an
     /// upstream takes at most this much. Larger means fewer system calls for big downloads
     /// and more memory per busy connection (up to about twice this while a body streams).
@@ -919,8 +930,9 @@ impl Default for RawProxyConfig {
             upstream_connect_timeout_ms: 10_000,
             happy_eyeballs_delay_ms: 250,
             upstream_response_timeout_ms: 60_000,
-            upstream_idle_timeout_ms: 60_000,
-            upstream_max_idle_per_host: 256,
+            upstream_idle_timeout_ms: 15_000,
+            upstream_max_idle_per_host: 16,
+            upstream_max_idle: 2000,
             upstream_read_buffer_bytes: 32_768,
             tunnel_idle_timeout_ms: 300_000,
             shutdown_grace_period_ms: 30_000,
