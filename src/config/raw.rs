@@ -306,8 +306,11 @@ pub struct RawProxyConfig {
     /// upstream takes at most this much. Larger means fewer system calls for big downloads
     /// and more memory per busy connection (up to about twice this while a body streams).
     /// Larger buffers bought a little throughput for 1 MiB downloads at a few MB more RSS
-    /// per hundred busy connections (figures in README.md, Performance). Default 32768 (memory
-    /// per busy connection is what limits a gateway with thousands of them); 8192 to
+    /// per hundred busy connections (figures in README.md, Performance). The buffer stays
+    /// allocated while the connection waits idle in the pool, and from 32768 up it grows to
+    /// 64 KiB after the first large body (the byte buffer's growth rounds up): an idle
+    /// connection then holds about 85 KB instead of about 31 KB at 24576, for no measurable
+    /// difference in CPU per 1 MiB download (docs/performance.md). Default 24576; 8192 to
     /// 16777216.
     pub upstream_read_buffer_bytes: usize,
     /// A tunnel (CONNECT or WebSocket) with no bytes in either direction for this long is
@@ -933,7 +936,7 @@ impl Default for RawProxyConfig {
             upstream_idle_timeout_ms: 15_000,
             upstream_max_idle_per_host: 16,
             upstream_max_idle: 2000,
-            upstream_read_buffer_bytes: 32_768,
+            upstream_read_buffer_bytes: 24_576,
             tunnel_idle_timeout_ms: 300_000,
             shutdown_grace_period_ms: 30_000,
             preserve_header_case: false,
