@@ -8,8 +8,13 @@
 #   WEBREP_BIN=/tmp/webrep-old bench/memory.sh        # another build, same steps
 #   WEBREP_ENV="MALLOC_ARENA_MAX=2" bench/memory.sh   # environment for the proxy
 #
-# Knobs: TUNNELS (2000), CONNS (10000), WAVES (5), QUIET_S (60), SETTLE_S (15); see the
-# bench's module docs. Figures: docs/performance.md.
+#   STEPS=upstream bench/memory.sh                   # memory per idle upstream connection
+#   STEPS=keepalive KEEPALIVE=18000 bench/memory.sh  # memory per idle keep-alive client
+#
+# Knobs: STEPS (tunnels,silent,waves; also upstream, keepalive), TUNNELS (2000), CONNS
+# (10000), WAVES (5), QUIET_S (60), SETTLE_S (15), UPSTREAMS (3000), KEEPALIVE (18000),
+# PROXY_EXTRA (YAML lines for the proxy section); see the bench's module docs. Figures:
+# docs/performance.md.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 want=30000

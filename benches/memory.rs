@@ -15,7 +15,13 @@
 //! `WEBREP_ENV` (`NAME=VALUE` pairs for the proxy, space-separated, e.g.
 //! `MALLOC_ARENA_MAX=2`), `TUNNELS` (2000), `CONNS` (10000), `WAVES` (5), `QUIET_S` (60: long
 //! enough for a tunnel to give its buffers back and the allocator to return the pages),
-//! `SETTLE_S` (15: wait after each step; the allocator purges over about 10 s).
+//! `SETTLE_S` (15: wait after each step; the allocator purges over about 10 s), `STEPS`
+//! (`tunnels,silent,waves`; also `upstream`: `UPSTREAMS` (3000) upstream connections to as
+//! many host names kept idle in the pool, each answering one body of `UPSTREAM_BODY` bytes
+//! (5), and `keepalive`: `KEEPALIVE` (18000) idle
+//! keep-alive client connections, each figure with the memory per connection),
+//! `PROXY_EXTRA` (YAML lines added to the proxy's `proxy:` section; the default makes room
+//! in the upstream pool for the `upstream` step: see [`DEFAULT_PROXY_EXTRA`]).
 
 use std::io::{BufRead as _, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -71,7 +77,11 @@ fn origin() {
                         Ok(0) | Err(_) => return,
                         Ok(n) => n,
                     };
-                    let reply: &[u8] = if buf.starts_with(b"GET ") {
+                    let sized;
+                    let reply: &[u8] = if buf.starts_with(b"GET /b") {
+                        sized = sized_reply(&buf[6..n]);
+                        &sized
+                    } else if buf.starts_with(b"GET ") {
                         b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
                     } else {
                         &buf[..n]
@@ -83,6 +93,20 @@ fn origin() {
             });
         }
     });
+}
+
+/// The answer to `GET /b{n}`: a body of `n` bytes (at most 16 MiB) ending in `hello`.
+fn sized_reply(rest: &[u8]) -> Vec<u8> {
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let n: usize = std::str::from_utf8(&rest[..digits])
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(5)
+        .clamp(5, 16 << 20);
+    let mut out = format!("HTTP/1.1 200 OK\r\ncontent-length: {n}\r\n\r\n").into_bytes();
+    out.resize(out.len() + n - 5, b'x');
+    out.extend_from_slice(b"hello");
+    out
 }
 
 /// A child process, killed when dropped.
@@ -124,8 +148,9 @@ fn start_proxy(dir: &std::path::Path, origin: SocketAddr) -> (Proc, SocketAddr) 
     std::fs::write(
         &cfg,
         format!(
-            "proxy:\n  listen: [\"127.0.0.1:0\"]\n  max_connections: 20000\n  connect_ports: [{}]\n  destinations:\n    allow_internal: true\naccess_log:\n  path: {:?}\nlog:\n  level: info\n",
+            "proxy:\n  listen: [\"127.0.0.1:0\"]\n  max_connections: 20000\n  connect_ports: [{}]\n  destinations:\n    allow_internal: true\n  hosts: {{\"*\": [\"127.0.0.1\"]}}\n{}access_log:\n  path: {:?}\nlog:\n  level: info\n",
             origin.port(),
+            std::env::var("PROXY_EXTRA").unwrap_or_else(|_| DEFAULT_PROXY_EXTRA.to_owned()),
             dir.join("access.log").display().to_string()
         ),
     )
@@ -181,14 +206,16 @@ async fn connect(proxy: SocketAddr, i: usize) -> TcpStream {
 
 /// Reads until `needle` has been seen (bounded in time).
 async fn read_until(s: &mut TcpStream, needle: &[u8]) {
+    // What was read last, with the bytes before it that could start `needle`.
     let mut got = Vec::new();
-    let mut buf = [0u8; 2048];
+    let mut buf = [0u8; 16384];
     while !got.windows(needle.len()).any(|w| w == needle) {
         let n = tokio::time::timeout(STEP_TIMEOUT, s.read(&mut buf))
             .await
             .expect("answer in time")
             .expect("read");
         assert!(n > 0, "closed before {:?}", String::from_utf8_lossy(needle));
+        got.drain(..got.len().saturating_sub(needle.len() - 1));
         got.extend_from_slice(&buf[..n]);
     }
 }
@@ -211,6 +238,89 @@ where
         }
     }
     all
+}
+
+/// What the `upstream` step needs beside the defaults: room in the pool for every upstream
+/// connection it makes, kept for the whole step.
+const DEFAULT_PROXY_EXTRA: &str = "  upstream_max_idle: 1000000\n  upstream_max_idle_per_host: 4\n  upstream_idle_timeout_ms: 600000\n";
+
+/// The anonymous memory of `pid` (heap and thread stacks, what connections cost), in MB.
+fn anon_mb(pid: u32) -> f64 {
+    let rollup =
+        std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let kib: f64 = rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Anonymous:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kib * 1024.0 / 1e6
+}
+
+/// The `upstream` step: `n` upstream connections to `n` distinct host names (`u{i}.mem.test`,
+/// all on the origin), made by 50 keep-alive client connections one request at a time and
+/// then kept idle in the proxy's pool; the memory each one costs.
+async fn upstream_step(proxy: SocketAddr, origin: SocketAddr, pid: u32, n: usize, wait: u64) {
+    const CLIENTS: usize = 50;
+    let body = env_num("UPSTREAM_BODY", 5);
+    let (rss0, anon0) = (rss_mb(pid), anon_mb(pid));
+    let mut set = tokio::task::JoinSet::new();
+    for c in 0..CLIENTS {
+        set.spawn(async move {
+            let mut s = connect(proxy, c).await;
+            for i in (c..n).step_by(CLIENTS) {
+                let host = format!("u{i}.mem.test:{}", origin.port());
+                let get = format!("GET http://{host}/b{body} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+                s.write_all(get.as_bytes()).await.expect("write");
+                read_until(&mut s, b"hello").await;
+            }
+            s
+        });
+    }
+    let mut clients = Vec::new();
+    while let Some(s) = set.join_next().await {
+        clients.push(s.expect("client task"));
+    }
+    let per = |before: f64, after: f64| (after - before) * 1e6 / n as f64 / 1e3;
+    let (rss1, anon1) = (rss_mb(pid), anon_mb(pid));
+    println!(
+        "{:<48} {rss1:>7.1} MB  ({:.1} KB RSS, {:.1} KB anonymous per upstream connection)",
+        format!("{n} idle upstream connections, just used"),
+        per(rss0, rss1),
+        per(anon0, anon1)
+    );
+    settle(wait).await;
+    let (rss2, anon2) = (rss_mb(pid), anon_mb(pid));
+    println!(
+        "{:<48} {rss2:>7.1} MB  ({:.1} KB RSS, {:.1} KB anonymous per upstream connection)",
+        format!("{n} idle upstream connections, settled"),
+        per(rss0, rss2),
+        per(anon0, anon2)
+    );
+    drop(clients);
+}
+
+/// The `keepalive` step: `n` client connections that each made one request and stay open,
+/// idle, held by the proxy; the memory each one costs.
+async fn keepalive_step(proxy: SocketAddr, get: &'static [u8], pid: u32, n: usize, wait: u64) {
+    let (rss0, anon0) = (rss_mb(pid), anon_mb(pid));
+    let open = open_many(proxy, n, move |mut s| async move {
+        s.write_all(get).await.expect("write");
+        read_until(&mut s, b"hello").await;
+        s
+    })
+    .await;
+    settle(wait).await;
+    let (rss1, anon1) = (rss_mb(pid), anon_mb(pid));
+    let per = |before: f64, after: f64| (after - before) * 1e6 / n as f64 / 1e3;
+    println!(
+        "{:<48} {rss1:>7.1} MB  ({:.1} KB RSS, {:.1} KB anonymous per client connection)",
+        format!("{n} idle keep-alive client connections"),
+        per(rss0, rss1),
+        per(anon0, anon1)
+    );
+    drop(open);
+    settle(wait).await;
+    println!("{:<48} {:>7.1} MB", "keep-alive connections closed", rss_mb(pid));
 }
 
 async fn settle(secs: u64) {
@@ -238,6 +348,43 @@ async fn run() {
     settle(wait).await;
     report("idle (after one request)");
 
+    let steps = std::env::var("STEPS").unwrap_or_else(|_| "tunnels,silent,waves".into());
+    let step = |name: &str| steps.split(',').any(|s| s.trim() == name);
+    if step("upstream") {
+        let n = env_num("UPSTREAMS", 3000) as usize;
+        upstream_step(proxy, origin, pid, n, wait).await;
+        settle(wait).await;
+        report("upstream step over (clients closed)");
+    }
+    if step("keepalive") {
+        keepalive_step(proxy, get, pid, env_num("KEEPALIVE", 18_000) as usize, wait).await;
+    }
+    if step("tunnels") {
+        tunnels_step(proxy, origin, pid, tunnels, quiet, wait).await;
+    }
+    if step("silent") {
+        let open = open_many(proxy, conns, |s| async move { s }).await;
+        settle(wait).await;
+        report(&format!("{conns} silent connections"));
+        drop(open);
+        settle(wait).await;
+        report("silent connections closed");
+    }
+    if step("waves") {
+        waves_step(proxy, get, pid, conns, waves, wait).await;
+    }
+}
+
+/// 2,000 quiet CONNECT tunnels, just used, quiet, closed.
+async fn tunnels_step(
+    proxy: SocketAddr,
+    origin: SocketAddr,
+    pid: u32,
+    tunnels: usize,
+    quiet: u64,
+    wait: u64,
+) {
+    let report = |step: &str| println!("{step:<48} {:>7.1} MB", rss_mb(pid));
     let connect_req = format!("CONNECT {origin} HTTP/1.1\r\nHost: {origin}\r\n\r\n");
     let connect_req: &'static [u8] = Box::leak(connect_req.into_bytes().into_boxed_slice());
     let open = open_many(proxy, tunnels, move |mut s| async move {
@@ -259,14 +406,19 @@ async fn run() {
     drop(open);
     settle(wait).await;
     report("tunnels closed");
+}
 
-    let open = open_many(proxy, conns, |s| async move { s }).await;
-    settle(wait).await;
-    report(&format!("{conns} silent connections"));
-    drop(open);
-    settle(wait).await;
-    report("silent connections closed");
-
+/// Waves of `conns` keep-alive connections (one request each, all open at once, then all
+/// closed).
+async fn waves_step(
+    proxy: SocketAddr,
+    get: &'static [u8],
+    pid: u32,
+    conns: usize,
+    waves: u64,
+    wait: u64,
+) {
+    let report = |step: &str| println!("{step:<48} {:>7.1} MB", rss_mb(pid));
     for wave in 1..=waves {
         let open = open_many(proxy, conns, move |mut s| async move {
             s.write_all(get).await.expect("write");

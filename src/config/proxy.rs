@@ -45,6 +45,8 @@ pub struct ProxyConfig {
     pub upstream_response_timeout: Duration,
     pub upstream_idle_timeout: Duration,
     pub upstream_max_idle_per_host: usize,
+    /// Idle upstream connections in the whole process (split among the workers).
+    pub upstream_max_idle: usize,
     pub upstream_read_buffer_bytes: usize,
     pub tunnel_idle_timeout: Duration,
     pub shutdown_grace_period: Duration,
@@ -112,6 +114,15 @@ impl ProxyConfig {
             upstream_response_timeout: t.upstream_response,
             upstream_idle_timeout: t.upstream_idle,
             upstream_max_idle_per_host: p.upstream_max_idle_per_host,
+            upstream_max_idle: match p.upstream_max_idle {
+                n @ 1..=1_000_000 => n,
+                n => {
+                    return Err(InvalidValue::new(
+                        "proxy.upstream_max_idle",
+                        format!("{n} is outside 1..=1000000"),
+                    ));
+                }
+            },
             upstream_read_buffer_bytes: t.upstream_read_buffer_bytes,
             tunnel_idle_timeout: t.tunnel_idle,
             shutdown_grace_period: Duration::from_millis(p.shutdown_grace_period_ms),

@@ -286,17 +286,31 @@ pub struct RawProxyConfig {
     /// Time from sending a request upstream to receiving the response headers, in
     /// milliseconds; after that the client gets 504. Default 60000.
     pub upstream_response_timeout_ms: u64,
-    /// How long an idle pooled upstream connection is kept for reuse, in milliseconds.
-    /// Default 60000.
+    /// How long an idle pooled upstream connection is kept for reuse, in milliseconds (the
+    /// pool looks for expired ones about this often, so one may stay up to twice as long).
+    /// Many origins close idle connections after 5 to 15 s themselves, and a connection to
+    /// one of an office's many rarely visited hosts is seldom reused after that: a longer
+    /// time mostly holds file descriptors and buffers. Default 15000.
     pub upstream_idle_timeout_ms: u64,
-    /// Maximum idle pooled connections kept per upstream host and worker. Default 256.
+    /// Maximum idle pooled connections kept per upstream host and worker. Enough for the
+    /// concurrent requests a busy host sees from an office; beyond it, connections are
+    /// closed and reopened. Default 16.
     pub upstream_max_idle_per_host: usize,
+    /// Maximum idle pooled upstream connections in the whole process, split evenly among
+    /// the workers; when one more becomes idle, the one idle for longest is closed. Each
+    /// holds a file descriptor and its buffers (see docs/performance.md), so this keeps the
+    /// pool well inside the descriptor limit whatever the number of hosts. Default 2000; 1
+    /// to 1000000.
+    pub upstream_max_idle: usize,
     /// The most an upstream connection's read buffer grows to, in bytes: each read from an
     /// upstream takes at most this much. Larger means fewer system calls for big downloads
     /// and more memory per busy connection (up to about twice this while a body streams).
     /// Larger buffers bought a little throughput for 1 MiB downloads at a few MB more RSS
-    /// per hundred busy connections (figures in README.md, Performance). Default 32768 (memory
-    /// per busy connection is what limits a gateway with thousands of them); 8192 to
+    /// per hundred busy connections (figures in README.md, Performance). The buffer stays
+    /// allocated while the connection waits idle in the pool, and from 32768 up it grows to
+    /// 64 KiB after the first large body (the byte buffer's growth rounds up): an idle
+    /// connection then holds about 85 KB instead of about 31 KB at 24576, for no measurable
+    /// difference in CPU per 1 MiB download (docs/performance.md). Default 24576; 8192 to
     /// 16777216.
     pub upstream_read_buffer_bytes: usize,
     /// A tunnel (CONNECT or WebSocket) with no bytes in either direction for this long is
@@ -931,9 +945,10 @@ impl Default for RawProxyConfig {
             upstream_connect_timeout_ms: 10_000,
             happy_eyeballs_delay_ms: 250,
             upstream_response_timeout_ms: 60_000,
-            upstream_idle_timeout_ms: 60_000,
-            upstream_max_idle_per_host: 256,
-            upstream_read_buffer_bytes: 32_768,
+            upstream_idle_timeout_ms: 15_000,
+            upstream_max_idle_per_host: 16,
+            upstream_max_idle: 2000,
+            upstream_read_buffer_bytes: 24_576,
             tunnel_idle_timeout_ms: 300_000,
             shutdown_grace_period_ms: 30_000,
             preserve_header_case: false,

@@ -22,6 +22,7 @@ use http::HeaderValue;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::pool::PoolHandle;
 use crate::accesslog::{AccessLog, AccessRecord, RecordKind, RequestId};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -38,6 +39,8 @@ enum Inner {
 pub struct ProxyBody {
     inner: Inner,
     guard: Option<ResponseGuard>,
+    /// The upstream connection the body comes from, released to the idle bound on drop.
+    pool: Option<PoolHandle>,
 }
 
 impl std::fmt::Debug for ProxyBody {
@@ -51,6 +54,7 @@ impl ProxyBody {
         Self {
             inner: Inner::Empty,
             guard: None,
+            pool: None,
         }
     }
 
@@ -63,6 +67,7 @@ impl ProxyBody {
                 Inner::Full(Some(b))
             },
             guard: None,
+            pool: None,
         }
     }
 
@@ -70,6 +75,7 @@ impl ProxyBody {
         Self {
             inner: Inner::Upstream(b),
             guard: None,
+            pool: None,
         }
     }
 
@@ -78,12 +84,19 @@ impl ProxyBody {
         Self {
             inner: Inner::Boxed(Box::pin(b)),
             guard: None,
+            pool: None,
         }
     }
 
     /// Attaches the guard that logs and releases the connection when the body is done.
     pub fn with_guard(mut self, guard: ResponseGuard) -> Self {
         self.guard = Some(guard);
+        self
+    }
+
+    /// Releases `handle`'s upstream connection to the idle bound when this body is done.
+    pub fn with_pool(mut self, handle: PoolHandle) -> Self {
+        self.pool = Some(handle);
         self
     }
 
@@ -167,6 +180,9 @@ impl Drop for ProxyBody {
     fn drop(&mut self) {
         if self.is_end_stream() {
             self.note_end();
+        }
+        if let Some(h) = self.pool.take() {
+            h.release();
         }
     }
 }

@@ -22,10 +22,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::Uri;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::acl::{DestinationPolicy, Refusal, ip_literal};
+use super::pool::{IdleBound, Tracked};
 /// `proxy.hosts` and the DNS cache settings, validated by config.
 use crate::config::StaticHosts;
 
@@ -241,7 +241,8 @@ async fn connect_first(
     }
 }
 
-/// The hyper-util `Connect` service for the pooled upstream client.
+/// The hyper-util `Connect` service for the pooled upstream client: every connection it
+/// makes is a [`Tracked`] socket under its worker's [`IdleBound`].
 ///
 /// hyper-util clones the connector for every request, pooled connection or not, so it holds
 /// the dialer behind one `Arc` (one reference count, not the half dozen of a [`Dialer`] clone
@@ -249,18 +250,34 @@ async fn connect_first(
 #[derive(Debug, Clone)]
 pub struct Connector {
     dialer: Arc<Dialer>,
+    /// The worker's bound on idle connections, which every connection made registers with.
+    bound: Arc<IdleBound>,
+    /// Its connections go to hyper as they are (not through a TLS handshake first).
+    plain: bool,
 }
 
 impl Connector {
-    pub fn new(dialer: Dialer) -> Self {
+    /// The connector of the plain HTTP pool.
+    pub fn new(dialer: Dialer, bound: Arc<IdleBound>) -> Self {
         Self {
             dialer: Arc::new(dialer),
+            bound,
+            plain: true,
+        }
+    }
+
+    /// The connector under a TLS one: whoever hands its connections to hyper says so
+    /// ([`Tracked::handed_over`]).
+    pub fn for_tls(dialer: Dialer, bound: Arc<IdleBound>) -> Self {
+        Self {
+            plain: false,
+            ..Self::new(dialer, bound)
         }
     }
 }
 
 impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<TcpStream>;
+    type Response = Tracked;
     type Error = DialError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, DialError>> + Send>>;
 
@@ -269,7 +286,7 @@ impl tower_service::Service<Uri> for Connector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let dialer = self.dialer.clone();
+        let (dialer, bound, plain) = (self.dialer.clone(), self.bound.clone(), self.plain);
         Box::pin(async move {
             let host = uri.host().ok_or(DialError::NoHost)?;
             let default = if uri.scheme_str() == Some("https") {
@@ -278,7 +295,11 @@ impl tower_service::Service<Uri> for Connector {
                 80
             };
             let port = uri.port_u16().unwrap_or(default);
-            dialer.dial(host, port).await.map(TokioIo::new)
+            let io = Tracked::new(dialer.dial(host, port).await?, &bound);
+            if plain {
+                io.handed_over();
+            }
+            Ok(io)
         })
     }
 }

@@ -51,11 +51,11 @@ use hyper_rustls::MaybeHttpsStream;
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
+use super::pool::Tracked;
 use tokio::sync::oneshot;
 
 /// What the HTTPS pools' connector produces.
-pub type UpstreamIo = MaybeHttpsStream<TokioIo<TcpStream>>;
+pub type UpstreamIo = MaybeHttpsStream<Tracked>;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -153,8 +153,9 @@ impl EarlyConns {
     /// Starts the TLS handshake with `host:port` over `tcp` (the CONNECT's dialled
     /// connection) for the pool that offers `h2` (`h2`) or HTTP/1.1 only, and keeps the result
     /// for [`EarlyConnector`]. A warm server (see the module docs), a host that is no TLS
-    /// server name, or a full store closes `tcp` instead.
-    pub fn start(self: &Arc<Self>, worker: usize, host: &str, port: u16, h2: bool, tcp: TcpStream) {
+    /// server name, or a full store closes `tcp` instead. `tcp` is registered with the
+    /// worker's idle bound like any connection the pool dials.
+    pub fn start(self: &Arc<Self>, worker: usize, host: &str, port: u16, h2: bool, tcp: Tracked) {
         let key = Key::new(worker, host, port, h2);
         if self.warm.contains_key(&key) {
             return;
@@ -183,7 +184,7 @@ impl EarlyConns {
         tokio::spawn(async move {
             let until = tokio::time::Instant::now() + keep;
             let connect = tokio_rustls::TlsConnector::from(cfg)
-                .connect(name, TokioIo::new(TokioIo::new(tcp)));
+                .connect(name, TokioIo::new(tcp));
             let io = match tokio::time::timeout(timeout, connect).await {
                 Ok(Ok(tls)) => Some(MaybeHttpsStream::Https(TokioIo::new(tls))),
                 Ok(Err(e)) => {
@@ -254,6 +255,15 @@ impl EarlyConns {
     }
 }
 
+/// `io`, its socket marked as handed to hyper (TLS handshake done) for the idle bound.
+fn handed_over(io: UpstreamIo) -> UpstreamIo {
+    match &io {
+        MaybeHttpsStream::Https(tls) => tls.inner().get_ref().0.inner().handed_over(),
+        MaybeHttpsStream::Http(tcp) => tcp.handed_over(),
+    }
+    io
+}
+
 /// The HTTPS pools' connector: an early connection for the request's host and port when one
 /// is kept (see the module docs), else the wrapped connector (`hyper-rustls` over the
 /// [`super::dial::Connector`]).
@@ -299,7 +309,7 @@ where
         // Futures do nothing until polled: the fallback dials only when it is awaited.
         let fallback = self.inner.call(uri);
         let Some(rx) = kept else {
-            return Box::pin(fallback);
+            return Box::pin(async move { fallback.await.map(handed_over) });
         };
         let early = self.early.clone();
         Box::pin(async move {
@@ -308,9 +318,9 @@ where
                     if let Some(e) = early {
                         e.used.fetch_add(1, Relaxed);
                     }
-                    Ok(io)
+                    Ok(handed_over(io))
                 }
-                _ => fallback.await,
+                _ => fallback.await.map(handed_over),
             }
         })
     }

@@ -74,6 +74,10 @@ pub async fn handle(
         });
     }
     let body = scan_response(state, ctx, scan, &relayed.parts, relayed.body).await?;
+    let body = match relayed.pool {
+        Some(h) => body.with_pool(h),
+        None => body,
+    };
     Ok(Handled {
         response: http::Response::from_parts(relayed.parts, body),
         kind: RecordKind::Http,
@@ -214,6 +218,9 @@ struct Relayed {
     upstream: Option<std::net::SocketAddr>,
     /// The upstream side of an accepted WebSocket upgrade.
     upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// The HTTP/1 connection the response came on, idle again once its body is done (none
+    /// for HTTP/2 and upgrades: see [`super::pool`]).
+    pool: Option<super::pool::PoolHandle>,
 }
 
 /// Rewrites the response head for the client: hop-by-hop headers out (the `Upgrade` ones kept
@@ -227,6 +234,8 @@ fn response_head(
     let upstream = resp.extensions().get::<HttpInfo>().map(|i| i.remote_addr());
     let switched = websocket && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     let upgrade = switched.then(|| hyper::upgrade::on(&mut resp));
+    let pool = resp.extensions_mut().remove::<super::pool::PoolHandle>();
+    let pool = pool.filter(|_| !switched && resp.version() != Version::HTTP_2);
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, switched);
     append_via(&mut parts.headers, state.via_for(parts.version));
@@ -241,6 +250,7 @@ fn response_head(
         body,
         upstream,
         upgrade,
+        pool,
     }
 }
 

@@ -209,6 +209,7 @@ async fn serve_tls(
         .is_some_and(|mut protocols| protocols.any(|p| p == b"h2"));
     let port = authority.port_u16().unwrap_or(443);
     if let (Some(early), Some(tcp)) = (&icpt.early, upstream) {
+        let tcp = super::pool::Tracked::new(tcp, &state.upstream_bounds[ctx.worker]);
         early.start(ctx.worker, connect_host, port, h2, tcp);
     }
     // What `tunnel_ended` needs once the tunnel is over.

@@ -7,7 +7,7 @@
 //! Outside the request path: the counters are the relaxed atomics the request path already
 //! keeps (filter decisions, cache states, file scans, feedback queue and spool, certificate
 //! mints, failed client handshakes, tunnels, DNS lookups, policy reload failures, rejected
-//! request heads, client connections, password checks) and the histogram of reputation round
+//! request heads, client connections, password checks, upstream pool bounds) and the histogram of reputation round
 //! trips; a scrape runs the registered collector, which writes them with typed label sets
 //! (`labels`) in the OpenMetrics text format. Label values come from closed sets only:
 //! actions, cache states, outcomes, and the configured source names.
@@ -73,6 +73,7 @@ impl Collector for ProxyCollector {
         encode_auth(&mut enc, state)?;
         encode_connections(&mut enc, state)?;
         encode_dns(&mut enc, state)?;
+        encode_upstream_pool(&mut enc, state)?;
         encode_losses(&mut enc, state)
     }
 }
@@ -358,6 +359,30 @@ fn encode_dns(enc: &mut DescriptorEncoder, state: &ProxyState) -> fmt::Result {
     )
 }
 
+/// Upstream connections open and idle in the pools, and idle ones closed to keep within
+/// `proxy.upstream_max_idle`.
+fn encode_upstream_pool(enc: &mut DescriptorEncoder, state: &ProxyState) -> fmt::Result {
+    let c = super::pool::IdleBound::counts(&state.upstream_bounds);
+    gauge(
+        enc,
+        "upstream_connections",
+        "Upstream connections the pooled clients hold open, busy or idle (tunnels aside)",
+        c.open,
+    )?;
+    gauge(
+        enc,
+        "upstream_idle_connections",
+        "Pooled HTTP/1 upstream connections waiting for reuse (at most proxy.upstream_max_idle)",
+        c.idle,
+    )?;
+    counter(
+        enc,
+        "upstream_pool_evictions",
+        "Idle upstream connections closed because proxy.upstream_max_idle were idle",
+        c.evictions,
+    )
+}
+
 /// What was refused or lost before or after the request path: request heads, access log
 /// and diagnostic log lines.
 fn encode_losses(enc: &mut DescriptorEncoder, state: &ProxyState) -> fmt::Result {
@@ -443,6 +468,12 @@ pub fn stats(state: &ProxyState) -> serde_json::Value {
         .into();
     v["connections"] = state.conns.to_json();
     let resolver = state.dialer.resolver();
+    let pool = super::pool::IdleBound::counts(&state.upstream_bounds);
+    v["upstream_pool"] = serde_json::json!({
+        "open": pool.open,
+        "idle": pool.idle,
+        "evictions": pool.evictions,
+    });
     v["dns"] = resolver.stats.to_json();
     v["dns"]["cached_names"] = resolver.cached_names().into();
     v["files"] = state

@@ -43,6 +43,7 @@ pub mod local;
 pub mod metrics;
 pub mod own;
 pub mod pac;
+pub mod pool;
 pub mod report;
 pub mod service;
 pub mod tap;
@@ -88,6 +89,9 @@ pub struct ProxyState {
     pub clients: Vec<Client<Connector, body::UpstreamBody>>,
     /// With interception on: pooled HTTPS clients per worker (verified upstream TLS).
     pub https_clients: Vec<HttpsClients>,
+    /// Each worker's bound on idle upstream connections (`proxy.upstream_max_idle`), over
+    /// its plain and HTTPS pools.
+    pub upstream_bounds: Vec<Arc<pool::IdleBound>>,
     /// With interception on: the minter and its settings.
     pub interceptor: Option<intercept::Interceptor>,
     /// With `policy.enabled`: reputation and policy.
@@ -214,8 +218,9 @@ pub struct Proxy {
     state: Arc<ProxyState>,
 }
 
-/// The settings every pooled upstream client shares (plain and TLS): idle timeout, pool
-/// size, read buffer, `Host` left as we set it.
+/// The settings every pooled upstream client shares (plain and TLS): idle timeout, idle
+/// connections per host, read buffer, `Host` left as we set it. The total of idle
+/// connections is bounded beside hyper-util's pool, by [`pool::IdleBound`].
 fn upstream_pool(cfg: &ProxyConfig) -> hyper_util::client::legacy::Builder {
     let mut b = Client::builder(TokioExecutor::new());
     b.pool_idle_timeout(cfg.upstream_idle_timeout)
@@ -249,6 +254,7 @@ fn intercept_setup(
     config: &Config,
     minter: Minter,
     dialer: &Dialer,
+    bounds: &[Arc<pool::IdleBound>],
 ) -> anyhow::Result<(intercept::Interceptor, Vec<HttpsClients>)> {
     let (ic, cfg) = (&config.intercept, &config.proxy);
     let tls = crate::tls::client_config(ic.upstream_ca_file.as_deref())
@@ -272,12 +278,12 @@ fn intercept_setup(
                 .with_tls_config(tls.clone())
                 .https_only()
                 .enable_http1()
-                .wrap_connector(Connector::new(dialer.clone()));
+                .wrap_connector(Connector::for_tls(dialer.clone(), bounds[worker].clone()));
             let h2 = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(tls.clone())
                 .https_only()
                 .enable_all_versions()
-                .wrap_connector(Connector::new(dialer.clone()));
+                .wrap_connector(Connector::for_tls(dialer.clone(), bounds[worker].clone()));
             HttpsClients {
                 h1: upstream_pool(cfg).build(early::EarlyConnector::new(
                     h1,
@@ -398,12 +404,14 @@ impl Proxy {
                 dial::Resolver::new(cfg.dns_cache.clone()).context("starting the DNS resolver")?,
             )
             .with_attempt_delay(cfg.happy_eyeballs_delay);
-        let clients = (0..workers)
-            .map(|_| upstream_pool(&cfg).build(Connector::new(dialer.clone())))
+        let upstream_bounds = pool::IdleBound::per_worker(cfg.upstream_max_idle, workers);
+        let clients = upstream_bounds
+            .iter()
+            .map(|b| upstream_pool(&cfg).build(Connector::new(dialer.clone(), b.clone())))
             .collect();
         let (interceptor, https_clients) = match parts.minter {
             Some(minter) => {
-                let (i, c) = intercept_setup(config, minter, &dialer)?;
+                let (i, c) = intercept_setup(config, minter, &dialer, &upstream_bounds)?;
                 (Some(i), c)
             }
             None => (None, Vec::new()),
@@ -418,6 +426,7 @@ impl Proxy {
             acl: ClientAcl::new(cfg.allowed_clients.clone()),
             clients,
             https_clients,
+            upstream_bounds,
             interceptor,
             tunnels: Default::default(),
             scanner: filter
@@ -530,6 +539,9 @@ async fn run_worker(
     // The systemd watchdog hears from this event loop for as long as it runs tasks.
     if let Some(w) = watchdog {
         tokio::spawn(w.heartbeat(worker));
+    }
+    if let Some(b) = state.upstream_bounds.get(worker) {
+        tokio::spawn(b.clone().sweep_fresh(shutdown.clone()));
     }
     let accept_tracker = TaskTracker::new();
     for listener in listeners {

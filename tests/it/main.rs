@@ -28,3 +28,4 @@ mod reputation_client;
 mod robustness;
 mod systemd;
 mod tiers;
+mod upstream_pool;

@@ -1,0 +1,237 @@
+//! The bounds on pooled upstream connections, seen from a real origin that counts the
+//! connections it holds open: the total of idle connections (`proxy.upstream_max_idle`,
+//! least recently used closed first), idle connections per host, the idle lifetime, and
+//! that closing idle connections never breaks a request.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::harness::{BOUND, TestProxy, eventually, read_head, sample, scrape};
+
+/// An HTTP/1.1 origin for every host name (the proxy maps them all to 127.0.0.1): counts the
+/// connections open to it, answers `ok` on each, keep-alive. A request whose path starts
+/// with `/slow` waits for a permit of `slow` first.
+struct CountingOrigin {
+    port: u16,
+    open: Arc<AtomicUsize>,
+    /// Request heads received (the client cannot see how many requests were retried).
+    requests: Arc<AtomicUsize>,
+    slow: Arc<Semaphore>,
+}
+
+impl CountingOrigin {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let slow = Arc::new(Semaphore::new(0));
+        let (o, r, s) = (open.clone(), requests.clone(), slow.clone());
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let (open, requests, slow) = (o.clone(), r.clone(), s.clone());
+                open.fetch_add(1, SeqCst);
+                tokio::spawn(async move {
+                    loop {
+                        let head = read_head(&mut sock).await;
+                        if head.is_empty() {
+                            break;
+                        }
+                        requests.fetch_add(1, SeqCst);
+                        if head.split(' ').nth(1).is_some_and(|p| p.contains("/slow")) {
+                            let _ = slow.acquire().await.map(|p| p.forget());
+                        }
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if sock.write_all(answer).await.is_err() {
+                            break;
+                        }
+                    }
+                    open.fetch_sub(1, SeqCst);
+                });
+            }
+        });
+        Self {
+            port,
+            open,
+            requests,
+            slow,
+        }
+    }
+
+    fn open(&self) -> usize {
+        self.open.load(SeqCst)
+    }
+
+    /// `http://{host}:{port}{path}` on this origin.
+    fn url(&self, host: &str, path: &str) -> String {
+        format!("http://{host}:{}{path}", self.port)
+    }
+}
+
+/// A proxy with one worker (the bound is split among workers) mapping every name to
+/// 127.0.0.1, with `edit` applied.
+async fn proxy(edit: impl FnOnce(&mut webrep::config::RawConfig)) -> TestProxy {
+    TestProxy::start_with(|c| {
+        c.proxy.workers = 1;
+        c.proxy.hosts = [("*".to_owned(), vec!["127.0.0.1".to_owned()])].into();
+        edit(c);
+    })
+    .await
+}
+
+/// `GET url` through the proxy: its status and body.
+async fn get(client: &reqwest::Client, url: String) -> (u16, String) {
+    let r = client.get(&url).send().await.unwrap_or_else(|e| panic!("{url}: {e:#}"));
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap())
+}
+
+async fn metric(proxy: &TestProxy, name: &str) -> f64 {
+    sample(&scrape(proxy.admin.unwrap()).await, name)
+}
+
+#[tokio::test]
+async fn idle_upstream_connections_beyond_the_total_are_closed_oldest_first() {
+    let origin = CountingOrigin::start().await;
+    let proxy = proxy(|c| c.proxy.upstream_max_idle = 3).await;
+    let client = proxy.client(None);
+    for i in 0..8 {
+        let (status, body) = get(&client, origin.url(&format!("h{i}.pool.test"), "/")).await;
+        assert_eq!((status, body.as_str()), (200, "ok"), "host {i}");
+    }
+    eventually("the origin holds 3 connections", BOUND, || async {
+        origin.open() == 3
+    })
+    .await;
+    assert_eq!(metric(&proxy, "webrep_upstream_idle_connections").await, 3.0);
+    assert_eq!(metric(&proxy, "webrep_upstream_connections").await, 3.0);
+    assert_eq!(
+        metric(&proxy, "webrep_upstream_pool_evictions_total").await,
+        5.0
+    );
+    // The 3 kept are the last used: those hosts are served without a new connection.
+    for i in 5..8 {
+        let (status, _) = get(&client, origin.url(&format!("h{i}.pool.test"), "/")).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(origin.open(), 3, "a kept connection was reused");
+    assert_eq!(
+        metric(&proxy, "webrep_upstream_pool_evictions_total").await,
+        5.0
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn idle_connections_per_host_are_bounded() {
+    let origin = CountingOrigin::start().await;
+    let proxy = proxy(|c| c.proxy.upstream_max_idle_per_host = 2).await;
+    let client = proxy.client(None);
+    // Five requests at once to one host: five connections, the origin holding every answer
+    // until all five have arrived.
+    let all = (0..5).map(|_| {
+        let (client, url) = (client.clone(), origin.url("one.pool.test", "/slow"));
+        async move { get(&client, url).await }
+    });
+    let waiting = tokio::spawn(futures_util::future::join_all(all));
+    eventually("five requests at the origin", BOUND, || async {
+        origin.requests.load(SeqCst) == 5
+    })
+    .await;
+    assert_eq!(origin.open(), 5);
+    origin.slow.add_permits(5);
+    for (status, body) in waiting.await.unwrap() {
+        assert_eq!((status, body.as_str()), (200, "ok"));
+    }
+    eventually("two connections stay for the host", BOUND, || async {
+        origin.open() == 2
+    })
+    .await;
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn idle_connections_close_after_the_idle_lifetime() {
+    let origin = CountingOrigin::start().await;
+    let proxy = proxy(|c| c.proxy.upstream_idle_timeout_ms = 100).await;
+    let client = proxy.client(None);
+    for i in 0..3 {
+        let (status, _) = get(&client, origin.url(&format!("t{i}.pool.test"), "/")).await;
+        assert_eq!(status, 200);
+    }
+    // Far below the default lifetime: only the configured one closes them this soon.
+    eventually(
+        "idle connections closed",
+        Duration::from_secs(10),
+        || async { origin.open() == 0 },
+    )
+    .await;
+    eventually("the gauge follows", BOUND, || async {
+        metric(&proxy, "webrep_upstream_connections").await == 0.0
+    })
+    .await;
+    assert_eq!(metric(&proxy, "webrep_upstream_idle_connections").await, 0.0);
+    assert_eq!(
+        metric(&proxy, "webrep_upstream_pool_evictions_total").await,
+        0.0
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn evicting_idle_connections_never_breaks_a_request() {
+    let origin = CountingOrigin::start().await;
+    let proxy = proxy(|c| c.proxy.upstream_max_idle = 1).await;
+    let client = proxy.client(None);
+    // A request in flight: its connection is busy, whatever becomes idle meanwhile.
+    let slow = tokio::spawn({
+        let (client, url) = (client.clone(), origin.url("slow.pool.test", "/slow"));
+        async move { get(&client, url).await }
+    });
+    eventually("the slow request at the origin", BOUND, || async {
+        origin.requests.load(SeqCst) == 1
+    })
+    .await;
+    for i in 0..4 {
+        let (status, _) = get(&client, origin.url(&format!("e{i}.pool.test"), "/")).await;
+        assert_eq!(status, 200);
+    }
+    eventually("3 evictions", BOUND, || async {
+        metric(&proxy, "webrep_upstream_pool_evictions_total").await == 3.0
+    })
+    .await;
+    origin.slow.add_permits(1);
+    assert_eq!(slow.await.unwrap(), (200, "ok".to_owned()));
+    // A host whose connection was evicted is served on a new one.
+    let (status, body) = get(&client, origin.url("e0.pool.test", "/")).await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    // Many requests over a few hosts with room for one idle connection: evictions race
+    // with requests taking connections from the pool, and every request succeeds.
+    let tasks = (0..8).map(|t| {
+        let (client, urls) = (
+            client.clone(),
+            (0..25)
+                .map(|i| origin.url(&format!("r{}.pool.test", (t + i) % 5), "/"))
+                .collect::<Vec<_>>(),
+        );
+        tokio::spawn(async move {
+            for url in urls {
+                assert_eq!(get(&client, url).await, (200, "ok".to_owned()));
+            }
+        })
+    });
+    for t in futures_util::future::join_all(tasks).await {
+        t.unwrap();
+    }
+    eventually("one idle connection left", BOUND, || async {
+        origin.open() == 1
+    })
+    .await;
+    assert!(metric(&proxy, "webrep_upstream_pool_evictions_total").await > 3.0);
+    proxy.stop().await;
+}
