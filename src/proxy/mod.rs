@@ -45,6 +45,8 @@ pub mod own;
 pub mod pac;
 pub mod report;
 pub mod service;
+#[cfg(target_os = "linux")]
+pub mod splice;
 pub mod tap;
 pub mod tunnel;
 
@@ -94,6 +96,8 @@ pub struct ProxyState {
     pub filter: Option<filter::Filter>,
     /// CONNECT tunnels opened: relayed untouched, intercepted (for metrics).
     pub tunnels: [std::sync::atomic::AtomicU64; 2],
+    /// Bytes relayed by plain TCP tunnels and WebSockets (both ways): copied, spliced.
+    pub relayed_bytes: [std::sync::atomic::AtomicU64; 2],
     /// With filtering on: file reputation for downloads.
     pub scanner: Option<filescan::FileScanner>,
     pub dialer: Dialer,
@@ -420,6 +424,7 @@ impl Proxy {
             https_clients,
             interceptor,
             tunnels: Default::default(),
+            relayed_bytes: Default::default(),
             scanner: filter
                 .as_ref()
                 .map(|_| filescan::FileScanner::new(&config.files, cfg.workers)),

@@ -26,5 +26,6 @@ mod repserver_api;
 mod repserver_cli;
 mod reputation_client;
 mod robustness;
+mod splice;
 mod systemd;
 mod tiers;
