@@ -49,6 +49,8 @@ pub struct ProxyConfig {
     pub upstream_max_idle: usize,
     pub upstream_read_buffer_bytes: usize,
     pub tunnel_idle_timeout: Duration,
+    /// Relay plain TCP tunnels with `splice(2)` (Linux).
+    pub splice: bool,
     pub shutdown_grace_period: Duration,
     pub preserve_header_case: bool,
     pub via_name: String,
@@ -125,6 +127,7 @@ impl ProxyConfig {
             },
             upstream_read_buffer_bytes: t.upstream_read_buffer_bytes,
             tunnel_idle_timeout: t.tunnel_idle,
+            splice: p.splice,
             shutdown_grace_period: Duration::from_millis(p.shutdown_grace_period_ms),
             preserve_header_case: p.preserve_header_case,
             via_name,

@@ -316,6 +316,12 @@ pub struct RawProxyConfig {
     /// A tunnel (CONNECT or WebSocket) with no bytes in either direction for this long is
     /// closed, in milliseconds. Default 300000 (5 minutes).
     pub tunnel_idle_timeout_ms: u64,
+    /// Relay CONNECT tunnels that are not intercepted, and WebSockets whose both ends are
+    /// plain TCP, with `splice(2)` through a pipe per direction (Linux only; elsewhere the
+    /// bytes are copied whatever this says): the payload is not copied through the proxy's
+    /// memory. A busy spliced tunnel holds four more file descriptors (its pipes). Default
+    /// true.
+    pub splice: bool,
     /// On SIGTERM/SIGINT, in-flight requests and tunnels get this long to finish before the
     /// process exits, in milliseconds. Default 30000.
     pub shutdown_grace_period_ms: u64,
@@ -950,6 +956,7 @@ impl Default for RawProxyConfig {
             upstream_max_idle: 2000,
             upstream_read_buffer_bytes: 24_576,
             tunnel_idle_timeout_ms: 300_000,
+            splice: true,
             shutdown_grace_period_ms: 30_000,
             preserve_header_case: false,
             via_name: None,

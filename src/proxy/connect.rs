@@ -32,7 +32,7 @@ use super::error::ProxyError;
 use super::forward::log_relay;
 use super::headers::has_our_via;
 use super::service::Handled;
-use super::tunnel::relay;
+use super::tunnel::{RelayStats, TcpEnds, relay, relay_tcp};
 use crate::accesslog::RecordKind;
 use crate::config::NonTlsAction;
 
@@ -193,11 +193,7 @@ fn relay_tunnel(
                     return;
                 };
                 state2.tunnels[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let idle = state2.config.tunnel_idle_timeout;
-                (
-                    RecordKind::Tunnel,
-                    relay(TokioIo::new(client), upstream, idle).await,
-                )
+                (RecordKind::Tunnel, relay_plain(&state2, client, upstream).await)
             };
             log_relay(
                 &state2,
@@ -212,4 +208,50 @@ fn relay_tunnel(
         }
         .in_current_span(),
     );
+}
+
+/// Relays a tunnel that is not intercepted: spliced when the client's side is the plain TCP
+/// connection it came on (with whatever hyper and the connection had read beyond the
+/// `CONNECT` head sent on first), else copied.
+async fn relay_plain(
+    state: &ProxyState,
+    client: hyper::upgrade::Upgraded,
+    upstream: tokio::net::TcpStream,
+) -> RelayStats {
+    let idle = state.config.tunnel_idle_timeout;
+    match client_tcp(client) {
+        Ok((client, client_read)) => {
+            let ends = TcpEnds {
+                client,
+                client_read,
+                upstream,
+                upstream_read: bytes::Bytes::new(),
+            };
+            relay_tcp(ends, idle, state.config.splice, &state.relayed_bytes).await
+        }
+        Err(client) => {
+            let stats = relay(TokioIo::new(client), upstream, idle).await;
+            let moved = stats.up + stats.down;
+            state.relayed_bytes[0].fetch_add(moved, std::sync::atomic::Ordering::Relaxed);
+            stats
+        }
+    }
+}
+
+/// The client's TCP connection under an upgraded HTTP/1 connection, with the bytes read from
+/// it and not yet parsed (hyper's read buffer, then what the connection carried over from a
+/// parked HTTP connection); the connection back when it is something else.
+pub(crate) fn client_tcp(
+    client: hyper::upgrade::Upgraded,
+) -> Result<(tokio::net::TcpStream, bytes::Bytes), hyper::upgrade::Upgraded> {
+    let parts = client.downcast::<TokioIo<super::conn::ClientIo>>()?;
+    let (carry, tcp) = parts.io.into_inner().into_parts();
+    let read = if carry.is_empty() {
+        parts.read_buf
+    } else {
+        let mut b = bytes::BytesMut::from(&parts.read_buf[..]);
+        b.extend_from_slice(&carry);
+        b.freeze()
+    };
+    Ok((tcp, read))
 }

@@ -30,6 +30,7 @@ use http::{HeaderValue, Request, StatusCode, Version, header};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpInfo;
 use hyper_util::rt::TokioIo;
+use tokio_util::either::Either;
 use tracing::Instrument as _;
 
 use super::ProxyState;
@@ -43,7 +44,8 @@ use super::headers::{
 };
 use super::own;
 use super::service::Handled;
-use super::tunnel::{RelayEnd, relay};
+use super::tap::Prefixed;
+use super::tunnel::{RelayEnd, RelayStats, TcpEnds, relay, relay_tcp};
 use crate::accesslog::{AccessRecord, RecordKind};
 
 /// Forwards one absolute-form request, phase by phase: check the target, answer it here if
@@ -283,12 +285,7 @@ fn relay_upgrade(
                     return;
                 }
             };
-            let stats = relay(
-                TokioIo::new(c),
-                TokioIo::new(u),
-                state2.config.tunnel_idle_timeout,
-            )
-            .await;
+            let stats = relay_websocket(&state2, c, u).await;
             log_relay(
                 &state2,
                 &ctx2,
@@ -302,6 +299,46 @@ fn relay_upgrade(
         }
         .in_current_span(),
     );
+}
+
+/// Relays an upgraded WebSocket: spliced when both sides are plain TCP (a `ws://` origin over
+/// the plain pool, a client on its own connection), each with the bytes its HTTP connection
+/// had read past the upgrade sent on first; else copied.
+async fn relay_websocket(
+    state: &ProxyState,
+    client: hyper::upgrade::Upgraded,
+    upstream: hyper::upgrade::Upgraded,
+) -> RelayStats {
+    let idle = state.config.tunnel_idle_timeout;
+    let client = super::connect::client_tcp(client);
+    let upstream = upstream.downcast::<TokioIo<tokio::net::TcpStream>>();
+    match (client, upstream) {
+        (Ok((client, client_read)), Ok(up)) => {
+            let ends = TcpEnds {
+                client,
+                client_read,
+                upstream: up.io.into_inner(),
+                upstream_read: up.read_buf,
+            };
+            relay_tcp(ends, idle, state.config.splice, &state.relayed_bytes).await
+        }
+        // One side is not plain TCP (or both): copy, with what the downcasts took apart
+        // put back together.
+        (client, upstream) => {
+            let client = match client {
+                Ok((tcp, read)) => Either::Left(Prefixed::new(read, tcp)),
+                Err(c) => Either::Right(TokioIo::new(c)),
+            };
+            let upstream = match upstream {
+                Ok(up) => Either::Left(Prefixed::new(up.read_buf, up.io.into_inner())),
+                Err(u) => Either::Right(TokioIo::new(u)),
+            };
+            let stats = relay(client, upstream, idle).await;
+            let moved = stats.up + stats.down;
+            state.relayed_bytes[0].fetch_add(moved, std::sync::atomic::Ordering::Relaxed);
+            stats
+        }
+    }
 }
 
 /// Phase "scan response": a download the policy's `files:` selects is hashed and judged

@@ -37,8 +37,8 @@ use crate::feedback::Feedback;
 use crate::metrics::{counter, counters, gauge};
 use labels::{
     Action, ActionLabels, Auth, AuthLabels, Cache, CacheLabels, Dns, DnsLabels, Early, EarlyLabels,
-    FeedbackLabels, Head, HeadLabels, ReasonLabels, Scan, ScanLabels, SourceLabels, Tunnel,
-    TunnelLabels,
+    FeedbackLabels, Head, HeadLabels, ReasonLabels, RelayPath, RelayPathLabels, Scan, ScanLabels,
+    SourceLabels, Tunnel, TunnelLabels,
 };
 
 /// The proxy's registry (prefix `webrep`), built once per admin listener: one collector
@@ -307,6 +307,18 @@ fn encode_connections(enc: &mut DescriptorEncoder, state: &ProxyState) -> fmt::R
                 (Tunnel::intercepted, &state.tunnels[1]),
             ],
             |kind| TunnelLabels { kind },
+        ),
+    )?;
+    counters(
+        enc,
+        "tunnel_bytes",
+        "Bytes relayed both ways by CONNECT tunnels that are not intercepted and by WebSockets, by path: spliced (proxy.splice, Linux, plain TCP on both sides) or copied",
+        loaded(
+            [
+                (RelayPath::copy, &state.relayed_bytes[0]),
+                (RelayPath::splice, &state.relayed_bytes[1]),
+            ],
+            |path| RelayPathLabels { path },
         ),
     )?;
     crate::metrics::conn_limits(

@@ -46,6 +46,8 @@ pub mod pac;
 pub mod pool;
 pub mod report;
 pub mod service;
+#[cfg(target_os = "linux")]
+pub mod splice;
 pub mod tap;
 pub mod tunnel;
 
@@ -98,6 +100,8 @@ pub struct ProxyState {
     pub filter: Option<filter::Filter>,
     /// CONNECT tunnels opened: relayed untouched, intercepted (for metrics).
     pub tunnels: [std::sync::atomic::AtomicU64; 2],
+    /// Bytes relayed by plain TCP tunnels and WebSockets (both ways): copied, spliced.
+    pub relayed_bytes: [std::sync::atomic::AtomicU64; 2],
     /// With filtering on: file reputation for downloads.
     pub scanner: Option<filescan::FileScanner>,
     pub dialer: Dialer,
@@ -429,6 +433,7 @@ impl Proxy {
             upstream_bounds,
             interceptor,
             tunnels: Default::default(),
+            relayed_bytes: Default::default(),
             scanner: filter
                 .as_ref()
                 .map(|_| filescan::FileScanner::new(&config.files, cfg.workers)),

@@ -28,7 +28,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::tap::Prefixed;
 
 const BUF: usize = 16 * 1024;
 
@@ -210,9 +217,12 @@ where
     }
 }
 
-impl<A, B> Relay<A, B> {
-    /// The idle timer's tick: did bytes move since the last one? A direction that stayed
-    /// quiet lets its buffer go.
+impl<A, B> Ticking for Relay<A, B>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    /// A direction that stayed quiet lets its buffer go.
     fn tick(&mut self) -> bool {
         let mut moved = false;
         for half in [&mut self.up, &mut self.down] {
@@ -224,20 +234,24 @@ impl<A, B> Relay<A, B> {
         }
         moved
     }
+
+    fn moved(&self) -> (u64, u64) {
+        (self.up.moved, self.down.moved)
+    }
 }
 
-/// Relays between `client` and `upstream` until close, error or idle timeout.
-pub async fn relay<A, B>(client: A, upstream: B, idle: Duration) -> RelayStats
-where
-    A: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut relay = Relay {
-        a: client,
-        b: upstream,
-        up: Half::default(),
-        down: Half::default(),
-    };
+/// A relay future that [`drive`] runs under the idle timeout: it ends when both directions
+/// have, says at each tick of the idle timer whether bytes moved since the last, and keeps
+/// its byte counts when it is dropped unfinished.
+pub(super) trait Ticking: Future<Output = io::Result<()>> + Unpin {
+    /// Did bytes move since the last tick? A quiet direction may let its resources go.
+    fn tick(&mut self) -> bool;
+    /// Bytes moved so far: client to upstream, upstream to client.
+    fn moved(&self) -> (u64, u64);
+}
+
+/// Runs `relay` until it ends, fails, or nothing moved for `idle`.
+pub(super) async fn drive<R: Ticking>(mut relay: R, idle: Duration) -> RelayStats {
     let tick = (idle / 4).clamp(Duration::from_millis(1), MAX_TICK);
     let mut quiet = Duration::ZERO;
     let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
@@ -257,11 +271,61 @@ where
             }
         }
     };
-    RelayStats {
-        up: relay.up.moved,
-        down: relay.down.moved,
-        end,
+    let (up, down) = relay.moved();
+    RelayStats { up, down, end }
+}
+
+/// Relays between `client` and `upstream` until close, error or idle timeout.
+pub async fn relay<A, B>(client: A, upstream: B, idle: Duration) -> RelayStats
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let relay = Relay {
+        a: client,
+        b: upstream,
+        up: Half::default(),
+        down: Half::default(),
+    };
+    drive(relay, idle).await
+}
+
+/// Two plain TCP connections to join, each with the bytes already read from it (by an HTTP
+/// parser or a peek) that go to the other side first.
+pub struct TcpEnds {
+    pub client: TcpStream,
+    pub client_read: Bytes,
+    pub upstream: TcpStream,
+    pub upstream_read: Bytes,
+}
+
+/// Relays between two plain TCP connections until close, error or idle timeout: by
+/// `splice(2)` through a pipe per direction on Linux when `splice` is set (see
+/// [`super::splice`]), else by copying; the counts of the path taken go to `counts`
+/// (`[copied, spliced]` bytes, both directions).
+pub async fn relay_tcp(
+    ends: TcpEnds,
+    idle: Duration,
+    splice: bool,
+    counts: &[AtomicU64; 2],
+) -> RelayStats {
+    #[cfg(target_os = "linux")]
+    if splice {
+        let stats = super::splice::relay(ends, idle).await;
+        counts[1].fetch_add(stats.up + stats.down, Relaxed);
+        return stats;
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = splice;
+    // The prefixes are read through `Prefixed`, so the counts include them.
+    let stats = relay(
+        Prefixed::new(ends.client_read, ends.client),
+        Prefixed::new(ends.upstream_read, ends.upstream),
+        idle,
+    )
+    .await;
+    counts[0].fetch_add(stats.up + stats.down, Relaxed);
+    stats
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ mod repserver_api;
 mod repserver_cli;
 mod reputation_client;
 mod robustness;
+mod splice;
 mod systemd;
 mod tiers;
 mod upstream_pool;

@@ -137,6 +137,13 @@ pub(super) enum Tunnel {
     intercepted,
 }
 
+/// How a plain TCP tunnel's bytes were moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+pub(super) enum RelayPath {
+    copy,
+    splice,
+}
+
 /// How a host name lookup was answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
 pub(super) enum Dns {
@@ -229,6 +236,12 @@ pub(super) struct EarlyLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(super) struct TunnelLabels {
     pub kind: Tunnel,
+}
+
+/// `{path}` of `webrep_tunnel_bytes`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct RelayPathLabels {
+    pub path: RelayPath,
 }
 
 /// `{result}` of `webrep_dns_lookups`.
