@@ -244,13 +244,12 @@ impl Reader {
         if self.end == self.buf.len() {
             return Err(Fail::Parse);
         }
-        s.read(&mut self.buf[self.end..])
+        let n = s
+            .read(&mut self.buf[self.end..])
             .await
-            .map(|n| {
-                self.end += n;
-                n
-            })
-            .map_err(|_| Fail::Io)
+            .map_err(|_| Fail::Io)?;
+        self.end += n;
+        Ok(n)
     }
 
     /// Reads one answer; `head_only` for a CONNECT's `200` (no body follows it).
@@ -277,7 +276,7 @@ impl Reader {
             (true, _, _) => 0,
             (false, true, _) => self.chunked(s).await?,
             (false, false, Some(n)) => self.skip(s, n).await?,
-            (false, false, None) => self.to_eof(s).await?,
+            (false, false, None) => self.until_eof(s).await?,
         };
         Ok(Answer {
             status,
@@ -300,7 +299,7 @@ impl Reader {
         Ok(n)
     }
 
-    async fn to_eof<S: AsyncRead + Unpin>(&mut self, s: &mut S) -> Result<u64, Fail> {
+    async fn until_eof<S: AsyncRead + Unpin>(&mut self, s: &mut S) -> Result<u64, Fail> {
         let mut n = (self.end - self.start) as u64;
         (self.start, self.end) = (0, 0);
         while self.fill(s).await? > 0 {
@@ -482,7 +481,7 @@ async fn connect_tunnel(
 async fn https_conn(sh: &Shared, rng: &mut SmallRng, st: &mut Stats, n: u32) -> Result<(), Fail> {
     let t0 = Instant::now();
     let h = sh.host(rng);
-    let class = if h % 2 == 0 {
+    let class = if h.is_multiple_of(2) {
         Class::HttpsEven
     } else {
         Class::HttpsOdd

@@ -381,7 +381,7 @@ sanity() {
 # ---------------------------------------------------------------- measurement
 ticks() { local p s sum=0; for p in "$@"; do s=$(cat /proc/$p/stat 2>/dev/null) || continue; s=${s##*) }; set -- $s; sum=$((sum + ${12} + ${13})); done; echo $sum; }
 cpu_line() { awk -v c="cpu$1" '$1==c{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
-rss_sum() { local p s=0 k v; for p in "$@"; do while read -r k v _; do [[ $k == VmRSS: ]] && { s=$((s + v)); break; }; done </proc/$p/status 2>/dev/null; done; echo $s; }
+rss_sum() { local p s=0 k v; for p in "$@"; do while read -r k v _; do [[ $k == VmRSS: ]] && { s=$((s + v)); break; }; done 2>/dev/null </proc/$p/status; done; echo $s; }
 pss_sum() { local p s=0; for p in "$@"; do s=$((s + $(awk '/^Pss:/{print $2}' /proc/$p/smaps_rollup 2>/dev/null || echo 0))); done; echo $s; }
 
 mix_args() {  # MIX "https=70,rpc_mean=10,rpc_max=100" -> loadgen flags
@@ -422,11 +422,11 @@ measure() {
   ( mx=0; ax=0; n=0; while ((n < (DURATION + 30) * 2)); do
       a=$(rss_sum "${main[@]}"); b=$(rss_sum "${aux[@]}")
       ((a > mx)) && mx=$a; ((b > ax)) && ax=$b; echo "$mx $ax" >"$MDIR/rss.peak"; n=$((n + 1)); sleep 0.5; done ) &
-  local sp=$!
+  local sp=$!; track $sp rss-sampler
   run_load "$conc" "$DURATION" "$MDIR/load.out" "$hosts"
   m1=$(ticks "${main[@]}"); a1=$(ticks "${aux[@]}")
   c01=($(cpu_line "${LOAD_CPUS%%[,-]*}")); c11=($(cpu_line "${PROXY_CPUS%%[,-]*}"))
-  kill $sp 2>/dev/null; wait $sp 2>/dev/null
+  stop_named rss-sampler
   o1=$(origin_reqs); q1=$(dns_queries)
   webrep_snap after
   local line rm ra pss

@@ -21,6 +21,11 @@ SAMPLE_CHECK=${SAMPLE_CHECK:-1}
 POLICY_LIST=${POLICY_LIST:-0}                 # extra blocked-list entries in webrep's policy
 
 preflight nginx squid squidGuard dnsmasq
+if [[ " $TARGETS " == *" squid"* ]] && ! squid -v | grep -q -- --with-openssl; then
+  # The GnuTLS build (Debian's "squid") has no ssl-bump; squid-openssl replaces it.
+  [[ $INSTALL == 0 ]] && die "this squid has no ssl-bump (benches/realistic/install.sh installs squid-openssl)"
+  "$HERE/install.sh" >&2 || die "install.sh failed"
+fi
 build_loadgen
 prepare_table "$HOSTS" "$TABLE" --squidguard
 TD=$(table_dir "$HOSTS" "$TABLE")
