@@ -6,7 +6,7 @@
 # Same pieces as run.sh (lib.sh): dnsmasq, nginx (HTTP + TLS), the load generator, webrep
 # proxy + server pinned on CPU 1. From the repository root, after `cargo build --release`:
 #
-#   benches/realistic/curves.sh                              # the default sweep (about 10 min once the data exists)
+#   benches/realistic/curves.sh                              # the default sweep (about 6 min once the data exists)
 #   CURVES=hosts HOST_POINTS="1000 1000000" DURATION=20 benches/realistic/curves.sh
 #
 # Knobs: CURVES (table hosts policy), TABLE_POINTS (10000 100000 1000000 10000000),
