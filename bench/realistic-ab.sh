@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
 # bench/realistic-ab.sh OLD NEW: two webrep builds on office-like traffic, alternately
-# (OLD, NEW, OLD, NEW), each run beside Squid as the anchor: ../shared/bench/realistic/run.sh
-# (read its README: Zipf over 100,000 hosts, a 1,000,000-entry table, dnsmasq, nginx; loopback
-# only; it needs wrk, nginx-light, squid, squidguard and dnsmasq installed and replaces
-# /etc/resolv.conf for the run). Compare ratios to Squid within a round, not absolute rates
-# across rounds. Results: /tmp/webrep-realistic-results/*-{old,new}{1,2}/table.txt.
+# (OLD, NEW, OLD, NEW), each run beside Squid as the anchor: benches/realistic/run.sh (read
+# its README: Zipf over 100,000 hosts, a 1,000,000-entry table, 70 % HTTPS, dnsmasq, nginx;
+# loopback only; it installs its tools when missing). Compare ratios to Squid within a round,
+# not absolute rates across rounds. Results: /tmp/webrep-realistic-results/*-{old,new}{1,2}/table.txt.
 #
 #   bench/realistic-ab.sh /tmp/webrep-before target/release/webrep
 set -u
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [[ $# -eq 2 ]] || { echo "usage: $0 OLD_BINARY NEW_BINARY" >&2; exit 2; }
-HARNESS=${HARNESS:-../shared/bench/realistic/run.sh}
+HARNESS=${HARNESS:-benches/realistic/run.sh}
 [[ -x $HARNESS ]] || { echo "realistic-ab: no harness at $HARNESS" >&2; exit 2; }
 for round in 1 2; do
   for side in old new; do
