@@ -86,7 +86,11 @@ async fn proxy(edit: impl FnOnce(&mut webrep::config::RawConfig)) -> TestProxy {
 
 /// `GET url` through the proxy: its status and body.
 async fn get(client: &reqwest::Client, url: String) -> (u16, String) {
-    let r = client.get(&url).send().await.unwrap_or_else(|e| panic!("{url}: {e:#}"));
+    let r = client
+        .get(&url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e:#}"));
     let status = r.status().as_u16();
     (status, r.text().await.unwrap())
 }
@@ -108,7 +112,10 @@ async fn idle_upstream_connections_beyond_the_total_are_closed_oldest_first() {
         origin.open() == 3
     })
     .await;
-    assert_eq!(metric(&proxy, "webrep_upstream_idle_connections").await, 3.0);
+    assert_eq!(
+        metric(&proxy, "webrep_upstream_idle_connections").await,
+        3.0
+    );
     assert_eq!(metric(&proxy, "webrep_upstream_connections").await, 3.0);
     assert_eq!(
         metric(&proxy, "webrep_upstream_pool_evictions_total").await,
@@ -175,7 +182,10 @@ async fn idle_connections_close_after_the_idle_lifetime() {
         metric(&proxy, "webrep_upstream_connections").await == 0.0
     })
     .await;
-    assert_eq!(metric(&proxy, "webrep_upstream_idle_connections").await, 0.0);
+    assert_eq!(
+        metric(&proxy, "webrep_upstream_idle_connections").await,
+        0.0
+    );
     assert_eq!(
         metric(&proxy, "webrep_upstream_pool_evictions_total").await,
         0.0
