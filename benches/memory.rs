@@ -246,8 +246,7 @@ const DEFAULT_PROXY_EXTRA: &str = "  upstream_max_idle: 1000000\n  upstream_max_
 
 /// The anonymous memory of `pid` (heap and thread stacks, what connections cost), in MB.
 fn anon_mb(pid: u32) -> f64 {
-    let rollup =
-        std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
     let kib: f64 = rollup
         .lines()
         .find_map(|l| l.strip_prefix("Anonymous:"))
@@ -320,7 +319,11 @@ async fn keepalive_step(proxy: SocketAddr, get: &'static [u8], pid: u32, n: usiz
     );
     drop(open);
     settle(wait).await;
-    println!("{:<48} {:>7.1} MB", "keep-alive connections closed", rss_mb(pid));
+    println!(
+        "{:<48} {:>7.1} MB",
+        "keep-alive connections closed",
+        rss_mb(pid)
+    );
 }
 
 async fn settle(secs: u64) {

@@ -46,12 +46,12 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use super::pool::Tracked;
 use http::Uri;
 use hyper_rustls::MaybeHttpsStream;
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
-use super::pool::Tracked;
 use tokio::sync::oneshot;
 
 /// What the HTTPS pools' connector produces.
@@ -183,8 +183,7 @@ impl EarlyConns {
         let me: Weak<EarlyConns> = Arc::downgrade(self);
         tokio::spawn(async move {
             let until = tokio::time::Instant::now() + keep;
-            let connect = tokio_rustls::TlsConnector::from(cfg)
-                .connect(name, TokioIo::new(tcp));
+            let connect = tokio_rustls::TlsConnector::from(cfg).connect(name, TokioIo::new(tcp));
             let io = match tokio::time::timeout(timeout, connect).await {
                 Ok(Ok(tls)) => Some(MaybeHttpsStream::Https(TokioIo::new(tls))),
                 Ok(Err(e)) => {

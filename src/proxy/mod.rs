@@ -21,7 +21,7 @@
 //!
 //! Request path: [`service`] dispatches to [`forward`] (absolute-form HTTP), [`connect`]
 //! (tunnels) or [`own`] (the proxy's own pages, one router); [`dial`] connects upstream behind the
-//! [`acl`] destination check; [`headers`] rewrites each hop; [`body`] streams and logs.
+//! [`acl`] destination check, and [`pool`] bounds the upstream connections left idle; [`headers`] rewrites each hop; [`body`] streams and logs.
 
 pub mod acl;
 pub mod admin;

@@ -38,10 +38,10 @@
 //! closed ends, which hyper-util already handles by dialling another.
 
 use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -122,16 +122,20 @@ impl IdleBound {
 
     /// The counts of all `bounds`.
     pub fn counts(bounds: &[Arc<IdleBound>]) -> PoolCounts {
-        bounds.iter().fold(PoolCounts::default(), |c, b| PoolCounts {
-            open: c.open + b.open.load(Relaxed),
-            idle: c.idle + b.idle.load(Relaxed),
-            evictions: c.evictions + b.evictions.load(Relaxed),
-        })
+        bounds
+            .iter()
+            .fold(PoolCounts::default(), |c, b| PoolCounts {
+                open: c.open + b.open.load(Relaxed),
+                idle: c.idle + b.idle.load(Relaxed),
+                evictions: c.evictions + b.evictions.load(Relaxed),
+            })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Lru> {
         // The lock guards plain map operations: a panic cannot leave it inconsistent.
-        self.lru.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.lru
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// `slot` is in use again (or closing): out of the LRU.
@@ -312,10 +316,7 @@ impl hyper::rt::Write for Tracked {
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

@@ -14,8 +14,9 @@ use tokio::sync::Semaphore;
 use crate::harness::{BOUND, TestProxy, eventually, read_head, sample, scrape};
 
 /// An HTTP/1.1 origin for every host name (the proxy maps them all to 127.0.0.1): counts the
-/// connections open to it, answers `ok` on each, keep-alive. A request whose path starts
-/// with `/slow` waits for a permit of `slow` first.
+/// connections open to it, answers `ok` on each, keep-alive. To a request for `/slow` it
+/// sends the head and the first byte of the body, then waits for a permit of `slow` before
+/// the last byte: the response is in flight meanwhile.
 struct CountingOrigin {
     port: u16,
     open: Arc<AtomicUsize>,
@@ -38,16 +39,20 @@ impl CountingOrigin {
                 open.fetch_add(1, SeqCst);
                 tokio::spawn(async move {
                     loop {
-                        let head = read_head(&mut sock).await;
-                        if head.is_empty() {
+                        let head_text = read_head(&mut sock).await;
+                        if head_text.is_empty() {
                             break;
                         }
                         requests.fetch_add(1, SeqCst);
-                        if head.split(' ').nth(1).is_some_and(|p| p.contains("/slow")) {
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        let (head, rest) = answer.split_at(answer.len() - 1);
+                        if sock.write_all(head).await.is_err() {
+                            break;
+                        }
+                        if path_is_slow(&head_text) {
                             let _ = slow.acquire().await.map(|p| p.forget());
                         }
-                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                        if sock.write_all(answer).await.is_err() {
+                        if sock.write_all(rest).await.is_err() {
                             break;
                         }
                     }
@@ -73,6 +78,10 @@ impl CountingOrigin {
     }
 }
 
+fn path_is_slow(head: &str) -> bool {
+    head.split(' ').nth(1).is_some_and(|p| p.contains("/slow"))
+}
+
 /// A proxy with one worker (the bound is split among workers) mapping every name to
 /// 127.0.0.1, with `edit` applied.
 async fn proxy(edit: impl FnOnce(&mut webrep::config::RawConfig)) -> TestProxy {
@@ -86,7 +95,11 @@ async fn proxy(edit: impl FnOnce(&mut webrep::config::RawConfig)) -> TestProxy {
 
 /// `GET url` through the proxy: its status and body.
 async fn get(client: &reqwest::Client, url: String) -> (u16, String) {
-    let r = client.get(&url).send().await.unwrap_or_else(|e| panic!("{url}: {e:#}"));
+    let r = client
+        .get(&url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e:#}"));
     let status = r.status().as_u16();
     (status, r.text().await.unwrap())
 }
@@ -108,7 +121,10 @@ async fn idle_upstream_connections_beyond_the_total_are_closed_oldest_first() {
         origin.open() == 3
     })
     .await;
-    assert_eq!(metric(&proxy, "webrep_upstream_idle_connections").await, 3.0);
+    assert_eq!(
+        metric(&proxy, "webrep_upstream_idle_connections").await,
+        3.0
+    );
     assert_eq!(metric(&proxy, "webrep_upstream_connections").await, 3.0);
     assert_eq!(
         metric(&proxy, "webrep_upstream_pool_evictions_total").await,
@@ -132,8 +148,8 @@ async fn idle_connections_per_host_are_bounded() {
     let origin = CountingOrigin::start().await;
     let proxy = proxy(|c| c.proxy.upstream_max_idle_per_host = 2).await;
     let client = proxy.client(None);
-    // Five requests at once to one host: five connections, the origin holding every answer
-    // until all five have arrived.
+    // Five requests at once to one host: five connections, the origin holding the end of
+    // every answer until all five have arrived.
     let all = (0..5).map(|_| {
         let (client, url) = (client.clone(), origin.url("one.pool.test", "/slow"));
         async move { get(&client, url).await }
@@ -175,7 +191,10 @@ async fn idle_connections_close_after_the_idle_lifetime() {
         metric(&proxy, "webrep_upstream_connections").await == 0.0
     })
     .await;
-    assert_eq!(metric(&proxy, "webrep_upstream_idle_connections").await, 0.0);
+    assert_eq!(
+        metric(&proxy, "webrep_upstream_idle_connections").await,
+        0.0
+    );
     assert_eq!(
         metric(&proxy, "webrep_upstream_pool_evictions_total").await,
         0.0
@@ -188,7 +207,8 @@ async fn evicting_idle_connections_never_breaks_a_request() {
     let origin = CountingOrigin::start().await;
     let proxy = proxy(|c| c.proxy.upstream_max_idle = 1).await;
     let client = proxy.client(None);
-    // A request in flight: its connection is busy, whatever becomes idle meanwhile.
+    // A request in flight, its response head relayed and its body not finished: its
+    // connection is busy, whatever becomes idle meanwhile.
     let slow = tokio::spawn({
         let (client, url) = (client.clone(), origin.url("slow.pool.test", "/slow"));
         async move { get(&client, url).await }
