@@ -565,7 +565,9 @@ pub struct RawReputationConfig {
     /// kept current by the change stream, so it needs `follow_changes`): a URL none of whose
     /// lookup hosts is listed is `untested` at once, with no round trip. Until it is loaded,
     /// or when the source does not offer one (an older server, or one that asks an upstream
-    /// tier about misses), hosts are asked as without it. Default `true`.
+    /// tier about misses), hosts are asked as without it. While the source cannot be reached
+    /// its answers are stale, like cached ones (`max_stale_secs` and the policy's stale
+    /// window apply). Default `true`.
     pub key_summary: bool,
     /// The largest host list loaded for the key summary, in bytes (about 25 bytes a host on
     /// the wire; 9 bytes a host in memory): a longer one is not loaded and hosts are asked.

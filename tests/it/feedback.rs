@@ -150,6 +150,8 @@ async fn feedback_events_of_every_kind_arrive_with_their_fields() {
             { "key": "danger.test/", "score": 10, "categories": ["malware"] },
             { "key": "warn.test/", "score": 95, "categories": ["streaming"] },
             { "key": "127.0.0.1/mon/", "score": 95, "categories": ["gambling"] },
+            // A host with a key, so that the proxy's key summary does not decide it.
+            { "key": "127.0.0.2/listed/", "score": 95, "categories": ["news"] },
         ]}))
         .await;
     let policy = "security_level: medium\nuntested: allow\ncategories:\n  actions:\n    streaming: warn\n    gambling: monitor\n";
@@ -289,8 +291,9 @@ async fn feedback_events_of_every_kind_arrive_with_their_fields() {
         )
     );
 
-    // No source answers: a reputation_unavailable event, spooled, delivered when the
-    // server is back on the same port.
+    // No source answers about a host with keys and no cached answer: a
+    // reputation_unavailable event, spooled, delivered when the server is back on the same
+    // port.
     server.kill().await;
     let r = client.get("http://127.0.0.2:9/").send().await.unwrap();
     assert_ne!(r.status(), 403);
