@@ -13,6 +13,7 @@
 # (apt-get install nginx-light haproxy hey wrk); installs nothing itself. Ports 19080 and
 # 19443 (nginx), 19445 (haproxy), 3131 and 3132 (webrep splice on / off).
 set -euo pipefail
+source "$(dirname "$0")/../benches/lib.sh"
 CONCS=${CONCS:-"32 128"}
 HTTP_CONC=${HTTP_CONC:-128}
 TARGETS=${TARGETS:-"direct haproxy-splice webrep-splice webrep-copy"}
@@ -35,23 +36,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-chmod 755 "$work" # the nginx worker (not root) reads the file
 head -c 1048576 /dev/urandom >"$work/1m.bin"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
-  -keyout "$work/key.pem" -out "$work/cert.pem" -subj /CN=127.0.0.1 \
-  -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE 2>/dev/null
-cat >"$work/nginx.conf" <<EOF
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off; sendfile on; keepalive_requests 10000000;
-  server { listen 127.0.0.1:19080; listen 127.0.0.1:19443 ssl; ssl_certificate $work/cert.pem;
-           ssl_certificate_key $work/key.pem; root $work; }
-}
-EOF
-nginx -c "$work/nginx.conf" -p "$work"
+nginx_origin "$work" "127.0.0.1:19080" "127.0.0.1:19443 ssl"
 
 cat >"$work/haproxy.cfg" <<EOF
 global

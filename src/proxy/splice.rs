@@ -26,7 +26,10 @@
 //! only while bytes are in it) from its first bytes until a tick of the idle timer finds it
 //! quiet and empty, as the copy relay does with its buffers: a busy tunnel uses six
 //! descriptors instead of two, which counts against `RLIMIT_NOFILE` (raise `LimitNOFILE`
-//! with `proxy.max_connections`).
+//! with `proxy.max_connections`). The kernel also caps the pages an unprivileged user's
+//! pipes may hold (`/proc/sys/fs/pipe-user-pages-soft`, 16384 pages by default, about 500
+//! busy tunnels at 64 KiB a pipe); past it new pipes get one or two pages and the relay
+//! moves that much per `splice`: slower, still correct.
 //!
 //! # How it fails
 //! A failed `splice` or `pipe2` (a reset, `EMFILE`) ends the relay as
