@@ -12,6 +12,7 @@
 # Needs nginx, haproxy, openssl and oha (../shared/bench/install-tools.sh; apt-get install
 # haproxy). Ports 19080/19443 (nginx), 19444 (haproxy), 3129 (webrep).
 set -euo pipefail
+source "$(dirname "$0")/../benches/lib.sh"
 PIN=${PIN:-0}
 CONCS=${CONCS:-"32 128"}
 DURATION=${DURATION:-8}
@@ -35,21 +36,7 @@ load_cpus=0,1 relay_cpus=0,1 relay_threads=2
 if [[ $PIN == 1 ]]; then load_cpus=0 relay_cpus=1 relay_threads=1; fi
 
 head -c 1024 /dev/urandom >"$work/1k.bin"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
-  -keyout "$work/key.pem" -out "$work/cert.pem" -subj /CN=127.0.0.1 \
-  -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE 2>/dev/null
-cat >"$work/nginx.conf" <<EOF
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off; sendfile on; keepalive_requests 10000000;
-  server { listen 127.0.0.1:19443 ssl; ssl_certificate $work/cert.pem;
-           ssl_certificate_key $work/key.pem; root $work; }
-}
-EOF
-taskset -c "$load_cpus" nginx -c "$work/nginx.conf" -p "$work"
+ORIGIN_CPUS=$load_cpus nginx_origin "$work" "127.0.0.1:19443 ssl"
 
 cat >"$work/haproxy.cfg" <<EOF
 global

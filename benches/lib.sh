@@ -16,3 +16,32 @@ write_entry() {
 
 # The status code of URL fetched through the proxy on PROXY_PORT: proxied_status PROXY_PORT URL.
 proxied_status() { curl -s -o /dev/null -w '%{http_code}' -x "http://127.0.0.1:$1" "$2"; }
+
+# A static nginx origin serving DIR (1 worker, sendfile, no access log, keep-alive without a
+# request limit) with a self-signed ECDSA certificate for 127.0.0.1 written into DIR:
+# nginx_origin DIR LISTEN... (each like "127.0.0.1:19443 ssl"), on the CPUs ORIGIN_CPUS lists
+# if set. Stop it with kill "$(cat DIR/nginx.pid)".
+nginx_origin() {
+    local dir=$1 listen="" l
+    shift
+    for l in "$@"; do listen+="listen $l; "; done
+    chmod 755 "$dir" # the nginx worker (not root) reads the files
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+        -keyout "$dir/key.pem" -out "$dir/cert.pem" -subj /CN=127.0.0.1 \
+        -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE 2>/dev/null
+    cat >"$dir/nginx.conf" <<CONF
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off; sendfile on; keepalive_requests 10000000;
+  server { $listen ssl_certificate $dir/cert.pem; ssl_certificate_key $dir/key.pem; root $dir; }
+}
+CONF
+    if [[ -n ${ORIGIN_CPUS:-} ]]; then
+        taskset -c "$ORIGIN_CPUS" nginx -c "$dir/nginx.conf" -p "$dir"
+    else
+        nginx -c "$dir/nginx.conf" -p "$dir"
+    fi
+}

@@ -193,7 +193,10 @@ fn relay_tunnel(
                     return;
                 };
                 state2.tunnels[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                (RecordKind::Tunnel, relay_plain(&state2, client, upstream).await)
+                (
+                    RecordKind::Tunnel,
+                    relay_plain(&state2, client, upstream).await,
+                )
             };
             log_relay(
                 &state2,

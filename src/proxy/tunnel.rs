@@ -11,7 +11,13 @@
 //! other side's writing down (half-close) and the relay ends when both have.
 //!
 //! The idle timer wakes every quarter of the idle timeout (at most every 15 s); the tunnel
-//! closes after between 1 and 1.25 idle timeouts of silence.
+//! closes after between 1 and 1.25 idle timeouts of silence. [`drive`] runs that timer for
+//! any [`Ticking`] relay: this copy and the zero-copy one of [`super::splice`].
+//!
+//! [`relay_tcp`] is the entry for two plain TCP connections (CONNECT tunnels that are not
+//! intercepted, WebSockets between plain sockets): spliced on Linux when `proxy.splice` is
+//! on, copied otherwise; it adds the bytes to the proxy's `[copied, spliced]` counters
+//! (`webrep_tunnel_bytes_total{path}`).
 //!
 //! # Cost
 //! Per busy tunnel 32 KiB of buffers, per quiet one none (1 KiB inline in its task); no

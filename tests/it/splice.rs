@@ -25,7 +25,10 @@ fn sha(b: &[u8]) -> [u8; 32] {
 /// Bytes the proxy relayed by `path` ("splice" or "copy"), from its `/metrics`.
 async fn relayed(proxy: &TestProxy, path: &str) -> u64 {
     let text = scrape(proxy.admin.unwrap()).await;
-    sample(&text, &format!("webrep_tunnel_bytes_total{{path=\"{path}\"}}")) as u64
+    sample(
+        &text,
+        &format!("webrep_tunnel_bytes_total{{path=\"{path}\"}}"),
+    ) as u64
 }
 
 async fn proxy_with_splice(origin: SocketAddr, splice: bool) -> TestProxy {
@@ -95,13 +98,19 @@ async fn megabytes_both_ways(splice: bool) {
     assert!(sha(&got) == sha(&down), "the client got the origin's bytes");
     let at_origin = seen.recv().await.unwrap();
     assert_eq!(&at_origin[..12], b"early bytes|");
-    assert!(sha(&at_origin[12..]) == sha(&up), "the origin got the client's bytes");
+    assert!(
+        sha(&at_origin[12..]) == sha(&up),
+        "the origin got the client's bytes"
+    );
     let line = proxy.wait_log(|v| v["kind"] == "tunnel").await;
     assert_eq!(line["bytes_in"], (up.len() + 12) as u64, "{line}");
     assert_eq!(line["bytes_out"], down.len() as u64, "{line}");
     assert!(line.get("error").is_none_or(|e| e.is_null()), "{line}");
     let total = (up.len() + 12 + down.len()) as u64;
-    let (spliced, copied) = (relayed(&proxy, "splice").await, relayed(&proxy, "copy").await);
+    let (spliced, copied) = (
+        relayed(&proxy, "splice").await,
+        relayed(&proxy, "copy").await,
+    );
     if splice {
         assert_eq!((spliced, copied), (total, 0));
     } else {
@@ -141,7 +150,12 @@ async fn a_half_closed_client_still_receives_the_whole_answer() {
     s.shutdown().await.unwrap();
     let mut got = Vec::new();
     s.read_to_end(&mut got).await.unwrap();
-    assert!(sha(&got) == sha(&answer), "{} bytes of {}", got.len(), answer.len());
+    assert!(
+        sha(&got) == sha(&answer),
+        "{} bytes of {}",
+        got.len(),
+        answer.len()
+    );
     let line = proxy.wait_log(|v| v["kind"] == "tunnel").await;
     assert_eq!(line["bytes_in"], 17);
     assert_eq!(line["bytes_out"], answer.len() as u64);
@@ -181,7 +195,10 @@ async fn an_origin_that_dies_mid_body_ends_the_tunnel_and_the_proxy_serves_on() 
     let line = proxy
         .wait_log(|v| v["kind"] == "tunnel" && v["error"] == "connection_terminated")
         .await;
-    assert!(line["bytes_out"].as_u64().unwrap() <= sent.len() as u64, "{line}");
+    assert!(
+        line["bytes_out"].as_u64().unwrap() <= sent.len() as u64,
+        "{line}"
+    );
     assert!(relayed(&proxy, "splice").await >= got.len() as u64);
     assert_eq!(relayed(&proxy, "copy").await, 0);
     // The proxy keeps serving.
@@ -226,7 +243,11 @@ async fn a_websocket_between_plain_tcp_ends_is_spliced() {
     let line = proxy.wait_log(|v| v["kind"] == "websocket").await;
     let total = line["bytes_in"].as_u64().unwrap() + line["bytes_out"].as_u64().unwrap();
     assert!(total > 2 << 20, "{line}");
-    assert_eq!(relayed(&proxy, "splice").await, total, "spliced, not copied");
+    assert_eq!(
+        relayed(&proxy, "splice").await,
+        total,
+        "spliced, not copied"
+    );
     assert_eq!(relayed(&proxy, "copy").await, 0);
     proxy.stop().await;
 }
