@@ -311,13 +311,13 @@ async fn relay_websocket(
 ) -> RelayStats {
     let idle = state.config.tunnel_idle_timeout;
     let client = super::connect::client_tcp(client);
-    let upstream = upstream.downcast::<TokioIo<tokio::net::TcpStream>>();
+    let upstream = upstream.downcast::<super::pool::Tracked>();
     match (client, upstream) {
         (Ok((client, client_read)), Ok(up)) => {
             let ends = TcpEnds {
                 client,
                 client_read,
-                upstream: up.io.into_inner(),
+                upstream: up.io.into_tcp(),
                 upstream_read: up.read_buf,
             };
             relay_tcp(ends, idle, state.config.splice, &state.relayed_bytes).await
@@ -330,7 +330,7 @@ async fn relay_websocket(
                 Err(c) => Either::Right(TokioIo::new(c)),
             };
             let upstream = match upstream {
-                Ok(up) => Either::Left(Prefixed::new(up.read_buf, up.io.into_inner())),
+                Ok(up) => Either::Left(Prefixed::new(up.read_buf, up.io.into_tcp())),
                 Err(u) => Either::Right(TokioIo::new(u)),
             };
             let stats = relay(client, upstream, idle).await;

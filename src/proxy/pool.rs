@@ -230,8 +230,22 @@ impl IdleBound {
 #[derive(Debug)]
 pub struct Tracked {
     io: TokioIo<TcpStream>,
+    reg: Registration,
+}
+
+/// A [`Tracked`] socket's place in its worker's [`IdleBound`]: given up when the socket is
+/// dropped or taken out of the pool's hands ([`Tracked::into_tcp`]).
+#[derive(Debug)]
+struct Registration {
     slot: Arc<Slot>,
     bound: Arc<IdleBound>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.bound.busy(&self.slot);
+        self.bound.open.fetch_sub(1, Relaxed);
+    }
 }
 
 impl Tracked {
@@ -240,17 +254,29 @@ impl Tracked {
         bound.open.fetch_add(1, Relaxed);
         Self {
             io: TokioIo::new(tcp),
-            slot: Arc::default(),
-            bound: bound.clone(),
+            reg: Registration {
+                slot: Arc::default(),
+                bound: bound.clone(),
+            },
         }
+    }
+
+    /// The socket, no longer counted by the bound: for a connection that left the pool for
+    /// good (an upgraded WebSocket, relayed as a raw byte stream).
+    pub fn into_tcp(self) -> TcpStream {
+        self.io.into_inner()
     }
 
     /// Now hyper has it: from here on a write is a request, and a connection without one for
     /// [`FRESH_GRACE`] counts as idle (see [`IdleBound::sweep_fresh`]).
     pub fn handed_over(&self) {
-        if !self.slot.handed.swap(true, Relaxed) {
-            let weak = Arc::downgrade(&self.slot);
-            self.bound.lock().fresh.push_back((Instant::now(), weak));
+        if !self.reg.slot.handed.swap(true, Relaxed) {
+            let weak = Arc::downgrade(&self.reg.slot);
+            self.reg
+                .bound
+                .lock()
+                .fresh
+                .push_back((Instant::now(), weak));
         }
     }
 
@@ -258,19 +284,12 @@ impl Tracked {
         if len == 0 {
             return;
         }
-        if self.slot.idle_key.load(Relaxed) != 0 {
-            self.bound.busy(&self.slot);
+        if self.reg.slot.idle_key.load(Relaxed) != 0 {
+            self.reg.bound.busy(&self.reg.slot);
         }
-        if self.slot.handed.load(Relaxed) && !self.slot.used.load(Relaxed) {
-            self.slot.used.store(true, Relaxed);
+        if self.reg.slot.handed.load(Relaxed) && !self.reg.slot.used.load(Relaxed) {
+            self.reg.slot.used.store(true, Relaxed);
         }
-    }
-}
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        self.bound.busy(&self.slot);
-        self.bound.open.fetch_sub(1, Relaxed);
     }
 }
 
@@ -281,8 +300,8 @@ impl hyper::rt::Read for Tracked {
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<std::io::Result<()>> {
         // Registered before the check, so that an eviction between the two still wakes us.
-        self.slot.reader.register(cx.waker());
-        if self.slot.evicted.load(Relaxed) {
+        self.reg.slot.reader.register(cx.waker());
+        if self.reg.slot.evicted.load(Relaxed) {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.io).poll_read(cx, buf)
@@ -324,8 +343,8 @@ impl hyper::rt::Write for Tracked {
 impl Connection for Tracked {
     fn connected(&self) -> Connected {
         self.io.connected().extra(PoolHandle {
-            slot: self.slot.clone(),
-            bound: self.bound.clone(),
+            slot: self.reg.slot.clone(),
+            bound: self.reg.bound.clone(),
         })
     }
 }
