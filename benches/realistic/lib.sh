@@ -253,7 +253,8 @@ origin_reqs() { curl -s --noproxy '*' "http://127.0.0.1:$ORIGIN_PORT/nginx_statu
 # ---------------------------------------------------------------- targets
 # Each sets MAIN_PID, AUX_PID (or ""), PROXY_ADDR ("" = direct), TDIR (its directory).
 start_squid() {  # $1 = 1 with squidGuard, $2 = the table directory (for squidGuard)
-  local d="$WORK/squid$1"; mkdir -p "$d"; TDIR=$d
+  # Fresh for every start: security_file_certgen -c refuses an existing database.
+  local d="$WORK/squid$1"; rm -rf "$d"; mkdir -p "$d"; TDIR=$d
   /usr/lib/squid/security_file_certgen -c -s "$d/ssl_db" -M 64MB >"$d/certgen.log" 2>&1 || { log "security_file_certgen -c failed"; return 1; }
   cat >"$d/squid.conf" <<EOF
 http_port 127.0.0.1:$SQUID_PORT ssl-bump tls-cert=$DATA/pki/squid-ca.pem tls-key=$DATA/pki/squid-ca-proxy.key generate-host-certificates=on dynamic_cert_mem_cache_size=64MB
