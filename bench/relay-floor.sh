@@ -23,14 +23,7 @@ for tool in nginx haproxy openssl "$OHA" "$BIN"; do
   command -v "$tool" >/dev/null || { echo "relay-floor: $tool not found" >&2; exit 2; }
 done
 
-work=$(mktemp -d /tmp/relay-floor.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [[ -f $work/nginx.pid ]] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
-  [[ -f $work/haproxy.pid ]] && kill "$(cat "$work/haproxy.pid")" 2>/dev/null || true
-}
-trap cleanup EXIT
+bench_scratch relay-floor
 
 load_cpus=0,1 relay_cpus=0,1 relay_threads=2
 if [[ $PIN == 1 ]]; then load_cpus=0 relay_cpus=1 relay_threads=1; fi

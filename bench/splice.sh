@@ -27,14 +27,7 @@ for tool in nginx haproxy hey wrk openssl curl "$BIN"; do
 done
 [[ -f $LUA ]] || { echo "splice.sh: $LUA not found (set LUA)" >&2; exit 2; }
 
-work=$(mktemp -d /tmp/splice-bench.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [[ -f $work/nginx.pid ]] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
-  [[ -f $work/haproxy.pid ]] && kill "$(cat "$work/haproxy.pid")" 2>/dev/null || true
-}
-trap cleanup EXIT
+bench_scratch splice-bench
 
 head -c 1048576 /dev/urandom >"$work/1m.bin"
 nginx_origin "$work" "127.0.0.1:19080" "127.0.0.1:19443 ssl"

@@ -45,3 +45,17 @@ CONF
         nginx -c "$dir/nginx.conf" -p "$dir"
     fi
 }
+
+# A scratch directory for one bench run in $work and the PIDs it starts in $pids; on exit
+# they are stopped, with the nginx and HAProxy whose pid files are in $work.
+# Usage: bench_scratch NAME
+bench_scratch() {
+  work=$(mktemp -d "/tmp/$1.XXXXXX")
+  pids=()
+  trap bench_stop EXIT
+}
+bench_stop() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [[ -f $work/nginx.pid ]] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  [[ -f $work/haproxy.pid ]] && kill "$(cat "$work/haproxy.pid")" 2>/dev/null || true
+}

@@ -546,6 +546,32 @@ pub(crate) async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
     read_head(&mut s).await
 }
 
+/// A WebSocket upgrade of `origin`'s `/ws` through the proxy at `proxy` (absolute-form, with
+/// the RFC 6455 sample key): the response head, which must be a 101, and the client's
+/// WebSocket over that connection.
+pub(crate) async fn websocket_through(
+    proxy: SocketAddr,
+    origin: &Origin,
+) -> (String, tokio_tungstenite::WebSocketStream<TcpStream>) {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        origin.url("/ws"),
+        origin.addr
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        s,
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    (head, ws)
+}
+
 /// Reads one response head (up to the blank line) from `s`.
 pub(crate) async fn read_head(s: &mut TcpStream) -> String {
     let mut buf = Vec::new();

@@ -308,27 +308,12 @@ async fn absolute_form_to_our_own_listener_serves_our_pages() {
 async fn websocket_echo_through_the_proxy() {
     let origin = Origin::http().await;
     let proxy = TestProxy::start_default().await;
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    let req = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        origin.url("/ws"),
-        origin.addr
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let head = read_head(&mut s).await;
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let (head, mut ws) = websocket_through(proxy.addr, &origin).await;
     assert!(
         head.to_ascii_lowercase()
             .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
         "{head}"
     );
-    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-        s,
-        tokio_tungstenite::tungstenite::protocol::Role::Client,
-        None,
-    )
-    .await;
     use tokio_tungstenite::tungstenite::Message;
     for i in 0..3 {
         ws.send(Message::text(format!("ping {i}"))).await.unwrap();

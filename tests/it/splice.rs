@@ -216,22 +216,7 @@ async fn a_websocket_between_plain_tcp_ends_is_spliced() {
     use tokio_tungstenite::tungstenite::Message;
     let origin = Origin::http().await;
     let proxy = TestProxy::start_default().await;
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    let req = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        origin.url("/ws"),
-        origin.addr
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let head = read_head(&mut s).await;
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-        s,
-        tokio_tungstenite::tungstenite::protocol::Role::Client,
-        None,
-    )
-    .await;
+    let (_, mut ws) = websocket_through(proxy.addr, &origin).await;
     let big = body(1 << 20, 31);
     ws.send(Message::binary(big.clone())).await.unwrap();
     let back = ws.next().await.unwrap().unwrap().into_data();
