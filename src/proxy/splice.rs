@@ -243,6 +243,21 @@ mod tests {
         (c.unwrap(), s.unwrap().0)
     }
 
+    /// A relay between two loopback socket pairs, running: the client's and the upstream's
+    /// far ends, and the relay's task.
+    async fn relaying() -> (TcpStream, TcpStream, tokio::task::JoinHandle<RelayStats>) {
+        let (client_far, client) = pair().await;
+        let (upstream, upstream_far) = pair().await;
+        let ends = TcpEnds {
+            client,
+            client_read: Bytes::new(),
+            upstream,
+            upstream_read: Bytes::new(),
+        };
+        let task = tokio::spawn(relay(ends, Duration::from_secs(30)));
+        (client_far, upstream_far, task)
+    }
+
     fn data(len: usize, seed: u32) -> Vec<u8> {
         (0..len as u32)
             .map(|i| (i.wrapping_mul(seed) >> 3) as u8)
@@ -301,15 +316,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_half_closed_client_still_receives_everything() {
-        let (mut client_far, client) = pair().await;
-        let (upstream, mut upstream_far) = pair().await;
-        let ends = TcpEnds {
-            client,
-            client_read: Bytes::new(),
-            upstream,
-            upstream_read: Bytes::new(),
-        };
-        let task = tokio::spawn(relay(ends, Duration::from_secs(30)));
+        let (mut client_far, mut upstream_far, task) = relaying().await;
         client_far.write_all(b"request").await.unwrap();
         client_far.shutdown().await.unwrap();
         // The upstream sees the request, then end of file, and only then answers.
@@ -331,15 +338,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_reset_ends_the_relay_with_the_counts_so_far() {
-        let (mut client_far, client) = pair().await;
-        let (upstream, mut upstream_far) = pair().await;
-        let ends = TcpEnds {
-            client,
-            client_read: Bytes::new(),
-            upstream,
-            upstream_read: Bytes::new(),
-        };
-        let task = tokio::spawn(relay(ends, Duration::from_secs(30)));
+        let (mut client_far, mut upstream_far, task) = relaying().await;
         upstream_far.write_all(&data(100_000, 3)).await.unwrap();
         let mut got = vec![0u8; 100_000];
         client_far.read_exact(&mut got).await.unwrap();

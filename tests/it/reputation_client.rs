@@ -492,16 +492,21 @@ async fn concurrent_file_lookups_of_different_hashes_go_out_in_batches() {
     server.stop().await;
 }
 
-/// A cache with a key summary, following `server`'s change stream, once the summary is in.
-async fn summarized(server: &RepServer) -> (Arc<Reputation>, CancellationToken, JoinHandle<()>) {
-    let rep = Arc::new(Reputation::new(ReputationConfig {
-        sources: vec![source("local", &server.base)],
+/// A cache of one source, `name` at `base`, that loads a key summary of up to 1 MiB.
+fn summary_cache(name: &str, base: &str) -> Arc<Reputation> {
+    Arc::new(Reputation::new(ReputationConfig {
+        sources: vec![source(name, base)],
         cache_entries: 10_000,
         max_stale: Duration::from_secs(3600),
         retry_after: Duration::from_millis(100),
         follow_retry: FollowRetry::default(),
         key_summary_max_bytes: Some(1 << 20),
-    }));
+    }))
+}
+
+/// A cache with a key summary, following `server`'s change stream, once the summary is in.
+async fn summarized(server: &RepServer) -> (Arc<Reputation>, CancellationToken, JoinHandle<()>) {
+    let rep = summary_cache("local", &server.base);
     let stop = CancellationToken::new();
     let follower = tokio::spawn(rep.clone().follow_changes(stop.clone()));
     eventually("the key summary is loaded", BOUND, || async {
@@ -646,14 +651,7 @@ async fn a_server_that_asks_its_upstream_on_a_miss_offers_no_summary() {
     site.write(sample()).await;
     let (status, v) = site.get("/v1/keys/hosts", Some(CLIENT)).await;
     assert_eq!(status, 409, "{v}");
-    let rep = Arc::new(Reputation::new(ReputationConfig {
-        sources: vec![source("site", &site.base)],
-        cache_entries: 10_000,
-        max_stale: Duration::from_secs(3600),
-        retry_after: Duration::from_millis(100),
-        follow_retry: FollowRetry::default(),
-        key_summary_max_bytes: Some(1 << 20),
-    }));
+    let rep = summary_cache("site", &site.base);
     let stop = CancellationToken::new();
     let follower = tokio::spawn(rep.clone().follow_changes(stop.clone()));
     eventually("the follower's first answer", BOUND, || async {
