@@ -619,7 +619,8 @@ pub struct RawInterceptConfig {
     /// Lifetime of a minted leaf certificate, in hours (back-dated one hour more); a cached
     /// one is replaced after half of it. Default 168 (7 days).
     pub leaf_validity_hours: u64,
-    /// Minted certificates kept in memory, one per host. Default 10000.
+    /// Minted certificates kept in memory, one per host (a few KiB each); the same number of
+    /// clients' TLS resumption sessions is kept in one store all hosts share. Default 10000.
     pub cert_cache_entries: u64,
     /// Time for a client to send its first bytes and finish the TLS handshake inside a
     /// tunnel, in milliseconds. Default 10000.

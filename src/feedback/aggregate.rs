@@ -174,7 +174,8 @@ impl Aggregator {
         held.pairs += 1;
         held.by_host
             .entry(host)
-            .or_default()
+            // Mostly one kind per host: `or_default` would reserve four on the first push.
+            .or_insert_with(|| Vec::with_capacity(1))
             .push(Aggregate::new(e));
         flushed
     }

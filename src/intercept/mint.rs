@@ -16,7 +16,8 @@
 //! # What it costs
 //! A cache hit is one moka lookup. A mint is one key generation and one signature, about
 //! 100-200 µs of CPU (see `cargo bench --bench intercept`). Memory: one `ServerConfig` with
-//! its chain and key per cached host, a few KiB each, at most the configured entry count.
+//! its chain and key per cached host, a few KiB each, at most the configured entry count,
+//! and one resumption store that all of them share (sized by the same count).
 //!
 //! # How it fails
 //! At start, [`Minter::self_test`] refuses a CA that clients would reject (outside its
@@ -71,12 +72,23 @@ pub fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
+/// Resumption sessions kept for `cache_entries` cached hosts: one per host, at least rustls's
+/// default for one config (256) and at most 65,536 (the store preallocates its table: about
+/// 120 bytes per slot, and a few hundred bytes per session held).
+fn session_entries(cache_entries: u64) -> usize {
+    usize::try_from(cache_entries.clamp(256, 65_536)).unwrap_or(65_536)
+}
+
 /// Mints and caches leaf certificates.
 pub struct Minter {
     ca: Arc<Ca>,
     lifetime: Duration,
     cache: moka::future::Cache<String, Arc<ServerConfig>>,
     provider: Arc<rustls::crypto::CryptoProvider>,
+    /// One store of TLS 1.3 resumption state for every minted config: a config of its own
+    /// would preallocate rustls's default store (256 sessions, about 30 KB) per cached host.
+    /// Sharing is safe: rustls resumes a session only under the server name it was made for.
+    sessions: Arc<dyn rustls::server::StoresServerSessions>,
     /// Leaves minted (cache misses), for metrics.
     pub minted: std::sync::atomic::AtomicU64,
 }
@@ -102,6 +114,7 @@ impl Minter {
                 .time_to_live(lifetime / 2)
                 .build(),
             provider: crate::tls::provider(),
+            sessions: rustls::server::ServerSessionMemoryCache::new(session_entries(cache_entries)),
             minted: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -147,6 +160,7 @@ impl Minter {
                 reason: e.to_string(),
             })?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.session_storage = self.sessions.clone();
         Ok(config)
     }
 

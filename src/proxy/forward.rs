@@ -183,13 +183,15 @@ fn prepare_upstream(
     }
     let websocket = is_websocket_upgrade(req.headers());
     let host_port = strip_userinfo(&target.authority);
-    if host_port.len() != target.authority.as_str().len() {
-        // Userinfo never goes upstream (and never into the pool key).
-        let mut parts = req.uri().clone().into_parts();
-        parts.authority = Authority::try_from(host_port).ok();
-        *req.uri_mut() =
-            Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("malformed URL"))?;
-    }
+    // The authority becomes the upstream pool's key, kept as long as the host has pooled
+    // connections: a copy of its own, not a slice that would keep the client connection's
+    // whole read buffer alive. Userinfo never goes upstream (nor into the key).
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.authority = Some(
+        Authority::from_maybe_shared(bytes::Bytes::copy_from_slice(host_port.as_bytes()))
+            .map_err(|_| ProxyError::BadRequest("malformed host"))?,
+    );
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("malformed URL"))?;
     let host_value =
         HeaderValue::from_str(host_port).map_err(|_| ProxyError::BadRequest("malformed host"))?;
     let via = state.via_for(req.version());
@@ -392,20 +394,22 @@ async fn send(
     let req = Request::from_parts(parts, body);
     let timeout = state.config.upstream_response_timeout;
     let sent = match pool {
-        Pool::Plain => tokio::time::timeout(timeout, state.clients[worker].request(req)).await,
-        Pool::Https1 => {
-            tokio::time::timeout(timeout, state.https_clients[worker].h1.request(req)).await
-        }
-        Pool::Https2 => {
-            tokio::time::timeout(timeout, state.https_clients[worker].h2.request(req)).await
-        }
+        Pool::Plain => tokio::time::timeout(timeout, state.clients[worker].request(req))
+            .await
+            .map(|r| r.map_err(boxed)),
+        Pool::Https1 => tokio::time::timeout(timeout, state.https_clients[worker].h1.request(req))
+            .await
+            .map(|r| r.map_err(boxed)),
+        Pool::Https2 => tokio::time::timeout(timeout, state.https_clients[worker].h2.request(req))
+            .await
+            .map(|r| r.map_err(boxed)),
     };
     let resp = match sent {
         Err(_) => return Err(ProxyError::UpstreamTimeout(timeout)),
         Ok(Err(e)) if failed.is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed)) => {
-            return Err(ProxyError::ClientBody(innermost(&e)));
+            return Err(ProxyError::ClientBody(innermost(&*e)));
         }
-        Ok(Err(e)) => return Err(map_client_error(&e)),
+        Ok(Err(e)) => return Err(map_client_error(&*e)),
         Ok(Ok(r)) => r,
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -440,8 +444,15 @@ fn strip_userinfo(a: &Authority) -> &str {
     }
 }
 
+/// A pool's error, whichever pool, for [`map_client_error`] and [`innermost`].
+fn boxed(
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> Box<dyn std::error::Error + Send + Sync> {
+    Box::new(e)
+}
+
 /// Turns a pooled-client error into a [`ProxyError`], finding our [`DialError`] in the chain.
-fn map_client_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
+fn map_client_error(e: &(dyn std::error::Error + 'static)) -> ProxyError {
     let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     let mut innermost = None;
     while let Some(s) = src {

@@ -74,6 +74,7 @@ impl Collector for ProxyCollector {
         encode_connections(&mut enc, state)?;
         encode_dns(&mut enc, state)?;
         encode_upstream_pool(&mut enc, state)?;
+        crate::metrics::allocator(&mut enc)?;
         encode_losses(&mut enc, state)
     }
 }
@@ -392,6 +393,18 @@ fn encode_upstream_pool(enc: &mut DescriptorEncoder, state: &ProxyState) -> fmt:
         "upstream_pool_evictions",
         "Idle upstream connections closed because proxy.upstream_max_idle were idle",
         c.evictions,
+    )?;
+    let entries = state.clients.iter().map(|p| p.idle()).sum::<usize>()
+        + state
+            .https_clients
+            .iter()
+            .map(|c| c.h1.idle())
+            .sum::<usize>();
+    gauge(
+        enc,
+        "upstream_pool_entries",
+        "Entries the HTTP/1.1 upstream pools hold, connections closed since and not yet dropped included",
+        entries,
     )
 }
 

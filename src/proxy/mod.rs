@@ -37,6 +37,7 @@ pub mod error;
 pub mod filescan;
 pub mod filter;
 pub mod forward;
+pub mod h1pool;
 pub mod headers;
 pub mod intercept;
 pub mod local;
@@ -87,8 +88,8 @@ pub const MAX_BLOCKING_THREADS: usize = 64;
 /// Everything the request path shares, behind one `Arc`.
 pub struct ProxyState {
     pub config: ProxyConfig,
-    /// One pooled upstream client per worker (index = worker number).
-    pub clients: Vec<Client<Connector, body::UpstreamBody>>,
+    /// One pool of plain upstream connections per worker (index = worker number).
+    pub clients: Vec<h1pool::H1Pool<Connector>>,
     /// With interception on: pooled HTTPS clients per worker (verified upstream TLS).
     pub https_clients: Vec<HttpsClients>,
     /// Each worker's bound on idle upstream connections (`proxy.upstream_max_idle`), over
@@ -222,9 +223,24 @@ pub struct Proxy {
     state: Arc<ProxyState>,
 }
 
-/// The settings every pooled upstream client shares (plain and TLS): idle timeout, idle
-/// connections per host, read buffer, `Host` left as we set it. The total of idle
-/// connections is bounded beside hyper-util's pool, by [`pool::IdleBound`].
+/// The settings of the HTTP/1.1 pools ([`h1pool`]): idle timeout, idle connections per host,
+/// read buffer, header limits. The total of idle connections is bounded by
+/// [`pool::IdleBound`].
+fn h1_settings(cfg: &ProxyConfig) -> h1pool::Settings {
+    let mut builder = hyper::client::conn::http1::Builder::new();
+    builder
+        .max_buf_size(cfg.upstream_read_buffer_bytes)
+        .max_headers(cfg.max_header_lines)
+        .preserve_header_case(cfg.preserve_header_case);
+    h1pool::Settings {
+        builder,
+        max_idle_per_host: cfg.upstream_max_idle_per_host,
+        idle_timeout: cfg.upstream_idle_timeout,
+    }
+}
+
+/// The settings of the pools that may speak HTTP/2 upstream (hyper-util's, for decrypted
+/// requests of HTTP/2 clients), as [`h1_settings`], `Host` left as we set it.
 fn upstream_pool(cfg: &ProxyConfig) -> hyper_util::client::legacy::Builder {
     let mut b = Client::builder(TokioExecutor::new());
     b.pool_idle_timeout(cfg.upstream_idle_timeout)
@@ -238,17 +254,19 @@ fn upstream_pool(cfg: &ProxyConfig) -> hyper_util::client::legacy::Builder {
     b
 }
 
-/// The pooled upstream client for decrypted requests: verified TLS over our [`Connector`].
-/// Its connector takes a connection [`early::EarlyConns`] started for the host first.
-pub type HttpsClient =
-    Client<early::EarlyConnector<hyper_rustls::HttpsConnector<Connector>>, body::UpstreamBody>;
+/// The connector of the pools for decrypted requests: verified TLS over our [`Connector`],
+/// taking a connection [`early::EarlyConns`] started for the host first.
+pub type HttpsConnector = early::EarlyConnector<hyper_rustls::HttpsConnector<Connector>>;
+
+/// The pooled upstream client for decrypted requests of HTTP/2 clients.
+pub type HttpsClient = Client<HttpsConnector, body::UpstreamBody>;
 
 /// A worker's upstream HTTPS pools for intercepted requests: ALPN matched to the client.
 /// A client that speaks HTTP/2 to the proxy is sent upstream over a pool that offers `h2`
 /// and `http/1.1` (whichever the origin picks); an HTTP/1.1 client (and every WebSocket
 /// upgrade) over one that offers `http/1.1` only.
 pub struct HttpsClients {
-    pub h1: HttpsClient,
+    pub h1: h1pool::H1Pool<HttpsConnector>,
     pub h2: HttpsClient,
 }
 
@@ -289,12 +307,10 @@ fn intercept_setup(
                 .enable_all_versions()
                 .wrap_connector(Connector::for_tls(dialer.clone(), bounds[worker].clone()));
             HttpsClients {
-                h1: upstream_pool(cfg).build(early::EarlyConnector::new(
-                    h1,
-                    early.clone(),
-                    worker,
-                    false,
-                )),
+                h1: h1pool::H1Pool::new(
+                    early::EarlyConnector::new(h1, early.clone(), worker, false),
+                    h1_settings(cfg),
+                ),
                 h2: upstream_pool(cfg).build(early::EarlyConnector::new(
                     h2,
                     early.clone(),
@@ -411,7 +427,9 @@ impl Proxy {
         let upstream_bounds = pool::IdleBound::per_worker(cfg.upstream_max_idle, workers);
         let clients = upstream_bounds
             .iter()
-            .map(|b| upstream_pool(&cfg).build(Connector::new(dialer.clone(), b.clone())))
+            .map(|b| {
+                h1pool::H1Pool::new(Connector::new(dialer.clone(), b.clone()), h1_settings(&cfg))
+            })
             .collect();
         let (interceptor, https_clients) = match parts.minter {
             Some(minter) => {

@@ -3,27 +3,28 @@
 //! make room.
 //!
 //! # Where it sits
-//! hyper-util's pool bounds idle connections per host (`proxy.upstream_max_idle_per_host`)
-//! and in time (`proxy.upstream_idle_timeout_ms`) but not in total, and with the long tail
-//! of an office's hosts the pools would otherwise hold one idle connection for every host
-//! visited within the idle timeout, each with its file descriptor and buffers. Every
-//! upstream connection the pooled clients make ([`super::dial::Connector`], and the early
-//! TLS connections of [`super::early`]) is a [`Tracked`] socket registered with its worker's
-//! [`IdleBound`] (each worker thread has one, over its plain and HTTPS pools: no lock is
-//! shared between workers; the process's bound is split evenly among them).
+//! The pools bound idle connections per host (`proxy.upstream_max_idle_per_host`) and in
+//! time (`proxy.upstream_idle_timeout_ms`) but not in total, and with the long tail of an
+//! office's hosts they would otherwise hold one idle connection for every host visited
+//! within the idle timeout, each with its file descriptor and buffers. Every upstream
+//! connection the pools make ([`super::dial::Connector`], and the early TLS connections of
+//! [`super::early`]) is a [`Tracked`] socket registered with its worker's [`IdleBound`]
+//! (each worker thread has one, over its plain and HTTPS pools: no lock is shared between
+//! workers; the process's bound is split evenly among them).
 //!
 //! A connection is busy from the moment a request is written to it until the response body
-//! handed to the client is finished or dropped (the [`PoolHandle`] that hyper-util copies
-//! into every response's extensions, released by [`super::body::ProxyBody`]); it is then
-//! idle, in least-recently-used order. A connection handed to hyper that has had no request
-//! written for [`FRESH_GRACE`] is idle too (hyper-util pools unused the connection it was
-//! making for a request that found a pooled one first); a per-worker task looks for those
-//! every [`FRESH_GRACE`]. When a connection becoming idle makes one too many,
-//! the oldest idle one is evicted: its socket reads as closed from then on and its waiting
-//! reader is woken, so hyper's connection task ends, the socket closes, and the pool drops
-//! the entry. A request that took the evicted connection from the pool at that very moment
-//! is retried by hyper-util on a new one (the closure is seen before the request is
-//! written). Connections that never become idle here stay out of the count: HTTP/2
+//! handed to the client is finished or dropped (the [`PoolHandle`] that the pools copy into
+//! every response's extensions, released by [`super::body::ProxyBody`]); it is then idle,
+//! in least-recently-used order. A connection handed to hyper that has had no request
+//! written for [`FRESH_GRACE`] is idle too (hyper-util's HTTP/2 pool keeps unused the
+//! connection it was making for a request that found a pooled one first); a per-worker task
+//! looks for those every [`FRESH_GRACE`]. When a connection becoming idle makes one too
+//! many, the oldest idle one is evicted: its socket reads as closed from then on and its
+//! waiting reader is woken, so hyper's connection task ends, the socket closes, and the pool
+//! drops the entry ([`super::h1pool`] within a second). A request that took the evicted
+//! connection from the pool at that very moment is sent again on a new one (the closure is
+//! seen before the request is written). Connections that never become idle here stay out of
+//! the count: HTTP/2
 //! connections (multiplexed; one per host, bounded by the per-host limit and the idle
 //! timeout), upgraded ones (WebSocket), and one whose response was abandoned before its
 //! head arrived.
@@ -35,7 +36,7 @@
 //!
 //! # How it fails
 //! It cannot fail a request: an evicted connection ends the way a connection the origin
-//! closed ends, which hyper-util already handles by dialling another.
+//! closed ends, which the pools already handle by dialling another.
 
 use std::collections::BTreeMap;
 use std::collections::VecDeque;
@@ -349,7 +350,7 @@ impl Connection for Tracked {
     }
 }
 
-/// In every response's extensions (hyper-util copies it there): releases the connection
+/// In every response's extensions (the pools copy it there): releases the connection
 /// the response came on to the idle LRU when the response body is done.
 #[derive(Debug, Clone)]
 pub struct PoolHandle {

@@ -521,6 +521,7 @@ impl Collector for ServerCollector {
             scrape.conns,
         )?;
         encode_store(&mut enc, c, scrape)?;
+        crate::metrics::allocator(&mut enc)?;
         if let Some(f) = scrape.follow {
             encode_follow(&mut enc, &f)?;
         }

@@ -1,7 +1,8 @@
 //! The bounds on pooled upstream connections, seen from a real origin that counts the
 //! connections it holds open: the total of idle connections (`proxy.upstream_max_idle`,
-//! least recently used closed first), idle connections per host, the idle lifetime, and
-//! that closing idle connections never breaks a request.
+//! least recently used closed first), idle connections per host, the idle lifetime, closed
+//! connections leaving the pool without waiting for the lifetime, and that closing idle
+//! connections never breaks a request.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -168,6 +169,32 @@ async fn idle_connections_per_host_are_bounded() {
         origin.open() == 2
     })
     .await;
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn closed_idle_connections_leave_the_pool_within_a_second_or_so() {
+    let origin = CountingOrigin::start().await;
+    // A lifetime far beyond the test: only the pool's sweep can drop the closed entries.
+    let proxy = proxy(|c| {
+        c.proxy.upstream_max_idle = 2;
+        c.proxy.upstream_idle_timeout_ms = 600_000;
+    })
+    .await;
+    let client = proxy.client(None);
+    for i in 0..10 {
+        let (status, _) = get(&client, origin.url(&format!("c{i}.pool.test"), "/")).await;
+        assert_eq!(status, 200);
+    }
+    eventually("the closed entries are dropped", BOUND, || async {
+        metric(&proxy, "webrep_upstream_pool_entries").await == 2.0
+    })
+    .await;
+    assert_eq!(origin.open(), 2);
+    assert_eq!(
+        metric(&proxy, "webrep_upstream_pool_evictions_total").await,
+        8.0
+    );
     proxy.stop().await;
 }
 
