@@ -9,7 +9,9 @@
 #   nice -n 19 cargo build --profile bench && bench/splice.sh   # the bench profile builds into target/release
 #
 # Knobs: CONCS ("32 128", for CONNECT), TARGETS (all four), HTTP (1: the plain HTTP pair
-# too), HTTP_CONC (128), DURATION (8 s), ROUNDS (3), WEBREP_BIN (target/release/webrep). Needs nginx, haproxy, hey, wrk, openssl, curl
+# too), HTTP_CONC (128), DURATION (8 s), ROUNDS (3), WEBREP_BIN (target/release/webrep),
+# PROXY_EXTRA (one more `key: value` line under `proxy:` for both webrep instances). Needs
+# nginx, haproxy, hey, wrk, openssl, curl
 # (apt-get install nginx-light haproxy hey wrk); installs nothing itself. Ports 19080 and
 # 19443 (nginx), 19445 (haproxy), 3131 and 3132 (webrep splice on / off).
 set -euo pipefail
@@ -56,7 +58,8 @@ proxy:
   listen: ["127.0.0.1:$1"]
   connect_ports: [19443]
   splice: $2
-  destinations:
+${PROXY_EXTRA:+  $PROXY_EXTRA
+}  destinations:
     allow_internal: true
 access_log:
   enabled: false

@@ -47,6 +47,7 @@ pub struct ProxyConfig {
     pub upstream_max_idle_per_host: usize,
     /// Idle upstream connections in the whole process (split among the workers).
     pub upstream_max_idle: usize,
+    pub upstream_max_idle_grown: usize,
     pub upstream_read_buffer_bytes: usize,
     pub tunnel_idle_timeout: Duration,
     /// Relay plain TCP tunnels with `splice(2)` (Linux).
@@ -122,6 +123,15 @@ impl ProxyConfig {
                     return Err(InvalidValue::new(
                         "proxy.upstream_max_idle",
                         format!("{n} is outside 1..=1000000"),
+                    ));
+                }
+            },
+            upstream_max_idle_grown: match p.upstream_max_idle_grown {
+                n @ 0..=1_000_000 => n,
+                n => {
+                    return Err(InvalidValue::new(
+                        "proxy.upstream_max_idle_grown",
+                        format!("{n} is outside 0..=1000000"),
                     ));
                 }
             },

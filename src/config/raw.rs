@@ -287,7 +287,8 @@ pub struct RawProxyConfig {
     /// milliseconds; after that the client gets 504. Default 60000.
     pub upstream_response_timeout_ms: u64,
     /// How long an idle pooled upstream connection is kept for reuse, in milliseconds (the
-    /// pool looks for expired ones about this often, so one may stay up to twice as long).
+    /// HTTP/1.1 pool closes expired ones within a second; the HTTP/2 pool looks for them
+    /// about this often, so one may stay up to twice as long there).
     /// Many origins close idle connections after 5 to 15 s themselves, and a connection to
     /// one of an office's many rarely visited hosts is seldom reused after that: a longer
     /// time mostly holds file descriptors and buffers. Default 15000.
@@ -302,16 +303,22 @@ pub struct RawProxyConfig {
     /// pool well inside the descriptor limit whatever the number of hosts. Default 2000; 1
     /// to 1000000.
     pub upstream_max_idle: usize,
+    /// Of the idle pooled connections, at most this many whose read buffer grew (a response
+    /// came in reads of more than 32 KiB), split among the workers like
+    /// `upstream_max_idle`; the one idle for longest is closed beyond it. Such a connection
+    /// keeps its buffer, up to `upstream_read_buffer_bytes`, while it waits, so this bounds
+    /// what large downloads leave behind in the pool (64 x 256 KiB: 16 MiB) while small
+    /// answers keep their 8 KiB buffers. Default 64; 0 to 1000000 (0: such connections
+    /// close once their response is done).
+    pub upstream_max_idle_grown: usize,
     /// The most an upstream connection's read buffer grows to, in bytes: each read from an
-    /// upstream takes at most this much. Larger means fewer system calls for big downloads
-    /// and more memory per busy connection (up to about twice this while a body streams).
-    /// Larger buffers bought a little throughput for 1 MiB downloads at a few MB more RSS
-    /// per hundred busy connections (figures in README.md, Performance). The buffer stays
-    /// allocated while the connection waits idle in the pool, and from 32768 up it grows to
-    /// 64 KiB after the first large body (the byte buffer's growth rounds up): an idle
-    /// connection then holds about 85 KB instead of about 31 KB at 24576, for no measurable
-    /// difference in CPU per 1 MiB download (docs/performance.md). Default 24576; 8192 to
-    /// 16777216.
+    /// upstream takes at most this much. The buffer starts at 8 KiB and doubles while reads
+    /// fill it, so only large downloads make it grow; larger means fewer system calls for
+    /// them (1 MiB plain-HTTP responses at 128 connections: 0.56-0.60x the direct rate and
+    /// 0.58-0.69 CPU-s/GiB at 262144, against 0.41-0.43x and 1.06 at 24576;
+    /// docs/performance.md) and more memory per connection that carried one, up to about
+    /// twice this while a body streams and this while it waits idle, which
+    /// `upstream_max_idle_grown` bounds. Default 262144; 8192 to 16777216.
     pub upstream_read_buffer_bytes: usize,
     /// A tunnel (CONNECT or WebSocket) with no bytes in either direction for this long is
     /// closed, in milliseconds. Default 300000 (5 minutes).
@@ -957,7 +964,8 @@ impl Default for RawProxyConfig {
             upstream_idle_timeout_ms: 15_000,
             upstream_max_idle_per_host: 16,
             upstream_max_idle: 2000,
-            upstream_read_buffer_bytes: 24_576,
+            upstream_max_idle_grown: 64,
+            upstream_read_buffer_bytes: 262_144,
             tunnel_idle_timeout_ms: 300_000,
             splice: true,
             shutdown_grace_period_ms: 30_000,

@@ -1,6 +1,7 @@
 //! The bounds on pooled upstream connections, seen from a real origin that counts the
 //! connections it holds open: the total of idle connections (`proxy.upstream_max_idle`,
-//! least recently used closed first), idle connections per host, the idle lifetime, closed
+//! least recently used closed first), idle connections whose read buffer grew with a large
+//! download, idle connections per host, the idle lifetime, closed
 //! connections leaving the pool without waiting for the lifetime, and that closing idle
 //! connections never breaks a request.
 
@@ -45,6 +46,15 @@ impl CountingOrigin {
                             break;
                         }
                         requests.fetch_add(1, SeqCst);
+                        if path_is(&head_text, "/big") {
+                            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {BIG}\r\n\r\n");
+                            if sock.write_all(head.as_bytes()).await.is_err()
+                                || sock.write_all(&vec![b'x'; BIG]).await.is_err()
+                            {
+                                break;
+                            }
+                            continue;
+                        }
                         let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
                         let (head, rest) = answer.split_at(answer.len() - 1);
                         if sock.write_all(head).await.is_err() {
@@ -80,8 +90,15 @@ impl CountingOrigin {
 }
 
 fn path_is_slow(head: &str) -> bool {
-    head.split(' ').nth(1).is_some_and(|p| p.contains("/slow"))
+    path_is(head, "/slow")
 }
+
+fn path_is(head: &str, path: &str) -> bool {
+    head.split(' ').nth(1).is_some_and(|p| p.contains(path))
+}
+
+/// The body of `/big`: read in pieces larger than 32 KiB once the proxy's buffer has grown.
+const BIG: usize = 512 * 1024;
 
 /// A proxy with one worker (the bound is split among workers) mapping every name to
 /// 127.0.0.1, with `edit` applied.
@@ -195,6 +212,43 @@ async fn closed_idle_connections_leave_the_pool_within_a_second_or_so() {
         metric(&proxy, "webrep_upstream_pool_evictions_total").await,
         8.0
     );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn idle_connections_that_carried_large_downloads_are_bounded_apart() {
+    let origin = CountingOrigin::start().await;
+    let proxy = proxy(|c| c.proxy.upstream_max_idle_grown = 1).await;
+    let client = proxy.client(None);
+    for i in 0..3 {
+        let (status, body) = get(&client, origin.url(&format!("g{i}.pool.test"), "/big")).await;
+        assert_eq!((status, body.len()), (200, BIG), "host {i}");
+    }
+    for i in 0..2 {
+        let (status, _) = get(&client, origin.url(&format!("s{i}.pool.test"), "/")).await;
+        assert_eq!(status, 200);
+    }
+    // The last large download's connection and both small ones stay.
+    eventually("the origin holds 3 connections", BOUND, || async {
+        origin.open() == 3
+    })
+    .await;
+    assert_eq!(
+        metric(&proxy, "webrep_upstream_idle_grown_connections").await,
+        1.0
+    );
+    assert_eq!(
+        metric(&proxy, "webrep_upstream_idle_connections").await,
+        3.0
+    );
+    assert_eq!(
+        metric(&proxy, "webrep_upstream_pool_evictions_total").await,
+        2.0
+    );
+    // The kept one is the last host's.
+    let (status, _) = get(&client, origin.url("g2.pool.test", "/big")).await;
+    assert_eq!(status, 200);
+    assert_eq!(origin.open(), 3, "the grown connection was reused");
     proxy.stop().await;
 }
 
