@@ -128,6 +128,10 @@ const OWN_KEY: &str = "SELECT key, score, categories, source, added, updated, ex
 /// file into the RSS, so they stay off.
 const CACHE_KIB: i64 = 64 * 1024;
 
+/// Page cache of a connection that scans a whole table ([`Store::key_hosts`]), in KiB: SQLite's
+/// default. A scan reads each page once, so a larger cache would only hold memory.
+const SCAN_CACHE_KIB: i64 = 2 * 1024;
+
 /// `PRAGMA journal_size_limit`: after a checkpoint the WAL is truncated to this size rather
 /// than keeping the size of the largest import on disk.
 const WAL_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
@@ -701,11 +705,34 @@ impl Store {
     /// of (read in the same snapshot), from which a follower of the change stream continues
     /// without a gap. A host in both tables, or under several keys of the mirror, may be
     /// listed more than once. Cost: a scan of the host index of the own table and of the whole
-    /// mirror, and about 20 bytes of answer per host.
+    /// mirror, on a connection of its own with a 2 MiB page cache (on a file; an in-memory
+    /// store uses this one), and about 20 bytes of answer per host.
     ///
     /// # Errors
     /// [`StoreError::Sqlite`].
     pub fn key_hosts(&self) -> Result<Vec<u8>, StoreError> {
+        match self.scanner()? {
+            Some(scanner) => scanner.list_key_hosts(),
+            None => self.list_key_hosts(),
+        }
+    }
+
+    /// A read-only connection of its own with a small page cache, for a scan of a whole
+    /// table: in a reader's cache (64 MiB) the scan would leave pages no lookup needs soon,
+    /// and they would stay in the server's memory. Closed when dropped. `None` for an
+    /// in-memory store.
+    fn scanner(&self) -> Result<Option<Store>, StoreError> {
+        let Some(scanner) = self.reader()? else {
+            return Ok(None);
+        };
+        scanner
+            .conn
+            .pragma_update(None, "cache_size", -SCAN_CACHE_KIB)?;
+        Ok(Some(scanner))
+    }
+
+    /// [`key_hosts`](Self::key_hosts) on this connection.
+    fn list_key_hosts(&self) -> Result<Vec<u8>, StoreError> {
         self.snapshot(|s| {
             let mut out = format!("seq {}\n", s.seq()?).into_bytes();
             for query in [
@@ -956,6 +983,37 @@ mod tests {
         let v = s.lookup_str("http://other.test/", 2000).unwrap();
         assert_eq!(v.risk, RiskLevel::Untested);
         assert!(matches!(s.lookup_str("", 0), Err(StoreError::Key(_))));
+    }
+
+    #[test]
+    fn the_key_hosts_of_a_file_store_are_read_on_a_scanner_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("rep.db")).unwrap();
+        let reader = s.reader().unwrap().unwrap();
+        s.upsert(&[entry("a.test/", 90, &["news"]), entry("b.test/x/", 10, &[])])
+            .unwrap();
+        s.upsert(&[entry("c.test/", 50, &[])]).unwrap();
+        // From the writer and from a reader alike: everything committed, with its sequence.
+        for store in [&s, &reader] {
+            let text = String::from_utf8(store.key_hosts().unwrap()).unwrap();
+            let mut lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.remove(0), "seq 2");
+            lines.sort_unstable();
+            assert_eq!(lines, ["a.test", "b.test", "c.test"]);
+        }
+        let scanner = s.scanner().unwrap().unwrap();
+        let cache: i64 = scanner
+            .conn
+            .query_row("PRAGMA cache_size", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(cache, -SCAN_CACHE_KIB);
+        assert!(
+            Store::open_in_memory()
+                .unwrap()
+                .scanner()
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
