@@ -117,24 +117,16 @@ impl ProxyConfig {
             upstream_response_timeout: t.upstream_response,
             upstream_idle_timeout: t.upstream_idle,
             upstream_max_idle_per_host: p.upstream_max_idle_per_host,
-            upstream_max_idle: match p.upstream_max_idle {
-                n @ 1..=1_000_000 => n,
-                n => {
-                    return Err(InvalidValue::new(
-                        "proxy.upstream_max_idle",
-                        format!("{n} is outside 1..=1000000"),
-                    ));
-                }
-            },
-            upstream_max_idle_grown: match p.upstream_max_idle_grown {
-                n @ 0..=1_000_000 => n,
-                n => {
-                    return Err(InvalidValue::new(
-                        "proxy.upstream_max_idle_grown",
-                        format!("{n} is outside 0..=1000000"),
-                    ));
-                }
-            },
+            upstream_max_idle: within(
+                "proxy.upstream_max_idle",
+                p.upstream_max_idle,
+                1..=1_000_000,
+            )?,
+            upstream_max_idle_grown: within(
+                "proxy.upstream_max_idle_grown",
+                p.upstream_max_idle_grown,
+                0..=1_000_000,
+            )?,
             upstream_read_buffer_bytes: t.upstream_read_buffer_bytes,
             tunnel_idle_timeout: t.tunnel_idle,
             splice: p.splice,
@@ -147,6 +139,21 @@ impl ProxyConfig {
 }
 
 /// `proxy.listen`: at least one `ip:port`.
+/// `n` when `range` holds it, else an error naming `key` and the range.
+fn within<T: PartialOrd + std::fmt::Display>(
+    key: &'static str,
+    n: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, InvalidValue> {
+    if range.contains(&n) {
+        return Ok(n);
+    }
+    Err(InvalidValue::new(
+        key,
+        format!("{n} is outside {}..={}", range.start(), range.end()),
+    ))
+}
+
 fn listen_addrs(listen: &[String]) -> Result<Vec<SocketAddr>, InvalidValue> {
     if listen.is_empty() {
         return Err(InvalidValue::new(
@@ -207,29 +214,21 @@ impl TryFrom<&RawProxyConfig> for Timeouts {
                 "proxy.upstream_connect_timeout_ms",
                 p.upstream_connect_timeout_ms,
             )?,
-            happy_eyeballs_delay: match p.happy_eyeballs_delay_ms {
-                n @ 10..=60_000 => Duration::from_millis(n),
-                n => {
-                    return Err(InvalidValue::new(
-                        "proxy.happy_eyeballs_delay_ms",
-                        format!("{n} is outside 10..=60000"),
-                    ));
-                }
-            },
+            happy_eyeballs_delay: Duration::from_millis(within(
+                "proxy.happy_eyeballs_delay_ms",
+                p.happy_eyeballs_delay_ms,
+                10..=60_000,
+            )?),
             upstream_response: millis(
                 "proxy.upstream_response_timeout_ms",
                 p.upstream_response_timeout_ms,
             )?,
             upstream_idle: millis("proxy.upstream_idle_timeout_ms", p.upstream_idle_timeout_ms)?,
-            upstream_read_buffer_bytes: match p.upstream_read_buffer_bytes {
-                n @ 8192..=16_777_216 => n,
-                n => {
-                    return Err(InvalidValue::new(
-                        "proxy.upstream_read_buffer_bytes",
-                        format!("{n} is outside 8192..=16777216"),
-                    ));
-                }
-            },
+            upstream_read_buffer_bytes: within(
+                "proxy.upstream_read_buffer_bytes",
+                p.upstream_read_buffer_bytes,
+                8192..=16_777_216,
+            )?,
             tunnel_idle: millis("proxy.tunnel_idle_timeout_ms", p.tunnel_idle_timeout_ms)?,
         })
     }
