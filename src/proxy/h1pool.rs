@@ -215,22 +215,29 @@ where
     /// waits in the pool; a connection that closes or upgrades instead is dropped.
     fn give_back_when_done(&self, key: Key, mut conn: Conn) {
         let held = Arc::downgrade(&self.held);
-        let settings = self.settings.clone();
+        let (max_idle_per_host, idle_timeout) =
+            (self.settings.max_idle_per_host, self.settings.idle_timeout);
         tokio::spawn(async move {
             if conn.tx.ready().await.is_ok()
                 && let Some(held) = held.upgrade()
             {
-                put(&held, &settings, key, conn);
+                put(&held, max_idle_per_host, idle_timeout, key, conn);
             }
         });
     }
 }
 
 /// `conn` idle from now, unless its origin has `max_idle_per_host` already (then it closes).
-fn put(held_ref: &Arc<Mutex<Held>>, settings: &Settings, key: Key, conn: Conn) {
+fn put(
+    held_ref: &Arc<Mutex<Held>>,
+    max_idle_per_host: usize,
+    idle_timeout: Duration,
+    key: Key,
+    conn: Conn,
+) {
     let mut held = lock(held_ref);
     let list = held.by_origin.entry(key).or_default();
-    if list.len() >= settings.max_idle_per_host {
+    if list.len() >= max_idle_per_host {
         return;
     }
     list.push(Idle {
@@ -239,7 +246,7 @@ fn put(held_ref: &Arc<Mutex<Held>>, settings: &Settings, key: Key, conn: Conn) {
     });
     if !held.sweeping {
         held.sweeping = true;
-        tokio::spawn(sweep(Arc::downgrade(held_ref), settings.idle_timeout));
+        tokio::spawn(sweep(Arc::downgrade(held_ref), idle_timeout));
     }
 }
 
