@@ -148,7 +148,7 @@ fn start_proxy(dir: &std::path::Path, origin: SocketAddr) -> (Proc, SocketAddr) 
     std::fs::write(
         &cfg,
         format!(
-            "proxy:\n  listen: [\"127.0.0.1:0\"]\n  max_connections: 20000\n  connect_ports: [{}]\n  destinations:\n    allow_internal: true\n  hosts: {{\"*\": [\"127.0.0.1\"]}}\n{}access_log:\n  path: {:?}\nlog:\n  level: info\n",
+            "proxy:\n  listen: [\"127.0.0.1:0\"]\n  max_connections: 20000\n  connect_ports: [{}]\n  destinations:\n    allow_internal: true\n  hosts: {{\"*\": [\"127.0.0.1\"]}}\n{}access_log:\n  path: {:?}\nlog:\n  level: info\npolicy:\n  builtin: default\nreputation:\n  embedded_sample: true\n",
             origin.port(),
             std::env::var("PROXY_EXTRA").unwrap_or_else(|_| DEFAULT_PROXY_EXTRA.to_owned()),
             dir.join("access.log").display().to_string()

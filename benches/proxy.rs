@@ -198,7 +198,7 @@ fn round_trip(c: &mut Criterion) {
     let rt = runtime();
     let (mut sender, origin_addr, _token, _state) = start(
         &rt,
-        "proxy:\n  listen: [\"127.0.0.1:0\"]\n  destinations:\n    allow_internal: true\naccess_log:\n  enabled: false\n",
+        "proxy:\n  listen: [\"127.0.0.1:0\"]\n  destinations:\n    allow_internal: true\naccess_log:\n  enabled: false\npolicy:\n  builtin: default\nreputation:\n  embedded_sample: true\n",
     );
     let uri = format!("http://{origin_addr}/1k");
     c.bench_function("proxy/keepalive_get_1k_round_trip", |b| {
@@ -215,7 +215,7 @@ fn filtered_round_trip(c: &mut Criterion) {
     let rt = runtime();
     let (mut sender, origin_addr, _token, state) = start(
         &rt,
-        "proxy:\n  listen: [\"127.0.0.1:0\"]\n  destinations:\n    allow_internal: true\n  hosts: { \"*.test\": [\"127.0.0.1\"] }\naccess_log:\n  enabled: false\npolicy:\n  enabled: true\n",
+        "proxy:\n  listen: [\"127.0.0.1:0\"]\n  destinations:\n    allow_internal: true\n  hosts: { \"*.test\": [\"127.0.0.1\"] }\naccess_log:\n  enabled: false\npolicy:\n  enabled: true\n  builtin: default\nreputation:\n  embedded_sample: true\n",
     );
     let port = origin_addr.port();
     let warm = format!("http://warm.test:{port}/1k");
@@ -269,7 +269,7 @@ fn filtered_cold_host_asked(c: &mut Criterion) {
     let rt = runtime();
     let (_sender, origin_addr, _token, state) = start(
         &rt,
-        "proxy:\n  listen: [\"127.0.0.1:0\"]\n  destinations:\n    allow_internal: true\n  hosts: { \"*.test\": [\"127.0.0.1\"] }\naccess_log:\n  enabled: false\npolicy:\n  enabled: true\nreputation:\n  key_summary: false\n",
+        "proxy:\n  listen: [\"127.0.0.1:0\"]\n  destinations:\n    allow_internal: true\n  hosts: { \"*.test\": [\"127.0.0.1\"] }\naccess_log:\n  enabled: false\npolicy:\n  enabled: true\n  builtin: default\nreputation:\n  embedded_sample: true\n  key_summary: false\n",
     );
     let port = origin_addr.port();
     let client: std::net::IpAddr = [127, 0, 0, 1].into();
@@ -336,7 +336,7 @@ fn scan_group(c: &mut Criterion, group_name: &str, parallel: usize, path: &str) 
         ("scan_streamed", &on, 0),
     ] {
         let yaml = format!(
-            "proxy:\n  listen: [\"127.0.0.1:0\"]\n  destinations:\n    allow_internal: true\naccess_log:\n  enabled: false\npolicy:\n  enabled: true\n  file: {:?}\nfiles:\n  hold_back_bytes: {hold}\n",
+            "proxy:\n  listen: [\"127.0.0.1:0\"]\n  destinations:\n    allow_internal: true\naccess_log:\n  enabled: false\npolicy:\n  enabled: true\n  file: {:?}\nfiles:\n  hold_back_bytes: {hold}\nreputation:\n  embedded_sample: true\n",
             policy.display().to_string()
         );
         let (_sender, origin_addr, _token, state) = start(&rt, &yaml);
@@ -377,7 +377,7 @@ fn feedback_round_trip(c: &mut Criterion) {
         ("on_every_request_reported", true, &all),
     ] {
         let yaml = format!(
-            "proxy:\n  listen: [\"127.0.0.1:0\"]\n  destinations:\n    allow_internal: true\n  hosts: {{ \"*.test\": [\"127.0.0.1\"] }}\naccess_log:\n  enabled: false\npolicy:\n  enabled: true\n  file: {:?}\nfeedback:\n  enabled: {enabled}\n  spool_dir: {:?}\n",
+            "proxy:\n  listen: [\"127.0.0.1:0\"]\n  destinations:\n    allow_internal: true\n  hosts: {{ \"*.test\": [\"127.0.0.1\"] }}\naccess_log:\n  enabled: false\npolicy:\n  enabled: true\n  file: {:?}\nfeedback:\n  enabled: {enabled}\n  spool_dir: {:?}\nreputation:\n  embedded_sample: true\n",
             policy.display().to_string(),
             dir.path()
                 .join(format!("spool-{name}"))

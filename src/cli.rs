@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 
 /// webrep: a forward web proxy that filters traffic by URL reputation.
 #[derive(Debug, Parser)]
-#[command(name = "webrep", version, about)]
+#[command(name = "webrep", version, about, after_help = crate::exit::help_table())]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -173,8 +173,14 @@ pub enum CaCommand {
 pub enum ConfigCommand {
     /// Print the built-in defaults as YAML.
     PrintDefault,
-    /// Validate a configuration file (exit 64 with the reason if it is invalid).
+    /// Validate a configuration file and the files it names (policy, CA, users, groups,
+    /// tokens) as the proxy and the server would load them: every problem as
+    /// `file:line:column: message` (exit 78), or `FILE: ok` (exit 0).
     Check {
+        /// Check for this service only. Default: what the file configures (a `server:`
+        /// section: the server; any other section: the proxy).
+        #[arg(long = "for", value_enum, value_name = "SERVICE")]
+        service: Option<Service>,
         /// The file to check.
         file: PathBuf,
     },
@@ -203,10 +209,19 @@ pub struct ServerArgs {
     pub timeout: Option<u64>,
 }
 
+/// The services `webrep config check --for` checks a config for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Service {
+    /// `webrep proxy`.
+    Proxy,
+    /// `webrep server`.
+    Server,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Validate policy files: a summary per valid file (exit 0), or `file:line:column:
-    /// message` lines (exit 1).
+    /// Validate policy files: a summary per valid file (exit 0), or every problem as
+    /// `file:line:column: message` lines (exit 78; 66 for a file that cannot be read).
     Check {
         /// The files to check.
         #[arg(required = true)]

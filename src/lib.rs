@@ -9,7 +9,7 @@
 //! - Helpers with no domain: [`fsread`] (bounded reads of configured files), [`conns`]
 //!   (connection limits, shared by both listeners), [`shutdown`], [`output`] (printing that
 //!   never panics), [`yaml`] (parsing with positions), [`clock`] (unix time), [`urlenc`]
-//!   (query and form encoding); then [`secrets`] (permission checks of key and token files,
+//!   (query and form encoding), [`exit`] (the process exit statuses); then [`secrets`] (permission checks of key and token files,
 //!   the token-file reader, token comparison), [`metrics`] (Prometheus helpers) and [`tls`]
 //!   (the rustls provider and the verifying client configuration).
 //! - The pure core, no I/O and no clock: [`canon`] (URL canonicalization and lookup
@@ -51,6 +51,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod conns;
+pub mod exit;
 pub mod feedback;
 pub mod fsread;
 pub mod intercept;

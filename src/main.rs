@@ -1,15 +1,15 @@
 //! The `webrep` binary: parse the command line, load and validate configuration, run.
-//! Exit status: 0 success, 64 configuration error (an invalid `RUST_LOG` too), 1 runtime
-//! failure.
+//! Exit statuses follow `sysexits.h` ([`webrep::exit::Exit`], where the table is): 64 a bad
+//! command line, 78 a bad configuration (at the start of `proxy` and `server` too, and an
+//! invalid `RUST_LOG`), 1 a failure of no other class.
 
 use std::io::BufRead as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
 use webrep::cli::{CaCommand, Cli, Command, ConfigCommand};
-use webrep::config::{Config, RawConfig};
-
-const EX_USAGE: u8 = 64;
+use webrep::config::{Config, ConfigError, RawConfig};
+use webrep::exit::Exit;
 
 /// jemalloc instead of the system allocator: it gives freed memory back to the system (a
 /// background thread purges what stayed unused for a few seconds), where glibc's malloc kept
@@ -33,7 +33,20 @@ fn main() -> ExitCode {
     // Without it jemalloc purges only when the process allocates, and an idle proxy would
     // keep what a burst of connections left behind.
     let _ = tikv_jemalloc_ctl::background_thread::write(true);
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `--help` and `--version` go to stdout and succeed; a usage error is 64, not
+        // clap's 2.
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Ok
+            }
+            .into();
+        }
+    };
     match cli.command {
         Command::Proxy { config } => serve(config.as_deref(), Role::Proxy),
         Command::Server { config } => serve(config.as_deref(), Role::Server),
@@ -79,51 +92,79 @@ fn main() -> ExitCode {
             Err(e) => fail(anyhow::anyhow!(e)),
         },
         Command::Config {
-            command: ConfigCommand::Check { file },
-        } => match Config::load(Some(&file)) {
-            Ok(_) => {
-                webrep::outln!("{}: ok", file.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => config_error(&e),
-        },
+            command: ConfigCommand::Check { service, file },
+        } => config_check(&file, service),
         Command::Url { url, json } => {
             let mut out = Vec::new();
             let code = webrep::canon::url_command(&url, json, &mut out);
             let text = String::from_utf8_lossy(&out);
-            if code == 0 {
+            if code == Exit::Ok {
                 webrep::out!("{text}");
             } else {
                 webrep::err!("{text}");
             }
-            ExitCode::from(u8::try_from(code).unwrap_or(1))
+            code.into()
         }
         Command::Policy {
             command: webrep::cli::PolicyCommand::Check { files },
-        } => {
-            let code = webrep::policyfile::check_command(
-                &files,
-                &mut std::io::stdout().lock(),
-                &mut std::io::stderr().lock(),
-            );
-            ExitCode::from(u8::try_from(code).unwrap_or(1))
-        }
+        } => webrep::policyfile::check_command(
+            &files,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        )
+        .into(),
         Command::Passwd { name } => passwd_command(&name),
+    }
+}
+
+/// `webrep config check FILE`: every problem of the file and of what it names, or `ok`.
+fn config_check(file: &std::path::Path, only: Option<webrep::cli::Service>) -> ExitCode {
+    use webrep::cli::Service;
+    match webrep::app::check::check_config(file, only) {
+        Err(e) => error(Exit::NoInput, &format!("cannot read config file {e}")),
+        Ok(report) if report.problems.is_empty() => {
+            let services: Vec<&str> = report
+                .services
+                .iter()
+                .map(|s| match s {
+                    Service::Proxy => "proxy",
+                    Service::Server => "server",
+                })
+                .collect();
+            webrep::outln!(
+                "{}: ok (checked for webrep {})",
+                file.display(),
+                services.join(" and webrep ")
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            for p in &report.problems {
+                webrep::errln!("{p}");
+            }
+            Exit::Config.into()
+        }
     }
 }
 
 /// `webrep passwd NAME`: a users-file line for NAME with the password read from stdin.
 fn passwd_command(name: &str) -> ExitCode {
     if name.is_empty() || name.contains(':') || name.contains(char::is_whitespace) {
-        return usage_error("a user name must be non-empty, without ':' or spaces");
+        return error(
+            Exit::Usage,
+            "a user name must be non-empty, without ':' or spaces",
+        );
     }
     let mut line = String::new();
     if std::io::stdin().lock().read_line(&mut line).is_err() {
-        return usage_error("cannot read the password from standard input");
+        return error(
+            Exit::NoInput,
+            "cannot read the password from standard input",
+        );
     }
     let password = line.trim_end_matches(['\r', '\n']);
     if password.is_empty() {
-        return usage_error("empty password (give it on standard input)");
+        return error(Exit::DataErr, "empty password (give it on standard input)");
     }
     match webrep::proxy::auth::hash_password(password) {
         Ok(h) => {
@@ -150,7 +191,7 @@ fn serve(config_path: Option<&std::path::Path>, role: Role) -> ExitCode {
     };
     let _log = match webrep::telemetry::init(&config.log.level, config.log.format) {
         Ok(guard) => guard,
-        Err(e) => return usage_error(&e),
+        Err(e) => return error(Exit::Config, &e),
     };
     // The proxy's worker 0 runs on this thread; `Proxy::run` starts one more
     // single-threaded runtime per further worker.
@@ -174,7 +215,7 @@ fn serve(config_path: Option<&std::path::Path>, role: Role) -> ExitCode {
     rt.shutdown_timeout(webrep::shutdown::BLOCKING_TASKS_GRACE);
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(e),
+        Err(e) => error(webrep::exit::classify(&e), &format!("{e:#}")),
     }
 }
 
@@ -198,11 +239,9 @@ fn ca_command(command: CaCommand) -> ExitCode {
                     );
                     ExitCode::SUCCESS
                 }
-                Err(e @ ca::CaError::Exists(_)) => {
-                    webrep::errln!("error: {e}");
-                    ExitCode::from(EX_USAGE)
-                }
-                Err(e) => fail(anyhow::Error::new(e)),
+                // Replacing a CA needs --force.
+                Err(e @ ca::CaError::Exists(_)) => error(Exit::Usage, &e.to_string()),
+                Err(e) => error(Exit::CantCreate, &format!("{:#}", anyhow::Error::new(e))),
             }
         }
         CaCommand::Show { dir } => match ca::load(&dir) {
@@ -210,7 +249,10 @@ fn ca_command(command: CaCommand) -> ExitCode {
                 webrep::out!("{}", ca::describe(&c));
                 ExitCode::SUCCESS
             }
-            Err(e) => fail(anyhow::Error::new(e)),
+            Err(e @ (ca::CaError::Invalid { .. } | ca::CaError::KeyPermissions(..))) => {
+                error(Exit::DataErr, &format!("{:#}", anyhow::Error::new(e)))
+            }
+            Err(e) => error(Exit::NoInput, &format!("{:#}", anyhow::Error::new(e))),
         },
     }
 }
@@ -229,20 +271,28 @@ fn client_command(
     webrep::tls::install_default();
     match rt.block_on(f) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            webrep::errln!("error: {}", e.message);
-            ExitCode::from(e.code)
-        }
+        Err(e) => error(e.code, &e.message),
     }
 }
 
-fn config_error(e: &webrep::config::ConfigError) -> ExitCode {
-    usage_error(&webrep::client::chain(e))
+/// A config that cannot be loaded at start: each problem on its own line (the format of
+/// `webrep config check`), exit 78.
+fn config_error(e: &ConfigError) -> ExitCode {
+    match e {
+        ConfigError::Invalid(problems) => {
+            for p in problems {
+                webrep::errln!("{p}");
+            }
+            webrep::errln!("error: the configuration is invalid");
+            Exit::Config.into()
+        }
+        ConfigError::Read(_) => error(Exit::Config, &webrep::client::chain(e)),
+    }
 }
 
-fn usage_error(message: &str) -> ExitCode {
+fn error(code: Exit, message: &str) -> ExitCode {
     webrep::errln!("error: {message}");
-    ExitCode::from(EX_USAGE)
+    code.into()
 }
 
 fn fail(e: anyhow::Error) -> ExitCode {

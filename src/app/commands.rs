@@ -1,8 +1,11 @@
 //! The `webrep import`, `webrep lookup` and `webrep feedback` commands: thin clients of a running server (or,
 //! for `import --store`, of a store file), printing what happened for a human or as JSON.
 //!
-//! Exit codes: 0 done, 1 the server or store failed, 2 the input was refused (wrong format,
-//! bad URL), 64 a usage error (no token, bad arguments).
+//! Exit statuses ([`crate::exit::Exit`]): 0 done; 64 a usage error (no token, bad
+//! arguments); 65 the input was refused (a feed line, a URL, by the server or the store);
+//! 66 a file named on the command line cannot be read; 69 the server cannot be reached,
+//! timed out or failed (5xx); 76 its answer is not the API's; 77 it refused the token; 1 a
+//! store that failed.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,29 +22,29 @@ use crate::api::feedback::{Escalation, Escalations, Revert, Reverted, Summary};
 use crate::api::lookup::{BatchAnswer, BatchRequest, EntryView, HostItem, UrlItem, VerdictView};
 use crate::cli::ServerArgs;
 use crate::client::{ClientError, RepClient};
+use crate::exit::Exit;
 use crate::model::{Category, Score};
 use crate::repserver::import::{self, Format, ImportOptions};
 use crate::repserver::store::Store;
 use crate::urlenc::encode_query_value;
 
-/// Exit code for a refused input.
-pub const EXIT_REFUSED: u8 = 2;
-/// Exit code for a usage error.
-pub const EXIT_USAGE: u8 = 64;
-
 /// A command's failure with its exit code.
 #[derive(Debug)]
 pub struct CommandError {
-    /// The exit code.
-    pub code: u8,
+    /// The exit status.
+    pub code: Exit,
     /// What to print.
     pub message: String,
 }
 
 impl CommandError {
     fn usage(message: impl Into<String>) -> CommandError {
+        Self::new(Exit::Usage, message)
+    }
+
+    fn new(code: Exit, message: impl Into<String>) -> CommandError {
         CommandError {
-            code: EXIT_USAGE,
+            code,
             message: message.into(),
         }
     }
@@ -50,9 +53,15 @@ impl CommandError {
 impl From<ClientError> for CommandError {
     fn from(e: ClientError) -> CommandError {
         let code = match &e {
-            ClientError::Status { status, .. } if status.is_client_error() => EXIT_REFUSED,
-            ClientError::Setup(_) => EXIT_USAGE,
-            _ => 1,
+            ClientError::Status { status, .. } if matches!(status.as_u16(), 401 | 403) => {
+                Exit::NoPerm
+            }
+            ClientError::Status { status, .. } if status.is_client_error() => Exit::DataErr,
+            ClientError::Status { .. } | ClientError::Transport(_) | ClientError::Timeout(_) => {
+                Exit::Unavailable
+            }
+            ClientError::Setup(_) => Exit::Usage,
+            ClientError::Json(_) => Exit::Protocol,
         };
         CommandError {
             code,
@@ -64,7 +73,7 @@ impl From<ClientError> for CommandError {
 impl From<anyhow::Error> for CommandError {
     fn from(e: anyhow::Error) -> CommandError {
         CommandError {
-            code: 1,
+            code: Exit::Failure,
             message: format!("{e:#}"),
         }
     }
@@ -77,7 +86,7 @@ fn client(args: &ServerArgs) -> Result<RepClient, CommandError> {
                 crate::errln!("webrep: warning: {w}");
             }
             crate::secrets::read_token_file(path, "--token-file")
-                .map_err(|e| CommandError::usage(e.to_string()))?
+                .map_err(|e| CommandError::new(Exit::NoInput, e.to_string()))?
         }
         None => std::env::var("WEBREP_TOKEN").unwrap_or_default(),
     };
@@ -102,7 +111,7 @@ fn client_within(
 /// fails the command (exit 1) with serde's account of it, rather than printing a guess.
 fn typed<T: DeserializeOwned>(route: &str, answer: &Value) -> Result<T, CommandError> {
     T::deserialize(answer).map_err(|e| CommandError {
-        code: 1,
+        code: Exit::Protocol,
         message: format!("bad answer to {route}: {e}"),
     })
 }
@@ -193,11 +202,9 @@ async fn import_via_server(
     let reader: Box<dyn tokio::io::AsyncRead + Send + Unpin> = if args.file.as_os_str() == "-" {
         Box::new(tokio::io::stdin())
     } else {
-        Box::new(
-            tokio::fs::File::open(&args.file)
-                .await
-                .map_err(|e| CommandError::usage(format!("{}: {e}", args.file.display())))?,
-        )
+        Box::new(tokio::fs::File::open(&args.file).await.map_err(|e| {
+            CommandError::new(Exit::NoInput, format!("{}: {e}", args.file.display()))
+        })?)
     };
     let stream =
         tokio_util::io::ReaderStream::new(reader).map_ok(|b: Bytes| http_body::Frame::data(b));
@@ -241,14 +248,15 @@ async fn import_into_store(
         let result = if file.as_os_str() == "-" {
             import::import(&mut store, std::io::stdin().lock(), &opts)
         } else {
-            let f = std::fs::File::open(&file)
-                .map_err(|e| CommandError::usage(format!("{}: {e}", file.display())))?;
+            let f = std::fs::File::open(&file).map_err(|e| {
+                CommandError::new(Exit::NoInput, format!("{}: {e}", file.display()))
+            })?;
             import::import(&mut store, std::io::BufReader::new(f), &opts)
         };
         let r = result.map_err(|e| CommandError {
             code: match e {
-                import::ImportError::Store(_) => 1,
-                _ => EXIT_REFUSED,
+                import::ImportError::Store(_) => Exit::Failure,
+                _ => Exit::DataErr,
             },
             message: e.to_string(),
         })?;
@@ -304,7 +312,7 @@ pub async fn lookup(
             .any(|h| matches!(h, HostItem::Refused { .. }));
     if refused {
         return Err(CommandError {
-            code: EXIT_REFUSED,
+            code: Exit::DataErr,
             message: "some items were refused".into(),
         });
     }
@@ -504,13 +512,13 @@ mod tests {
     use crate::api::lookup::{Tier, UpstreamState};
 
     #[test]
-    fn a_malformed_answer_fails_with_exit_1_and_names_the_route() {
+    fn a_malformed_answer_fails_with_exit_76_and_names_the_route() {
         let e = typed::<ImportAnswer>("/v1/import", &serde_json::json!({ "seq": 1 })).unwrap_err();
-        assert_eq!(e.code, 1);
+        assert_eq!(e.code, Exit::Protocol);
         assert_eq!(e.message, "bad answer to /v1/import: missing field `lines`");
         let e =
             typed::<ImportAnswer>("/v1/import", &serde_json::json!({ "seq": "1" })).unwrap_err();
-        assert_eq!(e.code, 1);
+        assert_eq!(e.code, Exit::Protocol);
     }
 
     #[test]

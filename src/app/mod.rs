@@ -6,9 +6,12 @@
 //! - [`run_proxy`] and [`run_server`]: what the binary runs for `webrep proxy` and
 //!   `webrep server`, with the process's signal handlers installed once
 //!   ([`crate::shutdown::Signals`]).
+//! - [`check`]: `webrep config check`, the config and the files it names checked as the
+//!   proxy and the server would use them.
 //! - [`commands`]: the command-line commands that talk to a server or open a store
 //!   (`webrep import`, `lookup`, `feedback`).
 
+pub mod check;
 pub mod commands;
 pub mod proxy;
 
@@ -24,7 +27,13 @@ use crate::shutdown::Signals;
 /// # Errors
 /// Anything [`proxy::ProxyApp::start`] refuses; an access log that cannot be opened.
 pub async fn run_proxy(config: Config) -> anyhow::Result<()> {
-    let access_log = Arc::new(crate::accesslog::AccessLog::open(&config.access_log)?);
+    let access_log = Arc::new(
+        crate::accesslog::AccessLog::open(&config.access_log).map_err(|e| {
+            anyhow::Error::new(e).context(crate::exit::Misconfigured(
+                "access_log.path cannot be opened".into(),
+            ))
+        })?,
+    );
     let app = proxy::ProxyApp::start(&config, access_log).await?;
     let signals = Signals::install()?;
     app.run(signals.shutdown(), signals.reloads()).await;

@@ -2,11 +2,13 @@
 //! built in order, run as background tasks beside it, and stopped in one sequence.
 //!
 //! [`ProxyApp::start`] loads and checks everything that can fail before anything is served:
-//! the admin listener, the policy (or the built-in default) and its file watch, the
-//! reputation sources (or a reputation server in this process on the sample data when none
-//! are configured), feedback, the groups file, the interception CA; then it binds the
+//! that the config names a policy and a reputation source (`Config::proxy_problems`), the
+//! admin listener, the policy (a file and its watch, or the built-in one) the reputation
+//! sources (or, with `reputation.embedded_sample`, a reputation server in this process on
+//! the sample data), feedback, the groups file, the interception CA; then it binds the
 //! proxy's listeners ([`Proxy::bind`]). Nothing runs yet, so a failed start leaves nothing
-//! behind.
+//! behind; what failed because of the configuration carries
+//! [`Misconfigured`](crate::exit::Misconfigured), so that the process exits 78.
 //!
 //! [`ProxyApp::run`] starts the background tasks on one [`Tasks`] tracker (the embedded
 //! server, the change-stream follower, the policy watcher, the admin listener, the reload on
@@ -30,10 +32,11 @@ use tokio_util::sync::CancellationToken;
 use crate::accesslog::AccessLog;
 use crate::client::FollowRetry;
 use crate::client::RepClient;
-use crate::config::{ApiConfig, Config};
+use crate::config::{ApiConfig, BuiltinPolicy, Config, PolicySource};
+use crate::exit::Misconfigured;
 use crate::feedback::Feedback;
 use crate::intercept::{ca, mint::Minter};
-use crate::policyfile::{LoadError, PolicyHandle};
+use crate::policyfile::PolicyHandle;
 use crate::proxy::{Parts, Proxy, ProxyState, auth, filter::Filter};
 use crate::reputation::{Reputation, ReputationConfig, SourceConfig};
 use crate::shutdown::{Reloads, Tasks};
@@ -71,6 +74,11 @@ impl ProxyApp {
     /// A busy port, an unusable policy, CA, users, groups or token file, a bad reputation
     /// source: anything that would make the proxy run other than configured.
     pub async fn start(config: &Config, access_log: Arc<AccessLog>) -> anyhow::Result<Self> {
+        let missing = config.proxy_problems();
+        if !missing.is_empty() {
+            let lines: Vec<String> = missing.iter().map(ToString::to_string).collect();
+            return Err(anyhow::Error::new(Misconfigured(lines.join("\n"))));
+        }
         let tasks = Tasks::new();
         let mut pending = Vec::new();
         let admin = bind_admin(config.admin.listen)?;
@@ -240,17 +248,18 @@ fn load_ca(config: &Config) -> anyhow::Result<Minter> {
             ca
         }
         Err(e) => {
-            return Err(anyhow::Error::new(e)
-                .context("intercept.enabled is true but the interception CA cannot be used"));
+            return Err(anyhow::Error::new(e).context(Misconfigured(
+                "intercept.enabled is true but the interception CA cannot be used".into(),
+            )));
         }
     };
     tracing::info!(dir = %ic.ca_dir.display(), fingerprint = %ca.fingerprint(), "interception CA loaded");
     let minter = Minter::new(Arc::new(ca), ic.leaf_validity, ic.cert_cache_entries);
     minter.self_test().with_context(|| {
-        format!(
+        Misconfigured(format!(
             "intercept.enabled is true but the interception CA in {} cannot sign certificates clients accept",
             ic.ca_dir.display()
-        )
+        ))
     })?;
     if let Some(problem) = minter.ca().expiry_problem() {
         ca::log_problem(minter.ca(), problem);
@@ -267,7 +276,7 @@ async fn filter_setup(
     pending: &mut Vec<Pending>,
 ) -> anyhow::Result<(Filter, Option<SocketAddr>)> {
     let policy = load_policy(config)?;
-    if config.policy.file.exists() {
+    if !policy.is_builtin() {
         match policy.watcher(POLICY_DEBOUNCE, tasks.stopping()) {
             Ok(w) => pending.push(("policy file watch", Box::pin(w))),
             Err(e) => {
@@ -275,11 +284,10 @@ async fn filter_setup(
             }
         }
     }
-    // Without a file (the built-in copy) there is nothing to watch; SIGHUP reloads once the
-    // file exists.
+    // A built-in policy has no file to watch.
     let mut sources = sources(config)?;
     let mut embedded = None;
-    if sources.is_empty() {
+    if config.reputation.embedded_sample {
         let (source, addr, server) = embedded_server(tasks).await?;
         sources.push(source);
         pending.push(("embedded reputation server", server));
@@ -300,12 +308,16 @@ async fn filter_setup(
     }
     let mut filter = Filter::new(reputation, policy);
     if let Some(path) = &config.auth.groups_file {
-        let groups = auth::load_groups(path)?;
+        let groups = auth::load_groups(path)
+            .context(Misconfigured("auth.groups_file cannot be used".into()))?;
         tracing::info!(file = %path.display(), users = groups.len(), "groups loaded");
         filter.groups.store(Arc::new(groups));
     }
     if config.feedback.enabled {
-        let feedback = Arc::new(Feedback::new(&config.feedback)?);
+        let feedback = Arc::new(
+            Feedback::new(&config.feedback)
+                .context(Misconfigured("feedback.spool_dir cannot be used".into()))?,
+        );
         tracing::info!(proxy_id = feedback.proxy_id(), spool = %config.feedback.spool_dir.display(),
             "feedback events on");
         filter.feedback = Some(feedback);
@@ -313,25 +325,28 @@ async fn filter_setup(
     Ok((filter, embedded))
 }
 
-/// `policy.file`, or the copy built into the binary when the default path is not there.
+/// The policy the config names: `policy.file`, or the one built into the binary.
 fn load_policy(config: &Config) -> anyhow::Result<Arc<PolicyHandle>> {
-    let file = &config.policy.file;
-    match PolicyHandle::load(file) {
-        Ok(p) => {
+    match &config.policy.source {
+        Some(PolicySource::File(file)) => {
+            let p = PolicyHandle::load(file).map_err(|e| {
+                anyhow::Error::new(e).context(Misconfigured(format!(
+                    "policy.file {} cannot be used",
+                    file.display()
+                )))
+            })?;
             tracing::info!(file = %file.display(), "policy loaded");
             Ok(p)
         }
-        // The default path, not there (run from elsewhere): the copy built into the binary.
-        Err(LoadError::Read(e)) if e.is_not_found() && config.policy.is_default_file() => {
-            let p =
-                crate::policy::Policy::from_yaml(DEFAULT_POLICY, "built-in policies/default.yaml")
-                    .map_err(|e| anyhow::anyhow!("the built-in default policy is invalid: {e}"))?;
-            tracing::warn!(file = %file.display(), "policy file not found; using the built-in default policy");
-            Ok(PolicyHandle::with_policy(file.clone(), p))
+        Some(PolicySource::Builtin(BuiltinPolicy::Default)) => {
+            let p = PolicyHandle::builtin("built-in policies/default.yaml", DEFAULT_POLICY)
+                .map_err(|e| anyhow::anyhow!("the built-in default policy is invalid: {e}"))?;
+            tracing::info!("policy: the built-in default policy (policy.builtin: default)");
+            Ok(p)
         }
-        Err(e) => Err(anyhow::Error::new(e).context(format!(
-            "policy.enabled is true but the policy {} cannot be used",
-            file.display()
+        // Refused before anything starts (`Config::proxy_problems`).
+        None => Err(anyhow::Error::new(Misconfigured(
+            "policy.file: no policy named".to_owned(),
         ))),
     }
 }
@@ -344,14 +359,19 @@ fn sources(config: &Config) -> anyhow::Result<Vec<SourceConfig>> {
             (Some(t), _) => t.clone(),
             (None, Some(path)) => {
                 crate::secrets::read_token_file(path, "reputation.sources token_file")
-                    .with_context(|| format!("reputation source {}", s.name))?
+                    .context(Misconfigured(format!("reputation source {}", s.name)))?
             }
-            (None, None) => anyhow::bail!("reputation source {}: no token", s.name),
+            (None, None) => {
+                return Err(anyhow::Error::new(Misconfigured(format!(
+                    "reputation source {}: no token",
+                    s.name
+                ))));
+            }
         };
         sources.push(SourceConfig {
             name: s.name.clone(),
             client: RepClient::new(&s.url, &token, s.ca_file.as_deref())
-                .with_context(|| format!("reputation source {}", s.name))?,
+                .context(Misconfigured(format!("reputation source {}", s.name)))?,
             timeout: s.timeout,
         });
     }
@@ -389,7 +409,7 @@ async fn embedded_server(
         }
     };
     tracing::warn!(%addr, entries = n,
-        "no reputation sources configured: using an in-process reputation server with the sample data only");
+        "reputation.embedded_sample: using an in-process reputation server with the sample data only");
     let source = SourceConfig {
         name: "embedded".into(),
         client: RepClient::new(&format!("http://{addr}"), &token, None)?,

@@ -1,6 +1,7 @@
 //! `webrep url URL [--json]`: shows the canonical form and the lookup expressions of a URL, so
 //! an admin can see why a list entry matches a URL or does not.
 
+use crate::exit::Exit;
 use std::io::Write;
 
 use super::canonicalize;
@@ -13,9 +14,9 @@ use super::canonicalize;
 ///  "port":null,"path":"/1/","query":null,"expressions":["a.b.c/1/","a.b.c/","b.c/1/","b.c/"]}
 /// ```
 ///
-/// Returns the process exit status: 0 on success; 2 when `input` is not a URL, after writing
-/// `error: ...` to `out`; 1 when writing to `out` fails.
-pub fn url_command(input: &str, json: bool, out: &mut impl Write) -> i32 {
+/// Returns the process exit status: [`Exit::Ok`]; [`Exit::DataErr`] (65) when `input` is not
+/// a URL, after writing `error: ...` to `out`; [`Exit::Failure`] when writing to `out` fails.
+pub fn url_command(input: &str, json: bool, out: &mut impl Write) -> Exit {
     let url = match canonicalize(input) {
         Ok(url) if url.host_is_well_formed() => url,
         Ok(url) => return not_a_url(out, &format!("no host name can be {:?}", url.host())),
@@ -41,14 +42,14 @@ pub fn url_command(input: &str, json: bool, out: &mut impl Write) -> i32 {
         })
     };
     match written.and_then(|()| out.flush()) {
-        Ok(()) => 0,
-        Err(_) => 1,
+        Ok(()) => Exit::Ok,
+        Err(_) => Exit::Failure,
     }
 }
-/// Writes why the input is not a URL; the exit status for it (2, or 1 when writing fails).
-fn not_a_url(out: &mut impl Write, why: &str) -> i32 {
+/// Writes why the input is not a URL; the exit status for it.
+fn not_a_url(out: &mut impl Write, why: &str) -> Exit {
     match writeln!(out, "error: not a url: {why}") {
-        Ok(()) => 2,
-        Err(_) => 1,
+        Ok(()) => Exit::DataErr,
+        Err(_) => Exit::Failure,
     }
 }

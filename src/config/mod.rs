@@ -9,8 +9,12 @@
 //!
 //! A leaf below everything that runs: it imports only the pure vocabulary ([`crate::model`]),
 //! the wire protocol's types ([`crate::api`]) and bounded file reads ([`crate::fsread`]); the
-//! proxy, the reputation server, feedback and the CLI import their settings from here. Errors ([`ConfigError`]) name the file, and for
-//! YAML errors the line and column, or the offending key for a bad value.
+//! proxy, the reputation server, feedback and the CLI import their settings from here.
+//! Errors ([`ConfigError`]) are [`Problem`]s, `file:line:column: message` as `webrep policy
+//! check` prints them: every YAML error the parser can get past, and the first bad value of
+//! each section at the position of its key. A config remembers where each key was
+//! ([`Origin`]), so that what checks it later (the files it names, in `crate::app`) reports
+//! at the key too.
 
 mod access_log;
 mod admin;
@@ -42,9 +46,9 @@ pub use files::FilesConfig;
 pub use intercept::InterceptConfig;
 pub use log::{LogConfig, parse_log_filter};
 pub use pac::{Bypass, PacConfig};
-pub use policy::PolicyConfig;
+pub use policy::{PolicyConfig, PolicySource};
 pub use proxy::ProxyConfig;
-pub use raw::{AccessLogFormat, LogFormat, NonTlsAction, RawConfig};
+pub use raw::{AccessLogFormat, BuiltinPolicy, LogFormat, NonTlsAction, RawConfig};
 /// `server.upstream.feedback`: every value of it is valid, so the raw section is the
 /// validated one.
 pub use raw::{Disclosure, RawUpstreamFeedback as UpstreamFeedback, Retention, UrlDisclosure};
@@ -56,25 +60,108 @@ pub use server::{ApiConfig, ServerConfig, TlsServerConfig, UpstreamConfig};
 pub enum ConfigError {
     #[error("cannot read config file")]
     Read(#[source] crate::fsread::ReadError),
-    #[error("{path}: {message}")]
-    Syntax { path: String, message: String },
-    #[error("{path}: invalid value for key `{key}`: {reason}")]
-    Invalid {
-        path: String,
-        key: &'static str,
-        reason: String,
-    },
+    /// Every problem found, in line order; never empty.
+    #[error("{}", lines(.0))]
+    Invalid(Vec<Problem>),
 }
 
-impl InvalidValue {
-    /// This error in the file (or other origin) `path`.
-    fn at(self, path: &str) -> ConfigError {
-        ConfigError::Invalid {
-            path: path.to_owned(),
-            key: self.key,
-            reason: self.reason,
+fn lines(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One problem in a file, at a position: shown as `file:line:column: message`, the format
+/// of `webrep policy check` (line and column are 1-based, 0 when there is no position: a
+/// key that the file does not spell out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
+/// Where a config came from: its file (or other origin) and the position of each key it
+/// spells out, so that a problem found later (a file it names that is missing) is reported
+/// at the key that names it.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    file: String,
+    keys: Vec<(String, u32, u32)>,
+}
+
+impl Origin {
+    /// The origin of YAML `text` read from `file`.
+    pub fn of_text(file: &str, text: &str) -> Self {
+        Self {
+            file: file.to_owned(),
+            keys: crate::yaml::key_positions(text),
         }
     }
+
+    /// The file (or other origin) the config came from.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// A problem with the dotted `key` (`reputation.sources[0].token_file`, or without the
+    /// index), at the key's position, or at its closest enclosing key that the file spells
+    /// out (0:0 when none).
+    pub fn problem(&self, key: &str, message: impl Into<String>) -> Problem {
+        let (line, column) = self.position(key);
+        Problem {
+            file: self.file.clone(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+
+    fn position(&self, key: &str) -> (u32, u32) {
+        let mut key = key;
+        loop {
+            let found = self
+                .keys
+                .iter()
+                .find(|(k, _, _)| k == key)
+                .or_else(|| self.keys.iter().find(|(k, _, _)| without_index(k) == key));
+            if let Some(&(_, line, column)) = found {
+                return (line, column);
+            }
+            match key.rfind(['.', '[']) {
+                Some(i) => key = &key[..i],
+                None => return (0, 0),
+            }
+        }
+    }
+}
+
+/// `a[0].b[1]` as `a.b`.
+fn without_index(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    let mut depth = 0;
+    for c in key.chars() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            c if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The validated configuration: one validated section per top-level key of the file.
@@ -91,13 +178,20 @@ pub struct Config {
     pub reputation: ReputationSettings,
     pub server: ServerConfig,
     pub feedback: FeedbackConfig,
+    /// Where it came from, with the position of each key.
+    pub origin: Origin,
 }
 
+/// The policy file the quick start (no config file) uses when it is there.
+pub const QUICK_START_POLICY: &str = "policies/default.yaml";
+
 impl Config {
-    /// Loads and validates a config file; `None` gives the built-in defaults.
+    /// Loads and validates a config file; `None` gives the quick start: the built-in
+    /// defaults with `policies/default.yaml` when it is in the working directory (else the
+    /// built-in default policy) and the in-process sample reputation server.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         match path {
-            None => Self::from_raw(RawConfig::default(), "<defaults>"),
+            None => Self::from_raw(Self::quick_start(), "<defaults>"),
             Some(path) => {
                 let text = crate::fsread::read_to_string(path, crate::fsread::CONFIG_MAX)
                     .map_err(ConfigError::Read)?;
@@ -106,8 +200,24 @@ impl Config {
         }
     }
 
+    /// The raw config of the quick start (see [`load`](Self::load)).
+    fn quick_start() -> RawConfig {
+        let mut raw = RawConfig::default();
+        let file = std::path::PathBuf::from(QUICK_START_POLICY);
+        if file.is_file() {
+            raw.policy.file = Some(file);
+        } else {
+            raw.policy.builtin = Some(BuiltinPolicy::Default);
+        }
+        raw.reputation.embedded_sample = true;
+        raw
+    }
+
     /// Parses and validates YAML text; `origin` names it in errors (usually the file path).
+    /// Every problem is reported: each YAML error the parser can get past, and the first bad
+    /// value of each section.
     pub fn from_yaml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let positions = Origin::of_text(origin, text);
         // An empty file (or one holding only comments) means "all defaults".
         let raw: RawConfig = if text
             .lines()
@@ -115,24 +225,55 @@ impl Config {
         {
             RawConfig::default()
         } else {
-            crate::yaml::from_yaml_str(text).map_err(|message| ConfigError::Syntax {
-                path: origin.to_owned(),
-                message,
+            crate::yaml::from_yaml_str_all(text).map_err(|errors| {
+                ConfigError::Invalid(
+                    errors
+                        .into_iter()
+                        .map(|e| Problem {
+                            file: origin.to_owned(),
+                            line: e.line,
+                            column: e.column,
+                            message: e.message,
+                        })
+                        .collect(),
+                )
             })?
         };
-        Self::from_raw(raw, origin)
+        Self::validate(raw, positions)
     }
 
     /// Validates each section of a raw config; `origin` names it in errors. Sections are
-    /// checked in this order, so that of several bad values the first reported stays the
-    /// same: `proxy` (with `pac`), `auth`, `access_log`, `log`, `server`, `intercept`,
-    /// `reputation`, `feedback` (which needs to know whether reputation sources exist),
-    /// `policy`, `files`, `admin`.
+    /// checked in this order, and the first bad value of each is reported: `proxy` (with
+    /// `pac`), `auth`, `access_log`, `log`, `server`, `intercept`, `reputation`, `feedback`
+    /// (which needs to know whether reputation sources exist), `policy`, `files`, `admin`.
     pub fn from_raw(raw: RawConfig, origin: &str) -> Result<Self, ConfigError> {
-        Self::sections(raw).map_err(|e| e.at(origin))
+        Self::validate(
+            raw,
+            Origin {
+                file: origin.to_owned(),
+                keys: Vec::new(),
+            },
+        )
     }
 
-    fn sections(raw: RawConfig) -> Result<Self, InvalidValue> {
+    fn validate(raw: RawConfig, origin: Origin) -> Result<Self, ConfigError> {
+        match Self::sections(raw) {
+            Ok(mut c) => {
+                c.origin = origin;
+                Ok(c)
+            }
+            Err(errors) => {
+                let mut problems: Vec<Problem> = errors
+                    .into_iter()
+                    .map(|e| origin.problem(e.key, format!("{}: {}", e.key, e.reason)))
+                    .collect();
+                problems.sort_by_key(|p| (p.line, p.column));
+                Err(ConfigError::Invalid(problems))
+            }
+        }
+    }
+
+    fn sections(raw: RawConfig) -> Result<Self, Vec<InvalidValue>> {
         let RawConfig {
             proxy,
             auth,
@@ -147,17 +288,38 @@ impl Config {
             pac,
             admin,
         } = raw;
-        let proxy = ProxyConfig::validate(proxy, pac)?;
-        let auth = AuthConfig::try_from(auth)?;
-        let access_log = AccessLogConfig::try_from(access_log)?;
-        let log = LogConfig::try_from(log)?;
-        let server = ServerConfig::try_from(server)?;
-        let intercept = InterceptConfig::try_from(intercept)?;
-        let reputation = ReputationSettings::try_from(reputation)?;
-        let feedback = FeedbackConfig::validate(feedback, !reputation.sources.is_empty())?;
-        let policy = PolicyConfig::from(policy);
-        let files = FilesConfig::try_from(files)?;
-        let admin = AdminConfig::try_from(admin)?;
+        let mut errors = Vec::new();
+        let proxy = ok_or_push(ProxyConfig::validate(proxy, pac), &mut errors);
+        let auth = ok_or_push(AuthConfig::try_from(auth), &mut errors);
+        let access_log = ok_or_push(AccessLogConfig::try_from(access_log), &mut errors);
+        let log = ok_or_push(LogConfig::try_from(log), &mut errors);
+        let server = ok_or_push(ServerConfig::try_from(server), &mut errors);
+        let intercept = ok_or_push(InterceptConfig::try_from(intercept), &mut errors);
+        let reputation = ok_or_push(ReputationSettings::try_from(reputation), &mut errors);
+        let has_sources = reputation.as_ref().is_some_and(|r| !r.sources.is_empty());
+        let feedback = ok_or_push(FeedbackConfig::validate(feedback, has_sources), &mut errors);
+        let policy = ok_or_push(PolicyConfig::try_from(policy), &mut errors);
+        let files = ok_or_push(FilesConfig::try_from(files), &mut errors);
+        let admin = ok_or_push(AdminConfig::try_from(admin), &mut errors);
+        let (
+            Some(proxy),
+            Some(auth),
+            Some(access_log),
+            Some(log),
+            Some(server),
+            Some(intercept),
+            Some(reputation),
+            Some(feedback),
+            Some(policy),
+            Some(files),
+            Some(admin),
+        ) = (
+            proxy, auth, access_log, log, server, intercept, reputation, feedback, policy, files,
+            admin,
+        )
+        else {
+            return Err(errors);
+        };
         Ok(Self {
             proxy,
             auth,
@@ -170,8 +332,43 @@ impl Config {
             reputation,
             server,
             feedback,
+            origin: Origin::default(),
         })
     }
+
+    /// What `webrep proxy` needs beyond valid sections: with filtering on, a config names
+    /// its policy (`policy.file` or `policy.builtin`) and where reputation comes from
+    /// (`reputation.sources`, or `reputation.embedded_sample`), so that a production proxy
+    /// never falls back to a policy or a reputation table nobody chose. Each problem is at
+    /// the key concerned. Empty when nothing is missing.
+    pub fn proxy_problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        if !self.policy.enabled {
+            return out;
+        }
+        if self.policy.source.is_none() {
+            out.push(self.origin.problem(
+                "policy.file",
+                "policy.file: no policy named: set policy.file (for example \
+                 /etc/webrep/policy.yaml), or policy.builtin: default for the policy built into \
+                 the binary (or policy.enabled: false for a plain forward proxy)",
+            ));
+        }
+        if self.reputation.sources.is_empty() && !self.reputation.embedded_sample {
+            out.push(self.origin.problem(
+                "reputation.sources",
+                "reputation.sources: no reputation source: list your reputation servers, or \
+                 set reputation.embedded_sample: true for a server in the proxy holding only \
+                 the sample data (for trying webrep out)",
+            ));
+        }
+        out
+    }
+}
+
+/// `r`'s value, or `None` with its error added to `errors`.
+fn ok_or_push<T>(r: Result<T, InvalidValue>, errors: &mut Vec<InvalidValue>) -> Option<T> {
+    r.map_err(|e| errors.push(e)).ok()
 }
 
 #[cfg(test)]

@@ -497,16 +497,31 @@ pub struct RawPolicyConfig {
     /// page instead of the site). Default `true`; `false` makes a plain forward proxy.
     pub enabled: bool,
     /// The YAML policy file (see docs/policy.md); reloaded when it changes and on SIGHUP.
-    /// Default `policies/default.yaml` (when that default file is missing, the copy built
-    /// into the binary is used).
-    pub file: PathBuf,
+    /// With `enabled`, a config file must name the policy: this key or `builtin` (not both);
+    /// a file that is missing stops the proxy (exit 78), it never falls back to another
+    /// policy. Default `null`. Example: `/etc/webrep/policy.yaml`.
+    pub file: Option<PathBuf>,
+    /// The policy built into the binary instead of a file: `default` (a copy of the shipped
+    /// `policies/default.yaml`). Default `null`. Without a config file at all, the proxy
+    /// uses `policies/default.yaml` from its working directory when it is there and this
+    /// built-in copy otherwise.
+    pub builtin: Option<BuiltinPolicy>,
+}
+
+/// A policy built into the binary (`policy.builtin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuiltinPolicy {
+    /// `policies/default.yaml` as shipped.
+    Default,
 }
 
 impl Default for RawPolicyConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            file: PathBuf::from("policies/default.yaml"),
+            file: None,
+            builtin: None,
         }
     }
 }
@@ -544,9 +559,14 @@ fn default_source_timeout_ms() -> u64 {
 #[serde(deny_unknown_fields, default)]
 pub struct RawReputationConfig {
     /// Reputation servers in order (local first, then the global tier); the first healthy one
-    /// is asked. Empty (the default) with `policy.enabled`: the proxy runs a reputation
-    /// server in-process on the shipped sample data (for trying webrep out).
+    /// is asked. With `policy.enabled`, a config file must give at least one, or say
+    /// `embedded_sample: true`. Default `[]`.
     pub sources: Vec<RawReputationSource>,
+    /// Instead of `sources`: a reputation server in this process, in memory, holding only
+    /// the shipped sample data (reserved `.example`, `.test` and `.invalid` names), for trying
+    /// webrep out; never for real traffic. Not with `sources`. Default `false`; without a
+    /// config file at all, the proxy runs it.
+    pub embedded_sample: bool,
     /// Answers kept in memory (one per host, or per URL for hosts with many path entries).
     /// Default 100000.
     pub cache_entries: u64,
@@ -586,6 +606,7 @@ impl Default for RawReputationConfig {
     fn default() -> Self {
         Self {
             sources: Vec::new(),
+            embedded_sample: false,
             cache_entries: 100_000,
             max_stale_secs: 3600,
             retry_after_ms: 10_000,

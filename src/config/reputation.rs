@@ -4,7 +4,7 @@
 //! Read by the proxy's reputation client. Fails on a source URL that is not
 //! `http(s)://host[:port]`, a source without exactly one of `token` and `token_file`, zero
 //! timeouts, a follower whose longest retry wait is shorter than its first, and a key
-//! summary bound under 4096 bytes.
+//! summary bound under 4096 bytes, and sources given together with `embedded_sample`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,6 +17,8 @@ use super::raw::{RawReputationConfig, RawReputationSource};
 #[derive(Debug, Clone)]
 pub struct ReputationSettings {
     pub sources: Vec<ReputationSource>,
+    /// `reputation.embedded_sample`: the in-process sample server instead of `sources`.
+    pub embedded_sample: bool,
     pub cache_entries: u64,
     pub max_stale: Duration,
     pub retry_after: Duration,
@@ -89,8 +91,15 @@ impl TryFrom<RawReputationConfig> for ReputationSettings {
             .into_iter()
             .map(ReputationSource::try_from)
             .collect::<Result<Vec<_>, _>>()?;
+        if r.embedded_sample && !sources.is_empty() {
+            return Err(InvalidValue::new(
+                "reputation.embedded_sample",
+                "give reputation.sources or embedded_sample: true, not both",
+            ));
+        }
         let reputation = ReputationSettings {
             sources,
+            embedded_sample: r.embedded_sample,
             cache_entries: r.cache_entries.max(1),
             max_stale: Duration::from_secs(r.max_stale_secs),
             retry_after: millis("reputation.retry_after_ms", r.retry_after_ms)?,

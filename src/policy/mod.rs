@@ -127,12 +127,6 @@ pub struct PolicyErrors {
     pub errors: Vec<PolicyError>,
 }
 
-impl PolicyErrors {
-    fn one(e: PolicyError) -> Self {
-        Self { errors: vec![e] }
-    }
-}
-
 impl fmt::Display for PolicyErrors {
     /// One problem per line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

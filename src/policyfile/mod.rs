@@ -83,6 +83,9 @@ pub struct ReloadEvent {
 #[derive(Debug)]
 pub struct PolicyHandle {
     path: PathBuf,
+    /// The text of a policy built into the binary, read instead of `path` (which then only
+    /// names it).
+    builtin: Option<&'static str>,
     current: ArcSwap<Policy>,
     /// Serialises reloads (held across read + compile + swap; never across an await).
     reload_lock: Mutex<u64>,
@@ -114,6 +117,7 @@ impl PolicyHandle {
         });
         Arc::new(Self {
             path,
+            builtin: None,
             current: ArcSwap::from_pointee(policy),
             reload_lock: Mutex::new(0),
             events,
@@ -121,7 +125,26 @@ impl PolicyHandle {
         })
     }
 
-    /// The file this handle loads.
+    /// A handle on a policy built into the binary: `text`, compiled as generation 1 and
+    /// again on each reload (there is no file to watch); `name` names it in errors and logs.
+    ///
+    /// # Errors
+    /// [`LoadError::Invalid`] when the text is not a valid policy.
+    pub fn builtin(name: &str, text: &'static str) -> Result<Arc<Self>, LoadError> {
+        let policy = Policy::from_yaml(text, name).map_err(LoadError::Invalid)?;
+        let mut handle = Self::with_policy(name, policy);
+        if let Some(h) = Arc::get_mut(&mut handle) {
+            h.builtin = Some(text);
+        }
+        Ok(handle)
+    }
+
+    /// Whether the policy is built into the binary rather than read from a file.
+    pub fn is_builtin(&self) -> bool {
+        self.builtin.is_some()
+    }
+
+    /// The file this handle loads (for a built-in policy, its name).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -159,7 +182,12 @@ impl PolicyHandle {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *attempts += 1;
         let live = self.current.load().generation();
-        match load_file(&self.path) {
+        let loaded = match self.builtin {
+            Some(text) => Policy::from_yaml(text, &self.path.display().to_string())
+                .map_err(LoadError::Invalid),
+            None => load_file(&self.path),
+        };
+        match loaded {
             Ok(mut policy) => {
                 let generation = live + 1;
                 policy.set_generation(generation);

@@ -434,6 +434,15 @@ fn credential_cache<V: Clone + Send + Sync + 'static>(
 }
 
 /// The `name:hash` lines of a users file.
+/// Parses users-file text (`NAME:HASH` lines, `#` comments) as the proxy does, without
+/// starting anything: how many users it holds (for `webrep config check`).
+///
+/// # Errors
+/// As [`Authenticator::load`]: a bad line, or no users.
+pub fn count_users(text: &str, origin: &str) -> Result<usize, AuthError> {
+    parse_users(text, origin).map(|u| u.len())
+}
+
 fn parse_users(text: &str, origin: &str) -> Result<HashMap<String, PasswordHash>, AuthError> {
     let mut users = HashMap::new();
     for (i, raw) in text.lines().enumerate() {
@@ -606,19 +615,36 @@ pub fn load_groups(path: &std::path::Path) -> anyhow::Result<Groups> {
     parse_groups(&text).with_context(|| format!("auth.groups_file {}", path.display()))
 }
 
-fn parse_groups(text: &str) -> anyhow::Result<Groups> {
+/// A line of a groups file that is not `group: members`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {reason}")]
+pub struct GroupsLineError {
+    /// 1-based.
+    pub line: usize,
+    pub reason: String,
+}
+
+/// Parses groups-file text: `group: user user ...` lines, `#` comments.
+///
+/// # Errors
+/// The first line that is not `group: members`.
+pub fn parse_groups(text: &str) -> Result<Groups, GroupsLineError> {
     let mut by_user: std::collections::HashMap<String, Vec<String>> = Default::default();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
+        let bad = |reason: String| GroupsLineError {
+            line: i + 1,
+            reason,
+        };
         let Some((group, members)) = line.split_once(':') else {
-            anyhow::bail!("line {}: expected `group: user user ...`", i + 1);
+            return Err(bad("expected `group: user user ...`".into()));
         };
         let group = group.trim();
         if group.is_empty() || group.chars().any(char::is_whitespace) {
-            anyhow::bail!("line {}: {group:?} is not a group name", i + 1);
+            return Err(bad(format!("{group:?} is not a group name")));
         }
         for user in members
             .split(|c: char| c == ',' || c.is_whitespace())

@@ -382,9 +382,12 @@ fn auth_setup(
         return Ok(None);
     };
     let checks = Arc::new(auth::PasswordChecks::new(config)?);
-    Ok(Some(arc_swap::ArcSwap::from_pointee(Authenticator::load(
-        path, config, checks,
-    )?)))
+    let authenticator = Authenticator::load(path, config, checks).map_err(|e| {
+        anyhow::Error::new(e).context(crate::exit::Misconfigured(
+            "auth.users_file cannot be used".into(),
+        ))
+    })?;
+    Ok(Some(arc_swap::ArcSwap::from_pointee(authenticator)))
 }
 
 /// What the composition root built for the proxy before it binds.
@@ -465,7 +468,9 @@ impl Proxy {
             auth_config: config.auth.clone(),
             admin_token: arc_swap::ArcSwapOption::from(match &config.admin.token_file {
                 None => None,
-                Some(path) => Some(Arc::new(read_admin_token(path)?)),
+                Some(path) => Some(Arc::new(read_admin_token(path).context(
+                    crate::exit::Misconfigured("admin.token_file cannot be used".into()),
+                )?)),
             }),
             admin_token_file: config.admin.token_file.clone(),
             access_log: parts.access_log,

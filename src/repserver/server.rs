@@ -33,6 +33,7 @@ use super::store::Store;
 use super::upstream::Upstream;
 use crate::client::RepClient;
 use crate::config::ServerConfig;
+use crate::exit::Misconfigured;
 use crate::secrets::valid_token;
 use crate::shutdown::{Reloads, Tasks};
 
@@ -134,7 +135,10 @@ pub fn tls_acceptor_for(
 
 /// The upstream tier of `server.upstream`: the ask-on-miss cache (when `ask_on_miss`) and
 /// the follower (when `follow`), over one client.
-fn upstream(
+///
+/// # Errors
+/// An unreadable token or CA file; no token.
+pub fn upstream(
     config: &crate::config::UpstreamConfig,
 ) -> anyhow::Result<(Option<Arc<Upstream>>, Option<Follow>)> {
     let token = match (&config.token, &config.token_file) {
@@ -286,14 +290,18 @@ pub async fn run(
     shutdown: CancellationToken,
     reloads: Reloads,
 ) -> anyhow::Result<()> {
-    let tokens = load_tokens(config)?;
-    let tls = tls_acceptor_for(config)?;
+    // What the configuration names and cannot be used: exit 78 (`crate::exit`).
+    let misconfigured = |what: &str| Misconfigured(format!("{what} cannot be used"));
+    let tokens = load_tokens(config).context(misconfigured("the server's API tokens"))?;
+    let tls = tls_acceptor_for(config).context(misconfigured("server.tls"))?;
     let (upstream, follow) = match &config.upstream {
-        Some(u) => upstream(u)?,
+        Some(u) => upstream(u).context(misconfigured("server.upstream"))?,
         None => (None, None),
     };
     let (path, sample) = (config.store.clone(), config.sample_data);
-    let store = tokio::task::spawn_blocking(move || open_store(&path, sample)).await??;
+    let store = tokio::task::spawn_blocking(move || open_store(&path, sample))
+        .await?
+        .context(misconfigured("server.store"))?;
     let entries = store.len().unwrap_or(0);
     let listener = TcpListener::bind(config.listen)
         .await

@@ -49,10 +49,10 @@ impl ProxyProcess {
         let cfg = dir.path().join("webrep.yaml");
         std::fs::write(
             &cfg,
-            format!(
+            with_choices(&format!(
                 "{BASE}{extra}access_log:\n  path: {:?}\n  format: {log_format}\nlog:\n  level: info\n  format: text\n",
                 dir.path().join("access.log").display().to_string()
-            ),
+            )),
         )
         .unwrap();
         let mut cmd = webrep(["proxy", "--config"]);
@@ -325,23 +325,26 @@ async fn many_parallel_scanned_downloads_stay_within_the_hold_back_budget() {
 }
 
 #[tokio::test]
-async fn a_bad_config_file_exits_64_naming_key_and_line() {
+async fn a_bad_config_file_exits_78_naming_key_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.yaml");
     std::fs::write(&cfg, "proxy:\n  listen: [\"127.0.0.1:0\"]\n  lisen: oops\n").unwrap();
     let mut cmd = webrep(["proxy", "--config"]);
     cmd.arg(&cfg);
     let out = run_to_end(cmd).await;
-    assert_eq!(out.status.code(), Some(64));
+    assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("lisen") && err.contains("bad.yaml") && err.contains('3'),
+        err.contains(&format!(
+            "{}:3:3: unknown key `lisen` in `proxy`; did you mean `listen`?",
+            cfg.display()
+        )),
         "{err}"
     );
     let mut cmd = webrep(["config", "check"]);
     cmd.arg(&cfg);
     let out = run_to_end(cmd).await;
-    assert_eq!(out.status.code(), Some(64));
+    assert_eq!(out.status.code(), Some(78));
 }
 
 #[tokio::test]
@@ -354,7 +357,11 @@ async fn a_second_proxy_on_the_same_port_exits_with_address_in_use() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("second.yaml");
-    std::fs::write(&cfg, BASE.replace("127.0.0.1:0", &first.addr.to_string())).unwrap();
+    std::fs::write(
+        &cfg,
+        with_choices(&BASE.replace("127.0.0.1:0", &first.addr.to_string())),
+    )
+    .unwrap();
     let mut second = webrep(["proxy", "--config"]);
     second.arg(&cfg);
     // Bounded: the second proxy exits instead of serving.

@@ -161,7 +161,7 @@ impl Proxy {
             log = q(&dir.path().join("access.log")),
         );
         let cfg_path = dir.path().join("webrep.yaml");
-        std::fs::write(&cfg_path, cfg).unwrap();
+        std::fs::write(&cfg_path, crate::harness::with_choices(&cfg)).unwrap();
         let mut cmd = webrep(["proxy", "--config"]);
         cmd.arg(&cfg_path);
         let mut child = Webrep::spawn(cmd);

@@ -502,9 +502,9 @@ proptest! {
 
 // === webrep url ===
 
-fn run_url_command(input: &str, json: bool) -> (i32, String) {
+fn run_url_command(input: &str, json: bool) -> (u8, String) {
     let mut out = Vec::new();
-    let code = url_command(input, json, &mut out);
+    let code = url_command(input, json, &mut out).code();
     (
         code,
         String::from_utf8(out).expect("command output is UTF-8"),
@@ -552,7 +552,7 @@ fn url_command_json_is_one_object() {
 }
 
 #[test]
-fn url_command_refuses_non_urls_with_status_2() {
+fn url_command_refuses_non_urls_with_status_65() {
     for input in [
         "",
         "javascript:alert(1)",
@@ -565,7 +565,7 @@ fn url_command_refuses_non_urls_with_status_2() {
     ] {
         for json in [false, true] {
             let (code, out) = run_url_command(input, json);
-            assert_eq!(code, 2, "{input:?}");
+            assert_eq!(code, 65, "{input:?}");
             assert!(out.starts_with("error: "), "{input:?}: {out:?}");
             assert_eq!(out.lines().count(), 1);
         }
@@ -595,6 +595,6 @@ fn url_command_matches_the_documented_examples() {
          \"query\":null,\"scheme\":\"http\"}\n"
     );
     let (code, out) = run_url_command("mailto:someone@example.com", false);
-    assert_eq!(code, 2);
+    assert_eq!(code, 65);
     assert!(out.starts_with("error: not a url: "), "{out}");
 }

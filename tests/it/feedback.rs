@@ -51,7 +51,7 @@ async fn proxy(
     std::fs::write(&file, policy).unwrap();
     TestProxy::start_with(|c| {
         c.policy.enabled = true;
-        c.policy.file = file;
+        c.policy.file = Some(file);
         c.reputation.retry_after_ms = 200;
         c.reputation.sources = vec![RawReputationSource {
             name: Some("s0".into()),
@@ -1445,7 +1445,7 @@ async fn access_log_lines_lost_on_a_closed_stdout_are_logged_and_counted() {
     let cfg = dir.path().join("webrep.yaml");
     std::fs::write(
         &cfg,
-        format!("{BASE}admin:\n  listen: \"127.0.0.1:0\"\naccess_log:\n  path: \"-\"\nlog:\n  level: info\n  format: text\n"),
+        crate::harness::with_choices(&format!("{BASE}admin:\n  listen: \"127.0.0.1:0\"\naccess_log:\n  path: \"-\"\nlog:\n  level: info\n  format: text\n")),
     )
     .unwrap();
     let mut proxy = Process::start("proxy", &cfg, std::process::Stdio::piped())
@@ -1552,7 +1552,7 @@ async fn feedback_cli_prints_the_summary_and_escalations() {
     assert_eq!(code, Some(0));
     assert!(text.contains("reverted odd.test/"), "{text}");
     let (code, _, err) = run(&["revert", "odd.test/"]).await;
-    assert_eq!(code, Some(2), "a second revert is refused: {err}");
+    assert_eq!(code, Some(65), "a second revert is refused: {err}");
 }
 
 #[tokio::test]

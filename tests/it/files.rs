@@ -41,7 +41,7 @@ async fn proxy_for(
     let file = dir.path().join("policy.yaml");
     std::fs::write(&file, policy).unwrap();
     let proxy = TestProxy::start_with(|c| {
-        c.policy.file = file;
+        c.policy.file = Some(file);
         c.files = files;
         c.reputation.retry_after_ms = 60_000;
         c.reputation.sources = servers
@@ -254,7 +254,7 @@ async fn listed_downloads_are_stopped_inside_intercepted_https_too() {
         c.intercept.create_ca = true;
         c.intercept.ca_dir = ca_dir.clone();
         c.intercept.upstream_ca_file = Some(origin_ca.ca_path.clone());
-        c.policy.file = policy;
+        c.policy.file = Some(policy);
         c.files = HOLD;
         c.reputation.sources = vec![source(&server.base)];
     })

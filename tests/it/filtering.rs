@@ -37,7 +37,7 @@ async fn filtering_proxy_with(
     TestProxy::start_with(|c| {
         c.proxy.hosts = test_hosts();
         c.policy.enabled = true;
-        c.policy.file = file;
+        c.policy.file = Some(file);
         c.reputation.sources = servers
             .iter()
             .enumerate()
@@ -231,7 +231,7 @@ async fn a_blocked_host_over_connect_is_refused_before_any_upstream_connection()
     let proxy = TestProxy::start_with(|c| {
         c.proxy.connect_ports = vec![origin.addr.port()];
         c.policy.enabled = true;
-        c.policy.file = file;
+        c.policy.file = Some(file);
         c.reputation.sources = vec![source(&server.base)];
     })
     .await;
@@ -804,7 +804,7 @@ async fn rules_on_groups_apply_to_the_authenticated_users_groups_and_reload_with
         c.proxy.hosts = test_hosts();
         c.auth.users_file = Some(users.clone());
         c.auth.groups_file = Some(groups.clone());
-        c.policy.file = policy;
+        c.policy.file = Some(policy);
         c.reputation.sources = vec![source(&server.base)];
         c.admin.listen = Some("127.0.0.1:0".into());
         c.admin.token_file = Some(token_file.clone());
@@ -890,7 +890,7 @@ async fn admin_proxy(
         c.proxy.hosts = test_hosts();
         c.admin.listen = Some("127.0.0.1:0".into());
         admin(&mut c.admin);
-        c.policy.file = file;
+        c.policy.file = Some(file);
         c.reputation.sources = vec![RawReputationSource {
             name: Some("local".into()),
             ..source(&server.base)

@@ -399,6 +399,31 @@ pub(crate) struct TestProxy {
 /// as typed values.
 pub(crate) const BASE: &str = "proxy:\n  listen: [\"127.0.0.1:0\"]\n  via_name: webrep-test\n  destinations:\n    allow_internal: true\n";
 
+/// `yaml` with the built-in policy and the in-process sample reputation server named when it
+/// names no `policy:` or no `reputation:` section: a config file must choose both (the proxy
+/// refuses to start otherwise), and most tests want these two.
+pub(crate) fn with_choices(yaml: &str) -> String {
+    let mut out = yaml.to_owned();
+    if !yaml.lines().any(|l| l.starts_with("policy:")) {
+        out.push_str("policy:\n  builtin: default\n");
+    }
+    if !yaml.lines().any(|l| l.starts_with("reputation:")) {
+        out.push_str("reputation:\n  embedded_sample: true\n");
+    }
+    out
+}
+
+/// [`with_choices`] for typed values: the built-in policy when `raw` names no policy file,
+/// the sample server when it lists no reputation source.
+pub(crate) fn choose_defaults(raw: &mut RawConfig) {
+    if raw.policy.file.is_none() && raw.policy.builtin.is_none() {
+        raw.policy.builtin = Some(webrep::config::BuiltinPolicy::Default);
+    }
+    if raw.reputation.sources.is_empty() {
+        raw.reputation.embedded_sample = true;
+    }
+}
+
 /// [`BASE`] as typed values: where the config of every in-process test proxy starts.
 pub(crate) fn base_config() -> RawConfig {
     let mut c = RawConfig::default();
@@ -437,6 +462,7 @@ impl TestProxy {
         raw.feedback.spool_dir = dir.path().join("feedback-spool");
         raw.admin.listen = Some("127.0.0.1:0".into());
         edit(&mut raw);
+        choose_defaults(&mut raw);
         let config = Config::from_raw(raw, "test config").expect("test config is valid");
         let log_path = dir.path().join("access.log");
         let file = std::fs::File::create(&log_path).unwrap();

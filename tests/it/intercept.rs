@@ -396,6 +396,7 @@ fn intercepting_config(ca_dir: &Path) -> Config {
     let mut c = base_config();
     c.intercept.enabled = true;
     c.intercept.ca_dir = ca_dir.to_owned();
+    choose_defaults(&mut c);
     Config::from_raw(c, "test config").unwrap()
 }
 
@@ -485,7 +486,7 @@ async fn hosts_the_policy_tunnels_are_not_decrypted() {
         "security_level: medium\ninterception:\n  default: intercept\n  tunnel_hosts: [localhost]\n",
     )
     .unwrap();
-    let i = intercepting(&origin_ca, port, |c| c.policy.file = policy).await;
+    let i = intercepting(&origin_ca, port, |c| c.policy.file = Some(policy)).await;
     // Tunnelled: the client sees the origin's own certificate (it trusts only the origin CA).
     let out = curl_https(&i.proxy, &origin_ca.ca_path, port).await;
     assert!(
@@ -532,7 +533,7 @@ async fn filtering_interceptor() -> (Intercepting, Origin, tempfile::TempDir) {
     std::fs::write(&file, FILTER_POLICY).unwrap();
     let i = intercepting(&origin_ca, origin.addr.port(), |c| {
         c.proxy.hosts = sample_hosts();
-        c.policy.file = file;
+        c.policy.file = Some(file);
     })
     .await;
     (i, origin, dir)

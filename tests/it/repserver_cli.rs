@@ -158,7 +158,7 @@ async fn server_import_and_lookup_commands() {
             ],
         )
         .await;
-    assert_eq!(code, 2, "a client token may not import: {err}");
+    assert_eq!(code, 77, "a client token may not import: {err}");
     let (code, out, err) = s
         .run(
             ADMIN,
@@ -205,9 +205,9 @@ async fn server_import_and_lookup_commands() {
     );
     assert_eq!(v["hosts"][1]["risk"], "untested", "{v}");
 
-    // Wrong format: refused, exit 2, nothing written.
+    // Wrong format: refused, exit 65 (bad input data), nothing written.
     let (code, _, err) = s.run(ADMIN, &["import", "--format", "urlhaus", feed]).await;
-    assert_eq!(code, 2, "{err}");
+    assert_eq!(code, 65, "{err}");
     assert!(err.contains("not a urlhaus file"), "{err}");
     // No token: a usage error.
     let (code, _, err) = s.run("", &["lookup", "http://a.test/"]).await;
@@ -335,9 +335,20 @@ async fn server_without_tokens_refuses_to_start() {
     let mut cmd = webrep(["server", "--config"]);
     cmd.arg(&cfg);
     let out = run_to_end(cmd).await;
-    assert_eq!(out.status.code(), Some(1));
+    // A configuration problem: 78, which the unit's RestartPreventExitStatus= names.
+    assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no API tokens"), "{err}");
+    // `config check` finds it too, at the `server` key, without starting anything.
+    let mut cmd = webrep(["config", "check"]);
+    cmd.arg(&cfg);
+    let out = run_to_end(cmd).await;
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:1:1: server: no API tokens", cfg.display())),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -154,20 +154,25 @@ async fn a_fifo_as_config_or_policy_file_is_a_clear_error_not_a_hang() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("policy.yaml");
     mkfifo(&fifo);
+    // Named on the command line and unreadable: 66.
     let (code, err) = run_binary(&["config", "check"], Some(&fifo), &[]).await;
-    assert_eq!(code, 64, "{err}");
+    assert_eq!(code, 66, "{err}");
     assert!(err.contains("is a FIFO (named pipe)"), "{err}");
     let (code, err) = run_binary(&["policy", "check"], Some(&fifo), &[]).await;
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 66, "{err}");
     assert!(err.contains("is a FIFO (named pipe)"), "{err}");
     let cfg = dir.path().join("webrep.yaml");
     std::fs::write(
         &cfg,
-        format!("{BASE}policy:\n  file: {:?}\n", fifo.display().to_string()),
+        crate::harness::with_choices(&format!(
+            "{BASE}policy:\n  file: {:?}\n",
+            fifo.display().to_string()
+        )),
     )
     .unwrap();
+    // Named by the config: a configuration problem at start, 78.
     let (code, err) = run_binary(&["proxy", "--config"], Some(&cfg), &[]).await;
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 78, "{err}");
     assert!(
         err.contains(&format!("{}: is a FIFO (named pipe)", fifo.display())),
         "{err}"
@@ -266,9 +271,9 @@ async fn proxy_with_streams(
     let cfg = dir.path().join("webrep.yaml");
     std::fs::write(
         &cfg,
-        format!(
+        crate::harness::with_choices(&format!(
             "{BASE}access_log:\n  path: \"-\"\nlog:\n  level: debug\nadmin:\n  listen: \"127.0.0.1:0\"\n"
-        ),
+        )),
     )
     .unwrap();
     let mut cmd = webrep(["proxy", "--config"]);
@@ -362,7 +367,7 @@ async fn commands_writing_to_closed_pipes_exit_cleanly_without_a_panic() {
         (&["config", "print-default"][..], 0),
         (&["url", "http://Example.COM/a/../b"][..], 0),
         (&["policy", "check", policy][..], 0),
-        (&["config", "check", bad][..], 64),
+        (&["config", "check", bad][..], 78),
     ] {
         let (out_r, out_w) = std::io::pipe().unwrap();
         let (err_r, err_w) = std::io::pipe().unwrap();
@@ -395,7 +400,7 @@ async fn an_invalid_log_level_or_rust_log_is_refused_with_a_clear_error() {
     let cfg = dir.path().join("verbose.yaml");
     std::fs::write(&cfg, "log:\n  level: verbose\n").unwrap();
     let (code, err) = run_binary(&["config", "check"], Some(&cfg), &[]).await;
-    assert_eq!(code, 64, "{err}");
+    assert_eq!(code, 78, "{err}");
     assert!(
         err.contains("verbose.yaml")
             && err.contains("log.level")
@@ -405,7 +410,7 @@ async fn an_invalid_log_level_or_rust_log_is_refused_with_a_clear_error() {
     let cfg = dir.path().join("webrep.yaml");
     std::fs::write(&cfg, BASE).unwrap();
     let (code, err) = run_binary(&["proxy", "--config"], Some(&cfg), &[("RUST_LOG", "inf")]).await;
-    assert_eq!(code, 64, "{err}");
+    assert_eq!(code, 78, "{err}");
     assert!(
         err.contains("RUST_LOG=\"inf\"") && err.contains("\"inf\" is not a level"),
         "{err}"

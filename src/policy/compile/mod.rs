@@ -30,8 +30,10 @@
 //!
 //! # Failure
 //! Compilation collects every error it finds rather than stopping at the first one, each
-//! with file, line, column and rule id ([`PolicyErrors`]); one error means no policy. A
-//! YAML error (syntax, an unknown key, a wrong type) stops the parse and comes alone.
+//! with file, line, column and rule id ([`PolicyErrors`]); one error means no policy. YAML
+//! errors (an unknown key, a wrong type, a duplicate key: each of them, up to
+//! [`crate::yaml::MAX_ERRORS`]; a syntax error, which ends the parse) come without the
+//! compile's: the policy is compiled only once it parses.
 //! No I/O.
 
 mod context;
@@ -96,14 +98,17 @@ impl Policy {
         {
             RawPolicy::default()
         } else {
-            yaml::from_yaml_str_located(text).map_err(|e| {
-                PolicyErrors::one(PolicyError {
-                    origin: origin.to_owned(),
-                    line: e.line,
-                    column: e.column,
-                    rule_id: rule_at_line(text, e.line),
-                    message: e.message,
-                })
+            yaml::from_yaml_str_all(text).map_err(|errors| PolicyErrors {
+                errors: errors
+                    .into_iter()
+                    .map(|e| PolicyError {
+                        origin: origin.to_owned(),
+                        line: e.line,
+                        column: e.column,
+                        rule_id: rule_at_line(text, e.line),
+                        message: e.message,
+                    })
+                    .collect(),
             })?
         };
         Self::compile(raw, origin)
