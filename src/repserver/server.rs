@@ -133,6 +133,26 @@ pub fn tls_acceptor_for(
         .transpose()
 }
 
+/// What [`run`] reads from the files the config names: the tokens, the TLS acceptor and the
+/// upstream tier. A failure is a configuration problem ([`Misconfigured`]: exit 78).
+#[allow(clippy::type_complexity)]
+fn named_files(
+    config: &ServerConfig,
+) -> anyhow::Result<(
+    Tokens,
+    Option<tokio_rustls::TlsAcceptor>,
+    (Option<Arc<Upstream>>, Option<Follow>),
+)> {
+    let misconfigured = |what: &str| Misconfigured(format!("{what} cannot be used"));
+    let tokens = load_tokens(config).context(misconfigured("the server's API tokens"))?;
+    let tls = tls_acceptor_for(config).context(misconfigured("server.tls"))?;
+    let upstream = match &config.upstream {
+        Some(u) => upstream(u).context(misconfigured("server.upstream"))?,
+        None => (None, None),
+    };
+    Ok((tokens, tls, upstream))
+}
+
 /// The upstream tier of `server.upstream`: the ask-on-miss cache (when `ask_on_miss`) and
 /// the follower (when `follow`), over one client.
 ///
@@ -290,18 +310,11 @@ pub async fn run(
     shutdown: CancellationToken,
     reloads: Reloads,
 ) -> anyhow::Result<()> {
-    // What the configuration names and cannot be used: exit 78 (`crate::exit`).
-    let misconfigured = |what: &str| Misconfigured(format!("{what} cannot be used"));
-    let tokens = load_tokens(config).context(misconfigured("the server's API tokens"))?;
-    let tls = tls_acceptor_for(config).context(misconfigured("server.tls"))?;
-    let (upstream, follow) = match &config.upstream {
-        Some(u) => upstream(u).context(misconfigured("server.upstream"))?,
-        None => (None, None),
-    };
+    let (tokens, tls, (upstream, follow)) = named_files(config)?;
     let (path, sample) = (config.store.clone(), config.sample_data);
     let store = tokio::task::spawn_blocking(move || open_store(&path, sample))
         .await?
-        .context(misconfigured("server.store"))?;
+        .context(Misconfigured("server.store cannot be used".into()))?;
     let entries = store.len().unwrap_or(0);
     let listener = TcpListener::bind(config.listen)
         .await

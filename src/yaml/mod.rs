@@ -107,97 +107,22 @@ fn describe(e: &SaphyrError, lines: &[&str]) -> (YamlError, bool) {
     let (line, column) = e
         .location()
         .map_or((0, 0), |l| (clamp_u32(l.line()), clamp_u32(l.column())));
-    let path = outline::dotted(&outline::path_at(lines, line, column));
-    let at = |what: &str| {
-        if path.is_empty() {
-            what.to_owned()
-        } else {
-            format!("`{path}`: {what}")
-        }
-    };
-    let parent = || {
-        let segs = outline::path_at(lines, line, column);
-        outline::dotted(&segs[..segs.len().saturating_sub(1)])
-    };
     let mut inner = e;
     while let SaphyrError::WithSnippet { error, .. } | SaphyrError::AliasError { error, .. } = inner
     {
         inner = error;
     }
-    let (message, go_on) = match inner {
-        SaphyrError::SerdeUnknownField {
-            field, expected, ..
-        } => (unknown_key(field, expected, &parent()), true),
-        SaphyrError::SerdeUnknownVariant {
-            variant, expected, ..
-        } => (
-            at(&format!(
-                "unknown value `{variant}`; expected one of {}",
-                expected.join(", ")
-            )),
-            true,
-        ),
-        SaphyrError::SerdeInvalidType {
-            unexpected,
-            expected,
-            ..
-        }
-        | SaphyrError::SerdeInvalidValue {
-            unexpected,
-            expected,
-            ..
-        } => (
-            at(&format!(
-                "expected {}, found {}",
-                expected_words(expected),
-                found_words(unexpected)
-            )),
-            true,
-        ),
-        SaphyrError::SerdeInvalidLength { len, expected, .. } => (
-            at(&format!(
-                "{len} items; expected {}",
-                expected_words(expected)
-            )),
-            true,
-        ),
-        SaphyrError::InvalidScalar { ty, .. } => (
-            at(&format!(
-                "expected {}, found {}",
-                expected_words(ty),
-                scalar_at(lines, line, column)
-            )),
-            true,
-        ),
-        SaphyrError::InvalidBooleanStrict { .. } => (
-            at(&format!(
-                "expected true or false, found {}",
-                scalar_at(lines, line, column)
-            )),
-            true,
-        ),
-        SaphyrError::NullIntoString { .. } => {
-            (at("expected text, found nothing (an empty value)"), true)
-        }
-        SaphyrError::QuotingRequired { value, .. } => {
-            (at(&format!("put the value {value:?} in quotes")), true)
-        }
-        SaphyrError::SerdeMissingField { field, .. } => {
-            (at(&format!("missing key `{field}`")), true)
-        }
-        SaphyrError::DuplicateMappingKey { key, .. } => {
-            (duplicate_key(key.as_deref(), lines, line, column), true)
-        }
-        SaphyrError::Message { msg, .. } => match msg.strip_prefix("duplicate field `") {
-            Some(rest) => (
-                duplicate_key(rest.strip_suffix('`'), lines, line, column),
-                true,
-            ),
-            None => (at(strip_location(msg)), true),
-        },
-        other => {
+    let at = At {
+        lines,
+        line,
+        column,
+        path: outline::path_at(lines, line, column),
+    };
+    let (message, go_on) = match key_error(inner, &at).or_else(|| value_error(inner, &at)) {
+        Some(message) => (message, true),
+        None => {
             use serde_saphyr::MessageFormatter as _;
-            let text = serde_saphyr::UserMessageFormatter.format_message(other);
+            let text = serde_saphyr::UserMessageFormatter.format_message(inner);
             (format!("YAML syntax: {}", strip_location(&text)), false)
         }
     };
@@ -209,6 +134,94 @@ fn describe(e: &SaphyrError, lines: &[&str]) -> (YamlError, bool) {
         },
         go_on,
     )
+}
+
+/// Where an error is: the text, the position and the keys it is in.
+struct At<'a> {
+    lines: &'a [&'a str],
+    line: u32,
+    column: u32,
+    path: Vec<outline::Segment>,
+}
+
+impl At<'_> {
+    /// `what`, prefixed with the key it is at.
+    fn key(&self, what: &str) -> String {
+        if self.path.is_empty() {
+            what.to_owned()
+        } else {
+            format!("`{}`: {what}", outline::dotted(&self.path))
+        }
+    }
+
+    /// The dotted path of the mapping the key at the position is in.
+    fn parent(&self) -> String {
+        outline::dotted(&self.path[..self.path.len().saturating_sub(1)])
+    }
+}
+
+/// A problem with a key: unknown, missing, given twice.
+fn key_error(e: &SaphyrError, at: &At<'_>) -> Option<String> {
+    Some(match e {
+        SaphyrError::SerdeUnknownField {
+            field, expected, ..
+        } => unknown_key(field, expected, &at.parent()),
+        SaphyrError::SerdeMissingField { field, .. } => at.key(&format!("missing key `{field}`")),
+        SaphyrError::DuplicateMappingKey { key, .. } => {
+            duplicate_key(key.as_deref(), at.lines, at.line, at.column)
+        }
+        SaphyrError::Message { msg, .. } => match msg.strip_prefix("duplicate field `") {
+            Some(rest) => duplicate_key(rest.strip_suffix('`'), at.lines, at.line, at.column),
+            None => at.key(strip_location(msg)),
+        },
+        _ => return None,
+    })
+}
+
+/// A problem with a value: of the wrong type, not one of those allowed.
+fn value_error(e: &SaphyrError, at: &At<'_>) -> Option<String> {
+    let found = || scalar_at(at.lines, at.line, at.column);
+    Some(match e {
+        SaphyrError::SerdeUnknownVariant {
+            variant, expected, ..
+        } => at.key(&format!(
+            "unknown value `{variant}`; expected one of {}",
+            expected.join(", ")
+        )),
+        SaphyrError::SerdeInvalidType {
+            unexpected,
+            expected,
+            ..
+        }
+        | SaphyrError::SerdeInvalidValue {
+            unexpected,
+            expected,
+            ..
+        } => at.key(&format!(
+            "expected {}, found {}",
+            expected_words(expected),
+            found_words(unexpected)
+        )),
+        SaphyrError::SerdeInvalidLength { len, expected, .. } => at.key(&format!(
+            "{len} items; expected {}",
+            expected_words(expected)
+        )),
+        SaphyrError::InvalidScalar { ty, .. } => at.key(&format!(
+            "expected {}, found {}",
+            expected_words(ty),
+            found()
+        )),
+        SaphyrError::InvalidBooleanStrict { .. } => {
+            at.key(&format!("expected true or false, found {}", found()))
+        }
+        SaphyrError::NullIntoString { .. } => {
+            at.key("expected text, found nothing (an empty value)")
+        }
+        SaphyrError::QuotingRequired { value, .. } => {
+            at.key(&format!("put the value {value:?} in quotes"))
+        }
+        _ => return None,
+    })
 }
 
 /// `unknown key `lisen` in `proxy`; did you mean `listen`?` (or the keys it may be).

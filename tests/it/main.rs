@@ -11,6 +11,7 @@ mod browser;
 mod canon;
 mod config_file;
 mod dns;
+mod exit_codes;
 mod feedback;
 mod feedback_up;
 mod files;
