@@ -211,6 +211,11 @@ fn value_error(e: &SaphyrError, at: &At<'_>) -> Option<String> {
             expected_words(ty),
             found()
         )),
+        SaphyrError::Unexpected { expected, .. } => at.key(&format!(
+            "expected {}, found {}",
+            expected_words(expected),
+            node_at(at.lines, at.line, at.column)
+        )),
         SaphyrError::InvalidBooleanStrict { .. } => {
             at.key(&format!("expected true or false, found {}", found()))
         }
@@ -272,6 +277,19 @@ fn scalar_at(lines: &[&str], line: u32, column: u32) -> String {
     }
 }
 
+/// What is written at a position: a list, a mapping, or the scalar.
+fn node_at(lines: &[&str], line: u32, column: u32) -> String {
+    let text = lines
+        .get((line as usize).wrapping_sub(1))
+        .and_then(|l| l.get((column as usize).saturating_sub(1)..))
+        .unwrap_or("");
+    match text.trim_start().chars().next() {
+        Some('[' | '-') => "a list".to_owned(),
+        Some('{') => "a mapping".to_owned(),
+        _ => scalar_at(lines, line, column),
+    }
+}
+
 /// What serde expected, in words about the file.
 fn expected_words(expected: &str) -> String {
     let words = match expected {
@@ -280,7 +298,10 @@ fn expected_words(expected: &str) -> String {
         "u32" | "u64" | "usize" | "u128" => "a whole number (0 or more)",
         "i8" | "i16" | "i32" | "i64" | "isize" | "i128" => "a whole number",
         "f32" | "f64" => "a number",
-        "a boolean" | "bool" => "true or false",
+        "a boolean" | "bool" | "boolean" => "true or false",
+        "string scalar" | "scalar" => "a single value (not a list or mapping)",
+        "mapping" | "a mapping" | "mapping start" => "a mapping (`key: value` lines)",
+        "sequence" | "sequence start" => "a list",
         "a string" | "string" | "a borrowed string" | "a character" => "text",
         "a sequence" => "a list",
         "a map" => "a mapping (`key: value` lines)",
@@ -347,5 +368,114 @@ fn strip_location(message: &str) -> &str {
     match message.rfind(" at line ") {
         Some(i) if message[i + 9..].contains("column") => &message[..i],
         _ => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Inner {
+        #[serde(default)]
+        count: u32,
+        #[serde(default)]
+        on: bool,
+        #[serde(default)]
+        name: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Doc {
+        #[serde(default)]
+        a: Option<Inner>,
+        #[serde(default)]
+        b: Option<Inner>,
+        #[serde(default)]
+        items: Vec<Inner>,
+        #[serde(default)]
+        map: BTreeMap<String, u32>,
+    }
+
+    fn errors(text: &str) -> Vec<(u32, u32, String)> {
+        from_yaml_str_all::<Doc>(text)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| (e.line, e.column, e.message))
+            .collect()
+    }
+
+    #[test]
+    fn a_valid_document_parses() {
+        let d: Doc = from_yaml_str_all("a:\n  count: 3\nitems:\n  - on: true\n").unwrap();
+        assert_eq!(d.a.unwrap().count, 3);
+        assert!(d.items[0].on);
+    }
+
+    #[test]
+    fn every_key_and_value_error_is_reported_in_line_order() {
+        let text =
+            "a:\n  cuont: 3\n  on: maybe\nitems:\n  - count: -1\n  - nme: x\nb:\n  count: [1]\n";
+        let got = errors(text);
+        assert_eq!(
+            got,
+            [
+                (
+                    2,
+                    3,
+                    "unknown key `cuont` in `a`; did you mean `count`?".into()
+                ),
+                (3, 7, "`a.on`: expected true or false, found `maybe`".into()),
+                (
+                    5,
+                    12,
+                    "`items[0].count`: expected a whole number (0 or more), found `-1`".into()
+                ),
+                (
+                    6,
+                    5,
+                    "unknown key `nme` in `items[1]`; did you mean `name`?".into()
+                ),
+                (
+                    8,
+                    10,
+                    "`b.count`: expected a single value (not a list or mapping), found a list"
+                        .into()
+                ),
+            ],
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_name_the_first_one_without_library_advice() {
+        let got = errors("a:\n  count: 1\nb: {}\na:\n  count: 2\nmap:\n  x: 1\n  x: 2\n");
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert_eq!(got[0], (4, 1, "duplicate key `a`, first at line 1".into()));
+        assert_eq!(got[1].0, 8, "{got:#?}");
+        assert!(got[1].2.starts_with("duplicate key `x`"), "{got:#?}");
+        assert!(got.iter().all(|e| !e.2.contains("DuplicateKeyPolicy")));
+    }
+
+    #[test]
+    fn a_syntax_error_ends_the_parse_after_the_errors_before_it() {
+        let got = errors("a:\n  cuont: 1\nitems:\n  - on: true\n   nme: x\n  - nme: y\n");
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert_eq!(got[0].0, 2);
+        assert!(got[1].2.starts_with("YAML syntax: "), "{got:#?}");
+        // The first-error form gives the same first error.
+        let first = from_yaml_str_located::<Doc>("a:\n  cuont: 1\n").unwrap_err();
+        assert_eq!((first.line, first.column), (2, 3));
+        assert!(first.message.contains("did you mean `count`"), "{first:?}");
+    }
+
+    #[test]
+    fn recovery_is_bounded() {
+        let text: String = (0..200).map(|i| format!("k{i}: 1\n")).collect();
+        assert_eq!(errors(&text).len(), MAX_ERRORS);
     }
 }
