@@ -787,14 +787,14 @@ const INVALID: &[(&str, u32, u32, Option<&str>, &str)] = &[
         2,
         1,
         None,
-        "unknown field `untested_action`",
+        "unknown key `untested_action` at the top level; did you mean `untested`?",
     ),
     (
         "rules:\n  - id: a\n    match:\n      client: [\"10.0.0.0/8\"]\n",
         4,
         7,
         Some("a"),
-        "unknown field `client`",
+        "unknown key `client` in `rules[0].match`; did you mean `clients`?",
     ),
     (
         "rules:\n  - id: a\n    action: block\n  - id: b\n    security_level: extreme\nuntested: warn\n",
@@ -866,8 +866,14 @@ const INVALID: &[(&str, u32, u32, Option<&str>, &str)] = &[
         None,
         "expected one of allow, warn, block",
     ),
-    ("warn:\n  continue_seconds: soon\n", 2, 21, None, "invalid"),
-    ("rules: {id: a}\n", 1, 8, None, "sequence"),
+    (
+        "warn:\n  continue_seconds: soon\n",
+        2,
+        21,
+        None,
+        "expected a whole number (0 or more), found `soon`",
+    ),
+    ("rules: {id: a}\n", 1, 8, None, "expected a list"),
     (
         "categories:\n  actions:\n    malwar: block\n",
         3,
