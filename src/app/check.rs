@@ -8,7 +8,8 @@
 //! the named file's own problems at their own positions (a policy's errors, a users file's
 //! bad line). Checked for the proxy: the policy and reputation choice (no silent fallback),
 //! `policy.file` (parsed and compiled), the interception CA when `intercept.enabled` (both
-//! files, readable, a CA, the key matching: a test certificate is minted), `auth.users_file`,
+//! files, readable, a CA, the key matching: a test certificate is minted) and its
+//! `upstream_ca_file`, `auth.users_file`,
 //! `auth.groups_file`, `admin.token_file`, each source's `token_file` and `ca_file`; for the
 //! server: its tokens (inline and `server.tokens_file`), `server.tls`, `server.upstream`'s
 //! token and CA files.
@@ -111,6 +112,14 @@ fn proxy_files(config: &Config, found: &mut Vec<Found>) {
     }
     if config.intercept.enabled {
         ca_dir(&mut c);
+        if let Some(path) = &config.intercept.upstream_ca_file
+            && let Err(e) = crate::tls::client_config(Some(path))
+        {
+            c.at(
+                "intercept.upstream_ca_file",
+                format!("intercept.upstream_ca_file {e}"),
+            );
+        }
     }
     if let Some(path) = &config.auth.users_file {
         users_file(&mut c, path);

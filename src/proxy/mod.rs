@@ -279,8 +279,11 @@ fn intercept_setup(
     bounds: &[Arc<pool::IdleBound>],
 ) -> anyhow::Result<(intercept::Interceptor, Vec<HttpsClients>)> {
     let (ic, cfg) = (&config.intercept, &config.proxy);
-    let tls = crate::tls::client_config(ic.upstream_ca_file.as_deref())
-        .map_err(|e| anyhow::anyhow!("intercept.upstream_ca_file {e}"))?;
+    let tls = crate::tls::client_config(ic.upstream_ca_file.as_deref()).map_err(|e| {
+        anyhow::Error::new(crate::exit::Misconfigured(format!(
+            "intercept.upstream_ca_file {e}"
+        )))
+    })?;
     // What hyper-rustls sets on the two pools' configs (no ALPN for HTTP/1.1 only), for the
     // early connections that stand in for theirs.
     let early = ic.early_upstream.map(|keep| {

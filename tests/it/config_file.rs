@@ -89,13 +89,14 @@ async fn config_check_reports_every_problem_of_the_files_the_config_names() {
             "proxy:\n  listen: [\"127.0.0.1:0\"]\n\
              policy:\n  file: {policy:?}\n\
              auth:\n  users_file: {users:?}\n  groups_file: {groups:?}\n\
-             intercept:\n  enabled: true\n  ca_dir: {ca:?}\n\
+             intercept:\n  enabled: true\n  ca_dir: {ca:?}\n  upstream_ca_file: {upca:?}\n\
              admin:\n  token_file: {token:?}\n\
              reputation:\n  sources:\n    - url: \"http://127.0.0.1:8480\"\n      token_file: {token:?}\n",
             policy = d("policy.yaml"),
             users = d("users"),
             groups = d("groups"),
             ca = d("ca"),
+            upca = d("missing-ca.pem"),
             token = d("missing-token"),
         ),
     )
@@ -117,12 +118,13 @@ async fn config_check_reports_every_problem_of_the_files_the_config_names() {
         format!("{}:2:1: ", d("users")),
         format!("{}:2:1: expected `group: user user ...`", d("groups")),
         format!("{c}:10:3: intercept.ca_dir {}: ", d("ca")),
+        format!("{c}:11:3: intercept.upstream_ca_file "),
         format!(
-            "{c}:12:3: cannot read admin.token_file {}",
+            "{c}:13:3: cannot read admin.token_file {}",
             d("missing-token")
         ),
         format!(
-            "{c}:16:7: cannot read reputation.sources[0].token_file {}",
+            "{c}:17:7: cannot read reputation.sources[0].token_file {}",
             d("missing-token")
         ),
     ];
@@ -138,6 +140,10 @@ async fn config_check_reports_every_problem_of_the_files_the_config_names() {
     let fixed = std::fs::read_to_string(&cfg)
         .unwrap()
         .replace(&format!("  users_file: {:?}\n", d("users")), "")
+        .replace(
+            &format!("  upstream_ca_file: {:?}\n", d("missing-ca.pem")),
+            "",
+        )
         .replace("finance bob", "finance: bob");
     std::fs::write(d("groups"), "staff: alice\nfinance: bob\n").unwrap();
     std::fs::write(d("missing-token"), "client-token-0123456789\n").unwrap();
