@@ -1,5 +1,6 @@
 //! The systemd units pass `systemd-analyze verify` and rate at most 2.5 in
-//! `systemd-analyze security` (`systemd/check.sh`, run against the freshly built binary).
+//! `systemd-analyze security` (`systemd/check.sh`, run against the freshly built binary), and
+//! name the exit statuses of a bad configuration in `RestartPreventExitStatus=`.
 //! Skipped, saying so, where systemd-analyze is not installed; `.ci/run` installs it.
 
 use std::process::Command;
@@ -35,4 +36,24 @@ fn units_verify_and_rate_ok_in_systemd_analyze_security() {
         assert!(score <= 2.5, "{line}");
     }
     eprintln!("{stdout}");
+}
+
+#[test]
+fn units_do_not_restart_a_service_whose_configuration_is_wrong() {
+    use webrep::exit::Exit;
+    let want = format!(
+        "RestartPreventExitStatus={} {} {}",
+        Exit::Usage.code(),
+        Exit::NoPerm.code(),
+        Exit::Config.code()
+    );
+    for unit in ["webrep-proxy.service", "webrep-server.service"] {
+        let path = format!("{}/systemd/{unit}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("RestartPreventExitStatus="))
+            .collect();
+        assert_eq!(lines, [want.as_str()], "{unit}");
+    }
 }
