@@ -47,7 +47,6 @@ pub struct ProxyConfig {
     pub upstream_max_idle_per_host: usize,
     /// Idle upstream connections in the whole process (split among the workers).
     pub upstream_max_idle: usize,
-    pub upstream_max_idle_grown: usize,
     pub upstream_read_buffer_bytes: usize,
     pub tunnel_idle_timeout: Duration,
     /// Relay plain TCP tunnels with `splice(2)` (Linux).
@@ -121,11 +120,6 @@ impl ProxyConfig {
                 "proxy.upstream_max_idle",
                 p.upstream_max_idle,
                 1..=1_000_000,
-            )?,
-            upstream_max_idle_grown: within(
-                "proxy.upstream_max_idle_grown",
-                p.upstream_max_idle_grown,
-                0..=1_000_000,
             )?,
             upstream_read_buffer_bytes: t.upstream_read_buffer_bytes,
             tunnel_idle_timeout: t.tunnel_idle,

@@ -303,22 +303,14 @@ pub struct RawProxyConfig {
     /// pool well inside the descriptor limit whatever the number of hosts. Default 2000; 1
     /// to 1000000.
     pub upstream_max_idle: usize,
-    /// Of the idle pooled connections, at most this many whose read buffer grew (a response
-    /// came in reads of more than 32 KiB), split among the workers like
-    /// `upstream_max_idle`; the one idle for longest is closed beyond it. Such a connection
-    /// keeps its buffer, up to `upstream_read_buffer_bytes`, while it waits, so this bounds
-    /// what large downloads leave behind in the pool (64 x 256 KiB: 16 MiB) while small
-    /// answers keep their 8 KiB buffers. Default 64; 0 to 1000000 (0: such connections
-    /// close once their response is done).
-    pub upstream_max_idle_grown: usize,
     /// The most an upstream connection's read buffer grows to, in bytes: each read from an
     /// upstream takes at most this much. The buffer starts at 8 KiB and doubles while reads
     /// fill it, so only large downloads make it grow; larger means fewer system calls for
     /// them (1 MiB plain-HTTP responses at 128 connections: 0.56-0.60x the direct rate and
     /// 0.58-0.69 CPU-s/GiB at 262144, against 0.41-0.43x and 1.06 at 24576;
-    /// docs/performance.md) and more memory per connection that carried one, up to about
-    /// twice this while a body streams and this while it waits idle, which
-    /// `upstream_max_idle_grown` bounds. Default 262144; 8192 to 16777216.
+    /// docs/performance.md) and more memory for each connection carrying one, up to about
+    /// twice this while a body streams (an idle HTTP/1.1 connection keeps no buffer).
+    /// Default 262144; 8192 to 16777216.
     pub upstream_read_buffer_bytes: usize,
     /// A tunnel (CONNECT or WebSocket) with no bytes in either direction for this long is
     /// closed, in milliseconds. Default 300000 (5 minutes).
@@ -985,7 +977,6 @@ impl Default for RawProxyConfig {
             upstream_idle_timeout_ms: 15_000,
             upstream_max_idle_per_host: 16,
             upstream_max_idle: 2000,
-            upstream_max_idle_grown: 64,
             upstream_read_buffer_bytes: 262_144,
             tunnel_idle_timeout_ms: 300_000,
             splice: true,

@@ -144,11 +144,6 @@ impl Body for ProxyBody {
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(h)) = (frame.data_ref(), &this.pool)
-                    && data.len() > super::pool::GROWN_READ
-                {
-                    h.note_grown();
-                }
                 if let (Some(data), Some(l)) = (
                     frame.data_ref(),
                     this.guard.as_mut().and_then(|g| g.log.as_mut()),

@@ -24,11 +24,24 @@
 //! origin. A request that a reused connection refused before writing it (the origin had
 //! closed it) is sent again over another connection, as hyper-util does.
 //!
+//! An idle connection waits as its bare socket ([`Parkable`]): hyper's state for a
+//! connection (its request channel, about 10 KB, its header write buffer of 8 KiB and its
+//! read buffer) is made for each request and taken apart when the connection is idle again
+//! (hyper's `without_shutdown`), so that the thousands of idle connections an office's long
+//! tail of hosts leaves in the pool hold a socket each and no buffers. A parked connection is
+//! taken only when nothing waits to be read on it (a byte on an idle HTTP/1.1 connection is
+//! the origin closing it, or garbage), and the sweep drops the ones that closed or were
+//! evicted. Requests that ask for an upgrade (WebSocket) keep hyper's connection to the end:
+//! an upgraded connection never comes back.
+//!
 //! # What it costs
 //! Per request: one lock of the worker's own (uncontended) mutex to take a connection and one
-//! to give it back, a hash lookup each; one small task per response that waits for its body
-//! to end. Per idle connection one entry (its sender and a copy of its connection facts).
-//! Every [`SWEEP`] while connections are idle, one pass over the worker's idle entries.
+//! to give it back, a hash lookup each; hyper's per-connection state allocated and freed
+//! (about 30 KB, from the allocator's thread cache), one task running the connection and one
+//! small task per response that waits for its body to end; a `peek` of a reused socket. Per
+//! idle connection one entry (its socket and a copy of its connection facts). Every
+//! [`SWEEP`] while connections are idle, one pass over the worker's idle entries with a
+//! `peek` each.
 //!
 //! # How it fails
 //! A connector error (DNS, refused destination, connect, TLS) and an HTTP error from hyper
@@ -43,8 +56,10 @@ use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
 
 use super::body::UpstreamBody;
+use super::pool::Tracked;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -68,23 +83,61 @@ pub enum PoolError {
 /// An origin: connections are shared by requests with the same scheme and authority.
 type Key = (Scheme, Authority);
 
-/// A connection: its sender, and what its connector said about it (copied into every
-/// response's extensions: the peer address, the idle bound's handle).
-struct Conn {
-    tx: http1::SendRequest<UpstreamBody>,
-    connected: Connected,
+/// An upstream connection the pool can hold while idle as its bare socket.
+pub trait Parkable {
+    /// Whether it can carry another request: its socket is open, not evicted by the idle
+    /// bound, and has nothing to read.
+    fn reusable(&self) -> bool;
 }
 
-struct Idle {
-    conn: Conn,
+impl Parkable for Tracked {
+    fn reusable(&self) -> bool {
+        Tracked::reusable(self)
+    }
+}
+
+impl Parkable for hyper_rustls::MaybeHttpsStream<Tracked> {
+    fn reusable(&self) -> bool {
+        match self {
+            Self::Http(t) => t.reusable(),
+            // A TLS record waiting on an idle connection is the origin's close_notify (or
+            // something as unexpected): the socket's check is the connection's.
+            Self::Https(tls) => TokioIo::inner(tls.inner().get_ref().0).reusable(),
+        }
+    }
+}
+
+/// An idle connection: its socket, and what its connector said about it (copied into every
+/// response's extensions: the peer address, the idle bound's handle).
+struct Idle<T> {
+    io: T,
+    connected: Arc<Connected>,
     since: Instant,
 }
 
-#[derive(Default)]
-struct Held {
-    by_origin: HashMap<Key, Vec<Idle>>,
+struct Held<T> {
+    by_origin: HashMap<Key, Vec<Idle<T>>>,
     /// A sweep task runs (started by the first idle entry, ends when none is left).
     sweeping: bool,
+}
+
+impl<T> Default for Held<T> {
+    fn default() -> Self {
+        Self {
+            by_origin: HashMap::new(),
+            sweeping: false,
+        }
+    }
+}
+
+/// What a pool and its connections' tasks share.
+type Shared<T> = Arc<Mutex<Held<T>>>;
+
+/// The limits a parked connection is given back with.
+#[derive(Clone, Copy)]
+struct Limits {
+    max_idle_per_host: usize,
+    idle_timeout: Duration,
 }
 
 /// The limits every pool of the process shares.
@@ -96,13 +149,13 @@ pub struct Settings {
 }
 
 /// One worker's pool over connector `C`.
-pub struct H1Pool<C> {
+pub struct H1Pool<C: tower_service::Service<Uri>> {
     connector: C,
     settings: Settings,
-    held: Arc<Mutex<Held>>,
+    held: Shared<C::Response>,
 }
 
-impl<C> H1Pool<C> {
+impl<C: tower_service::Service<Uri>> H1Pool<C> {
     pub fn new(connector: C, settings: Settings) -> Self {
         Self {
             connector,
@@ -117,7 +170,7 @@ impl<C> H1Pool<C> {
     }
 }
 
-fn lock(held: &Mutex<Held>) -> std::sync::MutexGuard<'_, Held> {
+fn lock<T>(held: &Mutex<Held<T>>) -> std::sync::MutexGuard<'_, Held<T>> {
     // The lock guards plain map operations: a panic cannot leave it inconsistent.
     held.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -126,7 +179,8 @@ fn lock(held: &Mutex<Held>) -> std::sync::MutexGuard<'_, Held> {
 impl<C> H1Pool<C>
 where
     C: tower_service::Service<Uri> + Clone + Send + 'static,
-    C::Response: hyper::rt::Read + hyper::rt::Write + Connection + Unpin + Send + 'static,
+    C::Response:
+        hyper::rt::Read + hyper::rt::Write + Connection + Parkable + Unpin + Send + Sync + 'static,
     C::Error: Into<BoxError>,
     C::Future: Send,
 {
@@ -145,16 +199,23 @@ where
             _ => return Err(PoolError::NoTarget),
         };
         *req.uri_mut() = origin_form(&uri);
+        let upgrade = req.headers().contains_key(http::header::UPGRADE);
         loop {
-            let (mut conn, reused) = match self.checkout(&key) {
-                Some(c) => (c, true),
+            let (io, connected, reused) = match self.checkout(&key) {
+                Some(idle) => (idle.io, idle.connected, true),
                 // Boxed: the handshake's state would otherwise sit in every request's future.
-                None => (Box::pin(self.connect(uri.clone())).await?, false),
+                None => {
+                    let io = Box::pin(self.connect(uri.clone())).await?;
+                    let connected = Arc::new(io.connected());
+                    (io, connected, false)
+                }
             };
-            match conn.tx.try_send_request(req).await {
+            // Boxed too: it holds the socket (with its TLS state) while hyper takes it over.
+            let (mut tx, parked) = Box::pin(self.handshake(io, &key, &connected, upgrade)).await?;
+            match tx.try_send_request(req).await {
                 Ok(mut resp) => {
-                    conn.connected.get_extras(resp.extensions_mut());
-                    self.give_back_when_done(key, conn);
+                    connected.get_extras(resp.extensions_mut());
+                    give_back_when_done(tx, parked);
                     return Ok(resp);
                 }
                 Err(mut e) => match e.take_message() {
@@ -166,17 +227,16 @@ where
         }
     }
 
-    /// The most recently idle live connection to `key`, dropping closed and expired ones.
-    fn checkout(&self, key: &Key) -> Option<Conn> {
+    /// The most recently idle reusable connection to `key`, dropping closed, evicted and
+    /// expired ones.
+    fn checkout(&self, key: &Key) -> Option<Idle<C::Response>> {
         let mut held = lock(&self.held);
         let list = held.by_origin.get_mut(key)?;
         let now = Instant::now();
         let mut found = None;
         while let Some(idle) = list.pop() {
-            if idle.conn.tx.is_ready()
-                && now.duration_since(idle.since) < self.settings.idle_timeout
-            {
-                found = Some(idle.conn);
+            if now.duration_since(idle.since) < self.settings.idle_timeout && idle.io.reusable() {
+                found = Some(idle);
                 break;
             }
         }
@@ -186,80 +246,117 @@ where
         found
     }
 
-    /// A new connection to `uri`'s origin, its connection task spawned on this worker.
-    async fn connect(&self, uri: Uri) -> Result<Conn, PoolError> {
+    /// A new connection to `uri`'s origin from the connector.
+    async fn connect(&self, uri: Uri) -> Result<C::Response, PoolError> {
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx))
             .await
             .map_err(|e| PoolError::Connect(e.into()))?;
-        let io = connector
+        connector
             .call(uri)
             .await
-            .map_err(|e| PoolError::Connect(e.into()))?;
-        let connected = io.connected();
+            .map_err(|e| PoolError::Connect(e.into()))
+    }
+
+    /// hyper's connection over `io`, its task spawned on this worker. Unless the request
+    /// asks for an upgrade, the task parks the socket in the pool when the connection ends
+    /// idle and fit for another request (see [`give_back_when_done`]); the returned sender
+    /// is told so through `parked`.
+    async fn handshake(
+        &self,
+        io: C::Response,
+        key: &Key,
+        connected: &Arc<Connected>,
+        upgrade: bool,
+    ) -> Result<(http1::SendRequest<UpstreamBody>, ReuseSignal), PoolError> {
         let (tx, conn) = self
             .settings
             .builder
             .handshake(io)
             .await
             .map_err(PoolError::Http)?;
+        let (signal, reusable) = tokio::sync::oneshot::channel();
+        if upgrade {
+            tokio::spawn(async move {
+                // Its end is the request's business; an upgraded connection never returns.
+                let _ = conn.with_upgrades().await;
+            });
+            return Ok((tx, signal));
+        }
+        let (held, key, connected) = (Arc::downgrade(&self.held), key.clone(), connected.clone());
+        let limits = Limits {
+            max_idle_per_host: self.settings.max_idle_per_host,
+            idle_timeout: self.settings.idle_timeout,
+        };
         tokio::spawn(async move {
-            // Its end (the origin closed, an error, every sender dropped) is the pool's
-            // business only through `is_ready`; the request in flight gets the error.
-            let _ = conn.with_upgrades().await;
-        });
-        Ok(Conn { tx, connected })
-    }
-
-    /// Once the response's body is done (the connection can take a request again), `conn`
-    /// waits in the pool; a connection that closes or upgrades instead is dropped.
-    fn give_back_when_done(&self, key: Key, mut conn: Conn) {
-        let held = Arc::downgrade(&self.held);
-        let (max_idle_per_host, idle_timeout) =
-            (self.settings.max_idle_per_host, self.settings.idle_timeout);
-        tokio::spawn(async move {
-            if conn.tx.ready().await.is_ok()
+            // Ends when the sender is dropped with the connection idle (Ok), or when the
+            // origin closes or an error ends it (the request in flight gets the error).
+            let Ok(parts) = conn.without_shutdown().await else {
+                return;
+            };
+            let mut reusable = reusable;
+            if reusable.try_recv().is_ok()
+                && parts.read_buf.is_empty()
                 && let Some(held) = held.upgrade()
             {
-                put(&held, max_idle_per_host, idle_timeout, key, conn);
+                let idle = Idle {
+                    io: parts.io,
+                    connected,
+                    since: Instant::now(),
+                };
+                put(&held, limits, key, idle);
             }
         });
+        Ok((tx, signal))
     }
 }
 
-/// `conn` idle from now, unless its origin has `max_idle_per_host` already (then it closes).
-fn put(
-    held_ref: &Arc<Mutex<Held>>,
-    max_idle_per_host: usize,
-    idle_timeout: Duration,
+/// Said by the request's side to the connection's task: the connection was idle and ready
+/// for another request when its sender was dropped.
+type ReuseSignal = tokio::sync::oneshot::Sender<()>;
+
+/// Once the response's body is done and hyper says the connection can take a request again,
+/// signals so and drops the sender: the connection's task then parks the socket. A
+/// connection that closes or upgrades instead is not signalled.
+fn give_back_when_done(mut tx: http1::SendRequest<UpstreamBody>, parked: ReuseSignal) {
+    tokio::spawn(async move {
+        if tx.ready().await.is_ok() {
+            let _ = parked.send(());
+        }
+        drop(tx);
+    });
+}
+
+/// `idle` waits in the pool from now, unless its origin has `max_idle_per_host` already
+/// (then it closes).
+fn put<T: Parkable + Send + 'static>(
+    held_ref: &Shared<T>,
+    limits: Limits,
     key: Key,
-    conn: Conn,
+    idle: Idle<T>,
 ) {
     let mut held = lock(held_ref);
     let list = held.by_origin.entry(key).or_default();
-    if list.len() >= max_idle_per_host {
+    if list.len() >= limits.max_idle_per_host {
         return;
     }
-    list.push(Idle {
-        conn,
-        since: Instant::now(),
-    });
+    list.push(idle);
     if !held.sweeping {
         held.sweeping = true;
-        tokio::spawn(sweep(Arc::downgrade(held_ref), idle_timeout));
+        tokio::spawn(sweep(Arc::downgrade(held_ref), limits.idle_timeout));
     }
 }
 
-/// Every [`SWEEP`], drops the idle entries that closed or expired; ends when none is left
-/// (the next idle connection starts another) or the pool is gone.
-async fn sweep(held: Weak<Mutex<Held>>, idle_timeout: Duration) {
+/// Every [`SWEEP`], drops the idle entries that closed, were evicted or expired; ends when
+/// none is left (the next idle connection starts another) or the pool is gone.
+async fn sweep<T: Parkable>(held: Weak<Mutex<Held<T>>>, idle_timeout: Duration) {
     loop {
         tokio::time::sleep(SWEEP).await;
         let Some(held) = held.upgrade() else { return };
         let mut held = lock(&held);
         let now = Instant::now();
         held.by_origin.retain(|_, list| {
-            list.retain(|i| !i.conn.tx.is_closed() && now.duration_since(i.since) < idle_timeout);
+            list.retain(|i| now.duration_since(i.since) < idle_timeout && i.io.reusable());
             !list.is_empty()
         });
         let map = &mut held.by_origin;

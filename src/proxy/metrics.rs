@@ -388,16 +388,10 @@ fn encode_upstream_pool(enc: &mut DescriptorEncoder, state: &ProxyState) -> fmt:
         "Pooled HTTP/1 upstream connections waiting for reuse (at most proxy.upstream_max_idle)",
         c.idle,
     )?;
-    gauge(
-        enc,
-        "upstream_idle_grown_connections",
-        "Idle upstream connections whose read buffer grew with a large response (at most proxy.upstream_max_idle_grown)",
-        c.idle_grown,
-    )?;
     counter(
         enc,
         "upstream_pool_evictions",
-        "Idle upstream connections closed because proxy.upstream_max_idle (or upstream_max_idle_grown) were idle",
+        "Idle upstream connections closed because proxy.upstream_max_idle were idle",
         c.evictions,
     )?;
     let entries = state.clients.iter().map(|p| p.idle()).sum::<usize>()

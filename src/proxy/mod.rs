@@ -430,11 +430,7 @@ impl Proxy {
                 dial::Resolver::new(cfg.dns_cache.clone()).context("starting the DNS resolver")?,
             )
             .with_attempt_delay(cfg.happy_eyeballs_delay);
-        let upstream_bounds = pool::IdleBound::per_worker(
-            cfg.upstream_max_idle,
-            cfg.upstream_max_idle_grown,
-            workers,
-        );
+        let upstream_bounds = pool::IdleBound::per_worker(cfg.upstream_max_idle, workers);
         let clients = upstream_bounds
             .iter()
             .map(|b| {

@@ -1,6 +1,6 @@
 //! The bound on idle upstream connections: at most `proxy.upstream_max_idle` pooled
 //! connections wait for reuse in the whole process, the least recently used one closed to
-//! make room; of them at most `proxy.upstream_max_idle_grown` whose read buffer grew.
+//! make room.
 //!
 //! # Where it sits
 //! The pools bound idle connections per host (`proxy.upstream_max_idle_per_host`) and in
@@ -19,12 +19,10 @@
 //! written for [`FRESH_GRACE`] is idle too (hyper-util's HTTP/2 pool keeps unused the
 //! connection it was making for a request that found a pooled one first); a per-worker task
 //! looks for those every [`FRESH_GRACE`]. When a connection becoming idle makes one too
-//! many, the oldest idle one is evicted (the oldest grown one first when the grown ones are
-//! too many: a response that came in reads larger than [`GROWN_READ`] left the connection
-//! with a read buffer of up to `proxy.upstream_read_buffer_bytes`, which it keeps while it
-//! waits): its socket reads as closed from then on and its
-//! waiting reader is woken, so hyper's connection task ends, the socket closes, and the pool
-//! drops the entry ([`super::h1pool`] within a second). A request that took the evicted
+//! many, the oldest idle one is evicted: its socket reads as closed from then on and its
+//! waiting reader, if any, is woken, so hyper's connection task ends and the socket closes;
+//! [`super::h1pool`], which holds its idle connections as bare sockets, drops the entry
+//! within a second. A request that took the evicted
 //! connection from the pool at that very moment is sent again on a new one (the closure is
 //! seen before the request is written). Connections that never become idle here stay out of
 //! the count: HTTP/2
@@ -59,13 +57,9 @@ use tokio::net::TcpStream;
 #[derive(Debug)]
 pub struct IdleBound {
     max_idle: usize,
-    /// Of those, at most this many whose read buffer grew ([`PoolHandle::note_grown`]).
-    max_idle_grown: usize,
     lru: Mutex<Lru>,
     /// Idle connections now (the LRU's length, readable without the lock).
     idle: AtomicUsize,
-    /// Grown idle connections now.
-    idle_grown: AtomicUsize,
     /// Upstream connections open now, busy or idle.
     open: AtomicUsize,
     /// Idle connections closed to keep within `max_idle`.
@@ -76,8 +70,6 @@ pub struct IdleBound {
 struct Lru {
     /// Idle connections by the order they became idle.
     by_age: BTreeMap<u64, Arc<Slot>>,
-    /// The grown ones among them, by the same keys.
-    grown: BTreeMap<u64, Arc<Slot>>,
     next: u64,
     /// Connections handed to hyper with no request written yet, oldest first.
     fresh: VecDeque<(Instant, Weak<Slot>)>,
@@ -91,9 +83,6 @@ struct Slot {
     evicted: AtomicBool,
     /// Handed to hyper (after the TLS handshake, for HTTPS).
     handed: AtomicBool,
-    /// A response read through it came in reads larger than [`GROWN_READ`]: its read buffer
-    /// grew, and keeps that size while it waits.
-    grown: AtomicBool,
     /// A request was written since it was handed over.
     used: AtomicBool,
     /// The task reading the socket, woken on eviction.
@@ -106,49 +95,31 @@ struct Slot {
 /// handover otherwise.
 pub const FRESH_GRACE: Duration = Duration::from_secs(1);
 
-/// A body frame larger than this came from a read buffer grown past hyper's initial 8 KiB
-/// and its first doublings: the connection counts as grown.
-pub const GROWN_READ: usize = 32 * 1024;
-
 /// Counts summed over the workers, for `/metrics` and `/stats`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PoolCounts {
     pub open: usize,
     pub idle: usize,
-    /// Idle ones whose read buffer grew.
-    pub idle_grown: usize,
     pub evictions: u64,
 }
 
 impl IdleBound {
-    /// One bound per worker: `total` idle connections for the process, `grown` of them
-    /// with a grown read buffer, split evenly (each worker keeps at least one connection).
-    pub fn per_worker(total: usize, grown: usize, workers: usize) -> Vec<Arc<IdleBound>> {
+    /// One bound per worker: `total` idle connections for the process, split evenly (each
+    /// worker keeps at least one connection).
+    pub fn per_worker(total: usize, workers: usize) -> Vec<Arc<IdleBound>> {
         let workers = workers.max(1);
         let each = total.div_ceil(workers).max(1);
-        let grown = grown.div_ceil(workers);
-        (0..workers)
-            .map(|_| Arc::new(Self::new(each).with_grown(grown)))
-            .collect()
+        (0..workers).map(|_| Arc::new(Self::new(each))).collect()
     }
 
     pub fn new(max_idle: usize) -> Self {
         Self {
             max_idle,
-            max_idle_grown: max_idle,
             lru: Mutex::default(),
             idle: AtomicUsize::new(0),
-            idle_grown: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
             evictions: AtomicU64::new(0),
         }
-    }
-
-    /// At most `n` of the idle connections may have a grown read buffer.
-    #[must_use]
-    pub fn with_grown(mut self, n: usize) -> Self {
-        self.max_idle_grown = n;
-        self
     }
 
     /// The counts of all `bounds`.
@@ -158,7 +129,6 @@ impl IdleBound {
             .fold(PoolCounts::default(), |c, b| PoolCounts {
                 open: c.open + b.open.load(Relaxed),
                 idle: c.idle + b.idle.load(Relaxed),
-                idle_grown: c.idle_grown + b.idle_grown.load(Relaxed),
                 evictions: c.evictions + b.evictions.load(Relaxed),
             })
     }
@@ -175,7 +145,6 @@ impl IdleBound {
         let mut lru = self.lock();
         let key = slot.idle_key.swap(0, Relaxed);
         if key != 0 && lru.by_age.remove(&key).is_some() {
-            lru.grown.remove(&key);
             self.store_counts(&lru);
         }
     }
@@ -199,30 +168,19 @@ impl IdleBound {
         let key = lru.next;
         slot.idle_key.store(key, Relaxed);
         lru.by_age.insert(key, slot.clone());
-        if slot.grown.load(Relaxed) {
-            lru.grown.insert(key, slot.clone());
-        }
     }
 
     fn store_counts(&self, lru: &Lru) {
         self.idle.store(lru.by_age.len(), Relaxed);
-        self.idle_grown.store(lru.grown.len(), Relaxed);
     }
 
     /// The idle connections beyond the bounds, oldest first, taken out of the LRU: grown
     /// ones beyond their own bound first, then any beyond the total.
     fn over_bound(&self, lru: &mut Lru) -> Vec<Arc<Slot>> {
         let mut victims = Vec::new();
-        while lru.grown.len() > self.max_idle_grown
-            && let Some((key, v)) = lru.grown.pop_first()
-        {
-            lru.by_age.remove(&key);
-            victims.push(v);
-        }
         while lru.by_age.len() > self.max_idle
-            && let Some((key, v)) = lru.by_age.pop_first()
+            && let Some((_, v)) = lru.by_age.pop_first()
         {
-            lru.grown.remove(&key);
             victims.push(v);
         }
         self.store_counts(lru);
@@ -331,6 +289,20 @@ impl Tracked {
         }
     }
 
+    /// Whether this idle connection can carry another request: not evicted, and nothing to
+    /// read (on an idle HTTP/1.1 connection a byte is the origin's close or garbage). One
+    /// non-blocking `peek`.
+    pub fn reusable(&self) -> bool {
+        if self.reg.slot.evicted.load(Relaxed) {
+            return false;
+        }
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+        matches!(
+            socket2::SockRef::from(self.io.inner()).peek(&mut byte),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        )
+    }
+
     fn note_write(&self, len: usize) {
         if len == 0 {
             return;
@@ -413,12 +385,6 @@ impl PoolHandle {
     pub fn release(self) {
         self.bound.idle(&self.slot);
     }
-
-    /// The response came in reads larger than [`GROWN_READ`]: the connection's read buffer
-    /// grew, and it counts against `proxy.upstream_max_idle_grown` while idle.
-    pub fn note_grown(&self) {
-        self.slot.grown.store(true, Relaxed);
-    }
 }
 
 #[cfg(test)]
@@ -473,28 +439,10 @@ mod tests {
     }
 
     #[test]
-    fn grown_connections_beyond_their_bound_go_first() {
-        let b = IdleBound::new(10).with_grown(1);
-        let (small, g1, g2) = (slot(), slot(), slot());
-        g1.grown.store(true, Relaxed);
-        g2.grown.store(true, Relaxed);
-        b.idle(&small);
-        b.idle(&g1);
-        b.idle(&g2);
-        assert!(g1.evicted.load(Relaxed), "the older grown one");
-        assert!(!g2.evicted.load(Relaxed) && !small.evicted.load(Relaxed));
-        assert_eq!((b.idle.load(Relaxed), b.idle_grown.load(Relaxed)), (2, 1));
-        // Busy again, it leaves both counts.
-        b.busy(&g2);
-        assert_eq!((b.idle.load(Relaxed), b.idle_grown.load(Relaxed)), (1, 0));
-    }
-
-    #[test]
     fn the_process_bound_is_split_among_workers() {
-        let w = IdleBound::per_worker(10, 5, 3);
+        let w = IdleBound::per_worker(10, 3);
         assert_eq!(w.len(), 3);
-        assert!(w.iter().all(|b| b.max_idle == 4 && b.max_idle_grown == 2));
-        assert_eq!(IdleBound::per_worker(1, 0, 4)[0].max_idle, 1);
-        assert_eq!(IdleBound::per_worker(1, 0, 4)[0].max_idle_grown, 0);
+        assert!(w.iter().all(|b| b.max_idle == 4));
+        assert_eq!(IdleBound::per_worker(1, 4)[0].max_idle, 1);
     }
 }

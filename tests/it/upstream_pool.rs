@@ -1,9 +1,9 @@
 //! The bounds on pooled upstream connections, seen from a real origin that counts the
 //! connections it holds open: the total of idle connections (`proxy.upstream_max_idle`,
-//! least recently used closed first), idle connections whose read buffer grew with a large
-//! download, idle connections per host, the idle lifetime, closed
-//! connections leaving the pool without waiting for the lifetime, and that closing idle
-//! connections never breaks a request.
+//! least recently used closed first), idle connections per host, the idle lifetime, closed
+//! connections leaving the pool without waiting for the lifetime, that closing idle
+//! connections never breaks a request, and that a connection goes back to the pool only
+//! when nothing of an answer is left on it (an abandoned body, stray bytes from the origin).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -18,10 +18,16 @@ use crate::harness::{BOUND, TestProxy, eventually, read_head, sample, scrape};
 /// An HTTP/1.1 origin for every host name (the proxy maps them all to 127.0.0.1): counts the
 /// connections open to it, answers `ok` on each, keep-alive. To a request for `/slow` it
 /// sends the head and the first byte of the body, then waits for a permit of `slow` before
-/// the last byte: the response is in flight meanwhile.
+/// the last byte: the response is in flight meanwhile. After answering `/stray` it sends an
+/// answer nobody asked for on the idle connection; `/close` is answered with `connection:
+/// close`, and the connection closed 300 ms later.
 struct CountingOrigin {
     port: u16,
     open: Arc<AtomicUsize>,
+    /// Connections accepted in all.
+    accepted: Arc<AtomicUsize>,
+    /// Unasked answers sent.
+    strays: Arc<AtomicUsize>,
     /// Request heads received (the client cannot see how many requests were retried).
     requests: Arc<AtomicUsize>,
     slow: Arc<Semaphore>,
@@ -32,13 +38,17 @@ impl CountingOrigin {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let open = Arc::new(AtomicUsize::new(0));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let strays = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
         let slow = Arc::new(Semaphore::new(0));
         let (o, r, s) = (open.clone(), requests.clone(), slow.clone());
+        let (acc, st) = (accepted.clone(), strays.clone());
         tokio::spawn(async move {
             while let Ok((mut sock, _)) = listener.accept().await {
-                let (open, requests, slow) = (o.clone(), r.clone(), s.clone());
+                let (open, requests, slow, strays) = (o.clone(), r.clone(), s.clone(), st.clone());
                 open.fetch_add(1, SeqCst);
+                acc.fetch_add(1, SeqCst);
                 tokio::spawn(async move {
                     loop {
                         let head_text = read_head(&mut sock).await;
@@ -46,6 +56,13 @@ impl CountingOrigin {
                             break;
                         }
                         requests.fetch_add(1, SeqCst);
+                        if path_is(&head_text, "/close") {
+                            // The origin says it closes, and does so a moment later, unread.
+                            let close = "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok";
+                            let _ = sock.write_all(close.as_bytes()).await;
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            break;
+                        }
                         if path_is(&head_text, "/big") {
                             let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {BIG}\r\n\r\n");
                             if sock.write_all(head.as_bytes()).await.is_err()
@@ -66,6 +83,12 @@ impl CountingOrigin {
                         if sock.write_all(rest).await.is_err() {
                             break;
                         }
+                        if path_is(&head_text, "/stray") {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            let stray = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nstray";
+                            let _ = sock.write_all(stray).await;
+                            strays.fetch_add(1, SeqCst);
+                        }
                     }
                     open.fetch_sub(1, SeqCst);
                 });
@@ -74,6 +97,8 @@ impl CountingOrigin {
         Self {
             port,
             open,
+            accepted,
+            strays,
             requests,
             slow,
         }
@@ -81,6 +106,10 @@ impl CountingOrigin {
 
     fn open(&self) -> usize {
         self.open.load(SeqCst)
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(SeqCst)
     }
 
     /// `http://{host}:{port}{path}` on this origin.
@@ -97,7 +126,7 @@ fn path_is(head: &str, path: &str) -> bool {
     head.split(' ').nth(1).is_some_and(|p| p.contains(path))
 }
 
-/// The body of `/big`: read in pieces larger than 32 KiB once the proxy's buffer has grown.
+/// The length of `/big`'s body: more than the proxy reads at once.
 const BIG: usize = 512 * 1024;
 
 /// A proxy with one worker (the bound is split among workers) mapping every name to
@@ -216,39 +245,80 @@ async fn closed_idle_connections_leave_the_pool_within_a_second_or_so() {
 }
 
 #[tokio::test]
-async fn idle_connections_that_carried_large_downloads_are_bounded_apart() {
+async fn a_response_the_client_abandoned_never_puts_its_connection_back() {
     let origin = CountingOrigin::start().await;
-    let proxy = proxy(|c| c.proxy.upstream_max_idle_grown = 1).await;
+    let proxy = proxy(|_| {}).await;
     let client = proxy.client(None);
-    for i in 0..3 {
-        let (status, body) = get(&client, origin.url(&format!("g{i}.pool.test"), "/big")).await;
-        assert_eq!((status, body.len()), (200, BIG), "host {i}");
+    // The head and the first byte of an answer, then the client goes: the rest of the body
+    // is still to come on the upstream connection, which must not carry another request.
+    let r = client
+        .get(origin.url("gone.pool.test", "/slow"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    drop(r);
+    eventually(
+        "the proxy closes the abandoned connection",
+        BOUND,
+        || async { metric(&proxy, "webrep_upstream_connections").await == 0.0 },
+    )
+    .await;
+    origin.slow.add_permits(1);
+    for _ in 0..3 {
+        let (status, body) = get(&client, origin.url("gone.pool.test", "/")).await;
+        assert_eq!((status, body.as_str()), (200, "ok"));
     }
-    for i in 0..2 {
-        let (status, _) = get(&client, origin.url(&format!("s{i}.pool.test"), "/")).await;
-        assert_eq!(status, 200);
-    }
-    // The last large download's connection and both small ones stay.
-    eventually("the origin holds 3 connections", BOUND, || async {
-        origin.open() == 3
+    assert_eq!(
+        origin.accepted(),
+        2,
+        "one new connection after the abandoned one"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn an_answer_that_closes_its_connection_leaves_it_out_of_the_pool() {
+    let origin = CountingOrigin::start().await;
+    let proxy = proxy(|_| {}).await;
+    let client = proxy.client(None);
+    let (status, body) = get(&client, origin.url("close.pool.test", "/close")).await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    // At once, while the origin still holds the connection open but reads nothing more.
+    let (status, body) = get(&client, origin.url("close.pool.test", "/")).await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    assert_eq!(origin.accepted(), 2);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn bytes_an_origin_sends_on_an_idle_connection_keep_it_out_of_the_pool() {
+    let origin = CountingOrigin::start().await;
+    let proxy = proxy(|_| {}).await;
+    let client = proxy.client(None);
+    // `/stray` is answered, then an unasked answer follows on the idle connection.
+    let (status, body) = get(&client, origin.url("stray.pool.test", "/stray")).await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    eventually("the stray answer is sent", BOUND, || async {
+        origin.strays.load(SeqCst) == 1
     })
     .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, body) = get(&client, origin.url("stray.pool.test", "/")).await;
     assert_eq!(
-        metric(&proxy, "webrep_upstream_idle_grown_connections").await,
-        1.0
+        (status, body.as_str()),
+        (200, "ok"),
+        "never the stray answer"
     );
     assert_eq!(
-        metric(&proxy, "webrep_upstream_idle_connections").await,
-        3.0
+        origin.accepted(),
+        2,
+        "the connection with stray bytes was not reused"
     );
-    assert_eq!(
-        metric(&proxy, "webrep_upstream_pool_evictions_total").await,
-        2.0
-    );
-    // The kept one is the last host's.
-    let (status, _) = get(&client, origin.url("g2.pool.test", "/big")).await;
+    // A connection left clean is reused.
+    let (status, _) = get(&client, origin.url("stray.pool.test", "/")).await;
     assert_eq!(status, 200);
-    assert_eq!(origin.open(), 3, "the grown connection was reused");
+    assert_eq!(origin.accepted(), 2);
     proxy.stop().await;
 }
 
