@@ -21,6 +21,7 @@ mod escalation;
 mod feedback;
 mod files;
 mod intercept;
+pub mod live;
 mod log;
 mod pac;
 mod policy;
@@ -56,8 +57,15 @@ pub use server::{ApiConfig, ServerConfig, TlsServerConfig, UpstreamConfig};
 pub enum ConfigError {
     #[error("cannot read config file")]
     Read(#[source] crate::fsread::ReadError),
-    #[error("{path}: {message}")]
-    Syntax { path: String, message: String },
+    /// YAML that does not parse, or a key the file may not have, at `line:column` (0 when
+    /// the parser gave no position).
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        path: String,
+        line: u32,
+        column: u32,
+        message: String,
+    },
     #[error("{path}: invalid value for key `{key}`: {reason}")]
     Invalid {
         path: String,
@@ -91,6 +99,9 @@ pub struct Config {
     pub reputation: ReputationSettings,
     pub server: ServerConfig,
     pub feedback: FeedbackConfig,
+    /// The file as written (defaults filled in): what a reload compares the new file with
+    /// ([`live`]).
+    pub raw: RawConfig,
 }
 
 impl Config {
@@ -115,9 +126,11 @@ impl Config {
         {
             RawConfig::default()
         } else {
-            crate::yaml::from_yaml_str(text).map_err(|message| ConfigError::Syntax {
+            crate::yaml::from_yaml_str_located(text).map_err(|e| ConfigError::Syntax {
                 path: origin.to_owned(),
-                message,
+                line: e.line,
+                column: e.column,
+                message: e.message,
             })?
         };
         Self::from_raw(raw, origin)
@@ -133,6 +146,7 @@ impl Config {
     }
 
     fn sections(raw: RawConfig) -> Result<Self, InvalidValue> {
+        let copy = raw.clone();
         let RawConfig {
             proxy,
             auth,
@@ -170,6 +184,7 @@ impl Config {
             reputation,
             server,
             feedback,
+            raw: copy,
         })
     }
 }
