@@ -31,5 +31,8 @@ impl ProxyState {
         }));
         self.admin_token_file
             .store(new.admin.token_file.clone().map(Arc::new));
+        if let Some(f) = &self.filter {
+            f.policy.set_path(&new.policy.file);
+        }
     }
 }
