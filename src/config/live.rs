@@ -48,6 +48,10 @@ pub const PROXY_LIVE: &[LiveKey] = &[
         "the diagnostic log's filter (RUST_LOG, when set, still wins)",
     ),
     live(
+        "policy.file",
+        "the policy is read from the new file, and the file watch moves there",
+    ),
+    live(
         "access_log.path",
         "the access log is reopened at the new path",
     ),
@@ -233,6 +237,20 @@ mod tests {
         assert_eq!(changes(Role::Proxy, &a, &b), Changes::default());
         let c = raw("proxy:\n  hosts:\n    intranet.example: [\"192.0.2.1\"]\n");
         assert_eq!(changes(Role::Proxy, &a, &c).restart, ["proxy.hosts"]);
+    }
+
+    #[test]
+    fn a_new_policy_file_is_live_switching_filtering_is_not() {
+        let a = raw("policy:\n  file: /etc/webrep/a.yaml\n");
+        let b = raw("policy:\n  file: /etc/webrep/b.yaml\n  enabled: false\n");
+        let c = changes(Role::Proxy, &a, &b);
+        assert_eq!(
+            (c.live, c.restart),
+            (
+                vec!["policy.file".to_owned()],
+                vec!["policy.enabled".to_owned()]
+            )
+        );
     }
 
     #[test]

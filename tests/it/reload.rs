@@ -10,30 +10,6 @@ use std::time::Duration;
 use crate::binary::{NotifySocket, ProxyProcess};
 use crate::harness::*;
 
-/// Starts `webrep proxy` on `yaml` (written to `dir/webrep.yaml`), with `env`.
-async fn start(
-    dir: tempfile::TempDir,
-    yaml: &str,
-    env: &[(&str, &std::ffi::OsStr)],
-) -> ProxyProcess {
-    let cfg = dir.path().join("webrep.yaml");
-    std::fs::write(&cfg, yaml).unwrap();
-    let mut cmd = webrep(["proxy", "--config"]);
-    cmd.arg(&cfg).envs(env.iter().copied());
-    let mut process = Webrep::spawn(cmd);
-    let listen = process
-        .wait_field(&["listen.addr="])
-        .await
-        .expect("proxy is running");
-    ProxyProcess {
-        addr: listen.parse().unwrap(),
-        admin: None,
-        startup: process.lines_seen(),
-        process,
-        dir,
-    }
-}
-
 /// [`BASE`] with the access log at `log` in `format`, the diagnostic log as text, and `extra`.
 fn config(log: &Path, format: &str, extra: &str) -> String {
     format!(
@@ -82,7 +58,7 @@ async fn sigusr1_reopens_the_access_log_after_a_rename_in_order_losing_nothing()
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
     let rotated = dir.path().join("access.log.1");
-    let mut proxy = start(dir, &config(&log, "json", ""), &[]).await;
+    let mut proxy = ProxyProcess::start_yaml(dir, &config(&log, "json", ""), &[]).await;
     let client = proxy.client();
     for i in 0..10 {
         get_ok(&client, &origin.url(&format!("/before/{i}"))).await;
@@ -189,7 +165,7 @@ async fn sighup_applies_live_settings_names_restart_ones_and_refuses_a_broken_fi
     let origin = Origin::http().await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
-    let mut proxy = start(
+    let mut proxy = ProxyProcess::start_yaml(
         dir,
         &config(&log, "json", ""),
         &[("NOTIFY_SOCKET", path.as_os_str())],
@@ -318,7 +294,7 @@ async fn the_access_log_goes_to_syslog_over_udp_and_a_reload_moves_it_to_a_unix_
     );
     let yaml =
         config(&log, "json", "").replace("  format: json\n", &format!("  format: json\n{syslog}"));
-    let mut proxy = start(dir, &yaml, &[]).await;
+    let mut proxy = ProxyProcess::start_yaml(dir, &yaml, &[]).await;
     let pid = proxy.pid();
     let client = proxy.client();
     let mut buf = vec![0u8; 65536];
