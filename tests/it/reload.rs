@@ -178,7 +178,12 @@ async fn sighup_applies_live_settings_names_restart_ones_and_refuses_a_broken_fi
         "the origin's port is not in proxy.connect_ports yet"
     );
 
-    // Live: the CONNECT ports and the access log format. Restart: the listen address.
+    assert!(
+        !proxy.lines().iter().any(|l| l.contains("request refused")),
+        "a refused CONNECT is logged at debug, and log.level is info"
+    );
+    // Live: the CONNECT ports, the access log format, the log level. Restart: the listen
+    // address.
     edit_config(&proxy, |t| {
         t.replace(
             "  listen: [\"127.0.0.1:0\"]\n",
@@ -188,6 +193,7 @@ async fn sighup_applies_live_settings_names_restart_ones_and_refuses_a_broken_fi
             ),
         )
         .replace("format: json", "format: squid")
+        .replace("level: info", "level: debug")
     });
     proxy.signal("HUP");
     assert!(systemd.next().await.starts_with("RELOADING=1"));
@@ -207,6 +213,8 @@ async fn sighup_applies_live_settings_names_restart_ones_and_refuses_a_broken_fi
     );
     let client = proxy.client();
     get_ok(&client, &origin.url("/squid")).await;
+    assert!(connect_status(&proxy, "127.0.0.1:9").await.contains(" 403"));
+    proxy.wait_logged("request refused").await;
     eventually("a Squid-format line", BOUND, || {
         std::future::ready(
             lines(&log)
