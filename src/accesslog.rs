@@ -7,6 +7,11 @@
 //! in one call, so neither disk latency nor a thread wake-up per line reaches the request
 //! path. Lines reach the file within about 100 ms; shutdown flushes them.
 //!
+//! Destinations: a file (appended to), standard output, or syslog ([`crate::syslog`], RFC
+//! 5424, one datagram per line). [`AccessLog::reopen`] (SIGUSR1 after a rotation, and every
+//! reload) has the writer close its destination and open it again, or switch to a new one,
+//! in order: lines recorded before the call go to the old file, lines after it to the new.
+//!
 //! Cost: one small `String` and a short mutex-protected append per request. Failure: when
 //! `access_log.buffer_bytes` are waiting (the disk is slower than the traffic, or a reader of
 //! standard output stopped reading) further lines are dropped and counted
@@ -19,7 +24,7 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime};
@@ -320,6 +325,87 @@ fn squid_field(v: &str) -> std::borrow::Cow<'_, str> {
     percent_encoding::utf8_percent_encode(v, SQUID_ESCAPED).into()
 }
 
+/// Where the lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    Stdout,
+    /// A file, appended to (created when missing).
+    File(PathBuf),
+    /// Syslog messages (RFC 5424), one per line.
+    Syslog(crate::syslog::Settings),
+}
+
+impl Destination {
+    /// The destination `cfg` names.
+    pub fn of(cfg: &AccessLogConfig) -> Self {
+        match (&cfg.syslog, &cfg.path) {
+            (Some(s), _) => Destination::Syslog(s.clone()),
+            (None, Some(p)) => Destination::File(p.clone()),
+            (None, None) => Destination::Stdout,
+        }
+    }
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Destination::Stdout => f.write_str("standard output"),
+            Destination::File(p) => write!(f, "{}", p.display()),
+            Destination::Syslog(s) => write!(f, "syslog {}", s.target),
+        }
+    }
+}
+
+/// The writer thread's open destination.
+enum Sink {
+    Stream(Box<dyn std::io::Write + Send>),
+    Syslog(crate::syslog::Sender),
+}
+
+impl Sink {
+    fn open(d: &Destination) -> std::io::Result<Self> {
+        Ok(match d {
+            Destination::Stdout => Sink::Stream(Box::new(std::io::stdout())),
+            Destination::File(p) => Sink::Stream(Box::new(open_append(p)?)),
+            Destination::Syslog(s) => Sink::Syslog(crate::syslog::Sender::new(s).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("access log to syslog {}: {e}", s.target))
+            })?),
+        })
+    }
+
+    /// Writes whole lines; on failure, the error and how many lines were lost.
+    fn write_lines(&mut self, batch: &[u8]) -> Result<(), (std::io::Error, u64)> {
+        match self {
+            Sink::Stream(out) => out
+                .write_all(batch)
+                .and_then(|()| out.flush())
+                .map_err(|e| {
+                    let lines = batch.iter().filter(|&&b| b == b'\n').count() as u64;
+                    (e, lines)
+                }),
+            Sink::Syslog(s) => {
+                let (mut lost, mut first) = (0u64, None);
+                for line in batch.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                    if let Err(e) = s.send(line) {
+                        lost += 1;
+                        first.get_or_insert(e);
+                    }
+                }
+                first.map_or(Ok(()), |e| Err((e, lost)))
+            }
+        }
+    }
+}
+
+/// A reopen asked for and not yet done.
+#[derive(Debug)]
+struct Reopen {
+    /// Bytes of the buffer recorded before it was asked for: they go to the old destination.
+    at: usize,
+    /// The new destination; `None`: the same one again (a rotated file is created anew).
+    to: Option<Destination>,
+}
+
 /// Lines waiting for the writer thread, and flush bookkeeping.
 #[derive(Default)]
 struct Pending {
@@ -329,11 +415,16 @@ struct Pending {
     closed: bool,
     /// The writer thread has ended.
     exited: bool,
+    reopen: Option<Reopen>,
+    /// The format of the lines in `buf` from now on (see [`AccessLog::reopen`]).
+    format: AccessLogFormat,
 }
 
 struct Shared {
     pending: Mutex<Pending>,
-    /// Wakes the writer (enough bytes waiting, a flush request, or close).
+    /// `pending.format`, readable without the lock (0 JSON, 1 Squid).
+    format: std::sync::atomic::AtomicU8,
+    /// Wakes the writer (enough bytes waiting, a flush request, a reopen, or close).
     wake: Condvar,
     /// Wakes flush callers once their lines are written.
     done: Condvar,
@@ -341,7 +432,25 @@ struct Shared {
     dropped: AtomicU64,
     /// Lines lost because the destination refused a write.
     write_failed: AtomicU64,
+    /// Reopens done (whether the new destination opened or not).
+    reopens: AtomicU64,
     max_bytes: usize,
+}
+
+fn format_code(f: AccessLogFormat) -> u8 {
+    match f {
+        AccessLogFormat::Json => 0,
+        AccessLogFormat::Squid => 1,
+    }
+}
+
+impl Shared {
+    fn format(&self) -> AccessLogFormat {
+        match self.format.load(Ordering::Relaxed) {
+            0 => AccessLogFormat::Json,
+            _ => AccessLogFormat::Squid,
+        }
+    }
 }
 
 /// The writer wakes at least this often when lines are waiting.
@@ -353,7 +462,6 @@ pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Handle to the access log; cheap to share in an `Arc`.
 pub struct AccessLog {
-    format: AccessLogFormat,
     shared: Option<Arc<Shared>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -361,7 +469,7 @@ pub struct AccessLog {
 impl std::fmt::Debug for AccessLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AccessLog")
-            .field("format", &self.format)
+            .field("format", &self.shared.as_ref().map(|s| s.format()))
             .field("enabled", &self.shared.is_some())
             .finish()
     }
@@ -371,46 +479,59 @@ impl AccessLog {
     /// A log that writes nothing.
     pub fn disabled() -> Self {
         Self {
-            format: AccessLogFormat::Json,
             shared: None,
             thread: Mutex::new(None),
         }
     }
 
     /// Opens the configured destination and starts the writer thread.
+    ///
+    /// # Errors
+    /// When the file cannot be opened for appending (or, with syslog over UDP, no socket).
     pub fn open(cfg: &AccessLogConfig) -> std::io::Result<Self> {
         if !cfg.enabled {
             return Ok(Self::disabled());
         }
-        let out: Box<dyn std::io::Write + Send> = match &cfg.path {
-            None => Box::new(std::io::stdout()),
-            Some(p) => Box::new(open_append(p)?),
-        };
-        Ok(Self::with_writer(out, cfg.format, cfg.buffer_bytes))
+        let to = Destination::of(cfg);
+        let sink = Sink::open(&to)?;
+        Ok(Self::start(sink, Some(to), cfg.format, cfg.buffer_bytes))
     }
 
     /// Starts a writer thread over any `Write` (tests use a file); at most `max_bytes` of
-    /// lines wait for it.
+    /// lines wait for it. A [`reopen`](Self::reopen) without a new destination keeps it.
     pub fn with_writer(
         out: Box<dyn std::io::Write + Send>,
         format: AccessLogFormat,
         max_bytes: usize,
     ) -> Self {
+        Self::start(Sink::Stream(out), None, format, max_bytes)
+    }
+
+    fn start(
+        sink: Sink,
+        to: Option<Destination>,
+        format: AccessLogFormat,
+        max_bytes: usize,
+    ) -> Self {
         let shared = Arc::new(Shared {
-            pending: Mutex::new(Pending::default()),
+            pending: Mutex::new(Pending {
+                format,
+                ..Pending::default()
+            }),
+            format: std::sync::atomic::AtomicU8::new(format_code(format)),
             wake: Condvar::new(),
             done: Condvar::new(),
             dropped: AtomicU64::new(0),
             write_failed: AtomicU64::new(0),
+            reopens: AtomicU64::new(0),
             max_bytes: max_bytes.max(1),
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || writer_loop(&s, out))
+            .spawn(move || writer_loop(&s, sink, to))
             .ok();
         Self {
-            format,
             shared: thread.is_some().then_some(shared),
             thread: Mutex::new(thread),
         }
@@ -423,10 +544,16 @@ impl AccessLog {
     /// Queues one record; never blocks on I/O (only on a short in-memory append).
     pub fn record(&self, rec: &AccessRecord<'_>) {
         let Some(shared) = &self.shared else { return };
-        let line = rec.to_line(self.format);
+        let format = shared.format();
+        let mut line = rec.to_line(format);
         let Ok(mut p) = shared.pending.lock() else {
             return;
         };
+        // A reopen changed the format since: the line follows the reopen, so it takes the
+        // new one.
+        if p.format != format {
+            line = rec.to_line(p.format);
+        }
         if p.closed || p.buf.len() + line.len() > shared.max_bytes {
             shared.dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -438,6 +565,39 @@ impl AccessLog {
         if was_empty || p.buf.len() >= WRITE_BATCH {
             shared.wake.notify_one();
         }
+    }
+
+    /// Asks the writer to close its destination and open it again (SIGUSR1, after a log
+    /// rotation renamed the file), or to switch to the destination and format of `to` (a
+    /// reload). In order: every line recorded before this call goes to the old destination,
+    /// every line after it to the new one. The writer does it within about 100 ms; when the
+    /// new destination cannot be opened it logs why and keeps writing to the old one.
+    /// Nothing happens for a disabled log.
+    pub fn reopen(&self, to: Option<&AccessLogConfig>) {
+        let Some(shared) = &self.shared else { return };
+        let Ok(mut p) = shared.pending.lock() else {
+            return;
+        };
+        let dest = to.map(Destination::of);
+        let at = p.buf.len();
+        let r = p.reopen.get_or_insert(Reopen { at, to: None });
+        if dest.is_some() {
+            r.to = dest;
+        }
+        if let Some(cfg) = to {
+            p.format = cfg.format;
+            shared
+                .format
+                .store(format_code(cfg.format), Ordering::Relaxed);
+        }
+        shared.wake.notify_one();
+    }
+
+    /// Reopens done so far.
+    pub fn reopens(&self) -> u64 {
+        self.shared
+            .as_ref()
+            .map_or(0, |s| s.reopens.load(Ordering::Relaxed))
     }
 
     /// Lines dropped so far because the buffer was full.
@@ -520,20 +680,33 @@ fn open_append(p: &Path) -> std::io::Result<std::fs::File> {
         .map_err(|e| std::io::Error::new(e.kind(), format!("access log {}: {e}", p.display())))
 }
 
-fn writer_loop(shared: &Shared, out: Box<dyn std::io::Write + Send>) {
-    write_batches(shared, out);
+fn writer_loop(shared: &Shared, sink: Sink, to: Option<Destination>) {
+    write_batches(shared, sink, to);
     if let Ok(mut p) = shared.pending.lock() {
         p.exited = true;
         shared.done.notify_all();
     }
 }
 
-/// The next batch to write (taking `spare` as the new buffer), the flush request it
-/// answers, and whether the log is closing. `None` when the lock is poisoned.
-fn next_batch(shared: &Shared, spare: &mut Vec<u8>) -> Option<(Vec<u8>, u64, bool)> {
+/// What the writer takes from [`Pending`] in one go.
+struct Batch {
+    bytes: Vec<u8>,
+    /// The flush request it answers.
+    flush_to: u64,
+    closed: bool,
+    reopen: Option<Reopen>,
+}
+
+/// The next batch to write (taking `spare` as the new buffer). `None` when the lock is
+/// poisoned.
+fn next_batch(shared: &Shared, spare: &mut Vec<u8>) -> Option<Batch> {
     let mut p = shared.pending.lock().ok()?;
     loop {
-        if p.closed || p.flush_requested > p.flushed || p.buf.len() >= WRITE_BATCH {
+        if p.closed
+            || p.flush_requested > p.flushed
+            || p.reopen.is_some()
+            || p.buf.len() >= WRITE_BATCH
+        {
             break;
         }
         let wait = if p.buf.is_empty() {
@@ -549,33 +722,86 @@ fn next_batch(shared: &Shared, spare: &mut Vec<u8>) -> Option<(Vec<u8>, u64, boo
     }
     spare.clear();
     std::mem::swap(&mut p.buf, spare);
-    Some((std::mem::take(spare), p.flush_requested, p.closed))
+    Some(Batch {
+        bytes: std::mem::take(spare),
+        flush_to: p.flush_requested,
+        closed: p.closed,
+        reopen: p.reopen.take(),
+    })
 }
 
 /// At most one warning per cause (buffer full, write failed) this often.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-fn write_batches(shared: &Shared, mut out: Box<dyn std::io::Write + Send>) {
-    use crate::telemetry::LogLimiter;
-    let (full_log, failed_log) = (LogLimiter::new(), LogLimiter::new());
-    let mut spare = Vec::new();
-    let mut reported_drops = 0u64;
-    loop {
-        let Some((batch, flush_to, closed)) = next_batch(shared, &mut spare) else {
+/// The writer thread's state besides the buffer: where it writes, and its log limiters.
+struct Writer<'a> {
+    shared: &'a Shared,
+    sink: Sink,
+    /// What `sink` was opened from; `None` for a writer the caller gave.
+    to: Option<Destination>,
+    failed_log: crate::telemetry::LogLimiter,
+}
+
+impl Writer<'_> {
+    fn write(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
             return;
-        };
-        if !batch.is_empty()
-            && let Err(e) = out.write_all(&batch).and_then(|()| out.flush())
-        {
-            let lines = batch.iter().filter(|&&b| b == b'\n').count() as u64;
-            let total = shared.write_failed.fetch_add(lines, Ordering::Relaxed) + lines;
-            if failed_log.allow(LOG_EVERY) {
+        }
+        if let Err((e, lines)) = self.sink.write_lines(bytes) {
+            let total = self.shared.write_failed.fetch_add(lines, Ordering::Relaxed) + lines;
+            if self.failed_log.allow(LOG_EVERY) {
                 tracing::error!(error = %e, lines, total, "access log write failed; lines lost");
             }
         }
-        spare = batch;
+    }
+
+    /// Closes the destination and opens `to` (or the same one again); keeps the old one when
+    /// the new one cannot be opened.
+    fn reopen(&mut self, to: Option<Destination>) {
+        if let Some(d) = to.or_else(|| self.to.clone()) {
+            match Sink::open(&d) {
+                Ok(sink) => {
+                    // The old sink is dropped (and its file closed) here.
+                    self.sink = sink;
+                    tracing::info!(to = %d, "access log reopened");
+                    self.to = Some(d);
+                }
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "cannot reopen the access log; still writing to the previous destination"
+                ),
+            }
+        }
+        self.shared.reopens.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn write_batches(shared: &Shared, sink: Sink, to: Option<Destination>) {
+    let full_log = crate::telemetry::LogLimiter::new();
+    let mut w = Writer {
+        shared,
+        sink,
+        to,
+        failed_log: crate::telemetry::LogLimiter::new(),
+    };
+    let mut spare = Vec::new();
+    let mut reported_drops = 0u64;
+    loop {
+        let Some(batch) = next_batch(shared, &mut spare) else {
+            return;
+        };
+        match batch.reopen {
+            None => w.write(&batch.bytes),
+            Some(r) => {
+                let at = r.at.min(batch.bytes.len());
+                w.write(&batch.bytes[..at]);
+                w.reopen(r.to);
+                w.write(&batch.bytes[at..]);
+            }
+        }
+        spare = batch.bytes;
         if let Ok(mut p) = shared.pending.lock() {
-            p.flushed = p.flushed.max(flush_to);
+            p.flushed = p.flushed.max(batch.flush_to);
             shared.done.notify_all();
         }
         let d = shared.dropped.load(Ordering::Relaxed);
@@ -587,7 +813,7 @@ fn write_batches(shared: &Shared, mut out: Box<dyn std::io::Write + Send>) {
             );
             reported_drops = d;
         }
-        if closed {
+        if batch.closed {
             return;
         }
     }
@@ -803,5 +1029,65 @@ mod tests {
         log.record(&rec());
         drop(log);
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 101);
+    }
+
+    fn file_config(path: &Path, format: AccessLogFormat) -> AccessLogConfig {
+        AccessLogConfig {
+            enabled: true,
+            path: Some(path.to_owned()),
+            format,
+            buffer_bytes: 1 << 20,
+            syslog: None,
+        }
+    }
+
+    fn count(path: &Path) -> usize {
+        std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
+    }
+
+    #[test]
+    fn a_reopen_after_a_rename_splits_the_lines_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, rotated) = (dir.path().join("a.log"), dir.path().join("a.log.1"));
+        let log = AccessLog::open(&file_config(&path, AccessLogFormat::Json)).unwrap();
+        // Recorded before the reopen but maybe not yet written: they belong to the old file.
+        for _ in 0..3 {
+            log.record(&rec());
+        }
+        std::fs::rename(&path, &rotated).unwrap();
+        log.reopen(None);
+        for _ in 0..2 {
+            log.record(&rec());
+        }
+        assert!(log.flush(Duration::from_secs(10)));
+        assert_eq!((count(&rotated), count(&path)), (3, 2));
+        assert_eq!(log.reopens(), 1);
+    }
+
+    #[test]
+    fn a_reopen_with_new_settings_moves_to_the_new_path_and_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+        let log = AccessLog::open(&file_config(&a, AccessLogFormat::Json)).unwrap();
+        log.record(&rec());
+        log.reopen(Some(&file_config(&b, AccessLogFormat::Squid)));
+        log.record(&rec());
+        assert!(log.flush(Duration::from_secs(10)));
+        assert!(std::fs::read_to_string(&a).unwrap().starts_with('{'));
+        let squid = std::fs::read_to_string(&b).unwrap();
+        assert!(squid.contains(" TCP_MISS/200 "), "{squid}");
+    }
+
+    #[test]
+    fn a_destination_that_cannot_be_opened_keeps_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.log");
+        let log = AccessLog::open(&file_config(&a, AccessLogFormat::Json)).unwrap();
+        let nowhere = dir.path().join("missing-dir").join("b.log");
+        log.reopen(Some(&file_config(&nowhere, AccessLogFormat::Json)));
+        log.record(&rec());
+        assert!(log.flush(Duration::from_secs(10)));
+        assert_eq!(count(&a), 1);
+        assert_eq!(log.write_failed(), 0);
     }
 }

@@ -9,7 +9,7 @@
 //! - Helpers with no domain: [`fsread`] (bounded reads of configured files), [`conns`]
 //!   (connection limits, shared by both listeners), [`shutdown`], [`output`] (printing that
 //!   never panics), [`yaml`] (parsing with positions), [`clock`] (unix time), [`urlenc`]
-//!   (query and form encoding), [`exit`] (the process exit statuses); then [`secrets`] (permission checks of key and token files,
+//!   (query and form encoding), [`exit`] (the process exit statuses), [`syslog`] (RFC 5424 messages over a datagram socket); then [`secrets`] (permission checks of key and token files,
 //!   the token-file reader, token comparison), [`metrics`] (Prometheus helpers) and [`tls`]
 //!   (the rustls provider and the verifying client configuration).
 //! - The pure core, no I/O and no clock: [`canon`] (URL canonicalization and lookup
@@ -65,6 +65,7 @@ pub mod repserver;
 pub mod reputation;
 pub mod secrets;
 pub mod shutdown;
+pub mod syslog;
 pub mod telemetry;
 pub mod tls;
 pub mod urlenc;

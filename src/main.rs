@@ -209,7 +209,7 @@ fn serve(config_path: Option<&std::path::Path>, role: Role) -> ExitCode {
         Err(e) => return fail(anyhow::Error::new(e).context("cannot start the runtime")),
     };
     let result = match role {
-        Role::Proxy => rt.block_on(webrep::app::run_proxy(config)),
+        Role::Proxy => rt.block_on(webrep::app::run_proxy(config, config_path)),
         Role::Server => rt.block_on(webrep::app::run_server(&config, config_path)),
     };
     rt.shutdown_timeout(webrep::shutdown::BLOCKING_TASKS_GRACE);

@@ -5,8 +5,10 @@
 //! cancels the shutdown token (the proxy stops accepting and drains for its grace period); a
 //! second one exits at once with status 1. Each SIGHUP is fanned out to every [`Reloads`]
 //! subscriber (the proxy's reload of its policy, users, groups and token files; the server's
-//! reload of its tokens and escalation rules), so an admin's `systemctl reload` or `kill -HUP`
-//! never kills the process and no part installs a signal handler of its own.
+//! reload of its config, tokens and escalation rules), so an admin's `systemctl reload` or
+//! `kill -HUP` never kills the process and no part installs a signal handler of its own. Each
+//! SIGUSR1 is fanned out the same way to [`Signals::reopens`] subscribers (the proxy reopens
+//! its access log after a rotation).
 //!
 //! [`Tasks`] holds a process's background tasks (file watchers, the change-stream follower,
 //! the admin listener, reload loops): each runs in a span named after it, and
@@ -47,10 +49,11 @@ pub const BLOCKING_TASKS_GRACE: std::time::Duration = std::time::Duration::from_
 pub struct Signals {
     shutdown: CancellationToken,
     hangups: tokio::sync::watch::Receiver<u64>,
+    usr1s: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Signals {
-    /// Installs the handlers for SIGTERM, SIGINT and SIGHUP and spawns the task that
+    /// Installs the handlers for SIGTERM, SIGINT, SIGHUP and SIGUSR1 and spawns the task that
     /// watches them. It runs until the runtime stops, so that a second signal during the
     /// drain still exits at once.
     ///
@@ -61,7 +64,9 @@ impl Signals {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
+        let mut usr1 = signal(SignalKind::user_defined1())?;
         let (hangup_tx, hangups) = tokio::sync::watch::channel(0u64);
+        let (usr1_tx, usr1s) = tokio::sync::watch::channel(0u64);
         let t = token.clone();
         tokio::spawn(async move {
             loop {
@@ -71,6 +76,11 @@ impl Signals {
                     Some(()) = hup.recv() => {
                         tracing::info!("SIGHUP received");
                         hangup_tx.send_modify(|n| *n += 1);
+                        continue;
+                    }
+                    Some(()) = usr1.recv() => {
+                        tracing::info!("SIGUSR1 received");
+                        usr1_tx.send_modify(|n| *n += 1);
                         continue;
                     }
                 }
@@ -85,6 +95,7 @@ impl Signals {
         Ok(Self {
             shutdown: token,
             hangups,
+            usr1s,
         })
     }
 
@@ -99,10 +110,18 @@ impl Signals {
         rx.mark_unchanged();
         Reloads(Some(rx))
     }
+
+    /// A subscription to SIGUSR1 (reopen the log files), from now on.
+    pub fn reopens(&self) -> Reloads {
+        let mut rx = self.usr1s.clone();
+        rx.mark_unchanged();
+        Reloads(Some(rx))
+    }
 }
 
-/// One subscriber's view of SIGHUP: [`Reloads::next`] returns once per signal (signals that
-/// arrive while the subscriber is busy reloading fold into one more reload).
+/// One subscriber's view of SIGHUP (or of SIGUSR1, from [`Signals::reopens`]):
+/// [`Reloads::next`] returns once per signal (signals that arrive while the subscriber is
+/// busy fold into one more).
 #[derive(Debug)]
 pub struct Reloads(Option<tokio::sync::watch::Receiver<u64>>);
 
@@ -113,7 +132,7 @@ impl Reloads {
         Self(None)
     }
 
-    /// Waits for the next SIGHUP; `false` once none can come any more.
+    /// Waits for the next signal; `false` once none can come any more.
     pub async fn next(&mut self) -> bool {
         match &mut self.0 {
             Some(rx) => rx.changed().await.is_ok(),

@@ -14,7 +14,9 @@
 //! stuck streams this module exists for.
 //!
 //! Filters are checked strictly ([`crate::config::parse_log_filter`]): a word that is not a
-//! level is an error rather than a filter that silently matches nothing.
+//! level is an error rather than a filter that silently matches nothing. A reload changes
+//! the filter of the running subscriber ([`set_level`]); that costs a read lock where an
+//! event's level is not already known to be off for its call site.
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -120,6 +122,27 @@ pub fn filter(level: &str) -> Result<EnvFilter, String> {
     crate::config::parse_log_filter(&text).map_err(|e| format!("{source}={text:?}: {e}"))
 }
 
+/// Swaps the installed subscriber's filter (set once by [`init`]).
+type SetFilter = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+static SET_FILTER: std::sync::OnceLock<SetFilter> = std::sync::OnceLock::new();
+
+/// Applies `level` (a reloaded `log.level`) to the running subscriber. Returns whether it
+/// applied: not when `RUST_LOG` is set (it wins, as at start) or when no subscriber of
+/// [`init`]'s is installed.
+///
+/// # Errors
+/// An invalid filter (the config check refuses those first), or a subscriber gone.
+pub fn set_level(level: &str) -> Result<bool, String> {
+    if std::env::var_os("RUST_LOG").is_some_and(|v| !v.is_empty()) {
+        return Ok(false);
+    }
+    let Some(set) = SET_FILTER.get() else {
+        return Ok(false);
+    };
+    let filter = crate::config::parse_log_filter(level).map_err(|e| format!("log.level: {e}"))?;
+    set(filter).map(|()| true)
+}
+
 /// Installs the global subscriber writing to standard error through the queue. Later calls
 /// install nothing.
 ///
@@ -137,9 +160,20 @@ pub fn init(level: &str, format: LogFormat) -> Result<Guard, String> {
         .with_ansi(ansi)
         .log_internal_errors(false)
         .with_writer(QueueWriter(writer));
+    // Each format is a subscriber type of its own, and so is its reload handle.
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => {
+            let b = builder.with_filter_reloading();
+            let h = b.reload_handle();
+            let _ = SET_FILTER.set(Box::new(move |f| h.reload(f).map_err(|e| e.to_string())));
+            b.try_init()
+        }
+        LogFormat::Json => {
+            let b = builder.json().with_filter_reloading();
+            let h = b.reload_handle();
+            let _ = SET_FILTER.set(Box::new(move |f| h.reload(f).map_err(|e| e.to_string())));
+            b.try_init()
+        }
     };
     Ok(Guard(()))
 }

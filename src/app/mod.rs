@@ -8,12 +8,15 @@
 //!   ([`crate::shutdown::Signals`]).
 //! - [`check`]: `webrep config check`, the config and the files it names checked as the
 //!   proxy and the server would use them.
+//! - [`reload`]: what SIGHUP does to a running proxy (the config file read again, live
+//!   settings applied, the rest named as needing a restart).
 //! - [`commands`]: the command-line commands that talk to a server or open a store
 //!   (`webrep import`, `lookup`, `feedback`).
 
 pub mod check;
 pub mod commands;
 pub mod proxy;
+pub mod reload;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,11 +25,12 @@ use crate::config::Config;
 use crate::shutdown::Signals;
 
 /// `webrep proxy`: opens the access log, builds and binds the proxy, runs it until SIGTERM
-/// or SIGINT (reloading on SIGHUP), then drains and stops.
+/// or SIGINT (reloading `config_file` on SIGHUP, reopening the access log on SIGUSR1), then
+/// drains and stops.
 ///
 /// # Errors
 /// Anything [`proxy::ProxyApp::start`] refuses; an access log that cannot be opened.
-pub async fn run_proxy(config: Config) -> anyhow::Result<()> {
+pub async fn run_proxy(config: Config, config_file: Option<&Path>) -> anyhow::Result<()> {
     let access_log = Arc::new(
         crate::accesslog::AccessLog::open(&config.access_log).map_err(|e| {
             anyhow::Error::new(e).context(crate::exit::Misconfigured(
@@ -34,8 +38,11 @@ pub async fn run_proxy(config: Config) -> anyhow::Result<()> {
             ))
         })?,
     );
-    let app = proxy::ProxyApp::start(&config, access_log).await?;
     let signals = Signals::install()?;
+    let app = proxy::ProxyApp::start(&config, access_log)
+        .await?
+        .with_config_file(&config, config_file)
+        .with_reopens(signals.reopens());
     app.run(signals.shutdown(), signals.reloads()).await;
     Ok(())
 }
@@ -50,6 +57,7 @@ pub async fn run_server(config: &Config, config_file: Option<&Path>) -> anyhow::
     crate::repserver::server::run(
         &config.server,
         config_file,
+        &config.raw,
         signals.shutdown(),
         signals.reloads(),
     )

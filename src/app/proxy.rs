@@ -12,7 +12,8 @@
 //!
 //! [`ProxyApp::run`] starts the background tasks on one [`Tasks`] tracker (the embedded
 //! server, the change-stream follower, the policy watcher, the admin listener, the reload on
-//! SIGHUP, the CA expiry check), tells systemd it is ready and runs the proxy. Shutdown is
+//! SIGHUP ([`super::reload`]), the access log reopen on SIGUSR1, the CA expiry check), tells
+//! systemd it is ready and runs the proxy. Shutdown is
 //! one sequence: the proxy stops accepting and drains its connections for
 //! `proxy.shutdown_grace_period_ms` (the reputation server and the admin listener still
 //! answer meanwhile); queued feedback is delivered or spooled; the background tasks stop;
@@ -65,6 +66,10 @@ pub struct ProxyApp {
     ca: Option<Arc<ca::Ca>>,
     tasks: Tasks,
     pending: Vec<Pending>,
+    /// What SIGHUP reads again.
+    reloader: super::reload::ProxyReloader,
+    /// SIGUSR1: reopen the access log.
+    reopens: Reloads,
 }
 
 impl ProxyApp {
@@ -112,7 +117,22 @@ impl ProxyApp {
             ca,
             tasks,
             pending,
+            reloader: super::reload::ProxyReloader::new(config, None),
+            reopens: Reloads::none(),
         })
+    }
+
+    /// The file the config came from: each reload reads it again (without one, a reload
+    /// reads the policy, users, groups and token files only).
+    pub fn with_config_file(mut self, config: &Config, file: Option<&std::path::Path>) -> Self {
+        self.reloader = super::reload::ProxyReloader::new(config, file);
+        self
+    }
+
+    /// Reopens the access log on each of `reopens` (SIGUSR1).
+    pub fn with_reopens(mut self, reopens: Reloads) -> Self {
+        self.reopens = reopens;
+        self
     }
 
     /// The admin listener's address, when `admin.listen` is set.
@@ -141,11 +161,17 @@ impl ProxyApp {
             ca,
             tasks,
             pending,
+            reloader,
+            reopens,
         } = self;
         for (name, task) in pending {
             tasks.spawn(name, task);
         }
-        start_background(&tasks, &state, admin, ca, reloads);
+        start_background(&tasks, &state, admin, ca, (reloader, reloads));
+        tasks.spawn(
+            "reopen the access log on SIGUSR1",
+            reopen_on_signal(state.clone(), reopens, tasks.stopping()),
+        );
         let addrs: Vec<String> = state.local_addrs.iter().map(ToString::to_string).collect();
         let admin = admin_addr.map_or(String::new(), |a| format!("; admin on {a}"));
         // Every listener is bound (connections wait in the backlog until the workers
@@ -167,7 +193,7 @@ fn start_background(
     state: &Arc<ProxyState>,
     admin: Option<std::net::TcpListener>,
     ca: Option<Arc<ca::Ca>>,
-    reloads: Reloads,
+    (reloader, reloads): (super::reload::ProxyReloader, Reloads),
 ) {
     if let Some(f) = &state.filter
         && let Some(feedback) = &f.feedback
@@ -186,7 +212,7 @@ fn start_background(
     }
     tasks.spawn(
         "reload on SIGHUP",
-        reload_on_signal(state.clone(), reloads, tasks.stopping()),
+        reload_on_signal(state.clone(), reloader, reloads, tasks.stopping()),
     );
     if let Some(ca) = ca {
         tasks.spawn(
@@ -196,30 +222,42 @@ fn start_background(
     }
 }
 
-/// Reloads on every SIGHUP until `stop`, telling systemd (`RELOADING=1`, then `READY=1` with
-/// what was loaded or what failed).
-async fn reload_on_signal(state: Arc<ProxyState>, mut reloads: Reloads, stop: CancellationToken) {
+/// Reloads on every SIGHUP until `stop` ([`super::reload`]), telling systemd
+/// (`RELOADING=1`, then `READY=1` with what was loaded, what failed and what needs a
+/// restart).
+async fn reload_on_signal(
+    state: Arc<ProxyState>,
+    mut reloader: super::reload::ProxyReloader,
+    mut reloads: Reloads,
+    stop: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             more = reloads.next() => if !more { return },
         }
-        tracing::info!("SIGHUP: reloading the policy, users, groups and admin token files");
+        tracing::info!(
+            "SIGHUP: reloading the config and the policy, users, groups and admin token files"
+        );
         crate::shutdown::notify_reloading();
         // A reload never holds up shutdown, whatever it is waiting for.
-        let r = tokio::select! {
+        let status = tokio::select! {
             () = stop.cancelled() => return,
-            r = state.reload() => r,
-        };
-        let status = match (r.errors.is_empty(), r.generation) {
-            (true, Some(g)) => format!("policy generation {g} loaded"),
-            (true, None) => "reloaded".to_owned(),
-            (false, _) => format!(
-                "reload failed, running version kept: {}",
-                r.errors.join("; ")
-            ),
+            s = reloader.reload(&state) => s,
         };
         crate::shutdown::notify_ready(&status);
+    }
+}
+
+/// Reopens the access log on every SIGUSR1 until `stop` (after a rotation renamed it).
+async fn reopen_on_signal(state: Arc<ProxyState>, mut reopens: Reloads, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            more = reopens.next() => if !more { return },
+        }
+        tracing::info!("SIGUSR1: reopening the access log");
+        state.access_log.reopen(None);
     }
 }
 

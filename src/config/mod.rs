@@ -25,6 +25,7 @@ mod escalation;
 mod feedback;
 mod files;
 mod intercept;
+pub mod live;
 mod log;
 mod pac;
 mod policy;
@@ -180,6 +181,9 @@ pub struct Config {
     pub feedback: FeedbackConfig,
     /// Where it came from, with the position of each key.
     pub origin: Origin,
+    /// The file as written (defaults filled in): what a reload compares the new file with
+    /// ([`live`]).
+    pub raw: RawConfig,
 }
 
 /// The policy file the quick start (no config file) uses when it is there.
@@ -274,6 +278,7 @@ impl Config {
     }
 
     fn sections(raw: RawConfig) -> Result<Self, Vec<InvalidValue>> {
+        let copy = raw.clone();
         let RawConfig {
             proxy,
             auth,
@@ -333,6 +338,7 @@ impl Config {
             server,
             feedback,
             origin: Origin::default(),
+            raw: copy,
         })
     }
 

@@ -132,7 +132,24 @@ impl ProxyConfig {
     }
 }
 
-/// `proxy.listen`: at least one `ip:port`.
+impl ProxyConfig {
+    /// This section with the settings a reload applies (the `proxy.*` and `pac` keys of
+    /// [`super::live::PROXY_LIVE`]) taken from `new`; everything else as it runs.
+    pub fn with_live(&self, new: &ProxyConfig) -> ProxyConfig {
+        ProxyConfig {
+            connect_ports: new.connect_ports.clone(),
+            header_read_timeout: new.header_read_timeout,
+            client_idle_timeout: new.client_idle_timeout,
+            upstream_response_timeout: new.upstream_response_timeout,
+            tunnel_idle_timeout: new.tunnel_idle_timeout,
+            splice: new.splice,
+            shutdown_grace_period: new.shutdown_grace_period,
+            pac: new.pac.clone(),
+            ..self.clone()
+        }
+    }
+}
+
 /// `n` when `range` holds it, else an error naming `key` and the range.
 fn within<T: PartialOrd + std::fmt::Display>(
     key: &'static str,
@@ -148,6 +165,7 @@ fn within<T: PartialOrd + std::fmt::Display>(
     ))
 }
 
+/// `proxy.listen`: at least one `ip:port`.
 fn listen_addrs(listen: &[String]) -> Result<Vec<SocketAddr>, InvalidValue> {
     if listen.is_empty() {
         return Err(InvalidValue::new(

@@ -409,10 +409,11 @@ pub struct RawAuthConfig {
 }
 
 /// Access log format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AccessLogFormat {
     /// One JSON object per line.
+    #[default]
     Json,
     /// Squid's native `access.log` format, with the request id appended as an 11th field.
     Squid,
@@ -432,6 +433,26 @@ pub struct RawAccessLogConfig {
     /// When the disk falls this far behind, further lines are dropped and counted (a warning
     /// says how many), so a slow disk never stalls traffic. Default 8388608 (8 MiB).
     pub buffer_bytes: usize,
+    /// Send the lines to syslog (RFC 5424) instead of `path`. Off by default.
+    pub syslog: RawSyslogConfig,
+}
+
+/// `access_log.syslog:` section: the access log as RFC 5424 syslog messages, one datagram
+/// per line, the line (JSON or Squid) as the message.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSyslogConfig {
+    /// Send to syslog instead of `access_log.path`. Default `false`.
+    pub enabled: bool,
+    /// Where: an absolute path is a Unix datagram socket (the local syslog daemon or
+    /// journald listen on `/dev/log`); `host:port` is UDP (RFC 5426), an IP address, not a
+    /// name. Default `/dev/log`.
+    pub address: String,
+    /// The syslog facility: `user`, `daemon`, `auth`, `authpriv`, `local0` ... `local7`.
+    /// Messages have severity `info`. Default `local0`.
+    pub facility: String,
+    /// The APP-NAME field of each message. Default `webrep`.
+    pub app_name: String,
 }
 
 /// Diagnostic log format.
@@ -1012,6 +1033,18 @@ impl Default for RawAccessLogConfig {
             path: "-".into(),
             format: AccessLogFormat::Json,
             buffer_bytes: 8 << 20,
+            syslog: RawSyslogConfig::default(),
+        }
+    }
+}
+
+impl Default for RawSyslogConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            address: "/dev/log".into(),
+            facility: "local0".into(),
+            app_name: "webrep".into(),
         }
     }
 }

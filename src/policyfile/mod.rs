@@ -19,7 +19,8 @@
 //! - [`PolicyHandle::watcher`]: a `notify` watch on the file's *parent directory*
 //!   (editors and ConfigMap updates replace the file by rename, which would leave a watch on
 //!   the file itself pointing at a dead inode), filtered by file name, debounced, then a
-//!   reload on the blocking pool.
+//!   reload on the blocking pool. When a reloaded config names another file
+//!   ([`PolicyHandle::set_path`]), the watch moves to that file's directory.
 //! - [`PolicyHandle::reload_async`], which the composition root calls on SIGHUP and the
 //!   admin API on `POST /v1/reload`.
 //!
@@ -82,7 +83,10 @@ pub struct ReloadEvent {
 /// The live policy of one file, swappable at run time.
 #[derive(Debug)]
 pub struct PolicyHandle {
-    path: PathBuf,
+    /// The file reloads read; a reloaded config may name another one.
+    path: ArcSwap<PathBuf>,
+    /// Tells the file watch that `path` changed.
+    moved: watch::Sender<()>,
     /// The text of a policy built into the binary, read instead of `path` (which then only
     /// names it).
     builtin: Option<&'static str>,
@@ -116,7 +120,8 @@ impl PolicyHandle {
             error: None,
         });
         Arc::new(Self {
-            path,
+            path: ArcSwap::from_pointee(path),
+            moved: watch::channel(()).0,
             builtin: None,
             current: ArcSwap::from_pointee(policy),
             reload_lock: Mutex::new(0),
@@ -145,8 +150,20 @@ impl PolicyHandle {
     }
 
     /// The file this handle loads (for a built-in policy, its name).
-    pub fn path(&self) -> &Path {
-        &self.path
+    pub fn path(&self) -> Arc<PathBuf> {
+        self.path.load_full()
+    }
+
+    /// Makes reloads read `path` from now on (the running policy stays until the next
+    /// reload) and moves the file watch to it. Returns whether the path changed; a
+    /// built-in policy keeps reading its text (choosing a file instead needs a restart).
+    pub fn set_path(&self, path: &Path) -> bool {
+        if self.builtin.is_some() || self.path.load().as_path() == path {
+            return false;
+        }
+        self.path.store(Arc::new(path.to_owned()));
+        self.moved.send_replace(());
+        true
     }
 
     /// A lock-free snapshot of the live policy; hold it for the whole request.
@@ -182,17 +199,19 @@ impl PolicyHandle {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *attempts += 1;
         let live = self.current.load().generation();
+        let path = self.path();
         let loaded = match self.builtin {
-            Some(text) => Policy::from_yaml(text, &self.path.display().to_string())
-                .map_err(LoadError::Invalid),
-            None => load_file(&self.path),
+            Some(text) => {
+                Policy::from_yaml(text, &path.display().to_string()).map_err(LoadError::Invalid)
+            }
+            None => load_file(&path),
         };
         match loaded {
             Ok(mut policy) => {
                 let generation = live + 1;
                 policy.set_generation(generation);
                 tracing::info!(
-                    path = %self.path.display(),
+                    path = %path.display(),
                     generation,
                     summary = %policy.summary(),
                     "policy reloaded"
@@ -209,7 +228,7 @@ impl PolicyHandle {
                 self.reload_failures
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(
-                    path = %self.path.display(),
+                    path = %path.display(),
                     generation = live,
                     error = %e,
                     "policy reload aborted; keeping the running policy"
@@ -231,7 +250,7 @@ impl PolicyHandle {
             .await
             .unwrap_or_else(|e| {
                 Err(LoadError::Read(crate::fsread::ReadError::Io {
-                    path: self.path.clone(),
+                    path: self.path().to_path_buf(),
                     error: io::Error::other(e),
                 }))
             })
@@ -239,7 +258,7 @@ impl PolicyHandle {
 
     /// Watches the file's parent directory; the task it returns reloads once changes to the
     /// file have been quiet for `debounce`, and ends when `shutdown` is cancelled. The watch
-    /// is set up before this returns.
+    /// is set up before this returns, and follows [`set_path`](Self::set_path).
     ///
     /// # Errors
     /// When the watch cannot be set up (no such directory, inotify limits).
@@ -248,13 +267,9 @@ impl PolicyHandle {
         debounce: Duration,
         shutdown: CancellationToken,
     ) -> notify::Result<impl Future<Output = ()> + Send + 'static + use<>> {
-        let name = self.path.file_name().map(ToOwned::to_owned);
-        let dir = match self.path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-            _ => PathBuf::from("."),
-        };
         // Capacity 1: one pending "something changed" is all the task needs to know.
         let (tx, mut rx) = mpsc::channel::<()>(1);
+        let watched = Arc::clone(self);
         let mut watcher =
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
                 match res {
@@ -267,10 +282,13 @@ impl PolicyHandle {
                                 | EventKind::Remove(_)
                                 | EventKind::Any
                         );
+                        let path = watched.path();
+                        let name = path.file_name();
                         if relevant
-                            && ev.paths.iter().any(|p| {
-                                p.file_name().is_some() && p.file_name() == name.as_deref()
-                            })
+                            && ev
+                                .paths
+                                .iter()
+                                .any(|p| p.file_name().is_some() && p.file_name() == name)
                         {
                             let _ = tx.try_send(());
                         }
@@ -278,15 +296,19 @@ impl PolicyHandle {
                     Err(e) => tracing::warn!(error = %e, "policy file watch error"),
                 }
             })?;
+        let mut dir = parent_dir(&self.path());
         watcher.watch(&dir, RecursiveMode::NonRecursive)?;
         let handle = Arc::clone(self);
+        let mut moved = self.moved.subscribe();
         Ok(async move {
-            // Dropping the watcher stops the watch, so the task owns it.
-            let _watcher = watcher;
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     r = rx.recv() => if r.is_none() { return },
+                    Ok(()) = moved.changed() => {
+                        dir = rewatch(&mut watcher, dir, &handle.path());
+                        continue;
+                    }
                 }
                 // Debounce: editors write in several steps; wait for quiet.
                 loop {
@@ -299,7 +321,7 @@ impl PolicyHandle {
                         },
                     }
                 }
-                tracing::debug!(path = %handle.path.display(), "policy file changed");
+                tracing::debug!(path = %handle.path().display(), "policy file changed");
                 // The outcome is logged and published by `reload` itself; shutdown does not
                 // wait for it.
                 tokio::select! {
@@ -308,6 +330,34 @@ impl PolicyHandle {
                 }
             }
         })
+    }
+}
+
+/// The directory a file is in (`.` for a bare name).
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Moves `watcher` from `dir` to the directory of `path`; the directory now watched.
+fn rewatch(watcher: &mut notify::RecommendedWatcher, dir: PathBuf, path: &Path) -> PathBuf {
+    let new = parent_dir(path);
+    if new == dir {
+        return dir;
+    }
+    match watcher.watch(&new, RecursiveMode::NonRecursive) {
+        Ok(()) => {
+            let _ = watcher.unwatch(&dir);
+            tracing::info!(dir = %new.display(), "policy file watch moved");
+            new
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %new.display(),
+                "cannot watch the new policy file's directory; it reloads on SIGHUP only");
+            dir
+        }
     }
 }
 
@@ -415,6 +465,45 @@ mod tests {
         assert_eq!(h.generation(), 2);
         assert_eq!(untested(&h.current()), crate::policy::Action::Block);
 
+        stop.cancel();
+        tokio::time::timeout(wait, task).await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_path_is_read_on_reload_and_its_directory_watched() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (old, new) = (a.path().join("policy.yaml"), b.path().join("other.yaml"));
+        std::fs::write(&old, V1).unwrap();
+        std::fs::write(&new, V2).unwrap();
+        let h = PolicyHandle::load(&old).unwrap();
+        let mut events = h.subscribe();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(h.watcher(Duration::from_millis(50), stop.clone()).unwrap());
+        assert!(h.set_path(&new));
+        assert!(!h.set_path(&new), "the same path again is no change");
+        assert_eq!(h.generation(), 1, "the running policy stays until a reload");
+        assert_eq!(h.reload().unwrap(), 2);
+        assert_eq!(untested(&h.current()), crate::policy::Action::Block);
+        // The watch follows: a change to the new file reloads it. The move happens on the
+        // watcher task, so keep changing the file until a reload comes.
+        let wait = Duration::from_secs(20);
+        let seen = tokio::time::timeout(wait, async {
+            loop {
+                replace(&new, V1);
+                let e = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    events.wait_for(|e| e.attempt >= 2),
+                )
+                .await;
+                if let Ok(Ok(e)) = e {
+                    return e.clone();
+                }
+            }
+        })
+        .await
+        .expect("no reload of the new file within 20 s");
+        assert_eq!(seen.error, None);
+        assert_eq!(untested(&h.current()), crate::policy::Action::Allow);
         stop.cancel();
         tokio::time::timeout(wait, task).await.unwrap().unwrap();
     }

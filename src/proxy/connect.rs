@@ -79,11 +79,11 @@ fn check_target(state: &ProxyState, req: &Request<Incoming>) -> Result<Authority
     if authority.host().is_empty() || authority.as_str().contains('@') {
         return Err(ProxyError::BadRequest("CONNECT target is not host:port"));
     }
-    if !state.config.connect_ports.contains(&port) {
+    if !state.config().connect_ports.contains(&port) {
         return Err(ProxyError::PortNotAllowed(port));
     }
-    if has_our_via(req.headers(), &state.config.via_name) {
-        return Err(ProxyError::Loop(state.config.via_name.clone()));
+    if has_our_via(req.headers(), &state.config().via_name) {
+        return Err(ProxyError::Loop(state.config().via_name.clone()));
     }
     Ok(authority)
 }
@@ -221,7 +221,10 @@ async fn relay_plain(
     client: hyper::upgrade::Upgraded,
     upstream: tokio::net::TcpStream,
 ) -> RelayStats {
-    let idle = state.config.tunnel_idle_timeout;
+    let (idle, splice) = {
+        let cfg = state.config();
+        (cfg.tunnel_idle_timeout, cfg.splice)
+    };
     match client_tcp(client) {
         Ok((client, client_read)) => {
             let ends = TcpEnds {
@@ -230,7 +233,7 @@ async fn relay_plain(
                 upstream,
                 upstream_read: bytes::Bytes::new(),
             };
-            relay_tcp(ends, idle, state.config.splice, &state.relayed_bytes).await
+            relay_tcp(ends, idle, splice, &state.relayed_bytes).await
         }
         Err(client) => {
             let stats = relay(TokioIo::new(client), upstream, idle).await;

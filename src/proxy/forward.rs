@@ -119,8 +119,8 @@ fn check_target(
             "absolute-form URL with an empty host",
         ));
     }
-    if has_our_via(req.headers(), &state.config.via_name) {
-        return Err(ProxyError::Loop(state.config.via_name.clone()));
+    if has_our_via(req.headers(), &state.config().via_name) {
+        return Err(ProxyError::Loop(state.config().via_name.clone()));
     }
     Ok(Target { authority, https })
 }
@@ -244,7 +244,7 @@ fn response_head(
     strip_hop_by_hop(&mut parts.headers, switched);
     append_via(&mut parts.headers, state.via_for(parts.version));
     parts.version = Version::HTTP_11;
-    if !state.config.preserve_header_case {
+    if !state.config().preserve_header_case {
         // hyper keeps the upstream's header-name spelling (and reason phrase) here and
         // writes the response with it only if these extensions stay.
         parts.extensions = http::Extensions::new();
@@ -311,7 +311,10 @@ async fn relay_websocket(
     client: hyper::upgrade::Upgraded,
     upstream: hyper::upgrade::Upgraded,
 ) -> RelayStats {
-    let idle = state.config.tunnel_idle_timeout;
+    let (idle, splice) = {
+        let cfg = state.config();
+        (cfg.tunnel_idle_timeout, cfg.splice)
+    };
     let client = super::connect::client_tcp(client);
     let upstream = upstream.downcast::<super::pool::Tracked>();
     match (client, upstream) {
@@ -322,7 +325,7 @@ async fn relay_websocket(
                 upstream: up.io.into_tcp(),
                 upstream_read: up.read_buf,
             };
-            relay_tcp(ends, idle, state.config.splice, &state.relayed_bytes).await
+            relay_tcp(ends, idle, splice, &state.relayed_bytes).await
         }
         // One side is not plain TCP (or both): copy, with what the downcasts took apart
         // put back together.
@@ -392,7 +395,7 @@ async fn send(
     let (parts, body) = req.into_parts();
     let (body, failed) = UpstreamBody::new(body);
     let req = Request::from_parts(parts, body);
-    let timeout = state.config.upstream_response_timeout;
+    let timeout = state.config().upstream_response_timeout;
     let sent = match pool {
         Pool::Plain => tokio::time::timeout(timeout, state.clients[worker].request(req))
             .await

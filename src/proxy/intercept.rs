@@ -150,8 +150,8 @@ pub async fn serve_tunnel(
                 stats.end = RelayEnd::Error;
             }
             (NonTlsAction::Tunnel, Some(upstream)) => {
-                stats = super::tunnel::relay(prefixed, upstream, state.config.tunnel_idle_timeout)
-                    .await;
+                let idle = state.config().tunnel_idle_timeout;
+                stats = super::tunnel::relay(prefixed, upstream, idle).await;
                 stats.up += n as u64;
             }
         },
@@ -293,13 +293,13 @@ async fn serve_inner<I>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(None)
-        .preserve_header_case(state.config.preserve_header_case)
-        .max_headers(state.config.max_header_lines)
-        .max_buf_size(super::CLIENT_READ_BUFFER_MAX.max(state.config.max_header_bytes + 8192));
+        .preserve_header_case(state.config().preserve_header_case)
+        .max_headers(state.config().max_header_lines)
+        .max_buf_size(super::CLIENT_READ_BUFFER_MAX.max(state.config().max_header_bytes + 8192));
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(state.config.max_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(state.config().max_header_bytes).unwrap_or(u32::MAX));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let mut draining = false;
@@ -318,7 +318,7 @@ async fn serve_inner<I>(
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
-            e = watchdog(&activity, state.config.client_idle_timeout, state.config.header_read_timeout, None), if !draining => {
+            e = watchdog(&activity, state.config().client_idle_timeout, state.config().header_read_timeout, None), if !draining => {
                 match e {
                     Expiry::Idle | Expiry::Park => {
                         draining = true;

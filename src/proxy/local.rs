@@ -87,7 +87,8 @@ pub fn serve_for(
 
 /// `/proxy.pac` and `/wpad.dat`: the proxy auto-config file from the `pac:` section.
 fn pac_file(state: &ProxyState, host: Option<&str>) -> Response<ProxyBody> {
-    let pac = &state.config.pac;
+    let cfg = state.config();
+    let pac = &cfg.pac;
     let Some(proxy) = pac.proxy_for(&state.local_addrs, host) else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -40,6 +40,7 @@ pub mod forward;
 pub mod h1pool;
 pub mod headers;
 pub mod intercept;
+pub mod live;
 pub mod local;
 pub mod metrics;
 pub mod own;
@@ -87,7 +88,9 @@ pub const MAX_BLOCKING_THREADS: usize = 64;
 
 /// Everything the request path shares, behind one `Arc`.
 pub struct ProxyState {
-    pub config: ProxyConfig,
+    /// The `proxy:` section; a reload swaps in its live settings only
+    /// ([`ProxyState::apply_live`]). Read it with [`ProxyState::config`].
+    config: arc_swap::ArcSwap<ProxyConfig>,
     /// One pool of plain upstream connections per worker (index = worker number).
     pub clients: Vec<h1pool::H1Pool<Connector>>,
     /// With interception on: pooled HTTPS clients per worker (verified upstream TLS).
@@ -109,12 +112,13 @@ pub struct ProxyState {
     pub acl: ClientAcl,
     /// With `auth.users_file`: swapped whole by [`ProxyState::reload`].
     pub auth: Option<arc_swap::ArcSwap<Authenticator>>,
-    /// The files [`ProxyState::reload`] reads again besides the policy.
-    pub auth_config: crate::config::AuthConfig,
+    /// The files [`ProxyState::reload`] reads again besides the policy (their paths are
+    /// live settings).
+    pub auth_config: arc_swap::ArcSwap<crate::config::AuthConfig>,
     /// `admin.token_file`'s token (the admin API is off without one); swapped by
     /// [`ProxyState::reload`].
     pub admin_token: arc_swap::ArcSwapOption<String>,
-    admin_token_file: Option<std::path::PathBuf>,
+    admin_token_file: arc_swap::ArcSwapOption<std::path::PathBuf>,
     pub access_log: Arc<AccessLog>,
     pub ids: RequestIds,
     pub tracker: TaskTracker,
@@ -145,18 +149,25 @@ impl ProxyState {
                 Err(e) => errors.push(format!("policy: {e}")),
             }
         }
-        if let (Some(f), Some(path)) = (&self.filter, self.auth_config.groups_file.clone()) {
-            match tokio::task::spawn_blocking(move || auth::load_groups(&path)).await {
+        let auth_config = self.auth_config.load_full();
+        if let Some(f) = &self.filter {
+            let path = auth_config.groups_file.clone();
+            let load = move || match path {
+                Some(path) => auth::load_groups(&path),
+                // No groups file (any more): nobody is in a group.
+                None => Ok(Default::default()),
+            };
+            match tokio::task::spawn_blocking(load).await {
                 Ok(Ok(groups)) => {
-                    out.groups = Some(groups.len());
+                    out.groups = auth_config.groups_file.is_some().then_some(groups.len());
                     f.groups.store(Arc::new(groups));
                 }
                 Ok(Err(e)) => errors.push(format!("{e:#}")),
                 Err(e) => errors.push(format!("groups reload: {e}")),
             }
         }
-        if let (Some(current), Some(path)) = (&self.auth, self.auth_config.users_file.clone()) {
-            let config = self.auth_config.clone();
+        if let (Some(current), Some(path)) = (&self.auth, auth_config.users_file.clone()) {
+            let config = (*auth_config).clone();
             let checks = current.load().checks().clone();
             match tokio::task::spawn_blocking(move || Authenticator::load(&path, &config, checks))
                 .await
@@ -171,17 +182,27 @@ impl ProxyState {
                 Err(e) => errors.push(format!("users reload: {e}")),
             }
         }
-        if let Some(path) = self.admin_token_file.clone() {
-            match tokio::task::spawn_blocking(move || read_admin_token(&path)).await {
-                Ok(Ok(t)) => self.admin_token.store(Some(Arc::new(t))),
-                Ok(Err(e)) => errors.push(format!("{e:#}")),
-                Err(e) => errors.push(format!("admin token reload: {e}")),
+        match self.admin_token_file.load_full() {
+            Some(path) => {
+                match tokio::task::spawn_blocking(move || read_admin_token(&path)).await {
+                    Ok(Ok(t)) => self.admin_token.store(Some(Arc::new(t))),
+                    Ok(Err(e)) => errors.push(format!("{e:#}")),
+                    Err(e) => errors.push(format!("admin token reload: {e}")),
+                }
             }
+            // `admin.token_file` taken out of the config: the admin API is off.
+            None => self.admin_token.store(None),
         }
         for e in &out.errors {
             tracing::warn!(error = %e, "reload failed; the running version is kept");
         }
         out
+    }
+
+    /// The `proxy:` section as it runs now: hold the guard for a statement or a short
+    /// synchronous step, never across an await (copy the value out instead).
+    pub fn config(&self) -> arc_swap::Guard<Arc<ProxyConfig>> {
+        self.config.load()
     }
 
     /// Our `Via` entry for a message received with `version`.
@@ -464,14 +485,16 @@ impl Proxy {
             filter,
             dialer,
             auth,
-            auth_config: config.auth.clone(),
+            auth_config: arc_swap::ArcSwap::from_pointee(config.auth.clone()),
             admin_token: arc_swap::ArcSwapOption::from(match &config.admin.token_file {
                 None => None,
                 Some(path) => Some(Arc::new(read_admin_token(path).context(
                     crate::exit::Misconfigured("admin.token_file cannot be used".into()),
                 )?)),
             }),
-            admin_token_file: config.admin.token_file.clone(),
+            admin_token_file: arc_swap::ArcSwapOption::from(
+                config.admin.token_file.clone().map(Arc::new),
+            ),
             access_log: parts.access_log,
             ids: RequestIds::new(),
             tracker: TaskTracker::new(),
@@ -484,7 +507,7 @@ impl Proxy {
             draining: CancellationToken::new(),
             local_addrs,
             rejected: conn::Rejected::default(),
-            config: cfg,
+            config: arc_swap::ArcSwap::from_pointee(cfg),
         };
         Ok(Self {
             listeners,
@@ -603,7 +626,7 @@ async fn run_worker(
     state.draining.cancel();
     accept_tracker.close();
     accept_tracker.wait().await;
-    let grace = state.config.shutdown_grace_period;
+    let grace = state.config().shutdown_grace_period;
     // The last worker to close its listeners says so: from here on, new clients are refused.
     if listening.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
         tracing::info!(
@@ -638,12 +661,15 @@ async fn next_bytes(
     state: &ProxyState,
     shutdown: &CancellationToken,
 ) -> bool {
-    let cfg = &state.config;
+    let (idle, header) = {
+        let cfg = state.config();
+        (cfg.client_idle_timeout, cfg.header_read_timeout)
+    };
     tokio::select! {
         r = stream.readable() => r.is_ok(),
         _ = shutdown.cancelled() => false,
         _ = activity.close_asked() => false,
-        _ = watchdog(activity, cfg.client_idle_timeout, cfg.header_read_timeout, None) => false,
+        _ = watchdog(activity, idle, header, None) => false,
     }
 }
 
@@ -707,7 +733,7 @@ async fn serve_http(
     shutdown: &CancellationToken,
 ) -> Option<(ClientIo, ProxyService)> {
     let (peer, activity, allowed) = (svc.client, svc.activity.clone(), svc.allowed);
-    let cfg = &state.config;
+    let cfg = state.config.load_full();
     let park = cfg.client_park_after.filter(|_| allowed);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

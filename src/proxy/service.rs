@@ -323,7 +323,7 @@ pub fn error_response(state: &ProxyState, ctx: &RequestCtx, e: &ProxyError) -> R
             reason = r.reason.as_str(), url = %r.url, "request refused by policy");
         let mut resp = super::filter::page(r, ctx.id);
         if let Ok(v) = HeaderValue::from_str(&proxy_status_value(
-            &state.config.via_name,
+            &state.config().via_name,
             e.proxy_status(),
             &format!("{} by policy: {}", r.action.as_str(), r.reason.as_str()),
         )) {
@@ -350,7 +350,7 @@ pub fn error_response(state: &ProxyState, ctx: &RequestCtx, e: &ProxyError) -> R
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Ok(v) = HeaderValue::from_str(&proxy_status_value(
-        &state.config.via_name,
+        &state.config().via_name,
         e.proxy_status(),
         &details,
     )) {

@@ -207,40 +207,45 @@ pub fn load_tokens(config: &ServerConfig) -> anyhow::Result<Tokens> {
     Ok(tokens)
 }
 
-/// Reads the tokens again on every SIGHUP (`systemctl reload`) until `shutdown`: a token
-/// taken out of the file is refused from the next request on. A file that fails to load
-/// keeps the running tokens. Tells systemd (`RELOADING=1`, then `READY=1`).
-/// Where a reload puts what it read.
-#[derive(Clone)]
+/// Where a reload puts what it read (empty until the first tokens are stored).
+#[derive(Clone, Default)]
 struct ReloadTargets {
     tokens: Arc<arc_swap::ArcSwap<Tokens>>,
     escalation: Arc<arc_swap::ArcSwap<Vec<crate::config::EscalationRule>>>,
 }
 
-/// What SIGHUP applies: the tokens, and (with a config file) the escalation rules. The
-/// answer is the status line for systemd and the log.
-fn reload(config_file: Option<&Path>, running: &ServerConfig, to: &ReloadTargets) -> String {
-    let read = || -> anyhow::Result<(ServerConfig, Tokens)> {
+/// What SIGHUP applies: the tokens, and (with a config file) the escalation rules and the
+/// log filter; every other changed setting the server reads is named as needing a restart
+/// (compared with `started`, the file it started with). The answer is the status line for
+/// systemd and the log.
+fn reload(
+    config_file: Option<&Path>,
+    running: &ServerConfig,
+    started: &crate::config::RawConfig,
+    to: &ReloadTargets,
+) -> String {
+    let read = || -> anyhow::Result<(Option<crate::config::Config>, Tokens)> {
         let config = match config_file {
-            Some(path) => crate::config::Config::load(Some(path))?.server,
-            None => running.clone(),
+            Some(path) => Some(crate::config::Config::load(Some(path))?),
+            None => None,
         };
-        let tokens = load_tokens(&config)?;
+        let tokens = load_tokens(config.as_ref().map_or(running, |c| &c.server))?;
         Ok((config, tokens))
     };
     match read() {
         Ok((config, tokens)) => {
+            let server = config.as_ref().map_or(running, |c| &c.server);
             let mut status = format!(
                 "tokens reloaded: {} client, {} admin; {} escalation rules",
                 tokens.client.len(),
                 tokens.admin.len(),
-                config.feedback.escalation.len()
+                server.feedback.escalation.len()
             );
             to.tokens.store(Arc::new(tokens));
             to.escalation
-                .store(Arc::new(config.feedback.escalation.clone()));
-            if needs_restart(running, &config) {
-                status.push_str("; other changed settings apply after a restart");
+                .store(Arc::new(server.feedback.escalation.clone()));
+            if let Some(c) = &config {
+                status.push_str(&apply_config(c, started));
             }
             tracing::info!("{status}");
             status
@@ -248,29 +253,38 @@ fn reload(config_file: Option<&Path>, running: &ServerConfig, to: &ReloadTargets
         Err(e) => {
             tracing::warn!(
                 error = format!("{e:#}"),
-                "reload failed; the running tokens and escalation rules are kept"
+                "reload failed; the running tokens, rules and config are kept"
             );
-            format!("reload failed, running tokens and rules kept: {e:#}")
+            format!("reload failed, running tokens, rules and config kept: {e:#}")
         }
     }
 }
 
-/// Do `a` and `b` differ in anything but what a reload applies?
-fn needs_restart(a: &ServerConfig, b: &ServerConfig) -> bool {
-    let rest = |c: &ServerConfig| {
-        let mut c = c.clone();
-        c.client_tokens.clear();
-        c.admin_tokens.clear();
-        c.tokens_file = None;
-        c.feedback.escalation.clear();
-        format!("{c:?}")
-    };
-    rest(a) != rest(b)
+/// Applies the log filter of a reloaded `config` and names the settings that need a
+/// restart; what to add to the status line.
+fn apply_config(config: &crate::config::Config, started: &crate::config::RawConfig) -> String {
+    use crate::config::live::{Role, changes};
+    if let Err(e) = crate::telemetry::set_level(&config.log.level) {
+        tracing::warn!(error = %e, "log.level not applied");
+    }
+    let restart = changes(Role::Server, started, &config.raw).restart;
+    for key in &restart {
+        tracing::warn!("{key} changed: needs a restart");
+    }
+    if restart.is_empty() {
+        String::new()
+    } else {
+        format!("; needs a restart: {}", restart.join(", "))
+    }
 }
 
-/// Reloads the tokens and escalation rules on every one of `reloads` until `stop`.
+/// Reloads on every one of `reloads` (SIGHUP, `systemctl reload`) until `stop`: a token
+/// taken out of the file is refused from the next request on; a file that fails to load
+/// keeps the running tokens, rules and config. Tells systemd (`RELOADING=1`, then
+/// `READY=1` with the status line).
 async fn reload_on_signal(
     config: ServerConfig,
+    started: crate::config::RawConfig,
     config_file: Option<std::path::PathBuf>,
     to: ReloadTargets,
     mut reloads: Reloads,
@@ -283,9 +297,11 @@ async fn reload_on_signal(
         }
         crate::shutdown::notify_reloading();
         let (config, config_file, to) = (config.clone(), config_file.clone(), to.clone());
+        let started = started.clone();
         // Files are read on the blocking pool, never on the event loop.
-        let reloading =
-            tokio::task::spawn_blocking(move || reload(config_file.as_deref(), &config, &to));
+        let reloading = tokio::task::spawn_blocking(move || {
+            reload(config_file.as_deref(), &config, &started, &to)
+        });
         // A reload never holds up shutdown, whatever it is waiting for.
         let status = tokio::select! {
             () = stop.cancelled() => return,
@@ -302,11 +318,12 @@ async fn reload_on_signal(
 ///
 /// # Errors
 /// Any setup failure (see the module docs); a failure of the store thread at start.
-/// `config_file` is where `config` came from (`None`: the embedded default); each of
-/// `reloads` (SIGHUP) reads it again.
+/// `config_file` is where `config` came from (`None`: the embedded default), `started` the
+/// file as it was read; each of `reloads` (SIGHUP) reads it again.
 pub async fn run(
     config: &ServerConfig,
     config_file: Option<&Path>,
+    started: &crate::config::RawConfig,
     shutdown: CancellationToken,
     reloads: Reloads,
 ) -> anyhow::Result<()> {
@@ -337,17 +354,13 @@ pub async fn run(
         upstream = config.upstream.as_ref().map(|u| u.url.as_str()),
         "reputation server ready"
     );
-    let tokens_handle = Arc::new(arc_swap::ArcSwap::from_pointee(Tokens::default()));
-    let escalation_handle = Arc::new(arc_swap::ArcSwap::from_pointee(Vec::new()));
     let tasks = Tasks::new();
-    let targets = ReloadTargets {
-        tokens: tokens_handle.clone(),
-        escalation: escalation_handle.clone(),
-    };
+    let targets = ReloadTargets::default();
     let reload = reload_on_signal(
         config.clone(),
+        started.clone(),
         config_file.map(Path::to_path_buf),
-        targets,
+        targets.clone(),
         reloads,
         tasks.stopping(),
     );
@@ -383,8 +396,8 @@ pub async fn run(
         feedback: config.feedback.clone(),
         stats: None,
         metrics,
-        tokens_handle: Some(tokens_handle),
-        escalation_handle: Some(escalation_handle),
+        tokens_handle: Some(targets.tokens),
+        escalation_handle: Some(targets.escalation),
         forward: super::forward::ForwardOptions::for_config(config.upstream.as_ref())?,
     };
     api::serve_with(

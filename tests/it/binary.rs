@@ -46,15 +46,21 @@ impl ProxyProcess {
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let yaml = format!(
+            "{BASE}{extra}access_log:\n  path: {:?}\n  format: {log_format}\nlog:\n  level: info\n  format: text\n",
+            dir.path().join("access.log").display().to_string()
+        );
+        Self::start_yaml(dir, &yaml, env).await
+    }
+
+    /// `webrep proxy` on `yaml`, written to `dir/webrep.yaml`, with `env`.
+    pub(crate) async fn start_yaml(
+        dir: tempfile::TempDir,
+        yaml: &str,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Self {
         let cfg = dir.path().join("webrep.yaml");
-        std::fs::write(
-            &cfg,
-            with_choices(&format!(
-                "{BASE}{extra}access_log:\n  path: {:?}\n  format: {log_format}\nlog:\n  level: info\n  format: text\n",
-                dir.path().join("access.log").display().to_string()
-            )),
-        )
-        .unwrap();
+        std::fs::write(&cfg, with_choices(yaml)).unwrap();
         let mut cmd = webrep(["proxy", "--config"]);
         cmd.arg(&cfg).envs(env.iter().copied());
         let mut process = Webrep::spawn(cmd);

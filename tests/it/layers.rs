@@ -21,9 +21,10 @@ use std::path::{Path, PathBuf};
 /// Top-level modules by layer, lowest first. A module may import modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
     // Helpers with no domain: bounded file reads, connection accounting, shutdown plumbing,
-    // YAML positions, wall-clock time, query and form encoding, exit statuses.
+    // YAML positions, wall-clock time, query and form encoding, exit statuses,
+    // syslog messages.
     &[
-        "fsread", "conns", "shutdown", "output", "yaml", "clock", "urlenc", "exit",
+        "fsread", "conns", "shutdown", "output", "yaml", "clock", "urlenc", "exit", "syslog",
     ],
     &["secrets", "metrics", "tls"],
     // The pure core: URL canonicalization, the reputation vocabulary, the policy.

@@ -23,6 +23,7 @@ mod policy_check;
 mod proxy_connect;
 mod proxy_http;
 mod proxy_limits;
+mod reload;
 mod repserver_api;
 mod repserver_cli;
 mod reputation_client;

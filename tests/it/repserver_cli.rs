@@ -291,7 +291,7 @@ async fn server_import_and_lookup_commands() {
     assert_eq!(
         s.notification().await,
         "READY=1\nSTATUS=tokens reloaded: 1 client, 1 admin; 1 escalation rules; \
-         other changed settings apply after a restart\n"
+         needs a restart: server.max_connections\n"
     );
     let (code, _, err) = s.run(CLIENT, &["lookup", "http://a.test/"]).await;
     assert_ne!(code, 0, "the revoked token is refused: {err}");
@@ -312,7 +312,7 @@ async fn server_import_and_lookup_commands() {
     assert!(s.notification().await.starts_with("RELOADING=1\n"));
     let ready = s.notification().await;
     assert!(
-        ready.starts_with("READY=1\nSTATUS=reload failed, running tokens and rules kept"),
+        ready.starts_with("READY=1\nSTATUS=reload failed, running tokens, rules and config kept"),
         "{ready}"
     );
     let (code, _, err) = s.run(NEW_CLIENT, &["lookup", "http://a.test/"]).await;
