@@ -8,8 +8,10 @@
 //!   ([`crate::shutdown::Signals`]).
 //! - [`commands`]: the command-line commands that talk to a server or open a store
 //!   (`webrep import`, `lookup`, `feedback`).
+//! - [`generate`]: the manual pages and shell completions (`webrep generate`).
 
 pub mod commands;
+pub mod generate;
 pub mod proxy;
 
 use std::path::Path;
