@@ -5,7 +5,7 @@
 # with `Connection: close` (a new client connection per request: the accept path). Loopback
 # only; port 3199 (PORT). For figures against Squid and nginx use ../shared/bench/run.sh.
 #
-#   bench/quick-throughput.sh /tmp/webrep-old target/release/webrep /tmp/webrep-old target/release/webrep
+#   bench/quick-throughput.sh /tmp/webrep-old target/dist/webrep /tmp/webrep-old target/dist/webrep
 set -u
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 command -v wrk >/dev/null || { echo "quick-throughput: wrk not found (apt-get install wrk)" >&2; exit 2; }

@@ -5,7 +5,7 @@
 # loopback only; it installs its tools when missing). Compare ratios to Squid within a round,
 # not absolute rates across rounds. Results: /tmp/webrep-realistic-results/*-{old,new}{1,2}/table.txt.
 #
-#   bench/realistic-ab.sh /tmp/webrep-before target/release/webrep
+#   bench/realistic-ab.sh /tmp/webrep-before target/dist/webrep
 set -u
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [[ $# -eq 2 ]] || { echo "usage: $0 OLD_BINARY NEW_BINARY" >&2; exit 2; }

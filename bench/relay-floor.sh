@@ -5,7 +5,7 @@
 # HAProxy gets is the ceiling for "HTTPS through CONNECT against direct" on this harness
 # (issue 2 asks 0.9x). Loopback only: every listener is on 127.0.0.1 and oha only talks to it.
 #
-#   cargo build --release && bench/relay-floor.sh            # unpinned
+#   cargo build --profile dist && bench/relay-floor.sh       # unpinned
 #   PIN=1 bench/relay-floor.sh                               # relays on CPU 1, oha + nginx on CPU 0
 #
 # Knobs: PIN (0), CONCS ("32 128"), DURATION (8 s), ROUNDS (2), OHA (path), WEBREP_BIN.
@@ -17,7 +17,7 @@ PIN=${PIN:-0}
 CONCS=${CONCS:-"32 128"}
 DURATION=${DURATION:-8}
 ROUNDS=${ROUNDS:-2}
-BIN=${WEBREP_BIN:-target/release/webrep}
+BIN=${WEBREP_BIN:-target/dist/webrep}
 OHA=${OHA:-$(command -v oha || echo /tmp/bench-cargo/oha-root/bin/oha)}
 for tool in nginx haproxy openssl "$OHA" "$BIN"; do
   command -v "$tool" >/dev/null || { echo "relay-floor: $tool not found" >&2; exit 2; }

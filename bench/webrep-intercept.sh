@@ -6,7 +6,7 @@
 #     PUT_CMD='bench/webrep-intercept.sh' ../shared/bench/run.sh
 set -eu
 ca_dir=${WEBREP_BENCH_CA_DIR:-/tmp/webrep-bench-ca}
-bin=${WEBREP_BIN:-target/release/webrep}
+bin=${WEBREP_BIN:-target/dist/webrep}
 cfg=${BENCH_PUT_RUN_DIR:-/tmp}/webrep-intercept.yaml
 cat > "$cfg" <<YAML
 proxy:

@@ -3,7 +3,7 @@
 # proxy, end to end with real processes on 127.0.0.1 (docs/performance.md).
 #
 # Usage: benches/follower-restart.sh [WEBREP_BINARY] [RUNS] [OUTAGE_SECS]
-#   (defaults: target/release/webrep, 4 runs, 1 s outage)
+#   (defaults: target/dist/webrep, 4 runs, 1 s outage)
 #
 # A `webrep server` on a store file and a `webrep proxy` following its change stream, with a
 # Python origin behind `shop.test`. `shop.test/` starts safe and is looked up once through the
@@ -14,7 +14,7 @@
 # 13128 (proxy), 18081 (origin); override with SERVER_PORT, PROXY_PORT, ORIGIN_PORT.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=$(realpath "${1:-$ROOT/target/release/webrep}")
+BIN=$(realpath "${1:-$ROOT/target/dist/webrep}")
 RUNS=${2:-4}
 OUTAGE=${3:-1}
 SP=${SERVER_PORT:-18480}

@@ -3,7 +3,7 @@
 # processes on 127.0.0.1 (docs/performance.md, "Tiers").
 #
 # Usage: benches/tiers.sh [WEBREP_BINARY] [CHANGES] [ENTRIES]
-#   (defaults: target/release/webrep, 20 changes, 1,000,000 entries)
+#   (defaults: target/dist/webrep, 20 changes, 1,000,000 entries)
 #
 # global -> regional -> site `webrep server`s and a `webrep proxy` using the site server, with
 # a Python origin behind `shop.test`. It measures:
@@ -22,7 +22,7 @@
 # first of five), PROXY_PORT, ORIGIN_PORT.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=$(realpath "${1:-$ROOT/target/release/webrep}")
+BIN=$(realpath "${1:-$ROOT/target/dist/webrep}")
 CHANGES=${2:-20}
 ENTRIES=${3:-1000000}
 BP=${BASE_PORT:-18490}

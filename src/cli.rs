@@ -12,23 +12,43 @@ use clap::{Parser, Subcommand};
 
 /// webrep: a forward web proxy that filters traffic by URL reputation.
 #[derive(Debug, Parser)]
-#[command(name = "webrep", version, about, after_help = crate::exit::help_table())]
+#[command(
+    name = "webrep",
+    version,
+    about,
+    after_help = crate::exit::help_table(),
+    after_long_help = long_help()
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The end of `webrep --help` and of the webrep(1) manual page: the exit statuses, then
+/// where the configuration comes from.
+fn long_help() -> String {
+    format!("{}\n\n{FILES_HELP}", crate::exit::help_table())
+}
+
+/// Where the configuration comes from.
+const FILES_HELP: &str = "\
+Configuration: `webrep proxy` and `webrep server` read --config FILE, else the file that \
+WEBREP_CONFIG names, else /etc/webrep/webrep.yaml when it exists (WEBREP_DEFAULT_CONFIG_DIR \
+replaces /etc/webrep), else their built-in defaults. They log which one they read. Every key \
+with its default: /usr/share/doc/webrep/webrep.example.yaml (config/ in the source).";
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the forward proxy (built-in defaults without --config: 127.0.0.1:3128, loopback
-    /// clients only).
+    /// Run the forward proxy (without --config: /etc/webrep/webrep.yaml when it exists, else
+    /// the built-in defaults: 127.0.0.1:3128, loopback clients only).
     Proxy {
         /// YAML configuration file; see config/webrep.example.yaml.
         #[arg(long, short, env = "WEBREP_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Run the reputation server (the `server:` section of the config; built-in defaults
-    /// without --config: 127.0.0.1:8480, store `reputation.db`).
+    /// Run the reputation server (the `server:` section of the config; without --config:
+    /// /etc/webrep/webrep.yaml when it exists, else the built-in defaults: 127.0.0.1:8480,
+    /// store `reputation.db`).
     Server {
         /// YAML configuration file; see config/webrep.example.yaml.
         #[arg(long, short, env = "WEBREP_CONFIG")]
@@ -107,6 +127,26 @@ pub enum Command {
     Passwd {
         /// The user name.
         name: String,
+    },
+    /// Write the manual pages or print shell completions (used when building the package).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        command: GenerateCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GenerateCommand {
+    /// Write webrep.1 and one page per subcommand (webrep-proxy.1, ...) into DIR.
+    Man {
+        /// The directory to write into (created when missing).
+        dir: PathBuf,
+    },
+    /// Print the completion script for SHELL on standard output.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
 }
 

@@ -114,6 +114,27 @@ fn main() -> ExitCode {
         )
         .into(),
         Command::Passwd { name } => passwd_command(&name),
+        Command::Generate { command } => generate_command(command),
+    }
+}
+
+/// `webrep generate man DIR` and `webrep generate completions SHELL`.
+fn generate_command(command: webrep::cli::GenerateCommand) -> ExitCode {
+    use webrep::app::generate;
+    match command {
+        webrep::cli::GenerateCommand::Man { dir } => match generate::man_pages(&dir) {
+            Ok(pages) => {
+                for page in pages {
+                    webrep::outln!("{}", page.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        webrep::cli::GenerateCommand::Completions { shell } => {
+            webrep::out!("{}", String::from_utf8_lossy(&generate::completions(shell)));
+            ExitCode::SUCCESS
+        }
     }
 }
 
@@ -185,6 +206,9 @@ enum Role {
 /// `webrep proxy` and `webrep server`: load the config, start diagnostics and a runtime, run
 /// until a signal, then stop the runtime without waiting long for blocking work.
 fn serve(config_path: Option<&std::path::Path>, role: Role) -> ExitCode {
+    let dir_override = std::env::var_os(webrep::config::DEFAULT_CONFIG_DIR_ENV);
+    let config_path = webrep::config::config_file_to_read(config_path, dir_override.as_deref());
+    let config_path = config_path.as_deref();
     let config = match Config::load(config_path) {
         Ok(c) => c,
         Err(e) => return config_error(&e),
@@ -193,6 +217,10 @@ fn serve(config_path: Option<&std::path::Path>, role: Role) -> ExitCode {
         Ok(guard) => guard,
         Err(e) => return error(Exit::Config, &e),
     };
+    match config_path {
+        Some(path) => tracing::info!(config.file = %path.display(), "configuration read"),
+        None => tracing::info!("no configuration file: the built-in defaults apply"),
+    }
     // The proxy's worker 0 runs on this thread; `Proxy::run` starts one more
     // single-threaded runtime per further worker.
     let built = match role {

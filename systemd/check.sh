@@ -6,13 +6,13 @@
 # usage: systemd/check.sh [WEBREP_BINARY]
 #
 # verify insists that ExecStart's binary exists, so the units are checked as copies whose
-# /usr/local/bin/webrep is replaced by WEBREP_BINARY (default /usr/local/bin/webrep; the
+# /usr/bin/webrep is replaced by WEBREP_BINARY (default /usr/bin/webrep; the
 # tests pass the freshly built one). Exit status 0 when all is well, 1 when a check fails,
 # 2 when the tools or the binary are missing.
 set -eu
 
 dir=$(cd "$(dirname "$0")" && pwd)
-bin=${1:-/usr/local/bin/webrep}
+bin=${1:-/usr/bin/webrep}
 max=2.5
 
 if ! command -v systemd-analyze >/dev/null 2>&1; then
@@ -32,7 +32,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 units="webrep-proxy.service webrep-server.service"
 for unit in $units; do
-  sed "s|/usr/local/bin/webrep|$bin|g" "$dir/$unit" >"$tmp/$unit"
+  sed "s|/usr/bin/webrep|$bin|g" "$dir/$unit" >"$tmp/$unit"
 done
 
 status=0

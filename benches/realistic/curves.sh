@@ -4,7 +4,7 @@
 # the policy's list size, one thing varied at a time, the rest at the base point (100,000
 # hosts, 1,000,000 entries, the default policy with the harness's interception split).
 # Same pieces as run.sh (lib.sh): dnsmasq, nginx (HTTP + TLS), the load generator, webrep
-# proxy + server pinned on CPU 1. From the repository root, after `cargo build --release`:
+# proxy + server pinned on CPU 1. From the repository root, after `cargo build --profile dist`:
 #
 #   benches/realistic/curves.sh                              # the default sweep (about 6 min once the data exists)
 #   CURVES=hosts HOST_POINTS="1000 1000000" DURATION=20 benches/realistic/curves.sh

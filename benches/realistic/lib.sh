@@ -6,7 +6,7 @@
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-WEBREP=${WEBREP:-$REPO/target/release/webrep}
+WEBREP=${WEBREP:-$REPO/target/dist/webrep}
 LOADGEN=${LOADGEN:-}                          # empty: built with cargo (bench profile)
 POLICY=${POLICY:-$REPO/policies/default.yaml}
 DATA=${DATA:-/tmp/webrep-realistic-data}      # generated tables, lists, bodies, CAs (cached)
@@ -81,7 +81,7 @@ preflight() {  # tools...
     missing=(); for t in "$@"; do command -v "$t" >/dev/null || missing+=("$t"); done
   fi
   ((${#missing[@]} == 0)) || die "missing ${missing[*]} (benches/realistic/install.sh)"
-  [[ -x "$WEBREP" ]] || die "no webrep binary at $WEBREP (cargo build --release, or WEBREP=...)"
+  [[ -x "$WEBREP" ]] || die "no webrep binary at $WEBREP (cargo build --profile dist, or WEBREP=...)"
   local p; for p in 53 $ORIGIN_PORT $ORIGIN_TLS_PORT $SQUID_PORT $WR_SERVER_PORT $WR_PROXY_PORT $WR_METRICS_PORT $WR_ADMIN_PORT; do
     port_up "$p" && die "port $p already in use"; done
   ulimit -n "$(ulimit -Hn)"
@@ -92,9 +92,9 @@ preflight() {  # tools...
 
 build_loadgen() {  # sets LOADGEN
   [[ -n "$LOADGEN" ]] && { [[ -x "$LOADGEN" ]] || die "LOADGEN=$LOADGEN is not executable"; return; }
-  # The release profile reuses the dependencies `cargo build --release` compiled.
-  log "building the load generator (cargo build --release --bench loadgen)"
-  LOADGEN=$(cd "$REPO" && nice -n 19 cargo build --release --bench loadgen --message-format=json 2>>"$OUT/run.log" \
+  # The dist profile reuses the dependencies `cargo build --profile dist` compiled.
+  log "building the load generator (cargo build --profile dist --bench loadgen)"
+  LOADGEN=$(cd "$REPO" && nice -n 19 cargo build --profile dist --bench loadgen --message-format=json 2>>"$OUT/run.log" \
     | python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)

@@ -2,7 +2,7 @@
 # benches/realistic/run.sh: webrep beside Squid and Squid + squidGuard on office-like traffic
 # (Zipf over 100,000 host names, a 1,000,000-entry table, 70 % HTTPS of which half is
 # intercepted and half tunnelled, keep-alive connections of varying length, real DNS through
-# a local dnsmasq), loopback only. From the repository root, after `cargo build --release`:
+# a local dnsmasq), loopback only. From the repository root, after `cargo build --profile dist`:
 #
 #   benches/realistic/run.sh                          # every target, 1 KiB bodies, 32 and 128 connections
 #   BODIES="1k lognormal" benches/realistic/run.sh    # plus log-normal bodies

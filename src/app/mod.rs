@@ -12,9 +12,11 @@
 //!   settings applied, the rest named as needing a restart).
 //! - [`commands`]: the command-line commands that talk to a server or open a store
 //!   (`webrep import`, `lookup`, `feedback`).
+//! - [`generate`]: the manual pages and shell completions (`webrep generate`).
 
 pub mod check;
 pub mod commands;
+pub mod generate;
 pub mod proxy;
 pub mod reload;
 

@@ -26,6 +26,7 @@ mod feedback;
 mod files;
 mod intercept;
 pub mod live;
+mod location;
 mod log;
 mod pac;
 mod policy;
@@ -45,6 +46,10 @@ pub use escalation::{EscalationRule, FeedbackOptions};
 pub use feedback::FeedbackConfig;
 pub use files::FilesConfig;
 pub use intercept::InterceptConfig;
+pub use location::{
+    DEFAULT_CONFIG_DIR, DEFAULT_CONFIG_DIR_ENV, DEFAULT_CONFIG_FILE, config_file_to_read,
+    default_config_file,
+};
 pub use log::{LogConfig, parse_log_filter};
 pub use pac::{Bypass, PacConfig};
 pub use policy::{PolicyConfig, PolicySource};

@@ -16,6 +16,7 @@ mod feedback;
 mod feedback_up;
 mod files;
 mod filtering;
+mod install;
 mod intercept;
 mod layers;
 mod pac;

@@ -10,9 +10,15 @@ use super::{BOUND, eventually_ok};
 /// The `webrep` binary under test.
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_webrep");
 
-/// `webrep args...` as the tests run it: no colours, no `RUST_LOG` from the caller's
-/// environment, stdin and stdout to /dev/null (a test may set them otherwise), killed when
-/// dropped.
+/// Where the tests' `webrep` looks for its default configuration file: a directory that does
+/// not exist, so that a `/etc/webrep/webrep.yaml` installed on the machine (the Debian
+/// package) never changes what a test runs.
+pub(crate) const NO_DEFAULT_CONFIG_DIR: &str =
+    concat!(env!("CARGO_TARGET_TMPDIR"), "/no-default-config");
+
+/// `webrep args...` as the tests run it: no colours, no `RUST_LOG` or `WEBREP_CONFIG` from
+/// the caller's environment, no default configuration file ([`NO_DEFAULT_CONFIG_DIR`]),
+/// stdin and stdout to /dev/null (a test may set them otherwise), killed when dropped.
 pub(crate) fn webrep<S: AsRef<std::ffi::OsStr>>(
     args: impl IntoIterator<Item = S>,
 ) -> tokio::process::Command {
@@ -20,6 +26,8 @@ pub(crate) fn webrep<S: AsRef<std::ffi::OsStr>>(
     cmd.args(args)
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG")
+        .env_remove("WEBREP_CONFIG")
+        .env("WEBREP_DEFAULT_CONFIG_DIR", NO_DEFAULT_CONFIG_DIR)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true);
