@@ -2,7 +2,8 @@
 # The zero-copy relay in one run: 1 MiB HTTPS responses (hey, keep-alive) straight to nginx,
 # through HAProxy relaying plain TCP with splice (option splice-request/splice-response), and
 # through webrep's CONNECT tunnel with proxy.splice on and off; then 1 MiB plain HTTP (wrk,
-# absolute-form) straight to nginx and through webrep. For each relay it reports req/s, MB/s
+# absolute-form) straight to nginx, through HAProxy as an HTTP relay (heads parsed, bodies
+# spliced: the floor of a relay that parses HTTP) and through webrep. For each relay it reports req/s, MB/s
 # and the CPU seconds the relay process spent per GiB moved (utime+stime from /proc, the
 # figure least disturbed by other load on the machine). Loopback only.
 #
@@ -49,6 +50,12 @@ defaults
 listen relay
   bind 127.0.0.1:19445
   server origin 127.0.0.1:19443
+# The plain-HTTP floor: an HTTP relay that parses each head and splices the bodies.
+listen http_relay
+  mode http
+  option http-keep-alive
+  bind 127.0.0.1:19446
+  server origin 127.0.0.1:19080
 EOF
 haproxy -f "$work/haproxy.cfg" -D -p "$work/haproxy.pid"
 
@@ -128,6 +135,8 @@ for round in $(seq "$ROUNDS"); do
   [[ $HTTP == 1 ]] || continue
   r=$(measure - wrk -c "$HTTP_CONC" http://127.0.0.1:19080/1m.bin)
   printf '%-5s %-16s %5s %s\n' "$round" "http-direct" "$HTTP_CONC" "$r"
+  r=$(measure "$(cat "$work/haproxy.pid")" wrk -c "$HTTP_CONC" http://127.0.0.1:19446/1m.bin)
+  printf '%-5s %-16s %5s %s\n' "$round" "http-haproxy" "$HTTP_CONC" "$r"
   r=$(export BENCH_ABS_URL=http://127.0.0.1:19080/1m.bin BENCH_HOST=127.0.0.1:19080
     measure "$spliced_pid" wrk -c "$HTTP_CONC" http://127.0.0.1:3131/1m.bin)
   printf '%-5s %-16s %5s %s\n' "$round" "http-webrep" "$HTTP_CONC" "$r"
