@@ -109,10 +109,12 @@ pub enum Command {
         command: ConfigCommand,
     },
     /// Show the canonical form of a URL and its lookup expressions (what list entries and
-    /// reputation lookups are matched against).
+    /// reputation lookups are matched against); of each line of standard input with `-` or no
+    /// URL. Exit 65 when an input is not a URL.
     Url {
-        /// The URL, as a browser would send it.
-        url: String,
+        /// The URL, as a browser would send it: any bytes, UTF-8 or not. `-` or none: read
+        /// standard input, one URL per line (blank lines skipped).
+        url: Option<std::ffi::OsString>,
         /// Print one JSON object instead of lines.
         #[arg(long)]
         json: bool,

@@ -94,17 +94,7 @@ fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check { service, file },
         } => config_check(&file, service),
-        Command::Url { url, json } => {
-            let mut out = Vec::new();
-            let code = webrep::canon::url_command(&url, json, &mut out);
-            let text = String::from_utf8_lossy(&out);
-            if code == Exit::Ok {
-                webrep::out!("{text}");
-            } else {
-                webrep::err!("{text}");
-            }
-            code.into()
-        }
+        Command::Url { url, json } => url_command(url.as_deref(), json),
         Command::Policy {
             command: webrep::cli::PolicyCommand::Check { files },
         } => webrep::policyfile::check_command(
@@ -115,6 +105,27 @@ fn main() -> ExitCode {
         .into(),
         Command::Passwd { name } => passwd_command(&name),
         Command::Generate { command } => generate_command(command),
+    }
+}
+
+/// `webrep url [URL|-]`: the argument's raw bytes, or each line of standard input.
+fn url_command(url: Option<&std::ffi::OsStr>, json: bool) -> ExitCode {
+    use std::os::unix::ffi::OsStrExt as _;
+    match url.filter(|u| *u != "-") {
+        Some(url) => {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let code = webrep::canon::url_command(url.as_bytes(), json, &mut out, &mut err);
+            webrep::out!("{}", String::from_utf8_lossy(&out));
+            webrep::err!("{}", String::from_utf8_lossy(&err));
+            code.into()
+        }
+        None => webrep::canon::url_lines(
+            std::io::stdin().lock(),
+            json,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        )
+        .into(),
     }
 }
 

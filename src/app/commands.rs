@@ -70,6 +70,27 @@ impl From<ClientError> for CommandError {
     }
 }
 
+/// The failure of a request to the server at `client`'s base URL: [`CommandError`]'s
+/// conversion with that URL named, so that an admin sees which server could not be reached
+/// (`--server` or `WEBREP_SERVER`, or the default).
+fn at_server(client: &RepClient) -> impl FnOnce(ClientError) -> CommandError + '_ {
+    move |e| {
+        let base = client.base();
+        let message = match &e {
+            ClientError::Transport(m) => format!("cannot reach the server {base}: {m}"),
+            ClientError::Timeout(d) => {
+                format!("no answer from the server {base} within {}s", d.as_secs())
+            }
+            ClientError::Setup(m) => m.clone(),
+            ClientError::Status { .. } | ClientError::Json(_) => format!("server {base}: {e}"),
+        };
+        CommandError {
+            message,
+            ..CommandError::from(e)
+        }
+    }
+}
+
 impl From<anyhow::Error> for CommandError {
     fn from(e: anyhow::Error) -> CommandError {
         CommandError {
@@ -211,7 +232,8 @@ async fn import_via_server(
     let body = StreamBody::new(stream).boxed_unsync();
     let answer = client
         .post_body(&path, "application/octet-stream", body, timeout)
-        .await?;
+        .await
+        .map_err(at_server(&client))?;
     typed("/v1/import", &answer)
 }
 
@@ -279,7 +301,10 @@ pub async fn lookup(
     let (client, timeout) = client_within(server, 30)?;
     let (raw, answer) = if !hosts && items.len() == 1 {
         let path = format!("/v1/lookup?url={}", encode_query_value(&items[0]));
-        let raw = client.get(&path, timeout).await?;
+        let raw = client
+            .get(&path, timeout)
+            .await
+            .map_err(at_server(&client))?;
         let item: UrlItem = typed("/v1/lookup", &raw)?;
         let answer = BatchAnswer {
             urls: vec![item],
@@ -293,7 +318,10 @@ pub async fn lookup(
             (items.to_vec(), vec![])
         };
         let body = BatchRequest { urls, hosts };
-        let raw = client.post_json("/v1/lookup", &body, timeout).await?;
+        let raw = client
+            .post_json("/v1/lookup", &body, timeout)
+            .await
+            .map_err(at_server(&client))?;
         let answer: BatchAnswer = typed("/v1/lookup", &raw)?;
         (raw, answer)
     };
@@ -413,7 +441,7 @@ pub async fn feedback(command: crate::cli::FeedbackCommand) -> Result<(), Comman
         } => {
             let (c, timeout) = client_within(&server, 30)?;
             let path = format!("/v1/feedback/summary?since_secs={since_secs}&limit={limit}");
-            let raw = c.get(&path, timeout).await?;
+            let raw = c.get(&path, timeout).await.map_err(at_server(&c))?;
             let summary: Summary = typed("/v1/feedback/summary", &raw)?;
             if json {
                 print_json(&raw);
@@ -423,7 +451,10 @@ pub async fn feedback(command: crate::cli::FeedbackCommand) -> Result<(), Comman
         }
         FeedbackCommand::Escalations { server, json } => {
             let (c, timeout) = client_within(&server, 30)?;
-            let raw = c.get("/v1/escalations", timeout).await?;
+            let raw = c
+                .get("/v1/escalations", timeout)
+                .await
+                .map_err(at_server(&c))?;
             let list: Escalations = typed("/v1/escalations", &raw)?;
             if json {
                 print_json(&raw);
@@ -440,7 +471,8 @@ pub async fn feedback(command: crate::cli::FeedbackCommand) -> Result<(), Comman
             let body = Revert { key };
             let raw = c
                 .post_json("/v1/escalations/revert", &body, timeout)
-                .await?;
+                .await
+                .map_err(at_server(&c))?;
             let r: Reverted = typed("/v1/escalations/revert", &raw)?;
             crate::outln!("reverted {} (seq {})", r.reverted, r.seq);
         }

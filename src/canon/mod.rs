@@ -60,7 +60,7 @@ mod expressions;
 mod host;
 mod path;
 
-pub use cli::url_command;
+pub use cli::{url_command, url_lines};
 pub use escape::MAX_UNESCAPE_ROUNDS;
 pub use expressions::{Expression, Expressions, MAX_EXPRESSIONS, MAX_HOSTS, MAX_PATHS};
 pub use host::{HostKind, is_dns_name, numeric_ipv4};

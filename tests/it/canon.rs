@@ -502,9 +502,15 @@ proptest! {
 
 // === webrep url ===
 
+/// (exit status, standard output then standard error).
 fn run_url_command(input: &str, json: bool) -> (u8, String) {
-    let mut out = Vec::new();
-    let code = url_command(input, json, &mut out).code();
+    run_url_bytes(input.as_bytes(), json)
+}
+
+fn run_url_bytes(input: &[u8], json: bool) -> (u8, String) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = url_command(input, json, &mut out, &mut err).code();
+    out.extend(err);
     (
         code,
         String::from_utf8(out).expect("command output is UTF-8"),
@@ -560,8 +566,8 @@ fn url_command_refuses_non_urls_with_status_65() {
         "/only/a/path",
         "not a url",
         "not a url at all",
-        "http://a b.example/",
-        "http://%01%80.com/",
+        "a b.example/",
+        "%01%80.com",
     ] {
         for json in [false, true] {
             let (code, out) = run_url_command(input, json);
@@ -570,6 +576,62 @@ fn url_command_refuses_non_urls_with_status_65() {
             assert_eq!(out.lines().count(), 1);
         }
     }
+}
+
+/// Raw bytes, as the proxy takes them: the Safe Browsing case `http://\x01\x80.com/` is
+/// `http://%01%80.com/`, with a note that no list entry can name that host.
+#[test]
+fn url_command_takes_raw_bytes_and_notes_a_host_no_entry_can_name() {
+    for input in [
+        &b"http://\x01\x80.com/"[..],
+        b"HTTP://%01%80.com/",
+        b" http://\x01\x80.com/",
+    ] {
+        let (code, out) = run_url_bytes(input, false);
+        assert_eq!(code, 0, "{input:?}: {out}");
+        let mut lines = out.lines();
+        assert_eq!(lines.next(), Some("http://%01%80.com/"), "{out}");
+        assert_eq!(lines.next(), Some("%01%80.com/"), "{out}");
+        assert!(
+            lines.next().is_some_and(|l| l
+                .starts_with("note: no list entry or feed line can name the host \"%01%80.com\"")),
+            "{out}"
+        );
+    }
+    let (code, out) = run_url_bytes(b"http://a b.example/", true);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("{\"canonical\":\"http://a%20b.example/\""),
+        "{out}"
+    );
+}
+
+/// Standard input: one URL per line, blank lines skipped, a bad line named by its number
+/// while the others go on, then exit 65.
+#[test]
+fn url_lines_reads_one_url_per_line() {
+    let input = b"HTTP://A.test/x\r\n\n  \nmailto:x\nhttp://\x01\x80.com/\n";
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = webrep::canon::url_lines(&input[..], false, &mut out, &mut err);
+    assert_eq!(code.code(), 65);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "http://a.test/x\na.test/x\na.test/\n\nhttp://%01%80.com/\n%01%80.com/\n"
+    );
+    let err = String::from_utf8(err).unwrap();
+    assert!(err.starts_with("error: line 4: not a url: "), "{err}");
+    assert!(err.contains("note: line 5: no list entry"), "{err}");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = webrep::canon::url_lines(
+        &b"http://a.test/\nhttp://b.test/"[..],
+        true,
+        &mut out,
+        &mut err,
+    );
+    assert_eq!(code.code(), 0);
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(out.lines().count(), 2, "one JSON object per line: {out}");
+    assert!(err.is_empty());
 }
 
 /// The examples shown in docs/canon.md.
