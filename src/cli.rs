@@ -124,8 +124,9 @@ pub enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
-    /// Print a users-file line (`NAME:argon2-hash`) for proxy authentication; the password
-    /// is read from the first line of standard input.
+    /// Print a users-file line (`NAME:argon2-hash`) for proxy authentication. From a
+    /// terminal it asks for the password twice without echo; otherwise it reads the first line
+    /// of standard input (`echo "$PW" | webrep passwd NAME`). At least 8 characters.
     Passwd {
         /// The user name.
         name: String,

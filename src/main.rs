@@ -3,7 +3,6 @@
 //! command line, 78 a bad configuration (at the start of `proxy` and `server` too, and an
 //! invalid `RUST_LOG`), 1 a failure of no other class.
 
-use std::io::BufRead as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
@@ -103,7 +102,13 @@ fn main() -> ExitCode {
             &mut std::io::stderr().lock(),
         )
         .into(),
-        Command::Passwd { name } => passwd_command(&name),
+        Command::Passwd { name } => match webrep::app::passwd::passwd(&name) {
+            Ok(line) => {
+                webrep::outln!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => error(e.code, &e.message),
+        },
         Command::Generate { command } => generate_command(command),
     }
 }
@@ -176,34 +181,6 @@ fn config_check(file: &std::path::Path, only: Option<webrep::cli::Service>) -> E
             }
             Exit::Config.into()
         }
-    }
-}
-
-/// `webrep passwd NAME`: a users-file line for NAME with the password read from stdin.
-fn passwd_command(name: &str) -> ExitCode {
-    if name.is_empty() || name.contains(':') || name.contains(char::is_whitespace) {
-        return error(
-            Exit::Usage,
-            "a user name must be non-empty, without ':' or spaces",
-        );
-    }
-    let mut line = String::new();
-    if std::io::stdin().lock().read_line(&mut line).is_err() {
-        return error(
-            Exit::NoInput,
-            "cannot read the password from standard input",
-        );
-    }
-    let password = line.trim_end_matches(['\r', '\n']);
-    if password.is_empty() {
-        return error(Exit::DataErr, "empty password (give it on standard input)");
-    }
-    match webrep::proxy::auth::hash_password(password) {
-        Ok(h) => {
-            webrep::outln!("{name}:{h}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(anyhow::anyhow!(e)),
     }
 }
 

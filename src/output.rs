@@ -11,6 +11,12 @@ pub fn write_lossy(mut to: impl std::io::Write, args: std::fmt::Arguments<'_>) {
     let _ = to.write_fmt(args);
 }
 
+/// `n` and the noun for it: `counted(1, "entry", "entries")` is `1 entry`, `counted(2, ...)`
+/// `2 entries`.
+pub fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// `print!` that drops the text when standard output is closed or failing.
 #[macro_export]
 macro_rules! out {

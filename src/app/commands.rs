@@ -42,7 +42,8 @@ impl CommandError {
         Self::new(Exit::Usage, message)
     }
 
-    fn new(code: Exit, message: impl Into<String>) -> CommandError {
+    /// A failure with `code` and `message`.
+    pub fn new(code: Exit, message: impl Into<String>) -> CommandError {
         CommandError {
             code,
             message: message.into(),

@@ -17,6 +17,7 @@
 pub mod check;
 pub mod commands;
 pub mod generate;
+pub mod passwd;
 pub mod proxy;
 pub mod reload;
 

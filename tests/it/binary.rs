@@ -523,3 +523,89 @@ async fn secrets_files_other_users_can_read_are_warned_about() {
         }
     }
 }
+
+/// Without a terminal: the first line of standard input; a password under 8 characters, or
+/// none at all, is refused with the status for bad input.
+#[tokio::test]
+async fn passwd_from_a_pipe_refuses_short_or_missing_passwords() {
+    for (input, code, says) in [
+        (
+            &b"short77\n"[..],
+            65,
+            "too short (7 characters); at least 8",
+        ),
+        (b"", 66, "no password"),
+        (b"long enough\n", 0, ""),
+    ] {
+        let mut child = webrep(["passwd", "bob"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use tokio::io::AsyncWriteExt as _;
+        child.stdin.take().unwrap().write_all(input).await.unwrap();
+        let out = child.wait_with_output().await.unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{input:?}: {err}");
+        assert!(err.contains(says), "{input:?}: {err}");
+        assert_eq!(out.stdout.starts_with(b"bob:$argon2id$"), code == 0);
+    }
+}
+
+/// On a terminal (a pseudo-terminal from util-linux `script`, part of every Debian system):
+/// two prompts, and the password typed is never echoed; different passwords are refused.
+#[tokio::test]
+async fn passwd_on_a_terminal_asks_twice_without_echo() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    for (second, code) in [("tty-secret-1", 0), ("tty-secret-2", 65)] {
+        let mut child = tokio::process::Command::new("script")
+            .args(["-qec", &format!("{BIN} passwd bob"), "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("`script` (util-linux, Debian package bsdutils) is needed");
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut seen = Vec::new();
+        for (prompt, answer) in [("Password for bob: ", "tty-secret-1"), ("Again: ", second)] {
+            tokio::time::timeout(Duration::from_secs(20), async {
+                while !String::from_utf8_lossy(&seen).contains(prompt) {
+                    let mut buf = [0u8; 512];
+                    let n = stdout.read(&mut buf).await.unwrap();
+                    assert!(
+                        n > 0,
+                        "ended before {prompt:?}: {:?}",
+                        String::from_utf8_lossy(&seen)
+                    );
+                    seen.extend_from_slice(&buf[..n]);
+                }
+            })
+            .await
+            .expect("prompt");
+            stdin
+                .write_all(format!("{answer}\n").as_bytes())
+                .await
+                .unwrap();
+        }
+        let status = tokio::time::timeout(Duration::from_secs(30), async {
+            stdout.read_to_end(&mut seen).await.unwrap();
+            child.wait().await.unwrap()
+        })
+        .await
+        .expect("webrep passwd ends");
+        drop(stdin);
+        let seen = String::from_utf8_lossy(&seen);
+        assert_eq!(status.code(), Some(code), "{seen}");
+        assert!(
+            !seen.contains("tty-secret"),
+            "the password was echoed: {seen}"
+        );
+        if code == 0 {
+            assert!(seen.contains("bob:$argon2id$"), "{seen}");
+        } else {
+            assert!(seen.contains("the two passwords differ"), "{seen}");
+        }
+    }
+}
