@@ -24,6 +24,7 @@ use crate::cli::ServerArgs;
 use crate::client::{ClientError, RepClient};
 use crate::exit::Exit;
 use crate::model::{Category, Score};
+use crate::output::counted;
 use crate::repserver::import::{self, Format, ImportOptions};
 use crate::repserver::store::Store;
 use crate::urlenc::encode_query_value;
@@ -193,14 +194,15 @@ fn print_import(file: &Path, report: &ImportAnswer) {
     }
     let shown = report.bad.len() as u64;
     if report.bad_total > shown {
-        crate::errln!("... and {} more bad lines", report.bad_total - shown);
+        let more = counted(report.bad_total - shown, "more bad line", "more bad lines");
+        crate::errln!("... and {more}");
     }
     crate::outln!(
-        "{}: {} entries imported, {} lines skipped, {} bad lines (sequence {})",
+        "{}: {} imported, {} skipped, {} (sequence {})",
         file.display(),
-        report.imported,
-        report.skipped,
-        report.bad_total,
+        counted(report.imported, "entry", "entries"),
+        counted(report.skipped, "line", "lines"),
+        counted(report.bad_total, "bad line", "bad lines"),
         report.seq
     );
 }

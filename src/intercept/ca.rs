@@ -154,8 +154,9 @@ impl std::fmt::Display for CaExpiry {
             ),
             CaExpiry::Soon { days } => write!(
                 f,
-                "expires in {days} days; plan a new CA (`webrep ca init --force`) and its \
-                 distribution to clients"
+                "expires in {}; plan a new CA (`webrep ca init --force`) and its \
+                 distribution to clients",
+                crate::output::counted(days.unsigned_abs(), "day", "days")
             ),
         }
     }

@@ -125,3 +125,79 @@ async fn an_output_that_cannot_be_created_exits_73_and_a_bad_config_78() {
         );
     }
 }
+
+/// A server that cannot be reached is named in the error (exit 69).
+#[tokio::test]
+async fn an_unreachable_server_is_named() {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let token = ("WEBREP_TOKEN", "client-token-0123456789");
+    for args in [
+        &["lookup", "--server", &url, "http://a.test/"][..],
+        &[
+            "lookup",
+            "--server",
+            &url,
+            "http://a.test/",
+            "http://b.test/",
+        ],
+        &["feedback", "escalations", "--server", &url],
+    ] {
+        let (code, _, err) = run(args, &[token]).await;
+        assert_eq!(code, 69, "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("error: cannot reach the server {url}: ")),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+/// `webrep url` takes an argument that is not UTF-8 (the Safe Browsing case) and standard
+/// input, one URL per line; a line that is not a URL exits 65.
+#[tokio::test]
+async fn url_takes_raw_bytes_from_arguments_and_standard_input() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let arg = std::ffi::OsStr::from_bytes(b"http://\x01\x80.com/");
+    let out = run_to_end(webrep([std::ffi::OsStr::new("url"), arg])).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(out.stdout.starts_with(b"http://%01%80.com/\n"), "{out:?}");
+    for args in [&["url"][..], &["url", "-"]] {
+        let mut child = webrep(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"http://\x01\x80.com/\nHTTP://A.test/\n")
+            .await
+            .unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().await.unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "http://%01%80.com/\n%01%80.com/\n\nhttp://a.test/\na.test/\n"
+        );
+        let mut child = webrep(args)
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"http://a.test/\nnot a url\n")
+            .await
+            .unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().await.unwrap();
+        assert_eq!(out.status.code(), Some(65), "{out:?}");
+        assert!(
+            out.stderr.starts_with(b"error: line 2: not a url"),
+            "{out:?}"
+        );
+    }
+}

@@ -365,7 +365,10 @@ async fn import_straight_into_a_store_file() {
         String::from_utf8_lossy(&out.stderr),
     );
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(stdout.contains("1 entries imported"), "{stdout}");
+    assert!(
+        stdout.contains("1 entry imported, 0 lines skipped, 1 bad line "),
+        "{stdout}"
+    );
     assert!(stderr.contains(":2: "), "{stderr}");
     let store = webrep::repserver::store::Store::open(&db).unwrap();
     assert_eq!(store.len().unwrap(), 1);

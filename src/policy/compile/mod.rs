@@ -47,6 +47,7 @@ mod settings;
 use super::schema::{RawPolicy, SecurityLevel};
 use super::{Action, PolicyError, PolicyErrors};
 use crate::model::{BUILTIN_CATEGORIES, CategoryClass, Taxonomy};
+use crate::output::counted;
 use crate::yaml::{self, Located};
 use context::Cx;
 use lists::{Lists, UrlList};
@@ -252,11 +253,19 @@ impl Policy {
             .filter(|(_, a)| *a == Action::Block)
             .count();
         format!(
-            "security_level {level}, untested {}, approved {ap} (+{apr} regex), blocked {bl} (+{blr} regex), {wild} wildcard, {} category actions ({blocked_cats} block), {} custom categories, {} rules, reputation_unavailable {}",
+            "security_level {level}, untested {}, approved {ap} (+{apr} regex), blocked {bl} (+{blr} regex), {wild} wildcard, {} ({blocked_cats} block), {}, {}, reputation_unavailable {}",
             b.untested.as_str(),
-            b.categories.len(),
-            self.taxonomy.custom().count(),
-            self.rules.len(),
+            counted(
+                b.categories.len() as u64,
+                "category action",
+                "category actions"
+            ),
+            counted(
+                self.taxonomy.custom().count() as u64,
+                "custom category",
+                "custom categories"
+            ),
+            counted(self.rules.len() as u64, "rule", "rules"),
             b.reputation_unavailable.as_str(),
         )
     }
