@@ -71,6 +71,8 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
         let guard = ResponseGuard {
             in_flight: Some(self.activity.start_request()),
             log: None,
+            traffic: self.state.traffic.clone(),
+            bytes_out: 0,
         };
         let state = self.state.clone();
         let ctx = RequestCtx {
@@ -175,6 +177,7 @@ async fn dispatch(
             (r, RecordKind::Http, None, Some(e.proxy_status()), true)
         }
     };
+    state.traffic.request(&method, response.status());
     if !allowed {
         response
             .headers_mut()
