@@ -881,8 +881,14 @@ mod tests {
         };
         assert_eq!(code(RecordKind::Http, 403, Some(&block)), "TCP_DENIED");
         assert_eq!(code(RecordKind::Http, 403, Some(&warn)), "TCP_DENIED_WARN");
-        assert_eq!(code(RecordKind::Intercepted, 200, Some(&block)), "TCP_DENIED");
-        assert_eq!(code(RecordKind::Intercepted, 200, Some(&warn)), "TCP_DENIED_WARN");
+        assert_eq!(
+            code(RecordKind::Intercepted, 200, Some(&block)),
+            "TCP_DENIED"
+        );
+        assert_eq!(
+            code(RecordKind::Intercepted, 200, Some(&warn)),
+            "TCP_DENIED_WARN"
+        );
         assert_eq!(code(RecordKind::Intercepted, 200, Some(&allow)), "TCP_MISS");
         assert_eq!(code(RecordKind::Tunnel, 200, Some(&allow)), "TCP_TUNNEL");
         assert_eq!(code(RecordKind::Http, 407, None), "TCP_DENIED");

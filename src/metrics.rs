@@ -7,7 +7,8 @@
 //! ([`crate::repserver::metrics`]) keep relaxed atomics where the work happens and register,
 //! once, a [`prometheus_client::collector::Collector`] that reads them; a scrape ([`encode`])
 //! runs it, and it writes each family with these helpers (typed label sets, constant values)
-//! in the OpenMetrics text format.
+//! in the OpenMetrics text format. [`ProcessCollector`] adds the standard `process_*`
+//! metrics read from `/proc/self` at each scrape, [`build_info`] the running version.
 //!
 //! # What it costs
 //! Nothing per request; a scrape writes a few dozen samples into one string.
@@ -191,7 +192,12 @@ impl prometheus_client::collector::Collector for ProcessCollector {
                 &ConstGauge::new(p.start_time_seconds),
             )?;
             if let Some(n) = p.open_fds {
-                gauge(&mut enc, "process_open_fds", "Number of open file descriptors", n)?;
+                gauge(
+                    &mut enc,
+                    "process_open_fds",
+                    "Number of open file descriptors",
+                    n,
+                )?;
             }
             if let Some(n) = p.max_fds {
                 gauge(

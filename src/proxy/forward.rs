@@ -664,8 +664,10 @@ pub(crate) fn log_relay(
     // An intercepted tunnel's requests count their own bodies.
     if kind != RecordKind::Intercepted {
         let t = &state.traffic;
-        t.bytes_in.fetch_add(stats.up, std::sync::atomic::Ordering::Relaxed);
-        t.bytes_out.fetch_add(stats.down, std::sync::atomic::Ordering::Relaxed);
+        t.bytes_in
+            .fetch_add(stats.up, std::sync::atomic::Ordering::Relaxed);
+        t.bytes_out
+            .fetch_add(stats.down, std::sync::atomic::Ordering::Relaxed);
     }
     let error = match stats.end {
         RelayEnd::Closed => None,

@@ -7,8 +7,9 @@
 //! Outside the request path: the counters are the relaxed atomics the request path already
 //! keeps (filter decisions, cache states, file scans, feedback queue and spool, certificate
 //! mints, failed client handshakes, tunnels, DNS lookups, policy reload failures, rejected
-//! request heads, client connections, password checks, upstream pool bounds) and the histogram of reputation round
-//! trips; a scrape runs the registered collector, which writes them with typed label sets
+//! request heads, client connections, password checks, upstream pool bounds, the client-side
+//! traffic of [`super::traffic`]) and the histogram of reputation round trips, beside the
+//! process metrics ([`crate::metrics::ProcessCollector`], unprefixed) and the build info; a scrape runs the registered collector, which writes them with typed label sets
 //! (`labels`) in the OpenMetrics text format. Label values come from closed sets only:
 //! actions, cache states, outcomes, and the configured source names.
 //!
@@ -37,8 +38,8 @@ use crate::feedback::Feedback;
 use crate::metrics::{counter, counters, gauge};
 use labels::{
     Action, ActionLabels, Auth, AuthLabels, Cache, CacheLabels, DirectionLabels, Dns, DnsLabels,
-    Early, EarlyLabels, FeedbackLabels, Head, HeadLabels, ReasonLabels, RelayPath,
-    RelayPathLabels, RequestLabels, Scan, ScanLabels, SourceLabels, Tunnel, TunnelLabels,
+    Early, EarlyLabels, FeedbackLabels, Head, HeadLabels, ReasonLabels, RelayPath, RelayPathLabels,
+    RequestLabels, Scan, ScanLabels, SourceLabels, Tunnel, TunnelLabels,
 };
 
 /// The proxy's registry (prefix `webrep`), built once per admin listener: one collector
@@ -361,8 +362,14 @@ fn encode_traffic(enc: &mut DescriptorEncoder, state: &ProxyState) -> fmt::Resul
         "client_bytes",
         "Body bytes received from clients (in: request bodies, what clients sent into tunnels and WebSockets) and sent to them (out: response bodies, what tunnels and WebSockets relayed to clients), counted when each body or relay ends",
         [
-            (DirectionLabels { direction: "in" }, t.bytes_in.load(Relaxed)),
-            (DirectionLabels { direction: "out" }, t.bytes_out.load(Relaxed)),
+            (
+                DirectionLabels { direction: "in" },
+                t.bytes_in.load(Relaxed),
+            ),
+            (
+                DirectionLabels { direction: "out" },
+                t.bytes_out.load(Relaxed),
+            ),
         ],
     )?;
     gauge(

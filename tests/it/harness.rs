@@ -467,11 +467,7 @@ impl TestProxy {
         let config = Config::from_raw(raw, "test config").expect("test config is valid");
         let log_path = dir.path().join("access.log");
         let file = std::fs::File::create(&log_path).unwrap();
-        let access_log = Arc::new(AccessLog::with_writer(
-            Box::new(file),
-            format,
-            1 << 20,
-        ));
+        let access_log = Arc::new(AccessLog::with_writer(Box::new(file), format, 1 << 20));
         let proxy = webrep::app::proxy::ProxyApp::start(&config, access_log.clone())
             .await
             .unwrap();
@@ -521,7 +517,11 @@ impl TestProxy {
             let text = self.access_log_text();
             let found = text
                 .lines()
-                .map(|line| line.split(' ').filter(|f| !f.is_empty()).collect::<Vec<_>>())
+                .map(|line| {
+                    line.split(' ')
+                        .filter(|f| !f.is_empty())
+                        .collect::<Vec<_>>()
+                })
                 .find(|f| pred(f))
                 .map(|f| f.into_iter().map(str::to_owned).collect());
             std::future::ready(found.ok_or(text))

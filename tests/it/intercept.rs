@@ -896,7 +896,10 @@ async fn squid_lines_tell_warn_from_block_and_log_local_pages_with_absolute_urls
     let port = origin.addr.port();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("policy.yaml");
-    let policy = FILTER_POLICY.replace("    malware: block\n", "    malware: block\n    news: warn\n");
+    let policy = FILTER_POLICY.replace(
+        "    malware: block\n",
+        "    malware: block\n    news: warn\n",
+    );
     std::fs::write(&file, policy).unwrap();
     let i = intercepting(&origin_ca, port, |c| {
         c.proxy.hosts = sample_hosts();
@@ -906,7 +909,11 @@ async fn squid_lines_tell_warn_from_block_and_log_local_pages_with_absolute_urls
     .await;
     let client = i.client(false);
     // malware.example: refused, intercepted only to show the block page.
-    let r = client.get(format!("https://malware.example:{port}/x")).send().await.unwrap();
+    let r = client
+        .get(format!("https://malware.example:{port}/x"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     let connect = i
         .proxy
@@ -915,11 +922,17 @@ async fn squid_lines_tell_warn_from_block_and_log_local_pages_with_absolute_urls
     assert_eq!(connect[3], "TCP_DENIED/200", "{connect:?}");
     let inner = i
         .proxy
-        .wait_squid_line(|f| f.get(6) == Some(&format!("https://malware.example:{port}/x").as_str()))
+        .wait_squid_line(|f| {
+            f.get(6) == Some(&format!("https://malware.example:{port}/x").as_str())
+        })
         .await;
     assert_eq!(inner[3], "TCP_DENIED/403", "{inner:?}");
     // news.example: warned; the warn page is not a block.
-    let r = client.get(format!("https://news.example:{port}/y")).send().await.unwrap();
+    let r = client
+        .get(format!("https://news.example:{port}/y"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     let warned = i
         .proxy
@@ -934,10 +947,17 @@ async fn squid_lines_tell_warn_from_block_and_log_local_pages_with_absolute_urls
     // Local pages asked of the proxy directly log as absolute URLs.
     let direct = reqwest::Client::builder().no_proxy().build().unwrap();
     for path in ["/proxy.pac", "/ca"] {
-        let r = direct.get(format!("{}{path}", i.proxy.url())).send().await.unwrap();
+        let r = direct
+            .get(format!("{}{path}", i.proxy.url()))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "{path}");
         let want = format!("{}{path}", i.proxy.url());
-        let line = i.proxy.wait_squid_line(|f| f.get(6) == Some(&want.as_str())).await;
+        let line = i
+            .proxy
+            .wait_squid_line(|f| f.get(6) == Some(&want.as_str()))
+            .await;
         assert_eq!(line[3], "NONE_NONE/200", "{line:?}");
     }
     i.proxy.stop().await;

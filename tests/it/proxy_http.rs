@@ -635,19 +635,39 @@ async fn metrics_count_requests_bytes_tunnels_and_the_process() {
     assert_eq!(count("POST", "2xx"), 1.0, "{text}");
     assert_eq!(count("CONNECT", "4xx"), 1.0, "{text}");
     assert_eq!(count("CONNECT", "2xx"), 1.0, "{text}");
-    assert!(!text.contains("method=\"PUT\""), "only counts above zero: {text}");
-    let bytes = |d: &str| sample(&text, &format!("webrep_client_bytes_total{{direction=\"{d}\"}}"));
+    assert!(
+        !text.contains("method=\"PUT\""),
+        "only counts above zero: {text}"
+    );
+    let bytes = |d: &str| {
+        sample(
+            &text,
+            &format!("webrep_client_bytes_total{{direction=\"{d}\"}}"),
+        )
+    };
     assert_eq!(bytes("in"), 5000.0, "{text}");
     // The proxy's own 403 page adds to the bodies sent.
     assert!(bytes("out") > (2000 + answer.len()) as f64, "{text}");
     assert_eq!(
-        sample(&text, &format!("webrep_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))),
+        sample(
+            &text,
+            &format!(
+                "webrep_build_info{{version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
         1.0
     );
-    assert!(sample(&text, "process_resident_memory_bytes") > 1e6, "{text}");
+    assert!(
+        sample(&text, "process_resident_memory_bytes") > 1e6,
+        "{text}"
+    );
     assert!(sample(&text, "process_open_fds") >= 3.0, "{text}");
     assert!(sample(&text, "process_cpu_seconds_total") > 0.0, "{text}");
-    assert!(sample(&text, "process_start_time_seconds") > 1.7e9, "{text}");
+    assert!(
+        sample(&text, "process_start_time_seconds") > 1.7e9,
+        "{text}"
+    );
     let stats = stats_at(admin).await;
     assert_eq!(stats["traffic"]["requests"]["GET"]["2xx"], 2, "{stats}");
     assert_eq!(stats["traffic"]["bytes_in"], 5000, "{stats}");
