@@ -907,14 +907,17 @@ async fn squid_lines_tell_warn_from_block_and_log_local_pages_with_absolute_urls
         c.access_log.format = webrep::config::AccessLogFormat::Squid;
     })
     .await;
-    let client = i.client(false);
+    // Each client is dropped after its request: that closes its tunnel, whose line is written
+    // when it closes.
     // malware.example: refused, intercepted only to show the block page.
+    let client = i.client(false);
     let r = client
         .get(format!("https://malware.example:{port}/x"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    drop((r, client));
     let connect = i
         .proxy
         .wait_squid_line(|f| f.get(5) == Some(&"CONNECT") && f[6].starts_with("malware"))
@@ -928,12 +931,14 @@ async fn squid_lines_tell_warn_from_block_and_log_local_pages_with_absolute_urls
         .await;
     assert_eq!(inner[3], "TCP_DENIED/403", "{inner:?}");
     // news.example: warned; the warn page is not a block.
+    let client = i.client(false);
     let r = client
         .get(format!("https://news.example:{port}/y"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    drop((r, client));
     let warned = i
         .proxy
         .wait_squid_line(|f| f.get(6) == Some(&format!("https://news.example:{port}/y").as_str()))
