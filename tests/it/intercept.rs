@@ -950,13 +950,8 @@ async fn squid_lines_tell_warn_from_block_and_log_local_pages_with_absolute_urls
         .await;
     assert_eq!(connect[3], "TCP_DENIED_WARN/200", "{connect:?}");
     // Local pages asked of the proxy directly log as absolute URLs.
-    let direct = reqwest::Client::builder().no_proxy().build().unwrap();
     for path in ["/proxy.pac", "/ca"] {
-        let r = direct
-            .get(format!("{}{path}", i.proxy.url()))
-            .send()
-            .await
-            .unwrap();
+        let r = plain_get(format!("{}{path}", i.proxy.url())).await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
         let want = format!("{}{path}", i.proxy.url());
         let line = i

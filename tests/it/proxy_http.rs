@@ -685,3 +685,14 @@ async fn metrics_count_requests_bytes_tunnels_and_the_process() {
     .await;
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn json_lines_name_the_proxys_own_pages_by_absolute_url() {
+    let proxy = TestProxy::start_default().await;
+    let r = plain_get(format!("{}/healthz", proxy.url())).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let want = format!("{}/healthz", proxy.url());
+    let line = proxy.wait_log(|l| l["kind"] == "local").await;
+    assert_eq!(line["url"], want.as_str(), "{line}");
+    proxy.stop().await;
+}
