@@ -228,18 +228,27 @@ impl AccessRecord<'_> {
         s
     }
 
+    /// Squid's result code for this line: what the policy decided comes first (a block is
+    /// `TCP_DENIED`, a warn page `TCP_DENIED_WARN`, also for a CONNECT intercepted only to
+    /// show that page, which was answered `200`), then the status and the kind.
+    fn squid_code(&self) -> &'static str {
+        match (self.kind, self.status, self.decision.map(|d| d.action)) {
+            (_, _, Some("block")) => "TCP_DENIED",
+            (_, _, Some("warn")) => "TCP_DENIED_WARN",
+            (RecordKind::Tunnel, 200, _) => "TCP_TUNNEL",
+            (_, 403 | 407, _) => "TCP_DENIED",
+            (RecordKind::Local, _, _) => "NONE_NONE",
+            _ if self.error.is_some() => "NONE_NONE",
+            _ => "TCP_MISS",
+        }
+    }
+
     /// Squid's native format:
     /// `time elapsed client code/status bytes method URL user hierarchy/peer type`, plus the
     /// request id as an 11th field.
     fn squid_line(&self) -> String {
         let since = crate::clock::since_epoch(self.start);
-        let code = match (self.kind, self.status) {
-            (RecordKind::Tunnel, 200) => "TCP_TUNNEL",
-            (_, 403 | 407) => "TCP_DENIED",
-            (RecordKind::Local, _) => "NONE_NONE",
-            (_, _) if self.error.is_some() => "NONE_NONE",
-            _ => "TCP_MISS",
-        };
+        let code = self.squid_code();
         let mut s = String::with_capacity(160);
         let _ = write!(
             s,
@@ -851,6 +860,39 @@ mod tests {
             line,
             "1700000000.123     45 127.0.0.1 TCP_MISS/200 1234 GET http://example.com/a%20b - HIER_DIRECT/192.0.2.1 text/html 00000000000000ab\n"
         );
+    }
+
+    #[test]
+    fn squid_codes_tell_a_warn_page_and_a_bumped_block_from_the_rest() {
+        let decided = |action| Decided {
+            action,
+            reason: "risk",
+            rule: None,
+            cache: "hit",
+            source: None,
+            risk: None,
+            score: None,
+        };
+        let (block, warn, allow) = (decided("block"), decided("warn"), decided("allow"));
+        let code = |kind, status, d: Option<&Decided>| {
+            let mut r = rec();
+            (r.kind, r.status, r.decision) = (kind, status, d);
+            r.squid_code()
+        };
+        assert_eq!(code(RecordKind::Http, 403, Some(&block)), "TCP_DENIED");
+        assert_eq!(code(RecordKind::Http, 403, Some(&warn)), "TCP_DENIED_WARN");
+        assert_eq!(
+            code(RecordKind::Intercepted, 200, Some(&block)),
+            "TCP_DENIED"
+        );
+        assert_eq!(
+            code(RecordKind::Intercepted, 200, Some(&warn)),
+            "TCP_DENIED_WARN"
+        );
+        assert_eq!(code(RecordKind::Intercepted, 200, Some(&allow)), "TCP_MISS");
+        assert_eq!(code(RecordKind::Tunnel, 200, Some(&allow)), "TCP_TUNNEL");
+        assert_eq!(code(RecordKind::Http, 407, None), "TCP_DENIED");
+        assert_eq!(code(RecordKind::Local, 200, None), "NONE_NONE");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! ([`crate::repserver::metrics`]) keep relaxed atomics where the work happens and register,
 //! once, a [`prometheus_client::collector::Collector`] that reads them; a scrape ([`encode`])
 //! runs it, and it writes each family with these helpers (typed label sets, constant values)
-//! in the OpenMetrics text format.
+//! in the OpenMetrics text format. [`ProcessCollector`] adds the standard `process_*`
+//! metrics read from `/proc/self` at each scrape, [`build_info`] the running version.
 //!
 //! # What it costs
 //! Nothing per request; a scrape writes a few dozen samples into one string.
@@ -127,6 +128,168 @@ pub fn gauge(
 ) -> fmt::Result {
     let n = n.try_into().unwrap_or(i64::MAX);
     metric(enc, name, help, &ConstGauge::new(n))
+}
+
+/// Label set of `webrep_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// Writes `build_info{version}` 1: the version of the running binary (Cargo's package
+/// version), to join with other series or to see a rollout.
+///
+/// # Errors
+/// An encoding error, which would be a bug.
+pub fn build_info(enc: &mut DescriptorEncoder) -> fmt::Result {
+    family(
+        enc,
+        "build_info",
+        "The running binary's version, as a label (the value is always 1)",
+        [(
+            BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            },
+            ConstGauge::new(1_i64),
+        )],
+    )
+}
+
+/// The Prometheus process metrics (`process_*`, no prefix), read from `/proc/self` at each
+/// scrape: resident memory, CPU seconds, open file descriptors and their limit, start time.
+/// Register it on a registry without a prefix. Outside Linux, or when `/proc` cannot be
+/// read, the series it cannot read are left out.
+#[derive(Debug, Default)]
+pub struct ProcessCollector;
+
+impl prometheus_client::collector::Collector for ProcessCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        #[cfg(target_os = "linux")]
+        if let Some(p) = process::read() {
+            use prometheus_client::metrics::counter::ConstCounter;
+            metric(
+                &mut enc,
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds",
+                &ConstCounter::new(p.cpu_seconds),
+            )?;
+            gauge(
+                &mut enc,
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                p.resident_bytes,
+            )?;
+            gauge(
+                &mut enc,
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes",
+                p.virtual_bytes,
+            )?;
+            metric(
+                &mut enc,
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds",
+                &ConstGauge::new(p.start_time_seconds),
+            )?;
+            if let Some(n) = p.open_fds {
+                gauge(
+                    &mut enc,
+                    "process_open_fds",
+                    "Number of open file descriptors",
+                    n,
+                )?;
+            }
+            if let Some(n) = p.max_fds {
+                gauge(
+                    &mut enc,
+                    "process_max_fds",
+                    "Maximum number of open file descriptors",
+                    n,
+                )?;
+            }
+        }
+        let _ = &mut enc;
+        Ok(())
+    }
+}
+
+/// Reading `/proc/self` for [`ProcessCollector`].
+#[cfg(target_os = "linux")]
+mod process {
+    use nix::unistd::{SysconfVar, sysconf};
+
+    /// What a scrape reports.
+    pub(super) struct Process {
+        pub cpu_seconds: f64,
+        pub resident_bytes: u64,
+        pub virtual_bytes: u64,
+        pub start_time_seconds: f64,
+        pub open_fds: Option<u64>,
+        pub max_fds: Option<u64>,
+    }
+
+    /// The process's figures now; `None` when `/proc/self/stat` or `/proc/stat` cannot be
+    /// read or parsed.
+    pub(super) fn read() -> Option<Process> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let f = stat_fields(&stat)?;
+        let ticks = sysconf(SysconfVar::CLK_TCK).ok()??;
+        let page = sysconf(SysconfVar::PAGE_SIZE).ok()??;
+        let (ticks, page) = (u64::try_from(ticks).ok()?, u64::try_from(page).ok()?);
+        let boot = std::fs::read_to_string("/proc/stat").ok()?;
+        let btime: u64 = boot
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
+        let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+        // Fields counted from the state (the third of stat(5)): utime 14, stime 15,
+        // starttime 22, vsize 23, rss 24 in stat(5)'s numbering.
+        let (utime, stime, start, vsize, rss) = (n(11)?, n(12)?, n(19)?, n(20)?, n(21)?);
+        Some(Process {
+            cpu_seconds: (utime + stime) as f64 / ticks as f64,
+            resident_bytes: rss * page,
+            virtual_bytes: vsize,
+            start_time_seconds: btime as f64 + start as f64 / ticks as f64,
+            open_fds: std::fs::read_dir("/proc/self/fd")
+                .ok()
+                .map(|d| d.count() as u64),
+            max_fds: max_fds(),
+        })
+    }
+
+    /// The fields of `/proc/self/stat` after the command name (which may hold spaces and
+    /// parentheses, so it is skipped up to its last `)`), from the state on.
+    fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+        let (_, rest) = stat.rsplit_once(')')?;
+        Some(rest.split_ascii_whitespace().collect())
+    }
+
+    /// The soft limit of open files, from `/proc/self/limits`.
+    fn max_fds() -> Option<u64> {
+        let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+        line.split_ascii_whitespace().nth(3)?.parse().ok()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn this_process_reads_sensibly() {
+            let p = super::read().expect("/proc/self is readable");
+            assert!(p.resident_bytes > 1 << 20, "{}", p.resident_bytes);
+            assert!(p.virtual_bytes >= p.resident_bytes);
+            assert!(p.open_fds.unwrap() >= 3);
+            assert!(p.max_fds.unwrap() >= p.open_fds.unwrap());
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64();
+            assert!(p.start_time_seconds <= now + 1.0 && p.start_time_seconds > now - 86400.0);
+            assert!(super::stat_fields("1 (a) b) c) S 1 2").unwrap()[0] == "S");
+        }
+    }
 }
 
 /// Label set of `webrep_allocator_bytes`: which of jemalloc's totals.

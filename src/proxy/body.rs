@@ -144,11 +144,11 @@ impl Body for ProxyBody {
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(l)) = (
-                    frame.data_ref(),
-                    this.guard.as_mut().and_then(|g| g.log.as_mut()),
-                ) {
-                    l.bytes_out += data.len() as u64;
+                if let (Some(data), Some(g)) = (frame.data_ref(), this.guard.as_mut()) {
+                    g.bytes_out += data.len() as u64;
+                    if let Some(l) = &mut g.log {
+                        l.bytes_out += data.len() as u64;
+                    }
                 }
             }
             Poll::Ready(None) => this.note_end(),
@@ -193,19 +193,37 @@ impl Drop for ProxyBody {
 pub struct UpstreamBody {
     inner: Incoming,
     failed: Option<Arc<AtomicBool>>,
+    /// Where the bytes read are added when the body is dropped (none for an empty body).
+    traffic: Option<Arc<super::traffic::Traffic>>,
+    bytes_in: u64,
 }
 
 impl UpstreamBody {
     /// Wraps `inner`; the flag, when the body is not empty, says whether reading it failed.
-    pub fn new(inner: Incoming) -> (Self, Option<Arc<AtomicBool>>) {
-        let failed = (!inner.is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
+    /// The bytes read are added to `traffic`'s `bytes_in`.
+    pub fn new(
+        inner: Incoming,
+        traffic: &Arc<super::traffic::Traffic>,
+    ) -> (Self, Option<Arc<AtomicBool>>) {
+        let empty = inner.is_end_stream();
+        let failed = (!empty).then(|| Arc::new(AtomicBool::new(false)));
         (
             Self {
                 inner,
                 failed: failed.clone(),
+                traffic: (!empty).then(|| traffic.clone()),
+                bytes_in: 0,
             },
             failed,
         )
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        if let Some(t) = &self.traffic {
+            t.bytes_in.fetch_add(self.bytes_in, Ordering::Relaxed);
+        }
     }
 }
 
@@ -218,8 +236,12 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let (Poll::Ready(Some(Err(_))), Some(f)) = (&polled, &self.failed) {
-            f.store(true, Ordering::Relaxed);
+        match (&polled, &self.failed) {
+            (Poll::Ready(Some(Err(_))), Some(f)) => f.store(true, Ordering::Relaxed),
+            (Poll::Ready(Some(Ok(frame))), _) => {
+                self.bytes_in += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            _ => {}
         }
         polled
     }
@@ -238,10 +260,16 @@ impl Body for UpstreamBody {
 pub struct ResponseGuard {
     pub(crate) in_flight: Option<crate::conns::InFlight>,
     pub(crate) log: Option<PendingLog>,
+    /// Where the body bytes sent are added once the response is done.
+    pub(crate) traffic: Arc<super::traffic::Traffic>,
+    pub(crate) bytes_out: u64,
 }
 
 impl Drop for ResponseGuard {
     fn drop(&mut self) {
+        self.traffic
+            .bytes_out
+            .fetch_add(self.bytes_out, Ordering::Relaxed);
         if let Some(l) = self.log.take() {
             l.write();
         }

@@ -174,6 +174,7 @@ fn relay_tunnel(
                     return;
                 }
             };
+            let open = state2.traffic.tunnel_open();
             let (kind, stats) = if plan.intercept {
                 state2.tunnels[1].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 // Boxed: interception's state (kilobytes) would otherwise be part of
@@ -208,6 +209,7 @@ fn relay_tunnel(
                 upstream_addr,
                 stats,
             );
+            drop(open);
         }
         .in_current_span(),
     );

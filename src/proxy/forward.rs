@@ -393,7 +393,7 @@ async fn send(
     websocket: bool,
 ) -> Result<http::Response<Incoming>, ProxyError> {
     let (parts, body) = req.into_parts();
-    let (body, failed) = UpstreamBody::new(body);
+    let (body, failed) = UpstreamBody::new(body, &state.traffic);
     let req = Request::from_parts(parts, body);
     let timeout = state.config().upstream_response_timeout;
     let sent = match pool {
@@ -661,6 +661,14 @@ pub(crate) fn log_relay(
     upstream: Option<std::net::SocketAddr>,
     stats: super::tunnel::RelayStats,
 ) {
+    // An intercepted tunnel's requests count their own bodies.
+    if kind != RecordKind::Intercepted {
+        let t = &state.traffic;
+        t.bytes_in
+            .fetch_add(stats.up, std::sync::atomic::Ordering::Relaxed);
+        t.bytes_out
+            .fetch_add(stats.down, std::sync::atomic::Ordering::Relaxed);
+    }
     let error = match stats.end {
         RelayEnd::Closed => None,
         RelayEnd::Idle => Some("connection_read_timeout"),

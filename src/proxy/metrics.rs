@@ -7,8 +7,9 @@
 //! Outside the request path: the counters are the relaxed atomics the request path already
 //! keeps (filter decisions, cache states, file scans, feedback queue and spool, certificate
 //! mints, failed client handshakes, tunnels, DNS lookups, policy reload failures, rejected
-//! request heads, client connections, password checks, upstream pool bounds) and the histogram of reputation round
-//! trips; a scrape runs the registered collector, which writes them with typed label sets
+//! request heads, client connections, password checks, upstream pool bounds, the client-side
+//! traffic of [`super::traffic`]) and the histogram of reputation round trips, beside the
+//! process metrics ([`crate::metrics::ProcessCollector`], unprefixed) and the build info; a scrape runs the registered collector, which writes them with typed label sets
 //! (`labels`) in the OpenMetrics text format. Label values come from closed sets only:
 //! actions, cache states, outcomes, and the configured source names.
 //!
@@ -36,16 +37,18 @@ use super::filter::Filter;
 use crate::feedback::Feedback;
 use crate::metrics::{counter, counters, gauge};
 use labels::{
-    Action, ActionLabels, Auth, AuthLabels, Cache, CacheLabels, Dns, DnsLabels, Early, EarlyLabels,
-    FeedbackLabels, Head, HeadLabels, ReasonLabels, RelayPath, RelayPathLabels, Scan, ScanLabels,
-    SourceLabels, Tunnel, TunnelLabels,
+    Action, ActionLabels, Auth, AuthLabels, Cache, CacheLabels, DirectionLabels, Dns, DnsLabels,
+    Early, EarlyLabels, FeedbackLabels, Head, HeadLabels, ReasonLabels, RelayPath, RelayPathLabels,
+    RequestLabels, Scan, ScanLabels, SourceLabels, Tunnel, TunnelLabels,
 };
 
 /// The proxy's registry (prefix `webrep`), built once per admin listener: one collector
 /// that reads `state` at each scrape.
 pub fn registry(state: Arc<ProxyState>) -> Registry {
-    let mut r = Registry::with_prefix("webrep");
-    r.register_collector(Box::new(ProxyCollector(state)));
+    let mut r = Registry::default();
+    r.register_collector(Box::new(crate::metrics::ProcessCollector));
+    r.sub_registry_with_prefix("webrep")
+        .register_collector(Box::new(ProxyCollector(state)));
     r
 }
 
@@ -72,9 +75,11 @@ impl Collector for ProxyCollector {
         encode_intercept(&mut enc, state)?;
         encode_auth(&mut enc, state)?;
         encode_connections(&mut enc, state)?;
+        encode_traffic(&mut enc, state)?;
         encode_dns(&mut enc, state)?;
         encode_upstream_pool(&mut enc, state)?;
         crate::metrics::allocator(&mut enc)?;
+        crate::metrics::build_info(&mut enc)?;
         encode_losses(&mut enc, state)
     }
 }
@@ -341,6 +346,40 @@ fn encode_connections(enc: &mut DescriptorEncoder, state: &ProxyState) -> fmt::R
     )
 }
 
+/// Client-side traffic ([`super::traffic`]): requests by method and status class, body
+/// bytes both ways, tunnels open now.
+fn encode_traffic(enc: &mut DescriptorEncoder, state: &ProxyState) -> fmt::Result {
+    let t = &state.traffic;
+    counters(
+        enc,
+        "requests",
+        "Requests answered, by method (other: any method not named) and status class, counted when the response head is ready (the proxy's own pages and refusals included; request heads refused before they were read whole are in rejected_requests)",
+        t.requests()
+            .map(|(method, class, n)| (RequestLabels { method, class }, n)),
+    )?;
+    counters(
+        enc,
+        "client_bytes",
+        "Body bytes received from clients (in: request bodies, what clients sent into tunnels and WebSockets) and sent to them (out: response bodies, what tunnels and WebSockets relayed to clients), counted when each body or relay ends",
+        [
+            (
+                DirectionLabels { direction: "in" },
+                t.bytes_in.load(Relaxed),
+            ),
+            (
+                DirectionLabels { direction: "out" },
+                t.bytes_out.load(Relaxed),
+            ),
+        ],
+    )?;
+    gauge(
+        enc,
+        "open_tunnels",
+        "CONNECT tunnels open now, relayed or intercepted",
+        t.open_tunnels(),
+    )
+}
+
 /// Host name lookups by result and the DNS cache.
 fn encode_dns(enc: &mut DescriptorEncoder, state: &ProxyState) -> fmt::Result {
     let resolver = state.dialer.resolver();
@@ -464,7 +503,8 @@ fn encode_auth(enc: &mut DescriptorEncoder, state: &ProxyState) -> fmt::Result {
 /// `/stats`: filtering decisions by action and cache state, reputation changes applied,
 /// the policy generation, feedback events by outcome (losses by cause) and the spool,
 /// access-log and diagnostic lines lost, request heads refused by class, client connections
-/// (open, refused for their address, idle ones closed to make room), DNS and file-scan
+/// (open, refused for their address, idle ones closed to make room), client-side traffic
+/// (requests by method and status class, body bytes, open tunnels), DNS and file-scan
 /// counters, password checks, and the hosts with failed client handshakes after
 /// interception, as JSON.
 pub fn stats(state: &ProxyState) -> serde_json::Value {
@@ -492,6 +532,7 @@ pub fn stats(state: &ProxyState) -> serde_json::Value {
         .collect::<serde_json::Map<_, _>>()
         .into();
     v["connections"] = state.conns.to_json();
+    v["traffic"] = state.traffic.to_json();
     let resolver = state.dialer.resolver();
     let pool = super::pool::IdleBound::counts(&state.upstream_bounds);
     v["upstream_pool"] = serde_json::json!({

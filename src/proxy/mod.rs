@@ -51,6 +51,7 @@ pub mod service;
 #[cfg(target_os = "linux")]
 pub mod splice;
 pub mod tap;
+pub mod traffic;
 pub mod tunnel;
 
 use std::net::SocketAddr;
@@ -106,6 +107,8 @@ pub struct ProxyState {
     pub tunnels: [std::sync::atomic::AtomicU64; 2],
     /// Bytes relayed by plain TCP tunnels and WebSockets (both ways): copied, spliced.
     pub relayed_bytes: [std::sync::atomic::AtomicU64; 2],
+    /// Client-side traffic: requests by method and status class, bytes, open tunnels.
+    pub traffic: Arc<traffic::Traffic>,
     /// With filtering on: file reputation for downloads.
     pub scanner: Option<filescan::FileScanner>,
     pub dialer: Dialer,
@@ -479,6 +482,7 @@ impl Proxy {
             interceptor,
             tunnels: Default::default(),
             relayed_bytes: Default::default(),
+            traffic: Default::default(),
             scanner: filter
                 .as_ref()
                 .map(|_| filescan::FileScanner::new(&config.files, cfg.workers)),

@@ -71,6 +71,8 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
         let guard = ResponseGuard {
             in_flight: Some(self.activity.start_request()),
             log: None,
+            traffic: self.state.traffic.clone(),
+            bytes_out: 0,
         };
         let state = self.state.clone();
         let ctx = RequestCtx {
@@ -163,7 +165,7 @@ async fn dispatch(
 ) -> Response<ProxyBody> {
     let method = req.method().clone();
     // Only built when someone will read it.
-    let url = state.access_log.is_enabled().then(|| log_url(&req));
+    let url = state.access_log.is_enabled().then(|| log_url(&state, &req));
     let result = route(&state, &mut ctx, allowed, req).await;
     let (mut response, kind, upstream, error, log_now) = match result {
         Ok(h) => (h.response, h.kind, h.upstream, None, h.log_now),
@@ -175,6 +177,7 @@ async fn dispatch(
             (r, RecordKind::Http, None, Some(e.proxy_status()), true)
         }
     };
+    state.traffic.request(&method, response.status());
     if !allowed {
         response
             .headers_mut()
@@ -294,14 +297,33 @@ async fn misdirected(
 }
 
 /// The URL as it goes into the access log.
-fn log_url(req: &Request<Incoming>) -> String {
+fn log_url(state: &ProxyState, req: &Request<Incoming>) -> String {
     if req.method() == Method::CONNECT {
         req.uri()
             .authority()
             .map(|a| a.as_str().to_owned())
             .unwrap_or_default()
-    } else {
+    } else if req.uri().scheme().is_some() {
         req.uri().to_string()
+    } else {
+        origin_form_url(state, req)
+    }
+}
+
+/// An origin-form request (one addressed to the proxy itself: its pages, the PAC file, the
+/// CA) as an absolute URL, so that every log line names a full URL: its `Host` when that is
+/// a valid authority, else the proxy's first listen address.
+fn origin_form_url<B>(state: &ProxyState, req: &Request<B>) -> String {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+        .filter(|a| !a.as_str().contains('@'));
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    match (host, state.local_addrs.first()) {
+        (Some(h), _) => format!("http://{h}{pq}"),
+        (None, Some(a)) => format!("http://{a}{pq}"),
+        (None, None) => pq.to_owned(),
     }
 }
 

@@ -463,14 +463,11 @@ impl TestProxy {
         raw.admin.listen = Some("127.0.0.1:0".into());
         edit(&mut raw);
         choose_defaults(&mut raw);
+        let format = raw.access_log.format;
         let config = Config::from_raw(raw, "test config").expect("test config is valid");
         let log_path = dir.path().join("access.log");
         let file = std::fs::File::create(&log_path).unwrap();
-        let access_log = Arc::new(AccessLog::with_writer(
-            Box::new(file),
-            webrep::config::AccessLogFormat::Json,
-            1 << 20,
-        ));
+        let access_log = Arc::new(AccessLog::with_writer(Box::new(file), format, 1 << 20));
         let proxy = webrep::app::proxy::ProxyApp::start(&config, access_log.clone())
             .await
             .unwrap();
@@ -511,6 +508,25 @@ impl TestProxy {
     pub(crate) fn access_log_text(&self) -> String {
         self.access_log.flush(Duration::from_secs(5));
         std::fs::read_to_string(&self.log_path).unwrap()
+    }
+
+    /// Waits (bounded) until a Squid-format access-log line (the proxy was started with
+    /// `access_log.format: squid`) satisfies `pred` on its fields, and returns the fields.
+    pub(crate) async fn wait_squid_line(&self, pred: impl Fn(&[&str]) -> bool) -> Vec<String> {
+        eventually_ok("a matching Squid access log line", BOUND, || {
+            let text = self.access_log_text();
+            let found = text
+                .lines()
+                .map(|line| {
+                    line.split(' ')
+                        .filter(|f| !f.is_empty())
+                        .collect::<Vec<_>>()
+                })
+                .find(|f| pred(f))
+                .map(|f| f.into_iter().map(str::to_owned).collect());
+            std::future::ready(found.ok_or(text))
+        })
+        .await
     }
 
     /// Waits (bounded) until an access-log line satisfies `pred`, and returns it.

@@ -888,3 +888,77 @@ async fn the_filter_judges_the_other_origin_a_request_inside_a_tunnel_names() {
     assert_eq!(origin.stats.requests.load(Ordering::SeqCst), 0);
     i.proxy.stop().await;
 }
+
+#[tokio::test]
+async fn squid_lines_tell_warn_from_block_and_log_local_pages_with_absolute_urls() {
+    let origin_ca = TestCa::custom(&["malware.example", "news.example"], false);
+    let origin = Origin::https(&origin_ca).await;
+    let port = origin.addr.port();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.yaml");
+    let policy = FILTER_POLICY.replace(
+        "    malware: block\n",
+        "    malware: block\n    news: warn\n",
+    );
+    std::fs::write(&file, policy).unwrap();
+    let i = intercepting(&origin_ca, port, |c| {
+        c.proxy.hosts = sample_hosts();
+        c.policy.file = Some(file);
+        c.access_log.format = webrep::config::AccessLogFormat::Squid;
+    })
+    .await;
+    // Each client is dropped after its request: that closes its tunnel, whose line is written
+    // when it closes.
+    // malware.example: refused, intercepted only to show the block page.
+    let client = i.client(false);
+    let r = client
+        .get(format!("https://malware.example:{port}/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    drop((r, client));
+    let connect = i
+        .proxy
+        .wait_squid_line(|f| f.get(5) == Some(&"CONNECT") && f[6].starts_with("malware"))
+        .await;
+    assert_eq!(connect[3], "TCP_DENIED/200", "{connect:?}");
+    let inner = i
+        .proxy
+        .wait_squid_line(|f| {
+            f.get(6) == Some(&format!("https://malware.example:{port}/x").as_str())
+        })
+        .await;
+    assert_eq!(inner[3], "TCP_DENIED/403", "{inner:?}");
+    // news.example: warned; the warn page is not a block.
+    let client = i.client(false);
+    let r = client
+        .get(format!("https://news.example:{port}/y"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    drop((r, client));
+    let warned = i
+        .proxy
+        .wait_squid_line(|f| f.get(6) == Some(&format!("https://news.example:{port}/y").as_str()))
+        .await;
+    assert_eq!(warned[3], "TCP_DENIED_WARN/403", "{warned:?}");
+    let connect = i
+        .proxy
+        .wait_squid_line(|f| f.get(5) == Some(&"CONNECT") && f[6].starts_with("news"))
+        .await;
+    assert_eq!(connect[3], "TCP_DENIED_WARN/200", "{connect:?}");
+    // Local pages asked of the proxy directly log as absolute URLs.
+    for path in ["/proxy.pac", "/ca"] {
+        let r = plain_get(format!("{}{path}", i.proxy.url())).await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let want = format!("{}{path}", i.proxy.url());
+        let line = i
+            .proxy
+            .wait_squid_line(|f| f.get(6) == Some(&want.as_str()))
+            .await;
+        assert_eq!(line[3], "NONE_NONE/200", "{line:?}");
+    }
+    i.proxy.stop().await;
+}

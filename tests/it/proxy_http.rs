@@ -578,3 +578,121 @@ async fn an_unrequested_101_from_the_origin_is_502() {
     assert!(head.contains("error=http_protocol_error"), "{head}");
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_count_requests_bytes_tunnels_and_the_process() {
+    use tokio::io::AsyncReadExt as _;
+    let origin = Origin::http().await;
+    let proxy = TestProxy::start_with(|c| c.proxy.connect_ports = vec![origin.addr.port()]).await;
+    let admin = proxy.admin.expect("admin listener");
+    let client = proxy.client(None);
+    for _ in 0..2 {
+        let r = client.get(origin.url("/bytes/1000")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.bytes().await.unwrap().len(), 1000);
+    }
+    let r = client
+        .post(origin.url("/upload"))
+        .body(vec![0u8; 5000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let answer = r.text().await.unwrap();
+    // A CONNECT to a port not allowed: 403.
+    let reply = raw_exchange(
+        proxy.addr,
+        b"CONNECT 127.0.0.1:25 HTTP/1.1\r\nHost: 127.0.0.1:25\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
+    // A tunnel held open while the proxy is scraped.
+    let mut tunnel = TcpStream::connect(proxy.addr).await.unwrap();
+    let target = origin.addr;
+    tunnel
+        .write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 64];
+    let n = tunnel.read(&mut head).await.unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &head[..n]);
+    let text = eventually_ok("the tunnel counted open", BOUND, || async {
+        let text = scrape(admin).await;
+        if sample(&text, "webrep_open_tunnels") == 1.0 {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    })
+    .await;
+    let count = |method: &str, class: &str| {
+        sample(
+            &text,
+            &format!("webrep_requests_total{{method=\"{method}\",class=\"{class}\"}}"),
+        )
+    };
+    assert_eq!(count("GET", "2xx"), 2.0, "{text}");
+    assert_eq!(count("POST", "2xx"), 1.0, "{text}");
+    assert_eq!(count("CONNECT", "4xx"), 1.0, "{text}");
+    assert_eq!(count("CONNECT", "2xx"), 1.0, "{text}");
+    assert!(
+        !text.contains("method=\"PUT\""),
+        "only counts above zero: {text}"
+    );
+    let bytes = |d: &str| {
+        sample(
+            &text,
+            &format!("webrep_client_bytes_total{{direction=\"{d}\"}}"),
+        )
+    };
+    assert_eq!(bytes("in"), 5000.0, "{text}");
+    // The proxy's own 403 page adds to the bodies sent.
+    assert!(bytes("out") > (2000 + answer.len()) as f64, "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            &format!(
+                "webrep_build_info{{version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        1.0
+    );
+    assert!(
+        sample(&text, "process_resident_memory_bytes") > 1e6,
+        "{text}"
+    );
+    assert!(sample(&text, "process_open_fds") >= 3.0, "{text}");
+    assert!(sample(&text, "process_cpu_seconds_total") > 0.0, "{text}");
+    assert!(
+        sample(&text, "process_start_time_seconds") > 1.7e9,
+        "{text}"
+    );
+    let stats = stats_at(admin).await;
+    assert_eq!(stats["traffic"]["requests"]["GET"]["2xx"], 2, "{stats}");
+    assert_eq!(stats["traffic"]["bytes_in"], 5000, "{stats}");
+    assert_eq!(stats["traffic"]["open_tunnels"], 1, "{stats}");
+    // Closed: no longer open.
+    drop(tunnel);
+    eventually_ok("the tunnel counted closed", BOUND, || async {
+        let text = scrape(admin).await;
+        if sample(&text, "webrep_open_tunnels") == 0.0 {
+            Ok(())
+        } else {
+            Err(text)
+        }
+    })
+    .await;
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn json_lines_name_the_proxys_own_pages_by_absolute_url() {
+    let proxy = TestProxy::start_default().await;
+    let r = plain_get(format!("{}/healthz", proxy.url())).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let want = format!("{}/healthz", proxy.url());
+    let line = proxy.wait_log(|l| l["kind"] == "local").await;
+    assert_eq!(line["url"], want.as_str(), "{line}");
+    proxy.stop().await;
+}

@@ -330,3 +330,17 @@ mod tests {
         );
     }
 }
+
+/// Label set of `webrep_requests_total`: a method of [`crate::proxy::traffic::METHODS`] and a
+/// status class of [`crate::proxy::traffic::CLASSES`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct RequestLabels {
+    pub method: &'static str,
+    pub class: &'static str,
+}
+
+/// Label set of `webrep_client_bytes_total`: `in` (from clients) or `out` (to clients).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct DirectionLabels {
+    pub direction: &'static str,
+}
